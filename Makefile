@@ -1,0 +1,34 @@
+# Both targets are self-contained on a fresh machine with Python 3.11 and make.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# torch/torchvision are installed first at the versions served from local disk on our machines;
+# the pyproject only requires ranges, so any recent torch works elsewhere.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test install install-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH_PINS) || $(BIN)/pip install -q "torch>=2.4" "torchvision>=0.19"
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(BIN)/wemem launch studies/quickstart.toml
+
+test: install-test
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) .wemem-cache wemem.db

@@ -1,0 +1,136 @@
+"""Datasets and the study splits of SPEC section 2.
+
+All index sets refer to one in-memory pool: ``x[:n_train]`` is the training pool T (the index space of
+mem-scores) and ``x[n_train:]`` is the test pool E. Small datasets stay as tensors; batches are index slices.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import require
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Training pool T followed by test pool E, as one tensor pair."""
+
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor
+    n_train: int
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def train_indices(self) -> torch.Tensor:
+        return torch.arange(self.n_train)
+
+    @property
+    def test_indices(self) -> torch.Tensor:
+        return torch.arange(self.n_train, len(self.y))
+
+
+Loader = Callable[[Path | None, int], Pools]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def load_dataset(name: str, data_root: str | Path | None = None, seed: int = 7) -> Pools:
+    """Load a dataset by registry name, or by ``prefix:PATH`` for the generic loaders."""
+    root = Path(data_root) if data_root is not None else None
+    if ":" in name:
+        prefix, path = name.split(":", 1)
+        return DATASETS.get(prefix + ":")(Path(path), seed)
+    return DATASETS.get(name)(root, seed)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_pools(name: str, data_root: str | None, seed: int, device: str) -> Pools:
+    """The dataset on the training device, loaded once per process (workers reuse it across jobs)."""
+    pools = load_dataset(name, data_root, seed)
+    return Pools(pools.name, pools.x.to(device), pools.y.to(device), pools.n_train, pools.num_classes)
+
+
+def seeded_permutation(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).permutation(n)
+
+
+def split_train_test(x: torch.Tensor, y: torch.Tensor, seed: int, name: str, test_fraction: float = 0.2) -> Pools:
+    """For datasets without an official test split: seeded 80/20 split into T/E."""
+    order = torch.as_tensor(seeded_permutation(len(y), seed))
+    n_test = int(round(len(y) * test_fraction))
+    n_train = len(y) - n_test
+    y = y.long()
+    return Pools(name, x[order].contiguous(), y[order].contiguous(), n_train, int(y.max()) + 1)
+
+
+@DATASETS.register("digits")
+def load_digits(_root: Path | None, seed: int) -> Pools:
+    """scikit-learn's bundled 8x8 digits (1797 samples): the embedded default that needs no download."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    x = torch.as_tensor(bunch.data, dtype=torch.float32) / 16.0  # pixel counts 0..16 -> [0, 1]
+    y = torch.as_tensor(bunch.target, dtype=torch.long)
+    return split_train_test(x, y, seed, "digits")
+
+
+# ---------------------------------------------------------------------------------------------- splits
+
+
+@dataclass(frozen=True)
+class ModelSplit:
+    """One model's data: its members (train), model-selection set (dev) and non-members (test)."""
+
+    train: torch.Tensor
+    dev: torch.Tensor
+    test: torch.Tensor
+
+
+@dataclass(frozen=True)
+class StudySplit:
+    victim: ModelSplit
+    shadows: tuple[ModelSplit, ...]
+
+    def models(self) -> list[tuple[str, ModelSplit]]:
+        return [("victim", self.victim)] + [(f"shadow{k}", s) for k, s in enumerate(self.shadows)]
+
+
+def _model_split(pool: np.ndarray, test_pool: np.ndarray, seed: int, train_fraction: float, dev_fraction: float) -> ModelSplit:
+    pool = pool[seeded_permutation(len(pool), seed)]
+    n_train = int(round(len(pool) * train_fraction))
+    evaluation = np.concatenate([pool[n_train:], test_pool])
+    evaluation = evaluation[seeded_permutation(len(evaluation), seed + 1_000_003)]
+    n_dev = int(round(len(evaluation) * dev_fraction))
+    as_tensor = lambda a: torch.as_tensor(np.sort(a), dtype=torch.long)  # noqa: E731 -- sorted for cache-friendly gathers
+    return ModelSplit(as_tensor(pool[:n_train]), as_tensor(evaluation[:n_dev]), as_tensor(evaluation[n_dev:]))
+
+
+def make_study_split(
+    pools: Pools, seed: int = 7, shadows: int = 5, train_fraction: float = 0.9, dev_fraction: float = 0.34
+) -> StudySplit:
+    """SPEC section 2: T halves into victim pool V and shadow pool A; each model trains on 90% of its pool.
+
+    The victim's evaluation pool (rest of V plus all of E) splits 34% dev / 66% test; shadow k does the same
+    with its pool A permuted by seed + k. Shadows never see victim members.
+    """
+    require(shadows >= 1, f"shadows must be >= 1 (got {shadows}); adaptive attacks need at least one shadow model")
+    order = seeded_permutation(pools.n_train, seed)
+    half = pools.n_train // 2
+    victim_pool, shadow_pool = order[:half], order[half:]
+    test_pool = np.arange(pools.n_train, len(pools.y))
+    victim = _model_split(victim_pool, test_pool, seed, train_fraction, dev_fraction)
+    shadow_splits = tuple(
+        _model_split(shadow_pool, test_pool, seed + k, train_fraction, dev_fraction) for k in range(shadows)
+    )
+    return StudySplit(victim, shadow_splits)

@@ -1,0 +1,6 @@
+"""Defenses by registry name. Importing this package registers every built-in defense."""
+
+from .base import DEFENSES, Defense, DefenseContext, make_defense
+from . import wemem as _wemem  # noqa: F401  (registers rsw, rmr, swmr)
+
+__all__ = ["DEFENSES", "Defense", "DefenseContext", "make_defense"]

@@ -1,0 +1,139 @@
+"""The defense interface and registry.
+
+A defense shapes the fine-tuning of every pruning round through four hooks: which steps an epoch takes
+(``epoch_steps``), the loss of a step (``loss``), the optimizer step itself (``train_step``) and what the
+deployed model answers (``output_log_probs``). A new defense is one module that subclasses ``Defense``, declares
+its pydantic ``Settings`` and registers itself with ``@DEFENSES.register("name")``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from ..data import Pools
+from ..errors import WememError
+from ..pruning import Masks, apply_masks, mask_gradients
+from ..registry import Registry
+from ..training import Step, TrainConfig, make_adam, minibatches
+
+
+class NoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class DefenseContext:
+    """What a defense may know about the model it is fine-tuning."""
+
+    pools: Pools
+    train: torch.Tensor  # pool indices of the model's training list L
+    dev: torch.Tensor
+    memscores: torch.Tensor | None  # one score per sample of T (indexed by pool index < n_train)
+    config: TrainConfig
+    seed: int
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.pools.y[self.train.to(self.pools.y.device)].cpu()
+
+    def scores_of(self, indices: torch.Tensor) -> torch.Tensor:
+        if self.memscores is None:
+            raise WememError("this defense needs mem-scores; compute them with `wemem memscore` or enable them in the study")
+        return self.memscores[indices.cpu()]
+
+
+class Defense:
+    """Default behaviour: plain fine-tuning (shuffled mini-batches, cross-entropy, Adam with coupled L2)."""
+
+    name: ClassVar[str] = "none"
+    Settings: ClassVar[type[BaseModel]] = NoSettings
+    needs_memscores: ClassVar[bool] = False
+
+    def __init__(self, settings: BaseModel | dict[str, Any] | None = None):
+        self.settings = self.parse_settings(settings or {})
+        self.context: DefenseContext | None = None
+
+    @classmethod
+    def parse_settings(cls, settings: BaseModel | dict[str, Any]) -> BaseModel:
+        if isinstance(settings, cls.Settings):
+            return settings
+        try:
+            return cls.Settings.model_validate(dict(settings))
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(settings)'}: {e['msg']}" for e in error.errors())
+            raise WememError(f"invalid settings for defense {cls.name!r}: {problems}") from None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def bind(self, context: DefenseContext) -> None:
+        """Called once per model before its first pruning round."""
+        self.context = context
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return make_adam(model, self.ctx.config)
+
+    @property
+    def ctx(self) -> DefenseContext:
+        if self.context is None:
+            raise RuntimeError(f"defense {self.name!r} used before bind()")
+        return self.context
+
+    # -- hooks -----------------------------------------------------------------------------------------
+    def epoch_steps(self, epoch: int, generator: torch.Generator) -> list[Step]:
+        return [Step(batch) for batch in minibatches(self.ctx.train, self.ctx.config.batch_size, generator)]
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y)
+
+    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step,
+                   masks: Masks | None) -> float:
+        index = step.indices.to(pools.x.device)
+        x, y = pools.x[index], pools.y[index]
+        optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(model, x, y, model(x))
+        loss.backward()
+        if masks is not None:
+            mask_gradients(model, masks)
+        with weight_decay_override(optimizer, step.weight_decay):
+            optimizer.step()
+        if masks is not None:
+            apply_masks(model, masks)  # Adam's moments would otherwise revive pruned weights
+        return float(loss.detach())
+
+    def output_log_probs(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(logits, dim=1)
+
+    def report(self) -> dict[str, float]:
+        """Extra numbers to store with the results (e.g. DP-SGD's epsilon)."""
+        return {}
+
+
+class weight_decay_override:
+    """Temporarily set every param group's weight decay (RMR's stronger L2 on risky steps)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, weight_decay: float | None):
+        self.optimizer, self.weight_decay = optimizer, weight_decay
+        self.saved: list[float] = []
+
+    def __enter__(self) -> None:
+        if self.weight_decay is not None:
+            self.saved = [group["weight_decay"] for group in self.optimizer.param_groups]
+            for group in self.optimizer.param_groups:
+                group["weight_decay"] = self.weight_decay
+
+    def __exit__(self, *exc: object) -> None:
+        for group, saved in zip(self.optimizer.param_groups, self.saved):
+            group["weight_decay"] = saved
+
+
+DEFENSES: Registry[type[Defense]] = Registry("defense")
+DEFENSES.register("none")(Defense)
+
+
+def make_defense(name: str, settings: dict[str, Any] | None = None) -> Defense:
+    return DEFENSES.get(name)(settings or {})

@@ -1,0 +1,190 @@
+"""The WeMeM defenses of SPEC section 7: RSW (sliding windows), RMR (risk memory regularization), SWMR (both).
+
+Window sizes are per class and may be given as fractions of each class list (``width_fraction``,
+``stride_fraction``) so one setting transfers across datasets, or as sample counts (``width``, ``stride``) as in
+the paper's artifact (e.g. CIFAR-10 D=50, W=500).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..training import Step, minibatches
+from .base import DEFENSES, Defense, DefenseContext
+
+Order = Literal["h2l", "l2h"]
+
+
+# ------------------------------------------------------------------------------------ pure algorithms
+
+
+def ranked_class_lists(indices: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, order: Order) -> list[torch.Tensor]:
+    """pi_c for each class present: the class's indices ranked by mem-score (ties broken by pool index)."""
+    lists = []
+    for c in torch.unique(labels).tolist():
+        members = indices[labels == c]
+        member_scores = scores[labels == c]
+        by_index = torch.argsort(members, stable=True)
+        members, member_scores = members[by_index], member_scores[by_index]
+        ranking = torch.argsort(member_scores, descending=(order == "h2l"), stable=True)
+        lists.append(members[ranking])
+    return lists
+
+
+def window_sizes(class_size: int, width: int | None, stride: int | None, width_fraction: float | None,
+                 stride_fraction: float | None) -> tuple[int, int]:
+    """Per-class (W, D) in samples: counts as given, or fractions of the class size (at least one sample)."""
+    w = width if width is not None else max(1, round(width_fraction * class_size))
+    d = stride if stride is not None else max(1, round(stride_fraction * class_size))
+    return w, d
+
+
+def sliding_window(class_lists: list[torch.Tensor], sizes: list[tuple[int, int]], epoch: int) -> torch.Tensor:
+    """window(e) = union over classes of pi_c[D*e : D*e + W], the end clipped per class.
+
+    **Fix** (SPEC section 7): the reference clipped one shared end across classes.
+    """
+    parts = [ranked[d * epoch: min(d * epoch + w, len(ranked))] for ranked, (w, d) in zip(class_lists, sizes)]
+    parts = [p for p in parts if len(p)]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+
+
+def epochs_per_sample(width: int, stride: int) -> int:
+    """How many epochs of a round one sample appears in at most: ceil(W / D)."""
+    return math.ceil(width / stride)
+
+
+def risk_split(indices: torch.Tensor, scores: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """RMR's split of L: risky R = {m >= tau}, general G = {m < tau}."""
+    risky = scores >= tau
+    return indices[risky], indices[~risky]
+
+
+def tau_from_risky_fraction(memscores: torch.Tensor, risky_fraction: float) -> float:
+    """The absolute threshold that marks the top ``risky_fraction`` of the study's mem-scores as risky."""
+    return float(torch.quantile(memscores.double(), 1.0 - risky_fraction))
+
+
+# --------------------------------------------------------------------------------------------- settings
+
+
+class WindowSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    order: Order = "h2l"
+    width: int | None = Field(None, ge=1, description="window width W in samples per class")
+    stride: int | None = Field(None, ge=1, description="stride D in samples per class")
+    width_fraction: float | None = Field(None, gt=0, le=1, description="W as a fraction of each class list")
+    stride_fraction: float | None = Field(None, gt=0, le=1, description="D as a fraction of each class list")
+
+    @model_validator(mode="after")
+    def _one_form_each(self) -> "WindowSettings":
+        for name in ("width", "stride"):
+            given = [getattr(self, name) is not None, getattr(self, f"{name}_fraction") is not None]
+            if sum(given) != 1:
+                raise ValueError(f"give exactly one of {name} (samples) or {name}_fraction (of each class list)")
+        if self.width is not None and self.stride is not None and self.stride > self.width:
+            raise ValueError(f"stride {self.stride} exceeds width {self.width}: samples between windows would never be trained on")
+        if self.width_fraction is not None and self.stride_fraction is not None and self.stride_fraction >= self.width_fraction:
+            raise ValueError("stride_fraction must be strictly below width_fraction")
+        return self
+
+
+class RiskSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lambda_mem: float = Field(0.1, gt=0, description="weight decay on steps over risky samples")
+    tau: float | None = Field(None, ge=0, le=1, description="absolute mem-score threshold")
+    risky_fraction: float | None = Field(None, gt=0, lt=1, description="tau as the quantile of the study's mem-scores")
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> "RiskSettings":
+        if (self.tau is None) == (self.risky_fraction is None):
+            raise ValueError("give exactly one of tau (absolute mem-score) or risky_fraction (of the mem-scores)")
+        return self
+
+
+class SWMRSettings(WindowSettings, RiskSettings):
+    pass
+
+
+# ------------------------------------------------------------------------------------------- defenses
+
+
+class SlidingWindowMixin:
+    """Per-class ranked lists and window sizes, prepared once per model."""
+
+    settings: WindowSettings
+
+    def prepare_windows(self, context: DefenseContext) -> None:
+        s = self.settings
+        self.class_lists = ranked_class_lists(context.train.cpu(), context.labels, context.scores_of(context.train),
+                                              s.order)
+        self.sizes = [window_sizes(len(lst), s.width, s.stride, s.width_fraction, s.stride_fraction)
+                      for lst in self.class_lists]
+
+    def window(self, epoch: int) -> torch.Tensor:
+        return sliding_window(self.class_lists, self.sizes, epoch)
+
+
+class RiskMixin:
+    settings: RiskSettings
+
+    def prepare_threshold(self, context: DefenseContext) -> None:
+        s = self.settings
+        self.tau = s.tau if s.tau is not None else tau_from_risky_fraction(context.memscores, s.risky_fraction)
+
+    def risk_steps(self, indices: torch.Tensor, generator: torch.Generator) -> list[Step]:
+        """All mini-batches of the risky part first (strong L2), then the general part (usual L2)."""
+        risky, general = risk_split(indices, self.ctx.scores_of(indices), self.tau)
+        batch = self.ctx.config.batch_size
+        return ([Step(b, weight_decay=self.settings.lambda_mem) for b in minibatches(risky, batch, generator)]
+                + [Step(b) for b in minibatches(general, batch, generator)])
+
+    def report(self) -> dict[str, float]:
+        return {"tau": self.tau}
+
+
+@DEFENSES.register("rsw")
+class RSW(SlidingWindowMixin, Defense):
+    name = "rsw"
+    Settings = WindowSettings
+    needs_memscores = True
+
+    def bind(self, context: DefenseContext) -> None:
+        super().bind(context)
+        self.prepare_windows(context)
+
+    def epoch_steps(self, epoch: int, generator: torch.Generator) -> list[Step]:
+        return [Step(b) for b in minibatches(self.window(epoch), self.ctx.config.batch_size, generator)]
+
+
+@DEFENSES.register("rmr")
+class RMR(RiskMixin, Defense):
+    name = "rmr"
+    Settings = RiskSettings
+    needs_memscores = True
+
+    def bind(self, context: DefenseContext) -> None:
+        super().bind(context)
+        self.prepare_threshold(context)
+
+    def epoch_steps(self, epoch: int, generator: torch.Generator) -> list[Step]:
+        return self.risk_steps(self.ctx.train, generator)
+
+
+@DEFENSES.register("swmr")
+class SWMR(SlidingWindowMixin, RiskMixin, Defense):
+    name = "swmr"
+    Settings = SWMRSettings
+    needs_memscores = True
+
+    def bind(self, context: DefenseContext) -> None:
+        super().bind(context)
+        self.prepare_windows(context)
+        self.prepare_threshold(context)
+
+    def epoch_steps(self, epoch: int, generator: torch.Generator) -> list[Step]:
+        return self.risk_steps(self.window(epoch), generator)

@@ -1,0 +1,107 @@
+"""Mem-scores (SPEC section 6): Feldman-style memorization estimated with complementary pairs of models.
+
+Each of M/2 pairs splits T by a seeded permutation into two halves and trains one model per half, so every
+sample is IN for exactly M/2 models and OUT for M/2. m_i = mean true-class probability over IN models minus
+the mean over OUT models, min-max scaled to [0, 1] over T.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import cached_pools, seeded_permutation
+from .errors import WememError
+from .models import build_model
+from .parallel import MapFn, job_seed, serial_map
+from .training import default_device, make_adam, predict_log_probs, train_round
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import ExperimentConfig
+
+
+def pair_halves(n: int, seed: int, pair: int) -> tuple[np.ndarray, np.ndarray]:
+    order = seeded_permutation(n, seed * 7919 + pair)
+    return np.sort(order[: n // 2]), np.sort(order[n // 2:])
+
+
+def memscore_job(config: "ExperimentConfig", pair: int, half: int) -> np.ndarray:
+    """Train the model of one half of one pair; return its true-class probability on every sample of T."""
+    from .defenses.base import Defense, DefenseContext
+
+    pools = cached_pools(config.dataset, config.data_root, config.seed, str(default_device()))
+    train = torch.as_tensor(pair_halves(pools.n_train, config.seed, pair)[half])
+    dev = pools.test_indices  # E: never trained on by any mem-score model
+    seed = job_seed(config.seed, "memscore", 2 * pair + half)
+    torch.manual_seed(seed)
+    model = build_model(config.model, pools.input_shape, pools.num_classes).to(pools.x.device)
+    defense = Defense()
+    defense.bind(DefenseContext(pools, train, dev, None, config.train, seed))
+    result = train_round(model, make_adam(model, config.train), pools, dev, defense, None,
+                         config.train.pretrain_epochs, config.train.patience, torch.Generator().manual_seed(seed))
+    model.load_state_dict(result.best_state)
+    log_probs = predict_log_probs(model, pools, pools.train_indices)
+    labels = pools.y[: pools.n_train]
+    return log_probs.gather(1, labels.view(-1, 1)).exp().squeeze(1).cpu().numpy()
+
+
+def combine_memscores(probabilities: np.ndarray, in_masks: np.ndarray) -> np.ndarray:
+    """m_i = mean over IN models - mean over OUT models, min-max scaled to [0, 1].
+
+    probabilities, in_masks: [models, n]; every sample must be IN for at least one model and OUT for one.
+    """
+    in_masks = in_masks.astype(bool)
+    n_in, n_out = in_masks.sum(0), (~in_masks).sum(0)
+    if (n_in == 0).any() or (n_out == 0).any():
+        raise ValueError("every sample must be IN for some model and OUT for some model")
+    raw = (probabilities * in_masks).sum(0) / n_in - (probabilities * ~in_masks).sum(0) / n_out
+    span = raw.max() - raw.min()
+    return (raw - raw.min()) / span if span > 0 else np.zeros_like(raw)
+
+
+def compute_memscores(config: "ExperimentConfig", map_fn: MapFn = serial_map) -> torch.Tensor:
+    pools = cached_pools(config.dataset, config.data_root, config.seed, "cpu")
+    pairs = config.memscore_models // 2
+    jobs = [(config, pair, half) for pair in range(pairs) for half in (0, 1)]
+    probabilities = np.stack(map_fn(memscore_job, jobs))
+    in_masks = np.zeros_like(probabilities, dtype=bool)
+    for row, (_, pair, half) in enumerate(jobs):
+        in_masks[row, pair_halves(pools.n_train, config.seed, pair)[half]] = True
+    return torch.as_tensor(combine_memscores(probabilities, in_masks), dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------------------- CSV layout
+
+
+def write_memscores_csv(scores: torch.Tensor | np.ndarray, path: str | Path) -> None:
+    """The public layout: header ``,0`` then ``index,score`` rows, one per sample of T in order."""
+    frame = pd.DataFrame({"0": np.asarray(scores, dtype=np.float64)})
+    frame.to_csv(path, index=True)
+
+
+def read_memscores_csv(path: str | Path, expected_length: int | None = None) -> torch.Tensor:
+    path = Path(path)
+    if not path.exists():
+        raise WememError(f"mem-score file {path} does not exist; compute it with `wemem memscore compute` or fix the path")
+    try:
+        frame = pd.read_csv(path, index_col=0)
+    except Exception as error:  # pandas raises several parser errors
+        raise WememError(f"mem-score file {path} is not a CSV of `index,score` rows: {error}") from None
+    if frame.shape[1] != 1:
+        raise WememError(f"mem-score file {path} must have exactly one score column (header ',0'), found {frame.shape[1]}")
+    values = pd.to_numeric(frame.iloc[:, 0], errors="coerce").to_numpy(dtype=np.float64)
+    if expected_length is not None and len(values) != expected_length:
+        raise WememError(f"mem-score file {path} has {len(values)} scores but the training pool has "
+                         f"{expected_length} samples; recompute the scores for this dataset and seed")
+    if np.isnan(values).any():
+        bad = int(np.flatnonzero(np.isnan(values))[0])
+        raise WememError(f"mem-score file {path} has a missing or non-numeric score at row {bad}; every sample needs a score")
+    if (values < 0).any() or (values > 1).any():
+        raise WememError(f"mem-score file {path} has scores outside [0, 1]; mem-scores must be min-max scaled")
+    if not np.array_equal(frame.index.to_numpy(), np.arange(len(values))):
+        raise WememError(f"mem-score file {path} rows must be indexed 0..{len(values) - 1} in order")
+    return torch.tensor(values, dtype=torch.float32)

@@ -1,0 +1,78 @@
+"""Membership-inference metrics: threshold fitting, balanced accuracy, ROC AUC, TPR at low FPR.
+
+Convention everywhere: a higher score means "more likely a member"; a sample is predicted a member when
+its score is >= the threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+
+def best_threshold(scores: np.ndarray, is_member: np.ndarray) -> tuple[float, float]:
+    """The threshold maximizing balanced accuracy, in O(n log n) by one sort and cumulative counts.
+
+    Returns (threshold, balanced accuracy). Among equally good cut points the midpoint between the lowest
+    accepted score and the next lower score is returned (a max-margin choice); when no cut beats 0.5 the
+    threshold rejects everything (+inf).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    is_member = np.asarray(is_member, dtype=bool)
+    n_pos, n_neg = int(is_member.sum()), int((~is_member).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("inf"), 0.5
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_members = scores[order], is_member[order]
+    true_pos = np.cumsum(sorted_members)
+    false_pos = np.cumsum(~sorted_members)
+    # only the last position of each run of equal scores is a valid cut (ties are accepted together)
+    last_of_run = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+    balanced = 0.5 * (1.0 + true_pos / n_pos - false_pos / n_neg)
+    balanced = np.where(last_of_run, balanced, -np.inf)
+    best = int(np.argmax(balanced))
+    if balanced[best] <= 0.5:
+        return float("inf"), 0.5
+    next_lower = sorted_scores[best + 1] if best + 1 < len(sorted_scores) else sorted_scores[best] - 1.0
+    return float(0.5 * (sorted_scores[best] + next_lower)), float(balanced[best])
+
+
+def balanced_accuracy(scores: np.ndarray, is_member: np.ndarray, threshold: float) -> float:
+    """0.5 * (TPR + TNR) of the rule ``score >= threshold``."""
+    scores, is_member = np.asarray(scores, dtype=np.float64), np.asarray(is_member, dtype=bool)
+    predicted = scores >= threshold
+    tpr = predicted[is_member].mean() if is_member.any() else 0.0
+    tnr = (~predicted[~is_member]).mean() if (~is_member).any() else 0.0
+    return float(0.5 * (tpr + tnr))
+
+
+def auc(scores: np.ndarray, is_member: np.ndarray) -> float:
+    is_member = np.asarray(is_member, dtype=bool)
+    if is_member.all() or not is_member.any():
+        return float("nan")
+    return float(roc_auc_score(is_member, np.asarray(scores, dtype=np.float64)))
+
+
+def tpr_at_fpr(scores: np.ndarray, is_member: np.ndarray, max_fpr: float) -> float:
+    """The largest TPR of any threshold whose FPR is at most ``max_fpr``."""
+    fpr, tpr, _ = roc_curve(np.asarray(is_member, dtype=bool), np.asarray(scores, dtype=np.float64))
+    allowed = fpr <= max_fpr
+    return float(tpr[allowed].max()) if allowed.any() else 0.0
+
+
+def roc_points(scores: np.ndarray, is_member: np.ndarray, max_points: int = 200) -> dict[str, list[float]]:
+    """A thinned ROC curve (FPR, TPR) small enough to store with every trial."""
+    fpr, tpr, _ = roc_curve(np.asarray(is_member, dtype=bool), np.asarray(scores, dtype=np.float64))
+    if len(fpr) > max_points:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": [round(float(v), 5) for v in fpr], "tpr": [round(float(v), 5) for v in tpr]}
+
+
+def attack_metrics(scores: np.ndarray, is_member: np.ndarray, threshold: float) -> dict[str, float]:
+    return {
+        "balanced_accuracy": balanced_accuracy(scores, is_member, threshold),
+        "auc": auc(scores, is_member),
+        "tpr_at_0.1%_fpr": tpr_at_fpr(scores, is_member, 0.001),
+        "tpr_at_1%_fpr": tpr_at_fpr(scores, is_member, 0.01),
+    }

@@ -1,0 +1,71 @@
+"""Model architectures of SPEC section 3, by registry name, and which of their weights are prunable."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .registry import Registry
+
+ModelFactory = Callable[[tuple[int, ...], int], nn.Module]
+MODELS: Registry[ModelFactory] = Registry("model")
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    model = MODELS.get(name)(tuple(input_shape), num_classes)
+    initialize(model)
+    return model
+
+
+def initialize(model: nn.Module) -> None:
+    """Xavier-normal conv/linear weights, zero biases, BN weight 1 / bias 0 (SPEC section 3)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Weights pruned by magnitude: every conv and linear weight, except the models' declared exceptions.
+
+    A model may define ``unprunable`` (names of modules kept dense), e.g. columnfc keeps its output layer.
+    """
+    keep_dense = set(getattr(model, "unprunable", ()))
+    return {
+        f"{name}.weight": module.weight
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and name not in keep_dense
+    }
+
+
+class ColumnFC(nn.Module):
+    """Linear(d,256)-ReLU-Dropout(0.1)-Linear(256,128)-ReLU-Dropout(0.1)-Linear(128,C)."""
+
+    unprunable = ("fc3",)
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, 256)
+        self.fc2 = nn.Linear(256, 128)
+        self.fc3 = nn.Linear(128, num_classes)
+        self.dropout = nn.Dropout(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        x = self.dropout(torch.relu(self.fc1(x)))
+        x = self.dropout(torch.relu(self.fc2(x)))
+        return self.fc3(x)
+
+
+@MODELS.register("columnfc")
+def columnfc(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    in_features = 1
+    for size in input_shape:
+        in_features *= size
+    return ColumnFC(in_features, num_classes)

@@ -1,0 +1,24 @@
+"""How wemem runs independent jobs: a ``MapFn`` maps a top-level function over argument tuples.
+
+wemem never imports Ray; callers inject a parallel map (the search layer passes one backed by Ray tasks).
+Jobs carry only small arguments (configs, names, paths); each worker loads heavy assets from the on-disk
+cache once per process (see :mod:`wemem.assets`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence
+
+
+class MapFn(Protocol):
+    def __call__(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]: ...
+
+
+def serial_map(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]:
+    return [fn(*job) for job in jobs]
+
+
+def job_seed(seed: int, stage: str, index: int = 0) -> int:
+    """Independent, reproducible seeds per (study seed, stage, model index)."""
+    stages = {"pretrain": 1, "memscore": 2, "prune": 3, "attack": 4}
+    return (seed * 1_000_003 + stages[stage] * 10_007 + index) % (2**31 - 1)

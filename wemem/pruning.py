@@ -1,0 +1,80 @@
+"""Iterative L1 magnitude pruning with explicit masks (SPEC section 5).
+
+Masks are plain boolean tensors keyed by parameter name, re-applied after every optimizer step, instead of
+``torch.nn.utils.prune`` hooks: Opacus refuses hooked modules, a DP step would densify pruned weights, and
+prune's ``amount`` is relative to the remaining weights while our schedule is defined on the full tensor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .models import prunable_parameters
+
+Masks = dict[str, torch.Tensor]
+
+
+def round_sparsity(target: float, steps: int, round_index: int) -> float:
+    """Per-layer sparsity at the start of round r: s_r = 1 - (1 - s)^(r / P); round 0 is dense."""
+    if not 0.0 <= target < 1.0:
+        raise ValueError(f"target sparsity must be in [0, 1), got {target}")
+    if steps < 1 or not 0 <= round_index <= steps:
+        raise ValueError(f"need steps >= 1 and 0 <= round <= steps, got steps={steps}, round={round_index}")
+    return 1.0 - (1.0 - target) ** (round_index / steps)
+
+
+def sparsity_schedule(target: float, steps: int, one_shot: bool = False) -> list[float]:
+    """Sparsity of each fine-tuning round: P+1 rounds for iterative pruning, a single round for one-shot."""
+    if one_shot:
+        return [target]
+    return [round_sparsity(target, steps, r) for r in range(steps + 1)]
+
+
+def dense_masks(model: nn.Module) -> Masks:
+    return {name: torch.ones_like(p, dtype=torch.bool) for name, p in prunable_parameters(model).items()}
+
+
+def magnitude_mask(weight: torch.Tensor, current: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Zero the floor(numel * sparsity) smallest-magnitude weights of the full tensor; masks only grow.
+
+    Already-pruned weights rank below every live weight, so a growing target extends the old mask.
+    """
+    k = math.floor(weight.numel() * sparsity)
+    if k <= 0:
+        return current.clone()
+    magnitude = torch.where(current, weight.detach().abs(), torch.full_like(weight, -1.0)).flatten()
+    order = torch.sort(magnitude, stable=True).indices
+    mask = torch.ones(weight.numel(), dtype=torch.bool, device=weight.device)
+    mask[order[:k]] = False
+    return (mask.view_as(weight) & current)
+
+
+def prune_to(model: nn.Module, masks: Masks, sparsity: float) -> Masks:
+    """Grow every prunable layer's mask to ``sparsity`` and zero the pruned weights."""
+    params = prunable_parameters(model)
+    new_masks = {name: magnitude_mask(params[name], masks[name], sparsity) for name in params}
+    apply_masks(model, new_masks)
+    return new_masks
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: Masks) -> None:
+    params = prunable_parameters(model)
+    for name, mask in masks.items():
+        params[name].mul_(mask)
+
+
+def mask_gradients(model: nn.Module, masks: Masks) -> None:
+    params = prunable_parameters(model)
+    for name, mask in masks.items():
+        grad = params[name].grad
+        if grad is not None:
+            grad.mul_(mask)
+
+
+def layer_sparsity(model: nn.Module) -> dict[str, float]:
+    """Measured fraction of exactly-zero weights per prunable layer."""
+    return {name: float((p == 0).sum()) / p.numel() for name, p in prunable_parameters(model).items()}

@@ -1,0 +1,145 @@
+"""The training engine of SPEC section 4: Adam, coupled L2, index-slice batches, early stopping on dev accuracy.
+
+The engine knows nothing of the tuning layer. Defenses shape training through the hooks of
+:class:`wemem.defenses.base.Defense` (which steps an epoch takes, the loss, the optimizer step, the outputs).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .data import Pools
+from .pruning import Masks
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .defenses.base import Defense
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    pretrain_epochs: int = 100
+    finetune_epochs: int = 21
+    patience: int = 5
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.weight_decay < 0 or self.batch_size < 1:
+            raise ValueError(f"invalid training config {self}: need lr > 0, weight_decay >= 0, batch_size >= 1")
+        if self.pretrain_epochs < 1 or self.finetune_epochs < 1 or self.patience < 0:
+            raise ValueError(f"invalid training config {self}: need epochs >= 1 and patience >= 0")
+
+
+@dataclass
+class Step:
+    """One optimizer step: the pool indices of its mini-batch and an optional weight-decay override (RMR)."""
+
+    indices: torch.Tensor
+    weight_decay: float | None = None
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def minibatches(indices: torch.Tensor, batch_size: int, generator: torch.Generator, shuffle: bool = True) -> list[torch.Tensor]:
+    if shuffle:
+        indices = indices[torch.randperm(len(indices), generator=generator)]
+    return list(torch.split(indices, batch_size))
+
+
+def make_adam(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # Adam with coupled L2 (PyTorch's weight_decay), as SPEC section 4 prescribes -- not AdamW.
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def predict_log_probs(model: nn.Module, pools: Pools, indices: torch.Tensor, defense: "Defense | None" = None,
+                      batch_size: int = 1024) -> torch.Tensor:
+    """Log-probabilities the deployed model answers with (after any defense output transform)."""
+    model.eval()
+    outputs = []
+    for batch in torch.split(indices.to(pools.x.device), batch_size):
+        logits = model(pools.x[batch])
+        outputs.append(defense.output_log_probs(model, pools.x[batch], logits) if defense is not None
+                       else torch.log_softmax(logits, dim=1))
+    return torch.cat(outputs) if outputs else torch.empty(0, 0)
+
+
+def accuracy(model: nn.Module, pools: Pools, indices: torch.Tensor) -> float:
+    """Argmax accuracy (defense output transforms keep the predicted label, so raw logits suffice)."""
+    if len(indices) == 0:
+        return float("nan")
+    log_probs = predict_log_probs(model, pools, indices)
+    return float((log_probs.argmax(1).cpu() == pools.y[indices.cpu()].cpu()).float().mean())
+
+
+class EarlyStopping:
+    """Keep the best-dev weights; stop after ``patience + 1`` epochs without strict improvement.
+
+    SPEC section 4: "stop after 6 epochs without strict improvement (patience 5)".
+    """
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best_score = float("-inf")
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = -1
+        self.stale_epochs = 0
+
+    def update(self, score: float, model: nn.Module, epoch: int) -> bool:
+        """Record an epoch's dev score; return True when training should stop."""
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.stale_epochs = score, epoch, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+        else:
+            self.stale_epochs += 1
+        return self.stale_epochs > self.patience
+
+
+@dataclass
+class RoundResult:
+    best_state: dict[str, torch.Tensor]
+    best_dev_accuracy: float
+    best_epoch: int
+    epochs: int
+    seconds: float
+    dev_history: list[float] = field(default_factory=list)
+
+
+def train_round(model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, dev: torch.Tensor,
+                defense: "Defense", masks: Masks | None, max_epochs: int, patience: int,
+                generator: torch.Generator) -> RoundResult:
+    """Train up to ``max_epochs`` epochs with early stopping on dev accuracy.
+
+    The model is left at the weights of the last epoch run (the next pruning round continues from there);
+    the best-dev weights are returned in the result.
+    """
+    start = time.perf_counter()
+    stopper = EarlyStopping(patience)
+    history: list[float] = []
+    epochs = 0
+    for epoch in range(max_epochs):
+        steps = defense.epoch_steps(epoch, generator)
+        if not steps:  # e.g. RSW: every class's sliding window is exhausted
+            break
+        model.train()
+        for step in steps:
+            defense.train_step(model, optimizer, pools, step, masks)
+        epochs += 1
+        dev_accuracy = accuracy(model, pools, dev)
+        history.append(dev_accuracy)
+        if stopper.update(dev_accuracy, model, epoch):
+            break
+    if stopper.best_state is None:  # no epoch ran: the current weights are the result
+        stopper.best_state = copy.deepcopy(model.state_dict())
+        stopper.best_score = accuracy(model, pools, dev)
+    return RoundResult(stopper.best_state, stopper.best_score, stopper.best_epoch, epochs,
+                       time.perf_counter() - start, history)
