@@ -1,0 +1,9 @@
+"""objectives: one defense setting -> numbers. Runs the wemem pipeline for a trial and computes the joint
+privacy-utility objective (SPEC section 10). Knows nothing of Optuna storage or Ray."""
+
+from .leakage import PRIVACY_METRICS, leakage
+from .objective import DIRECTIONS, ObjectiveConfig, ObjectiveValue, score
+from .trial import Reference, TrialSpec, TrialOutcome, evaluate_trial, reference
+
+__all__ = ["PRIVACY_METRICS", "leakage", "DIRECTIONS", "ObjectiveConfig", "ObjectiveValue", "score",
+           "Reference", "TrialSpec", "TrialOutcome", "evaluate_trial", "reference"]

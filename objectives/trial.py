@@ -1,0 +1,97 @@
+"""Evaluate one trial (one defense setting) and the study's undefended iteratively pruned reference."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from wemem.assets import cache_path
+from wemem.config import ExperimentConfig, PruningConfig, content_hash
+from wemem.parallel import MapFn, serial_map
+from wemem.pipeline import ExperimentResult, run_experiment
+
+from .leakage import leakage
+from .objective import ObjectiveConfig, ObjectiveValue, score
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What every trial of a study shares."""
+
+    experiment: ExperimentConfig
+    pruning: PruningConfig
+    attacks: tuple[str, ...]
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    cache_dir: str = ".wemem-cache"
+    adaptive: bool = True
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The undefended iteratively pruned model: U_base and P_base, measured once per study."""
+
+    utility: float
+    privacy: float
+    strongest_attack: str
+    result: dict[str, Any]
+
+
+@dataclass
+class TrialOutcome:
+    utility: float
+    privacy: float
+    strongest_attack: str
+    objective: ObjectiveValue
+    result: ExperimentResult
+
+    def user_attrs(self) -> dict[str, Any]:
+        """JSON-serializable numbers to store with the trial."""
+        data = self.result.to_dict()
+        return {
+            "utility": self.utility,
+            "privacy": self.privacy,
+            "strongest_attack": self.strongest_attack,
+            "feasible": self.objective.feasible,
+            "attacks": data["attacks"],
+            "defense_seconds": data["defense_seconds"],
+            "trial_seconds": data["seconds"],
+            "victim_rounds": data["victim_rounds"],
+            "victim_layer_sparsity": data["victim_layer_sparsity"],
+            "shadow_accuracy": data["shadow_accuracy"],
+            "defense_report": data["defense_report"],
+            "pretrained_accuracy": data["pretrained_accuracy"],
+        }
+
+
+def reference(spec: TrialSpec, map_fn: MapFn = serial_map) -> Reference:
+    """U_base and P_base of the undefended iteratively pruned model, cached next to the study assets."""
+    key = content_hash({"pruning": asdict(spec.pruning), "attacks": list(spec.attacks), "adaptive": spec.adaptive,
+                        "metric": spec.objective.privacy_metric})
+    directory = cache_path(spec.experiment, spec.cache_dir)
+    path = directory / f"reference-{key}.json"
+    with FileLock(str(directory / ".reference.lock")):
+        if path.exists():
+            return Reference(**json.loads(path.read_text()))
+        result = run_experiment(spec.experiment, spec.cache_dir, "none", {}, spec.pruning, list(spec.attacks), map_fn,
+                               spec.adaptive)
+        privacy, attack = leakage(result.attacks, spec.objective.privacy_metric)
+        ref = Reference(result.utility, privacy, attack, result.to_dict())
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(ref)))
+        tmp.replace(path)
+        return ref
+
+
+def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base: Reference,
+                   map_fn: MapFn = serial_map, keep_victim_state: bool = False) -> TrialOutcome:
+    result = run_experiment(spec.experiment, spec.cache_dir, defense, settings, spec.pruning, list(spec.attacks),
+                            map_fn, spec.adaptive, keep_victim_state)
+    privacy, attack = leakage(result.attacks, spec.objective.privacy_metric)
+    return TrialOutcome(result.utility, privacy, attack, score(privacy, result.utility, base.utility, spec.objective),
+                        result)
+
+

@@ -1,0 +1,168 @@
+"""The ``wemem`` command line: one entry point, one sub-command per study operation.
+
+Every sub-command is a function ``(args) -> int`` registered with ``@command``; user errors (WememError)
+print one clear message and exit 2 without touching what is already stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Callable
+
+from wemem.errors import WememError
+
+from .storage import redact
+
+Handler = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None], str]] = {}
+
+
+def command(name: str, help: str) -> Callable[[Callable[[argparse.ArgumentParser], None]], Callable]:
+    """Register ``configure(parser)``; the decorated function's ``handler`` attribute runs the command."""
+    def decorator(configure: Callable[[argparse.ArgumentParser], None]) -> Callable:
+        _COMMANDS[name] = (configure.handler, configure, help)  # type: ignore[attr-defined]
+        return configure
+    return decorator
+
+
+def with_handler(handler: Handler) -> Callable[[Callable], Callable]:
+    def attach(configure: Callable) -> Callable:
+        configure.handler = handler
+        return configure
+    return attach
+
+
+def options_from(args: argparse.Namespace):
+    from .study import Options
+
+    return Options(storage=args.storage, cache_dir=args.cache_dir, data_root=args.data_root,
+                   ray_address=getattr(args, "ray_address", None))
+
+
+def echo(message: str) -> None:
+    print(message, flush=True)
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from .config import load_study_file
+    from .study import launch, summary_lines
+
+    definition = load_study_file(args.study_file)
+    options = options_from(args)
+    study = launch(definition, options, echo)
+    print("\n".join(summary_lines(study, definition, options)))
+    return 0
+
+
+@command("launch", "create (or continue) a study from a TOML study file and run its trials")
+@with_handler(_launch)
+def _launch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_file", help="path of the study file, e.g. studies/quickstart.toml")
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from .study import resume, summary_lines
+
+    options = options_from(args)
+    study, definition = resume(args.name, options, args.n_trials, echo)
+    print("\n".join(summary_lines(study, definition, options)))
+    return 0
+
+
+@command("resume", "continue a stored study: fail stale trials, re-queue them, run the remaining budget")
+@with_handler(_resume)
+def _resume_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="study name")
+    p.add_argument("--n-trials", type=int, default=None, help="add this many trials (default: finish the budget)")
+
+
+def _status(args: argparse.Namespace) -> int:
+    from optuna.trial import TrialState
+
+    from .storage import open_storage, study_names
+    from .study import open_study, summary_lines
+
+    options = options_from(args)
+    if args.name is None:
+        storage = open_storage(options.storage_url)
+        names = study_names(storage)
+        print(f"studies in {redact(options.storage_url)}: {', '.join(names) if names else 'none'}")
+        for name in names:
+            study, definition = open_study(name, options)
+            print("\n".join(summary_lines(study, definition, options)[:3]))
+        return 0
+    study, definition = open_study(args.name, options)
+    print("\n".join(summary_lines(study, definition, options)))
+    for trial in study.get_trials(deepcopy=False):
+        a = trial.user_attrs
+        values = ", ".join(f"{v:.4f}" for v in trial.values) if trial.state == TrialState.COMPLETE else "-"
+        print(f"  #{trial.number:<4} {trial.state.name:<9} {str(a.get('defense', '')):<6} value {values:<16} "
+              f"acc {a.get('utility', float('nan')):.4f} attack {a.get('privacy', float('nan')):.4f}")
+    return 0
+
+
+@command("status", "list studies, or show one study's trials and best setting")
+@with_handler(_status)
+def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="study name (omit to list every study)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_document, write_export
+    from .study import open_study
+
+    study, definition = open_study(args.name, options_from(args))
+    path = write_export(export_document(study, definition), args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+@command("export", "write the best setting (or the Pareto set) with its metrics as TOML or JSON")
+@with_handler(_export)
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="study name")
+    p.add_argument("--out", required=True, help="output file ending in .toml or .json")
+
+
+# --------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wemem", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (handler, configure, help_text) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        configure(p)
+        p.add_argument("--storage", default=None,
+                       help="Optuna storage URL (env WEMEM_STORAGE; default sqlite:///wemem.db in this directory)")
+        p.add_argument("--cache-dir", default=None, help="cache of setting-independent work (default .wemem-cache)")
+        p.add_argument("--data-root", default=None, help="folder holding dataset files")
+        p.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: start a local Ray)")
+        p.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", module="optuna")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except WememError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished trials are stored. Continue with `wemem resume NAME`.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Study files (TOML), validated with pydantic. Every error names the file, the key and the allowed values."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from objectives import ObjectiveConfig, TrialSpec
+from wemem.attacks import ATTACKS
+from wemem.config import ExperimentConfig, PruningConfig
+from wemem.data import DATASETS
+from wemem.defenses import DEFENSES
+from wemem.errors import WememError
+from wemem.models import MODELS
+from wemem.training import TrainConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StudySection(_Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    n_trials: int = Field(20, ge=1)
+    seed: int = 7
+    sampler: Literal["tpe", "random"] = "tpe"
+
+
+class DataSection(_Section):
+    dataset: str = "digits"
+    data_root: str | None = None
+    shadows: int = Field(5, ge=1)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        prefix = value.split(":", 1)[0] + ":" if ":" in value else value
+        if prefix not in DATASETS:
+            raise ValueError(f"unknown dataset {value!r}; choose one of {', '.join(DATASETS.names())}")
+        return value
+
+
+class ModelSection(_Section):
+    name: str = "columnfc"
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; choose one of {', '.join(MODELS.names())}")
+        return value
+
+
+class TrainingSection(_Section):
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    batch_size: int = Field(128, ge=1)
+    pretrain_epochs: int = Field(100, ge=1)
+    finetune_epochs: int = Field(21, ge=1)
+    patience: int = Field(5, ge=0)
+
+
+class PruningSection(_Section):
+    sparsity: float = Field(0.6, ge=0, lt=1)
+    steps: int = Field(4, ge=1)
+    one_shot: bool = False
+
+
+class MemscoreSection(_Section):
+    models: int = Field(8, ge=2)
+
+    @field_validator("models")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError("must be even (models are trained in complementary pairs)")
+        return value
+
+
+class ObjectiveSection(_Section):
+    mode: Literal["constrained", "weighted", "pareto"] = "constrained"
+    delta: float = Field(0.02, ge=0, le=1)
+    weight: float = Field(1.0, ge=0)
+    privacy_metric: Literal["balanced_accuracy", "auc", "tpr_at_1%_fpr", "tpr_at_0.1%_fpr"] = "balanced_accuracy"
+
+
+ParamOverride = list[float] | float | int | str | list[str]
+
+
+class SearchSection(_Section):
+    defenses: list[str] = Field(default_factory=lambda: ["swmr"], min_length=1)
+    enqueue_reference: bool = True
+    space: dict[str, dict[str, ParamOverride]] = Field(default_factory=dict)
+
+    @field_validator("defenses")
+    @classmethod
+    def _known_defenses(cls, value: list[str]) -> list[str]:
+        from .spaces import SPACES
+
+        for name in value:
+            if name not in DEFENSES:
+                raise ValueError(f"unknown defense {name!r}; choose from {', '.join(DEFENSES.names())}")
+            if name not in SPACES:
+                raise ValueError(f"defense {name!r} has no search space; searchable: {', '.join(sorted(SPACES))}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a defense twice")
+        return value
+
+
+class AttacksSection(_Section):
+    names: list[str] = Field(default_factory=lambda: ["conf", "entr", "mentr", "hconf"], min_length=1)
+    adaptive: bool = True
+
+    @field_validator("names")
+    @classmethod
+    def _known_attacks(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in ATTACKS:
+                raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS.names())}")
+        return value
+
+
+class ResourcesSection(_Section):
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_concurrent_trials: int = Field(1, ge=1)
+
+
+class StudyDefinition(_Section):
+    study: StudySection
+    data: DataSection = Field(default_factory=DataSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    pruning: PruningSection = Field(default_factory=PruningSection)
+    memscore: MemscoreSection = Field(default_factory=MemscoreSection)
+    objective: ObjectiveSection = Field(default_factory=ObjectiveSection)
+    search: SearchSection = Field(default_factory=SearchSection)
+    attacks: AttacksSection = Field(default_factory=AttacksSection)
+    resources: ResourcesSection = Field(default_factory=ResourcesSection)
+
+    @model_validator(mode="after")
+    def _space_overrides_valid(self) -> "StudyDefinition":
+        from .spaces import validate_overrides
+
+        validate_overrides(self.search.space)
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.study.name
+
+    def experiment(self, data_root: str | None = None) -> ExperimentConfig:
+        t = self.training
+        return ExperimentConfig(
+            dataset=self.data.dataset, model=self.model.name, seed=self.study.seed, shadows=self.data.shadows,
+            data_root=data_root if data_root is not None else self.data.data_root,
+            train=TrainConfig(lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size,
+                              pretrain_epochs=t.pretrain_epochs, finetune_epochs=t.finetune_epochs,
+                              patience=t.patience),
+            memscore_models=self.memscore.models,
+        )
+
+    def pruning_config(self) -> PruningConfig:
+        return PruningConfig(self.pruning.sparsity, self.pruning.steps, self.pruning.one_shot)
+
+    def objective_config(self) -> ObjectiveConfig:
+        o = self.objective
+        return ObjectiveConfig(o.mode, o.delta, o.weight, o.privacy_metric)
+
+    def trial_spec(self, cache_dir: str, data_root: str | None = None) -> TrialSpec:
+        return TrialSpec(self.experiment(data_root), self.pruning_config(), tuple(self.attacks.names),
+                         self.objective_config(), str(cache_dir), self.attacks.adaptive)
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    lines = [f"invalid study file {source}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see studies/quickstart.toml for every key)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"  [{key}] {message}")
+    return "\n".join(lines)
+
+
+def parse_study(data: dict[str, Any], source: str = "<study>") -> StudyDefinition:
+    try:
+        return StudyDefinition.model_validate(data)
+    except ValidationError as error:
+        raise WememError(format_validation_error(source, error)) from None
+
+
+def load_study_file(path: str | Path) -> StudyDefinition:
+    path = Path(path)
+    if not path.is_file():
+        raise WememError(f"study file {path} does not exist; pass the path of a TOML study file such as studies/quickstart.toml")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise WememError(f"study file {path} is not valid TOML: {error}") from None
+    return parse_study(data, str(path))

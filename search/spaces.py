@@ -1,0 +1,116 @@
+"""Search spaces per defense (SPEC section 10), sampled define-by-run from an Optuna trial.
+
+Parameters are named ``<defense>.<setting>`` so that, when the defense itself is a categorical choice, each
+defense keeps its own distributions. A study file may narrow a range (``[low, high]``) or fix a value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import optuna
+
+MIN_GAP = 0.005  # stride must stay strictly below width (SPEC section 10)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: tuple[Any, ...] | None = None
+    fixed: Any = None
+
+    def suggest(self, trial: optuna.Trial, key: str, low: float | None = None) -> Any:
+        if self.fixed is not None:
+            trial.set_user_attr(key, self.fixed)
+            return self.fixed
+        if self.choices is not None:
+            return trial.suggest_categorical(key, list(self.choices))
+        low = self.low if low is None else max(self.low, low)
+        if self.integer:
+            return trial.suggest_int(key, int(low), int(self.high), log=self.log)
+        return trial.suggest_float(key, low, self.high, log=self.log)
+
+
+WINDOW = (Param("order", choices=("h2l", "l2h")), Param("stride_fraction", 0.005, 0.2),
+          Param("width_fraction", 0.05, 0.8))
+RISK = (Param("risky_fraction", 0.01, 0.5), Param("lambda_mem", 1e-3, 1.0, log=True))
+
+SPACES: dict[str, tuple[Param, ...]] = {
+    "rsw": WINDOW,
+    "rmr": RISK,
+    "swmr": WINDOW + RISK,
+}
+
+# The paper's reference settings (SPEC section 7), as fractions of each class list so they transfer across
+# datasets: CIFAR-10 classes hold 2,250 victim samples (W=500 -> 0.22, D=50 -> 0.022, D=100 -> 0.044).
+REFERENCE_SETTINGS: dict[str, dict[str, Any]] = {
+    "rsw": {"order": "l2h", "width_fraction": 0.22, "stride_fraction": 0.022},
+    "rmr": {"lambda_mem": 0.1, "risky_fraction": 0.2},
+    "swmr": {"order": "h2l", "width_fraction": 0.22, "stride_fraction": 0.044, "lambda_mem": 0.1,
+             "risky_fraction": 0.2},
+}
+
+
+def space_for(defense: str, overrides: dict[str, dict[str, Any]] | None = None) -> tuple[Param, ...]:
+    params = SPACES[defense]
+    custom = (overrides or {}).get(defense, {})
+    result = []
+    for param in params:
+        value = custom.get(param.name)
+        if value is None:
+            result.append(param)
+        elif isinstance(value, list) and param.choices is not None:
+            result.append(replace(param, choices=tuple(value)))
+        elif isinstance(value, list):
+            result.append(replace(param, low=float(value[0]), high=float(value[1])))
+        else:
+            result.append(replace(param, fixed=value))
+    return tuple(result)
+
+
+def validate_overrides(overrides: dict[str, dict[str, Any]]) -> None:
+    for defense, values in overrides.items():
+        if defense not in SPACES:
+            raise ValueError(f"search.space.{defense}: no such searchable defense; choose from {', '.join(sorted(SPACES))}")
+        names = {p.name: p for p in SPACES[defense]}
+        for key, value in values.items():
+            if key not in names:
+                raise ValueError(f"search.space.{defense}.{key}: unknown setting; choose from {', '.join(names)}")
+            param = names[key]
+            if isinstance(value, list) and param.choices is None:
+                if len(value) != 2 or not all(isinstance(v, (int, float)) for v in value) or not value[0] < value[1]:
+                    raise ValueError(f"search.space.{defense}.{key}: a range must be [low, high] with low < high")
+                if value[0] < param.low or value[1] > param.high:
+                    raise ValueError(f"search.space.{defense}.{key}: range {value} leaves the allowed [{param.low}, {param.high}]")
+            elif isinstance(value, list):
+                bad = [v for v in value if v not in param.choices]
+                if bad:
+                    raise ValueError(f"search.space.{defense}.{key}: {bad} not in {list(param.choices)}")
+
+
+def suggest_setting(trial: optuna.Trial, defenses: Sequence[str],
+                    overrides: dict[str, dict[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
+    """Sample (defense, settings) define-by-run. The defense is a categorical parameter when several are given."""
+    defense = defenses[0] if len(defenses) == 1 else trial.suggest_categorical("defense", list(defenses))
+    settings: dict[str, Any] = {}
+    for param in space_for(defense, overrides):
+        low = None
+        if param.name == "width_fraction" and "stride_fraction" in settings:
+            low = settings["stride_fraction"] + MIN_GAP  # keeps stride strictly below width
+        settings[param.name] = param.suggest(trial, f"{defense}.{param.name}", low)
+    trial.set_user_attr("defense", defense)
+    trial.set_user_attr("settings", settings)
+    return defense, settings
+
+
+def reference_params(defense: str, multiple: bool) -> dict[str, Any]:
+    """The Optuna params that reproduce the defense's reference setting (for ``study.enqueue_trial``)."""
+    params = {f"{defense}.{k}": v for k, v in REFERENCE_SETTINGS[defense].items()}
+    if multiple:
+        params["defense"] = defense
+    return params
