@@ -8,13 +8,13 @@ decision threshold fitted on shadows, so metrics are computed identically for al
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from ..data import ModelSplit
+from ..data import ModelSplit, StudySplit
 from ..metrics import attack_metrics, roc_points
 from ..registry import Registry
 
@@ -40,9 +40,32 @@ def balanced_targets(split: ModelSplit, seed: int) -> Targets:
     return Targets(np.concatenate([members, non_members]), np.r_[np.ones(n, bool), np.zeros(n, bool)])
 
 
+def population_indices(split: StudySplit, victim_targets: Targets, pool_size: int) -> np.ndarray:
+    """RMIA's reference population: pool samples that no model trained on, minus the victim's targets.
+
+    These are non-members for the victim and for every shadow, and disjoint from what the victim is attacked
+    on. Dev samples are kept: they only select checkpoints, they are never trained on.
+    """
+    excluded = np.zeros(pool_size, dtype=bool)
+    for _, model_split in split.models():
+        excluded[model_split.train.numpy()] = True
+    excluded[victim_targets.indices] = True
+    return np.flatnonzero(~excluded)
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Outputs of one or more models on their targets, row-aligned; sensitivity only when it was computed."""
+
+    log_probs: np.ndarray
+    labels: np.ndarray
+    is_member: np.ndarray
+    sensitivity: np.ndarray | None = None
+
+
 @dataclass
 class AttackInputs:
-    """Everything an adaptive black-box attacker observes. Output arrays cover the whole pool [n_pool, C]."""
+    """Everything an adaptive black-box attacker observes. Per-model arrays cover the whole pool [n_pool, C]."""
 
     labels: np.ndarray
     victim_log_probs: np.ndarray
@@ -50,22 +73,33 @@ class AttackInputs:
     victim_targets: Targets
     shadow_targets: list[Targets]
     seed: int = 7
-    extras: dict[str, object] = field(default_factory=dict)  # e.g. output sensitivities, population indices
+    # output sensitivities (SAMIA), present when a requested attack declares ``needs_sensitivity``
+    victim_sensitivity: np.ndarray | None = None
+    shadow_sensitivity: list[np.ndarray] | None = None
+    population: np.ndarray | None = None  # pool indices of reference non-members (RMIA), see population_indices
 
-    def shadow_observations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All shadows' balanced sets pooled: (log-probs, labels, is_member)."""
-        log_probs = np.concatenate([lp[t.indices] for lp, t in zip(self.shadow_log_probs, self.shadow_targets)])
-        labels = np.concatenate([self.labels[t.indices] for t in self.shadow_targets])
-        members = np.concatenate([t.is_member for t in self.shadow_targets])
-        return log_probs, labels, members
+    def shadow_observations(self) -> Observations:
+        """All shadows' balanced sets pooled."""
+        per_shadow = [self._observe(lp, s, t) for lp, s, t in
+                      zip(self.shadow_log_probs, self.shadow_sensitivity or [None] * len(self.shadow_targets),
+                          self.shadow_targets)]
+        stack = lambda field_name: np.concatenate([getattr(o, field_name) for o in per_shadow])  # noqa: E731
+        return Observations(stack("log_probs"), stack("labels"), stack("is_member"),
+                            stack("sensitivity") if self.shadow_sensitivity is not None else None)
 
-    def victim_observations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        t = self.victim_targets
-        return self.victim_log_probs[t.indices], self.labels[t.indices], t.is_member
+    def victim_observations(self) -> Observations:
+        return self._observe(self.victim_log_probs, self.victim_sensitivity, self.victim_targets)
+
+    def _observe(self, log_probs: np.ndarray, sensitivity: np.ndarray | None, targets: Targets) -> Observations:
+        rows = targets.indices
+        return Observations(log_probs[rows], self.labels[rows], targets.is_member,
+                            None if sensitivity is None else sensitivity[rows])
 
 
 class Attack:
     name: ClassVar[str]
+    # True when the attack reads output sensitivities; the pipeline then computes them while pruning
+    needs_sensitivity: ClassVar[bool] = False
 
     def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float]:
         """Scores of the victim's targets (higher = member) and the decision threshold fitted on shadows."""
@@ -85,6 +119,11 @@ def run_attack(name: str, inputs: AttackInputs) -> dict[str, object]:
 
 def run_attacks(names: list[str], inputs: AttackInputs) -> dict[str, dict[str, object]]:
     return {name: run_attack(name, inputs) for name in names}
+
+
+def needs_sensitivity(names: list[str]) -> bool:
+    """Whether any of the named attacks reads output sensitivities (unknown names raise a WememError)."""
+    return any(ATTACKS.get(name).needs_sensitivity for name in names)
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,104 @@
+"""End to end: a 2-trial study through Ray Tune on digits, resume, stale-trial sweep, export read-back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.cli import main
+from search.config import parse_study
+from search.export import export_document, read_export, write_export
+from search.storage import open_storage
+from search.study import Options, launch, open_study, resume
+
+pytestmark = pytest.mark.e2e
+
+TINY_STUDY = {
+    "study": {"name": "tiny", "n_trials": 2, "seed": 7},
+    "data": {"dataset": "digits", "shadows": 2},
+    "model": {"name": "columnfc"},
+    "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
+    "pruning": {"sparsity": 0.6, "steps": 2},
+    "memscore": {"models": 2},
+    "search": {"defenses": ["swmr", "rsw"], "enqueue_reference": True},
+    "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 1},
+}
+
+
+@pytest.fixture
+def options(tmp_path: Path) -> Options:
+    return Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(tmp_path / "cache"))
+
+
+def test_two_trial_study_resume_and_export(ray_session, options: Options, tmp_path: Path):
+    definition = parse_study(TINY_STUDY)
+    messages: list[str] = []
+    study = launch(definition, options, messages.append)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    # the paper's reference settings were enqueued as warm starts, one per defense
+    assert [t.user_attrs["defense"] for t in trials] == ["swmr", "rsw"]
+    assert trials[0].params["swmr.width_fraction"] == pytest.approx(0.22)
+    for trial in trials:
+        attrs = trial.user_attrs
+        assert set(attrs["attacks"]) == {"conf", "entr", "mentr", "hconf"}
+        assert 0.0 <= attrs["utility"] <= 1.0 and 0.0 <= attrs["privacy"] <= 1.0
+        assert "utility_drop" in "".join(trial.system_attrs)  # the constraint is recorded
+    assert "reference" in study.user_attrs
+
+    messages.clear()
+    study, _ = resume("tiny", options, n_trials=1, echo=messages.append)
+    assert {"cache hit: split (" in m for m in messages} >= {True}
+    assert any(m.startswith("cache hit: pretrained") for m in messages)
+    assert any(m.startswith("cache hit: mem-scores") for m in messages)
+    assert not any(m.startswith(("computed", "pretrained victim")) for m in messages)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
+
+    out = tmp_path / "best.toml"
+    write_export(export_document(*open_study("tiny", options)), out)
+    document = read_export(out)
+    assert document["dataset"]["dataset"] == "digits" and document["model"] == "columnfc"
+    assert document["pruning"]["sparsity"] == 0.6
+    best = document["best"]
+    assert best["defense"] in {"swmr", "rsw"} and "test_accuracy" in best["metrics"]
+    assert best["metrics"]["attacks"]["hconf"]["balanced_accuracy"] >= 0.0
+    assert main(["export", "tiny", "--storage", options.storage, "--out", str(tmp_path / "best.json")]) == 0
+    assert json.loads((tmp_path / "best.json").read_text())["best"]["trial_number"] == best["trial_number"]
+
+
+def test_resume_fails_and_requeues_stale_running_trials(ray_session, options: Options):
+    definition = parse_study(dict(TINY_STUDY, study={"name": "stale", "n_trials": 1, "seed": 7},
+                                  search={"defenses": ["rmr"], "enqueue_reference": False}))
+    launch(definition, options, lambda m: None)
+    # a launcher that died mid-trial leaves a RUNNING trial behind
+    storage = open_storage(options.storage_url)
+    study = optuna.load_study(study_name="stale", storage=storage)
+    dead = study.ask({"rmr.risky_fraction": optuna.distributions.FloatDistribution(0.01, 0.5),
+                      "rmr.lambda_mem": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True)})
+    params = dict(dead.params)
+    study, _ = resume("stale", options, n_trials=1, echo=lambda m: None)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[dead.number] == TrialState.FAIL
+    requeued = [t for t in study.get_trials() if t.user_attrs.get("requeued_from") == dead.number]
+    assert len(requeued) == 1 and requeued[0].state == TrialState.COMPLETE
+    assert requeued[0].params == params
+
+
+def test_cli_errors_are_clear_and_exit_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[study]\nname = "x"\n[data]\ndataset = "mnist"\n[search]\ndefenses = ["swmr", "nope"]\n')
+    assert main(["launch", str(bad), "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert "[data.dataset] unknown dataset 'mnist'" in err and "digits" in err
+    assert "[search.defenses] unknown defense 'nope'" in err
+    assert main(["launch", str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["resume", "ghost", "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    assert "no study named 'ghost'" in capsys.readouterr().err
+    assert main(["status", "--storage", "postgresql+psycopg://user:s3cret@127.0.0.1:1/none"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open storage" in err and "s3cret" not in err
