@@ -13,7 +13,7 @@ from typing import Callable
 
 from wemem.errors import WememError
 
-from .storage import redact
+from .storage import STALE_AFTER_S, redact
 
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None], str]] = {}
@@ -38,7 +38,7 @@ def options_from(args: argparse.Namespace):
     from .study import Options
 
     return Options(storage=args.storage, cache_dir=args.cache_dir, data_root=args.data_root,
-                   ray_address=getattr(args, "ray_address", None))
+                   ray_address=getattr(args, "ray_address", None), stale_after=args.stale_after)
 
 
 def echo(message: str) -> None:
@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cache-dir", default=None, help="cache of setting-independent work (default .wemem-cache)")
         p.add_argument("--data-root", default=None, help="folder holding dataset files")
         p.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: start a local Ray)")
+        p.add_argument("--stale-after", type=float, default=STALE_AFTER_S, metavar="SECONDS",
+                       help="a RUNNING trial whose launcher has been silent this long is failed and re-queued "
+                            f"(default {STALE_AFTER_S:.0f})")
         p.set_defaults(handler=handler)
     return parser
 

@@ -26,7 +26,7 @@ from objectives import Reference, TrialSpec, evaluate_trial
 
 from .config import StudyDefinition
 from .spaces import suggest_setting
-from .storage import to_json
+from .storage import ACTIVE_STATES, Heartbeat, active_count, to_json
 
 HEAD_CPU = 0.001  # the trial's own coordinating actor only waits on its tasks
 
@@ -137,28 +137,39 @@ def _searcher_base():
 
 
 class StudySearcher(_searcher_base()):  # type: ignore[misc]
-    """Proposes Tune configs with ``study.ask()`` and tells the study every outcome."""
+    """Proposes Tune configs with ``study.ask()`` and tells the study every outcome.
 
-    def __init__(self, study: optuna.Study, definition: StudyDefinition, budget: int, launcher_id: str,
+    The budget is shared through the storage: the study should reach ``target_total`` active trials (finished
+    or running) counted over every launcher, so several launchers on one study stop together.
+    """
+
+    def __init__(self, study: optuna.Study, definition: StudyDefinition, target_total: int, launcher_id: str,
                  progress: Progress | None = None):
         super().__init__(metric=None, mode=None)
-        self.study, self.definition, self.budget = study, definition, budget
+        self.study, self.definition, self.target_total = study, definition, target_total
         self.launcher_id, self.progress = launcher_id, progress
-        self.asked = 0
         self.pending: dict[str, optuna.Trial] = {}
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self.asked >= self.budget:
+        if active_count(self.study) >= self.target_total:
             return self.FINISHED
-        self.asked += 1
         trial = self.study.ask()
         trial.set_user_attr("launcher", self.launcher_id)
+        if self._over_budget(trial.number):
+            # another launcher asked at the same moment: give the slot back instead of overshooting
+            trial.set_user_attr("surplus", True)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return self.FINISHED
         defense, settings = suggest_setting(trial, self.definition.search.defenses, self.definition.search.space)
         self.pending[trial_id] = trial
         return {"optuna_trial": trial.number, "defense": defense, "settings": settings}
+
+    def _over_budget(self, number: int) -> bool:
+        earlier = [t for t in self.study.get_trials(deepcopy=False, states=ACTIVE_STATES) if t.number < number]
+        return len(earlier) >= self.target_total
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self.pending.pop(trial_id, None)
@@ -183,15 +194,16 @@ class StudySearcher(_searcher_base()):  # type: ignore[misc]
 
 
 def run_trials(study: optuna.Study, definition: StudyDefinition, spec: TrialSpec, reference: Reference,
-               budget: int, results_dir: Path, echo: Callable[[str], None] = print) -> None:
-    """Run ``budget`` trials through Ray Tune with our searcher (Ray must be initialized)."""
+               target_total: int, results_dir: Path, echo: Callable[[str], None] = print) -> None:
+    """Run trials through Ray Tune until the study holds ``target_total`` active trials (Ray must be running)."""
     from ray import tune
 
+    budget = target_total - active_count(study)
     if budget <= 0:
         return
     launcher_id = uuid.uuid4().hex[:12]
     progress = Progress(budget, definition.objective_config().directions, echo)
-    searcher = StudySearcher(study, definition, budget, launcher_id, progress)
+    searcher = StudySearcher(study, definition, target_total, launcher_id, progress)
     trainable = tune.with_resources(
         tune.with_parameters(trial_trainable, spec=spec, reference=reference, share=_task_share(definition)),
         tune.PlacementGroupFactory(trial_bundles(definition)),
@@ -204,4 +216,5 @@ def run_trials(study: optuna.Study, definition: StudyDefinition, spec: TrialSpec
         run_config=tune.RunConfig(name=f"{definition.name}-{launcher_id}", storage_path=str(results_dir.resolve()),
                                   verbose=0, log_to_file=True),
     )
-    tuner.fit()
+    with Heartbeat(study, launcher_id):
+        tuner.fit()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from typing import Any
 
 import optuna
@@ -108,22 +110,84 @@ def load_study(name: str, storage: optuna.storages.RDBStorage) -> tuple[optuna.S
     return optuna.load_study(study_name=name, storage=storage, sampler=sampler), definition
 
 
-def sweep_stale_trials(study: optuna.Study) -> list[int]:
+HEARTBEAT_INTERVAL_S = 5.0
+STALE_AFTER_S = 30.0  # a launcher silent this long is dead: its RUNNING trials are swept
+_HEARTBEAT_PREFIX = "wemem:heartbeat:"
+
+
+class Heartbeat:
+    """A launcher's liveness signal in the storage, refreshed by a daemon thread while trials run.
+
+    Ray's ask/tell loop gets no Optuna heartbeat, so we keep our own: RUNNING trials carry their launcher's id
+    (user attribute ``launcher``) and a sweep fails only the trials whose launcher has gone silent, so several
+    live launchers can share one study.
+    """
+
+    def __init__(self, study: optuna.Study, launcher_id: str, interval: float = HEARTBEAT_INTERVAL_S):
+        self.storage, self.launcher_id, self.interval = study._storage, launcher_id, interval
+        self.study_id = self.storage.get_study_id_from_name(study.study_name)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"wemem-heartbeat-{launcher_id}", daemon=True)
+
+    def beat(self) -> None:
+        self.storage.set_study_system_attr(self.study_id, _HEARTBEAT_PREFIX + self.launcher_id, time.time())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # a transient storage error must not kill the launcher; the next beat retries
+                pass
+
+    def __enter__(self) -> "Heartbeat":
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 1)
+        self.storage.set_study_system_attr(self.study_id, _HEARTBEAT_PREFIX + self.launcher_id, 0.0)
+
+
+def stale_running_trials(study: optuna.Study, stale_after: float = STALE_AFTER_S) -> list[optuna.trial.FrozenTrial]:
+    """RUNNING trials whose launcher has not beaten for ``stale_after`` seconds (or never registered)."""
+    storage = study._storage
+    beats = {k.removeprefix(_HEARTBEAT_PREFIX): v for k, v in
+             storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name)).items()
+             if k.startswith(_HEARTBEAT_PREFIX)}
+    now = time.time()
+    stale = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        launcher = trial.user_attrs.get("launcher")
+        if launcher is not None:
+            last = beats.get(launcher, 0.0)
+        else:  # asked but not yet tagged: judge by its start time
+            last = trial.datetime_start.timestamp() if trial.datetime_start else 0.0  # naive local time
+        if now - last >= stale_after:
+            stale.append(trial)
+    return stale
+
+
+def sweep_stale_trials(study: optuna.Study, stale_after: float = STALE_AFTER_S) -> list[int]:
     """Fail the RUNNING trials a dead launcher left behind and re-queue their settings.
 
-    Ray's ask/tell loop gets no Optuna heartbeat, so a killed launcher leaves trials RUNNING forever. The
-    re-queued copy (WAITING) is picked up first by the next ``study.ask()``.
+    The re-queued copy (WAITING) is picked up first by the next ``study.ask()``; it records where it came from.
     """
     swept = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in stale_running_trials(study, stale_after):
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number}, skip_if_exists=False)
         swept.append(trial.number)
     return swept
 
 
-def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+ACTIVE_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def active_count(study: optuna.Study) -> int:
+    """Trials that use the study's budget: finished (COMPLETE, PRUNED) or running."""
+    return len(study.get_trials(deepcopy=False, states=ACTIVE_STATES))
 
 
 def to_json(value: Any) -> Any:

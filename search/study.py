@@ -16,8 +16,8 @@ from wemem.errors import WememError
 from .config import StudyDefinition
 from .runner import RayMap, _task_share, init_ray, run_trials
 from .spaces import REFERENCE_SETTINGS, reference_params
-from .storage import (create_or_load_study, finished_count, load_study, open_storage, redact, storage_url,
-                      sweep_stale_trials)
+from .storage import (STALE_AFTER_S, active_count, create_or_load_study, load_study, open_storage, redact,
+                      storage_url, sweep_stale_trials)
 
 Echo = Callable[[str], None]
 
@@ -30,6 +30,7 @@ class Options:
     cache_dir: str | None = None
     data_root: str | None = None
     ray_address: str | None = None
+    stale_after: float = STALE_AFTER_S
 
     @property
     def storage_url(self) -> str:
@@ -58,26 +59,32 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
                     study.enqueue_trial(reference_params(defense, multiple), user_attrs={"warm_start": "paper"})
     else:
         echo(f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} trials")
-    budget = definition.study.n_trials - finished_count(study)
-    run_study(study, definition, options, budget, echo)
+        _sweep(study, options, echo)
+    run_study(study, definition, options, definition.study.n_trials, echo)
     return study
+
+
+def _sweep(study: optuna.Study, options: Options, echo: Echo) -> None:
+    swept = sweep_stale_trials(study, options.stale_after)
+    if swept:
+        echo(f"failed {len(swept)} stale RUNNING trial(s) of a dead launcher and re-queued their settings: {swept}")
 
 
 def resume(name: str, options: Options, n_trials: int | None = None,
            echo: Echo = print) -> tuple[optuna.Study, StudyDefinition]:
     storage = open_storage(options.storage_url)
     study, definition = load_study(name, storage)
-    swept = sweep_stale_trials(study)
-    if swept:
-        echo(f"failed {len(swept)} stale RUNNING trial(s) of a dead launcher and re-queued their settings: {swept}")
-    budget = n_trials if n_trials is not None else definition.study.n_trials - finished_count(study)
-    if budget <= 0:
+    _sweep(study, options, echo)
+    target = active_count(study) + n_trials if n_trials is not None else definition.study.n_trials
+    if target <= active_count(study):
         echo(f"study {name!r} already has its {definition.study.n_trials} trials; pass --n-trials N to add more")
-    run_study(study, definition, options, budget, echo)
+    run_study(study, definition, options, target, echo)
     return study, definition
 
 
-def run_study(study: optuna.Study, definition: StudyDefinition, options: Options, budget: int, echo: Echo) -> None:
+def run_study(study: optuna.Study, definition: StudyDefinition, options: Options, target_total: int,
+              echo: Echo) -> None:
+    """Prepare the shared work once (cached), measure the reference once, then run trials up to the target."""
     cache_dir = resolve_cache_dir(options, study)
     data_root = options.data_root if options.data_root is not None else study.user_attrs.get("data_root")
     spec = definition.trial_spec(cache_dir, data_root)
@@ -90,9 +97,9 @@ def run_study(study: optuna.Study, definition: StudyDefinition, options: Options
                                                   for k, a in base.result["attacks"].items()}})
     echo(f"undefended iteratively pruned reference: accuracy {base.utility:.4f}, strongest attack "
          f"{base.strongest_attack} {spec.objective.privacy_metric} {base.privacy:.4f}")
-    if budget > 0:
-        echo(f"running {budget} trial(s) of study {definition.name!r}")
-        run_trials(study, definition, spec, base, budget, Path(cache_dir) / "ray-results", echo)
+    if target_total > active_count(study):
+        echo(f"running {target_total - active_count(study)} trial(s) of study {definition.name!r}")
+        run_trials(study, definition, spec, base, target_total, Path(cache_dir) / "ray-results", echo)
 
 
 # ------------------------------------------------------------------------------------------- best trials

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def test_resume_fails_and_requeues_stale_running_trials(ray_session, options: Op
     dead = study.ask({"rmr.risky_fraction": optuna.distributions.FloatDistribution(0.01, 0.5),
                       "rmr.lambda_mem": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True)})
     params = dict(dead.params)
-    study, _ = resume("stale", options, n_trials=1, echo=lambda m: None)
+    study, _ = resume("stale", dataclasses.replace(options, stale_after=0.0), n_trials=1, echo=lambda m: None)
     states = {t.number: t.state for t in study.get_trials()}
     assert states[dead.number] == TrialState.FAIL
     requeued = [t for t in study.get_trials() if t.user_attrs.get("requeued_from") == dead.number]
