@@ -134,3 +134,6 @@ def make_study_split(
         _model_split(shadow_pool, test_pool, seed + k, train_fraction, dev_fraction) for k in range(shadows)
     )
     return StudySplit(victim, shadow_splits)
+
+
+from . import loaders as _loaders  # noqa: E402,F401  (registers the file-based datasets)

@@ -69,3 +69,6 @@ def columnfc(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     for size in input_shape:
         in_features *= size
     return ColumnFC(in_features, num_classes)
+
+
+from . import cnn as _cnn  # noqa: E402,F401  (registers resnet18, vgg16bn, densenet121)

@@ -1,0 +1,280 @@
+"""File-based datasets of SPEC section 2, registered into :data:`wemem.data.DATASETS`.
+
+Expected layout under the data root (``--data-root`` or ``data.data_root`` in a study file)::
+
+    cifar-10-batches-py/data_batch_1..5, test_batch      cifar10  (torchvision's layout; downloaded if possible)
+    cifar-100-python/train, test                         cifar100 (torchvision's layout; downloaded if possible)
+    cinic10/train/<class>/*.png, cinic10/test/<class>/*.png
+    location/data_complete.npz                           MemGuard's file: x [5010 x 446], y in 1..30
+    purchase100/dataset_purchase                         comma-separated: label 1..100, then 600 features
+    texas100/feats, texas100/labels                      comma-separated: 6169 features; labels 1..100
+
+plus ``npz:PATH`` (arrays x, y) and ``imagefolder:PATH`` (PATH/train and PATH/test, or one folder of class
+folders) for any other data. Datasets without an official test split get the seeded 80/20 split of
+:func:`wemem.data.split_train_test`; labels 1..K become 0..K-1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import DATASETS, Pools, split_train_test
+from .errors import WememError, require
+
+
+def dataset_path(root: Path | None, dataset: str, relative: str) -> Path:
+    """``root / relative``; a dataset read from files needs a data root."""
+    require(root is not None,
+            f"dataset {dataset!r} reads DATA_ROOT/{relative}; pass --data-root DATA_ROOT "
+            f"(or set data.data_root in the study file)")
+    return root / relative
+
+
+def require_files(dataset: str, paths: list[Path], hint: str = "") -> None:
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        which = "not found" if missing == paths else f"missing: {', '.join(map(str, missing))}"
+        raise WememError(f"dataset {dataset!r} expects {', '.join(map(str, paths))} ({which})"
+                         f"{'. ' + hint if hint else ''}")
+
+
+def normalize_channels(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Per-channel standardization of [N, C, H, W] images with values in [0, 1]."""
+    return (images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+def official_split(name: str, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+                   num_classes: int) -> Pools:
+    """Pools of a dataset that ships its own test split: T is the training files, E the test files."""
+    x = torch.cat([train[0], test[0]])
+    y = torch.cat([train[1], test[1]]).long()
+    return Pools(name, x, y, len(train[1]), num_classes)
+
+
+# ------------------------------------------------------------------------------------------------ CIFAR
+
+
+@dataclass(frozen=True)
+class CifarFormat:
+    name: str
+    torchvision_class: str  # supplies the folder layout and the downloader
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def torchvision_dataset(self) -> type:
+        import torchvision.datasets
+
+        return getattr(torchvision.datasets, self.torchvision_class)
+
+
+CIFAR10 = CifarFormat("cifar10", "CIFAR10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100 = CifarFormat("cifar100", "CIFAR100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+
+
+def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One python-pickle batch: ``data`` [N, 3072] uint8 (channel planes of 32x32), ``labels``/``fine_labels``."""
+    with path.open("rb") as handle:
+        entry = pickle.load(handle, encoding="latin1")
+    labels = entry["labels"] if "labels" in entry else entry["fine_labels"]
+    images = torch.as_tensor(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+    return images, torch.as_tensor(labels, dtype=torch.long)
+
+
+def download_cifar(fmt: CifarFormat, root: Path, files: list[Path]) -> None:
+    """Fetch the archive with torchvision's downloader; without internet, say which files to put where."""
+    dataset_class = fmt.torchvision_dataset
+    try:
+        dataset_class(str(root), train=True, download=True)
+    except Exception as error:  # no network, proxy refusal, corrupt archive: all need the same fix
+        raise WememError(f"dataset {fmt.name!r} needs the files {', '.join(map(str, files))} and downloading them "
+                         f"from {dataset_class.url} failed ({type(error).__name__}: {error}); download and extract "
+                         f"that archive into {root} on a machine with internet") from None
+
+
+def load_cifar(fmt: CifarFormat, root: Path | None) -> Pools:
+    """CIFAR in torchvision's layout. The batches are read directly rather than through torchvision's
+    md5-checked constructor, so any copy in that layout loads (including the small ones the tests write)."""
+    dataset_class = fmt.torchvision_dataset
+    folder = dataset_path(root, fmt.name, dataset_class.base_folder)
+    train_files = [folder / name for name, _md5 in dataset_class.train_list]
+    test_files = [folder / name for name, _md5 in dataset_class.test_list]
+    if not all(path.exists() for path in train_files + test_files):
+        download_cifar(fmt, folder.parent, train_files + test_files)
+    mean, std = torch.tensor(fmt.mean), torch.tensor(fmt.std)
+
+    def read(files: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = zip(*(read_cifar_batch(path) for path in files))
+        return normalize_channels(torch.cat(images).float() / 255.0, mean, std), torch.cat(labels)
+
+    return official_split(fmt.name, read(train_files), read(test_files), fmt.num_classes)
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(root: Path | None, _seed: int) -> Pools:
+    return load_cifar(CIFAR10, root)
+
+
+@DATASETS.register("cifar100")
+def load_cifar100(root: Path | None, _seed: int) -> Pools:
+    return load_cifar(CIFAR100, root)
+
+
+# ---------------------------------------------------------------------------------------- image folders
+
+CINIC10_MEAN = (0.47889522, 0.47227842, 0.43047404)
+CINIC10_STD = (0.24205776, 0.23828046, 0.25874835)
+
+
+def read_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """All images of a ``<class>/<image>`` tree as one uint8 [N, 3, H, W] tensor, labels and class names."""
+    import torchvision.datasets
+    from torchvision.transforms.functional import pil_to_tensor
+
+    try:
+        dataset = torchvision.datasets.ImageFolder(str(folder))
+    except (FileNotFoundError, OSError) as error:
+        raise WememError(f"{folder} is not a folder of class folders holding images ({error}); "
+                         f"expected {folder}/<class name>/<image file>") from None
+    images = [pil_to_tensor(dataset.loader(path)) for path, _label in dataset.samples]
+    sizes = {tuple(image.shape[1:]) for image in images}
+    require(len(sizes) == 1, f"images in {folder} have different sizes {sorted(sizes)[:3]}; "
+                             f"resize them to one size before loading")
+    return torch.stack(images), torch.as_tensor(dataset.targets, dtype=torch.long), dataset.classes
+
+
+def image_folder_split(name: str, train_dir: Path, test_dir: Path, mean: torch.Tensor | None = None,
+                       std: torch.Tensor | None = None) -> Pools:
+    """Train and test class trees; normalized with the given statistics or else with those of T."""
+    train_x, train_y, train_classes = read_image_folder(train_dir)
+    test_x, test_y, test_classes = read_image_folder(test_dir)
+    require(train_classes == test_classes,
+            f"{train_dir} and {test_dir} must hold the same class folders (found {train_classes} and {test_classes})")
+    train_x, test_x = train_x.float() / 255.0, test_x.float() / 255.0
+    if mean is None or std is None:
+        mean, std = channel_statistics(train_x)
+    return official_split(name, (normalize_channels(train_x, mean, std), train_y),
+                          (normalize_channels(test_x, mean, std), test_y), len(train_classes))
+
+
+def channel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of [N, C, H, W] images (std floored so constant channels work)."""
+    flat = images.transpose(0, 1).flatten(1)
+    return flat.mean(1), flat.std(1).clamp_min(1e-6)
+
+
+@DATASETS.register("cinic10")
+def load_cinic10(root: Path | None, _seed: int) -> Pools:
+    folder = dataset_path(root, "cinic10", "cinic10")
+    require_files("cinic10", [folder / "train", folder / "test"],
+                  "Extract CINIC-10 there (its valid/ folder is not used)")
+    return image_folder_split("cinic10", folder / "train", folder / "test",
+                              torch.tensor(CINIC10_MEAN), torch.tensor(CINIC10_STD))
+
+
+@DATASETS.register("imagefolder:")
+def load_image_folder(path: Path, seed: int) -> Pools:
+    """PATH/train and PATH/test when both exist; otherwise PATH's class folders, split 80/20 with the seed."""
+    require_files(f"imagefolder:{path}", [path])
+    name = f"imagefolder:{path}"
+    if (path / "train").is_dir() and (path / "test").is_dir():
+        return image_folder_split(name, path / "train", path / "test")
+    images, labels, classes = read_image_folder(path)
+    pools = split_train_test(images.float() / 255.0, labels, seed, name)
+    mean, std = channel_statistics(pools.x[: pools.n_train])
+    return dataclasses.replace(pools, x=normalize_channels(pools.x, mean, std), num_classes=len(classes))
+
+
+# ---------------------------------------------------------------------------------------------- tabular
+
+
+@dataclass(frozen=True)
+class TabularFormat:
+    name: str
+    features: int
+    num_classes: int
+
+
+LOCATION = TabularFormat("location", 446, 30)
+PURCHASE100 = TabularFormat("purchase100", 600, 100)
+TEXAS100 = TabularFormat("texas100", 6169, 100)
+
+
+def tabular_pools(fmt: TabularFormat, x: np.ndarray, labels: np.ndarray, seed: int, source: Path) -> Pools:
+    """Validate shape and 1-based labels, make labels 0-based and split T/E 80/20 with the seed."""
+    require(x.ndim == 2 and x.shape[1] == fmt.features,
+            f"{source}: dataset {fmt.name!r} has {fmt.features} features per sample, found shape {list(x.shape)}")
+    require(len(labels) == len(x), f"{source}: {len(labels)} labels for {len(x)} samples")
+    labels = np.asarray(labels)
+    require(np.all(labels == np.round(labels)) and labels.min() >= 1 and labels.max() <= fmt.num_classes,
+            f"{source}: dataset {fmt.name!r} needs integer labels 1..{fmt.num_classes}, "
+            f"found values in [{labels.min()}, {labels.max()}]")
+    pools = split_train_test(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(labels - 1).long(), seed,
+                             fmt.name)
+    return dataclasses.replace(pools, num_classes=fmt.num_classes)
+
+
+def read_csv_matrix(path: Path) -> np.ndarray:
+    try:
+        return pd.read_csv(path, header=None, dtype=np.float32).to_numpy()
+    except (ValueError, pd.errors.ParserError) as error:
+        raise WememError(f"{path} is not a comma-separated table of numbers: {error}") from None
+
+
+def read_npz_arrays(path: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        arrays = np.load(path)
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise WememError(f"{path} is not a readable .npz file of arrays x and y: {error}") from None
+    with arrays:
+        require("x" in arrays and "y" in arrays,
+                f"{path} must hold arrays 'x' and 'y' for dataset {dataset!r}; found {sorted(arrays.files)}")
+        return arrays["x"], arrays["y"]
+
+
+@DATASETS.register("location")
+def load_location(root: Path | None, seed: int) -> Pools:
+    path = dataset_path(root, "location", "location/data_complete.npz")
+    require_files("location", [path], "It is MemGuard's data_complete.npz (keys x, y)")
+    x, y = read_npz_arrays(path, "location")
+    return tabular_pools(LOCATION, x, y, seed, path)
+
+
+@DATASETS.register("purchase100")
+def load_purchase100(root: Path | None, seed: int) -> Pools:
+    path = dataset_path(root, "purchase100", "purchase100/dataset_purchase")
+    require_files("purchase100", [path], "Each line: label 1..100, then 600 binary features, comma-separated")
+    table = read_csv_matrix(path)
+    require(table.ndim == 2 and table.shape[1] == PURCHASE100.features + 1,
+            f"{path}: expected {PURCHASE100.features + 1} comma-separated columns (label, then features), "
+            f"found {table.shape[1] if table.ndim == 2 else 0}")
+    return tabular_pools(PURCHASE100, table[:, 1:], table[:, 0], seed, path)
+
+
+@DATASETS.register("texas100")
+def load_texas100(root: Path | None, seed: int) -> Pools:
+    folder = dataset_path(root, "texas100", "texas100")
+    feats, labels = folder / "feats", folder / "labels"
+    require_files("texas100", [feats, labels], "feats: 6169 comma-separated binary features per line; labels: 1..100")
+    return tabular_pools(TEXAS100, read_csv_matrix(feats), read_csv_matrix(labels).ravel(), seed, feats)
+
+
+@DATASETS.register("npz:")
+def load_npz(path: Path, seed: int) -> Pools:
+    """Any arrays x [N, ...] and y [N]; the distinct labels, sorted, become classes 0..K-1."""
+    require_files(f"npz:{path}", [path])
+    x, y = read_npz_arrays(path, f"npz:{path}")
+    require(len(x) == len(y) and y.ndim == 1, f"{path}: y must be one label per sample of x "
+                                               f"(x has {len(x)} samples, y has shape {list(y.shape)})")
+    classes, labels = np.unique(y, return_inverse=True)
+    pools = split_train_test(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(labels), seed, f"npz:{path}")
+    return dataclasses.replace(pools, num_classes=len(classes))
