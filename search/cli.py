@@ -129,6 +129,43 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output file ending in .toml or .json")
 
 
+def _apply(args: argparse.Namespace) -> int:
+    from .apply import apply_export
+    from .runner import RayMap, init_ray
+    from .study import resolve_cache_dir
+
+    options = options_from(args)
+    init_ray(options.ray_address)
+    apply_export(args.export_file, args.out, resolve_cache_dir(options), options.data_root, args.trial,
+                 RayMap(num_cpus=1), echo)
+    return 0
+
+
+@command("apply", "rebuild the defended pruned model of an export, save its weights and masks, re-evaluate it")
+@with_handler(_apply)
+def _apply_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("export_file", help="a file written by `wemem export`")
+    p.add_argument("--out", required=True, help="output folder for model.pt and evaluation.json")
+    p.add_argument("--trial", type=int, default=None, help="which trial of an exported Pareto set")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+    from .study import open_study
+
+    study, definition = open_study(args.name, options_from(args))
+    for path in write_report(study, definition, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+@command("report", "write the trials table (CSV, parquet) and PNG plots of a study")
+@with_handler(_report)
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="study name")
+    p.add_argument("--out", required=True, help="output folder")
+
+
 # --------------------------------------------------------------------------------------------- parser
 
 

@@ -114,3 +114,5 @@ def reference_params(defense: str, multiple: bool) -> dict[str, Any]:
     if multiple:
         params["defense"] = defense
     return params
+
+from . import spaces_baselines  # noqa: E402,F401  (adds the baseline defenses to SPACES)

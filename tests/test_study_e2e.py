@@ -10,7 +10,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import pandas as pd
+import torch
+
+from search.apply import apply_export
 from search.cli import main
+from search.report import write_report
 from search.config import parse_study
 from search.export import export_document, read_export, write_export
 from search.storage import open_storage
@@ -69,6 +74,37 @@ def test_two_trial_study_resume_and_export(ray_session, options: Options, tmp_pa
     assert best["metrics"]["attacks"]["hconf"]["balanced_accuracy"] >= 0.0
     assert main(["export", "tiny", "--storage", options.storage, "--out", str(tmp_path / "best.json")]) == 0
     assert json.loads((tmp_path / "best.json").read_text())["best"]["trial_number"] == best["trial_number"]
+
+    # apply rebuilds the defended pruned model from the export alone and reproduces the stored trial
+    evaluation = apply_export(out, tmp_path / "applied", options.cache_dir, echo=lambda m: None)
+    assert evaluation["test_accuracy"] == pytest.approx(best["metrics"]["test_accuracy"], abs=0.02)
+    saved = torch.load(tmp_path / "applied" / "model.pt", weights_only=True)
+    assert set(saved) == {"weights", "masks"} and set(saved["masks"]) == {"fc1.weight", "fc2.weight"}
+    for name, mask in saved["masks"].items():
+        assert bool((saved["weights"][name][~mask] == 0).all())  # pruned weights stay exactly zero
+        assert 1 - mask.float().mean().item() == pytest.approx(0.6, abs=1e-3)
+
+
+def test_pareto_study_exports_its_front_and_reports(ray_session, options: Options, tmp_path: Path):
+    definition = parse_study(dict(TINY_STUDY, study={"name": "front", "n_trials": 3, "seed": 3, "sampler": "random"},
+                                  objective={"mode": "pareto"},
+                                  search={"defenses": ["rmr"], "enqueue_reference": False}))
+    study = launch(definition, options, lambda m: None)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    completed = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(completed) == 3 and all(len(t.values) == 2 for t in completed)
+    document = export_document(*open_study("front", options))
+    front = {r["trial_number"] for r in document["pareto"]}
+    expected = {t.number for t in study.best_trials}
+    assert front == expected and front
+    for record in document["pareto"]:  # no exported trial is dominated by another completed trial
+        p, u = record["values"]
+        assert not any(t.values[0] <= p and t.values[1] >= u and tuple(t.values) != (p, u) for t in completed)
+    written = {p.name for p in write_report(study, definition, tmp_path / "report")}
+    assert written == {"trials.csv", "trials.parquet", "privacy_utility.png", "history.png", "importance.png",
+                       "attacks.png"}
+    table = pd.read_parquet(tmp_path / "report" / "trials.parquet")
+    assert len(table) == 3 and {"utility", "privacy", "hconf.auc", "param.rmr.lambda_mem"} <= set(table.columns)
 
 
 def test_resume_fails_and_requeues_stale_running_trials(ray_session, options: Options):

@@ -1,0 +1,158 @@
+"""``wemem report``: the trials table (CSV and parquet) and PNG plots of a study."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from wemem.errors import WememError  # noqa: E402
+
+from .config import StudyDefinition  # noqa: E402
+from .study import best_trials, reference_of  # noqa: E402
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        a = trial.user_attrs
+        row: dict[str, Any] = {
+            "number": trial.number, "state": trial.state.name, "defense": a.get("defense"),
+            "utility": a.get("utility"), "privacy": a.get("privacy"), "strongest_attack": a.get("strongest_attack"),
+            "feasible": a.get("feasible"), "defense_seconds": a.get("defense_seconds"),
+            "duration_seconds": trial.duration.total_seconds() if trial.duration else None,
+        }
+        for i, value in enumerate(trial.values or []):
+            row[f"value_{i}"] = value
+        for name, value in trial.params.items():
+            row[f"param.{name}"] = value
+        for attack, metrics in a.get("attacks", {}).items():
+            for metric in ("balanced_accuracy", "auc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr"):
+                row[f"{attack}.{metric}"] = metrics.get(metric)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pareto_front(points: np.ndarray) -> np.ndarray:
+    """Indices of the points (privacy, utility) not dominated under (minimize privacy, maximize utility)."""
+    front = []
+    for i, (p, u) in enumerate(points):
+        dominated = np.any((points[:, 0] <= p) & (points[:, 1] >= u) & ((points[:, 0] < p) | (points[:, 1] > u)))
+        if not dominated:
+            front.append(i)
+    return np.array(sorted(front, key=lambda i: points[i, 0]), dtype=int)
+
+
+def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any], definition: StudyDefinition, path: Path) -> None:
+    done = table[table.state == "COMPLETE"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for defense, group in done.groupby("defense"):
+        ax.scatter(group.privacy, group.utility, label=defense, alpha=0.8)
+    points = done[["privacy", "utility"]].to_numpy(dtype=float)
+    if len(points):
+        front = points[pareto_front(points)]
+        ax.plot(front[:, 0], front[:, 1], "k--", lw=1, label="Pareto front")
+    ax.scatter([ref["privacy"]], [ref["utility"]], marker="*", s=220, c="red", label="undefended pruned")
+    if definition.objective.mode == "constrained":
+        ax.axhline(ref["utility"] - definition.objective.delta, color="grey", lw=0.8, ls=":", label="accuracy floor")
+    ax.set_xlabel(f"leakage: strongest attack {definition.objective.privacy_metric}")
+    ax.set_ylabel("pruned victim test accuracy")
+    ax.set_title(f"{definition.name}: privacy vs utility")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_history(table: pd.DataFrame, directions: list[str], path: Path) -> None:
+    done = table[table.state == "COMPLETE"].sort_values("number")
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.scatter(done.number, done.value_0, s=18, label="objective value" if len(directions) == 1 else "leakage")
+    if len(done):
+        best = np.minimum.accumulate(done.value_0.to_numpy(dtype=float))
+        ax.step(done.number, best, where="post", color="red", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("objective (minimized)")
+    ax.set_title("optimization history")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parameter_importance(study: optuna.Study) -> dict[str, float]:
+    """Optuna's default importances over the parameters every completed trial shares (empty if too few trials)."""
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(completed) < 2:
+        return {}
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    try:
+        with warnings.catch_warnings():  # PED-ANOVA warns that it ranks for low targets: ours are minimized
+            warnings.simplefilter("ignore", UserWarning)
+            return optuna.importance.get_param_importances(study, target=target)
+    except (RuntimeError, ValueError):  # e.g. no parameter shared by all trials, or all values equal
+        return {}
+
+
+def plot_importance(importances: dict[str, float], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.4 * max(len(importances), 1)))
+    if importances:
+        names = list(importances)[::-1]
+        ax.barh(names, [importances[n] for n in names])
+        ax.set_xlabel("importance (Optuna's default evaluator)")
+    else:
+        ax.text(0.5, 0.5, "needs >= 2 completed trials sharing a parameter", ha="center", va="center")
+        ax.set_axis_off()
+    ax.set_title("parameter importance")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_attacks(trial: optuna.trial.FrozenTrial, ref: dict[str, Any], path: Path) -> None:
+    attacks = trial.user_attrs["attacks"]
+    names = list(attacks)
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.0))
+    for ax, metric in zip(axes, ("balanced_accuracy", "auc")):
+        ax.bar(x - 0.2, [ref.get("attacks", {}).get(n, {}).get(metric, np.nan) for n in names], 0.4,
+               label="undefended pruned")
+        ax.bar(x + 0.2, [attacks[n][metric] for n in names], 0.4, label=f"trial #{trial.number}")
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_xticks(x, names, rotation=45, ha="right")
+        ax.set_ylim(0.4, 1.0)
+        ax.set_title(metric)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"attacks on the best trial ({trial.user_attrs.get('defense')})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(study: optuna.Study, definition: StudyDefinition, out_dir: str | Path) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = trials_table(study)
+    if table.empty or not (table.state == "COMPLETE").any():
+        raise WememError(f"study {study.study_name!r} has no completed trial to report; run or resume it first")
+    ref = reference_of(study)
+    written = [out / "trials.csv", out / "trials.parquet"]
+    table.to_csv(written[0], index=False)
+    table.to_parquet(written[1], index=False)
+    plots = {"privacy_utility.png": lambda p: plot_privacy_utility(table, ref, definition, p),
+             "history.png": lambda p: plot_history(table, definition.objective_config().directions, p),
+             "importance.png": lambda p: plot_importance(parameter_importance(study), p),
+             "attacks.png": lambda p: plot_attacks(best_trials(study)[0], ref, p)}
+    for name, draw in plots.items():
+        draw(out / name)
+        written.append(out / name)
+    return written

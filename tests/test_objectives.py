@@ -1,0 +1,108 @@
+"""Objective modes, leakage selection, search spaces and study-file validation (no training)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from objectives import ObjectiveConfig, leakage, score
+from search.config import parse_study
+from search.report import pareto_front
+from search.spaces import REFERENCE_SETTINGS, SPACES, reference_params, suggest_setting
+from search.storage import redact
+from wemem.defenses import make_defense
+from wemem.errors import WememError
+
+ATTACKS = {"conf": {"balanced_accuracy": 0.61, "auc": 0.70}, "hconf": {"balanced_accuracy": 0.64, "auc": 0.66},
+           "entr": {"balanced_accuracy": float("nan"), "auc": 0.9}}
+
+
+def test_leakage_takes_the_strongest_attack_of_the_chosen_metric():
+    assert leakage(ATTACKS) == (0.64, "hconf")
+    assert leakage(ATTACKS, "auc") == (0.9, "entr")
+    assert leakage(ATTACKS, "auc", among=["conf", "hconf"]) == (0.70, "conf")
+    with pytest.raises(ValueError):
+        leakage(ATTACKS, "precision")
+
+
+def test_constrained_objective_penalizes_accuracy_loss():
+    config = ObjectiveConfig("constrained", delta=0.02)
+    feasible = score(privacy=0.55, utility=0.90, base_utility=0.91, config=config)
+    assert feasible.values == [0.55] and feasible.constraint == pytest.approx(-0.01) and feasible.feasible
+    infeasible = score(privacy=0.50, utility=0.85, base_utility=0.91, config=config)
+    # floor is 0.89: violation 0.04, value 1 + 0.04 is worse than any feasible leakage
+    assert infeasible.constraint == pytest.approx(0.04) and not infeasible.feasible
+    assert infeasible.values[0] == pytest.approx(1.04)
+
+
+def test_weighted_and_pareto_objectives():
+    weighted = score(0.6, 0.9, 0.95, ObjectiveConfig("weighted", weight=0.5))
+    assert weighted.values == [pytest.approx(0.6 - 0.45)] and weighted.constraint is None
+    pareto = score(0.6, 0.9, 0.95, ObjectiveConfig("pareto"))
+    assert pareto.values == [0.6, 0.9] and ObjectiveConfig("pareto").directions == ["minimize", "maximize"]
+
+
+def test_pareto_front_by_hand():
+    points = [[0.60, 0.90], [0.55, 0.85], [0.58, 0.80], [0.70, 0.95], [0.60, 0.88]]
+    # (0.58, 0.80) is dominated by (0.55, 0.85); (0.60, 0.88) by (0.60, 0.90)
+    import numpy as np
+
+    assert pareto_front(np.array(points)).tolist() == [1, 0, 3]
+
+
+def test_spaces_sample_valid_settings_for_every_defense():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(40):
+        trial = study.ask()
+        defense, settings = suggest_setting(trial, ["swmr", "rsw", "rmr"])
+        make_defense(defense, settings)  # validates: stride < width, fractions in range
+        if "stride_fraction" in settings:
+            assert settings["stride_fraction"] < settings["width_fraction"]
+        study.tell(trial, 0.5)
+    for defense in REFERENCE_SETTINGS:
+        if defense in SPACES:
+            make_defense(defense, REFERENCE_SETTINGS[defense])
+            assert all(k.startswith(defense + ".") or k == "defense" for k in reference_params(defense, True))
+
+
+def test_space_overrides_narrow_and_fix():
+    definition = parse_study({"study": {"name": "s"}, "search": {"defenses": ["swmr"], "space": {
+        "swmr": {"order": "h2l", "width_fraction": [0.3, 0.4], "lambda_mem": [0.01, 0.1]}}}})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(10):
+        trial = study.ask()
+        _, settings = suggest_setting(trial, definition.search.defenses, definition.search.space)
+        assert settings["order"] == "h2l" and 0.3 <= settings["width_fraction"] <= 0.4
+        assert 0.01 <= settings["lambda_mem"] <= 0.1
+        study.tell(trial, 0.5)
+
+
+@pytest.mark.parametrize("section, error", [
+    ({"search": {"defenses": ["swmr"], "space": {"swmr": {"width_fraction": [0.0, 2.0]}}}}, "leaves the allowed"),
+    ({"search": {"defenses": ["swmr"], "space": {"swmr": {"colour": 1}}}}, "unknown setting"),
+    ({"pruning": {"sparsity": 1.5}}, "[pruning.sparsity]"),
+    ({"memscore": {"models": 3}}, "must be even"),
+    ({"objective": {"mode": "best"}}, "[objective.mode]"),
+    ({"attacks": {"names": ["oracle"]}}, "unknown attack 'oracle'"),
+    ({"model": {"name": "gpt"}}, "unknown model 'gpt'"),
+    ({"trainig": {}}, "[trainig] unknown key"),
+])
+def test_study_file_errors_name_the_key(section, error):
+    with pytest.raises(WememError) as raised:
+        parse_study({"study": {"name": "s"}, **section}, "bad.toml")
+    assert error in str(raised.value) and "bad.toml" in str(raised.value)
+
+
+def test_defense_settings_errors_are_clear():
+    with pytest.raises(WememError, match="stride_fraction must be strictly below width_fraction"):
+        make_defense("rsw", {"width_fraction": 0.1, "stride_fraction": 0.2})
+    with pytest.raises(WememError, match="exactly one of tau"):
+        make_defense("rmr", {"lambda_mem": 0.1})
+    with pytest.raises(WememError, match="unknown defense 'shield'"):
+        make_defense("shield")
+
+
+def test_passwords_never_shown():
+    assert redact("postgresql+psycopg://alice:s3cret@db.example:5432/studies") == \
+        "postgresql+psycopg://alice:***@db.example:5432/studies"
+    assert redact("sqlite:///wemem.db") == "sqlite:///wemem.db"
