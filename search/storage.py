@@ -42,16 +42,25 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S}
     else:
         engine_kwargs["pool_pre_ping"] = True
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as error:  # sqlalchemy/driver errors vary by backend
-        reason = str(error).replace(url, redact(url)).splitlines()[0]
-        raise WememError(f"cannot open storage {redact(url)}: {reason}. Check the URL (--storage or WEMEM_STORAGE), "
-                         "that the server is running and reachable, and the credentials") from None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # two launchers creating the schema of an empty database at once: the loser retries and finds it
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+        except Exception as error:  # sqlalchemy/driver errors vary by backend
+            reason = str(error).replace(url, redact(url)).splitlines()[0]
+            raise WememError(f"cannot open storage {redact(url)}: {reason}. Check the URL (--storage or WEMEM_STORAGE), "
+                             "that the server is running and reachable, and the credentials") from None
+    raise AssertionError("unreachable")
 
 
-def make_sampler(definition: StudyDefinition, offset: int = 0) -> optuna.samplers.BaseSampler:
-    seed = definition.study.seed + offset  # a resumed launcher must not replay the first launcher's draws
+def make_sampler(definition: StudyDefinition, creator: bool) -> optuna.samplers.BaseSampler:
+    """The study's sampler. The launcher that creates a study is seeded by the study seed (reproducible); a
+    resuming or concurrent launcher mixes in fresh entropy so it never replays another launcher's draws."""
+    seed = definition.study.seed if creator else int.from_bytes(os.urandom(4), "little")
     if definition.study.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # constant_liar keeps concurrent trials from all being proposed at the same point
@@ -68,27 +77,33 @@ def create_or_load_study(definition: StudyDefinition, storage: optuna.storages.R
     directions = definition.objective_config().directions
     exists = definition.name in study_names(storage)
     if exists:
+        _wait_for_definition(definition.name, storage)
         stored = stored_definition(definition.name, storage)
         if stored.model_dump() != definition.model_dump():
             raise WememError(f"study {definition.name!r} already exists in the storage with a different definition; "
                              f"use `wemem resume {definition.name}` to continue it, or rename [study] name")
-        study = optuna.load_study(study_name=definition.name, storage=storage,
-                                  sampler=make_sampler(definition, len(study_trials(storage, definition.name))))
+        study = optuna.load_study(study_name=definition.name, storage=storage, sampler=make_sampler(definition, False))
         if [d.name.lower() for d in study.directions] != directions:
             raise WememError(f"study {definition.name!r} is stored with directions "
                              f"{[d.name.lower() for d in study.directions]} but the file asks {directions}")
         return study, False
-    study = optuna.create_study(study_name=definition.name, storage=storage, directions=directions,
-                                sampler=make_sampler(definition))
+    try:
+        study = optuna.create_study(study_name=definition.name, storage=storage, directions=directions,
+                                    sampler=make_sampler(definition, True))
+    except optuna.exceptions.DuplicatedStudyError:  # another launcher created it a moment ago
+        return create_or_load_study(definition, storage, extra_attrs)
     study.set_user_attr("definition", definition.model_dump(mode="json"))
     for key, value in extra_attrs.items():
         study.set_user_attr(key, value)
     return study, True
 
 
-def study_trials(storage: optuna.storages.BaseStorage, name: str) -> list[optuna.trial.FrozenTrial]:
+def _wait_for_definition(name: str, storage: optuna.storages.BaseStorage, timeout: float = 15.0) -> None:
+    """A concurrent launcher creates the study and then stores its definition: give it a moment."""
     study_id = storage.get_study_id_from_name(name)
-    return storage.get_all_trials(study_id, deepcopy=False)
+    deadline = time.monotonic() + timeout
+    while "definition" not in storage.get_study_user_attrs(study_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def stored_definition(name: str, storage: optuna.storages.BaseStorage) -> StudyDefinition:
@@ -106,8 +121,7 @@ def stored_definition(name: str, storage: optuna.storages.BaseStorage) -> StudyD
 
 def load_study(name: str, storage: optuna.storages.RDBStorage) -> tuple[optuna.Study, StudyDefinition]:
     definition = stored_definition(name, storage)
-    sampler = make_sampler(definition, len(study_trials(storage, name)))
-    return optuna.load_study(study_name=name, storage=storage, sampler=sampler), definition
+    return optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(definition, False)), definition
 
 
 HEARTBEAT_INTERVAL_S = 5.0
