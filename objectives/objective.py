@@ -28,6 +28,7 @@ class ObjectiveConfig:
     delta: float = 0.02
     weight: float = 1.0
     privacy_metric: str = "balanced_accuracy"
+    privacy_attacks: tuple[str, ...] | None = None  # the attacks P is the maximum over (None: all that ran)
 
     def __post_init__(self) -> None:
         if self.mode not in DIRECTIONS:

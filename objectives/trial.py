@@ -67,10 +67,15 @@ class TrialOutcome:
         }
 
 
+def spec_leakage(spec: TrialSpec, attacks: dict[str, dict[str, Any]]) -> tuple[float, str]:
+    among = list(spec.objective.privacy_attacks) if spec.objective.privacy_attacks else None
+    return leakage(attacks, spec.objective.privacy_metric, among)
+
+
 def reference(spec: TrialSpec, map_fn: MapFn = serial_map) -> Reference:
     """U_base and P_base of the undefended iteratively pruned model, cached next to the study assets."""
     key = content_hash({"pruning": asdict(spec.pruning), "attacks": list(spec.attacks), "adaptive": spec.adaptive,
-                        "metric": spec.objective.privacy_metric})
+                        "metric": spec.objective.privacy_metric, "among": spec.objective.privacy_attacks})
     directory = cache_path(spec.experiment, spec.cache_dir)
     path = directory / f"reference-{key}.json"
     with FileLock(str(directory / ".reference.lock")):
@@ -78,7 +83,7 @@ def reference(spec: TrialSpec, map_fn: MapFn = serial_map) -> Reference:
             return Reference(**json.loads(path.read_text()))
         result = run_experiment(spec.experiment, spec.cache_dir, "none", {}, spec.pruning, list(spec.attacks), map_fn,
                                spec.adaptive)
-        privacy, attack = leakage(result.attacks, spec.objective.privacy_metric)
+        privacy, attack = spec_leakage(spec, result.attacks)
         ref = Reference(result.utility, privacy, attack, result.to_dict())
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(ref)))
@@ -90,7 +95,7 @@ def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base
                    map_fn: MapFn = serial_map, keep_victim_state: bool = False) -> TrialOutcome:
     result = run_experiment(spec.experiment, spec.cache_dir, defense, settings, spec.pruning, list(spec.attacks),
                             map_fn, spec.adaptive, keep_victim_state)
-    privacy, attack = leakage(result.attacks, spec.objective.privacy_metric)
+    privacy, attack = spec_leakage(spec, result.attacks)
     return TrialOutcome(result.utility, privacy, attack, score(privacy, result.utility, base.utility, spec.objective),
                         result)
 

@@ -85,6 +85,8 @@ class ObjectiveSection(_Section):
     delta: float = Field(0.02, ge=0, le=1)
     weight: float = Field(1.0, ge=0)
     privacy_metric: Literal["balanced_accuracy", "auc", "tpr_at_1%_fpr", "tpr_at_0.1%_fpr"] = "balanced_accuracy"
+    privacy_attacks: list[str] | None = Field(None, min_length=1,
+                                              description="attacks the leakage P maximizes over (default: all)")
 
 
 ParamOverride = list[float] | float | int | str | list[str]
@@ -148,6 +150,14 @@ class StudyDefinition(_Section):
         validate_overrides(self.search.space)
         return self
 
+    @model_validator(mode="after")
+    def _privacy_attacks_run(self) -> "StudyDefinition":
+        missing = set(self.objective.privacy_attacks or ()) - set(self.attacks.names)
+        if missing:
+            raise ValueError(f"objective.privacy_attacks names {sorted(missing)}, which [attacks] names does not run; "
+                             "add them to attacks.names")
+        return self
+
     @property
     def name(self) -> str:
         return self.study.name
@@ -168,7 +178,8 @@ class StudyDefinition(_Section):
 
     def objective_config(self) -> ObjectiveConfig:
         o = self.objective
-        return ObjectiveConfig(o.mode, o.delta, o.weight, o.privacy_metric)
+        return ObjectiveConfig(o.mode, o.delta, o.weight, o.privacy_metric,
+                               tuple(o.privacy_attacks) if o.privacy_attacks else None)
 
     def trial_spec(self, cache_dir: str, data_root: str | None = None) -> TrialSpec:
         return TrialSpec(self.experiment(data_root), self.pruning_config(), tuple(self.attacks.names),

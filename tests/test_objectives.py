@@ -25,6 +25,15 @@ def test_leakage_takes_the_strongest_attack_of_the_chosen_metric():
         leakage(ATTACKS, "precision")
 
 
+def test_study_can_restrict_leakage_to_some_attacks():
+    from objectives.trial import TrialSpec, spec_leakage
+    from wemem.config import ExperimentConfig, PruningConfig
+
+    spec = TrialSpec(ExperimentConfig(), PruningConfig(), ("conf", "hconf"),
+                     ObjectiveConfig(privacy_metric="auc", privacy_attacks=("hconf",)))
+    assert spec_leakage(spec, ATTACKS) == (0.66, "hconf")
+
+
 def test_constrained_objective_penalizes_accuracy_loss():
     config = ObjectiveConfig("constrained", delta=0.02)
     feasible = score(privacy=0.55, utility=0.90, base_utility=0.91, config=config)
@@ -86,6 +95,7 @@ def test_space_overrides_narrow_and_fix():
     ({"attacks": {"names": ["oracle"]}}, "unknown attack 'oracle'"),
     ({"model": {"name": "gpt"}}, "unknown model 'gpt'"),
     ({"trainig": {}}, "[trainig] unknown key"),
+    ({"objective": {"privacy_attacks": ["entr"]}, "attacks": {"names": ["conf"]}}, "add them to attacks.names"),
 ])
 def test_study_file_errors_name_the_key(section, error):
     with pytest.raises(WememError) as raised:
