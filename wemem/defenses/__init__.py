@@ -2,5 +2,6 @@
 
 from .base import DEFENSES, Defense, DefenseContext, make_defense
 from . import wemem as _wemem  # noqa: F401  (registers rsw, rmr, swmr)
+from . import baselines as _baselines  # noqa: F401  (registers ppb, advreg, dpsgd, relaxloss, hamp)
 
 __all__ = ["DEFENSES", "Defense", "DefenseContext", "make_defense"]

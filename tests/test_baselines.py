@@ -1,0 +1,210 @@
+"""The baseline defenses of SPEC section 8: losses checked against hand computations on constructed batches,
+AdvReg's alternation, HAMP's soft labels and output replacement, their search spaces, and every baseline end to
+end through the experiment pipeline on tiny digits. DP-SGD's own checks live in test_dpsgd.py."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+import torch.nn.functional as F
+
+from search.spaces import REFERENCE_SETTINGS, SPACES, suggest_setting
+from wemem.defenses import DefenseContext, make_defense
+from wemem.defenses.baselines.hamp import high_entropy_true_probability, rank_matched, spread_label_entropy
+from wemem.defenses.baselines.ppb import paired_sorted_kl
+from wemem.defenses.baselines.relaxloss import relaxloss_objective
+from wemem.models import build_model
+from wemem.pipeline import run_experiment
+
+BASELINES = ["ppb", "advreg", "dpsgd", "relaxloss", "hamp"]
+THRESHOLD_ATTACKS = ["conf", "entr", "mentr", "hconf"]
+
+
+def logits_of(probabilities: list[list[float]]) -> torch.Tensor:
+    """Logits whose softmax is exactly the given rows (each row sums to 1)."""
+    return torch.tensor(probabilities, dtype=torch.float64).log()
+
+
+def kl(p: list[float], q: list[float]) -> float:
+    return sum(a * math.log(a / b) for a, b in zip(p, q))
+
+
+def bound_context(assets, model_index: int = 0) -> DefenseContext:
+    _, split = assets.split.models()[model_index]
+    return DefenseContext(assets.pools, split.train, split.dev, assets.memscores, assets.config.train, seed=3)
+
+
+def pretrained_victim(assets) -> torch.nn.Module:
+    model = build_model(assets.config.model, assets.pools.input_shape, assets.pools.num_classes)
+    model.load_state_dict(assets.pretrained["victim"])
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- PPB
+
+
+def test_ppb_loss_on_a_hand_made_odd_batch():
+    probabilities = [[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.5, 0.3], [0.25, 0.25, 0.5], [0.3, 0.3, 0.4]]
+    labels = torch.tensor([0, 1, 1, 2, 0])
+    # pairs (0, 2) and (1, 3) of the sorted posteriors; sample 4 has no partner but counts in the CE
+    expected_kl = (kl([0.7, 0.2, 0.1], [0.5, 0.3, 0.2]) + kl([0.6, 0.3, 0.1], [0.5, 0.25, 0.25])) / 2
+    expected_ce = -(math.log(0.7) + math.log(0.6) + math.log(0.5) + math.log(0.5) + math.log(0.3)) / 5
+    defense = make_defense("ppb", {"lambda_kl": 2.0})
+    loss = defense.loss(None, None, labels, logits_of(probabilities))
+    assert float(paired_sorted_kl(logits_of(probabilities))) == pytest.approx(expected_kl)
+    assert float(loss) == pytest.approx(expected_ce + 2.0 * expected_kl)
+
+
+def test_ppb_kl_vanishes_for_equal_sorted_shapes_and_single_samples():
+    # the same sorted posterior in another class order: nothing to balance
+    assert float(paired_sorted_kl(logits_of([[0.7, 0.2, 0.1], [0.2, 0.1, 0.7]]))) == pytest.approx(0.0)
+    assert float(paired_sorted_kl(logits_of([[0.7, 0.2, 0.1]]))) == 0.0
+
+
+# ----------------------------------------------------------------------------------------- RelaxLoss
+
+
+def ce_gradient(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    logits = logits.clone().requires_grad_()
+    F.cross_entropy(logits, labels).backward()
+    return logits.grad
+
+
+def objective_and_gradient(logits: torch.Tensor, labels: torch.Tensor, alpha: float, epoch: int):
+    logits = logits.clone().requires_grad_()
+    loss = relaxloss_objective(logits, labels, alpha, epoch)
+    loss.backward()
+    return loss.item(), logits.grad
+
+
+CONFIDENT = [[0.8, 0.1, 0.1], [0.6, 0.3, 0.1]]  # sample 0 correct, sample 1 (label 1) misclassified
+CE_CONFIDENT = -(math.log(0.8) + math.log(0.3)) / 2  # 0.71
+
+
+def test_relaxloss_even_epochs_descend_above_and_ascend_below_alpha():
+    logits, labels = logits_of(CONFIDENT), torch.tensor([0, 1])
+    gradient = ce_gradient(logits, labels)
+    loss, grad = objective_and_gradient(logits, labels, alpha=0.5, epoch=0)
+    assert loss == pytest.approx(CE_CONFIDENT - 0.5) and torch.allclose(grad, gradient)
+    loss, grad = objective_and_gradient(logits, labels, alpha=1.0, epoch=2)
+    assert loss == pytest.approx(1.0 - CE_CONFIDENT) and torch.allclose(grad, -gradient)
+
+
+def test_relaxloss_odd_epochs_descend_above_alpha_and_flatten_below():
+    logits, labels = logits_of(CONFIDENT), torch.tensor([0, 1])
+    loss, grad = objective_and_gradient(logits, labels, alpha=0.5, epoch=1)
+    assert loss == pytest.approx(CE_CONFIDENT) and torch.allclose(grad, ce_gradient(logits, labels))
+    # below alpha: the correct sample ascends its CE; the misclassified one adds the CE against the soft label
+    # t = (0.35, 0.3, 0.35) that keeps p_y = 0.3 and spreads the rest evenly
+    soft_ce = -(0.35 * math.log(0.6) + 0.3 * math.log(0.3) + 0.35 * math.log(0.1))
+    expected = (math.log(0.8) + (soft_ce + math.log(0.3))) / 2
+    loss, _ = objective_and_gradient(logits, labels, alpha=1.0, epoch=3)
+    assert loss == pytest.approx(expected)
+
+
+def test_relaxloss_defense_follows_the_epoch_the_engine_announces(tiny_assets):
+    defense = make_defense("relaxloss", {"alpha": 1.0})
+    defense.bind(bound_context(tiny_assets))
+    logits, labels = logits_of(CONFIDENT), torch.tensor([0, 1])
+    for epoch in (0, 1):
+        assert defense.epoch_steps(epoch, torch.Generator().manual_seed(0))
+        assert float(defense.loss(None, None, labels, logits)) == pytest.approx(
+            float(relaxloss_objective(logits, labels, 1.0, epoch)))
+
+
+# -------------------------------------------------------------------------------------------- AdvReg
+
+
+def test_advreg_step_trains_the_inference_network_and_the_classifier(tiny_assets):
+    defense = make_defense("advreg", {"theta": 2.0})
+    context = bound_context(tiny_assets)
+    defense.bind(context)
+    model = pretrained_victim(tiny_assets)
+    optimizer = defense.make_optimizer(model)
+    before_model = [p.detach().clone() for p in model.parameters()]
+    before_inference = [p.detach().clone() for p in defense.inference.parameters()]
+    step = defense.epoch_steps(0, torch.Generator().manual_seed(0))[0]
+    model.train()
+    loss = defense.train_step(model, optimizer, tiny_assets.pools, step, None)
+    assert math.isfinite(loss)
+    assert all(not torch.equal(a, b) for a, b in zip(before_model, model.parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(before_inference, defense.inference.parameters()))
+
+
+def test_advreg_classifier_loss_subtracts_the_inference_log_loss_on_members(tiny_assets):
+    defense = make_defense("advreg", {"theta": 2.0})
+    defense.bind(bound_context(tiny_assets))
+    logits, labels = torch.randn(6, 10), torch.arange(6)
+    features = torch.cat([torch.softmax(logits, 1), F.one_hot(labels, 10).float()], 1)
+    member_log_loss = -F.logsigmoid(defense.inference(features)).mean()
+    expected = F.cross_entropy(logits, labels) - 2.0 * member_log_loss
+    assert float(defense.loss(None, None, labels, logits)) == pytest.approx(float(expected), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- HAMP
+
+
+def test_hamp_true_probability_solves_the_entropy_equation():
+    binary_entropy_of_09 = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))
+    assert high_entropy_true_probability(binary_entropy_of_09 / math.log(2), 2) == pytest.approx(0.9)
+    for gamma in (0.3, 0.9, 0.99):
+        p_star = high_entropy_true_probability(gamma, 10)
+        assert 0.1 < p_star < 1.0
+        assert spread_label_entropy(p_star, 10) == pytest.approx(gamma * math.log(10))
+    with pytest.raises(ValueError):
+        high_entropy_true_probability(1.0, 10)
+
+
+def test_rank_matched_moves_donor_values_to_the_reference_ranking():
+    donor = torch.tensor([[0.5, 0.3, 0.2]]).log()
+    out = rank_matched(donor, torch.tensor([[0.0, 5.0, 1.0]]))
+    assert torch.allclose(out.exp(), torch.tensor([[0.2, 0.5, 0.3]]))
+
+
+def test_hamp_outputs_keep_the_label_and_change_the_scores(tiny_assets):
+    defense = make_defense("hamp", {})
+    defense.bind(bound_context(tiny_assets))
+    model = pretrained_victim(tiny_assets).eval()
+    x = tiny_assets.pools.x[:200]
+    with torch.no_grad():
+        logits = model(x)
+        outputs = defense.output_log_probs(model, x, logits)
+    assert torch.equal(outputs.argmax(1), logits.argmax(1))
+    assert torch.allclose(outputs.exp().sum(1), torch.ones(len(x)))
+    real = torch.log_softmax(logits, 1)
+    changed = ~torch.isclose(outputs, real).all(dim=1)
+    assert changed.float().mean() > 0.9  # the confidences come from random inputs, not from x
+
+
+def test_hamp_trains_towards_the_high_entropy_label():
+    defense = make_defense("hamp", {"gamma": 0.9, "alpha": 0.0})
+    defense.true_probability = high_entropy_true_probability(0.9, 3)
+    p, rest = defense.true_probability, (1 - defense.true_probability) / 2
+    loss = defense.loss(None, None, torch.tensor([1]), logits_of([[0.2, 0.5, 0.3]]))
+    assert float(loss) == pytest.approx(-(rest * math.log(0.2) + p * math.log(0.5) + rest * math.log(0.3)))
+
+
+# --------------------------------------------------------------------------------- spaces, end to end
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_search_space_samples_valid_settings(name):
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    defense, settings = suggest_setting(trial, [name])
+    assert defense == name and set(settings) == {p.name for p in SPACES[name]}
+    make_defense(name, settings)
+    make_defense(name, REFERENCE_SETTINGS[name])
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_baseline_runs_end_to_end(name, tiny_config, tiny_pruning, cache_dir, tiny_assets):
+    result = run_experiment(tiny_config, cache_dir, name, {}, tiny_pruning, THRESHOLD_ATTACKS)
+    assert result.utility > 0.5
+    assert set(result.attacks) == set(THRESHOLD_ATTACKS)
+    assert result.defense_seconds > 0
+    for layer, numel in (("fc1.weight", 256 * 64), ("fc2.weight", 128 * 256)):
+        assert result.victim_layer_sparsity[layer] == math.floor(numel * 0.6) / numel
+    assert ("epsilon" in result.defense_report) == (name == "dpsgd")
