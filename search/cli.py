@@ -166,6 +166,9 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
 
 
+from . import cli_science  # noqa: E402,F401
+
+
 # --------------------------------------------------------------------------------------------- parser
 
 

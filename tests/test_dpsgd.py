@@ -17,6 +17,10 @@ from wemem.models import build_model
 from wemem.pipeline import prune_with_defense
 
 
+# Opacus hooks the first layer, whose input (data) needs no gradient; PyTorch warns about that, harmlessly.
+pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
+
+
 def test_pruned_weights_take_no_part_in_clipping_or_noise():
     model = nn.Sequential(nn.Linear(3, 1, bias=False))
     with torch.no_grad():

@@ -40,7 +40,7 @@ class DPSGD(Defense):
         from .private_optimizer import MaskedDPOptimizer, attach_per_sample_gradients
 
         context, settings = self.ctx, self.settings
-        self.per_sample_gradients = attach_per_sample_gradients(model)
+        attach_per_sample_gradients(model)
         optimizer = MaskedDPOptimizer(
             make_adam(model, context.config), noise_multiplier=settings.sigma, max_grad_norm=settings.clip,
             expected_batch_size=context.config.batch_size, loss_reduction="mean",

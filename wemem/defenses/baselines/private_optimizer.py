@@ -54,7 +54,7 @@ class MaskedDPOptimizer(DPOptimizer):
                 p.grad.mul_(mask)
 
 
-def attach_per_sample_gradients(model: nn.Module) -> GradSampleHooks:
+def attach_per_sample_gradients(model: nn.Module) -> None:
     """Hook Opacus' per-example gradients onto the model, refusing layers it cannot handle (BatchNorm above all)."""
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
@@ -63,4 +63,4 @@ def attach_per_sample_gradients(model: nn.Module) -> GradSampleHooks:
             f"dpsgd cannot train {type(model).__name__}: {problems}. DP-SGD needs per-example gradients and "
             "BatchNorm mixes the examples of a batch; use a BatchNorm-free model (e.g. columnfc), or register a "
             "variant with GroupNorm (what opacus.validators.ModuleValidator.fix substitutes) and pretrain it")
-    return GradSampleHooks(model, batch_first=True, loss_reduction="mean")
+    GradSampleHooks(model, batch_first=True, loss_reduction="mean")  # lives on in the hooks it registers

@@ -1,0 +1,73 @@
+"""Pruning rules per model (SPEC section 5) and the sparsity of what prune_with_defense outputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from wemem.config import PruningConfig
+from wemem.defenses import make_defense
+from wemem.models import build_model, prunable_parameters
+from wemem.pipeline import prune_with_defense
+from wemem.pruning import dense_masks, prune_to, sparsity_schedule
+from wemem.training import accuracy
+
+
+def test_round_sparsities_for_target_0_6_in_4_steps() -> None:
+    # 1 - 0.4 ** (r / 4): 0.4 ** 0.25 = 0.79527, 0.4 ** 0.5 = 0.63246, 0.4 ** 0.75 = 0.50297
+    assert sparsity_schedule(0.6, 4) == pytest.approx([0.0, 0.20473, 0.36754, 0.49703, 0.6], abs=1e-5)
+    assert sparsity_schedule(0.6, 4, one_shot=True) == [0.6]
+
+
+def expected_sparsity(numel: int, sparsity: float) -> float:
+    return math.floor(numel * sparsity) / numel
+
+
+@pytest.mark.parametrize("one_shot", [False, True], ids=["iterative", "one-shot"])
+def test_output_is_the_last_rounds_best_checkpoint_at_target_sparsity(tiny_assets, one_shot: bool) -> None:
+    pruning = PruningConfig(sparsity=0.6, steps=4, one_shot=one_shot)
+    pruned = prune_with_defense(tiny_assets, 0, make_defense("none"), pruning, seed=3, keep_state=True)
+
+    schedule = [0.6] if one_shot else sparsity_schedule(0.6, 4)
+    assert [r["sparsity"] for r in pruned.rounds] == pytest.approx(schedule)
+    # fc1: 64 x 256 inputs of digits, fc2: 256 x 128; fc3 (the output layer) stays dense
+    assert pruned.layer_sparsity == {"fc1.weight": expected_sparsity(64 * 256, 0.6),
+                                     "fc2.weight": expected_sparsity(256 * 128, 0.6)}
+    assert {name: int((~mask).sum()) for name, mask in pruned.masks.items()} == {
+        "fc1.weight": math.floor(64 * 256 * 0.6), "fc2.weight": math.floor(256 * 128 * 0.6)}
+    assert torch.count_nonzero(pruned.state["fc3.weight"]) == pruned.state["fc3.weight"].numel()
+
+    model = build_model("columnfc", tiny_assets.pools.input_shape, tiny_assets.pools.num_classes)
+    model.load_state_dict(pruned.state)
+    dev = tiny_assets.split.victim.dev
+    assert accuracy(model, tiny_assets.pools, dev) == pruned.dev_accuracy == pruned.rounds[-1]["best_dev_accuracy"]
+
+
+def test_without_pruning_the_dense_pretrained_model_is_observed(tiny_assets) -> None:
+    original = prune_with_defense(tiny_assets, 1, make_defense("none"), None, seed=3, keep_state=True)
+
+    assert original.rounds == [] and original.defense_seconds < 1.0
+    assert set(original.layer_sparsity.values()) == {0.0}
+    assert original.test_accuracy == tiny_assets.pretrained_accuracy["shadow0"]
+    pretrained = tiny_assets.pretrained["shadow0"]
+    assert all(torch.equal(original.state[name], pretrained[name]) for name in pretrained)
+
+
+def test_iterative_pruning_of_a_cnn_grows_every_conv_and_linear_mask_on_the_full_tensor() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet18", (3, 32, 32), 10)
+    norms_before = {n: p.clone() for n, p in model.named_parameters() if n not in prunable_parameters(model)}
+    masks = dense_masks(model)
+    for sparsity in sparsity_schedule(0.6, 2)[1:]:  # 0.368, then 0.6
+        previous = masks
+        masks = prune_to(model, masks, sparsity)
+        for name, weight in prunable_parameters(model).items():
+            assert int((~masks[name]).sum()) == math.floor(weight.numel() * sparsity), name
+            assert not torch.any(masks[name] & ~previous[name]), f"{name}: a pruned weight came back"
+            assert torch.count_nonzero(weight[~masks[name]]) == 0
+    untouched = {n: p for n, p in model.named_parameters() if n in norms_before}
+    assert all(torch.equal(untouched[n], norms_before[n]) for n in norms_before)  # biases, BN, never pruned
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
