@@ -6,9 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from wemem.config import ExperimentConfig, PruningConfig
 from wemem.training import TrainConfig
+
+# Tiny models on 2 cores: one intra-op thread is many times faster than two threads fighting Ray's workers.
+torch.set_num_threads(1)
 
 TINY_TRAIN = TrainConfig(pretrain_epochs=6, finetune_epochs=3, patience=2)
 
