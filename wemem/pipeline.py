@@ -38,13 +38,19 @@ class PrunedModel:
     masks: Masks | None = None
 
 
-def prune_with_defense(assets: StudyAssets, model_index: int, defense: Defense, pruning: PruningConfig,
+def fine_tuning_schedule(pruning: PruningConfig | None) -> list[float]:
+    """Sparsity of each fine-tuning round; no round at all without pruning (the dense pretrained original)."""
+    return [] if pruning is None else sparsity_schedule(pruning.sparsity, pruning.steps, pruning.one_shot)
+
+
+def prune_with_defense(assets: StudyAssets, model_index: int, defense: Defense, pruning: PruningConfig | None,
                        seed: int, keep_state: bool = False) -> PrunedModel:
     """Prune one pretrained model round by round, fine-tuning every round under the defense (SPEC 5, 7).
 
     Each round starts by growing the masks to the round's sparsity, continues from the previous round's
     last-epoch weights with the same optimizer state, and keeps its best-dev checkpoint; the output is the
-    best-dev checkpoint of the last round.
+    best-dev checkpoint of the last round. With ``pruning=None`` no round runs and the dense pretrained
+    model is deployed as is, so the original is observed exactly like its pruned versions.
     """
     name, split = assets.split.models()[model_index]
     pools, config = assets.pools, assets.config
@@ -57,18 +63,22 @@ def prune_with_defense(assets: StudyAssets, model_index: int, defense: Defense, 
     masks = dense_masks(model)
     rounds, result = [], None
     start = time.perf_counter()
-    for round_index, sparsity in enumerate(sparsity_schedule(pruning.sparsity, pruning.steps, pruning.one_shot)):
+    for round_index, sparsity in enumerate(fine_tuning_schedule(pruning)):
         masks = prune_to(model, masks, sparsity)
         result = train_round(model, optimizer, pools, split.dev, defense, masks, config.train.finetune_epochs,
                              config.train.patience, generator)
         rounds.append({"round": round_index, "sparsity": sparsity, "epochs": result.epochs,
                        "best_epoch": result.best_epoch, "best_dev_accuracy": result.best_dev_accuracy})
     defense_seconds = time.perf_counter() - start
-    model.load_state_dict(result.best_state)
+    if result is None:
+        dev_accuracy = accuracy(model, pools, split.dev)
+    else:
+        model.load_state_dict(result.best_state)
+        dev_accuracy = result.best_dev_accuracy
     return PrunedModel(
         name=name,
         test_accuracy=accuracy(model, pools, split.test),
-        dev_accuracy=result.best_dev_accuracy,
+        dev_accuracy=dev_accuracy,
         defense_seconds=defense_seconds,
         rounds=rounds,
         layer_sparsity=layer_sparsity(model),
@@ -80,7 +90,7 @@ def prune_with_defense(assets: StudyAssets, model_index: int, defense: Defense, 
 
 
 def prune_job(config: ExperimentConfig, cache_dir: str, model_index: int, defense_name: str,
-              settings: dict[str, Any], pruning: PruningConfig, keep_state: bool = False) -> PrunedModel:
+              settings: dict[str, Any], pruning: PruningConfig | None, keep_state: bool = False) -> PrunedModel:
     """One model of one experiment; runs in a worker, loading the cached assets once per process."""
     assets = load_assets(config, cache_dir)
     return prune_with_defense(assets, model_index, make_defense(defense_name, settings), pruning,
@@ -122,12 +132,13 @@ def attack_inputs(assets: StudyAssets, victim: PrunedModel, shadows: list[Pruned
 
 
 def run_experiment(config: ExperimentConfig, cache_dir: str | Path, defense: str, settings: dict[str, Any],
-                   pruning: PruningConfig, attacks: list[str], map_fn: MapFn = serial_map,
+                   pruning: PruningConfig | None, attacks: list[str], map_fn: MapFn = serial_map,
                    adaptive: bool = True, keep_victim_state: bool = False) -> ExperimentResult:
     """Prune the victim and the K shadows with one defense setting (in parallel through ``map_fn``), attack.
 
     Adaptive by default: the shadows are pruned with the very same defense and settings. With
     ``adaptive=False`` the shadows are pruned undefended (the non-adaptive attacker of the comparisons).
+    ``pruning=None`` attacks the dense pretrained victim and shadows (the "original" of the paper's comparison).
     """
     start = time.perf_counter()
     make_defense(defense, settings)  # validate before fanning out
