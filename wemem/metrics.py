@@ -55,7 +55,10 @@ def auc(scores: np.ndarray, is_member: np.ndarray) -> float:
 
 def tpr_at_fpr(scores: np.ndarray, is_member: np.ndarray, max_fpr: float) -> float:
     """The largest TPR of any threshold whose FPR is at most ``max_fpr``."""
-    fpr, tpr, _ = roc_curve(np.asarray(is_member, dtype=bool), np.asarray(scores, dtype=np.float64))
+    # every threshold counts: sklearn's default drops collinear ROC points, which can remove the last point
+    # below ``max_fpr`` and understate the TPR there
+    fpr, tpr, _ = roc_curve(np.asarray(is_member, dtype=bool), np.asarray(scores, dtype=np.float64),
+                            drop_intermediate=False)
     allowed = fpr <= max_fpr
     return float(tpr[allowed].max()) if allowed.any() else 0.0
 

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .assets import StudyAssets, load_assets
-from .attacks import AttackInputs, balanced_targets, run_attacks
+from .attacks import AttackInputs, balanced_targets, needs_sensitivity, population_indices, run_attacks
+from .attacks.samia import output_sensitivity
 from .config import ExperimentConfig, PruningConfig
 from .defenses import Defense, DefenseContext, make_defense
 from .models import build_model
@@ -34,6 +35,7 @@ class PrunedModel:
     layer_sparsity: dict[str, float]
     report: dict[str, float]
     log_probs: np.ndarray  # deployed outputs over the whole pool, for the attacks
+    sensitivity: np.ndarray | None = None  # output sensitivities over the whole pool, when an attack needs them
     state: dict[str, torch.Tensor] | None = None
     masks: Masks | None = None
 
@@ -44,13 +46,14 @@ def fine_tuning_schedule(pruning: PruningConfig | None) -> list[float]:
 
 
 def prune_with_defense(assets: StudyAssets, model_index: int, defense: Defense, pruning: PruningConfig | None,
-                       seed: int, keep_state: bool = False) -> PrunedModel:
+                       seed: int, keep_state: bool = False, sensitivity: bool = False) -> PrunedModel:
     """Prune one pretrained model round by round, fine-tuning every round under the defense (SPEC 5, 7).
 
     Each round starts by growing the masks to the round's sparsity, continues from the previous round's
     last-epoch weights with the same optimizer state, and keeps its best-dev checkpoint; the output is the
     best-dev checkpoint of the last round. With ``pruning=None`` no round runs and the dense pretrained
-    model is deployed as is, so the original is observed exactly like its pruned versions.
+    model is deployed as is, so the original is observed exactly like its pruned versions. With
+    ``sensitivity`` the deployed model's output sensitivity (SAMIA) is measured on every pool sample.
     """
     name, split = assets.split.models()[model_index]
     pools, config = assets.pools, assets.config
@@ -84,17 +87,19 @@ def prune_with_defense(assets: StudyAssets, model_index: int, defense: Defense, 
         layer_sparsity=layer_sparsity(model),
         report=defense.report(),
         log_probs=predict_log_probs(model, pools, torch.arange(len(pools.y)), defense).cpu().numpy(),
+        sensitivity=output_sensitivity(model, defense, pools.x, seed).cpu().numpy() if sensitivity else None,
         state={k: v.cpu() for k, v in model.state_dict().items()} if keep_state else None,
         masks={k: v.cpu() for k, v in masks.items()} if keep_state else None,
     )
 
 
 def prune_job(config: ExperimentConfig, cache_dir: str, model_index: int, defense_name: str,
-              settings: dict[str, Any], pruning: PruningConfig | None, keep_state: bool = False) -> PrunedModel:
+              settings: dict[str, Any], pruning: PruningConfig | None, keep_state: bool = False,
+              sensitivity: bool = False) -> PrunedModel:
     """One model of one experiment; runs in a worker, loading the cached assets once per process."""
     assets = load_assets(config, cache_dir)
     return prune_with_defense(assets, model_index, make_defense(defense_name, settings), pruning,
-                              job_seed(config.seed, "prune", model_index), keep_state)
+                              job_seed(config.seed, "prune", model_index), keep_state, sensitivity)
 
 
 @dataclass
@@ -121,13 +126,17 @@ class ExperimentResult:
 def attack_inputs(assets: StudyAssets, victim: PrunedModel, shadows: list[PrunedModel]) -> AttackInputs:
     seed = job_seed(assets.config.seed, "attack")
     models = assets.split.models()
+    victim_targets = balanced_targets(models[0][1], seed)
     return AttackInputs(
         labels=assets.pools.y.cpu().numpy(),
         victim_log_probs=victim.log_probs,
         shadow_log_probs=[s.log_probs for s in shadows],
-        victim_targets=balanced_targets(models[0][1], seed),
+        victim_targets=victim_targets,
         shadow_targets=[balanced_targets(split, seed + k + 1) for k, (_, split) in enumerate(models[1:])],
         seed=seed,
+        victim_sensitivity=victim.sensitivity,
+        shadow_sensitivity=None if victim.sensitivity is None else [s.sensitivity for s in shadows],
+        population=population_indices(assets.split, victim_targets, len(assets.pools.y)),
     )
 
 
@@ -142,11 +151,12 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path, defense: str
     """
     start = time.perf_counter()
     make_defense(defense, settings)  # validate before fanning out
+    sensitivity = needs_sensitivity(attacks)  # also validates the attack names
     assets = load_assets(config, cache_dir)
-    jobs = [(config, str(cache_dir), 0, defense, settings, pruning, keep_victim_state)]
+    jobs = [(config, str(cache_dir), 0, defense, settings, pruning, keep_victim_state, sensitivity)]
     for index in range(1, config.shadows + 1):
         jobs.append((config, str(cache_dir), index, defense if adaptive else "none",
-                     settings if adaptive else {}, pruning, False))
+                     settings if adaptive else {}, pruning, False, sensitivity))
     victim, *shadows = map_fn(prune_job, jobs)
     results = run_attacks(attacks, attack_inputs(assets, victim, shadows))
     return ExperimentResult(

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch
 
 from ..data import ModelSplit, StudySplit
 from ..metrics import attack_metrics, roc_points
@@ -80,12 +79,14 @@ class AttackInputs:
 
     def shadow_observations(self) -> Observations:
         """All shadows' balanced sets pooled."""
-        per_shadow = [self._observe(lp, s, t) for lp, s, t in
-                      zip(self.shadow_log_probs, self.shadow_sensitivity or [None] * len(self.shadow_targets),
-                          self.shadow_targets)]
-        stack = lambda field_name: np.concatenate([getattr(o, field_name) for o in per_shadow])  # noqa: E731
-        return Observations(stack("log_probs"), stack("labels"), stack("is_member"),
-                            stack("sensitivity") if self.shadow_sensitivity is not None else None)
+        sensitivities = self.shadow_sensitivity or [None] * len(self.shadow_targets)
+        parts = [self._observe(lp, s, t) for lp, s, t in zip(self.shadow_log_probs, sensitivities, self.shadow_targets)]
+        return Observations(
+            np.concatenate([p.log_probs for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.is_member for p in parts]),
+            None if self.shadow_sensitivity is None else np.concatenate([p.sensitivity for p in parts]),
+        )
 
     def victim_observations(self) -> Observations:
         return self._observe(self.victim_log_probs, self.victim_sensitivity, self.victim_targets)
@@ -125,6 +126,3 @@ def needs_sensitivity(names: list[str]) -> bool:
     """Whether any of the named attacks reads output sensitivities (unknown names raise a WememError)."""
     return any(ATTACKS.get(name).needs_sensitivity for name in names)
 
-
-def to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().cpu().numpy()

@@ -51,19 +51,18 @@ class ThresholdAttack(Attack):
         raise NotImplementedError
 
     def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float]:
-        shadow_lp, shadow_y, shadow_members = inputs.shadow_observations()
-        victim_lp, victim_y, _ = inputs.victim_observations()
-        shadow_scores = self.feature(shadow_lp, shadow_y)
-        victim_scores = self.feature(victim_lp, victim_y)
+        shadow, victim = inputs.shadow_observations(), inputs.victim_observations()
+        shadow_scores = self.feature(shadow.log_probs, shadow.labels)
+        victim_scores = self.feature(victim.log_probs, victim.labels)
         if not self.per_class:
-            threshold, _ = best_threshold(shadow_scores, shadow_members)
+            threshold, _ = best_threshold(shadow_scores, shadow.is_member)
             return victim_scores, threshold
-        thresholds = per_class_thresholds(shadow_scores, shadow_y, shadow_members, victim_lp.shape[1])
+        thresholds = per_class_thresholds(shadow_scores, shadow.labels, shadow.is_member, victim.log_probs.shape[1])
         # a class with no useful cut rejects all its samples; keep it finite so AUC stays defined
         ceiling = max(shadow_scores.max(initial=0.0), victim_scores.max(initial=0.0)) + 1.0
         thresholds = np.where(np.isfinite(thresholds), thresholds, ceiling)
         # shift by the class threshold so one decision threshold (0) serves all classes
-        return victim_scores - thresholds[victim_y], 0.0
+        return victim_scores - thresholds[victim.labels], 0.0
 
 
 @ATTACKS.register("conf")

@@ -1,0 +1,180 @@
+"""Attacks on tiny constructed inputs computed by hand, the attack inputs the pipeline builds, and the
+adaptive / non-adaptive experiment (SPEC sections 2 and 9)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wemem.attacks import ATTACKS, AttackInputs, Targets, needs_sensitivity, population_indices, run_attack
+from wemem.attacks.lira import Lira, scaled_confidence
+from wemem.attacks.rmia import Rmia
+from wemem.attacks.threshold import negative_modified_entropy
+from wemem.data import ModelSplit, StudySplit
+from wemem.errors import WememError
+from wemem.pipeline import run_experiment
+
+ALL_ATTACKS = ["conf", "entr", "mentr", "hconf", "nn", "top3_nn", "cl_nn", "samia", "lira", "rmia"]
+
+
+def binary_log_probs(p_true: list[float]) -> np.ndarray:
+    """Two-class outputs with label 0 having probability ``p_true``."""
+    p = np.asarray(p_true, dtype=np.float64)
+    return np.log(np.stack([p, 1.0 - p], axis=1))
+
+
+def logistic_log_probs(phi: list[float]) -> np.ndarray:
+    """Two-class outputs whose scaled confidence log(p_0 / p_1) is ``phi``."""
+    phi = np.asarray(phi, dtype=np.float64)
+    return np.stack([-np.logaddexp(0.0, -phi), -np.logaddexp(0.0, phi)], axis=1)
+
+
+def inputs_for(victim: np.ndarray, shadows: list[np.ndarray], targets: Targets, **extra) -> AttackInputs:
+    """Attack inputs where every model is attacked on the same pool targets (labels all 0)."""
+    return AttackInputs(labels=np.zeros(len(victim), dtype=int), victim_log_probs=victim, shadow_log_probs=shadows,
+                        victim_targets=targets, shadow_targets=[targets] * len(shadows), **extra)
+
+
+def test_registry_holds_the_ten_attacks():
+    assert sorted(ALL_ATTACKS) == ATTACKS.names()
+
+
+def test_modified_entropy_on_a_hand_computed_posterior():
+    log_probs = np.log(np.array([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]]))
+    # y = 0: (1 - 0.7) log(1/0.7) + 0.2 log(1/0.8) + 0.1 log(1/0.9) = 0.107002 + 0.044629 + 0.010536
+    # y = 1: (1 - 0.2) log(1/0.2) + 0.7 log(1/0.3) + 0.1 log(1/0.9) = 1.287550 + 0.842781 + 0.010536
+    expected = -np.array([0.162167, 2.140867])
+    assert negative_modified_entropy(log_probs, np.array([0, 1])) == pytest.approx(expected, abs=1e-6)
+
+
+def test_separable_confidences_are_found_by_the_threshold_attacks():
+    targets = Targets(np.arange(6), np.array([1, 1, 1, 0, 0, 0], bool))
+    outputs = binary_log_probs([0.99, 0.95, 0.9, 0.6, 0.55, 0.5])
+    for name in ("conf", "entr", "mentr", "hconf"):
+        metrics = run_attack(name, inputs_for(outputs, [outputs, outputs], targets))
+        assert (metrics["balanced_accuracy"], metrics["auc"]) == (1.0, 1.0), name
+
+
+def test_scaled_confidence_stays_finite_when_p_y_rounds_to_one():
+    log_probs = torch.log_softmax(torch.tensor([[40.0, 0.0], [0.0, 2.0]], dtype=torch.float64), 1).numpy()
+    assert np.exp(log_probs[0, 0]) == 1.0  # the naive log(p / (1 - p)) would be inf
+    assert scaled_confidence(log_probs, np.array([0, 0])) == pytest.approx([40.0, -2.0])
+
+
+def test_lira_scores_by_hand():
+    # shadow phi per target: (0, 2) and (1, -1) -> mu_out = (1, 0); squared deviations 1+1+1+1 over
+    # n (K - 1) = 2 -> sigma_out = sqrt(2); victim phi (2, 0) -> z = (1/sqrt(2), 0)
+    targets = Targets(np.arange(2), np.array([True, False]))
+    inputs = inputs_for(logistic_log_probs([2.0, 0.0]), [logistic_log_probs([0.0, 1.0]), logistic_log_probs([2.0, -1.0])],
+                        targets)
+    scores, threshold = Lira().decision_scores(inputs)
+    phi_of_z = 0.5 * (1 + math.erf(1 / math.sqrt(2) / math.sqrt(2)))
+    assert scores == pytest.approx([phi_of_z, 0.5])
+    assert phi_of_z == pytest.approx(0.760250, abs=1e-6)
+    assert threshold == 0.5
+
+
+def test_lira_needs_two_shadows():
+    targets = Targets(np.arange(2), np.array([True, False]))
+    outputs = logistic_log_probs([1.0, 0.0])
+    with pytest.raises(WememError, match="at least 2 shadow"):
+        Lira().decision_scores(inputs_for(outputs, [outputs], targets))
+
+
+def test_rmia_scores_by_hand():
+    # pool: targets x0 (member), x1; population z0..z3.  a = 0.3: Pr = 0.65 * mean_k p_y(shadow_k) + 0.35
+    # shadow means: x0 0.5, x1 0.4, z 0.5 -> Pr: 0.675, 0.61, 0.675
+    # ratios: x0 0.9/0.675 = 1.333, x1 0.4/0.61 = 0.656; z (0.5, 0.95, 0.3, 0.6)/0.675 = (0.741, 1.407, 0.444, 0.889)
+    # score = fraction of z with ratio(x)/ratio(z) >= 1: x0 3/4, x1 1/4
+    victim = binary_log_probs([0.9, 0.4, 0.5, 0.95, 0.3, 0.6])
+    shadows = [binary_log_probs([0.4, 0.6, 0.5, 0.5, 0.5, 0.5]), binary_log_probs([0.6, 0.2, 0.5, 0.5, 0.5, 0.5])]
+    targets = Targets(np.arange(2), np.array([True, False]))
+    scores, threshold = Rmia().decision_scores(inputs_for(victim, shadows, targets, population=np.arange(2, 6)))
+    assert scores == pytest.approx([0.75, 0.25])
+    assert threshold == 0.5
+
+
+def test_rmia_without_population_is_a_clear_error():
+    outputs = binary_log_probs([0.9, 0.4])
+    with pytest.raises(WememError, match="population"):
+        Rmia().decision_scores(inputs_for(outputs, [outputs], Targets(np.arange(2), np.array([True, False]))))
+
+
+def test_population_excludes_every_training_set_and_the_victim_targets():
+    as_t = lambda *v: torch.tensor(v)  # noqa: E731
+    split = StudySplit(victim=ModelSplit(as_t(0, 1), as_t(2), as_t(3, 4)),
+                       shadows=(ModelSplit(as_t(5, 6), as_t(7), as_t(3, 8)),))
+    victim_targets = Targets(np.array([0, 1, 3, 4]), np.array([1, 1, 0, 0], bool))
+    assert population_indices(split, victim_targets, 10).tolist() == [2, 7, 8, 9]
+
+
+def test_shadow_observations_keep_sensitivities_aligned():
+    log_probs = [np.log(np.full((4, 2), 0.5)) for _ in range(2)]
+    sensitivity = [np.arange(8.0).reshape(4, 2), 10 + np.arange(8.0).reshape(4, 2)]
+    inputs = AttackInputs(labels=np.array([0, 1, 0, 1]), victim_log_probs=log_probs[0], shadow_log_probs=log_probs,
+                          victim_targets=Targets(np.array([0, 1]), np.array([True, False])),
+                          shadow_targets=[Targets(np.array([2, 3]), np.array([True, False])),
+                                          Targets(np.array([1, 0]), np.array([True, False]))],
+                          victim_sensitivity=sensitivity[0], shadow_sensitivity=sensitivity)
+    observed = inputs.shadow_observations()
+    assert observed.sensitivity.tolist() == [[4, 5], [6, 7], [12, 13], [10, 11]]
+    assert observed.labels.tolist() == [0, 1, 1, 0]
+    assert observed.is_member.tolist() == [True, False, True, False]
+
+
+def test_only_samia_needs_sensitivity():
+    assert needs_sensitivity(["conf", "samia"]) and not needs_sensitivity([n for n in ALL_ATTACKS if n != "samia"])
+    with pytest.raises(WememError, match="unknown attack 'lra'"):
+        needs_sensitivity(["lra"])
+
+
+# ----------------------------------------------------------------------------------- the experiment
+
+
+SWMR = dict(order="h2l", width_fraction=0.5, stride_fraction=0.25, lambda_mem=0.1, risky_fraction=0.2)
+
+
+class Recorder:
+    """A serial map that records the jobs it runs (and can stop before running them)."""
+
+    def __init__(self, run: bool = True):
+        self.run, self.jobs = run, []
+
+    def __call__(self, fn, jobs):
+        self.jobs = list(jobs)
+        if not self.run:
+            raise InterruptedError("jobs recorded")
+        return [fn(*job) for job in jobs]
+
+
+def test_adaptive_shadows_get_the_victims_defense(tiny_config, tiny_pruning, tiny_assets, cache_dir):
+    recorder = Recorder(run=False)
+    with pytest.raises(InterruptedError):
+        run_experiment(tiny_config, cache_dir, "swmr", SWMR, tiny_pruning, ["conf"], recorder)
+    defenses = [(job[3], job[4]) for job in recorder.jobs]
+    assert defenses == [("swmr", SWMR)] * (tiny_config.shadows + 1)
+    assert not any(job[7] for job in recorder.jobs)  # no attack asked for sensitivities
+
+
+def test_non_adaptive_experiment_runs_every_attack(tiny_config, tiny_pruning, tiny_assets, cache_dir):
+    recorder = Recorder()
+    result = run_experiment(tiny_config, cache_dir, "swmr", SWMR, tiny_pruning, ALL_ATTACKS, recorder,
+                            adaptive=False, keep_victim_state=True)
+    victim_job, *shadow_jobs = recorder.jobs
+    assert (victim_job[3], victim_job[4]) == ("swmr", SWMR)
+    assert all((job[3], job[4]) == ("none", {}) for job in shadow_jobs)
+    assert all(job[7] for job in recorder.jobs)  # samia asked for sensitivities on every model
+
+    pools = tiny_assets.pools
+    sensitivity = result.victim.sensitivity
+    assert sensitivity.shape == (len(pools.y), pools.num_classes)
+    assert np.isfinite(sensitivity).all() and (sensitivity >= 0).all() and sensitivity.max() > 0
+
+    assert set(result.attacks) == set(ALL_ATTACKS)
+    for name, metrics in result.attacks.items():
+        assert 0.0 <= metrics["balanced_accuracy"] <= 1.0 and 0.0 <= metrics["auc"] <= 1.0, name
+        assert metrics["tpr_at_0.1%_fpr"] <= metrics["tpr_at_1%_fpr"], name
+        assert len(metrics["roc"]["fpr"]) == len(metrics["roc"]["tpr"]) >= 2, name

@@ -1,0 +1,164 @@
+"""Neural attacks (SPEC section 9, 5-7): a member/non-member classifier trained on the shadows' outputs.
+
+NN reads the posterior, Top3-NN its three largest values sorted, Cl-NN the posterior with the one-hot label;
+all use the MLP 512-256-128-2 with dropout 0.2. SAMIA (:mod:`.samia`) reuses the fitting routine here with a
+transformer. Fitting is deterministic for ``AttackInputs.seed``: initialization, dropout, the held-out split
+and the batch order all draw from that seed, without disturbing the caller's global random state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..training import default_device
+from .base import ATTACKS, Attack, AttackInputs, Observations
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How an attack classifier is trained: Adam, early stopping on a held-out part of the shadow data.
+
+    Training stops after ``patience + 1`` epochs without a held-out loss improvement of at least
+    ``min_improvement`` (nats), so a classifier whose loss only creeps towards zero stops early too.
+    """
+
+    max_epochs: int = 50
+    patience: int = 5
+    min_improvement: float = 1e-3
+    batch_size: int = 128
+    lr: float = 1e-3
+    held_out_fraction: float = 0.2
+
+
+def membership_mlp(in_features: int) -> nn.Module:
+    widths = (in_features, 512, 256, 128)
+    layers: list[nn.Module] = []
+    for width_in, width_out in zip(widths, widths[1:]):
+        layers += [nn.Linear(width_in, width_out), nn.ReLU(), nn.Dropout(0.2)]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], 2))
+
+
+@contextlib.contextmanager
+def seeded_torch(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generators (module initialization and dropout use them) and restore them after."""
+    cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def held_out_split(n: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    order = torch.randperm(n, generator=generator)
+    n_held_out = max(1, int(round(n * fraction)))
+    return order[n_held_out:], order[:n_held_out]
+
+
+@torch.no_grad()
+def mean_loss(model: nn.Module, features: torch.Tensor, targets: torch.Tensor, batch_size: int = 4096) -> float:
+    model.eval()
+    total = sum(F.cross_entropy(model(x), y, reduction="sum").item()
+                for x, y in zip(torch.split(features, batch_size), torch.split(targets, batch_size)))
+    return total / len(targets)
+
+
+def fit_membership_classifier(build: Callable[[], nn.Module], features: np.ndarray, is_member: np.ndarray,
+                              seed: int, config: FitConfig = FitConfig()) -> nn.Module:
+    """Train a two-class member/non-member classifier; keep the weights of the lowest held-out loss."""
+    device = default_device()
+    x = torch.as_tensor(features, dtype=torch.float32, device=device)
+    y = torch.as_tensor(is_member, dtype=torch.long, device=device)
+    generator = torch.Generator().manual_seed(seed)
+    train, held_out = (part.to(device) for part in held_out_split(len(y), config.held_out_fraction, generator))
+    with seeded_torch(seed, device):
+        model = build().to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        best_loss, best_state, stale_epochs = float("inf"), copy.deepcopy(model.state_dict()), 0
+        for _ in range(config.max_epochs):
+            model.train()
+            for batch in torch.split(train[torch.randperm(len(train), generator=generator).to(device)], config.batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x[batch]), y[batch]).backward()
+                optimizer.step()
+            loss = mean_loss(model, x[held_out], y[held_out])
+            if loss < best_loss:
+                improvement = best_loss - loss
+                best_loss, best_state = loss, copy.deepcopy(model.state_dict())
+                stale_epochs = 0 if improvement >= config.min_improvement else stale_epochs + 1
+            else:
+                stale_epochs += 1
+            if stale_epochs > config.patience:
+                break
+    model.load_state_dict(best_state)
+    return model.eval()
+
+
+@torch.no_grad()
+def membership_log_odds(model: nn.Module, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """logit(member) - logit(non-member): ranks like the member probability but never saturates, and the
+    classifier's own decision is the threshold 0."""
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.as_tensor(features, dtype=torch.float32, device=device)
+    logits = torch.cat([model(batch) for batch in torch.split(x, batch_size)])
+    return (logits[:, 1] - logits[:, 0]).double().cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------- features
+
+
+def posterior(observed: Observations) -> np.ndarray:
+    return np.exp(observed.log_probs)
+
+
+def top3_posterior(observed: Observations) -> np.ndarray:
+    """The three largest posterior values in descending order (label-free and class-order-free)."""
+    return -np.sort(-posterior(observed), axis=1)[:, :3]
+
+
+def posterior_and_label(observed: Observations) -> np.ndarray:
+    probs = posterior(observed)
+    return np.concatenate([probs, np.eye(probs.shape[1])[observed.labels]], axis=1)
+
+
+class NeuralAttack(Attack):
+    """Fit a classifier on the shadows' balanced sets, score the victim's; the decision threshold is 0."""
+
+    @staticmethod
+    def features(observed: Observations) -> np.ndarray:
+        raise NotImplementedError
+
+    def build(self, feature_shape: tuple[int, ...]) -> nn.Module:
+        return membership_mlp(feature_shape[-1])
+
+    def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float]:
+        shadow = inputs.shadow_observations()
+        train_features = self.features(shadow)
+        model = fit_membership_classifier(lambda: self.build(train_features.shape[1:]), train_features,
+                                          shadow.is_member, inputs.seed)
+        return membership_log_odds(model, self.features(inputs.victim_observations())), 0.0
+
+
+@ATTACKS.register("nn")
+class NN(NeuralAttack):
+    name: ClassVar[str] = "nn"
+    features = staticmethod(posterior)
+
+
+@ATTACKS.register("top3_nn")
+class Top3NN(NeuralAttack):
+    name: ClassVar[str] = "top3_nn"
+    features = staticmethod(top3_posterior)
+
+
+@ATTACKS.register("cl_nn")
+class ClNN(NeuralAttack):
+    name: ClassVar[str] = "cl_nn"
+    features = staticmethod(posterior_and_label)

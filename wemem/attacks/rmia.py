@@ -1,0 +1,58 @@
+"""Offline RMIA (Zarifzadeh et al. 2024; SPEC section 9, 10).
+
+A target is likely a member when the victim's likelihood ratio against the shadows' reference is higher than
+that of most population samples z (non-member data no model trained on, see
+:func:`wemem.attacks.base.population_indices`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import require
+from .base import ATTACKS, Attack, AttackInputs
+
+
+def reference_probability(shadow_probs: np.ndarray, a: float) -> np.ndarray:
+    """Pr(x) = ((1 + a) / 2) * mean_k p_y(x | shadow_k) + (1 - a) / 2 over ``shadow_probs`` [K, n].
+
+    The offline linear approximation of the average over IN and OUT models when all shadows are OUT.
+    """
+    return 0.5 * (1.0 + a) * shadow_probs.mean(axis=0) + 0.5 * (1.0 - a)
+
+
+def dominance_fraction(target_ratios: np.ndarray, population_ratios: np.ndarray, gamma: float) -> np.ndarray:
+    """For each target x: the fraction of z with ratio(x) / ratio(z) >= gamma, by one sort and binary search.
+
+    Ratios are positive, so the condition is ratio(z) <= ratio(x) / gamma.
+    """
+    ordered = np.sort(population_ratios)
+    return np.searchsorted(ordered, target_ratios / gamma, side="right") / len(ordered)
+
+
+def true_class_probs(log_probs: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    return np.exp(log_probs[indices, labels[indices]])
+
+
+@ATTACKS.register("rmia")
+class Rmia(Attack):
+    name: ClassVar[str] = "rmia"
+    a: ClassVar[float] = 0.3
+    gamma: ClassVar[float] = 1.0
+
+    def likelihood_ratios(self, inputs: AttackInputs, indices: np.ndarray) -> np.ndarray:
+        """ratio(x) = p_y(x | victim) / Pr(x) for the pool samples ``indices``."""
+        victim = true_class_probs(inputs.victim_log_probs, inputs.labels, indices)
+        shadows = np.stack([true_class_probs(lp, inputs.labels, indices) for lp in inputs.shadow_log_probs])
+        return victim / reference_probability(shadows, self.a)
+
+    def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float]:
+        require(inputs.population is not None and len(inputs.population) > 0,
+                "rmia needs a population of non-member samples no model trained on; build the attack inputs with "
+                "wemem.pipeline.attack_inputs, or drop rmia when every pool sample is a target or trained on")
+        scores = dominance_fraction(self.likelihood_ratios(inputs, inputs.victim_targets.indices),
+                                    self.likelihood_ratios(inputs, inputs.population), self.gamma)
+        # SPEC section 9: fixed threshold, as for LiRA
+        return scores, 0.5
