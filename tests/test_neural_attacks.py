@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from wemem.attacks import ATTACKS, AttackInputs, Targets, run_attack
+from wemem.attacks.nn import FitConfig, HeldOutEarlyStopping
 from wemem.attacks.samia import SENSITIVITY_QUERIES, output_sensitivity
 from wemem.defenses import Defense
 
@@ -64,6 +65,15 @@ def test_the_seed_drives_the_neural_attack(inputs):
     first, _ = attack.decision_scores(inputs)
     other, _ = attack.decision_scores(dataclasses.replace(inputs, seed=inputs.seed + 1))
     assert not np.array_equal(first, other)
+
+
+def test_early_stopping_counts_tiny_improvements_as_stale():
+    stopper = HeldOutEarlyStopping(FitConfig(patience=2, min_improvement=1e-3))
+    model = nn.Linear(1, 1)
+    # 1.0 -> 0.5 is a real improvement; the three creeping steps after it are stale (but still kept as best)
+    decisions = [stopper.update(loss, model) for loss in (1.0, 0.5, 0.4999, 0.4998, 0.4997)]
+    assert decisions == [False, False, False, False, True]
+    assert stopper.best_loss == 0.4997
 
 
 # ------------------------------------------------------------------------------------ sensitivity

@@ -69,9 +69,36 @@ def mean_loss(model: nn.Module, features: torch.Tensor, targets: torch.Tensor, b
     return total / len(targets)
 
 
+class HeldOutEarlyStopping:
+    """Keep the lowest-held-out-loss weights; stop after ``patience + 1`` epochs without a real improvement."""
+
+    def __init__(self, config: FitConfig):
+        self.config = config
+        self.best_loss, self.best_state, self.stale_epochs = float("inf"), None, 0
+
+    def update(self, loss: float, model: nn.Module) -> bool:
+        """Record an epoch's held-out loss; return True when training should stop."""
+        if loss < self.best_loss:
+            improved_enough = self.best_loss - loss >= self.config.min_improvement
+            self.best_loss, self.best_state = loss, copy.deepcopy(model.state_dict())
+            self.stale_epochs = 0 if improved_enough else self.stale_epochs + 1
+        else:
+            self.stale_epochs += 1
+        return self.stale_epochs > self.config.patience
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                order: torch.Tensor, batch_size: int) -> None:
+    model.train()
+    for batch in torch.split(order, batch_size):
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x[batch]), y[batch]).backward()
+        optimizer.step()
+
+
 def fit_membership_classifier(build: Callable[[], nn.Module], features: np.ndarray, is_member: np.ndarray,
                               seed: int, config: FitConfig = FitConfig()) -> nn.Module:
-    """Train a two-class member/non-member classifier; keep the weights of the lowest held-out loss."""
+    """Train a two-class member/non-member classifier on shadow observations (Adam, early stopping)."""
     device = default_device()
     x = torch.as_tensor(features, dtype=torch.float32, device=device)
     y = torch.as_tensor(is_member, dtype=torch.long, device=device)
@@ -80,23 +107,13 @@ def fit_membership_classifier(build: Callable[[], nn.Module], features: np.ndarr
     with seeded_torch(seed, device):
         model = build().to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        best_loss, best_state, stale_epochs = float("inf"), copy.deepcopy(model.state_dict()), 0
+        stopper = HeldOutEarlyStopping(config)
         for _ in range(config.max_epochs):
-            model.train()
-            for batch in torch.split(train[torch.randperm(len(train), generator=generator).to(device)], config.batch_size):
-                optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x[batch]), y[batch]).backward()
-                optimizer.step()
-            loss = mean_loss(model, x[held_out], y[held_out])
-            if loss < best_loss:
-                improvement = best_loss - loss
-                best_loss, best_state = loss, copy.deepcopy(model.state_dict())
-                stale_epochs = 0 if improvement >= config.min_improvement else stale_epochs + 1
-            else:
-                stale_epochs += 1
-            if stale_epochs > config.patience:
+            order = train[torch.randperm(len(train), generator=generator).to(device)]
+            train_epoch(model, optimizer, x, y, order, config.batch_size)
+            if stopper.update(mean_loss(model, x[held_out], y[held_out]), model):
                 break
-    model.load_state_dict(best_state)
+    model.load_state_dict(stopper.best_state)
     return model.eval()
 
 
