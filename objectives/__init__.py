@@ -3,7 +3,7 @@ privacy-utility objective (SPEC section 10). Knows nothing of Optuna storage or 
 
 from .leakage import PRIVACY_METRICS, leakage
 from .objective import DIRECTIONS, ObjectiveConfig, ObjectiveValue, score
-from .trial import Reference, TrialSpec, TrialOutcome, evaluate_trial, reference
+from .trial import CHEAP_ATTACKS, Reference, RoundHooks, TrialOutcome, TrialSpec, evaluate_trial, reference
 
 __all__ = ["PRIVACY_METRICS", "leakage", "DIRECTIONS", "ObjectiveConfig", "ObjectiveValue", "score",
-           "Reference", "TrialSpec", "TrialOutcome", "evaluate_trial", "reference"]
+           "CHEAP_ATTACKS", "Reference", "RoundHooks", "TrialSpec", "TrialOutcome", "evaluate_trial", "reference"]

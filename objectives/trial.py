@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from filelock import FileLock
 
 from wemem.assets import cache_path
 from wemem.config import ExperimentConfig, PruningConfig, content_hash
-from wemem.parallel import MapFn, serial_map
+from wemem.attacks import AttackInputs, run_attacks
+from wemem.parallel import MapFn, StepperMap, serial_map
 from wemem.pipeline import ExperimentResult, run_experiment
 
 from .leakage import leakage
@@ -28,6 +29,19 @@ class TrialSpec:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     cache_dir: str = ".wemem-cache"
     adaptive: bool = True
+    round_reports: bool = False  # report a per-round objective (for early stopping of poor trials)
+
+
+# The cheap attacks behind the per-round objective: thresholds only, no model training.
+CHEAP_ATTACKS = ("conf", "entr", "mentr", "hconf")
+
+
+@dataclass(frozen=True)
+class RoundHooks:
+    """How a trial reports per-round objectives: ``report(round, value)`` and the stepper executor to use."""
+
+    report: Callable[[int, float], None]
+    stepper_map: StepperMap
 
 
 @dataclass(frozen=True)
@@ -91,10 +105,22 @@ def reference(spec: TrialSpec, map_fn: MapFn = serial_map) -> Reference:
         return ref
 
 
+def round_objective(spec: TrialSpec, base: Reference, victim_accuracy: float, inputs: AttackInputs) -> float:
+    """The objective of one pruning round's checkpoints, judged by the cheap attacks only."""
+    privacy, _ = leakage(run_attacks(list(CHEAP_ATTACKS), inputs), spec.objective.privacy_metric)
+    return score(privacy, victim_accuracy, base.utility, spec.objective).values[0]
+
+
 def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base: Reference,
-                   map_fn: MapFn = serial_map, keep_victim_state: bool = False) -> TrialOutcome:
+                   map_fn: MapFn = serial_map, keep_victim_state: bool = False,
+                   rounds: RoundHooks | None = None) -> TrialOutcome:
+    monitor, stepper_map = None, None
+    if rounds is not None:
+        stepper_map = rounds.stepper_map
+        monitor = lambda index, accuracy, inputs: rounds.report(  # noqa: E731
+            index, round_objective(spec, base, accuracy, inputs))
     result = run_experiment(spec.experiment, spec.cache_dir, defense, settings, spec.pruning, list(spec.attacks),
-                            map_fn, spec.adaptive, keep_victim_state)
+                            map_fn, spec.adaptive, keep_victim_state, round_monitor=monitor, stepper_map=stepper_map)
     privacy, attack = spec_leakage(spec, result.attacks)
     return TrialOutcome(result.utility, privacy, attack, score(privacy, result.utility, base.utility, spec.objective),
                         result)

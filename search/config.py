@@ -95,6 +95,11 @@ ParamOverride = list[float] | float | int | str | list[str]
 class SearchSection(_Section):
     defenses: list[str] = Field(default_factory=lambda: ["swmr"], min_length=1)
     enqueue_reference: bool = True
+    # stop poor trials between pruning rounds: Optuna's median pruner on a per-round objective from the cheap
+    # (threshold) attacks; worth it when trials are expensive (image models), not on digits
+    early_stopping: Literal["none", "median"] = "none"
+    early_stopping_startup_trials: int = Field(3, ge=0)
+    early_stopping_warmup_rounds: int = Field(1, ge=0)
     space: dict[str, dict[str, ParamOverride]] = Field(default_factory=dict)
 
     @field_validator("defenses")
@@ -151,6 +156,13 @@ class StudyDefinition(_Section):
         return self
 
     @model_validator(mode="after")
+    def _early_stopping_single_objective(self) -> "StudyDefinition":
+        if self.search.early_stopping != "none" and self.objective.mode == "pareto":
+            raise ValueError("search.early_stopping needs one objective; Optuna cannot prune multi-objective "
+                             "trials. Use objective.mode 'constrained' or 'weighted', or early_stopping = 'none'")
+        return self
+
+    @model_validator(mode="after")
     def _privacy_attacks_run(self) -> "StudyDefinition":
         missing = set(self.objective.privacy_attacks or ()) - set(self.attacks.names)
         if missing:
@@ -183,7 +195,8 @@ class StudyDefinition(_Section):
 
     def trial_spec(self, cache_dir: str, data_root: str | None = None) -> TrialSpec:
         return TrialSpec(self.experiment(data_root), self.pruning_config(), tuple(self.attacks.names),
-                         self.objective_config(), str(cache_dir), self.attacks.adaptive)
+                         self.objective_config(), str(cache_dir), self.attacks.adaptive,
+                         round_reports=self.search.early_stopping != "none")
 
 
 def format_validation_error(source: str, error: ValidationError) -> str:

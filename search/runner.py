@@ -22,7 +22,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from objectives import Reference, TrialSpec, evaluate_trial
+from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial
 
 from .config import StudyDefinition
 from .spaces import suggest_setting
@@ -76,6 +76,46 @@ class RayMap:
         return ray.get([task.remote(fn, threads, *job) for job in jobs])
 
 
+class _StepperHost:
+    """A Ray actor holding one stateful stepper (e.g. one model's pruning run) between rounds."""
+
+    def __init__(self, factory: Callable[..., Any], threads: int, *job: Any):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.stepper = factory(*job)
+
+    def step(self) -> Any:
+        return self.stepper.step()
+
+    def finish(self) -> Any:
+        return self.stepper.finish()
+
+
+class RaySteppers:
+    """A wemem ``StepperGroup`` whose steppers live in Ray actors, stepped together round by round."""
+
+    def __init__(self, share: RayMap, factory: Callable[..., Any], jobs: list[tuple[Any, ...]]):
+        import ray
+
+        host = ray.remote(_StepperHost).options(num_cpus=share.num_cpus, num_gpus=share.num_gpus, max_restarts=0)
+        self.actors = [host.remote(factory, max(1, int(share.num_cpus)), *job) for job in jobs]
+
+    def step(self) -> list[Any]:
+        import ray
+
+        return ray.get([actor.step.remote() for actor in self.actors])
+
+    def finish(self) -> list[Any]:
+        import ray
+
+        try:
+            return ray.get([actor.finish.remote() for actor in self.actors])
+        finally:
+            for actor in self.actors:
+                ray.kill(actor)
+
+
 def trial_bundles(definition: StudyDefinition) -> list[dict[str, float]]:
     """Placement group of one trial: a tiny head bundle plus one bundle per model (victim and K shadows)."""
     models = definition.data.shadows + 1
@@ -93,10 +133,18 @@ def _task_share(definition: StudyDefinition) -> RayMap:
 
 
 def trial_trainable(config: dict[str, Any], spec: TrialSpec, reference: Reference, share: RayMap) -> None:
-    """One Tune trial: evaluate the setting with K+1 parallel tasks and report the outcome as JSON."""
+    """One Tune trial: evaluate the setting with K+1 parallel tasks and report the outcome as JSON.
+
+    With per-round reports (early stopping) the K+1 models live in Ray actors stepped round by round, and each
+    round's objective is reported; the scheduler may stop the trial after any round.
+    """
     from ray import tune
 
-    outcome = evaluate_trial(spec, config["defense"], config["settings"], reference, map_fn=share)
+    rounds = None
+    if spec.round_reports:
+        rounds = RoundHooks(lambda index, value: tune.report({"round": index, "intermediate": value}),
+                            lambda factory, jobs: RaySteppers(share, factory, jobs))
+    outcome = evaluate_trial(spec, config["defense"], config["settings"], reference, map_fn=share, rounds=rounds)
     tune.report({"done": True, "outcome": json.dumps({
         "values": outcome.objective.values,
         "constraint": outcome.objective.constraint,
@@ -149,6 +197,7 @@ class StudySearcher(_searcher_base()):  # type: ignore[misc]
         self.study, self.definition, self.target_total = study, definition, target_total
         self.launcher_id, self.progress = launcher_id, progress
         self.pending: dict[str, optuna.Trial] = {}
+        self.pruned: set[str] = set()  # Tune trials stopped because Optuna's pruner pruned them
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True
@@ -175,6 +224,11 @@ class StudySearcher(_searcher_base()):  # type: ignore[misc]
         trial = self.pending.pop(trial_id, None)
         if trial is None:
             return
+        if trial_id in self.pruned:  # recorded as PRUNED (with its last round value), never as COMPLETE
+            self.pruned.discard(trial_id)
+            self.study.tell(trial, state=TrialState.PRUNED)
+            self._progress(trial, "PRUNED", None, {})
+            return
         if error or not result or "outcome" not in result:
             self.study.tell(trial, state=TrialState.FAIL)
             self._progress(trial, "FAIL", None, {})
@@ -191,6 +245,34 @@ class StudySearcher(_searcher_base()):  # type: ignore[misc]
     def _progress(self, trial: optuna.Trial, state: str, values: list[float] | None, attrs: dict[str, Any]) -> None:
         if self.progress is not None:
             self.progress.update(trial.number, state, values, attrs)
+
+
+def _scheduler_base():
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler
+
+
+class OptunaPruningScheduler(_scheduler_base()):  # type: ignore[misc]
+    """Reports every round's objective to the Optuna trial and stops the Tune trials Optuna's pruner prunes.
+
+    Ray's schedulers (ASHA and co.) would stop trials that OptunaSearch then tells as COMPLETE with a partial
+    value; here Optuna's own pruner decides, and the searcher tells the stopped trial as PRUNED.
+    """
+
+    def __init__(self, searcher: StudySearcher):
+        super().__init__()
+        self.searcher = searcher
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        optuna_trial = self.searcher.pending.get(trial.trial_id)
+        if optuna_trial is None or "intermediate" not in result:
+            return self.CONTINUE
+        optuna_trial.report(float(result["intermediate"]), step=int(result["round"]))
+        if optuna_trial.should_prune():
+            self.searcher.pruned.add(trial.trial_id)
+            return self.STOP
+        return self.CONTINUE
 
 
 def run_trials(study: optuna.Study, definition: StudyDefinition, spec: TrialSpec, reference: Reference,
@@ -210,9 +292,9 @@ def run_trials(study: optuna.Study, definition: StudyDefinition, spec: TrialSpec
     )
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=budget,
-                                    max_concurrent_trials=definition.resources.max_concurrent_trials,
-                                    reuse_actors=True),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=OptunaPruningScheduler(searcher),
+                                    num_samples=budget, reuse_actors=True,
+                                    max_concurrent_trials=definition.resources.max_concurrent_trials),
         run_config=tune.RunConfig(name=f"{definition.name}-{launcher_id}", storage_path=str(results_dir.resolve()),
                                   verbose=0, log_to_file=True),
     )

@@ -67,6 +67,14 @@ def make_sampler(definition: StudyDefinition, creator: bool) -> optuna.samplers.
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=5)
 
 
+def make_pruner(definition: StudyDefinition) -> optuna.pruners.BasePruner:
+    s = definition.search
+    if s.early_stopping == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=s.early_stopping_startup_trials,
+                                           n_warmup_steps=s.early_stopping_warmup_rounds)
+    return optuna.pruners.NopPruner()
+
+
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
 
@@ -82,14 +90,15 @@ def create_or_load_study(definition: StudyDefinition, storage: optuna.storages.R
         if stored.model_dump() != definition.model_dump():
             raise WememError(f"study {definition.name!r} already exists in the storage with a different definition; "
                              f"use `wemem resume {definition.name}` to continue it, or rename [study] name")
-        study = optuna.load_study(study_name=definition.name, storage=storage, sampler=make_sampler(definition, False))
+        study = optuna.load_study(study_name=definition.name, storage=storage,
+                                  sampler=make_sampler(definition, False), pruner=make_pruner(definition))
         if [d.name.lower() for d in study.directions] != directions:
             raise WememError(f"study {definition.name!r} is stored with directions "
                              f"{[d.name.lower() for d in study.directions]} but the file asks {directions}")
         return study, False
     try:
         study = optuna.create_study(study_name=definition.name, storage=storage, directions=directions,
-                                    sampler=make_sampler(definition, True))
+                                    sampler=make_sampler(definition, True), pruner=make_pruner(definition))
     except optuna.exceptions.DuplicatedStudyError:  # another launcher created it a moment ago
         return create_or_load_study(definition, storage, extra_attrs)
     study.set_user_attr("definition", definition.model_dump(mode="json"))
@@ -121,7 +130,9 @@ def stored_definition(name: str, storage: optuna.storages.BaseStorage) -> StudyD
 
 def load_study(name: str, storage: optuna.storages.RDBStorage) -> tuple[optuna.Study, StudyDefinition]:
     definition = stored_definition(name, storage)
-    return optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(definition, False)), definition
+    study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(definition, False),
+                              pruner=make_pruner(definition))
+    return study, definition
 
 
 HEARTBEAT_INTERVAL_S = 5.0

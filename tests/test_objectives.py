@@ -116,3 +116,15 @@ def test_passwords_never_shown():
     assert redact("postgresql+psycopg://alice:s3cret@db.example:5432/studies") == \
         "postgresql+psycopg://alice:***@db.example:5432/studies"
     assert redact("sqlite:///wemem.db") == "sqlite:///wemem.db"
+
+
+def test_every_shipped_study_file_is_valid():
+    from pathlib import Path
+
+    from search.config import load_study_file
+
+    files = sorted((Path(__file__).parent.parent / "studies").glob("*.toml"))
+    assert len(files) >= 2
+    for path in files:
+        definition = load_study_file(path)
+        assert definition.name == path.stem

@@ -18,8 +18,8 @@ from search.cli import main
 from search.report import write_report
 from search.config import parse_study
 from search.export import export_document, read_export, write_export
-from search.storage import open_storage
-from search.study import Options, launch, open_study, resume
+from search.storage import create_or_load_study, open_storage
+from search.study import Options, best_trials, launch, open_study, resume
 
 pytestmark = pytest.mark.e2e
 
@@ -139,3 +139,21 @@ def test_cli_errors_are_clear_and_exit_nonzero(tmp_path: Path, capsys: pytest.Ca
     assert main(["status", "--storage", "postgresql+psycopg://user:s3cret@127.0.0.1:1/none"]) == 2
     err = capsys.readouterr().err
     assert "cannot open storage" in err and "s3cret" not in err
+
+
+def test_early_stopping_prunes_a_poor_trial_between_rounds(ray_session, options: Options):
+    definition = parse_study(dict(
+        TINY_STUDY, study={"name": "early", "n_trials": 2, "seed": 7},
+        search={"defenses": ["rmr"], "enqueue_reference": False, "early_stopping": "median",
+                "early_stopping_startup_trials": 1, "early_stopping_warmup_rounds": 0}))
+    study, _ = create_or_load_study(definition, open_storage(options.storage_url), {"cache_dir": options.cache_dir})
+    study.enqueue_trial({"rmr.lambda_mem": 0.01, "rmr.risky_fraction": 0.05})  # mild: completes
+    study.enqueue_trial({"rmr.lambda_mem": 1.0, "rmr.risky_fraction": 0.5})  # strong L2 on half the data: poor
+    study = launch(definition, options, lambda m: None)
+    first, second = study.get_trials()
+    assert first.state == TrialState.COMPLETE and sorted(first.intermediate_values) == [0, 1, 2]
+    assert first.intermediate_values[2] == pytest.approx(first.value)  # the last round is the deployed model
+    # PRUNED (Optuna keeps its last round value), never COMPLETE with a partial value; stopped before round 2
+    assert second.state == TrialState.PRUNED and sorted(second.intermediate_values) == [0]
+    assert second.intermediate_values[0] > first.intermediate_values[0]
+    assert best_trials(study) == [first]

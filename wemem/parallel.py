@@ -14,6 +14,31 @@ class MapFn(Protocol):
     def __call__(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]: ...
 
 
+class StepperGroup(Protocol):
+    """Stateful jobs advanced together: ``step()`` advances every one by one round, ``finish()`` ends them."""
+
+    def step(self) -> list[Any]: ...
+
+    def finish(self) -> list[Any]: ...
+
+
+class StepperMap(Protocol):
+    def __call__(self, factory: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> StepperGroup: ...
+
+
+class LocalSteppers:
+    """The in-process ``StepperGroup``: builds every stepper here and steps them one after the other."""
+
+    def __init__(self, factory: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]):
+        self.steppers = [factory(*job) for job in jobs]
+
+    def step(self) -> list[Any]:
+        return [stepper.step() for stepper in self.steppers]
+
+    def finish(self) -> list[Any]:
+        return [stepper.finish() for stepper in self.steppers]
+
+
 def serial_map(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]:
     return [fn(*job) for job in jobs]
 

@@ -6,10 +6,11 @@ by its own job so a caller can run them in parallel through a ``MapFn``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from .attacks.samia import output_sensitivity
 from .config import ExperimentConfig, PruningConfig
 from .defenses import Defense, DefenseContext, make_defense
 from .models import build_model
-from .parallel import MapFn, job_seed, serial_map
+from .parallel import LocalSteppers, MapFn, StepperMap, job_seed, serial_map
 from .pruning import Masks, dense_masks, layer_sparsity, prune_to, sparsity_schedule
 from .training import accuracy, predict_log_probs, train_round
 
@@ -45,61 +46,144 @@ def fine_tuning_schedule(pruning: PruningConfig | None) -> list[float]:
     return [] if pruning is None else sparsity_schedule(pruning.sparsity, pruning.steps, pruning.one_shot)
 
 
-def prune_with_defense(assets: StudyAssets, model_index: int, defense: Defense, pruning: PruningConfig | None,
-                       seed: int, keep_state: bool = False, sensitivity: bool = False) -> PrunedModel:
+# round index, victim round accuracy, the round's attack inputs
+RoundMonitor = Callable[[int, float, AttackInputs], None]
+
+
+@dataclass
+class RoundReport:
+    """One model after one pruning round: its round checkpoint's test accuracy and deployed outputs."""
+
+    name: str
+    round: int
+    sparsity: float
+    test_accuracy: float
+    log_probs: np.ndarray
+    sensitivity: None = None  # per-round reports feed only the cheap attacks
+
+
+class PruningRun:
     """Prune one pretrained model round by round, fine-tuning every round under the defense (SPEC 5, 7).
 
     Each round starts by growing the masks to the round's sparsity, continues from the previous round's
-    last-epoch weights with the same optimizer state, and keeps its best-dev checkpoint; the output is the
-    best-dev checkpoint of the last round. With ``pruning=None`` no round runs and the dense pretrained
-    model is deployed as is, so the original is observed exactly like its pruned versions. With
-    ``sensitivity`` the deployed model's output sensitivity (SAMIA) is measured on every pool sample.
+    last-epoch weights with the same optimizer state, and keeps its best-dev checkpoint; the output of
+    ``finish()`` is the best-dev checkpoint of the last round. ``step()`` runs one round and reports on its
+    checkpoint, so a caller can judge (and stop) a trial between rounds. With ``sensitivity`` the deployed
+    model's output sensitivity (SAMIA) is measured on every pool sample. With ``pruning=None`` no round runs and
+    the dense pretrained model is deployed as is, so the original is observed exactly like its pruned versions.
+
+    The run keeps its own torch RNG state, so its result does not depend on how runs are interleaved.
     """
-    name, split = assets.split.models()[model_index]
-    pools, config = assets.pools, assets.config
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    model = build_model(config.model, pools.input_shape, pools.num_classes).to(pools.x.device)
-    model.load_state_dict(assets.pretrained[name])
-    defense.bind(DefenseContext(pools, split.train, split.dev, assets.memscores, config.train, seed))
-    optimizer = defense.make_optimizer(model)
-    masks = dense_masks(model)
-    rounds, result = [], None
-    start = time.perf_counter()
-    for round_index, sparsity in enumerate(fine_tuning_schedule(pruning)):
-        masks = prune_to(model, masks, sparsity)
-        result = train_round(model, optimizer, pools, split.dev, defense, masks, config.train.finetune_epochs,
-                             config.train.patience, generator)
-        rounds.append({"round": round_index, "sparsity": sparsity, "epochs": result.epochs,
-                       "best_epoch": result.best_epoch, "best_dev_accuracy": result.best_dev_accuracy})
-    defense_seconds = time.perf_counter() - start
-    if result is None:
-        dev_accuracy = accuracy(model, pools, split.dev)
-    else:
-        model.load_state_dict(result.best_state)
-        dev_accuracy = result.best_dev_accuracy
-    return PrunedModel(
-        name=name,
-        test_accuracy=accuracy(model, pools, split.test),
-        dev_accuracy=dev_accuracy,
-        defense_seconds=defense_seconds,
-        rounds=rounds,
-        layer_sparsity=layer_sparsity(model),
-        report=defense.report(),
-        log_probs=predict_log_probs(model, pools, torch.arange(len(pools.y)), defense).cpu().numpy(),
-        sensitivity=output_sensitivity(model, defense, pools.x, seed).cpu().numpy() if sensitivity else None,
-        state={k: v.cpu() for k, v in model.state_dict().items()} if keep_state else None,
-        masks={k: v.cpu() for k, v in masks.items()} if keep_state else None,
-    )
+
+    def __init__(self, assets: StudyAssets, model_index: int, defense: Defense, pruning: PruningConfig | None,
+                 seed: int, keep_state: bool = False, sensitivity: bool = False):
+        self.name, self.split = assets.split.models()[model_index]
+        self.pools, self.config, self.defense = assets.pools, assets.config, defense
+        self.seed, self.keep_state, self.sensitivity = seed, keep_state, sensitivity
+        self.schedule = fine_tuning_schedule(pruning)
+        self.generator = torch.Generator().manual_seed(seed)
+        with self._own_rng(fresh=True):
+            self.model = build_model(self.config.model, self.pools.input_shape, self.pools.num_classes)
+        self.model.to(self.pools.x.device).load_state_dict(assets.pretrained[self.name])
+        defense.bind(DefenseContext(self.pools, self.split.train, self.split.dev, assets.memscores, self.config.train,
+                                    seed))
+        self.optimizer = defense.make_optimizer(self.model)
+        self.masks = dense_masks(self.model)
+        self.rounds: list[dict[str, float]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_dev_accuracy: float | None = None
+        self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def _own_rng(self, fresh: bool = False):
+        devices = [self.pools.x.device] if self.pools.x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            if fresh:
+                torch.manual_seed(self.seed)
+            else:
+                torch.set_rng_state(self._cpu_rng)
+                if devices:
+                    torch.cuda.set_rng_state(self._cuda_rng, devices[0])
+            yield
+            self._cpu_rng = torch.get_rng_state()
+            self._cuda_rng = torch.cuda.get_rng_state(devices[0]) if devices else None
+
+    @property
+    def done(self) -> bool:
+        return len(self.rounds) == len(self.schedule)
+
+    def _advance(self) -> None:
+        index, sparsity = len(self.rounds), self.schedule[len(self.rounds)]
+        start = time.perf_counter()
+        with self._own_rng():
+            self.masks = prune_to(self.model, self.masks, sparsity)
+            result = train_round(self.model, self.optimizer, self.pools, self.split.dev, self.defense, self.masks,
+                                 self.config.train.finetune_epochs, self.config.train.patience, self.generator)
+        self.seconds += time.perf_counter() - start
+        self.best_state, self.best_dev_accuracy = result.best_state, result.best_dev_accuracy
+        self.rounds.append({"round": index, "sparsity": sparsity, "epochs": result.epochs,
+                            "best_epoch": result.best_epoch, "best_dev_accuracy": result.best_dev_accuracy})
+
+    def step(self) -> RoundReport:
+        """Run the next round and report on its best-dev checkpoint (the training continues from the last epoch)."""
+        self._advance()
+        last_epoch = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.best_state)
+        everything = torch.arange(len(self.pools.y))
+        with self._own_rng():
+            report = RoundReport(self.name, len(self.rounds) - 1, self.rounds[-1]["sparsity"],
+                                 accuracy(self.model, self.pools, self.split.test),
+                                 predict_log_probs(self.model, self.pools, everything, self.defense).cpu().numpy())
+        self.model.load_state_dict(last_epoch)
+        return report
+
+    def finish(self) -> PrunedModel:
+        """Run the remaining rounds and deploy the last round's best-dev checkpoint."""
+        while not self.done:
+            self._advance()
+        model, pools = self.model, self.pools
+        if self.best_state is None:
+            dev_accuracy = accuracy(model, pools, self.split.dev)
+        else:
+            model.load_state_dict(self.best_state)
+            dev_accuracy = self.best_dev_accuracy
+        with self._own_rng():
+            log_probs = predict_log_probs(model, pools, torch.arange(len(pools.y)), self.defense).cpu().numpy()
+            sensitivity = (output_sensitivity(model, self.defense, pools.x, self.seed).cpu().numpy()
+                           if self.sensitivity else None)
+        return PrunedModel(
+            name=self.name,
+            test_accuracy=accuracy(model, pools, self.split.test),
+            dev_accuracy=dev_accuracy,
+            defense_seconds=self.seconds,
+            rounds=self.rounds,
+            layer_sparsity=layer_sparsity(model),
+            report=self.defense.report(),
+            log_probs=log_probs,
+            sensitivity=sensitivity,
+            state={k: v.cpu() for k, v in model.state_dict().items()} if self.keep_state else None,
+            masks={k: v.cpu() for k, v in self.masks.items()} if self.keep_state else None,
+        )
 
 
-def prune_job(config: ExperimentConfig, cache_dir: str, model_index: int, defense_name: str,
-              settings: dict[str, Any], pruning: PruningConfig | None, keep_state: bool = False,
-              sensitivity: bool = False) -> PrunedModel:
-    """One model of one experiment; runs in a worker, loading the cached assets once per process."""
+def prune_with_defense(assets: StudyAssets, model_index: int, defense: Defense, pruning: PruningConfig | None,
+                       seed: int, keep_state: bool = False, sensitivity: bool = False) -> PrunedModel:
+    """All rounds of one model at once (see :class:`PruningRun`)."""
+    return PruningRun(assets, model_index, defense, pruning, seed, keep_state, sensitivity).finish()
+
+
+def pruning_run(config: ExperimentConfig, cache_dir: str, model_index: int, defense_name: str,
+                settings: dict[str, Any], pruning: PruningConfig | None, keep_state: bool = False,
+                sensitivity: bool = False) -> PruningRun:
+    """One model of one experiment, built in a worker that loads the cached assets once per process."""
     assets = load_assets(config, cache_dir)
-    return prune_with_defense(assets, model_index, make_defense(defense_name, settings), pruning,
-                              job_seed(config.seed, "prune", model_index), keep_state, sensitivity)
+    return PruningRun(assets, model_index, make_defense(defense_name, settings), pruning,
+                      job_seed(config.seed, "prune", model_index), keep_state, sensitivity)
+
+
+def prune_job(*job: Any) -> PrunedModel:
+    """A whole pruning run as one job (takes :func:`pruning_run`'s arguments)."""
+    return pruning_run(*job).finish()
 
 
 @dataclass
@@ -123,7 +207,8 @@ class ExperimentResult:
         return data
 
 
-def attack_inputs(assets: StudyAssets, victim: PrunedModel, shadows: list[PrunedModel]) -> AttackInputs:
+def attack_inputs(assets: StudyAssets, victim: PrunedModel | RoundReport,
+                  shadows: list[PrunedModel] | list[RoundReport]) -> AttackInputs:
     seed = job_seed(assets.config.seed, "attack")
     models = assets.split.models()
     victim_targets = balanced_targets(models[0][1], seed)
@@ -142,12 +227,17 @@ def attack_inputs(assets: StudyAssets, victim: PrunedModel, shadows: list[Pruned
 
 def run_experiment(config: ExperimentConfig, cache_dir: str | Path, defense: str, settings: dict[str, Any],
                    pruning: PruningConfig | None, attacks: list[str], map_fn: MapFn = serial_map,
-                   adaptive: bool = True, keep_victim_state: bool = False) -> ExperimentResult:
+                   adaptive: bool = True, keep_victim_state: bool = False,
+                   round_monitor: RoundMonitor | None = None, stepper_map: StepperMap | None = None
+                   ) -> ExperimentResult:
     """Prune the victim and the K shadows with one defense setting (in parallel through ``map_fn``), attack.
 
     Adaptive by default: the shadows are pruned with the very same defense and settings. With
     ``adaptive=False`` the shadows are pruned undefended (the non-adaptive attacker of the comparisons).
     ``pruning=None`` attacks the dense pretrained victim and shadows (the "original" of the paper's comparison).
+
+    With a ``round_monitor`` the K+1 models advance round by round (as steppers of ``stepper_map``) and the
+    monitor sees every round's victim accuracy and attack inputs; it may raise to stop the experiment.
     """
     start = time.perf_counter()
     make_defense(defense, settings)  # validate before fanning out
@@ -157,7 +247,15 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path, defense: str
     for index in range(1, config.shadows + 1):
         jobs.append((config, str(cache_dir), index, defense if adaptive else "none",
                      settings if adaptive else {}, pruning, False, sensitivity))
-    victim, *shadows = map_fn(prune_job, jobs)
+    if round_monitor is None:
+        victim, *shadows = map_fn(prune_job, jobs)
+    else:
+        group = (stepper_map or LocalSteppers)(pruning_run, jobs)
+        for _ in fine_tuning_schedule(pruning):
+            victim_round, *shadow_rounds = group.step()
+            round_monitor(victim_round.round, victim_round.test_accuracy,
+                          attack_inputs(assets, victim_round, shadow_rounds))
+        victim, *shadows = group.finish()
     results = run_attacks(attacks, attack_inputs(assets, victim, shadows))
     return ExperimentResult(
         defense=defense,
