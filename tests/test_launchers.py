@@ -128,6 +128,9 @@ def test_two_launchers_share_one_postgres_study(ray_session, postgres_url: str, 
                 os.killpg(p.pid, signal.SIGKILL)
     logs = [(tmp_path / f"launcher{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], logs
+    # the shared work was done once, by whichever launcher took the cache lock first
+    assert sum("pretrained victim and 2 shadows" in log for log in logs) == 1
+    assert sum("cache hit: pretrained" in log for log in logs) == 1
     password = sqlalchemy.engine.make_url(postgres_url).password
     assert password and not any(password in log for log in logs)  # credentials never printed
 

@@ -112,6 +112,18 @@ def test_defense_settings_errors_are_clear():
         make_defense("shield")
 
 
+def test_trial_resources_split_over_the_victim_and_shadows():
+    from search.runner import HEAD_CPU, trial_bundles
+
+    definition = parse_study({"study": {"name": "s"}, "data": {"shadows": 5},
+                              "resources": {"cpus_per_trial": 6, "gpus_per_trial": 1}})
+    head, *models = trial_bundles(definition)
+    assert head == {"CPU": HEAD_CPU} and len(models) == 6
+    assert all(b == {"CPU": pytest.approx((6 - HEAD_CPU) / 6), "GPU": pytest.approx(1 / 6)} for b in models)
+    cpu_only = trial_bundles(parse_study({"study": {"name": "s"}, "data": {"shadows": 2}}))
+    assert all("GPU" not in b for b in cpu_only) and len(cpu_only) == 4
+
+
 def test_passwords_never_shown():
     assert redact("postgresql+psycopg://alice:s3cret@db.example:5432/studies") == \
         "postgresql+psycopg://alice:***@db.example:5432/studies"

@@ -88,7 +88,8 @@ def test_two_trial_study_resume_and_export(ray_session, options: Options, tmp_pa
 def test_pareto_study_exports_its_front_and_reports(ray_session, options: Options, tmp_path: Path):
     definition = parse_study(dict(TINY_STUDY, study={"name": "front", "n_trials": 3, "seed": 3, "sampler": "random"},
                                   objective={"mode": "pareto"},
-                                  search={"defenses": ["rmr"], "enqueue_reference": False}))
+                                  search={"defenses": ["rmr"], "enqueue_reference": False},
+                                  resources={"cpus_per_trial": 1, "max_concurrent_trials": 2}))
     study = launch(definition, options, lambda m: None)
     assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
     completed = study.get_trials(states=(TrialState.COMPLETE,))
