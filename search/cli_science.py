@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from wemem.assets import memscore_path
 from wemem.attacks import ATTACKS
 from wemem.config import ExperimentConfig, PruningConfig
 from wemem.data import DATASETS
@@ -225,13 +226,6 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------- wemem memscore
 
 
-def cached_memscore_file(config: ExperimentConfig, cache_dir: str) -> Path:
-    """Where the study cache keeps the mem-scores (the layout of :mod:`wemem.assets`)."""
-    from wemem.assets import cache_path
-
-    return cache_path(config, cache_dir) / "memscores.csv"
-
-
 def memscore_config(args: argparse.Namespace) -> ExperimentConfig:
     """The study file's experiment when ``--study`` is given (so the scores land in that study's cache)."""
     if args.study is None:
@@ -252,7 +246,7 @@ def _memscore_compute(args: argparse.Namespace, config: ExperimentConfig, cache_
 
     echo(f"training {config.memscore_models} models on complementary halves of {config.dataset}'s training pool")
     scores = compute_memscores(config, parallel_map(args))
-    target = cached_memscore_file(config, cache_dir)
+    target = memscore_path(config, cache_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_memscores_csv(scores, target)
     echo(f"{describe(scores)}; cached in {target}")
@@ -266,14 +260,14 @@ def _memscore_import(args: argparse.Namespace, config: ExperimentConfig, cache_d
 
     require(args.file is not None, "memscore import needs the CSV file: wemem memscore import FILE [options]")
     scores = import_memscores(config, cache_dir, args.file)
-    echo(f"imported {describe(scores)} into {cached_memscore_file(config, cache_dir)}")
+    echo(f"imported {describe(scores)} into {memscore_path(config, cache_dir)}")
 
 
 def _memscore_export(args: argparse.Namespace, config: ExperimentConfig, cache_dir: str) -> None:
     from wemem.memscore import read_memscores_csv, write_memscores_csv
 
     require(args.out is not None, "memscore export needs --out FILE")
-    source = cached_memscore_file(config, cache_dir)
+    source = memscore_path(config, cache_dir)
     require(source.exists(), f"no cached mem-scores for {config.dataset}/{config.model} seed {config.seed} in "
                              f"{cache_dir}; run `wemem memscore compute` (with the same options) first")
     scores = read_memscores_csv(source)

@@ -127,7 +127,8 @@ def trial_bundles(definition: StudyDefinition) -> list[dict[str, float]]:
     return [{"CPU": HEAD_CPU}] + [dict(bundle) for _ in range(models)]
 
 
-def _task_share(definition: StudyDefinition) -> RayMap:
+def task_share(definition: StudyDefinition) -> RayMap:
+    """The resources of one of a trial's K+1 model tasks."""
     bundle = trial_bundles(definition)[1]
     return RayMap(bundle["CPU"], bundle.get("GPU", 0.0))
 
@@ -275,8 +276,9 @@ class OptunaPruningScheduler(_scheduler_base()):  # type: ignore[misc]
         return self.CONTINUE
 
 
-def run_trials(study: optuna.Study, definition: StudyDefinition, spec: TrialSpec, reference: Reference,
-               target_total: int, results_dir: Path, echo: Callable[[str], None] = print) -> None:
+def run_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, definition: StudyDefinition,
+               spec: TrialSpec, reference: Reference, target_total: int, results_dir: Path,
+               echo: Callable[[str], None] = print) -> None:
     """Run trials through Ray Tune until the study holds ``target_total`` active trials (Ray must be running)."""
     from ray import tune
 
@@ -287,7 +289,7 @@ def run_trials(study: optuna.Study, definition: StudyDefinition, spec: TrialSpec
     progress = Progress(budget, definition.objective_config().directions, echo)
     searcher = StudySearcher(study, definition, target_total, launcher_id, progress)
     trainable = tune.with_resources(
-        tune.with_parameters(trial_trainable, spec=spec, reference=reference, share=_task_share(definition)),
+        tune.with_parameters(trial_trainable, spec=spec, reference=reference, share=task_share(definition)),
         tune.PlacementGroupFactory(trial_bundles(definition)),
     )
     tuner = tune.Tuner(
@@ -298,5 +300,5 @@ def run_trials(study: optuna.Study, definition: StudyDefinition, spec: TrialSpec
         run_config=tune.RunConfig(name=f"{definition.name}-{launcher_id}", storage_path=str(results_dir.resolve()),
                                   verbose=0, log_to_file=True),
     )
-    with Heartbeat(study, launcher_id):
+    with Heartbeat(storage, study.study_name, launcher_id):
         tuner.fit()

@@ -148,9 +148,10 @@ class Heartbeat:
     live launchers can share one study.
     """
 
-    def __init__(self, study: optuna.Study, launcher_id: str, interval: float = HEARTBEAT_INTERVAL_S):
-        self.storage, self.launcher_id, self.interval = study._storage, launcher_id, interval
-        self.study_id = self.storage.get_study_id_from_name(study.study_name)
+    def __init__(self, storage: optuna.storages.BaseStorage, study_name: str, launcher_id: str,
+                 interval: float = HEARTBEAT_INTERVAL_S):
+        self.storage, self.launcher_id, self.interval = storage, launcher_id, interval
+        self.study_id = storage.get_study_id_from_name(study_name)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"wemem-heartbeat-{launcher_id}", daemon=True)
 
@@ -175,9 +176,9 @@ class Heartbeat:
         self.storage.set_study_system_attr(self.study_id, _HEARTBEAT_PREFIX + self.launcher_id, 0.0)
 
 
-def stale_running_trials(study: optuna.Study, stale_after: float = STALE_AFTER_S) -> list[optuna.trial.FrozenTrial]:
+def stale_running_trials(study: optuna.Study, storage: optuna.storages.BaseStorage,
+                         stale_after: float = STALE_AFTER_S) -> list[optuna.trial.FrozenTrial]:
     """RUNNING trials whose launcher has not beaten for ``stale_after`` seconds (or never registered)."""
-    storage = study._storage
     beats = {k.removeprefix(_HEARTBEAT_PREFIX): v for k, v in
              storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name)).items()
              if k.startswith(_HEARTBEAT_PREFIX)}
@@ -194,13 +195,14 @@ def stale_running_trials(study: optuna.Study, stale_after: float = STALE_AFTER_S
     return stale
 
 
-def sweep_stale_trials(study: optuna.Study, stale_after: float = STALE_AFTER_S) -> list[int]:
+def sweep_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage,
+                       stale_after: float = STALE_AFTER_S) -> list[int]:
     """Fail the RUNNING trials a dead launcher left behind and re-queue their settings.
 
     The re-queued copy (WAITING) is picked up first by the next ``study.ask()``; it records where it came from.
     """
     swept = []
-    for trial in stale_running_trials(study, stale_after):
+    for trial in stale_running_trials(study, storage, stale_after):
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number}, skip_if_exists=False)
         swept.append(trial.number)

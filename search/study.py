@@ -14,7 +14,7 @@ from wemem.assets import prepare_assets
 from wemem.errors import WememError
 
 from .config import StudyDefinition
-from .runner import RayMap, _task_share, init_ray, run_trials
+from .runner import RayMap, init_ray, run_trials, task_share
 from .spaces import REFERENCE_SETTINGS, reference_params
 from .storage import (STALE_AFTER_S, active_count, create_or_load_study, load_study, open_storage, redact,
                       storage_url, sweep_stale_trials)
@@ -56,16 +56,16 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
             multiple = len(definition.search.defenses) > 1
             for defense in definition.search.defenses:
                 if defense in REFERENCE_SETTINGS:
-                    study.enqueue_trial(reference_params(defense, multiple), user_attrs={"warm_start": "paper"})
+                    study.enqueue_trial(reference_params(defense, multiple), user_attrs={"warm_start": "reference"})
     else:
         echo(f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} trials")
-        _sweep(study, options, echo)
-    run_study(study, definition, options, definition.study.n_trials, echo)
+        _sweep(study, storage, options, echo)
+    run_study(study, storage, definition, options, definition.study.n_trials, echo)
     return study
 
 
-def _sweep(study: optuna.Study, options: Options, echo: Echo) -> None:
-    swept = sweep_stale_trials(study, options.stale_after)
+def _sweep(study: optuna.Study, storage: optuna.storages.BaseStorage, options: Options, echo: Echo) -> None:
+    swept = sweep_stale_trials(study, storage, options.stale_after)
     if swept:
         echo(f"failed {len(swept)} stale RUNNING trial(s) of a dead launcher and re-queued their settings: {swept}")
 
@@ -74,23 +74,23 @@ def resume(name: str, options: Options, n_trials: int | None = None,
            echo: Echo = print) -> tuple[optuna.Study, StudyDefinition]:
     storage = open_storage(options.storage_url)
     study, definition = load_study(name, storage)
-    _sweep(study, options, echo)
+    _sweep(study, storage, options, echo)
     target = active_count(study) + n_trials if n_trials is not None else definition.study.n_trials
     if target <= active_count(study):
         echo(f"study {name!r} already has its {definition.study.n_trials} trials; pass --n-trials N to add more")
-    run_study(study, definition, options, target, echo)
+    run_study(study, storage, definition, options, target, echo)
     return study, definition
 
 
-def run_study(study: optuna.Study, definition: StudyDefinition, options: Options, target_total: int,
-              echo: Echo) -> None:
+def run_study(study: optuna.Study, storage: optuna.storages.BaseStorage, definition: StudyDefinition,
+              options: Options, target_total: int, echo: Echo) -> None:
     """Prepare the shared work once (cached), measure the reference once, then run trials up to the target."""
     cache_dir = resolve_cache_dir(options, study)
     data_root = options.data_root if options.data_root is not None else study.user_attrs.get("data_root")
     spec = definition.trial_spec(cache_dir, data_root)
     init_ray(options.ray_address)
     prepare_assets(spec.experiment, cache_dir, RayMap(num_cpus=1), log=echo)
-    base = reference(spec, _task_share(definition))
+    base = reference(spec, task_share(definition))
     study.set_user_attr("reference", {"utility": base.utility, "privacy": base.privacy,
                                       "strongest_attack": base.strongest_attack,
                                       "attacks": {k: {m: v for m, v in a.items() if m != "roc"}
@@ -99,7 +99,7 @@ def run_study(study: optuna.Study, definition: StudyDefinition, options: Options
          f"{base.strongest_attack} {spec.objective.privacy_metric} {base.privacy:.4f}")
     if target_total > active_count(study):
         echo(f"running {target_total - active_count(study)} trial(s) of study {definition.name!r}")
-        run_trials(study, definition, spec, base, target_total, Path(cache_dir) / "ray-results", echo)
+        run_trials(study, storage, definition, spec, base, target_total, Path(cache_dir) / "ray-results", echo)
 
 
 # ------------------------------------------------------------------------------------------- best trials

@@ -1,7 +1,7 @@
 """Setting-independent work, computed once per (dataset, model, seed, K, training config) and cached on disk.
 
 Layout: ``CACHE_DIR/<config key>/`` holds ``config.json``, ``split.pt``, ``pretrained.pt`` (victim and shadow
-state dicts) and ``memscores.csv``. A file lock makes concurrent launchers compute each piece once; worker
+state dicts), ``pretrained_accuracy.json`` and ``memscores.csv``. A file lock makes concurrent launchers compute each piece once; worker
 processes load the pieces once per process (memoized) instead of receiving them with every job.
 """
 
@@ -22,13 +22,28 @@ from .data import ModelSplit, Pools, StudySplit, cached_pools, load_dataset, mak
 from .memscore import compute_memscores, read_memscores_csv, write_memscores_csv
 from .models import build_model
 from .parallel import MapFn, job_seed, serial_map
-from .training import TrainConfig, accuracy, default_device, make_adam, train_round
+from .training import accuracy, default_device, make_adam, train_round
 
 Log = Callable[[str], None]
 
 
 def cache_path(config: ExperimentConfig, cache_dir: str | Path) -> Path:
     return Path(cache_dir) / config.key()
+
+
+def memscore_path(config: ExperimentConfig, cache_dir: str | Path) -> Path:
+    return cache_path(config, cache_dir) / "memscores.csv"
+
+
+def test_accuracies(config: ExperimentConfig, pools: Pools, split: StudySplit,
+                    states: dict[str, dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Test accuracy of each model's weights on its own test set."""
+    accuracies = {}
+    for name, model_split in split.models():
+        model = build_model(config.model, pools.input_shape, pools.num_classes).to(pools.x.device)
+        model.load_state_dict(states[name])
+        accuracies[name] = accuracy(model, pools, model_split.test)
+    return accuracies
 
 
 @dataclass(frozen=True)
@@ -113,10 +128,13 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
         else:
             names = [name for name, _ in split.models()]
             states = map_fn(pretrain_job, [(config, str(cache_dir), i) for i in range(len(names))])
-            atomic_torch_save(dict(zip(names, states)), pretrained_file)
+            states = dict(zip(names, states))
+            (directory / "pretrained_accuracy.json").write_text(
+                json.dumps(test_accuracies(config, pools, split, states), indent=2))
+            atomic_torch_save(states, pretrained_file)  # written last: its presence means the step is complete
             log(f"pretrained victim and {config.shadows} shadows")
 
-        memscore_file = directory / "memscores.csv"
+        memscore_file = memscore_path(config, cache_dir)
         if memscore_file.exists():
             log("cache hit: mem-scores")
         else:
@@ -135,12 +153,8 @@ def _load_assets(config: ExperimentConfig, cache_dir: str) -> StudyAssets:
     directory = cache_path(config, cache_dir)
     pools, split = load_data(config, cache_dir)
     pretrained = torch.load(directory / "pretrained.pt", weights_only=True)
-    memscores = read_memscores_csv(directory / "memscores.csv", expected_length=pools.n_train)
-    accuracies = {}
-    for name, model_split in split.models():
-        model = build_model(config.model, pools.input_shape, pools.num_classes).to(pools.x.device)
-        model.load_state_dict(pretrained[name])
-        accuracies[name] = accuracy(model, pools, model_split.test)
+    memscores = read_memscores_csv(memscore_path(config, cache_dir), expected_length=pools.n_train)
+    accuracies = json.loads((directory / "pretrained_accuracy.json").read_text())
     return StudyAssets(config, pools, split, pretrained, memscores, accuracies)
 
 
@@ -150,10 +164,10 @@ def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: 
     scores = read_memscores_csv(csv_file, expected_length=pools.n_train)
     directory = cache_path(config, cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    write_memscores_csv(scores, directory / "memscores.csv")
+    write_memscores_csv(scores, memscore_path(config, cache_dir))
     _load_assets.cache_clear()
     return scores
 
 
-__all__ = ["StudyAssets", "prepare_assets", "load_assets", "load_data", "cache_path", "import_memscores",
-           "TrainConfig"]
+__all__ = ["StudyAssets", "prepare_assets", "load_assets", "load_data", "cache_path", "memscore_path",
+           "import_memscores"]
