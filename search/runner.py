@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+import ray
+import torch
 from optuna.trial import TrialState
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search import Searcher
 
 from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial
 
@@ -35,8 +40,6 @@ HEAD_CPU = 0.001  # the trial's own coordinating actor only waits on its tasks
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    import ray
-
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -55,8 +58,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 
 def _run_with_threads(fn: Callable[..., Any], threads: int, *args: Any) -> Any:
-    import torch
-
     torch.set_num_threads(threads)
     return fn(*args)
 
@@ -69,8 +70,6 @@ class RayMap:
     num_gpus: float = 0.0
 
     def __call__(self, fn: Callable[..., Any], jobs: list[tuple[Any, ...]]) -> list[Any]:
-        import ray
-
         task = ray.remote(_run_with_threads).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0)
         threads = max(1, int(self.num_cpus))
         return ray.get([task.remote(fn, threads, *job) for job in jobs])
@@ -80,8 +79,6 @@ class _StepperHost:
     """A Ray actor holding one stateful stepper (e.g. one model's pruning run) between rounds."""
 
     def __init__(self, factory: Callable[..., Any], threads: int, *job: Any):
-        import torch
-
         torch.set_num_threads(threads)
         self.stepper = factory(*job)
 
@@ -96,19 +93,13 @@ class RaySteppers:
     """A wemem ``StepperGroup`` whose steppers live in Ray actors, stepped together round by round."""
 
     def __init__(self, share: RayMap, factory: Callable[..., Any], jobs: list[tuple[Any, ...]]):
-        import ray
-
         host = ray.remote(_StepperHost).options(num_cpus=share.num_cpus, num_gpus=share.num_gpus, max_restarts=0)
         self.actors = [host.remote(factory, max(1, int(share.num_cpus)), *job) for job in jobs]
 
     def step(self) -> list[Any]:
-        import ray
-
         return ray.get([actor.step.remote() for actor in self.actors])
 
     def finish(self) -> list[Any]:
-        import ray
-
         try:
             return ray.get([actor.finish.remote() for actor in self.actors])
         finally:
@@ -139,8 +130,6 @@ def trial_trainable(config: dict[str, Any], spec: TrialSpec, reference: Referenc
     With per-round reports (early stopping) the K+1 models live in Ray actors stepped round by round, and each
     round's objective is reported; the scheduler may stop the trial after any round.
     """
-    from ray import tune
-
     rounds = None
     if spec.round_reports:
         rounds = RoundHooks(lambda index, value: tune.report({"round": index, "intermediate": value}),
@@ -159,8 +148,8 @@ def trial_trainable(config: dict[str, Any], spec: TrialSpec, reference: Referenc
 class Progress:
     """Trials done of total, best so far, elapsed and remaining time -- one line per finished trial."""
 
-    def __init__(self, total: int, directions: list[str], echo: Callable[[str], None]):
-        self.total, self.directions, self.echo = total, directions, echo
+    def __init__(self, total: int, echo: Callable[[str], None]):
+        self.total, self.echo = total, echo
         self.done, self.start = 0, time.perf_counter()
         self.best: float | None = None
 
@@ -179,13 +168,7 @@ class Progress:
                   f"elapsed {elapsed:.0f}s, ~{remaining:.0f}s left")
 
 
-def _searcher_base():
-    from ray.tune.search import Searcher
-
-    return Searcher
-
-
-class StudySearcher(_searcher_base()):  # type: ignore[misc]
+class StudySearcher(Searcher):
     """Proposes Tune configs with ``study.ask()`` and tells the study every outcome.
 
     The budget is shared through the storage: the study should reach ``target_total`` active trials (finished
@@ -248,13 +231,7 @@ class StudySearcher(_searcher_base()):  # type: ignore[misc]
             self.progress.update(trial.number, state, values, attrs)
 
 
-def _scheduler_base():
-    from ray.tune.schedulers import FIFOScheduler
-
-    return FIFOScheduler
-
-
-class OptunaPruningScheduler(_scheduler_base()):  # type: ignore[misc]
+class OptunaPruningScheduler(FIFOScheduler):
     """Reports every round's objective to the Optuna trial and stops the Tune trials Optuna's pruner prunes.
 
     Ray's schedulers (ASHA and co.) would stop trials that OptunaSearch then tells as COMPLETE with a partial
@@ -280,13 +257,11 @@ def run_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, defini
                spec: TrialSpec, reference: Reference, target_total: int, results_dir: Path,
                echo: Callable[[str], None] = print) -> None:
     """Run trials through Ray Tune until the study holds ``target_total`` active trials (Ray must be running)."""
-    from ray import tune
-
     budget = target_total - active_count(study)
     if budget <= 0:
         return
     launcher_id = uuid.uuid4().hex[:12]
-    progress = Progress(budget, definition.objective_config().directions, echo)
+    progress = Progress(budget, echo)
     searcher = StudySearcher(study, definition, target_total, launcher_id, progress)
     trainable = tune.with_resources(
         tune.with_parameters(trial_trainable, spec=spec, reference=reference, share=task_share(definition)),
