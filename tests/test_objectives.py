@@ -140,3 +140,14 @@ def test_every_shipped_study_file_is_valid():
     for path in files:
         definition = load_study_file(path)
         assert definition.name == path.stem
+
+
+def test_dependencies_point_one_way():
+    """wemem imports neither Optuna nor Ray; objectives imports neither the search layer nor them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, wemem.pipeline, wemem.loaders, wemem.cnn, objectives; "
+            "print(sorted(m for m in ('optuna', 'ray', 'search') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
