@@ -128,11 +128,12 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
         else:
             names = [name for name, _ in split.models()]
             states = map_fn(pretrain_job, [(config, str(cache_dir), i) for i in range(len(names))])
-            states = dict(zip(names, states))
-            (directory / "pretrained_accuracy.json").write_text(
-                json.dumps(test_accuracies(config, pools, split, states), indent=2))
-            atomic_torch_save(states, pretrained_file)  # written last: its presence means the step is complete
+            atomic_torch_save(dict(zip(names, states)), pretrained_file)
             log(f"pretrained victim and {config.shadows} shadows")
+        accuracy_file = directory / "pretrained_accuracy.json"
+        if not accuracy_file.exists():  # measured once here, not in every worker that loads the assets
+            states = torch.load(pretrained_file, weights_only=True)
+            accuracy_file.write_text(json.dumps(test_accuracies(config, pools, split, states), indent=2))
 
         memscore_file = memscore_path(config, cache_dir)
         if memscore_file.exists():
