@@ -138,6 +138,27 @@ def plot_attacks(trial: optuna.trial.FrozenTrial, ref: dict[str, Any], path: Pat
     plt.close(fig)
 
 
+def plot_roc(trial: optuna.trial.FrozenTrial, path: Path) -> None:
+    """ROC curves (log-log, where low-FPR leakage shows) of every attack on the best trial, from stored points."""
+    fig, ax = plt.subplots(figsize=(5.6, 5.2))
+    for name, metrics in trial.user_attrs["attacks"].items():
+        roc = metrics.get("roc")
+        if roc:
+            ax.plot(roc["fpr"], roc["tpr"], lw=1.2, label=f"{name} (AUC {metrics['auc']:.3f})")
+    ax.plot([1e-4, 1], [1e-4, 1], color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1e-3, 1)
+    ax.set_ylim(1e-3, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"ROC of the attacks on trial #{trial.number} ({trial.user_attrs.get('defense')})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_report(study: optuna.Study, definition: StudyDefinition, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,7 +172,8 @@ def write_report(study: optuna.Study, definition: StudyDefinition, out_dir: str 
     plots = {"privacy_utility.png": lambda p: plot_privacy_utility(table, ref, definition, p),
              "history.png": lambda p: plot_history(table, definition.objective_config().directions, p),
              "importance.png": lambda p: plot_importance(parameter_importance(study), p),
-             "attacks.png": lambda p: plot_attacks(best_trials(study)[0], ref, p)}
+             "attacks.png": lambda p: plot_attacks(best_trials(study)[0], ref, p),
+             "roc.png": lambda p: plot_roc(best_trials(study)[0], p)}
     for name, draw in plots.items():
         draw(out / name)
         written.append(out / name)

@@ -103,7 +103,7 @@ def test_pareto_study_exports_its_front_and_reports(ray_session, options: Option
         assert not any(t.values[0] <= p and t.values[1] >= u and tuple(t.values) != (p, u) for t in completed)
     written = {p.name for p in write_report(study, definition, tmp_path / "report")}
     assert written == {"trials.csv", "trials.parquet", "privacy_utility.png", "history.png", "importance.png",
-                       "attacks.png"}
+                       "attacks.png", "roc.png"}
     table = pd.read_parquet(tmp_path / "report" / "trials.parquet")
     assert len(table) == 3 and {"utility", "privacy", "hconf.auc", "param.rmr.lambda_mem"} <= set(table.columns)
 
