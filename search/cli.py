@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     except WememError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted; finished trials are stored. Continue with `wemem resume NAME`.", file=sys.stderr)
         return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -142,9 +143,17 @@ def summary_lines(study: optuna.Study, definition: StudyDefinition, options: Opt
                      + ("" if a.get("feasible", True) else " (violates the accuracy constraint)"))
     lines.append(f"  stored in {redact(options.storage_url)}")
     storage_flag = f" --storage {redact(options.storage_url)}" if options.storage else ""
-    lines.append(f"  resume: wemem resume {definition.name}{storage_flag} --n-trials 2")
-    lines.append(f"  export: wemem export {definition.name}{storage_flag} --out best.toml")
+    program = invoked_as()
+    lines.append(f"  resume: {program} resume {definition.name}{storage_flag} --n-trials 2")
+    lines.append(f"  export: {program} export {definition.name}{storage_flag} --out best.toml")
+    lines.append(f"  report: {program} report {definition.name}{storage_flag} --out report")
     return lines
+
+
+def invoked_as() -> str:
+    """How the user ran us (e.g. ``.venv/bin/wemem`` from ``make demo``), so printed commands work as shown."""
+    program = sys.argv[0] if sys.argv else ""
+    return program if Path(program).name == "wemem" else "wemem"
 
 
 def _fmt(value: Any) -> str:
