@@ -21,6 +21,12 @@ from .config import StudyDefinition  # noqa: E402
 from .study import best_trials, reference_of  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)  # figures are many per report; pyplot would keep them all alive otherwise
+
+
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for trial in study.get_trials(deepcopy=False):
@@ -68,9 +74,7 @@ def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any], definition: S
     ax.set_ylabel("pruned victim test accuracy")
     ax.set_title(f"{definition.name}: privacy vs utility")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_history(table: pd.DataFrame, directions: list[str], path: Path) -> None:
@@ -84,9 +88,7 @@ def plot_history(table: pd.DataFrame, directions: list[str], path: Path) -> None
     ax.set_ylabel("objective (minimized)")
     ax.set_title("optimization history")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def parameter_importance(study: optuna.Study) -> dict[str, float]:
@@ -113,9 +115,7 @@ def plot_importance(importances: dict[str, float], path: Path) -> None:
         ax.text(0.5, 0.5, "needs >= 2 completed trials sharing a parameter", ha="center", va="center")
         ax.set_axis_off()
     ax.set_title("parameter importance")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_attacks(trial: optuna.trial.FrozenTrial, ref: dict[str, Any], path: Path) -> None:
@@ -133,9 +133,7 @@ def plot_attacks(trial: optuna.trial.FrozenTrial, ref: dict[str, Any], path: Pat
         ax.set_title(metric)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"attacks on the best trial ({trial.user_attrs.get('defense')})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_roc(trial: optuna.trial.FrozenTrial, path: Path) -> None:
@@ -154,9 +152,7 @@ def plot_roc(trial: optuna.trial.FrozenTrial, path: Path) -> None:
     ax.set_ylabel("true positive rate")
     ax.set_title(f"ROC of the attacks on trial #{trial.number} ({trial.user_attrs.get('defense')})")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(study: optuna.Study, definition: StudyDefinition, out_dir: str | Path) -> list[Path]:
