@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from objectives import evaluate_trial, reference
 from wemem.assets import prepare_assets
+from wemem.defenses import DEFENSES, make_defense
 from wemem.errors import WememError
 
 from .config import StudyDefinition, parse_study
@@ -34,12 +36,51 @@ def definition_from_export(document: dict[str, Any], source: str) -> StudyDefini
     return parse_study(data, source)
 
 
+class ExportedSetting(BaseModel):
+    """One exported trial: what apply needs of it, checked before any work."""
+
+    model_config = ConfigDict(extra="allow")
+    trial_number: int
+    defense: str
+    settings: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @field_validator("defense")
+    @classmethod
+    def _known_defense(cls, value: str) -> str:
+        if value not in DEFENSES:
+            raise ValueError(f"unknown defense {value!r}; choose from {', '.join(DEFENSES.names())}")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _stored_metrics(cls, value: dict[str, Any]) -> dict[str, Any]:
+        missing = {"test_accuracy", "privacy"} - set(value)
+        if missing:
+            raise ValueError(f"lacks {sorted(missing)}")
+        return value
+
+
+def _setting(record: Any, source: str, where: str) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise WememError(f"export file {source}: [{where}] must be a table with trial_number, defense, settings and "
+                         f"metrics (found {type(record).__name__} {record!r:.40}); re-export it with `wemem export`")
+    try:
+        ExportedSetting.model_validate(record)
+    except ValidationError as error:
+        problems = "; ".join(f"{where}.{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in error.errors())
+        raise WememError(f"export file {source} is damaged ({problems}); re-export it with `wemem export`") from None
+    return record
+
+
 def select_record(document: dict[str, Any], index: int | None, source: str) -> dict[str, Any]:
     if "best" in document:
-        return document["best"]
+        return _setting(document["best"], source, "best")
     front = document.get("pareto", [])
-    if not front:
+    if not isinstance(front, list) or not front:
         raise WememError(f"export file {source} holds neither a best trial nor a Pareto set")
+    front = [_setting(record, source, f"pareto.{i}") for i, record in enumerate(front)]
     if index is None:
         if len(front) == 1:
             return front[0]
@@ -52,14 +93,25 @@ def select_record(document: dict[str, Any], index: int | None, source: str) -> d
     raise WememError(f"trial {index} is not in the Pareto set of {source}")
 
 
+def load_export(path: str | Path, trial: int | None = None) -> tuple[dict[str, Any], StudyDefinition]:
+    """The exported setting and the study definition it came from; every problem is a WememError."""
+    document = read_export(path)
+    record = select_record(document, trial, str(path))
+    definition = definition_from_export(document, str(path))
+    try:
+        make_defense(record["defense"], record["settings"])
+    except (TypeError, ValueError) as error:
+        raise WememError(f"export file {path}: the {record['defense']} settings {record['settings']} are invalid "
+                         f"({error}); re-export it with `wemem export`") from None
+    return record, definition
+
+
 def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_root: str | None = None,
                  trial: int | None = None, map_fn: Callable | None = None,
                  echo: Callable[[str], None] = print) -> dict[str, Any]:
     from wemem.parallel import serial_map
 
-    document = read_export(path)
-    record = select_record(document, trial, str(path))
-    definition = definition_from_export(document, str(path))
+    record, definition = load_export(path, trial)
     spec = definition.trial_spec(cache_dir, data_root)
     map_fn = map_fn or serial_map
     prepare_assets(spec.experiment, cache_dir, map_fn, log=echo)

@@ -13,7 +13,7 @@ from typing import Callable
 
 from wemem.errors import WememError
 
-from .storage import STALE_AFTER_S, redact
+from .storage import GRACE_PERIOD_S, MIN_GRACE_PERIOD_S, redact, scrub, storage_error, storage_url
 
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None], str]] = {}
@@ -34,11 +34,53 @@ def with_handler(handler: Handler) -> Callable[[Callable], Callable]:
     return attach
 
 
+RESOURCE_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent_trials")
+
+
 def options_from(args: argparse.Namespace):
     from .study import Options
 
+    resources = {k: getattr(args, k) for k in RESOURCE_FLAGS if getattr(args, k, None) is not None}
     return Options(storage=args.storage, cache_dir=args.cache_dir, data_root=args.data_root,
-                   ray_address=getattr(args, "ray_address", None), stale_after=args.stale_after)
+                   ray_address=getattr(args, "ray_address", None), stale_after=args.stale_after,
+                   resources=resources or None)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (got {text})")
+    return value
+
+
+def grace_period(text: str) -> int:
+    value = positive_int(text)
+    if value < MIN_GRACE_PERIOD_S:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_GRACE_PERIOD_S} s (twice the heartbeat interval), or live launchers that miss "
+            f"one heartbeat would be swept (got {value})")
+    return value
+
+
+def add_resource_flags(p: argparse.ArgumentParser) -> None:
+    """[resources] overrides for this launcher only (they are not part of the study's identity)."""
+    g = p.add_argument_group("resources of this launcher (default: the study file's [resources])")
+    g.add_argument("--cpus-per-trial", type=positive_number, default=None)
+    g.add_argument("--gpus-per-trial", type=positive_number, default=None)
+    g.add_argument("--max-concurrent-trials", type=positive_int, default=None)
 
 
 def echo(message: str) -> None:
@@ -63,6 +105,7 @@ def _launch(args: argparse.Namespace) -> int:
 @with_handler(_launch)
 def _launch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("study_file", help="path of the study file, e.g. studies/quickstart.toml")
+    add_resource_flags(p)
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -78,18 +121,21 @@ def _resume(args: argparse.Namespace) -> int:
 @with_handler(_resume)
 def _resume_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="study name")
-    p.add_argument("--n-trials", type=int, default=None, help="add this many trials (default: finish the budget)")
+    p.add_argument("--n-trials", type=positive_int, default=None,
+                   help="add this many trials (default: finish the budget)")
+    add_resource_flags(p)
 
 
 def _status(args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
-    from .storage import open_storage, study_names
+    from .lifecycle import fail_reason
+    from .storage import study_names
     from .study import open_study, summary_lines
 
     options = options_from(args)
     if args.name is None:
-        storage = open_storage(options.storage_url)
+        storage = options.open_storage(must_exist=True)
         names = study_names(storage)
         print(f"studies in {redact(options.storage_url)}: {', '.join(names) if names else 'none'}")
         for name in names:
@@ -102,7 +148,8 @@ def _status(args: argparse.Namespace) -> int:
         a = trial.user_attrs
         values = ", ".join(f"{v:.4f}" for v in trial.values) if trial.state == TrialState.COMPLETE else "-"
         print(f"  #{trial.number:<4} {trial.state.name:<9} {str(a.get('defense', '')):<6} value {values:<16} "
-              f"acc {a.get('utility', float('nan')):.4f} attack {a.get('privacy', float('nan')):.4f}")
+              f"acc {a.get('utility', float('nan')):.4f} attack {a.get('privacy', float('nan')):.4f}"
+              + (f"  ({fail_reason(trial)})" if trial.state == TrialState.FAIL else ""))
     return 0
 
 
@@ -116,6 +163,7 @@ def _export(args: argparse.Namespace) -> int:
     from .export import export_document, write_export
     from .study import open_study
 
+    check_output_file(args.out, (".toml", ".json"))
     study, definition = open_study(args.name, options_from(args))
     path = write_export(export_document(study, definition), args.out)
     print(f"wrote {path}")
@@ -130,11 +178,12 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from .apply import apply_export
+    from .apply import apply_export, load_export
     from .runner import RayMap, init_ray
     from .study import resolve_cache_dir
 
     options = options_from(args)
+    load_export(args.export_file, args.trial)  # a bad file is refused before Ray starts
     init_ray(options.ray_address)
     apply_export(args.export_file, args.out, resolve_cache_dir(options), options.data_root, args.trial,
                  RayMap(num_cpus=1), echo)
@@ -166,6 +215,43 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
 
 
+def _delete(args: argparse.Namespace) -> int:
+    from .storage import stored_definition
+
+    options = options_from(args)
+    storage = options.open_storage(must_exist=True)
+    stored_definition(args.name, storage)  # names the known studies when it does not exist
+    if not args.yes:
+        raise WememError(f"deleting study {args.name!r} removes all its trials from {redact(options.storage_url)} "
+                         f"for good; run `wemem delete {args.name} --yes` to confirm (export it first if you need it)")
+    import optuna
+
+    optuna.delete_study(study_name=args.name, storage=storage)
+    print(f"deleted study {args.name!r} from {redact(options.storage_url)}")
+    return 0
+
+
+@command("delete", "delete a stored study and all its trials (asks for --yes)")
+@with_handler(_delete)
+def _delete_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="study name")
+    p.add_argument("--yes", action="store_true", help="confirm the deletion")
+
+
+def check_output_file(path: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse an output path that cannot be written, before any work."""
+    from pathlib import Path
+
+    out = Path(path)
+    if out.suffix not in suffixes:
+        raise WememError(f"output file {out} must end in {' or '.join(suffixes)}")
+    if not out.parent.is_dir():
+        raise WememError(f"cannot write {out}: the folder {out.parent} does not exist; create it first "
+                         "(mkdir -p) or choose another --out")
+    if out.is_dir():
+        raise WememError(f"cannot write {out}: it is a folder; give a file name ending in {' or '.join(suffixes)}")
+
+
 from . import cli_science  # noqa: E402,F401
 
 
@@ -183,31 +269,67 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cache-dir", default=None, help="cache of setting-independent work (default .wemem-cache)")
         p.add_argument("--data-root", default=None, help="folder holding dataset files")
         p.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: start a local Ray)")
-        p.add_argument("--stale-after", type=float, default=STALE_AFTER_S, metavar="SECONDS",
-                       help="a RUNNING trial whose launcher has been silent this long is failed and re-queued "
-                            f"(default {STALE_AFTER_S:.0f})")
+        p.add_argument("--stale-after", type=grace_period, default=GRACE_PERIOD_S, metavar="SECONDS",
+                       help="a RUNNING trial without a heartbeat for this long (database time) is failed and its "
+                            f"setting re-queued (default {GRACE_PERIOD_S}, at least {MIN_GRACE_PERIOD_S})")
         p.set_defaults(handler=handler)
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a batch scheduler, `kill`): the same clean stop as Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", module="optuna")
     args = build_parser().parse_args(argv)
+    url = storage_url(args.storage)
+    if threading_main():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.handler(args)
     except WememError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {scrub(str(error), url)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print("interrupted; finished trials are stored. Continue with `wemem resume NAME`.", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        requeued = getattr(interrupt, "requeued", [])
+        detail = f" Running trial(s) {requeued} were failed and their settings re-queued." if requeued else ""
+        name = getattr(args, "name", None) or "NAME"
+        print(f"interrupted; finished trials are stored.{detail} Continue with `wemem resume {name}`.",
+              file=sys.stderr)
         return 130
+    except Exception as error:
+        if _is_storage_error(error):
+            print(f"error: {storage_error(url, error)}", file=sys.stderr)
+            return 2
+        # a bug: show the traceback, but never a secret of the storage URL
+        import traceback
+
+        print(scrub("".join(traceback.format_exception(error)), url), file=sys.stderr)
+        return 1
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _is_storage_error(error: BaseException) -> bool:
+    import optuna
+    import sqlalchemy
+
+    return isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.DatabaseError,
+                              optuna.exceptions.StorageInternalError))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from wemem.assets import memscore_path
-from wemem.attacks import ATTACKS
+from wemem.attacks import ATTACKS, check_attack_requirements
 from wemem.config import ExperimentConfig, PruningConfig
 from wemem.data import DATASETS
 from wemem.defenses import make_defense
@@ -181,8 +181,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = parse_settings(args.settings)
     make_defense(args.defense, settings)  # bad settings fail before any training
     attacks = args.attacks.split(",") if args.attacks else ATTACKS.names()
-    for name in attacks:
-        ATTACKS.get(name)
+    check_attack_requirements(attacks, config.shadows)  # every requirement is checked before any work starts
     try:
         pruning = PruningConfig(args.sparsity, args.steps, args.one_shot)
     except ValueError as error:

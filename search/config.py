@@ -19,7 +19,7 @@ from wemem.training import TrainConfig
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
 
 
 class StudySection(_Section):
@@ -170,6 +170,16 @@ class StudyDefinition(_Section):
                              "add them to attacks.names")
         return self
 
+    @model_validator(mode="after")
+    def _attacks_can_run(self) -> "StudyDefinition":
+        from wemem.attacks import check_attack_requirements
+
+        try:
+            check_attack_requirements(self.attacks.names, self.data.shadows)
+        except WememError as error:
+            raise ValueError(str(error)) from None
+        return self
+
     @property
     def name(self) -> str:
         return self.study.name
@@ -224,7 +234,10 @@ def load_study_file(path: str | Path) -> StudyDefinition:
     if not path.is_file():
         raise WememError(f"study file {path} does not exist; pass the path of a TOML study file such as studies/quickstart.toml")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise WememError(f"study file {path} is not text (binary data); pass a TOML study file such as "
+                         "studies/quickstart.toml") from None
     except tomllib.TOMLDecodeError as error:
         raise WememError(f"study file {path} is not valid TOML: {error}") from None
     return parse_study(data, str(path))

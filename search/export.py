@@ -79,9 +79,18 @@ def write_export(document: dict[str, Any], path: str | Path) -> Path:
 
 def read_export(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.suffix not in (".toml", ".json"):
+        raise WememError(f"{path} is not an export file: `wemem export` writes .toml or .json files "
+                         "(model.pt is the output of apply, not its input)")
     if not path.is_file():
         raise WememError(f"export file {path} does not exist")
     try:
-        return json.loads(path.read_text()) if path.suffix == ".json" else tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+        document = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise WememError(f"export file {path} is not text (binary data); pass a file written by `wemem export`") from None
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise WememError(f"export file {path} is not valid {path.suffix[1:].upper()}: {error}") from None
+    if not isinstance(document, dict):
+        raise WememError(f"export file {path} does not hold a table of keys; pass a file written by `wemem export`")
+    return document

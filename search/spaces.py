@@ -6,6 +6,7 @@ defense keeps its own distributions. A study file may narrow a range (``[low, hi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
@@ -73,24 +74,54 @@ def space_for(defense: str, overrides: dict[str, dict[str, Any]] | None = None) 
     return tuple(result)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_override(where: str, param: Param, value: Any) -> None:
+    """A study file's override of one parameter: a range [low, high], a list of choices, or one fixed value."""
+    if param.choices is not None:
+        values = value if isinstance(value, list) else [value]
+        bad = [v for v in values if v not in param.choices]
+        if bad or not values:
+            raise ValueError(f"{where}: {bad or value!r} not among the allowed {list(param.choices)}")
+        return
+    allowed = f"the allowed [{param.low}, {param.high}]"
+    if isinstance(value, list):
+        if len(value) != 2 or not all(_is_number(v) for v in value) or not value[0] < value[1]:
+            raise ValueError(f"{where}: a range must be [low, high], two finite numbers with low < high (got {value})")
+        if value[0] < param.low or value[1] > param.high:
+            raise ValueError(f"{where}: range {value} leaves {allowed}")
+        return
+    if not _is_number(value):
+        raise ValueError(f"{where}: {value!r} is not a finite number; give a number in {allowed} or a range [low, high]")
+    if not param.low <= value <= param.high:
+        raise ValueError(f"{where}: {value} is outside {allowed}")
+
+
+def _bounds(param: Param, value: Any) -> tuple[float, float]:
+    if value is None:
+        return float(param.low), float(param.high)
+    return (float(value[0]), float(value[1])) if isinstance(value, list) else (float(value), float(value))
+
+
 def validate_overrides(overrides: dict[str, dict[str, Any]]) -> None:
     for defense, values in overrides.items():
         if defense not in SPACES:
             raise ValueError(f"search.space.{defense}: no such searchable defense; choose from {', '.join(sorted(SPACES))}")
+        if not isinstance(values, dict):
+            raise ValueError(f"search.space.{defense} must be a table of settings, e.g. [search.space.{defense}]")
         names = {p.name: p for p in SPACES[defense]}
         for key, value in values.items():
             if key not in names:
                 raise ValueError(f"search.space.{defense}.{key}: unknown setting; choose from {', '.join(names)}")
-            param = names[key]
-            if isinstance(value, list) and param.choices is None:
-                if len(value) != 2 or not all(isinstance(v, (int, float)) for v in value) or not value[0] < value[1]:
-                    raise ValueError(f"search.space.{defense}.{key}: a range must be [low, high] with low < high")
-                if value[0] < param.low or value[1] > param.high:
-                    raise ValueError(f"search.space.{defense}.{key}: range {value} leaves the allowed [{param.low}, {param.high}]")
-            elif isinstance(value, list):
-                bad = [v for v in value if v not in param.choices]
-                if bad:
-                    raise ValueError(f"search.space.{defense}.{key}: {bad} not in {list(param.choices)}")
+            _check_override(f"search.space.{defense}.{key}", names[key], value)
+        if "stride_fraction" in names and "width_fraction" in names:
+            stride_low, _ = _bounds(names["stride_fraction"], values.get("stride_fraction"))
+            _, width_high = _bounds(names["width_fraction"], values.get("width_fraction"))
+            if stride_low + MIN_GAP > width_high:
+                raise ValueError(f"search.space.{defense}: stride_fraction (from {stride_low}) must stay below "
+                                 f"width_fraction (up to {width_high}) by at least {MIN_GAP}; no setting fits")
 
 
 def suggest_setting(trial: optuna.Trial, defenses: Sequence[str],

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
+import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -23,38 +24,148 @@ from .config import StudyDefinition, parse_study
 DEFAULT_STORAGE = "sqlite:///wemem.db"
 SQLITE_LOCK_TIMEOUT_S = 60  # parallel trials tell results concurrently; the default 5 s lock timeout is too short
 
+# Optuna's own heartbeat machinery (RDBStorage): each launcher records a heartbeat for each of its RUNNING
+# trials every HEARTBEAT_INTERVAL_S seconds; a trial silent for longer than the grace period is failed by the
+# next launcher that sweeps (judged on the database's clock) and its setting re-queued.
+HEARTBEAT_INTERVAL_S = 5
+GRACE_PERIOD_S = 30
+MIN_GRACE_PERIOD_S = 2 * HEARTBEAT_INTERVAL_S  # below this a live launcher that misses one beat is swept
+MAX_RETRY = 3  # an interrupted setting is re-run at most this many times
+
+_SECRET_KEYS = ("password", "passwd", "pwd", "secret", "token", "sslpassword", "key")
+
 
 def storage_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get("WEMEM_STORAGE") or DEFAULT_STORAGE
 
 
-def redact(url: str) -> str:
-    """The URL with any password masked, safe for logs, exports and reports."""
+def _parse_url(url: str) -> sqlalchemy.engine.URL | None:
+    if "://" not in url:
+        return None
     try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL sqlalchemy understands: show only the scheme
-        return url.split("://", 1)[0] + "://***"
+        return sqlalchemy.engine.make_url(url)
+    except Exception:
+        return None
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+def secrets_of(url: str) -> list[str]:
+    """Every secret a URL carries (its password and any password-like query value), longest first."""
+    found: list[str] = []
+    parsed = _parse_url(url)
+    if parsed is not None:
+        if parsed.password:
+            found.append(str(parsed.password))
+        for key, value in parsed.query.items():
+            if any(s in key.lower() for s in _SECRET_KEYS):
+                found.extend([value] if isinstance(value, str) else list(value))
+    else:  # not a URL: whatever sits between the first ':' and the last '@' may be a password
+        head = url.rsplit("@", 1)[0] if "@" in url else ""
+        if ":" in head:
+            found.append(head.split(":", 1)[1])
+    return sorted({s for s in found if s}, key=len, reverse=True)
+
+
+def redact(url: str) -> str:
+    """The URL with every secret masked, safe for logs, exports and reports."""
+    parsed = _parse_url(url)
+    if parsed is None:
+        return scrub(url, url) if "@" in url else url
+    query = {k: ("***" if any(s in k.lower() for s in _SECRET_KEYS) else v) for k, v in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an error message, say) with every secret of ``url`` replaced by ***."""
+    for secret in secrets_of(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _sqlite_path(url: sqlalchemy.engine.URL) -> Path | None:
+    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+        return None
+    database = url.database
+    if database.startswith("file:"):  # URI form: sqlite:///file:PATH?mode=ro&uri=true
+        database = database[len("file:"):].split("?", 1)[0]
+    return Path(database)
+
+
+def check_storage_url(url: str, must_exist: bool = False) -> None:
+    """Refuse a URL that cannot work before anything connects; with ``must_exist``, refuse a SQLite file that
+    does not exist (read-only commands must not create an empty storage)."""
+    parsed = _parse_url(url)
+    if parsed is None:
+        raise WememError(f"storage URL {redact(url)!r} is not a URL; write it as sqlite:///PATH.db or "
+                         "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE (--storage or WEMEM_STORAGE)")
+    path = _sqlite_path(parsed)
+    if path is None:
+        return
+    if must_exist and not path.is_file():
+        raise WememError(f"no storage at {path}: no study has been launched there. Launch one with "
+                         "`wemem launch STUDY.toml`, or pass the storage that holds it with --storage")
+    if not path.parent.is_dir():
+        raise WememError(f"cannot create the SQLite storage {path}: the folder {path.parent} does not exist; "
+                         "create it or pass another --storage")
+    if path.is_file() and path.stat().st_size and path.read_bytes()[:16] != b"SQLite format 3\x00":
+        raise WememError(f"storage file {path} is not a SQLite database; pass the right --storage")
+
+
+def open_storage(url: str, must_exist: bool = False, grace_period: int = GRACE_PERIOD_S,
+                 stale_trial_callback: Any = None) -> optuna.storages.RDBStorage:
+    """The study storage with Optuna's heartbeats switched on (grace period in seconds).
+
+    ``must_exist`` is for read-only commands: they never create a storage that is not there.
+    """
+    check_storage_url(url, must_exist)
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S}
+    sqlite = url.startswith("sqlite")
+    if sqlite:
+        # isolation_level=None: pysqlite issues no BEGIN of its own; _serializable_sqlite issues BEGIN IMMEDIATE
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S, "isolation_level": None}
     else:
         engine_kwargs["pool_pre_ping"] = True
+    heartbeat: dict[str, Any] = dict(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=int(grace_period),
+                                     heartbeat_stale_trial_callback=stale_trial_callback)
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            if sqlite and not must_exist:
+                _serializable_sqlite(storage.engine)
+            return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # two launchers creating the schema of an empty database at once: the loser retries and finds it
             if attempt == 4:
                 raise
             time.sleep(0.5 * (attempt + 1))
         except Exception as error:  # sqlalchemy/driver errors vary by backend
-            reason = str(error).replace(url, redact(url)).splitlines()[0]
-            raise WememError(f"cannot open storage {redact(url)}: {reason}. Check the URL (--storage or WEMEM_STORAGE), "
-                             "that the server is running and reachable, and the credentials") from None
+            raise storage_error(url, error) from None
     raise AssertionError("unreachable")
+
+
+def _serializable_sqlite(engine: sqlalchemy.engine.Engine) -> None:
+    """Every transaction takes SQLite's write lock when it begins (SQLAlchemy's documented pysqlite recipe).
+
+    pysqlite begins a transaction only at the first write, so two launchers can both read a trial as RUNNING
+    and both fail it and re-queue its setting; Optuna's "one atomic RUNNING -> FAIL" relies on SELECT ... FOR
+    UPDATE, which SQLite ignores. With BEGIN IMMEDIATE the read and the write are one serialized transaction.
+    Read-only commands open the storage without this, so they also work on a read-only file.
+    """
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def storage_error(url: str, error: BaseException) -> WememError:
+    """A clear, secret-free error for a storage that cannot be opened or written."""
+    reason = scrub(str(error), url).replace(url, redact(url)).strip().splitlines()
+    reason_text = reason[0] if reason else type(error).__name__
+    if "readonly" in reason_text.replace("-", "").replace(" ", "").lower():
+        return WememError(f"storage {redact(url)} is read-only ({reason_text}); make the file and its folder "
+                          "writable, or copy it and pass the copy with --storage")
+    return WememError(f"cannot open storage {redact(url)}: {reason_text}. Check the URL (--storage or "
+                      "WEMEM_STORAGE), that the server is running and reachable, and the credentials")
 
 
 def make_sampler(definition: StudyDefinition, creator: bool) -> optuna.samplers.BaseSampler:
@@ -86,10 +197,12 @@ def create_or_load_study(definition: StudyDefinition, storage: optuna.storages.R
     exists = definition.name in study_names(storage)
     if exists:
         _wait_for_definition(definition.name, storage)
-        stored = stored_definition(definition.name, storage)
-        if stored.model_dump() != definition.model_dump():
-            raise WememError(f"study {definition.name!r} already exists in the storage with a different definition; "
-                             f"use `wemem resume {definition.name}` to continue it, or rename [study] name")
+        differences = definition_differences(stored_definition(definition.name, storage), definition)
+        if differences:
+            raise WememError(f"study {definition.name!r} already exists in the storage with a different definition "
+                             f"({'; '.join(differences)}); use `wemem resume {definition.name}` to continue it, "
+                             "rename [study] name, or delete the stored study with "
+                             f"`wemem delete {definition.name} --yes`")
         study = optuna.load_study(study_name=definition.name, storage=storage,
                                   sampler=make_sampler(definition, False), pruner=make_pruner(definition))
         if [d.name.lower() for d in study.directions] != directions:
@@ -105,6 +218,31 @@ def create_or_load_study(definition: StudyDefinition, storage: optuna.storages.R
     for key, value in extra_attrs.items():
         study.set_user_attr(key, value)
     return study, True
+
+
+# Where and how a study runs, not what it computes: a launcher may join with other resources (a GPU machine
+# joining a study made on a CPU machine) or another path to the same data.
+NOT_IDENTITY = {("resources",), ("data", "data_root")}
+
+
+def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    if isinstance(value, dict):
+        flat: dict[tuple[str, ...], Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, prefix + (str(key),)))
+        return flat
+    return {prefix: value}
+
+
+def definition_differences(stored: StudyDefinition, given: StudyDefinition) -> list[str]:
+    """``section.key: stored X, file Y`` for every identity key that differs."""
+    a, b = _flatten(stored.model_dump(mode="json")), _flatten(given.model_dump(mode="json"))
+    differences = []
+    for key in sorted(set(a) | set(b)):
+        if any(key[:len(skip)] == skip for skip in NOT_IDENTITY) or a.get(key) == b.get(key):
+            continue
+        differences.append(f"{'.'.join(key)}: stored {a.get(key)!r}, file {b.get(key)!r}")
+    return differences
 
 
 def _wait_for_definition(name: str, storage: optuna.storages.BaseStorage, timeout: float = 15.0) -> None:
@@ -133,80 +271,6 @@ def load_study(name: str, storage: optuna.storages.RDBStorage) -> tuple[optuna.S
     study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(definition, False),
                               pruner=make_pruner(definition))
     return study, definition
-
-
-HEARTBEAT_INTERVAL_S = 5.0
-STALE_AFTER_S = 30.0  # a launcher silent this long is dead: its RUNNING trials are swept
-_HEARTBEAT_PREFIX = "wemem:heartbeat:"
-
-
-class Heartbeat:
-    """A launcher's liveness signal in the storage, refreshed by a daemon thread while trials run.
-
-    Ray's ask/tell loop gets no Optuna heartbeat, so we keep our own: RUNNING trials carry their launcher's id
-    (user attribute ``launcher``) and a sweep fails only the trials whose launcher has gone silent, so several
-    live launchers can share one study.
-    """
-
-    def __init__(self, storage: optuna.storages.BaseStorage, study_name: str, launcher_id: str,
-                 interval: float = HEARTBEAT_INTERVAL_S):
-        self.storage, self.launcher_id, self.interval = storage, launcher_id, interval
-        self.study_id = storage.get_study_id_from_name(study_name)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"wemem-heartbeat-{launcher_id}", daemon=True)
-
-    def beat(self) -> None:
-        self.storage.set_study_system_attr(self.study_id, _HEARTBEAT_PREFIX + self.launcher_id, time.time())
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.beat()
-            except Exception:  # a transient storage error must not kill the launcher; the next beat retries
-                pass
-
-    def __enter__(self) -> "Heartbeat":
-        self.beat()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.interval + 1)
-        self.storage.set_study_system_attr(self.study_id, _HEARTBEAT_PREFIX + self.launcher_id, 0.0)
-
-
-def stale_running_trials(study: optuna.Study, storage: optuna.storages.BaseStorage,
-                         stale_after: float = STALE_AFTER_S) -> list[optuna.trial.FrozenTrial]:
-    """RUNNING trials whose launcher has not beaten for ``stale_after`` seconds (or never registered)."""
-    beats = {k.removeprefix(_HEARTBEAT_PREFIX): v for k, v in
-             storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name)).items()
-             if k.startswith(_HEARTBEAT_PREFIX)}
-    now = time.time()
-    stale = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        launcher = trial.user_attrs.get("launcher")
-        if launcher is not None:
-            last = beats.get(launcher, 0.0)
-        else:  # asked but not yet tagged: judge by its start time
-            last = trial.datetime_start.timestamp() if trial.datetime_start else 0.0  # naive local time
-        if now - last >= stale_after:
-            stale.append(trial)
-    return stale
-
-
-def sweep_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage,
-                       stale_after: float = STALE_AFTER_S) -> list[int]:
-    """Fail the RUNNING trials a dead launcher left behind and re-queue their settings.
-
-    The re-queued copy (WAITING) is picked up first by the next ``study.ask()``; it records where it came from.
-    """
-    swept = []
-    for trial in stale_running_trials(study, storage, stale_after):
-        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-        study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number}, skip_if_exists=False)
-        swept.append(trial.number)
-    return swept
 
 
 ACTIVE_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)

@@ -10,15 +10,18 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from objectives import Reference, reference
+from objectives import reference
 from wemem.assets import prepare_assets
 from wemem.errors import WememError
+from wemem.faults import failpoint
 
 from .config import StudyDefinition
-from .runner import RayMap, init_ray, run_trials, task_share
+from .lifecycle import retry_callback
+from .runner import RayMap, init_ray, task_share
 from .spaces import REFERENCE_SETTINGS, reference_params
-from .storage import (STALE_AFTER_S, active_count, create_or_load_study, load_study, open_storage, redact,
-                      storage_url, sweep_stale_trials)
+from .storage import (GRACE_PERIOD_S, MAX_RETRY, active_count, check_storage_url, create_or_load_study, load_study,
+                      open_storage, redact, storage_url)
+from .trials import run_trials
 
 Echo = Callable[[str], None]
 
@@ -31,11 +34,16 @@ class Options:
     cache_dir: str | None = None
     data_root: str | None = None
     ray_address: str | None = None
-    stale_after: float = STALE_AFTER_S
+    stale_after: int = GRACE_PERIOD_S
+    resources: dict[str, Any] | None = None  # overrides of [resources] for this launcher only
 
     @property
     def storage_url(self) -> str:
         return storage_url(self.storage)
+
+    def open_storage(self, must_exist: bool = False) -> optuna.storages.RDBStorage:
+        return open_storage(self.storage_url, must_exist=must_exist, grace_period=self.stale_after,
+                            stale_trial_callback=retry_callback(MAX_RETRY))
 
 
 def resolve_cache_dir(options: Options, study: optuna.Study | None = None) -> str:
@@ -46,8 +54,20 @@ def resolve_cache_dir(options: Options, study: optuna.Study | None = None) -> st
     return str(Path(".wemem-cache").resolve())
 
 
+def validate_data(definition: StudyDefinition, data_root: str | None) -> None:
+    """Load the dataset once (it is needed anyway) so that bad data stops the command before anything is
+    created in the storage. The loaders raise WememError naming the file and the fix."""
+    from wemem.data import cached_pools
+    from wemem.training import default_device
+
+    experiment = definition.experiment(data_root)
+    cached_pools(experiment.dataset, experiment.data_root, experiment.seed, str(default_device()))
+
+
 def launch(definition: StudyDefinition, options: Options, echo: Echo = print) -> optuna.Study:
-    storage = open_storage(options.storage_url)
+    check_storage_url(options.storage_url)
+    validate_data(definition, options.data_root)  # everything is checked before anything is stored
+    storage = options.open_storage()
     cache_dir = resolve_cache_dir(options)
     study, created = create_or_load_study(definition, storage, {"cache_dir": cache_dir,
                                                                 "data_root": options.data_root})
@@ -60,36 +80,48 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
                     study.enqueue_trial(reference_params(defense, multiple), user_attrs={"warm_start": "reference"})
     else:
         echo(f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} trials")
-        _sweep(study, storage, options, echo)
-    run_study(study, storage, definition, options, definition.study.n_trials, echo)
+    run_study(study, storage, with_resources(definition, options), options, definition.study.n_trials, echo)
     return study
 
 
-def _sweep(study: optuna.Study, storage: optuna.storages.BaseStorage, options: Options, echo: Echo) -> None:
-    swept = sweep_stale_trials(study, storage, options.stale_after)
-    if swept:
-        echo(f"failed {len(swept)} stale RUNNING trial(s) of a dead launcher and re-queued their settings: {swept}")
+def with_resources(definition: StudyDefinition, options: Options) -> StudyDefinition:
+    """This launcher's resources: the study's, with the command line's overrides (not part of its identity)."""
+    if not options.resources:
+        return definition
+    resources = definition.resources.model_copy(update=options.resources)
+    return definition.model_copy(update={"resources": type(resources).model_validate(resources.model_dump())})
 
 
 def resume(name: str, options: Options, n_trials: int | None = None,
            echo: Echo = print) -> tuple[optuna.Study, StudyDefinition]:
-    storage = open_storage(options.storage_url)
+    if n_trials is not None and n_trials < 1:
+        raise WememError(f"--n-trials must be a positive number of trials to add (got {n_trials}); omit it to "
+                         "finish the study's budget")
+    storage = options.open_storage(must_exist=True)
     study, definition = load_study(name, storage)
-    _sweep(study, storage, options, echo)
+    validate_data(definition, _data_root(options, study))
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    if running:
+        echo(f"trial(s) {running} are RUNNING: those of a dead launcher on this machine are failed and re-run now, "
+             f"those of a launcher elsewhere once it has been silent for {options.stale_after} s")
     target = active_count(study) + n_trials if n_trials is not None else definition.study.n_trials
-    if target <= active_count(study):
+    if target <= active_count(study) and not running:
         echo(f"study {name!r} already has its {definition.study.n_trials} trials; pass --n-trials N to add more")
-    run_study(study, storage, definition, options, target, echo)
+    run_study(study, storage, with_resources(definition, options), options, target, echo)
     return study, definition
 
 
-def run_study(study: optuna.Study, storage: optuna.storages.BaseStorage, definition: StudyDefinition,
+def _data_root(options: Options, study: optuna.Study) -> str | None:
+    return options.data_root if options.data_root is not None else study.user_attrs.get("data_root")
+
+
+def run_study(study: optuna.Study, storage: optuna.storages.RDBStorage, definition: StudyDefinition,
               options: Options, target_total: int, echo: Echo) -> None:
     """Prepare the shared work once (cached), measure the reference once, then run trials up to the target."""
     cache_dir = resolve_cache_dir(options, study)
-    data_root = options.data_root if options.data_root is not None else study.user_attrs.get("data_root")
-    spec = definition.trial_spec(cache_dir, data_root)
+    spec = definition.trial_spec(cache_dir, _data_root(options, study))
     init_ray(options.ray_address)
+    failpoint("shared_work")
     prepare_assets(spec.experiment, cache_dir, RayMap(num_cpus=1), log=echo)
     base = reference(spec, task_share(definition))
     study.set_user_attr("reference", {"utility": base.utility, "privacy": base.privacy,
@@ -98,8 +130,8 @@ def run_study(study: optuna.Study, storage: optuna.storages.BaseStorage, definit
                                                   for k, a in base.result["attacks"].items()}})
     echo(f"undefended iteratively pruned reference: accuracy {base.utility:.4f}, strongest attack "
          f"{base.strongest_attack} {spec.objective.privacy_metric} {base.privacy:.4f}")
-    if target_total > active_count(study):
-        echo(f"running {target_total - active_count(study)} trial(s) of study {definition.name!r}")
+    if target_total > active_count(study) or study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        echo(f"running {max(target_total - active_count(study), 0)} trial(s) of study {definition.name!r}")
         run_trials(study, storage, definition, spec, base, target_total, Path(cache_dir) / "ray-results", echo)
 
 
@@ -161,4 +193,5 @@ def _fmt(value: Any) -> str:
 
 
 def open_study(name: str, options: Options) -> tuple[optuna.Study, StudyDefinition]:
-    return load_study(name, open_storage(options.storage_url))
+    """A stored study for reading (status, export, report): never creates a storage or a study."""
+    return load_study(name, options.open_storage(must_exist=True))

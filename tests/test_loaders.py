@@ -192,14 +192,14 @@ def test_texas100_feats_and_labels_files(tmp_path: Path) -> None:
 
 
 def test_generic_npz_maps_sorted_distinct_labels_to_classes(tmp_path: Path) -> None:
-    x = np.arange(10 * 2 * 3, dtype=np.float64).reshape(10, 2, 3)
-    y = np.array([9, 3, 5, 3, 9, 5, 5, 3, 9, 9])
+    x = np.arange(100 * 2 * 3, dtype=np.float64).reshape(100, 2, 3)
+    y = np.tile([9, 3, 5, 3, 9, 5, 5, 3, 9, 9], 10)  # the fewest samples an npz may hold
     np.savez(tmp_path / "data.npz", x=x, y=y)
 
     pools = load_dataset(f"npz:{tmp_path / 'data.npz'}", None, SEED)
 
-    order = seeded_permutation(10, SEED)
-    assert (pools.n_train, pools.num_classes, pools.input_shape) == (8, 3, (2, 3))
+    order = seeded_permutation(100, SEED)
+    assert (pools.n_train, pools.num_classes, pools.input_shape) == (80, 3, (2, 3))
     assert pools.y.tolist() == np.searchsorted([3, 5, 9], y[order]).tolist()
     assert torch.equal(pools.x, torch.as_tensor(x[order], dtype=torch.float32))
 

@@ -18,7 +18,9 @@ from search.cli import main
 from search.report import write_report
 from search.config import parse_study
 from search.export import export_document, read_export, write_export
+from search.lifecycle import retried_from
 from search.storage import create_or_load_study, open_storage
+from helpers import age_heartbeat
 from search.study import Options, best_trials, launch, open_study, resume
 
 pytestmark = pytest.mark.e2e
@@ -108,22 +110,23 @@ def test_pareto_study_exports_its_front_and_reports(ray_session, options: Option
     assert len(table) == 3 and {"utility", "privacy", "hconf.auc", "param.rmr.lambda_mem"} <= set(table.columns)
 
 
-def test_resume_fails_and_requeues_stale_running_trials(ray_session, options: Options):
+def test_resume_fails_and_requeues_a_dead_launchers_trial(ray_session, options: Options):
     definition = parse_study(dict(TINY_STUDY, study={"name": "stale", "n_trials": 1, "seed": 7},
                                   search={"defenses": ["rmr"], "enqueue_reference": False}))
     launch(definition, options, lambda m: None)
-    # a launcher that died mid-trial leaves a RUNNING trial behind
-    storage = open_storage(options.storage_url)
+    # a launcher on another machine died mid-trial: a RUNNING trial whose heartbeat is an hour old
+    storage = options.open_storage()
     study = optuna.load_study(study_name="stale", storage=storage)
     dead = study.ask({"rmr.risky_fraction": optuna.distributions.FloatDistribution(0.01, 0.5),
                       "rmr.lambda_mem": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True)})
+    age_heartbeat(storage, study, dead.number, seconds=3600)
     params = dict(dead.params)
-    study, _ = resume("stale", dataclasses.replace(options, stale_after=0.0), n_trials=1, echo=lambda m: None)
-    states = {t.number: t.state for t in study.get_trials()}
-    assert states[dead.number] == TrialState.FAIL
-    requeued = [t for t in study.get_trials() if t.user_attrs.get("requeued_from") == dead.number]
-    assert len(requeued) == 1 and requeued[0].state == TrialState.COMPLETE
-    assert requeued[0].params == params
+    study, _ = resume("stale", options, n_trials=1, echo=lambda m: None)
+    trials = study.get_trials()
+    assert trials[dead.number].state == TrialState.FAIL
+    retried = [t for t in trials if retried_from(t) == dead.number]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE and retried[0].params == params
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
 def test_cli_errors_are_clear_and_exit_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture):
@@ -136,7 +139,7 @@ def test_cli_errors_are_clear_and_exit_nonzero(tmp_path: Path, capsys: pytest.Ca
     assert main(["launch", str(tmp_path / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["resume", "ghost", "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
-    assert "no study named 'ghost'" in capsys.readouterr().err
+    assert "no storage at" in capsys.readouterr().err and not (tmp_path / "x.db").exists()
     assert main(["status", "--storage", "postgresql+psycopg://user:s3cret@127.0.0.1:1/none"]) == 2
     err = capsys.readouterr().err
     assert "cannot open storage" in err and "s3cret" not in err

@@ -230,15 +230,42 @@ def read_csv_matrix(path: Path) -> np.ndarray:
         raise WememError(f"{path} is not a comma-separated table of numbers: {error}") from None
 
 
+ZIP_MAGIC = b"PK\x03\x04"
+MIN_NPZ_SAMPLES = 100  # below this the member/non-member sets of every model are too small to mean anything
+
+
 def read_npz_arrays(path: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    advice = "save the arrays with numpy.savez(PATH, x=FEATURES, y=LABELS)"
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    require(head == ZIP_MAGIC, f"{path} is not an .npz archive (a zip of .npy arrays; this file starts with "
+                               f"{head!r}); {advice}")
     try:
-        arrays = np.load(path)
-    except (ValueError, OSError, zipfile.BadZipFile) as error:
-        raise WememError(f"{path} is not a readable .npz file of arrays x and y: {error}") from None
-    with arrays:
-        require("x" in arrays and "y" in arrays,
-                f"{path} must hold arrays 'x' and 'y' for dataset {dataset!r}; found {sorted(arrays.files)}")
-        return arrays["x"], arrays["y"]
+        with np.load(path, allow_pickle=False) as arrays:
+            require("x" in arrays and "y" in arrays,
+                    f"{path} must hold arrays 'x' and 'y' for dataset {dataset!r}; found {sorted(arrays.files)}")
+            return arrays["x"], arrays["y"]
+    except ValueError as error:  # object arrays need pickle, which we never load from data files
+        raise WememError(f"{path} holds arrays of Python objects ({error}); {advice} with numeric x and numeric "
+                         "or text labels y") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise WememError(f"{path} is not a readable .npz file of arrays x and y ({error}); {advice}") from None
+
+
+def check_arrays(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    """Refuse data that would train to meaningless numbers or crash after minutes: every problem, named."""
+    require(x.dtype.kind in "biuf", f"{path}: x must be numbers (found dtype {x.dtype}); convert features to floats")
+    require(y.dtype.kind in "biuU", f"{path}: y must be integer or text labels (found dtype {y.dtype})")
+    require(x.ndim >= 2, f"{path}: x must be [samples, features...] (found shape {list(x.shape)})")
+    require(y.ndim == 1 and len(x) == len(y), f"{path}: y must be one label per sample of x "
+                                              f"(x has {len(x)} samples, y has shape {list(y.shape)})")
+    require(len(y) >= MIN_NPZ_SAMPLES, f"{path}: {len(y)} samples are too few; membership inference needs at "
+                                       f"least {MIN_NPZ_SAMPLES} (members and non-members of every model)")
+    if x.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        require(bad == 0, f"{path}: x holds {bad} NaN or infinite values; impute or drop those samples first")
+    classes, counts = np.unique(y, return_counts=True)
+    require(len(classes) >= 2, f"{path}: y holds a single class ({classes[0]!r}); a classifier needs at least two")
 
 
 @DATASETS.register("location")
@@ -273,8 +300,7 @@ def load_npz(path: Path, seed: int) -> Pools:
     """Any arrays x [N, ...] and y [N]; the distinct labels, sorted, become classes 0..K-1."""
     require_files(f"npz:{path}", [path])
     x, y = read_npz_arrays(path, f"npz:{path}")
-    require(len(x) == len(y) and y.ndim == 1, f"{path}: y must be one label per sample of x "
-                                               f"(x has {len(x)} samples, y has shape {list(y.shape)})")
+    check_arrays(path, x, y)
     classes, labels = np.unique(y, return_inverse=True)
     pools = split_train_test(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(labels), seed, f"npz:{path}")
     return dataclasses.replace(pools, num_classes=len(classes))

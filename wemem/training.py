@@ -7,6 +7,7 @@ The engine knows nothing of the tuning layer. Defenses shape training through th
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -31,6 +32,8 @@ class TrainConfig:
     patience: int = 5
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and math.isfinite(self.weight_decay)):
+            raise ValueError(f"invalid training config {self}: lr and weight_decay must be finite numbers")
         if self.lr <= 0 or self.weight_decay < 0 or self.batch_size < 1:
             raise ValueError(f"invalid training config {self}: need lr > 0, weight_decay >= 0, batch_size >= 1")
         if self.pretrain_epochs < 1 or self.finetune_epochs < 1 or self.patience < 0:

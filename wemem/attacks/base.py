@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..data import ModelSplit, StudySplit
+from ..errors import WememError
 from ..metrics import attack_metrics, roc_points
 from ..registry import Registry
 
@@ -101,6 +102,8 @@ class Attack:
     name: ClassVar[str]
     # True when the attack reads output sensitivities; the pipeline then computes them while pruning
     needs_sensitivity: ClassVar[bool] = False
+    # the fewest shadow models the attack can be fitted with; checked before any work starts
+    min_shadows: ClassVar[int] = 1
 
     def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float]:
         """Scores of the victim's targets (higher = member) and the decision threshold fitted on shadows."""
@@ -126,3 +129,11 @@ def needs_sensitivity(names: list[str]) -> bool:
     """Whether any of the named attacks reads output sensitivities (unknown names raise a WememError)."""
     return any(ATTACKS.get(name).needs_sensitivity for name in names)
 
+
+def check_attack_requirements(names: list[str], shadows: int) -> None:
+    """Refuse, before anything trains, attacks the experiment cannot run (unknown names raise too)."""
+    for name in names:
+        needed = ATTACKS.get(name).min_shadows
+        if shadows < needed:
+            raise WememError(f"attack {name!r} needs at least {needed} shadow models (got {shadows}); raise the "
+                             f"number of shadows (--shadows, or data.shadows in a study file) or drop {name!r}")

@@ -46,6 +46,7 @@ def lira_scores(victim_phi: np.ndarray, shadow_phi: np.ndarray) -> np.ndarray:
 @ATTACKS.register("lira")
 class Lira(Attack):
     name: ClassVar[str] = "lira"
+    min_shadows: ClassVar[int] = 2  # sigma_out needs two shadows
 
     def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float]:
         targets = inputs.victim_targets.indices

@@ -24,7 +24,7 @@ from ..training import Step, TrainConfig, make_adam, minibatches
 
 
 class NoSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ def tau_from_risky_fraction(memscores: torch.Tensor, risky_fraction: float) -> f
 
 
 class WindowSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
     order: Order = "h2l"
     width: int | None = Field(None, ge=1, description="window width W in samples per class")
     stride: int | None = Field(None, ge=1, description="stride D in samples per class")
@@ -94,7 +94,7 @@ class WindowSettings(BaseModel):
 
 
 class RiskSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
     lambda_mem: float = Field(0.1, gt=0, description="weight decay on steps over risky samples")
     tau: float | None = Field(None, ge=0, le=1, description="absolute mem-score threshold")
     risky_fraction: float | None = Field(None, gt=0, lt=1, description="tau as the quantile of the study's mem-scores")

@@ -48,7 +48,7 @@ def deployed_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class AdvRegSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
     theta: float = Field(3.0, gt=0, description="weight of the inference network's loss in the classifier's step")
     k: int = Field(1, ge=1, description="inference-network steps per classifier step")
 

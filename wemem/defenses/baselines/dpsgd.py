@@ -24,7 +24,7 @@ from ..base import DEFENSES, Defense
 
 
 class DPSGDSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
     sigma: float = Field(1.0, gt=0, description="noise multiplier: noise std = sigma * clip")
     clip: float = Field(1.0, gt=0, description="per-example gradient norm bound C")
 

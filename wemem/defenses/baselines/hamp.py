@@ -58,7 +58,7 @@ def rank_matched(donor_log_probs: torch.Tensor, reference_logits: torch.Tensor) 
 
 
 class HAMPSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
     gamma: float = Field(0.9, gt=0, lt=1, description="soft-label entropy as a fraction of the maximal entropy log C")
     alpha: float = Field(0.01, ge=0, description="weight of the prediction-entropy regularizer")
 

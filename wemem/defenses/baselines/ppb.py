@@ -27,7 +27,7 @@ def paired_sorted_kl(logits: torch.Tensor) -> torch.Tensor:
 
 
 class PPBSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
     lambda_kl: float = Field(4.0, gt=0, description="weight of the paired KL term (SPEC: 1..16)")
 
 

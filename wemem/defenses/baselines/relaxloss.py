@@ -45,7 +45,7 @@ def relaxloss_objective(logits: torch.Tensor, labels: torch.Tensor, alpha: float
 
 
 class RelaxLossSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
     alpha: float = Field(1.0, gt=0, description="target mean cross-entropy of the members")
 
 
