@@ -159,7 +159,11 @@ def _serializable_sqlite(engine: sqlalchemy.engine.Engine) -> None:
 
 def storage_error(url: str, error: BaseException) -> WememError:
     """A clear, secret-free error for a storage that cannot be opened or written."""
-    reason = scrub(str(error), url).replace(url, redact(url)).strip().splitlines()
+    chain: list[BaseException] = [error]
+    while len(chain) < 10 and (chain[-1].__cause__ or chain[-1].__context__) is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)  # Optuna wraps the driver's own error
+    root = next((e for e in reversed(chain) if isinstance(e, sqlalchemy.exc.DBAPIError)), chain[-1])
+    reason = scrub(str(getattr(root, "orig", None) or root), url).replace(url, redact(url)).strip().splitlines()
     reason_text = reason[0] if reason else type(error).__name__
     if "readonly" in reason_text.replace("-", "").replace(" ", "").lower():
         return WememError(f"storage {redact(url)} is read-only ({reason_text}); make the file and its folder "

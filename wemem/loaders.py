@@ -255,7 +255,7 @@ def read_npz_arrays(path: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
 def check_arrays(path: Path, x: np.ndarray, y: np.ndarray) -> None:
     """Refuse data that would train to meaningless numbers or crash after minutes: every problem, named."""
     require(x.dtype.kind in "biuf", f"{path}: x must be numbers (found dtype {x.dtype}); convert features to floats")
-    require(y.dtype.kind in "biuU", f"{path}: y must be integer or text labels (found dtype {y.dtype})")
+    require(y.dtype.kind in "biufU", f"{path}: y must be numeric or text labels (found dtype {y.dtype})")
     require(x.ndim >= 2, f"{path}: x must be [samples, features...] (found shape {list(x.shape)})")
     require(y.ndim == 1 and len(x) == len(y), f"{path}: y must be one label per sample of x "
                                               f"(x has {len(x)} samples, y has shape {list(y.shape)})")
@@ -264,7 +264,9 @@ def check_arrays(path: Path, x: np.ndarray, y: np.ndarray) -> None:
     if x.dtype.kind == "f":
         bad = int(np.count_nonzero(~np.isfinite(x)))
         require(bad == 0, f"{path}: x holds {bad} NaN or infinite values; impute or drop those samples first")
-    classes, counts = np.unique(y, return_counts=True)
+    if y.dtype.kind == "f":
+        require(bool(np.isfinite(y).all()), f"{path}: y holds NaN or infinite labels; drop those samples first")
+    classes = np.unique(y)
     require(len(classes) >= 2, f"{path}: y holds a single class ({classes[0]!r}); a classifier needs at least two")
 
 
