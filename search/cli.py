@@ -95,6 +95,7 @@ def _launch(args: argparse.Namespace) -> int:
     from .study import launch, summary_lines
 
     definition = load_study_file(args.study_file)
+    args.name = definition.name  # for the resume hint if interrupted
     options = options_from(args)
     study = launch(definition, options, echo)
     print("\n".join(summary_lines(study, definition, options)))

@@ -17,6 +17,7 @@ import torch
 from ray import tune
 
 from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial
+from wemem.faults import ENV as FAILPOINTS_ENV, failpoint
 
 from .config import StudyDefinition
 from .storage import to_json
@@ -36,7 +37,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                                   configure_logging=True)
     if address:
-        ray.init(address=address, **kwargs)
+        # a joined cluster's workers do not inherit this process's environment: hand the failpoints on
+        env = {key: os.environ[key] for key in (FAILPOINTS_ENV,) if key in os.environ}
+        ray.init(address=address, runtime_env={"env_vars": env} if env else None, **kwargs)
     else:
         # Keep idle task workers alive between trials: each fresh worker re-imports torch and reloads the cached
         # assets (seconds), while a trial's own work on small data takes about a second.
@@ -46,6 +49,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 
 def _run_with_threads(fn: Callable[..., Any], threads: int, *args: Any) -> Any:
+    failpoint("ray_task")
     torch.set_num_threads(threads)
     return fn(*args)
 

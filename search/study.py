@@ -13,7 +13,6 @@ from optuna.trial import TrialState
 from objectives import reference
 from wemem.assets import prepare_assets
 from wemem.errors import WememError
-from wemem.faults import failpoint
 
 from .config import StudyDefinition
 from .lifecycle import retry_callback
@@ -121,7 +120,6 @@ def run_study(study: optuna.Study, storage: optuna.storages.RDBStorage, definiti
     cache_dir = resolve_cache_dir(options, study)
     spec = definition.trial_spec(cache_dir, _data_root(options, study))
     init_ray(options.ray_address)
-    failpoint("shared_work")
     prepare_assets(spec.experiment, cache_dir, RayMap(num_cpus=1), log=echo)
     base = reference(spec, task_share(definition))
     study.set_user_attr("reference", {"utility": base.utility, "privacy": base.privacy,

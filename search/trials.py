@@ -218,6 +218,7 @@ class OptunaPruningScheduler(FIFOScheduler):
         optuna_trial = self.searcher.pending.get(trial.trial_id)
         if optuna_trial is None or "intermediate" not in result:
             return self.CONTINUE
+        failpoint("round_result")
         try:
             optuna_trial.report(float(result["intermediate"]), step=int(result["round"]))
         except optuna.exceptions.UpdateFinishedTrialError:

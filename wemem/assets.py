@@ -19,6 +19,7 @@ from filelock import FileLock
 
 from .config import ExperimentConfig
 from .data import ModelSplit, Pools, StudySplit, cached_pools, load_dataset, make_study_split
+from .faults import failpoint
 from .memscore import compute_memscores, read_memscores_csv, write_memscores_csv
 from .models import build_model
 from .parallel import MapFn, job_seed, serial_map
@@ -120,6 +121,7 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
             pools = load_dataset(config.dataset, config.data_root, config.seed)
             _save_split(make_study_split(pools, config.seed, config.shadows), split_file)
             log(f"computed split: |T|={pools.n_train} |E|={len(pools.y) - pools.n_train}")
+            failpoint("after_split")
         pools, split = load_data(config, cache_dir)
 
         pretrained_file = directory / "pretrained.pt"
