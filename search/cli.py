@@ -167,6 +167,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 
 from . import cli_science  # noqa: E402,F401
+from . import cli_confirm  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------------------------- parser
