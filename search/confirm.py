@@ -162,12 +162,30 @@ def constraint_verdict(utility_difference: dict[str, float], delta: float) -> st
     return "uncertain"
 
 
-def confirm_with(candidates_: list[Candidate], seeds: list[int], evaluate: Evaluate,
-                 delta: float | None) -> dict[str, Any]:
-    """Evaluate every candidate on every seed (one batch, so an evaluator can run them all in parallel)."""
-    jobs = [(c, s) for s in seeds for c in candidates_]
-    outcomes = evaluate(jobs)
-    return summarize(candidates_, seeds, {(c.label, s): r for (c, s), r in zip(jobs, outcomes)}, delta)
+def setting_key(defense: str, settings: dict[str, Any], seed: int) -> str:
+    return f"{defense}|{sorted(settings.items())!r}|{seed}"
+
+
+def known_results(summary: dict[str, Any] | None) -> dict[str, SeedResult]:
+    """Per-seed results of an earlier confirmation, by (setting, seed): a new one reruns only what is missing."""
+    known = {}
+    for entry in (summary or {}).get("candidates", []):
+        for row in entry["per_seed"]:
+            known[setting_key(entry["defense"], entry["settings"], row["seed"])] = SeedResult(
+                row["utility"], row["privacy"], row["strongest_attack"])
+    return known
+
+
+def confirm_with(candidates_: list[Candidate], seeds: list[int], evaluate: Evaluate, delta: float | None,
+                 known: dict[str, SeedResult] | None = None) -> dict[str, Any]:
+    """Evaluate every candidate on every seed not already ``known`` (one batch, so an evaluator can run them
+    all in parallel)."""
+    known = dict(known or {})
+    key = lambda c, s: setting_key(c.defense, c.settings, s)  # noqa: E731
+    jobs = [(c, s) for s in seeds for c in candidates_ if key(c, s) not in known]
+    for (c, s), result in zip(jobs, evaluate(jobs) if jobs else []):
+        known[key(c, s)] = result
+    return summarize(candidates_, seeds, {(c.label, s): known[key(c, s)] for s in seeds for c in candidates_}, delta)
 
 
 # ---------------------------------------------------------------------------------------- running on Ray
@@ -242,7 +260,8 @@ def confirm(study: optuna.Study, definition: StudyDefinition, options: Options, 
          f"({len(chosen) * len(seeds)} evaluations, each seed with its own split, pretraining and mem-scores)")
     init_ray(options.ray_address)
     delta = definition.objective.delta if definition.objective.mode == "constrained" else None
-    summary = confirm_with(chosen, seeds, ray_evaluator(spec, definition, echo), delta)
+    known = known_results(stored_confirmation(study))
+    summary = confirm_with(chosen, seeds, ray_evaluator(spec, definition, echo), delta, known)
     summary["metric"] = definition.objective.privacy_metric
     study.set_user_attr(CONFIRMATION_ATTR, summary)
     return summary

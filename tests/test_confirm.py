@@ -14,7 +14,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
 
 from search.confirm import (REFERENCE, Candidate, SeedResult, candidates, confirm_with, confirmation_seeds,
-                            constraint_verdict, summary_lines, t_interval, top_trials)
+                            constraint_verdict, known_results, summary_lines, t_interval, top_trials)
 from wemem.errors import WememError
 
 
@@ -124,8 +124,8 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     from search.cli import main
     from search.config import parse_study
     from search.export import export_document
-    from search.report import write_report
-    from search.study import Options, launch, open_study
+    from search.storage import create_or_load_study, open_storage
+    from search.study import Options, open_study
 
     options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(tmp_path / "cache"))
     definition = parse_study({
@@ -139,7 +139,14 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
         "attacks": {"names": ["conf", "hconf"]},
         "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 2},
     })
-    launch(definition, options, lambda m: None)
+    # a stored study with one finished trial (the paper's RSW setting); confirmation needs nothing else of it
+    study, _ = create_or_load_study(definition, open_storage(options.storage_url), {"cache_dir": options.cache_dir})
+    study.set_user_attr("reference", {"utility": 0.9, "privacy": 0.55, "strongest_attack": "conf"})
+    settings = {"order": "l2h", "width_fraction": 0.22, "stride_fraction": 0.022}
+    study.add_trial(create_trial(value=0.52, user_attrs={"defense": "rsw", "settings": settings, "utility": 0.9,
+                                                          "privacy": 0.52, "strongest_attack": "conf",
+                                                          "feasible": True, "attacks": {}},
+                                 system_attrs={"constraints": [-0.02]}))
     before = export_document(*open_study("tinyconfirm", options))["confirmation"]
     assert before["status"] == "not confirmed" and "wemem confirm tinyconfirm" in before["note"]
 
@@ -161,11 +168,36 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     paired = [a["privacy"] - b["privacy"] for a, b in zip(trial["per_seed"], ref_seeds)]
     assert trial["privacy_difference"]["mean"] == pytest.approx(float(np.mean(paired)))
     # each fresh seed is its own replication: its own cached split, pretraining and mem-scores
-    assert len([p for p in Path(options.cache_dir).iterdir() if (p / "pretrained.pt").exists()]) == 3
+    assert len([p for p in Path(options.cache_dir).iterdir() if (p / "pretrained.pt").exists()]) == 2
 
     document = export_document(study, definition)
     assert document["confirmation"]["status"] == "confirmed"
     assert document["confirmation"]["candidates"][1]["privacy_difference"] == trial["privacy_difference"]
     json.dumps(document)
-    written = write_report(study, definition, tmp_path / "report")
-    assert tmp_path / "report" / "confirmation.png" in written
+    from search.report import draw_confirmed_points, plot_confirmation
+
+    plot_confirmation(stored, "balanced_accuracy", tmp_path / "confirmation.png")
+    assert (tmp_path / "confirmation.png").stat().st_size > 0
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    draw_confirmed_points(ax, stored)
+    assert len(ax.containers) == 2  # one error bar per confirmed point (reference and trial)
+    plt.close(fig)
+
+
+def test_a_second_confirmation_reruns_only_what_is_missing():
+    study = noisy_study(n_trials=10)
+    calls: list[tuple[str, int]] = []
+
+    def counting(jobs):
+        calls.extend((c.label, s) for c, s in jobs)
+        return synthetic_evaluator(jobs)
+
+    first = confirm_with(candidates(study, 1), [1007, 2007], counting, 0.02)
+    assert len(calls) == 4
+    calls.clear()
+    second = confirm_with(candidates(study, 2), [1007, 2007, 3007], counting, 0.02, known_results(first))
+    # 3 candidates x 3 seeds, of which reference and winner on the first two seeds are already known
+    assert len(calls) == 9 - 4
+    assert second["candidates"][1]["per_seed"][:2] == first["candidates"][1]["per_seed"]
