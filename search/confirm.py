@@ -300,7 +300,21 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
                          f"accuracy {_interval(entry['utility_difference'], True)}"
                          + (f" (constraint -{summary['delta']:g}: {entry['accuracy_constraint']})"
                             if "accuracy_constraint" in entry else ""))
-    return lines
+    return lines + headline(summary)
+
+
+def headline(summary: dict[str, Any]) -> list[str]:
+    """One closing sentence on the best setting, in points: the confirmed difference and its interval."""
+    best = next((e for e in summary["candidates"] if "privacy_difference" in e), None)
+    if best is None:
+        return []
+    p, u = best["privacy_difference"], best["utility_difference"]
+    pts = lambda v: f"{100 * v:+.1f}"  # noqa: E731
+    confirmed = "confirmed" if p["high"] < 0 else "NOT confirmed (the interval includes 0 or lies above it)"
+    return [f"best setting ({best['label']}, {best['defense']}) vs the undefended pruned model on "
+            f"{len(summary['seeds'])} fresh seeds: leakage {pts(p['mean'])} points [95% CI {pts(p['low'])}, "
+            f"{pts(p['high'])}], accuracy {pts(u['mean'])} points [{pts(u['low'])}, {pts(u['high'])}]: "
+            f"gain {confirmed}"]
 
 
 def export_section(study: optuna.Study, best_numbers: list[int]) -> dict[str, Any]:
