@@ -221,7 +221,10 @@ def ray_evaluator(spec: TrialSpec, definition: StudyDefinition, echo: Echo) -> E
     from .runner import HEAD_CPU, task_share
 
     share = task_share(definition)
-    task = ray.remote(evaluate_on_seed).options(num_cpus=HEAD_CPU, max_retries=0)
+    # an evaluation is deterministic given its seed, so one whose worker the node's memory monitor killed is
+    # simply run again rather than losing the whole confirmation
+    task = ray.remote(evaluate_on_seed).options(num_cpus=HEAD_CPU, max_retries=2,
+                                                retry_exceptions=[ray.exceptions.OutOfMemoryError])
     limit = definition.resources.max_concurrent_trials
 
     def run(jobs: list[tuple[Candidate, int]]) -> list[SeedResult]:
