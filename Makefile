@@ -24,8 +24,9 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# launch the quickstart study, then confirm its best setting on 3 fresh seeds (the honest closing numbers)
 demo: install
-	$(BIN)/wemem launch studies/quickstart.toml
+	$(BIN)/wemem launch studies/quickstart.toml && $(BIN)/wemem confirm quickstart --seeds 3
 
 test: install-test
 	$(BIN)/python -m pytest -q tests

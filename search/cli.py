@@ -254,6 +254,7 @@ def check_output_file(path: str, suffixes: tuple[str, ...]) -> None:
 
 
 from . import cli_science  # noqa: E402,F401
+from . import cli_confirm  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------------------------- parser

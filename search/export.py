@@ -13,6 +13,7 @@ import tomli_w
 from wemem.errors import WememError
 
 from .config import StudyDefinition
+from .confirm import export_section
 from .study import best_trials, reference_of
 
 
@@ -54,6 +55,7 @@ def export_document(study: optuna.Study, definition: StudyDefinition) -> dict[st
         document["pareto"] = [trial_record(t) for t in best]
     else:
         document["best"] = trial_record(best[0])
+    document["confirmation"] = export_section(study, [t.number for t in best])
     return _without_none(document)
 
 

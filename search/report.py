@@ -58,7 +58,8 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
     return np.array(sorted(front, key=lambda i: points[i, 0]), dtype=int)
 
 
-def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any], definition: StudyDefinition, path: Path) -> None:
+def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any], definition: StudyDefinition, path: Path,
+                         confirmation: dict[str, Any] | None = None) -> None:
     done = table[table.state == "COMPLETE"]
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for defense, group in done.groupby("defense"):
@@ -70,10 +71,47 @@ def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any], definition: S
     ax.scatter([ref["privacy"]], [ref["utility"]], marker="*", s=220, c="red", label="undefended pruned")
     if definition.objective.mode == "constrained":
         ax.axhline(ref["utility"] - definition.objective.delta, color="grey", lw=0.8, ls=":", label="accuracy floor")
+    if confirmation is not None:
+        draw_confirmed_points(ax, confirmation)
     ax.set_xlabel(f"leakage: strongest attack {definition.objective.privacy_metric}")
     ax.set_ylabel("pruned victim test accuracy")
     ax.set_title(f"{definition.name}: privacy vs utility")
     ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def draw_confirmed_points(ax: plt.Axes, confirmation: dict[str, Any]) -> None:
+    """Confirmed means with their 95% intervals over fresh seeds (both axes), next to the selected evaluations."""
+    for entry in confirmation["candidates"]:
+        p, u = entry["privacy"], entry["utility"]
+        is_reference = entry["label"] == "reference"
+        ax.errorbar(p["mean"], u["mean"], xerr=[[p["mean"] - p["low"]], [p["high"] - p["mean"]]],
+                    yerr=[[u["mean"] - u["low"]], [u["high"] - u["mean"]]], fmt="*" if is_reference else "D",
+                    color="darkred" if is_reference else "black", ms=9 if is_reference else 6, capsize=3, lw=1,
+                    label=f"{entry['label']} confirmed ({len(confirmation['seeds'])} seeds, 95% CI)")
+
+
+def plot_confirmation(confirmation: dict[str, Any], metric: str, path: Path) -> None:
+    """Defended-minus-reference differences of leakage and accuracy, paired by seed, with 95% intervals."""
+    settings = [e for e in confirmation["candidates"] if "privacy_difference" in e]
+    reference = next(e for e in confirmation["candidates"] if e["label"] == "reference")
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 0.9 + 0.6 * max(len(settings), 1)))
+    for ax, key, value, title in ((axes[0], "privacy_difference", "privacy", f"leakage ({metric}) minus reference"),
+                                  (axes[1], "utility_difference", "utility", "accuracy minus reference")):
+        for row, entry in enumerate(settings):
+            d = entry[key]
+            ax.errorbar(d["mean"], row, xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o",
+                        color="black", capsize=4)
+            per_seed = [a[value] - b[value] for a, b in zip(entry["per_seed"], reference["per_seed"])]
+            ax.scatter(per_seed, [row] * len(per_seed), s=10, color="grey", alpha=0.7, zorder=0)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks(range(len(settings)), [f"{e['label']} ({e['defense']})" for e in settings])
+        ax.set_title(title, fontsize=9)
+    if confirmation.get("delta") is not None:
+        axes[1].axvline(-confirmation["delta"], color="red", lw=0.8, ls=":", label="accuracy constraint")
+        axes[1].legend(fontsize=7)
+    fig.suptitle(f"confirmed on {len(confirmation['seeds'])} fresh seeds (mean, 95% t-interval, paired by seed)",
+                 fontsize=10)
     save_figure(fig, path)
 
 
@@ -165,11 +203,14 @@ def write_report(study: optuna.Study, definition: StudyDefinition, out_dir: str 
     written = [out / "trials.csv", out / "trials.parquet"]
     table.to_csv(written[0], index=False)
     table.to_parquet(written[1], index=False)
-    plots = {"privacy_utility.png": lambda p: plot_privacy_utility(table, ref, definition, p),
+    confirmation = study.user_attrs.get("confirmation")
+    plots = {"privacy_utility.png": lambda p: plot_privacy_utility(table, ref, definition, p, confirmation),
              "history.png": lambda p: plot_history(table, definition.objective_config().directions, p),
              "importance.png": lambda p: plot_importance(parameter_importance(study), p),
              "attacks.png": lambda p: plot_attacks(best_trials(study)[0], ref, p),
              "roc.png": lambda p: plot_roc(best_trials(study)[0], p)}
+    if confirmation is not None:
+        plots["confirmation.png"] = lambda p: plot_confirmation(confirmation, definition.objective.privacy_metric, p)
     for name, draw in plots.items():
         draw(out / name)
         written.append(out / name)

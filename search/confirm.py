@@ -1,0 +1,336 @@
+"""Confirmation of a study's best settings on fresh seeds (``wemem confirm NAME``).
+
+A study reports the winner's own evaluation, which is the minimum of many noisy evaluations and so biased
+low (winner's curse). Confirmation re-evaluates the best K settings and the undefended reference on N seeds the
+search never saw and reports means, 95% t-intervals over seeds, and the defended-minus-reference differences
+paired by seed.
+
+What a fresh seed changes: everything the study seed drives -- the T/E split (datasets without an official test
+split), the victim/shadow split and so the members and non-members, the pretraining of the victim and shadows,
+the mem-scores, the fine-tuning of every pruning round and the attack's target sampling. Each confirmation seed
+is an independent replication of the whole experiment (what ``wemem run --seed S`` does), not a re-run of the
+fine-tuning alone: the winner was selected on one particular draw of members and targets, and with a few hundred
+targets a side that draw is the largest part of the noise, so keeping it would keep most of the bias. The
+study's pretrained models and mem-scores are therefore not reused (the seed enters both); each seed computes its
+own once and caches it like a study would (see docs/confirmation.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import optuna
+from scipy import stats
+
+from objectives import TrialSpec
+from wemem.errors import WememError, require
+
+from .config import StudyDefinition
+from .study import Echo, Options, completed, resolve_cache_dir
+
+CONFIRMATION_ATTR = "confirmation"
+LEVEL = 0.95
+REFERENCE = "reference"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A setting to confirm: a study trial's defense and settings, or the undefended reference."""
+
+    label: str  # "trial 21" or "reference"
+    defense: str
+    settings: dict[str, Any]
+    trial_number: int | None = None
+    reported: dict[str, float] | None = None  # the study's own (selected) evaluation
+
+    @property
+    def is_reference(self) -> bool:
+        return self.trial_number is None
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    utility: float
+    privacy: float
+    strongest_attack: str
+
+
+# A confirmation's evaluator: (candidate, seed) jobs -> results, in order (the Ray one runs them in parallel).
+Evaluate = Callable[[list[tuple[Candidate, int]]], list[SeedResult]]
+
+
+# --------------------------------------------------------------------------------------------- selection
+
+
+def confirmation_seeds(study_seed: int, n: int) -> list[int]:
+    """N reproducible seeds the search never used, far from the study seed and from small hand-picked ones."""
+    require(n >= 2, f"--seeds must be >= 2 to give an interval (got {n})")
+    return [study_seed + 1000 * (i + 1) for i in range(n)]
+
+
+def _reported(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+    return {"utility": trial.user_attrs["utility"], "privacy": trial.user_attrs["privacy"],
+            "value": trial.values[0]}
+
+
+def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The K best distinct settings as the study ranks them.
+
+    One objective: feasible trials by value (all trials by value if none is feasible). Two objectives: the Pareto
+    set, least leaky first. Repeated settings (re-queued or duplicated proposals) count once.
+    """
+    require(k >= 1, f"--top must be >= 1 (got {k})")
+    trials = [t for t in completed(study) if "settings" in t.user_attrs]
+    if not trials:
+        raise WememError(f"study {study.study_name!r} has no completed trial to confirm; run or resume it first")
+    if len(study.directions) > 1:
+        ranked = sorted(study.best_trials, key=lambda t: t.values[0])
+    else:
+        feasible = [t for t in trials if all(v <= 0 for v in t.constraints.values())] or trials
+        ranked = sorted(feasible, key=lambda t: t.values[0])
+    chosen, seen = [], set()
+    for trial in ranked:
+        key = (trial.user_attrs["defense"], repr(sorted(trial.user_attrs["settings"].items())))
+        if key not in seen:
+            seen.add(key)
+            chosen.append(trial)
+    return chosen[:k]
+
+
+def candidates(study: optuna.Study, k: int) -> list[Candidate]:
+    """The undefended reference first, then the K best settings."""
+    ref = study.user_attrs.get("reference")
+    reference = Candidate(REFERENCE, "none", {}, None,
+                          None if ref is None else {"utility": ref["utility"], "privacy": ref["privacy"]})
+    return [reference] + [Candidate(f"trial {t.number}", t.user_attrs["defense"], dict(t.user_attrs["settings"]),
+                                    t.number, _reported(t)) for t in top_trials(study, k)]
+
+
+# ------------------------------------------------------------------------------------------- statistics
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL) -> dict[str, float]:
+    """Mean and two-sided t-interval of the mean over seeds (the seeds are independent replications)."""
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return {"mean": mean, "low": math.nan, "high": math.nan}
+    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return {"mean": mean, "low": mean - half, "high": mean + half}
+
+
+def summarize(candidates_: list[Candidate], seeds: list[int], results: dict[tuple[str, int], SeedResult],
+              delta: float | None) -> dict[str, Any]:
+    """Per-candidate means and intervals, and each setting's difference from the reference paired by seed.
+
+    A setting's accuracy constraint is judged on the paired difference: it holds when the interval of
+    (U - U_ref) lies above -delta, and is "uncertain" when the interval straddles it.
+    """
+    ref = [results[(REFERENCE, s)] for s in seeds]
+    entries = []
+    for candidate in candidates_:
+        rows = [results[(candidate.label, s)] for s in seeds]
+        utility = [r.utility for r in rows]
+        privacy = [r.privacy for r in rows]
+        entry: dict[str, Any] = {
+            "label": candidate.label, "defense": candidate.defense, "settings": candidate.settings,
+            "per_seed": [{"seed": s, "utility": r.utility, "privacy": r.privacy, "strongest_attack": r.strongest_attack}
+                         for s, r in zip(seeds, rows)],
+            "utility": t_interval(utility), "privacy": t_interval(privacy),
+        }
+        if candidate.trial_number is not None:
+            entry["trial_number"] = candidate.trial_number
+        if candidate.reported is not None:
+            entry["reported"] = candidate.reported
+        if not candidate.is_reference:
+            entry["privacy_difference"] = t_interval([p - r.privacy for p, r in zip(privacy, ref)])
+            entry["utility_difference"] = t_interval([u - r.utility for u, r in zip(utility, ref)])
+            if delta is not None:
+                entry["accuracy_constraint"] = constraint_verdict(entry["utility_difference"], delta)
+        entries.append(entry)
+    return {"seeds": list(seeds), "level": LEVEL, "delta": delta, "candidates": entries}
+
+
+def constraint_verdict(utility_difference: dict[str, float], delta: float) -> str:
+    if utility_difference["low"] >= -delta:
+        return "holds"
+    if utility_difference["high"] < -delta:
+        return "violated"
+    return "uncertain"
+
+
+def setting_key(defense: str, settings: dict[str, Any], seed: int) -> str:
+    return f"{defense}|{sorted(settings.items())!r}|{seed}"
+
+
+def known_results(summary: dict[str, Any] | None) -> dict[str, SeedResult]:
+    """Per-seed results of an earlier confirmation, by (setting, seed): a new one reruns only what is missing."""
+    known = {}
+    for entry in (summary or {}).get("candidates", []):
+        for row in entry["per_seed"]:
+            known[setting_key(entry["defense"], entry["settings"], row["seed"])] = SeedResult(
+                row["utility"], row["privacy"], row["strongest_attack"])
+    return known
+
+
+def confirm_with(candidates_: list[Candidate], seeds: list[int], evaluate: Evaluate, delta: float | None,
+                 known: dict[str, SeedResult] | None = None) -> dict[str, Any]:
+    """Evaluate every candidate on every seed not already ``known`` (one batch, so an evaluator can run them
+    all in parallel)."""
+    known = dict(known or {})
+    key = lambda c, s: setting_key(c.defense, c.settings, s)  # noqa: E731
+    jobs = [(c, s) for s in seeds for c in candidates_ if key(c, s) not in known]
+    for (c, s), result in zip(jobs, evaluate(jobs) if jobs else []):
+        known[key(c, s)] = result
+    return summarize(candidates_, seeds, {(c.label, s): known[key(c, s)] for s in seeds for c in candidates_}, delta)
+
+
+# ---------------------------------------------------------------------------------------- running on Ray
+
+
+def seed_spec(spec: TrialSpec, seed: int) -> TrialSpec:
+    return replace(spec, experiment=replace(spec.experiment, seed=seed))
+
+
+def evaluate_on_seed(spec: TrialSpec, candidate: Candidate, share: Any) -> SeedResult:
+    """One (setting, seed) evaluation: the seed's shared work (cached), then its reference or the defended run.
+
+    Runs in a Ray task like a trial's coordinator; the K+1 models are its own Ray tasks with the trial's share.
+    """
+    from objectives import evaluate_trial, reference
+    from wemem.assets import prepare_assets
+
+    from .runner import RayMap
+
+    prepare_assets(spec.experiment, spec.cache_dir, RayMap(num_cpus=share.num_cpus, num_gpus=share.num_gpus))
+    base = reference(spec, share)  # cached per seed: computed by the first job of the seed that gets here
+    if candidate.is_reference:
+        return SeedResult(base.utility, base.privacy, base.strongest_attack)
+    outcome = evaluate_trial(spec, candidate.defense, candidate.settings, base, map_fn=share)
+    return SeedResult(outcome.utility, outcome.privacy, outcome.strongest_attack)
+
+
+def ray_evaluator(spec: TrialSpec, definition: StudyDefinition, echo: Echo) -> Evaluate:
+    """Runs the jobs as Ray tasks, at most ``max_concurrent_trials`` at a time, the references of each seed first
+    (a seed's defended runs need its reference, and its pretraining is shared by all of them)."""
+    import ray
+
+    from .runner import HEAD_CPU, task_share
+
+    share = task_share(definition)
+    # an evaluation is deterministic given its seed, so one whose worker the node's memory monitor killed is
+    # simply run again rather than losing the whole confirmation
+    task = ray.remote(evaluate_on_seed).options(num_cpus=HEAD_CPU, max_retries=2,
+                                                retry_exceptions=[ray.exceptions.OutOfMemoryError])
+    limit = definition.resources.max_concurrent_trials
+
+    def run(jobs: list[tuple[Candidate, int]]) -> list[SeedResult]:
+        order = sorted(range(len(jobs)), key=lambda i: not jobs[i][0].is_reference)
+        results: dict[int, SeedResult] = {}
+        running: dict[Any, int] = {}
+        queue = list(order)
+        while queue or running:
+            while queue and len(running) < limit:
+                i = queue.pop(0)
+                candidate, seed = jobs[i]
+                running[task.remote(seed_spec(spec, seed), candidate, share)] = i
+            (ready,), _ = ray.wait(list(running), num_returns=1)
+            i = running.pop(ready)
+            results[i] = ray.get(ready)
+            candidate, seed = jobs[i]
+            r = results[i]
+            echo(f"[{len(results)}/{len(jobs)}] {candidate.label} ({candidate.defense}) seed {seed}: "
+                 f"accuracy {r.utility:.4f}, strongest attack {r.strongest_attack} {r.privacy:.4f}")
+        return [results[i] for i in range(len(jobs))]
+
+    return run
+
+
+def confirm(study: optuna.Study, definition: StudyDefinition, options: Options, top: int = 1, n_seeds: int = 3,
+            echo: Echo = print) -> dict[str, Any]:
+    """Confirm the study's best ``top`` settings on ``n_seeds`` fresh seeds and store the result with the study."""
+    from .runner import init_ray
+
+    chosen = candidates(study, top)
+    seeds = confirmation_seeds(definition.study.seed, n_seeds)
+    data_root = options.data_root if options.data_root is not None else study.user_attrs.get("data_root")
+    spec = definition.trial_spec(resolve_cache_dir(options, study), data_root)
+    spec = replace(spec, round_reports=False)  # confirmation has no early stopping: every run goes to the end
+    echo(f"confirming {', '.join(c.label for c in chosen)} on fresh seeds {seeds} "
+         f"({len(chosen) * len(seeds)} evaluations, each seed with its own split, pretraining and mem-scores)")
+    init_ray(options.ray_address)
+    delta = definition.objective.delta if definition.objective.mode == "constrained" else None
+    known = known_results(stored_confirmation(study))
+    summary = confirm_with(chosen, seeds, ray_evaluator(spec, definition, echo), delta, known)
+    summary["metric"] = definition.objective.privacy_metric
+    study.set_user_attr(CONFIRMATION_ATTR, summary)
+    return summary
+
+
+def stored_confirmation(study: optuna.Study) -> dict[str, Any] | None:
+    return study.user_attrs.get(CONFIRMATION_ATTR)
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+
+def _interval(ci: dict[str, float], signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{ci['mean']:{sign}.4f} [{ci['low']:{sign}.4f}, {ci['high']:{sign}.4f}]"
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The confirmed figures: means with 95% intervals over seeds, and paired differences from the reference."""
+    n = len(summary["seeds"])
+    lines = [f"confirmed on {n} fresh seeds {summary['seeds']} (mean [{summary['level']:.0%} t-interval over seeds]):"]
+    for entry in summary["candidates"]:
+        head = f"  {entry['label']}: " + (entry["defense"] if entry["label"] != REFERENCE else "undefended pruned")
+        if entry.get("settings"):
+            head += " (" + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in entry["settings"].items()) + ")"
+        lines.append(head)
+        reported = entry.get("reported")
+        was = "" if reported is None else f"   (study's own evaluation {reported['privacy']:.4f})"
+        lines.append(f"    accuracy {_interval(entry['utility'])}, leakage {_interval(entry['privacy'])}{was}")
+        if "privacy_difference" in entry:
+            diff = entry["privacy_difference"]
+            verdict = ("less leakage, interval excludes 0" if diff["high"] < 0 else
+                       "more leakage, interval excludes 0" if diff["low"] > 0 else "interval includes 0: not confirmed")
+            lines.append(f"    vs reference: leakage {_interval(diff, True)} ({verdict}), "
+                         f"accuracy {_interval(entry['utility_difference'], True)}"
+                         + (f" (constraint -{summary['delta']:g}: {entry['accuracy_constraint']})"
+                            if "accuracy_constraint" in entry else ""))
+    return lines + headline(summary)
+
+
+def headline(summary: dict[str, Any]) -> list[str]:
+    """One closing sentence on the best setting, in points: the confirmed difference and its interval."""
+    best = next((e for e in summary["candidates"] if "privacy_difference" in e), None)
+    if best is None:
+        return []
+    p, u = best["privacy_difference"], best["utility_difference"]
+    pts = lambda v: f"{100 * v:+.1f}"  # noqa: E731
+    confirmed = "confirmed" if p["high"] < 0 else "NOT confirmed (the interval includes 0 or lies above it)"
+    return [f"best setting ({best['label']}, {best['defense']}) vs the undefended pruned model on "
+            f"{len(summary['seeds'])} fresh seeds: leakage {pts(p['mean'])} points [95% CI {pts(p['low'])}, "
+            f"{pts(p['high'])}], accuracy {pts(u['mean'])} points [{pts(u['low'])}, {pts(u['high'])}]: "
+            f"gain {confirmed}"]
+
+
+def export_section(study: optuna.Study, best_numbers: list[int]) -> dict[str, Any]:
+    """What ``wemem export`` carries: the confirmed figures, or a note that there are none (and how to get them)."""
+    summary = stored_confirmation(study)
+    if summary is None:
+        return {"status": "not confirmed",
+                "note": f"the figures above are the selected trial's own evaluation, biased low by the selection; "
+                        f"run `wemem confirm {study.study_name}` for fresh-seed means and intervals"}
+    confirmed = {e.get("trial_number") for e in summary["candidates"]}
+    missing = [n for n in best_numbers if n not in confirmed]
+    section = dict(summary, status="confirmed" if not missing else "stale")
+    if missing:
+        section["note"] = (f"trial(s) {missing} became best after this confirmation; "
+                           f"run `wemem confirm {study.study_name}` again")
+    return section

@@ -1,0 +1,203 @@
+"""Confirmation on fresh seeds: the statistics by hand, the winner's curse on a synthetic noisy objective, and a
+small end-to-end confirm of a tiny digits study through Ray (stored, exported, drawn)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import create_trial
+
+from search.confirm import (REFERENCE, Candidate, SeedResult, candidates, confirm_with, confirmation_seeds,
+                            constraint_verdict, known_results, summary_lines, t_interval, top_trials)
+from wemem.errors import WememError
+
+
+def test_t_interval_by_hand():
+    # mean 2, sample sd 1, t_{0.975, 2} = 4.302653: half-width 4.302653 / sqrt(3) = 2.484138
+    ci = t_interval([1.0, 2.0, 3.0])
+    assert ci["mean"] == pytest.approx(2.0)
+    assert ci["low"] == pytest.approx(2.0 - 2.484138, abs=1e-5)
+    assert ci["high"] == pytest.approx(2.0 + 2.484138, abs=1e-5)
+    assert math.isnan(t_interval([0.5])["low"])
+
+
+def test_seeds_are_fresh_and_the_constraint_verdict_uses_the_interval():
+    seeds = confirmation_seeds(7, 3)
+    assert seeds == [1007, 2007, 3007] and 7 not in seeds
+    with pytest.raises(WememError, match="--seeds"):
+        confirmation_seeds(7, 1)
+    assert constraint_verdict({"mean": -0.01, "low": -0.015, "high": -0.005}, 0.02) == "holds"
+    assert constraint_verdict({"mean": -0.02, "low": -0.03, "high": -0.01}, 0.02) == "uncertain"
+    assert constraint_verdict({"mean": -0.05, "low": -0.06, "high": -0.04}, 0.02) == "violated"
+
+
+# ------------------------------------------------------------------ winner's curse on a synthetic objective
+
+NOISE = 0.02  # one evaluation's standard error of balanced accuracy with a few hundred targets a side
+REFERENCE_LEAKAGE = 0.62
+
+
+def true_leakage(width: float) -> float:
+    """A nearly flat landscape: every setting leaks about 0.60, so the best of many is mostly the luckiest."""
+    return 0.60 + 0.02 * (width - 0.5) ** 2
+
+
+def noisy_study(n_trials: int, seed: int = 0) -> optuna.Study:
+    rng = np.random.default_rng(seed)
+    study = optuna.create_study(direction="minimize")
+    study.set_user_attr("reference", {"utility": 0.90, "privacy": REFERENCE_LEAKAGE, "strongest_attack": "conf"})
+    for _ in range(n_trials):
+        width = float(rng.uniform(0.05, 0.8))
+        privacy = true_leakage(width) + rng.normal(0, NOISE)
+        utility = 0.89 + rng.normal(0, 0.005)
+        study.add_trial(create_trial(
+            value=privacy, params={"rsw.width_fraction": width},
+            distributions={"rsw.width_fraction": FloatDistribution(0.05, 0.8)},
+            user_attrs={"defense": "rsw", "settings": {"width_fraction": width}, "utility": utility,
+                        "privacy": privacy, "strongest_attack": "conf", "feasible": True},
+            system_attrs={"constraints": [(0.90 - 0.02) - utility]}))
+    return study
+
+
+def synthetic_evaluator(jobs: list[tuple[Candidate, int]]) -> list[SeedResult]:
+    """A fresh, independent noisy evaluation of each (setting, seed), as a new seed gives."""
+    results = []
+    for candidate, seed in jobs:
+        rng = np.random.default_rng([seed, 0 if candidate.is_reference else candidate.trial_number + 1])
+        truth = REFERENCE_LEAKAGE if candidate.is_reference else true_leakage(candidate.settings["width_fraction"])
+        results.append(SeedResult(0.90 - (0 if candidate.is_reference else 0.01) + rng.normal(0, 0.005),
+                                  truth + rng.normal(0, NOISE), "conf"))
+    return results
+
+
+def test_best_of_many_on_a_noisy_objective_is_confirmed_worse_than_reported():
+    study = noisy_study(n_trials=40)
+    chosen = candidates(study, k=1)
+    assert [c.label for c in chosen][0] == REFERENCE
+    winner = chosen[1]
+    assert winner.trial_number == study.best_trial.number  # the selection is the study's own best
+    reported = winner.reported["privacy"]
+    assert reported < true_leakage(winner.settings["width_fraction"]) - NOISE  # the luck of the minimum
+
+    summary = confirm_with(chosen, confirmation_seeds(7, 10), synthetic_evaluator, delta=0.02)
+    entry = next(e for e in summary["candidates"] if e["label"] == winner.label)
+    # the confirmed mean is back near the truth; the selected evaluation lies below its whole interval
+    assert entry["privacy"]["mean"] == pytest.approx(true_leakage(winner.settings["width_fraction"]), abs=0.015)
+    assert reported < entry["privacy"]["low"]
+    # the paired difference from the reference is about the true one (about -0.02; its SE is about 0.009)
+    diff = entry["privacy_difference"]
+    assert diff["mean"] == pytest.approx(true_leakage(winner.settings["width_fraction"]) - REFERENCE_LEAKAGE, abs=0.03)
+    assert diff["low"] < diff["mean"] < diff["high"]
+    assert entry["accuracy_constraint"] == "holds"
+    text = "\n".join(summary_lines(summary))
+    assert "study's own evaluation" in text and "vs reference" in text and "gain confirmed" in text
+
+
+def test_top_trials_prefers_feasible_and_counts_a_setting_once():
+    study = noisy_study(n_trials=6)
+    best = study.best_trial
+    # a duplicate of the best setting and an infeasible trial with the lowest value of all
+    study.add_trial(create_trial(value=best.value + 1e-4, params=best.params, distributions=best.distributions,
+                                 user_attrs=dict(best.user_attrs), system_attrs={"constraints": [-0.01]}))
+    study.add_trial(create_trial(value=0.1, params=best.params, distributions=best.distributions,
+                                 user_attrs=dict(best.user_attrs, settings={"width_fraction": 0.33}),
+                                 system_attrs={"constraints": [0.05]}))
+    top = top_trials(study, 3)
+    assert top[0].number == best.number
+    assert len({t.user_attrs["settings"]["width_fraction"] for t in top}) == 3
+    assert 0.33 not in {t.user_attrs["settings"]["width_fraction"] for t in top}
+    with pytest.raises(WememError, match="no completed trial"):
+        top_trials(optuna.create_study(), 1)
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.e2e
+def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_path: Path, capsys):
+    from search.cli import main
+    from search.config import parse_study
+    from search.export import export_document
+    from search.storage import create_or_load_study, open_storage
+    from search.study import Options, open_study
+
+    options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(tmp_path / "cache"))
+    definition = parse_study({
+        "study": {"name": "tinyconfirm", "n_trials": 1, "seed": 7},
+        "data": {"dataset": "digits", "shadows": 1},
+        "model": {"name": "columnfc"},
+        "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
+        "pruning": {"sparsity": 0.6, "steps": 2},
+        "memscore": {"models": 2},
+        "search": {"defenses": ["rsw"], "enqueue_reference": True},
+        "attacks": {"names": ["conf", "hconf"]},
+        "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 2},
+    })
+    # a stored study with one finished trial (the paper's RSW setting); confirmation needs nothing else of it
+    study, _ = create_or_load_study(definition, open_storage(options.storage_url), {"cache_dir": options.cache_dir})
+    study.set_user_attr("reference", {"utility": 0.9, "privacy": 0.55, "strongest_attack": "conf"})
+    settings = {"order": "l2h", "width_fraction": 0.22, "stride_fraction": 0.022}
+    study.add_trial(create_trial(value=0.52, user_attrs={"defense": "rsw", "settings": settings, "utility": 0.9,
+                                                          "privacy": 0.52, "strongest_attack": "conf",
+                                                          "feasible": True, "attacks": {}},
+                                 system_attrs={"constraints": [-0.02]}))
+    before = export_document(*open_study("tinyconfirm", options))["confirmation"]
+    assert before["status"] == "not confirmed" and "wemem confirm tinyconfirm" in before["note"]
+
+    assert main(["confirm", "tinyconfirm", "--seeds", "2", "--storage", options.storage,
+                 "--cache-dir", options.cache_dir]) == 0
+    printed = capsys.readouterr().out
+    assert "confirmed on 2 fresh seeds [1007, 2007]" in printed and "vs reference: leakage" in printed
+
+    study, definition = open_study("tinyconfirm", options)
+    stored = study.user_attrs["confirmation"]
+    assert [e["label"] for e in stored["candidates"]] == ["reference", "trial 0"]
+    trial = stored["candidates"][1]
+    assert [r["seed"] for r in trial["per_seed"]] == [1007, 2007]
+    for entry in stored["candidates"]:
+        for metric in ("utility", "privacy"):
+            ci = entry[metric]
+            assert ci["low"] <= ci["mean"] <= ci["high"] and 0 <= ci["mean"] <= 1
+    ref_seeds = stored["candidates"][0]["per_seed"]
+    paired = [a["privacy"] - b["privacy"] for a, b in zip(trial["per_seed"], ref_seeds)]
+    assert trial["privacy_difference"]["mean"] == pytest.approx(float(np.mean(paired)))
+    # each fresh seed is its own replication: its own cached split, pretraining and mem-scores
+    assert len([p for p in Path(options.cache_dir).iterdir() if (p / "pretrained.pt").exists()]) == 2
+
+    document = export_document(study, definition)
+    assert document["confirmation"]["status"] == "confirmed"
+    assert document["confirmation"]["candidates"][1]["privacy_difference"] == trial["privacy_difference"]
+    json.dumps(document)
+    from search.report import draw_confirmed_points, plot_confirmation
+
+    plot_confirmation(stored, "balanced_accuracy", tmp_path / "confirmation.png")
+    assert (tmp_path / "confirmation.png").stat().st_size > 0
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    draw_confirmed_points(ax, stored)
+    assert len(ax.containers) == 2  # one error bar per confirmed point (reference and trial)
+    plt.close(fig)
+
+
+def test_a_second_confirmation_reruns_only_what_is_missing():
+    study = noisy_study(n_trials=10)
+    calls: list[tuple[str, int]] = []
+
+    def counting(jobs):
+        calls.extend((c.label, s) for c, s in jobs)
+        return synthetic_evaluator(jobs)
+
+    first = confirm_with(candidates(study, 1), [1007, 2007], counting, 0.02)
+    assert len(calls) == 4
+    calls.clear()
+    second = confirm_with(candidates(study, 2), [1007, 2007, 3007], counting, 0.02, known_results(first))
+    # 3 candidates x 3 seeds, of which reference and winner on the first two seeds are already known
+    assert len(calls) == 9 - 4
+    assert second["candidates"][1]["per_seed"][:2] == first["candidates"][1]["per_seed"]
