@@ -90,14 +90,11 @@ def load_data(config: ExperimentConfig, cache_dir: str | Path) -> tuple[Pools, S
 
 @functools.lru_cache(maxsize=4)
 def _load_split(path: str) -> StudySplit:
-    raw = torch.load(path, weights_only=True)
-    to_split = lambda d: ModelSplit(d["train"], d["dev"], d["test"])  # noqa: E731
-    return StudySplit(to_split(raw["victim"]), tuple(to_split(s) for s in raw["shadows"]))
+    return StudySplit.from_state(torch.load(path, weights_only=True))
 
 
 def _save_split(split: StudySplit, path: Path) -> None:
-    as_dict = lambda s: {"train": s.train, "dev": s.dev, "test": s.test}  # noqa: E731
-    atomic_torch_save({"victim": as_dict(split.victim), "shadows": [as_dict(s) for s in split.shadows]}, path)
+    atomic_torch_save(split.to_state(), path)
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
