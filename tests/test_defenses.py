@@ -81,3 +81,21 @@ def test_single_optimizer_restores_the_usual_weight_decay_after_risky_steps():
         defense.train_step(model, optimizer, pools, step, None)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [5e-4]
     assert float(optimizer.state[model.fc1.weight]["step"]) == 2.0
+
+
+def test_rmr_optimizer_is_fixed_in_the_search_space_unless_a_study_searches_it():
+    import optuna
+
+    from search.spaces import space_for, suggest_setting
+    from wemem.defenses.wemem import RiskSettings
+
+    trial = optuna.create_study().ask()
+    _, settings = suggest_setting(trial, ["rmr"])
+    assert settings["optimizer"] == RiskSettings.model_fields["optimizer"].default and "rmr.optimizer" not in trial.params
+    searched = {p.name: p for p in space_for("swmr", {"swmr": {"optimizer": ["two_adam", "single"]}})}["optimizer"]
+    assert searched.fixed is None and searched.choices == ("two_adam", "single")
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    _, settings = suggest_setting(trial, ["swmr"], {"swmr": {"optimizer": ["two_adam", "single"]}})
+    assert trial.params["swmr.optimizer"] == settings["optimizer"]
+    fixed = {p.name: p for p in space_for("rmr", {"rmr": {"optimizer": "single"}})}["optimizer"]
+    assert fixed.fixed == "single"
