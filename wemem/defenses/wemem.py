@@ -102,8 +102,9 @@ RmrOptimizer = Literal["two_adam", "single"]
 class RiskSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lambda_mem: float = Field(0.1, gt=0, description="weight decay on steps over risky samples")
+    # default chosen on evidence: see docs/deviations.md (RMR's optimizers) for the comparison
     optimizer: RmrOptimizer = Field(
-        "two_adam", description="two_adam: the reference's two Adam optimizers (risky steps with weight decay "
+        "single", description="two_adam: the reference's two Adam optimizers (risky steps with weight decay "
                                 "lambda_mem, general steps with the usual one, each with its own moments); single: "
                                 "one Adam whose weight decay is lambda_mem during risky steps")
     tau: float | None = Field(None, ge=0, le=1, description="absolute mem-score threshold")
