@@ -240,6 +240,14 @@ def describe(scores) -> str:
             f"quantiles 50% {q[0]:.4f} / 90% {q[1]:.4f} / 99% {q[2]:.4f}")
 
 
+def own_order(config: ExperimentConfig) -> str:
+    """The T fingerprint our exports carry in their header, so an import can verify their row order."""
+    from wemem.data import load_dataset
+    from wemem.memscore import training_pool_fingerprint
+
+    return training_pool_fingerprint(load_dataset(config.dataset, config.data_root, config.seed))
+
+
 def _memscore_compute(args: argparse.Namespace, config: ExperimentConfig, cache_dir: str) -> None:
     from wemem.memscore import compute_memscores, write_memscores_csv
 
@@ -250,7 +258,7 @@ def _memscore_compute(args: argparse.Namespace, config: ExperimentConfig, cache_
     write_memscores_csv(scores, target)
     echo(f"{describe(scores)}; cached in {target}")
     if args.out:
-        write_memscores_csv(scores, args.out)
+        write_memscores_csv(scores, args.out, own_order(config))
         echo(f"wrote {args.out}")
 
 
@@ -258,7 +266,7 @@ def _memscore_import(args: argparse.Namespace, config: ExperimentConfig, cache_d
     from wemem.assets import import_memscores
 
     require(args.file is not None, "memscore import needs the CSV file: wemem memscore import FILE [options]")
-    scores = import_memscores(config, cache_dir, args.file)
+    scores = import_memscores(config, cache_dir, args.file, args.order)
     echo(f"imported {describe(scores)} into {memscore_path(config, cache_dir)}")
 
 
@@ -270,7 +278,7 @@ def _memscore_export(args: argparse.Namespace, config: ExperimentConfig, cache_d
     require(source.exists(), f"no cached mem-scores for {config.dataset}/{config.model} seed {config.seed} in "
                              f"{cache_dir}; run `wemem memscore compute` (with the same options) first")
     scores = read_memscores_csv(source)
-    write_memscores_csv(scores, args.out)
+    write_memscores_csv(scores, args.out, own_order(config))
     echo(f"exported {describe(scores)} to {args.out}")
 
 
@@ -288,6 +296,11 @@ def _memscore_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=list(MEMSCORE_ACTIONS), help="compute, import FILE, or export --out FILE")
     p.add_argument("file", nargs="?", help="CSV to import (header ',0', then index,score rows)")
     p.add_argument("--out", default=None, help="CSV to write (export; optional copy for compute)")
+    p.add_argument("--order", choices=["auto", "ours", "reference"], default="auto",
+                   help="import: the row order of a CSV without wemem's order header (our exports carry one and are "
+                        "verified): 'reference' for the reference implementation's public CSV (CIFAR-10/100 only; "
+                        "its order differs on the other datasets), 'ours' if the rows follow wemem's training pool "
+                        "for this dataset and seed; 'auto' refuses such a file")
     p.add_argument("--study", default=None,
                    help="take dataset, model, seed and training from this study file instead of the options below")
     add_experiment_options(p)

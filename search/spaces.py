@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import optuna
 
+from wemem.defenses.wemem import RiskSettings
+
 MIN_GAP = 0.005  # stride must stay strictly below width (SPEC section 10)
 
 
@@ -39,7 +41,10 @@ class Param:
 
 WINDOW = (Param("order", choices=("h2l", "l2h")), Param("stride_fraction", 0.005, 0.2),
           Param("width_fraction", 0.05, 0.8))
-RISK = (Param("risky_fraction", 0.01, 0.5), Param("lambda_mem", 1e-3, 1.0, log=True))
+# RMR's optimizer is fixed to the defense's default (see docs/deviations.md for the comparison behind it); a study
+# may search both with `optimizer = ["two_adam", "single"]` or fix the other one.
+RMR_OPTIMIZER = Param("optimizer", choices=("two_adam", "single"), fixed=RiskSettings.model_fields["optimizer"].default)
+RISK = (Param("risky_fraction", 0.01, 0.5), Param("lambda_mem", 1e-3, 1.0, log=True), RMR_OPTIMIZER)
 
 SPACES: dict[str, tuple[Param, ...]] = {
     "rsw": WINDOW,
@@ -66,7 +71,7 @@ def space_for(defense: str, overrides: dict[str, dict[str, Any]] | None = None) 
         if value is None:
             result.append(param)
         elif isinstance(value, list) and param.choices is not None:
-            result.append(replace(param, choices=tuple(value)))
+            result.append(replace(param, choices=tuple(value), fixed=None))  # a list searches, even a fixed param
         elif isinstance(value, list):
             result.append(replace(param, low=float(value[0]), high=float(value[1])))
         else:

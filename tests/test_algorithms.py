@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from wemem.data import load_dataset, make_study_split
+from wemem.data import SPLIT_VERSION, StudySplit, load_dataset, make_study_split, population_size
 from wemem.defenses.wemem import (epochs_per_sample, ranked_class_lists, risk_split, sliding_window,
                                   tau_from_risky_fraction, window_sizes)
+from wemem.errors import WememError
 from wemem.memscore import combine_memscores, pair_halves
 from wemem.metrics import balanced_accuracy, best_threshold
 from wemem.models import build_model, prunable_parameters
@@ -150,18 +151,40 @@ def test_study_split_sizes_and_disjointness():
     pools = load_dataset("digits", seed=7)
     assert (pools.n_train, len(pools.y) - pools.n_train) == (1438, 359)
     split = make_study_split(pools, seed=7, shadows=3)
+    # RMIA's population: 20% of E with a floor of 300, capped at half of E -> 179 of digits' 359
+    assert len(split.population) == population_size(359) == 179
+    assert (population_size(10_000), population_size(1_002)) == (2_000, 300)
     victim = split.victim
     assert len(victim.train) == round(719 * 0.9)
-    evaluation = 719 - len(victim.train) + 359
+    evaluation = 719 - len(victim.train) + 359 - 179
     assert len(victim.dev) == round(evaluation * 0.34) and len(victim.test) == evaluation - len(victim.dev)
     assert not set(victim.train.tolist()) & set(victim.test.tolist())
     shadow_members = set().union(*(set(s.train.tolist()) for s in split.shadows))
     assert not shadow_members & set(victim.train.tolist())  # shadows never see victim members
     assert not shadow_members & set(victim.test.tolist())
     assert all(i < pools.n_train for i in shadow_members)
+    used = set().union(*(set(t.tolist()) for _, m in split.models() for t in (m.train, m.dev, m.test)))
+    assert all(i >= pools.n_train for i in split.population.tolist())  # held out of E
+    assert not used & set(split.population.tolist())  # never trained, selected or attacked on
     again = make_study_split(pools, seed=7, shadows=3)  # seeded: identical
     assert all(torch.equal(a, b) for (_, x), (_, y) in zip(split.models(), again.models())
                for a, b in zip((x.train, x.dev, x.test), (y.train, y.dev, y.test)))
+    assert torch.equal(split.population, again.population)
+
+
+def test_split_version_enters_the_cache_key_and_stale_splits_are_refused(monkeypatch):
+    from wemem import config as config_module
+    from wemem.config import ExperimentConfig
+
+    pools = load_dataset("digits", seed=7)
+    state = make_study_split(pools, seed=7, shadows=1).to_state()
+    assert torch.equal(StudySplit.from_state(state).population, torch.as_tensor(state["population"]))
+    stale = {k: v for k, v in state.items() if k not in ("version", "population")}  # as cached before version 2
+    with pytest.raises(WememError, match="version 1"):
+        StudySplit.from_state(stale)
+    key = ExperimentConfig().key()
+    monkeypatch.setattr(config_module, "SPLIT_VERSION", SPLIT_VERSION + 1)
+    assert ExperimentConfig().key() != key
 
 
 def test_memscore_combination_by_hand():

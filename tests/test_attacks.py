@@ -88,13 +88,38 @@ def test_rmia_scores_by_hand():
     # pool: targets x0 (member), x1; population z0..z3.  a = 0.3: Pr = 0.65 * mean_k p_y(shadow_k) + 0.35
     # shadow means: x0 0.5, x1 0.4, z 0.5 -> Pr: 0.675, 0.61, 0.675
     # ratios: x0 0.9/0.675 = 1.333, x1 0.4/0.61 = 0.656; z (0.5, 0.95, 0.3, 0.6)/0.675 = (0.741, 1.407, 0.444, 0.889)
-    # score = fraction of z with ratio(x)/ratio(z) >= 1: x0 3/4, x1 1/4
+    # fraction of z with ratio(x)/ratio(z) >= 1: x0 3/4, x1 1/4; ties are broken by (0.5/4) * r / (1 + r):
+    # x0 + 0.125 * 1.3333/2.3333 = 0.071429, x1 + 0.125 * 0.65574/1.65574 = 0.049505
     victim = binary_log_probs([0.9, 0.4, 0.5, 0.95, 0.3, 0.6])
     shadows = [binary_log_probs([0.4, 0.6, 0.5, 0.5, 0.5, 0.5]), binary_log_probs([0.6, 0.2, 0.5, 0.5, 0.5, 0.5])]
     targets = Targets(np.arange(2), np.array([True, False]))
     scores, threshold = Rmia().decision_scores(inputs_for(victim, shadows, targets, population=np.arange(2, 6)))
-    assert scores == pytest.approx([0.75, 0.25])
+    assert scores == pytest.approx([0.75 + 0.071429, 0.25 + 0.049505], abs=1e-6)
     assert threshold == 0.5
+
+
+def test_rmia_ties_are_ordered_by_the_likelihood_ratio_without_changing_decisions():
+    # shadows all 0.5 -> Pr = 0.65 * 0.5 + 0.35 = 0.675, so ratio = p_y(victim) / 0.675
+    pr = 0.675
+    population_probs = [1 * pr, 1.2 * pr, 1.3 * pr, 1.4 * pr]  # ratios 1, 1.2, 1.3, 1.4 (p_y must stay < 1)
+    victim = binary_log_probs([1.25 * pr, 1.27 * pr, 0.9 * pr, 0.95 * pr] + population_probs)
+    shadows = [binary_log_probs([0.5] * 8)] * 2
+    targets = Targets(np.arange(4), np.array([True, True, False, False]))
+    scores, threshold = Rmia().decision_scores(inputs_for(victim, shadows, targets, population=np.arange(4, 8)))
+    # fractions: 1.25 and 1.27 dominate ratios 1 and 1.2 -> 0.5; 0.9 and 0.95 dominate nothing -> 0
+    expected = [0.5 + 0.125 * r / (1 + r) for r in (1.25, 1.27)] + [0.125 * r / (1 + r) for r in (0.9, 0.95)]
+    assert scores == pytest.approx(expected, abs=1e-9)
+    assert scores[1] > scores[0] and scores[3] > scores[2]
+    assert ((scores >= threshold) == np.array([True, True, False, False])).all()  # decisions as without ties
+
+
+def test_rmia_tie_break_stays_below_half_a_step_for_odd_populations():
+    from wemem.attacks.rmia import break_ties
+
+    # n = 3: the largest fraction below 0.5 is 1/3; even an enormous ratio keeps it below 0.5
+    assert break_ties(np.array([1 / 3]), np.array([1e12]), 3)[0] < 0.5
+    assert break_ties(np.array([2 / 3, 1 / 3]), np.array([1e-9, 1e12]), 3).tolist() == sorted(
+        break_ties(np.array([2 / 3, 1 / 3]), np.array([1e-9, 1e12]), 3).tolist(), reverse=True)
 
 
 def test_rmia_without_population_is_a_clear_error():
@@ -103,12 +128,21 @@ def test_rmia_without_population_is_a_clear_error():
         Rmia().decision_scores(inputs_for(outputs, [outputs], Targets(np.arange(2), np.array([True, False]))))
 
 
-def test_population_excludes_every_training_set_and_the_victim_targets():
+def test_population_is_the_split_s_held_out_slice():
     as_t = lambda *v: torch.tensor(v)  # noqa: E731
     split = StudySplit(victim=ModelSplit(as_t(0, 1), as_t(2), as_t(3, 4)),
-                       shadows=(ModelSplit(as_t(5, 6), as_t(7), as_t(3, 8)),))
+                       shadows=(ModelSplit(as_t(5, 6), as_t(7), as_t(3, 8)),), population=as_t(9, 10))
     victim_targets = Targets(np.array([0, 1, 3, 4]), np.array([1, 1, 0, 0], bool))
-    assert population_indices(split, victim_targets, 10).tolist() == [2, 7, 8, 9]
+    assert population_indices(split, victim_targets).tolist() == [9, 10]
+
+
+@pytest.mark.parametrize("leak", [0, 2, 7, 8])  # a victim member, victim dev, shadow dev, shadow test sample
+def test_population_overlapping_any_model_set_is_refused(leak):
+    as_t = lambda *v: torch.tensor(v)  # noqa: E731
+    split = StudySplit(victim=ModelSplit(as_t(0, 1), as_t(2), as_t(3, 4)),
+                       shadows=(ModelSplit(as_t(5, 6), as_t(7), as_t(3, 8)),), population=as_t(9, leak))
+    with pytest.raises(WememError, match="overlaps"):
+        population_indices(split, Targets(np.array([0, 1, 3, 4]), np.array([1, 1, 0, 0], bool)))
 
 
 def test_shadow_observations_keep_sensitivities_aligned():

@@ -118,7 +118,60 @@ def test_relaxloss_defense_follows_the_epoch_the_engine_announces(tiny_assets):
             float(relaxloss_objective(logits, labels, 1.0, epoch)))
 
 
+def test_relaxloss_flattening_gradient_flows_through_the_soft_target():
+    # Two classes, one misclassified sample (y = 0, logits (0, 1)): the soft target t = (p_0, 1 - p_0) is p
+    # itself, so the flattening term CE(f(x), t) is the entropy H(p). Not detaching p_y (as the authors' code),
+    # the gradient of H(p) - CE(f(x), y) is dH/dz_i - (p - e_y)_i with dH/dz_i = -p_i (log p_i + H); detaching
+    # it would leave only p - t = 0 from the first term.
+    logits, labels = torch.tensor([[0.0, 1.0]], dtype=torch.float64), torch.tensor([0])
+    p = torch.softmax(logits, 1)[0]
+    entropy = -(p * p.log()).sum()
+    expected = -p * (p.log() + entropy) - (p - torch.tensor([1.0, 0.0], dtype=torch.float64))
+    loss, grad = objective_and_gradient(logits, labels, alpha=10.0, epoch=1)
+    assert loss == pytest.approx(float(entropy - F.cross_entropy(logits, labels)))
+    assert torch.allclose(grad[0], expected)
+    # by hand: p = (0.268941, 0.731059), dH/dz = (p_0 p_1 (z_1 - z_0), -p_0 p_1 (z_1 - z_0)) = (0.196612, -0.196612)
+    assert torch.allclose(-p * (p.log() + entropy), torch.tensor([0.196612, -0.196612], dtype=torch.float64),
+                          atol=1e-6)
+
+
 # -------------------------------------------------------------------------------------------- AdvReg
+
+
+def test_advreg_defaults_to_nasr_et_al_k_and_inference_network():
+    from wemem.defenses.baselines.advreg import InferenceNetwork
+
+    assert make_defense("advreg", {}).settings.k == 7
+    network = InferenceNetwork(10)
+    widths = lambda seq: [m.out_features for m in seq.modules() if isinstance(m, torch.nn.Linear)]  # noqa: E731
+    assert (widths(network.posterior), widths(network.label), widths(network.combined)) == (
+        [1024, 512, 64], [512, 64], [256, 64, 1])
+    # weights + biases: posterior 10*1024+1024 + 1024*512+512 + 512*64+64 = 568,896; label 10*512+512 + 512*64+64
+    # = 38,464; combined 128*256+256 + 256*64+64 + 64+1 = 49,537
+    assert sum(p.numel() for p in network.parameters()) == 568_896 + 38_464 + 49_537
+    features = torch.cat([torch.full((3, 10), 0.1), torch.eye(10)[:3]], 1)
+    assert network(features).shape == (3, 1)
+
+
+def test_advreg_takes_k_inference_steps_per_classifier_step(tiny_assets):
+    defense = make_defense("advreg", {"theta": 1.0, "k": 3})
+    defense.bind(bound_context(tiny_assets))
+    model = pretrained_victim(tiny_assets)
+    optimizer = defense.make_optimizer(model)
+    steps = defense.epoch_steps(0, torch.Generator().manual_seed(0))[:2]
+    for step in steps:
+        defense.train_step(model, optimizer, tiny_assets.pools, step, None)
+    inference_state = defense.inference_optimizer.state[next(defense.inference.parameters())]
+    assert float(inference_state["step"]) == 3 * 2
+    assert float(optimizer.state[next(model.parameters())]["step"]) == 2
+
+
+def test_advreg_k_is_searchable():
+    assert [p.name for p in SPACES["advreg"]] == ["theta", "k"]
+    assert REFERENCE_SETTINGS["advreg"] == {"theta": 3.0, "k": 7}
+    trial = optuna.create_study().ask()
+    _, settings = suggest_setting(trial, ["advreg"])
+    assert isinstance(settings["k"], int) and 1 <= settings["k"] <= 10
 
 
 def test_advreg_step_trains_the_inference_network_and_the_classifier(tiny_assets):
@@ -205,9 +258,15 @@ def test_search_space_samples_valid_settings(name):
     make_defense(name, REFERENCE_SETTINGS[name])
 
 
+# AdvReg's default (k = 7 steps of Nasr et al.'s 0.66M-parameter inference network per batch) costs minutes of
+# CPU end to end; the defaults are checked by the unit tests above, the pipeline with one inference step.
+END_TO_END_SETTINGS = {"advreg": {"k": 1}}
+
+
 @pytest.mark.parametrize("name", BASELINES)
 def test_baseline_runs_end_to_end(name, tiny_config, tiny_pruning, cache_dir, tiny_assets):
-    result = run_experiment(tiny_config, cache_dir, name, {}, tiny_pruning, THRESHOLD_ATTACKS)
+    result = run_experiment(tiny_config, cache_dir, name, END_TO_END_SETTINGS.get(name, {}), tiny_pruning,
+                            THRESHOLD_ATTACKS)
     assert result.utility > 0.5
     assert set(result.attacks) == set(THRESHOLD_ATTACKS)
     assert result.defense_seconds > 0

@@ -103,9 +103,12 @@ def test_memscore_compute_export_import_round_trip(tmp_path: Path, capsys) -> No
 
     replacement = pd.DataFrame({"0": np.linspace(0, 1, 1438)})
     replacement.to_csv(tmp_path / "replacement.csv")
-    assert main(["memscore", "import", str(tmp_path / "replacement.csv"), *common]) == 0
+    assert main(["memscore", "import", str(tmp_path / "replacement.csv"), *common]) == 2  # order unverifiable
+    assert "--order" in capsys.readouterr().err
+    assert main(["memscore", "import", str(tmp_path / "replacement.csv"), *common, "--order", "ours"]) == 0
     assert main(["memscore", "export", *common, "--out", str(tmp_path / "again.csv")]) == 0
     assert np.allclose(read_scores(tmp_path / "again.csv"), np.linspace(0, 1, 1438))
+    assert main(["memscore", "import", str(tmp_path / "again.csv"), *common]) == 0  # our export: verified order
     assert "1438 mem-scores" in capsys.readouterr().out
 
 

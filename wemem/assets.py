@@ -20,7 +20,7 @@ from filelock import FileLock
 from .config import ExperimentConfig
 from .data import ModelSplit, Pools, StudySplit, cached_pools, load_dataset, make_study_split
 from .faults import failpoint
-from .memscore import compute_memscores, read_memscores_csv, write_memscores_csv
+from .memscore import ImportOrder, check_memscore_order, compute_memscores, read_memscores_csv, write_memscores_csv
 from .models import build_model
 from .parallel import MapFn, job_seed, serial_map
 from .training import accuracy, default_device, make_adam, train_round
@@ -91,14 +91,11 @@ def load_data(config: ExperimentConfig, cache_dir: str | Path) -> tuple[Pools, S
 
 @functools.lru_cache(maxsize=4)
 def _load_split(path: str) -> StudySplit:
-    raw = torch.load(path, weights_only=True)
-    to_split = lambda d: ModelSplit(d["train"], d["dev"], d["test"])  # noqa: E731
-    return StudySplit(to_split(raw["victim"]), tuple(to_split(s) for s in raw["shadows"]))
+    return StudySplit.from_state(torch.load(path, weights_only=True))
 
 
 def _save_split(split: StudySplit, path: Path) -> None:
-    as_dict = lambda s: {"train": s.train, "dev": s.dev, "test": s.test}  # noqa: E731
-    atomic_torch_save({"victim": as_dict(split.victim), "shadows": [as_dict(s) for s in split.shadows]}, path)
+    atomic_torch_save(split.to_state(), path)
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
@@ -161,10 +158,12 @@ def _load_assets(config: ExperimentConfig, cache_dir: str) -> StudyAssets:
     return StudyAssets(config, pools, split, pretrained, memscores, accuracies)
 
 
-def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: str | Path) -> torch.Tensor:
-    """Validate a mem-score CSV against the dataset and install it in the study cache."""
+def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: str | Path,
+                     order: ImportOrder = "auto") -> torch.Tensor:
+    """Validate a mem-score CSV against the dataset (length, values, row order) and install it in the study cache."""
     pools = load_dataset(config.dataset, config.data_root, config.seed)
     scores = read_memscores_csv(csv_file, expected_length=pools.n_train)
+    check_memscore_order(csv_file, pools, config.dataset, order)
     directory = cache_path(config, cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
     write_memscores_csv(scores, memscore_path(config, cache_dir))

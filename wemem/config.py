@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+from .data import SPLIT_VERSION
 from .training import TrainConfig
 
 
@@ -48,8 +49,11 @@ class ExperimentConfig:
         return cls(**data)
 
     def key(self) -> str:
-        """Content hash naming the on-disk cache of the split, pretrained models and mem-scores."""
-        return content_hash(self.to_dict())
+        """Content hash naming the on-disk cache of the split, pretrained models and mem-scores.
+
+        The split version is part of it: a change of what the split's index sets mean must not reuse caches.
+        """
+        return content_hash({**self.to_dict(), "split_version": SPLIT_VERSION})
 
 
 def content_hash(obj: object) -> str:

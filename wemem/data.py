@@ -7,7 +7,7 @@ mem-scores) and ``x[n_train:]`` is the test pool E. Small datasets stay as tenso
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -97,13 +97,50 @@ class ModelSplit:
     test: torch.Tensor
 
 
+# Bump whenever make_study_split changes what an index set means: the version enters the cache key
+# (wemem.config.ExperimentConfig.key), so splits, pretrained models and mem-scores cached under an older meaning
+# are never reused. 2: the RMIA population is held out of E before the models' evaluation pools are formed.
+SPLIT_VERSION = 2
+
+POPULATION_FRACTION = 0.2  # of the test pool E, held out as RMIA's reference population
+POPULATION_FLOOR = 300  # SPEC 9: "at least a few hundred"...
+POPULATION_CAP = 0.5  # ...but never more than half of E, which also feeds every model's dev and test sets
+
+
 @dataclass(frozen=True)
 class StudySplit:
     victim: ModelSplit
     shadows: tuple[ModelSplit, ...]
+    # RMIA's reference population (SPEC 9): held-out samples of E that no model trains on, selects checkpoints
+    # on or is attacked on; empty only for splits built by hand (RMIA then refuses to run)
+    population: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
     def models(self) -> list[tuple[str, ModelSplit]]:
         return [("victim", self.victim)] + [(f"shadow{k}", s) for k, s in enumerate(self.shadows)]
+
+    def to_state(self) -> dict:
+        """Plain tensors and lists, for ``torch.save(..., weights_only=True)`` caches."""
+        as_dict = lambda s: {"train": s.train, "dev": s.dev, "test": s.test}  # noqa: E731
+        return {"version": SPLIT_VERSION, "victim": as_dict(self.victim),
+                "shadows": [as_dict(s) for s in self.shadows], "population": self.population}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "StudySplit":
+        require(state.get("version") == SPLIT_VERSION,
+                f"cached split has version {state.get('version', 1)}, this code writes version {SPLIT_VERSION}; "
+                "delete the cache directory (or use another --cache-dir) so the split is recomputed")
+        to_split = lambda d: ModelSplit(d["train"], d["dev"], d["test"])  # noqa: E731
+        return cls(to_split(state["victim"]), tuple(to_split(s) for s in state["shadows"]), state["population"])
+
+
+def population_size(test_pool_size: int) -> int:
+    """How many samples of E are held out as RMIA's population: 20% of E, at least 300, at most half of E."""
+    wanted = max(round(POPULATION_FRACTION * test_pool_size), POPULATION_FLOOR)
+    return min(wanted, int(test_pool_size * POPULATION_CAP))
+
+
+def _as_index_tensor(indices: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.sort(indices), dtype=torch.long)  # sorted for cache-friendly gathers
 
 
 def _model_split(pool: np.ndarray, test_pool: np.ndarray, seed: int, train_fraction: float, dev_fraction: float) -> ModelSplit:
@@ -112,8 +149,8 @@ def _model_split(pool: np.ndarray, test_pool: np.ndarray, seed: int, train_fract
     evaluation = np.concatenate([pool[n_train:], test_pool])
     evaluation = evaluation[seeded_permutation(len(evaluation), seed + 1_000_003)]
     n_dev = int(round(len(evaluation) * dev_fraction))
-    as_tensor = lambda a: torch.as_tensor(np.sort(a), dtype=torch.long)  # noqa: E731 -- sorted for cache-friendly gathers
-    return ModelSplit(as_tensor(pool[:n_train]), as_tensor(evaluation[:n_dev]), as_tensor(evaluation[n_dev:]))
+    return ModelSplit(_as_index_tensor(pool[:n_train]), _as_index_tensor(evaluation[:n_dev]),
+                      _as_index_tensor(evaluation[n_dev:]))
 
 
 def make_study_split(
@@ -121,19 +158,22 @@ def make_study_split(
 ) -> StudySplit:
     """SPEC section 2: T halves into victim pool V and shadow pool A; each model trains on 90% of its pool.
 
-    The victim's evaluation pool (rest of V plus all of E) splits 34% dev / 66% test; shadow k does the same
-    with its pool A permuted by seed + k. Shadows never see victim members.
+    First a seeded slice of E (see :func:`population_size`) is held out as RMIA's population (SPEC 9). The
+    victim's evaluation pool (rest of V plus the rest of E) splits 34% dev / 66% test; shadow k does the same
+    with its pool A permuted by seed + k. Shadows never see victim members; no model sees the population.
     """
     require(shadows >= 1, f"shadows must be >= 1 (got {shadows}); adaptive attacks need at least one shadow model")
     order = seeded_permutation(pools.n_train, seed)
     half = pools.n_train // 2
     victim_pool, shadow_pool = order[:half], order[half:]
-    test_pool = np.arange(pools.n_train, len(pools.y))
+    test_pool = pools.n_train + seeded_permutation(len(pools.y) - pools.n_train, seed + 2_000_003)
+    n_population = population_size(len(test_pool))
+    population, test_pool = test_pool[:n_population], test_pool[n_population:]
     victim = _model_split(victim_pool, test_pool, seed, train_fraction, dev_fraction)
     shadow_splits = tuple(
         _model_split(shadow_pool, test_pool, seed + k, train_fraction, dev_fraction) for k in range(shadows)
     )
-    return StudySplit(victim, shadow_splits)
+    return StudySplit(victim, shadow_splits, _as_index_tensor(population))
 
 
 from . import loaders as _loaders  # noqa: E402,F401  (registers the file-based datasets)

@@ -7,14 +7,15 @@ the mean over OUT models, min-max scaled to [0, 1] over T.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .data import cached_pools, seeded_permutation
+from .data import Pools, cached_pools, seeded_permutation
 from .errors import WememError
 from .models import build_model
 from .parallel import MapFn, job_seed, serial_map
@@ -77,10 +78,80 @@ def compute_memscores(config: "ExperimentConfig", map_fn: MapFn = serial_map) ->
 # ----------------------------------------------------------------------------------------- CSV layout
 
 
-def write_memscores_csv(scores: torch.Tensor | np.ndarray, path: str | Path) -> None:
-    """The public layout: header ``,0`` then ``index,score`` rows, one per sample of T in order."""
+ORDER_TAG = "wemem-order:"  # first header cell of a CSV we export: names the T order its rows follow
+
+# Datasets whose training pool T is, in the public reference implementation, ordered as ours: the official
+# training batches in file order (torchvision's CIFAR loader reads them the same way). Its CSVs for these can be
+# imported with ``order="reference"``.
+REFERENCE_ORDER_IS_OURS = frozenset({"cifar10", "cifar100"})
+# Datasets with public reference CSVs whose T order differs from ours: the reason, for the refusal.
+REFERENCE_ORDER_DIFFERS = {
+    "location": "our T is a seeded 80/20 permutation of data_complete.npz (wemem.data.split_train_test)",
+    "purchase100": "our T is a seeded 80/20 permutation of dataset_purchase (wemem.data.split_train_test)",
+    "texas100": "our T is a seeded 80/20 permutation of feats/labels (wemem.data.split_train_test)",
+    "cinic10": "our T is the train/ folder in ImageFolder order; the reference orders its pool differently",
+}
+ImportOrder = Literal["auto", "ours", "reference"]
+
+
+def training_pool_fingerprint(pools: Pools) -> str:
+    """A hash of T's samples and labels in order: equal exactly when row i is the same sample in both."""
+    digest = hashlib.sha256()
+    digest.update(pools.y[: pools.n_train].cpu().numpy().astype(np.int64).tobytes())
+    digest.update(pools.x[: pools.n_train].cpu().numpy().astype(np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def write_memscores_csv(scores: torch.Tensor | np.ndarray, path: str | Path, fingerprint: str | None = None) -> None:
+    """The public layout: header ``,0`` then ``index,score`` rows, one per sample of T in order.
+
+    With ``fingerprint`` (see :func:`training_pool_fingerprint`) the header's first, otherwise empty, cell reads
+    ``wemem-order:<fingerprint>``, so an import can verify the rows follow the same T order; readers of the
+    public layout (``index_col=0``, column ``0``) are unaffected.
+    """
     frame = pd.DataFrame({"0": np.asarray(scores, dtype=np.float64)})
-    frame.to_csv(path, index=True)
+    frame.to_csv(path, index=True, index_label=None if fingerprint is None else ORDER_TAG + fingerprint)
+
+
+def memscore_file_fingerprint(path: str | Path) -> str | None:
+    """The T fingerprint a CSV's header names, or None for a file without one (e.g. the reference's)."""
+    with Path(path).open() as handle:
+        first_cell = handle.readline().split(",", 1)[0].strip()
+    return first_cell[len(ORDER_TAG):] if first_cell.startswith(ORDER_TAG) else None
+
+
+def check_memscore_order(path: str | Path, pools: Pools, dataset: str, order: ImportOrder = "auto") -> None:
+    """Refuse a mem-score CSV whose rows cannot be shown to follow this dataset's T order.
+
+    A file we exported names the T it was computed on; it must match this dataset and seed exactly. A file
+    without that header is accepted only when the caller vouches for its order: ``ours`` (the rows follow
+    wemem's T for this dataset and seed) or ``reference`` (the public reference's CSV, for datasets whose
+    reference order equals ours). Lengths alone prove nothing: the reference's CSVs for Location, Purchase100,
+    Texas100 and CINIC-10 have as many rows as our T, in another order.
+    """
+    fingerprint = memscore_file_fingerprint(path)
+    expected = training_pool_fingerprint(pools)
+    if fingerprint is not None:
+        if fingerprint != expected:
+            raise WememError(f"mem-score file {path} was exported for another training pool order (header "
+                             f"{ORDER_TAG}{fingerprint}, this dataset and seed give {ORDER_TAG}{expected}): its rows "
+                             f"would be attached to the wrong samples; export it again with the same dataset, seed "
+                             f"and data, or compute the scores with `wemem memscore compute`")
+        return
+    if order == "ours":
+        return
+    if order == "reference":
+        if dataset in REFERENCE_ORDER_IS_OURS:
+            return
+        reason = REFERENCE_ORDER_DIFFERS.get(dataset, "no public reference CSV follows wemem's order of this dataset")
+        raise WememError(f"mem-score file {path}: the reference implementation's rows for {dataset!r} are not in "
+                         f"our training-pool order ({reason}), so they would be attached to the wrong samples; "
+                         f"compute the scores with `wemem memscore compute` instead (reference CSVs are accepted "
+                         f"for {', '.join(sorted(REFERENCE_ORDER_IS_OURS))})")
+    raise WememError(f"mem-score file {path} has no '{ORDER_TAG}' header, so its row order cannot be verified: "
+                     f"pass --order reference for the reference implementation's public CSV (accepted for "
+                     f"{', '.join(sorted(REFERENCE_ORDER_IS_OURS))}), or --order ours if its rows follow wemem's "
+                     f"training pool for this dataset and seed (as `wemem memscore export` writes them)")
 
 
 def read_memscores_csv(path: str | Path, expected_length: int | None = None) -> torch.Tensor:

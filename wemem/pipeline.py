@@ -221,7 +221,7 @@ def attack_inputs(assets: StudyAssets, victim: PrunedModel | RoundReport,
         seed=seed,
         victim_sensitivity=victim.sensitivity,
         shadow_sensitivity=None if victim.sensitivity is None else [s.sensitivity for s in shadows],
-        population=population_indices(assets.split, victim_targets, len(assets.pools.y)),
+        population=population_indices(assets.split, victim_targets),
     )
 
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..data import ModelSplit, StudySplit
-from ..errors import WememError
+from ..errors import WememError, require
 from ..metrics import attack_metrics, roc_points
 from ..registry import Registry
 
@@ -40,17 +40,18 @@ def balanced_targets(split: ModelSplit, seed: int) -> Targets:
     return Targets(np.concatenate([members, non_members]), np.r_[np.ones(n, bool), np.zeros(n, bool)])
 
 
-def population_indices(split: StudySplit, victim_targets: Targets, pool_size: int) -> np.ndarray:
-    """RMIA's reference population: pool samples that no model trained on, minus the victim's targets.
+def population_indices(split: StudySplit, victim_targets: Targets) -> np.ndarray:
+    """RMIA's reference population: the split's held-out slice of E (SPEC 9).
 
-    These are non-members for the victim and for every shadow, and disjoint from what the victim is attacked
-    on. Dev samples are kept: they only select checkpoints, they are never trained on.
+    By construction (:func:`wemem.data.make_study_split`) no model trains on it, selects checkpoints on it (dev)
+    or is attacked on it (test); this checks that, so a hand-built or stale split cannot leak into it.
     """
-    excluded = np.zeros(pool_size, dtype=bool)
-    for _, model_split in split.models():
-        excluded[model_split.train.numpy()] = True
-    excluded[victim_targets.indices] = True
-    return np.flatnonzero(~excluded)
+    population = split.population.numpy()
+    used = [victim_targets.indices] + [part.numpy() for _, s in split.models() for part in (s.train, s.dev, s.test)]
+    require(not np.isin(population, np.concatenate(used)).any(),
+            "the split's RMIA population overlaps a model's train, dev or test set; rebuild the split with "
+            "wemem.data.make_study_split (delete the study's cache directory)")
+    return population
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Offline RMIA (Zarifzadeh et al. 2024; SPEC section 9, 10).
 
 A target is likely a member when the victim's likelihood ratio against the shadows' reference is higher than
-that of most population samples z (non-member data no model trained on, see
-:func:`wemem.attacks.base.population_indices`).
+that of most population samples z (a held-out slice of the test pool that no model trains on, selects
+checkpoints on or is attacked on; see :func:`wemem.attacks.base.population_indices`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,17 @@ def dominance_fraction(target_ratios: np.ndarray, population_ratios: np.ndarray,
     return np.searchsorted(ordered, target_ratios / gamma, side="right") / len(ordered)
 
 
+def break_ties(fractions: np.ndarray, ratios: np.ndarray, population_size: int) -> np.ndarray:
+    """Order targets with equal fractions by their raw likelihood ratio, without changing any 0.5 decision.
+
+    Fractions are multiples of 1/n (n = population size). Adding (0.5/n) * r / (1 + r), which is strictly
+    increasing in the ratio r > 0 and below half a step, keeps every fraction's order and the decision
+    ``score >= 0.5`` (a fraction below 0.5 is at most 0.5 - 1/(2n)), while a small population no longer ties
+    many targets at the same score (which would flatten the ROC curve at low FPR).
+    """
+    return fractions + (0.5 / population_size) * ratios / (1.0 + ratios)
+
+
 def true_class_probs(log_probs: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return np.exp(log_probs[indices, labels[indices]])
 
@@ -52,7 +63,8 @@ class Rmia(Attack):
         require(inputs.population is not None and len(inputs.population) > 0,
                 "rmia needs a population of non-member samples no model trained on; build the attack inputs with "
                 "wemem.pipeline.attack_inputs, or drop rmia when every pool sample is a target or trained on")
-        scores = dominance_fraction(self.likelihood_ratios(inputs, inputs.victim_targets.indices),
-                                    self.likelihood_ratios(inputs, inputs.population), self.gamma)
+        target_ratios = self.likelihood_ratios(inputs, inputs.victim_targets.indices)
+        fractions = dominance_fraction(target_ratios, self.likelihood_ratios(inputs, inputs.population), self.gamma)
+        scores = break_ties(fractions, target_ratios, len(inputs.population))
         # SPEC section 9: fixed threshold, as for LiRA
         return scores, 0.5

@@ -12,7 +12,10 @@ from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
 
+from ..data import Pools
+from ..pruning import Masks
 from ..training import Step, minibatches
 from .base import DEFENSES, Defense, DefenseContext
 
@@ -93,9 +96,17 @@ class WindowSettings(BaseModel):
         return self
 
 
+RmrOptimizer = Literal["two_adam", "single"]
+
+
 class RiskSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
     lambda_mem: float = Field(0.1, gt=0, description="weight decay on steps over risky samples")
+    # default chosen on evidence: see docs/deviations.md (RMR's optimizers) for the comparison
+    optimizer: RmrOptimizer = Field(
+        "single", description="two_adam: the reference's two Adam optimizers (risky steps with weight decay "
+                                "lambda_mem, general steps with the usual one, each with its own moments); single: "
+                                "one Adam whose weight decay is lambda_mem during risky steps")
     tau: float | None = Field(None, ge=0, le=1, description="absolute mem-score threshold")
     risky_fraction: float | None = Field(None, gt=0, lt=1, description="tau as the quantile of the study's mem-scores")
 
@@ -130,14 +141,40 @@ class SlidingWindowMixin:
 
 
 class RiskMixin:
+    """RMR's risky-first epochs; with ``optimizer = "two_adam"`` risky steps use an Adam of their own.
+
+    Both optimizers are created once per model (``make_optimizer`` runs once, before the first pruning round),
+    so each carries its moments across rounds like the single one does, and both go through the same masked
+    step of :meth:`Defense.train_step` (masked gradients, masks re-applied after the step).
+    """
+
     settings: RiskSettings
+    risky_optimizer: torch.optim.Optimizer | None = None
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        general = super().make_optimizer(model)
+        if self.settings.optimizer == "two_adam":
+            config = self.ctx.config
+            self.risky_optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
+                                                    weight_decay=self.settings.lambda_mem)
+        return general
+
+    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step,
+                   masks: Masks | None) -> float:
+        if self.risky_optimizer is not None and step.weight_decay is not None:  # a risky step (see risk_steps)
+            optimizer = self.risky_optimizer
+        return super().train_step(model, optimizer, pools, step, masks)
 
     def prepare_threshold(self, context: DefenseContext) -> None:
         s = self.settings
         self.tau = s.tau if s.tau is not None else tau_from_risky_fraction(context.memscores, s.risky_fraction)
 
     def risk_steps(self, indices: torch.Tensor, generator: torch.Generator) -> list[Step]:
-        """All mini-batches of the risky part first (strong L2), then the general part (usual L2)."""
+        """All mini-batches of the risky part first (strong L2), then the general part (usual L2).
+
+        Risky steps carry weight decay lambda_mem: an override of the single optimizer, or (two_adam) the
+        marker that selects the risky optimizer, whose own weight decay is lambda_mem.
+        """
         risky, general = risk_split(indices, self.ctx.scores_of(indices), self.tau)
         batch = self.ctx.config.batch_size
         return ([Step(b, weight_decay=self.settings.lambda_mem) for b in minibatches(risky, batch, generator)]

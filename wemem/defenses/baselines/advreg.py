@@ -1,7 +1,8 @@
 """AdvReg, adversarial regularization (Nasr, Shokri & Houmansadr, CCS 2018; SPEC section 8).
 
 A min-max game between the classifier f and an inference network h([softmax(f(x)), onehot(y)]) -> P(member).
-For every batch, h first takes k steps to tell the batch (members) from as many dev samples (non-members,
+For every batch, h first takes k steps (default 7, as in Nasr et al.'s reference; h has their attack model's
+size, see :class:`InferenceNetwork`) to tell the batch (members) from as many dev samples (non-members,
 the model's own reference set), then f takes one step on CE(f(x), y) - theta * BCE(h(f(x), y), member), i.e. f
 minimizes its loss while maximizing h's loss on the members. **Fix** (SPEC): the reference implementation took
 one classifier step per epoch; here every batch alternates.
@@ -21,10 +22,31 @@ from ...training import Step
 from ..base import DEFENSES, Defense, DefenseContext
 
 
-def inference_network(num_classes: int) -> nn.Module:
-    """h: [softmax output, one-hot label] (2C values) -> membership logit."""
-    return nn.Sequential(nn.Linear(2 * num_classes, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
-                         nn.Linear(64, 1))
+def relu_mlp(*widths: int) -> nn.Sequential:
+    """Linear layers of the given widths, each followed by ReLU."""
+    layers: list[nn.Module] = []
+    for width_in, width_out in zip(widths, widths[1:]):
+        layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class InferenceNetwork(nn.Module):
+    """h of Nasr et al.: the posterior through 1024-512-64, the one-hot label through 512-64, their
+    concatenation through 256-64-1 (a membership logit; the sigmoid is in the loss).
+
+    Input: ``inference_features`` rows, [softmax output, one-hot label] (2C values).
+    """
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.posterior = relu_mlp(num_classes, 1024, 512, 64)
+        self.label = relu_mlp(num_classes, 512, 64)
+        self.combined = nn.Sequential(relu_mlp(128, 256, 64), nn.Linear(64, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        posterior, label = features.split(self.num_classes, dim=1)
+        return self.combined(torch.cat([self.posterior(posterior), self.label(label)], dim=1))
 
 
 def inference_features(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -50,7 +72,7 @@ def deployed_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class AdvRegSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
     theta: float = Field(3.0, gt=0, description="weight of the inference network's loss in the classifier's step")
-    k: int = Field(1, ge=1, description="inference-network steps per classifier step")
+    k: int = Field(7, ge=1, description="inference-network steps per classifier step (Nasr et al.'s reference: 7)")
 
 
 @DEFENSES.register("advreg")
@@ -63,7 +85,7 @@ class AdvReg(Defense):
                                       "use a split with a non-empty dev fraction")
         super().bind(context)
         device = context.pools.x.device
-        self.inference = inference_network(context.pools.num_classes).to(device)
+        self.inference = InferenceNetwork(context.pools.num_classes).to(device)
         self.inference_optimizer = torch.optim.Adam(self.inference.parameters(), lr=context.config.lr)
         self.generator = torch.Generator().manual_seed(context.seed)
 

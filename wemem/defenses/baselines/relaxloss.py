@@ -8,9 +8,10 @@ every pruning round):
 - odd epochs take a normal descent step while the batch CE is at or above alpha; below it they flatten the
   posteriors: gradient ascent on the CE of every sample, and for misclassified samples descent towards the soft
   target that keeps p_y on the true class and spreads 1 - p_y evenly over the others. This is the authors'
-  published per-sample objective ``(1 - correct) * CE(f(x), t) - CE(f(x), y)`` (t built from detached
-  probabilities), i.e. correctly classified samples are pushed to a larger loss while misclassified ones are
-  pulled towards a flat non-true posterior.
+  published per-sample objective ``(1 - correct) * CE(f(x), t) - CE(f(x), y)``, i.e. correctly classified
+  samples are pushed to a larger loss while misclassified ones are pulled towards a flat non-true posterior.
+  As in the authors' code, t is built from the model's live probabilities (p_y is not detached), so the
+  gradient also flows through the soft target.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from .soft_labels import soft_cross_entropy, spread_targets
 
 
 def posterior_flattening_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean of (1 - correct_i) * CE(f(x_i), t_i) - CE(f(x_i), y_i), t_i = spread of the detached p_y."""
+    """Mean of (1 - correct_i) * CE(f(x_i), t_i) - CE(f(x_i), y_i), t_i = spread of p_y (not detached)."""
     cross_entropy = F.cross_entropy(logits, labels, reduction="none")
-    probabilities = torch.softmax(logits.detach(), dim=1)
+    probabilities = torch.softmax(logits, dim=1)
     targets = spread_targets(labels, probabilities.gather(1, labels[:, None]), logits.shape[1])
     misclassified = (logits.detach().argmax(dim=1) != labels).to(logits.dtype)
     return (misclassified * soft_cross_entropy(logits, targets) - cross_entropy).mean()
