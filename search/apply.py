@@ -11,6 +11,7 @@ import torch
 from objectives import evaluate_trial, reference
 from wemem.assets import prepare_assets
 from wemem.errors import WememError
+from wemem.parallel import MapFn, serial_map
 
 from .config import StudyDefinition, parse_study
 from .export import read_export
@@ -53,18 +54,20 @@ def select_record(document: dict[str, Any], index: int | None, source: str) -> d
 
 
 def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_root: str | None = None,
-                 trial: int | None = None, map_fn: Callable | None = None,
+                 trial: int | None = None, share_of: Callable[[StudyDefinition], MapFn] | None = None,
                  echo: Callable[[str], None] = print) -> dict[str, Any]:
-    from wemem.parallel import serial_map
+    """Rebuild and re-evaluate an exported setting; ``share_of(definition)`` gives the parallel map (serial
+    in-process without one)."""
 
     document = read_export(path)
     record = select_record(document, trial, str(path))
     definition = definition_from_export(document, str(path))
     spec = definition.trial_spec(cache_dir, data_root)
-    map_fn = map_fn or serial_map
-    prepare_assets(spec.experiment, cache_dir, map_fn, log=echo)
-    base = reference(spec, map_fn)
-    outcome = evaluate_trial(spec, record["defense"], record["settings"], base, map_fn, keep_victim_state=True)
+    map_fn = share_of(definition) if share_of is not None else serial_map
+    assets = prepare_assets(spec.experiment, cache_dir, map_fn, log=echo)
+    base = reference(spec, assets, map_fn, log=echo)
+    outcome = evaluate_trial(spec, record["defense"], record["settings"], base, assets, map_fn,
+                             keep_victim_state=True)
     victim = outcome.result.victim
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -131,13 +131,13 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 def _apply(args: argparse.Namespace) -> int:
     from .apply import apply_export
-    from .runner import RayMap, init_ray
+    from .runner import init_ray, task_share
     from .study import resolve_cache_dir
 
     options = options_from(args)
     init_ray(options.ray_address)
     apply_export(args.export_file, args.out, resolve_cache_dir(options), options.data_root, args.trial,
-                 RayMap(num_cpus=1), echo)
+                 task_share, echo)
     return 0
 
 
@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Optuna storage URL (env WEMEM_STORAGE; default sqlite:///wemem.db in this directory)")
         p.add_argument("--cache-dir", default=None, help="cache of setting-independent work (default .wemem-cache)")
         p.add_argument("--data-root", default=None, help="folder holding dataset files")
-        p.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: start a local Ray)")
+        p.add_argument("--ray-address", default=None, help="attach to a running Ray cluster: HOST:PORT, auto or ray://HOST:PORT (default: "
+                            "RAY_ADDRESS, else a private local Ray)")
         p.add_argument("--stale-after", type=float, default=STALE_AFTER_S, metavar="SECONDS",
                        help="a RUNNING trial whose launcher has been silent this long is failed and re-queued "
                             f"(default {STALE_AFTER_S:.0f})")

@@ -134,6 +134,9 @@ class ResourcesSection(_Section):
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
     max_concurrent_trials: int = Field(1, ge=1)
+    # CNN speed-ups on CUDA (no effect on CPU): bf16 autocast of forward and loss, channels_last weights
+    bf16: bool = True
+    channels_last: bool = True
 
 
 class StudyDefinition(_Section):
@@ -181,7 +184,8 @@ class StudyDefinition(_Section):
             data_root=data_root if data_root is not None else self.data.data_root,
             train=TrainConfig(lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size,
                               pretrain_epochs=t.pretrain_epochs, finetune_epochs=t.finetune_epochs,
-                              patience=t.patience),
+                              patience=t.patience, bf16=self.resources.bf16,
+                              channels_last=self.resources.channels_last),
             memscore_models=self.memscore.models,
         )
 

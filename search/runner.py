@@ -10,15 +10,22 @@ Each Tune trial fans out K+1 Ray tasks (victim and shadows pruned in parallel) i
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import functools
 import json
 import logging
 import os
+import socket
 import time
 import uuid
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
+import numpy as np
 import optuna
 import ray
 import torch
@@ -27,7 +34,10 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
-from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial
+from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial, reference
+from wemem.assets import StudyAssets, content_fingerprint, prepare_assets
+from wemem.data import Pools
+from wemem.errors import WememError
 
 from .config import StudyDefinition
 from .spaces import suggest_setting
@@ -39,54 +49,217 @@ HEAD_CPU = 0.001  # the trial's own coordinating actor only waits on its tasks
 # ------------------------------------------------------------------------------------------------- Ray
 
 
+def ray_address(address: str | None) -> str | None:
+    """The cluster to attach to: ``--ray-address`` first, then ``RAY_ADDRESS``; None means a private local Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def _unreachable(address: str) -> str | None:
+    """Why a ``host:port`` or ``ray://host:port`` address cannot be reached (None: it answers, or is ``auto``).
+
+    Checked with a plain TCP connect because ``ray.init`` retries an unreachable address for a long time.
+    """
+    if address in ("auto", "local"):
+        return None
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port or (10001 if parts.scheme == "ray" else 6379)
+    except ValueError as error:
+        return str(error)
+    if not host:
+        return "no host in the address"
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return None
+    except OSError as error:
+        return f"{host}:{port}: {error.strerror or error}"
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Attach to the cluster of ``--ray-address`` / ``RAY_ADDRESS`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``),
+    or start a private local Ray when neither is given.
+
+    Attaching never passes resources: the cluster declares its own. A local Ray detects CPUs and GPUs itself
+    (cgroup-aware) unless ``num_cpus`` is given.
+    """
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                                  configure_logging=True)
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        # Keep idle task workers alive between trials: each fresh worker re-imports torch and reloads the cached
-        # assets (seconds), while a trial's own work on small data takes about a second.
-        ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=256 * 1024**2,
+    quiet: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR)
+    target = ray_address(address)
+    if target is None:
+        # Keep idle task workers alive between trials: each fresh worker re-imports torch (seconds), while a
+        # trial's own work on small data takes about a second. (GPU tasks never reuse workers: max_calls=1.)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, configure_logging=True,
                  _system_config={"idle_worker_killing_time_threshold_ms": 600_000, "num_workers_soft_limit": 64},
-                 **kwargs)
+                 **quiet)
+        return
+    fix = ("start the cluster first (`ray start --head` on the head node), or fix --ray-address / RAY_ADDRESS; "
+           "unset both to run on a private local Ray")
+    problem = _unreachable(target)
+    if problem is not None:
+        raise WememError(f"cannot reach the Ray cluster at {target!r} ({problem}); {fix}")
+    try:
+        ray.init(address=target, **(quiet if target.startswith("ray://") else dict(quiet, configure_logging=True)))
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise WememError(f"cannot attach to the Ray cluster at {target!r} ({error}); {fix}") from None
 
 
-def _run_with_threads(fn: Callable[..., Any], threads: int, *args: Any) -> Any:
-    torch.set_num_threads(threads)
-    return fn(*args)
+def threads_for(num_cpus: float) -> int:
+    """Intra-op threads of a job holding ``num_cpus`` CPUs: the share rounded, at least one."""
+    return max(1, round(num_cpus))
+
+
+# Assets travel through Ray's object store: put once per process (keyed by content fingerprint), received once
+# per worker process. Tensors go as numpy arrays, which Ray stores out-of-band and hands back zero-copy (read-only,
+# shared by the workers of a node); jobs never write into them.
+
+SHIPPABLE = (StudyAssets, Pools)
 
 
 @dataclass(frozen=True)
+class Shipped:
+    """A large job input in the object store. Nested in a wrapper so Ray does not resolve it before the job runs
+    and the worker can reuse what it received for the same fingerprint."""
+
+    ref: ray.ObjectRef
+    fingerprint: str
+
+
+_PUT: dict[str, Shipped] = {}  # what this process put or received, by fingerprint (keeps the objects alive)
+_RECEIVED: collections.OrderedDict[str, Any] = collections.OrderedDict()
+_RECEIVED_KEEP = 2
+
+
+def _map_arrays(value: Any, convert: Callable[[Any], Any], kind: type) -> Any:
+    if isinstance(value, kind):
+        return convert(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _map_arrays(getattr(value, f.name), convert, kind)
+                                             for f in dataclasses.fields(value) if f.init})
+    if isinstance(value, dict):
+        return {k: _map_arrays(v, convert, kind) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_arrays(v, convert, kind) for v in value)
+    return value
+
+
+def _from_numpy(array: np.ndarray) -> torch.Tensor:
+    with warnings.catch_warnings():  # Ray's zero-copy arrays are read-only; nothing writes into them
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
+def _put(value: Any, fingerprint: str) -> Shipped:
+    return Shipped(ray.put(_map_arrays(value, lambda t: t.detach().cpu().numpy(), torch.Tensor)), fingerprint)
+
+
+def ship(value: Any) -> Shipped:
+    """Put assets into the object store once per process (by their fingerprint); other objects once per call."""
+    fingerprint = getattr(value, "fingerprint", None)
+    if fingerprint is None:
+        return _put(value, content_fingerprint(value))
+    if fingerprint not in _PUT:
+        _PUT[fingerprint] = _put(value, fingerprint)
+    return _PUT[fingerprint]
+
+
+def receive(shipped: Shipped) -> Any:
+    """The shipped object, as CPU tensors; memoized per process by content fingerprint, so never stale."""
+    if shipped.fingerprint in _RECEIVED:
+        _RECEIVED.move_to_end(shipped.fingerprint)
+        return _RECEIVED[shipped.fingerprint]
+    value = _map_arrays(ray.get(shipped.ref), _from_numpy, np.ndarray)
+    _RECEIVED[shipped.fingerprint] = value
+    _PUT.setdefault(shipped.fingerprint, shipped)  # jobs this process fans out reuse the same object
+    while len(_RECEIVED) > _RECEIVED_KEEP:
+        _PUT.pop(_RECEIVED.popitem(last=False)[0], None)
+    return value
+
+
+def _resolve(args: tuple[Any, ...]) -> list[Any]:
+    return [receive(a) if isinstance(a, Shipped) else a for a in args]
+
+
+def placement(job: str) -> dict[str, Any]:
+    """Where this job runs: Ray node, worker process and the GPU ids Ray assigned (torch may still see none)."""
+    context = ray.get_runtime_context()
+    return {"job": job, "node": context.get_node_id()[:12], "pid": os.getpid(),
+            "gpus": [str(g) for g in context.get_accelerator_ids().get("GPU", [])]}
+
+
+def _job_kind(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__name__", "job").removesuffix("_job")
+
+
+def _run_job(fn: Callable[..., Any], threads: int, *args: Any) -> tuple[Any, dict[str, Any]]:
+    torch.set_num_threads(threads)
+    return fn(*_resolve(args)), placement(_job_kind(fn))
+
+
+def _ship_args(jobs: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Assets go as ``Shipped``; any other container or record several jobs share is put once (Ray resolves it)."""
+    uses = collections.Counter(id(a) for job in jobs for a in job)
+    converted: dict[int, Any] = {}
+
+    def one(arg: Any) -> Any:
+        if id(arg) not in converted:
+            if isinstance(arg, SHIPPABLE):
+                converted[id(arg)] = ship(arg)
+            elif uses[id(arg)] > 1 and (isinstance(arg, (list, tuple, dict)) or dataclasses.is_dataclass(arg)):
+                converted[id(arg)] = ray.put(arg)
+            else:
+                return arg
+        return converted[id(arg)]
+
+    return [[one(a) for a in job] for job in jobs]
+
+
+@functools.lru_cache(maxsize=None)
+def _job_task(num_cpus: float, num_gpus: float) -> Any:
+    # max_calls can only be set here, not in .options()
+    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_calls=1 if num_gpus > 0 else 0,
+                      max_retries=0)(_run_job)
+
+
+@dataclass
 class RayMap:
-    """A wemem ``MapFn`` running each job as a Ray task with the given resource share."""
+    """A wemem ``MapFn`` running each job as a Ray task with the given resource share.
+
+    A task holding a GPU share runs in a fresh worker process (``max_calls=1``): CUDA and everything a job binds
+    to its device die with it, so no process ever serves two GPU assignments. CPU-only tasks reuse warm workers.
+    Each job's placement (node, pid, GPU ids) is appended to ``placements``.
+    """
 
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    placements: list[dict[str, Any]] = field(default_factory=list, compare=False, repr=False)
 
     def __call__(self, fn: Callable[..., Any], jobs: list[tuple[Any, ...]]) -> list[Any]:
-        task = ray.remote(_run_with_threads).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0)
-        threads = max(1, int(self.num_cpus))
-        return ray.get([task.remote(fn, threads, *job) for job in jobs])
+        task = _job_task(self.num_cpus, self.num_gpus)
+        threads = threads_for(self.num_cpus)
+        outputs = ray.get([task.remote(fn, threads, *job) for job in _ship_args(list(jobs))])
+        self.placements.extend(where for _, where in outputs)
+        return [result for result, _ in outputs]
 
 
 class _StepperHost:
-    """A Ray actor holding one stateful stepper (e.g. one model's pruning run) between rounds."""
+    """A Ray actor holding one stateful stepper (e.g. one model's pruning run) between rounds.
+
+    The actor owns its worker process for its whole life, so its one GPU assignment never changes.
+    """
 
     def __init__(self, factory: Callable[..., Any], threads: int, *job: Any):
         torch.set_num_threads(threads)
-        self.stepper = factory(*job)
+        self.stepper = factory(*_resolve(job))
 
     def step(self) -> Any:
         return self.stepper.step()
 
-    def finish(self) -> Any:
-        return self.stepper.finish()
+    def finish(self) -> tuple[Any, dict[str, Any]]:
+        return self.stepper.finish(), placement("prune")
 
 
 class RaySteppers:
@@ -94,17 +267,20 @@ class RaySteppers:
 
     def __init__(self, share: RayMap, factory: Callable[..., Any], jobs: list[tuple[Any, ...]]):
         host = ray.remote(_StepperHost).options(num_cpus=share.num_cpus, num_gpus=share.num_gpus, max_restarts=0)
-        self.actors = [host.remote(factory, max(1, int(share.num_cpus)), *job) for job in jobs]
+        self.share = share
+        self.actors = [host.remote(factory, threads_for(share.num_cpus), *job) for job in _ship_args(list(jobs))]
 
     def step(self) -> list[Any]:
         return ray.get([actor.step.remote() for actor in self.actors])
 
     def finish(self) -> list[Any]:
         try:
-            return ray.get([actor.finish.remote() for actor in self.actors])
+            outputs = ray.get([actor.finish.remote() for actor in self.actors])
         finally:
             for actor in self.actors:
                 ray.kill(actor)
+        self.share.placements.extend(where for _, where in outputs)
+        return [result for result, _ in outputs]
 
 
 def trial_bundles(definition: StudyDefinition) -> list[dict[str, float]]:
@@ -119,26 +295,62 @@ def trial_bundles(definition: StudyDefinition) -> list[dict[str, float]]:
 
 
 def task_share(definition: StudyDefinition) -> RayMap:
-    """The resources of one of a trial's K+1 model tasks."""
+    """The resources of one of a trial's K+1 model jobs (also the share of each pretraining, mem-score and
+    attack job, so the setting-independent work uses the devices the trials will use)."""
     bundle = trial_bundles(definition)[1]
     return RayMap(bundle["CPU"], bundle.get("GPU", 0.0))
 
 
-def trial_trainable(config: dict[str, Any], spec: TrialSpec, reference: Reference, share: RayMap) -> None:
-    """One Tune trial: evaluate the setting with K+1 parallel tasks and report the outcome as JSON.
+def compact_placements(records: list[dict[str, Any]]) -> list[list[Any]]:
+    """``[job, node, pid, gpu ids]`` per job: small enough for a trial's user attributes."""
+    return [[r["job"], r["node"], r["pid"], r["gpus"]] for r in records]
+
+
+def shared_work(study: optuna.Study, definition: StudyDefinition, spec: TrialSpec,
+                echo: Callable[[str], None]) -> tuple[Shipped, Reference]:
+    """Prepare the assets on the trials' shares (cached by the launcher), ship them, measure the reference.
+
+    Refuses (WememError) when the study was run against other assets: the fingerprint of split, pretrained
+    weights, mem-scores and reference is stored with the study, so no trial is scored against another victim.
+    """
+    share = task_share(definition)
+    assets = prepare_assets(spec.experiment, spec.cache_dir, share, log=echo)
+    shipped = ship(assets)
+    base = reference(spec, assets, share, log=echo)
+    fingerprint = content_fingerprint(assets.fingerprint, base.utility, base.privacy, base.strongest_attack)
+    stored = study.user_attrs.get("assets_fingerprint")
+    if stored is None:
+        study.set_user_attr("assets_fingerprint", fingerprint)
+    elif stored != fingerprint:
+        raise WememError(
+            f"study {study.study_name!r} was run against other assets (fingerprint {stored[:12]}, this launcher has "
+            f"{fingerprint[:12]}): the split, pretrained victim and shadows, mem-scores or reference differ, so "
+            f"new trials would not be comparable. Run this launcher with the study's cache folder "
+            f"(--cache-dir, copied from the first launcher) or start a new study under another name")
+    if share.placements:
+        study.set_user_attr("shared_work_jobs", compact_placements(share.placements))
+    return shipped, base
+
+
+def trial_trainable(config: dict[str, Any], spec: TrialSpec, reference: Reference, share: RayMap,
+                    assets: Shipped) -> None:
+    """One Tune trial: evaluate the setting with K+1 parallel jobs, then the attack jobs; report as JSON.
 
     With per-round reports (early stopping) the K+1 models live in Ray actors stepped round by round, and each
-    round's objective is reported; the scheduler may stop the trial after any round.
+    round's objective is reported; the scheduler may stop the trial after any round. Where every job ran is
+    reported with the outcome (``jobs``).
     """
+    share = RayMap(share.num_cpus, share.num_gpus)  # fresh placement records for this trial
     rounds = None
     if spec.round_reports:
         rounds = RoundHooks(lambda index, value: tune.report({"round": index, "intermediate": value}),
                             lambda factory, jobs: RaySteppers(share, factory, jobs))
-    outcome = evaluate_trial(spec, config["defense"], config["settings"], reference, map_fn=share, rounds=rounds)
+    outcome = evaluate_trial(spec, config["defense"], config["settings"], reference, receive(assets), map_fn=share,
+                             rounds=rounds)
     tune.report({"done": True, "outcome": json.dumps({
         "values": outcome.objective.values,
         "constraint": outcome.objective.constraint,
-        "user_attrs": to_json(outcome.user_attrs()),
+        "user_attrs": to_json(dict(outcome.user_attrs(), jobs=compact_placements(share.placements))),
     })})
 
 
@@ -255,7 +467,7 @@ class OptunaPruningScheduler(FIFOScheduler):
 
 def run_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, definition: StudyDefinition,
                spec: TrialSpec, reference: Reference, target_total: int, results_dir: Path,
-               echo: Callable[[str], None] = print) -> None:
+               echo: Callable[[str], None] = print, *, assets: Shipped) -> None:
     """Run trials through Ray Tune until the study holds ``target_total`` active trials (Ray must be running)."""
     budget = target_total - active_count(study)
     if budget <= 0:
@@ -264,7 +476,8 @@ def run_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, defini
     progress = Progress(budget, echo)
     searcher = StudySearcher(study, definition, target_total, launcher_id, progress)
     trainable = tune.with_resources(
-        tune.with_parameters(trial_trainable, spec=spec, reference=reference, share=task_share(definition)),
+        tune.with_parameters(trial_trainable, spec=spec, reference=reference, share=task_share(definition),
+                             assets=assets),
         tune.PlacementGroupFactory(trial_bundles(definition)),
     )
     tuner = tune.Tuner(

@@ -10,12 +10,11 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from objectives import Reference, reference
-from wemem.assets import prepare_assets
+from objectives import Reference
 from wemem.errors import WememError
 
 from .config import StudyDefinition
-from .runner import RayMap, init_ray, run_trials, task_share
+from .runner import init_ray, run_trials, shared_work
 from .spaces import REFERENCE_SETTINGS, reference_params
 from .storage import (STALE_AFTER_S, active_count, create_or_load_study, load_study, open_storage, redact,
                       storage_url, sweep_stale_trials)
@@ -90,8 +89,7 @@ def run_study(study: optuna.Study, storage: optuna.storages.BaseStorage, definit
     data_root = options.data_root if options.data_root is not None else study.user_attrs.get("data_root")
     spec = definition.trial_spec(cache_dir, data_root)
     init_ray(options.ray_address)
-    prepare_assets(spec.experiment, cache_dir, RayMap(num_cpus=1), log=echo)
-    base = reference(spec, task_share(definition))
+    assets, base = shared_work(study, definition, spec, echo)  # on the trials' CPU/GPU shares, then shipped
     study.set_user_attr("reference", {"utility": base.utility, "privacy": base.privacy,
                                       "strongest_attack": base.strongest_attack,
                                       "attacks": {k: {m: v for m, v in a.items() if m != "roc"}
@@ -100,7 +98,8 @@ def run_study(study: optuna.Study, storage: optuna.storages.BaseStorage, definit
          f"{base.strongest_attack} {spec.objective.privacy_metric} {base.privacy:.4f}")
     if target_total > active_count(study):
         echo(f"running {target_total - active_count(study)} trial(s) of study {definition.name!r}")
-        run_trials(study, storage, definition, spec, base, target_total, Path(cache_dir) / "ray-results", echo)
+        run_trials(study, storage, definition, spec, base, target_total, Path(cache_dir) / "ray-results", echo,
+                   assets=assets)
 
 
 # ------------------------------------------------------------------------------------------- best trials
