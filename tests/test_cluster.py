@@ -1,0 +1,129 @@
+"""Ray start-up, resource shares and a study on a simulated two-node cluster with fake GPUs.
+
+The cluster test runs tests/cluster_study.py in a subprocess: a process holds one Ray connection, and this test
+session's own Ray (conftest) must stay untouched for the other tests, whatever the order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+import search.runner as runner
+from search.runner import RayMap, init_ray, threads_for
+from wemem.errors import WememError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------ start-up
+
+
+class FakeRay:
+    """Records ray.init's arguments instead of starting anything."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kwargs):
+        self.calls.append(kwargs)
+
+
+@pytest.fixture
+def fake_ray(monkeypatch: pytest.MonkeyPatch) -> FakeRay:
+    fake = FakeRay()
+    monkeypatch.setattr(runner.ray, "is_initialized", fake.is_initialized)
+    monkeypatch.setattr(runner.ray, "init", fake.init)
+    monkeypatch.setattr(runner, "_unreachable", lambda address: None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return fake
+
+
+def test_without_an_address_a_private_local_ray_starts_and_detects_its_resources(fake_ray: FakeRay) -> None:
+    init_ray()
+    (call,) = fake_ray.calls
+    assert call["address"] == "local"  # never a running `ray start` cluster by accident
+    assert call["num_cpus"] is None  # Ray's own (cgroup-aware) detection
+
+
+@pytest.mark.parametrize("address", ["auto", "10.0.0.5:6379", "ray://head:10001"])
+def test_ray_address_env_attaches_without_declaring_resources(fake_ray: FakeRay, monkeypatch, address: str) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    init_ray(num_cpus=4)
+    (call,) = fake_ray.calls
+    assert call["address"] == address
+    assert not {"num_cpus", "num_gpus", "object_store_memory", "_system_config"} & set(call)
+
+
+def test_the_option_wins_over_the_environment(fake_ray: FakeRay, monkeypatch) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    init_ray("10.0.0.9:6379")
+    assert fake_ray.calls[0]["address"] == "10.0.0.9:6379"
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"])
+def test_an_unreachable_cluster_is_a_clear_error(monkeypatch, address: str) -> None:
+    monkeypatch.setattr(runner.ray, "is_initialized", lambda: False)
+    with pytest.raises(WememError, match=r"cannot reach the Ray cluster at .*127\.0\.0\.1:1.*ray start --head"):
+        init_ray(address)
+
+
+def test_threads_follow_the_cpu_share_rounded() -> None:
+    assert [threads_for(c) for c in (0.001, 0.5, 1.0, 1.99, 2.0, 12 / 6)] == [1, 1, 1, 2, 2, 2]
+    assert threads_for(11.9 / 6) == 2  # 12 CPUs over K + 1 = 6 jobs minus the head's share: not truncated to 1
+
+
+def test_shipped_assets_come_back_equal_and_memoized(ray_session, tiny_assets) -> None:
+    shipped = runner.ship(tiny_assets)
+    assert runner.ship(tiny_assets) is shipped  # put once per process
+    runner._RECEIVED.clear()
+    received = runner.receive(shipped)
+    assert received is runner.receive(shipped)
+    assert received.fingerprint == tiny_assets.fingerprint
+    assert bool((received.pools.x == tiny_assets.pools.x).all())
+    assert all(bool((received.pretrained["victim"][k] == v).all()) for k, v in tiny_assets.pretrained["victim"].items())
+
+
+def test_gpu_shares_never_reuse_a_worker() -> None:
+    assert runner._job_task(0.5, 0.25)._default_options["max_calls"] == 1
+    assert runner._job_task(0.5, 0.0)._default_options["max_calls"] == 0
+    assert RayMap(0.5, 0.25).placements == []
+
+
+# ------------------------------------------------------------------------------------------ the cluster
+
+
+def test_study_on_a_two_node_cluster_with_fake_gpus(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "cluster_study.py"), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert report["ray_nodes"] == 2  # attached to the cluster through RAY_ADDRESS, not a private Ray
+    assert report["states"] == ["COMPLETE"]
+    assert report["deleted"] and not report["cache_recreated"]  # the trial ran without the launcher's cache
+    assert report["fingerprint"]
+
+    records = report["shared_work_jobs"] + [job for jobs in report["trial_jobs"] for job in jobs]
+    kinds = {kind for kind, _, _, _ in records}
+    assert {"pretrain", "memscore", "prune", "attack"} <= kinds
+    assert all(gpus for _, _, _, gpus in records), records  # every heavy job held a GPU id
+    gpus_of_pid = defaultdict(set)
+    for _, node, pid, gpus in records:
+        gpus_of_pid[(node, pid)].add(tuple(gpus))
+    assert all(len(ids) == 1 for ids in gpus_of_pid.values()), gpus_of_pid  # no worker served two GPU ids
+    assert len({node for _, node, _, _ in records}) == 2
+    (trial_jobs,) = report["trial_jobs"]
+    assert {kind for kind, _, _, _ in trial_jobs} == {"prune", "attack"}
+    assert len({node for _, node, _, _ in trial_jobs}) == 2  # a trial's 3 GPUs span both nodes
