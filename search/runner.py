@@ -10,36 +10,29 @@ Each Tune trial fans out K+1 Ray tasks (victim and shadows pruned in parallel) i
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import functools
 import json
 import logging
 import os
 import socket
 import time
 import uuid
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-import numpy as np
 import optuna
 import ray
-import torch
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
 from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial, reference
-from wemem.assets import StudyAssets, content_fingerprint, prepare_assets
-from wemem.data import Pools
+from wemem.assets import content_fingerprint, prepare_assets
 from wemem.errors import WememError
 
 from .config import StudyDefinition
+from .raymap import RayMap, RaySteppers, Shipped, receive, ship, threads_for  # noqa: F401 (re-exported)
 from .spaces import suggest_setting
 from .storage import ACTIVE_STATES, Heartbeat, active_count, to_json
 
@@ -105,182 +98,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=target, **(quiet if target.startswith("ray://") else dict(quiet, configure_logging=True)))
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise WememError(f"cannot attach to the Ray cluster at {target!r} ({error}); {fix}") from None
-
-
-def threads_for(num_cpus: float) -> int:
-    """Intra-op threads of a job holding ``num_cpus`` CPUs: the share rounded, at least one."""
-    return max(1, round(num_cpus))
-
-
-# Assets travel through Ray's object store: put once per process (keyed by content fingerprint), received once
-# per worker process. Tensors go as numpy arrays, which Ray stores out-of-band and hands back zero-copy (read-only,
-# shared by the workers of a node); jobs never write into them.
-
-SHIPPABLE = (StudyAssets, Pools)
-
-
-@dataclass(frozen=True)
-class Shipped:
-    """A large job input in the object store. Nested in a wrapper so Ray does not resolve it before the job runs
-    and the worker can reuse what it received for the same fingerprint."""
-
-    ref: ray.ObjectRef
-    fingerprint: str
-
-
-_PUT: dict[str, Shipped] = {}  # what this process put or received, by fingerprint (keeps the objects alive)
-_RECEIVED: collections.OrderedDict[str, Any] = collections.OrderedDict()
-_RECEIVED_KEEP = 2
-
-
-def _map_arrays(value: Any, convert: Callable[[Any], Any], kind: type) -> Any:
-    if isinstance(value, kind):
-        return convert(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: _map_arrays(getattr(value, f.name), convert, kind)
-                                             for f in dataclasses.fields(value) if f.init})
-    if isinstance(value, dict):
-        return {k: _map_arrays(v, convert, kind) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_map_arrays(v, convert, kind) for v in value)
-    return value
-
-
-def _from_numpy(array: np.ndarray) -> torch.Tensor:
-    with warnings.catch_warnings():  # Ray's zero-copy arrays are read-only; nothing writes into them
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(array)
-
-
-def _put(value: Any, fingerprint: str) -> Shipped:
-    return Shipped(ray.put(_map_arrays(value, lambda t: t.detach().cpu().numpy(), torch.Tensor)), fingerprint)
-
-
-def ship(value: Any) -> Shipped:
-    """Put assets into the object store once per process (by their fingerprint); other objects once per call."""
-    fingerprint = getattr(value, "fingerprint", None)
-    if fingerprint is None:
-        return _put(value, content_fingerprint(value))
-    if fingerprint not in _PUT:
-        _PUT[fingerprint] = _put(value, fingerprint)
-    return _PUT[fingerprint]
-
-
-def receive(shipped: Shipped) -> Any:
-    """The shipped object, as CPU tensors; memoized per process by content fingerprint, so never stale."""
-    if shipped.fingerprint in _RECEIVED:
-        _RECEIVED.move_to_end(shipped.fingerprint)
-        return _RECEIVED[shipped.fingerprint]
-    value = _map_arrays(ray.get(shipped.ref), _from_numpy, np.ndarray)
-    _RECEIVED[shipped.fingerprint] = value
-    _PUT.setdefault(shipped.fingerprint, shipped)  # jobs this process fans out reuse the same object
-    while len(_RECEIVED) > _RECEIVED_KEEP:
-        _PUT.pop(_RECEIVED.popitem(last=False)[0], None)
-    return value
-
-
-def _resolve(args: tuple[Any, ...]) -> list[Any]:
-    return [receive(a) if isinstance(a, Shipped) else a for a in args]
-
-
-def placement(job: str) -> dict[str, Any]:
-    """Where this job runs: Ray node, worker process and the GPU ids Ray assigned (torch may still see none)."""
-    context = ray.get_runtime_context()
-    return {"job": job, "node": context.get_node_id()[:12], "pid": os.getpid(),
-            "gpus": [str(g) for g in context.get_accelerator_ids().get("GPU", [])]}
-
-
-def _job_kind(fn: Callable[..., Any]) -> str:
-    return getattr(fn, "__name__", "job").removesuffix("_job")
-
-
-def _run_job(fn: Callable[..., Any], threads: int, *args: Any) -> tuple[Any, dict[str, Any]]:
-    torch.set_num_threads(threads)
-    return fn(*_resolve(args)), placement(_job_kind(fn))
-
-
-def _ship_args(jobs: list[tuple[Any, ...]]) -> list[list[Any]]:
-    """Assets go as ``Shipped``; any other container or record several jobs share is put once (Ray resolves it)."""
-    uses = collections.Counter(id(a) for job in jobs for a in job)
-    converted: dict[int, Any] = {}
-
-    def one(arg: Any) -> Any:
-        if id(arg) not in converted:
-            if isinstance(arg, SHIPPABLE):
-                converted[id(arg)] = ship(arg)
-            elif uses[id(arg)] > 1 and (isinstance(arg, (list, tuple, dict)) or dataclasses.is_dataclass(arg)):
-                converted[id(arg)] = ray.put(arg)
-            else:
-                return arg
-        return converted[id(arg)]
-
-    return [[one(a) for a in job] for job in jobs]
-
-
-@functools.lru_cache(maxsize=None)
-def _job_task(num_cpus: float, num_gpus: float) -> Any:
-    # max_calls can only be set here, not in .options()
-    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_calls=1 if num_gpus > 0 else 0,
-                      max_retries=0)(_run_job)
-
-
-@dataclass
-class RayMap:
-    """A wemem ``MapFn`` running each job as a Ray task with the given resource share.
-
-    A task holding a GPU share runs in a fresh worker process (``max_calls=1``): CUDA and everything a job binds
-    to its device die with it, so no process ever serves two GPU assignments. CPU-only tasks reuse warm workers.
-    Each job's placement (node, pid, GPU ids) is appended to ``placements``.
-    """
-
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    placements: list[dict[str, Any]] = field(default_factory=list, compare=False, repr=False)
-
-    def __call__(self, fn: Callable[..., Any], jobs: list[tuple[Any, ...]]) -> list[Any]:
-        task = _job_task(self.num_cpus, self.num_gpus)
-        threads = threads_for(self.num_cpus)
-        outputs = ray.get([task.remote(fn, threads, *job) for job in _ship_args(list(jobs))])
-        self.placements.extend(where for _, where in outputs)
-        return [result for result, _ in outputs]
-
-
-class _StepperHost:
-    """A Ray actor holding one stateful stepper (e.g. one model's pruning run) between rounds.
-
-    The actor owns its worker process for its whole life, so its one GPU assignment never changes.
-    """
-
-    def __init__(self, factory: Callable[..., Any], threads: int, *job: Any):
-        torch.set_num_threads(threads)
-        self.stepper = factory(*_resolve(job))
-
-    def step(self) -> Any:
-        return self.stepper.step()
-
-    def finish(self) -> tuple[Any, dict[str, Any]]:
-        return self.stepper.finish(), placement("prune")
-
-
-class RaySteppers:
-    """A wemem ``StepperGroup`` whose steppers live in Ray actors, stepped together round by round."""
-
-    def __init__(self, share: RayMap, factory: Callable[..., Any], jobs: list[tuple[Any, ...]]):
-        host = ray.remote(_StepperHost).options(num_cpus=share.num_cpus, num_gpus=share.num_gpus, max_restarts=0)
-        self.share = share
-        self.actors = [host.remote(factory, threads_for(share.num_cpus), *job) for job in _ship_args(list(jobs))]
-
-    def step(self) -> list[Any]:
-        return ray.get([actor.step.remote() for actor in self.actors])
-
-    def finish(self) -> list[Any]:
-        try:
-            outputs = ray.get([actor.finish.remote() for actor in self.actors])
-        finally:
-            for actor in self.actors:
-                ray.kill(actor)
-        self.share.placements.extend(where for _, where in outputs)
-        return [result for result, _ in outputs]
 
 
 def trial_bundles(definition: StudyDefinition) -> list[dict[str, float]]:

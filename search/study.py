@@ -10,7 +10,6 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from objectives import Reference
 from wemem.errors import WememError
 
 from .config import StudyDefinition

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import search.raymap as raymap
 import search.runner as runner
 from search.runner import RayMap, init_ray, threads_for
 from wemem.errors import WememError
@@ -83,19 +84,19 @@ def test_threads_follow_the_cpu_share_rounded() -> None:
 
 
 def test_shipped_assets_come_back_equal_and_memoized(ray_session, tiny_assets) -> None:
-    shipped = runner.ship(tiny_assets)
-    assert runner.ship(tiny_assets) is shipped  # put once per process
-    runner._RECEIVED.clear()
-    received = runner.receive(shipped)
-    assert received is runner.receive(shipped)
+    shipped = raymap.ship(tiny_assets)
+    assert raymap.ship(tiny_assets) is shipped  # put once per process
+    raymap._RECEIVED.clear()
+    received = raymap.receive(shipped)
+    assert received is raymap.receive(shipped)
     assert received.fingerprint == tiny_assets.fingerprint
     assert bool((received.pools.x == tiny_assets.pools.x).all())
     assert all(bool((received.pretrained["victim"][k] == v).all()) for k, v in tiny_assets.pretrained["victim"].items())
 
 
 def test_gpu_shares_never_reuse_a_worker() -> None:
-    assert runner._job_task(0.5, 0.25)._default_options["max_calls"] == 1
-    assert runner._job_task(0.5, 0.0)._default_options["max_calls"] == 0
+    assert raymap._job_task(0.5, 0.25)._default_options["max_calls"] == 1
+    assert raymap._job_task(0.5, 0.0)._default_options["max_calls"] == 0
     assert RayMap(0.5, 0.25).placements == []
 
 
