@@ -128,3 +128,31 @@ def test_study_on_a_two_node_cluster_with_fake_gpus(tmp_path: Path) -> None:
     (trial_jobs,) = report["trial_jobs"]
     assert {kind for kind, _, _, _ in trial_jobs} == {"prune", "attack"}
     assert len({node for _, node, _, _ in trial_jobs}) == 2  # a trial's 3 GPUs span both nodes
+
+
+# ------------------------------------------------------------------------------------ assets fingerprint
+
+
+def test_a_launcher_with_other_assets_is_refused(ray_session, tiny_config, tiny_assets, cache_dir) -> None:
+    import optuna
+
+    from search.config import parse_study
+
+    definition = parse_study({
+        "study": {"name": "fingerprinted", "seed": tiny_config.seed},
+        "data": {"dataset": "digits", "shadows": tiny_config.shadows},
+        "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
+        "pruning": {"sparsity": 0.6, "steps": 2},
+        "memscore": {"models": 2},
+        "attacks": {"names": ["conf"]},
+    })
+    spec = definition.trial_spec(str(cache_dir))
+    assert spec.experiment == tiny_config  # reuses the session's cached assets
+    study = optuna.create_study(study_name="fingerprinted")
+    shipped, base = runner.shared_work(study, definition, spec, echo=lambda message: None)
+    stored = study.user_attrs["assets_fingerprint"]
+    runner.shared_work(study, definition, spec, echo=lambda message: None)  # same assets: accepted
+    study.set_user_attr("assets_fingerprint", "0" * 64)  # as if the study had been run on another victim
+    with pytest.raises(WememError, match="other assets.*--cache-dir"):
+        runner.shared_work(study, definition, spec, echo=lambda message: None)
+    assert stored != "0" * 64 and shipped.fingerprint
