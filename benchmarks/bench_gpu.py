@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -110,8 +111,8 @@ class TimedMap:
             self.seconds[fn.__name__] += time.perf_counter() - start
 
 
-def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: TrainConfig,
-                    workdir: Path) -> dict[str, Any]:
+def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: TrainConfig, workdir: Path,
+                    model: str = "resnet18", shape: tuple[int, ...] = (3, 32, 32)) -> dict[str, Any]:
     import ray
 
     from search.runner import RayMap, init_ray
@@ -120,9 +121,9 @@ def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: Tr
     from wemem.pipeline import run_experiment
 
     rng = np.random.default_rng(0)
-    data = workdir / "random_cifar.npz"
-    np.savez(data, x=rng.standard_normal((samples, 3, 32, 32), dtype=np.float32), y=rng.integers(0, 10, samples))
-    experiment = ExperimentConfig(dataset=f"npz:{data}", model="resnet18", shadows=shadows, train=config,
+    data = workdir / "random.npz"
+    np.savez(data, x=rng.standard_normal((samples, *shape), dtype=np.float32), y=rng.integers(0, 10, samples))
+    experiment = ExperimentConfig(dataset=f"npz:{data}", model=model, shadows=shadows, train=config,
                                   memscore_models=memscore_models)
     init_ray()
     resources = ray.cluster_resources()
@@ -130,14 +131,15 @@ def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: Tr
     gpus = min(1.0, resources.get("GPU", 0.0))  # the study default: one GPU per trial
     share = TimedMap(RayMap(num_cpus=(resources["CPU"] - 0.001) / models, num_gpus=gpus / models))
     start = time.perf_counter()
-    assets = prepare_assets(experiment, workdir / "cache", share)
+    assets = prepare_assets(experiment, workdir / "cache", share, log=progress)
     shared_s = time.perf_counter() - start
+    progress("shared work done; running the trial")
     trial_start = time.perf_counter()
     result = run_experiment(assets, "swmr", SWMR, PruningConfig(0.6, 4), ALL_ATTACKS, share)
     trial_s = time.perf_counter() - trial_start
     seconds = share.seconds
     return {
-        "samples": samples, "shadows": shadows, "rounds": 5, "memscore_models": memscore_models,
+        "model": model, "shape": list(shape), "samples": samples, "shadows": shadows, "rounds": 5, "memscore_models": memscore_models,
         "gpus_per_trial": gpus, "cpus_per_trial": resources["CPU"],
         "pretrain_s": round(seconds["pretrain_job"], 2), "memscore_s": round(seconds["memscore_job"], 2),
         "shared_work_s": round(shared_s, 2),
@@ -148,26 +150,39 @@ def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: Tr
     }
 
 
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)  # stdout stays pure JSON
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="shrunk sizes that finish on 2 CPU cores")
+    parser.add_argument("--tabular", action="store_true",
+                        help="only the trial, on 10,000 random 600-feature samples with columnfc (CPU target: "
+                             "no more time in attacks than in pruning)")
     parser.add_argument("--no-bf16", action="store_true", help="turn bf16 autocast off (CUDA)")
     parser.add_argument("--no-channels-last", action="store_true", help="turn channels_last off (CUDA)")
     args = parser.parse_args()
     fast = dict(bf16=not args.no_bf16, channels_last=not args.no_channels_last)
     if args.small:
         torch.set_num_threads(2)
-        epoch_samples, trial_samples, memscore_models, repeats = 256, 300, 2, 1
-        config = TrainConfig(pretrain_epochs=1, finetune_epochs=1, patience=0, **fast)
+        epoch_samples, trial_samples, memscore_models, repeats = 128, 240, 2, 1
+        config = TrainConfig(pretrain_epochs=1, finetune_epochs=1, patience=0, batch_size=32, **fast)
     else:
         epoch_samples, trial_samples, memscore_models, repeats = 22_500, 60_000, 2, 2
         config = TrainConfig(**fast)
     device = default_device()
+    if args.tabular:
+        with tempfile.TemporaryDirectory(prefix="wemem-bench-tabular-") as workdir:
+            trial = trial_benchmark(10_000, 5, 2, TrainConfig(**fast), Path(workdir), "columnfc", (600,))
+        print(json.dumps({"device": str(device), "tabular_trial": trial}, indent=2))
+        return
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "small": args.small, "bf16": config.bf16, "channels_last": config.channels_last,
         "epoch": epoch_benchmark(epoch_samples, repeats, config),
     }
+    progress(f"epoch: {report['epoch']}")
     with tempfile.TemporaryDirectory(prefix="wemem-bench-gpu-") as workdir:
         report["trial"] = trial_benchmark(trial_samples, 5, memscore_models, config, Path(workdir))
     print(json.dumps(report, indent=2))
