@@ -112,7 +112,10 @@ class TimedMap:
 
 
 def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: TrainConfig, workdir: Path,
-                    model: str = "resnet18", shape: tuple[int, ...] = (3, 32, 32)) -> dict[str, Any]:
+                    model: str = "resnet18", shape: tuple[int, ...] = (3, 32, 32),
+                    cpus_per_job: float | None = None) -> dict[str, Any]:
+    """One trial on a local Ray; each model job gets 1/(K+1) of the machine (or ``cpus_per_job`` CPUs, so that
+    fewer jobs run at once where memory is short)."""
     import ray
 
     from search.runner import RayMap, init_ray
@@ -129,7 +132,8 @@ def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: Tr
     resources = ray.cluster_resources()
     models = shadows + 1
     gpus = min(1.0, resources.get("GPU", 0.0))  # the study default: one GPU per trial
-    share = TimedMap(RayMap(num_cpus=(resources["CPU"] - 0.001) / models, num_gpus=gpus / models))
+    cpus = cpus_per_job if cpus_per_job is not None else (resources["CPU"] - 0.001) / models
+    share = TimedMap(RayMap(num_cpus=cpus, num_gpus=gpus / models))
     start = time.perf_counter()
     assets = prepare_assets(experiment, workdir / "cache", share, log=progress)
     shared_s = time.perf_counter() - start
@@ -140,7 +144,7 @@ def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: Tr
     seconds = share.seconds
     return {
         "model": model, "shape": list(shape), "samples": samples, "shadows": shadows, "rounds": 5, "memscore_models": memscore_models,
-        "gpus_per_trial": gpus, "cpus_per_trial": resources["CPU"],
+        "gpus_per_trial": gpus, "cpus_per_job": round(cpus, 3),
         "pretrain_s": round(seconds["pretrain_job"], 2), "memscore_s": round(seconds["memscore_job"], 2),
         "shared_work_s": round(shared_s, 2),
         "pruning_s": round(seconds["prune_job"], 2), "attacks_s": round(seconds["attack_job"], 2),
@@ -184,7 +188,10 @@ def main() -> None:
     }
     progress(f"epoch: {report['epoch']}")
     with tempfile.TemporaryDirectory(prefix="wemem-bench-gpu-") as workdir:
-        report["trial"] = trial_benchmark(trial_samples, 5, memscore_models, config, Path(workdir))
+        # --small: one CPU per job, so two jobs run at once on 2 cores (SAMIA's batched sensitivity queries
+        # take about 2 GB per ResNet job on a CPU)
+        report["trial"] = trial_benchmark(trial_samples, 5, memscore_models, config, Path(workdir),
+                                          cpus_per_job=1.0 if args.small else None)
     print(json.dumps(report, indent=2))
 
 
