@@ -44,8 +44,10 @@ class Shipped:
     fingerprint: str
 
 
-_PUT: dict[str, Shipped] = {}  # what this process put or received, by fingerprint (keeps the objects alive)
-_RECEIVED: collections.OrderedDict[str, Any] = collections.OrderedDict()
+# what this process put or received, by (Ray job, fingerprint): a Ray restarted in the same process (benchmarks)
+# never sees the previous session's references; the entries keep the objects alive
+_PUT: dict[tuple[str, str], Shipped] = {}
+_RECEIVED: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
 _RECEIVED_KEEP = 2
 
 
@@ -72,24 +74,30 @@ def _put(value: Any, fingerprint: str) -> Shipped:
     return Shipped(ray.put(_map_arrays(value, lambda t: t.detach().cpu().numpy(), torch.Tensor)), fingerprint)
 
 
+def _session_key(fingerprint: str) -> tuple[str, str]:
+    return ray.get_runtime_context().get_job_id(), fingerprint
+
+
 def ship(value: Any) -> Shipped:
     """Put assets into the object store once per process (by their fingerprint); other objects once per call."""
     fingerprint = getattr(value, "fingerprint", None)
     if fingerprint is None:
         return _put(value, content_fingerprint(value))
-    if fingerprint not in _PUT:
-        _PUT[fingerprint] = _put(value, fingerprint)
-    return _PUT[fingerprint]
+    key = _session_key(fingerprint)
+    if key not in _PUT:
+        _PUT[key] = _put(value, fingerprint)
+    return _PUT[key]
 
 
 def receive(shipped: Shipped) -> Any:
     """The shipped object, as CPU tensors; memoized per process by content fingerprint, so never stale."""
-    if shipped.fingerprint in _RECEIVED:
-        _RECEIVED.move_to_end(shipped.fingerprint)
-        return _RECEIVED[shipped.fingerprint]
+    key = _session_key(shipped.fingerprint)
+    if key in _RECEIVED:
+        _RECEIVED.move_to_end(key)
+        return _RECEIVED[key]
     value = _map_arrays(ray.get(shipped.ref), _from_numpy, np.ndarray)
-    _RECEIVED[shipped.fingerprint] = value
-    _PUT.setdefault(shipped.fingerprint, shipped)  # jobs this process fans out reuse the same object
+    _RECEIVED[key] = value
+    _PUT.setdefault(key, shipped)  # jobs this process fans out reuse the same object
     while len(_RECEIVED) > _RECEIVED_KEEP:
         _PUT.pop(_RECEIVED.popitem(last=False)[0], None)
     return value
