@@ -156,3 +156,30 @@ def test_a_launcher_with_other_assets_is_refused(ray_session, tiny_config, tiny_
     with pytest.raises(WememError, match="other assets.*--cache-dir"):
         runner.shared_work(study, definition, spec, echo=lambda message: None)
     assert stored != "0" * 64 and shipped.fingerprint
+
+
+# ------------------------------------------------------------------------------------ CUDA speed-ups
+
+
+def test_bf16_and_channels_last_are_study_settings_and_inert_on_cpu() -> None:
+    import torch
+
+    from search.config import parse_study
+    from wemem.models import build_model
+    from wemem.training import place_model, training_autocast
+
+    default = parse_study({"study": {"name": "s"}}).experiment()
+    switched = parse_study({"study": {"name": "s"}, "resources": {"bf16": False, "channels_last": False}}).experiment()
+    on, off = default.train, switched.train
+    assert (on.bf16, on.channels_last, off.bf16, off.channels_last) == (True, True, False, False)
+    assert default.key() != switched.key()  # separate caches: on a GPU the pretrained weights differ
+    cpu = torch.device("cpu")
+    model = place_model(build_model("resnet18", (3, 8, 8), 10), cpu, on)
+    assert model.stem[0][0].weight.is_contiguous()  # NCHW on the CPU
+    with training_autocast(cpu, on):
+        assert not torch.is_autocast_enabled("cuda")
+    if torch.cuda.is_available():  # pragma: no cover - GPU machines only
+        gpu = place_model(build_model("resnet18", (3, 8, 8), 10), torch.device("cuda"), on)
+        assert gpu.stem[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+        with training_autocast(torch.device("cuda"), on):
+            assert torch.get_autocast_dtype("cuda") == torch.bfloat16 and torch.is_autocast_enabled("cuda")
