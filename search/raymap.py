@@ -79,13 +79,18 @@ def _session_key(fingerprint: str) -> tuple[str, str]:
 
 
 def ship(value: Any) -> Shipped:
-    """Put assets into the object store once per process (by their fingerprint); other objects once per call."""
+    """Put assets into the object store once per process (by their identity); other objects once per call.
+
+    The identity of assets is their content fingerprint plus the config they carry: two studies can share
+    identical weights and data yet fine-tune differently, and a worker must never mix them up.
+    """
     fingerprint = getattr(value, "fingerprint", None)
     if fingerprint is None:
         return _put(value, content_fingerprint(value))
-    key = _session_key(fingerprint)
+    identity = content_fingerprint(fingerprint, getattr(value, "config", None))
+    key = _session_key(identity)
     if key not in _PUT:
-        _PUT[key] = _put(value, fingerprint)
+        _PUT[key] = _put(value, identity)
     return _PUT[key]
 
 

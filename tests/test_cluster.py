@@ -6,6 +6,7 @@ session's own Ray (conftest) must stay untouched for the other tests, whatever t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -92,6 +93,12 @@ def test_shipped_assets_come_back_equal_and_memoized(ray_session, tiny_assets) -
     assert received.fingerprint == tiny_assets.fingerprint
     assert bool((received.pools.x == tiny_assets.pools.x).all())
     assert all(bool((received.pretrained["victim"][k] == v).all()) for k, v in tiny_assets.pretrained["victim"].items())
+    # same weights and data, other fine-tuning config: a different object for the workers (never the memo's)
+    longer = dataclasses.replace(tiny_assets.config, train=dataclasses.replace(tiny_assets.config.train,
+                                                                               finetune_epochs=60))
+    other = raymap.ship(dataclasses.replace(tiny_assets, config=longer))
+    assert other.fingerprint != shipped.fingerprint
+    assert raymap.receive(other).config.train.finetune_epochs == 60
 
 
 def test_gpu_shares_never_reuse_a_worker() -> None:
