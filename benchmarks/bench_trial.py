@@ -31,16 +31,16 @@ def main() -> None:
     config = ExperimentConfig(shadows=args.shadows, train=TrainConfig(finetune_epochs=args.finetune_epochs))
     spec = TrialSpec(config, PruningConfig(), ("conf", "entr", "mentr", "hconf"), cache_dir=cache)
     start = time.perf_counter()
-    prepare_assets(config, cache)
+    assets = prepare_assets(config, cache)
     print(f"setting-independent work (split, {args.shadows + 1} pretrained models, mem-scores): "
           f"{time.perf_counter() - start:.1f} s (once per study)")
-    base = reference(spec)
+    base = reference(spec, assets)
 
     def per_trial(map_fn) -> float:
-        evaluate_trial(spec, *SETTING, base, map_fn)  # warm-up: worker start, asset loading
+        evaluate_trial(spec, *SETTING, base, assets, map_fn)  # warm-up: worker start, asset shipping
         start = time.perf_counter()
         for _ in range(args.repeats):
-            evaluate_trial(spec, *SETTING, base, map_fn)
+            evaluate_trial(spec, *SETTING, base, assets, map_fn)
         return (time.perf_counter() - start) / args.repeats
 
     print(f"serial, in-process      : {per_trial(serial_map):6.2f} s/trial")

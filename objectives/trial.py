@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from filelock import FileLock
 
-from wemem.assets import cache_path
+from wemem.assets import StudyAssets, cache_path, load_checked, save_checked
 from wemem.config import ExperimentConfig, PruningConfig, content_hash
 from wemem.attacks import AttackInputs, run_attacks
 from wemem.parallel import MapFn, StepperMap, serial_map
@@ -86,22 +85,21 @@ def spec_leakage(spec: TrialSpec, attacks: dict[str, dict[str, Any]]) -> tuple[f
     return leakage(attacks, spec.objective.privacy_metric, among)
 
 
-def reference(spec: TrialSpec, map_fn: MapFn = serial_map) -> Reference:
-    """U_base and P_base of the undefended iteratively pruned model, cached next to the study assets."""
+def reference(spec: TrialSpec, assets: StudyAssets, map_fn: MapFn = serial_map,
+              log: Callable[[str], None] = lambda message: None) -> Reference:
+    """U_base and P_base of the undefended iteratively pruned model, cached (checksummed) next to the assets."""
     key = content_hash({"pruning": asdict(spec.pruning), "attacks": list(spec.attacks), "adaptive": spec.adaptive,
                         "metric": spec.objective.privacy_metric, "among": spec.objective.privacy_attacks})
     directory = cache_path(spec.experiment, spec.cache_dir)
     path = directory / f"reference-{key}.json"
     with FileLock(str(directory / ".reference.lock")):
-        if path.exists():
-            return Reference(**json.loads(path.read_text()))
-        result = run_experiment(spec.experiment, spec.cache_dir, "none", {}, spec.pruning, list(spec.attacks), map_fn,
-                               spec.adaptive)
+        cached = load_checked(path, lambda p: Reference(**json.loads(p.read_text())), log)
+        if cached is not None:
+            return cached
+        result = run_experiment(assets, "none", {}, spec.pruning, list(spec.attacks), map_fn, spec.adaptive)
         privacy, attack = spec_leakage(spec, result.attacks)
         ref = Reference(result.utility, privacy, attack, result.to_dict())
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(ref)))
-        tmp.replace(path)
+        save_checked(path, lambda tmp: tmp.write_text(json.dumps(asdict(ref))))
         return ref
 
 
@@ -111,7 +109,7 @@ def round_objective(spec: TrialSpec, base: Reference, victim_accuracy: float, in
     return score(privacy, victim_accuracy, base.utility, spec.objective).values[0]
 
 
-def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base: Reference,
+def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base: Reference, assets: StudyAssets,
                    map_fn: MapFn = serial_map, keep_victim_state: bool = False,
                    rounds: RoundHooks | None = None) -> TrialOutcome:
     monitor, stepper_map = None, None
@@ -119,8 +117,8 @@ def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base
         stepper_map = rounds.stepper_map
         monitor = lambda index, accuracy, inputs: rounds.report(  # noqa: E731
             index, round_objective(spec, base, accuracy, inputs))
-    result = run_experiment(spec.experiment, spec.cache_dir, defense, settings, spec.pruning, list(spec.attacks),
-                            map_fn, spec.adaptive, keep_victim_state, round_monitor=monitor, stepper_map=stepper_map)
+    result = run_experiment(assets, defense, settings, spec.pruning, list(spec.attacks), map_fn, spec.adaptive,
+                            keep_victim_state, round_monitor=monitor, stepper_map=stepper_map)
     privacy, attack = spec_leakage(spec, result.attacks)
     return TrialOutcome(result.utility, privacy, attack, score(privacy, result.utility, base.utility, spec.objective),
                         result)

@@ -13,6 +13,7 @@ from objectives import evaluate_trial, reference
 from wemem.assets import prepare_assets
 from wemem.defenses import DEFENSES, make_defense
 from wemem.errors import WememError
+from wemem.parallel import MapFn, serial_map
 
 from .config import StudyDefinition, parse_study
 from .export import read_export
@@ -107,16 +108,18 @@ def load_export(path: str | Path, trial: int | None = None) -> tuple[dict[str, A
 
 
 def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_root: str | None = None,
-                 trial: int | None = None, map_fn: Callable | None = None,
+                 trial: int | None = None, share_of: Callable[[StudyDefinition], MapFn] | None = None,
                  echo: Callable[[str], None] = print) -> dict[str, Any]:
-    from wemem.parallel import serial_map
+    """Rebuild and re-evaluate an exported setting; ``share_of(definition)`` gives the parallel map (serial
+    in-process without one)."""
 
     record, definition = load_export(path, trial)
     spec = definition.trial_spec(cache_dir, data_root)
-    map_fn = map_fn or serial_map
-    prepare_assets(spec.experiment, cache_dir, map_fn, log=echo)
-    base = reference(spec, map_fn)
-    outcome = evaluate_trial(spec, record["defense"], record["settings"], base, map_fn, keep_victim_state=True)
+    map_fn = share_of(definition) if share_of is not None else serial_map
+    assets = prepare_assets(spec.experiment, cache_dir, map_fn, log=echo)
+    base = reference(spec, assets, map_fn, log=echo)
+    outcome = evaluate_trial(spec, record["defense"], record["settings"], base, assets, map_fn,
+                             keep_victim_state=True)
     victim = outcome.result.victim
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -180,14 +180,14 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 def _apply(args: argparse.Namespace) -> int:
     from .apply import apply_export, load_export
-    from .runner import RayMap, init_ray
+    from .runner import init_ray, task_share
     from .study import resolve_cache_dir
 
     options = options_from(args)
     load_export(args.export_file, args.trial)  # a bad file is refused before Ray starts
     init_ray(options.ray_address)
     apply_export(args.export_file, args.out, resolve_cache_dir(options), options.data_root, args.trial,
-                 RayMap(num_cpus=1), echo)
+                 task_share, echo)
     return 0
 
 
@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Optuna storage URL (env WEMEM_STORAGE; default sqlite:///wemem.db in this directory)")
         p.add_argument("--cache-dir", default=None, help="cache of setting-independent work (default .wemem-cache)")
         p.add_argument("--data-root", default=None, help="folder holding dataset files")
-        p.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: start a local Ray)")
+        p.add_argument("--ray-address", default=None, help="attach to a running Ray cluster: HOST:PORT, auto or ray://HOST:PORT (default: "
+                            "RAY_ADDRESS, else a private local Ray)")
         p.add_argument("--stale-after", type=grace_period, default=GRACE_PERIOD_S, metavar="SECONDS",
                        help="a RUNNING trial without a heartbeat for this long (database time) is failed and its "
                             f"setting re-queued (default {GRACE_PERIOD_S}, at least {MIN_GRACE_PERIOD_S})")

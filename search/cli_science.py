@@ -56,7 +56,9 @@ def add_execution_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--serial", action="store_true", help="run every model in this process instead of as Ray tasks")
     g.add_argument("--cpus-per-model", type=float, default=1.0, help="CPUs of each Ray task (one model)")
-    g.add_argument("--gpus-per-model", type=float, default=0.0, help="GPU share of each Ray task (one model)")
+    g.add_argument("--gpus-per-model", type=float, default=None,
+                   help="GPU share of each Ray task (one model); default: 1/(shadows+1) of a GPU when the Ray "
+                        "cluster has GPUs, else 0")
 
 
 def experiment_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -77,7 +79,12 @@ def parallel_map(args: argparse.Namespace) -> MapFn:
     from .runner import RayMap, init_ray
 
     init_ray(args.ray_address)
-    return RayMap(num_cpus=args.cpus_per_model, num_gpus=args.gpus_per_model)
+    gpus = args.gpus_per_model
+    if gpus is None:  # like a study's trial: the K+1 models of a run share one GPU
+        import ray
+
+        gpus = 1.0 / (getattr(args, "shadows", 5) + 1) if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return RayMap(num_cpus=args.cpus_per_model, num_gpus=gpus)
 
 
 def cache_dir_of(args: argparse.Namespace) -> str:
@@ -189,11 +196,11 @@ def _run(args: argparse.Namespace) -> int:
     runs = planned_runs(args.defense, settings, pruning, args.compare)
     map_fn, cache_dir = parallel_map(args), cache_dir_of(args)
 
-    prepare_assets(config, cache_dir, map_fn, log=echo)
+    assets = prepare_assets(config, cache_dir, map_fn, log=echo)
     results = []
     for run in runs:
         echo(f"running {run.label} ...")
-        results.append(run_experiment(config, cache_dir, run.defense, run.settings, run.pruning, attacks, map_fn,
+        results.append(run_experiment(assets, run.defense, run.settings, run.pruning, attacks, map_fn,
                                       adaptive=not args.non_adaptive))
     table = metrics_table(runs, results)
     print(format_tables(table))
@@ -249,13 +256,14 @@ def own_order(config: ExperimentConfig) -> str:
 
 
 def _memscore_compute(args: argparse.Namespace, config: ExperimentConfig, cache_dir: str) -> None:
+    from wemem.assets import save_memscores
+    from wemem.data import load_dataset
     from wemem.memscore import compute_memscores, write_memscores_csv
 
     echo(f"training {config.memscore_models} models on complementary halves of {config.dataset}'s training pool")
-    scores = compute_memscores(config, parallel_map(args))
-    target = memscore_path(config, cache_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_memscores_csv(scores, target)
+    pools = load_dataset(config.dataset, config.data_root, config.seed)
+    scores = compute_memscores(config, pools, parallel_map(args))
+    target = save_memscores(scores, config, cache_dir)
     echo(f"{describe(scores)}; cached in {target}")
     if args.out:
         write_memscores_csv(scores, args.out, own_order(config))

@@ -100,6 +100,8 @@ class SearchSection(_Section):
     early_stopping: Literal["none", "median"] = "none"
     early_stopping_startup_trials: int = Field(3, ge=0)
     early_stopping_warmup_rounds: int = Field(1, ge=0)
+    # a trial running longer than this (seconds) has its jobs cancelled and fails with that reason
+    trial_timeout_s: float | None = Field(None, gt=0)
     space: dict[str, dict[str, ParamOverride]] = Field(default_factory=dict)
 
     @field_validator("defenses")
@@ -134,6 +136,9 @@ class ResourcesSection(_Section):
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
     max_concurrent_trials: int = Field(1, ge=1)
+    # CNN speed-ups on CUDA (no effect on CPU): bf16 autocast of forward and loss, channels_last weights
+    bf16: bool = True
+    channels_last: bool = True
 
 
 class StudyDefinition(_Section):
@@ -191,7 +196,8 @@ class StudyDefinition(_Section):
             data_root=data_root if data_root is not None else self.data.data_root,
             train=TrainConfig(lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size,
                               pretrain_epochs=t.pretrain_epochs, finetune_epochs=t.finetune_epochs,
-                              patience=t.patience),
+                              patience=t.patience, bf16=self.resources.bf16,
+                              channels_last=self.resources.channels_last),
             memscore_models=self.memscore.models,
         )
 

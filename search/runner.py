@@ -1,7 +1,7 @@
-"""Ray for trials: start-up, resource shares, and the Tune trainable that evaluates one setting.
+"""Ray for trials: start-up, resource shares, the shared work, and the Tune trainable of one setting.
 
-Each Tune trial fans out K+1 Ray tasks (victim and shadows pruned in parallel) inside its placement group.
-The searcher and the run loop live in :mod:`search.trials`.
+Each Tune trial fans out K+1 Ray tasks (victim and shadows pruned in parallel) inside its placement group, then
+its attack jobs. The searcher and the run loop live in :mod:`search.trials`.
 """
 
 from __future__ import annotations
@@ -9,17 +9,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+import socket
+import time
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
+import optuna
 import ray
-import torch
 from ray import tune
 
-from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial
-from wemem.faults import ENV as FAILPOINTS_ENV, failpoint
+from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial, reference
+from wemem.assets import content_fingerprint, prepare_assets
+from wemem.errors import WememError
+from wemem.faults import ENV as FAILPOINTS_ENV
 
 from .config import StudyDefinition
+from .raymap import RayMap, RaySteppers, Shipped, receive, ship, threads_for  # noqa: F401 (re-exported)
 from .storage import to_json
 
 HEAD_CPU = 0.001  # the trial's own coordinating actor only waits on its tasks
@@ -28,75 +33,66 @@ HEAD_CPU = 0.001  # the trial's own coordinating actor only waits on its tasks
 # ------------------------------------------------------------------------------------------------- Ray
 
 
+def ray_address(address: str | None) -> str | None:
+    """The cluster to attach to: ``--ray-address`` first, then ``RAY_ADDRESS``; None means a private local Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def _unreachable(address: str) -> str | None:
+    """Why a ``host:port`` or ``ray://host:port`` address cannot be reached (None: it answers, or is ``auto``).
+
+    Checked with a plain TCP connect because ``ray.init`` retries an unreachable address for a long time.
+    """
+    if address in ("auto", "local"):
+        return None
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port or (10001 if parts.scheme == "ray" else 6379)
+    except ValueError as error:
+        return str(error)
+    if not host:
+        return "no host in the address"
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return None
+    except OSError as error:
+        return f"{host}:{port}: {error.strerror or error}"
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Attach to the cluster of ``--ray-address`` / ``RAY_ADDRESS`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``),
+    or start a private local Ray when neither is given.
+
+    Attaching never passes resources: the cluster declares its own. A local Ray detects CPUs and GPUs itself
+    (cgroup-aware) unless ``num_cpus`` is given.
+    """
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                                  configure_logging=True)
-    if address:
-        # a joined cluster's workers do not inherit this process's environment: hand the failpoints on
-        env = {key: os.environ[key] for key in (FAILPOINTS_ENV,) if key in os.environ}
-        ray.init(address=address, runtime_env={"env_vars": env} if env else None, **kwargs)
-    else:
-        # Keep idle task workers alive between trials: each fresh worker re-imports torch and reloads the cached
-        # assets (seconds), while a trial's own work on small data takes about a second.
-        ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=256 * 1024**2,
+    quiet: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR)
+    target = ray_address(address)
+    if target is None:
+        # Keep idle task workers alive between trials: each fresh worker re-imports torch (seconds), while a
+        # trial's own work on small data takes about a second. (GPU tasks never reuse workers: max_calls=1.)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, configure_logging=True,
                  _system_config={"idle_worker_killing_time_threshold_ms": 600_000, "num_workers_soft_limit": 64},
-                 **kwargs)
-
-
-def _run_with_threads(fn: Callable[..., Any], threads: int, *args: Any) -> Any:
-    failpoint("ray_task")
-    torch.set_num_threads(threads)
-    return fn(*args)
-
-
-@dataclass(frozen=True)
-class RayMap:
-    """A wemem ``MapFn`` running each job as a Ray task with the given resource share."""
-
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-
-    def __call__(self, fn: Callable[..., Any], jobs: list[tuple[Any, ...]]) -> list[Any]:
-        task = ray.remote(_run_with_threads).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0)
-        threads = max(1, int(self.num_cpus))
-        return ray.get([task.remote(fn, threads, *job) for job in jobs])
-
-
-class _StepperHost:
-    """A Ray actor holding one stateful stepper (e.g. one model's pruning run) between rounds."""
-
-    def __init__(self, factory: Callable[..., Any], threads: int, *job: Any):
-        torch.set_num_threads(threads)
-        self.stepper = factory(*job)
-
-    def step(self) -> Any:
-        return self.stepper.step()
-
-    def finish(self) -> Any:
-        return self.stepper.finish()
-
-
-class RaySteppers:
-    """A wemem ``StepperGroup`` whose steppers live in Ray actors, stepped together round by round."""
-
-    def __init__(self, share: RayMap, factory: Callable[..., Any], jobs: list[tuple[Any, ...]]):
-        host = ray.remote(_StepperHost).options(num_cpus=share.num_cpus, num_gpus=share.num_gpus, max_restarts=0)
-        self.actors = [host.remote(factory, max(1, int(share.num_cpus)), *job) for job in jobs]
-
-    def step(self) -> list[Any]:
-        return ray.get([actor.step.remote() for actor in self.actors])
-
-    def finish(self) -> list[Any]:
-        try:
-            return ray.get([actor.finish.remote() for actor in self.actors])
-        finally:
-            for actor in self.actors:
-                ray.kill(actor)
+                 **quiet)
+        return
+    fix = ("start the cluster first (`ray start --head` on the head node), or fix --ray-address / RAY_ADDRESS; "
+           "unset both to run on a private local Ray")
+    problem = _unreachable(target)
+    if problem is not None:
+        raise WememError(f"cannot reach the Ray cluster at {target!r} ({problem}); {fix}")
+    # a joined cluster's workers do not inherit this process's environment: hand the failpoints on
+    env = {key: os.environ[key] for key in (FAILPOINTS_ENV,) if key in os.environ}
+    if env:
+        quiet["runtime_env"] = {"env_vars": env}
+    try:
+        ray.init(address=target, **(quiet if target.startswith("ray://") else dict(quiet, configure_logging=True)))
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise WememError(f"cannot attach to the Ray cluster at {target!r} ({error}); {fix}") from None
 
 
 def trial_bundles(definition: StudyDefinition) -> list[dict[str, float]]:
@@ -111,9 +107,41 @@ def trial_bundles(definition: StudyDefinition) -> list[dict[str, float]]:
 
 
 def task_share(definition: StudyDefinition) -> RayMap:
-    """The resources of one of a trial's K+1 model tasks."""
+    """The resources of one of a trial's K+1 model jobs (also the share of each pretraining, mem-score and
+    attack job, so the setting-independent work uses the devices the trials will use)."""
     bundle = trial_bundles(definition)[1]
     return RayMap(bundle["CPU"], bundle.get("GPU", 0.0))
+
+
+def compact_placements(records: list[dict[str, Any]]) -> list[list[Any]]:
+    """``[job, node, pid, gpu ids]`` per job: small enough for a trial's user attributes."""
+    return [[r["job"], r["node"], r["pid"], r["gpus"]] for r in records]
+
+
+def shared_work(study: optuna.Study, definition: StudyDefinition, spec: TrialSpec,
+                echo: Callable[[str], None]) -> tuple[Shipped, Reference]:
+    """Prepare the assets on the trials' shares (cached by the launcher), ship them, measure the reference.
+
+    Refuses (WememError) when the study was run against other assets: the fingerprint of split, pretrained
+    weights, mem-scores and reference is stored with the study, so no trial is scored against another victim.
+    """
+    share = task_share(definition)
+    assets = prepare_assets(spec.experiment, spec.cache_dir, share, log=echo)
+    shipped = ship(assets)
+    base = reference(spec, assets, share, log=echo)
+    fingerprint = content_fingerprint(assets.fingerprint, base.utility, base.privacy, base.strongest_attack)
+    stored = study.user_attrs.get("assets_fingerprint")
+    if stored is None:
+        study.set_user_attr("assets_fingerprint", fingerprint)
+    elif stored != fingerprint:
+        raise WememError(
+            f"study {study.study_name!r} was run against other assets (fingerprint {stored[:12]}, this launcher has "
+            f"{fingerprint[:12]}): the split, pretrained victim and shadows, mem-scores or reference differ, so "
+            f"new trials would not be comparable. Run this launcher with the study's cache folder "
+            f"(--cache-dir, copied from the first launcher) or start a new study under another name")
+    if share.placements:
+        study.set_user_attr("shared_work_jobs", compact_placements(share.placements))
+    return shipped, base
 
 
 def failure_reason(error: BaseException) -> str:
@@ -123,23 +151,28 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:500]
 
 
-def trial_trainable(config: dict[str, Any], spec: TrialSpec, reference: Reference, share: RayMap) -> None:
-    """One Tune trial: evaluate the setting with K+1 parallel tasks and report the outcome as JSON.
+def trial_trainable(config: dict[str, Any], spec: TrialSpec, reference: Reference, share: RayMap,
+                    assets: Shipped, timeout_s: float | None = None) -> None:
+    """One Tune trial: evaluate the setting with K+1 parallel jobs, then the attack jobs; report as JSON.
 
     With per-round reports (early stopping) the K+1 models live in Ray actors stepped round by round, and each
-    round's objective is reported; the scheduler may stop the trial after any round.
+    round's objective is reported; the scheduler may stop the trial after any round. Where every job ran is
+    reported with the outcome (``jobs``).
     """
+    # fresh placement records for this trial; past the deadline its jobs are cancelled and it fails
+    share = RayMap(share.num_cpus, share.num_gpus, deadline=None if timeout_s is None else time.time() + timeout_s)
     rounds = None
     if spec.round_reports:
         rounds = RoundHooks(lambda index, value: tune.report({"round": index, "intermediate": value}),
                             lambda factory, jobs: RaySteppers(share, factory, jobs))
     try:
-        outcome = evaluate_trial(spec, config["defense"], config["settings"], reference, map_fn=share, rounds=rounds)
+        outcome = evaluate_trial(spec, config["defense"], config["settings"], reference, receive(assets),
+                                 map_fn=share, rounds=rounds)
     except Exception as error:  # the trial fails alone, with its reason; the launcher goes on
         tune.report({"done": True, "error": failure_reason(error)})
         return
     tune.report({"done": True, "outcome": json.dumps({
         "values": outcome.objective.values,
         "constraint": outcome.objective.constraint,
-        "user_attrs": to_json(outcome.user_attrs()),
+        "user_attrs": to_json(dict(outcome.user_attrs(), jobs=compact_placements(share.placements))),
     })})

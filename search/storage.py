@@ -226,7 +226,7 @@ def create_or_load_study(definition: StudyDefinition, storage: optuna.storages.R
 
 # Where and how a study runs, not what it computes: a launcher may join with other resources (a GPU machine
 # joining a study made on a CPU machine) or another path to the same data.
-NOT_IDENTITY = {("resources",), ("data", "data_root")}
+NOT_IDENTITY = {("resources",), ("data", "data_root"), ("search", "trial_timeout_s")}
 
 
 def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:

@@ -10,13 +10,11 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from objectives import reference
-from wemem.assets import prepare_assets
 from wemem.errors import WememError
 
 from .config import StudyDefinition
 from .lifecycle import retry_callback
-from .runner import RayMap, init_ray, task_share
+from .runner import init_ray, shared_work
 from .spaces import REFERENCE_SETTINGS, reference_params
 from .storage import (GRACE_PERIOD_S, MAX_RETRY, active_count, check_storage_url, create_or_load_study, load_study,
                       open_storage, redact, storage_url)
@@ -56,11 +54,10 @@ def resolve_cache_dir(options: Options, study: optuna.Study | None = None) -> st
 def validate_data(definition: StudyDefinition, data_root: str | None) -> None:
     """Load the dataset once (it is needed anyway) so that bad data stops the command before anything is
     created in the storage. The loaders raise WememError naming the file and the fix."""
-    from wemem.data import cached_pools
-    from wemem.training import default_device
+    from wemem.data import load_dataset
 
     experiment = definition.experiment(data_root)
-    cached_pools(experiment.dataset, experiment.data_root, experiment.seed, str(default_device()))
+    load_dataset(experiment.dataset, experiment.data_root, experiment.seed)
 
 
 def launch(definition: StudyDefinition, options: Options, echo: Echo = print) -> optuna.Study:
@@ -120,8 +117,7 @@ def run_study(study: optuna.Study, storage: optuna.storages.RDBStorage, definiti
     cache_dir = resolve_cache_dir(options, study)
     spec = definition.trial_spec(cache_dir, _data_root(options, study))
     init_ray(options.ray_address)
-    prepare_assets(spec.experiment, cache_dir, RayMap(num_cpus=1), log=echo)
-    base = reference(spec, task_share(definition))
+    assets, base = shared_work(study, definition, spec, echo)  # on the trials' CPU/GPU shares, then shipped
     study.set_user_attr("reference", {"utility": base.utility, "privacy": base.privacy,
                                       "strongest_attack": base.strongest_attack,
                                       "attacks": {k: {m: v for m, v in a.items() if m != "roc"}
@@ -130,7 +126,8 @@ def run_study(study: optuna.Study, storage: optuna.storages.RDBStorage, definiti
          f"{base.strongest_attack} {spec.objective.privacy_metric} {base.privacy:.4f}")
     if target_total > active_count(study) or study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         echo(f"running {max(target_total - active_count(study), 0)} trial(s) of study {definition.name!r}")
-        run_trials(study, storage, definition, spec, base, target_total, Path(cache_dir) / "ray-results", echo)
+        run_trials(study, storage, definition, spec, base, target_total, Path(cache_dir) / "ray-results", echo,
+                   assets=assets)
 
 
 # ------------------------------------------------------------------------------------------- best trials

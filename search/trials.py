@@ -32,9 +32,10 @@ from .config import StudyDefinition
 from wemem.faults import failpoint
 from .lifecycle import (PROCESS_ATTR, TrialHeartbeats, fail_dead_trials, fail_with_reason, process_identity,
                         requeue, trial_id_of)
+from .raymap import Shipped
 from .runner import task_share, trial_bundles, trial_trainable
 from .spaces import suggest_setting
-from .storage import HEARTBEAT_INTERVAL_S, active_count, to_json
+from .storage import HEARTBEAT_INTERVAL_S, active_count
 
 Echo = Callable[[str], None]
 
@@ -243,7 +244,7 @@ def _others_running(study: optuna.Study) -> list[int]:
 
 def run_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, definition: StudyDefinition,
                spec: TrialSpec, reference: Reference, target_total: int, results_dir: Path,
-               echo: Echo = print, trainable_kwargs: dict[str, Any] | None = None) -> None:
+               echo: Echo = print, *, assets: Shipped) -> None:
     """Run trials through Ray Tune until the study holds ``target_total`` active trials (Ray must be running).
 
     The launcher returns only when no trial is RUNNING: if other launchers still run trials, it waits for them;
@@ -261,8 +262,7 @@ def run_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, definit
             if budget > 0 and (runs == 0 or searcher.swept):
                 searcher.swept = []
                 progress.total = progress.done + budget
-                _tune(searcher, definition, spec, reference, budget, results_dir, launcher_id, runs,
-                      trainable_kwargs or {})
+                _tune(searcher, definition, spec, reference, budget, results_dir, launcher_id, runs, assets)
                 runs += 1
             elif budget <= 0 and _others_running(study):
                 if not waiting_said:
@@ -276,13 +276,13 @@ def run_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, definit
 
 
 def _tune(searcher: StudySearcher, definition: StudyDefinition, spec: TrialSpec, reference: Reference,
-          budget: int, results_dir: Path, launcher_id: str, run: int, trainable_kwargs: dict[str, Any]) -> None:
+          budget: int, results_dir: Path, launcher_id: str, run: int, assets: Shipped) -> None:
     # Ray Tune's own SIGINT handler would end the run quietly with the trials left RUNNING; with it off,
     # Ctrl-C raises here and the running trials are failed with their reason and re-queued.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     trainable = tune.with_resources(
         tune.with_parameters(trial_trainable, spec=spec, reference=reference, share=task_share(definition),
-                             **trainable_kwargs),
+                             assets=assets, timeout_s=definition.search.trial_timeout_s),
         tune.PlacementGroupFactory(trial_bundles(definition)),
     )
     tuner = tune.Tuner(

@@ -175,10 +175,14 @@ class Recorder:
     """A serial map that records the jobs it runs (and can stop before running them)."""
 
     def __init__(self, run: bool = True):
-        self.run, self.jobs = run, []
+        self.run, self.calls = run, []
+
+    @property
+    def jobs(self):  # the first call: the K+1 pruning runs
+        return self.calls[0]
 
     def __call__(self, fn, jobs):
-        self.jobs = list(jobs)
+        self.calls.append(list(jobs))
         if not self.run:
             raise InterruptedError("jobs recorded")
         return [fn(*job) for job in jobs]
@@ -187,20 +191,24 @@ class Recorder:
 def test_adaptive_shadows_get_the_victims_defense(tiny_config, tiny_pruning, tiny_assets, cache_dir):
     recorder = Recorder(run=False)
     with pytest.raises(InterruptedError):
-        run_experiment(tiny_config, cache_dir, "swmr", SWMR, tiny_pruning, ["conf"], recorder)
-    defenses = [(job[3], job[4]) for job in recorder.jobs]
+        run_experiment(tiny_assets, "swmr", SWMR, tiny_pruning, ["conf"], recorder)
+    defenses = [(job[2], job[3]) for job in recorder.jobs]
     assert defenses == [("swmr", SWMR)] * (tiny_config.shadows + 1)
-    assert not any(job[7] for job in recorder.jobs)  # no attack asked for sensitivities
+    assert not any(job[6] for job in recorder.jobs)  # no attack asked for sensitivities
 
 
 def test_non_adaptive_experiment_runs_every_attack(tiny_config, tiny_pruning, tiny_assets, cache_dir):
     recorder = Recorder()
-    result = run_experiment(tiny_config, cache_dir, "swmr", SWMR, tiny_pruning, ALL_ATTACKS, recorder,
+    result = run_experiment(tiny_assets, "swmr", SWMR, tiny_pruning, ALL_ATTACKS, recorder,
                             adaptive=False, keep_victim_state=True)
     victim_job, *shadow_jobs = recorder.jobs
-    assert (victim_job[3], victim_job[4]) == ("swmr", SWMR)
-    assert all((job[3], job[4]) == ("none", {}) for job in shadow_jobs)
-    assert all(job[7] for job in recorder.jobs)  # samia asked for sensitivities on every model
+    assert (victim_job[2], victim_job[3]) == ("swmr", SWMR)
+    assert all((job[2], job[3]) == ("none", {}) for job in shadow_jobs)
+    assert all(job[6] for job in recorder.jobs)  # samia asked for sensitivities on every model
+    # the attacks ran as jobs of the same map: the closed-form ones together, each trained attack on its own
+    attack_jobs = recorder.calls[1]
+    assert sorted(name for job in attack_jobs for name in job[3]) == sorted(ALL_ATTACKS)
+    assert all(len(job[3]) == 1 for job in attack_jobs[1:]) and "conf" in attack_jobs[0][3]
 
     pools = tiny_assets.pools
     sensitivity = result.victim.sensitivity

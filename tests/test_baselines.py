@@ -265,8 +265,7 @@ END_TO_END_SETTINGS = {"advreg": {"k": 1}}
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_baseline_runs_end_to_end(name, tiny_config, tiny_pruning, cache_dir, tiny_assets):
-    result = run_experiment(tiny_config, cache_dir, name, END_TO_END_SETTINGS.get(name, {}), tiny_pruning,
-                            THRESHOLD_ATTACKS)
+    result = run_experiment(tiny_assets, name, END_TO_END_SETTINGS.get(name, {}), tiny_pruning, THRESHOLD_ATTACKS)
     assert result.utility > 0.5
     assert set(result.attacks) == set(THRESHOLD_ATTACKS)
     assert result.defense_seconds > 0

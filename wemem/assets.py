@@ -1,31 +1,40 @@
 """Setting-independent work, computed once per (dataset, model, seed, K, training config) and cached on disk.
 
 Layout: ``CACHE_DIR/<config key>/`` holds ``config.json``, ``split.pt``, ``pretrained.pt`` (victim and shadow
-state dicts), ``pretrained_accuracy.json`` and ``memscores.csv``. A file lock makes concurrent launchers compute each piece once; worker
-processes load the pieces once per process (memoized) instead of receiving them with every job.
+state dicts), ``pretrained_accuracy.json`` and ``memscores.csv``. Each file has a ``NAME.sha256`` sidecar written
+after it; a file whose checksum is missing or wrong (a crash mid-write, a truncated copy) is logged and
+recomputed. A file lock makes concurrent launchers compute each piece once.
+
+The cache is the launcher's own reuse between runs. Jobs receive the assets (dataset tensors, split, weights,
+mem-scores) as arguments -- the search layer ships them once through Ray's object store -- so worker machines
+need neither this folder nor the data root.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
+import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
+import numpy as np
 import torch
 from filelock import FileLock
 
 from .config import ExperimentConfig
-from .data import ModelSplit, Pools, StudySplit, cached_pools, load_dataset, make_study_split
+from .data import ModelSplit, Pools, StudySplit, load_dataset, make_study_split
 from .faults import failpoint
 from .memscore import ImportOrder, check_memscore_order, compute_memscores, read_memscores_csv, write_memscores_csv
 from .models import build_model
 from .parallel import MapFn, job_seed, serial_map
-from .training import accuracy, default_device, make_adam, train_round
+from .training import accuracy, make_adam, on_training_device, place_model, train_round
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 
 
 def cache_path(config: ExperimentConfig, cache_dir: str | Path) -> Path:
@@ -36,17 +45,6 @@ def memscore_path(config: ExperimentConfig, cache_dir: str | Path) -> Path:
     return cache_path(config, cache_dir) / "memscores.csv"
 
 
-def test_accuracies(config: ExperimentConfig, pools: Pools, split: StudySplit,
-                    states: dict[str, dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Test accuracy of each model's weights on its own test set."""
-    accuracies = {}
-    for name, model_split in split.models():
-        model = build_model(config.model, pools.input_shape, pools.num_classes).to(pools.x.device)
-        model.load_state_dict(states[name])
-        accuracies[name] = accuracy(model, pools, model_split.test)
-    return accuracies
-
-
 @dataclass(frozen=True)
 class StudyAssets:
     config: ExperimentConfig
@@ -55,9 +53,103 @@ class StudyAssets:
     pretrained: dict[str, dict[str, torch.Tensor]]
     memscores: torch.Tensor
     pretrained_accuracy: dict[str, float]
+    fingerprint: str  # content hash of everything above: equal fingerprints, identical assets
 
 
-# ------------------------------------------------------------------------------------------ pretraining
+# ------------------------------------------------------------------------------------------ fingerprints
+
+
+def content_fingerprint(*parts: Any) -> str:
+    """SHA-256 over tensors' and arrays' bytes (with dtype and shape), walking dataclasses, dicts and sequences."""
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().contiguous().numpy()
+        if isinstance(value, np.ndarray):
+            digest.update(f"array{value.dtype}{value.shape}".encode())
+            digest.update(np.ascontiguousarray(value).data)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            digest.update(type(value).__name__.encode())
+            for f in dataclasses.fields(value):
+                digest.update(f.name.encode())
+                feed(getattr(value, f.name))
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                digest.update(repr(key).encode())
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"seq{len(value)}".encode())
+            for item in value:
+                feed(item)
+        else:
+            digest.update(repr(value).encode())
+
+    for part in parts:
+        feed(part)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------- checked cache files
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checked(path: Path, write: Callable[[Path], None]) -> None:
+    """Write a cache file atomically, then its checksum sidecar (a crash between the two reads as corrupt)."""
+    _replace_atomically(path, write)
+    digest = _file_sha256(path)
+    _replace_atomically(_sidecar(path), lambda tmp: tmp.write_text(digest + "\n"))
+
+
+def load_checked(path: Path, read: Callable[[Path], T], log: Log) -> T | None:
+    """The decoded file when it exists and matches its checksum; otherwise None (after logging why)."""
+    if not path.exists():
+        return None
+    sidecar = _sidecar(path)
+    expected = sidecar.read_text().strip() if sidecar.exists() else None
+    problem = ("it has no checksum" if expected is None
+               else "its checksum does not match (truncated or corrupt)" if expected != _file_sha256(path) else None)
+    if problem is None:
+        try:
+            return read(path)
+        except Exception as error:  # checksum fine but unreadable, e.g. written by an incompatible version
+            problem = f"it cannot be read ({type(error).__name__}: {error})"
+    log(f"cache file {path} is discarded because {problem}; recomputing it")
+    path.unlink(missing_ok=True)
+    sidecar.unlink(missing_ok=True)
+    return None
+
+
+def _torch_save_to(obj: object) -> Callable[[Path], None]:
+    return lambda tmp: torch.save(obj, tmp)
+
+
+def _json_to(obj: object) -> Callable[[Path], None]:
+    return lambda tmp: tmp.write_text(json.dumps(obj, indent=2))
+
+
+def _torch_read(path: Path) -> Any:
+    return torch.load(io.BytesIO(path.read_bytes()), weights_only=True)
+
+
+# ------------------------------------------------------------------------------------------ the jobs
 
 
 def pretrain(config: ExperimentConfig, pools: Pools, split: ModelSplit, seed: int) -> dict[str, torch.Tensor]:
@@ -65,7 +157,8 @@ def pretrain(config: ExperimentConfig, pools: Pools, split: ModelSplit, seed: in
     from .defenses.base import Defense, DefenseContext
 
     torch.manual_seed(seed)
-    model = build_model(config.model, pools.input_shape, pools.num_classes).to(pools.x.device)
+    pools = on_training_device(pools)
+    model = place_model(build_model(config.model, pools.input_shape, pools.num_classes), pools.x.device, config.train)
     defense = Defense()
     defense.bind(DefenseContext(pools, split.train, split.dev, None, config.train, seed))
     generator = torch.Generator().manual_seed(seed)
@@ -74,88 +167,93 @@ def pretrain(config: ExperimentConfig, pools: Pools, split: ModelSplit, seed: in
     return {k: v.cpu() for k, v in result.best_state.items()}
 
 
-def pretrain_job(config: ExperimentConfig, cache_dir: str, model_index: int) -> dict[str, torch.Tensor]:
-    pools, split = load_data(config, cache_dir)
-    name, model_split = split.models()[model_index]
-    return pretrain(config, pools, model_split, job_seed(config.seed, "pretrain", model_index))
+def test_accuracy_job(config: ExperimentConfig, pools: Pools, split: ModelSplit,
+                      state: dict[str, torch.Tensor]) -> float:
+    """Test accuracy of one model's weights on its own test set."""
+    pools = on_training_device(pools)
+    model = place_model(build_model(config.model, pools.input_shape, pools.num_classes), pools.x.device, config.train)
+    model.load_state_dict(state)
+    return accuracy(model, pools, split.test)
 
 
-# ------------------------------------------------------------------------------------------- caching
+def pretrain_job(config: ExperimentConfig, pools: Pools, split: ModelSplit,
+                 model_index: int) -> tuple[dict[str, torch.Tensor], float]:
+    """Pretrain one model of the study (victim = 0, shadows 1..K) and measure its test accuracy."""
+    state = pretrain(config, pools, split, job_seed(config.seed, "pretrain", model_index))
+    return state, test_accuracy_job(config, pools, split, state)
 
 
-def load_data(config: ExperimentConfig, cache_dir: str | Path) -> tuple[Pools, StudySplit]:
-    """The dataset (on the training device) and the study split, loaded once per process."""
-    pools = cached_pools(config.dataset, config.data_root, config.seed, str(default_device()))
-    return pools, _load_split(str(cache_path(config, cache_dir) / "split.pt"))
+# ---------------------------------------------------------------------------------------- preparation
 
 
-@functools.lru_cache(maxsize=4)
-def _load_split(path: str) -> StudySplit:
-    return StudySplit.from_state(torch.load(path, weights_only=True))
+def _read_split(path: Path) -> StudySplit:
+    return StudySplit.from_state(_torch_read(path))
 
 
-def _save_split(split: StudySplit, path: Path) -> None:
-    atomic_torch_save(split.to_state(), path)
+def _split_dict(split: StudySplit) -> dict[str, Any]:
+    return split.to_state()
 
 
-def atomic_torch_save(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def save_memscores(scores: torch.Tensor, config: ExperimentConfig, cache_dir: str | Path) -> Path:
+    """Install mem-scores in the study cache (checksummed like every cache file)."""
+    path = memscore_path(config, cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checked(path, lambda tmp: write_memscores_csv(scores, tmp))
+    return path
 
 
 def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapFn = serial_map,
                    log: Log = lambda message: None) -> StudyAssets:
-    """Compute whatever of split, pretrained models and mem-scores is missing from the cache; load the rest."""
+    """Compute whatever of split, pretrained models and mem-scores is missing (or corrupt) in the cache.
+
+    The dataset is read here, in the launcher; the training jobs run through ``map_fn`` and receive the data
+    as arguments.
+    """
     directory = cache_path(config, cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
+    pools = load_dataset(config.dataset, config.data_root, config.seed)
     with FileLock(str(directory / ".lock")):
         (directory / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
         split_file = directory / "split.pt"
-        if split_file.exists():
-            log(f"cache hit: split ({directory})")
-        else:
-            pools = load_dataset(config.dataset, config.data_root, config.seed)
-            _save_split(make_study_split(pools, config.seed, config.shadows), split_file)
+        split = load_checked(split_file, _read_split, log)
+        if split is None:
+            split = make_study_split(pools, config.seed, config.shadows)
+            save_checked(split_file, _torch_save_to(_split_dict(split)))
             log(f"computed split: |T|={pools.n_train} |E|={len(pools.y) - pools.n_train}")
             failpoint("after_split")
-        pools, split = load_data(config, cache_dir)
-
-        pretrained_file = directory / "pretrained.pt"
-        if pretrained_file.exists():
-            log("cache hit: pretrained victim and shadows")
         else:
-            names = [name for name, _ in split.models()]
-            states = map_fn(pretrain_job, [(config, str(cache_dir), i) for i in range(len(names))])
-            atomic_torch_save(dict(zip(names, states)), pretrained_file)
+            log(f"cache hit: split ({directory})")
+        models = split.models()
+
+        pretrained_file, accuracy_file = directory / "pretrained.pt", directory / "pretrained_accuracy.json"
+        states = load_checked(pretrained_file, _torch_read, log)
+        accuracies = load_checked(accuracy_file, lambda p: json.loads(p.read_text()), log)
+        if states is None:
+            outputs = map_fn(pretrain_job, [(config, pools, s, i) for i, (_, s) in enumerate(models)])
+            states = {name: state for (name, _), (state, _) in zip(models, outputs)}
+            accuracies = {name: acc for (name, _), (_, acc) in zip(models, outputs)}
+            save_checked(pretrained_file, _torch_save_to(states))
+            save_checked(accuracy_file, _json_to(accuracies))
             log(f"pretrained victim and {config.shadows} shadows")
-        accuracy_file = directory / "pretrained_accuracy.json"
-        if not accuracy_file.exists():  # measured once here, not in every worker that loads the assets
-            states = torch.load(pretrained_file, weights_only=True)
-            accuracy_file.write_text(json.dumps(test_accuracies(config, pools, split, states), indent=2))
+        elif accuracies is None:  # measured on the workers too: the launcher may have no GPU
+            accuracies = dict(zip(states, map_fn(test_accuracy_job,
+                                                 [(config, pools, s, states[name]) for name, s in models])))
+            save_checked(accuracy_file, _json_to(accuracies))
+            log("cache hit: pretrained victim and shadows (test accuracies re-measured)")
+        else:
+            log("cache hit: pretrained victim and shadows")
 
         memscore_file = memscore_path(config, cache_dir)
-        if memscore_file.exists():
-            log("cache hit: mem-scores")
-        else:
-            scores = compute_memscores(config, map_fn)
-            write_memscores_csv(scores, memscore_file)
+        scores = load_checked(memscore_file, lambda p: read_memscores_csv(p, expected_length=pools.n_train), log)
+        if scores is None:
+            scores = compute_memscores(config, pools, map_fn)
+            save_memscores(scores, config, cache_dir)
             log(f"computed mem-scores with {config.memscore_models} models")
-    return load_assets(config, cache_dir)
-
-
-def load_assets(config: ExperimentConfig, cache_dir: str | Path) -> StudyAssets:
-    return _load_assets(config, str(cache_dir))
-
-
-@functools.lru_cache(maxsize=4)
-def _load_assets(config: ExperimentConfig, cache_dir: str) -> StudyAssets:
-    directory = cache_path(config, cache_dir)
-    pools, split = load_data(config, cache_dir)
-    pretrained = torch.load(directory / "pretrained.pt", weights_only=True)
-    memscores = read_memscores_csv(memscore_path(config, cache_dir), expected_length=pools.n_train)
-    accuracies = json.loads((directory / "pretrained_accuracy.json").read_text())
-    return StudyAssets(config, pools, split, pretrained, memscores, accuracies)
+        else:
+            log("cache hit: mem-scores")
+    # content only (not paths or names), so launchers reading the same data from different folders agree
+    fingerprint = content_fingerprint(pools.x, pools.y, pools.n_train, split, states, scores, accuracies)
+    return StudyAssets(config, pools, split, states, scores, accuracies, fingerprint)
 
 
 def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: str | Path,
@@ -164,12 +262,9 @@ def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: 
     pools = load_dataset(config.dataset, config.data_root, config.seed)
     scores = read_memscores_csv(csv_file, expected_length=pools.n_train)
     check_memscore_order(csv_file, pools, config.dataset, order)
-    directory = cache_path(config, cache_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_memscores_csv(scores, memscore_path(config, cache_dir))
-    _load_assets.cache_clear()
+    save_memscores(scores, config, cache_dir)
     return scores
 
 
-__all__ = ["StudyAssets", "prepare_assets", "load_assets", "load_data", "cache_path", "memscore_path",
-           "import_memscores"]
+__all__ = ["StudyAssets", "prepare_assets", "cache_path", "memscore_path", "import_memscores", "save_memscores",
+           "save_checked", "load_checked", "content_fingerprint"]

@@ -6,7 +6,6 @@ mem-scores) and ``x[n_train:]`` is the test pool E. Small datasets stay as tenso
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -52,13 +51,6 @@ def load_dataset(name: str, data_root: str | Path | None = None, seed: int = 7) 
         prefix, path = name.split(":", 1)
         return DATASETS.get(prefix + ":")(Path(path), seed)
     return DATASETS.get(name)(root, seed)
-
-
-@functools.lru_cache(maxsize=4)
-def cached_pools(name: str, data_root: str | None, seed: int, device: str) -> Pools:
-    """The dataset on the training device, loaded once per process (workers reuse it across jobs)."""
-    pools = load_dataset(name, data_root, seed)
-    return Pools(pools.name, pools.x.to(device), pools.y.to(device), pools.n_train, pools.num_classes)
 
 
 def seeded_permutation(n: int, seed: int) -> np.ndarray:

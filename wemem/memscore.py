@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import Pools, cached_pools, seeded_permutation
+from .data import Pools, seeded_permutation
 from .errors import WememError
 from .models import build_model
 from .parallel import MapFn, job_seed, serial_map
-from .training import default_device, make_adam, predict_log_probs, train_round
+from .training import make_adam, on_training_device, place_model, predict_log_probs, train_round
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import ExperimentConfig
@@ -30,16 +30,16 @@ def pair_halves(n: int, seed: int, pair: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[: n // 2]), np.sort(order[n // 2:])
 
 
-def memscore_job(config: "ExperimentConfig", pair: int, half: int) -> np.ndarray:
+def memscore_job(config: "ExperimentConfig", pools: Pools, pair: int, half: int) -> np.ndarray:
     """Train the model of one half of one pair; return its true-class probability on every sample of T."""
     from .defenses.base import Defense, DefenseContext
 
-    pools = cached_pools(config.dataset, config.data_root, config.seed, str(default_device()))
+    pools = on_training_device(pools)
     train = torch.as_tensor(pair_halves(pools.n_train, config.seed, pair)[half])
     dev = pools.test_indices  # E: never trained on by any mem-score model
     seed = job_seed(config.seed, "memscore", 2 * pair + half)
     torch.manual_seed(seed)
-    model = build_model(config.model, pools.input_shape, pools.num_classes).to(pools.x.device)
+    model = place_model(build_model(config.model, pools.input_shape, pools.num_classes), pools.x.device, config.train)
     defense = Defense()
     defense.bind(DefenseContext(pools, train, dev, None, config.train, seed))
     result = train_round(model, make_adam(model, config.train), pools, dev, defense, None,
@@ -64,13 +64,13 @@ def combine_memscores(probabilities: np.ndarray, in_masks: np.ndarray) -> np.nda
     return (raw - raw.min()) / span if span > 0 else np.zeros_like(raw)
 
 
-def compute_memscores(config: "ExperimentConfig", map_fn: MapFn = serial_map) -> torch.Tensor:
-    pools = cached_pools(config.dataset, config.data_root, config.seed, "cpu")
+def compute_memscores(config: "ExperimentConfig", pools: Pools, map_fn: MapFn = serial_map) -> torch.Tensor:
+    """Train the M models as parallel jobs (each receives the dataset as an argument) and combine them."""
     pairs = config.memscore_models // 2
-    jobs = [(config, pair, half) for pair in range(pairs) for half in (0, 1)]
+    jobs = [(config, pools, pair, half) for pair in range(pairs) for half in (0, 1)]
     probabilities = np.stack(map_fn(memscore_job, jobs))
     in_masks = np.zeros_like(probabilities, dtype=bool)
-    for row, (_, pair, half) in enumerate(jobs):
+    for row, (_, _, pair, half) in enumerate(jobs):
         in_masks[row, pair_halves(pools.n_train, config.seed, pair)[half]] = True
     return torch.as_tensor(combine_memscores(probabilities, in_masks), dtype=torch.float32)
 

@@ -7,23 +7,24 @@ by its own job so a caller can run them in parallel through a ``MapFn``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from .assets import StudyAssets, load_assets
-from .attacks import AttackInputs, balanced_targets, needs_sensitivity, population_indices, run_attacks
+from .assets import StudyAssets
+from .attacks import ATTACKS, AttackInputs, balanced_targets, needs_sensitivity, population_indices, run_attacks
+from .attacks.nn import NeuralAttack
 from .attacks.samia import output_sensitivity
-from .config import ExperimentConfig, PruningConfig
+from .config import PruningConfig
 from .defenses import Defense, DefenseContext, make_defense
 from .models import build_model
 from .parallel import LocalSteppers, MapFn, StepperMap, job_seed, serial_map
 from .pruning import Masks, dense_masks, layer_sparsity, prune_to, sparsity_schedule
-from .training import accuracy, predict_log_probs, train_round
+from .training import accuracy, on_training_device, place_model, predict_log_probs, train_round
 
 
 @dataclass
@@ -78,13 +79,14 @@ class PruningRun:
     def __init__(self, assets: StudyAssets, model_index: int, defense: Defense, pruning: PruningConfig | None,
                  seed: int, keep_state: bool = False, sensitivity: bool = False):
         self.name, self.split = assets.split.models()[model_index]
-        self.pools, self.config, self.defense = assets.pools, assets.config, defense
+        self.pools, self.config, self.defense = on_training_device(assets.pools), assets.config, defense
         self.seed, self.keep_state, self.sensitivity = seed, keep_state, sensitivity
         self.schedule = fine_tuning_schedule(pruning)
         self.generator = torch.Generator().manual_seed(seed)
         with self._own_rng(fresh=True):
             self.model = build_model(self.config.model, self.pools.input_shape, self.pools.num_classes)
-        self.model.to(self.pools.x.device).load_state_dict(assets.pretrained[self.name])
+        self.model = place_model(self.model, self.pools.x.device, self.config.train)
+        self.model.load_state_dict(assets.pretrained[self.name])
         defense.bind(DefenseContext(self.pools, self.split.train, self.split.dev, assets.memscores, self.config.train,
                                     seed))
         self.optimizer = defense.make_optimizer(self.model)
@@ -172,13 +174,11 @@ def prune_with_defense(assets: StudyAssets, model_index: int, defense: Defense, 
     return PruningRun(assets, model_index, defense, pruning, seed, keep_state, sensitivity).finish()
 
 
-def pruning_run(config: ExperimentConfig, cache_dir: str, model_index: int, defense_name: str,
-                settings: dict[str, Any], pruning: PruningConfig | None, keep_state: bool = False,
-                sensitivity: bool = False) -> PruningRun:
-    """One model of one experiment, built in a worker that loads the cached assets once per process."""
-    assets = load_assets(config, cache_dir)
+def pruning_run(assets: StudyAssets, model_index: int, defense_name: str, settings: dict[str, Any],
+                pruning: PruningConfig | None, keep_state: bool = False, sensitivity: bool = False) -> PruningRun:
+    """One model of one experiment, built where the job runs (the assets arrive as an argument)."""
     return PruningRun(assets, model_index, make_defense(defense_name, settings), pruning,
-                      job_seed(config.seed, "prune", model_index), keep_state, sensitivity)
+                      job_seed(assets.config.seed, "prune", model_index), keep_state, sensitivity)
 
 
 def prune_job(*job: Any) -> PrunedModel:
@@ -225,16 +225,40 @@ def attack_inputs(assets: StudyAssets, victim: PrunedModel | RoundReport,
     )
 
 
-def run_experiment(config: ExperimentConfig, cache_dir: str | Path, defense: str, settings: dict[str, Any],
-                   pruning: PruningConfig | None, attacks: list[str], map_fn: MapFn = serial_map,
-                   adaptive: bool = True, keep_victim_state: bool = False,
-                   round_monitor: RoundMonitor | None = None, stepper_map: StepperMap | None = None
-                   ) -> ExperimentResult:
+def attack_groups(names: list[str]) -> list[list[str]]:
+    """How the attack suite splits into parallel jobs: each attack that trains a network (the NN family,
+    SAMIA) is a job of its own; the closed-form ones (thresholds, LiRA, RMIA) take milliseconds and share one."""
+    neural = [name for name in names if issubclass(ATTACKS.get(name), NeuralAttack)]
+    closed_form = [name for name in names if name not in neural]
+    return ([closed_form] if closed_form else []) + [[name] for name in neural]
+
+
+def attack_job(assets: StudyAssets, victim: PrunedModel, shadows: list[PrunedModel],
+               names: list[str]) -> dict[str, dict[str, Any]]:
+    return run_attacks(names, attack_inputs(assets, victim, shadows))
+
+
+def run_attack_stage(assets: StudyAssets, victim: PrunedModel, shadows: list[PrunedModel], names: list[str],
+                     map_fn: MapFn = serial_map) -> dict[str, dict[str, Any]]:
+    """The attack suite as jobs of ``map_fn`` (so they run on the trial's devices), results in suite order."""
+    outputs_only = lambda m: dataclasses.replace(m, state=None, masks=None)  # noqa: E731 -- what attackers see
+    victim, shadows = outputs_only(victim), [outputs_only(s) for s in shadows]
+    merged: dict[str, dict[str, Any]] = {}
+    for part in map_fn(attack_job, [(assets, victim, shadows, group) for group in attack_groups(names)]):
+        merged.update(part)
+    return {name: merged[name] for name in names}
+
+
+def run_experiment(assets: StudyAssets, defense: str, settings: dict[str, Any], pruning: PruningConfig | None,
+                   attacks: list[str], map_fn: MapFn = serial_map, adaptive: bool = True,
+                   keep_victim_state: bool = False, round_monitor: RoundMonitor | None = None,
+                   stepper_map: StepperMap | None = None) -> ExperimentResult:
     """Prune the victim and the K shadows with one defense setting (in parallel through ``map_fn``), attack.
 
     Adaptive by default: the shadows are pruned with the very same defense and settings. With
     ``adaptive=False`` the shadows are pruned undefended (the non-adaptive attacker of the comparisons).
     ``pruning=None`` attacks the dense pretrained victim and shadows (the "original" of the paper's comparison).
+    Every heavy piece -- the K+1 pruning runs and the attacks -- is a job of ``map_fn`` (or ``stepper_map``).
 
     With a ``round_monitor`` the K+1 models advance round by round (as steppers of ``stepper_map``) and the
     monitor sees every round's victim accuracy and attack inputs; it may raise to stop the experiment.
@@ -242,11 +266,10 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path, defense: str
     start = time.perf_counter()
     make_defense(defense, settings)  # validate before fanning out
     sensitivity = needs_sensitivity(attacks)  # also validates the attack names
-    assets = load_assets(config, cache_dir)
-    jobs = [(config, str(cache_dir), 0, defense, settings, pruning, keep_victim_state, sensitivity)]
-    for index in range(1, config.shadows + 1):
-        jobs.append((config, str(cache_dir), index, defense if adaptive else "none",
-                     settings if adaptive else {}, pruning, False, sensitivity))
+    jobs = [(assets, 0, defense, settings, pruning, keep_victim_state, sensitivity)]
+    for index in range(1, assets.config.shadows + 1):
+        jobs.append((assets, index, defense if adaptive else "none", settings if adaptive else {}, pruning, False,
+                     sensitivity))
     if round_monitor is None:
         victim, *shadows = map_fn(prune_job, jobs)
     else:
@@ -256,7 +279,7 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path, defense: str
             round_monitor(victim_round.round, victim_round.test_accuracy,
                           attack_inputs(assets, victim_round, shadow_rounds))
         victim, *shadows = group.finish()
-    results = run_attacks(attacks, attack_inputs(assets, victim, shadows))
+    results = run_attack_stage(assets, victim, shadows, attacks, map_fn)
     return ExperimentResult(
         defense=defense,
         settings=dict(settings),

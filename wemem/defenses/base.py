@@ -20,7 +20,7 @@ from ..data import Pools
 from ..errors import WememError
 from ..pruning import Masks, apply_masks, mask_gradients
 from ..registry import Registry
-from ..training import Step, TrainConfig, make_adam, minibatches
+from ..training import Step, TrainConfig, make_adam, minibatches, training_autocast
 
 
 class NoSettings(BaseModel):
@@ -54,6 +54,9 @@ class Defense:
     name: ClassVar[str] = "none"
     Settings: ClassVar[type[BaseModel]] = NoSettings
     needs_memscores: ClassVar[bool] = False
+    # whether forward and loss may run under bf16 autocast on CUDA (TrainConfig.bf16); off where a defense's
+    # machinery needs full-precision activations (Opacus' per-example gradients)
+    supports_autocast: ClassVar[bool] = True
 
     def __init__(self, settings: BaseModel | dict[str, Any] | None = None):
         self.settings = self.parse_settings(settings or {})
@@ -91,11 +94,13 @@ class Defense:
         return F.cross_entropy(logits, y)
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step,
-                   masks: Masks | None) -> float:
-        index = step.indices.to(pools.x.device)
+                   masks: Masks | None) -> torch.Tensor:
+        """One step; returns the loss as a device tensor (reading it would synchronize the GPU every batch)."""
+        index = step.indices.to(pools.x.device, non_blocking=True)
         x, y = pools.x[index], pools.y[index]
         optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(model, x, y, model(x))
+        with training_autocast(x.device, self.ctx.config, self.supports_autocast):
+            loss = self.loss(model, x, y, model(x))
         loss.backward()
         if masks is not None:
             mask_gradients(model, masks)
@@ -103,7 +108,7 @@ class Defense:
             optimizer.step()
         if masks is not None:
             apply_masks(model, masks)  # Adam's moments would otherwise revive pruned weights
-        return float(loss.detach())
+        return loss.detach()
 
     def output_log_probs(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(logits, dim=1)

@@ -105,7 +105,7 @@ class AdvReg(Defense):
         self.inference_optimizer.step()
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step,
-                   masks: Masks | None) -> float:
+                   masks: Masks | None) -> torch.Tensor:
         members = step.indices.to(pools.x.device)
         for _ in range(self.settings.k):
             self.inference_step(model, pools, members)

@@ -33,6 +33,7 @@ class DPSGDSettings(BaseModel):
 class DPSGD(Defense):
     name = "dpsgd"
     Settings = DPSGDSettings
+    supports_autocast = False  # Opacus' per-example gradient hooks expect full-precision activations
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         from opacus.accountants import RDPAccountant
@@ -51,7 +52,7 @@ class DPSGD(Defense):
         return optimizer
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step,
-                   masks: Masks | None) -> float:
+                   masks: Masks | None) -> torch.Tensor:
         if masks is not None:
             optimizer.set_masks(model, masks)
         return super().train_step(model, optimizer, pools, step, masks)
