@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from filelock import FileLock
 
-from wemem.assets import cache_path
+from wemem.assets import cache_path, shared_timings
 from wemem.config import ExperimentConfig, PruningConfig, content_hash
 from wemem.attacks import AttackInputs, run_attacks
 from wemem.parallel import MapFn, StepperMap, serial_map
@@ -61,6 +61,7 @@ class TrialOutcome:
     strongest_attack: str
     objective: ObjectiveValue
     result: ExperimentResult
+    shared_seconds: dict[str, float] = field(default_factory=dict)  # see :func:`shared_seconds`
 
     def user_attrs(self) -> dict[str, Any]:
         """JSON-serializable numbers to store with the trial."""
@@ -78,6 +79,7 @@ class TrialOutcome:
             "shadow_accuracy": data["shadow_accuracy"],
             "defense_report": data["defense_report"],
             "pretrained_accuracy": data["pretrained_accuracy"],
+            "timings": {"shared": self.shared_seconds, **data["timings"]},
         }
 
 
@@ -111,6 +113,15 @@ def round_objective(spec: TrialSpec, base: Reference, victim_accuracy: float, in
     return score(privacy, victim_accuracy, base.utility, spec.objective).values[0]
 
 
+def shared_seconds(spec: TrialSpec, base: Reference) -> dict[str, float]:
+    """The study's setting-independent work (split, pretraining, mem-scores, reference) in seconds, as recorded
+    when each piece was computed; every trial reads it from the cache, none pays it again."""
+    recorded = shared_timings(spec.experiment, spec.cache_dir)
+    if "seconds" in base.result:
+        recorded["reference"] = base.result["seconds"]
+    return recorded
+
+
 def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base: Reference,
                    map_fn: MapFn = serial_map, keep_victim_state: bool = False,
                    rounds: RoundHooks | None = None) -> TrialOutcome:
@@ -123,6 +134,6 @@ def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base
                             map_fn, spec.adaptive, keep_victim_state, round_monitor=monitor, stepper_map=stepper_map)
     privacy, attack = spec_leakage(spec, result.attacks)
     return TrialOutcome(result.utility, privacy, attack, score(privacy, result.utility, base.utility, spec.objective),
-                        result)
+                        result, shared_seconds(spec, base))
 
 

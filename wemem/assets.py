@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -106,6 +107,19 @@ def atomic_torch_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def shared_timings(config: ExperimentConfig, cache_dir: str | Path) -> dict[str, float]:
+    """Wall seconds of the setting-independent pieces, as recorded when each was computed (``timings.json``);
+    a piece that was imported (mem-scores) or cached before timings were recorded is absent."""
+    path = cache_path(config, cache_dir) / "timings.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _record_timing(directory: Path, piece: str, seconds: float) -> None:
+    path = directory / "timings.json"
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**recorded, piece: seconds}, indent=2))
+
+
 def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapFn = serial_map,
                    log: Log = lambda message: None) -> StudyAssets:
     """Compute whatever of split, pretrained models and mem-scores is missing from the cache; load the rest."""
@@ -117,8 +131,10 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
         if split_file.exists():
             log(f"cache hit: split ({directory})")
         else:
+            start = time.perf_counter()
             pools = load_dataset(config.dataset, config.data_root, config.seed)
             _save_split(make_study_split(pools, config.seed, config.shadows), split_file)
+            _record_timing(directory, "split", time.perf_counter() - start)
             log(f"computed split: |T|={pools.n_train} |E|={len(pools.y) - pools.n_train}")
         pools, split = load_data(config, cache_dir)
 
@@ -126,9 +142,11 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
         if pretrained_file.exists():
             log("cache hit: pretrained victim and shadows")
         else:
+            start = time.perf_counter()
             names = [name for name, _ in split.models()]
             states = map_fn(pretrain_job, [(config, str(cache_dir), i) for i in range(len(names))])
             atomic_torch_save(dict(zip(names, states)), pretrained_file)
+            _record_timing(directory, "pretraining", time.perf_counter() - start)
             log(f"pretrained victim and {config.shadows} shadows")
         accuracy_file = directory / "pretrained_accuracy.json"
         if not accuracy_file.exists():  # measured once here, not in every worker that loads the assets
@@ -139,8 +157,10 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
         if memscore_file.exists():
             log("cache hit: mem-scores")
         else:
+            start = time.perf_counter()
             scores = compute_memscores(config, map_fn)
             write_memscores_csv(scores, memscore_file)
+            _record_timing(directory, "memscores", time.perf_counter() - start)
             log(f"computed mem-scores with {config.memscore_models} models")
     return load_assets(config, cache_dir)
 
@@ -170,5 +190,5 @@ def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: 
     return scores
 
 
-__all__ = ["StudyAssets", "prepare_assets", "load_assets", "load_data", "cache_path", "memscore_path",
+__all__ = ["StudyAssets", "prepare_assets", "shared_timings", "load_assets", "load_data", "cache_path", "memscore_path",
            "import_memscores"]

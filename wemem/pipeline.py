@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .assets import StudyAssets, load_assets
-from .attacks import AttackInputs, balanced_targets, needs_sensitivity, population_indices, run_attacks
+from .attacks import AttackInputs, balanced_targets, needs_sensitivity, population_indices, run_attacks_timed
 from .attacks.samia import output_sensitivity
 from .config import ExperimentConfig, PruningConfig
 from .defenses import Defense, DefenseContext, make_defense
@@ -39,6 +39,9 @@ class PrunedModel:
     sensitivity: np.ndarray | None = None  # output sensitivities over the whole pool, when an attack needs them
     state: dict[str, torch.Tensor] | None = None
     masks: Masks | None = None
+    # wall seconds of this model's job: "setup" (assets, model, defense), "pruning" (every round's pruning and
+    # fine-tuning), "outputs" (deployed outputs and, for SAMIA, sensitivities over the pool), "total"
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def fine_tuning_schedule(pruning: PruningConfig | None) -> list[float]:
@@ -76,7 +79,8 @@ class PruningRun:
     """
 
     def __init__(self, assets: StudyAssets, model_index: int, defense: Defense, pruning: PruningConfig | None,
-                 seed: int, keep_state: bool = False, sensitivity: bool = False):
+                 seed: int, keep_state: bool = False, sensitivity: bool = False, setup_seconds: float = 0.0):
+        start = time.perf_counter()
         self.name, self.split = assets.split.models()[model_index]
         self.pools, self.config, self.defense = assets.pools, assets.config, defense
         self.seed, self.keep_state, self.sensitivity = seed, keep_state, sensitivity
@@ -93,6 +97,7 @@ class PruningRun:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_dev_accuracy: float | None = None
         self.seconds = 0.0
+        self.setup_seconds = setup_seconds + time.perf_counter() - start
 
     @contextlib.contextmanager
     def _own_rng(self, fresh: bool = False):
@@ -141,6 +146,7 @@ class PruningRun:
         """Run the remaining rounds and deploy the last round's best-dev checkpoint."""
         while not self.done:
             self._advance()
+        start = time.perf_counter()
         model, pools = self.model, self.pools
         if self.best_state is None:
             dev_accuracy = accuracy(model, pools, self.split.dev)
@@ -151,9 +157,11 @@ class PruningRun:
             log_probs = predict_log_probs(model, pools, torch.arange(len(pools.y)), self.defense).cpu().numpy()
             sensitivity = (output_sensitivity(model, self.defense, pools.x, self.seed).cpu().numpy()
                            if self.sensitivity else None)
+        test_accuracy = accuracy(model, pools, self.split.test)
+        outputs_seconds = time.perf_counter() - start
         return PrunedModel(
             name=self.name,
-            test_accuracy=accuracy(model, pools, self.split.test),
+            test_accuracy=test_accuracy,
             dev_accuracy=dev_accuracy,
             defense_seconds=self.seconds,
             rounds=self.rounds,
@@ -163,6 +171,8 @@ class PruningRun:
             sensitivity=sensitivity,
             state={k: v.cpu() for k, v in model.state_dict().items()} if self.keep_state else None,
             masks={k: v.cpu() for k, v in self.masks.items()} if self.keep_state else None,
+            timings={"setup": self.setup_seconds, "pruning": self.seconds, "outputs": outputs_seconds,
+                     "total": self.setup_seconds + self.seconds + outputs_seconds},
         )
 
 
@@ -176,9 +186,11 @@ def pruning_run(config: ExperimentConfig, cache_dir: str, model_index: int, defe
                 settings: dict[str, Any], pruning: PruningConfig | None, keep_state: bool = False,
                 sensitivity: bool = False) -> PruningRun:
     """One model of one experiment, built in a worker that loads the cached assets once per process."""
+    start = time.perf_counter()
     assets = load_assets(config, cache_dir)
     return PruningRun(assets, model_index, make_defense(defense_name, settings), pruning,
-                      job_seed(config.seed, "prune", model_index), keep_state, sensitivity)
+                      job_seed(config.seed, "prune", model_index), keep_state, sensitivity,
+                      setup_seconds=time.perf_counter() - start)
 
 
 def prune_job(*job: Any) -> PrunedModel:
@@ -200,6 +212,7 @@ class ExperimentResult:
     shadow_accuracy: list[float]
     defense_report: dict[str, float] = field(default_factory=dict)
     victim: PrunedModel | None = None
+    timings: dict[str, Any] = field(default_factory=dict)  # see :func:`experiment_timings`
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -225,6 +238,19 @@ def attack_inputs(assets: StudyAssets, victim: PrunedModel | RoundReport,
     )
 
 
+def experiment_timings(models: list[PrunedModel], pruning_stage: float, attack_stage: float,
+                       attacks: dict[str, dict[str, float]], total: float) -> dict[str, Any]:
+    """Where an experiment's wall time went.
+
+    ``pruning_stage`` is the wall time of pruning all K+1 models (in parallel where the map runs them so), each
+    model's own job split under ``models``; ``attack_stage`` is building the attack inputs and running every
+    attack, each attack's seconds (and for attacks that train a classifier, its ``fit`` and ``score`` parts)
+    under ``attacks``.
+    """
+    return {"total": total, "pruning_stage": pruning_stage, "attack_stage": attack_stage,
+            "models": {m.name: m.timings for m in models}, "attacks": attacks}
+
+
 def run_experiment(config: ExperimentConfig, cache_dir: str | Path, defense: str, settings: dict[str, Any],
                    pruning: PruningConfig | None, attacks: list[str], map_fn: MapFn = serial_map,
                    adaptive: bool = True, keep_victim_state: bool = False,
@@ -247,6 +273,7 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path, defense: str
     for index in range(1, config.shadows + 1):
         jobs.append((config, str(cache_dir), index, defense if adaptive else "none",
                      settings if adaptive else {}, pruning, False, sensitivity))
+    pruning_start = time.perf_counter()
     if round_monitor is None:
         victim, *shadows = map_fn(prune_job, jobs)
     else:
@@ -256,7 +283,9 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path, defense: str
             round_monitor(victim_round.round, victim_round.test_accuracy,
                           attack_inputs(assets, victim_round, shadow_rounds))
         victim, *shadows = group.finish()
-    results = run_attacks(attacks, attack_inputs(assets, victim, shadows))
+    attack_start = time.perf_counter()
+    results, attack_seconds = run_attacks_timed(attacks, attack_inputs(assets, victim, shadows))
+    end = time.perf_counter()
     return ExperimentResult(
         defense=defense,
         settings=dict(settings),
@@ -264,10 +293,12 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path, defense: str
         pretrained_accuracy=assets.pretrained_accuracy["victim"],
         attacks=results,
         defense_seconds=victim.defense_seconds,
-        seconds=time.perf_counter() - start,
+        seconds=end - start,
         victim_rounds=victim.rounds,
         victim_layer_sparsity=victim.layer_sparsity,
         shadow_accuracy=[s.test_accuracy for s in shadows],
         defense_report=victim.report,
         victim=victim if keep_victim_state else None,
+        timings=experiment_timings([victim, *shadows], attack_start - pruning_start, end - attack_start,
+                                   attack_seconds, end - start),
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterator
 
@@ -222,6 +223,7 @@ class NeuralAttack(Attack):
         return membership_mlp(feature_shape[-1])
 
     def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float]:
+        start = time.perf_counter()
         shadow = inputs.shadow_observations()
         train_features = self.features(shadow)
         fitted = fit_membership_classifier(lambda: self.build(train_features.shape[1:]), train_features,
@@ -229,7 +231,10 @@ class NeuralAttack(Attack):
         held_out = fitted.held_out
         threshold, _ = best_threshold(membership_log_odds(fitted.model, train_features[held_out]),
                                       shadow.is_member[held_out])
-        return membership_log_odds(fitted.model, self.features(inputs.victim_observations())), threshold
+        fitted_at = time.perf_counter()
+        scores = membership_log_odds(fitted.model, self.features(inputs.victim_observations()))
+        self.timings.update(fit=fitted_at - start, score=time.perf_counter() - fitted_at)
+        return scores, threshold
 
 
 @ATTACKS.register("nn")
