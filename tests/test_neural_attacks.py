@@ -114,6 +114,16 @@ def test_log_odds_by_hand_and_where_p_rounds_to_one():
     assert np.all(np.isfinite(log_odds(np.array([[0.0, -np.inf]]))))
 
 
+def test_top3_features_are_the_largest_log_odds_of_the_whole_posterior():
+    from wemem.attacks.base import Observations
+    from wemem.attacks.nn import top3_posterior
+
+    probs = np.array([[0.1, 0.6, 0.05, 0.2, 0.05]])
+    observed = Observations(np.log(probs), np.array([0]), np.array([True]))
+    top = np.array([0.6, 0.2, 0.1])
+    np.testing.assert_allclose(top3_posterior(observed)[0], np.log(top / (1 - top)), rtol=1e-12)
+
+
 def test_standardize_scales_each_feature_and_keeps_constant_ones():
     x = torch.tensor([[1.0, 5.0], [3.0, 5.0]])
     scaled = Standardize.fitted(x)(x)

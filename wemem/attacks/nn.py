@@ -203,7 +203,8 @@ def posterior(observed: Observations) -> np.ndarray:
 
 def top3_posterior(observed: Observations) -> np.ndarray:
     """The three largest posterior values in descending order (label-free and class-order-free), as log-odds."""
-    return log_odds(-np.sort(-observed.log_probs, axis=1)[:, :3])
+    # log-odds are increasing in p, so sorting them sorts the probabilities; they need the whole vector
+    return -np.sort(-posterior(observed), axis=1)[:, :3]
 
 
 def posterior_and_label(observed: Observations) -> np.ndarray:
