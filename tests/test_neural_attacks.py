@@ -60,6 +60,18 @@ def test_neural_attacks_are_deterministic_for_a_seed(inputs, name):
     assert torch.equal(torch.random.get_rng_state(), global_state)  # the caller's random state is untouched
 
 
+def test_fitting_runs_on_one_thread_and_restores_the_callers_setting(inputs):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first, _ = ATTACKS.get("nn")().decision_scores(inputs)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        np.testing.assert_array_equal(first, ATTACKS.get("nn")().decision_scores(inputs)[0])
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_seed_drives_the_neural_attack(inputs):
     attack = ATTACKS.get("nn")()
     first, _ = attack.decision_scores(inputs)
