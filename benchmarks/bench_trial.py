@@ -74,13 +74,15 @@ def main() -> None:
     parser.add_argument("--shadows", type=int, default=5)
     parser.add_argument("--attacks", default=",".join(ATTACKS.names()))
     parser.add_argument("--cache-dir", default=".wemem-bench-cache")
+    parser.add_argument("--location-file", default=None,
+                        help="where the synthetic Location-sized set lives (default: in the cache folder)")
     parser.add_argument("--concurrent", type=int, nargs="*", default=[],
                         help="also time trials on Ray with these numbers of concurrent trials (e.g. 1 2)")
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--trials", type=int, default=4, help="trials per concurrency measurement")
     args = parser.parse_args()
-    dataset = "digits" if args.dataset == "digits" else \
-        "npz:" + str(write_location_like(Path(args.cache_dir) / "location_like.npz").resolve())
+    location_file = args.location_file or Path(args.cache_dir) / "location_like.npz"
+    dataset = "digits" if args.dataset == "digits" else "npz:" + str(write_location_like(location_file).resolve())
     config = ExperimentConfig(dataset=dataset, shadows=args.shadows)
     spec = TrialSpec(config, PruningConfig(), tuple(args.attacks.split(",")), cache_dir=args.cache_dir)
     prepare_assets(config, args.cache_dir)
