@@ -100,10 +100,10 @@ def main() -> None:
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
     }
     if args.concurrent:
-        from search.runner import init_ray
+        from search.runner import RayMap, init_ray
 
         init_ray(num_cpus=args.cpus)
-        evaluate_trial(spec, *SETTING, base, __import__("search.runner").runner.RayMap(num_cpus=1))  # warm workers
+        evaluate_trial(spec, *SETTING, base, RayMap(num_cpus=1))  # warm the workers up before timing
         report["concurrent"] = {str(n): concurrent_trials(spec, base, n, args.trials, args.cpus)
                                 for n in args.concurrent}
         report["loadavg_after_concurrent"] = os.getloadavg()
