@@ -60,6 +60,7 @@ class TrialOutcome:
     strongest_attack: str
     objective: ObjectiveValue
     result: ExperimentResult
+    shared_seconds: dict[str, float] = field(default_factory=dict)  # see :func:`shared_seconds`
 
     def user_attrs(self) -> dict[str, Any]:
         """JSON-serializable numbers to store with the trial."""
@@ -77,6 +78,7 @@ class TrialOutcome:
             "shadow_accuracy": data["shadow_accuracy"],
             "defense_report": data["defense_report"],
             "pretrained_accuracy": data["pretrained_accuracy"],
+            "timings": {"shared": self.shared_seconds, **data["timings"]},
         }
 
 
@@ -109,6 +111,15 @@ def round_objective(spec: TrialSpec, base: Reference, victim_accuracy: float, in
     return score(privacy, victim_accuracy, base.utility, spec.objective).values[0]
 
 
+def shared_seconds(assets: StudyAssets, base: Reference) -> dict[str, float]:
+    """The study's setting-independent work (split, pretraining, mem-scores, reference) in seconds, as recorded
+    when each piece was computed (carried by the assets); no trial pays it again."""
+    recorded = dict(assets.timings)
+    if "seconds" in base.result:
+        recorded["reference"] = base.result["seconds"]
+    return recorded
+
+
 def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base: Reference, assets: StudyAssets,
                    map_fn: MapFn = serial_map, keep_victim_state: bool = False,
                    rounds: RoundHooks | None = None) -> TrialOutcome:
@@ -121,6 +132,6 @@ def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base
                             keep_victim_state, round_monitor=monitor, stepper_map=stepper_map)
     privacy, attack = spec_leakage(spec, result.attacks)
     return TrialOutcome(result.utility, privacy, attack, score(privacy, result.utility, base.utility, spec.objective),
-                        result)
+                        result, shared_seconds(assets, base))
 
 

@@ -135,6 +135,8 @@ def _status(args: argparse.Namespace) -> int:
     from .study import open_study, summary_lines
 
     options = options_from(args)
+    if args.name is None and args.trial is not None:
+        raise WememError("--trial needs the study name: wemem status NAME --trial N")
     if args.name is None:
         storage = options.open_storage(must_exist=True)
         names = study_names(storage)
@@ -144,6 +146,8 @@ def _status(args: argparse.Namespace) -> int:
             print("\n".join(summary_lines(study, definition, options)[:3]))
         return 0
     study, definition = open_study(args.name, options)
+    if args.trial is not None:
+        return _trial_status(study, args.trial)
     print("\n".join(summary_lines(study, definition, options)))
     for trial in study.get_trials(deepcopy=False):
         a = trial.user_attrs
@@ -154,10 +158,29 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trial_status(study, number: int) -> int:
+    """One trial: state, values, setting, metrics and where its time went."""
+    from .timings import timing_lines
+
+    trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise WememError(f"study {study.study_name!r} has no trial #{number}; its trials are numbered 0.."
+                         f"{max(trials, default=-1)} (see `wemem status {study.study_name}`)")
+    trial, a = trials[number], trials[number].user_attrs
+    print(f"trial #{number} of {study.study_name}: {trial.state.name}, values {trial.values}")
+    print(f"  defense {a.get('defense', '-')} {trial.params}")
+    print(f"  test accuracy {a.get('utility', float('nan')):.4f}, strongest attack {a.get('strongest_attack', '-')} "
+          f"at {a.get('privacy', float('nan')):.4f}")
+    lines = timing_lines(a.get("timings", {}))
+    print("\n".join(f"  {line}" for line in lines) if lines else "  no stage timings recorded for this trial")
+    return 0
+
+
 @command("status", "list studies, or show one study's trials and best setting")
 @with_handler(_status)
 def _status_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help="study name (omit to list every study)")
+    p.add_argument("--trial", type=int, default=None, help="show one trial in detail, with its stage timings")
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from wemem.pipeline import ExperimentResult
 from wemem.training import TrainConfig
 
 from .cli import command, echo, options_from, with_handler
+from .timings import timing_lines
 
 METRICS = ["balanced_accuracy", "auc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr"]
 
@@ -204,6 +205,8 @@ def _run(args: argparse.Namespace) -> int:
                                       adaptive=not args.non_adaptive))
     table = metrics_table(runs, results)
     print(format_tables(table))
+    for run, result in zip(runs, results):
+        print("\n".join([f"\n{run.label}", *timing_lines(result.timings)]))
     json_file, csv_file = save_results(Path(args.out), config, runs, results, table)
     echo(f"wrote {json_file} and {csv_file}")
     return 0

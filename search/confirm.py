@@ -195,27 +195,35 @@ def seed_spec(spec: TrialSpec, seed: int) -> TrialSpec:
     return replace(spec, experiment=replace(spec.experiment, seed=seed))
 
 
-def evaluate_on_seed(spec: TrialSpec, candidate: Candidate, share: Any) -> SeedResult:
-    """One (setting, seed) evaluation: the seed's shared work (cached), then its reference or the defended run.
+def evaluate_on_seed(spec: TrialSpec, candidate: Candidate, base: Any, assets: Any, share: Any) -> SeedResult:
+    """One defended run on one seed, in a Ray task like a trial's coordinator: its K+1 models and its attacks
+    are Ray jobs of their own with the trial's share; the seed's assets arrive through the object store."""
+    from objectives import evaluate_trial
 
-    Runs in a Ray task like a trial's coordinator; the K+1 models are its own Ray tasks with the trial's share.
-    """
-    from objectives import evaluate_trial, reference
-    from wemem.assets import prepare_assets
+    from .raymap import receive
 
-    from .runner import RayMap
-
-    prepare_assets(spec.experiment, spec.cache_dir, RayMap(num_cpus=share.num_cpus, num_gpus=share.num_gpus))
-    base = reference(spec, share)  # cached per seed: computed by the first job of the seed that gets here
-    if candidate.is_reference:
-        return SeedResult(base.utility, base.privacy, base.strongest_attack)
-    outcome = evaluate_trial(spec, candidate.defense, candidate.settings, base, map_fn=share)
+    outcome = evaluate_trial(spec, candidate.defense, candidate.settings, base, receive(assets), map_fn=share)
     return SeedResult(outcome.utility, outcome.privacy, outcome.strongest_attack)
 
 
+def seed_work(spec: TrialSpec, share: Any, echo: Echo) -> tuple[Any, Any]:
+    """A seed's shared work, in the launcher like a study's (its jobs on the trials' shares; cached per seed):
+    the shipped assets and the seed's undefended reference."""
+    from objectives import reference
+    from wemem.assets import prepare_assets
+
+    from .raymap import ship
+
+    assets = prepare_assets(spec.experiment, spec.cache_dir, share)
+    base = reference(spec, assets, share)
+    echo(f"seed {spec.experiment.seed}: shared work ready (undefended pruned reference: accuracy "
+         f"{base.utility:.4f}, strongest attack {base.strongest_attack} {base.privacy:.4f})")
+    return ship(assets), base
+
+
 def ray_evaluator(spec: TrialSpec, definition: StudyDefinition, echo: Echo) -> Evaluate:
-    """Runs the jobs as Ray tasks, at most ``max_concurrent_trials`` at a time, the references of each seed first
-    (a seed's defended runs need its reference, and its pretraining is shared by all of them)."""
+    """Prepares each seed's shared work (and so its reference) in the launcher, then runs the defended runs as Ray
+    tasks, at most ``max_concurrent_trials`` at a time."""
     import ray
 
     from .runner import HEAD_CPU, task_share
@@ -228,15 +236,20 @@ def ray_evaluator(spec: TrialSpec, definition: StudyDefinition, echo: Echo) -> E
     limit = definition.resources.max_concurrent_trials
 
     def run(jobs: list[tuple[Candidate, int]]) -> list[SeedResult]:
-        order = sorted(range(len(jobs)), key=lambda i: not jobs[i][0].is_reference)
+        prepared = {seed: seed_work(seed_spec(spec, seed), share, echo) for seed in sorted({s for _, s in jobs})}
         results: dict[int, SeedResult] = {}
+        for i, (candidate, seed) in enumerate(jobs):
+            if candidate.is_reference:
+                base = prepared[seed][1]
+                results[i] = SeedResult(base.utility, base.privacy, base.strongest_attack)
+        queue = [i for i in range(len(jobs)) if i not in results]
         running: dict[Any, int] = {}
-        queue = list(order)
         while queue or running:
             while queue and len(running) < limit:
                 i = queue.pop(0)
                 candidate, seed = jobs[i]
-                running[task.remote(seed_spec(spec, seed), candidate, share)] = i
+                shipped, base = prepared[seed]
+                running[task.remote(seed_spec(spec, seed), candidate, base, shipped, share)] = i
             (ready,), _ = ray.wait(list(running), num_returns=1)
             i = running.pop(ready)
             results[i] = ray.get(ready)

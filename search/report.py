@@ -1,4 +1,4 @@
-"""``wemem report``: the trials table (CSV and parquet) and PNG plots of a study."""
+"""``wemem report``: the trials table (CSV and parquet, with ``seconds.*`` stage timings) and PNG plots of a study."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from wemem.errors import WememError  # noqa: E402
 
 from .config import StudyDefinition  # noqa: E402
 from .study import best_trials, reference_of  # noqa: E402
+from .timings import timing_columns  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: Path) -> None:
@@ -44,6 +45,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         for attack, metrics in a.get("attacks", {}).items():
             for metric in ("balanced_accuracy", "auc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr"):
                 row[f"{attack}.{metric}"] = metrics.get(metric)
+        row.update(timing_columns(a.get("timings", {})))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -193,6 +195,24 @@ def plot_roc(trial: optuna.trial.FrozenTrial, path: Path) -> None:
     save_figure(fig, path)
 
 
+def plot_timings(table: pd.DataFrame, path: Path) -> None:
+    """Where trials spend their time: the pruning and attack stages per trial, and each attack's median."""
+    timed = table.dropna(subset=["seconds.pruning_stage"])
+    attacks = [c for c in table.columns if c.startswith("seconds.attack.") and c.count(".") == 2]
+    fig, (stages, per_attack) = plt.subplots(1, 2, figsize=(11, 4.2))
+    stages.bar(timed.number, timed["seconds.pruning_stage"], label="pruning stage (K+1 models)")
+    stages.bar(timed.number, timed["seconds.attack_stage"], bottom=timed["seconds.pruning_stage"],
+               label="attack stage")
+    stages.set_xlabel("trial")
+    stages.set_ylabel("wall seconds")
+    stages.legend(fontsize=8)
+    medians = timed[attacks].median().sort_values()
+    per_attack.barh([c.removeprefix("seconds.attack.") for c in medians.index], medians.to_numpy())
+    per_attack.set_xlabel("median wall seconds per trial")
+    per_attack.set_title("attacks")
+    save_figure(fig, path)
+
+
 def write_report(study: optuna.Study, definition: StudyDefinition, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,6 +231,8 @@ def write_report(study: optuna.Study, definition: StudyDefinition, out_dir: str 
              "roc.png": lambda p: plot_roc(best_trials(study)[0], p)}
     if confirmation is not None:
         plots["confirmation.png"] = lambda p: plot_confirmation(confirmation, definition.objective.privacy_metric, p)
+    if "seconds.pruning_stage" in table.columns:  # trials stored before stage timings existed have none
+        plots["timings.png"] = lambda p: plot_timings(table, p)
     for name, draw in plots.items():
         draw(out / name)
         written.append(out / name)

@@ -220,3 +220,13 @@ def test_non_adaptive_experiment_runs_every_attack(tiny_config, tiny_pruning, ti
         assert 0.0 <= metrics["balanced_accuracy"] <= 1.0 and 0.0 <= metrics["auc"] <= 1.0, name
         assert metrics["tpr_at_0.1%_fpr"] <= metrics["tpr_at_1%_fpr"], name
         assert len(metrics["roc"]["fpr"]) == len(metrics["roc"]["tpr"]) >= 2, name
+
+    # stage timings: every model's job and every attack, trained attacks split into fitting and scoring
+    timings = result.timings
+    assert set(timings["models"]) == {"victim", "shadow0", "shadow1"}
+    assert all(t["total"] >= t["pruning"] > 0 for t in timings["models"].values())
+    assert set(timings["attacks"]) == set(ALL_ATTACKS)
+    for name in ("nn", "top3_nn", "cl_nn", "samia"):
+        assert set(timings["attacks"][name]) == {"fit", "score", "total"}, name
+    assert timings["attack_stage"] >= sum(t["total"] for t in timings["attacks"].values())
+    assert timings["total"] >= timings["pruning_stage"] + timings["attack_stage"]

@@ -56,7 +56,14 @@ def test_two_trial_study_resume_and_export(ray_session, options: Options, tmp_pa
         assert set(attrs["attacks"]) == {"conf", "entr", "mentr", "hconf"}
         assert 0.0 <= attrs["utility"] <= 1.0 and 0.0 <= attrs["privacy"] <= 1.0
         assert "utility_drop" in "".join(trial.system_attrs)  # the constraint is recorded
+        timings = attrs["timings"]  # where the trial's time went, shared work as recorded when computed
+        assert {"split", "pretraining", "memscores", "reference"} <= set(timings["shared"])
+        assert set(timings["models"]) == {"victim", "shadow0", "shadow1"} and set(timings["attacks"]) == {
+            "conf", "entr", "mentr", "hconf"}
+        assert timings["pruning_stage"] > 0 and timings["attack_stage"] > 0
     assert "reference" in study.user_attrs
+    assert main(["status", "tiny", "--storage", options.storage, "--trial", "1"]) == 0
+    assert main(["status", "tiny", "--storage", options.storage, "--trial", "9"]) == 2
 
     messages.clear()
     study, _ = resume("tiny", options, n_trials=1, echo=messages.append)
@@ -105,9 +112,10 @@ def test_pareto_study_exports_its_front_and_reports(ray_session, options: Option
         assert not any(t.values[0] <= p and t.values[1] >= u and tuple(t.values) != (p, u) for t in completed)
     written = {p.name for p in write_report(study, definition, tmp_path / "report")}
     assert written == {"trials.csv", "trials.parquet", "privacy_utility.png", "history.png", "importance.png",
-                       "attacks.png", "roc.png"}
+                       "attacks.png", "roc.png", "timings.png"}
     table = pd.read_parquet(tmp_path / "report" / "trials.parquet")
-    assert len(table) == 3 and {"utility", "privacy", "hconf.auc", "param.rmr.lambda_mem"} <= set(table.columns)
+    assert len(table) == 3 and {"utility", "privacy", "hconf.auc", "param.rmr.lambda_mem", "seconds.attack_stage",
+                                "seconds.attack.hconf", "seconds.model.victim"} <= set(table.columns)
 
 
 def test_resume_fails_and_requeues_a_dead_launchers_trial(ray_session, options: Options):

@@ -17,7 +17,8 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -54,6 +55,8 @@ class StudyAssets:
     memscores: torch.Tensor
     pretrained_accuracy: dict[str, float]
     fingerprint: str  # content hash of everything above: equal fingerprints, identical assets
+    # wall seconds of the pieces as recorded when computed (read by the launcher: workers never see the cache)
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 # ------------------------------------------------------------------------------------------ fingerprints
@@ -202,6 +205,21 @@ def save_memscores(scores: torch.Tensor, config: ExperimentConfig, cache_dir: st
     return path
 
 
+def shared_timings(config: ExperimentConfig, cache_dir: str | Path) -> dict[str, float]:
+    """Wall seconds of the setting-independent pieces, as recorded when each was computed (``timings.json``);
+    a piece that was imported (mem-scores) or cached before timings were recorded is absent."""
+    try:
+        return json.loads((cache_path(config, cache_dir) / "timings.json").read_text())
+    except (OSError, ValueError):  # absent or damaged: timings are information, never a reason to fail
+        return {}
+
+
+def _record_timing(directory: Path, piece: str, seconds: float) -> None:
+    path = directory / "timings.json"
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**recorded, piece: seconds}, indent=2))
+
+
 def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapFn = serial_map,
                    log: Log = lambda message: None) -> StudyAssets:
     """Compute whatever of split, pretrained models and mem-scores is missing (or corrupt) in the cache.
@@ -217,8 +235,10 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
         split_file = directory / "split.pt"
         split = load_checked(split_file, _read_split, log)
         if split is None:
+            start = time.perf_counter()
             split = make_study_split(pools, config.seed, config.shadows)
             save_checked(split_file, _torch_save_to(_split_dict(split)))
+            _record_timing(directory, "split", time.perf_counter() - start)
             log(f"computed split: |T|={pools.n_train} |E|={len(pools.y) - pools.n_train}")
             failpoint("after_split")
         else:
@@ -229,11 +249,13 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
         states = load_checked(pretrained_file, _torch_read, log)
         accuracies = load_checked(accuracy_file, lambda p: json.loads(p.read_text()), log)
         if states is None:
+            start = time.perf_counter()
             outputs = map_fn(pretrain_job, [(config, pools, s, i) for i, (_, s) in enumerate(models)])
             states = {name: state for (name, _), (state, _) in zip(models, outputs)}
             accuracies = {name: acc for (name, _), (_, acc) in zip(models, outputs)}
             save_checked(pretrained_file, _torch_save_to(states))
             save_checked(accuracy_file, _json_to(accuracies))
+            _record_timing(directory, "pretraining", time.perf_counter() - start)
             log(f"pretrained victim and {config.shadows} shadows")
         elif accuracies is None:  # measured on the workers too: the launcher may have no GPU
             accuracies = dict(zip(states, map_fn(test_accuracy_job,
@@ -246,14 +268,16 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
         memscore_file = memscore_path(config, cache_dir)
         scores = load_checked(memscore_file, lambda p: read_memscores_csv(p, expected_length=pools.n_train), log)
         if scores is None:
+            start = time.perf_counter()
             scores = compute_memscores(config, pools, map_fn)
             save_memscores(scores, config, cache_dir)
+            _record_timing(directory, "memscores", time.perf_counter() - start)
             log(f"computed mem-scores with {config.memscore_models} models")
         else:
             log("cache hit: mem-scores")
     # content only (not paths or names), so launchers reading the same data from different folders agree
     fingerprint = content_fingerprint(pools.x, pools.y, pools.n_train, split, states, scores, accuracies)
-    return StudyAssets(config, pools, split, states, scores, accuracies, fingerprint)
+    return StudyAssets(config, pools, split, states, scores, accuracies, fingerprint, shared_timings(config, cache_dir))
 
 
 def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: str | Path,
@@ -266,5 +290,5 @@ def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: 
     return scores
 
 
-__all__ = ["StudyAssets", "prepare_assets", "cache_path", "memscore_path", "import_memscores", "save_memscores",
-           "save_checked", "load_checked", "content_fingerprint"]
+__all__ = ["StudyAssets", "prepare_assets", "shared_timings", "cache_path", "memscore_path", "import_memscores",
+           "save_memscores", "save_checked", "load_checked", "content_fingerprint"]

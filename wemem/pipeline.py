@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .assets import StudyAssets
-from .attacks import ATTACKS, AttackInputs, balanced_targets, needs_sensitivity, population_indices, run_attacks
+from .attacks import ATTACKS, AttackInputs, balanced_targets, needs_sensitivity, population_indices, run_attacks_timed
 from .attacks.nn import NeuralAttack
 from .attacks.samia import output_sensitivity
 from .config import PruningConfig
@@ -40,6 +40,9 @@ class PrunedModel:
     sensitivity: np.ndarray | None = None  # output sensitivities over the whole pool, when an attack needs them
     state: dict[str, torch.Tensor] | None = None
     masks: Masks | None = None
+    # wall seconds of this model's job: "setup" (assets, model, defense), "pruning" (every round's pruning and
+    # fine-tuning), "outputs" (deployed outputs and, for SAMIA, sensitivities over the pool), "total"
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def fine_tuning_schedule(pruning: PruningConfig | None) -> list[float]:
@@ -77,7 +80,8 @@ class PruningRun:
     """
 
     def __init__(self, assets: StudyAssets, model_index: int, defense: Defense, pruning: PruningConfig | None,
-                 seed: int, keep_state: bool = False, sensitivity: bool = False):
+                 seed: int, keep_state: bool = False, sensitivity: bool = False, setup_seconds: float = 0.0):
+        start = time.perf_counter()
         self.name, self.split = assets.split.models()[model_index]
         self.pools, self.config, self.defense = on_training_device(assets.pools), assets.config, defense
         self.seed, self.keep_state, self.sensitivity = seed, keep_state, sensitivity
@@ -95,6 +99,7 @@ class PruningRun:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_dev_accuracy: float | None = None
         self.seconds = 0.0
+        self.setup_seconds = setup_seconds + time.perf_counter() - start
 
     @contextlib.contextmanager
     def _own_rng(self, fresh: bool = False):
@@ -143,6 +148,7 @@ class PruningRun:
         """Run the remaining rounds and deploy the last round's best-dev checkpoint."""
         while not self.done:
             self._advance()
+        start = time.perf_counter()
         model, pools = self.model, self.pools
         if self.best_state is None:
             dev_accuracy = accuracy(model, pools, self.split.dev)
@@ -153,9 +159,11 @@ class PruningRun:
             log_probs = predict_log_probs(model, pools, torch.arange(len(pools.y)), self.defense).cpu().numpy()
             sensitivity = (output_sensitivity(model, self.defense, pools.x, self.seed).cpu().numpy()
                            if self.sensitivity else None)
+        test_accuracy = accuracy(model, pools, self.split.test)
+        outputs_seconds = time.perf_counter() - start
         return PrunedModel(
             name=self.name,
-            test_accuracy=accuracy(model, pools, self.split.test),
+            test_accuracy=test_accuracy,
             dev_accuracy=dev_accuracy,
             defense_seconds=self.seconds,
             rounds=self.rounds,
@@ -165,6 +173,8 @@ class PruningRun:
             sensitivity=sensitivity,
             state={k: v.cpu() for k, v in model.state_dict().items()} if self.keep_state else None,
             masks={k: v.cpu() for k, v in self.masks.items()} if self.keep_state else None,
+            timings={"setup": self.setup_seconds, "pruning": self.seconds, "outputs": outputs_seconds,
+                     "total": self.setup_seconds + self.seconds + outputs_seconds},
         )
 
 
@@ -200,6 +210,7 @@ class ExperimentResult:
     shadow_accuracy: list[float]
     defense_report: dict[str, float] = field(default_factory=dict)
     victim: PrunedModel | None = None
+    timings: dict[str, Any] = field(default_factory=dict)  # see :func:`experiment_timings`
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -234,19 +245,36 @@ def attack_groups(names: list[str]) -> list[list[str]]:
 
 
 def attack_job(assets: StudyAssets, victim: PrunedModel, shadows: list[PrunedModel],
-               names: list[str]) -> dict[str, dict[str, Any]]:
-    return run_attacks(names, attack_inputs(assets, victim, shadows))
+               names: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
+    """Some attacks of the suite: their metrics and their timings (see :func:`wemem.attacks.timed_attack`)."""
+    return run_attacks_timed(names, attack_inputs(assets, victim, shadows))
 
 
 def run_attack_stage(assets: StudyAssets, victim: PrunedModel, shadows: list[PrunedModel], names: list[str],
-                     map_fn: MapFn = serial_map) -> dict[str, dict[str, Any]]:
-    """The attack suite as jobs of ``map_fn`` (so they run on the trial's devices), results in suite order."""
+                     map_fn: MapFn = serial_map) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
+    """The attack suite as jobs of ``map_fn`` (so they run on the trial's devices): metrics in suite order, and
+    each attack's timings."""
     outputs_only = lambda m: dataclasses.replace(m, state=None, masks=None)  # noqa: E731 -- what attackers see
     victim, shadows = outputs_only(victim), [outputs_only(s) for s in shadows]
     merged: dict[str, dict[str, Any]] = {}
-    for part in map_fn(attack_job, [(assets, victim, shadows, group) for group in attack_groups(names)]):
-        merged.update(part)
-    return {name: merged[name] for name in names}
+    seconds: dict[str, dict[str, float]] = {}
+    for results, timings in map_fn(attack_job, [(assets, victim, shadows, group) for group in attack_groups(names)]):
+        merged.update(results)
+        seconds.update(timings)
+    return {name: merged[name] for name in names}, {name: seconds[name] for name in names}
+
+
+def experiment_timings(models: list[PrunedModel], pruning_stage: float, attack_stage: float,
+                       attacks: dict[str, dict[str, float]], total: float) -> dict[str, Any]:
+    """Where an experiment's wall time went.
+
+    ``pruning_stage`` is the wall time of pruning all K+1 models (in parallel where the map runs them so), each
+    model's own job split under ``models``; ``attack_stage`` is building the attack inputs and running every
+    attack, each attack's seconds (and for attacks that train a classifier, its ``fit`` and ``score`` parts)
+    under ``attacks``.
+    """
+    return {"total": total, "pruning_stage": pruning_stage, "attack_stage": attack_stage,
+            "models": {m.name: m.timings for m in models}, "attacks": attacks}
 
 
 def run_experiment(assets: StudyAssets, defense: str, settings: dict[str, Any], pruning: PruningConfig | None,
@@ -270,6 +298,7 @@ def run_experiment(assets: StudyAssets, defense: str, settings: dict[str, Any], 
     for index in range(1, assets.config.shadows + 1):
         jobs.append((assets, index, defense if adaptive else "none", settings if adaptive else {}, pruning, False,
                      sensitivity))
+    pruning_start = time.perf_counter()
     if round_monitor is None:
         victim, *shadows = map_fn(prune_job, jobs)
     else:
@@ -279,7 +308,9 @@ def run_experiment(assets: StudyAssets, defense: str, settings: dict[str, Any], 
             round_monitor(victim_round.round, victim_round.test_accuracy,
                           attack_inputs(assets, victim_round, shadow_rounds))
         victim, *shadows = group.finish()
-    results = run_attack_stage(assets, victim, shadows, attacks, map_fn)
+    attack_start = time.perf_counter()
+    results, attack_seconds = run_attack_stage(assets, victim, shadows, attacks, map_fn)
+    end = time.perf_counter()
     return ExperimentResult(
         defense=defense,
         settings=dict(settings),
@@ -287,10 +318,12 @@ def run_experiment(assets: StudyAssets, defense: str, settings: dict[str, Any], 
         pretrained_accuracy=assets.pretrained_accuracy["victim"],
         attacks=results,
         defense_seconds=victim.defense_seconds,
-        seconds=time.perf_counter() - start,
+        seconds=end - start,
         victim_rounds=victim.rounds,
         victim_layer_sparsity=victim.layer_sparsity,
         shadow_accuracy=[s.test_accuracy for s in shadows],
         defense_report=victim.report,
         victim=victim if keep_victim_state else None,
+        timings=experiment_timings([victim, *shadows], attack_start - pruning_start, end - attack_start,
+                                   attack_seconds, end - start),
     )

@@ -8,7 +8,8 @@ decision threshold fitted on shadows, so metrics are computed identically for al
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -78,9 +79,16 @@ class AttackInputs:
     victim_sensitivity: np.ndarray | None = None
     shadow_sensitivity: list[np.ndarray] | None = None
     population: np.ndarray | None = None  # pool indices of reference non-members (RMIA), see population_indices
+    # the pooled observations, built once and shared by every attack of a trial
+    _pooled: dict[str, Observations] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def shadow_observations(self) -> Observations:
-        """All shadows' balanced sets pooled."""
+        """All shadows' balanced sets pooled (computed once per inputs)."""
+        if "shadows" not in self._pooled:
+            self._pooled["shadows"] = self._pool_shadows()
+        return self._pooled["shadows"]
+
+    def _pool_shadows(self) -> Observations:
         sensitivities = self.shadow_sensitivity or [None] * len(self.shadow_targets)
         parts = [self._observe(lp, s, t) for lp, s, t in zip(self.shadow_log_probs, sensitivities, self.shadow_targets)]
         return Observations(
@@ -106,6 +114,10 @@ class Attack:
     # the fewest shadow models the attack can be fitted with; checked before any work starts
     min_shadows: ClassVar[int] = 1
 
+    def __init__(self) -> None:
+        # parts of the attack's wall time worth reporting separately (e.g. "fit" and "score" of a trained attack)
+        self.timings: dict[str, float] = {}
+
     def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float]:
         """Scores of the victim's targets (higher = member) and the decision threshold fitted on shadows."""
         raise NotImplementedError
@@ -114,16 +126,30 @@ class Attack:
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
-def run_attack(name: str, inputs: AttackInputs) -> dict[str, object]:
-    scores, threshold = ATTACKS.get(name)().decision_scores(inputs)
+def timed_attack(name: str, inputs: AttackInputs) -> tuple[dict[str, object], dict[str, float]]:
+    """An attack's metrics on the victim's targets, and its wall seconds (``total`` and the attack's own parts)."""
+    start = time.perf_counter()
+    attack = ATTACKS.get(name)()
+    scores, threshold = attack.decision_scores(inputs)
     is_member = inputs.victim_targets.is_member
     metrics: dict[str, object] = attack_metrics(scores, is_member, threshold)
     metrics["roc"] = roc_points(scores, is_member)
-    return metrics
+    return metrics, {**attack.timings, "total": time.perf_counter() - start}
+
+
+def run_attack(name: str, inputs: AttackInputs) -> dict[str, object]:
+    return timed_attack(name, inputs)[0]
+
+
+def run_attacks_timed(names: list[str], inputs: AttackInputs
+                      ) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, float]]]:
+    """Every named attack's metrics and timings (see :func:`timed_attack`), keyed by attack name."""
+    runs = {name: timed_attack(name, inputs) for name in names}
+    return {name: run[0] for name, run in runs.items()}, {name: run[1] for name, run in runs.items()}
 
 
 def run_attacks(names: list[str], inputs: AttackInputs) -> dict[str, dict[str, object]]:
-    return {name: run_attack(name, inputs) for name in names}
+    return run_attacks_timed(names, inputs)[0]
 
 
 def needs_sensitivity(names: list[str]) -> bool:

@@ -18,7 +18,7 @@ from torch import nn
 from ..defenses.base import Defense
 from ..errors import require
 from .base import ATTACKS, Observations
-from .nn import NeuralAttack
+from .nn import NeuralAttack, log_odds
 
 SENSITIVITY_QUERIES = 10  # m
 SENSITIVITY_STEP = 1e-3  # eps
@@ -48,13 +48,14 @@ def output_sensitivity(model: nn.Module, defense: Defense, x: torch.Tensor, seed
 
 
 def class_tokens(observed: Observations) -> np.ndarray:
-    """[n, C, 3] tokens (p_j, log(1 + s_j), y_j); log1p because sensitivities span orders of magnitude."""
+    """[n, C, 3] tokens (log-odds of p_j, log(1 + s_j), y_j); log scales because both span orders of magnitude
+    (see :mod:`.nn` on the log-odds)."""
     require(observed.sensitivity is not None,
             "samia needs output sensitivities; build the attack inputs with wemem.pipeline.run_experiment, which "
             "computes them when a requested attack declares needs_sensitivity")
-    probs = np.exp(observed.log_probs)
-    onehot = np.eye(probs.shape[1])[observed.labels]
-    return np.stack([probs, np.log1p(observed.sensitivity), onehot], axis=-1)
+    odds = log_odds(observed.log_probs)
+    onehot = np.eye(odds.shape[1])[observed.labels]
+    return np.stack([odds, np.log1p(observed.sensitivity), onehot], axis=-1)
 
 
 class SamiaNetwork(nn.Module):
