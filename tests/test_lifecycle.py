@@ -269,3 +269,25 @@ def test_a_grace_period_below_two_heartbeats_is_refused(value: str, capsys: pyte
     with pytest.raises(SystemExit) as exit_info:
         main(["status", "--stale-after", value])
     assert exit_info.value.code == 2 and "--stale-after" in capsys.readouterr().err
+
+
+def test_a_trial_past_its_time_limit_has_its_jobs_cancelled_and_fails(ray_session):
+    """``[search] trial_timeout_s``: the trial's Ray jobs are cancelled at the deadline and it fails with that
+    reason (the deadline is already past, so nothing here waits on a clock)."""
+    from search.raymap import RayMap, TrialTimeout
+    from search.runner import failure_reason
+
+    share = RayMap(num_cpus=0.5, deadline=time.time() - 1)
+    with pytest.raises(TrialTimeout) as error:
+        share(time.sleep, [(600,)])
+    assert "time limit" in failure_reason(error.value)
+
+
+def test_trial_timeout_is_a_study_setting_outside_its_identity():
+    from search.storage import definition_differences
+
+    limited = parse_study({**{k: v for k, v in DEFINITION.model_dump().items()},
+                           "search": {**DEFINITION.search.model_dump(), "trial_timeout_s": 3600}})
+    assert limited.search.trial_timeout_s == 3600 and definition_differences(DEFINITION, limited) == []
+    with pytest.raises(Exception, match="trial_timeout_s"):
+        parse_study({**DEFINITION.model_dump(), "search": {**DEFINITION.search.model_dump(), "trial_timeout_s": 0}})
