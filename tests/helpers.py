@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import os
 
 import optuna
+import pytest
 from optuna.storages._rdb import models  # the heartbeat table, to age a heartbeat without waiting for it
 
 
@@ -21,3 +23,13 @@ def age_heartbeat(storage: optuna.storages.RDBStorage, study: optuna.Study, numb
         session.commit()
     finally:
         session.close()
+
+
+def postgres_or_skip() -> str:
+    """The test PostgreSQL database (.ci/run starts one); under CI its absence is a failure, not a skip."""
+    url = os.environ.get("WEMEM_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide WEMEM_TEST_POSTGRES_URL (.ci/run starts a PostgreSQL server)")
+        pytest.skip("set WEMEM_TEST_POSTGRES_URL to a PostgreSQL database to run this test")
+    return url

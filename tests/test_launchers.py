@@ -20,7 +20,7 @@ import tomli_w
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from helpers import age_heartbeat
+from helpers import age_heartbeat, postgres_or_skip
 from search.config import load_study_file
 from search.lifecycle import FAIL_REASON, retried_from, retry_callback
 from search.storage import GRACE_PERIOD_S, create_or_load_study, open_storage
@@ -188,12 +188,7 @@ def resume_or_launch(path: Path, storage: str, cache: str) -> int:
 
 @pytest.fixture
 def postgres_url() -> str:
-    url = os.environ.get("WEMEM_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide WEMEM_TEST_POSTGRES_URL (.ci/run starts a PostgreSQL server)")
-        pytest.skip("set WEMEM_TEST_POSTGRES_URL to a PostgreSQL database to run this test")
-    return url
+    return postgres_or_skip()
 
 
 def test_two_launchers_share_one_postgres_study(ray_session, postgres_url: str, tmp_path: Path):

@@ -20,7 +20,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from helpers import age_heartbeat
+from helpers import age_heartbeat, postgres_or_skip
 from search.cli import main
 from search.config import parse_study
 from search.lifecycle import (FAIL_REASON, PROCESS_ATTR, TrialHeartbeats, fail_dead_trials, process_identity,
@@ -32,15 +32,6 @@ DIST = {"rmr.risky_fraction": FloatDistribution(0.01, 0.5), "rmr.lambda_mem": Fl
 DEFINITION = parse_study({"study": {"name": "life", "n_trials": 3, "sampler": "random"},
                           "data": {"shadows": 2}, "memscore": {"models": 2},
                           "search": {"defenses": ["rmr"], "enqueue_reference": False}})
-
-
-def postgres_or_skip() -> str:
-    url = os.environ.get("WEMEM_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide WEMEM_TEST_POSTGRES_URL (.ci/run starts a PostgreSQL server)")
-        pytest.skip("set WEMEM_TEST_POSTGRES_URL to run this test on PostgreSQL")
-    return url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
