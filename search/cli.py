@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     url = storage_url(args.storage)
     if threading_main():
         signal.signal(signal.SIGTERM, _terminate)
+        # Ctrl-C must reach us as KeyboardInterrupt even when a shell started us with SIGINT ignored (a
+        # non-interactive shell's `&` does): the launcher's clean stop depends on it
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return args.handler(args)
     except WememError as error:
