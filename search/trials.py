@@ -238,7 +238,7 @@ class Interrupted(KeyboardInterrupt):
         self.requeued = requeued
 
 
-def _others_running(study: optuna.Study) -> list[int]:
+def _running_trials(study: optuna.Study) -> list[int]:
     return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
 
 
@@ -264,9 +264,9 @@ def run_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, definit
                 progress.total = progress.done + budget
                 _tune(searcher, definition, spec, reference, budget, results_dir, launcher_id, runs, assets)
                 runs += 1
-            elif budget <= 0 and _others_running(study):
+            elif budget <= 0 and _running_trials(study):
                 if not waiting_said:
-                    echo(f"the budget is in use; waiting for trial(s) {_others_running(study)} of other launchers "
+                    echo(f"the budget is in use; waiting for trial(s) {_running_trials(study)} of other launchers "
                          f"(a dead launcher's trial is failed and re-run after {storage.grace_period} s of silence)")
                     waiting_said = True
                 time.sleep(HEARTBEAT_INTERVAL_S)

@@ -9,7 +9,7 @@ from torch import nn
 
 from wemem.data import Pools
 from wemem.defenses import DefenseContext, make_defense
-from wemem.training import Step, TrainConfig
+from wemem.training import TrainConfig
 
 LR = 0.01
 
