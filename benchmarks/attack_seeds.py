@@ -1,10 +1,18 @@
-"""Do the neural attacks give the same numbers on one thread as on the caller's threads? Digits, 5 attack seeds.
+"""Do changes to the neural attacks keep their numbers the same in distribution? Digits, 5 attack seeds.
 
-The attack classifiers now fit on one thread (:func:`wemem.attacks.nn.one_thread`), which changes the order of
-floating-point sums in their matrix products, so results are not bit-identical to a multi-threaded fit. This
-prunes the victim and shadows of one SWMR trial once, then runs the neural attacks with attack seeds 0..4 both
-ways and prints per-attack mean and standard deviation of balanced accuracy and AUC as JSON.
-    .venv/bin/python benchmarks/attack_seeds.py [--cache-dir DIR] [--threads 2]
+Prunes the victim and shadows of one SWMR trial once, then runs the neural attacks with attack seeds 0..4 under
+each variant and prints per-attack mean and standard deviation of balanced accuracy and AUC, and each variant's
+seconds, as JSON. Variants (the first is always the code as it is):
+    current         the attacks as they are
+    caller_threads  the classifiers fit on the caller's threads instead of one (wemem.attacks.nn.one_thread)
+    torch_encoder   SAMIA's encoder built from torch.nn.TransformerEncoderLayer (the implementation before
+                    wemem.attacks.samia.EncoderLayer, which is the same layer with faster dropout masks)
+    patience5       the classifiers stop after 6 stale held-out epochs (FitConfig's patience before it became 2)
+    before          torch_encoder and patience5 together: the attacks as they were before issue 10's second pass
+Examples:
+    .venv/bin/python benchmarks/attack_seeds.py --variants torch_encoder --attacks samia
+    .venv/bin/python benchmarks/attack_seeds.py --variants caller_threads --threads 2
+    .venv/bin/python benchmarks/attack_seeds.py --dataset location   # a synthetic Location-sized set
 """
 
 from __future__ import annotations
@@ -15,24 +23,82 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
+from torch import nn
 
-import wemem.attacks.nn as neural
-from wemem.assets import load_assets, prepare_assets
-from wemem.attacks import run_attacks
-from wemem.config import ExperimentConfig, PruningConfig
-from wemem.pipeline import attack_inputs, prune_job
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from synthetic import write_location_like  # noqa: E402
+
+import wemem.attacks.nn as neural  # noqa: E402
+from wemem.assets import prepare_assets  # noqa: E402
+from wemem.attacks import run_attacks  # noqa: E402
+from wemem.attacks.samia import Samia  # noqa: E402
+from wemem.config import ExperimentConfig, PruningConfig  # noqa: E402
+from wemem.pipeline import attack_inputs, prune_job  # noqa: E402
 
 NEURAL = ["nn", "top3_nn", "cl_nn", "samia"]
 SETTING = ("swmr", {"order": "h2l", "width_fraction": 0.22, "stride_fraction": 0.044, "lambda_mem": 0.1,
                     "risky_fraction": 0.2})
 
 
-def summary(runs: list[dict]) -> dict:
+class TorchEncoderSamia(nn.Module):
+    """SAMIA's network as first written: torch's encoder layers (post-norm, ReLU, dropout 0.1), same widths."""
+
+    def __init__(self, token_features: int = 3, d_model: int = 64, heads: int = 4, layers: int = 3):
+        super().__init__()
+        self.embed = nn.Linear(token_features, d_model)
+        layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=2 * d_model, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, 2))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(tokens)).mean(dim=1))
+
+
+@contextlib.contextmanager
+def patched(owner: object, attribute: str, value: object) -> Iterator[None]:
+    original = getattr(owner, attribute)
+    setattr(owner, attribute, value)
+    try:
+        yield
+    finally:
+        setattr(owner, attribute, original)
+
+
+def torch_encoder() -> contextlib.AbstractContextManager:
+    return patched(Samia, "build", lambda self, shape: TorchEncoderSamia(shape[-1]))
+
+
+def patience5() -> contextlib.AbstractContextManager:
+    # fit_membership_classifier's default argument is bound at definition time: patch the function's defaults
+    fit = neural.fit_membership_classifier
+    return patched(fit, "__defaults__", (dataclasses.replace(neural.FitConfig(), patience=5),))
+
+
+@contextlib.contextmanager
+def before() -> Iterator[None]:
+    with torch_encoder(), patience5():
+        yield
+
+
+VARIANTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
+    "current": contextlib.nullcontext,
+    "caller_threads": lambda: patched(neural, "one_thread", contextlib.nullcontext),
+    "torch_encoder": torch_encoder,
+    "patience5": patience5,
+    "before": before,
+}
+
+
+def summary(runs: list[dict], attacks: list[str]) -> dict:
     out = {}
-    for name in NEURAL:
+    for name in attacks:
         for metric in ("balanced_accuracy", "auc"):
             values = [run[name][metric] for run in runs]
             out[f"{name}.{metric}"] = {"mean": round(statistics.mean(values), 4),
@@ -43,29 +109,30 @@ def summary(runs: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", default=".wemem-bench-cache")
-    parser.add_argument("--threads", type=int, default=2, help="the caller's threads for the comparison")
+    parser.add_argument("--dataset", choices=["digits", "location"], default="digits")
+    parser.add_argument("--variants", nargs="+", choices=sorted(set(VARIANTS) - {"current"}),
+                        default=["before"])
+    parser.add_argument("--attacks", default=",".join(NEURAL))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the caller")
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
-    config = ExperimentConfig(dataset="digits", shadows=5)
-    prepare_assets(config, args.cache_dir)
-    assets = load_assets(config, args.cache_dir)
-    models = [prune_job(config, args.cache_dir, i, *SETTING, PruningConfig(), False, True)
-              for i in range(config.shadows + 1)]
+    attacks = args.attacks.split(",")
+    dataset = "digits" if args.dataset == "digits" else \
+        "npz:" + str(write_location_like(Path(args.cache_dir) / "location_like.npz").resolve())
+    config = ExperimentConfig(dataset=dataset, shadows=5)
+    assets = prepare_assets(config, args.cache_dir)
+    models = [prune_job(assets, i, *SETTING, PruningConfig(), False, True) for i in range(config.shadows + 1)]
     base = attack_inputs(assets, models[0], models[1:])
     torch.set_num_threads(args.threads)
     results, seconds = {}, {}
-    for mode in ("one_thread", "caller_threads"):
-        patch = contextlib.nullcontext if mode == "caller_threads" else neural.one_thread
-        original, neural.one_thread = neural.one_thread, patch
+    for variant in ["current", *args.variants]:
         start = time.perf_counter()
-        try:
-            runs = [run_attacks(NEURAL, dataclasses.replace(base, seed=seed)) for seed in range(args.seeds)]
-        finally:
-            neural.one_thread = original
-        seconds[mode] = time.perf_counter() - start
-        results[mode] = summary(runs)
-    print(json.dumps({"benchmark": "attack_seeds", "dataset": "digits", "seeds": args.seeds,
-                      "caller_threads": args.threads, "metrics": results, "seconds": seconds,
+        with VARIANTS[variant]():
+            runs = [run_attacks(attacks, dataclasses.replace(base, seed=seed)) for seed in range(args.seeds)]
+        seconds[variant] = round(time.perf_counter() - start, 1)
+        results[variant] = summary(runs, attacks)
+    print(json.dumps({"benchmark": "attack_seeds", "dataset": args.dataset, "seeds": args.seeds,
+                      "threads": args.threads, "metrics": results, "seconds": seconds,
                       "loadavg": os.getloadavg()}, indent=2))
 
 

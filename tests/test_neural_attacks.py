@@ -191,3 +191,33 @@ def test_sensitivity_is_deterministic_for_a_seed():
     first = output_sensitivity(model, Defense(), x, seed=3)
     assert torch.equal(first, output_sensitivity(model, Defense(), x, seed=3))
     assert not torch.equal(first, output_sensitivity(model, Defense(), x, seed=4))
+
+
+def test_samia_encoder_layer_computes_torchs_post_norm_layer() -> None:
+    """EncoderLayer is nn.TransformerEncoderLayer written out (faster on a CPU): same weights, same outputs."""
+    from wemem.attacks.samia import DropoutStream, EncoderLayer
+
+    torch.manual_seed(0)
+    ours = EncoderLayer(16, 4, 32, 0.1, DropoutStream()).eval()
+    theirs = nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, batch_first=True).eval()
+    with torch.no_grad():
+        ours.qkv.weight.copy_(theirs.self_attn.in_proj_weight)
+        ours.qkv.bias.copy_(theirs.self_attn.in_proj_bias)
+        for mine, torchs in [(ours.out, theirs.self_attn.out_proj), (ours.ff1, theirs.linear1),
+                             (ours.ff2, theirs.linear2), (ours.norm1, theirs.norm1), (ours.norm2, theirs.norm2)]:
+            mine.load_state_dict(torchs.state_dict())
+    tokens = torch.randn(5, 7, 16)
+    torch.testing.assert_close(ours(tokens), theirs(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_dropout_stream_drops_a_fraction_p_and_keeps_the_mean() -> None:
+    from wemem.attacks.samia import DropoutStream
+
+    torch.manual_seed(3)
+    first = DropoutStream()(torch.ones(200_000), 0.1)
+    torch.manual_seed(3)
+    again = DropoutStream()(torch.ones(200_000), 0.1)
+    assert torch.equal(first, again)  # seeded from torch's generator
+    assert abs(float((first == 0).float().mean()) - 0.1) < 0.003  # 4 standard errors
+    assert abs(float(first.mean()) - 1.0) < 0.01
+    assert first.unique().tolist() == pytest.approx([0.0, 65536 / (65536 - 6554)])  # exact inverse keep rate

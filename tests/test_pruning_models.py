@@ -70,3 +70,43 @@ def test_iterative_pruning_of_a_cnn_grows_every_conv_and_linear_mask_on_the_full
     assert len(dense_before) == 2 * 20 + 1  # weight and bias of 20 BNs (stem, 16 in blocks, 3 shortcuts), fc bias
     after = dict(model.named_parameters())
     assert all(torch.equal(after[n], before) for n, before in dense_before.items())
+
+
+def test_masked_steps_match_the_gradient_masking_step_on_every_live_weight() -> None:
+    """The engine re-applies masks after the step but no longer masks gradients before it; Adam (with coupled
+    weight decay) is elementwise, so every live weight must come out exactly as with gradient masking."""
+    from wemem.data import Pools
+    from wemem.defenses import Defense
+    from wemem.defenses.base import DefenseContext
+    from wemem.training import Step, TrainConfig, make_adam
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    pools = Pools("toy", x, y, 64, 3)
+    config = TrainConfig(weight_decay=1e-3)
+    engine_model = build_model("columnfc", (8,), 3)
+    reference_model = build_model("columnfc", (8,), 3)
+    reference_model.load_state_dict(engine_model.state_dict())
+    masks = prune_to(engine_model, dense_masks(engine_model), 0.5)
+    prune_to(reference_model, dense_masks(reference_model), 0.5)
+    defense = Defense()
+    defense.bind(DefenseContext(pools, torch.arange(64), torch.arange(0), None, config, 0))
+    engine_optimizer, reference_optimizer = make_adam(engine_model, config), make_adam(reference_model, config)
+    params = prunable_parameters(reference_model)
+    for step in range(5):
+        batch = torch.arange(step * 12, step * 12 + 12)
+        torch.manual_seed(step)  # the same dropout masks for both
+        defense.train_step(engine_model, engine_optimizer, pools, Step(batch), masks)
+        reference_optimizer.zero_grad()
+        torch.manual_seed(step)
+        torch.nn.functional.cross_entropy(reference_model(x[batch]), y[batch]).backward()
+        for name, mask in masks.items():  # the old step: gradients masked before, weights after
+            params[name].grad.mul_(mask)
+        reference_optimizer.step()
+        with torch.no_grad():
+            for name, mask in masks.items():
+                params[name].mul_(mask)
+    for name, value in reference_model.state_dict().items():
+        assert torch.equal(engine_model.state_dict()[name], value), name
+    for name, mask in masks.items():
+        assert not engine_model.state_dict()[name][~mask].any()

@@ -67,12 +67,30 @@ def apply_masks(model: nn.Module, masks: Masks) -> None:
         params[name].mul_(mask)
 
 
-def mask_gradients(model: nn.Module, masks: Masks) -> None:
-    params = prunable_parameters(model)
-    for name, mask in masks.items():
-        grad = params[name].grad
-        if grad is not None:
-            grad.mul_(mask)
+class MaskKeeper:
+    """Re-applies one model's masks after every optimizer step, with the lookups done once.
+
+    The per-step path is one fused multiply over all masked weights (``torch._foreach_mul_``, the primitive
+    PyTorch's own optimizers use) by masks pre-cast to the weights' dtype: rebuilding the parameter dict and
+    multiplying by boolean masks layer by layer every step cost the engine about a tenth of a small model's step.
+
+    Gradients are not masked before the step: Adam and SGD update element by element, so a pruned weight's
+    gradient moves only that weight (zeroed again here) and its own moments, never a live weight. DP-SGD's
+    clipping, which mixes elements, masks per-example gradients itself (``private_optimizer``).
+    """
+
+    def __init__(self, model: nn.Module, masks: Masks):
+        params = prunable_parameters(model)
+        self.model, self.masks = model, masks
+        self.params = [params[name] for name in masks]
+        self.factors = [masks[name].to(params[name].dtype) for name in masks]
+
+    def serves(self, model: nn.Module, masks: Masks) -> bool:
+        return self.model is model and self.masks is masks
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        torch._foreach_mul_(self.params, self.factors)
 
 
 def layer_sparsity(model: nn.Module) -> dict[str, float]:

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..defenses.base import Defense
@@ -58,14 +59,72 @@ def class_tokens(observed: Observations) -> np.ndarray:
     return np.stack([odds, np.log1p(observed.sensitivity), onehot], axis=-1)
 
 
-class SamiaNetwork(nn.Module):
-    """Token embedding -> transformer encoder (d_model 64, 4 heads, 3 layers) -> mean over tokens -> MLP."""
+class DropoutStream:
+    """Dropout masks drawn from one numpy PCG64 stream, seeded from torch's (seeded) global generator.
 
-    def __init__(self, token_features: int = 3, d_model: int = 64, heads: int = 4, layers: int = 3):
+    Why not ``nn.Dropout``: torch's CPU Bernoulli sampler costs about 10 ns per element, which made dropout a
+    quarter of SAMIA's fitting time (12 masks per step over [batch, classes, 64..128] activations); PCG64 bytes
+    cost about 1 ns. A mask keeps an element when a uniform 16-bit draw is at least ``round(p * 65536)``, so the
+    drop probability is p to within 1e-5, and kept elements are scaled by the exact inverse keep probability.
+    On a GPU, torch's own dropout (drawn on the device) is used instead.
+    """
+
+    def __init__(self) -> None:
+        self.rng = np.random.Generator(np.random.PCG64(int(torch.randint(0, 2**62, ()))))
+
+    def __call__(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        if x.device.type != "cpu":  # device generators are fast; a host-drawn mask would cost a copy per call
+            return F.dropout(x, p, training=True)
+        cut = round(p * 65536)
+        draws = np.frombuffer(self.rng.bytes(2 * x.numel()), dtype=np.uint16).reshape(x.shape)
+        scale = np.float32(65536 / (65536 - cut))
+        return x * torch.from_numpy(np.where(draws >= cut, scale, np.float32(0))).to(x.dtype)
+
+
+class EncoderLayer(nn.Module):
+    """``nn.TransformerEncoderLayer``'s post-norm layer (ReLU, dropout on the attention weights, after the
+    attention, inside and after the feed-forward block), with its initialization.
+
+    Written out because the library layer is the wrong tool on a CPU: its training path adds masking checks
+    around the softmax and draws dropout masks with the slow sampler (see :class:`DropoutStream`); with both gone
+    an epoch of SAMIA on 30 classes took 2.8 s instead of 5.8 s on one thread.
+    """
+
+    def __init__(self, d_model: int, heads: int, feedforward: int, dropout: float, masks: DropoutStream):
         super().__init__()
+        self.heads, self.dropout, self.masks = heads, dropout, masks
+        self.qkv, self.out = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
+        self.ff1, self.ff2 = nn.Linear(d_model, feedforward), nn.Linear(feedforward, d_model)
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        nn.init.xavier_uniform_(self.qkv.weight)  # as nn.MultiheadAttention initializes its input projection
+        nn.init.zeros_(self.qkv.bias)
+        nn.init.zeros_(self.out.bias)
+
+    def drop(self, x: torch.Tensor) -> torch.Tensor:
+        return self.masks(x, self.dropout) if self.training and self.dropout > 0 else x
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, width = x.shape
+        q, k, v = self.qkv(x).view(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax((q * (width // self.heads) ** -0.5) @ k.transpose(-2, -1), dim=-1)
+        return self.out((self.drop(weights) @ v).transpose(1, 2).reshape(batch, tokens, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.drop(self.attention(x)))
+        return self.norm2(x + self.drop(self.ff2(self.drop(torch.relu(self.ff1(x))))))
+
+
+class SamiaNetwork(nn.Module):
+    """Token embedding -> transformer encoder (d_model 64, 4 heads, 3 layers, feed-forward 128, dropout 0.1)
+    -> mean over tokens -> MLP."""
+
+    def __init__(self, token_features: int = 3, d_model: int = 64, heads: int = 4, layers: int = 3,
+                 dropout: float = 0.1):
+        super().__init__()
+        masks = DropoutStream()
         self.embed = nn.Linear(token_features, d_model)
-        layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=2 * d_model, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.encoder = nn.Sequential(*(EncoderLayer(d_model, heads, 2 * d_model, dropout, masks)
+                                       for _ in range(layers)))
         self.head = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, 2))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data import Pools
 from ..errors import WememError
-from ..pruning import Masks, apply_masks, mask_gradients
+from ..pruning import MaskKeeper, Masks
 from ..registry import Registry
 from ..training import Step, TrainConfig, make_adam, minibatches, training_autocast
 
@@ -61,6 +61,7 @@ class Defense:
     def __init__(self, settings: BaseModel | dict[str, Any] | None = None):
         self.settings = self.parse_settings(settings or {})
         self.context: DefenseContext | None = None
+        self._mask_keeper: MaskKeeper | None = None
 
     @classmethod
     def parse_settings(cls, settings: BaseModel | dict[str, Any]) -> BaseModel:
@@ -102,13 +103,17 @@ class Defense:
         with training_autocast(x.device, self.ctx.config, self.supports_autocast):
             loss = self.loss(model, x, y, model(x))
         loss.backward()
-        if masks is not None:
-            mask_gradients(model, masks)
         with weight_decay_override(optimizer, step.weight_decay):
             optimizer.step()
         if masks is not None:
-            apply_masks(model, masks)  # Adam's moments would otherwise revive pruned weights
+            self.mask_keeper(model, masks).apply()  # the step moved pruned weights off zero
         return loss.detach()
+
+    def mask_keeper(self, model: nn.Module, masks: Masks) -> MaskKeeper:
+        """The keeper of these masks (built once per pruning round: a round's masks are one dict)."""
+        if self._mask_keeper is None or not self._mask_keeper.serves(model, masks):
+            self._mask_keeper = MaskKeeper(model, masks)
+        return self._mask_keeper
 
     def output_log_probs(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(logits, dim=1)

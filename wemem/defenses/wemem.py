@@ -145,7 +145,7 @@ class RiskMixin:
 
     Both optimizers are created once per model (``make_optimizer`` runs once, before the first pruning round),
     so each carries its moments across rounds like the single one does, and both go through the same masked
-    step of :meth:`Defense.train_step` (masked gradients, masks re-applied after the step).
+    step of :meth:`Defense.train_step` (masks re-applied after the step).
     """
 
     settings: RiskSettings
