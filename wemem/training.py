@@ -90,8 +90,10 @@ def minibatches(indices: torch.Tensor, batch_size: int, generator: torch.Generat
 
 
 def make_adam(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # Adam with coupled L2 (PyTorch's weight_decay), as SPEC section 4 prescribes -- not AdamW.
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Adam with coupled L2 (PyTorch's weight_decay), as SPEC section 4 prescribes -- not AdamW. Fused: one kernel
+    # for all parameters on CPU and CUDA (PyTorch defaults to a per-tensor loop on the CPU): a step of Location's
+    # columnfc took 0.13 instead of 0.40 ms, a tenth of its training step; same algorithm, rounding differs.
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
 @torch.no_grad()

@@ -156,7 +156,7 @@ class RiskMixin:
         if self.settings.optimizer == "two_adam":
             config = self.ctx.config
             self.risky_optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                                    weight_decay=self.settings.lambda_mem)
+                                                    weight_decay=self.settings.lambda_mem, fused=True)
         return general
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step,
