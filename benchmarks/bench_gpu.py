@@ -149,6 +149,7 @@ def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: Tr
         "shared_work_s": round(shared_s, 2),
         "pruning_s": round(seconds["prune_job"], 2), "attacks_s": round(seconds["attack_job"], 2),
         "trial_s": round(trial_s, 2),
+        "attack_seconds": {name: round(t["total"], 2) for name, t in result.timings["attacks"].items()},
         "victim_rounds_epochs": [r["epochs"] for r in result.victim_rounds],
         "victim_test_accuracy": round(result.utility, 4),
     }
