@@ -15,7 +15,7 @@ from wemem.attacks.rmia import Rmia
 from wemem.attacks.threshold import negative_modified_entropy
 from wemem.data import ModelSplit, StudySplit
 from wemem.errors import WememError
-from wemem.pipeline import run_experiment
+from wemem.pipeline import attack_targets, run_experiment
 
 ALL_ATTACKS = ["conf", "entr", "mentr", "hconf", "nn", "top3_nn", "cl_nn", "samia", "lira", "rmia"]
 
@@ -213,7 +213,11 @@ def test_non_adaptive_experiment_runs_every_attack(tiny_config, tiny_pruning, ti
     pools = tiny_assets.pools
     sensitivity = result.victim.sensitivity
     assert sensitivity.shape == (len(pools.y), pools.num_classes)
-    assert np.isfinite(sensitivity).all() and (sensitivity >= 0).all() and sensitivity.max() > 0
+    # measured on the victim's attack targets (the rows SAMIA reads), and nowhere else
+    targets = attack_targets(tiny_assets, 0).indices
+    measured = np.isfinite(sensitivity).all(axis=1)
+    assert np.array_equal(np.flatnonzero(measured), np.sort(targets)) and len(targets) < len(pools.y)
+    assert (sensitivity[targets] >= 0).all() and sensitivity[targets].max() > 0
 
     assert set(result.attacks) == set(ALL_ATTACKS)
     for name, metrics in result.attacks.items():

@@ -14,9 +14,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from .assets import StudyAssets
-from .attacks import ATTACKS, AttackInputs, balanced_targets, needs_sensitivity, population_indices, run_attacks_timed
+from .attacks import (ATTACKS, AttackInputs, Targets, balanced_targets, needs_sensitivity, population_indices,
+                      run_attacks_timed)
 from .attacks.nn import NeuralAttack
 from .attacks.samia import output_sensitivity
 from .config import PruningConfig
@@ -37,7 +39,9 @@ class PrunedModel:
     layer_sparsity: dict[str, float]
     report: dict[str, float]
     log_probs: np.ndarray  # deployed outputs over the whole pool, for the attacks
-    sensitivity: np.ndarray | None = None  # output sensitivities over the whole pool, when an attack needs them
+    # output sensitivities [n_pool, C] when an attack needs them: measured on this model's own attack targets
+    # (the only rows an attack reads, see attack_targets), NaN elsewhere
+    sensitivity: np.ndarray | None = None
     state: dict[str, torch.Tensor] | None = None
     masks: Masks | None = None
     # wall seconds of this model's job: "setup" (assets, model, defense), "pruning" (every round's pruning and
@@ -73,8 +77,9 @@ class PruningRun:
     last-epoch weights with the same optimizer state, and keeps its best-dev checkpoint; the output of
     ``finish()`` is the best-dev checkpoint of the last round. ``step()`` runs one round and reports on its
     checkpoint, so a caller can judge (and stop) a trial between rounds. With ``sensitivity`` the deployed
-    model's output sensitivity (SAMIA) is measured on every pool sample. With ``pruning=None`` no round runs and
-    the dense pretrained model is deployed as is, so the original is observed exactly like its pruned versions.
+    model's output sensitivity (SAMIA) is measured on the model's attack targets. With ``pruning=None`` no round
+    runs and the dense pretrained model is deployed as is, so the original is observed exactly like its pruned
+    versions.
 
     The run keeps its own torch RNG state, so its result does not depend on how runs are interleaved.
     """
@@ -83,6 +88,7 @@ class PruningRun:
                  seed: int, keep_state: bool = False, sensitivity: bool = False, setup_seconds: float = 0.0):
         start = time.perf_counter()
         self.name, self.split = assets.split.models()[model_index]
+        self.targets = attack_targets(assets, model_index)
         self.pools, self.config, self.defense = on_training_device(assets.pools), assets.config, defense
         self.seed, self.keep_state, self.sensitivity = seed, keep_state, sensitivity
         self.schedule = fine_tuning_schedule(pruning)
@@ -144,6 +150,15 @@ class PruningRun:
         self.model.load_state_dict(last_epoch)
         return report
 
+    def _target_sensitivity(self, model: nn.Module) -> np.ndarray:
+        """SAMIA's sensitivities on this model's attack targets only: each costs 10 perturbed forward passes, and
+        the targets are a fraction of the pool (a quarter on Location, about a seventh on CIFAR-10)."""
+        rows = torch.as_tensor(self.targets.indices)
+        measured = output_sensitivity(model, self.defense, self.pools.x[rows.to(self.pools.x.device)], self.seed)
+        sensitivity = np.full((len(self.pools.y), self.pools.num_classes), np.nan)
+        sensitivity[self.targets.indices] = measured.cpu().numpy()
+        return sensitivity
+
     def finish(self) -> PrunedModel:
         """Run the remaining rounds and deploy the last round's best-dev checkpoint."""
         while not self.done:
@@ -157,8 +172,7 @@ class PruningRun:
             dev_accuracy = self.best_dev_accuracy
         with self._own_rng():
             log_probs = predict_log_probs(model, pools, torch.arange(len(pools.y)), self.defense).cpu().numpy()
-            sensitivity = (output_sensitivity(model, self.defense, pools.x, self.seed).cpu().numpy()
-                           if self.sensitivity else None)
+            sensitivity = self._target_sensitivity(model) if self.sensitivity else None
         test_accuracy = accuracy(model, pools, self.split.test)
         outputs_seconds = time.perf_counter() - start
         return PrunedModel(
@@ -218,18 +232,22 @@ class ExperimentResult:
         return data
 
 
+def attack_targets(assets: StudyAssets, model_index: int) -> Targets:
+    """The balanced member/non-member set on which model ``model_index`` (0 = victim) is observed by the attacks."""
+    return balanced_targets(assets.split.models()[model_index][1],
+                            job_seed(assets.config.seed, "attack") + model_index)
+
+
 def attack_inputs(assets: StudyAssets, victim: PrunedModel | RoundReport,
                   shadows: list[PrunedModel] | list[RoundReport]) -> AttackInputs:
-    seed = job_seed(assets.config.seed, "attack")
-    models = assets.split.models()
-    victim_targets = balanced_targets(models[0][1], seed)
+    victim_targets = attack_targets(assets, 0)
     return AttackInputs(
         labels=assets.pools.y.cpu().numpy(),
         victim_log_probs=victim.log_probs,
         shadow_log_probs=[s.log_probs for s in shadows],
         victim_targets=victim_targets,
-        shadow_targets=[balanced_targets(split, seed + k + 1) for k, (_, split) in enumerate(models[1:])],
-        seed=seed,
+        shadow_targets=[attack_targets(assets, k) for k in range(1, len(shadows) + 1)],
+        seed=job_seed(assets.config.seed, "attack"),
         victim_sensitivity=victim.sensitivity,
         shadow_sensitivity=None if victim.sensitivity is None else [s.sensitivity for s in shadows],
         population=population_indices(assets.split, victim_targets),

@@ -4,7 +4,7 @@ Each class j of an output becomes a token (p_j, s_j, y_j): the probability, the 
 one-hot label. A small transformer encoder reads the tokens of one sample and an MLP head decides membership.
 The sensitivity s_j = (1/m) sum_k |softmax_j(f(x + eps u_k)) - p_j| / eps, u_k ~ N(0, I), is a black-box
 finite-difference probe of how flat the model is around x (training samples sit in flatter regions). The
-pipeline computes it for every pool sample while the pruned model is at hand (:func:`output_sensitivity`).
+pipeline computes it on each model's attack targets while the pruned model is at hand (:func:`output_sensitivity`).
 """
 
 from __future__ import annotations
