@@ -41,12 +41,8 @@ def rounded(value):
     return round(value, 3) if isinstance(value, float) else value
 
 
-def concurrent_trials(spec: TrialSpec, base, assets, concurrency: int, trials: int, cpus: int) -> dict[str, float]:
-    """``trials`` trials on a Ray of ``cpus`` CPUs, ``concurrency`` at a time, each with cpus / concurrency CPUs
-    shared by its K+1 pruning tasks (as ``[resources] cpus_per_trial`` would)."""
-    from search.runner import RayMap
-
-    share = RayMap(num_cpus=cpus / concurrency / (spec.experiment.shadows + 1))
+def run_trials(spec: TrialSpec, base, assets, share, concurrency: int, trials: int) -> float:
+    """Seconds for ``trials`` trials on ``share``, ``concurrency`` at a time."""
     queue = list(range(trials))
     lock = threading.Lock()
 
@@ -64,7 +60,21 @@ def concurrent_trials(spec: TrialSpec, base, assets, concurrency: int, trials: i
         thread.start()
     for thread in threads:
         thread.join()
-    seconds = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def concurrent_trials(spec: TrialSpec, base, assets, concurrency: int, trials: int, cpus: int) -> dict[str, float]:
+    """``trials`` trials on a Ray of ``cpus`` CPUs, ``concurrency`` at a time, each with cpus / concurrency CPUs
+    shared by its K+1 pruning tasks (as ``[resources] cpus_per_trial`` would).
+
+    A warm-up round (``concurrency`` trials at once on the same share) first starts every worker process the
+    measurement needs: a fresh worker spends seconds importing torch, which is not a trial's cost.
+    """
+    from search.runner import RayMap
+
+    share = RayMap(num_cpus=cpus / concurrency / (spec.experiment.shadows + 1))
+    run_trials(spec, base, assets, share, concurrency, concurrency)
+    seconds = run_trials(spec, base, assets, share, concurrency, trials)
     return {"seconds": seconds, "trials_per_minute": 60 * trials / seconds}
 
 
@@ -100,10 +110,9 @@ def main() -> None:
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
     }
     if args.concurrent:
-        from search.runner import RayMap, init_ray
+        from search.runner import init_ray
 
         init_ray(num_cpus=args.cpus)
-        evaluate_trial(spec, *SETTING, base, assets, RayMap(num_cpus=1))  # warm the workers up before timing
         report["concurrent"] = {str(n): concurrent_trials(spec, base, assets, n, args.trials, args.cpus)
                                 for n in args.concurrent}
         report["loadavg_after_concurrent"] = os.getloadavg()
