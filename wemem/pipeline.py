@@ -155,8 +155,9 @@ class PruningRun:
         the targets are a fraction of the pool (a quarter on Location, about a seventh on CIFAR-10)."""
         rows = torch.as_tensor(self.targets.indices)
         measured = output_sensitivity(model, self.defense, self.pools.x[rows.to(self.pools.x.device)], self.seed)
-        sensitivity = np.full((len(self.pools.y), self.pools.num_classes), np.nan)
-        sensitivity[self.targets.indices] = measured.cpu().numpy()
+        measured = measured.cpu().numpy()
+        sensitivity = np.full((len(self.pools.y), self.pools.num_classes), np.nan, dtype=measured.dtype)
+        sensitivity[self.targets.indices] = measured
         return sensitivity
 
     def finish(self) -> PrunedModel:
