@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
+from unittest.mock import patch
 
 import torch
 from torch import nn
@@ -61,24 +62,14 @@ class TorchEncoderSamia(nn.Module):
         return self.head(self.encoder(self.embed(tokens)).mean(dim=1))
 
 
-@contextlib.contextmanager
-def patched(owner: object, attribute: str, value: object) -> Iterator[None]:
-    original = getattr(owner, attribute)
-    setattr(owner, attribute, value)
-    try:
-        yield
-    finally:
-        setattr(owner, attribute, original)
-
-
 def torch_encoder() -> contextlib.AbstractContextManager:
-    return patched(Samia, "build", lambda self, shape: TorchEncoderSamia(shape[-1]))
+    return patch.object(Samia, "build", lambda self, shape: TorchEncoderSamia(shape[-1]))
 
 
 def patience5() -> contextlib.AbstractContextManager:
     # fit_membership_classifier's default argument is bound at definition time: patch the function's defaults
     fit = neural.fit_membership_classifier
-    return patched(fit, "__defaults__", (dataclasses.replace(neural.FitConfig(), patience=5),))
+    return patch.object(fit, "__defaults__", (dataclasses.replace(neural.FitConfig(), patience=5),))
 
 
 @contextlib.contextmanager
@@ -89,7 +80,7 @@ def before() -> Iterator[None]:
 
 VARIANTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "current": contextlib.nullcontext,
-    "caller_threads": lambda: patched(neural, "one_thread", contextlib.nullcontext),
+    "caller_threads": lambda: patch.object(neural, "one_thread", contextlib.nullcontext),
     "torch_encoder": torch_encoder,
     "patience5": patience5,
     "before": before,

@@ -56,15 +56,8 @@ def prune_to(model: nn.Module, masks: Masks, sparsity: float) -> Masks:
     """Grow every prunable layer's mask to ``sparsity`` and zero the pruned weights."""
     params = prunable_parameters(model)
     new_masks = {name: magnitude_mask(params[name], masks[name], sparsity) for name in params}
-    apply_masks(model, new_masks)
+    MaskKeeper(model, new_masks).apply()
     return new_masks
-
-
-@torch.no_grad()
-def apply_masks(model: nn.Module, masks: Masks) -> None:
-    params = prunable_parameters(model)
-    for name, mask in masks.items():
-        params[name].mul_(mask)
 
 
 class MaskKeeper:
