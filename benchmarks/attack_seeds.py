@@ -7,7 +7,9 @@ seconds, as JSON. Variants (the first is always the code as it is):
     caller_threads  the classifiers fit on the caller's threads instead of one (wemem.attacks.nn.one_thread)
     torch_encoder   SAMIA's encoder built from torch.nn.TransformerEncoderLayer (the implementation before
                     wemem.attacks.samia.EncoderLayer, which is the same layer with faster dropout masks)
-    patience5       the classifiers stop after 6 stale held-out epochs (FitConfig's patience before it became 2)
+    loss_patience2  every classifier stops on its held-out log-loss after 3 stale epochs (1e-4 nats bar): the
+                    rule before fits stopped on the held-out AUC (see wemem.attacks.nn.FitConfig)
+    patience5       as loss_patience2 but after 6 stale epochs (the rule before that)
     before          torch_encoder and patience5 together: the attacks as they were before issue 10's second pass
 Examples:
     .venv/bin/python benchmarks/attack_seeds.py --variants torch_encoder --attacks samia
@@ -38,7 +40,7 @@ from synthetic import write_location_like  # noqa: E402
 
 import wemem.attacks.nn as neural  # noqa: E402
 from wemem.assets import prepare_assets  # noqa: E402
-from wemem.attacks import run_attacks  # noqa: E402
+from wemem.attacks import AttackInputs, run_attacks  # noqa: E402
 from wemem.attacks.samia import Samia  # noqa: E402
 from wemem.config import ExperimentConfig, PruningConfig  # noqa: E402
 from wemem.pipeline import attack_inputs, prune_job  # noqa: E402
@@ -66,10 +68,19 @@ def torch_encoder() -> contextlib.AbstractContextManager:
     return patch.object(Samia, "build", lambda self, shape: TorchEncoderSamia(shape[-1]))
 
 
+@contextlib.contextmanager
+def fit_rule(**rule: object) -> Iterator[None]:
+    """Every neural attack fits with ``rule`` (SAMIA has a FitConfig of its own)."""
+    config = neural.FitConfig(**rule)
+    with patch.object(neural.NeuralAttack, "fit_config", config), patch.object(Samia, "fit_config", config):
+        yield
+
+
+LOSS_PATIENCE2 = {"checks_per_epoch": 1, "patience": 2, "min_improvement": 1e-4, "criterion": "loss"}
+
+
 def patience5() -> contextlib.AbstractContextManager:
-    # fit_membership_classifier's default argument is bound at definition time: patch the function's defaults
-    fit = neural.fit_membership_classifier
-    return patch.object(fit, "__defaults__", (dataclasses.replace(neural.FitConfig(), patience=5),))
+    return fit_rule(**{**LOSS_PATIENCE2, "patience": 5})
 
 
 @contextlib.contextmanager
@@ -82,9 +93,20 @@ VARIANTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "current": contextlib.nullcontext,
     "caller_threads": lambda: patch.object(neural, "one_thread", contextlib.nullcontext),
     "torch_encoder": torch_encoder,
+    "loss_patience2": lambda: fit_rule(**LOSS_PATIENCE2),
     "patience5": patience5,
     "before": before,
 }
+
+
+def pruned_trial_inputs(dataset: str, cache_dir: str) -> AttackInputs:
+    """The attack inputs of one SWMR trial (victim and 5 shadows pruned once) on digits or a Location-sized set."""
+    name = "digits" if dataset == "digits" else \
+        "npz:" + str(write_location_like(Path(cache_dir) / "location_like.npz").resolve())
+    config = ExperimentConfig(dataset=name, shadows=5)
+    assets = prepare_assets(config, cache_dir)
+    models = [prune_job(assets, i, *SETTING, PruningConfig(), False, True) for i in range(config.shadows + 1)]
+    return attack_inputs(assets, models[0], models[1:])
 
 
 def summary(runs: list[dict], attacks: list[str]) -> dict:
@@ -108,12 +130,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
     attacks = args.attacks.split(",")
-    dataset = "digits" if args.dataset == "digits" else \
-        "npz:" + str(write_location_like(Path(args.cache_dir) / "location_like.npz").resolve())
-    config = ExperimentConfig(dataset=dataset, shadows=5)
-    assets = prepare_assets(config, args.cache_dir)
-    models = [prune_job(assets, i, *SETTING, PruningConfig(), False, True) for i in range(config.shadows + 1)]
-    base = attack_inputs(assets, models[0], models[1:])
+    base = pruned_trial_inputs(args.dataset, args.cache_dir)
     torch.set_num_threads(args.threads)
     results, seconds = {}, {}
     for variant in ["current", *args.variants]:

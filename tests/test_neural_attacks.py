@@ -12,9 +12,11 @@ import torch
 from torch import nn
 
 from wemem.attacks import ATTACKS, AttackInputs, Targets, run_attack
-from wemem.attacks.nn import FitConfig, HeldOutEarlyStopping, Standardize, log_odds
+from wemem.attacks.nn import (FitConfig, HeldOutEarlyStopping, Standardize, check_runs, fit_membership_classifier,
+                              held_out_quality, log_odds, membership_log_odds, membership_mlp)
 from wemem.attacks.samia import SENSITIVITY_QUERIES, output_sensitivity
 from wemem.defenses import Defense
+from wemem.errors import WememError
 
 CLASSES, PER_MODEL = 10, 200
 
@@ -146,11 +148,68 @@ def test_standardize_scales_each_feature_and_keeps_constant_ones():
 def test_early_stopping_counts_tiny_improvements_as_stale():
     stopper = HeldOutEarlyStopping(FitConfig(patience=2, min_improvement=1e-3))
     model = nn.Linear(1, 1)
-    # 1.0 -> 0.5 is a real improvement; the three creeping steps after it are stale (but still kept as best)
-    decisions = [stopper.update(loss, model) for loss in (1.0, 0.5, 0.4999, 0.4998, 0.4997)]
+    # quality -1.0 -> -0.5 is a real improvement; the three creeping steps after it are stale (but still kept)
+    decisions = [stopper.update(quality, model) for quality in (-1.0, -0.5, -0.4999, -0.4998, -0.4997)]
     assert decisions == [False, False, False, False, True]
-    assert stopper.best_loss == 0.4997
+    assert stopper.best == -0.4997
 
+
+def test_held_out_quality_is_the_auc_or_the_negative_log_loss():
+    logits = torch.tensor([[0.0, 2.0], [0.0, -1.0], [0.0, 0.5], [0.0, 1.0]])  # margins 2, -1, 0.5, 1
+    targets = torch.tensor([1, 0, 0, 1])
+    # members score 2 and 1, non-members -1 and 0.5: every member outranks every non-member
+    assert held_out_quality("auc", logits, targets) == 1.0
+    assert held_out_quality("auc", logits, torch.tensor([0, 1, 1, 0])) == 0.0
+    expected = -torch.nn.functional.cross_entropy(logits, targets).item()
+    assert held_out_quality("loss", logits, targets) == pytest.approx(expected)
+    # one class only: no AUC, and no check ever beats the first
+    assert held_out_quality("auc", logits, torch.ones(4, dtype=torch.long)) == -math.inf
+    stopper = HeldOutEarlyStopping(FitConfig(patience=1))
+    assert [stopper.update(-math.inf, nn.Linear(1, 1)) for _ in range(3)] == [False, True, True]
+    assert stopper.best_state is not None
+    with pytest.raises(WememError, match="criterion"):
+        FitConfig(criterion="accuracy")
+
+
+def test_an_epoch_is_cut_into_runs_of_whole_batches():
+    # 10 samples in batches of 3 are 4 batches; 2 checks -> runs of 2 batches (6 samples) and the rest (4)
+    runs = check_runs(torch.arange(10), batch_size=3, checks=2)
+    assert [run.tolist() for run in runs] == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9]]
+    # more checks than batches: one batch a run
+    assert [len(run) for run in check_runs(torch.arange(5), batch_size=2, checks=7)] == [2, 2, 1]
+    assert len(check_runs(torch.arange(12), batch_size=3, checks=4)) == 4
+
+
+def test_the_held_out_loss_is_checked_checks_per_epoch_times_and_stops_mid_epoch(monkeypatch):
+    inputs = confidence_only_inputs(seed=2)
+    observed = inputs.shadow_observations()
+    features = observed.log_probs
+    seen: list[float] = []
+    original = HeldOutEarlyStopping.update
+
+    def recording(self, quality, model, scores=None):
+        seen.append(quality)
+        return original(self, quality, model, scores)
+
+    monkeypatch.setattr(HeldOutEarlyStopping, "update", recording)
+    build = lambda: membership_mlp(features.shape[1])  # noqa: E731
+    fit_membership_classifier(build, features, observed.is_member, seed=0,
+                              config=FitConfig(max_epochs=2, checks_per_epoch=3, patience=100))
+    assert len(seen) == 6  # 3 checks in each of 2 epochs, never stopped
+    seen.clear()
+    # patience 0 with an unreachable bar: the first check sets the best, the second is stale and stops the fit
+    fit_membership_classifier(build, features, observed.is_member, seed=0,
+                              config=FitConfig(max_epochs=5, checks_per_epoch=4, patience=0, min_improvement=1e9))
+    assert len(seen) == 2
+
+
+def test_the_kept_held_out_scores_are_the_kept_models_scores():
+    inputs = confidence_only_inputs(seed=3)
+    observed = inputs.shadow_observations()
+    features = observed.log_probs
+    fitted = fit_membership_classifier(lambda: membership_mlp(features.shape[1]), features, observed.is_member,
+                                       seed=0)
+    np.testing.assert_array_equal(fitted.held_out_scores, membership_log_odds(fitted.model, features[fitted.held_out]))
 
 # ------------------------------------------------------------------------------------ sensitivity
 
