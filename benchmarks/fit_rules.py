@@ -110,6 +110,10 @@ def record(attack_name: str, inputs: AttackInputs, seed: int, epochs: int, rules
 def replay(fit: dict, rule: Rule, batch_size: int) -> tuple[dict, float, bool]:
     """The rule on a recorded fit: the kept point's metrics, the epochs trained, and whether it stopped."""
     ends = set(check_ends(fit["batches_per_epoch"], batch_size, rule.checks_per_epoch))
+    missing = ends - {point["batches"] for point in fit["points"]}
+    if missing:  # replaying on a subset of the rule's checks would silently misreport it
+        raise SystemExit(f"rule {rule} checks after batches {sorted(missing)} of an epoch, which the record lacks; "
+                         f"record the fits again with this rule among --rules")
     sign = {"loss": 1.0, "auc": -1.0}[rule.criterion]  # minimize the loss, maximize the AUC
     best, kept, stale, trained = float("inf"), None, 0, 0.0
     for point in (p for p in fit["points"] if p["batches"] in ends):

@@ -113,7 +113,10 @@ def held_out_split(n: int, fraction: float, generator: torch.Generator) -> tuple
 
 
 @torch.no_grad()
-def membership_logits(model: nn.Module, features: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+def membership_logits(model: nn.Module, features: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The classifier's two logits per row. Batches of 256: SAMIA's activations for 4,096 rows of 30 class tokens
+    spill out of the cache, and a held-out check over 1,190 rows took 0.21 s in one batch against 0.15 s in
+    batches of 128 to 256 (the MLPs take the same time either way)."""
     model.eval()
     return torch.cat([model(batch) for batch in torch.split(features, batch_size)])
 
