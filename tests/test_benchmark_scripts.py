@@ -12,11 +12,46 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py")))
-def test_benchmark_script_imports_and_has_a_main(script: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def load(script: str, monkeypatch: pytest.MonkeyPatch):
+    """Import a benchmark script as a module: its imports and definitions run, its main() does not."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import their sibling helpers (synthetic.py)
     spec = importlib.util.spec_from_file_location(f"benchmark_{script[:-3]}", BENCHMARKS / script)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)  # runs the imports and definitions, not main()
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py")))
+def test_benchmark_script_imports_and_has_a_main(script: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = load(script, monkeypatch)
     assert script == "synthetic.py" or callable(getattr(module, "main", None))
+
+
+def test_fit_rules_replays_a_rule_exactly_on_a_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    # fit_rules.py is the evidence behind FitConfig's rules, so its replay is checked on a record made by hand:
+    # 4 batches an epoch, checked after every 2 batches (2 checks an epoch), 3 epochs
+    fit_rules = load("fit_rules.py", monkeypatch)
+    losses = [0.70, 0.66, 0.67, 0.665, 0.68, 0.60]
+    aucs = [0.50, 0.55, 0.54, 0.56, 0.53, 0.52]
+    points = [{"epoch": i // 2, "batches": 2 * (i % 2 + 1), "loss": loss, "held_out_auc": a, "auc": a + 0.1}
+              for i, (loss, a) in enumerate(zip(losses, aucs))]
+    fit = {"points": points, "batches_per_epoch": 4}
+    # loss, checked twice an epoch, patience 1: best 0.66 (check 2); checks 3 and 4 are stale -> stops at 2 epochs
+    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.Rule.parse("2:1:0"), batch_size=10)
+    assert (kept["loss"], epochs, stopped) == (0.66, 2.0, True)
+    # the same on the AUC: 0.55 (check 2) then 0.56 (check 4) are new bests; checks 5 and 6 are stale -> stops
+    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.Rule.parse("2:1:0:auc"), batch_size=10)
+    assert (kept["held_out_auc"], epochs, stopped) == (0.56, 3.0, True)
+    # once an epoch (after batch 4): losses 0.66, 0.665, 0.60; patience 1 waits out 0.665 and keeps 0.60
+    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.Rule.parse("1:1:0"), batch_size=10)
+    assert (kept["loss"], epochs, stopped) == (0.60, 3.0, False)
+    # patience 0 stops at the stale 0.665
+    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.Rule.parse("1:0:0"), batch_size=10)
+    assert (kept["loss"], epochs, stopped) == (0.66, 2.0, True)
+    # a bar of 0.05: 0.70 -> 0.66 is lower but no real improvement, so patience 0 stops there, keeping 0.66
+    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.Rule.parse("2:0:0.05"), batch_size=10)
+    assert (kept["loss"], epochs, stopped) == (0.66, 1.0, True)
+    # four checks an epoch need points after batches 1 and 3, which this record lacks
+    with pytest.raises(SystemExit, match="record lacks"):
+        fit_rules.replay(fit, fit_rules.Rule.parse("4:1:0"), batch_size=10)
