@@ -3,10 +3,11 @@
 Prunes the victim and shadows of one SWMR trial once (as attack_seeds.py does). For each neural attack and attack
 seed 0..N-1 it trains the classifier exactly as wemem.attacks.nn.fit_membership_classifier does (same held-out
 split, batch order, initialization and dropout), but for a fixed number of epochs without stopping, and records
-after every run of batches that ends a check of any rule asked for: the held-out loss and the victim metrics of
-the classifier at that point (threshold fitted on the held-out shadow scores, as the attack does). Evaluations
-draw no random numbers, so the recorded fit is the fit every rule would run, up to where that rule stops; each
-rule is then replayed exactly on the record (the kept weights are those of the lowest held-out loss seen).
+after every run of batches that ends a check of any rule asked for: the held-out loss and AUC, and the victim
+metrics of the classifier at that point (threshold fitted on the held-out shadow scores, as the attack does).
+Evaluations draw no random numbers, so the recorded fit is the fit every rule would run, up to where that rule
+stops; each rule is then replayed exactly on the record (the kept point is the best check the rule saw). A rule
+whose checks fall where the record has none is refused: record again with it among --rules.
 
 Prints JSON: per attack and rule, the mean and standard deviation over seeds of balanced accuracy, AUC and TPR at
 1% FPR of the kept classifier, the epochs trained before stopping, and how many fits reached --epochs without
@@ -15,8 +16,8 @@ same fits (mean and standard error). A rule is checks_per_epoch:patience:min_imp
 being the held-out "loss" (the default) or the held-out "auc"; 1:1000:0 keeps the lowest held-out loss of the
 whole record.
 Examples:
-    .venv/bin/python benchmarks/fit_rules.py --dataset location --attacks samia --epochs 8
-    .venv/bin/python benchmarks/fit_rules.py --rules 1:2:1e-4 2:2:1e-3 4:3:1e-3
+    .venv/bin/python benchmarks/fit_rules.py --dataset location --attacks samia --epochs 10 --records loc.json
+    .venv/bin/python benchmarks/fit_rules.py --records loc.json --attacks samia --rules 1:1000:0 2:1:0:auc
 """
 
 from __future__ import annotations
