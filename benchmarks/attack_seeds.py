@@ -11,6 +11,8 @@ seconds, as JSON. Variants (the first is always the code as it is):
                     rule before fits stopped on the held-out AUC (see wemem.attacks.nn.FitConfig)
     patience5       as loss_patience2 but after 6 stale epochs (the rule before that)
     before          torch_encoder and patience5 together: the attacks as they were before issue 10's second pass
+    samia_small     SAMIA with a 2-layer, 32-wide encoder: NOT the paper's attack; prices the cheaper SAMIA that
+                    issue 10's "attack stage no longer than pruning" target would need
 Examples:
     .venv/bin/python benchmarks/attack_seeds.py --variants torch_encoder --attacks samia
     .venv/bin/python benchmarks/attack_seeds.py --variants caller_threads --threads 2
@@ -41,7 +43,7 @@ from synthetic import write_location_like  # noqa: E402
 import wemem.attacks.nn as neural  # noqa: E402
 from wemem.assets import prepare_assets  # noqa: E402
 from wemem.attacks import AttackInputs, run_attacks  # noqa: E402
-from wemem.attacks.samia import Samia  # noqa: E402
+from wemem.attacks.samia import Samia, SamiaNetwork  # noqa: E402
 from wemem.config import ExperimentConfig, PruningConfig  # noqa: E402
 from wemem.pipeline import attack_inputs, prune_job  # noqa: E402
 
@@ -66,6 +68,10 @@ class TorchEncoderSamia(nn.Module):
 
 def torch_encoder() -> contextlib.AbstractContextManager:
     return patch.object(Samia, "build", lambda self, shape: TorchEncoderSamia(shape[-1]))
+
+
+def samia_small() -> contextlib.AbstractContextManager:
+    return patch.object(Samia, "build", lambda self, shape: SamiaNetwork(shape[-1], d_model=32, layers=2))
 
 
 @contextlib.contextmanager
@@ -96,6 +102,7 @@ VARIANTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "loss_patience2": lambda: fit_rule(**LOSS_PATIENCE2),
     "patience5": patience5,
     "before": before,
+    "samia_small": samia_small,
 }
 
 
