@@ -136,7 +136,7 @@ class Samia(NeuralAttack):
     name: ClassVar[str] = "samia"
     needs_sensitivity: ClassVar[bool] = True
     # An epoch costs a transformer pass over every class token (about 3 s on one core for Location-sized
-    # outputs, 60x an MLP epoch), and SAMIA's ranking settles early: replayed on recorded fits (benchmarks/
+    # outputs, 15x an MLP epoch), and SAMIA's ranking settles early: replayed on recorded fits (benchmarks/
     # fit_rules.py, Location-sized 5 seeds, digits 10), two checks an epoch with patience 2 stop after 5.2 and
     # 3.0 epochs within 0.0004 and 0.0021 AUC (paired) of the best-loss weights over 10 and 30 epochs, where the
     # MLPs' rule (patience 5) runs 10 to 17 epochs for no measurable gain.
