@@ -28,12 +28,10 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,26 +41,18 @@ from attack_seeds import NEURAL, pruned_trial_inputs  # noqa: E402
 import wemem.attacks.nn as neural  # noqa: E402
 from wemem.attacks import ATTACKS, AttackInputs  # noqa: E402
 from wemem.attacks.samia import Samia  # noqa: E402
-from wemem.metrics import attack_metrics, auc, best_threshold  # noqa: E402
+from wemem.metrics import attack_metrics, best_threshold  # noqa: E402
 
-def rule_of(config: neural.FitConfig) -> "Rule":
-    return Rule(config.checks_per_epoch, config.patience, config.min_improvement, config.criterion)
+def parse_rule(text: str) -> neural.FitConfig:
+    """checks_per_epoch:patience:min_improvement[:criterion] as the FitConfig it names (criterion "loss" if left
+    out)."""
+    checks, patience, bar, *criterion = text.split(":")
+    return neural.FitConfig(checks_per_epoch=int(checks), patience=int(patience), min_improvement=float(bar),
+                            criterion=criterion[0] if criterion else "loss")
 
 
-@dataclass(frozen=True)
-class Rule:
-    checks_per_epoch: int
-    patience: int
-    min_improvement: float
-    criterion: str = "loss"  # what a check watches: the held-out "loss" (lower is better) or "auc" (higher)
-
-    @classmethod
-    def parse(cls, text: str) -> "Rule":
-        checks, patience, bar, *criterion = text.split(":")
-        return cls(int(checks), int(patience), float(bar), *criterion)
-
-    def __str__(self) -> str:
-        return f"{self.checks_per_epoch}:{self.patience}:{self.min_improvement:g}:{self.criterion}"
+def rule_name(rule: neural.FitConfig) -> str:
+    return f"{rule.checks_per_epoch}:{rule.patience}:{rule.min_improvement:g}:{rule.criterion}"
 
 
 def check_ends(batches_per_epoch: int, batch_size: int, checks: int) -> list[int]:
@@ -71,63 +61,54 @@ def check_ends(batches_per_epoch: int, batch_size: int, checks: int) -> list[int
     return [int(end) for end in np.cumsum([len(run) // batch_size for run in runs])]
 
 
-def record(attack_name: str, inputs: AttackInputs, seed: int, epochs: int, rules: list[Rule]) -> dict:
-    """One fit of ``epochs`` epochs; at every check end of any rule: (epoch, batches, loss, victim metrics)."""
+def record(attack_name: str, inputs: AttackInputs, seed: int, epochs: int, rules: list[neural.FitConfig]) -> dict:
+    """One fit of ``epochs`` epochs; at every check end of any rule: (epoch, batches, held-out loss and AUC,
+    victim metrics)."""
     config = neural.FitConfig()
     attack = ATTACKS.get(attack_name)()
     shadow, victim = inputs.shadow_observations(), inputs.victim_observations()
-    features = attack.features(shadow)
-    victim_features = torch.as_tensor(attack.features(victim), dtype=torch.float32)
-    x = torch.as_tensor(features, dtype=torch.float32)
-    y = torch.as_tensor(shadow.is_member, dtype=torch.long)
-    generator = torch.Generator().manual_seed(seed)
-    train, held_out = neural.held_out_split(len(y), config.held_out_fraction, generator)
-    held_out_members = shadow.is_member[held_out.numpy()]
-    batches = -(-len(train) // config.batch_size)
-    ends = sorted({end for rule in rules for end in check_ends(batches, config.batch_size, rule.checks_per_epoch)})
+    features, victim_features = attack.features(shadow), attack.features(victim)
     points, train_seconds = [], 0.0
-    with neural.seeded_torch(seed, torch.device("cpu")), neural.one_thread():
-        model = nn.Sequential(neural.Standardize.fitted(x[train]), attack.build(features.shape[1:]))
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    with neural.fitting(lambda: attack.build(features.shape[1:]), features, shadow.is_member, seed, config) as fit:
+        held_out_members = shadow.is_member[fit.held_out.cpu().numpy()]
+        batches = -(-len(fit.train) // config.batch_size)
+        ends = sorted({end for rule in rules for end in check_ends(batches, config.batch_size, rule.checks_per_epoch)})
         for epoch in range(epochs):
-            order = train[torch.randperm(len(train), generator=generator)]
-            done = 0
+            order, done = fit.epoch_order(), 0
             for end in ends:
                 start = time.perf_counter()
-                neural.train_batches(model, optimizer, x, y, order[done * config.batch_size:end * config.batch_size],
-                                     config.batch_size)
+                fit.train_on(order[done * config.batch_size:end * config.batch_size], config.batch_size)
                 train_seconds += time.perf_counter() - start
                 done = end
-                logits = neural.membership_logits(model, x[held_out])
-                held_out_scores = neural.logit_margin(logits)
-                threshold, _ = best_threshold(held_out_scores, held_out_members)
-                scores = neural.logit_margin(neural.membership_logits(model, victim_features))
-                metrics = attack_metrics(scores, victim.is_member, threshold)
-                points.append({"epoch": epoch, "batches": end, "loss": F.cross_entropy(logits, y[held_out]).item(),
-                               "held_out_auc": auc(held_out_scores, held_out_members), **metrics})
+                logits = fit.held_out_logits()
+                threshold, _ = best_threshold(neural.logit_margin(logits), held_out_members)
+                metrics = attack_metrics(neural.membership_log_odds(fit.model, victim_features), victim.is_member,
+                                         threshold)
+                held_out_y = fit.y[fit.held_out]
+                points.append({"epoch": epoch, "batches": end,
+                               "loss": -neural.held_out_quality("loss", logits, held_out_y),
+                               "held_out_auc": neural.held_out_quality("auc", logits, held_out_y), **metrics})
     return {"points": points, "batches_per_epoch": batches, "train_seconds_per_epoch": train_seconds / epochs}
 
 
-def replay(fit: dict, rule: Rule, batch_size: int) -> tuple[dict, float, bool]:
-    """The rule on a recorded fit: the kept point's metrics, the epochs trained, and whether it stopped."""
+NO_WEIGHTS = nn.Module()  # the replaying stopper keeps the recorded point as its "scores", no weights
+
+
+def replay(fit: dict, rule: neural.FitConfig, batch_size: int) -> tuple[dict, float, bool]:
+    """The rule on a recorded fit, through the attacks' own HeldOutEarlyStopping: the kept point's metrics, the
+    epochs trained, and whether it stopped."""
     ends = set(check_ends(fit["batches_per_epoch"], batch_size, rule.checks_per_epoch))
     missing = ends - {point["batches"] for point in fit["points"]}
     if missing:  # replaying on a subset of the rule's checks would silently misreport it
-        raise SystemExit(f"rule {rule} checks after batches {sorted(missing)} of an epoch, which the record lacks; "
-                         f"record the fits again with this rule among --rules")
-    sign = {"loss": 1.0, "auc": -1.0}[rule.criterion]  # minimize the loss, maximize the AUC
-    best, kept, stale, trained = float("inf"), None, 0, 0.0
+        raise SystemExit(f"rule {rule_name(rule)} checks after batches {sorted(missing)} of an epoch, which the "
+                         f"record lacks; record the fits again with this rule among --rules")
+    stopper, trained = neural.HeldOutEarlyStopping(rule), 0.0
     for point in (p for p in fit["points"] if p["batches"] in ends):
         trained = point["epoch"] + point["batches"] / fit["batches_per_epoch"]
-        value = sign * point["loss" if rule.criterion == "loss" else "held_out_auc"]
-        if value < best:
-            stale = 0 if best - value >= rule.min_improvement else stale + 1
-            best, kept = value, point
-        else:
-            stale += 1
-        if stale > rule.patience:
-            return kept, trained, True
-    return kept, trained, False
+        quality = -point["loss"] if rule.criterion == "loss" else point["held_out_auc"]
+        if stopper.update(quality, NO_WEIGHTS, point):
+            return stopper.best_scores, trained, True
+    return stopper.best_scores, trained, False
 
 
 def mean_sd(values: list[float]) -> dict[str, float]:
@@ -153,9 +134,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="epochs recorded per fit")
     parser.add_argument("--records", type=Path, help="a JSON file of recorded fits: replayed when it exists (the "
                         "other options must match the recording), else written after recording")
-    parser.add_argument("--rules", nargs="+", type=Rule.parse,
-                        default=[Rule(1, 1000, 0.0), rule_of(neural.NeuralAttack.fit_config),
-                                 rule_of(Samia.fit_config), Rule(1, 2, 1e-4), Rule(1, 5, 1e-4)],
+    parser.add_argument("--rules", nargs="+", type=parse_rule,
+                        default=[parse_rule("1:1000:0"), neural.NeuralAttack.fit_config, Samia.fit_config,
+                                 parse_rule("1:2:1e-4"), parse_rule("1:5:1e-4")],
                         help="checks_per_epoch:patience:min_improvement[:criterion] (default: the best held-out "
                              "loss of the record as the reference, the MLP attacks' rule, SAMIA's, and the two "
                              "loss rules before them)")
@@ -173,7 +154,7 @@ def main() -> None:
             replays = [replay(fit, rule, batch_size) for fit in fits]
             kept = [point for point, _, _ in replays]
             first = first or kept
-            per_rule[str(rule)] = {
+            per_rule[rule_name(rule)] = {
                 **{metric: mean_sd([point[metric] for point in kept]) for metric in METRICS},
                 "epochs": mean_sd([trained for _, trained, _ in replays]),
                 "never_stopped": sum(not stopped for _, _, stopped in replays),

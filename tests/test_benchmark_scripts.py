@@ -38,20 +38,20 @@ def test_fit_rules_replays_a_rule_exactly_on_a_record(monkeypatch: pytest.Monkey
               for i, (loss, a) in enumerate(zip(losses, aucs))]
     fit = {"points": points, "batches_per_epoch": 4}
     # loss, checked twice an epoch, patience 1: best 0.66 (check 2); checks 3 and 4 are stale -> stops at 2 epochs
-    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.Rule.parse("2:1:0"), batch_size=10)
+    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.parse_rule("2:1:0"), batch_size=10)
     assert (kept["loss"], epochs, stopped) == (0.66, 2.0, True)
     # the same on the AUC: 0.55 (check 2) then 0.56 (check 4) are new bests; checks 5 and 6 are stale -> stops
-    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.Rule.parse("2:1:0:auc"), batch_size=10)
+    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.parse_rule("2:1:0:auc"), batch_size=10)
     assert (kept["held_out_auc"], epochs, stopped) == (0.56, 3.0, True)
     # once an epoch (after batch 4): losses 0.66, 0.665, 0.60; patience 1 waits out 0.665 and keeps 0.60
-    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.Rule.parse("1:1:0"), batch_size=10)
+    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.parse_rule("1:1:0"), batch_size=10)
     assert (kept["loss"], epochs, stopped) == (0.60, 3.0, False)
     # patience 0 stops at the stale 0.665
-    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.Rule.parse("1:0:0"), batch_size=10)
+    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.parse_rule("1:0:0"), batch_size=10)
     assert (kept["loss"], epochs, stopped) == (0.66, 2.0, True)
     # a bar of 0.05: 0.70 -> 0.66 is lower but no real improvement, so patience 0 stops there, keeping 0.66
-    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.Rule.parse("2:0:0.05"), batch_size=10)
+    kept, epochs, stopped = fit_rules.replay(fit, fit_rules.parse_rule("2:0:0.05"), batch_size=10)
     assert (kept["loss"], epochs, stopped) == (0.66, 1.0, True)
     # four checks an epoch need points after batches 1 and 3, which this record lacks
     with pytest.raises(SystemExit, match="record lacks"):
-        fit_rules.replay(fit, fit_rules.Rule.parse("4:1:0"), batch_size=10)
+        fit_rules.replay(fit, fit_rules.parse_rule("4:1:0"), batch_size=10)

@@ -200,12 +200,33 @@ class FittedClassifier:
     held_out_scores: np.ndarray
 
 
-def fit_membership_classifier(build: Callable[[], nn.Module], features: np.ndarray, is_member: np.ndarray,
-                              seed: int, config: FitConfig = FitConfig()) -> FittedClassifier:
-    """Train a two-class member/non-member classifier on shadow observations (Adam, early stopping).
+@dataclass
+class ClassifierFit:
+    """A fit in progress: the model, its optimizer, the data on the device and the train / held-out split."""
 
-    The features are standardized with the training part's statistics by the model's first layer.
-    """
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    x: torch.Tensor
+    y: torch.Tensor
+    train: torch.Tensor
+    held_out: torch.Tensor
+    generator: torch.Generator
+
+    def epoch_order(self) -> torch.Tensor:
+        return self.train[torch.randperm(len(self.train), generator=self.generator).to(self.x.device)]
+
+    def train_on(self, run: torch.Tensor, batch_size: int) -> None:
+        train_batches(self.model, self.optimizer, self.x, self.y, run, batch_size)
+
+    def held_out_logits(self) -> torch.Tensor:
+        return membership_logits(self.model, self.x[self.held_out])
+
+
+@contextlib.contextmanager
+def fitting(build: Callable[[], nn.Module], features: np.ndarray, is_member: np.ndarray, seed: int,
+            config: FitConfig) -> Iterator[ClassifierFit]:
+    """Set up a fit: the held-out split, the model (standardized by the training part's statistics in its first
+    layer) and Adam, all drawn from ``seed``; torch is seeded and on one thread until the block ends."""
     device = default_device()
     x = torch.as_tensor(features, dtype=torch.float32, device=device)
     y = torch.as_tensor(is_member, dtype=torch.long, device=device)
@@ -213,23 +234,29 @@ def fit_membership_classifier(build: Callable[[], nn.Module], features: np.ndarr
     train, held_out = (part.to(device) for part in held_out_split(len(y), config.held_out_fraction, generator))
     with seeded_torch(seed, device), one_thread():
         model = nn.Sequential(Standardize.fitted(x[train]), build()).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        stopper = HeldOutEarlyStopping(config)
+        yield ClassifierFit(model, torch.optim.Adam(model.parameters(), lr=config.lr), x, y, train, held_out,
+                            generator)
+
+
+def fit_membership_classifier(build: Callable[[], nn.Module], features: np.ndarray, is_member: np.ndarray,
+                              seed: int, config: FitConfig = FitConfig()) -> FittedClassifier:
+    """Train a two-class member/non-member classifier on shadow observations (Adam, early stopping)."""
+    stopper = HeldOutEarlyStopping(config)
+    with fitting(build, features, is_member, seed, config) as fit:
         for _ in range(config.max_epochs):
-            order = train[torch.randperm(len(train), generator=generator).to(device)]
-            if any(stop_after(stopper, model, optimizer, x, y, run, held_out, config)
-                   for run in check_runs(order, config.batch_size, config.checks_per_epoch)):
+            if any(stop_after(stopper, fit, run, config)
+                   for run in check_runs(fit.epoch_order(), config.batch_size, config.checks_per_epoch)):
                 break
-    model.load_state_dict(stopper.best_state)
-    return FittedClassifier(model.eval(), held_out.cpu().numpy(), stopper.best_scores)
+    fit.model.load_state_dict(stopper.best_state)
+    return FittedClassifier(fit.model.eval(), fit.held_out.cpu().numpy(), stopper.best_scores)
 
 
-def stop_after(stopper: HeldOutEarlyStopping, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor, run: torch.Tensor, held_out: torch.Tensor, config: FitConfig) -> bool:
+def stop_after(stopper: HeldOutEarlyStopping, fit: ClassifierFit, run: torch.Tensor, config: FitConfig) -> bool:
     """Train on one run of batches, then check the held-out rows: whether training should stop."""
-    train_batches(model, optimizer, x, y, run, config.batch_size)
-    logits = membership_logits(model, x[held_out])
-    return stopper.update(held_out_quality(config.criterion, logits, y[held_out]), model, logit_margin(logits))
+    fit.train_on(run, config.batch_size)
+    logits = fit.held_out_logits()
+    return stopper.update(held_out_quality(config.criterion, logits, fit.y[fit.held_out]), fit.model,
+                          logit_margin(logits))
 
 
 def membership_log_odds(model: nn.Module, features: np.ndarray) -> np.ndarray:
