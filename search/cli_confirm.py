@@ -8,11 +8,14 @@ from .cli import command, echo, options_from, with_handler
 
 
 def _confirm(args: argparse.Namespace) -> int:
+    from wemem.attacks import ATTACKS, parse_attack_names
+
     from .confirm import confirm, summary_lines
     from .study import open_study
 
+    attacks = None if args.attacks is None else parse_attack_names(args.attacks, ATTACKS.names())
     study, definition = open_study(args.name, options_from(args))
-    summary = confirm(study, definition, options_from(args), args.top, args.seeds, echo)
+    summary = confirm(study, definition, options_from(args), args.top, args.seeds, echo, attacks)
     print("\n".join(summary_lines(summary)))
     return 0
 
@@ -26,3 +29,6 @@ def _confirm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=3,
                    help="fresh seeds, each a full replication: split, pretraining, mem-scores, pruning, targets "
                         "(default 3; >= 2)")
+    p.add_argument("--attacks", default=None, metavar="NAMES",
+                   help="judge with these attacks (comma-separated, or all) instead of the study's own; the "
+                        "leakage is then the largest over them. Search with a cheap suite, confirm with all ten")

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from wemem.assets import memscore_path
-from wemem.attacks import ATTACKS, check_attack_requirements
+from wemem.attacks import ATTACKS, check_attack_requirements, parse_attack_names
 from wemem.config import ExperimentConfig, PruningConfig
 from wemem.data import DATASETS
 from wemem.defenses import make_defense
@@ -188,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
     config = experiment_from_args(args)
     settings = parse_settings(args.settings)
     make_defense(args.defense, settings)  # bad settings fail before any training
-    attacks = args.attacks.split(",") if args.attacks else ATTACKS.names()
+    attacks = parse_attack_names(args.attacks, ATTACKS.names())
     check_attack_requirements(attacks, config.shadows)  # every requirement is checked before any work starts
     try:
         pruning = PruningConfig(args.sparsity, args.steps, args.one_shot)
@@ -226,7 +226,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--defense", default="none", help="defense applied in every fine-tuning round")
     g.add_argument("--settings", nargs="*", default=[], metavar="KEY=VALUE",
                    help="defense settings as KEY=VALUE words or one JSON object")
-    g.add_argument("--attacks", default=None, help=f"comma-separated (default: all of {','.join(ATTACKS.names())})")
+    g.add_argument("--attacks", default=None, help=f"comma-separated, or all (the default): {','.join(ATTACKS.names())}")
     g.add_argument("--non-adaptive", action="store_true", help="shadows pruned undefended instead of adaptively")
     p.add_argument("--out", default="wemem-run", help="writes OUT.json and OUT.csv (default wemem-run)")
     add_execution_options(p)

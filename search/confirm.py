@@ -26,6 +26,7 @@ import optuna
 from scipy import stats
 
 from objectives import TrialSpec
+from wemem.attacks import check_attack_requirements
 from wemem.errors import WememError, require
 
 from .config import StudyDefinition
@@ -188,6 +189,56 @@ def confirm_with(candidates_: list[Candidate], seeds: list[int], evaluate: Evalu
     return summarize(candidates_, seeds, {(c.label, s): known[key(c, s)] for s in seeds for c in candidates_}, delta)
 
 
+# ------------------------------------------------------------------------------------------ attack suite
+
+
+def judged_by(spec: TrialSpec, attacks: Sequence[str] | None) -> TrialSpec:
+    """The spec a confirmation evaluates with: the study's own (``attacks`` None), or one judged by ``attacks``,
+    its leakage the maximum over all of them.
+
+    Why a confirmation may judge with other attacks than the search did: a study evaluates dozens of settings
+    and only ranks them, so it can afford to search with a cheap suite (on a CPU, without SAMIA, whose
+    transformer is most of a trial's attack stage) and confirm the winner with all ten -- the multi-fidelity
+    pattern of hyperparameter search: a cheap objective to select, the full one for the number a user quotes.
+    """
+    if attacks is None:
+        return spec
+    check_attack_requirements(list(attacks), spec.experiment.shadows)  # before anything runs or is stored
+    return replace(spec, attacks=tuple(attacks), objective=replace(spec.objective, privacy_attacks=None))
+
+
+def suite_fields(spec: TrialSpec, study_spec: TrialSpec) -> dict[str, Any]:
+    """What a stored confirmation records of its judges (and whether they are the study's own)."""
+    among = spec.objective.privacy_attacks
+    return {"attacks": list(spec.attacks), **({"privacy_attacks": list(among)} if among else {}),
+            "study_suite": (spec.attacks, among) == (study_spec.attacks, study_spec.objective.privacy_attacks)}
+
+
+def suite_key(summary: dict[str, Any], study_spec: TrialSpec) -> str:
+    """Which judges a stored confirmation used (one stored before suites were recorded used the study's)."""
+    if "attacks" not in summary:
+        summary = suite_fields(study_spec, study_spec)
+    among = summary.get("privacy_attacks")
+    return ",".join(summary["attacks"]) + (f"|leakage over {','.join(among)}" if among else "")
+
+
+def stored_confirmations(study: optuna.Study, study_spec: TrialSpec) -> dict[str, dict[str, Any]]:
+    """Every stored confirmation by its judges: the latest (``confirmation``, what export and report read) and
+    those of other suites it replaced (``confirmation:<suite>``), so switching suites loses and reruns nothing."""
+    attrs = study.user_attrs
+    archived = [v for k, v in attrs.items() if k.startswith(CONFIRMATION_ATTR + ":")]
+    latest = [attrs[CONFIRMATION_ATTR]] if CONFIRMATION_ATTR in attrs else []
+    return {suite_key(summary, study_spec): summary for summary in archived + latest}
+
+
+def store_confirmation(study: optuna.Study, summary: dict[str, Any], study_spec: TrialSpec) -> None:
+    """Make ``summary`` the study's confirmation, first archiving a latest one judged by other attacks."""
+    previous = stored_confirmation(study)
+    if previous is not None and suite_key(previous, study_spec) != suite_key(summary, study_spec):
+        study.set_user_attr(f"{CONFIRMATION_ATTR}:{suite_key(previous, study_spec)}", previous)
+    study.set_user_attr(CONFIRMATION_ATTR, summary)
+
+
 # ---------------------------------------------------------------------------------------- running on Ray
 
 
@@ -263,23 +314,27 @@ def ray_evaluator(spec: TrialSpec, definition: StudyDefinition, echo: Echo) -> E
 
 
 def confirm(study: optuna.Study, definition: StudyDefinition, options: Options, top: int = 1, n_seeds: int = 3,
-            echo: Echo = print) -> dict[str, Any]:
-    """Confirm the study's best ``top`` settings on ``n_seeds`` fresh seeds and store the result with the study."""
+            echo: Echo = print, attacks: Sequence[str] | None = None) -> dict[str, Any]:
+    """Confirm the study's best ``top`` settings on ``n_seeds`` fresh seeds and store the result with the study;
+    judged by the study's attacks, or by ``attacks`` (see :func:`judged_by`)."""
     from .runner import init_ray
 
     chosen = candidates(study, top)
     seeds = confirmation_seeds(definition.study.seed, n_seeds)
     data_root = options.data_root if options.data_root is not None else study.user_attrs.get("data_root")
-    spec = definition.trial_spec(resolve_cache_dir(options, study), data_root)
-    spec = replace(spec, round_reports=False)  # confirmation has no early stopping: every run goes to the end
+    study_spec = definition.trial_spec(resolve_cache_dir(options, study), data_root)
+    # confirmation has no early stopping: every run goes to the end
+    spec = replace(judged_by(study_spec, attacks), round_reports=False)
     echo(f"confirming {', '.join(c.label for c in chosen)} on fresh seeds {seeds} "
-         f"({len(chosen) * len(seeds)} evaluations, each seed with its own split, pretraining and mem-scores)")
+         f"({len(chosen) * len(seeds)} evaluations, each seed with its own split, pretraining and mem-scores; "
+         f"judged by {', '.join(spec.attacks)})")
     init_ray(options.ray_address)
     delta = definition.objective.delta if definition.objective.mode == "constrained" else None
-    known = known_results(stored_confirmation(study))
+    judges = suite_fields(spec, study_spec)
+    known = known_results(stored_confirmations(study, study_spec).get(suite_key(judges, study_spec)))
     summary = confirm_with(chosen, seeds, ray_evaluator(spec, definition, echo), delta, known)
-    summary["metric"] = definition.objective.privacy_metric
-    study.set_user_attr(CONFIRMATION_ATTR, summary)
+    summary.update(metric=definition.objective.privacy_metric, **judges)
+    store_confirmation(study, summary, study_spec)
     return summary
 
 
@@ -299,6 +354,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     """The confirmed figures: means with 95% intervals over seeds, and paired differences from the reference."""
     n = len(summary["seeds"])
     lines = [f"confirmed on {n} fresh seeds {summary['seeds']} (mean [{summary['level']:.0%} t-interval over seeds]):"]
+    if not summary.get("study_suite", True):
+        lines.append(f"  judged by {len(summary['attacks'])} attacks ({', '.join(summary['attacks'])}), not the "
+                     f"study's own: its own evaluations below were judged by its attacks")
     for entry in summary["candidates"]:
         head = f"  {entry['label']}: " + (entry["defense"] if entry["label"] != REFERENCE else "undefended pruned")
         if entry.get("settings"):

@@ -112,8 +112,9 @@ def plot_confirmation(confirmation: dict[str, Any], metric: str, path: Path) -> 
     if confirmation.get("delta") is not None:
         axes[1].axvline(-confirmation["delta"], color="red", lw=0.8, ls=":", label="accuracy constraint")
         axes[1].legend(fontsize=7)
-    fig.suptitle(f"confirmed on {len(confirmation['seeds'])} fresh seeds (mean, 95% t-interval, paired by seed)",
-                 fontsize=10)
+    judges = "" if confirmation.get("study_suite", True) else f", judged by {len(confirmation['attacks'])} attacks"
+    fig.suptitle(f"confirmed on {len(confirmation['seeds'])} fresh seeds (mean, 95% t-interval, paired by seed"
+                 f"{judges})", fontsize=10)
     save_figure(fig, path)
 
 

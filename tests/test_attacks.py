@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from wemem.attacks import ATTACKS, AttackInputs, Targets, needs_sensitivity, population_indices, run_attack
+from wemem.attacks import (ATTACKS, AttackInputs, Targets, needs_sensitivity, parse_attack_names, population_indices,
+                           run_attack)
 from wemem.attacks.lira import Lira, scaled_confidence
 from wemem.attacks.rmia import Rmia
 from wemem.attacks.threshold import negative_modified_entropy
@@ -234,3 +235,13 @@ def test_non_adaptive_experiment_runs_every_attack(tiny_config, tiny_pruning, ti
         assert set(timings["attacks"][name]) == {"fit", "score", "total"}, name
     assert timings["attack_stage"] >= sum(t["total"] for t in timings["attacks"].values())
     assert timings["total"] >= timings["pruning_stage"] + timings["attack_stage"]
+
+
+def test_attack_lists_from_the_command_line():
+    assert parse_attack_names(None, ["conf"]) == ["conf"]
+    assert parse_attack_names("all", []) == ATTACKS.names() and len(ATTACKS.names()) == 10
+    assert parse_attack_names(" samia, conf ,samia", []) == ["samia", "conf"]  # repeats count once
+    with pytest.raises(WememError, match="unknown attack 'magic'; choose one of: cl_nn"):
+        parse_attack_names("conf,magic", [])
+    with pytest.raises(WememError, match="no attack named"):
+        parse_attack_names(" , ", ["conf"])

@@ -160,6 +160,9 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("export-no-storage", lambda p: ["export", "base", "--out", str(p / "x.toml"), "--storage",
                                      f"sqlite:///{p / 'none.db'}"], ["no storage at"]),
     ("delete-without-yes", lambda p: ["delete", "base"], ["--yes"]),
+    ("confirm-unknown-attack", lambda p: ["confirm", "base", "--attacks", "conf,magic"],
+     ["unknown attack 'magic'", "samia"]),
+    ("confirm-no-attack", lambda p: ["confirm", "base", "--attacks", " , "], ["no attack named", "all"]),
     ("unknown-study", lambda p: ["status", "ghost"], ["no study named 'ghost'", "base"]),
 ]
 

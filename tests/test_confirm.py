@@ -13,8 +13,12 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
 
+from objectives import ObjectiveConfig, TrialSpec
 from search.confirm import (REFERENCE, Candidate, SeedResult, candidates, confirm_with, confirmation_seeds,
-                            constraint_verdict, known_results, summary_lines, t_interval, top_trials)
+                            constraint_verdict, judged_by, known_results, store_confirmation, stored_confirmations,
+                            suite_fields, suite_key, summary_lines, t_interval, top_trials)
+from wemem.attacks import ATTACKS
+from wemem.config import ExperimentConfig, PruningConfig
 from wemem.errors import WememError
 
 
@@ -185,6 +189,18 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     assert len(ax.containers) == 2  # one error bar per confirmed point (reference and trial)
     plt.close(fig)
 
+    # judged by other attacks: the study's confirmation is kept, the new one is what export reads
+    assert main(["confirm", "tinyconfirm", "--seeds", "2", "--attacks", "conf,entr", "--storage", options.storage,
+                 "--cache-dir", options.cache_dir]) == 0
+    printed = capsys.readouterr().out
+    assert "judged by conf, entr" in printed and "judged by 2 attacks (conf, entr), not the study's own" in printed
+    study, definition = open_study("tinyconfirm", options)
+    judged = study.user_attrs["confirmation"]
+    assert judged["attacks"] == ["conf", "entr"] and not judged["study_suite"]
+    assert study.user_attrs["confirmation:conf,hconf"] == stored
+    assert all(r["strongest_attack"] in ("conf", "entr") for e in judged["candidates"] for r in e["per_seed"])
+    assert export_document(study, definition)["confirmation"]["attacks"] == ["conf", "entr"]
+
 
 def test_a_second_confirmation_reruns_only_what_is_missing():
     study = noisy_study(n_trials=10)
@@ -201,3 +217,59 @@ def test_a_second_confirmation_reruns_only_what_is_missing():
     # 3 candidates x 3 seeds, of which reference and winner on the first two seeds are already known
     assert len(calls) == 9 - 4
     assert second["candidates"][1]["per_seed"][:2] == first["candidates"][1]["per_seed"]
+
+
+# ------------------------------------------------------------------------- judged by other attacks
+
+
+def study_spec(attacks: tuple[str, ...] = ("conf", "hconf"), among: tuple[str, ...] | None = None,
+               shadows: int = 2) -> TrialSpec:
+    return TrialSpec(ExperimentConfig(dataset="digits", shadows=shadows), PruningConfig(), attacks,
+                     ObjectiveConfig(privacy_attacks=among))
+
+
+def test_judged_by_swaps_the_suite_and_takes_leakage_over_all_of_it():
+    own = study_spec(among=("conf",))
+    assert judged_by(own, None) is own
+    assert suite_fields(own, own) == {"attacks": ["conf", "hconf"], "privacy_attacks": ["conf"], "study_suite": True}
+    full = judged_by(own, ATTACKS.names())
+    assert full.attacks == tuple(ATTACKS.names()) and len(full.attacks) == 10
+    assert full.objective.privacy_attacks is None  # the leakage is the largest over every judge
+    assert full.experiment == own.experiment and full.pruning == own.pruning
+    assert suite_fields(full, own) == {"attacks": ATTACKS.names(), "study_suite": False}
+    assert suite_key(suite_fields(own, own), own) == "conf,hconf|leakage over conf"
+    assert suite_key({"seeds": [], "candidates": []}, own) == "conf,hconf|leakage over conf"  # stored before suites
+    with pytest.raises(WememError, match="at least 2 shadow"):  # checked before anything runs
+        judged_by(study_spec(shadows=1), ["conf", "lira"])
+
+
+def test_switching_suites_keeps_every_confirmation_and_reuses_only_the_same_judges():
+    study = noisy_study(n_trials=10)
+    own = study_spec()
+    full = judged_by(own, ATTACKS.names())
+    calls: list[tuple[str, int]] = []
+
+    def counting(jobs):
+        calls.extend((c.label, s) for c, s in jobs)
+        return synthetic_evaluator(jobs)
+
+    def confirm_by(spec: TrialSpec) -> dict:
+        fields = suite_fields(spec, own)
+        known = known_results(stored_confirmations(study, own).get(suite_key(fields, own)))
+        summary = dict(confirm_with(candidates(study, 1), [1007, 2007], counting, 0.02, known), **fields)
+        store_confirmation(study, summary, own)
+        return summary
+
+    first = confirm_by(own)
+    assert len(calls) == 4
+    second = confirm_by(full)
+    assert len(calls) == 8  # other judges: nothing of the first is reused
+    assert study.user_attrs["confirmation"] == second  # what export and report read
+    assert study.user_attrs["confirmation:conf,hconf"] == first  # the replaced one is kept
+    assert set(stored_confirmations(study, own)) == {"conf,hconf", ",".join(ATTACKS.names())}
+    assert "judged by 10 attacks" in "\n".join(summary_lines(second))
+    assert "judged by" not in "\n".join(summary_lines(first))
+
+    third = confirm_by(own)  # back to the study's judges: every result is already stored
+    assert len(calls) == 8 and third["candidates"] == first["candidates"]
+    assert study.user_attrs[f"confirmation:{','.join(ATTACKS.names())}"] == second

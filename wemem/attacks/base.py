@@ -157,6 +157,19 @@ def needs_sensitivity(names: list[str]) -> bool:
     return any(ATTACKS.get(name).needs_sensitivity for name in names)
 
 
+def parse_attack_names(text: str | None, default: list[str]) -> list[str]:
+    """An attack list as the command line takes it: comma-separated names, ``all`` for every registered attack,
+    None for ``default``. Unknown names raise a WememError naming the choices; repeats count once."""
+    if text is None:
+        return list(default)
+    names = ATTACKS.names() if text.strip() == "all" else [name.strip() for name in text.split(",") if name.strip()]
+    require(bool(names), f"no attack named in {text!r}; give comma-separated names or 'all' "
+                         f"(choose from {', '.join(ATTACKS.names())})")
+    for name in names:
+        ATTACKS.get(name)
+    return list(dict.fromkeys(names))
+
+
 def check_attack_requirements(names: list[str], shadows: int) -> None:
     """Refuse, before anything trains, attacks the experiment cannot run (unknown names raise too)."""
     for name in names:
