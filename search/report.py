@@ -82,15 +82,21 @@ def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any], definition: S
     save_figure(fig, path)
 
 
+def judges_note(confirmation: dict[str, Any]) -> str:
+    """", judged by N attacks" when a confirmation's attacks are not the study's own (``wemem confirm --attacks``)."""
+    return "" if confirmation.get("study_suite", True) else f", judged by {len(confirmation['attacks'])} attacks"
+
+
 def draw_confirmed_points(ax: plt.Axes, confirmation: dict[str, Any]) -> None:
     """Confirmed means with their 95% intervals over fresh seeds (both axes), next to the selected evaluations."""
+    judges = judges_note(confirmation)
     for entry in confirmation["candidates"]:
         p, u = entry["privacy"], entry["utility"]
         is_reference = entry["label"] == "reference"
         ax.errorbar(p["mean"], u["mean"], xerr=[[p["mean"] - p["low"]], [p["high"] - p["mean"]]],
                     yerr=[[u["mean"] - u["low"]], [u["high"] - u["mean"]]], fmt="*" if is_reference else "D",
                     color="darkred" if is_reference else "black", ms=9 if is_reference else 6, capsize=3, lw=1,
-                    label=f"{entry['label']} confirmed ({len(confirmation['seeds'])} seeds, 95% CI)")
+                    label=f"{entry['label']} confirmed ({len(confirmation['seeds'])} seeds{judges}, 95% CI)")
 
 
 def plot_confirmation(confirmation: dict[str, Any], metric: str, path: Path) -> None:
@@ -112,7 +118,7 @@ def plot_confirmation(confirmation: dict[str, Any], metric: str, path: Path) -> 
     if confirmation.get("delta") is not None:
         axes[1].axvline(-confirmation["delta"], color="red", lw=0.8, ls=":", label="accuracy constraint")
         axes[1].legend(fontsize=7)
-    judges = "" if confirmation.get("study_suite", True) else f", judged by {len(confirmation['attacks'])} attacks"
+    judges = judges_note(confirmation)
     fig.suptitle(f"confirmed on {len(confirmation['seeds'])} fresh seeds (mean, 95% t-interval, paired by seed"
                  f"{judges})", fontsize=10)
     save_figure(fig, path)
