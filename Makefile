@@ -26,7 +26,7 @@ install-test: $(VENV)/.installed-test
 
 # launch the quickstart study, then confirm its best setting on 3 fresh seeds (the honest closing numbers)
 demo: install
-	$(BIN)/wemem launch studies/quickstart.toml && $(BIN)/wemem confirm quickstart --seeds 3
+	$(BIN)/wemem launch studies/quickstart.toml && $(BIN)/wemem confirm quickstart --seeds 3 --attacks all
 
 test: install-test
 	$(BIN)/python -m pytest -q tests
