@@ -207,11 +207,16 @@ def judged_by(spec: TrialSpec, attacks: Sequence[str] | None) -> TrialSpec:
     return replace(spec, attacks=tuple(attacks), objective=replace(spec.objective, privacy_attacks=None))
 
 
+def judges(spec: TrialSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A spec's attacks and the ones its leakage is the maximum over, as sets (their order changes no number)."""
+    return tuple(sorted(spec.attacks)), tuple(sorted(spec.objective.privacy_attacks or ()))
+
+
 def suite_fields(spec: TrialSpec, study_spec: TrialSpec) -> dict[str, Any]:
     """What a stored confirmation records of its judges (and whether they are the study's own)."""
-    among = spec.objective.privacy_attacks
-    return {"attacks": list(spec.attacks), **({"privacy_attacks": list(among)} if among else {}),
-            "study_suite": (spec.attacks, among) == (study_spec.attacks, study_spec.objective.privacy_attacks)}
+    attacks, among = judges(spec)
+    return {"attacks": list(attacks), **({"privacy_attacks": list(among)} if among else {}),
+            "study_suite": judges(spec) == judges(study_spec)}
 
 
 def suite_key(summary: dict[str, Any], study_spec: TrialSpec) -> str:
@@ -219,7 +224,7 @@ def suite_key(summary: dict[str, Any], study_spec: TrialSpec) -> str:
     if "attacks" not in summary:
         summary = suite_fields(study_spec, study_spec)
     among = summary.get("privacy_attacks")
-    return ",".join(summary["attacks"]) + (f"|leakage over {','.join(among)}" if among else "")
+    return ",".join(sorted(summary["attacks"])) + (f"|leakage over {','.join(sorted(among))}" if among else "")
 
 
 def stored_confirmations(study: optuna.Study, study_spec: TrialSpec) -> dict[str, dict[str, Any]]:

@@ -239,6 +239,8 @@ def test_judged_by_swaps_the_suite_and_takes_leakage_over_all_of_it():
     assert suite_fields(full, own) == {"attacks": ATTACKS.names(), "study_suite": False}
     assert suite_key(suite_fields(own, own), own) == "conf,hconf|leakage over conf"
     assert suite_key({"seeds": [], "candidates": []}, own) == "conf,hconf|leakage over conf"  # stored before suites
+    # the order of the names changes no number, so it makes no other suite
+    assert suite_fields(judged_by(study_spec(), ["hconf", "conf"]), study_spec())["study_suite"]
     with pytest.raises(WememError, match="at least 2 shadow"):  # checked before anything runs
         judged_by(study_spec(shadows=1), ["conf", "lira"])
 
