@@ -330,9 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt as interrupt:
+        name = getattr(args, "name", None) or "NAME"
+        if args.command == "confirm":
+            print(f"interrupted; finished evaluations are stored. Run the same `wemem confirm {name}` again: it "
+                  "reuses them.", file=sys.stderr)
+            return 130
         requeued = getattr(interrupt, "requeued", [])
         detail = f" Running trial(s) {requeued} were failed and their settings re-queued." if requeued else ""
-        name = getattr(args, "name", None) or "NAME"
         print(f"interrupted; finished trials are stored.{detail} Continue with `wemem resume {name}`.",
               file=sys.stderr)
         return 130
@@ -362,4 +366,8 @@ def _is_storage_error(error: BaseException) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m search.cli`, this file is __main__, while cli_science and cli_confirm register their
+    # sub-commands into the importable search.cli: its main knows every command, this module's copy would not
+    from search.cli import main as package_main
+
+    sys.exit(package_main())

@@ -18,8 +18,8 @@ own once and caches it like a study would (see docs/confirmation.md).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import optuna
@@ -28,11 +28,13 @@ from scipy import stats
 from objectives import TrialSpec
 from wemem.attacks import check_attack_requirements
 from wemem.errors import WememError, require
+from wemem.faults import failpoint
 
 from .config import StudyDefinition
 from .study import Echo, Options, completed, resolve_cache_dir
 
 CONFIRMATION_ATTR = "confirmation"
+RUNS_ATTR = "confirmation_runs"  # every finished confirmation run, kept as it arrives (see confirm_study)
 LEVEL = 0.95
 REFERENCE = "reference"
 
@@ -59,8 +61,9 @@ class SeedResult:
     strongest_attack: str
 
 
-# A confirmation's evaluator: (candidate, seed) jobs -> results, in order (the Ray one runs them in parallel).
-Evaluate = Callable[[list[tuple[Candidate, int]]], list[SeedResult]]
+# A confirmation's evaluator: (candidate, seed) jobs -> (job index, result) pairs as each finishes (the Ray one
+# runs them in parallel), so that every finished evaluation is stored before the next one ends.
+Evaluate = Callable[[list[tuple[Candidate, int]]], Iterable[tuple[int, SeedResult]]]
 
 
 # --------------------------------------------------------------------------------------------- selection
@@ -178,14 +181,17 @@ def known_results(summary: dict[str, Any] | None) -> dict[str, SeedResult]:
 
 
 def confirm_with(candidates_: list[Candidate], seeds: list[int], evaluate: Evaluate, delta: float | None,
-                 known: dict[str, SeedResult] | None = None) -> dict[str, Any]:
+                 known: dict[str, SeedResult] | None = None,
+                 record: Callable[[str, SeedResult], None] | None = None) -> dict[str, Any]:
     """Evaluate every candidate on every seed not already ``known`` (one batch, so an evaluator can run them
-    all in parallel)."""
+    all in parallel); ``record(key, result)`` is told each result as it arrives."""
     known = dict(known or {})
     key = lambda c, s: setting_key(c.defense, c.settings, s)  # noqa: E731
     jobs = [(c, s) for s in seeds for c in candidates_ if key(c, s) not in known]
-    for (c, s), result in zip(jobs, evaluate(jobs) if jobs else []):
-        known[key(c, s)] = result
+    for i, result in evaluate(jobs) if jobs else []:
+        known[key(*jobs[i])] = result
+        if record is not None:
+            record(key(*jobs[i]), result)
     return summarize(candidates_, seeds, {(c.label, s): known[key(c, s)] for s in seeds for c in candidates_}, delta)
 
 
@@ -207,16 +213,16 @@ def judged_by(spec: TrialSpec, attacks: Sequence[str] | None) -> TrialSpec:
     return replace(spec, attacks=tuple(attacks), objective=replace(spec.objective, privacy_attacks=None))
 
 
-def judges(spec: TrialSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def judge_sets(spec: TrialSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """A spec's attacks and the ones its leakage is the maximum over, as sets (their order changes no number)."""
     return tuple(sorted(spec.attacks)), tuple(sorted(spec.objective.privacy_attacks or ()))
 
 
 def suite_fields(spec: TrialSpec, study_spec: TrialSpec) -> dict[str, Any]:
     """What a stored confirmation records of its judges (and whether they are the study's own)."""
-    attacks, among = judges(spec)
+    attacks, among = judge_sets(spec)
     return {"attacks": list(attacks), **({"privacy_attacks": list(among)} if among else {}),
-            "study_suite": judges(spec) == judges(study_spec)}
+            "study_suite": judge_sets(spec) == judge_sets(study_spec)}
 
 
 def suite_key(summary: dict[str, Any], study_spec: TrialSpec) -> str:
@@ -234,6 +240,36 @@ def stored_confirmations(study: optuna.Study, study_spec: TrialSpec) -> dict[str
     archived = [v for k, v in attrs.items() if k.startswith(CONFIRMATION_ATTR + ":")]
     latest = [attrs[CONFIRMATION_ATTR]] if CONFIRMATION_ATTR in attrs else []
     return {suite_key(summary, study_spec): summary for summary in archived + latest}
+
+
+def confirm_study(study: optuna.Study, study_spec: TrialSpec, spec: TrialSpec, chosen: list[Candidate],
+                  seeds: list[int], evaluate: Evaluate, delta: float | None, echo: Echo = print) -> dict[str, Any]:
+    """Confirm ``chosen`` on ``seeds`` as judged by ``spec`` and store the result with the study.
+
+    Every finished evaluation is stored at once (user attribute ``confirmation_runs:<suite>``, by setting and
+    seed), so a confirmation killed after hours of CIFAR-sized runs loses only the runs in flight: the next
+    one with the same judges reuses the rest, as it reuses earlier confirmations' per-seed results. (Each seed's
+    pretraining, mem-scores and reference are also cached on disk, like a study's.)
+    """
+    fields = suite_fields(spec, study_spec)
+    suite = suite_key(fields, study_spec)
+    runs_attr = f"{RUNS_ATTR}:{suite}"
+    runs = dict(study.user_attrs.get(runs_attr, {}))
+    known = {**known_results(stored_confirmations(study, study_spec).get(suite)),
+             **{key: SeedResult(**row) for key, row in runs.items()}}
+    wanted = {setting_key(c.defense, c.settings, s) for c in chosen for s in seeds}
+    if wanted & set(known):
+        echo(f"reusing {len(wanted & set(known))} of {len(wanted)} evaluations stored by an earlier confirmation")
+
+    def record(key: str, result: SeedResult) -> None:
+        runs[key] = asdict(result)
+        study.set_user_attr(runs_attr, runs)
+        failpoint("confirm_run_stored")  # the fault tests kill the launcher here
+
+    summary = confirm_with(chosen, seeds, evaluate, delta, known, record)
+    summary.update(metric=study_spec.objective.privacy_metric, **fields)
+    store_confirmation(study, summary, study_spec)
+    return summary
 
 
 def store_confirmation(study: optuna.Study, summary: dict[str, Any], study_spec: TrialSpec) -> None:
@@ -291,14 +327,15 @@ def ray_evaluator(spec: TrialSpec, definition: StudyDefinition, echo: Echo) -> E
                                                 retry_exceptions=[ray.exceptions.OutOfMemoryError])
     limit = definition.resources.max_concurrent_trials
 
-    def run(jobs: list[tuple[Candidate, int]]) -> list[SeedResult]:
+    def run(jobs: list[tuple[Candidate, int]]) -> Iterator[tuple[int, SeedResult]]:
         prepared = {seed: seed_work(seed_spec(spec, seed), share, echo) for seed in sorted({s for _, s in jobs})}
-        results: dict[int, SeedResult] = {}
+        done = 0
         for i, (candidate, seed) in enumerate(jobs):
             if candidate.is_reference:
                 base = prepared[seed][1]
-                results[i] = SeedResult(base.utility, base.privacy, base.strongest_attack)
-        queue = [i for i in range(len(jobs)) if i not in results]
+                done += 1
+                yield i, SeedResult(base.utility, base.privacy, base.strongest_attack)
+        queue = [i for i, (candidate, _) in enumerate(jobs) if not candidate.is_reference]
         running: dict[Any, int] = {}
         while queue or running:
             while queue and len(running) < limit:
@@ -308,12 +345,11 @@ def ray_evaluator(spec: TrialSpec, definition: StudyDefinition, echo: Echo) -> E
                 running[task.remote(seed_spec(spec, seed), candidate, base, shipped, share)] = i
             (ready,), _ = ray.wait(list(running), num_returns=1)
             i = running.pop(ready)
-            results[i] = ray.get(ready)
+            result, done = ray.get(ready), done + 1
             candidate, seed = jobs[i]
-            r = results[i]
-            echo(f"[{len(results)}/{len(jobs)}] {candidate.label} ({candidate.defense}) seed {seed}: "
-                 f"accuracy {r.utility:.4f}, strongest attack {r.strongest_attack} {r.privacy:.4f}")
-        return [results[i] for i in range(len(jobs))]
+            echo(f"[{done}/{len(jobs)}] {candidate.label} ({candidate.defense}) seed {seed}: "
+                 f"accuracy {result.utility:.4f}, strongest attack {result.strongest_attack} {result.privacy:.4f}")
+            yield i, result
 
     return run
 
@@ -335,12 +371,7 @@ def confirm(study: optuna.Study, definition: StudyDefinition, options: Options, 
          f"judged by {', '.join(spec.attacks)})")
     init_ray(options.ray_address)
     delta = definition.objective.delta if definition.objective.mode == "constrained" else None
-    judges = suite_fields(spec, study_spec)
-    known = known_results(stored_confirmations(study, study_spec).get(suite_key(judges, study_spec)))
-    summary = confirm_with(chosen, seeds, ray_evaluator(spec, definition, echo), delta, known)
-    summary.update(metric=definition.objective.privacy_metric, **judges)
-    store_confirmation(study, summary, study_spec)
-    return summary
+    return confirm_study(study, study_spec, spec, chosen, seeds, ray_evaluator(spec, definition, echo), delta, echo)
 
 
 def stored_confirmation(study: optuna.Study) -> dict[str, Any] | None:

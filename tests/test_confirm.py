@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import optuna
@@ -15,7 +16,7 @@ from optuna.trial import create_trial
 
 from objectives import ObjectiveConfig, TrialSpec
 from search.confirm import (REFERENCE, Candidate, SeedResult, candidates, confirm_with, confirmation_seeds,
-                            constraint_verdict, judged_by, known_results, store_confirmation, stored_confirmations,
+                            confirm_study, constraint_verdict, judged_by, known_results, stored_confirmations,
                             suite_fields, suite_key, summary_lines, t_interval, top_trials)
 from wemem.attacks import ATTACKS
 from wemem.config import ExperimentConfig, PruningConfig
@@ -69,15 +70,16 @@ def noisy_study(n_trials: int, seed: int = 0) -> optuna.Study:
     return study
 
 
-def synthetic_evaluator(jobs: list[tuple[Candidate, int]]) -> list[SeedResult]:
-    """A fresh, independent noisy evaluation of each (setting, seed), as a new seed gives."""
+def synthetic_evaluator(jobs: list[tuple[Candidate, int]]) -> Iterator[tuple[int, SeedResult]]:
+    """A fresh, independent noisy evaluation of each (setting, seed), as a new seed gives (yielded in job order;
+    an evaluator may yield them in any order)."""
     results = []
     for candidate, seed in jobs:
         rng = np.random.default_rng([seed, 0 if candidate.is_reference else candidate.trial_number + 1])
         truth = REFERENCE_LEAKAGE if candidate.is_reference else true_leakage(candidate.settings["width_fraction"])
         results.append(SeedResult(0.90 - (0 if candidate.is_reference else 0.01) + rng.normal(0, 0.005),
                                   truth + rng.normal(0, NOISE), "conf"))
-    return results
+    return iter(reversed(list(enumerate(results))))  # last first: results are matched by index, not by order
 
 
 def test_best_of_many_on_a_noisy_objective_is_confirmed_worse_than_reported():
@@ -123,13 +125,11 @@ def test_top_trials_prefers_feasible_and_counts_a_setting_once():
 # ------------------------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.e2e
-def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_path: Path, capsys):
-    from search.cli import main
+def tiny_study(tmp_path: Path):
+    """A stored digits study with one finished trial (the paper's RSW setting); confirmation needs nothing else."""
     from search.config import parse_study
-    from search.export import export_document
     from search.storage import create_or_load_study, open_storage
-    from search.study import Options, open_study
+    from search.study import Options
 
     options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(tmp_path / "cache"))
     definition = parse_study({
@@ -143,7 +143,6 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
         "attacks": {"names": ["conf", "hconf"]},
         "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 2},
     })
-    # a stored study with one finished trial (the paper's RSW setting); confirmation needs nothing else of it
     study, _ = create_or_load_study(definition, open_storage(options.storage_url), {"cache_dir": options.cache_dir})
     study.set_user_attr("reference", {"utility": 0.9, "privacy": 0.55, "strongest_attack": "conf"})
     settings = {"order": "l2h", "width_fraction": 0.22, "stride_fraction": 0.022}
@@ -151,6 +150,16 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
                                                           "privacy": 0.52, "strongest_attack": "conf",
                                                           "feasible": True, "attacks": {}},
                                  system_attrs={"constraints": [-0.02]}))
+    return options
+
+
+@pytest.mark.e2e
+def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_path: Path, capsys):
+    from search.cli import main
+    from search.export import export_document
+    from search.study import open_study
+
+    options = tiny_study(tmp_path)
     before = export_document(*open_study("tinyconfirm", options))["confirmation"]
     assert before["status"] == "not confirmed" and "wemem confirm tinyconfirm" in before["note"]
 
@@ -245,25 +254,33 @@ def test_judged_by_swaps_the_suite_and_takes_leakage_over_all_of_it():
         judged_by(study_spec(shadows=1), ["conf", "lira"])
 
 
+def counting_evaluator(calls: list[tuple[str, int]], dies_after: int | None = None):
+    """The synthetic evaluator, noting each evaluation it finishes; the launcher is killed after ``dies_after``."""
+    def evaluate(jobs):
+        for count, (i, result) in enumerate(synthetic_evaluator(jobs)):
+            if count == dies_after:
+                raise KeyboardInterrupt
+            calls.append((jobs[i][0].label, jobs[i][1]))
+            yield i, result
+    return evaluate
+
+
+def quiet(message: str) -> None:
+    pass
+
+
 def test_switching_suites_keeps_every_confirmation_and_reuses_only_the_same_judges():
     study = noisy_study(n_trials=10)
     own = study_spec()
     full = judged_by(own, ATTACKS.names())
     calls: list[tuple[str, int]] = []
 
-    def counting(jobs):
-        calls.extend((c.label, s) for c, s in jobs)
-        return synthetic_evaluator(jobs)
-
     def confirm_by(spec: TrialSpec) -> dict:
-        fields = suite_fields(spec, own)
-        known = known_results(stored_confirmations(study, own).get(suite_key(fields, own)))
-        summary = dict(confirm_with(candidates(study, 1), [1007, 2007], counting, 0.02, known), **fields)
-        store_confirmation(study, summary, own)
-        return summary
+        return confirm_study(study, own, spec, candidates(study, 1), [1007, 2007], counting_evaluator(calls), 0.02,
+                             quiet)
 
     first = confirm_by(own)
-    assert len(calls) == 4
+    assert len(calls) == 4 and first["attacks"] == ["conf", "hconf"] and first["study_suite"]
     second = confirm_by(full)
     assert len(calls) == 8  # other judges: nothing of the first is reused
     assert study.user_attrs["confirmation"] == second  # what export and report read
@@ -275,3 +292,55 @@ def test_switching_suites_keeps_every_confirmation_and_reuses_only_the_same_judg
     third = confirm_by(own)  # back to the study's judges: every result is already stored
     assert len(calls) == 8 and third["candidates"] == first["candidates"]
     assert study.user_attrs[f"confirmation:{','.join(ATTACKS.names())}"] == second
+
+
+def test_a_killed_confirmation_keeps_every_finished_run():
+    study = noisy_study(n_trials=10)
+    own = study_spec()
+    chosen, seeds = candidates(study, 2), [1007, 2007, 3007]
+    calls: list[tuple[str, int]] = []
+    with pytest.raises(KeyboardInterrupt):  # the launcher dies after 4 of the 9 evaluations
+        confirm_study(study, own, own, chosen, seeds, counting_evaluator(calls, dies_after=4), 0.02, quiet)
+    assert "confirmation" not in study.user_attrs and len(calls) == 4
+    assert len(study.user_attrs["confirmation_runs:conf,hconf"]) == 4  # stored as each finished
+
+    calls.clear()
+    messages: list[str] = []
+    summary = confirm_study(study, own, own, chosen, seeds, counting_evaluator(calls), 0.02, messages.append)
+    assert len(calls) == 9 - 4 and "reusing 4 of 9 evaluations" in messages[0]
+    uninterrupted = confirm_with(chosen, seeds, synthetic_evaluator, 0.02)
+    assert summary["candidates"] == uninterrupted["candidates"]
+    assert study.user_attrs["confirmation"] == summary
+
+
+@pytest.mark.e2e
+def test_a_sigkilled_confirmation_resumes_from_its_stored_runs(ray_session, tmp_path: Path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    import ray
+
+    from search.cli import main
+    from search.study import open_study
+    from wemem.faults import ENV as FAILPOINTS_ENV
+
+    options = tiny_study(tmp_path)
+    argv = ["confirm", "tinyconfirm", "--seeds", "2", "--storage", options.storage, "--cache-dir", options.cache_dir,
+            "--ray-address", ray.get_runtime_context().gcs_address]  # killing it ends only its own Ray job
+    token = tmp_path / "token"
+    token.touch()
+    env = {**os.environ, FAILPOINTS_ENV: f"confirm_run_stored@{token}"}  # SIGKILL once the first run is stored
+    killed = subprocess.run([sys.executable, "-m", "search.cli", *argv], env=env, capture_output=True, text=True,
+                            cwd=Path(__file__).parent.parent, timeout=600)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    study, _ = open_study("tinyconfirm", options)
+    assert "confirmation" not in study.user_attrs
+    assert len(study.user_attrs["confirmation_runs:conf,hconf"]) == 1
+
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "reusing 1 of 4 evaluations" in printed and "confirmed on 2 fresh seeds" in printed
+    study, _ = open_study("tinyconfirm", options)
+    assert len(study.user_attrs["confirmation_runs:conf,hconf"]) == 4
+    assert [len(e["per_seed"]) for e in study.user_attrs["confirmation"]["candidates"]] == [2, 2]
