@@ -421,8 +421,9 @@ def headline(summary: dict[str, Any]) -> list[str]:
     p, u = best["privacy_difference"], best["utility_difference"]
     pts = lambda v: f"{100 * v:+.1f}"  # noqa: E731
     confirmed = "confirmed" if p["high"] < 0 else "NOT confirmed (the interval includes 0 or lies above it)"
+    judges = "" if summary.get("study_suite", True) else f" judged by {len(summary['attacks'])} attacks"
     return [f"best setting ({best['label']}, {best['defense']}) vs the undefended pruned model on "
-            f"{len(summary['seeds'])} fresh seeds: leakage {pts(p['mean'])} points [95% CI {pts(p['low'])}, "
+            f"{len(summary['seeds'])} fresh seeds{judges}: leakage {pts(p['mean'])} points [95% CI {pts(p['low'])}, "
             f"{pts(p['high'])}], accuracy {pts(u['mean'])} points [{pts(u['low'])}, {pts(u['high'])}]: "
             f"gain {confirmed}"]
 

@@ -168,13 +168,25 @@ def summary_lines(study: optuna.Study, definition: StudyDefinition, options: Opt
         lines.append(f"    test accuracy {a.get('utility', float('nan')):.4f}, strongest attack "
                      f"{a.get('strongest_attack')} at {a.get('privacy', float('nan')):.4f}"
                      + ("" if a.get("feasible", True) else " (violates the accuracy constraint)"))
+    lines += confirmation_lines(study)
     lines.append(f"  stored in {redact(options.storage_url)}")
     storage_flag = f" --storage {redact(options.storage_url)}" if options.storage else ""
     program = invoked_as()
+    lines.append(f"  confirm: {program} confirm {definition.name}{storage_flag} --attacks all")
     lines.append(f"  resume: {program} resume {definition.name}{storage_flag} --n-trials 2")
     lines.append(f"  export: {program} export {definition.name}{storage_flag} --out best.toml")
     lines.append(f"  report: {program} report {definition.name}{storage_flag} --out report")
     return lines
+
+
+def confirmation_lines(study: optuna.Study) -> list[str]:
+    """The stored confirmation's closing sentence (the number to quote), or why there is none to show."""
+    from .confirm import export_section, headline
+
+    section = export_section(study, [t.number for t in best_trials(study)])
+    if section["status"] == "not confirmed":
+        return ["  not confirmed: the best trial's own evaluation above is biased low by the selection"]
+    return [f"  {line}" for line in headline(section)] + ([f"  ({section['note']})"] if "note" in section else [])
 
 
 def invoked_as() -> str:

@@ -162,6 +162,8 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     options = tiny_study(tmp_path)
     before = export_document(*open_study("tinyconfirm", options))["confirmation"]
     assert before["status"] == "not confirmed" and "wemem confirm tinyconfirm" in before["note"]
+    status = ["status", "tinyconfirm", "--storage", options.storage]
+    assert main(status) == 0 and "  not confirmed: " in capsys.readouterr().out
 
     assert main(["confirm", "tinyconfirm", "--seeds", "2", "--storage", options.storage,
                  "--cache-dir", options.cache_dir]) == 0
@@ -209,6 +211,8 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     assert study.user_attrs["confirmation:conf,hconf"] == stored
     assert all(r["strongest_attack"] in ("conf", "entr") for e in judged["candidates"] for r in e["per_seed"])
     assert export_document(study, definition)["confirmation"]["attacks"] == ["conf", "entr"]
+    assert main(status) == 0
+    assert "on 2 fresh seeds judged by 2 attacks: leakage" in capsys.readouterr().out  # the number to quote
 
 
 def test_a_second_confirmation_reruns_only_what_is_missing():
