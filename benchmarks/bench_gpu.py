@@ -9,8 +9,12 @@
    K + 1 model jobs). Times are split into pretrain, mem-scores, pruning and attacks.
 
 Random labels make early stopping end every round after patience + 1 epochs, so the amount of work is fixed.
-Prints JSON only. Examples:
-    .venv/bin/python benchmarks/bench_gpu.py            # a GPU machine (under 8 minutes on one H200)
+Prints JSON only. GPU time is scarce (a lent machine, minutes per session): with ``--out FILE`` the report is
+rewritten after each part, so a run cut off by its time limit still returns the parts it finished, and
+``--parts`` runs one part per call. Examples:
+    .venv/bin/python benchmarks/bench_gpu.py --out $OUT/gpu.json     # a GPU machine (under 8 minutes on one H200)
+    .venv/bin/python benchmarks/bench_gpu.py --parts trial            # the trial alone
+    PYTHONPATH=. python3 benchmarks/bench_gpu.py --no-ray --out $OUT/gpu.json   # a lent GPU machine without Ray
     .venv/bin/python benchmarks/bench_gpu.py --small    # the same pipeline shrunk to run on 2 CPU cores
 """
 
@@ -113,14 +117,14 @@ class TimedMap:
 
 def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: TrainConfig, workdir: Path,
                     model: str = "resnet18", shape: tuple[int, ...] = (3, 32, 32),
-                    cpus_per_job: float | None = None) -> dict[str, Any]:
+                    cpus_per_job: float | None = None, use_ray: bool = True) -> dict[str, Any]:
     """One trial on a local Ray; each model job gets 1/(K+1) of the machine (or ``cpus_per_job`` CPUs, so that
-    fewer jobs run at once where memory is short)."""
-    import ray
-
-    from search.runner import RayMap, init_ray
+    fewer jobs run at once where memory is short). Without Ray (``use_ray=False``) every job runs in this
+    process one after the other: an upper bound on the Ray trial's time, for a machine where Ray cannot be
+    installed (the lent GPU machines fetch nothing and carry at most 64 MiB; Ray's wheel is 79 MB)."""
     from wemem.assets import prepare_assets
     from wemem.config import ExperimentConfig, PruningConfig
+    from wemem.parallel import serial_map
     from wemem.pipeline import run_experiment
 
     rng = np.random.default_rng(0)
@@ -128,12 +132,20 @@ def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: Tr
     np.savez(data, x=rng.standard_normal((samples, *shape), dtype=np.float32), y=rng.integers(0, 10, samples))
     experiment = ExperimentConfig(dataset=f"npz:{data}", model=model, shadows=shadows, train=config,
                                   memscore_models=memscore_models)
-    init_ray()
-    resources = ray.cluster_resources()
     models = shadows + 1
-    gpus = min(1.0, resources.get("GPU", 0.0))  # the study default: one GPU per trial
-    cpus = cpus_per_job if cpus_per_job is not None else (resources["CPU"] - 0.001) / models
-    share = TimedMap(RayMap(num_cpus=cpus, num_gpus=gpus / models))
+    if use_ray:
+        import ray
+
+        from search.runner import RayMap, init_ray
+
+        init_ray()
+        resources = ray.cluster_resources()
+        gpus = min(1.0, resources.get("GPU", 0.0))  # the study default: one GPU per trial
+        cpus = cpus_per_job if cpus_per_job is not None else (resources["CPU"] - 0.001) / models
+        share = TimedMap(RayMap(num_cpus=cpus, num_gpus=gpus / models))
+    else:
+        gpus, cpus = float(torch.cuda.is_available()), float(torch.get_num_threads())
+        share = TimedMap(serial_map)
     start = time.perf_counter()
     assets = prepare_assets(experiment, workdir / "cache", share, log=progress)
     shared_s = time.perf_counter() - start
@@ -144,7 +156,7 @@ def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: Tr
     seconds = share.seconds
     return {
         "model": model, "shape": list(shape), "samples": samples, "shadows": shadows, "rounds": 5, "memscore_models": memscore_models,
-        "gpus_per_trial": gpus, "cpus_per_job": round(cpus, 3),
+        "ray": use_ray, "gpus_per_trial": gpus, "cpus_per_job": round(cpus, 3),
         "pretrain_s": round(seconds["pretrain_job"], 2), "memscore_s": round(seconds["memscore_job"], 2),
         "shared_work_s": round(shared_s, 2),
         "pruning_s": round(seconds["prune_job"], 2), "attacks_s": round(seconds["attack_job"], 2),
@@ -167,7 +179,16 @@ def main() -> None:
                              "no more time in attacks than in pruning)")
     parser.add_argument("--no-bf16", action="store_true", help="turn bf16 autocast off (CUDA)")
     parser.add_argument("--no-channels-last", action="store_true", help="turn channels_last off (CUDA)")
+    parser.add_argument("--no-ray", action="store_true",
+                        help="run the trial's jobs in this process, one after the other (an upper bound on the Ray "
+                             "trial), where Ray is not installed")
+    parser.add_argument("--parts", default="epoch,trial", help="which parts to run: epoch, trial or both (default)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the report here after every part (kept if a later part is cut off)")
     args = parser.parse_args()
+    parts = {part.strip() for part in args.parts.split(",")}
+    if not parts or parts - {"epoch", "trial"}:
+        parser.error(f"--parts takes epoch, trial or epoch,trial (got {args.parts!r})")
     fast = dict(bf16=not args.no_bf16, channels_last=not args.no_channels_last)
     if args.small:
         torch.set_num_threads(2)
@@ -179,21 +200,36 @@ def main() -> None:
     device = default_device()
     if args.tabular:
         with tempfile.TemporaryDirectory(prefix="wemem-bench-tabular-") as workdir:
-            trial = trial_benchmark(10_000, 5, 2, TrainConfig(**fast), Path(workdir), "columnfc", (600,))
+            trial = trial_benchmark(10_000, 5, 2, TrainConfig(**fast), Path(workdir), "columnfc", (600,),
+                                    use_ray=not args.no_ray)
+        save_partial({"device": str(device), "tabular_trial": trial}, args.out)
         print(json.dumps({"device": str(device), "tabular_trial": trial}, indent=2))
         return
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "small": args.small, "bf16": config.bf16, "channels_last": config.channels_last,
-        "epoch": epoch_benchmark(epoch_samples, repeats, config),
     }
-    progress(f"epoch: {report['epoch']}")
-    with tempfile.TemporaryDirectory(prefix="wemem-bench-gpu-") as workdir:
-        # --small: one CPU per job, so two jobs run at once on 2 cores (SAMIA's batched sensitivity queries
-        # take about 2 GB per ResNet job on a CPU)
-        report["trial"] = trial_benchmark(trial_samples, 5, memscore_models, config, Path(workdir),
-                                          cpus_per_job=1.0 if args.small else None)
+    if "epoch" in parts:
+        report["epoch"] = epoch_benchmark(epoch_samples, repeats, config)
+        progress(f"epoch: {report['epoch']}")
+        save_partial(report, args.out)
+    if "trial" in parts:
+        with tempfile.TemporaryDirectory(prefix="wemem-bench-gpu-") as workdir:
+            # --small: one CPU per job, so two jobs run at once on 2 cores (SAMIA's batched sensitivity queries
+            # take about 2 GB per ResNet job on a CPU)
+            report["trial"] = trial_benchmark(trial_samples, 5, memscore_models, config, Path(workdir),
+                                              cpus_per_job=1.0 if args.small else None, use_ray=not args.no_ray)
+        save_partial(report, args.out)
     print(json.dumps(report, indent=2))
+
+
+def save_partial(report: dict[str, Any], path: Path | None) -> None:
+    """The report so far, written whole to a temporary name and renamed, so the file is never half-written."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(report, indent=2))
+        temporary.replace(path)
 
 
 if __name__ == "__main__":

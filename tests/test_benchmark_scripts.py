@@ -1,9 +1,12 @@
-"""The benchmark scripts are never run by the suite (timings belong in benchmarks/, not in tests), but they must
-keep importing: a script that imports a removed function is only found when someone needs its figure."""
+"""The benchmark scripts are never timed by the suite (timings belong in benchmarks/, not in tests), but they must
+keep importing: a script that imports a removed function is only found when someone needs its figure. The GPU
+benchmark's epoch part also runs once at its CPU size, because a broken script would waste a lent GPU's minutes."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -55,3 +58,15 @@ def test_fit_rules_replays_a_rule_exactly_on_a_record(monkeypatch: pytest.Monkey
     # four checks an epoch need points after batches 1 and 3, which this record lacks
     with pytest.raises(SystemExit, match="record lacks"):
         fit_rules.replay(fit, fit_rules.parse_rule("4:1:0"), batch_size=10)
+
+
+def test_gpu_benchmark_epoch_part_runs_and_saves_its_report(tmp_path: Path) -> None:
+    out = tmp_path / "report" / "gpu.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_gpu.py"), "--small", "--parts", "epoch",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    printed, saved = json.loads(done.stdout), json.loads(out.read_text())
+    assert printed == saved and "trial" not in saved
+    epoch = saved["epoch"]
+    assert epoch["samples"] == 128 and epoch["engine_s"] > 0 and epoch["bare_s"] > 0
+    assert epoch["engine_vs_bare_throughput"] == pytest.approx(epoch["bare_s"] / epoch["engine_s"], rel=0.01)
