@@ -42,7 +42,7 @@ from synthetic import write_location_like  # noqa: E402
 
 import wemem.attacks.nn as neural  # noqa: E402
 from wemem.assets import prepare_assets  # noqa: E402
-from wemem.attacks import AttackInputs, run_attacks  # noqa: E402
+from wemem.attacks import AttackInputs, parse_attack_names, run_attacks  # noqa: E402
 from wemem.attacks.samia import Samia, SamiaNetwork  # noqa: E402
 from wemem.config import ExperimentConfig, PruningConfig  # noqa: E402
 from wemem.pipeline import attack_inputs, prune_job  # noqa: E402
@@ -132,11 +132,11 @@ def main() -> None:
     parser.add_argument("--dataset", choices=["digits", "location"], default="digits")
     parser.add_argument("--variants", nargs="+", choices=sorted(set(VARIANTS) - {"current"}),
                         default=["before"])
-    parser.add_argument("--attacks", default=",".join(NEURAL))
+    parser.add_argument("--attacks", default=None, help=f"comma-separated or all (default {','.join(NEURAL)})")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the caller")
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
-    attacks = args.attacks.split(",")
+    attacks = parse_attack_names(args.attacks, NEURAL)
     base = pruned_trial_inputs(args.dataset, args.cache_dir)
     torch.set_num_threads(args.threads)
     results, seconds = {}, {}

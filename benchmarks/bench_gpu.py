@@ -202,8 +202,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="wemem-bench-tabular-") as workdir:
             trial = trial_benchmark(10_000, 5, 2, TrainConfig(**fast), Path(workdir), "columnfc", (600,),
                                     use_ray=not args.no_ray)
-        save_partial({"device": str(device), "tabular_trial": trial}, args.out)
-        print(json.dumps({"device": str(device), "tabular_trial": trial}, indent=2))
+        tabular = {"device": str(device), "tabular_trial": trial}
+        save_partial(tabular, args.out)
+        print(json.dumps(tabular, indent=2))
         return
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

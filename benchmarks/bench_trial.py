@@ -27,7 +27,7 @@ from synthetic import write_location_like  # noqa: E402
 
 from objectives import TrialSpec, evaluate_trial, reference  # noqa: E402
 from wemem.assets import prepare_assets  # noqa: E402
-from wemem.attacks import ATTACKS  # noqa: E402
+from wemem.attacks import parse_attack_names  # noqa: E402
 from wemem.config import ExperimentConfig, PruningConfig  # noqa: E402
 from wemem.parallel import serial_map  # noqa: E402
 
@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=["digits", "location"], default="digits")
     parser.add_argument("--shadows", type=int, default=5)
-    parser.add_argument("--attacks", default=",".join(ATTACKS.names()))
+    parser.add_argument("--attacks", default="all", help="comma-separated or all (the default)")
     parser.add_argument("--cache-dir", default=".wemem-bench-cache")
     parser.add_argument("--location-file", default=None,
                         help="where the synthetic Location-sized set lives (default: in the cache folder)")
@@ -94,7 +94,7 @@ def main() -> None:
     location_file = args.location_file or Path(args.cache_dir) / "location_like.npz"
     dataset = "digits" if args.dataset == "digits" else "npz:" + str(write_location_like(location_file).resolve())
     config = ExperimentConfig(dataset=dataset, shadows=args.shadows)
-    spec = TrialSpec(config, PruningConfig(), tuple(args.attacks.split(",")), cache_dir=args.cache_dir)
+    spec = TrialSpec(config, PruningConfig(), tuple(parse_attack_names(args.attacks, [])), cache_dir=args.cache_dir)
     assets = prepare_assets(config, args.cache_dir)
     base = reference(spec, assets)
     load_before = os.getloadavg()

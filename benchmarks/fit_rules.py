@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attack_seeds import NEURAL, pruned_trial_inputs  # noqa: E402
 
 import wemem.attacks.nn as neural  # noqa: E402
-from wemem.attacks import ATTACKS, AttackInputs  # noqa: E402
+from wemem.attacks import ATTACKS, AttackInputs, parse_attack_names  # noqa: E402
 from wemem.attacks.samia import Samia  # noqa: E402
 from wemem.metrics import attack_metrics, best_threshold  # noqa: E402
 
@@ -129,7 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", default=".wemem-bench-cache")
     parser.add_argument("--dataset", choices=["digits", "location"], default="digits")
-    parser.add_argument("--attacks", default=",".join(NEURAL))
+    parser.add_argument("--attacks", default=None, help=f"comma-separated (default {','.join(NEURAL)})")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10, help="epochs recorded per fit")
     parser.add_argument("--records", type=Path, help="a JSON file of recorded fits: replayed when it exists (the "
@@ -145,7 +145,7 @@ def main() -> None:
     records = json.loads(args.records.read_text()) if args.records and args.records.exists() else {}
     inputs = None if records else pruned_trial_inputs(args.dataset, args.cache_dir)
     results = {}
-    for name in args.attacks.split(","):
+    for name in parse_attack_names(args.attacks, NEURAL):
         if name not in records:
             records[name] = [record(name, inputs, seed, args.epochs, args.rules) for seed in range(args.seeds)]
         fits = records[name]

@@ -330,15 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt as interrupt:
-        name = getattr(args, "name", None) or "NAME"
-        if args.command == "confirm":
-            print(f"interrupted; finished evaluations are stored. Run the same `wemem confirm {name}` again: it "
-                  "reuses them.", file=sys.stderr)
-            return 130
-        requeued = getattr(interrupt, "requeued", [])
-        detail = f" Running trial(s) {requeued} were failed and their settings re-queued." if requeued else ""
-        print(f"interrupted; finished trials are stored.{detail} Continue with `wemem resume {name}`.",
-              file=sys.stderr)
+        # what to do next: the interrupted command may say (``advice``), else a study is continued by resume
+        advice = getattr(interrupt, "advice", None) or resume_advice(interrupt, getattr(args, "name", None) or "NAME")
+        print(f"interrupted; {advice}", file=sys.stderr)
         return 130
     except Exception as error:
         if _is_storage_error(error):
@@ -349,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(scrub("".join(traceback.format_exception(error)), url), file=sys.stderr)
         return 1
+
+
+def resume_advice(interrupt: KeyboardInterrupt, name: str) -> str:
+    requeued = getattr(interrupt, "requeued", [])
+    detail = f" Running trial(s) {requeued} were failed and their settings re-queued." if requeued else ""
+    return f"finished trials are stored.{detail} Continue with `wemem resume {name}`."
 
 
 def threading_main() -> bool:

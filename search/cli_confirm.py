@@ -15,7 +15,12 @@ def _confirm(args: argparse.Namespace) -> int:
 
     attacks = None if args.attacks is None else parse_attack_names(args.attacks, ATTACKS.names())
     study, definition = open_study(args.name, options_from(args))
-    summary = confirm(study, definition, options_from(args), args.top, args.seeds, echo, attacks)
+    try:
+        summary = confirm(study, definition, options_from(args), args.top, args.seeds, echo, attacks)
+    except KeyboardInterrupt as interrupt:  # main prints this instead of its `wemem resume` advice
+        interrupt.advice = (f"finished evaluations are stored. Run the same `wemem confirm {args.name}` again: it "
+                            "reuses them.")
+        raise
     print("\n".join(summary_lines(summary)))
     return 0
 

@@ -272,6 +272,11 @@ def confirm_study(study: optuna.Study, study_spec: TrialSpec, spec: TrialSpec, c
     return summary
 
 
+def judged_by_others(summary: dict[str, Any]) -> str:
+    """"judged by N attacks" when a confirmation's attacks are not the study's own (``--attacks``), else ""."""
+    return "" if summary.get("study_suite", True) else f"judged by {len(summary['attacks'])} attacks"
+
+
 def store_confirmation(study: optuna.Study, summary: dict[str, Any], study_spec: TrialSpec) -> None:
     """Make ``summary`` the study's confirmation, first archiving a latest one judged by other attacks."""
     previous = stored_confirmation(study)
@@ -390,9 +395,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     """The confirmed figures: means with 95% intervals over seeds, and paired differences from the reference."""
     n = len(summary["seeds"])
     lines = [f"confirmed on {n} fresh seeds {summary['seeds']} (mean [{summary['level']:.0%} t-interval over seeds]):"]
-    if not summary.get("study_suite", True):
-        lines.append(f"  judged by {len(summary['attacks'])} attacks ({', '.join(summary['attacks'])}), not the "
-                     f"study's own: its own evaluations below were judged by its attacks")
+    if judged_by_others(summary):
+        lines.append(f"  {judged_by_others(summary)} ({', '.join(summary['attacks'])}), not the study's own: its "
+                     f"own evaluations below were judged by its attacks")
     for entry in summary["candidates"]:
         head = f"  {entry['label']}: " + (entry["defense"] if entry["label"] != REFERENCE else "undefended pruned")
         if entry.get("settings"):
@@ -421,7 +426,7 @@ def headline(summary: dict[str, Any]) -> list[str]:
     p, u = best["privacy_difference"], best["utility_difference"]
     pts = lambda v: f"{100 * v:+.1f}"  # noqa: E731
     confirmed = "confirmed" if p["high"] < 0 else "NOT confirmed (the interval includes 0 or lies above it)"
-    judges = "" if summary.get("study_suite", True) else f" judged by {len(summary['attacks'])} attacks"
+    judges = f" {judged_by_others(summary)}" if judged_by_others(summary) else ""
     return [f"best setting ({best['label']}, {best['defense']}) vs the undefended pruned model on "
             f"{len(summary['seeds'])} fresh seeds{judges}: leakage {pts(p['mean'])} points [95% CI {pts(p['low'])}, "
             f"{pts(p['high'])}], accuracy {pts(u['mean'])} points [{pts(u['low'])}, {pts(u['high'])}]: "

@@ -18,6 +18,7 @@ from optuna.trial import TrialState  # noqa: E402
 from wemem.errors import WememError  # noqa: E402
 
 from .config import StudyDefinition  # noqa: E402
+from .confirm import judged_by_others  # noqa: E402
 from .study import best_trials, reference_of  # noqa: E402
 from .timings import timing_columns  # noqa: E402
 
@@ -82,14 +83,9 @@ def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any], definition: S
     save_figure(fig, path)
 
 
-def judges_note(confirmation: dict[str, Any]) -> str:
-    """", judged by N attacks" when a confirmation's attacks are not the study's own (``wemem confirm --attacks``)."""
-    return "" if confirmation.get("study_suite", True) else f", judged by {len(confirmation['attacks'])} attacks"
-
-
 def draw_confirmed_points(ax: plt.Axes, confirmation: dict[str, Any]) -> None:
     """Confirmed means with their 95% intervals over fresh seeds (both axes), next to the selected evaluations."""
-    judges = judges_note(confirmation)
+    judges = f", {judged_by_others(confirmation)}" if judged_by_others(confirmation) else ""
     for entry in confirmation["candidates"]:
         p, u = entry["privacy"], entry["utility"]
         is_reference = entry["label"] == "reference"
@@ -118,7 +114,7 @@ def plot_confirmation(confirmation: dict[str, Any], metric: str, path: Path) -> 
     if confirmation.get("delta") is not None:
         axes[1].axvline(-confirmation["delta"], color="red", lw=0.8, ls=":", label="accuracy constraint")
         axes[1].legend(fontsize=7)
-    judges = judges_note(confirmation)
+    judges = f", {judged_by_others(confirmation)}" if judged_by_others(confirmation) else ""
     fig.suptitle(f"confirmed on {len(confirmation['seeds'])} fresh seeds (mean, 95% t-interval, paired by seed"
                  f"{judges})", fontsize=10)
     save_figure(fig, path)
