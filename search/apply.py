@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -13,18 +14,22 @@ from objectives import evaluate_trial, reference
 from wemem.assets import prepare_assets
 from wemem.defenses import DEFENSES, make_defense
 from wemem.errors import WememError
+from wemem.files import check_output_folder, create_folder, write_atomically, wrote
 from wemem.parallel import MapFn, serial_map
 
 from .config import StudyDefinition, parse_study
-from .export import read_export
+from .export import DEFINITION_KEY, DEFINITION_SECTIONS, definition_fingerprint, read_export
 
 
 def definition_from_export(document: dict[str, Any], source: str) -> StudyDefinition:
-    """The study definition an export was made from (every section an export stores)."""
+    """The study definition an export was made from (every section an export stores), without its data root:
+    that names a folder of the machine it came from, and a received file must not choose what is read (or
+    cached) here; the data root is only ``--data-root``."""
     try:
+        dataset = document["dataset"]
         data = {
             "study": {"name": document["study"], "seed": document["seed"]},
-            "data": document["dataset"],
+            "data": {k: v for k, v in dataset.items() if k != "data_root"} if isinstance(dataset, dict) else dataset,
             "model": {"name": document["model"]},
             "training": document["training"],
             "pruning": document["pruning"],
@@ -94,8 +99,21 @@ def select_record(document: dict[str, Any], index: int | None, source: str) -> d
     raise WememError(f"trial {index} is not in the Pareto set of {source}")
 
 
-def load_export(path: str | Path, trial: int | None = None) -> tuple[dict[str, Any], StudyDefinition]:
-    """The exported setting and the study definition it came from; every problem is a WememError."""
+def edited_warning(document: dict[str, Any], source: str) -> str | None:
+    """A warning when the defining sections no longer match the fingerprint `wemem export` stored (none for
+    exports written before it stored one)."""
+    stored = document.get(DEFINITION_KEY)
+    if stored is None or stored == definition_fingerprint(document):
+        return None
+    return (f"warning: export file {source} was edited after `wemem export` wrote it (its "
+            f"{', '.join(DEFINITION_SECTIONS)} no longer match its {DEFINITION_KEY}): the stored metrics come from "
+            "another experiment and are not comparable to this re-evaluation")
+
+
+def load_export(path: str | Path, trial: int | None = None,
+                warn: Callable[[str], None] | None = None) -> tuple[dict[str, Any], StudyDefinition]:
+    """The exported setting and the study definition it came from; every problem is a WememError. ``warn``
+    receives the warning of an edited export."""
     document = read_export(path)
     record = select_record(document, trial, str(path))
     definition = definition_from_export(document, str(path))
@@ -104,7 +122,18 @@ def load_export(path: str | Path, trial: int | None = None) -> tuple[dict[str, A
     except (TypeError, ValueError) as error:
         raise WememError(f"export file {path}: the {record['defense']} settings {record['settings']} are invalid "
                          f"({error}); re-export it with `wemem export`") from None
+    warning = edited_warning(document, str(path))
+    if warn is not None and warning is not None:
+        warn(warning)
     return record, definition
+
+
+OUTPUT_FILES = ("model.pt", "evaluation.json")
+
+
+def check_apply_out(out_dir: str | Path) -> Path:
+    """Refuse an --out that could not take the files of apply (a file, a device, an unwritable place)."""
+    return check_output_folder(out_dir, OUTPUT_FILES)
 
 
 def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_root: str | None = None,
@@ -113,7 +142,8 @@ def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_roo
     """Rebuild and re-evaluate an exported setting; ``share_of(definition)`` gives the parallel map (serial
     in-process without one)."""
 
-    record, definition = load_export(path, trial)
+    check_apply_out(out_dir)  # before minutes of work
+    record, definition = load_export(path, trial, warn=echo)
     spec = definition.trial_spec(cache_dir, data_root)
     map_fn = share_of(definition) if share_of is not None else serial_map
     assets = prepare_assets(spec.experiment, cache_dir, map_fn, log=echo)
@@ -121,10 +151,9 @@ def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_roo
     outcome = evaluate_trial(spec, record["defense"], record["settings"], base, assets, map_fn,
                              keep_victim_state=True)
     victim = outcome.result.victim
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     # tensors only (weights and masks): loadable with torch.load(weights_only=True), no pickled code
-    torch.save({"weights": victim.state, "masks": victim.masks}, out / "model.pt")
+    model = io.BytesIO()
+    torch.save({"weights": victim.state, "masks": victim.masks}, model)
     evaluation = {
         "defense": record["defense"],
         "settings": record["settings"],
@@ -137,9 +166,11 @@ def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_roo
         "layer_sparsity": victim.layer_sparsity,
         "attacks": {k: {m: v for m, v in a.items() if m != "roc"} for k, a in outcome.result.attacks.items()},
     }
-    (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+    out = create_folder(out_dir)
+    contents = dict(zip(OUTPUT_FILES, (model.getvalue(), json.dumps(evaluation, indent=2))))
+    written = [(out / name, write_atomically(out / name, content)) for name, content in contents.items()]
     echo(f"rebuilt {record['defense']} (trial #{record['trial_number']}): test accuracy {outcome.utility:.4f} "
          f"(stored {evaluation['stored_test_accuracy']:.4f}), strongest attack {outcome.strongest_attack} "
          f"{outcome.privacy:.4f} (stored {evaluation['stored_privacy']:.4f})")
-    echo(f"wrote {out / 'model.pt'} and {out / 'evaluation.json'}")
+    echo(wrote(*written))
     return evaluation

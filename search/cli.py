@@ -7,6 +7,7 @@ print one clear message and exit 2 without touching what is already stored.
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 import warnings
 from typing import Callable
@@ -56,6 +57,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_number(text: str) -> int:
+    from wemem.config import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_SEED}] (got {value})")
+    return value
+
+
 def positive_number(text: str) -> float:
     try:
         value = float(text)
@@ -63,6 +76,13 @@ def positive_number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (got {text})")
+    return value
+
+
+def cpu_share(text: str) -> float:
+    value = positive_number(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0: every job needs a share of a CPU")
     return value
 
 
@@ -78,7 +98,7 @@ def grace_period(text: str) -> int:
 def add_resource_flags(p: argparse.ArgumentParser) -> None:
     """[resources] overrides for this launcher only (they are not part of the study's identity)."""
     g = p.add_argument_group("resources of this launcher (default: the study file's [resources])")
-    g.add_argument("--cpus-per-trial", type=positive_number, default=None)
+    g.add_argument("--cpus-per-trial", type=cpu_share, default=None)
     g.add_argument("--gpus-per-trial", type=positive_number, default=None)
     g.add_argument("--max-concurrent-trials", type=positive_int, default=None)
 
@@ -97,9 +117,27 @@ def _launch(args: argparse.Namespace) -> int:
     definition = load_study_file(args.study_file)
     args.name = definition.name  # for the resume hint if interrupted
     options = options_from(args)
+    started = datetime.datetime.now()
     study = launch(definition, options, echo)
     print("\n".join(summary_lines(study, definition, options)))
+    refuse_all_failed(study, started)
     return 0
+
+
+def refuse_all_failed(study, started: datetime.datetime) -> None:
+    """A launcher whose every trial failed has found nothing: exit non-zero, naming a reason, so scripts and
+    schedulers notice (the trials and their reasons are stored)."""
+    from optuna.trial import TrialState
+
+    from .lifecycle import fail_reason
+
+    # Optuna stamps trials with the launcher machine's local time, as datetime.now() does
+    ran = [t for t in study.get_trials(deepcopy=False)
+           if t.datetime_start is not None and t.datetime_start >= started and not t.user_attrs.get("surplus")]
+    if ran and all(t.state == TrialState.FAIL for t in ran):
+        raise WememError(f"every one of the {len(ran)} trial(s) this launcher ran failed, e.g. trial "
+                         f"#{ran[0].number}: {fail_reason(ran[0])}. Fix the cause, then `wemem resume "
+                         f"{study.study_name}` (`wemem status {study.study_name}` lists each reason)")
 
 
 @command("launch", "create (or continue) a study from a TOML study file and run its trials")
@@ -113,8 +151,10 @@ def _resume(args: argparse.Namespace) -> int:
     from .study import resume, summary_lines
 
     options = options_from(args)
+    started = datetime.datetime.now()
     study, definition = resume(args.name, options, args.n_trials, echo)
     print("\n".join(summary_lines(study, definition, options)))
+    refuse_all_failed(study, started)
     return 0
 
 
@@ -130,31 +170,39 @@ def _resume_args(p: argparse.ArgumentParser) -> None:
 def _status(args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
-    from .lifecycle import fail_reason
-    from .storage import study_names
-    from .study import open_study, summary_lines
+    from .lifecycle import fail_reason, running_trial_health
+    from .storage import NotAWememStudy, load_study, study_names
+    from .study import summary_lines
 
     options = options_from(args)
     if args.name is None and args.trial is not None:
         raise WememError("--trial needs the study name: wemem status NAME --trial N")
+    storage = options.open_storage(must_exist=True)
     if args.name is None:
-        storage = options.open_storage(must_exist=True)
         names = study_names(storage)
         print(f"studies in {redact(options.storage_url)}: {', '.join(names) if names else 'none'}")
         for name in names:
-            study, definition = open_study(name, options)
+            try:
+                study, definition = load_study(name, storage)
+            except NotAWememStudy:  # a plain Optuna study sharing the storage: listed, never an abort
+                print(f"study {name!r}: not a wemem study (no stored definition); "
+                      f"{len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))} trial(s)")
+                continue
             print("\n".join(summary_lines(study, definition, options)[:3]))
         return 0
-    study, definition = open_study(args.name, options)
+    study, definition = load_study(args.name, storage)
     if args.trial is not None:
         return _trial_status(study, args.trial)
     print("\n".join(summary_lines(study, definition, options)))
+    health = running_trial_health(study, storage)
     for trial in study.get_trials(deepcopy=False):
         a = trial.user_attrs
         values = ", ".join(f"{v:.4f}" for v in trial.values) if trial.state == TrialState.COMPLETE else "-"
+        note = (f"  ({fail_reason(trial)})" if trial.state == TrialState.FAIL else
+                f"  ({health[trial.number]}: `wemem resume {study.study_name}` fails it and re-runs its setting)"
+                if health.get(trial.number) else "")
         print(f"  #{trial.number:<4} {trial.state.name:<9} {str(a.get('defense', '')):<6} value {values:<16} "
-              f"acc {a.get('utility', float('nan')):.4f} attack {a.get('privacy', float('nan')):.4f}"
-              + (f"  ({fail_reason(trial)})" if trial.state == TrialState.FAIL else ""))
+              f"acc {a.get('utility', float('nan')):.4f} attack {a.get('privacy', float('nan')):.4f}{note}")
     return 0
 
 
@@ -184,13 +232,14 @@ def _status_args(p: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from wemem.files import check_output_file, wrote
+
     from .export import export_document, write_export
     from .study import open_study
 
-    check_output_file(args.out, (".toml", ".json"))
+    check_output_file(args.out, (".toml", ".json"))  # before the storage is opened
     study, definition = open_study(args.name, options_from(args))
-    path = write_export(export_document(study, definition), args.out)
-    print(f"wrote {path}")
+    print(wrote((args.out, write_export(export_document(study, definition), args.out))))
     return 0
 
 
@@ -202,15 +251,20 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from .apply import apply_export, load_export
+    from wemem.files import check_writable_folder
+
+    from .apply import apply_export, check_apply_out, load_export
     from .runner import init_ray, task_share
     from .study import resolve_cache_dir
 
     options = options_from(args)
-    load_export(args.export_file, args.trial)  # a bad file is refused before Ray starts
+    # a bad --out, --cache-dir or export file is refused before Ray starts and the minutes of work
+    check_apply_out(args.out)
+    cache_dir = resolve_cache_dir(options)
+    check_writable_folder(cache_dir, "--cache-dir")
+    load_export(args.export_file, args.trial)
     init_ray(options.ray_address)
-    apply_export(args.export_file, args.out, resolve_cache_dir(options), options.data_root, args.trial,
-                 task_share, echo)
+    apply_export(args.export_file, args.out, cache_dir, options.data_root, args.trial, task_share, echo)
     return 0
 
 
@@ -223,12 +277,14 @@ def _apply_args(p: argparse.ArgumentParser) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from wemem.files import check_output_folder
+
     from .report import write_report
     from .study import open_study
 
+    check_output_folder(args.out)  # before the storage is opened
     study, definition = open_study(args.name, options_from(args))
-    for path in write_report(study, definition, args.out):
-        print(f"wrote {path}")
+    write_report(study, definition, args.out, print)
     return 0
 
 
@@ -240,6 +296,9 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 
 def _delete(args: argparse.Namespace) -> int:
+    import optuna
+
+    from .lifecycle import running_trial_health
     from .storage import stored_definition
 
     options = options_from(args)
@@ -248,8 +307,12 @@ def _delete(args: argparse.Namespace) -> int:
     if not args.yes:
         raise WememError(f"deleting study {args.name!r} removes all its trials from {redact(options.storage_url)} "
                          f"for good; run `wemem delete {args.name} --yes` to confirm (export it first if you need it)")
-    import optuna
-
+    study = optuna.load_study(study_name=args.name, storage=storage)
+    live = [number for number, dead in running_trial_health(study, storage).items() if dead is None]
+    if live and not args.force:
+        raise WememError(f"study {args.name!r} is being run: trial(s) {live} are RUNNING with fresh heartbeats, so a "
+                         "launcher is alive and would fail on the deleted study. Stop it first (Ctrl-C or kill -TERM "
+                         f"lets it re-queue its trials), or pass --force to delete it anyway")
     optuna.delete_study(study_name=args.name, storage=storage)
     print(f"deleted study {args.name!r} from {redact(options.storage_url)}")
     return 0
@@ -260,20 +323,8 @@ def _delete(args: argparse.Namespace) -> int:
 def _delete_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="study name")
     p.add_argument("--yes", action="store_true", help="confirm the deletion")
-
-
-def check_output_file(path: str, suffixes: tuple[str, ...]) -> None:
-    """Refuse an output path that cannot be written, before any work."""
-    from pathlib import Path
-
-    out = Path(path)
-    if out.suffix not in suffixes:
-        raise WememError(f"output file {out} must end in {' or '.join(suffixes)}")
-    if not out.parent.is_dir():
-        raise WememError(f"cannot write {out}: the folder {out.parent} does not exist; create it first "
-                         "(mkdir -p) or choose another --out")
-    if out.is_dir():
-        raise WememError(f"cannot write {out}: it is a folder; give a file name ending in {' or '.join(suffixes)}")
+    p.add_argument("--force", action="store_true",
+                   help="delete even while a launcher runs the study (its RUNNING trials have fresh heartbeats)")
 
 
 from . import cli_science  # noqa: E402,F401
@@ -287,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wemem", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (handler, configure, help_text) in _COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        # argparse %-formats help strings (not descriptions): a literal "95%" must reach it as "95%%"
+        p = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         configure(p)
         p.add_argument("--storage", default=None,
                        help="Optuna storage URL (env WEMEM_STORAGE; default sqlite:///wemem.db in this directory)")
@@ -321,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C must reach us as KeyboardInterrupt even when a shell started us with SIGINT ignored (a
         # non-interactive shell's `&` does): the launcher's clean stop depends on it
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    ray_was_running = _ray_running()  # a caller's Ray (tests, notebooks) is theirs to stop
     try:
         return args.handler(args)
     except WememError as error:
@@ -343,6 +396,34 @@ def main(argv: list[str] | None = None) -> int:
 
         print(scrub("".join(traceback.format_exception(error)), url), file=sys.stderr)
         return 1
+    finally:
+        if not ray_was_running:
+            _shutdown_ray()
+
+
+def _ray_running() -> bool:
+    ray = sys.modules.get("ray")  # never imported just to ask: it takes seconds
+    return ray is not None and ray.is_initialized()
+
+
+def _shutdown_ray() -> None:
+    """Stop the Ray this command started (or leave the cluster it joined) before the interpreter exits.
+
+    Left to Ray's exit hook after an interrupt, its teardown raced the interpreter's and once crashed (exit 139).
+    A second Ctrl-C or SIGTERM during this shutdown skips it and exits at once.
+    """
+    import os
+    import signal
+
+    if not _ray_running():
+        return
+    signals = (signal.SIGINT, signal.SIGTERM) if threading_main() else ()
+    previous = {sig: signal.signal(sig, lambda *_: os._exit(130)) for sig in signals}
+    try:
+        sys.modules["ray"].shutdown()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def resume_advice(interrupt: KeyboardInterrupt, name: str) -> str:

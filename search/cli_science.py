@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,13 @@ from wemem.config import ExperimentConfig, PruningConfig
 from wemem.data import DATASETS
 from wemem.defenses import make_defense
 from wemem.errors import WememError, require
+from wemem.files import check_output_file, check_writable_folder, create_folder, write_atomically, wrote
 from wemem.models import MODELS
 from wemem.parallel import MapFn, serial_map
 from wemem.pipeline import ExperimentResult
 from wemem.training import TrainConfig
 
-from .cli import command, echo, options_from, with_handler
+from .cli import command, cpu_share, echo, options_from, positive_number, seed_number, with_handler
 from .timings import timing_lines
 
 METRICS = ["balanced_accuracy", "auc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr"]
@@ -42,7 +44,7 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("experiment")
     g.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS.names())} (prefixed ones + PATH)")
     g.add_argument("--model", default="columnfc", help=f"one of {', '.join(MODELS.names())}")
-    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--seed", type=seed_number, default=7)
     g.add_argument("--shadows", type=int, default=5, help="shadow models of the adaptive attacker")
     g.add_argument("--pretrain-epochs", type=int, default=train.pretrain_epochs)
     g.add_argument("--finetune-epochs", type=int, default=train.finetune_epochs, help="per pruning round")
@@ -56,8 +58,8 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
 def add_execution_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--serial", action="store_true", help="run every model in this process instead of as Ray tasks")
-    g.add_argument("--cpus-per-model", type=float, default=1.0, help="CPUs of each Ray task (one model)")
-    g.add_argument("--gpus-per-model", type=float, default=None,
+    g.add_argument("--cpus-per-model", type=cpu_share, default=1.0, help="CPUs of each Ray task (one model)")
+    g.add_argument("--gpus-per-model", type=positive_number, default=None,
                    help="GPU share of each Ray task (one model); default: 1/(shadows+1) of a GPU when the Ray "
                         "cluster has GPUs, else 0")
 
@@ -77,7 +79,7 @@ def experiment_from_args(args: argparse.Namespace) -> ExperimentConfig:
 def parallel_map(args: argparse.Namespace) -> MapFn:
     if args.serial:
         return serial_map
-    from .runner import RayMap, init_ray
+    from .runner import RayMap, check_cluster_fits, init_ray
 
     init_ray(args.ray_address)
     gpus = args.gpus_per_model
@@ -85,7 +87,11 @@ def parallel_map(args: argparse.Namespace) -> MapFn:
         import ray
 
         gpus = 1.0 / (getattr(args, "shadows", 5) + 1) if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    return RayMap(num_cpus=args.cpus_per_model, num_gpus=gpus)
+    share = RayMap(num_cpus=args.cpus_per_model, num_gpus=gpus)
+    check_cluster_fits([{"CPU": share.num_cpus, **({"GPU": share.num_gpus} if share.num_gpus else {})}],
+                       f"each model job (--cpus-per-model {share.num_cpus:g}, --gpus-per-model {share.num_gpus:g})",
+                       "Lower --cpus-per-model / --gpus-per-model, or pass --serial")
+    return share
 
 
 def cache_dir_of(args: argparse.Namespace) -> str:
@@ -169,22 +175,52 @@ def format_tables(table: pd.DataFrame) -> str:
     return f"{models.to_string(float_format=number)}\n\n{attacks.to_string(float_format=number)}"
 
 
-def save_results(prefix: Path, config: ExperimentConfig, runs: list[Run], results: list[ExperimentResult],
-                 table: pd.DataFrame) -> tuple[Path, Path]:
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    json_file, csv_file = Path(f"{prefix}.json"), Path(f"{prefix}.csv")
+RESULT_SUFFIXES = (".json", ".csv")
+
+
+def result_files(prefix: str | Path) -> list[Path]:
+    return [Path(f"{prefix}{suffix}") for suffix in RESULT_SUFFIXES]
+
+
+def check_result_files(prefix: str | Path) -> None:
+    """Refuse an --out whose files could not be written, before the run: missing folders of the prefix are
+    created at the end (so their nearest existing one must be writable), like report and apply create theirs."""
+    for path in result_files(prefix):
+        check_output_file(path, create_parents=True)
+
+
+def result_documents(config: ExperimentConfig, runs: list[Run], results: list[ExperimentResult],
+                     table: pd.DataFrame) -> list[str]:
+    """The contents of OUT.json and OUT.csv."""
     document = {"experiment": config.to_dict(),
                 "runs": [{"label": run.label, "pruning": None if run.pruning is None else asdict(run.pruning),
                           **result.to_dict()} for run, result in zip(runs, results)]}
-    json_file.write_text(json.dumps(document, indent=2, default=float))
-    table.to_csv(csv_file, index=False)
-    return json_file, csv_file
+    return [json.dumps(document, indent=2, default=float), table.to_csv(index=False)]
+
+
+def save_results(prefix: Path, documents: list[str]) -> str:
+    """Write the results atomically; if that fails at the end of a run (a disk filled up meanwhile), save them
+    in a fresh temporary folder instead, so minutes of work are never lost, and say where."""
+    try:
+        return _write_results(prefix, documents)
+    except WememError as error:
+        try:
+            rescued = _write_results(Path(tempfile.mkdtemp(prefix="wemem-run-")) / prefix.name, documents)
+        except (WememError, OSError):
+            raise WememError(f"{error}; the tables printed above are the only copy of the results") from None
+        raise WememError(f"{error}; the results are saved instead ({rescued})") from None
+
+
+def _write_results(prefix: Path, documents: list[str]) -> str:
+    create_folder(prefix.parent)
+    return wrote(*[(path, write_atomically(path, text)) for path, text in zip(result_files(prefix), documents)])
 
 
 def _run(args: argparse.Namespace) -> int:
-    from wemem.assets import prepare_assets
+    from wemem.assets import check_inputs, prepare_assets
     from wemem.pipeline import run_experiment
 
+    check_result_files(args.out)  # first: the results of minutes of work need a place
     config = experiment_from_args(args)
     settings = parse_settings(args.settings)
     make_defense(args.defense, settings)  # bad settings fail before any training
@@ -195,7 +231,9 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise WememError(f"invalid option: {error}") from None
     runs = planned_runs(args.defense, settings, pruning, args.compare)
-    map_fn, cache_dir = parallel_map(args), cache_dir_of(args)
+    cache_dir = cache_dir_of(args)
+    check_inputs(config, cache_dir)  # data, model and cache folder: before Ray starts or anything trains
+    map_fn = parallel_map(args)
 
     assets = prepare_assets(config, cache_dir, map_fn, log=echo)
     results = []
@@ -207,8 +245,7 @@ def _run(args: argparse.Namespace) -> int:
     print(format_tables(table))
     for run, result in zip(runs, results):
         print("\n".join([f"\n{run.label}", *timing_lines(result.timings)]))
-    json_file, csv_file = save_results(Path(args.out), config, runs, results, table)
-    echo(f"wrote {json_file} and {csv_file}")
+    echo(save_results(Path(args.out), result_documents(config, runs, results, table)))
     return 0
 
 
@@ -228,7 +265,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="defense settings as KEY=VALUE words or one JSON object")
     g.add_argument("--attacks", default=None, help=f"comma-separated, or all (the default): {','.join(ATTACKS.names())}")
     g.add_argument("--non-adaptive", action="store_true", help="shadows pruned undefended instead of adaptively")
-    p.add_argument("--out", default="wemem-run", help="writes OUT.json and OUT.csv (default wemem-run)")
+    p.add_argument("--out", default="wemem-run",
+                   help="writes OUT.json and OUT.csv (default wemem-run), replacing existing ones; missing folders "
+                        "of OUT are created (checked before the run: the nearest existing one must be writable)")
     add_execution_options(p)
 
 
@@ -258,10 +297,18 @@ def own_order(config: ExperimentConfig) -> str:
     return training_pool_fingerprint(load_dataset(config.dataset, config.data_root, config.seed))
 
 
+def write_scores_out(scores, out: Path, config: ExperimentConfig) -> str:
+    """The --out copy of the scores, with our order header; missing folders are created, as for run's --out."""
+    from wemem.memscore import write_memscores_csv
+
+    create_folder(out.parent)
+    return wrote((out, write_memscores_csv(scores, out, own_order(config))))
+
+
 def _memscore_compute(args: argparse.Namespace, config: ExperimentConfig, cache_dir: str) -> None:
     from wemem.assets import save_memscores
     from wemem.data import load_dataset
-    from wemem.memscore import compute_memscores, write_memscores_csv
+    from wemem.memscore import compute_memscores
 
     echo(f"training {config.memscore_models} models on complementary halves of {config.dataset}'s training pool")
     pools = load_dataset(config.dataset, config.data_root, config.seed)
@@ -269,8 +316,7 @@ def _memscore_compute(args: argparse.Namespace, config: ExperimentConfig, cache_
     target = save_memscores(scores, config, cache_dir)
     echo(f"{describe(scores)}; cached in {target}")
     if args.out:
-        write_memscores_csv(scores, args.out, own_order(config))
-        echo(f"wrote {args.out}")
+        echo(write_scores_out(scores, Path(args.out), config))
 
 
 def _memscore_import(args: argparse.Namespace, config: ExperimentConfig, cache_dir: str) -> None:
@@ -282,22 +328,26 @@ def _memscore_import(args: argparse.Namespace, config: ExperimentConfig, cache_d
 
 
 def _memscore_export(args: argparse.Namespace, config: ExperimentConfig, cache_dir: str) -> None:
-    from wemem.memscore import read_memscores_csv, write_memscores_csv
+    from wemem.memscore import read_memscores_csv
 
     require(args.out is not None, "memscore export needs --out FILE")
     source = memscore_path(config, cache_dir)
     require(source.exists(), f"no cached mem-scores for {config.dataset}/{config.model} seed {config.seed} in "
                              f"{cache_dir}; run `wemem memscore compute` (with the same options) first")
     scores = read_memscores_csv(source)
-    write_memscores_csv(scores, args.out, own_order(config))
-    echo(f"exported {describe(scores)} to {args.out}")
+    echo(f"exported {describe(scores)}: {write_scores_out(scores, Path(args.out), config)}")
 
 
 MEMSCORE_ACTIONS = {"compute": _memscore_compute, "import": _memscore_import, "export": _memscore_export}
 
 
 def _memscore(args: argparse.Namespace) -> int:
-    MEMSCORE_ACTIONS[args.action](args, memscore_config(args), cache_dir_of(args))
+    if args.out is not None and args.action != "import":
+        check_output_file(args.out, create_parents=True)  # first: before models are trained or the cache is read
+    cache_dir = cache_dir_of(args)
+    if args.action != "export":  # compute and import install scores in the cache
+        check_writable_folder(cache_dir, "--cache-dir")
+    MEMSCORE_ACTIONS[args.action](args, memscore_config(args), cache_dir)
     return 0
 
 
@@ -306,7 +356,10 @@ def _memscore(args: argparse.Namespace) -> int:
 def _memscore_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=list(MEMSCORE_ACTIONS), help="compute, import FILE, or export --out FILE")
     p.add_argument("file", nargs="?", help="CSV to import (header ',0', then index,score rows)")
-    p.add_argument("--out", default=None, help="CSV to write (export; optional copy for compute)")
+    p.add_argument("--out", default=None,
+                   help="CSV to write (export; optional copy for compute), replacing an existing one; missing "
+                        "folders are created, as for run's --out (checked first: the nearest existing one must be "
+                        "writable)")
     p.add_argument("--order", choices=["auto", "ours", "reference"], default="auto",
                    help="import: the row order of a CSV without wemem's order header (our exports carry one and are "
                         "verified): 'reference' for the reference implementation's public CSV (CIFAR-10/100 only; "

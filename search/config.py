@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from objectives import ObjectiveConfig, TrialSpec
 from wemem.attacks import ATTACKS
-from wemem.config import ExperimentConfig, PruningConfig
+from wemem.config import MAX_SEED, ExperimentConfig, PruningConfig
 from wemem.data import DATASETS
 from wemem.defenses import DEFENSES
 from wemem.errors import WememError
@@ -22,10 +22,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
 
 
+# The name becomes part of folder names (Ray Tune's results); file systems allow 255 bytes a name
+MAX_NAME_LENGTH = 100
+
+
 class StudySection(_Section):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.\-]+$")
     n_trials: int = Field(20, ge=1)
-    seed: int = 7
+    seed: int = Field(7, ge=0, le=MAX_SEED)
     sampler: Literal["tpe", "random"] = "tpe"
 
 
@@ -189,6 +193,12 @@ class StudyDefinition(_Section):
     def name(self) -> str:
         return self.study.name
 
+    def with_name(self, name: str) -> "StudyDefinition":
+        """The same definition under another study name (a copied study is known by its own name)."""
+        if name == self.name:
+            return self
+        return self.model_copy(update={"study": self.study.model_copy(update={"name": name})})
+
     def experiment(self, data_root: str | None = None) -> ExperimentConfig:
         t = self.training
         return ExperimentConfig(
@@ -237,6 +247,9 @@ def parse_study(data: dict[str, Any], source: str = "<study>") -> StudyDefinitio
 
 def load_study_file(path: str | Path) -> StudyDefinition:
     path = Path(path)
+    if path.is_dir():
+        raise WememError(f"study file {path} is a folder; pass the path of a TOML study file in it, such as "
+                         "studies/quickstart.toml")
     if not path.is_file():
         raise WememError(f"study file {path} does not exist; pass the path of a TOML study file such as studies/quickstart.toml")
     try:

@@ -71,8 +71,10 @@ Evaluate = Callable[[list[tuple[Candidate, int]]], Iterable[tuple[int, SeedResul
 
 def confirmation_seeds(study_seed: int, n: int) -> list[int]:
     """N reproducible seeds the search never used, far from the study seed and from small hand-picked ones."""
+    from wemem.config import MAX_SEED
+
     require(n >= 2, f"--seeds must be >= 2 to give an interval (got {n})")
-    return [study_seed + 1000 * (i + 1) for i in range(n)]
+    return [(study_seed + 1000 * (i + 1)) % (MAX_SEED + 1) for i in range(n)]  # wraps only near the largest seed
 
 
 def _reported(trial: optuna.trial.FrozenTrial) -> dict[str, float]:

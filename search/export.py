@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tomllib
 from pathlib import Path
@@ -11,6 +12,7 @@ import optuna
 import tomli_w
 
 from wemem.errors import WememError
+from wemem.files import write_atomically
 
 from .config import StudyDefinition
 from .confirm import export_section
@@ -35,6 +37,22 @@ def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     }
 
 
+# The sections that define the experiment an export's metrics come from. The data root is not one: it names a
+# folder on the exporting machine, where the same data may live elsewhere.
+DEFINITION_SECTIONS = ("dataset", "model", "seed", "training", "pruning", "memscore", "attacks", "objective")
+DEFINITION_KEY = "definition_sha256"
+
+
+def definition_fingerprint(document: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of the defining sections, as read back from TOML or JSON (so an unedited
+    export recomputes its stored value, and an edited one does not)."""
+    sections = {key: document.get(key) for key in DEFINITION_SECTIONS}
+    if isinstance(sections["dataset"], dict):
+        sections["dataset"] = {k: v for k, v in sections["dataset"].items() if k != "data_root"}
+    canonical = json.dumps(sections, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def export_document(study: optuna.Study, definition: StudyDefinition) -> dict[str, Any]:
     best = best_trials(study)
     if not best:
@@ -56,7 +74,9 @@ def export_document(study: optuna.Study, definition: StudyDefinition) -> dict[st
     else:
         document["best"] = trial_record(best[0])
     document["confirmation"] = export_section(study, [t.number for t in best])
-    return _without_none(document)
+    document = _without_none(document)
+    document[DEFINITION_KEY] = definition_fingerprint(document)
+    return document
 
 
 def _without_none(value: Any) -> Any:
@@ -68,15 +88,14 @@ def _without_none(value: Any) -> Any:
     return value
 
 
-def write_export(document: dict[str, Any], path: str | Path) -> Path:
+def write_export(document: dict[str, Any], path: str | Path) -> bool:
+    """Write the export atomically as TOML or JSON (by its suffix); returns whether a file was replaced."""
     path = Path(path)
     if path.suffix == ".json":
-        path.write_text(json.dumps(document, indent=2))
-    elif path.suffix == ".toml":
-        path.write_text(tomli_w.dumps(document))
-    else:
-        raise WememError(f"export file {path} must end in .toml or .json")
-    return path
+        return write_atomically(path, json.dumps(document, indent=2))
+    if path.suffix == ".toml":
+        return write_atomically(path, tomli_w.dumps(document))
+    raise WememError(f"export file {path} must end in .toml or .json")
 
 
 def read_export(path: str | Path) -> dict[str, Any]:

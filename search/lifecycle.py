@@ -74,13 +74,6 @@ class TrialHeartbeats:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wemem-heartbeats", daemon=True)
 
-    # Ray Tune pickles the searcher with its experiment state: a copy carries no thread and beats for nothing
-    def __getstate__(self) -> dict[str, Any]:
-        return {"storage": self.storage, "interval": self.interval}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["storage"], state["interval"])
-
     def add(self, trial_id: int) -> None:
         self.storage.record_heartbeat(trial_id)  # at once: a trial without a heartbeat is never judged stale
         with self._lock:
@@ -204,6 +197,27 @@ def requeue(study: optuna.Study, storage: optuna.storages.RDBStorage, numbers: I
     callback = storage.get_heartbeat_stale_trial_callback()
     for number in numbers if callback is not None else ():
         callback(study, copy.deepcopy(storage.get_trial(trial_id_of(storage, study, number))))
+
+
+# Why a RUNNING trial may have no launcher any more (see running_trial_health), for ``status`` and ``delete``
+GONE = "its launcher on this machine has exited"
+SILENT = "its launcher has sent no heartbeat within the grace period"
+
+
+def running_trial_health(study: optuna.Study, storage: optuna.storages.RDBStorage) -> dict[int, str | None]:
+    """Each RUNNING trial's number -> why its launcher is dead (GONE, SILENT), or None while it looks alive.
+
+    The same judgement the sweep before each ask makes: Optuna's stale-trial query (heartbeat older than the
+    grace period, on the database's clock; ``_get_stale_trial_ids`` is what ``fail_stale_trials`` itself calls)
+    and this machine's process table. Reading it changes nothing.
+    """
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return {}
+    study_id = storage.get_study_id_from_name(study.study_name)
+    stale = set(storage._get_stale_trial_ids(study_id))
+    return {t.number: GONE if process_is_gone(t.system_attrs.get(PROCESS_ATTR)) else
+            SILENT if trial_id_of(storage, study, t.number) in stale else None for t in running}
 
 
 def fail_reason(trial: FrozenTrial) -> str:

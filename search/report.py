@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import matplotlib
 
@@ -16,6 +17,7 @@ import pandas as pd  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from wemem.errors import WememError  # noqa: E402
+from wemem.files import create_folder, write_atomically, wrote  # noqa: E402
 
 from .config import StudyDefinition  # noqa: E402
 from .confirm import judged_by_others  # noqa: E402
@@ -23,10 +25,13 @@ from .study import best_trials, reference_of  # noqa: E402
 from .timings import timing_columns  # noqa: E402
 
 
-def save_figure(fig: plt.Figure, path: Path) -> None:
+def save_figure(fig: plt.Figure, path: Path) -> bool:
+    """Write the figure as PNG atomically; returns whether an existing file was replaced."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)  # figures are many per report; pyplot would keep them all alive otherwise
+    return write_atomically(path, png.getvalue())
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
@@ -62,7 +67,7 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
 
 
 def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any], definition: StudyDefinition, path: Path,
-                         confirmation: dict[str, Any] | None = None) -> None:
+                         confirmation: dict[str, Any] | None = None) -> bool:
     done = table[table.state == "COMPLETE"]
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for defense, group in done.groupby("defense"):
@@ -80,7 +85,7 @@ def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any], definition: S
     ax.set_ylabel("pruned victim test accuracy")
     ax.set_title(f"{definition.name}: privacy vs utility")
     ax.legend(fontsize=8)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def draw_confirmed_points(ax: plt.Axes, confirmation: dict[str, Any]) -> None:
@@ -95,7 +100,7 @@ def draw_confirmed_points(ax: plt.Axes, confirmation: dict[str, Any]) -> None:
                     label=f"{entry['label']} confirmed ({len(confirmation['seeds'])} seeds{judges}, 95% CI)")
 
 
-def plot_confirmation(confirmation: dict[str, Any], metric: str, path: Path) -> None:
+def plot_confirmation(confirmation: dict[str, Any], metric: str, path: Path) -> bool:
     """Defended-minus-reference differences of leakage and accuracy, paired by seed, with 95% intervals."""
     settings = [e for e in confirmation["candidates"] if "privacy_difference" in e]
     reference = next(e for e in confirmation["candidates"] if e["label"] == "reference")
@@ -117,10 +122,10 @@ def plot_confirmation(confirmation: dict[str, Any], metric: str, path: Path) -> 
     judges = f", {judged_by_others(confirmation)}" if judged_by_others(confirmation) else ""
     fig.suptitle(f"confirmed on {len(confirmation['seeds'])} fresh seeds (mean, 95% t-interval, paired by seed"
                  f"{judges})", fontsize=10)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
-def plot_history(table: pd.DataFrame, directions: list[str], path: Path) -> None:
+def plot_history(table: pd.DataFrame, directions: list[str], path: Path) -> bool:
     done = table[table.state == "COMPLETE"].sort_values("number")
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     ax.scatter(done.number, done.value_0, s=18, label="objective value" if len(directions) == 1 else "leakage")
@@ -131,7 +136,7 @@ def plot_history(table: pd.DataFrame, directions: list[str], path: Path) -> None
     ax.set_ylabel("objective (minimized)")
     ax.set_title("optimization history")
     ax.legend(fontsize=8)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def parameter_importance(study: optuna.Study) -> dict[str, float]:
@@ -148,7 +153,7 @@ def parameter_importance(study: optuna.Study) -> dict[str, float]:
         return {}
 
 
-def plot_importance(importances: dict[str, float], path: Path) -> None:
+def plot_importance(importances: dict[str, float], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.4 * max(len(importances), 1)))
     if importances:
         names = list(importances)[::-1]
@@ -158,10 +163,10 @@ def plot_importance(importances: dict[str, float], path: Path) -> None:
         ax.text(0.5, 0.5, "needs >= 2 completed trials sharing a parameter", ha="center", va="center")
         ax.set_axis_off()
     ax.set_title("parameter importance")
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
-def plot_attacks(trial: optuna.trial.FrozenTrial, ref: dict[str, Any], path: Path) -> None:
+def plot_attacks(trial: optuna.trial.FrozenTrial, ref: dict[str, Any], path: Path) -> bool:
     attacks = trial.user_attrs["attacks"]
     names = list(attacks)
     x = np.arange(len(names))
@@ -176,10 +181,10 @@ def plot_attacks(trial: optuna.trial.FrozenTrial, ref: dict[str, Any], path: Pat
         ax.set_title(metric)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"attacks on the best trial ({trial.user_attrs.get('defense')})")
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
-def plot_roc(trial: optuna.trial.FrozenTrial, path: Path) -> None:
+def plot_roc(trial: optuna.trial.FrozenTrial, path: Path) -> bool:
     """ROC curves (log-log, where low-FPR leakage shows) of every attack on the best trial, from stored points."""
     fig, ax = plt.subplots(figsize=(5.6, 5.2))
     for name, metrics in trial.user_attrs["attacks"].items():
@@ -194,11 +199,12 @@ def plot_roc(trial: optuna.trial.FrozenTrial, path: Path) -> None:
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(f"ROC of the attacks on trial #{trial.number} ({trial.user_attrs.get('defense')})")
-    ax.legend(fontsize=7)
-    save_figure(fig, path)
+    if ax.get_legend_handles_labels()[0]:  # trials stored without ROC points draw none
+        ax.legend(fontsize=7)
+    return save_figure(fig, path)
 
 
-def plot_timings(table: pd.DataFrame, path: Path) -> None:
+def plot_timings(table: pd.DataFrame, path: Path) -> bool:
     """Where trials spend their time: the pruning and attack stages per trial, and each attack's median."""
     timed = table.dropna(subset=["seconds.pruning_stage"])
     attacks = [c for c in table.columns if c.startswith("seconds.attack.") and c.count(".") == 2]
@@ -213,19 +219,26 @@ def plot_timings(table: pd.DataFrame, path: Path) -> None:
     per_attack.barh([c.removeprefix("seconds.attack.") for c in medians.index], medians.to_numpy())
     per_attack.set_xlabel("median wall seconds per trial")
     per_attack.set_title("attacks")
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
-def write_report(study: optuna.Study, definition: StudyDefinition, out_dir: str | Path) -> list[Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def parquet_bytes(table: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def write_report(study: optuna.Study, definition: StudyDefinition, out_dir: str | Path,
+                 echo: Callable[[str], None] = lambda line: None) -> list[Path]:
+    """Write the report's files into ``out_dir`` (created once there is something to report), each atomically;
+    ``echo`` gets one "wrote FILE" (or "replaced existing FILE") line per file."""
     table = trials_table(study)
     if table.empty or not (table.state == "COMPLETE").any():
         raise WememError(f"study {study.study_name!r} has no completed trial to report; run or resume it first")
     ref = reference_of(study)
-    written = [out / "trials.csv", out / "trials.parquet"]
-    table.to_csv(written[0], index=False)
-    table.to_parquet(written[1], index=False)
+    out = create_folder(out_dir)
+    tables = {"trials.csv": lambda p: write_atomically(p, table.to_csv(index=False)),
+              "trials.parquet": lambda p: write_atomically(p, parquet_bytes(table))}
     confirmation = study.user_attrs.get("confirmation")
     plots = {"privacy_utility.png": lambda p: plot_privacy_utility(table, ref, definition, p, confirmation),
              "history.png": lambda p: plot_history(table, definition.objective_config().directions, p),
@@ -236,7 +249,8 @@ def write_report(study: optuna.Study, definition: StudyDefinition, out_dir: str 
         plots["confirmation.png"] = lambda p: plot_confirmation(confirmation, definition.objective.privacy_metric, p)
     if "seconds.pruning_stage" in table.columns:  # trials stored before stage timings existed have none
         plots["timings.png"] = lambda p: plot_timings(table, p)
-    for name, draw in plots.items():
-        draw(out / name)
+    written = []
+    for name, write in {**tables, **plots}.items():
+        echo(wrote((out / name, write(out / name))))
         written.append(out / name)
     return written

@@ -6,12 +6,15 @@ its attack jobs. The searcher and the run loop live in :mod:`search.trials`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import optuna
@@ -68,6 +71,25 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """
     if ray.is_initialized():
         return
+    with _signal_handlers_kept():
+        _init(address, num_cpus)
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """``ray.init`` installs SIGTERM handlers of its own (the driver's exits, a local head's kills Ray's processes
+    and exits 1), replacing the launcher's clean stop: SIGTERM from a batch scheduler or `timeout` must fail and
+    re-queue the running trials like Ctrl-C. Put back whatever handler was there before."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _init(address: str | None, num_cpus: int | None) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -104,6 +126,38 @@ def trial_bundles(definition: StudyDefinition) -> list[dict[str, float]]:
     if r.gpus_per_trial > 0:
         bundle["GPU"] = r.gpus_per_trial / models
     return [{"CPU": HEAD_CPU}] + [dict(bundle) for _ in range(models)]
+
+
+def check_cluster_fits(bundles: list[dict[str, float]], what: str, fix: str) -> None:
+    """Refuse a resource request the Ray cluster can never grant, instead of waiting for it forever.
+
+    ``bundles`` are what must be placed at once (each on one node); ``what`` names the request and ``fix`` the
+    option that changes it. Alive nodes only; a cluster that grows later can be joined by launching again.
+    """
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    kinds = sorted({kind for bundle in bundles for kind in bundle})
+    totals = {kind: sum(node.get(kind, 0.0) for node in nodes) for kind in kinds}
+    needed = {kind: sum(bundle.get(kind, 0.0) for bundle in bundles) for kind in kinds}
+    short = [kind for kind in kinds if needed[kind] > totals[kind] + 1e-9]
+    unplaceable = [bundle for bundle in bundles
+                   if not any(all(node.get(k, 0.0) + 1e-9 >= v for k, v in bundle.items()) for node in nodes)]
+    if not short and not unplaceable:
+        return
+    have = ", ".join(f"{totals[k]:g} {k}" for k in kinds)
+    asks = ", ".join(f"{needed[k]:g} {k}" for k in kinds)
+    detail = (f"; one job's share {unplaceable[0]} fits on no single node" if unplaceable and not short else "")
+    raise WememError(f"{what} asks for {asks} but the Ray cluster has {have} in all{detail}, so it would wait "
+                     f"forever. {fix}, or add machines to the cluster (`ray start --address HEAD:6379` on each) "
+                     "and run with --ray-address HEAD:6379")
+
+
+def check_trial_fits(definition: StudyDefinition) -> None:
+    """A trial's placement group (its K+1 model shares) must fit the cluster Ray is attached to."""
+    r = definition.resources
+    check_cluster_fits(trial_bundles(definition),
+                       f"a trial (cpus_per_trial = {r.cpus_per_trial:g}, gpus_per_trial = {r.gpus_per_trial:g})",
+                       "Lower [resources] cpus_per_trial / gpus_per_trial in the study file (or --cpus-per-trial / "
+                       "--gpus-per-trial)")
 
 
 def task_share(definition: StudyDefinition) -> RayMap:

@@ -92,22 +92,36 @@ def _check_override(where: str, param: Param, value: Any) -> None:
             raise ValueError(f"{where}: {bad or value!r} not among the allowed {list(param.choices)}")
         return
     allowed = f"the allowed [{param.low}, {param.high}]"
+    values = value if isinstance(value, list) else [value]
     if isinstance(value, list):
         if len(value) != 2 or not all(_is_number(v) for v in value) or not value[0] < value[1]:
             raise ValueError(f"{where}: a range must be [low, high], two finite numbers with low < high (got {value})")
         if value[0] < param.low or value[1] > param.high:
             raise ValueError(f"{where}: range {value} leaves {allowed}")
-        return
-    if not _is_number(value):
+    elif not _is_number(value):
         raise ValueError(f"{where}: {value!r} is not a finite number; give a number in {allowed} or a range [low, high]")
-    if not param.low <= value <= param.high:
+    elif not param.low <= value <= param.high:
         raise ValueError(f"{where}: {value} is outside {allowed}")
+    if param.integer and not all(float(v).is_integer() for v in values):
+        raise ValueError(f"{where}: {value} must be whole numbers (a count) in {allowed}")
 
 
 def _bounds(param: Param, value: Any) -> tuple[float, float]:
     if value is None:
         return float(param.low), float(param.high)
     return (float(value[0]), float(value[1])) if isinstance(value, list) else (float(value), float(value))
+
+
+def _check_window(defense: str, stride: tuple[float, float], width: tuple[float, float]) -> None:
+    """Every stride the sampler may draw must leave a width: the width is sampled from [stride + MIN_GAP, width
+    high] after the stride (a fixed width is used as it is), so the stride's high end must fit below it."""
+    fixed_width = width[0] == width[1]
+    room = width[0] if fixed_width else width[1]
+    if stride[1] + MIN_GAP > room:
+        raise ValueError(f"search.space.{defense}: stride_fraction (up to {stride[1]}) must stay below "
+                         f"width_fraction ({'fixed at' if fixed_width else 'up to'} {room}) by at least {MIN_GAP} "
+                         f"for every sampled stride; lower the stride's high end to at most {room - MIN_GAP:g} or "
+                         f"raise the width's")
 
 
 def validate_overrides(overrides: dict[str, dict[str, Any]]) -> None:
@@ -122,11 +136,8 @@ def validate_overrides(overrides: dict[str, dict[str, Any]]) -> None:
                 raise ValueError(f"search.space.{defense}.{key}: unknown setting; choose from {', '.join(names)}")
             _check_override(f"search.space.{defense}.{key}", names[key], value)
         if "stride_fraction" in names and "width_fraction" in names:
-            stride_low, _ = _bounds(names["stride_fraction"], values.get("stride_fraction"))
-            _, width_high = _bounds(names["width_fraction"], values.get("width_fraction"))
-            if stride_low + MIN_GAP > width_high:
-                raise ValueError(f"search.space.{defense}: stride_fraction (from {stride_low}) must stay below "
-                                 f"width_fraction (up to {width_high}) by at least {MIN_GAP}; no setting fits")
+            _check_window(defense, _bounds(names["stride_fraction"], values.get("stride_fraction")),
+                          _bounds(names["width_fraction"], values.get("width_fraction")))
 
 
 def suggest_setting(trial: optuna.Trial, defenses: Sequence[str],

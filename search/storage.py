@@ -32,6 +32,8 @@ GRACE_PERIOD_S = 30
 MIN_GRACE_PERIOD_S = 2 * HEARTBEAT_INTERVAL_S  # below this a live launcher that misses one beat is swept
 MAX_RETRY = 3  # an interrupted setting is re-run at most this many times
 
+DEFINITION_ATTR = "definition"  # study user attribute: the study file, validated, as JSON
+
 _SECRET_KEYS = ("password", "passwd", "pwd", "secret", "token", "sslpassword", "key")
 
 
@@ -82,12 +84,20 @@ def scrub(text: str, url: str) -> str:
 
 
 def _sqlite_path(url: sqlalchemy.engine.URL) -> Path | None:
-    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+    if not url.drivername.startswith("sqlite") or _in_memory(url):
         return None
     database = url.database
     if database.startswith("file:"):  # URI form: sqlite:///file:PATH?mode=ro&uri=true
         database = database[len("file:"):].split("?", 1)[0]
     return Path(database)
+
+
+def _in_memory(url: sqlalchemy.engine.URL) -> bool:
+    """``sqlite://``, ``sqlite:///:memory:`` and the URI forms of an in-memory database."""
+    database = url.database or ""
+    return url.drivername.startswith("sqlite") and (
+        not database or database == ":memory:" or database.startswith("file::memory:")
+        or "mode=memory" in database or url.query.get("mode") == "memory")
 
 
 def check_storage_url(url: str, must_exist: bool = False) -> None:
@@ -97,9 +107,15 @@ def check_storage_url(url: str, must_exist: bool = False) -> None:
     if parsed is None:
         raise WememError(f"storage URL {redact(url)!r} is not a URL; write it as sqlite:///PATH.db or "
                          "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE (--storage or WEMEM_STORAGE)")
+    if _in_memory(parsed):
+        raise WememError(f"storage {redact(url)!r} is an in-memory SQLite database: everything it holds is lost when "
+                         "the command ends; pass a file, e.g. --storage sqlite:///wemem.db")
     path = _sqlite_path(parsed)
     if path is None:
         return
+    if path.is_dir():
+        raise WememError(f"storage path {path} is a folder; name a database file inside it, e.g. "
+                         f"--storage sqlite:///{path / 'wemem.db'}")
     if must_exist and not path.is_file():
         raise WememError(f"no storage at {path}: no study has been launched there. Launch one with "
                          "`wemem launch STUDY.toml`, or pass the storage that holds it with --storage")
@@ -117,6 +133,8 @@ def open_storage(url: str, must_exist: bool = False, grace_period: int = GRACE_P
     ``must_exist`` is for read-only commands: they never create a storage that is not there.
     """
     check_storage_url(url, must_exist)
+    if must_exist:
+        _require_study_tables(url)
     engine_kwargs: dict[str, Any] = {}
     sqlite = url.startswith("sqlite")
     if sqlite:
@@ -130,9 +148,12 @@ def open_storage(url: str, must_exist: bool = False, grace_period: int = GRACE_P
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+                # read-only commands never create Optuna's tables (_require_study_tables checked they exist)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=must_exist,
+                                                     **heartbeat)
             if sqlite and not must_exist:
                 _serializable_sqlite(storage.engine)
+                _probe_writable(storage.engine)
             return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # two launchers creating the schema of an empty database at once: the loser retries and finds it
@@ -142,6 +163,33 @@ def open_storage(url: str, must_exist: bool = False, grace_period: int = GRACE_P
         except Exception as error:  # sqlalchemy/driver errors vary by backend
             raise storage_error(url, error) from None
     raise AssertionError("unreachable")
+
+
+def _require_study_tables(url: str) -> None:
+    """Refuse a database without Optuna's tables (an empty file, another program's database) before Optuna's
+    constructor would create its schema in it: read-only commands must leave a storage they were given as it is."""
+    try:
+        engine = sqlalchemy.create_engine(url)
+        try:
+            found = sqlalchemy.inspect(engine).has_table("studies")
+        finally:
+            engine.dispose()
+    except Exception as error:  # sqlalchemy/driver errors vary by backend
+        raise storage_error(url, error) from None
+    if not found:
+        raise WememError(f"no studies in storage {redact(url)}: it holds no Optuna tables (an empty or foreign "
+                         "database), so no study has been launched there. Launch one with `wemem launch STUDY.toml`, "
+                         "or pass the storage that holds it with --storage")
+
+
+def _probe_writable(engine: sqlalchemy.engine.Engine) -> None:
+    """A writer's SQLite storage must take writes now, before a launcher starts Ray or creates anything: rewrite
+    the header's user_version to its own value in a transaction that is rolled back (a read-only file or mount
+    refuses it; nothing changes otherwise)."""
+    with engine.connect() as connection:
+        version = int(connection.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+        connection.exec_driver_sql(f"PRAGMA user_version = {version}")
+        connection.rollback()
 
 
 def _serializable_sqlite(engine: sqlalchemy.engine.Engine) -> None:
@@ -194,19 +242,26 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
 
 
+def refuse_conflicting(definition: StudyDefinition, storage: optuna.storages.RDBStorage) -> bool:
+    """Whether the study exists; refuses (WememError naming every differing key) one stored with another
+    definition. Reads only, so a launcher can check before it starts anything."""
+    if definition.name not in study_names(storage):
+        return False
+    _wait_for_definition(definition.name, storage)
+    differences = definition_differences(stored_definition(definition.name, storage), definition)
+    if differences:
+        raise WememError(f"study {definition.name!r} already exists in the storage with a different definition "
+                         f"({'; '.join(differences)}); use `wemem resume {definition.name}` to continue it, "
+                         "rename [study] name, or delete the stored study with "
+                         f"`wemem delete {definition.name} --yes`")
+    return True
+
+
 def create_or_load_study(definition: StudyDefinition, storage: optuna.storages.RDBStorage,
                          extra_attrs: dict[str, Any]) -> tuple[optuna.Study, bool]:
     """Create the study (storing its definition) or load it; refuse a stored study that differs."""
     directions = definition.objective_config().directions
-    exists = definition.name in study_names(storage)
-    if exists:
-        _wait_for_definition(definition.name, storage)
-        differences = definition_differences(stored_definition(definition.name, storage), definition)
-        if differences:
-            raise WememError(f"study {definition.name!r} already exists in the storage with a different definition "
-                             f"({'; '.join(differences)}); use `wemem resume {definition.name}` to continue it, "
-                             "rename [study] name, or delete the stored study with "
-                             f"`wemem delete {definition.name} --yes`")
+    if refuse_conflicting(definition, storage):
         study = optuna.load_study(study_name=definition.name, storage=storage,
                                   sampler=make_sampler(definition, False), pruner=make_pruner(definition))
         if [d.name.lower() for d in study.directions] != directions:
@@ -218,7 +273,7 @@ def create_or_load_study(definition: StudyDefinition, storage: optuna.storages.R
                                     sampler=make_sampler(definition, True), pruner=make_pruner(definition))
     except optuna.exceptions.DuplicatedStudyError:  # another launcher created it a moment ago
         return create_or_load_study(definition, storage, extra_attrs)
-    study.set_user_attr("definition", definition.model_dump(mode="json"))
+    study.set_user_attr(DEFINITION_ATTR, definition.model_dump(mode="json"))
     for key, value in extra_attrs.items():
         study.set_user_attr(key, value)
     return study, True
@@ -253,8 +308,12 @@ def _wait_for_definition(name: str, storage: optuna.storages.BaseStorage, timeou
     """A concurrent launcher creates the study and then stores its definition: give it a moment."""
     study_id = storage.get_study_id_from_name(name)
     deadline = time.monotonic() + timeout
-    while "definition" not in storage.get_study_user_attrs(study_id) and time.monotonic() < deadline:
+    while DEFINITION_ATTR not in storage.get_study_user_attrs(study_id) and time.monotonic() < deadline:
         time.sleep(0.2)
+
+
+class NotAWememStudy(WememError):
+    """A study in the storage that wemem did not create (a plain Optuna study)."""
 
 
 def stored_definition(name: str, storage: optuna.storages.BaseStorage) -> StudyDefinition:
@@ -265,9 +324,12 @@ def stored_definition(name: str, storage: optuna.storages.BaseStorage) -> StudyD
         raise WememError(f"no study named {name!r} in this storage; known studies: {', '.join(known) or 'none'}. "
                          "Launch it with `wemem launch STUDY.toml` or pass the right --storage") from None
     attrs = storage.get_study_user_attrs(study_id)
-    if "definition" not in attrs:
-        raise WememError(f"study {name!r} was not created by wemem (it has no stored definition)")
-    return parse_study(attrs["definition"], f"(stored definition of study {name!r})")
+    if DEFINITION_ATTR not in attrs:
+        raise NotAWememStudy(f"study {name!r} was not created by wemem (it has no stored definition); open it with "
+                             "Optuna itself, e.g. optuna-dashboard on this storage")
+    definition = parse_study(attrs[DEFINITION_ATTR], f"(stored definition of study {name!r})")
+    # a study copied under another name (optuna.copy_study) keeps the original's definition: it is this study
+    return definition.with_name(name)
 
 
 def load_study(name: str, storage: optuna.storages.RDBStorage) -> tuple[optuna.Study, StudyDefinition]:

@@ -12,12 +12,14 @@ from optuna.trial import TrialState
 
 from wemem.errors import WememError
 
+from pydantic import ValidationError
+
 from .config import StudyDefinition
 from .lifecycle import retry_callback
-from .runner import init_ray, shared_work
+from .runner import check_trial_fits, init_ray, shared_work
 from .spaces import REFERENCE_SETTINGS, reference_params
 from .storage import (GRACE_PERIOD_S, MAX_RETRY, active_count, check_storage_url, create_or_load_study, load_study,
-                      open_storage, redact, storage_url)
+                      open_storage, redact, refuse_conflicting, storage_url)
 from .trials import run_trials
 
 Echo = Callable[[str], None]
@@ -44,27 +46,50 @@ class Options:
 
 
 def resolve_cache_dir(options: Options, study: optuna.Study | None = None) -> str:
+    """``--cache-dir``; else the folder the study was launched with, if it holds a wemem cache; else ./.wemem-cache.
+
+    A storage may come from someone else: the folder it names is written to only when it already is a cache
+    (so a received storage can never make us create or fill a folder the user did not name).
+    """
     if options.cache_dir:
         return str(Path(options.cache_dir).resolve())
-    if study is not None and "cache_dir" in study.user_attrs:
-        return study.user_attrs["cache_dir"]
+    stored = study.user_attrs.get("cache_dir") if study is not None else None
+    if isinstance(stored, str) and holds_wemem_cache(Path(stored)):
+        return stored
     return str(Path(".wemem-cache").resolve())
 
 
-def validate_data(definition: StudyDefinition, data_root: str | None) -> None:
-    """Load the dataset once (it is needed anyway) so that bad data stops the command before anything is
-    created in the storage. The loaders raise WememError naming the file and the fix."""
-    from wemem.data import load_dataset
+def holds_wemem_cache(folder: Path) -> bool:
+    """A folder wemem's shared work wrote into: an entry with its checksummed split (see wemem.assets)."""
+    try:
+        return folder.is_dir() and any((entry / "split.pt.sha256").is_file() for entry in folder.iterdir())
+    except OSError:
+        return False
 
-    experiment = definition.experiment(data_root)
-    load_dataset(experiment.dataset, experiment.data_root, experiment.seed)
+
+def validate_inputs(definition: StudyDefinition, data_root: str | None, cache_dir: str) -> None:
+    """Everything a study needs that can be checked before anything is created in the storage or the cache."""
+    from wemem.assets import check_inputs
+
+    check_inputs(definition.experiment(data_root), cache_dir)
+
+
+def attach_ray(definition: StudyDefinition, options: Options) -> StudyDefinition:
+    """Start or join Ray and check that a trial of this launcher's resources fits it (else it would wait
+    forever); returns the definition with this launcher's resources."""
+    definition = with_resources(definition, options)
+    init_ray(options.ray_address)
+    check_trial_fits(definition)
+    return definition
 
 
 def launch(definition: StudyDefinition, options: Options, echo: Echo = print) -> optuna.Study:
     check_storage_url(options.storage_url)
-    validate_data(definition, options.data_root)  # everything is checked before anything is stored
-    storage = options.open_storage()
     cache_dir = resolve_cache_dir(options)
+    validate_inputs(definition, options.data_root, cache_dir)  # everything is checked before anything is stored
+    storage = options.open_storage()
+    refuse_conflicting(definition, storage)
+    running = attach_ray(definition, options)
     study, created = create_or_load_study(definition, storage, {"cache_dir": cache_dir,
                                                                 "data_root": options.data_root})
     if created:
@@ -76,7 +101,7 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
                     study.enqueue_trial(reference_params(defense, multiple), user_attrs={"warm_start": "reference"})
     else:
         echo(f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} trials")
-    run_study(study, storage, with_resources(definition, options), options, definition.study.n_trials, echo)
+    run_study(study, storage, running, options, definition.study.n_trials, echo)
     return study
 
 
@@ -85,7 +110,13 @@ def with_resources(definition: StudyDefinition, options: Options) -> StudyDefini
     if not options.resources:
         return definition
     resources = definition.resources.model_copy(update=options.resources)
-    return definition.model_copy(update={"resources": type(resources).model_validate(resources.model_dump())})
+    try:
+        checked = type(resources).model_validate(resources.model_dump())
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise WememError(f"invalid resources for this launcher ({problems}); fix --cpus-per-trial, "
+                         "--gpus-per-trial or --max-concurrent-trials") from None
+    return definition.model_copy(update={"resources": checked})
 
 
 def resume(name: str, options: Options, n_trials: int | None = None,
@@ -95,7 +126,8 @@ def resume(name: str, options: Options, n_trials: int | None = None,
                          "finish the study's budget")
     storage = options.open_storage(must_exist=True)
     study, definition = load_study(name, storage)
-    validate_data(definition, _data_root(options, study))
+    validate_inputs(definition, _data_root(options, study), resolve_cache_dir(options, study))
+    launcher = attach_ray(definition, options)
     running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
     if running:
         echo(f"trial(s) {running} are RUNNING: those of a dead launcher on this machine are failed and re-run now, "
@@ -103,7 +135,7 @@ def resume(name: str, options: Options, n_trials: int | None = None,
     target = active_count(study) + n_trials if n_trials is not None else definition.study.n_trials
     if target <= active_count(study) and not running:
         echo(f"study {name!r} already has its {definition.study.n_trials} trials; pass --n-trials N to add more")
-    run_study(study, storage, with_resources(definition, options), options, target, echo)
+    run_study(study, storage, launcher, options, target, echo)
     return study, definition
 
 
@@ -116,7 +148,6 @@ def run_study(study: optuna.Study, storage: optuna.storages.RDBStorage, definiti
     """Prepare the shared work once (cached), measure the reference once, then run trials up to the target."""
     cache_dir = resolve_cache_dir(options, study)
     spec = definition.trial_spec(cache_dir, _data_root(options, study))
-    init_ray(options.ray_address)
     assets, base = shared_work(study, definition, spec, echo)  # on the trials' CPU/GPU shares, then shipped
     study.set_user_attr("reference", {"utility": base.utility, "privacy": base.privacy,
                                       "strongest_attack": base.strongest_attack,
@@ -172,11 +203,20 @@ def summary_lines(study: optuna.Study, definition: StudyDefinition, options: Opt
     lines.append(f"  stored in {redact(options.storage_url)}")
     storage_flag = f" --storage {redact(options.storage_url)}" if options.storage else ""
     program = invoked_as()
-    lines.append(f"  confirm: {program} confirm {definition.name}{storage_flag} --attacks all")
+    lines.append(f"  confirm: {program} confirm {definition.name}{storage_flag} --attacks {judges_for(definition)}")
     lines.append(f"  resume: {program} resume {definition.name}{storage_flag} --n-trials 2")
     lines.append(f"  export: {program} export {definition.name}{storage_flag} --out best.toml")
     lines.append(f"  report: {program} report {definition.name}{storage_flag} --out report")
     return lines
+
+
+def judges_for(definition: StudyDefinition) -> str:
+    """``all`` when every attack can judge this study, else the comma-separated ones that can (e.g. LiRA
+    needs two shadows): the confirm hint must be a command that runs."""
+    from wemem.attacks import ATTACKS
+
+    runnable = [name for name in ATTACKS.names() if ATTACKS.get(name).min_shadows <= definition.data.shadows]
+    return "all" if runnable == ATTACKS.names() else ",".join(runnable)
 
 
 def confirmation_lines(study: optuna.Study) -> list[str]:

@@ -87,6 +87,14 @@ class StudySearcher(Searcher):
         self.pruned: set[str] = set()  # Tune trials stopped because Optuna's pruner pruned them
         self.swept: list[int] = []  # trials of dead launchers this searcher failed (their settings re-queued)
 
+    # Ray Tune pickles the searcher into its experiment folder (tuner.pkl). The study, its storage and the trials
+    # hold the storage URL, password included, so they never go into that pickle: we never restore a Tuner
+    # (resume runs a new one on the same study), so a copy needs only the plain fields.
+    _LIVE = ("study", "storage", "heartbeats", "pending", "progress", "echo")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key not in self._LIVE}
+
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True
 
@@ -109,7 +117,12 @@ class StudySearcher(Searcher):
         if self._over_budget(trial.number):
             self._give_back(trial, optuna_id)
             return self.FINISHED
-        defense, settings = suggest_setting(trial, self.definition.search.defenses, self.definition.search.space)
+        try:
+            defense, settings = suggest_setting(trial, self.definition.search.defenses, self.definition.search.space)
+        except Exception as error:  # never leave the asked trial RUNNING: fail it with the reason, then stop
+            fail_with_reason(self.study, self.storage, trial.number, f"its setting could not be sampled: {error}")
+            self.heartbeats.discard(optuna_id)
+            raise
         self.pending[trial_id] = trial
         return {"optuna_trial": trial.number, "defense": defense, "settings": settings}
 
@@ -290,7 +303,8 @@ def _tune(searcher: StudySearcher, definition: StudyDefinition, spec: TrialSpec,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=OptunaPruningScheduler(searcher),
                                     num_samples=budget, reuse_actors=True,
                                     max_concurrent_trials=definition.resources.max_concurrent_trials),
-        run_config=tune.RunConfig(name=f"{definition.name}-{launcher_id}-{run}",
+        # a short folder name whatever the study's name (folder names are at most 255 bytes)
+        run_config=tune.RunConfig(name=f"{definition.name[:60]}-{launcher_id}-{run}",
                                   storage_path=str(results_dir.resolve()), verbose=0, log_to_file=True),
     )
     try:

@@ -50,12 +50,12 @@ def dump(path: Path) -> str:
         return "\n".join(connection.iterdump())
 
 
-def study_file(place: Path, name: str = "bad", **sections: dict) -> str:
+def study_file(place: Path, name: str = "bad", file_name: str | None = None, **sections: dict) -> str:
     data = {key: dict(value) for key, value in BASE_STUDY.items()}
     data["study"] = dict(data["study"], name=name)
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value}
-    path = place / f"{name}.toml"
+    path = place / (file_name or f"{name}.toml")
     path.write_text(tomli_w.dumps(data))
     return str(path)
 
@@ -167,6 +167,133 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
 ]
 
 
+def empty_file(place: Path, name: str = "empty.db") -> str:
+    (place / name).touch()
+    return f"sqlite:///{place / name}"
+
+
+def foreign_sqlite(place: Path) -> str:
+    """Another program's SQLite database: wemem must neither read it as a storage nor add tables to it."""
+    with sqlite3.connect(place / "other.db") as connection:
+        connection.execute("CREATE TABLE notes (body TEXT)")
+        connection.execute("INSERT INTO notes VALUES ('keep me')")
+    return f"sqlite:///{place / 'other.db'}"
+
+
+def stays_empty(name: str) -> Callable[[Path], None]:
+    def check(place: Path) -> None:
+        assert (place / name).stat().st_size == 0  # no schema written into it
+
+    return check
+
+
+def foreign_untouched(place: Path) -> None:
+    assert "CREATE TABLE notes" in dump(place / "other.db") and "studies" not in dump(place / "other.db")
+
+
+def running_trial(place: Path) -> None:
+    """A trial of 'base' that a live launcher runs: RUNNING, with a fresh heartbeat, from this process."""
+    from search.lifecycle import PROCESS_ATTR, process_identity
+
+    storage = open_storage(f"sqlite:///{place / 'wemem.db'}")
+    study = optuna.load_study(study_name="base", storage=storage)
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    storage.set_trial_system_attr(trial._trial_id, PROCESS_ATTR, process_identity())
+    storage.engine.dispose()
+
+
+def plain_optuna_study(place: Path) -> None:
+    storage = open_storage(f"sqlite:///{place / 'wemem.db'}")
+    optuna.create_study(study_name="plain", storage=storage).add_trial(
+        optuna.trial.create_trial(params={"x": 1.0}, distributions={"x": FloatDistribution(0, 2)}, value=1.0))
+    storage.engine.dispose()
+
+
+def with_setup(setup: Callable[[Path], None], argv: list[str]) -> Callable[[Path], list[str]]:
+    return lambda p: (setup(p), argv)[1]
+
+
+def hostile_cifar(place: Path) -> str:
+    """A data root whose CIFAR-10 batches, unpickled naively, would create the file ``pwned`` (as a received
+    export, study file or storage could name it)."""
+    from test_bad_data import hostile_entries, write_cifar10_layout
+
+    root = place / "received-data"
+    write_cifar10_layout(root, hostile_entries(place / "pwned")["builtins.open"])
+    return str(root)
+
+
+def no_file(name: str) -> Callable[[Path], None]:
+    def check(place: Path) -> None:
+        assert not (place / name).exists()
+
+    return check
+
+
+# (id, argv builder, expected words, extra check of what was left behind) -- issue 18's adversarial trial
+HARDENING: list[tuple[str, Callable[[Path], list[str]], list[str], Callable[[Path], None] | None]] = [
+    # names and numbers
+    ("study-name-300", lambda p: ["launch", study_file(p, name="a" * 300, file_name="long.toml")],
+     ["study.name", "at most 100"], None),
+    ("study-seed-negative", lambda p: ["launch", study_file(p, study={"seed": -1})], ["study.seed", "0"], None),
+    ("study-seed-2-62", lambda p: ["launch", study_file(p, study={"seed": 2**62})], ["study.seed", "2147483647"],
+     None),
+    ("run-seed-negative", lambda p: ["run", "--seed", "-1", "--serial"], ["--seed", "[0, 2147483647]"], None),
+    ("run-seed-huge", lambda p: ["run", "--seed", str(2**62), "--serial"], ["--seed", "[0, 2147483647]"], None),
+    ("resume-cpus-zero", lambda p: ["resume", "base", "--cpus-per-trial", "0"], ["--cpus-per-trial", "more than 0"],
+     None),
+    ("run-cpus-per-model-zero", lambda p: ["run", "--cpus-per-model", "0"], ["--cpus-per-model", "more than 0"], None),
+    ("space-stride-range-over-width", lambda p: ["launch", space(p, swmr={"stride_fraction": [0.15, 0.2],
+                                                                          "width_fraction": [0.05, 0.16]})],
+     ["stride_fraction", "every sampled stride", "at most 0.155"], None),
+    ("space-fixed-width-under-strides", lambda p: ["launch", space(p, rsw={"width_fraction": 0.1})],
+     ["stride_fraction (up to 0.2)", "fixed at 0.1"], None),
+    ("space-advreg-k-fraction", lambda p: ["launch", space(p, advreg={"k": 2.5})], ["advreg.k", "whole numbers"], None),
+    ("space-advreg-k-range-fraction", lambda p: ["launch", space(p, advreg={"k": [1.5, 4]})],
+     ["advreg.k", "whole numbers"], None),
+    # storage
+    ("status-empty-file", lambda p: ["status", "--storage", empty_file(p)], ["no studies in storage"],
+     stays_empty("empty.db")),
+    ("export-empty-file", lambda p: ["export", "base", "--out", str(p / "x.toml"), "--storage", empty_file(p)],
+     ["no studies in storage"], stays_empty("empty.db")),
+    ("delete-empty-file", lambda p: ["delete", "base", "--yes", "--storage", empty_file(p)],
+     ["no studies in storage"], stays_empty("empty.db")),
+    ("report-empty-file", lambda p: ["report", "base", "--out", str(p / "rep"), "--storage", empty_file(p)],
+     ["no studies in storage"], stays_empty("empty.db")),
+    ("status-foreign-sqlite", lambda p: ["status", "--storage", foreign_sqlite(p)], ["no studies in storage"],
+     foreign_untouched),
+    ("storage-is-folder", lambda p: ["status", "--storage", f"sqlite:///{p}"], ["is a folder", "wemem.db"], None),
+    ("launch-storage-is-folder", lambda p: ["launch", study_file(p, name="new"), "--storage", f"sqlite:///{p}"],
+     ["is a folder"], None),
+    ("launch-memory-storage", lambda p: ["launch", study_file(p, name="new"), "--storage", "sqlite:///:memory:"],
+     ["in-memory", "sqlite:///wemem.db"], None),
+    ("launch-sqlite-no-file", lambda p: ["launch", study_file(p, name="new"), "--storage", "sqlite://"],
+     ["in-memory"], None),
+    ("status-plain-optuna-study", with_setup(plain_optuna_study, ["status", "plain"]),
+     ["not created by wemem", "optuna-dashboard"], None),
+    ("delete-while-a-launcher-runs", with_setup(running_trial, ["delete", "base", "--yes"]),
+     ["being run", "fresh heartbeats", "--force"], None),
+    # inputs checked before anything is stored or started
+    ("study-file-is-folder", lambda p: ["launch", str(p)], ["is a folder"], None),
+    ("launch-model-does-not-fit", lambda p: ["launch", study_file(p, name="new", model={"name": "resnet18"})],
+     ["resnet18", "columnfc"], None),
+    ("run-model-does-not-fit", lambda p: ["run", "--model", "resnet18"], ["resnet18", "columnfc"], None),
+    ("launch-cache-in-proc", lambda p: ["launch", study_file(p, name="new"), "--cache-dir", "/proc/wemem-cache"],
+     ["cache folder"], None),
+    ("launch-cache-is-a-file", lambda p: ["launch", study_file(p, name="new"), "--cache-dir", str(p / "new.toml")],
+     ["cache folder", "not a folder"], None),
+    ("resume-cache-in-proc", lambda p: ["resume", "base", "--cache-dir", "/proc/wemem-cache"], ["cache folder"], None),
+    ("launch-hostile-cifar-pickle", lambda p: ["launch", study_file(p, name="new", data={"dataset": "cifar10"},
+                                                                    model={"name": "resnet18"}),
+                                               "--data-root", hostile_cifar(p)],
+     ["not a genuine CIFAR batch", "nothing was run"], no_file("pwned")),
+    ("run-hostile-cifar-pickle", lambda p: ["run", "--dataset", "cifar10", "--model", "resnet18", "--serial",
+                                            "--data-root", hostile_cifar(p)],
+     ["not a genuine CIFAR batch"], no_file("pwned")),
+]
+
+
 def run_cli(argv: list[str]) -> int:
     try:
         return main(argv)
@@ -174,21 +301,18 @@ def run_cli(argv: list[str]) -> int:
         return int(exit_info.code)
 
 
-@pytest.mark.parametrize("argv_of, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_exits_2_names_the_problem_and_changes_nothing(place: Path, argv_of, expected, capsys,
-                                                                  monkeypatch: pytest.MonkeyPatch):
-    import search.runner
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` with a file's bytes (None for folders and links): to show nothing changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() and not p.is_symlink() else None
+            for p in sorted(folder.rglob("*"))}
 
-    def no_ray(*args: object, **kwargs: object) -> None:
-        raise AssertionError("Ray was started before the input was checked")
 
-    monkeypatch.setattr(search.runner, "init_ray", no_ray)
-    monkeypatch.setenv("WEMEM_STORAGE", f"sqlite:///{place / 'wemem.db'}")
-    monkeypatch.chdir(place)
-    before = dump(place / "wemem.db")
-    files_before = sorted(p.name for p in place.iterdir())
+def assert_refused(place: Path, argv: list[str], expected: list[str], capsys: pytest.CaptureFixture) -> None:
+    """The command exits 2 with one message holding every expected phrase, no traceback and no secret, and
+    leaves the storage and every file under ``place`` as they were (nothing created, no probe or temporary)."""
+    before, files_before = dump(place / "wemem.db"), tree(place)
 
-    code = run_cli(argv_of(place))
+    code = run_cli(argv)
 
     out, err = capsys.readouterr()
     assert code == 2, out + err
@@ -198,8 +322,31 @@ def test_bad_input_exits_2_names_the_problem_and_changes_nothing(place: Path, ar
     assert SECRET not in out + err
     assert "Traceback" not in err
     assert dump(place / "wemem.db") == before  # the storage is unchanged
-    created = set(p.name for p in place.iterdir()) - set(files_before)
-    assert not created & {"none.db", "wemem.db", "nowhere", "applied", "o"}
+    assert tree(place) == files_before
+
+
+ALL_CASES = [(*case, None) for case in CASES] + HARDENING
+
+
+@pytest.mark.parametrize("argv_of, expected, check", [c[1:] for c in ALL_CASES], ids=[c[0] for c in ALL_CASES])
+def test_bad_input_exits_2_names_the_problem_and_changes_nothing(place: Path, argv_of, expected, check, capsys,
+                                                                  monkeypatch: pytest.MonkeyPatch):
+    import search.cli_science
+    import search.runner
+    import search.study
+
+    def no_ray(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Ray was started before the input was checked")
+
+    for module in (search.runner, search.study):
+        monkeypatch.setattr(module, "init_ray", no_ray)
+    monkeypatch.setattr(search.runner, "RayMap", no_ray)
+    monkeypatch.setenv("WEMEM_STORAGE", f"sqlite:///{place / 'wemem.db'}")
+    monkeypatch.chdir(place)
+    argv = argv_of(place)  # some cases first put a study or a file in place: part of what must stay
+    assert_refused(place, argv, expected, capsys)
+    if check is not None:
+        check(place)
 
 
 def test_every_secret_of_a_url_is_masked():
@@ -241,3 +388,77 @@ def test_exported_json_of_status_is_unaffected(place: Path, capsys):
     assert main(["export", "base", "--storage", url, "--out", str(place / "again.json")]) == 0
     assert json.loads((place / "again.json").read_text())["best"]["trial_number"] == 0
     assert dump(place / "wemem.db") == before
+
+
+def test_status_lists_a_plain_optuna_study_beside_ours(place: Path, capsys):
+    plain_optuna_study(place)
+    assert main(["status", "--storage", f"sqlite:///{place / 'wemem.db'}"]) == 0
+    out = capsys.readouterr().out
+    assert "study 'base': 2 COMPLETE" in out
+    assert "study 'plain': not a wemem study (no stored definition); 1 trial(s)" in out
+
+
+def test_a_copied_study_is_titled_and_hinted_by_its_own_name(place: Path, capsys):
+    url = f"sqlite:///{place / 'wemem.db'}"
+    optuna.copy_study(from_study_name="base", from_storage=url, to_storage=url, to_study_name="copy")
+    assert main(["status", "copy", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert "study 'copy': 2 COMPLETE" in out and "wemem resume copy" in out and "export copy" in out
+    assert "'base'" not in out and " base " not in out
+
+
+def test_status_says_when_a_running_trial_has_lost_its_launcher(place: Path, capsys):
+    """A launcher SIGKILLed on this machine: its trial is still RUNNING, status says so and how to recover."""
+    import subprocess
+    import sys
+
+    identity = json.loads(subprocess.run(
+        [sys.executable, "-c", "import json; from search.lifecycle import process_identity; "
+                               "print(json.dumps(process_identity()))"],
+        capture_output=True, text=True, check=True).stdout)  # a process that has exited since
+    storage = open_storage(f"sqlite:///{place / 'wemem.db'}")
+    study = optuna.load_study(study_name="base", storage=storage)
+    from search.lifecycle import PROCESS_ATTR
+
+    dead, alive = study.ask(), study.ask()
+    storage.record_heartbeat(dead._trial_id)
+    storage.set_trial_system_attr(dead._trial_id, PROCESS_ATTR, identity)
+    running_trial(place)  # and one a live launcher runs
+    assert main(["status", "base", "--storage", f"sqlite:///{place / 'wemem.db'}"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("#")}
+    assert "launcher on this machine has exited" in lines[f"#{dead.number}"]
+    assert "wemem resume base" in lines[f"#{dead.number}"]
+    assert "launcher" not in lines[f"#{alive.number}"]  # no heartbeat yet, no process recorded: no verdict
+    assert "launcher" not in lines[f"#{alive.number + 1}"]  # alive: no hint
+
+
+def test_delete_force_removes_a_study_a_launcher_still_runs(place: Path, capsys):
+    running_trial(place)
+    url = f"sqlite:///{place / 'wemem.db'}"
+    assert main(["delete", "base", "--yes", "--force", "--storage", url]) == 0
+    assert "deleted study 'base'" in capsys.readouterr().out
+
+
+def test_the_confirm_hint_names_only_attacks_the_study_can_run():
+    from search.study import judges_for
+
+    assert judges_for(parse_study(BASE_STUDY)) == "all"  # 2 shadows: LiRA runs
+    one_shadow = parse_study({**BASE_STUDY, "data": {"shadows": 1}})
+    assert "lira" not in judges_for(one_shadow).split(",") and "conf" in judges_for(one_shadow).split(",")
+
+
+@pytest.mark.parametrize("flag, value, words", [("--cpus-per-trial", "1000", ["1000 CPU", "has 2 CPU", "ray start"]),
+                                                ("--gpus-per-trial", "1", ["1 GPU", "0 GPU", "--gpus-per-trial"])])
+def test_a_request_the_cluster_cannot_grant_exits_2_before_anything_runs(ray_session, place: Path, flag, value, words,
+                                                                          capsys):
+    url = f"sqlite:///{place / 'wemem.db'}"
+    before = dump(place / "wemem.db")
+    assert main(["resume", "base", "--storage", url, flag, value, "--cache-dir", str(place / "cache")]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert all(w in err for w in words), err
+    assert dump(place / "wemem.db") == before and not (place / "cache").exists()
+
+
+def test_run_refuses_a_gpu_share_the_cluster_lacks(ray_session, capsys):
+    assert main(["run", "--gpus-per-model", "1", "--shadows", "1", "--attacks", "conf"]) == 2
+    assert "--gpus-per-model" in capsys.readouterr().err

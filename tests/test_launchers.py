@@ -137,15 +137,17 @@ def test_sigkilled_launcher_then_immediate_resume_loses_nothing(ray_session, tmp
         assert any("dead launcher" in m for m in messages)
 
 
-def test_ctrl_c_fails_and_requeues_the_running_trial_then_resume_finishes(ray_session, tmp_path: Path,
-                                                                         warm_cache: str):
+@pytest.mark.parametrize("signal_name", ["INT", "TERM"])  # Ctrl-C; what batch schedulers and `timeout` send
+def test_ctrl_c_or_sigterm_fails_and_requeues_the_running_trial_then_resume_finishes(ray_session, tmp_path: Path,
+                                                                                    warm_cache: str, signal_name):
     storage = f"sqlite:///{tmp_path / 'int.db'}"
     path = study_file(tmp_path, "ctrlc", n_trials=2, finetune_epochs=3, cpus=2, rounds_reported=True)
     log = tmp_path / "launcher.log"
     launcher = start_launcher(["launch", str(path), "--storage", storage, "--cache-dir", warm_cache,
-                               "--ray-address", ray_address()], log, failpoints="round_result:INT")
-    assert finish(launcher, log) == 130, log.read_text()
+                               "--ray-address", ray_address()], log, failpoints=f"round_result:{signal_name}")
+    assert finish(launcher, log) == 130, log.read_text()  # Ray's own SIGTERM handler would exit otherwise
     assert "interrupted" in log.read_text() and "wemem resume" in log.read_text()
+    assert "Traceback" not in log.read_text()
     before = {t.number: t for t in trials_in(storage, "ctrlc")}
     [stopped] = [t for t in before.values() if t.state == TrialState.FAIL]
     assert "interrupted" in stopped.user_attrs[FAIL_REASON]

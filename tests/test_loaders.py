@@ -115,27 +115,28 @@ def test_cinic10_reads_train_and_test_class_folders(tmp_path: Path) -> None:
 
 
 def test_imagefolder_with_train_and_test_is_standardized_by_the_training_pool(tmp_path: Path) -> None:
-    write_png_tree(tmp_path / "train", {"a": 2, "b": 2}, value=lambda c, i: (50 * (2 * c + i), 255, 0))
-    write_png_tree(tmp_path / "test", {"a": 1, "b": 1}, value=lambda c, i: (200, 0, 0))
+    # 100 images, 50 per class: the fewest an imagefolder may hold (MIN_NPZ_SAMPLES, MIN_SAMPLES_PER_CLASS)
+    write_png_tree(tmp_path / "train", {"a": 45, "b": 45}, value=lambda c, i: (2 * (45 * c + i), 255, 0))
+    write_png_tree(tmp_path / "test", {"a": 5, "b": 5}, value=lambda c, i: (200, 0, 0))
 
     pools = load_dataset(f"imagefolder:{tmp_path}", None, SEED)
 
-    assert (pools.n_train, pools.num_classes) == (4, 2)
-    red = np.repeat([0, 50, 100, 150], 16) / 255  # the red values of the 4 x 16 training pixels
+    assert (pools.n_train, pools.num_classes) == (90, 2)
+    red = np.repeat(2 * np.arange(90), 16) / 255  # the red values of the 90 x 16 training pixels
     expected_test_red = (200 / 255 - red.mean()) / red.std(ddof=1)
-    assert pools.x[: 4, 0].mean().item() == pytest.approx(0.0, abs=1e-6)
-    assert pools.x[4, 0, 0, 0].item() == pytest.approx(expected_test_red, rel=1e-5)
+    assert pools.x[: 90, 0].mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert pools.x[90, 0, 0, 0].item() == pytest.approx(expected_test_red, rel=1e-5)
     assert pools.x[0, 1, 0, 0].item() == 0.0  # constant channel: centred, std floored instead of dividing by 0
 
 
 def test_imagefolder_without_test_split_is_split_80_20_with_the_seed(tmp_path: Path) -> None:
-    write_png_tree(tmp_path, {"a": 5, "b": 5}, value=lambda c, i: (10 * (5 * c + i), 0, 0))
+    write_png_tree(tmp_path, {"a": 50, "b": 50}, value=lambda c, i: (50 * c + i, 0, 0))
 
     pools = load_dataset(f"imagefolder:{tmp_path}", None, SEED)
 
-    assert (pools.n_train, len(pools.y), pools.num_classes) == (8, 10, 2)
-    file_order = np.repeat([0, 1], 5)  # ImageFolder lists a/0..4 then b/0..4
-    assert pools.y.tolist() == file_order[seeded_permutation(10, SEED)].tolist()
+    assert (pools.n_train, len(pools.y), pools.num_classes) == (80, 100, 2)
+    file_order = np.repeat([0, 1], 50)  # ImageFolder lists a/0..49 then b/0..49
+    assert pools.y.tolist() == file_order[seeded_permutation(100, SEED)].tolist()
 
 
 def test_imagefolder_with_mixed_image_sizes_is_rejected(tmp_path: Path) -> None:

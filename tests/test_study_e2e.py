@@ -168,3 +168,20 @@ def test_early_stopping_prunes_a_poor_trial_between_rounds(ray_session, options:
     assert second.state == TrialState.PRUNED and sorted(second.intermediate_values) == [0]
     assert second.intermediate_values[0] > first.intermediate_values[0]
     assert best_trials(study) == [first]
+
+
+def test_a_launch_whose_every_trial_fails_exits_2_naming_a_reason(ray_session, options: Options, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture):
+    """Scripts and schedulers must notice a launcher that found nothing: here every trial runs past its limit."""
+    import tomli_w
+
+    study = dict(TINY_STUDY, study={"name": "allfail", "n_trials": 1, "seed": 7},
+                 search={"defenses": ["rmr"], "enqueue_reference": False, "trial_timeout_s": 0.001})
+    path = tmp_path / "allfail.toml"
+    path.write_text(tomli_w.dumps(study))
+    code = main(["launch", str(path), "--storage", options.storage, "--cache-dir", options.cache_dir])
+    out, err = capsys.readouterr()
+    assert code == 2, out + err
+    assert "every one of the 1 trial(s) this launcher ran failed" in err and "time limit" in err
+    assert "wemem resume allfail" in err and "Traceback" not in err
+    assert "study 'allfail': 1 FAIL" in out  # the summary is printed before

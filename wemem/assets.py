@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,9 @@ from filelock import FileLock
 from .config import ExperimentConfig
 from .data import ModelSplit, Pools, StudySplit, load_dataset, make_study_split
 from .faults import failpoint
-from .memscore import ImportOrder, check_memscore_order, compute_memscores, read_memscores_csv, write_memscores_csv
-from .models import build_model
+from .files import Content, check_writable_folder, create_folder, write_atomically
+from .memscore import ImportOrder, check_memscore_order, compute_memscores, memscores_csv_text, read_memscores_csv
+from .models import build_model, check_model_fits
 from .parallel import MapFn, job_seed, serial_map
 from .training import accuracy, make_adam, on_training_device, place_model, train_round
 
@@ -108,17 +108,13 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
+def save_checked(path: Path, content: Content) -> None:
+    """Write a cache file atomically, then its checksum sidecar (a crash between the two reads as corrupt).
 
-
-def save_checked(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a cache file atomically, then its checksum sidecar (a crash between the two reads as corrupt)."""
-    _replace_atomically(path, write)
-    digest = _file_sha256(path)
-    _replace_atomically(_sidecar(path), lambda tmp: tmp.write_text(digest + "\n"))
+    ``content`` is bytes or text where possible: a full disk then fails in our own write, as a clear error,
+    rather than inside a library's stream (torch says only "basic_ios::clear: iostream error")."""
+    write_atomically(path, content)
+    write_atomically(_sidecar(path), _file_sha256(path) + "\n")
 
 
 def load_checked(path: Path, read: Callable[[Path], T], log: Log) -> T | None:
@@ -140,12 +136,14 @@ def load_checked(path: Path, read: Callable[[Path], T], log: Log) -> T | None:
     return None
 
 
-def _torch_save_to(obj: object) -> Callable[[Path], None]:
-    return lambda tmp: torch.save(obj, tmp)
+def _torch_bytes(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
-def _json_to(obj: object) -> Callable[[Path], None]:
-    return lambda tmp: tmp.write_text(json.dumps(obj, indent=2))
+def _json_text(obj: object) -> str:
+    return json.dumps(obj, indent=2)
 
 
 def _torch_read(path: Path) -> Any:
@@ -200,24 +198,35 @@ def _split_dict(split: StudySplit) -> dict[str, Any]:
 def save_memscores(scores: torch.Tensor, config: ExperimentConfig, cache_dir: str | Path) -> Path:
     """Install mem-scores in the study cache (checksummed like every cache file)."""
     path = memscore_path(config, cache_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_checked(path, lambda tmp: write_memscores_csv(scores, tmp))
+    create_folder(path.parent, "--cache-dir")
+    save_checked(path, memscores_csv_text(scores))
     return path
 
 
 def shared_timings(config: ExperimentConfig, cache_dir: str | Path) -> dict[str, float]:
     """Wall seconds of the setting-independent pieces, as recorded when each was computed (``timings.json``);
     a piece that was imported (mem-scores) or cached before timings were recorded is absent."""
+    return _read_timings(cache_path(config, cache_dir))
+
+
+def _read_timings(directory: Path) -> dict[str, float]:
     try:
-        return json.loads((cache_path(config, cache_dir) / "timings.json").read_text())
+        return json.loads((directory / "timings.json").read_text())
     except (OSError, ValueError):  # absent or damaged: timings are information, never a reason to fail
         return {}
 
 
 def _record_timing(directory: Path, piece: str, seconds: float) -> None:
-    path = directory / "timings.json"
-    recorded = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps({**recorded, piece: seconds}, indent=2))
+    write_atomically(directory / "timings.json", _json_text({**_read_timings(directory), piece: seconds}))
+
+
+def check_inputs(config: ExperimentConfig, cache_dir: str | Path) -> Pools:
+    """What the shared work needs, checked before anything is created or started: the dataset (loaded; the
+    loaders name the file and the fix), the model against its samples, and a writable cache folder."""
+    pools = load_dataset(config.dataset, config.data_root, config.seed)
+    check_model_fits(config.model, pools.input_shape, pools.num_classes)
+    check_writable_folder(cache_dir, "the cache folder (--cache-dir)")
+    return pools
 
 
 def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapFn = serial_map,
@@ -228,16 +237,16 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
     as arguments.
     """
     directory = cache_path(config, cache_dir)
-    directory.mkdir(parents=True, exist_ok=True)
     pools = load_dataset(config.dataset, config.data_root, config.seed)
+    create_folder(directory, "--cache-dir")  # after the data is checked: bad data leaves no empty cache folder
     with FileLock(str(directory / ".lock")):
-        (directory / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+        write_atomically(directory / "config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True))
         split_file = directory / "split.pt"
         split = load_checked(split_file, _read_split, log)
         if split is None:
             start = time.perf_counter()
             split = make_study_split(pools, config.seed, config.shadows)
-            save_checked(split_file, _torch_save_to(_split_dict(split)))
+            save_checked(split_file, _torch_bytes(_split_dict(split)))
             _record_timing(directory, "split", time.perf_counter() - start)
             log(f"computed split: |T|={pools.n_train} |E|={len(pools.y) - pools.n_train}")
             failpoint("after_split")
@@ -253,14 +262,14 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
             outputs = map_fn(pretrain_job, [(config, pools, s, i) for i, (_, s) in enumerate(models)])
             states = {name: state for (name, _), (state, _) in zip(models, outputs)}
             accuracies = {name: acc for (name, _), (_, acc) in zip(models, outputs)}
-            save_checked(pretrained_file, _torch_save_to(states))
-            save_checked(accuracy_file, _json_to(accuracies))
+            save_checked(pretrained_file, _torch_bytes(states))
+            save_checked(accuracy_file, _json_text(accuracies))
             _record_timing(directory, "pretraining", time.perf_counter() - start)
             log(f"pretrained victim and {config.shadows} shadows")
         elif accuracies is None:  # measured on the workers too: the launcher may have no GPU
             accuracies = dict(zip(states, map_fn(test_accuracy_job,
                                                  [(config, pools, s, states[name]) for name, s in models])))
-            save_checked(accuracy_file, _json_to(accuracies))
+            save_checked(accuracy_file, _json_text(accuracies))
             log("cache hit: pretrained victim and shadows (test accuracies re-measured)")
         else:
             log("cache hit: pretrained victim and shadows")
@@ -290,5 +299,5 @@ def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: 
     return scores
 
 
-__all__ = ["StudyAssets", "prepare_assets", "shared_timings", "cache_path", "memscore_path", "import_memscores",
+__all__ = ["StudyAssets", "check_inputs", "prepare_assets", "shared_timings", "cache_path", "memscore_path", "import_memscores",
            "save_memscores", "save_checked", "load_checked", "content_fingerprint"]

@@ -9,6 +9,10 @@ from dataclasses import asdict, dataclass, field
 from .data import SPLIT_VERSION
 from .training import TrainConfig
 
+# Seeds are offset (seed + k per shadow, + 1000 per confirmation seed) and fed to numpy (non-negative only) and to
+# torch generators; one bound for every entry point keeps all of them in range.
+MAX_SEED = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class PruningConfig:
@@ -36,6 +40,8 @@ class ExperimentConfig:
     memscore_models: int = 8
 
     def __post_init__(self) -> None:
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be a whole number in [0, {MAX_SEED}], got {self.seed}")
         if self.memscore_models < 2 or self.memscore_models % 2:
             raise ValueError(f"memscore_models must be even and >= 2 (complementary pairs), got {self.memscore_models}")
 

@@ -49,7 +49,10 @@ def load_dataset(name: str, data_root: str | Path | None = None, seed: int = 7) 
     root = Path(data_root) if data_root is not None else None
     if ":" in name:
         prefix, path = name.split(":", 1)
-        return DATASETS.get(prefix + ":")(Path(path), seed)
+        loader = DATASETS.get(prefix + ":")
+        require(path.strip() != "", f"dataset {name!r} gives no path after {prefix + ':'!r}; write {prefix}:PATH "
+                                    f"with the path of your data")
+        return loader(Path(path), seed)
     return DATASETS.get(name)(root, seed)
 
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 import pandas as pd
@@ -81,13 +83,71 @@ CIFAR10 = CifarFormat("cifar10", "CIFAR10", 10, (0.4914, 0.4822, 0.4465), (0.247
 CIFAR100 = CifarFormat("cifar100", "CIFAR100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 
 
-def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+# Every global a genuine batch's pickle names, under numpy 1's (numpy.core) and numpy 2's (numpy._core) module
+# names: arrays (_reconstruct with ndarray and dtype; _frombuffer under protocol 5), numpy scalars, and
+# _codecs.encode, which is how protocol 2 stores bytes. Dicts, lists, strings and numbers need no global.
+NUMPY_CORE_MODULES = ("numpy.core", "numpy._core")
+CIFAR_PICKLE_GLOBALS = frozenset(
+    {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    | {(f"{core}.multiarray", name) for core in NUMPY_CORE_MODULES for name in ("_reconstruct", "scalar")}
+    | {(f"{core}.numeric", "_frombuffer") for core in NUMPY_CORE_MODULES}
+)
+CIFAR_FIX = "delete it and re-download or re-extract the dataset's official archive"
+
+
+class CifarBatchUnpickler(pickle.Unpickler):
+    """Unpickles only what a genuine CIFAR batch holds. The data root may hold files received from anyone, and
+    plain ``pickle.load`` would call whatever the file names (``os.system``, ``builtins.eval``, ...)."""
+
+    def __init__(self, handle: BinaryIO, path: Path):
+        super().__init__(handle, encoding="latin1")  # the official batches were pickled by Python 2
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in CIFAR_PICKLE_GLOBALS:
+            raise WememError(f"{self.path} is not a genuine CIFAR batch: it asks to call {module}.{name}, which a "
+                             f"batch of arrays never needs (refused, nothing was run); {CIFAR_FIX}")
+        return super().find_class(module, name)
+
+
+def unpickle_cifar_batch(path: Path) -> object:
+    try:
+        with path.open("rb") as handle:
+            return CifarBatchUnpickler(handle, path).load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            OverflowError, MemoryError) as error:  # a damaged pickle fails in any of these ways; one fix for all
+        raise WememError(f"{path} is not a readable CIFAR batch ({type(error).__name__}: {error}); "
+                         f"{CIFAR_FIX}") from None
+
+
+def describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {list(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
+def cifar_batch_arrays(path: Path, entry: object, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` [N, 3072] uint8 and N labels in 0..num_classes-1, or an error saying which part is wrong."""
+    require(isinstance(entry, dict) and "data" in entry and ("labels" in entry or "fine_labels" in entry),
+            f"{path} is not a CIFAR batch: expected a dict with 'data' and 'labels' (or 'fine_labels'), found "
+            f"{sorted(map(str, entry)) if isinstance(entry, dict) else describe(entry)}; {CIFAR_FIX}")
+    data = entry["data"]
+    require(isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072,
+            f"{path}: 'data' must be a uint8 array [images, 3072] (3 channel planes of 32x32 pixels), found "
+            f"{describe(data)}; {CIFAR_FIX}")
+    labels = np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"])
+    require(labels.ndim == 1 and len(labels) == len(data) and labels.dtype.kind in "iu",
+            f"{path}: expected one integer label per image ({len(data)}), found {describe(labels)}; {CIFAR_FIX}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):  # not require(): min() of no labels
+        raise WememError(f"{path}: labels must lie in 0..{num_classes - 1}, found [{labels.min()}, {labels.max()}]; "
+                         f"{CIFAR_FIX}")
+    return data, labels
+
+
+def read_cifar_batch(path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One python-pickle batch: ``data`` [N, 3072] uint8 (channel planes of 32x32), ``labels``/``fine_labels``."""
-    with path.open("rb") as handle:
-        entry = pickle.load(handle, encoding="latin1")
-    labels = entry["labels"] if "labels" in entry else entry["fine_labels"]
-    images = torch.as_tensor(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-    return images, torch.as_tensor(labels, dtype=torch.long)
+    data, labels = cifar_batch_arrays(path, unpickle_cifar_batch(path), num_classes)
+    return torch.as_tensor(data.reshape(-1, 3, 32, 32)), torch.as_tensor(labels, dtype=torch.long)
 
 
 def download_cifar(fmt: CifarFormat, root: Path, files: list[Path]) -> None:
@@ -113,7 +173,7 @@ def load_cifar(fmt: CifarFormat, root: Path | None) -> Pools:
     mean, std = torch.tensor(fmt.mean), torch.tensor(fmt.std)
 
     def read(files: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = zip(*(read_cifar_batch(path) for path in files))
+        images, labels = zip(*(read_cifar_batch(path, fmt.num_classes) for path in files))
         return normalize_channels(torch.cat(images).float() / 255.0, mean, std), torch.cat(labels)
 
     return official_split(fmt.name, read(train_files), read(test_files), fmt.num_classes)
@@ -138,18 +198,28 @@ CINIC10_STD = (0.24205776, 0.23828046, 0.25874835)
 def read_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """All images of a ``<class>/<image>`` tree as one uint8 [N, 3, H, W] tensor, labels and class names."""
     import torchvision.datasets
-    from torchvision.transforms.functional import pil_to_tensor
 
     try:
         dataset = torchvision.datasets.ImageFolder(str(folder))
     except (FileNotFoundError, OSError) as error:
         raise WememError(f"{folder} is not a folder of class folders holding images ({error}); "
                          f"expected {folder}/<class name>/<image file>") from None
-    images = [pil_to_tensor(dataset.loader(path)) for path, _label in dataset.samples]
+    images = [read_image(Path(path), dataset.loader) for path, _label in dataset.samples]
     sizes = {tuple(image.shape[1:]) for image in images}
     require(len(sizes) == 1, f"images in {folder} have different sizes {sorted(sizes)[:3]}; "
                              f"resize them to one size before loading")
     return torch.stack(images), torch.as_tensor(dataset.targets, dtype=torch.long), dataset.classes
+
+
+def read_image(path: Path, loader: Callable[[str], object]) -> torch.Tensor:
+    """One image file as uint8 [3, H, W]; a file that only carries an image's name is named in the error."""
+    from torchvision.transforms.functional import pil_to_tensor
+
+    try:
+        return pil_to_tensor(loader(str(path)))
+    except (OSError, SyntaxError, ValueError) as error:  # PIL: UnidentifiedImageError (an OSError), broken data
+        raise WememError(f"{path} is not a readable image ({type(error).__name__}: {error}); replace it with a "
+                         f"valid image file or delete it") from None
 
 
 def image_folder_split(name: str, train_dir: Path, test_dir: Path, mean: torch.Tensor | None = None,
@@ -181,17 +251,33 @@ def load_cinic10(root: Path | None, _seed: int) -> Pools:
                               torch.tensor(CINIC10_MEAN), torch.tensor(CINIC10_STD))
 
 
+IMAGE_FOLDER_LAYOUT = "PATH/<class name>/<image file>, or PATH/train/<class name>/... and PATH/test/<class name>/..."
+
+
 @DATASETS.register("imagefolder:")
 def load_image_folder(path: Path, seed: int) -> Pools:
     """PATH/train and PATH/test when both exist; otherwise PATH's class folders, split 80/20 with the seed."""
-    require_files(f"imagefolder:{path}", [path])
     name = f"imagefolder:{path}"
+    require_files(name, [path], f"Give the folder of your images: {IMAGE_FOLDER_LAYOUT}")
+    require(path.is_dir(), f"{name}: {path} is a file, not a folder; give the folder of your images: "
+                           f"{IMAGE_FOLDER_LAYOUT}")
     if (path / "train").is_dir() and (path / "test").is_dir():
-        return image_folder_split(name, path / "train", path / "test")
-    images, labels, classes = read_image_folder(path)
-    pools = split_train_test(images.float() / 255.0, labels, seed, name)
-    mean, std = channel_statistics(pools.x[: pools.n_train])
-    return dataclasses.replace(pools, x=normalize_channels(pools.x, mean, std), num_classes=len(classes))
+        pools = image_folder_split(name, path / "train", path / "test")
+        classes = class_folders(path / "train")
+    else:
+        images, labels, classes = read_image_folder(path)
+        pools = split_train_test(images.float() / 255.0, labels, seed, name)
+        mean, std = channel_statistics(pools.x[: pools.n_train])
+        pools = dataclasses.replace(pools, x=normalize_channels(pools.x, mean, std), num_classes=len(classes))
+    check_class_counts(path, np.asarray(classes)[pools.y.numpy()])
+    return pools
+
+
+def class_folders(folder: Path) -> list[str]:
+    """The class names in label order, as torchvision's ImageFolder sorts them."""
+    from torchvision.datasets.folder import find_classes
+
+    return find_classes(str(folder))[0]
 
 
 # ---------------------------------------------------------------------------------------------- tabular
@@ -231,25 +317,40 @@ def read_csv_matrix(path: Path) -> np.ndarray:
 
 
 ZIP_MAGIC = b"PK\x03\x04"
+# The generic loaders (npz:, imagefolder:) know nothing of the data, so they check that it can support the study:
 MIN_NPZ_SAMPLES = 100  # below this the member/non-member sets of every model are too small to mean anything
+# Each class must reach members and non-members of the victim and of every shadow: after the 80/20 T/E split, the
+# halving of T and the 90% training share, 10 samples of a class leave about 3-4 members per model and about 2 in
+# E (which feeds every model's non-members); fewer and a class is missing from some model's sets.
+MIN_SAMPLES_PER_CLASS = 10
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # features are cast to float32 for training
+NPZ_ADVICE = "save the arrays with numpy.savez(PATH, x=FEATURES, y=LABELS)"
 
 
 def read_npz_arrays(path: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
-    advice = "save the arrays with numpy.savez(PATH, x=FEATURES, y=LABELS)"
+    require(not path.is_dir(), f"dataset {dataset!r} needs an .npz file, but {path} is a folder; name the file "
+                               f"inside it (e.g. {path / 'data.npz'})")
     with path.open("rb") as handle:
         head = handle.read(4)
     require(head == ZIP_MAGIC, f"{path} is not an .npz archive (a zip of .npy arrays; this file starts with "
-                               f"{head!r}); {advice}")
+                               f"{head!r}); {NPZ_ADVICE}")
     try:
         with np.load(path, allow_pickle=False) as arrays:
             require("x" in arrays and "y" in arrays,
                     f"{path} must hold arrays 'x' and 'y' for dataset {dataset!r}; found {sorted(arrays.files)}")
             return arrays["x"], arrays["y"]
-    except ValueError as error:  # object arrays need pickle, which we never load from data files
-        raise WememError(f"{path} holds arrays of Python objects ({error}); {advice} with numeric x and numeric "
-                         "or text labels y") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise WememError(f"{path} is not a readable .npz file of arrays x and y ({error}); {advice}") from None
+    except ValueError as error:
+        if "allow_pickle" in str(error):  # object arrays need pickle, which we never load from data files
+            raise WememError(f"{path} holds arrays of Python objects ({error}); {NPZ_ADVICE} with numeric x and "
+                             "numeric or text labels y") from None
+        raise npz_damaged(path, error) from None
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as error:
+        raise npz_damaged(path, error) from None
+
+
+def npz_damaged(path: Path, error: Exception) -> WememError:
+    return WememError(f"{path} is truncated or damaged, not a complete .npz archive of arrays x and y "
+                      f"({type(error).__name__}: {error}); copy it again or {NPZ_ADVICE}")
 
 
 def check_arrays(path: Path, x: np.ndarray, y: np.ndarray) -> None:
@@ -259,15 +360,48 @@ def check_arrays(path: Path, x: np.ndarray, y: np.ndarray) -> None:
     require(x.ndim >= 2, f"{path}: x must be [samples, features...] (found shape {list(x.shape)})")
     require(y.ndim == 1 and len(x) == len(y), f"{path}: y must be one label per sample of x "
                                               f"(x has {len(x)} samples, y has shape {list(y.shape)})")
-    require(len(y) >= MIN_NPZ_SAMPLES, f"{path}: {len(y)} samples are too few; membership inference needs at "
-                                       f"least {MIN_NPZ_SAMPLES} (members and non-members of every model)")
+    require(not looks_channels_last(x.shape),
+            f"{path}: x of shape {list(x.shape)} looks like images with channels last [N, H, W, C]; the image "
+            f"models need [N, C, H, W]: save x.transpose(0, 3, 1, 2) instead")
     if x.dtype.kind == "f":
-        bad = int(np.count_nonzero(~np.isfinite(x)))
-        require(bad == 0, f"{path}: x holds {bad} NaN or infinite values; impute or drop those samples first")
+        check_features_finite(path, x)
     if y.dtype.kind == "f":
         require(bool(np.isfinite(y).all()), f"{path}: y holds NaN or infinite labels; drop those samples first")
-    classes = np.unique(y)
-    require(len(classes) >= 2, f"{path}: y holds a single class ({classes[0]!r}); a classifier needs at least two")
+        fractional = y[y != np.round(y)]
+        if len(fractional):  # not require(): its message would index an empty array
+            raise WememError(f"{path}: y holds non-integer values (e.g. {fractional[0]}, {len(fractional)} in all); "
+                             f"class labels needed; bin a regression target first (e.g. y = numpy.digitize(y, bins))")
+    check_class_counts(path, y)
+
+
+def looks_channels_last(shape: tuple[int, ...]) -> bool:
+    image_channels = (1, 3, 4)  # grey, RGB, RGBA
+    return len(shape) == 4 and shape[3] in image_channels and shape[1] not in image_channels
+
+
+def check_features_finite(path: Path, x: np.ndarray) -> None:
+    bad = int(np.count_nonzero(~np.isfinite(x)))
+    require(bad == 0, f"{path}: x holds {bad} NaN or infinite values; impute or drop those samples first")
+    huge = int(np.count_nonzero(np.abs(x) > FLOAT32_MAX)) if x.dtype.itemsize > 4 else 0
+    require(huge == 0, f"{path}: x holds {huge} values beyond float32's range (|value| > {FLOAT32_MAX:.3g}), which "
+                       f"become infinite when cast to float32 for training; rescale or clip the features first")
+
+
+def check_class_counts(source: Path, labels: np.ndarray) -> None:
+    """Enough samples, at least two classes and enough of each (see MIN_SAMPLES_PER_CLASS) for npz: and
+    imagefolder: data."""
+    require(len(labels) >= MIN_NPZ_SAMPLES,
+            f"{source}: {len(labels)} samples are too few; membership inference needs at least {MIN_NPZ_SAMPLES} "
+            f"(members and non-members of every model); collect more samples")
+    classes, counts = np.unique(labels, return_counts=True)
+    require(len(classes) >= 2, f"{source}: the labels name a single class ({classes[0].item()!r}); a classifier "
+                               f"needs at least two: add samples of other classes")
+    small = np.flatnonzero(counts < MIN_SAMPLES_PER_CLASS)
+    if len(small):
+        raise WememError(f"{source}: {len(small)} of {len(classes)} classes have fewer than {MIN_SAMPLES_PER_CLASS} "
+                         f"samples (e.g. label {classes[small[0]].item()!r} has {counts[small[0]]}); every class "
+                         f"needs members and non-members of the victim and of each shadow: merge or drop the rare "
+                         f"classes, or add samples")
 
 
 @DATASETS.register("location")

@@ -17,6 +17,7 @@ import torch
 
 from .data import Pools, seeded_permutation
 from .errors import WememError
+from .files import write_atomically
 from .models import build_model
 from .parallel import MapFn, job_seed, serial_map
 from .training import make_adam, on_training_device, place_model, predict_log_probs, train_round
@@ -102,7 +103,7 @@ def training_pool_fingerprint(pools: Pools) -> str:
     return digest.hexdigest()[:16]
 
 
-def write_memscores_csv(scores: torch.Tensor | np.ndarray, path: str | Path, fingerprint: str | None = None) -> None:
+def memscores_csv_text(scores: torch.Tensor | np.ndarray, fingerprint: str | None = None) -> str:
     """The public layout: header ``,0`` then ``index,score`` rows, one per sample of T in order.
 
     With ``fingerprint`` (see :func:`training_pool_fingerprint`) the header's first, otherwise empty, cell reads
@@ -110,12 +111,22 @@ def write_memscores_csv(scores: torch.Tensor | np.ndarray, path: str | Path, fin
     public layout (``index_col=0``, column ``0``) are unaffected.
     """
     frame = pd.DataFrame({"0": np.asarray(scores, dtype=np.float64)})
-    frame.to_csv(path, index=True, index_label=None if fingerprint is None else ORDER_TAG + fingerprint)
+    return frame.to_csv(index=True, index_label=None if fingerprint is None else ORDER_TAG + fingerprint)
+
+
+def write_memscores_csv(scores: torch.Tensor | np.ndarray, path: str | Path, fingerprint: str | None = None) -> bool:
+    """Write :func:`memscores_csv_text` atomically; returns whether an existing file was replaced."""
+    return write_atomically(path, memscores_csv_text(scores, fingerprint))
+
+
+# Files saved by spreadsheet programs (Excel's "CSV UTF-8") start with a byte-order mark: read through it, or the
+# order header would read as "\ufeffwemem-order:..." and the file as one without a header.
+CSV_ENCODING = "utf-8-sig"
 
 
 def memscore_file_fingerprint(path: str | Path) -> str | None:
     """The T fingerprint a CSV's header names, or None for a file without one (e.g. the reference's)."""
-    with Path(path).open() as handle:
+    with Path(path).open(encoding=CSV_ENCODING) as handle:
         first_cell = handle.readline().split(",", 1)[0].strip()
     return first_cell[len(ORDER_TAG):] if first_cell.startswith(ORDER_TAG) else None
 
@@ -159,7 +170,7 @@ def read_memscores_csv(path: str | Path, expected_length: int | None = None) -> 
     if not path.exists():
         raise WememError(f"mem-score file {path} does not exist; compute it with `wemem memscore compute` or fix the path")
     try:
-        frame = pd.read_csv(path, index_col=0)
+        frame = pd.read_csv(path, index_col=0, encoding=CSV_ENCODING)
     except Exception as error:  # pandas raises several parser errors
         raise WememError(f"mem-score file {path} is not a CSV of `index,score` rows: {error}") from None
     if frame.shape[1] != 1:

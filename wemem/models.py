@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .errors import WememError, require
 from .registry import Registry
 
 ModelFactory = Callable[[tuple[int, ...], int], nn.Module]
@@ -17,6 +18,25 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
     model = MODELS.get(name)(tuple(input_shape), num_classes)
     initialize(model)
     return model
+
+
+def check_model_fits(name: str, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """One forward pass of 2 zero samples, so a model that cannot take the dataset's samples is refused before
+    a study starts rather than failing inside every trial."""
+    model = build_model(name, input_shape, num_classes).eval()  # eval: BatchNorm takes any batch, dropout is off
+    advice = "choose a model for this input, e.g. columnfc for tabular data"
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(2, *input_shape))
+    except WememError:
+        raise
+    except Exception as error:  # shape mismatches surface as RuntimeError, ValueError, ... inside any (user) model
+        raise WememError(f"model {name!r} does not fit dataset samples of shape {list(input_shape)} "
+                         f"({type(error).__name__}: {error}); {advice}") from None
+    shape = list(getattr(output, "shape", []))
+    require(shape == [2, num_classes],
+            f"model {name!r} gives outputs of shape {shape} for 2 samples of shape {list(input_shape)}, expected "
+            f"[2, {num_classes}] (one score per class); {advice}")
 
 
 def initialize(model: nn.Module) -> None:
