@@ -3,7 +3,8 @@ atomically after the work, so a bad path costs seconds (not a finished run) and 
 file intact and no temporary file behind.
 
 Checks probe by creating a temporary file: we often run as root, where ``os.access`` says yes to read-only
-mounts and to /proc alike.
+mounts and to /proc alike. Written here rather than taken from a library: ``atomicwrites``, the usual one, has
+been archived unmaintained since 2022, and ``os.replace`` of a fsynced temporary is all it would add.
 """
 
 from __future__ import annotations
