@@ -26,3 +26,30 @@ def write_location_like(path: str | Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, x=x, y=y)
     return path
+
+
+def membership_signal(n_targets: int = 2000, n_population: int = 600, shadows: int = 4, signal: float = 2.0,
+                      noise: float = 0.5, seed: int = 0):
+    """Attack inputs with a known membership signal in the scaled confidence phi (two classes, label 0).
+
+    Each sample has its own difficulty (the mean of phi when it is OUT); every model's phi adds independent noise,
+    and the victim adds ``signal`` on its members (the first half of the targets). The shadows and the victim on
+    its non-members and on the population are OUT models: for a non-member the victim is one more OUT model, the
+    situation in which a fixed 0.5 on LiRA's Phi(z) or RMIA's score accepts about half the non-members.
+    """
+    from wemem.attacks.base import AttackInputs, Targets
+
+    rng = np.random.default_rng(seed)
+    n = n_targets + n_population
+    difficulty = rng.normal(1.0, 2.0, n)
+
+    def outputs(shift: np.ndarray | float = 0.0) -> np.ndarray:
+        phi = difficulty + rng.normal(0.0, noise, n) + shift
+        return np.stack([-np.logaddexp(0.0, -phi), -np.logaddexp(0.0, phi)], axis=1)
+
+    is_member = np.arange(n_targets) < n_targets // 2
+    victim = outputs(np.r_[signal * is_member, np.zeros(n_population)])
+    targets = Targets(np.arange(n_targets), is_member)
+    return AttackInputs(labels=np.zeros(n, dtype=int), victim_log_probs=victim,
+                        shadow_log_probs=[outputs() for _ in range(shadows)], victim_targets=targets,
+                        shadow_targets=[targets] * shadows, seed=seed, population=np.arange(n_targets, n))

@@ -12,7 +12,8 @@ import torch
 from wemem.attacks import (ATTACKS, AttackInputs, Targets, needs_sensitivity, parse_attack_names, population_indices,
                            run_attack)
 from wemem.attacks.lira import Lira, scaled_confidence
-from wemem.attacks.rmia import Rmia
+from wemem.attacks.rmia import Rmia, population_scores
+from wemem.metrics import population_threshold
 from wemem.attacks.threshold import negative_modified_entropy
 from wemem.data import ModelSplit, StudySplit
 from wemem.errors import WememError
@@ -66,16 +67,20 @@ def test_scaled_confidence_stays_finite_when_p_y_rounds_to_one():
 
 
 def test_lira_scores_by_hand():
-    # shadow phi per target: (0, 2) and (1, -1) -> mu_out = (1, 0); squared deviations 1+1+1+1 over
-    # n (K - 1) = 2 -> sigma_out = sqrt(2); victim phi (2, 0) -> z = (1/sqrt(2), 0)
+    # targets x0 (member), x1: shadow phi (0, 2) and (1, -1) -> mu_out = (1, 0); squared deviations 1+1+1+1 over
+    # n (K - 1) = 2 -> sigma_out = sqrt(2); victim phi (2, 0) -> z = (1/sqrt(2), 0): the score is z itself.
+    # population z0, z1: shadow phi 0 -> mu 0; victim phi 0.1 sqrt(2), 0.5 sqrt(2) -> z = 0.1, 0.5 (same sigma).
+    # Label-free cut: fraction of the population below minus fraction of the targets below, at each cut
+    # 0: 0 - 0; 0.1: 0 - 1/2; 0.5: 1/2 - 1/2; 0.7071: 1 - 1/2 = 0.5, the largest -> midpoint of 0.5 and 0.7071
+    r2 = math.sqrt(2)
     targets = Targets(np.arange(2), np.array([True, False]))
-    inputs = inputs_for(logistic_log_probs([2.0, 0.0]), [logistic_log_probs([0.0, 1.0]), logistic_log_probs([2.0, -1.0])],
-                        targets)
+    inputs = inputs_for(logistic_log_probs([2.0, 0.0, 0.1 * r2, 0.5 * r2]),
+                        [logistic_log_probs([0.0, 1.0, 0.0, 0.0]), logistic_log_probs([2.0, -1.0, 0.0, 0.0])],
+                        targets, population=np.array([2, 3]))
     scores, threshold = Lira().decision_scores(inputs)
-    phi_of_z = 0.5 * (1 + math.erf(1 / math.sqrt(2) / math.sqrt(2)))
-    assert scores == pytest.approx([phi_of_z, 0.5])
-    assert phi_of_z == pytest.approx(0.760250, abs=1e-6)
-    assert threshold == 0.5
+    assert scores == pytest.approx([1 / r2, 0.0])
+    assert threshold == pytest.approx(0.5 * (0.5 + 1 / r2))
+    assert run_attack("lira", inputs)["balanced_accuracy"] == 1.0
 
 
 def test_lira_needs_two_shadows():
@@ -96,22 +101,26 @@ def test_rmia_scores_by_hand():
     targets = Targets(np.arange(2), np.array([True, False]))
     scores, threshold = Rmia().decision_scores(inputs_for(victim, shadows, targets, population=np.arange(2, 6)))
     assert scores == pytest.approx([0.75 + 0.071429, 0.25 + 0.049505], abs=1e-6)
-    assert threshold == 0.5
+    # the population against itself (each left out): ratios (0.741, 1.407, 0.444, 0.889) dominate 1, 3, 0, 2 of the
+    # 3 others, tie-broken by (0.5/3) r / (1 + r); the threshold is the label-free cut between them and the targets
+    ratios = np.array([0.5, 0.95, 0.3, 0.6]) / 0.675
+    own = np.array([1, 3, 0, 2]) / 3 + (0.5 / 3) * ratios / (1 + ratios)
+    assert population_scores(ratios, 1.0) == pytest.approx(own)
+    assert threshold == population_threshold(scores, own)
 
 
-def test_rmia_ties_are_ordered_by_the_likelihood_ratio_without_changing_decisions():
+def test_rmia_ties_are_ordered_by_the_likelihood_ratio():
     # shadows all 0.5 -> Pr = 0.65 * 0.5 + 0.35 = 0.675, so ratio = p_y(victim) / 0.675
     pr = 0.675
     population_probs = [1 * pr, 1.2 * pr, 1.3 * pr, 1.4 * pr]  # ratios 1, 1.2, 1.3, 1.4 (p_y must stay < 1)
     victim = binary_log_probs([1.25 * pr, 1.27 * pr, 0.9 * pr, 0.95 * pr] + population_probs)
     shadows = [binary_log_probs([0.5] * 8)] * 2
     targets = Targets(np.arange(4), np.array([True, True, False, False]))
-    scores, threshold = Rmia().decision_scores(inputs_for(victim, shadows, targets, population=np.arange(4, 8)))
+    scores, _ = Rmia().decision_scores(inputs_for(victim, shadows, targets, population=np.arange(4, 8)))
     # fractions: 1.25 and 1.27 dominate ratios 1 and 1.2 -> 0.5; 0.9 and 0.95 dominate nothing -> 0
     expected = [0.5 + 0.125 * r / (1 + r) for r in (1.25, 1.27)] + [0.125 * r / (1 + r) for r in (0.9, 0.95)]
     assert scores == pytest.approx(expected, abs=1e-9)
     assert scores[1] > scores[0] and scores[3] > scores[2]
-    assert ((scores >= threshold) == np.array([True, True, False, False])).all()  # decisions as without ties
 
 
 def test_rmia_tie_break_stays_below_half_a_step_for_odd_populations():

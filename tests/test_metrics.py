@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from objectives.leakage import PRIVACY_METRICS
-from wemem.metrics import attack_metrics, auc, balanced_accuracy, best_threshold, roc_points, tpr_at_fpr
+from wemem.metrics import (attack_metrics, auc, balanced_accuracy, best_threshold, population_threshold, roc_points,
+                           tpr_at_fpr)
 
 MEMBERS = np.array([1, 1, 1, 0, 0, 0], dtype=bool)
 
@@ -98,3 +99,33 @@ def test_roc_points_are_thinned_and_span_the_curve():
 def test_attack_metric_names_are_the_leakage_metrics():
     metrics = attack_metrics(np.array([0.9, 0.1]), np.array([1, 0], bool), 0.5)
     assert set(metrics) == set(PRIVACY_METRICS)
+
+
+def test_population_threshold_by_hand():
+    # targets 0.2, 0.6, 0.9 (unlabeled), population (known non-members) 0.1, 0.3, 0.5, 0.7.
+    # cut c: accept score >= c; gap = population below c / 4 - targets below c / 3:
+    # 0.1: 0; 0.2: 1/4; 0.3: 1/4 - 1/3; 0.5: 2/4 - 1/3; 0.6: 3/4 - 1/3 = 0.4167; 0.7: 3/4 - 2/3; 0.9: 1 - 2/3
+    # -> the cut 0.6, returned as the midpoint below it (0.55)
+    threshold = population_threshold(np.array([0.9, 0.2, 0.6]), np.array([0.5, 0.1, 0.7, 0.3]))
+    assert threshold == pytest.approx(0.55)
+    # no gap above chance: reject all
+    assert population_threshold(np.array([0.1, 0.2]), np.array([0.5, 0.6])) == float("inf")
+
+
+def test_population_threshold_maximizes_tpr_minus_fpr_whatever_the_member_share():
+    rng = np.random.default_rng(0)
+    non_members, population = rng.normal(0, 1, 20000), rng.normal(0, 1, 20000)
+    for members in (rng.normal(2, 1, 20000), rng.normal(2, 1, 5000)):  # half, then a fifth of the targets
+        scores = np.r_[members, non_members]
+        is_member = np.r_[np.ones(len(members), bool), np.zeros(len(non_members), bool)]
+        threshold = population_threshold(scores, population)
+        assert threshold == pytest.approx(1.0, abs=0.1)  # equal variances: the optimal cut is the midpoint
+        assert balanced_accuracy(scores, is_member, threshold) == pytest.approx(best_threshold(scores, is_member)[1],
+                                                                                abs=0.005)
+
+
+def test_a_threshold_per_sample_decides_each_sample():
+    scores, members = np.array([0.3, 0.3, 0.8, 0.8]), np.array([1, 0, 1, 0], bool)
+    # per-class thresholds looked up by label: 0.2 for the first and third, 0.9 for the others
+    assert balanced_accuracy(scores, members, np.array([0.2, 0.9, 0.2, 0.9])) == 1.0
+    assert attack_metrics(scores, members, np.array([0.2, 0.9, 0.2, 0.9]))["balanced_accuracy"] == 1.0

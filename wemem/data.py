@@ -95,7 +95,8 @@ class ModelSplit:
 # Bump whenever make_study_split changes what an index set means: the version enters the cache key
 # (wemem.config.ExperimentConfig.key), so splits, pretrained models and mem-scores cached under an older meaning
 # are never reused. 2: the RMIA population is held out of E before the models' evaluation pools are formed.
-SPLIT_VERSION = 2
+# 3: no shadow's dev set holds a sample of the victim's test set (the victim's non-member targets).
+SPLIT_VERSION = 3
 
 POPULATION_FRACTION = 0.2  # of the test pool E, held out as RMIA's reference population
 POPULATION_FLOOR = 300  # SPEC 9: "at least a few hundred"...
@@ -138,14 +139,20 @@ def _as_index_tensor(indices: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.sort(indices), dtype=torch.long)  # sorted for cache-friendly gathers
 
 
-def _model_split(pool: np.ndarray, test_pool: np.ndarray, seed: int, train_fraction: float, dev_fraction: float) -> ModelSplit:
+def _model_split(pool: np.ndarray, test_pool: np.ndarray, seed: int, train_fraction: float, dev_fraction: float,
+                 not_for_dev: np.ndarray | None = None) -> ModelSplit:
+    """90% of ``pool`` trains the model; the rest of it plus ``test_pool`` splits 34% dev / 66% test. Samples of
+    ``not_for_dev`` that would fall in the dev set are left out of it (and of the test set, which stays as it
+    would be without them)."""
     pool = pool[seeded_permutation(len(pool), seed)]
     n_train = int(round(len(pool) * train_fraction))
     evaluation = np.concatenate([pool[n_train:], test_pool])
     evaluation = evaluation[seeded_permutation(len(evaluation), seed + 1_000_003)]
     n_dev = int(round(len(evaluation) * dev_fraction))
-    return ModelSplit(_as_index_tensor(pool[:n_train]), _as_index_tensor(evaluation[:n_dev]),
-                      _as_index_tensor(evaluation[n_dev:]))
+    dev = evaluation[:n_dev]
+    if not_for_dev is not None:
+        dev = dev[~np.isin(dev, not_for_dev)]
+    return ModelSplit(_as_index_tensor(pool[:n_train]), _as_index_tensor(dev), _as_index_tensor(evaluation[n_dev:]))
 
 
 def make_study_split(
@@ -155,7 +162,8 @@ def make_study_split(
 
     First a seeded slice of E (see :func:`population_size`) is held out as RMIA's population (SPEC 9). The
     victim's evaluation pool (rest of V plus the rest of E) splits 34% dev / 66% test; shadow k does the same
-    with its pool A permuted by seed + k. Shadows never see victim members; no model sees the population.
+    with its pool A permuted by seed + k, leaving the victim's test samples out of its dev set. Shadows never
+    see victim members and never select checkpoints on victim non-members; no model sees the population.
     """
     require(shadows >= 1, f"shadows must be >= 1 (got {shadows}); adaptive attacks need at least one shadow model")
     order = seeded_permutation(pools.n_train, seed)
@@ -165,8 +173,13 @@ def make_study_split(
     n_population = population_size(len(test_pool))
     population, test_pool = test_pool[:n_population], test_pool[n_population:]
     victim = _model_split(victim_pool, test_pool, seed, train_fraction, dev_fraction)
+    # a shadow selects its checkpoints on its dev set: never on the victim's non-members, which the attacks score
+    # (selected on them, the shadows would fit those very samples, so their OUT outputs on the victim's
+    # non-member targets would not be those of unseen samples). They are dropped, not moved to the shadow's test
+    # set, so what the attacks fit on (the shadows' test sets) stays as it was.
     shadow_splits = tuple(
-        _model_split(shadow_pool, test_pool, seed + k, train_fraction, dev_fraction) for k in range(shadows)
+        _model_split(shadow_pool, test_pool, seed + k, train_fraction, dev_fraction, victim.test.numpy())
+        for k in range(shadows)
     )
     return StudySplit(victim, shadow_splits, _as_index_tensor(population))
 

@@ -37,8 +37,34 @@ def best_threshold(scores: np.ndarray, is_member: np.ndarray) -> tuple[float, fl
     return float(0.5 * (sorted_scores[best] + next_lower)), float(balanced[best])
 
 
-def balanced_accuracy(scores: np.ndarray, is_member: np.ndarray, threshold: float) -> float:
-    """0.5 * (TPR + TNR) of the rule ``score >= threshold``."""
+def population_threshold(target_scores: np.ndarray, population_scores: np.ndarray) -> float:
+    """A label-free threshold: the cut maximizing F_pop(t) - F_targets(t), in O(n log n).
+
+    ``population_scores`` are scores of samples known to be non-members (they follow the targets' non-member
+    distribution F0); the targets mix members (F1, unknown) and non-members with some member fraction pi > 0, so
+    F_targets = (1 - pi) F0 + pi F1 and F0 - F_targets = pi (F0 - F1) = pi (TPR - FPR) at every cut: the cut
+    that maximizes the gap maximizes TPR - FPR, i.e. the balanced accuracy, whatever pi is -- no label needed.
+    The rule is ``score >= t`` as everywhere; among equally good cuts the midpoint below the accepted score is
+    returned (as :func:`best_threshold`); +inf (reject all) when no cut beats chance.
+    """
+    targets = np.sort(np.asarray(target_scores, dtype=np.float64))
+    population = np.sort(np.asarray(population_scores, dtype=np.float64))
+    if len(targets) == 0 or len(population) == 0:
+        return float("inf")
+    cuts = np.unique(np.concatenate([targets, population]))
+    # fraction of each side strictly below each cut: those are predicted non-members
+    gap = (np.searchsorted(population, cuts, side="left") / len(population)
+           - np.searchsorted(targets, cuts, side="left") / len(targets))
+    best = int(np.argmax(gap))
+    if gap[best] <= 0:
+        return float("inf")
+    below = cuts[best - 1] if best > 0 else cuts[best] - 1.0
+    return float(0.5 * (cuts[best] + below))
+
+
+def balanced_accuracy(scores: np.ndarray, is_member: np.ndarray, threshold: float | np.ndarray) -> float:
+    """0.5 * (TPR + TNR) of the rule ``score >= threshold``; ``threshold`` may hold one value per sample (the
+    per-class thresholds of Conf, Entr and Mentr, looked up by each target's label)."""
     scores, is_member = np.asarray(scores, dtype=np.float64), np.asarray(is_member, dtype=bool)
     predicted = scores >= threshold
     tpr = predicted[is_member].mean() if is_member.any() else 0.0
@@ -72,7 +98,9 @@ def roc_points(scores: np.ndarray, is_member: np.ndarray, max_points: int = 200)
     return {"fpr": [round(float(v), 5) for v in fpr], "tpr": [round(float(v), 5) for v in tpr]}
 
 
-def attack_metrics(scores: np.ndarray, is_member: np.ndarray, threshold: float) -> dict[str, float]:
+def attack_metrics(scores: np.ndarray, is_member: np.ndarray, threshold: float | np.ndarray) -> dict[str, float]:
+    """The decision's balanced accuracy, and the threshold-free judges (AUC, TPR at low FPR) on the attack's own
+    scores."""
     return {
         "balanced_accuracy": balanced_accuracy(scores, is_member, threshold),
         "auc": auc(scores, is_member),

@@ -2,8 +2,10 @@
 
 Attacks are black-box and adaptive: they see the deployed models' output log-probabilities (after any defense
 output transform) and the true labels, are fitted on the shadows' balanced member/non-member sets, and
-score the victim's balanced set. Every attack returns scores on the victim's targets (higher = member) and the
-decision threshold fitted on shadows, so metrics are computed identically for all of them.
+score the victim's balanced set. Every attack returns scores on the victim's targets (higher = member), on which
+AUC and TPR at low FPR are computed, and its decision threshold (fitted on the shadows, or for LiRA and RMIA
+without labels on the population), which gives the balanced accuracy, so metrics are computed identically for
+all of them.
 """
 
 from __future__ import annotations
@@ -118,8 +120,9 @@ class Attack:
         # parts of the attack's wall time worth reporting separately (e.g. "fit" and "score" of a trained attack)
         self.timings: dict[str, float] = {}
 
-    def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float]:
-        """Scores of the victim's targets (higher = member) and the decision threshold fitted on shadows."""
+    def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float | np.ndarray]:
+        """Scores of the victim's targets (higher = member) and the decision threshold: one value, or one per
+        target (the threshold of its class); a target is called a member when its score reaches it."""
         raise NotImplementedError
 
 

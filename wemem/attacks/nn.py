@@ -37,6 +37,7 @@ from ..errors import require
 from ..metrics import auc, best_threshold
 from ..training import default_device
 from .base import ATTACKS, Attack, AttackInputs, Observations
+from .features import log_odds as unclipped_log_odds
 
 
 @dataclass(frozen=True)
@@ -273,20 +274,8 @@ LOG_ODDS_LIMIT = 50.0  # |log-odds| beyond this is float noise (p within 2e-22 o
 
 
 def log_odds(log_probs: np.ndarray) -> np.ndarray:
-    """log(p_j / (1 - p_j)) for every class, computed from log-probabilities without cancellation.
-
-    log(1 - p_j) is log1p(-p_j) where p_j <= 1/2; at most one class per row has p_j > 1/2, and there it is the
-    log-sum of the other classes' probabilities, which stays exact when p_j rounds to 1.
-    """
-    log_probs = np.asarray(log_probs, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        log_rest = np.log1p(-np.exp(np.minimum(log_probs, np.log(0.5))))
-    rows, top = np.arange(len(log_probs)), log_probs.argmax(axis=1)
-    others = log_probs.copy()
-    others[rows, top] = -np.inf
-    dominant = log_probs[rows, top] > np.log(0.5)
-    log_rest[rows[dominant], top[dominant]] = np.logaddexp.reduce(others[dominant], axis=1)
-    return np.clip(log_probs - log_rest, -LOG_ODDS_LIMIT, LOG_ODDS_LIMIT)
+    """log(p_j / (1 - p_j)) for every class (:func:`wemem.attacks.features.log_odds`), clipped for the networks."""
+    return np.clip(unclipped_log_odds(log_probs), -LOG_ODDS_LIMIT, LOG_ODDS_LIMIT)
 
 
 def posterior(observed: Observations) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import require
+from ..metrics import population_threshold
 from .base import ATTACKS, Attack, AttackInputs
 
 
@@ -33,14 +34,22 @@ def dominance_fraction(target_ratios: np.ndarray, population_ratios: np.ndarray,
 
 
 def break_ties(fractions: np.ndarray, ratios: np.ndarray, population_size: int) -> np.ndarray:
-    """Order targets with equal fractions by their raw likelihood ratio, without changing any 0.5 decision.
+    """Order targets with equal fractions by their raw likelihood ratio, without changing their order otherwise.
 
     Fractions are multiples of 1/n (n = population size). Adding (0.5/n) * r / (1 + r), which is strictly
-    increasing in the ratio r > 0 and below half a step, keeps every fraction's order and the decision
-    ``score >= 0.5`` (a fraction below 0.5 is at most 0.5 - 1/(2n)), while a small population no longer ties
-    many targets at the same score (which would flatten the ROC curve at low FPR).
+    increasing in the ratio r > 0 and below half a step, keeps every fraction's order, while a small population
+    no longer ties many targets at the same score (which would flatten the ROC curve at low FPR).
     """
     return fractions + (0.5 / population_size) * ratios / (1.0 + ratios)
+
+
+def population_scores(population_ratios: np.ndarray, gamma: float) -> np.ndarray:
+    """Each population sample's score against the other n - 1 (itself left out), tie-broken like the targets':
+    the victim's non-member targets score like these, so they give the attack's label-free threshold."""
+    n = len(population_ratios)
+    ordered = np.sort(population_ratios)
+    others = np.searchsorted(ordered, population_ratios / gamma, side="right") - (gamma <= 1.0)  # not itself
+    return break_ties(others / max(n - 1, 1), population_ratios, max(n - 1, 1))
 
 
 def true_class_probs(log_probs: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -64,7 +73,8 @@ class Rmia(Attack):
                 "rmia needs a population of non-member samples no model trained on; build the attack inputs with "
                 "wemem.pipeline.attack_inputs, or drop rmia when every pool sample is a target or trained on")
         target_ratios = self.likelihood_ratios(inputs, inputs.victim_targets.indices)
-        fractions = dominance_fraction(target_ratios, self.likelihood_ratios(inputs, inputs.population), self.gamma)
+        population_ratios = self.likelihood_ratios(inputs, inputs.population)
+        fractions = dominance_fraction(target_ratios, population_ratios, self.gamma)
         scores = break_ties(fractions, target_ratios, len(inputs.population))
-        # SPEC section 9: fixed threshold, as for LiRA
-        return scores, 0.5
+        # label-free threshold from the population (as LiRA's): a fixed 0.5 accepts about half the non-members
+        return scores, population_threshold(scores, population_scores(population_ratios, self.gamma))

@@ -8,28 +8,11 @@ import numpy as np
 
 from ..metrics import best_threshold
 from .base import ATTACKS, Attack, AttackInputs
+from .features import negative_entropy, negative_modified_entropy, scaled_confidence
 
-_EPS = 1e-30
-
-
-def true_class_probability(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return np.exp(log_probs[np.arange(len(labels)), labels])
-
-
-def negative_entropy(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return np.sum(np.exp(log_probs) * log_probs, axis=1)
-
-
-def negative_modified_entropy(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """-Mentr(p, y) with Mentr = -(1 - p_y) log p_y - sum_{i != y} p_i log(1 - p_i) (Song & Mittal 2021)."""
-    probs = np.exp(log_probs)
-    rows = np.arange(len(labels))
-    p_true = probs[rows, labels]
-    log_one_minus = np.log(np.clip(1.0 - probs, _EPS, None))
-    others = probs * log_one_minus
-    others[rows, labels] = 0.0
-    mentr = -(1.0 - p_true) * log_probs[rows, labels] - others.sum(axis=1)
-    return -mentr
+# the features live in .features (float64, log space); imported here as the attacks' public names
+__all__ = ["Conf", "Entr", "Mentr", "Hconf", "negative_entropy", "negative_modified_entropy", "scaled_confidence",
+           "per_class_thresholds"]
 
 
 def per_class_thresholds(scores: np.ndarray, labels: np.ndarray, members: np.ndarray, num_classes: int) -> np.ndarray:
@@ -50,7 +33,9 @@ class ThresholdAttack(Attack):
     def feature(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float]:
+    def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float | np.ndarray]:
+        """The raw feature of each victim target (what the ROC metrics rank, as Song & Mittal's code and ML
+        Privacy Meter report them) and its decision threshold: the global one, or its class's."""
         shadow, victim = inputs.shadow_observations(), inputs.victim_observations()
         shadow_scores = self.feature(shadow.log_probs, shadow.labels)
         victim_scores = self.feature(victim.log_probs, victim.labels)
@@ -58,17 +43,13 @@ class ThresholdAttack(Attack):
             threshold, _ = best_threshold(shadow_scores, shadow.is_member)
             return victim_scores, threshold
         thresholds = per_class_thresholds(shadow_scores, shadow.labels, shadow.is_member, victim.log_probs.shape[1])
-        # a class with no useful cut rejects all its samples; keep it finite so AUC stays defined
-        ceiling = max(shadow_scores.max(initial=0.0), victim_scores.max(initial=0.0)) + 1.0
-        thresholds = np.where(np.isfinite(thresholds), thresholds, ceiling)
-        # shift by the class threshold so one decision threshold (0) serves all classes
-        return victim_scores - thresholds[victim.labels], 0.0
+        return victim_scores, thresholds[victim.labels]  # +inf where a class has no useful cut: all rejected
 
 
 @ATTACKS.register("conf")
 class Conf(ThresholdAttack):
     name = "conf"
-    feature = staticmethod(true_class_probability)
+    feature = staticmethod(scaled_confidence)  # p_y's order, without float ties near p_y = 1
 
 
 @ATTACKS.register("entr")
@@ -87,4 +68,4 @@ class Mentr(ThresholdAttack):
 class Hconf(ThresholdAttack):
     name = "hconf"
     per_class = False
-    feature = staticmethod(true_class_probability)
+    feature = staticmethod(scaled_confidence)  # p_y's order, without float ties near p_y = 1
