@@ -306,12 +306,11 @@ def write_scores_out(scores, out: Path, config: ExperimentConfig) -> str:
 
 
 def _memscore_compute(args: argparse.Namespace, config: ExperimentConfig, cache_dir: str) -> None:
-    from wemem.assets import save_memscores
-    from wemem.data import load_dataset
+    from wemem.assets import check_inputs, save_memscores
     from wemem.memscore import compute_memscores
 
+    pools = check_inputs(config, cache_dir)  # the data, the model against it, the cache: before Ray starts
     echo(f"training {config.memscore_models} models on complementary halves of {config.dataset}'s training pool")
-    pools = load_dataset(config.dataset, config.data_root, config.seed)
     scores = compute_memscores(config, pools, parallel_map(args))
     target = save_memscores(scores, config, cache_dir)
     echo(f"{describe(scores)}; cached in {target}")

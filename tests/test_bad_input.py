@@ -279,6 +279,8 @@ HARDENING: list[tuple[str, Callable[[Path], list[str]], list[str], Callable[[Pat
     ("launch-model-does-not-fit", lambda p: ["launch", study_file(p, name="new", model={"name": "resnet18"})],
      ["resnet18", "columnfc"], None),
     ("run-model-does-not-fit", lambda p: ["run", "--model", "resnet18"], ["resnet18", "columnfc"], None),
+    ("memscore-model-does-not-fit", lambda p: ["memscore", "compute", "--model", "resnet18", "--cache-dir",
+                                               str(p / "cache")], ["resnet18", "columnfc"], None),
     ("launch-cache-in-proc", lambda p: ["launch", study_file(p, name="new"), "--cache-dir", "/proc/wemem-cache"],
      ["cache folder"], None),
     ("launch-cache-is-a-file", lambda p: ["launch", study_file(p, name="new"), "--cache-dir", str(p / "new.toml")],
