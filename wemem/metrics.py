@@ -46,6 +46,11 @@ def population_threshold(target_scores: np.ndarray, population_scores: np.ndarra
     that maximizes the gap maximizes TPR - FPR, i.e. the balanced accuracy, whatever pi is -- no label needed.
     The rule is ``score >= t`` as everywhere; among equally good cuts the midpoint below the accepted score is
     returned (as :func:`best_threshold`); +inf (reject all) when no cut beats chance.
+
+    The gap is the one-sided two-sample Kolmogorov-Smirnov statistic. ``scipy.stats.ks_2samp(population,
+    targets, alternative="greater")`` finds the same cut, but reports it as a sample value x for the rule
+    ``score > x``. Turning that into our ``score >= t`` midpoint, and handling "no cut beats chance", takes as
+    many lines as the search below, so the search is done here.
     """
     targets = np.sort(np.asarray(target_scores, dtype=np.float64))
     population = np.sort(np.asarray(population_scores, dtype=np.float64))
