@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, get_args
 
-PRIVACY_METRICS = ("balanced_accuracy", "auc", "tpr_at_1%_fpr", "tpr_at_0.1%_fpr")
+PrivacyMetric = Literal["balanced_accuracy", "auc", "tpr_at_1%_fpr", "tpr_at_0.1%_fpr"]
+PRIVACY_METRICS: tuple[str, ...] = get_args(PrivacyMetric)
 
 
 def leakage(attacks: dict[str, dict[str, Any]], metric: str = "balanced_accuracy",

@@ -10,16 +10,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
-from .leakage import PRIVACY_METRICS
+from .leakage import PRIVACY_METRICS, PrivacyMetric
 
 Mode = Literal["constrained", "weighted", "pareto"]
+# A new mode is one entry here, in ``Mode`` and in ``score``: the study file, storage, ranking, confirm and report
+# read the mode's directions and constraint from this module.
 DIRECTIONS: dict[str, list[str]] = {
     "constrained": ["minimize"],
     "weighted": ["minimize"],
     "pareto": ["minimize", "maximize"],
 }
+assert set(DIRECTIONS) == set(get_args(Mode))
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class ObjectiveConfig:
     mode: Mode = "constrained"
     delta: float = 0.02
     weight: float = 1.0
-    privacy_metric: str = "balanced_accuracy"
+    privacy_metric: PrivacyMetric = "balanced_accuracy"
     privacy_attacks: tuple[str, ...] | None = None  # the attacks P is the maximum over (None: all that ran)
 
     def __post_init__(self) -> None:
@@ -41,6 +44,11 @@ class ObjectiveConfig:
     @property
     def directions(self) -> list[str]:
         return DIRECTIONS[self.mode]
+
+    @property
+    def constraint_delta(self) -> float | None:
+        """The accuracy drop the mode allows (its constraint), or None when it has no constraint."""
+        return self.delta if self.mode == "constrained" else None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from filelock import FileLock
 
-from wemem.assets import StudyAssets, cache_path, load_checked, save_checked
+from wemem.assets import Echo, StudyAssets, cache_path, load_checked, save_checked
 from wemem.config import ExperimentConfig, PruningConfig, content_hash
 from wemem.attacks import AttackInputs, run_attacks
 from wemem.parallel import MapFn, StepperMap, serial_map
@@ -31,7 +31,9 @@ class TrialSpec:
     round_reports: bool = False  # report a per-round objective (for early stopping of poor trials)
 
 
-# The cheap attacks behind the per-round objective: thresholds only, no model training.
+# The cheap attacks (those that declare ``cheap``: thresholds only, no model training), behind the per-round
+# objective and the study file's default [attacks] names. Listed in this order because the default list is stored
+# in every study's definition (part of its identity): a derived, sorted order would make existing studies differ.
 CHEAP_ATTACKS = ("conf", "entr", "mentr", "hconf")
 
 
@@ -88,7 +90,7 @@ def spec_leakage(spec: TrialSpec, attacks: dict[str, dict[str, Any]]) -> tuple[f
 
 
 def reference(spec: TrialSpec, assets: StudyAssets, map_fn: MapFn = serial_map,
-              log: Callable[[str], None] = lambda message: None) -> Reference:
+              log: Echo = lambda message: None) -> Reference:
     """U_base and P_base of the undefended iteratively pruned model, cached (checksummed) next to the assets."""
     key = content_hash({"pruning": asdict(spec.pruning), "attacks": list(spec.attacks), "adaptive": spec.adaptive,
                         "metric": spec.objective.privacy_metric, "among": spec.objective.privacy_attacks})

@@ -1,2 +1,13 @@
-"""search: studies over defense settings -- study files, search spaces, Optuna storage and lifecycle, the Ray
-Tune runner, resume, export and the ``wemem`` command line."""
+"""search: studies over defense settings, one package per concept, lowest layer first:
+
+- ``studyfile``: the study file's schema and every defense's search space;
+- ``storage``: storage URLs and secrets, every stored attribute (``records``), heartbeats and retries;
+- ``study``: where a study lives and runs, the ``OpenStudy`` object, creating/loading/opening, ranking trials;
+- ``execution``: Ray (cluster, jobs), the trainable, the Tune loop, launch and resume;
+- ``confirm``: re-evaluating the best settings on fresh seeds;
+- ``results``: printed text, export, apply, report;
+- ``cli``: the ``wemem`` command line.
+
+A module imports only from its own layer or lower ones (``tests/test_layout.py`` checks it). This package's
+``__init__`` stays empty: Ray workers import it before their job module.
+"""

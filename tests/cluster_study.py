@@ -31,9 +31,10 @@ def tiny_study(name: str) -> dict:
 
 
 def main(workdir: Path) -> None:
-    import search.study as study_module
-    from search.config import parse_study
-    from search.study import Options, launch
+    import search.execution.launcher as study_module
+    from search.execution.launcher import launch
+    from search.study import Options
+    from search.studyfile import parse_study
     from wemem.assets import cache_path
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 2,
@@ -45,17 +46,17 @@ def main(workdir: Path) -> None:
     deleted: list[str] = []
     run_trials = study_module.run_trials
 
-    def run_trials_without_cache(study, storage, definition, spec, *args, **kwargs):
+    def run_trials_without_cache(opened, *args, **kwargs):
         """Delete the launcher's asset cache between the shared work and the trials."""
-        folder = cache_path(spec.experiment, spec.cache_dir)
+        folder = cache_path(opened.spec.experiment, opened.spec.cache_dir)
         shutil.rmtree(folder)
         deleted.append(str(folder))
-        return run_trials(study, storage, definition, spec, *args, **kwargs)
+        return run_trials(opened, *args, **kwargs)
 
     study_module.run_trials = run_trials_without_cache
     definition = parse_study(tiny_study("cluster"))
     options = Options(storage=f"sqlite:///{workdir / 'wemem.db'}", cache_dir=str(workdir / "cache"))
-    study = launch(definition, options, echo=lambda message: None)
+    study = launch(definition, options, echo=lambda message: None).study
     trials = study.get_trials(deepcopy=False)
     print(json.dumps({
         "ray_nodes": len([n for n in ray.nodes() if n["Alive"]]),

@@ -132,7 +132,7 @@ def test_per_class_thresholds_still_decide():
 
 @pytest.mark.parametrize("dataset", ["digits", "finefoods"])
 def test_no_victim_target_is_in_any_shadows_dev_set(dataset: str, monkeypatch: pytest.MonkeyPatch):
-    import wemem.data as data
+    import wemem.data.registry as data
     from wemem.data import load_dataset, make_study_split
 
     pools = load_dataset(dataset, None, 7)

@@ -254,3 +254,9 @@ def test_attack_lists_from_the_command_line():
         parse_attack_names("conf,magic", [])
     with pytest.raises(WememError, match="no attack named"):
         parse_attack_names(" , ", ["conf"])
+
+
+def test_the_cheap_suite_is_the_attacks_that_declare_themselves_cheap():
+    from objectives import CHEAP_ATTACKS
+
+    assert set(CHEAP_ATTACKS) == {name for name in ATTACKS.names() if ATTACKS.get(name).cheap}

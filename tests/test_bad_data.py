@@ -20,7 +20,7 @@ from torch import nn
 
 from wemem.data import load_dataset
 from wemem.errors import WememError
-from wemem.loaders import MIN_NPZ_SAMPLES, MIN_SAMPLES_PER_CLASS, read_cifar_batch
+from wemem.data.loaders import MIN_NPZ_SAMPLES, MIN_SAMPLES_PER_CLASS, read_cifar_batch
 from wemem.models import MODELS, check_model_fits
 
 SEED = 7
@@ -139,7 +139,7 @@ def test_a_hostile_batch_in_a_full_cifar10_layout_stops_the_loader_and_writes_no
 
 
 def test_a_missing_batch_still_goes_to_the_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import wemem.loaders
+    import wemem.data.loaders
 
     folder = write_cifar10_layout(tmp_path)
     (folder / "test_batch").unlink()
@@ -149,7 +149,7 @@ def test_a_missing_batch_still_goes_to_the_download(tmp_path: Path, monkeypatch:
         asked.append(files)
         write_pickle(folder / "test_batch", genuine_entry(2, [3, 4]), 2)
 
-    monkeypatch.setattr(wemem.loaders, "download_cifar", download)
+    monkeypatch.setattr(wemem.data.loaders, "download_cifar", download)
     pools = load_dataset("cifar10", tmp_path, SEED)
 
     assert asked and folder / "test_batch" in asked[0] and pools.y.tolist()[-2:] == [3, 4]

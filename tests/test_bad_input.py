@@ -16,8 +16,9 @@ import tomli_w
 from optuna.distributions import FloatDistribution
 
 from search.cli import main
-from search.config import parse_study
-from search.storage import create_or_load_study, open_storage
+from search.storage import open_storage
+from search.study import create_or_load_study
+from search.studyfile import parse_study
 
 SECRET = "s3cr3t-pw-917"
 BASE_STUDY = {"study": {"name": "base", "n_trials": 2, "sampler": "random"}, "data": {"shadows": 2},
@@ -193,7 +194,7 @@ def foreign_untouched(place: Path) -> None:
 
 def running_trial(place: Path) -> None:
     """A trial of 'base' that a live launcher runs: RUNNING, with a fresh heartbeat, from this process."""
-    from search.lifecycle import PROCESS_ATTR, process_identity
+    from search.storage import PROCESS_ATTR, process_identity
 
     storage = open_storage(f"sqlite:///{place / 'wemem.db'}")
     study = optuna.load_study(study_name="base", storage=storage)
@@ -333,16 +334,17 @@ ALL_CASES = [(*case, None) for case in CASES] + HARDENING
 @pytest.mark.parametrize("argv_of, expected, check", [c[1:] for c in ALL_CASES], ids=[c[0] for c in ALL_CASES])
 def test_bad_input_exits_2_names_the_problem_and_changes_nothing(place: Path, argv_of, expected, check, capsys,
                                                                   monkeypatch: pytest.MonkeyPatch):
-    import search.cli_science
-    import search.runner
-    import search.study
+    import search.cli.science
+    import search.execution.cluster
+    import search.execution.jobs
+    import search.execution.launcher
 
     def no_ray(*args: object, **kwargs: object) -> None:
         raise AssertionError("Ray was started before the input was checked")
 
-    for module in (search.runner, search.study):
+    for module in (search.execution.cluster, search.execution.launcher):
         monkeypatch.setattr(module, "init_ray", no_ray)
-    monkeypatch.setattr(search.runner, "RayMap", no_ray)
+    monkeypatch.setattr(search.execution.jobs, "RayMap", no_ray)
     monkeypatch.setenv("WEMEM_STORAGE", f"sqlite:///{place / 'wemem.db'}")
     monkeypatch.chdir(place)
     argv = argv_of(place)  # some cases first put a study or a file in place: part of what must stay
@@ -372,7 +374,7 @@ def test_delete_with_yes_removes_the_study(place: Path, capsys):
 
 
 def test_a_launcher_with_other_resources_joins_the_study(place: Path):
-    from search.storage import definition_differences
+    from search.study import definition_differences
 
     stored = parse_study(BASE_STUDY)
     gpu = parse_study(dict(BASE_STUDY, resources={"gpus_per_trial": 1, "cpus_per_trial": 4},
@@ -415,12 +417,12 @@ def test_status_says_when_a_running_trial_has_lost_its_launcher(place: Path, cap
     import sys
 
     identity = json.loads(subprocess.run(
-        [sys.executable, "-c", "import json; from search.lifecycle import process_identity; "
+        [sys.executable, "-c", "import json; from search.storage import process_identity; "
                                "print(json.dumps(process_identity()))"],
         capture_output=True, text=True, check=True).stdout)  # a process that has exited since
     storage = open_storage(f"sqlite:///{place / 'wemem.db'}")
     study = optuna.load_study(study_name="base", storage=storage)
-    from search.lifecycle import PROCESS_ATTR
+    from search.storage import PROCESS_ATTR
 
     dead, alive = study.ask(), study.ask()
     storage.record_heartbeat(dead._trial_id)
@@ -442,7 +444,7 @@ def test_delete_force_removes_a_study_a_launcher_still_runs(place: Path, capsys)
 
 
 def test_the_confirm_hint_names_only_attacks_the_study_can_run():
-    from search.study import judges_for
+    from search.results.text import judges_for
 
     assert judges_for(parse_study(BASE_STUDY)) == "all"  # 2 shadows: LiRA runs
     one_shadow = parse_study({**BASE_STUDY, "data": {"shadows": 1}})

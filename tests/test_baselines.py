@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from search.spaces import REFERENCE_SETTINGS, SPACES, suggest_setting
+from search.studyfile import REFERENCE_SETTINGS, SPACES, suggest_setting
 from wemem.defenses import DefenseContext, make_defense
 from wemem.defenses.baselines.hamp import high_entropy_true_probability, rank_matched, spread_label_entropy
 from wemem.defenses.baselines.ppb import paired_sorted_kl

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-import search.raymap as raymap
-import search.runner as runner
-from search.runner import RayMap, init_ray, threads_for
+import search.execution.cluster as runner
+import search.execution.jobs as raymap
+from search.execution.cluster import init_ray
+from search.execution.jobs import RayMap, threads_for
 from wemem.errors import WememError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,7 +144,9 @@ def test_study_on_a_two_node_cluster_with_fake_gpus(tmp_path: Path) -> None:
 def test_a_launcher_with_other_assets_is_refused(ray_session, tiny_config, tiny_assets, cache_dir) -> None:
     import optuna
 
-    from search.config import parse_study
+    from search.execution.trainable import shared_work
+    from search.study import OpenStudy, Options, Place
+    from search.studyfile import parse_study
 
     definition = parse_study({
         "study": {"name": "fingerprinted", "seed": tiny_config.seed},
@@ -156,12 +159,13 @@ def test_a_launcher_with_other_assets_is_refused(ray_session, tiny_config, tiny_
     spec = definition.trial_spec(str(cache_dir))
     assert spec.experiment == tiny_config  # reuses the session's cached assets
     study = optuna.create_study(study_name="fingerprinted")
-    shipped, base = runner.shared_work(study, definition, spec, echo=lambda message: None)
+    opened = OpenStudy(study, definition, None, Place(Options(cache_dir=str(cache_dir)), str(cache_dir), None))
+    shipped, base = shared_work(opened, echo=lambda message: None)
     stored = study.user_attrs["assets_fingerprint"]
-    runner.shared_work(study, definition, spec, echo=lambda message: None)  # same assets: accepted
+    shared_work(opened, echo=lambda message: None)  # same assets: accepted
     study.set_user_attr("assets_fingerprint", "0" * 64)  # as if the study had been run on another victim
     with pytest.raises(WememError, match="other assets.*--cache-dir"):
-        runner.shared_work(study, definition, spec, echo=lambda message: None)
+        shared_work(opened, echo=lambda message: None)
     assert stored != "0" * 64 and shipped.fingerprint
 
 
@@ -171,7 +175,7 @@ def test_a_launcher_with_other_assets_is_refused(ray_session, tiny_config, tiny_
 def test_bf16_and_channels_last_are_study_settings_and_inert_on_cpu() -> None:
     import torch
 
-    from search.config import parse_study
+    from search.studyfile import parse_study
     from wemem.models import build_model
     from wemem.training import place_model, training_autocast
 

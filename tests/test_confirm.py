@@ -17,7 +17,9 @@ from optuna.trial import create_trial
 from objectives import ObjectiveConfig, TrialSpec
 from search.confirm import (REFERENCE, Candidate, SeedResult, candidates, confirm_with, confirmation_seeds,
                             confirm_study, constraint_verdict, judged_by, known_results, stored_confirmations,
-                            suite_fields, suite_key, summary_lines, t_interval, top_trials)
+                            suite_fields, suite_key, t_interval)
+from search.results.text import confirmed_lines as summary_lines
+from search.study import top_trials
 from wemem.attacks import ATTACKS
 from wemem.config import ExperimentConfig, PruningConfig
 from wemem.errors import WememError
@@ -127,9 +129,9 @@ def test_top_trials_prefers_feasible_and_counts_a_setting_once():
 
 def tiny_study(tmp_path: Path):
     """A stored digits study with one finished trial (the paper's RSW setting); confirmation needs nothing else."""
-    from search.config import parse_study
-    from search.storage import create_or_load_study, open_storage
-    from search.study import Options
+    from search.storage import open_storage
+    from search.study import Options, create_or_load_study
+    from search.studyfile import parse_study
 
     options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(tmp_path / "cache"))
     definition = parse_study({
@@ -156,11 +158,11 @@ def tiny_study(tmp_path: Path):
 @pytest.mark.e2e
 def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_path: Path, capsys):
     from search.cli import main
-    from search.export import export_document
+    from search.results.export import export_document
     from search.study import open_study
 
     options = tiny_study(tmp_path)
-    before = export_document(*open_study("tinyconfirm", options))["confirmation"]
+    before = export_document(open_study("tinyconfirm", options))["confirmation"]
     assert before["status"] == "not confirmed" and "wemem confirm tinyconfirm" in before["note"]
     status = ["status", "tinyconfirm", "--storage", options.storage]
     assert main(status) == 0 and "  not confirmed: " in capsys.readouterr().out
@@ -170,7 +172,8 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     printed = capsys.readouterr().out
     assert "confirmed on 2 fresh seeds [1007, 2007]" in printed and "vs reference: leakage" in printed
 
-    study, definition = open_study("tinyconfirm", options)
+    opened = open_study("tinyconfirm", options)
+    study = opened.study
     stored = study.user_attrs["confirmation"]
     assert [e["label"] for e in stored["candidates"]] == ["reference", "trial 0"]
     trial = stored["candidates"][1]
@@ -185,11 +188,11 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     # each fresh seed is its own replication: its own cached split, pretraining and mem-scores
     assert len([p for p in Path(options.cache_dir).iterdir() if (p / "pretrained.pt").exists()]) == 2
 
-    document = export_document(study, definition)
+    document = export_document(opened)
     assert document["confirmation"]["status"] == "confirmed"
     assert document["confirmation"]["candidates"][1]["privacy_difference"] == trial["privacy_difference"]
     json.dumps(document)
-    from search.report import draw_confirmed_points, plot_confirmation
+    from search.results.report import draw_confirmed_points, plot_confirmation
 
     plot_confirmation(stored, "balanced_accuracy", tmp_path / "confirmation.png")
     assert (tmp_path / "confirmation.png").stat().st_size > 0
@@ -205,12 +208,13 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
                  "--cache-dir", options.cache_dir]) == 0
     printed = capsys.readouterr().out
     assert "judged by conf, entr" in printed and "judged by 2 attacks (conf, entr), not the study's own" in printed
-    study, definition = open_study("tinyconfirm", options)
+    opened = open_study("tinyconfirm", options)
+    study = opened.study
     judged = study.user_attrs["confirmation"]
     assert judged["attacks"] == ["conf", "entr"] and not judged["study_suite"]
     assert study.user_attrs["confirmation:conf,hconf"] == stored
     assert all(r["strongest_attack"] in ("conf", "entr") for e in judged["candidates"] for r in e["per_seed"])
-    assert export_document(study, definition)["confirmation"]["attacks"] == ["conf", "entr"]
+    assert export_document(opened)["confirmation"]["attacks"] == ["conf", "entr"]
     assert main(status) == 0
     assert "on 2 fresh seeds judged by 2 attacks: leakage" in capsys.readouterr().out  # the number to quote
 
@@ -345,13 +349,13 @@ def test_a_killed_or_interrupted_confirmation_resumes_from_its_stored_runs(ray_s
     else:  # a clean stop (it once ended in a segfault, exit 139, while Ray tore down)
         assert killed.returncode == 130, killed.stdout + killed.stderr
         assert "Run the same `wemem confirm tinyconfirm` again" in killed.stderr and "Traceback" not in killed.stderr
-    study, _ = open_study("tinyconfirm", options)
+    study = open_study("tinyconfirm", options).study
     assert "confirmation" not in study.user_attrs
     assert len(study.user_attrs["confirmation_runs:conf,hconf"]) == 1
 
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "reusing 1 of 4 evaluations" in printed and "confirmed on 2 fresh seeds" in printed
-    study, _ = open_study("tinyconfirm", options)
+    study = open_study("tinyconfirm", options).study
     assert len(study.user_attrs["confirmation_runs:conf,hconf"]) == 4
     assert [len(e["per_seed"]) for e in study.user_attrs["confirmation"]["candidates"]] == [2, 2]

@@ -86,7 +86,7 @@ def test_single_optimizer_restores_the_usual_weight_decay_after_risky_steps():
 def test_rmr_optimizer_is_fixed_in_the_search_space_unless_a_study_searches_it():
     import optuna
 
-    from search.spaces import space_for, suggest_setting
+    from search.studyfile import space_for, suggest_setting
     from wemem.defenses.wemem import RiskSettings
 
     trial = optuna.create_study().ask()

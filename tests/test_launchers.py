@@ -21,10 +21,10 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from helpers import age_heartbeat, postgres_or_skip
-from search.config import load_study_file
-from search.lifecycle import FAIL_REASON, retried_from, retry_callback
-from search.storage import GRACE_PERIOD_S, create_or_load_study, open_storage
-from search.study import Options, resume
+from search.execution.launcher import resume
+from search.storage import FAIL_REASON, GRACE_PERIOD_S, open_storage, retried_from, retry_callback
+from search.study import Options, create_or_load_study
+from search.studyfile import load_study_file
 from wemem.faults import ENV as FAILPOINTS_ENV
 
 pytestmark = pytest.mark.e2e
@@ -131,7 +131,7 @@ def test_sigkilled_launcher_then_immediate_resume_loses_nothing(ray_session, tmp
 
     # at once: the dead launcher's trials are failed without waiting for the heartbeat grace period
     messages: list[str] = []
-    study, _ = resume("killme", Options(storage=storage, cache_dir=cache), echo=messages.append)
+    study = resume("killme", Options(storage=storage, cache_dir=cache), echo=messages.append).study
     assert_recovered(before, study.get_trials(), n_trials=2)
     if any(t.state == TrialState.RUNNING for t in before.values()):
         assert any("dead launcher" in m for m in messages)
@@ -155,7 +155,7 @@ def test_ctrl_c_or_sigterm_fails_and_requeues_the_running_trial_then_resume_fini
     [retry] = [t for t in before.values() if t.state == TrialState.WAITING]
     assert retried_from(retry) == stopped.number and retry.params == stopped.params
 
-    study, _ = resume("ctrlc", Options(storage=storage, cache_dir=warm_cache), echo=lambda m: None)
+    study = resume("ctrlc", Options(storage=storage, cache_dir=warm_cache), echo=lambda m: None).study
     after = study.get_trials()
     assert after[retry.number].state == TrialState.COMPLETE and after[retry.number].params == stopped.params
     assert len([t for t in after if t.state == TrialState.COMPLETE]) == 2

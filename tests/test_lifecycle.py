@@ -22,11 +22,11 @@ from optuna.trial import TrialState
 
 from helpers import age_heartbeat, postgres_or_skip
 from search.cli import main
-from search.config import parse_study
-from search.lifecycle import (FAIL_REASON, PROCESS_ATTR, TrialHeartbeats, fail_dead_trials, process_identity,
+from search.storage import (FAIL_REASON, PROCESS_ATTR, TrialHeartbeats, fail_dead_trials, process_identity,
                               process_is_gone, retried_from, retry_callback, trial_id_of)
+from search.execution.tune import Progress, StudySearcher
 from search.storage import GRACE_PERIOD_S, open_storage
-from search.trials import Progress, StudySearcher
+from search.studyfile import parse_study
 
 DIST = {"rmr.risky_fraction": FloatDistribution(0.01, 0.5), "rmr.lambda_mem": FloatDistribution(1e-3, 1.0, log=True)}
 DEFINITION = parse_study({"study": {"name": "life", "n_trials": 3, "sampler": "random"},
@@ -120,7 +120,7 @@ def test_many_sweepers_at_once_requeue_a_setting_exactly_once(storage_url: str):
 
 
 def exited_process_identity() -> dict:
-    child = subprocess.run([sys.executable, "-c", "import json, sys; from search.lifecycle import process_identity;"
+    child = subprocess.run([sys.executable, "-c", "import json, sys; from search.storage import process_identity;"
                             "json.dump(process_identity(), sys.stdout)"], capture_output=True, text=True, check=True,
                            cwd=Path(__file__).parent.parent)
     return json.loads(child.stdout)
@@ -177,13 +177,13 @@ class Recorder:
 
 
 def searcher_for(url: str, target: int = 3) -> tuple[StudySearcher, Recorder]:
-    from search.storage import create_or_load_study
+    from search.study import OpenStudy, Options, Place, create_or_load_study
 
     storage = open_storage(url, stale_trial_callback=retry_callback(3))
     study, _ = create_or_load_study(DEFINITION, storage, {})
     echo = Recorder()
-    return StudySearcher(study, storage, DEFINITION, target, "L1", TrialHeartbeats(storage), Progress(target, echo),
-                         echo), echo
+    opened = OpenStudy(study, DEFINITION, storage, Place.of(Options(storage=url), study))
+    return StudySearcher(opened, target, "L1", TrialHeartbeats(storage), Progress(target, echo), echo), echo
 
 
 def outcome(values: list[float], constraint: float | None, utility: float = 0.9) -> dict:
@@ -265,8 +265,8 @@ def test_a_grace_period_below_two_heartbeats_is_refused(value: str, capsys: pyte
 def test_a_trial_past_its_time_limit_has_its_jobs_cancelled_and_fails(ray_session):
     """``[search] trial_timeout_s``: the trial's Ray jobs are cancelled at the deadline and it fails with that
     reason (the deadline is already past, so nothing here waits on a clock)."""
-    from search.raymap import RayMap, TrialTimeout
-    from search.runner import failure_reason
+    from search.execution.jobs import RayMap, TrialTimeout
+    from search.execution.trainable import failure_reason
 
     share = RayMap(num_cpus=0.5, deadline=time.time() - 1)
     with pytest.raises(TrialTimeout) as error:
@@ -275,7 +275,7 @@ def test_a_trial_past_its_time_limit_has_its_jobs_cancelled_and_fails(ray_sessio
 
 
 def test_trial_timeout_is_a_study_setting_outside_its_identity():
-    from search.storage import definition_differences
+    from search.study import definition_differences
 
     limited = parse_study({**{k: v for k, v in DEFINITION.model_dump().items()},
                            "search": {**DEFINITION.search.model_dump(), "trial_timeout_s": 3600}})

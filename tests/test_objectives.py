@@ -6,10 +6,10 @@ import optuna
 import pytest
 
 from objectives import ObjectiveConfig, leakage, score
-from search.config import parse_study
-from search.report import pareto_front
-from search.spaces import REFERENCE_SETTINGS, SPACES, reference_params, suggest_setting
+from search.results.report import pareto_front
+from search.studyfile import REFERENCE_SETTINGS, SPACES, reference_params, suggest_setting
 from search.storage import redact
+from search.studyfile import parse_study
 from wemem.defenses import make_defense
 from wemem.errors import WememError
 
@@ -113,7 +113,7 @@ def test_defense_settings_errors_are_clear():
 
 
 def test_trial_resources_split_over_the_victim_and_shadows():
-    from search.runner import HEAD_CPU, trial_bundles
+    from search.execution.cluster import HEAD_CPU, trial_bundles
 
     definition = parse_study({"study": {"name": "s"}, "data": {"shadows": 5},
                               "resources": {"cpus_per_trial": 6, "gpus_per_trial": 1}})
@@ -133,7 +133,7 @@ def test_passwords_never_shown():
 def test_every_shipped_study_file_is_valid():
     from pathlib import Path
 
-    from search.config import load_study_file
+    from search.studyfile import load_study_file
 
     files = sorted((Path(__file__).parent.parent / "studies").glob("*.toml"))
     assert len(files) >= 2
@@ -147,7 +147,7 @@ def test_dependencies_point_one_way():
     import subprocess
     import sys
 
-    code = ("import sys, wemem.pipeline, wemem.loaders, wemem.cnn, objectives; "
+    code = ("import sys, wemem.pipeline, wemem.data.loaders, wemem.models.cnn, objectives; "
             "print(sorted(m for m in ('optuna', 'ray', 'search') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -19,10 +19,11 @@ import tomli_w
 import torch
 
 import wemem.files
-from search.apply import edited_warning
-from search.config import parse_study
-from search.export import DEFINITION_KEY, read_export
-from search.storage import create_or_load_study, open_storage
+from search.results.apply import edited_warning
+from search.results.export import DEFINITION_KEY, read_export
+from search.storage import open_storage
+from search.study import create_or_load_study
+from search.studyfile import parse_study
 from test_bad_input import BASE_STUDY, assert_refused, place, run_cli, tree  # noqa: F401  (place: a fixture)
 from test_run_cli import TINY
 from wemem.assets import _torch_bytes, prepare_assets, save_checked
@@ -56,14 +57,14 @@ def add_study(place: Path, name: str, failed: int) -> str:
 @pytest.fixture
 def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray, the cache and training must not start before the output paths are checked."""
-    import search.runner
+    import search.execution.cluster
     import wemem.assets
     import wemem.memscore
 
     def started(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before the output path was checked")
 
-    for module, name in ((search.runner, "init_ray"), (wemem.assets, "prepare_assets"),
+    for module, name in ((search.execution.cluster, "init_ray"), (wemem.assets, "prepare_assets"),
                          (wemem.memscore, "compute_memscores")):
         monkeypatch.setattr(module, name, started)
 
@@ -280,9 +281,9 @@ def edited_export(place: Path, change: Callable[[dict], None]) -> str:
 
 
 def apply_without_ray(place: Path, export: str, capsys, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
-    import search.runner
+    import search.execution.cluster
 
-    monkeypatch.setattr(search.runner, "init_ray", lambda *args, **kwargs: None)
+    monkeypatch.setattr(search.execution.cluster, "init_ray", lambda *args, **kwargs: None)
     monkeypatch.chdir(place)
     code = run_cli(["apply", export, "--out", str(place / "applied")])
     out, err = capsys.readouterr()

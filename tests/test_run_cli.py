@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from search.cli import main
-from search.cli_science import parse_settings, planned_runs
+from search.cli.science import parse_settings, planned_runs
 from wemem.config import PruningConfig
 from wemem.errors import WememError
 

@@ -12,15 +12,16 @@ from optuna.trial import TrialState
 import pandas as pd
 import torch
 
-from search.apply import apply_export
 from search.cli import main
-from search.report import write_report
-from search.config import parse_study
-from search.export import export_document, read_export, write_export
-from search.lifecycle import retried_from
-from search.storage import create_or_load_study, open_storage
+from search.execution.launcher import launch, resume
+from search.results.apply import apply_export
+from search.results.export import export_document, read_export, write_export
+from search.results.report import write_report
+from search.storage import open_storage, retried_from
+from search.study import create_or_load_study
+from search.studyfile import parse_study
 from helpers import age_heartbeat
-from search.study import Options, best_trials, launch, open_study, resume
+from search.study import Options, best_trials, open_study
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +45,7 @@ def options(tmp_path: Path) -> Options:
 def test_two_trial_study_resume_and_export(ray_session, options: Options, tmp_path: Path):
     definition = parse_study(TINY_STUDY)
     messages: list[str] = []
-    study = launch(definition, options, messages.append)
+    study = launch(definition, options, messages.append).study
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     # the paper's reference settings were enqueued as warm starts, one per defense
@@ -65,7 +66,7 @@ def test_two_trial_study_resume_and_export(ray_session, options: Options, tmp_pa
     assert main(["status", "tiny", "--storage", options.storage, "--trial", "9"]) == 2
 
     messages.clear()
-    study, _ = resume("tiny", options, n_trials=1, echo=messages.append)
+    study = resume("tiny", options, n_trials=1, echo=messages.append).study
     assert {"cache hit: split (" in m for m in messages} >= {True}
     assert any(m.startswith("cache hit: pretrained") for m in messages)
     assert any(m.startswith("cache hit: mem-scores") for m in messages)
@@ -73,7 +74,7 @@ def test_two_trial_study_resume_and_export(ray_session, options: Options, tmp_pa
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
 
     out = tmp_path / "best.toml"
-    write_export(export_document(*open_study("tiny", options)), out)
+    write_export(export_document(open_study("tiny", options)), out)
     document = read_export(out)
     assert document["dataset"]["dataset"] == "digits" and document["model"] == "columnfc"
     assert document["pruning"]["sparsity"] == 0.6
@@ -98,18 +99,18 @@ def test_pareto_study_exports_its_front_and_reports(ray_session, options: Option
                                   objective={"mode": "pareto"},
                                   search={"defenses": ["rmr"], "enqueue_reference": False},
                                   resources={"cpus_per_trial": 1, "max_concurrent_trials": 2}))
-    study = launch(definition, options, lambda m: None)
+    study = launch(definition, options, lambda m: None).study
     assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
     completed = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(completed) == 3 and all(len(t.values) == 2 for t in completed)
-    document = export_document(*open_study("front", options))
+    document = export_document(open_study("front", options))
     front = {r["trial_number"] for r in document["pareto"]}
     expected = {t.number for t in study.best_trials}
     assert front == expected and front
     for record in document["pareto"]:  # no exported trial is dominated by another completed trial
         p, u = record["values"]
         assert not any(t.values[0] <= p and t.values[1] >= u and tuple(t.values) != (p, u) for t in completed)
-    written = {p.name for p in write_report(study, definition, tmp_path / "report")}
+    written = {p.name for p in write_report(open_study("front", options), tmp_path / "report")}
     assert written == {"trials.csv", "trials.parquet", "privacy_utility.png", "history.png", "importance.png",
                        "attacks.png", "roc.png", "timings.png"}
     table = pd.read_parquet(tmp_path / "report" / "trials.parquet")
@@ -128,7 +129,7 @@ def test_resume_fails_and_requeues_a_dead_launchers_trial(ray_session, options: 
                       "rmr.lambda_mem": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True)})
     age_heartbeat(storage, study, dead.number, seconds=3600)
     params = dict(dead.params)
-    study, _ = resume("stale", options, n_trials=1, echo=lambda m: None)
+    study = resume("stale", options, n_trials=1, echo=lambda m: None).study
     trials = study.get_trials()
     assert trials[dead.number].state == TrialState.FAIL
     retried = [t for t in trials if retried_from(t) == dead.number]
@@ -160,7 +161,7 @@ def test_early_stopping_prunes_a_poor_trial_between_rounds(ray_session, options:
     study, _ = create_or_load_study(definition, open_storage(options.storage_url), {"cache_dir": options.cache_dir})
     study.enqueue_trial({"rmr.lambda_mem": 0.01, "rmr.risky_fraction": 0.05})  # mild: completes
     study.enqueue_trial({"rmr.lambda_mem": 1.0, "rmr.risky_fraction": 0.5})  # strong L2 on half the data: poor
-    study = launch(definition, options, lambda m: None)
+    study = launch(definition, options, lambda m: None).study
     first, second = study.get_trials()
     assert first.state == TrialState.COMPLETE and sorted(first.intermediate_values) == [0, 1, 2]
     assert first.intermediate_values[2] == pytest.approx(first.value)  # the last round is the deployed model

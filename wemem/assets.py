@@ -34,7 +34,7 @@ from .models import build_model, check_model_fits
 from .parallel import MapFn, job_seed, serial_map
 from .training import accuracy, make_adam, on_training_device, place_model, train_round
 
-Log = Callable[[str], None]
+Echo = Callable[[str], None]  # where progress lines go (print, or a logger's method)
 T = TypeVar("T")
 
 
@@ -117,7 +117,7 @@ def save_checked(path: Path, content: Content) -> None:
     write_atomically(_sidecar(path), _file_sha256(path) + "\n")
 
 
-def load_checked(path: Path, read: Callable[[Path], T], log: Log) -> T | None:
+def load_checked(path: Path, read: Callable[[Path], T], log: Echo) -> T | None:
     """The decoded file when it exists and matches its checksum; otherwise None (after logging why)."""
     if not path.exists():
         return None
@@ -230,7 +230,7 @@ def check_inputs(config: ExperimentConfig, cache_dir: str | Path) -> Pools:
 
 
 def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapFn = serial_map,
-                   log: Log = lambda message: None) -> StudyAssets:
+                   log: Echo = lambda message: None) -> StudyAssets:
     """Compute whatever of split, pretrained models and mem-scores is missing (or corrupt) in the cache.
 
     The dataset is read here, in the launcher; the training jobs run through ``map_fn`` and receive the data

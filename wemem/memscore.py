@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .config import ExperimentConfig
 from .data import Pools, seeded_permutation
 from .errors import WememError
 from .files import write_atomically
@@ -22,16 +23,13 @@ from .models import build_model
 from .parallel import MapFn, job_seed, serial_map
 from .training import make_adam, on_training_device, place_model, predict_log_probs, train_round
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .config import ExperimentConfig
-
 
 def pair_halves(n: int, seed: int, pair: int) -> tuple[np.ndarray, np.ndarray]:
     order = seeded_permutation(n, seed * 7919 + pair)
     return np.sort(order[: n // 2]), np.sort(order[n // 2:])
 
 
-def memscore_job(config: "ExperimentConfig", pools: Pools, pair: int, half: int) -> np.ndarray:
+def memscore_job(config: ExperimentConfig, pools: Pools, pair: int, half: int) -> np.ndarray:
     """Train the model of one half of one pair; return its true-class probability on every sample of T."""
     from .defenses.base import Defense, DefenseContext
 
@@ -65,7 +63,7 @@ def combine_memscores(probabilities: np.ndarray, in_masks: np.ndarray) -> np.nda
     return (raw - raw.min()) / span if span > 0 else np.zeros_like(raw)
 
 
-def compute_memscores(config: "ExperimentConfig", pools: Pools, map_fn: MapFn = serial_map) -> torch.Tensor:
+def compute_memscores(config: ExperimentConfig, pools: Pools, map_fn: MapFn = serial_map) -> torch.Tensor:
     """Train the M models as parallel jobs (each receives the dataset as an argument) and combine them."""
     pairs = config.memscore_models // 2
     jobs = [(config, pools, pair, half) for pair in range(pairs) for half in (0, 1)]

@@ -17,10 +17,8 @@ import torch
 from torch import nn
 
 from .assets import StudyAssets
-from .attacks import (ATTACKS, AttackInputs, Targets, balanced_targets, needs_sensitivity, population_indices,
-                      run_attacks_timed)
-from .attacks.nn import NeuralAttack
-from .attacks.samia import output_sensitivity
+from .attacks import (ATTACKS, AttackInputs, Targets, balanced_targets, needs_sensitivity, output_sensitivity,
+                      population_indices, run_attacks_timed)
 from .config import PruningConfig
 from .defenses import Defense, DefenseContext, make_defense
 from .models import build_model
@@ -258,7 +256,7 @@ def attack_inputs(assets: StudyAssets, victim: PrunedModel | RoundReport,
 def attack_groups(names: list[str]) -> list[list[str]]:
     """How the attack suite splits into parallel jobs: each attack that trains a network (the NN family,
     SAMIA) is a job of its own; the closed-form ones (thresholds, LiRA, RMIA) take milliseconds and share one."""
-    neural = [name for name in names if issubclass(ATTACKS.get(name), NeuralAttack)]
+    neural = [name for name in names if ATTACKS.get(name).trains_network]
     closed_form = [name for name in names if name not in neural]
     return ([closed_form] if closed_form else []) + [[name] for name in neural]
 

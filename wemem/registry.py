@@ -18,10 +18,14 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Register ``obj`` under ``name``; a class also gets ``name`` as its ``name`` attribute, so the name is
+        written once (in the decorator) and the class still knows it."""
         def decorator(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             self._items[name] = obj
+            if isinstance(obj, type):
+                obj.name = name  # type: ignore[attr-defined]
             return obj
 
         return decorator
@@ -31,6 +35,12 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             raise UnknownNameError(self.kind, name, list(self._items)) from None
+
+    def check(self, name: str) -> str:
+        """``name`` itself when it is registered; else the UnknownNameError of :meth:`get` (for validators)."""
+        if name not in self._items:
+            raise UnknownNameError(self.kind, name, list(self._items))
+        return name
 
     def names(self) -> list[str]:
         return sorted(self._items)

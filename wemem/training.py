@@ -12,16 +12,13 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from .data import Pools
 from .pruning import Masks
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .defenses.base import Defense
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,18 @@ class Step:
 
     indices: torch.Tensor
     weight_decay: float | None = None
+
+
+class TrainingHooks(Protocol):
+    """What the engine calls on a defense (:class:`wemem.defenses.base.Defense` has them all): the engine does
+    not import the defenses, which import it."""
+
+    def epoch_steps(self, epoch: int, generator: torch.Generator) -> list[Step]: ...
+
+    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step,
+                   masks: Masks | None) -> object: ...
+
+    def output_log_probs(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor: ...
 
 
 def default_device() -> torch.device:
@@ -97,7 +106,7 @@ def make_adam(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def predict_log_probs(model: nn.Module, pools: Pools, indices: torch.Tensor, defense: "Defense | None" = None,
+def predict_log_probs(model: nn.Module, pools: Pools, indices: torch.Tensor, defense: TrainingHooks | None = None,
                       batch_size: int = 1024) -> torch.Tensor:
     """Log-probabilities the deployed model answers with (after any defense output transform)."""
     model.eval()
@@ -151,7 +160,7 @@ class RoundResult:
 
 
 def train_round(model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, dev: torch.Tensor,
-                defense: "Defense", masks: Masks | None, max_epochs: int, patience: int,
+                defense: TrainingHooks, masks: Masks | None, max_epochs: int, patience: int,
                 generator: torch.Generator) -> RoundResult:
     """Train up to ``max_epochs`` epochs with early stopping on dev accuracy.
 

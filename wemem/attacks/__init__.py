@@ -1,7 +1,7 @@
 """Attacks by registry name. Importing this package registers every built-in attack."""
 
 from .base import (ATTACKS, Attack, AttackInputs, Observations, Targets, balanced_targets, check_attack_requirements,
-                   needs_sensitivity, parse_attack_names, population_indices, run_attack,
+                   needs_sensitivity, output_sensitivity, parse_attack_names, population_indices, run_attack,
                    run_attacks, run_attacks_timed, timed_attack)
 from . import threshold as _threshold  # noqa: F401  (registers conf, entr, mentr, hconf)
 from . import nn as _nn  # noqa: F401  (registers nn, top3_nn, cl_nn)
@@ -10,5 +10,5 @@ from . import lira as _lira  # noqa: F401  (registers lira)
 from . import rmia as _rmia  # noqa: F401  (registers rmia)
 
 __all__ = ["ATTACKS", "Attack", "AttackInputs", "Observations", "Targets", "balanced_targets",
-           "check_attack_requirements", "needs_sensitivity", "parse_attack_names", "population_indices", "run_attack", "run_attacks",
-           "run_attacks_timed", "timed_attack"]
+           "check_attack_requirements", "needs_sensitivity", "output_sensitivity", "parse_attack_names",
+           "population_indices", "run_attack", "run_attacks", "run_attacks_timed", "timed_attack"]

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+import torch
+from torch import nn
 
 from ..data import ModelSplit, StudySplit
+from ..defenses.base import Defense
 from ..errors import WememError, require
 from ..metrics import attack_metrics, roc_points
 from ..registry import Registry
@@ -110,9 +113,15 @@ class AttackInputs:
 
 
 class Attack:
-    name: ClassVar[str]
-    # True when the attack reads output sensitivities; the pipeline then computes them while pruning
+    name: ClassVar[str]  # the registry name, set by ATTACKS.register
+    # True when the attack reads output sensitivities; the pipeline then computes them while pruning, with
+    # the attack's :meth:`sensitivity`
     needs_sensitivity: ClassVar[bool] = False
+    # True when the attack trains a network of its own (the NN family, SAMIA): the pipeline runs it as a job of
+    # its own, while the closed-form attacks (thresholds, LiRA, RMIA) take milliseconds and share one
+    trains_network: ClassVar[bool] = False
+    # True for the threshold attacks: no model training, no shadow statistics beyond one threshold per class
+    cheap: ClassVar[bool] = False
     # the fewest shadow models the attack can be fitted with; checked before any work starts
     min_shadows: ClassVar[int] = 1
 
@@ -124,6 +133,12 @@ class Attack:
         """Scores of the victim's targets (higher = member) and the decision threshold: one value, or one per
         target (the threshold of its class); a target is called a member when its score reaches it."""
         raise NotImplementedError
+
+    @classmethod
+    def sensitivity(cls, model: nn.Module, defense: Defense, x: torch.Tensor, seed: int) -> torch.Tensor:
+        """Output sensitivities [n, C] of the deployed model on ``x``, for an attack that declares
+        ``needs_sensitivity``."""
+        raise NotImplementedError(f"attack {cls.name!r} reads no output sensitivities")
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
@@ -160,6 +175,13 @@ def needs_sensitivity(names: list[str]) -> bool:
     return any(ATTACKS.get(name).needs_sensitivity for name in names)
 
 
+def output_sensitivity(model: nn.Module, defense: Defense, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """The output sensitivities the attacks that declare ``needs_sensitivity`` read (SAMIA's), of the deployed
+    model on ``x``: measured by the first registered attack (in name order) that declares it."""
+    measuring = next(ATTACKS.get(name) for name in ATTACKS.names() if ATTACKS.get(name).needs_sensitivity)
+    return measuring.sensitivity(model, defense, x, seed)
+
+
 def parse_attack_names(text: str | None, default: list[str]) -> list[str]:
     """An attack list as the command line takes it: comma-separated names, ``all`` for every registered attack,
     None for ``default``. Unknown names raise a WememError naming the choices; repeats count once."""
@@ -169,7 +191,7 @@ def parse_attack_names(text: str | None, default: list[str]) -> list[str]:
     require(bool(names), f"no attack named in {text!r}; give comma-separated names or 'all' "
                          f"(choose from {', '.join(ATTACKS.names())})")
     for name in names:
-        ATTACKS.get(name)
+        ATTACKS.check(name)
     return list(dict.fromkeys(names))
 
 

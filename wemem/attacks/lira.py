@@ -46,7 +46,6 @@ def lira_scores(victim_phi: np.ndarray, shadow_phi: np.ndarray, sigma_out: float
 
 @ATTACKS.register("lira")
 class Lira(Attack):
-    name: ClassVar[str] = "lira"
     min_shadows: ClassVar[int] = 2  # sigma_out needs two shadows
 
     @staticmethod

@@ -298,6 +298,7 @@ class NeuralAttack(Attack):
     """Fit a classifier on the shadows' balanced sets, score the victim's, decide at the threshold that
     maximizes the shadows' held-out balanced accuracy."""
 
+    trains_network: ClassVar[bool] = True
     fit_config: ClassVar[FitConfig] = FitConfig()
 
     @staticmethod
@@ -322,17 +323,14 @@ class NeuralAttack(Attack):
 
 @ATTACKS.register("nn")
 class NN(NeuralAttack):
-    name: ClassVar[str] = "nn"
     features = staticmethod(posterior)
 
 
 @ATTACKS.register("top3_nn")
 class Top3NN(NeuralAttack):
-    name: ClassVar[str] = "top3_nn"
     features = staticmethod(top3_posterior)
 
 
 @ATTACKS.register("cl_nn")
 class ClNN(NeuralAttack):
-    name: ClassVar[str] = "cl_nn"
     features = staticmethod(posterior_and_label)

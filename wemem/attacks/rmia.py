@@ -58,7 +58,6 @@ def true_class_probs(log_probs: np.ndarray, labels: np.ndarray, indices: np.ndar
 
 @ATTACKS.register("rmia")
 class Rmia(Attack):
-    name: ClassVar[str] = "rmia"
     a: ClassVar[float] = 0.3
     gamma: ClassVar[float] = 1.0
 

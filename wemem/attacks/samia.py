@@ -4,7 +4,8 @@ Each class j of an output becomes a token (p_j, s_j, y_j): the probability, the 
 one-hot label. A small transformer encoder reads the tokens of one sample and an MLP head decides membership.
 The sensitivity s_j = (1/m) sum_k |softmax_j(f(x + eps u_k)) - p_j| / eps, u_k ~ N(0, I), is a black-box
 finite-difference probe of how flat the model is around x (training samples sit in flatter regions). The
-pipeline computes it on each model's attack targets while the pruned model is at hand (:func:`output_sensitivity`).
+pipeline computes it on each model's attack targets while the pruned model is at hand (:func:`output_sensitivity`,
+through :meth:`Samia.sensitivity`).
 """
 
 from __future__ import annotations
@@ -133,8 +134,8 @@ class SamiaNetwork(nn.Module):
 
 @ATTACKS.register("samia")
 class Samia(NeuralAttack):
-    name: ClassVar[str] = "samia"
     needs_sensitivity: ClassVar[bool] = True
+    sensitivity = staticmethod(output_sensitivity)  # measured by the pipeline while the pruned model is at hand
     # An epoch costs a transformer pass over every class token (about 3 s on one core for Location-sized
     # outputs, 15x an MLP epoch), and SAMIA's ranking settles early: replayed on recorded fits (benchmarks/
     # fit_rules.py, Location-sized 5 seeds, digits 10), two checks an epoch with patience 2 stop after 5.2 and

@@ -27,6 +27,7 @@ def per_class_thresholds(scores: np.ndarray, labels: np.ndarray, members: np.nda
 
 
 class ThresholdAttack(Attack):
+    cheap: ClassVar[bool] = True
     per_class: ClassVar[bool] = True
 
     @staticmethod
@@ -48,24 +49,20 @@ class ThresholdAttack(Attack):
 
 @ATTACKS.register("conf")
 class Conf(ThresholdAttack):
-    name = "conf"
     feature = staticmethod(scaled_confidence)  # p_y's order, without float ties near p_y = 1
 
 
 @ATTACKS.register("entr")
 class Entr(ThresholdAttack):
-    name = "entr"
     feature = staticmethod(negative_entropy)
 
 
 @ATTACKS.register("mentr")
 class Mentr(ThresholdAttack):
-    name = "mentr"
     feature = staticmethod(negative_modified_entropy)
 
 
 @ATTACKS.register("hconf")
 class Hconf(ThresholdAttack):
-    name = "hconf"
     per_class = False
     feature = staticmethod(scaled_confidence)  # p_y's order, without float ties near p_y = 1

@@ -51,7 +51,7 @@ class DefenseContext:
 class Defense:
     """Default behaviour: plain fine-tuning (shuffled mini-batches, cross-entropy, Adam with coupled L2)."""
 
-    name: ClassVar[str] = "none"
+    name: ClassVar[str]  # the registry name, set by DEFENSES.register (this base class is "none")
     Settings: ClassVar[type[BaseModel]] = NoSettings
     needs_memscores: ClassVar[bool] = False
     # whether forward and loss may run under bf16 autocast on CUDA (TrainConfig.bf16); off where a defense's

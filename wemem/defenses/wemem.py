@@ -186,7 +186,6 @@ class RiskMixin:
 
 @DEFENSES.register("rsw")
 class RSW(SlidingWindowMixin, Defense):
-    name = "rsw"
     Settings = WindowSettings
     needs_memscores = True
 
@@ -200,7 +199,6 @@ class RSW(SlidingWindowMixin, Defense):
 
 @DEFENSES.register("rmr")
 class RMR(RiskMixin, Defense):
-    name = "rmr"
     Settings = RiskSettings
     needs_memscores = True
 
@@ -214,7 +212,6 @@ class RMR(RiskMixin, Defense):
 
 @DEFENSES.register("swmr")
 class SWMR(SlidingWindowMixin, RiskMixin, Defense):
-    name = "swmr"
     Settings = SWMRSettings
     needs_memscores = True
 

@@ -77,7 +77,6 @@ class AdvRegSettings(BaseModel):
 
 @DEFENSES.register("advreg")
 class AdvReg(Defense):
-    name = "advreg"
     Settings = AdvRegSettings
 
     def bind(self, context: DefenseContext) -> None:

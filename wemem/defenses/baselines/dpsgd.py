@@ -31,7 +31,6 @@ class DPSGDSettings(BaseModel):
 
 @DEFENSES.register("dpsgd")
 class DPSGD(Defense):
-    name = "dpsgd"
     Settings = DPSGDSettings
     supports_autocast = False  # Opacus' per-example gradient hooks expect full-precision activations
 

@@ -65,7 +65,6 @@ class HAMPSettings(BaseModel):
 
 @DEFENSES.register("hamp")
 class HAMP(Defense):
-    name = "hamp"
     Settings = HAMPSettings
 
     def bind(self, context: DefenseContext) -> None:

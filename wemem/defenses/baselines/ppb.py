@@ -33,7 +33,6 @@ class PPBSettings(BaseModel):
 
 @DEFENSES.register("ppb")
 class PPB(Defense):
-    name = "ppb"
     Settings = PPBSettings
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

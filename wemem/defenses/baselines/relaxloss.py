@@ -52,7 +52,6 @@ class RelaxLossSettings(BaseModel):
 
 @DEFENSES.register("relaxloss")
 class RelaxLoss(Defense):
-    name = "relaxloss"
     Settings = RelaxLossSettings
 
     epoch: int = 0  # the epoch of the round being trained, recorded by epoch_steps

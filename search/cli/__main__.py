@@ -1,0 +1,7 @@
+"""``python -m search.cli``: the same command line as ``wemem``."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

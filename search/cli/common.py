@@ -1,0 +1,106 @@
+"""What every command shares: the ``Command`` record, argument types, the flags every command takes, this
+launcher's resource flags, and the :class:`~search.study.Options` they make."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Callable
+
+from wemem.config import MAX_SEED
+
+from ..storage.urls import GRACE_PERIOD_S, MIN_GRACE_PERIOD_S
+from ..study.place import Options
+
+
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: its name and help, ``configure(parser)`` adding its own arguments, ``run(args) -> exit
+    code``. The table of commands is in :mod:`.main`."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def echo(message: str) -> None:
+    print(message, flush=True)
+
+
+RESOURCE_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent_trials")
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    resources = {k: getattr(args, k) for k in RESOURCE_FLAGS if getattr(args, k, None) is not None}
+    return Options(storage=args.storage, cache_dir=args.cache_dir, data_root=args.data_root,
+                   ray_address=getattr(args, "ray_address", None), stale_after=args.stale_after,
+                   resources=resources or None)
+
+
+def whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def positive_int(text: str) -> int:
+    value = whole_number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def seed_number(text: str) -> int:
+    value = whole_number(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_SEED}] (got {value})")
+    return value
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (got {text})")
+    return value
+
+
+def cpu_share(text: str) -> float:
+    value = positive_number(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0: every job needs a share of a CPU")
+    return value
+
+
+def grace_period(text: str) -> int:
+    value = positive_int(text)
+    if value < MIN_GRACE_PERIOD_S:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_GRACE_PERIOD_S} s (twice the heartbeat interval), or live launchers that miss "
+            f"one heartbeat would be swept (got {value})")
+    return value
+
+
+def add_resource_flags(p: argparse.ArgumentParser) -> None:
+    """[resources] overrides for this launcher only (they are not part of the study's identity)."""
+    g = p.add_argument_group("resources of this launcher (default: the study file's [resources])")
+    g.add_argument("--cpus-per-trial", type=cpu_share, default=None)
+    g.add_argument("--gpus-per-trial", type=positive_number, default=None)
+    g.add_argument("--max-concurrent-trials", type=positive_int, default=None)
+
+
+def add_common_flags(p: argparse.ArgumentParser) -> None:
+    """Where a study lives and runs: the flags of every command."""
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage URL (env WEMEM_STORAGE; default sqlite:///wemem.db in this directory)")
+    p.add_argument("--cache-dir", default=None, help="cache of setting-independent work (default .wemem-cache)")
+    p.add_argument("--data-root", default=None, help="folder holding dataset files")
+    p.add_argument("--ray-address", default=None, help="attach to a running Ray cluster: HOST:PORT, auto or ray://HOST:PORT (default: "
+                        "RAY_ADDRESS, else a private local Ray)")
+    p.add_argument("--stale-after", type=grace_period, default=GRACE_PERIOD_S, metavar="SECONDS",
+                   help="a RUNNING trial without a heartbeat for this long (database time) is failed and its "
+                        f"setting re-queued (default {GRACE_PERIOD_S}, at least {MIN_GRACE_PERIOD_S})")

@@ -1,0 +1,125 @@
+"""The ``wemem`` command line: one entry point, one sub-command per study operation.
+
+Every sub-command is a :class:`~.common.Command` in the explicit table below; user errors (WememError) print one
+clear message and exit 2 without touching what is already stored; Ctrl-C and SIGTERM exit 130, a bug 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from wemem.errors import WememError
+
+from ..storage.urls import scrub, storage_error, storage_url
+from . import confirm, results, science, study
+from .common import Command, add_common_flags
+
+# The commands, in the order ``wemem --help`` lists them
+COMMANDS: tuple[Command, ...] = (study.LAUNCH, study.RESUME, study.STATUS, results.EXPORT, results.APPLY,
+                                 results.REPORT, study.DELETE, confirm.CONFIRM, science.RUN, science.MEMSCORE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wemem", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        # argparse %-formats help strings (not descriptions): a literal "95%" must reach it as "95%%"
+        p = sub.add_parser(command.name, help=command.help.replace("%", "%%"), description=command.help)
+        command.configure(p)
+        add_common_flags(p)
+        p.set_defaults(handler=command.run)
+    return parser
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a batch scheduler, `kill`): the same clean stop as Ctrl-C
+
+
+def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", module="optuna")
+    args = build_parser().parse_args(argv)
+    url = storage_url(args.storage)
+    if threading_main():
+        signal.signal(signal.SIGTERM, _terminate)
+        # Ctrl-C must reach us as KeyboardInterrupt even when a shell started us with SIGINT ignored (a
+        # non-interactive shell's `&` does): the launcher's clean stop depends on it
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    ray_was_running = _ray_running()  # a caller's Ray (tests, notebooks) is theirs to stop
+    try:
+        return args.handler(args)
+    except WememError as error:
+        print(f"error: {scrub(str(error), url)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt as interrupt:
+        # what to do next: the interrupted command may say (``advice``), else a study is continued by resume
+        advice = getattr(interrupt, "advice", None) or resume_advice(interrupt, getattr(args, "name", None) or "NAME")
+        print(f"interrupted; {advice}", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if _is_storage_error(error):
+            print(f"error: {storage_error(url, error)}", file=sys.stderr)
+            return 2
+        # a bug: show the traceback, but never a secret of the storage URL
+        import traceback
+
+        print(scrub("".join(traceback.format_exception(error)), url), file=sys.stderr)
+        return 1
+    finally:
+        if not ray_was_running:
+            _shutdown_ray()
+
+
+def _ray_running() -> bool:
+    ray = sys.modules.get("ray")  # never imported just to ask: it takes seconds
+    return ray is not None and ray.is_initialized()
+
+
+def _shutdown_ray() -> None:
+    """Stop the Ray this command started (or leave the cluster it joined) before the interpreter exits.
+
+    Left to Ray's exit hook after an interrupt, its teardown raced the interpreter's and once crashed (exit 139).
+    A second Ctrl-C or SIGTERM during this shutdown skips it and exits at once.
+    """
+    import os
+    import signal
+
+    if not _ray_running():
+        return
+    signals = (signal.SIGINT, signal.SIGTERM) if threading_main() else ()
+    previous = {sig: signal.signal(sig, lambda *_: os._exit(130)) for sig in signals}
+    try:
+        sys.modules["ray"].shutdown()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def resume_advice(interrupt: KeyboardInterrupt, name: str) -> str:
+    requeued = getattr(interrupt, "requeued", [])
+    detail = f" Running trial(s) {requeued} were failed and their settings re-queued." if requeued else ""
+    return f"finished trials are stored.{detail} Continue with `wemem resume {name}`."
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _is_storage_error(error: BaseException) -> bool:
+    import optuna
+    import sqlalchemy
+
+    return isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.DatabaseError,
+                              optuna.exceptions.StorageInternalError))

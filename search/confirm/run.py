@@ -1,0 +1,121 @@
+"""Confirmation of a study's best settings on fresh seeds (``wemem confirm NAME``).
+
+A study reports the winner's own evaluation, which is the minimum of many noisy evaluations and so biased
+low (winner's curse). Confirmation re-evaluates the best K settings and the undefended reference on N seeds the
+search never saw and reports means, 95% t-intervals over seeds, and the defended-minus-reference differences
+paired by seed.
+
+What a fresh seed changes: everything the study seed drives -- the T/E split (datasets without an official test
+split), the victim/shadow split and so the members and non-members, the pretraining of the victim and shadows,
+the mem-scores, the fine-tuning of every pruning round and the attack's target sampling. Each confirmation seed
+is an independent replication of the whole experiment (what ``wemem run --seed S`` does), not a re-run of the
+fine-tuning alone: the winner was selected on one particular draw of members and targets, and with a few hundred
+targets a side that draw is the largest part of the noise, so keeping it would keep most of the bias. The
+study's pretrained models and mem-scores are therefore not reused (the seed enters both); each seed computes its
+own once and caches it like a study would (see docs/confirmation.md).
+"""
+
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Iterator, Sequence
+
+from objectives import TrialSpec
+from wemem.assets import Echo
+
+from ..study import OpenStudy
+from ..studyfile import StudyDefinition
+from .candidates import Candidate, Evaluate, SeedResult, candidates, confirmation_seeds
+from .suites import confirm_study, judged_by
+
+
+def seed_spec(spec: TrialSpec, seed: int) -> TrialSpec:
+    return replace(spec, experiment=replace(spec.experiment, seed=seed))
+
+
+def evaluate_on_seed(spec: TrialSpec, candidate: Candidate, base: Any, assets: Any, share: Any) -> SeedResult:
+    """One defended run on one seed, in a Ray task like a trial's coordinator: its K+1 models and its attacks
+    are Ray jobs of their own with the trial's share; the seed's assets arrive through the object store."""
+    from objectives import evaluate_trial
+
+    from ..execution.jobs import receive
+
+    outcome = evaluate_trial(spec, candidate.defense, candidate.settings, base, receive(assets), map_fn=share)
+    return SeedResult(outcome.utility, outcome.privacy, outcome.strongest_attack)
+
+
+def seed_work(spec: TrialSpec, share: Any, echo: Echo) -> tuple[Any, Any]:
+    """A seed's shared work, in the launcher like a study's (its jobs on the trials' shares; cached per seed):
+    the shipped assets and the seed's undefended reference."""
+    from objectives import reference
+    from wemem.assets import prepare_assets
+
+    from ..execution.jobs import ship
+
+    assets = prepare_assets(spec.experiment, spec.cache_dir, share)
+    base = reference(spec, assets, share)
+    echo(f"seed {spec.experiment.seed}: shared work ready (undefended pruned reference: accuracy "
+         f"{base.utility:.4f}, strongest attack {base.strongest_attack} {base.privacy:.4f})")
+    return ship(assets), base
+
+
+def ray_evaluator(spec: TrialSpec, definition: StudyDefinition, echo: Echo) -> Evaluate:
+    """Prepares each seed's shared work (and so its reference) in the launcher, then runs the defended runs as Ray
+    tasks, at most ``max_concurrent_trials`` at a time."""
+    import ray
+
+    from ..execution.cluster import HEAD_CPU, task_share
+
+    share = task_share(definition)
+    # an evaluation is deterministic given its seed, so one whose worker the node's memory monitor killed is
+    # simply run again rather than losing the whole confirmation
+    task = ray.remote(evaluate_on_seed).options(num_cpus=HEAD_CPU, max_retries=2,
+                                                retry_exceptions=[ray.exceptions.OutOfMemoryError])
+    limit = definition.resources.max_concurrent_trials
+
+    def run(jobs: list[tuple[Candidate, int]]) -> Iterator[tuple[int, SeedResult]]:
+        prepared = {seed: seed_work(seed_spec(spec, seed), share, echo) for seed in sorted({s for _, s in jobs})}
+        done = 0
+        for i, (candidate, seed) in enumerate(jobs):
+            if candidate.is_reference:
+                base = prepared[seed][1]
+                done += 1
+                yield i, SeedResult(base.utility, base.privacy, base.strongest_attack)
+        queue = [i for i, (candidate, _) in enumerate(jobs) if not candidate.is_reference]
+        running: dict[Any, int] = {}
+        while queue or running:
+            while queue and len(running) < limit:
+                i = queue.pop(0)
+                candidate, seed = jobs[i]
+                shipped, base = prepared[seed]
+                running[task.remote(seed_spec(spec, seed), candidate, base, shipped, share)] = i
+            (ready,), _ = ray.wait(list(running), num_returns=1)
+            i = running.pop(ready)
+            result, done = ray.get(ready), done + 1
+            candidate, seed = jobs[i]
+            echo(f"[{done}/{len(jobs)}] {candidate.label} ({candidate.defense}) seed {seed}: "
+                 f"accuracy {result.utility:.4f}, strongest attack {result.strongest_attack} {result.privacy:.4f}")
+            yield i, result
+
+    return run
+
+
+def confirm(opened: OpenStudy, top: int = 1, n_seeds: int = 3, echo: Echo = print,
+            attacks: Sequence[str] | None = None) -> dict[str, Any]:
+    """Confirm the study's best ``top`` settings on ``n_seeds`` fresh seeds and store the result with the study;
+    judged by the study's attacks, or by ``attacks`` (see :func:`~.suites.judged_by`)."""
+    from ..execution.cluster import init_ray
+
+    study, definition = opened.study, opened.definition
+    chosen = candidates(study, top)
+    seeds = confirmation_seeds(definition.study.seed, n_seeds)
+    study_spec = opened.spec
+    # confirmation has no early stopping: every run goes to the end
+    spec = replace(judged_by(study_spec, attacks), round_reports=False)
+    echo(f"confirming {', '.join(c.label for c in chosen)} on fresh seeds {seeds} "
+         f"({len(chosen) * len(seeds)} evaluations, each seed with its own split, pretraining and mem-scores; "
+         f"judged by {', '.join(spec.attacks)})")
+    init_ray(opened.options.ray_address)
+    delta = definition.objective_config().constraint_delta
+    return confirm_study(study, study_spec, spec, chosen, seeds, ray_evaluator(spec, definition, echo), delta, echo)

@@ -1,0 +1,93 @@
+"""The statistics of a confirmation: means and t-intervals over seeds, the paired differences from the
+reference, the accuracy-constraint verdict, and reusing per-seed results already known."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from scipy import stats
+
+from .candidates import REFERENCE, Candidate, Evaluate, SeedResult
+
+LEVEL = 0.95
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL) -> dict[str, float]:
+    """Mean and two-sided t-interval of the mean over seeds (the seeds are independent replications)."""
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return {"mean": mean, "low": math.nan, "high": math.nan}
+    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return {"mean": mean, "low": mean - half, "high": mean + half}
+
+
+def summarize(candidates_: list[Candidate], seeds: list[int], results: dict[tuple[str, int], SeedResult],
+              delta: float | None) -> dict[str, Any]:
+    """Per-candidate means and intervals, and each setting's difference from the reference paired by seed.
+
+    A setting's accuracy constraint is judged on the paired difference: it holds when the interval of
+    (U - U_ref) lies above -delta, and is "uncertain" when the interval straddles it.
+    """
+    ref = [results[(REFERENCE, s)] for s in seeds]
+    entries = []
+    for candidate in candidates_:
+        rows = [results[(candidate.label, s)] for s in seeds]
+        utility = [r.utility for r in rows]
+        privacy = [r.privacy for r in rows]
+        entry: dict[str, Any] = {
+            "label": candidate.label, "defense": candidate.defense, "settings": candidate.settings,
+            "per_seed": [{"seed": s, "utility": r.utility, "privacy": r.privacy, "strongest_attack": r.strongest_attack}
+                         for s, r in zip(seeds, rows)],
+            "utility": t_interval(utility), "privacy": t_interval(privacy),
+        }
+        if candidate.trial_number is not None:
+            entry["trial_number"] = candidate.trial_number
+        if candidate.reported is not None:
+            entry["reported"] = candidate.reported
+        if not candidate.is_reference:
+            entry["privacy_difference"] = t_interval([p - r.privacy for p, r in zip(privacy, ref)])
+            entry["utility_difference"] = t_interval([u - r.utility for u, r in zip(utility, ref)])
+            if delta is not None:
+                entry["accuracy_constraint"] = constraint_verdict(entry["utility_difference"], delta)
+        entries.append(entry)
+    return {"seeds": list(seeds), "level": LEVEL, "delta": delta, "candidates": entries}
+
+
+def constraint_verdict(utility_difference: dict[str, float], delta: float) -> str:
+    if utility_difference["low"] >= -delta:
+        return "holds"
+    if utility_difference["high"] < -delta:
+        return "violated"
+    return "uncertain"
+
+
+def setting_key(defense: str, settings: dict[str, Any], seed: int) -> str:
+    return f"{defense}|{sorted(settings.items())!r}|{seed}"
+
+
+def known_results(summary: dict[str, Any] | None) -> dict[str, SeedResult]:
+    """Per-seed results of an earlier confirmation, by (setting, seed): a new one reruns only what is missing."""
+    known = {}
+    for entry in (summary or {}).get("candidates", []):
+        for row in entry["per_seed"]:
+            known[setting_key(entry["defense"], entry["settings"], row["seed"])] = SeedResult(
+                row["utility"], row["privacy"], row["strongest_attack"])
+    return known
+
+
+def confirm_with(candidates_: list[Candidate], seeds: list[int], evaluate: Evaluate, delta: float | None,
+                 known: dict[str, SeedResult] | None = None,
+                 record: Callable[[str, SeedResult], None] | None = None) -> dict[str, Any]:
+    """Evaluate every candidate on every seed not already ``known`` (one batch, so an evaluator can run them
+    all in parallel); ``record(key, result)`` is told each result as it arrives."""
+    known = dict(known or {})
+    key = lambda c, s: setting_key(c.defense, c.settings, s)  # noqa: E731
+    jobs = [(c, s) for s in seeds for c in candidates_ if key(c, s) not in known]
+    for i, result in evaluate(jobs) if jobs else []:
+        known[key(*jobs[i])] = result
+        if record is not None:
+            record(key(*jobs[i]), result)
+    return summarize(candidates_, seeds, {(c.label, s): known[key(c, s)] for s in seeds for c in candidates_}, delta)

@@ -1,0 +1,121 @@
+"""Stored confirmations per attack suite: which judges a confirmation used, storing it (archiving one by other
+judges), every finished run stored as it arrives, and the section an export or summary carries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from typing import Any, Sequence
+
+import optuna
+
+from objectives import TrialSpec
+from wemem.assets import Echo
+from wemem.attacks import check_attack_requirements
+from wemem.faults import failpoint
+
+from ..storage.records import (archived_confirmations, confirmation_runs, store_confirmation_record,
+                               store_confirmation_runs, stored_confirmation)
+from .candidates import Candidate, Evaluate, SeedResult
+from .statistics import confirm_with, known_results, setting_key
+
+
+def judged_by(spec: TrialSpec, attacks: Sequence[str] | None) -> TrialSpec:
+    """The spec a confirmation evaluates with: the study's own (``attacks`` None), or one judged by ``attacks``,
+    its leakage the maximum over all of them.
+
+    Why a confirmation may judge with other attacks than the search did: a study evaluates dozens of settings
+    and only ranks them, so it can afford to search with a cheap suite (on a CPU, without SAMIA, whose
+    transformer is most of a trial's attack stage) and confirm the winner with all ten -- the multi-fidelity
+    pattern of hyperparameter search: a cheap objective to select, the full one for the number a user quotes.
+    """
+    if attacks is None:
+        return spec
+    check_attack_requirements(list(attacks), spec.experiment.shadows)  # before anything runs or is stored
+    return replace(spec, attacks=tuple(attacks), objective=replace(spec.objective, privacy_attacks=None))
+
+
+def judge_sets(spec: TrialSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A spec's attacks and the ones its leakage is the maximum over, as sets (their order changes no number)."""
+    return tuple(sorted(spec.attacks)), tuple(sorted(spec.objective.privacy_attacks or ()))
+
+
+def suite_fields(spec: TrialSpec, study_spec: TrialSpec) -> dict[str, Any]:
+    """What a stored confirmation records of its judges (and whether they are the study's own)."""
+    attacks, among = judge_sets(spec)
+    return {"attacks": list(attacks), **({"privacy_attacks": list(among)} if among else {}),
+            "study_suite": judge_sets(spec) == judge_sets(study_spec)}
+
+
+def suite_key(summary: dict[str, Any], study_spec: TrialSpec) -> str:
+    """Which judges a stored confirmation used (one stored before suites were recorded used the study's)."""
+    if "attacks" not in summary:
+        summary = suite_fields(study_spec, study_spec)
+    among = summary.get("privacy_attacks")
+    return ",".join(sorted(summary["attacks"])) + (f"|leakage over {','.join(sorted(among))}" if among else "")
+
+
+def stored_confirmations(study: optuna.Study, study_spec: TrialSpec) -> dict[str, dict[str, Any]]:
+    """Every stored confirmation by its judges: the latest (``confirmation``, what export and report read) and
+    those of other suites it replaced (``confirmation:<suite>``), so switching suites loses and reruns nothing."""
+    latest = stored_confirmation(study)
+    return {suite_key(summary, study_spec): summary
+            for summary in archived_confirmations(study) + ([latest] if latest is not None else [])}
+
+
+def confirm_study(study: optuna.Study, study_spec: TrialSpec, spec: TrialSpec, chosen: list[Candidate],
+                  seeds: list[int], evaluate: Evaluate, delta: float | None, echo: Echo = print) -> dict[str, Any]:
+    """Confirm ``chosen`` on ``seeds`` as judged by ``spec`` and store the result with the study.
+
+    Every finished evaluation is stored at once (user attribute ``confirmation_runs:<suite>``, by setting and
+    seed), so a confirmation killed after hours of CIFAR-sized runs loses only the runs in flight: the next
+    one with the same judges reuses the rest, as it reuses earlier confirmations' per-seed results. (Each seed's
+    pretraining, mem-scores and reference are also cached on disk, like a study's.)
+    """
+    fields = suite_fields(spec, study_spec)
+    suite = suite_key(fields, study_spec)
+    runs = confirmation_runs(study, suite)
+    known = {**known_results(stored_confirmations(study, study_spec).get(suite)),
+             **{key: SeedResult(**row) for key, row in runs.items()}}
+    wanted = {setting_key(c.defense, c.settings, s) for c in chosen for s in seeds}
+    if wanted & set(known):
+        echo(f"reusing {len(wanted & set(known))} of {len(wanted)} evaluations stored by an earlier confirmation")
+
+    def record(key: str, result: SeedResult) -> None:
+        runs[key] = asdict(result)
+        store_confirmation_runs(study, suite, runs)
+        failpoint("confirm_run_stored")  # the fault tests kill the launcher here
+
+    summary = confirm_with(chosen, seeds, evaluate, delta, known, record)
+    summary.update(metric=study_spec.objective.privacy_metric, **fields)
+    store_confirmation(study, summary, study_spec)
+    return summary
+
+
+def judged_by_others(summary: dict[str, Any]) -> str:
+    """"judged by N attacks" when a confirmation's attacks are not the study's own (``--attacks``), else ""."""
+    return "" if summary.get("study_suite", True) else f"judged by {len(summary['attacks'])} attacks"
+
+
+def store_confirmation(study: optuna.Study, summary: dict[str, Any], study_spec: TrialSpec) -> None:
+    """Make ``summary`` the study's confirmation, first archiving a latest one judged by other attacks."""
+    previous = stored_confirmation(study)
+    if previous is not None and suite_key(previous, study_spec) != suite_key(summary, study_spec):
+        store_confirmation_record(study, summary, suite_key(previous, study_spec), previous)
+    else:
+        store_confirmation_record(study, summary)
+
+
+def export_section(study: optuna.Study, best_numbers: list[int]) -> dict[str, Any]:
+    """What ``wemem export`` carries: the confirmed figures, or a note that there are none (and how to get them)."""
+    summary = stored_confirmation(study)
+    if summary is None:
+        return {"status": "not confirmed",
+                "note": f"the figures above are the selected trial's own evaluation, biased low by the selection; "
+                        f"run `wemem confirm {study.study_name}` for fresh-seed means and intervals"}
+    confirmed = {e.get("trial_number") for e in summary["candidates"]}
+    missing = [n for n in best_numbers if n not in confirmed]
+    section = dict(summary, status="confirmed" if not missing else "stale")
+    if missing:
+        section["note"] = (f"trial(s) {missing} became best after this confirmation; "
+                           f"run `wemem confirm {study.study_name}` again")
+    return section

@@ -1,0 +1,101 @@
+"""Launching and resuming a study: check every input, open or create the study, start or join Ray, prepare the
+shared work once, measure the reference once, then run trials up to the budget."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from wemem.assets import Echo, check_inputs
+from wemem.errors import WememError
+
+from ..storage.records import WARM_START_ATTR, store_launch_place, store_reference
+from ..storage.urls import check_storage_url, redact
+from ..study import (OpenStudy, Options, Place, active_count, create_or_load_study, load_study, refuse_conflicting,
+                     running_numbers)
+from ..studyfile import REFERENCE_SETTINGS, StudyDefinition, reference_params
+from .cluster import check_trial_fits, init_ray
+from .trainable import shared_work
+from .tune import run_trials
+
+
+def validate_inputs(definition: StudyDefinition, place: Place) -> None:
+    """Everything a study needs that can be checked before anything is created in the storage or the cache."""
+    check_inputs(definition.experiment(place.data_root), place.cache_dir)
+
+
+def attach_ray(definition: StudyDefinition, options: Options) -> StudyDefinition:
+    """Start or join Ray and check that a trial of this launcher's resources fits it (else it would wait
+    forever); returns the definition with this launcher's resources."""
+    definition = with_resources(definition, options)
+    init_ray(options.ray_address)
+    check_trial_fits(definition)
+    return definition
+
+
+def with_resources(definition: StudyDefinition, options: Options) -> StudyDefinition:
+    """This launcher's resources: the study's, with the command line's overrides (not part of its identity)."""
+    if not options.resources:
+        return definition
+    resources = definition.resources.model_copy(update=options.resources)
+    try:
+        checked = type(resources).model_validate(resources.model_dump())
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise WememError(f"invalid resources for this launcher ({problems}); fix --cpus-per-trial, "
+                         "--gpus-per-trial or --max-concurrent-trials") from None
+    return definition.model_copy(update={"resources": checked})
+
+
+def launch(definition: StudyDefinition, options: Options, echo: Echo = print) -> OpenStudy:
+    check_storage_url(options.storage_url)
+    place = Place.of(options)
+    validate_inputs(definition, place)  # everything is checked before anything is stored
+    storage = options.open_storage()
+    refuse_conflicting(definition, storage)
+    running = attach_ray(definition, options)
+    study, created = create_or_load_study(definition, storage, {})
+    if created:
+        store_launch_place(study, place.cache_dir, options.data_root)
+        echo(f"created study {definition.name!r} in {redact(options.storage_url)}")
+        if definition.search.enqueue_reference:
+            multiple = len(definition.search.defenses) > 1
+            for defense in definition.search.defenses:
+                if defense in REFERENCE_SETTINGS:
+                    study.enqueue_trial(reference_params(defense, multiple), user_attrs={WARM_START_ATTR: "reference"})
+    else:
+        echo(f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} trials")
+    opened = OpenStudy(study, running, storage, Place.of(options, study))
+    run_study(opened, definition.study.n_trials, echo)
+    return opened
+
+
+def resume(name: str, options: Options, n_trials: int | None = None, echo: Echo = print) -> OpenStudy:
+    if n_trials is not None and n_trials < 1:
+        raise WememError(f"--n-trials must be a positive number of trials to add (got {n_trials}); omit it to "
+                         "finish the study's budget")
+    storage = options.open_storage(must_exist=True)
+    study, definition = load_study(name, storage)
+    place = Place.of(options, study)
+    validate_inputs(definition, place)
+    opened = OpenStudy(study, attach_ray(definition, options), storage, place)
+    running = running_numbers(study)
+    if running:
+        echo(f"trial(s) {running} are RUNNING: those of a dead launcher on this machine are failed and re-run now, "
+             f"those of a launcher elsewhere once it has been silent for {options.stale_after} s")
+    target = active_count(study) + n_trials if n_trials is not None else definition.study.n_trials
+    if target <= active_count(study) and not running:
+        echo(f"study {name!r} already has its {definition.study.n_trials} trials; pass --n-trials N to add more")
+    run_study(opened, target, echo)
+    return opened
+
+
+def run_study(opened: OpenStudy, target_total: int, echo: Echo) -> None:
+    """Prepare the shared work once (cached), measure the reference once, then run trials up to the target."""
+    study, spec = opened.study, opened.spec
+    assets, base = shared_work(opened, echo)  # on the trials' CPU/GPU shares, then shipped
+    store_reference(study, base.utility, base.privacy, base.strongest_attack, base.result["attacks"])
+    echo(f"undefended iteratively pruned reference: accuracy {base.utility:.4f}, strongest attack "
+         f"{base.strongest_attack} {spec.objective.privacy_metric} {base.privacy:.4f}")
+    if target_total > active_count(study) or running_numbers(study):
+        echo(f"running {max(target_total - active_count(study), 0)} trial(s) of study {opened.name!r}")
+        run_trials(opened, base, target_total, echo, assets=assets)

@@ -1,0 +1,87 @@
+"""The work of a trial on Ray: the shared work every trial reuses (prepared once, cached, shipped through the
+object store) and the Tune trainable of one setting (K+1 parallel model jobs, then the attack jobs).
+
+The searcher and the run loop live in :mod:`.tune`; the worker side of the jobs in :mod:`.jobs`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ray import tune
+
+from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial, reference
+from wemem.assets import Echo, content_fingerprint, prepare_assets
+from wemem.errors import WememError
+
+from ..storage.records import store_fingerprint, store_shared_work_jobs, stored_fingerprint, to_json
+from ..study import OpenStudy
+from .cluster import task_share
+from .jobs import RayMap, RaySteppers, Shipped, receive, ship
+
+
+def compact_placements(records: list[dict[str, Any]]) -> list[list[Any]]:
+    """``[job, node, pid, gpu ids]`` per job: small enough for a trial's user attributes."""
+    return [[r["job"], r["node"], r["pid"], r["gpus"]] for r in records]
+
+
+def shared_work(opened: OpenStudy, echo: Echo) -> tuple[Shipped, Reference]:
+    """Prepare the assets on the trials' shares (cached by the launcher), ship them, measure the reference.
+
+    Refuses (WememError) when the study was run against other assets: the fingerprint of split, pretrained
+    weights, mem-scores and reference is stored with the study, so no trial is scored against another victim.
+    """
+    study, spec = opened.study, opened.spec
+    share = task_share(opened.definition)
+    assets = prepare_assets(spec.experiment, spec.cache_dir, share, log=echo)
+    shipped = ship(assets)
+    base = reference(spec, assets, share, log=echo)
+    fingerprint = content_fingerprint(assets.fingerprint, base.utility, base.privacy, base.strongest_attack)
+    stored = stored_fingerprint(study)
+    if stored is None:
+        store_fingerprint(study, fingerprint)
+    elif stored != fingerprint:
+        raise WememError(
+            f"study {study.study_name!r} was run against other assets (fingerprint {stored[:12]}, this launcher has "
+            f"{fingerprint[:12]}): the split, pretrained victim and shadows, mem-scores or reference differ, so "
+            f"new trials would not be comparable. Run this launcher with the study's cache folder "
+            f"(--cache-dir, copied from the first launcher) or start a new study under another name")
+    if share.placements:
+        store_shared_work_jobs(study, compact_placements(share.placements))
+    return shipped, base
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line saying why a trial failed: the innermost error of a Ray task chain, with its type."""
+    cause = getattr(error, "cause", None) or error  # RayTaskError wraps the worker's own exception
+    lines = [line for line in str(cause).strip().splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:500]
+
+
+def trial_trainable(config: dict[str, Any], spec: TrialSpec, reference: Reference, share: RayMap,
+                    assets: Shipped, timeout_s: float | None = None) -> None:
+    """One Tune trial: evaluate the setting with K+1 parallel jobs, then the attack jobs; report as JSON.
+
+    With per-round reports (early stopping) the K+1 models live in Ray actors stepped round by round, and each
+    round's objective is reported; the scheduler may stop the trial after any round. Where every job ran is
+    reported with the outcome (``jobs``).
+    """
+    # fresh placement records for this trial; past the deadline its jobs are cancelled and it fails
+    share = RayMap(share.num_cpus, share.num_gpus, deadline=None if timeout_s is None else time.time() + timeout_s)
+    rounds = None
+    if spec.round_reports:
+        rounds = RoundHooks(lambda index, value: tune.report({"round": index, "intermediate": value}),
+                            lambda factory, jobs: RaySteppers(share, factory, jobs))
+    try:
+        outcome = evaluate_trial(spec, config["defense"], config["settings"], reference, receive(assets),
+                                 map_fn=share, rounds=rounds)
+    except Exception as error:  # the trial fails alone, with its reason; the launcher goes on
+        tune.report({"done": True, "error": failure_reason(error)})
+        return
+    tune.report({"done": True, "outcome": json.dumps({
+        "values": outcome.objective.values,
+        "constraint": outcome.objective.constraint,
+        "user_attrs": to_json(dict(outcome.user_attrs(), jobs=compact_placements(share.placements))),
+    })})

@@ -1,0 +1,312 @@
+"""Running a study's trials through Ray Tune: Optuna proposes settings, Tune runs them, the storage records all.
+
+We use a small Tune ``Searcher`` of our own instead of ``ray.tune.search.optuna.OptunaSearch`` because the
+storage must stay truthful: we record constraints with ``trial.set_constraint``, store per-attack metrics as
+user attributes, tell failures as FAIL with their reason, and keep Optuna's trial numbers in Tune's configs --
+none of which OptunaSearch does (it also re-creates the study and drops constraints).
+
+Lifecycle (see :mod:`search.storage.heartbeat`): every trial this launcher runs carries Optuna heartbeats; dead
+launchers' trials are failed and their settings re-queued before each ask; a launcher ends only when the study
+holds its budget of finished trials and no trial of a dead launcher is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search import Searcher
+
+from objectives import Reference
+from wemem.assets import Echo
+from wemem.faults import failpoint
+
+from ..storage.heartbeat import (TrialHeartbeats, fail_dead_trials, fail_with_reason, process_identity, requeue,
+                                 trial_id_of)
+from ..storage.records import LAUNCHER_ATTR, PROCESS_ATTR, SURPLUS_ATTR
+from ..storage.urls import HEARTBEAT_INTERVAL_S
+from ..study import OpenStudy, active_count, running_numbers
+from ..studyfile import suggest_setting
+from .cluster import task_share, trial_bundles
+from .jobs import Shipped
+from .trainable import trial_trainable
+
+
+class Progress:
+    """Trials done of total, best so far, elapsed and remaining time -- one line per finished trial."""
+
+    def __init__(self, total: int, echo: Echo):
+        self.total, self.echo = total, echo
+        self.done, self.start = 0, time.perf_counter()
+        self.best: float | None = None
+
+    def update(self, number: int, state: str, values: list[float] | None, attrs: dict[str, Any],
+               reason: str | None = None) -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        remaining = elapsed / self.done * max(self.total - self.done, 0)
+        detail = f"({reason})" if reason else ""
+        if values is not None:
+            detail = (f"{attrs.get('defense')} acc={attrs.get('utility', float('nan')):.3f} "
+                      f"attack={attrs.get('privacy', float('nan')):.3f} ({attrs.get('strongest_attack')})")
+            if len(values) == 1 and attrs.get("feasible", True):
+                self.best = values[0] if self.best is None else min(self.best, values[0])
+        best = f" best={self.best:.4f}" if self.best is not None else ""
+        self.echo(f"[{self.done}/{self.total}] trial {number} {state} {detail}{best} "
+                  f"elapsed {elapsed:.0f}s, ~{remaining:.0f}s left")
+
+
+def invalid_numbers(outcome: dict[str, Any]) -> list[str]:
+    """The objective values and constraint of an outcome that are not finite numbers, named."""
+    named = [(f"value {i}", v) for i, v in enumerate(outcome["values"])] + [("constraint", outcome["constraint"])]
+    return [f"{name} = {value}" for name, value in named
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value))]
+
+
+class StudySearcher(Searcher):
+    """Proposes Tune configs with ``study.ask()`` and tells the study every outcome.
+
+    The budget is shared through the storage: the study should reach ``target_total`` active trials (finished
+    or running) counted over every launcher, so several launchers on one study stop together.
+    """
+
+    def __init__(self, opened: OpenStudy, target_total: int, launcher_id: str, heartbeats: TrialHeartbeats,
+                 progress: Progress, echo: Echo):
+        super().__init__(metric=None, mode=None)
+        self.study, self.storage, self.definition = opened.study, opened.storage, opened.definition
+        self.target_total = target_total
+        self.launcher_id, self.heartbeats, self.progress, self.echo = launcher_id, heartbeats, progress, echo
+        self.pending: dict[str, optuna.Trial] = {}
+        self.pruned: set[str] = set()  # Tune trials stopped because Optuna's pruner pruned them
+        self.swept: list[int] = []  # trials of dead launchers this searcher failed (their settings re-queued)
+
+    # Ray Tune pickles the searcher into its experiment folder (tuner.pkl). The study, its storage and the trials
+    # hold the storage URL, password included, so they never go into that pickle: we never restore a Tuner
+    # (resume runs a new one on the same study), so a copy needs only the plain fields.
+    _LIVE = ("study", "storage", "heartbeats", "pending", "progress", "echo")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key not in self._LIVE}
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True
+
+    def sweep(self) -> None:
+        swept = fail_dead_trials(self.study, self.storage)
+        if swept:
+            self.swept.extend(swept)
+            self.echo(f"failed {len(swept)} RUNNING trial(s) of a dead launcher and re-queued their settings: {swept}")
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        self.sweep()
+        if active_count(self.study) >= self.target_total:
+            return self.FINISHED
+        trial = self.study.ask()
+        optuna_id = trial_id_of(self.storage, self.study, trial.number)
+        self.heartbeats.add(optuna_id)
+        self.storage.set_trial_system_attr(optuna_id, PROCESS_ATTR, process_identity())
+        trial.set_user_attr(LAUNCHER_ATTR, self.launcher_id)
+        failpoint("after_ask")
+        if self._over_budget(trial.number):
+            self._give_back(trial, optuna_id)
+            return self.FINISHED
+        try:
+            defense, settings = suggest_setting(trial, self.definition.search.defenses, self.definition.search.space)
+        except Exception as error:  # never leave the asked trial RUNNING: fail it with the reason, then stop
+            fail_with_reason(self.study, self.storage, trial.number, f"its setting could not be sampled: {error}")
+            self.heartbeats.discard(optuna_id)
+            raise
+        self.pending[trial_id] = trial
+        return {"optuna_trial": trial.number, "defense": defense, "settings": settings}
+
+    def _over_budget(self, number: int) -> bool:
+        earlier = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                             TrialState.RUNNING))
+                   if t.number < number]
+        return len(earlier) >= self.target_total
+
+    def _give_back(self, trial: optuna.Trial, optuna_id: int) -> None:
+        """Another launcher asked at the same moment: give the slot back instead of overshooting. A setting the
+        trial took from the queue (a warm start or a retry) goes back to the queue, not lost."""
+        frozen = self.storage.get_trial(optuna_id)
+        trial.set_user_attr(SURPLUS_ATTR, True)
+        if "fixed_params" in frozen.system_attrs:
+            self.study.add_trial(optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                system_attrs={k: v for k, v in frozen.system_attrs.items() if k != PROCESS_ATTR},
+                user_attrs={k: v for k, v in frozen.user_attrs.items() if k not in (LAUNCHER_ATTR, SURPLUS_ATTR)}))
+        fail_with_reason(self.study, self.storage, trial.number,
+                         "surplus: the study's budget was reached by other launchers at the same moment")
+        self.heartbeats.discard(optuna_id)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        trial = self.pending.pop(trial_id, None)
+        if trial is None:
+            return
+        try:
+            self._record(trial_id, trial, result, error)
+        finally:
+            self.heartbeats.discard(trial_id_of(self.storage, self.study, trial.number))
+        failpoint("after_tell")
+
+    def _record(self, trial_id: str, trial: optuna.Trial, result: dict | None, error: bool) -> None:
+        if trial_id in self.pruned:  # recorded as PRUNED (with its last round value), never as COMPLETE
+            self.pruned.discard(trial_id)
+            self._tell(trial, state=TrialState.PRUNED)
+            self.progress.update(trial.number, "PRUNED", None, {})
+            return
+        if error or not result or "outcome" not in result:
+            reason = (result or {}).get("error") or ("the trial's Ray actor died or raised outside the trial "
+                                                     "(node lost, out of memory, or killed); see Ray's logs")
+            self._fail(trial, reason)
+            return
+        outcome = json.loads(result["outcome"])
+        bad = invalid_numbers(outcome)
+        if bad:
+            self._fail(trial, f"the objective is not a number ({', '.join(bad)}): utility "
+                              f"{outcome['user_attrs'].get('utility')}, privacy {outcome['user_attrs'].get('privacy')}")
+            return
+        try:
+            for key, value in outcome["user_attrs"].items():
+                trial.set_user_attr(key, value)
+            if outcome["constraint"] is not None:
+                trial.set_constraint("utility_drop", outcome["constraint"])
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._lost(trial)
+            return
+        values = outcome["values"]
+        self._tell(trial, values if len(values) > 1 else values[0])
+        if self._state(trial) != TrialState.COMPLETE:
+            self._lost(trial)
+            return
+        self.progress.update(trial.number, "COMPLETE", values,
+                             dict(outcome["user_attrs"], defense=trial.user_attrs.get("defense")))
+
+    def _tell(self, trial: optuna.Trial, values: Any = None, state: TrialState | None = None) -> None:
+        # skip_if_finished: a sweeper may have failed the trial meanwhile (its heartbeats lapsed)
+        self.study.tell(trial, values, state=state, skip_if_finished=True)
+
+    def _state(self, trial: optuna.Trial) -> TrialState:
+        return self.storage.get_trial(trial_id_of(self.storage, self.study, trial.number)).state
+
+    def _fail(self, trial: optuna.Trial, reason: str) -> None:
+        if fail_with_reason(self.study, self.storage, trial.number, reason):
+            self.progress.update(trial.number, "FAIL", None, {}, reason=reason)
+        else:
+            self._lost(trial)
+
+    def _lost(self, trial: optuna.Trial) -> None:
+        self.progress.update(trial.number, "LOST", None, {}, reason=(
+            "another launcher failed this trial as stale while it ran (its heartbeats lapsed longer than the "
+            "grace period); its result is discarded and its setting was re-queued"))
+
+    def interrupt(self) -> list[int]:
+        """Ctrl-C: fail every trial still running here, with the reason, and re-queue its setting."""
+        numbers = [t.number for t in self.pending.values()]
+        failed = [n for n in numbers
+                  if fail_with_reason(self.study, self.storage, n, "interrupted (Ctrl-C or SIGTERM) while running")]
+        requeue(self.study, self.storage, failed)
+        self.pending.clear()
+        return failed
+
+
+class OptunaPruningScheduler(FIFOScheduler):
+    """Reports every round's objective to the Optuna trial and stops the Tune trials Optuna's pruner prunes.
+
+    Ray's schedulers (ASHA and co.) would stop trials that OptunaSearch then tells as COMPLETE with a partial
+    value; here Optuna's own pruner decides, and the searcher tells the stopped trial as PRUNED.
+    """
+
+    def __init__(self, searcher: StudySearcher):
+        super().__init__()
+        self.searcher = searcher
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        optuna_trial = self.searcher.pending.get(trial.trial_id)
+        if optuna_trial is None or "intermediate" not in result:
+            return self.CONTINUE
+        failpoint("round_result")
+        try:
+            optuna_trial.report(float(result["intermediate"]), step=int(result["round"]))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return self.STOP  # failed as stale meanwhile: nothing of it will be kept
+        if optuna_trial.should_prune():
+            self.searcher.pruned.add(trial.trial_id)
+            return self.STOP
+        return self.CONTINUE
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during trials, after the running trials were failed and re-queued."""
+
+    def __init__(self, requeued: list[int]):
+        super().__init__(requeued)
+        self.requeued = requeued
+
+
+def run_trials(opened: OpenStudy, reference: Reference, target_total: int, echo: Echo = print, *,
+               assets: Shipped) -> None:
+    """Run trials through Ray Tune until the study holds ``target_total`` active trials (Ray must be running).
+
+    The launcher returns only when no trial is RUNNING: if other launchers still run trials, it waits for them;
+    if one of them dies meanwhile, its trial is failed after the grace period and its setting re-run here.
+    """
+    study, storage = opened.study, opened.storage
+    launcher_id = uuid.uuid4().hex[:12]
+    progress = Progress(max(target_total - active_count(study), 0), echo)
+    waiting_said = False
+    with TrialHeartbeats(storage) as heartbeats:
+        searcher = StudySearcher(opened, target_total, launcher_id, heartbeats, progress, echo)
+        searcher.sweep()
+        runs = 0
+        while True:
+            budget = target_total - active_count(study)
+            if budget > 0 and (runs == 0 or searcher.swept):
+                searcher.swept = []
+                progress.total = progress.done + budget
+                _tune(searcher, opened, reference, budget, runs, assets)
+                runs += 1
+            elif budget <= 0 and running_numbers(study):
+                if not waiting_said:
+                    echo(f"the budget is in use; waiting for trial(s) {running_numbers(study)} of other launchers "
+                         f"(a dead launcher's trial is failed and re-run after {storage.grace_period} s of silence)")
+                    waiting_said = True
+                time.sleep(HEARTBEAT_INTERVAL_S)
+                searcher.sweep()
+            else:
+                return
+
+
+def _tune(searcher: StudySearcher, opened: OpenStudy, reference: Reference, budget: int, run: int,
+          assets: Shipped) -> None:
+    # Ray Tune's own SIGINT handler would end the run quietly with the trials left RUNNING; with it off,
+    # Ctrl-C raises here and the running trials are failed with their reason and re-queued.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    definition = opened.definition
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_trainable, spec=opened.spec, reference=reference, share=task_share(definition),
+                             assets=assets, timeout_s=definition.search.trial_timeout_s),
+        tune.PlacementGroupFactory(trial_bundles(definition)),
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=OptunaPruningScheduler(searcher),
+                                    num_samples=budget, reuse_actors=True,
+                                    max_concurrent_trials=definition.resources.max_concurrent_trials),
+        # a short folder name whatever the study's name (folder names are at most 255 bytes)
+        run_config=tune.RunConfig(name=f"{definition.name[:60]}-{searcher.launcher_id}-{run}",
+                                  storage_path=str((Path(opened.place.cache_dir) / "ray-results").resolve()), verbose=0, log_to_file=True),
+    )
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        raise Interrupted(searcher.interrupt()) from None

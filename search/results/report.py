@@ -1,0 +1,258 @@
+"""``wemem report``: the trials table (CSV and parquet, with ``seconds.*`` stage timings) and PNG plots of a study."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from wemem.assets import Echo  # noqa: E402
+from wemem.errors import WememError  # noqa: E402
+from wemem.files import create_folder, write_atomically, wrote  # noqa: E402
+
+from ..confirm import judged_by_others  # noqa: E402
+from ..storage.records import ROC, TrialMetrics, reference_of, stored_confirmation  # noqa: E402
+from ..study import OpenStudy, best_trials  # noqa: E402
+from ..studyfile import StudyDefinition  # noqa: E402
+from .text import timing_columns  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, path: Path) -> bool:
+    """Write the figure as PNG atomically; returns whether an existing file was replaced."""
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    plt.close(fig)  # figures are many per report; pyplot would keep them all alive otherwise
+    return write_atomically(path, png.getvalue())
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        m = TrialMetrics.of(trial)
+        row: dict[str, Any] = {
+            "number": trial.number, "state": trial.state.name, "defense": m.defense,
+            "utility": m.utility, "privacy": m.privacy, "strongest_attack": m.strongest_attack,
+            "feasible": m.feasible, "defense_seconds": m.defense_seconds,
+            "duration_seconds": trial.duration.total_seconds() if trial.duration else None,
+        }
+        for i, value in enumerate(trial.values or []):
+            row[f"value_{i}"] = value
+        for name, value in trial.params.items():
+            row[f"param.{name}"] = value
+        for attack, metrics in m.attacks.items():
+            for metric in ("balanced_accuracy", "auc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr"):
+                row[f"{attack}.{metric}"] = metrics.get(metric)
+        row.update(timing_columns(m.timings))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pareto_front(points: np.ndarray) -> np.ndarray:
+    """Indices of the points (privacy, utility) not dominated under (minimize privacy, maximize utility)."""
+    front = []
+    for i, (p, u) in enumerate(points):
+        dominated = np.any((points[:, 0] <= p) & (points[:, 1] >= u) & ((points[:, 0] < p) | (points[:, 1] > u)))
+        if not dominated:
+            front.append(i)
+    return np.array(sorted(front, key=lambda i: points[i, 0]), dtype=int)
+
+
+def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any], definition: StudyDefinition, path: Path,
+                         confirmation: dict[str, Any] | None = None) -> bool:
+    done = table[table.state == "COMPLETE"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for defense, group in done.groupby("defense"):
+        ax.scatter(group.privacy, group.utility, label=defense, alpha=0.8)
+    points = done[["privacy", "utility"]].to_numpy(dtype=float)
+    if len(points):
+        front = points[pareto_front(points)]
+        ax.plot(front[:, 0], front[:, 1], "k--", lw=1, label="Pareto front")
+    ax.scatter([ref["privacy"]], [ref["utility"]], marker="*", s=220, c="red", label="undefended pruned")
+    if definition.objective_config().constraint_delta is not None:
+        ax.axhline(ref["utility"] - definition.objective.delta, color="grey", lw=0.8, ls=":", label="accuracy floor")
+    if confirmation is not None:
+        draw_confirmed_points(ax, confirmation)
+    ax.set_xlabel(f"leakage: strongest attack {definition.objective.privacy_metric}")
+    ax.set_ylabel("pruned victim test accuracy")
+    ax.set_title(f"{definition.name}: privacy vs utility")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def draw_confirmed_points(ax: plt.Axes, confirmation: dict[str, Any]) -> None:
+    """Confirmed means with their 95% intervals over fresh seeds (both axes), next to the selected evaluations."""
+    judges = f", {judged_by_others(confirmation)}" if judged_by_others(confirmation) else ""
+    for entry in confirmation["candidates"]:
+        p, u = entry["privacy"], entry["utility"]
+        is_reference = entry["label"] == "reference"
+        ax.errorbar(p["mean"], u["mean"], xerr=[[p["mean"] - p["low"]], [p["high"] - p["mean"]]],
+                    yerr=[[u["mean"] - u["low"]], [u["high"] - u["mean"]]], fmt="*" if is_reference else "D",
+                    color="darkred" if is_reference else "black", ms=9 if is_reference else 6, capsize=3, lw=1,
+                    label=f"{entry['label']} confirmed ({len(confirmation['seeds'])} seeds{judges}, 95% CI)")
+
+
+def plot_confirmation(confirmation: dict[str, Any], metric: str, path: Path) -> bool:
+    """Defended-minus-reference differences of leakage and accuracy, paired by seed, with 95% intervals."""
+    settings = [e for e in confirmation["candidates"] if "privacy_difference" in e]
+    reference = next(e for e in confirmation["candidates"] if e["label"] == "reference")
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 0.9 + 0.6 * max(len(settings), 1)))
+    for ax, key, value, title in ((axes[0], "privacy_difference", "privacy", f"leakage ({metric}) minus reference"),
+                                  (axes[1], "utility_difference", "utility", "accuracy minus reference")):
+        for row, entry in enumerate(settings):
+            d = entry[key]
+            ax.errorbar(d["mean"], row, xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o",
+                        color="black", capsize=4)
+            per_seed = [a[value] - b[value] for a, b in zip(entry["per_seed"], reference["per_seed"])]
+            ax.scatter(per_seed, [row] * len(per_seed), s=10, color="grey", alpha=0.7, zorder=0)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks(range(len(settings)), [f"{e['label']} ({e['defense']})" for e in settings])
+        ax.set_title(title, fontsize=9)
+    if confirmation.get("delta") is not None:
+        axes[1].axvline(-confirmation["delta"], color="red", lw=0.8, ls=":", label="accuracy constraint")
+        axes[1].legend(fontsize=7)
+    judges = f", {judged_by_others(confirmation)}" if judged_by_others(confirmation) else ""
+    fig.suptitle(f"confirmed on {len(confirmation['seeds'])} fresh seeds (mean, 95% t-interval, paired by seed"
+                 f"{judges})", fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_history(table: pd.DataFrame, directions: list[str], path: Path) -> bool:
+    done = table[table.state == "COMPLETE"].sort_values("number")
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.scatter(done.number, done.value_0, s=18, label="objective value" if len(directions) == 1 else "leakage")
+    if len(done):
+        best = np.minimum.accumulate(done.value_0.to_numpy(dtype=float))
+        ax.step(done.number, best, where="post", color="red", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("objective (minimized)")
+    ax.set_title("optimization history")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def parameter_importance(study: optuna.Study) -> dict[str, float]:
+    """Optuna's default importances over the parameters every completed trial shares (empty if too few trials)."""
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(completed) < 2:
+        return {}
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    try:
+        with warnings.catch_warnings():  # PED-ANOVA warns that it ranks for low targets: ours are minimized
+            warnings.simplefilter("ignore", UserWarning)
+            return optuna.importance.get_param_importances(study, target=target)
+    except (RuntimeError, ValueError):  # e.g. no parameter shared by all trials, or all values equal
+        return {}
+
+
+def plot_importance(importances: dict[str, float], path: Path) -> bool:
+    fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.4 * max(len(importances), 1)))
+    if importances:
+        names = list(importances)[::-1]
+        ax.barh(names, [importances[n] for n in names])
+        ax.set_xlabel("importance (Optuna's default evaluator)")
+    else:
+        ax.text(0.5, 0.5, "needs >= 2 completed trials sharing a parameter", ha="center", va="center")
+        ax.set_axis_off()
+    ax.set_title("parameter importance")
+    return save_figure(fig, path)
+
+
+def plot_attacks(trial: optuna.trial.FrozenTrial, ref: dict[str, Any], path: Path) -> bool:
+    attacks = TrialMetrics.of(trial).attacks
+    names = list(attacks)
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.0))
+    for ax, metric in zip(axes, ("balanced_accuracy", "auc")):
+        ax.bar(x - 0.2, [ref.get("attacks", {}).get(n, {}).get(metric, np.nan) for n in names], 0.4,
+               label="undefended pruned")
+        ax.bar(x + 0.2, [attacks[n][metric] for n in names], 0.4, label=f"trial #{trial.number}")
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_xticks(x, names, rotation=45, ha="right")
+        ax.set_ylim(0.4, 1.0)
+        ax.set_title(metric)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"attacks on the best trial ({TrialMetrics.of(trial).defense})")
+    return save_figure(fig, path)
+
+
+def plot_roc(trial: optuna.trial.FrozenTrial, path: Path) -> bool:
+    """ROC curves (log-log, where low-FPR leakage shows) of every attack on the best trial, from stored points."""
+    fig, ax = plt.subplots(figsize=(5.6, 5.2))
+    for name, metrics in TrialMetrics.of(trial).attacks.items():
+        roc = metrics.get(ROC)
+        if roc:
+            ax.plot(roc["fpr"], roc["tpr"], lw=1.2, label=f"{name} (AUC {metrics['auc']:.3f})")
+    ax.plot([1e-4, 1], [1e-4, 1], color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1e-3, 1)
+    ax.set_ylim(1e-3, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"ROC of the attacks on trial #{trial.number} ({TrialMetrics.of(trial).defense})")
+    if ax.get_legend_handles_labels()[0]:  # trials stored without ROC points draw none
+        ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_timings(table: pd.DataFrame, path: Path) -> bool:
+    """Where trials spend their time: the pruning and attack stages per trial, and each attack's median."""
+    timed = table.dropna(subset=["seconds.pruning_stage"])
+    attacks = [c for c in table.columns if c.startswith("seconds.attack.") and c.count(".") == 2]
+    fig, (stages, per_attack) = plt.subplots(1, 2, figsize=(11, 4.2))
+    stages.bar(timed.number, timed["seconds.pruning_stage"], label="pruning stage (K+1 models)")
+    stages.bar(timed.number, timed["seconds.attack_stage"], bottom=timed["seconds.pruning_stage"],
+               label="attack stage")
+    stages.set_xlabel("trial")
+    stages.set_ylabel("wall seconds")
+    stages.legend(fontsize=8)
+    medians = timed[attacks].median().sort_values()
+    per_attack.barh([c.removeprefix("seconds.attack.") for c in medians.index], medians.to_numpy())
+    per_attack.set_xlabel("median wall seconds per trial")
+    per_attack.set_title("attacks")
+    return save_figure(fig, path)
+
+
+def parquet_bytes(table: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def write_report(opened: OpenStudy, out_dir: str | Path, echo: Echo = lambda line: None) -> list[Path]:
+    """Write the report's files into ``out_dir`` (created once there is something to report), each atomically;
+    ``echo`` gets one "wrote FILE" (or "replaced existing FILE") line per file."""
+    study, definition = opened.study, opened.definition
+    table = trials_table(study)
+    if table.empty or not (table.state == "COMPLETE").any():
+        raise WememError(f"study {study.study_name!r} has no completed trial to report; run or resume it first")
+    ref = reference_of(study)
+    out = create_folder(out_dir)
+    tables = {"trials.csv": lambda p: write_atomically(p, table.to_csv(index=False)),
+              "trials.parquet": lambda p: write_atomically(p, parquet_bytes(table))}
+    confirmation = stored_confirmation(study)
+    plots = {"privacy_utility.png": lambda p: plot_privacy_utility(table, ref, definition, p, confirmation),
+             "history.png": lambda p: plot_history(table, definition.objective_config().directions, p),
+             "importance.png": lambda p: plot_importance(parameter_importance(study), p),
+             "attacks.png": lambda p: plot_attacks(best_trials(study)[0], ref, p),
+             "roc.png": lambda p: plot_roc(best_trials(study)[0], p)}
+    if confirmation is not None:
+        plots["confirmation.png"] = lambda p: plot_confirmation(confirmation, definition.objective.privacy_metric, p)
+    if "seconds.pruning_stage" in table.columns:  # trials stored before stage timings existed have none
+        plots["timings.png"] = lambda p: plot_timings(table, p)
+    written = []
+    for name, write in {**tables, **plots}.items():
+        echo(wrote((out / name, write(out / name))))
+        written.append(out / name)
+    return written

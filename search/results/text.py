@@ -1,0 +1,196 @@
+"""Every line printed about a study: its summary (launch, resume, status), its trials table and one trial in
+detail (status), the confirmed figures and their closing sentence (confirm, status), and the stage timings
+(``wemem status NAME --trial N``, ``wemem run``, ``wemem report``).
+
+The timings are recorded by :func:`wemem.pipeline.experiment_timings` and, for the study's shared work, by
+:func:`objectives.trial.shared_seconds`; every figure is wall seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from wemem.attacks import ATTACKS
+
+from ..confirm import REFERENCE, export_section, judged_by_others
+from ..storage.records import TrialMetrics, fail_reason, stored_reference
+from ..storage.urls import redact
+from ..study import OpenStudy, best_trials
+from ..studyfile import StudyDefinition
+
+# ------------------------------------------------------------------------------------------------- a study
+
+
+def summary_lines(opened: OpenStudy) -> list[str]:
+    study, definition, options = opened.study, opened.definition, opened.options
+    ref = stored_reference(study)
+    counts = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    lines = [f"study {definition.name!r}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)]
+    if ref:
+        lines.append(f"  undefended pruned model: test accuracy {ref['utility']:.4f}, strongest attack "
+                     f"{ref['strongest_attack']} at {ref['privacy']:.4f}")
+    for trial in best_trials(study):
+        m = TrialMetrics.of(trial)
+        settings = ", ".join(f"{k}={_fmt(v)}" for k, v in m.settings.items())
+        lines.append(f"  best trial #{trial.number}: defense {m.defense} ({settings})")
+        lines.append(f"    test accuracy {m.utility:.4f}, strongest attack {m.strongest_attack} at {m.privacy:.4f}"
+                     + ("" if m.feasible is not False else " (violates the accuracy constraint)"))
+    lines += stored_confirmation_lines(study)
+    lines.append(f"  stored in {redact(options.storage_url)}")
+    storage_flag = f" --storage {redact(options.storage_url)}" if options.storage else ""
+    program = invoked_as()
+    lines.append(f"  confirm: {program} confirm {definition.name}{storage_flag} --attacks {judges_for(definition)}")
+    lines.append(f"  resume: {program} resume {definition.name}{storage_flag} --n-trials 2")
+    lines.append(f"  export: {program} export {definition.name}{storage_flag} --out best.toml")
+    lines.append(f"  report: {program} report {definition.name}{storage_flag} --out report")
+    return lines
+
+
+def judges_for(definition: StudyDefinition) -> str:
+    """``all`` when every attack can judge this study, else the comma-separated ones that can (e.g. LiRA
+    needs two shadows): the confirm hint must be a command that runs."""
+    runnable = [name for name in ATTACKS.names() if ATTACKS.get(name).min_shadows <= definition.data.shadows]
+    return "all" if runnable == ATTACKS.names() else ",".join(runnable)
+
+
+def stored_confirmation_lines(study: optuna.Study) -> list[str]:
+    """The stored confirmation's closing sentence (the number to quote), or why there is none to show."""
+    section = export_section(study, [t.number for t in best_trials(study)])
+    if section["status"] == "not confirmed":
+        return ["  not confirmed: the best trial's own evaluation above is biased low by the selection"]
+    return [f"  {line}" for line in headline(section)] + ([f"  ({section['note']})"] if "note" in section else [])
+
+
+def invoked_as() -> str:
+    """How the user ran us (e.g. ``.venv/bin/wemem`` from ``make demo``), so printed commands work as shown."""
+    program = sys.argv[0] if sys.argv else ""
+    return program if Path(program).name == "wemem" else "wemem"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def trial_table_lines(opened: OpenStudy, health: dict[int, str | None]) -> list[str]:
+    """One line per trial (``wemem status NAME``), with why a trial failed or why its launcher looks dead."""
+    study, lines = opened.study, []
+    for trial in study.get_trials(deepcopy=False):
+        m = TrialMetrics.of(trial)
+        values = ", ".join(f"{v:.4f}" for v in trial.values) if trial.state == TrialState.COMPLETE else "-"
+        note = (f"  ({fail_reason(trial)})" if trial.state == TrialState.FAIL else
+                f"  ({health[trial.number]}: `wemem resume {study.study_name}` fails it and re-runs its setting)"
+                if health.get(trial.number) else "")
+        defense = "" if m.defense is None else m.defense
+        lines.append(f"  #{trial.number:<4} {trial.state.name:<9} {defense:<6} value {values:<16} "
+                     f"acc {m.utility:.4f} attack {m.privacy:.4f}{note}")
+    return lines
+
+
+def trial_detail_lines(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> list[str]:
+    """One trial (``wemem status NAME --trial N``): state, values, setting, metrics and where its time went."""
+    m = TrialMetrics.of(trial)
+    lines = [f"trial #{trial.number} of {study.study_name}: {trial.state.name}, values {trial.values}",
+             f"  defense {'-' if m.defense is None else m.defense} {trial.params}",
+             f"  test accuracy {m.utility:.4f}, strongest attack {m.strongest_attack or '-'} at {m.privacy:.4f}"]
+    timings = timing_lines(m.timings)
+    return lines + ([f"  {line}" for line in timings] if timings else ["  no stage timings recorded for this trial"])
+
+
+# ------------------------------------------------------------------------------------------ a confirmation
+
+
+def _interval(ci: dict[str, float], signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{ci['mean']:{sign}.4f} [{ci['low']:{sign}.4f}, {ci['high']:{sign}.4f}]"
+
+
+def confirmed_lines(summary: dict[str, Any]) -> list[str]:
+    """The confirmed figures: means with 95% intervals over seeds, and paired differences from the reference."""
+    n = len(summary["seeds"])
+    lines = [f"confirmed on {n} fresh seeds {summary['seeds']} (mean [{summary['level']:.0%} t-interval over seeds]):"]
+    if judged_by_others(summary):
+        lines.append(f"  {judged_by_others(summary)} ({', '.join(summary['attacks'])}), not the study's own: its "
+                     f"own evaluations below were judged by its attacks")
+    for entry in summary["candidates"]:
+        head = f"  {entry['label']}: " + (entry["defense"] if entry["label"] != REFERENCE else "undefended pruned")
+        if entry.get("settings"):
+            head += " (" + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in entry["settings"].items()) + ")"
+        lines.append(head)
+        reported = entry.get("reported")
+        was = "" if reported is None else f"   (study's own evaluation {reported['privacy']:.4f})"
+        lines.append(f"    accuracy {_interval(entry['utility'])}, leakage {_interval(entry['privacy'])}{was}")
+        if "privacy_difference" in entry:
+            diff = entry["privacy_difference"]
+            verdict = ("less leakage, interval excludes 0" if diff["high"] < 0 else
+                       "more leakage, interval excludes 0" if diff["low"] > 0 else "interval includes 0: not confirmed")
+            lines.append(f"    vs reference: leakage {_interval(diff, True)} ({verdict}), "
+                         f"accuracy {_interval(entry['utility_difference'], True)}"
+                         + (f" (constraint -{summary['delta']:g}: {entry['accuracy_constraint']})"
+                            if "accuracy_constraint" in entry else ""))
+    return lines + headline(summary)
+
+
+def headline(summary: dict[str, Any]) -> list[str]:
+    """One closing sentence on the best setting, in points: the confirmed difference and its interval."""
+    best = next((e for e in summary["candidates"] if "privacy_difference" in e), None)
+    if best is None:
+        return []
+    p, u = best["privacy_difference"], best["utility_difference"]
+    pts = lambda v: f"{100 * v:+.1f}"  # noqa: E731
+    confirmed = "confirmed" if p["high"] < 0 else "NOT confirmed (the interval includes 0 or lies above it)"
+    judges = f" {judged_by_others(summary)}" if judged_by_others(summary) else ""
+    return [f"best setting ({best['label']}, {best['defense']}) vs the undefended pruned model on "
+            f"{len(summary['seeds'])} fresh seeds{judges}: leakage {pts(p['mean'])} points [95% CI {pts(p['low'])}, "
+            f"{pts(p['high'])}], accuracy {pts(u['mean'])} points [{pts(u['low'])}, {pts(u['high'])}]: "
+            f"gain {confirmed}"]
+
+
+
+
+# ------------------------------------------------------------------------------------------------- timings
+
+
+def _parts(parts: dict[str, float], skip: str = "total") -> str:
+    return ", ".join(f"{name} {seconds:.2f}" for name, seconds in parts.items() if name != skip)
+
+
+def _with_parts(name: str, parts: dict[str, float]) -> str:
+    inner = _parts(parts)
+    return f"{name} {parts['total']:.2f}" + (f" ({inner})" if inner else "")
+
+
+def timing_lines(timings: dict[str, Any]) -> list[str]:
+    """Human-readable lines; empty when nothing was recorded (trials stored before timings existed)."""
+    if not timings or "total" not in timings:
+        return []
+    lines = [f"timings (s): experiment {timings['total']:.2f} = pruning stage {timings['pruning_stage']:.2f}"
+             f" + attack stage {timings['attack_stage']:.2f}"]
+    if timings.get("shared"):
+        lines.append(f"  shared work, once per study: {_parts(timings['shared'])}")
+    models = timings.get("models", {})
+    if models:
+        lines.append("  models: " + "; ".join(_with_parts(name, parts) for name, parts in models.items()))
+    attacks = timings.get("attacks", {})
+    if attacks:
+        lines.append("  attacks: " + "; ".join(_with_parts(name, parts) for name, parts in attacks.items()))
+    return lines
+
+
+def timing_columns(timings: dict[str, Any]) -> dict[str, float]:
+    """Flat ``seconds.*`` columns for the trials table."""
+    if not timings or "total" not in timings:
+        return {}
+    columns = {f"seconds.{key}": timings[key] for key in ("total", "pruning_stage", "attack_stage")}
+    columns.update({f"seconds.shared.{name}": value for name, value in timings.get("shared", {}).items()})
+    for name, parts in timings.get("models", {}).items():
+        columns[f"seconds.model.{name}"] = parts["total"]
+    for name, parts in timings.get("attacks", {}).items():
+        columns.update({f"seconds.attack.{name}" + ("" if part == "total" else f".{part}"): value
+                        for part, value in parts.items()})
+    return columns

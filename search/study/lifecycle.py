@@ -1,0 +1,119 @@
+"""Opening studies: create or load one with its sampler and pruner, refuse a stored study that differs from its
+file, and open a stored one as an :class:`~.place.OpenStudy` (reading commands never create anything)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import optuna
+
+from wemem.errors import WememError
+
+from ..storage.records import has_definition, store_definition, stored_definition, study_names
+from ..studyfile import StudyDefinition
+from .place import OpenStudy, Options, Place
+
+
+def make_sampler(definition: StudyDefinition, creator: bool) -> optuna.samplers.BaseSampler:
+    """The study's sampler. The launcher that creates a study is seeded by the study seed (reproducible); a
+    resuming or concurrent launcher mixes in fresh entropy so it never replays another launcher's draws."""
+    seed = definition.study.seed if creator else int.from_bytes(os.urandom(4), "little")
+    if definition.study.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # constant_liar keeps concurrent trials from all being proposed at the same point
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=5)
+
+
+def make_pruner(definition: StudyDefinition) -> optuna.pruners.BasePruner:
+    s = definition.search
+    if s.early_stopping == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=s.early_stopping_startup_trials,
+                                           n_warmup_steps=s.early_stopping_warmup_rounds)
+    return optuna.pruners.NopPruner()
+
+
+def refuse_conflicting(definition: StudyDefinition, storage: optuna.storages.RDBStorage) -> bool:
+    """Whether the study exists; refuses (WememError naming every differing key) one stored with another
+    definition. Reads only, so a launcher can check before it starts anything."""
+    if definition.name not in study_names(storage):
+        return False
+    _wait_for_definition(definition.name, storage)
+    differences = definition_differences(stored_definition(definition.name, storage), definition)
+    if differences:
+        raise WememError(f"study {definition.name!r} already exists in the storage with a different definition "
+                         f"({'; '.join(differences)}); use `wemem resume {definition.name}` to continue it, "
+                         "rename [study] name, or delete the stored study with "
+                         f"`wemem delete {definition.name} --yes`")
+    return True
+
+
+def create_or_load_study(definition: StudyDefinition, storage: optuna.storages.RDBStorage,
+                         extra_attrs: dict[str, Any]) -> tuple[optuna.Study, bool]:
+    """Create the study (storing its definition) or load it; refuse a stored study that differs."""
+    directions = definition.objective_config().directions
+    if refuse_conflicting(definition, storage):
+        study = optuna.load_study(study_name=definition.name, storage=storage,
+                                  sampler=make_sampler(definition, False), pruner=make_pruner(definition))
+        if [d.name.lower() for d in study.directions] != directions:
+            raise WememError(f"study {definition.name!r} is stored with directions "
+                             f"{[d.name.lower() for d in study.directions]} but the file asks {directions}")
+        return study, False
+    try:
+        study = optuna.create_study(study_name=definition.name, storage=storage, directions=directions,
+                                    sampler=make_sampler(definition, True), pruner=make_pruner(definition))
+    except optuna.exceptions.DuplicatedStudyError:  # another launcher created it a moment ago
+        return create_or_load_study(definition, storage, extra_attrs)
+    store_definition(study, definition)
+    for key, value in extra_attrs.items():
+        study.set_user_attr(key, value)
+    return study, True
+
+
+# Where and how a study runs, not what it computes: a launcher may join with other resources (a GPU machine
+# joining a study made on a CPU machine) or another path to the same data.
+NOT_IDENTITY = {("resources",), ("data", "data_root"), ("search", "trial_timeout_s")}
+
+
+def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    if isinstance(value, dict):
+        flat: dict[tuple[str, ...], Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, prefix + (str(key),)))
+        return flat
+    return {prefix: value}
+
+
+def definition_differences(stored: StudyDefinition, given: StudyDefinition) -> list[str]:
+    """``section.key: stored X, file Y`` for every identity key that differs."""
+    a, b = _flatten(stored.model_dump(mode="json")), _flatten(given.model_dump(mode="json"))
+    differences = []
+    for key in sorted(set(a) | set(b)):
+        if any(key[:len(skip)] == skip for skip in NOT_IDENTITY) or a.get(key) == b.get(key):
+            continue
+        differences.append(f"{'.'.join(key)}: stored {a.get(key)!r}, file {b.get(key)!r}")
+    return differences
+
+
+def _wait_for_definition(name: str, storage: optuna.storages.BaseStorage, timeout: float = 15.0) -> None:
+    """A concurrent launcher creates the study and then stores its definition: give it a moment."""
+    deadline = time.monotonic() + timeout
+    while not has_definition(storage, name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def load_study(name: str, storage: optuna.storages.RDBStorage) -> tuple[optuna.Study, StudyDefinition]:
+    definition = stored_definition(name, storage)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(definition, False),
+                              pruner=make_pruner(definition))
+    return study, definition
+
+
+
+
+def open_study(name: str, options: Options) -> OpenStudy:
+    """A stored study for reading (status, export, report, confirm): never creates a storage or a study."""
+    storage = options.open_storage(must_exist=True)
+    study, definition = load_study(name, storage)
+    return OpenStudy(study, definition, storage, Place.of(options, study))

@@ -1,0 +1,70 @@
+"""Which trials count and which are best: the budget's trial count, the one feasibility rule, the best trial (or
+the Pareto set) and the top-K distinct settings."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from wemem.errors import WememError, require
+
+from ..storage.records import has_setting, trial_setting
+
+ACTIVE_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def active_count(study: optuna.Study) -> int:
+    """Trials that use the study's budget: finished (COMPLETE, PRUNED) or running."""
+    return len(study.get_trials(deepcopy=False, states=ACTIVE_STATES))
+
+
+def running_numbers(study: optuna.Study) -> list[int]:
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+
+
+def completed(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    """The accuracy constraint holds (a trial without constraints is feasible)."""
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def feasible_or_all(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The feasible trials; all of them when none is (the least infeasible then ranks first)."""
+    return [t for t in trials if is_feasible(t)] or trials
+
+
+def best_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Single objective: the best feasible trial (or the least infeasible). Two objectives: the Pareto set."""
+    if len(study.directions) > 1:
+        return list(study.best_trials)
+    trials = completed(study)
+    if not trials:
+        return []
+    return [min(feasible_or_all(trials), key=lambda t: t.value)]
+
+
+def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
+    """The K best distinct settings as the study ranks them.
+
+    One objective: feasible trials by value (all trials by value if none is feasible). Two objectives: the Pareto
+    set, least leaky first. Repeated settings (re-queued or duplicated proposals) count once.
+    """
+    require(k >= 1, f"--top must be >= 1 (got {k})")
+    trials = [t for t in completed(study) if has_setting(t)]
+    if not trials:
+        raise WememError(f"study {study.study_name!r} has no completed trial to confirm; run or resume it first")
+    if len(study.directions) > 1:
+        ranked = sorted(study.best_trials, key=lambda t: t.values[0])
+    else:
+        ranked = sorted(feasible_or_all(trials), key=lambda t: t.values[0])
+    chosen, seen = [], set()
+    for trial in ranked:
+        defense, settings = trial_setting(trial)
+        key = (defense, repr(sorted(settings.items())))
+        if key not in seen:
+            seen.add(key)
+            chosen.append(trial)
+    return chosen[:k]

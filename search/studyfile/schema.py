@@ -1,0 +1,264 @@
+"""Study files (TOML), validated with pydantic. Every error names the file, the key and the allowed values."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from objectives import CHEAP_ATTACKS, Mode, ObjectiveConfig, PrivacyMetric, TrialSpec
+from wemem.attacks import ATTACKS, check_attack_requirements
+from wemem.config import MAX_SEED, ExperimentConfig, PruningConfig
+from wemem.data import DATASETS, dataset_key
+from wemem.defenses import DEFENSES
+from wemem.errors import UnknownNameError, WememError
+from wemem.models import MODELS
+from wemem.registry import Registry
+from wemem.training import TrainConfig
+
+from .spaces import SPACES, validate_overrides
+
+# Every default of an experiment is written once, in wemem's plain configs; the sections and the CLI flags read them.
+_EXPERIMENT, _TRAIN, _PRUNING, _OBJECTIVE = ExperimentConfig(), TrainConfig(), PruningConfig(), ObjectiveConfig()
+
+
+def registered(registry: Registry, name: str) -> str:
+    """The one "known registry name" check of the study file, as the ValueError pydantic reports per key."""
+    try:
+        return registry.check(name)
+    except UnknownNameError as error:
+        raise ValueError(str(error)) from None
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
+
+
+# The name becomes part of folder names (Ray Tune's results); file systems allow 255 bytes a name
+MAX_NAME_LENGTH = 100
+
+
+class StudySection(_Section):
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.\-]+$")
+    n_trials: int = Field(20, ge=1)
+    seed: int = Field(_EXPERIMENT.seed, ge=0, le=MAX_SEED)
+    sampler: Literal["tpe", "random"] = "tpe"
+
+
+class DataSection(_Section):
+    dataset: str = _EXPERIMENT.dataset
+    data_root: str | None = None
+    shadows: int = Field(_EXPERIMENT.shadows, ge=1)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        registered(DATASETS, dataset_key(value))
+        return value
+
+
+class ModelSection(_Section):
+    name: str = _EXPERIMENT.model
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        return registered(MODELS, value)
+
+
+class TrainingSection(_Section):
+    lr: float = Field(_TRAIN.lr, gt=0)
+    weight_decay: float = Field(_TRAIN.weight_decay, ge=0)
+    batch_size: int = Field(_TRAIN.batch_size, ge=1)
+    pretrain_epochs: int = Field(_TRAIN.pretrain_epochs, ge=1)
+    finetune_epochs: int = Field(_TRAIN.finetune_epochs, ge=1)
+    patience: int = Field(_TRAIN.patience, ge=0)
+
+
+class PruningSection(_Section):
+    sparsity: float = Field(_PRUNING.sparsity, ge=0, lt=1)
+    steps: int = Field(_PRUNING.steps, ge=1)
+    one_shot: bool = _PRUNING.one_shot
+
+
+class MemscoreSection(_Section):
+    models: int = Field(_EXPERIMENT.memscore_models, ge=2)
+
+    @field_validator("models")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError("must be even (models are trained in complementary pairs)")
+        return value
+
+
+class ObjectiveSection(_Section):
+    mode: Mode = _OBJECTIVE.mode
+    delta: float = Field(_OBJECTIVE.delta, ge=0, le=1)
+    weight: float = Field(_OBJECTIVE.weight, ge=0)
+    privacy_metric: PrivacyMetric = _OBJECTIVE.privacy_metric
+    privacy_attacks: list[str] | None = Field(None, min_length=1,
+                                              description="attacks the leakage P maximizes over (default: all)")
+
+
+ParamOverride = list[float] | float | int | str | list[str]
+
+
+class SearchSection(_Section):
+    defenses: list[str] = Field(default_factory=lambda: ["swmr"], min_length=1)
+    enqueue_reference: bool = True
+    # stop poor trials between pruning rounds: Optuna's median pruner on a per-round objective from the cheap
+    # (threshold) attacks; worth it when trials are expensive (image models), not on digits
+    early_stopping: Literal["none", "median"] = "none"
+    early_stopping_startup_trials: int = Field(3, ge=0)
+    early_stopping_warmup_rounds: int = Field(1, ge=0)
+    # a trial running longer than this (seconds) has its jobs cancelled and fails with that reason
+    trial_timeout_s: float | None = Field(None, gt=0)
+    space: dict[str, dict[str, ParamOverride]] = Field(default_factory=dict)
+
+    @field_validator("defenses")
+    @classmethod
+    def _known_defenses(cls, value: list[str]) -> list[str]:
+        for name in value:
+            registered(DEFENSES, name)
+            if name not in SPACES:
+                raise ValueError(f"defense {name!r} has no search space; searchable: {', '.join(sorted(SPACES))}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a defense twice")
+        return value
+
+
+class AttacksSection(_Section):
+    names: list[str] = Field(default_factory=lambda: list(CHEAP_ATTACKS), min_length=1)
+    adaptive: bool = True
+
+    @field_validator("names")
+    @classmethod
+    def _known_attacks(cls, value: list[str]) -> list[str]:
+        for name in value:
+            registered(ATTACKS, name)
+        return value
+
+
+class ResourcesSection(_Section):
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_concurrent_trials: int = Field(1, ge=1)
+    # CNN speed-ups on CUDA (no effect on CPU): bf16 autocast of forward and loss, channels_last weights
+    bf16: bool = _TRAIN.bf16
+    channels_last: bool = _TRAIN.channels_last
+
+
+class StudyDefinition(_Section):
+    study: StudySection
+    data: DataSection = Field(default_factory=DataSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    pruning: PruningSection = Field(default_factory=PruningSection)
+    memscore: MemscoreSection = Field(default_factory=MemscoreSection)
+    objective: ObjectiveSection = Field(default_factory=ObjectiveSection)
+    search: SearchSection = Field(default_factory=SearchSection)
+    attacks: AttacksSection = Field(default_factory=AttacksSection)
+    resources: ResourcesSection = Field(default_factory=ResourcesSection)
+
+    @model_validator(mode="after")
+    def _space_overrides_valid(self) -> "StudyDefinition":
+        validate_overrides(self.search.space)
+        return self
+
+    @model_validator(mode="after")
+    def _early_stopping_single_objective(self) -> "StudyDefinition":
+        if self.search.early_stopping != "none" and len(self.objective_config().directions) > 1:
+            raise ValueError("search.early_stopping needs one objective; Optuna cannot prune multi-objective "
+                             "trials. Use objective.mode 'constrained' or 'weighted', or early_stopping = 'none'")
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_attacks_run(self) -> "StudyDefinition":
+        missing = set(self.objective.privacy_attacks or ()) - set(self.attacks.names)
+        if missing:
+            raise ValueError(f"objective.privacy_attacks names {sorted(missing)}, which [attacks] names does not run; "
+                             "add them to attacks.names")
+        return self
+
+    @model_validator(mode="after")
+    def _attacks_can_run(self) -> "StudyDefinition":
+        try:
+            check_attack_requirements(self.attacks.names, self.data.shadows)
+        except WememError as error:
+            raise ValueError(str(error)) from None
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.study.name
+
+    def with_name(self, name: str) -> "StudyDefinition":
+        """The same definition under another study name (a copied study is known by its own name)."""
+        if name == self.name:
+            return self
+        return self.model_copy(update={"study": self.study.model_copy(update={"name": name})})
+
+    def experiment(self, data_root: str | None = None) -> ExperimentConfig:
+        t = self.training
+        return ExperimentConfig(
+            dataset=self.data.dataset, model=self.model.name, seed=self.study.seed, shadows=self.data.shadows,
+            data_root=data_root if data_root is not None else self.data.data_root,
+            train=TrainConfig(lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size,
+                              pretrain_epochs=t.pretrain_epochs, finetune_epochs=t.finetune_epochs,
+                              patience=t.patience, bf16=self.resources.bf16,
+                              channels_last=self.resources.channels_last),
+            memscore_models=self.memscore.models,
+        )
+
+    def pruning_config(self) -> PruningConfig:
+        return PruningConfig(self.pruning.sparsity, self.pruning.steps, self.pruning.one_shot)
+
+    def objective_config(self) -> ObjectiveConfig:
+        o = self.objective
+        return ObjectiveConfig(o.mode, o.delta, o.weight, o.privacy_metric,
+                               tuple(o.privacy_attacks) if o.privacy_attacks else None)
+
+    def trial_spec(self, cache_dir: str, data_root: str | None = None) -> TrialSpec:
+        return TrialSpec(self.experiment(data_root), self.pruning_config(), tuple(self.attacks.names),
+                         self.objective_config(), str(cache_dir), self.attacks.adaptive,
+                         round_reports=self.search.early_stopping != "none")
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    lines = [f"invalid study file {source}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see studies/quickstart.toml for every key)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"  [{key}] {message}")
+    return "\n".join(lines)
+
+
+def parse_study(data: dict[str, Any], source: str = "<study>") -> StudyDefinition:
+    try:
+        return StudyDefinition.model_validate(data)
+    except ValidationError as error:
+        raise WememError(format_validation_error(source, error)) from None
+
+
+def load_study_file(path: str | Path) -> StudyDefinition:
+    path = Path(path)
+    if path.is_dir():
+        raise WememError(f"study file {path} is a folder; pass the path of a TOML study file in it, such as "
+                         "studies/quickstart.toml")
+    if not path.is_file():
+        raise WememError(f"study file {path} does not exist; pass the path of a TOML study file such as studies/quickstart.toml")
+    try:
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise WememError(f"study file {path} is not text (binary data); pass a TOML study file such as "
+                         "studies/quickstart.toml") from None
+    except tomllib.TOMLDecodeError as error:
+        raise WememError(f"study file {path} is not valid TOML: {error}") from None
+    return parse_study(data, str(path))

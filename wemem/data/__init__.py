@@ -1,0 +1,14 @@
+"""Datasets and the study splits of SPEC section 2, by registry name.
+
+Importing this package registers every built-in dataset: ``digits`` (:mod:`wemem.data.registry`) and the
+file-based ones (:mod:`wemem.data.loaders`).
+"""
+
+from .registry import (DATASETS, POPULATION_CAP, POPULATION_FLOOR, POPULATION_FRACTION, SPLIT_VERSION, Loader,
+                       ModelSplit, Pools, StudySplit, dataset_key, load_dataset, load_digits, make_study_split,
+                       population_size, seeded_permutation, split_train_test)
+from . import loaders as _loaders  # noqa: F401  (registers the file-based datasets)
+
+__all__ = ["DATASETS", "POPULATION_CAP", "POPULATION_FLOOR", "POPULATION_FRACTION", "SPLIT_VERSION", "Loader",
+           "ModelSplit", "Pools", "StudySplit", "dataset_key", "load_dataset", "load_digits", "make_study_split",
+           "population_size", "seeded_permutation", "split_train_test"]

@@ -1,0 +1,10 @@
+"""Model architectures of SPEC section 3, by registry name, and which of their weights are prunable.
+
+Importing this package registers every built-in model.
+"""
+
+from .registry import MODELS, ModelFactory, build_model, check_model_fits, initialize, prunable_parameters
+from . import mlp as _mlp  # noqa: F401  (registers columnfc)
+from . import cnn as _cnn  # noqa: F401  (registers resnet18, vgg16bn, densenet121)
+
+__all__ = ["MODELS", "ModelFactory", "build_model", "check_model_fits", "initialize", "prunable_parameters"]
