@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/wemem launch studies/quickstart.toml && $(BIN)/wemem confirm quickstart --seeds 3 --attacks all
 
 test: install-test
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=40 tests
 
 clean:
 	rm -rf $(VENV) .wemem-cache wemem.db
