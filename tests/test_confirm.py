@@ -194,8 +194,7 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     json.dumps(document)
     from search.results.report import draw_confirmed_points, plot_confirmation
 
-    plot_confirmation(stored, "balanced_accuracy", tmp_path / "confirmation.png")
-    assert (tmp_path / "confirmation.png").stat().st_size > 0
+    assert plot_confirmation(stored, "balanced_accuracy").startswith(b"\x89PNG")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots()

@@ -13,7 +13,6 @@ import tomllib
 from pathlib import Path
 from typing import Callable
 
-import optuna
 import pytest
 import tomli_w
 import torch
@@ -21,10 +20,7 @@ import torch
 import wemem.files
 from search.results.apply import edited_warning
 from search.results.export import DEFINITION_KEY, read_export
-from search.storage import open_storage
-from search.study import create_or_load_study
-from search.studyfile import parse_study
-from test_bad_input import BASE_STUDY, assert_refused, place, run_cli, tree  # noqa: F401  (place: a fixture)
+from test_bad_input import assert_refused, place, run_cli, tree  # noqa: F401  (place: a fixture)
 from test_run_cli import TINY
 from wemem.assets import _torch_bytes, prepare_assets, save_checked
 from wemem.errors import WememError
@@ -41,17 +37,6 @@ def folder(place: Path, *parts: str) -> Path:
     path = place.joinpath(*parts)
     path.mkdir(parents=True)
     return path
-
-
-def add_study(place: Path, name: str, failed: int) -> str:
-    """A study with ``failed`` FAILED trials and no COMPLETE one."""
-    storage = open_storage(f"sqlite:///{place / 'wemem.db'}")
-    definition = parse_study(dict(BASE_STUDY, study=dict(BASE_STUDY["study"], name=name)))
-    study, _ = create_or_load_study(definition, storage, {"cache_dir": str(place / "cache")})
-    for _ in range(failed):
-        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
-    storage.engine.dispose()
-    return name
 
 
 @pytest.fixture
@@ -109,10 +94,6 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("report-out-file", lambda p: ["report", "base", "--out", str(p / "best.toml")],
      ["best.toml", "is a file, not a folder", "--out"]),
     ("report-out-proc", lambda p: ["report", "base", "--out", "/proc/report"], ["/proc", "does not accept new files"]),
-    ("report-no-trial", lambda p: ["report", add_study(p, "empty", failed=0), "--out", str(p / "report")],
-     ["no completed trial", "run or resume it first"]),
-    ("report-only-failed", lambda p: ["report", add_study(p, "failing", failed=2), "--out", str(p / "report")],
-     ["no completed trial"]),
     ("apply-out-file", lambda p: ["apply", str(p / "best.toml"), "--out", str(p / "best.toml")],
      ["is a file, not a folder", "--out"]),
     ("apply-model-pt-is-a-folder", lambda p: ["apply", str(p / "best.toml"), "--out",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 import optuna
@@ -21,6 +22,7 @@ from search.storage import open_storage, retried_from
 from search.study import create_or_load_study
 from search.studyfile import parse_study
 from helpers import age_heartbeat
+from wemem.environment import device_description
 from search.study import Options, best_trials, open_study
 
 pytestmark = pytest.mark.e2e
@@ -112,7 +114,12 @@ def test_pareto_study_exports_its_front_and_reports(ray_session, options: Option
         assert not any(t.values[0] <= p and t.values[1] >= u and tuple(t.values) != (p, u) for t in completed)
     written = {p.name for p in write_report(open_study("front", options), tmp_path / "report")}
     assert written == {"trials.csv", "trials.parquet", "privacy_utility.png", "history.png", "importance.png",
-                       "attacks.png", "roc.png", "timings.png"}
+                       "attacks.png", "roc.png", "timings.png", "report.json", "report.html"}
+    audit = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert audit["pareto"] and {r["trial_number"] for r in audit["best"]} == expected  # the front, as exported
+    environment = audit["reproducibility"]["study_environment"]  # recorded by the launcher
+    assert environment["packages"]["torch"] == version("torch") and environment["device"] == device_description()
+    assert audit["reproducibility"]["assets_fingerprint"] == study.user_attrs["assets_fingerprint"]
     table = pd.read_parquet(tmp_path / "report" / "trials.parquet")
     assert len(table) == 3 and {"utility", "privacy", "hconf.auc", "param.rmr.lambda_mem", "seconds.attack_stage",
                                 "seconds.attack.hconf", "seconds.model.victim"} <= set(table.columns)

@@ -69,7 +69,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="study name")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (report.html there opens offline in any browser)")
 
 
-REPORT = Command("report", "write the trials table (CSV, parquet) and PNG plots of a study", _report_args, _report)
+REPORT = Command("report", "write a study's audit (report.html, report.json), its trials table (CSV, parquet) and "
+                 "PNG plots", _report_args, _report)

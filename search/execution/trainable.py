@@ -14,9 +14,11 @@ from ray import tune
 
 from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial, reference
 from wemem.assets import Echo, content_fingerprint, prepare_assets
+from wemem.environment import describe
 from wemem.errors import WememError
 
-from ..storage.records import store_fingerprint, store_shared_work_jobs, stored_fingerprint, to_json
+from ..storage.records import (store_environment, store_fingerprint, store_shared_work_jobs, stored_fingerprint,
+                               to_json)
 from ..study import OpenStudy
 from .cluster import task_share
 from .jobs import RayMap, RaySteppers, Shipped, receive, ship
@@ -50,6 +52,7 @@ def shared_work(opened: OpenStudy, echo: Echo) -> tuple[Shipped, Reference]:
             f"(--cache-dir, copied from the first launcher) or start a new study under another name")
     if share.placements:
         store_shared_work_jobs(study, compact_placements(share.placements))
+    store_environment(study, describe())  # the latest launcher's versions and device, for the report
     return shipped, base
 
 

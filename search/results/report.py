@@ -1,8 +1,11 @@
-"""``wemem report``: the trials table (CSV and parquet, with ``seconds.*`` stage timings) and PNG plots of a study."""
+"""``wemem report``: the audit of a study as one self-contained page (``report.html``) and its numbers
+(``report.json``, see :mod:`.audit`), the trials table (CSV and parquet, with ``seconds.*`` stage timings) and
+the PNG plots the page embeds."""
 
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,29 +14,34 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from wemem.assets import Echo  # noqa: E402
-from wemem.errors import WememError  # noqa: E402
 from wemem.files import create_folder, write_atomically, wrote  # noqa: E402
 
 from ..confirm import judged_by_others  # noqa: E402
-from ..storage.records import ROC, TrialMetrics, reference_of, stored_confirmation  # noqa: E402
+from ..storage.records import ROC, TrialMetrics, stored_confirmation, stored_reference  # noqa: E402
 from ..study import OpenStudy, best_trials  # noqa: E402
 from ..studyfile import StudyDefinition  # noqa: E402
+from .audit import report_document  # noqa: E402
+from .html import render_html  # noqa: E402
 from .text import timing_columns  # noqa: E402
 
+# the trials table's leading columns, present even when a study has no trial (an empty table still has a header)
+BASE_COLUMNS = ("number", "state", "defense", "utility", "privacy", "strongest_attack", "feasible", "defense_seconds",
+                "duration_seconds")
 
-def save_figure(fig: plt.Figure, path: Path) -> bool:
-    """Write the figure as PNG atomically; returns whether an existing file was replaced."""
+
+def figure_png(fig: plt.Figure) -> bytes:
     fig.tight_layout()
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=120)
     plt.close(fig)  # figures are many per report; pyplot would keep them all alive otherwise
-    return write_atomically(path, png.getvalue())
+    return png.getvalue()
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
@@ -55,7 +63,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                 row[f"{attack}.{metric}"] = metrics.get(metric)
         row.update(timing_columns(m.timings))
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else list(BASE_COLUMNS))
 
 
 def pareto_front(points: np.ndarray) -> np.ndarray:
@@ -68,8 +76,8 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
     return np.array(sorted(front, key=lambda i: points[i, 0]), dtype=int)
 
 
-def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any], definition: StudyDefinition, path: Path,
-                         confirmation: dict[str, Any] | None = None) -> bool:
+def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any] | None, definition: StudyDefinition,
+                         confirmation: dict[str, Any] | None = None) -> bytes:
     done = table[table.state == "COMPLETE"]
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for defense, group in done.groupby("defense"):
@@ -78,8 +86,9 @@ def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any], definition: S
     if len(points):
         front = points[pareto_front(points)]
         ax.plot(front[:, 0], front[:, 1], "k--", lw=1, label="Pareto front")
-    ax.scatter([ref["privacy"]], [ref["utility"]], marker="*", s=220, c="red", label="undefended pruned")
-    if definition.objective_config().constraint_delta is not None:
+    if ref is not None:
+        ax.scatter([ref["privacy"]], [ref["utility"]], marker="*", s=220, c="red", label="undefended pruned")
+    if ref is not None and definition.objective_config().constraint_delta is not None:
         ax.axhline(ref["utility"] - definition.objective.delta, color="grey", lw=0.8, ls=":", label="accuracy floor")
     if confirmation is not None:
         draw_confirmed_points(ax, confirmation)
@@ -87,7 +96,7 @@ def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any], definition: S
     ax.set_ylabel("pruned victim test accuracy")
     ax.set_title(f"{definition.name}: privacy vs utility")
     ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return figure_png(fig)
 
 
 def draw_confirmed_points(ax: plt.Axes, confirmation: dict[str, Any]) -> None:
@@ -102,7 +111,7 @@ def draw_confirmed_points(ax: plt.Axes, confirmation: dict[str, Any]) -> None:
                     label=f"{entry['label']} confirmed ({len(confirmation['seeds'])} seeds{judges}, 95% CI)")
 
 
-def plot_confirmation(confirmation: dict[str, Any], metric: str, path: Path) -> bool:
+def plot_confirmation(confirmation: dict[str, Any], metric: str) -> bytes:
     """Defended-minus-reference differences of leakage and accuracy, paired by seed, with 95% intervals."""
     settings = [e for e in confirmation["candidates"] if "privacy_difference" in e]
     reference = next(e for e in confirmation["candidates"] if e["label"] == "reference")
@@ -124,10 +133,10 @@ def plot_confirmation(confirmation: dict[str, Any], metric: str, path: Path) -> 
     judges = f", {judged_by_others(confirmation)}" if judged_by_others(confirmation) else ""
     fig.suptitle(f"confirmed on {len(confirmation['seeds'])} fresh seeds (mean, 95% t-interval, paired by seed"
                  f"{judges})", fontsize=10)
-    return save_figure(fig, path)
+    return figure_png(fig)
 
 
-def plot_history(table: pd.DataFrame, directions: list[str], path: Path) -> bool:
+def plot_history(table: pd.DataFrame, directions: list[str]) -> bytes:
     done = table[table.state == "COMPLETE"].sort_values("number")
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     ax.scatter(done.number, done.value_0, s=18, label="objective value" if len(directions) == 1 else "leakage")
@@ -135,10 +144,11 @@ def plot_history(table: pd.DataFrame, directions: list[str], path: Path) -> bool
         best = np.minimum.accumulate(done.value_0.to_numpy(dtype=float))
         ax.step(done.number, best, where="post", color="red", label="best so far")
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("objective (minimized)")
     ax.set_title("optimization history")
     ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return figure_png(fig)
 
 
 def parameter_importance(study: optuna.Study) -> dict[str, float]:
@@ -155,7 +165,7 @@ def parameter_importance(study: optuna.Study) -> dict[str, float]:
         return {}
 
 
-def plot_importance(importances: dict[str, float], path: Path) -> bool:
+def plot_importance(importances: dict[str, float]) -> bytes:
     fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.4 * max(len(importances), 1)))
     if importances:
         names = list(importances)[::-1]
@@ -165,16 +175,16 @@ def plot_importance(importances: dict[str, float], path: Path) -> bool:
         ax.text(0.5, 0.5, "needs >= 2 completed trials sharing a parameter", ha="center", va="center")
         ax.set_axis_off()
     ax.set_title("parameter importance")
-    return save_figure(fig, path)
+    return figure_png(fig)
 
 
-def plot_attacks(trial: optuna.trial.FrozenTrial, ref: dict[str, Any], path: Path) -> bool:
+def plot_attacks(trial: optuna.trial.FrozenTrial, ref: dict[str, Any] | None) -> bytes:
     attacks = TrialMetrics.of(trial).attacks
     names = list(attacks)
     x = np.arange(len(names))
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.0))
     for ax, metric in zip(axes, ("balanced_accuracy", "auc")):
-        ax.bar(x - 0.2, [ref.get("attacks", {}).get(n, {}).get(metric, np.nan) for n in names], 0.4,
+        ax.bar(x - 0.2, [(ref or {}).get("attacks", {}).get(n, {}).get(metric, np.nan) for n in names], 0.4,
                label="undefended pruned")
         ax.bar(x + 0.2, [attacks[n][metric] for n in names], 0.4, label=f"trial #{trial.number}")
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
@@ -183,10 +193,10 @@ def plot_attacks(trial: optuna.trial.FrozenTrial, ref: dict[str, Any], path: Pat
         ax.set_title(metric)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"attacks on the best trial ({TrialMetrics.of(trial).defense})")
-    return save_figure(fig, path)
+    return figure_png(fig)
 
 
-def plot_roc(trial: optuna.trial.FrozenTrial, path: Path) -> bool:
+def plot_roc(trial: optuna.trial.FrozenTrial) -> bytes:
     """ROC curves (log-log, where low-FPR leakage shows) of every attack on the best trial, from stored points."""
     fig, ax = plt.subplots(figsize=(5.6, 5.2))
     for name, metrics in TrialMetrics.of(trial).attacks.items():
@@ -203,10 +213,10 @@ def plot_roc(trial: optuna.trial.FrozenTrial, path: Path) -> bool:
     ax.set_title(f"ROC of the attacks on trial #{trial.number} ({TrialMetrics.of(trial).defense})")
     if ax.get_legend_handles_labels()[0]:  # trials stored without ROC points draw none
         ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    return figure_png(fig)
 
 
-def plot_timings(table: pd.DataFrame, path: Path) -> bool:
+def plot_timings(table: pd.DataFrame) -> bytes:
     """Where trials spend their time: the pruning and attack stages per trial, and each attack's median."""
     timed = table.dropna(subset=["seconds.pruning_stage"])
     attacks = [c for c in table.columns if c.startswith("seconds.attack.") and c.count(".") == 2]
@@ -215,13 +225,14 @@ def plot_timings(table: pd.DataFrame, path: Path) -> bool:
     stages.bar(timed.number, timed["seconds.attack_stage"], bottom=timed["seconds.pruning_stage"],
                label="attack stage")
     stages.set_xlabel("trial")
+    stages.xaxis.set_major_locator(MaxNLocator(integer=True))
     stages.set_ylabel("wall seconds")
     stages.legend(fontsize=8)
     medians = timed[attacks].median().sort_values()
     per_attack.barh([c.removeprefix("seconds.attack.") for c in medians.index], medians.to_numpy())
     per_attack.set_xlabel("median wall seconds per trial")
     per_attack.set_title("attacks")
-    return save_figure(fig, path)
+    return figure_png(fig)
 
 
 def parquet_bytes(table: pd.DataFrame) -> bytes:
@@ -230,29 +241,42 @@ def parquet_bytes(table: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def write_report(opened: OpenStudy, out_dir: str | Path, echo: Echo = lambda line: None) -> list[Path]:
-    """Write the report's files into ``out_dir`` (created once there is something to report), each atomically;
-    ``echo`` gets one "wrote FILE" (or "replaced existing FILE") line per file."""
+def report_figures(opened: OpenStudy, table: pd.DataFrame) -> dict[str, bytes]:
+    """The PNG plots, by file name: only those the stored study has the data for."""
     study, definition = opened.study, opened.definition
-    table = trials_table(study)
-    if table.empty or not (table.state == "COMPLETE").any():
-        raise WememError(f"study {study.study_name!r} has no completed trial to report; run or resume it first")
-    ref = reference_of(study)
-    out = create_folder(out_dir)
-    tables = {"trials.csv": lambda p: write_atomically(p, table.to_csv(index=False)),
-              "trials.parquet": lambda p: write_atomically(p, parquet_bytes(table))}
-    confirmation = stored_confirmation(study)
-    plots = {"privacy_utility.png": lambda p: plot_privacy_utility(table, ref, definition, p, confirmation),
-             "history.png": lambda p: plot_history(table, definition.objective_config().directions, p),
-             "importance.png": lambda p: plot_importance(parameter_importance(study), p),
-             "attacks.png": lambda p: plot_attacks(best_trials(study)[0], ref, p),
-             "roc.png": lambda p: plot_roc(best_trials(study)[0], p)}
+    ref, confirmation, best = stored_reference(study), stored_confirmation(study), best_trials(study)
+    plots = {}
+    if best:
+        plots = {"privacy_utility.png": lambda: plot_privacy_utility(table, ref, definition, confirmation),
+                 "history.png": lambda: plot_history(table, definition.objective_config().directions),
+                 "importance.png": lambda: plot_importance(parameter_importance(study)),
+                 "attacks.png": lambda: plot_attacks(best[0], ref),
+                 "roc.png": lambda: plot_roc(best[0])}
     if confirmation is not None:
-        plots["confirmation.png"] = lambda p: plot_confirmation(confirmation, definition.objective.privacy_metric, p)
-    if "seconds.pruning_stage" in table.columns:  # trials stored before stage timings existed have none
-        plots["timings.png"] = lambda p: plot_timings(table, p)
+        plots["confirmation.png"] = lambda: plot_confirmation(confirmation, definition.objective.privacy_metric)
+    if "seconds.pruning_stage" in table.columns and table["seconds.pruning_stage"].notna().any():
+        plots["timings.png"] = lambda: plot_timings(table)  # trials stored before stage timings existed have none
+    return {name: draw() for name, draw in plots.items()}
+
+
+def write_report(opened: OpenStudy, out_dir: str | Path, echo: Echo = lambda line: None) -> list[Path]:
+    """Write the report's files into ``out_dir`` (created if needed), each atomically; ``echo`` gets one
+    "wrote FILE" (or "replaced existing FILE") line per file, then one line per thing the report lacks.
+
+    ``report.html`` is rendered from ``report.json`` as read back, so the page shows the JSON's numbers.
+    """
+    table = trials_table(opened.study)
+    figures = report_figures(opened, table)
+    document = report_document(opened, table, list(figures))
+    text = json.dumps(document, indent=2, allow_nan=False)
+    files: dict[str, bytes | str] = {"trials.csv": table.to_csv(index=False), "trials.parquet": parquet_bytes(table),
+                                     **figures, "report.json": text,
+                                     "report.html": render_html(json.loads(text), figures)}
+    out = create_folder(out_dir)
     written = []
-    for name, write in {**tables, **plots}.items():
-        echo(wrote((out / name, write(out / name))))
+    for name, content in files.items():
+        echo(wrote((out / name, write_atomically(out / name, content))))
         written.append(out / name)
+    for item in document["missing"]:
+        echo(f"not in the report yet: {item}")
     return written

@@ -28,6 +28,7 @@ DATA_ROOT_ATTR = "data_root"  # the data root it was launched with (None: the st
 REFERENCE_ATTR = "reference"  # the undefended iteratively pruned reference: utility, privacy, per-attack metrics
 ASSETS_FINGERPRINT_ATTR = "assets_fingerprint"  # split, pretrained models, mem-scores and reference
 SHARED_WORK_JOBS_ATTR = "shared_work_jobs"  # where the shared work's jobs ran
+ENVIRONMENT_ATTR = "environment"  # what the latest launcher ran with: Python, packages, device (wemem.environment)
 CONFIRMATION_ATTR = "confirmation"  # the latest confirmation (what status, export and report read)
 RUNS_ATTR = "confirmation_runs"  # + ":<suite>": every finished confirmation run, by setting and seed
 
@@ -122,6 +123,15 @@ def store_fingerprint(study: optuna.Study, fingerprint: str) -> None:
 
 def store_shared_work_jobs(study: optuna.Study, jobs: list[list[Any]]) -> None:
     study.set_user_attr(SHARED_WORK_JOBS_ATTR, jobs)
+
+
+def store_environment(study: optuna.Study, environment: dict[str, Any]) -> None:
+    study.set_user_attr(ENVIRONMENT_ATTR, environment)
+
+
+def stored_environment(study: optuna.Study) -> dict[str, Any] | None:
+    """What the latest launcher ran with, or None for a study launched before environments were recorded."""
+    return study.user_attrs.get(ENVIRONMENT_ATTR)
 
 
 def stored_confirmation(study: optuna.Study) -> dict[str, Any] | None:

@@ -1,0 +1,218 @@
+"""The audit of a study as one JSON document (``report.json``): everything ``report.html`` shows, and nothing it
+computes on its own. :func:`report_document` reads the stored study; :mod:`.html` only formats this document, so
+a number in the HTML is the JSON's number.
+
+A study without a completed trial, a reference or a confirmation still gets a document: ``missing`` says what is
+absent and the command that fills it in, and the sections that need it are empty.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+import optuna
+import pandas as pd
+import tomli_w
+from optuna.trial import TrialState
+
+from wemem.environment import describe
+
+from ..confirm import export_section, judged_by_others
+from ..storage.records import (ROC, TrialMetrics, fail_reason, stored_environment, stored_fingerprint,
+                               stored_reference)
+from ..storage.urls import redact
+from ..study import OpenStudy, best_trials
+from ..studyfile import StudyDefinition
+from .export import trial_record
+from .text import headline, judges_for
+
+FORMAT = "wemem-report/1"
+# (stored key, column heading): the per-attack metrics of the audit's tables, in their order
+ATTACK_METRICS = (("balanced_accuracy", "balanced accuracy"), ("auc", "AUC"),
+                  ("tpr_at_0.1%_fpr", "TPR at 0.1% FPR"), ("tpr_at_1%_fpr", "TPR at 1% FPR"))
+STAGES = ("seconds.total", "seconds.pruning_stage", "seconds.attack_stage")
+
+
+def plain(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become null (JSON has neither), numpy scalars plain numbers."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def report_document(opened: OpenStudy, table: pd.DataFrame, figures: list[str]) -> dict[str, Any]:
+    """The audit of ``opened`` (``table``: :func:`.report.trials_table`; ``figures``: the PNG names written)."""
+    study, definition = opened.study, opened.definition
+    best = best_trials(study)
+    reference = stored_reference(study)
+    confirmation = export_section(study, [t.number for t in best]) if best else None
+    commands = next_commands(opened)
+    document = {
+        "format": FORMAT,
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "study": study_block(definition, reference),
+        "counts": {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState},
+        "missing": missing(study, best, reference, confirmation, commands),
+        "headline": headline_block(confirmation, best, commands),
+        "reference": reference,
+        "pareto": len(study.directions) > 1,
+        "best": [trial_record(t) for t in best],
+        "attack_table": attack_rows(reference, best[0] if best else None),
+        "roc": roc_points(best[0]) if best else {},
+        "confirmation": confirmation,
+        "trials": trial_rows(table),
+        "failed": [{"number": t.number, "reason": fail_reason(t)}
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))],
+        "timings": timing_block(table),
+        "figures": figures,
+        "reproducibility": reproducibility(study, definition, confirmation),
+    }
+    return plain(document)
+
+
+def objective_text(definition: StudyDefinition) -> str:
+    """The objective in words, with only the knobs its mode reads."""
+    o = definition.objective
+    leakage = f"leakage = the strongest attack's {o.privacy_metric}" + (
+        f" over {', '.join(o.privacy_attacks)}" if o.privacy_attacks else "")
+    mode = {"constrained": f"minimize leakage subject to the accuracy constraint (delta {o.delta:g})",
+            "weighted": f"minimize leakage + {o.weight:g} x accuracy drop",
+            "pareto": "the Pareto front of (minimum leakage, maximum accuracy)"}.get(o.mode, o.mode)
+    return f"{o.mode}: {mode}; {leakage}"
+
+
+def study_block(definition: StudyDefinition, reference: dict[str, Any] | None) -> dict[str, Any]:
+    objective = definition.objective_config()
+    delta = objective.constraint_delta
+    floor = None if delta is None or reference is None else reference["utility"] - delta
+    return {
+        "name": definition.name,
+        "dataset": definition.data.model_dump(exclude_none=True),
+        "model": definition.model.name,
+        "pruning": definition.pruning.model_dump(),
+        "defenses": list(definition.search.defenses),
+        "attacks": list(definition.attacks.names),
+        "adaptive_attacks": definition.attacks.adaptive,
+        "objective": definition.objective.model_dump(exclude_none=True),
+        "objective_text": objective_text(definition),
+        "directions": objective.directions,
+        "accuracy_floor": floor,
+        "constraint": None if delta is None else (
+            f"test accuracy at least the undefended pruned model's minus {delta:g}"
+            + ("" if floor is None else f" ({reference['utility']:.4f} - {delta:g} = {floor:.4f})")),
+        "n_trials": definition.study.n_trials,
+        "sampler": definition.study.sampler,
+        "seed": definition.study.seed,
+    }
+
+
+def next_commands(opened: OpenStudy) -> dict[str, str]:
+    """The commands that fill in what a report lacks, as the user would type them (a password masked)."""
+    name, url = opened.name, opened.options.storage
+    storage = f" --storage {redact(url)}" if url else ""
+    return {"resume": f"wemem resume {name}{storage} --n-trials {opened.definition.study.n_trials}",
+            "confirm": f"wemem confirm {name}{storage} --attacks {judges_for(opened.definition)}"}
+
+
+def missing(study: optuna.Study, best: list, reference: dict | None, confirmation: dict | None,
+            commands: dict[str, str]) -> list[str]:
+    """What the report cannot show yet, each with the command that provides it."""
+    lacking = []
+    if not study.get_trials(deepcopy=False):
+        lacking.append(f"the study has no trial yet: run `{commands['resume']}`")
+    elif not best:
+        failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+        lacking.append(f"no completed trial ({failed} failed; their reasons are listed below): fix the cause and "
+                       f"run `{commands['resume']}`")
+    if reference is None:
+        lacking.append(f"no undefended reference was measured: run `{commands['resume']}`")
+    if best and (confirmation is None or confirmation["status"] != "confirmed"):
+        lacking.append("no fresh-seed confirmation of the best setting" if confirmation is None
+                       or confirmation["status"] == "not confirmed" else confirmation["note"])
+    return lacking
+
+
+def headline_block(confirmation: dict[str, Any] | None, best: list, commands: dict[str, str]) -> dict[str, Any]:
+    """The number to quote: the confirmed difference from the undefended model with its interval, or why there
+    is none (and the command that produces it)."""
+    if not best:
+        return {"status": "no result", "text": "no completed trial: nothing to report yet",
+                "command": commands["resume"]}
+    if confirmation["status"] == "not confirmed":
+        return {"status": "not confirmed",
+                "text": "not confirmed: the best trial's own evaluation is biased low by the selection, so this "
+                        "report has no number to quote yet",
+                "command": commands["confirm"]}
+    entry = next((e for e in confirmation["candidates"] if "privacy_difference" in e), None)
+    sentence = headline(confirmation)
+    block = {"status": confirmation["status"], "text": sentence[0] if sentence else "",
+             "seeds": confirmation["seeds"], "judges": judged_by_others(confirmation) or "the study's attacks"}
+    if entry is not None:
+        block.update(label=entry["label"], defense=entry["defense"], settings=entry.get("settings", {}),
+                     trial_number=entry.get("trial_number"), privacy_difference=entry["privacy_difference"],
+                     utility_difference=entry["utility_difference"], gain_confirmed=entry["privacy_difference"]["high"] < 0,
+                     accuracy_constraint=entry.get("accuracy_constraint"))
+    if confirmation["status"] == "stale":
+        block["command"] = commands["confirm"]
+        block["note"] = confirmation["note"]
+    return block
+
+
+def attack_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {key: metrics.get(key) for key, _ in ATTACK_METRICS}
+
+
+def attack_rows(reference: dict[str, Any] | None, trial: optuna.trial.FrozenTrial | None) -> list[dict[str, Any]]:
+    """Per attack: the undefended and the best defended model's balanced accuracy, AUC and TPR at low FPR."""
+    undefended = (reference or {}).get("attacks", {})
+    defended = TrialMetrics.of(trial).attacks if trial is not None else {}
+    names = list(dict.fromkeys([*undefended, *defended]))
+    return [{"attack": name, "undefended": attack_metrics(undefended.get(name, {})),
+             "defended": attack_metrics(defended.get(name, {}))} for name in names]
+
+
+def roc_points(trial: optuna.trial.FrozenTrial) -> dict[str, dict[str, list[float]]]:
+    return {name: {"fpr": m[ROC]["fpr"], "tpr": m[ROC]["tpr"]}
+            for name, m in TrialMetrics.of(trial).attacks.items() if m.get(ROC)}
+
+
+def trial_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+    return [] if table.empty else table.astype(object).where(table.notna(), None).to_dict("records")
+
+
+def timing_block(table: pd.DataFrame) -> dict[str, Any]:
+    """Where the time went: each trial's stages, and each attack's and model's median over trials."""
+    if table.empty or "seconds.total" not in table.columns:
+        return {"per_trial": [], "median_attack_seconds": {}, "median_model_seconds": {}}
+    timed = table.dropna(subset=["seconds.total"])
+
+    def medians(prefix: str) -> dict[str, float]:
+        columns = [c for c in timed.columns if c.startswith(prefix) and c.count(".") == 2]
+        return {c.removeprefix(prefix): float(timed[c].median()) for c in columns}
+
+    return {"per_trial": timed[["number", *STAGES]].to_dict("records"),
+            "median_attack_seconds": medians("seconds.attack."), "median_model_seconds": medians("seconds.model.")}
+
+
+def definition_toml(definition: StudyDefinition) -> str:
+    """The study's stored definition as a study file (what `wemem launch` reads back)."""
+    return tomli_w.dumps(definition.model_dump(mode="json", exclude_none=True))
+
+
+def reproducibility(study: optuna.Study, definition: StudyDefinition, confirmation: dict | None) -> dict[str, Any]:
+    return {
+        "study_environment": stored_environment(study),  # what the latest launcher ran with (None: not recorded)
+        "report_environment": describe(),
+        "seeds": {"study": definition.study.seed,
+                  "confirmation": (confirmation or {}).get("seeds", [])},
+        "assets_fingerprint": stored_fingerprint(study),
+        "definition_toml": definition_toml(definition),
+    }

@@ -1,0 +1,325 @@
+"""``report.html``: the audit document (:mod:`.audit`) as one self-contained page.
+
+Everything is inline (styles, the PNG plots as ``data:`` URIs, the few lines of script that sort the trials
+table), so the file opens offline, travels as one attachment and requests nothing from any network. Every number
+is formatted from the document it is given; nothing here reads the study. Every string from the study (names,
+failure reasons, the definition) is escaped: a study file or a failure message cannot inject markup or script.
+
+Written with the standard library's ``html.escape`` rather than a template engine: the page is a dozen small
+sections, and a Jinja2 dependency for that would be one more package to audit and pin.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any, Callable, Iterable, Sequence
+
+from .audit import ATTACK_METRICS
+
+Cell = tuple[str, Any]  # (shown text, sort key) of one table cell
+
+# the figures the page embeds, in its order, each with the section it belongs to
+FIGURES = {"privacy_utility.png": "Privacy and utility of every trial", "confirmation.png": "Confirmation",
+           "roc.png": "ROC curves of the best trial (log-log: low false positive rates)",
+           "attacks.png": "Attacks on the best trial", "history.png": "Optimization history",
+           "importance.png": "Parameter importance", "timings.png": "Stage timings"}
+
+STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1c1c1c;max-width:1100px;margin:0 auto;
+padding:24px}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.meta{color:#555}.headline{border-left:6px solid #888;background:#f5f5f5;padding:10px 14px;margin:16px 0}
+.headline.confirmed{border-color:#2e7d32;background:#eef7ee}.headline.notgain{border-color:#c62828;background:#fbeeee}
+.headline .status{font-weight:600;text-transform:uppercase;font-size:12px;letter-spacing:.05em}
+.headline .text{font-size:16px;margin:4px 0}code,pre{font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
+pre{background:#f7f7f7;padding:10px;overflow-x:auto;white-space:pre-wrap}
+table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}th,td{border:1px solid #ddd;padding:3px 8px}
+th{background:#f0f0f0;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
+table.sortable th{cursor:pointer}table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
+table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
+.missing{background:#fff8e1;border:1px solid #ffe082;padding:8px 14px}img{max-width:100%;height:auto}
+figure{margin:8px 0 16px}figcaption{color:#555;font-size:12px}dl{display:grid;grid-template-columns:max-content auto;
+gap:2px 16px}dt{font-weight:600}dd{margin:0}
+@media print{body{max-width:none;padding:0}h2{break-after:avoid}table,figure,.headline{break-inside:avoid}
+.noprint{display:none}}
+"""
+
+# Sorts a table.sortable by the clicked column (numbers by their data-key, text otherwise); a URL ending in
+# #sort=COLUMN or #sort=-COLUMN opens the page sorted (shareable, and how the browser test checks this script).
+SCRIPT = """
+function wememSort(table, col, desc){
+  const body = table.tBodies[0], rows = Array.from(body.rows);
+  const key = r => { const c = r.cells[col], k = c.dataset.key; return k === undefined ? c.textContent : k; };
+  const num = rows.every(r => { const k = key(r); return k === "" || !isNaN(parseFloat(k)); });
+  rows.sort((a, b) => { let x = key(a), y = key(b);
+    if (num) { x = x === "" ? Infinity : parseFloat(x); y = y === "" ? Infinity : parseFloat(y);
+               return desc ? (y === Infinity ? -1 : x === Infinity ? 1 : y - x) : x - y; }
+    return desc ? y.localeCompare(x) : x.localeCompare(y); });
+  rows.forEach(r => body.appendChild(r));
+  Array.from(table.tHead.rows[table.tHead.rows.length - 1].cells).forEach((th, i) =>
+    th.setAttribute("aria-sort", i === col ? (desc ? "descending" : "ascending") : "none"));
+}
+document.querySelectorAll("table.sortable").forEach(table => {
+  Array.from(table.tHead.rows[table.tHead.rows.length - 1].cells).forEach((th, i) => th.addEventListener("click", () =>
+    wememSort(table, i, th.getAttribute("aria-sort") === "ascending")));
+});
+const wanted = /^#sort=(-?)(.+)$/.exec(decodeURIComponent(location.hash));
+if (wanted) { const table = document.getElementById("trial-table");
+  const col = Array.from(table.tHead.rows[table.tHead.rows.length - 1].cells).findIndex(th => th.dataset.column === wanted[2]);
+  if (col >= 0) wememSort(table, col, wanted[1] === "-"); }
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def number(value: Any, digits: int = 4) -> str:
+    """A metric as shown: fixed digits; a missing value as an en dash."""
+    if value is None:
+        return "\u2013"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def points(value: float | None) -> str:
+    return "\u2013" if value is None else f"{100 * value:+.1f}"
+
+
+def cell(value: Any, digits: int = 4) -> Cell:
+    return number(value, digits), value
+
+
+def table(headings: Sequence[str], rows: Iterable[Sequence[Cell]], *, table_id: str | None = None,
+          columns: Sequence[str] | None = None, sortable: bool = False,
+          groups: Sequence[tuple[str, int]] = ()) -> str:
+    """An HTML table; numeric cells are right-aligned and carry their value as the sort key. ``groups``:
+    (heading, number of columns) of a row above the headings."""
+    attrs = (f' id="{esc(table_id)}"' if table_id else "") + (' class="sortable"' if sortable else "")
+    head = "".join(f'<th data-column="{esc(c)}">{esc(h)}</th>' if columns else f"<th>{esc(h)}</th>"
+                   for h, c in zip(headings, columns or headings))
+    if groups:
+        head = "".join(f'<th colspan="{n}">{esc(h)}</th>' for h, n in groups) + "</tr><tr>" + head
+    body = []
+    for row in rows:
+        cells = []
+        for shown, key in row:
+            if isinstance(key, (int, float)) and not isinstance(key, bool):
+                cells.append(f'<td class="n" data-key="{key!r}">{esc(shown)}</td>')
+            elif key is None and shown == "\u2013":
+                cells.append(f'<td class="n" data-key="">{esc(shown)}</td>')
+            else:
+                cells.append(f"<td>{esc(shown)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def figure(name: str, figures: dict[str, bytes]) -> str:
+    if name not in figures:
+        return ""
+    data = base64.b64encode(figures[name]).decode("ascii")
+    return (f'<figure><img alt="{esc(FIGURES[name])}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{esc(FIGURES[name])} ({esc(name)} in this folder)</figcaption></figure>")
+
+
+def definition_list(items: Iterable[tuple[str, str]]) -> str:
+    return "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items) + "</dl>"
+
+
+def settings_text(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items())
+
+
+# ------------------------------------------------------------------------------------------------ sections
+
+
+def headline_section(doc: dict[str, Any]) -> str:
+    h = doc["headline"]
+    kind = ("confirmed" if h.get("gain_confirmed") and h["status"] == "confirmed" else
+            "notgain" if h.get("gain_confirmed") is False else "")
+    parts = [f'<div class="headline {kind}" id="headline"><div class="status">{esc(h["status"])}</div>',
+             f'<div class="text">{esc(h["text"])}</div>']
+    if "privacy_difference" in h:
+        setting = f"{h['defense']} ({settings_text(h['settings'])})" if h["settings"] else h["defense"]
+        constraint = (f"; accuracy constraint: {h['accuracy_constraint']}" if h.get("accuracy_constraint") else "")
+        parts.append(f"<div>setting: {esc(h['label'])}, {esc(setting)}; seeds {esc(h['seeds'])}; judged by "
+                     f"{esc(h['judges'])}{esc(constraint)}</div>")
+    if "note" in h:
+        parts.append(f"<div>{esc(h['note'])}</div>")
+    if "command" in h:
+        parts.append(f"<div>to get it: <code>{esc(h['command'])}</code></div>")
+    return "".join(parts) + "</div>"
+
+
+def missing_section(doc: dict[str, Any]) -> str:
+    if not doc["missing"]:
+        return ""
+    items = "".join(f"<li>{esc(m)}</li>" for m in doc["missing"])
+    return f'<div class="missing" id="missing"><strong>Not in this report yet</strong><ul>{items}</ul></div>'
+
+
+def study_section(doc: dict[str, Any]) -> str:
+    s = doc["study"]
+    data = s["dataset"]
+    pruning = s["pruning"]
+    rows = [("dataset", f"{data['dataset']} ({data.get('shadows', '?')} shadow models)"),
+            ("model", s["model"]),
+            ("pruning", ", ".join(f"{k} {v}" for k, v in pruning.items())),
+            ("defenses searched", ", ".join(s["defenses"])),
+            ("attacks", ", ".join(s["attacks"]) + (" (adaptive)" if s["adaptive_attacks"] else "")),
+            ("objective", s["objective_text"]),
+            ("constraint", s["constraint"] or "none (this mode has no accuracy constraint)"),
+            ("search", f"{s['n_trials']} trials, {s['sampler']} sampler, seed {s['seed']}"),
+            ("trials", ", ".join(f"{n} {state}" for state, n in doc["counts"].items() if n) or "none")]
+    return "<h2 id='study'>Study</h2>" + definition_list(rows)
+
+
+def results_section(doc: dict[str, Any], figures: dict[str, bytes]) -> str:
+    parts = ["<h2 id='results'>Privacy and utility</h2>"]
+    ref = doc["reference"]
+    if ref is not None:
+        parts.append(f"<p>Undefended pruned model: test accuracy {number(ref['utility'])}, strongest attack "
+                     f"{esc(ref['strongest_attack'])} at {number(ref['privacy'])}.</p>")
+    if doc["best"]:
+        label = "Pareto front" if doc["pareto"] else "Best trial (its own evaluation, biased low by the selection)"
+        parts.append(f"<h3>{esc(label)}</h3>")
+        parts.append(table(["trial", "defense", "settings", "test accuracy", "leakage", "strongest attack",
+                            "feasible"],
+                           ([cell(b["trial_number"]), cell(b["defense"]), cell(settings_text(b["settings"])),
+                             cell(b["metrics"]["test_accuracy"]), cell(b["metrics"]["privacy"]),
+                             cell(b["metrics"]["strongest_attack"]), cell(b["feasible"])] for b in doc["best"]),
+                           table_id="front" if doc["pareto"] else "best"))
+    parts.append(figure("privacy_utility.png", figures))
+    parts.append(confirmation_table(doc))
+    parts.append(figure("confirmation.png", figures))
+    return "".join(parts)
+
+
+def confirmation_table(doc: dict[str, Any]) -> str:
+    c = doc["confirmation"]
+    if not c or c.get("status") == "not confirmed":
+        return ""
+    interval = lambda ci: f"{number(ci['mean'])} [{number(ci['low'])}, {number(ci['high'])}]"  # noqa: E731
+    rows = []
+    for e in c["candidates"]:
+        diff, udiff = e.get("privacy_difference"), e.get("utility_difference")
+        rows.append([cell(e["label"]), cell("undefended" if e["label"] == "reference" else e["defense"]),
+                     cell(settings_text(e.get("settings") or {})), (interval(e["utility"]), e["utility"]["mean"]),
+                     (interval(e["privacy"]), e["privacy"]["mean"]),
+                     (("\u2013", None) if diff is None else (interval(diff), diff["mean"])),
+                     (("\u2013", None) if udiff is None else (interval(udiff), udiff["mean"])),
+                     cell(e.get("accuracy_constraint"))])
+    return (f"<h3>Confirmed on {len(c['seeds'])} fresh seeds {esc(c['seeds'])} (mean [95% t-interval])</h3>"
+            + table(["candidate", "defense", "settings", "test accuracy", "leakage", "leakage minus reference",
+                     "accuracy minus reference", "accuracy constraint"],
+                    rows, table_id="confirmation"))
+
+
+def attacks_section(doc: dict[str, Any], figures: dict[str, bytes]) -> str:
+    parts = ["<h2 id='attacks'>Per attack</h2>"]
+    if not doc["attack_table"]:
+        return parts[0] + "<p>No attack results are stored yet.</p>"
+    best = doc["best"][0]["trial_number"] if doc["best"] else None
+    headings = ["attack"] + [h for _, h in ATTACK_METRICS] * 2
+    groups = [("", 1), ("undefended pruned model", len(ATTACK_METRICS)),
+              ("best defended model" + ("" if best is None else f" (trial #{best})"), len(ATTACK_METRICS))]
+    rows = ([cell(r["attack"])] + [cell(r["undefended"][k]) for k, _ in ATTACK_METRICS]
+            + [cell(r["defended"][k]) for k, _ in ATTACK_METRICS] for r in doc["attack_table"])
+    parts.append("<p>Each attack's own evaluation of the undefended pruned model and of the best trial (the "
+                 "study's seed; the confirmation above uses fresh seeds).</p>")
+    parts.append(table(headings, rows, table_id="attack-table", groups=groups))
+    parts.append(figure("attacks.png", figures))
+    parts.append(figure("roc.png", figures))
+    return "".join(parts)
+
+
+TRIAL_COLUMNS = (("number", "trial"), ("state", "state"), ("defense", "defense"), ("utility", "test accuracy"),
+                 ("privacy", "leakage"), ("strongest_attack", "strongest attack"), ("feasible", "feasible"),
+                 ("seconds.total", "experiment seconds"))
+
+
+def trials_section(doc: dict[str, Any]) -> str:
+    parts = ["<h2 id='trials'>Trials</h2>"]
+    if doc["trials"]:
+        params = sorted({k for row in doc["trials"] for k in row if k.startswith("param.")})
+        columns = [c for c, _ in TRIAL_COLUMNS] + params
+        headings = [h for _, h in TRIAL_COLUMNS] + [p.removeprefix("param.") for p in params]
+        digits: dict[str, int] = {"seconds.total": 1}
+        rows = ([cell(row.get(c), digits.get(c, 4)) for c in columns] for row in doc["trials"])
+        parts.append('<p class="noprint">Click a column heading to sort.</p>')
+        parts.append(table(headings, rows, table_id="trial-table", columns=columns, sortable=True))
+    else:
+        parts.append("<p>No trials yet.</p>")
+    if doc["failed"]:
+        parts.append("<h3 id='failed'>Failed trials</h3>")
+        parts.append(table(["trial", "reason"], ([cell(f["number"]), cell(f["reason"])] for f in doc["failed"]),
+                           table_id="failed-trials"))
+    return "".join(parts)
+
+
+def timings_section(doc: dict[str, Any], figures: dict[str, bytes]) -> str:
+    t = doc["timings"]
+    if not t["per_trial"]:
+        return "<h2 id='timings'>Stage timings</h2><p>No stage timings are stored.</p>"
+    parts = ["<h2 id='timings'>Stage timings (wall seconds)</h2>",
+             table(["trial", "experiment", "pruning stage", "attack stage"],
+                   ([cell(r["number"])] + [cell(r[k], 2) for k in ("seconds.total", "seconds.pruning_stage",
+                                                                  "seconds.attack_stage")]
+                    for r in t["per_trial"]), table_id="timings-table")]
+    medians = [("attack", name, v) for name, v in t["median_attack_seconds"].items()] + \
+              [("model", name, v) for name, v in t["median_model_seconds"].items()]
+    if medians:
+        parts.append(table(["kind", "name", "median seconds per trial"],
+                           ([cell(kind), cell(name), cell(v, 2)] for kind, name, v in medians)))
+    parts.append(figure("timings.png", figures))
+    return "".join(parts)
+
+
+def search_section(figures: dict[str, bytes]) -> str:
+    shown = figure("history.png", figures) + figure("importance.png", figures)
+    return f"<h2 id='search'>Search</h2>{shown}" if shown else ""
+
+
+def environment_rows(label: str, env: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if env is None:
+        return [(label, "not recorded (launched by a version that did not record it)")]
+    packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
+    return [(label, f"Python {env['python']} on {env['platform']}; {env['device']}"), (f"{label}: packages", packages)]
+
+
+def reproducibility_section(doc: dict[str, Any]) -> str:
+    r = doc["reproducibility"]
+    rows = [*environment_rows("study ran with", r["study_environment"]),
+            *environment_rows("report written with", r["report_environment"]),
+            ("seeds", f"study {r['seeds']['study']}; confirmation {r['seeds']['confirmation'] or 'none'}"),
+            ("assets fingerprint", r["assets_fingerprint"] or "not recorded (no shared work has run)"),
+            ("report generated", doc["generated_at"]), ("format", doc["format"])]
+    return ("<h2 id='reproducibility'>Reproducibility</h2>" + definition_list(rows)
+            + "<h3>Study definition (a study file `wemem launch` reads)</h3>"
+            + f"<pre id='definition'>{esc(r['definition_toml'])}</pre>")
+
+
+SECTIONS: tuple[Callable[[dict[str, Any], dict[str, bytes]], str], ...] = (
+    lambda d, f: missing_section(d), lambda d, f: study_section(d), results_section, attacks_section,
+    lambda d, f: trials_section(d), timings_section, lambda d, f: search_section(f),
+    lambda d, f: reproducibility_section(d))
+
+
+def render_html(doc: dict[str, Any], figures: dict[str, bytes]) -> str:
+    """The page for ``doc`` (a :func:`.audit.report_document`, as read back from report.json) and the PNGs it
+    names (``figures``, by file name)."""
+    name = doc["study"]["name"]
+    # a Content-Security-Policy that forbids every fetch: even a browser that followed a link could not load one
+    csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+    body = "".join(section(doc, figures) for section in SECTIONS)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f"<title>wemem audit: {esc(name)}</title><style>{STYLE}</style></head><body>"
+            f"<h1>Membership-inference audit: study {esc(name)}</h1>"
+            f'<div class="meta">written by wemem report on {esc(doc["generated_at"])} from report.json</div>'
+            f"{headline_section(doc)}{body}<script>{SCRIPT}</script></body></html>\n")
