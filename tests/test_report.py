@@ -16,7 +16,7 @@ import pytest
 import report_study
 from search.cli import main
 from search.results.audit import next_commands
-from search.results.html import render_html
+from search.results.html import render_html, verdict
 from search.results.report import write_report
 from search.study import open_study
 from search.studyfile import parse_study
@@ -212,3 +212,20 @@ def test_a_storage_password_never_reaches_the_report():
     commands = next_commands(opened)
     assert "hunter2" not in json.dumps(commands)
     assert commands["confirm"].startswith("wemem confirm s --storage postgresql+psycopg://u:***@db/x")
+
+
+@pytest.mark.parametrize("headline, kind, status", [
+    ({"status": "confirmed", "gain_confirmed": True, "accuracy_constraint": "holds"}, "confirmed", "confirmed gain"),
+    ({"status": "confirmed", "gain_confirmed": True, "accuracy_constraint": None}, "confirmed", "confirmed gain"),
+    ({"status": "confirmed", "gain_confirmed": True, "accuracy_constraint": "violated"}, "warn",
+     "confirmed gain, but the accuracy constraint is violated"),
+    ({"status": "confirmed", "gain_confirmed": True, "accuracy_constraint": "uncertain"}, "warn",
+     "confirmed gain, but the accuracy constraint is uncertain"),
+    ({"status": "stale", "gain_confirmed": True, "accuracy_constraint": "holds"}, "warn",
+     "confirmed gain (stale: see below)"),
+    ({"status": "confirmed", "gain_confirmed": False, "accuracy_constraint": "holds"}, "notgain", "no confirmed gain"),
+    ({"status": "not confirmed"}, "", "not confirmed"),
+    ({"status": "no result"}, "", "no result"),
+])
+def test_the_headline_is_green_only_for_a_gain_within_the_constraint(headline, kind, status):
+    assert verdict(headline) == (kind, status)

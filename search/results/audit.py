@@ -154,7 +154,7 @@ def headline_block(confirmation: dict[str, Any] | None, best: list, commands: di
     entry = next((e for e in confirmation["candidates"] if "privacy_difference" in e), None)
     sentence = headline(confirmation)
     block = {"status": confirmation["status"], "text": sentence[0] if sentence else "",
-             "seeds": confirmation["seeds"], "judges": judged_by_others(confirmation) or "the study's attacks"}
+             "seeds": confirmation["seeds"], "judges": judged_by_others(confirmation) or "judged by the study's attacks"}
     if entry is not None:
         block.update(label=entry["label"], defense=entry["defense"], settings=entry.get("settings", {}),
                      trial_number=entry.get("trial_number"), privacy_difference=entry["privacy_difference"],

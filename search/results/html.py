@@ -31,6 +31,7 @@ padding:24px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .meta{color:#555}.headline{border-left:6px solid #888;background:#f5f5f5;padding:10px 14px;margin:16px 0}
 .headline.confirmed{border-color:#2e7d32;background:#eef7ee}.headline.notgain{border-color:#c62828;background:#fbeeee}
+.headline.warn{border-color:#ef6c00;background:#fff3e0}.wide{overflow-x:auto}
 .headline .status{font-weight:600;text-transform:uppercase;font-size:12px;letter-spacing:.05em}
 .headline .text{font-size:16px;margin:4px 0}code,pre{font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
 pre{background:#f7f7f7;padding:10px;overflow-x:auto;white-space:pre-wrap}
@@ -115,7 +116,7 @@ def table(headings: Sequence[str], rows: Iterable[Sequence[Cell]], *, table_id: 
             else:
                 cells.append(f"<td>{esc(shown)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="wide"><table{attrs}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def figure(name: str, figures: dict[str, bytes]) -> str:
@@ -137,16 +138,29 @@ def settings_text(settings: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------ sections
 
 
+def verdict(h: dict[str, Any]) -> tuple[str, str]:
+    """The headline's colour class and status words. Green only for a confirmed gain that keeps the accuracy
+    constraint: a reader who looks at nothing else must not take a gain bought with too much accuracy for a pass."""
+    if h.get("gain_confirmed") is None:
+        return "", h["status"]
+    stale = " (stale: see below)" if h["status"] == "stale" else ""
+    if not h["gain_confirmed"]:
+        return "notgain", "no confirmed gain" + stale
+    constraint = h.get("accuracy_constraint")
+    if constraint not in (None, "holds"):
+        return "warn", f"confirmed gain, but the accuracy constraint is {constraint}{stale}"
+    return ("warn" if stale else "confirmed"), "confirmed gain" + stale
+
+
 def headline_section(doc: dict[str, Any]) -> str:
     h = doc["headline"]
-    kind = ("confirmed" if h.get("gain_confirmed") and h["status"] == "confirmed" else
-            "notgain" if h.get("gain_confirmed") is False else "")
-    parts = [f'<div class="headline {kind}" id="headline"><div class="status">{esc(h["status"])}</div>',
+    kind, status = verdict(h)
+    parts = [f'<div class="headline {kind}" id="headline"><div class="status">{esc(status)}</div>',
              f'<div class="text">{esc(h["text"])}</div>']
     if "privacy_difference" in h:
         setting = f"{h['defense']} ({settings_text(h['settings'])})" if h["settings"] else h["defense"]
         constraint = (f"; accuracy constraint: {h['accuracy_constraint']}" if h.get("accuracy_constraint") else "")
-        parts.append(f"<div>setting: {esc(h['label'])}, {esc(setting)}; seeds {esc(h['seeds'])}; judged by "
+        parts.append(f"<div>setting: {esc(h['label'])}, {esc(setting)}; seeds {esc(h['seeds'])}; "
                      f"{esc(h['judges'])}{esc(constraint)}</div>")
     if "note" in h:
         parts.append(f"<div>{esc(h['note'])}</div>")
@@ -242,15 +256,22 @@ TRIAL_COLUMNS = (("number", "trial"), ("state", "state"), ("defense", "defense")
                  ("seconds.total", "experiment seconds"))
 
 
+def trial_settings(row: dict[str, Any]) -> str:
+    """A trial's setting from its ``param.<defense>.<name>`` columns (the defense's own parameters only)."""
+    prefix = f"param.{row.get('defense')}."
+    return settings_text({k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix) and v is not None})
+
+
 def trials_section(doc: dict[str, Any]) -> str:
     parts = ["<h2 id='trials'>Trials</h2>"]
     if doc["trials"]:
-        params = sorted({k for row in doc["trials"] for k in row if k.startswith("param.")})
-        columns = [c for c, _ in TRIAL_COLUMNS] + params
-        headings = [h for _, h in TRIAL_COLUMNS] + [p.removeprefix("param.") for p in params]
+        columns = [c for c, _ in TRIAL_COLUMNS] + ["settings"]
+        headings = [h for _, h in TRIAL_COLUMNS] + ["settings"]
         digits: dict[str, int] = {"seconds.total": 1}
-        rows = ([cell(row.get(c), digits.get(c, 4)) for c in columns] for row in doc["trials"])
-        parts.append('<p class="noprint">Click a column heading to sort.</p>')
+        rows = ([cell(row.get(c), digits.get(c, 4)) for c, _ in TRIAL_COLUMNS] + [cell(trial_settings(row))]
+                for row in doc["trials"])
+        parts.append('<p class="noprint">Click a column heading to sort. trials.csv has one column per '
+                     "parameter.</p>")
         parts.append(table(headings, rows, table_id="trial-table", columns=columns, sortable=True))
     else:
         parts.append("<p>No trials yet.</p>")
@@ -299,7 +320,7 @@ def reproducibility_section(doc: dict[str, Any]) -> str:
             ("assets fingerprint", r["assets_fingerprint"] or "not recorded (no shared work has run)"),
             ("report generated", doc["generated_at"]), ("format", doc["format"])]
     return ("<h2 id='reproducibility'>Reproducibility</h2>" + definition_list(rows)
-            + "<h3>Study definition (a study file `wemem launch` reads)</h3>"
+            + "<h3>Study definition (a study file <code>wemem launch</code> reads)</h3>"
             + f"<pre id='definition'>{esc(r['definition_toml'])}</pre>")
 
 

@@ -79,7 +79,7 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
 def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any] | None, definition: StudyDefinition,
                          confirmation: dict[str, Any] | None = None) -> bytes:
     done = table[table.state == "COMPLETE"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig, ax = plt.subplots(figsize=(9.6, 4.8))
     for defense, group in done.groupby("defense"):
         ax.scatter(group.privacy, group.utility, label=defense, alpha=0.8)
     points = done[["privacy", "utility"]].to_numpy(dtype=float)
@@ -95,7 +95,7 @@ def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any] | None, defini
     ax.set_xlabel(f"leakage: strongest attack {definition.objective.privacy_metric}")
     ax.set_ylabel("pruned victim test accuracy")
     ax.set_title(f"{definition.name}: privacy vs utility")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the axes: never over a point
     return figure_png(fig)
 
 
