@@ -118,7 +118,7 @@ def next_commands(opened: OpenStudy) -> dict[str, str]:
     """The commands that fill in what a report lacks, as the user would type them (a password masked)."""
     name, url = opened.name, opened.options.storage
     storage = f" --storage {redact(url)}" if url else ""
-    return {"resume": f"wemem resume {name}{storage} --n-trials {opened.definition.study.n_trials}",
+    return {"resume": f"wemem resume {name}{storage}",  # runs the rest of the study's budget
             "confirm": f"wemem confirm {name}{storage} --attacks {judges_for(opened.definition)}"}
 
 

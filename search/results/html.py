@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from typing import Any, Callable, Iterable, Sequence
 
 from .audit import ATTACK_METRICS
@@ -74,6 +75,11 @@ if (wanted) { const table = document.getElementById("trial-table");
 
 def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def with_code(text: str) -> str:
+    """Escaped text whose `backquoted` commands are set as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(text))
 
 
 def number(value: Any, digits: int = 4) -> str:
@@ -172,7 +178,7 @@ def headline_section(doc: dict[str, Any]) -> str:
 def missing_section(doc: dict[str, Any]) -> str:
     if not doc["missing"]:
         return ""
-    items = "".join(f"<li>{esc(m)}</li>" for m in doc["missing"])
+    items = "".join(f"<li>{with_code(m)}</li>" for m in doc["missing"])
     return f'<div class="missing" id="missing"><strong>Not in this report yet</strong><ul>{items}</ul></div>'
 
 
