@@ -9,6 +9,7 @@ absent and the command that fills it in, and the sections that need it are empty
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
@@ -51,6 +52,9 @@ def plain(value: Any) -> Any:
 def report_document(opened: OpenStudy, table: pd.DataFrame, figures: list[str]) -> dict[str, Any]:
     """The audit of ``opened`` (``table``: :func:`.report.trials_table`; ``figures``: the PNG names written)."""
     study, definition = opened.study, opened.definition
+    trials = study.get_trials(deepcopy=False)  # read once: counts, failures and what is missing come from it
+    counts = Counter(t.state for t in trials)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
     best = best_trials(study)
     reference = stored_reference(study)
     confirmation = export_section(study, [t.number for t in best]) if best else None
@@ -59,8 +63,8 @@ def report_document(opened: OpenStudy, table: pd.DataFrame, figures: list[str]) 
         "format": FORMAT,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "study": study_block(definition, reference),
-        "counts": {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState},
-        "missing": missing(study, best, reference, confirmation, commands),
+        "counts": {state.name: counts[state] for state in TrialState},
+        "missing": missing(len(trials), len(failed), best, reference, confirmation, commands),
         "headline": headline_block(confirmation, best, commands),
         "reference": reference,
         "pareto": len(study.directions) > 1,
@@ -69,8 +73,7 @@ def report_document(opened: OpenStudy, table: pd.DataFrame, figures: list[str]) 
         "roc": roc_points(best[0]) if best else {},
         "confirmation": confirmation,
         "trials": trial_rows(table),
-        "failed": [{"number": t.number, "reason": fail_reason(t)}
-                   for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))],
+        "failed": [{"number": t.number, "reason": fail_reason(t)} for t in failed],
         "timings": timing_block(table),
         "figures": figures,
         "reproducibility": reproducibility(study, definition, confirmation),
@@ -122,14 +125,13 @@ def next_commands(opened: OpenStudy) -> dict[str, str]:
             "confirm": f"wemem confirm {name}{storage} --attacks {judges_for(opened.definition)}"}
 
 
-def missing(study: optuna.Study, best: list, reference: dict | None, confirmation: dict | None,
+def missing(n_trials: int, failed: int, best: list, reference: dict | None, confirmation: dict | None,
             commands: dict[str, str]) -> list[str]:
     """What the report cannot show yet, each with the command that provides it."""
     lacking = []
-    if not study.get_trials(deepcopy=False):
+    if not n_trials:
         lacking.append(f"the study has no trial yet: run `{commands['resume']}`")
     elif not best:
-        failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
         lacking.append(f"no completed trial ({failed} failed; their reasons are listed below): fix the cause and "
                        f"run `{commands['resume']}`")
     if reference is None:
