@@ -30,7 +30,7 @@ from .data import ModelSplit, Pools, StudySplit, load_dataset, make_study_split
 from .faults import failpoint
 from .files import Content, check_writable_folder, create_folder, write_atomically
 from .memscore import ImportOrder, check_memscore_order, compute_memscores, memscores_csv_text, read_memscores_csv
-from .models import build_model, check_model_fits
+from .models import check_model_fits, fit_checkpoint
 from .parallel import MapFn, job_seed, serial_map
 from .training import accuracy, make_adam, on_training_device, place_model, train_round
 
@@ -159,7 +159,7 @@ def pretrain(config: ExperimentConfig, pools: Pools, split: ModelSplit, seed: in
 
     torch.manual_seed(seed)
     pools = on_training_device(pools)
-    model = place_model(build_model(config.model, pools.input_shape, pools.num_classes), pools.x.device, config.train)
+    model = place_model(config.new_model(pools), pools.x.device, config.train)
     defense = Defense()
     defense.bind(DefenseContext(pools, split.train, split.dev, None, config.train, seed))
     generator = torch.Generator().manual_seed(seed)
@@ -172,7 +172,7 @@ def test_accuracy_job(config: ExperimentConfig, pools: Pools, split: ModelSplit,
                       state: dict[str, torch.Tensor]) -> float:
     """Test accuracy of one model's weights on its own test set."""
     pools = on_training_device(pools)
-    model = place_model(build_model(config.model, pools.input_shape, pools.num_classes), pools.x.device, config.train)
+    model = place_model(config.new_model(pools), pools.x.device, config.train)
     model.load_state_dict(state)
     return accuracy(model, pools, split.test)
 
@@ -222,11 +222,34 @@ def _record_timing(directory: Path, piece: str, seconds: float) -> None:
 
 def check_inputs(config: ExperimentConfig, cache_dir: str | Path) -> Pools:
     """What the shared work needs, checked before anything is created or started: the dataset (loaded; the
-    loaders name the file and the fix), the model against its samples, and a writable cache folder."""
-    pools = load_dataset(config.dataset, config.data_root, config.seed)
-    check_model_fits(config.model, pools.input_shape, pools.num_classes)
+    loaders name the file and the fix), the model against its samples, the checkpoint against the model, and a
+    writable cache folder."""
+    pools = load_dataset(config.dataset, config.data_root, config.seed, config.data_options())
+    check_model_fits(config.model, pools.input_shape, pools.num_classes, config.base_dir)
+    if config.checkpoint is not None:
+        victim_checkpoint(config, pools)
     check_writable_folder(cache_dir, "the cache folder (--cache-dir)")
     return pools
+
+
+def victim_checkpoint(config: ExperimentConfig, pools: Pools) -> dict[str, torch.Tensor]:
+    """The user's trained victim weights ([model] checkpoint), checked against the model built for the data."""
+    return fit_checkpoint(config.checkpoint, config.new_model(pools), config.model)
+
+
+def pretrained_models(config: ExperimentConfig, pools: Pools, models: list[tuple[str, ModelSplit]], map_fn: MapFn,
+                      log: Echo) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, float]]:
+    """Every model's pretrained weights and test accuracy. With a checkpoint the victim is the user's trained
+    model, not pretrained here (its test accuracy is measured); the shadows are always trained by the protocol."""
+    from_checkpoint = config.checkpoint is not None
+    jobs = [(config, pools, s, i) for i, (_, s) in enumerate(models) if not (from_checkpoint and i == 0)]
+    outputs = list(map_fn(pretrain_job, jobs))
+    if from_checkpoint:
+        state = victim_checkpoint(config, pools)
+        outputs.insert(0, (state, map_fn(test_accuracy_job, [(config, pools, models[0][1], state)])[0]))
+        log(f"victim: the trained model of {config.checkpoint} (not pretrained here)")
+    return ({name: state for (name, _), (state, _) in zip(models, outputs)},
+            {name: acc for (name, _), (_, acc) in zip(models, outputs)})
 
 
 def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapFn = serial_map,
@@ -237,7 +260,7 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
     as arguments.
     """
     directory = cache_path(config, cache_dir)
-    pools = load_dataset(config.dataset, config.data_root, config.seed)
+    pools = load_dataset(config.dataset, config.data_root, config.seed, config.data_options())
     create_folder(directory, "--cache-dir")  # after the data is checked: bad data leaves no empty cache folder
     with FileLock(str(directory / ".lock")):
         write_atomically(directory / "config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True))
@@ -259,13 +282,11 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
         accuracies = load_checked(accuracy_file, lambda p: json.loads(p.read_text()), log)
         if states is None:
             start = time.perf_counter()
-            outputs = map_fn(pretrain_job, [(config, pools, s, i) for i, (_, s) in enumerate(models)])
-            states = {name: state for (name, _), (state, _) in zip(models, outputs)}
-            accuracies = {name: acc for (name, _), (_, acc) in zip(models, outputs)}
+            states, accuracies = pretrained_models(config, pools, models, map_fn, log)
             save_checked(pretrained_file, _torch_bytes(states))
             save_checked(accuracy_file, _json_text(accuracies))
             _record_timing(directory, "pretraining", time.perf_counter() - start)
-            log(f"pretrained victim and {config.shadows} shadows")
+            log(f"pretrained {'' if config.checkpoint else 'victim and '}{config.shadows} shadows")
         elif accuracies is None:  # measured on the workers too: the launcher may have no GPU
             accuracies = dict(zip(states, map_fn(test_accuracy_job,
                                                  [(config, pools, s, states[name]) for name, s in models])))
@@ -292,7 +313,7 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
 def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: str | Path,
                      order: ImportOrder = "auto") -> torch.Tensor:
     """Validate a mem-score CSV against the dataset (length, values, row order) and install it in the study cache."""
-    pools = load_dataset(config.dataset, config.data_root, config.seed)
+    pools = load_dataset(config.dataset, config.data_root, config.seed, config.data_options())
     scores = read_memscores_csv(csv_file, expected_length=pools.n_train)
     check_memscore_order(csv_file, pools, config.dataset, order)
     save_memscores(scores, config, cache_dir)

@@ -6,7 +6,11 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from .data import SPLIT_VERSION
+from . import plugins
+from torch import nn
+
+from .data import SPLIT_VERSION, DataOptions, Pools, is_plugin_dataset
+from .models import MODELS, TORCHVISION, build_model
 from .training import TrainConfig
 
 # Seeds are offset (seed + k per shadow, + 1000 per confirmation seed) and fed to numpy (non-negative only) and to
@@ -38,6 +42,14 @@ class ExperimentConfig:
     data_root: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     memscore_models: int = 8
+    # the user's own data and model (wemem.data.custom, wemem.plugins): a table's label and member columns, the
+    # victim's trained weights replacing its pretraining, and the folder plug-ins are imported from first
+    label: str | None = None
+    member_column: str | None = None
+    checkpoint: str | None = None
+    base_dir: str | None = None
+    # a table encoding to apply instead of fitting one (apply re-encodes a table as the study did)
+    encoding: dict | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= MAX_SEED:
@@ -54,12 +66,53 @@ class ExperimentConfig:
         data["train"] = TrainConfig(**data.get("train", {}))
         return cls(**data)
 
+    def new_model(self, pools: Pools) -> nn.Module:
+        """This experiment's model, built for the pools' samples and classes (plug-ins from ``base_dir``)."""
+        return build_model(self.model, pools.input_shape, pools.num_classes, self.base_dir)
+
+    def data_options(self, encoding: dict | None = None) -> DataOptions:
+        return DataOptions(self.label, self.member_column, self.checkpoint is not None, self.base_dir,
+                           encoding if encoding is not None else self.encoding)
+
+    def plugin_references(self) -> dict[str, str]:
+        """The plug-ins named by import path: {"model": ref} and/or {"dataset": ref}."""
+        found = {}
+        if self.model not in MODELS and not self.model.startswith(TORCHVISION) and plugins.is_reference(self.model):
+            found["model"] = self.model
+        if is_plugin_dataset(self.dataset):
+            found["dataset"] = self.dataset
+        return found
+
+    def own_code(self) -> dict[str, dict[str, str]]:
+        """What an export records of code and weights that live outside the study: each plug-in reference and
+        the checkpoint, with the SHA-256 of its module source or file."""
+        found = {kind: {"reference": ref, "sha256": plugins.reference_source_hash(ref, kind, self.base_dir)}
+                 for kind, ref in self.plugin_references().items()}
+        if self.checkpoint is not None:
+            found["checkpoint"] = {"path": self.checkpoint, "sha256": plugins.file_sha256(self.checkpoint)}
+        return found
+
+    def plugin_sources(self) -> dict[str, str]:
+        """SHA-256 of each plug-in's module source, and of the checkpoint file: what the cache key and an
+        export record of code and weights that live outside the study."""
+        sources = {ref: plugins.reference_source_hash(ref, kind, self.base_dir)
+                   for kind, ref in self.plugin_references().items()}
+        if self.checkpoint is not None:
+            sources[f"checkpoint:{self.checkpoint}"] = plugins.file_sha256(self.checkpoint)
+        return sources
+
     def key(self) -> str:
         """Content hash naming the on-disk cache of the split, pretrained models and mem-scores.
 
-        The split version is part of it: a change of what the split's index sets mean must not reuse caches.
+        The split version is part of it: a change of what the split's index sets mean must not reuse caches. So
+        are the plug-ins' sources and the checkpoint's bytes (an edited model module must not reuse weights
+        trained with the old one), but not the folder they are imported from. Unset own-data fields are left
+        out, so the keys of built-in studies are those of earlier versions.
         """
-        return content_hash({**self.to_dict(), "split_version": SPLIT_VERSION})
+        own = ("label", "member_column", "checkpoint", "base_dir", "encoding")
+        described = {k: v for k, v in self.to_dict().items() if k not in own or (v is not None and k != "base_dir")}
+        sources = self.plugin_sources()
+        return content_hash({**described, "split_version": SPLIT_VERSION, **({"sources": sources} if sources else {})})
 
 
 def content_hash(obj: object) -> str:

@@ -19,7 +19,6 @@ from .config import ExperimentConfig
 from .data import Pools, seeded_permutation
 from .errors import WememError
 from .files import write_atomically
-from .models import build_model
 from .parallel import MapFn, job_seed, serial_map
 from .training import make_adam, on_training_device, place_model, predict_log_probs, train_round
 
@@ -38,7 +37,7 @@ def memscore_job(config: ExperimentConfig, pools: Pools, pair: int, half: int) -
     dev = pools.test_indices  # E: never trained on by any mem-score model
     seed = job_seed(config.seed, "memscore", 2 * pair + half)
     torch.manual_seed(seed)
-    model = place_model(build_model(config.model, pools.input_shape, pools.num_classes), pools.x.device, config.train)
+    model = place_model(config.new_model(pools), pools.x.device, config.train)
     defense = Defense()
     defense.bind(DefenseContext(pools, train, dev, None, config.train, seed))
     result = train_round(model, make_adam(model, config.train), pools, dev, defense, None,

@@ -21,7 +21,6 @@ from .attacks import (ATTACKS, AttackInputs, Targets, balanced_targets, needs_se
                       population_indices, run_attacks_timed)
 from .config import PruningConfig
 from .defenses import Defense, DefenseContext, make_defense
-from .models import build_model
 from .parallel import LocalSteppers, MapFn, StepperMap, job_seed, serial_map
 from .pruning import Masks, dense_masks, layer_sparsity, prune_to, sparsity_schedule
 from .training import accuracy, on_training_device, place_model, predict_log_probs, train_round
@@ -92,7 +91,7 @@ class PruningRun:
         self.schedule = fine_tuning_schedule(pruning)
         self.generator = torch.Generator().manual_seed(seed)
         with self._own_rng(fresh=True):
-            self.model = build_model(self.config.model, self.pools.input_shape, self.pools.num_classes)
+            self.model = self.config.new_model(self.pools)
         self.model = place_model(self.model, self.pools.x.device, self.config.train)
         self.model.load_state_dict(assets.pretrained[self.name])
         defense.bind(DefenseContext(self.pools, self.split.train, self.split.dev, assets.memscores, self.config.train,

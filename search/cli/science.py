@@ -20,11 +20,11 @@ import pandas as pd
 from wemem.assets import memscore_path
 from wemem.attacks import ATTACKS, check_attack_requirements, parse_attack_names
 from wemem.config import ExperimentConfig, PruningConfig
-from wemem.data import DATASETS, dataset_key
+from wemem.data import DATASETS, check_dataset_name, dataset_key, resolve_dataset_path
 from wemem.defenses import make_defense
 from wemem.errors import WememError, require
 from wemem.files import check_output_file, check_writable_folder, create_folder, write_atomically, wrote
-from wemem.models import MODELS
+from wemem.models import MODELS, check_model_name
 from wemem.parallel import MapFn, serial_map
 from wemem.pipeline import ExperimentResult
 from wemem.training import TrainConfig
@@ -42,8 +42,17 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
     """What the setting-independent work depends on (and so the cache key): data, model, seed, training."""
     config, train = ExperimentConfig(), TrainConfig()  # the defaults are theirs, written once
     g = p.add_argument_group("experiment")
-    g.add_argument("--dataset", default=config.dataset, help=f"one of {', '.join(DATASETS.names())} (prefixed ones + PATH)")
-    g.add_argument("--model", default=config.model, help=f"one of {', '.join(MODELS.names())}")
+    g.add_argument("--dataset", default=config.dataset,
+                   help=f"one of {', '.join(DATASETS.names())} (prefixed ones + PATH), or a loader plug-in "
+                        "module:loader imported from the working directory first")
+    g.add_argument("--model", default=config.model,
+                   help=f"one of {', '.join(MODELS.names())}, torchvision:NAME, or a factory plug-in module:factory "
+                        "imported from the working directory first")
+    g.add_argument("--label", default=None, help="label column of a csv: or parquet: table")
+    g.add_argument("--member-column", default=None,
+                   help="column of a table marking the rows a --checkpoint model trained on (true/false)")
+    g.add_argument("--checkpoint", default=None,
+                   help="the victim's trained weights (a state_dict file): replaces its pretraining")
     g.add_argument("--seed", type=seed_number, default=config.seed)
     g.add_argument("--shadows", type=int, default=config.shadows, help="shadow models of the adaptive attacker")
     g.add_argument("--pretrain-epochs", type=int, default=train.pretrain_epochs)
@@ -65,13 +74,21 @@ def add_execution_options(p: argparse.ArgumentParser) -> None:
 
 
 def experiment_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    MODELS.get(args.model)  # unknown names fail before Ray starts or anything trains
-    DATASETS.check(dataset_key(args.dataset))
+    """The experiment of ``wemem run``/``memscore``: plug-ins and relative paths start in the working directory."""
+    check_model_name(args.model)  # unknown names fail before Ray starts or anything trains
+    check_dataset_name(args.dataset)
+    base = str(Path.cwd())
+    require(dataset_key(args.dataset) not in ("csv:", "parquet:") or args.label is not None,
+            f"--dataset {args.dataset} is a table: pass --label COLUMN, the name of its label column")
     try:
         train = TrainConfig(lr=args.lr, batch_size=args.batch_size, pretrain_epochs=args.pretrain_epochs,
                             finetune_epochs=args.finetune_epochs, patience=args.patience)
-        return ExperimentConfig(dataset=args.dataset, model=args.model, seed=args.seed, shadows=args.shadows,
-                                data_root=args.data_root, train=train, memscore_models=args.memscore_models)
+        return ExperimentConfig(dataset=resolve_dataset_path(args.dataset, base), model=args.model, seed=args.seed,
+                                shadows=args.shadows, data_root=args.data_root, train=train,
+                                memscore_models=args.memscore_models, label=args.label,
+                                member_column=args.member_column,
+                                checkpoint=str(Path(base, args.checkpoint)) if args.checkpoint else None,
+                                base_dir=base)
     except ValueError as error:
         raise WememError(f"invalid option: {error}") from None
 
@@ -298,7 +315,8 @@ def own_order(config: ExperimentConfig) -> str:
     from wemem.data import load_dataset
     from wemem.memscore import training_pool_fingerprint
 
-    return training_pool_fingerprint(load_dataset(config.dataset, config.data_root, config.seed))
+    return training_pool_fingerprint(load_dataset(config.dataset, config.data_root, config.seed,
+                                                  config.data_options()))
 
 
 def write_scores_out(scores, out: Path, config: ExperimentConfig) -> str:

@@ -20,7 +20,7 @@ from .tune import run_trials
 
 def validate_inputs(definition: StudyDefinition, place: Place) -> None:
     """Everything a study needs that can be checked before anything is created in the storage or the cache."""
-    check_inputs(definition.experiment(place.data_root), place.cache_dir)
+    check_inputs(definition.experiment(place.data_root, place.base_dir), place.cache_dir)
 
 
 def attach_ray(definition: StudyDefinition, options: Options) -> StudyDefinition:
@@ -48,14 +48,14 @@ def with_resources(definition: StudyDefinition, options: Options) -> StudyDefini
 
 def launch(definition: StudyDefinition, options: Options, echo: Echo = print) -> OpenStudy:
     check_storage_url(options.storage_url)
-    place = Place.of(options)
+    place = Place.of(options, base_dir=definition.folder)
     validate_inputs(definition, place)  # everything is checked before anything is stored
     storage = options.open_storage()
     refuse_conflicting(definition, storage)
     running = attach_ray(definition, options)
     study, created = create_or_load_study(definition, storage, {})
     if created:
-        store_launch_place(study, place.cache_dir, options.data_root)
+        store_launch_place(study, place.cache_dir, options.data_root, definition.folder)
         echo(f"created study {definition.name!r} in {redact(options.storage_url)}")
         if definition.search.enqueue_reference:
             multiple = len(definition.search.defenses) > 1
@@ -64,7 +64,7 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
                     study.enqueue_trial(reference_params(defense, multiple), user_attrs={WARM_START_ATTR: "reference"})
     else:
         echo(f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} trials")
-    opened = OpenStudy(study, running, storage, Place.of(options, study))
+    opened = OpenStudy(study, running, storage, Place.of(options, study, definition.folder))
     run_study(opened, definition.study.n_trials, echo)
     return opened
 

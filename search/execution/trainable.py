@@ -17,7 +17,7 @@ from wemem.assets import Echo, content_fingerprint, prepare_assets
 from wemem.environment import describe
 from wemem.errors import WememError
 
-from ..storage.records import (store_environment, store_fingerprint, store_shared_work_jobs, stored_fingerprint,
+from ..storage.records import (store_environment, store_own_code, store_fingerprint, store_shared_work_jobs, stored_fingerprint,
                                to_json)
 from ..study import OpenStudy
 from .cluster import task_share
@@ -53,6 +53,7 @@ def shared_work(opened: OpenStudy, echo: Echo) -> tuple[Shipped, Reference]:
     if share.placements:
         store_shared_work_jobs(study, compact_placements(share.placements))
     store_environment(study, describe())  # the latest launcher's versions and device, for the report
+    store_own_code(study, spec.experiment.own_code(), assets.pools.encoding)  # for export and apply
     return shipped, base
 
 

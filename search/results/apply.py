@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -17,9 +18,55 @@ from wemem.errors import WememError
 from wemem.files import check_output_folder, create_folder, write_atomically, wrote
 from wemem.parallel import MapFn, serial_map
 
+from wemem.data.custom import check_encoding
+from wemem.plugins import file_sha256, reference_source_hash
+
 from ..storage.records import without_roc
 from ..studyfile import StudyDefinition, parse_study, registered
 from .export import DEFINITION_KEY, DEFINITION_SECTIONS, definition_fingerprint, read_export
+
+
+OWN_CODE_FIX = ("run apply in the folder holding the module the study ran with (plug-ins are imported from the "
+                "working directory first, then sys.path), or re-run the study with the new one and export it again")
+
+
+def check_own_code(document: dict[str, Any], definition: StudyDefinition, source: str,
+                   base_dir: str | None = None) -> str | None:
+    """Every plug-in the export names must be recorded in its [own_code] with the SHA-256 of its source, and the
+    module found here (the working directory, then sys.path) must have exactly that source: checked by reading
+    the files, before any of them is imported. Returns the checkpoint's file here (its name, in the working
+    directory) when the study started from one."""
+    base = str(Path(base_dir or ".").resolve())
+    own = document.get("own_code", {})
+    if not isinstance(own, dict):
+        raise WememError(f"export file {source}: [own_code] must be a table; re-export it with `wemem export`")
+    experiment = definition.experiment(base_dir=base)
+    for kind, plugin in experiment.plugin_references().items():
+        entry = own.get(kind)
+        if not (isinstance(entry, dict) and entry.get("reference") == plugin and isinstance(entry.get("sha256"), str)):
+            raise WememError(f"export file {source} names the {kind} plug-in {plugin!r} without its source hash in "
+                             f"[own_code.{kind}]; refused, nothing imported: re-export it with `wemem export`")
+        try:
+            found = reference_source_hash(plugin, kind, base)
+        except WememError as error:
+            raise WememError(f"export file {source} was made with the {kind} plug-in {plugin!r}, which is missing "
+                             f"here ({error}); {OWN_CODE_FIX}") from None
+        if found != entry["sha256"]:
+            raise WememError(f"the {kind} plug-in {plugin!r} has changed since the study ran: export file {source} "
+                             f"records source sha256 {entry['sha256'][:12]}..., the module here has {found[:12]}... "
+                             f"(refused, not imported); {OWN_CODE_FIX}")
+    checkpoint = own.get("checkpoint")
+    if checkpoint is None:
+        return None
+    if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("path"), str)
+            and isinstance(checkpoint.get("sha256"), str)):
+        raise WememError(f"export file {source}: [own_code.checkpoint] must hold path and sha256; re-export it")
+    here = Path(base) / Path(checkpoint["path"]).name  # never a path of the exporting machine
+    if not here.is_file() or file_sha256(here) != checkpoint["sha256"]:
+        state = "is not in the working directory" if not here.is_file() else "has other bytes than the study's"
+        raise WememError(f"export file {source} was made from the trained victim {Path(checkpoint['path']).name}, "
+                         f"which {state} ({here}); copy the checkpoint the study ran with there")
+    return str(here)
 
 
 def definition_from_export(document: dict[str, Any], source: str) -> StudyDefinition:
@@ -121,6 +168,9 @@ def load_export(path: str | Path, trial: int | None = None,
     except (TypeError, ValueError) as error:
         raise WememError(f"export file {path}: the {record['defense']} settings {record['settings']} are invalid "
                          f"({error}); re-export it with `wemem export`") from None
+    check_own_code(document, definition, str(path))  # plug-ins and checkpoint: before anything is imported
+    if "encoding" in document:
+        check_encoding(document["encoding"], f"export file {path}")
     warning = edited_warning(document, str(path))
     if warn is not None and warning is not None:
         warn(warning)
@@ -143,7 +193,11 @@ def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_roo
 
     check_apply_out(out_dir)  # before minutes of work
     record, definition = load_export(path, trial, warn=echo)
+    document = read_export(path)
+    checkpoint = check_own_code(document, definition, str(path))  # before any plug-in is imported
     spec = definition.trial_spec(cache_dir, data_root)
+    own = {"checkpoint": checkpoint, "encoding": document.get("encoding")}
+    spec = dataclasses.replace(spec, experiment=dataclasses.replace(spec.experiment, **own))
     map_fn = share_of(definition) if share_of is not None else serial_map
     assets = prepare_assets(spec.experiment, cache_dir, map_fn, log=echo)
     base = reference(spec, assets, map_fn, log=echo)

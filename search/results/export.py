@@ -15,7 +15,7 @@ from wemem.errors import WememError
 from wemem.files import write_atomically
 
 from ..confirm import export_section
-from ..storage.records import TrialMetrics, reference_of, without_roc
+from ..storage.records import TrialMetrics, reference_of, stored_own_code, without_roc
 from ..study import OpenStudy, best_trials
 
 
@@ -40,6 +40,8 @@ def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 # The sections that define the experiment an export's metrics come from. The data root is not one: it names a
 # folder on the exporting machine, where the same data may live elsewhere.
 DEFINITION_SECTIONS = ("dataset", "model", "seed", "training", "pruning", "memscore", "attacks", "objective")
+# present only in exports of studies with their own code or table (so older exports keep their fingerprint)
+OWN_SECTIONS = ("own_code", "encoding")
 DEFINITION_KEY = "definition_sha256"
 
 
@@ -47,6 +49,7 @@ def definition_fingerprint(document: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of the defining sections, as read back from TOML or JSON (so an unedited
     export recomputes its stored value, and an edited one does not)."""
     sections = {key: document.get(key) for key in DEFINITION_SECTIONS}
+    sections.update({key: document[key] for key in OWN_SECTIONS if key in document})
     if isinstance(sections["dataset"], dict):
         sections["dataset"] = {k: v for k, v in sections["dataset"].items() if k != "data_root"}
     canonical = json.dumps(sections, sort_keys=True, separators=(",", ":"))
@@ -70,6 +73,11 @@ def export_document(opened: OpenStudy) -> dict[str, Any]:
         "attacks": definition.attacks.model_dump(),
         "reference": {k: v for k, v in reference_of(study).items() if k != "attacks"},
     }
+    own_code, encoding = stored_own_code(study)
+    if own_code:  # the plug-ins and checkpoint the study ran with, by hash: apply refuses other sources
+        document["own_code"] = own_code
+    if encoding is not None:  # apply encodes a table exactly so
+        document["encoding"] = encoding
     if len(study.directions) > 1:
         document["pareto"] = [trial_record(t) for t in best]
     else:

@@ -25,9 +25,12 @@ from ..studyfile import StudyDefinition, parse_study
 DEFINITION_ATTR = "definition"  # the study file, validated, as JSON
 CACHE_DIR_ATTR = "cache_dir"  # the cache folder the study was launched with
 DATA_ROOT_ATTR = "data_root"  # the data root it was launched with (None: the study file's)
+BASE_DIR_ATTR = "base_dir"  # the study file's folder: plug-ins are imported from it first, relative paths start there
 REFERENCE_ATTR = "reference"  # the undefended iteratively pruned reference: utility, privacy, per-attack metrics
 ASSETS_FINGERPRINT_ATTR = "assets_fingerprint"  # split, pretrained models, mem-scores and reference
 SHARED_WORK_JOBS_ATTR = "shared_work_jobs"  # where the shared work's jobs ran
+OWN_CODE_ATTR = "own_code"  # plug-in references and checkpoint with the SHA-256 of each, as the study ran them
+ENCODING_ATTR = "table_encoding"  # how a csv:/parquet: table became features (wemem.data.custom.fit_encoding)
 ENVIRONMENT_ATTR = "environment"  # what the latest launcher ran with: Python, packages, device (wemem.environment)
 CONFIRMATION_ATTR = "confirmation"  # the latest confirmation (what status, export and report read)
 RUNS_ATTR = "confirmation_runs"  # + ":<suite>": every finished confirmation run, by setting and seed
@@ -76,9 +79,16 @@ def stored_definition(name: str, storage: optuna.storages.BaseStorage) -> StudyD
 
 
 
-def store_launch_place(study: optuna.Study, cache_dir: str, data_root: str | None) -> None:
+def store_launch_place(study: optuna.Study, cache_dir: str, data_root: str | None, base_dir: str | None = None) -> None:
     study.set_user_attr(CACHE_DIR_ATTR, cache_dir)
     study.set_user_attr(DATA_ROOT_ATTR, data_root)
+    if base_dir is not None:
+        study.set_user_attr(BASE_DIR_ATTR, base_dir)
+
+
+def stored_base_dir(study: optuna.Study) -> str | None:
+    value = study.user_attrs.get(BASE_DIR_ATTR)
+    return value if isinstance(value, str) else None
 
 
 def stored_cache_dir(study: optuna.Study) -> str | None:
@@ -127,6 +137,18 @@ def store_shared_work_jobs(study: optuna.Study, jobs: list[list[Any]]) -> None:
 
 def store_environment(study: optuna.Study, environment: dict[str, Any]) -> None:
     study.set_user_attr(ENVIRONMENT_ATTR, environment)
+
+
+def store_own_code(study: optuna.Study, own_code: dict[str, Any], encoding: dict[str, Any] | None) -> None:
+    """What of the study lives outside it: the plug-ins' and checkpoint's hashes, and a table's encoding."""
+    if own_code:
+        study.set_user_attr(OWN_CODE_ATTR, own_code)
+    if encoding is not None:
+        study.set_user_attr(ENCODING_ATTR, encoding)
+
+
+def stored_own_code(study: optuna.Study) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    return study.user_attrs.get(OWN_CODE_ATTR) or {}, study.user_attrs.get(ENCODING_ATTR)
 
 
 def stored_environment(study: optuna.Study) -> dict[str, Any] | None:

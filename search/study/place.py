@@ -13,7 +13,7 @@ import optuna
 from objectives import TrialSpec
 
 from ..storage.heartbeat import retry_callback
-from ..storage.records import stored_cache_dir, stored_data_root
+from ..storage.records import stored_base_dir, stored_cache_dir, stored_data_root
 from ..storage.urls import GRACE_PERIOD_S, MAX_RETRY, open_storage, storage_url
 from ..studyfile import StudyDefinition
 
@@ -71,15 +71,19 @@ def resolve_data_root(options: Options, study: optuna.Study | None = None) -> st
 
 @dataclass(frozen=True)
 class Place:
-    """The options of this command and what they resolve to for one study."""
+    """The options of this command and what they resolve to for one study. ``base_dir`` is the study file's
+    folder (stored at launch): plug-ins are imported from it first and relative data paths start there; None
+    means the definition's own folder, else the working directory."""
 
     options: Options
     cache_dir: str
     data_root: str | None
+    base_dir: str | None = None
 
     @classmethod
-    def of(cls, options: Options, study: optuna.Study | None = None) -> "Place":
-        return cls(options, resolve_cache_dir(options, study), resolve_data_root(options, study))
+    def of(cls, options: Options, study: optuna.Study | None = None, base_dir: str | None = None) -> "Place":
+        stored = stored_base_dir(study) if study is not None and base_dir is None else None
+        return cls(options, resolve_cache_dir(options, study), resolve_data_root(options, study), base_dir or stored)
 
     @property
     def storage_url(self) -> str:
@@ -108,4 +112,4 @@ class OpenStudy:
     @functools.cached_property
     def spec(self) -> TrialSpec:
         """What one trial evaluates, with this study's cache folder and data root."""
-        return self.definition.trial_spec(self.place.cache_dir, self.place.data_root)
+        return self.definition.trial_spec(self.place.cache_dir, self.place.data_root, self.place.base_dir)

@@ -6,15 +6,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from objectives import CHEAP_ATTACKS, Mode, ObjectiveConfig, PrivacyMetric, TrialSpec
 from wemem.attacks import ATTACKS, check_attack_requirements
 from wemem.config import MAX_SEED, ExperimentConfig, PruningConfig
-from wemem.data import DATASETS, dataset_key
+from wemem.data import check_dataset_name, dataset_key, resolve_dataset_path
 from wemem.defenses import DEFENSES
 from wemem.errors import UnknownNameError, WememError
-from wemem.models import MODELS
+from wemem.models import check_model_name
 from wemem.registry import Registry
 from wemem.training import TrainConfig
 
@@ -47,25 +47,40 @@ class StudySection(_Section):
     sampler: Literal["tpe", "random"] = "tpe"
 
 
+def known(check: Any, value: str) -> str:
+    try:
+        return check(value)
+    except UnknownNameError as error:
+        raise ValueError(str(error)) from None
+
+
 class DataSection(_Section):
+    # a registered name, prefix:PATH (npz:, imagefolder:, csv:, parquet:; a relative PATH is relative to the
+    # study file's folder) or a loader plug-in package.module:loader
     dataset: str = _EXPERIMENT.dataset
     data_root: str | None = None
     shadows: int = Field(_EXPERIMENT.shadows, ge=1)
+    label: str | None = Field(None, min_length=1, description="a table's label column (csv:, parquet:)")
+    member_column: str | None = Field(None, min_length=1, description="a table's column marking the rows a "
+                                                                      "[model] checkpoint was trained on")
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        registered(DATASETS, dataset_key(value))
-        return value
+        return known(check_dataset_name, value)
 
 
 class ModelSection(_Section):
+    # a registered name, torchvision:NAME or a factory plug-in package.module:factory
     name: str = _EXPERIMENT.model
+    # the victim's trained weights (a state_dict file, relative to the study file's folder): replaces its
+    # pretraining; the data must then mark the samples it trained on
+    checkpoint: str | None = Field(None, min_length=1)
 
     @field_validator("name")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        return registered(MODELS, value)
+        return known(check_model_name, value)
 
 
 class TrainingSection(_Section):
@@ -162,6 +177,20 @@ class StudyDefinition(_Section):
     search: SearchSection = Field(default_factory=SearchSection)
     attacks: AttacksSection = Field(default_factory=AttacksSection)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
+    # the study file's folder: plug-ins are imported from it first, relative paths are relative to it; not part
+    # of the study's identity (the same study may be launched from a copy elsewhere)
+    _folder: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _table_has_label(self) -> "StudyDefinition":
+        if dataset_key(self.data.dataset) in ("csv:", "parquet:") and self.data.label is None:
+            raise ValueError(f"data.dataset {self.data.dataset!r} is a table: set data.label to the name of its label "
+                             "column")
+        if self.model.checkpoint is not None and dataset_key(self.data.dataset) in ("csv:", "parquet:") \
+                and self.data.member_column is None:
+            raise ValueError("model.checkpoint replaces the victim's pretraining, so the table must say which rows "
+                             "that model trained on: set data.member_column to a column of true/false (or 1/0)")
+        return self
 
     @model_validator(mode="after")
     def _space_overrides_valid(self) -> "StudyDefinition":
@@ -201,10 +230,25 @@ class StudyDefinition(_Section):
             return self
         return self.model_copy(update={"study": self.study.model_copy(update={"name": name})})
 
-    def experiment(self, data_root: str | None = None) -> ExperimentConfig:
+    @property
+    def folder(self) -> str | None:
+        """The folder of the study file this definition was read from (None: not read from a file)."""
+        return self._folder
+
+    def from_folder(self, folder: str | Path | None) -> "StudyDefinition":
+        copy = self.model_copy()
+        copy._folder = str(Path(folder).resolve()) if folder is not None else None
+        return copy
+
+    def experiment(self, data_root: str | None = None, base_dir: str | None = None) -> ExperimentConfig:
+        """The experiment; ``base_dir`` (default: the study file's folder, else the working directory) is where
+        plug-ins are imported from first and what relative data and checkpoint paths are relative to."""
         t = self.training
+        base = str(Path(base_dir or self.folder or ".").resolve())
         return ExperimentConfig(
-            dataset=self.data.dataset, model=self.model.name, seed=self.study.seed, shadows=self.data.shadows,
+            dataset=resolve_dataset_path(self.data.dataset, base), model=self.model.name, seed=self.study.seed,
+            shadows=self.data.shadows, label=self.data.label, member_column=self.data.member_column,
+            checkpoint=str(Path(base, self.model.checkpoint)) if self.model.checkpoint else None, base_dir=base,
             data_root=data_root if data_root is not None else self.data.data_root,
             train=TrainConfig(lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size,
                               pretrain_epochs=t.pretrain_epochs, finetune_epochs=t.finetune_epochs,
@@ -221,8 +265,8 @@ class StudyDefinition(_Section):
         return ObjectiveConfig(o.mode, o.delta, o.weight, o.privacy_metric,
                                tuple(o.privacy_attacks) if o.privacy_attacks else None)
 
-    def trial_spec(self, cache_dir: str, data_root: str | None = None) -> TrialSpec:
-        return TrialSpec(self.experiment(data_root), self.pruning_config(), tuple(self.attacks.names),
+    def trial_spec(self, cache_dir: str, data_root: str | None = None, base_dir: str | None = None) -> TrialSpec:
+        return TrialSpec(self.experiment(data_root, base_dir), self.pruning_config(), tuple(self.attacks.names),
                          self.objective_config(), str(cache_dir), self.attacks.adaptive,
                          round_reports=self.search.early_stopping != "none")
 
@@ -261,4 +305,4 @@ def load_study_file(path: str | Path) -> StudyDefinition:
                          "studies/quickstart.toml") from None
     except tomllib.TOMLDecodeError as error:
         raise WememError(f"study file {path} is not valid TOML: {error}") from None
-    return parse_study(data, str(path))
+    return parse_study(data, str(path)).from_folder(path.parent)

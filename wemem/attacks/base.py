@@ -141,7 +141,7 @@ class Attack:
         raise NotImplementedError(f"attack {cls.name!r} reads no output sensitivities")
 
 
-ATTACKS: Registry[type[Attack]] = Registry("attack")
+ATTACKS: Registry[type[Attack]] = Registry("attack", group="wemem.attacks")
 
 
 def timed_attack(name: str, inputs: AttackInputs) -> tuple[dict[str, object], dict[str, float]]:

@@ -5,10 +5,13 @@ file-based ones (:mod:`wemem.data.loaders`).
 """
 
 from .registry import (DATASETS, POPULATION_CAP, POPULATION_FLOOR, POPULATION_FRACTION, SPLIT_VERSION, Loader,
-                       ModelSplit, Pools, StudySplit, dataset_key, load_dataset, load_digits, make_study_split,
+                       ModelSplit, Pools, StudySplit, dataset_key, load_digits, make_study_split,
                        population_size, seeded_permutation, split_train_test)
+from .registry import DataOptions, check_dataset_name, is_plugin_dataset, resolve_dataset_path
 from . import loaders as _loaders  # noqa: F401  (registers the file-based datasets)
+from .custom import load_dataset  # (and registers csv: and parquet:)
 
-__all__ = ["DATASETS", "POPULATION_CAP", "POPULATION_FLOOR", "POPULATION_FRACTION", "SPLIT_VERSION", "Loader",
+__all__ = ["DATASETS", "DataOptions", "check_dataset_name", "is_plugin_dataset", "resolve_dataset_path",
+           "POPULATION_CAP", "POPULATION_FLOOR", "POPULATION_FRACTION", "SPLIT_VERSION", "Loader",
            "ModelSplit", "Pools", "StudySplit", "dataset_key", "load_dataset", "load_digits", "make_study_split",
            "population_size", "seeded_permutation", "split_train_test"]

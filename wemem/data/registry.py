@@ -26,6 +26,11 @@ class Pools:
     y: torch.Tensor
     n_train: int
     num_classes: int
+    # indices into T of the samples a victim trained outside the tool learned from ([model] checkpoint); the
+    # split then gives the victim exactly these, and keeps every other model's data and the targets out of them
+    members: torch.Tensor | None = None
+    # how a table became these tensors (wemem.data.custom.fit_encoding), stored with the study for apply
+    encoding: dict | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -40,27 +45,55 @@ class Pools:
         return torch.arange(self.n_train, len(self.y))
 
 
-Loader = Callable[[Path | None, int], Pools]
-DATASETS: Registry[Loader] = Registry("dataset")
+@dataclass(frozen=True)
+class DataOptions:
+    """What a dataset string alone does not say: a table's label and member columns, whether the victim's
+    members must be marked (a checkpoint replaces its pretraining), the folder plug-ins are imported from first,
+    and a stored table encoding to apply instead of fitting one."""
+
+    label: str | None = None
+    member_column: str | None = None
+    needs_members: bool = False
+    base_dir: str | None = None
+    encoding: dict | None = field(default=None, compare=False)
+
+
+Loader = Callable[..., Pools]  # (root or path, seed) -> Pools; with takes_options also (..., DataOptions)
+# installed packages' loaders are wrapped into Pools-returning ones by wemem.data.custom (Registry.adapt_installed)
+DATASETS: Registry[Loader] = Registry("dataset", group="wemem.datasets")
 
 
 def dataset_key(dataset: str) -> str:
     """The registry name of a dataset string: ``prefix:`` for ``prefix:PATH`` (the generic loaders, e.g.
-    ``npz:`` for ``npz:data.npz``), the string itself for a named dataset (``digits``)."""
-    return dataset.split(":", 1)[0] + ":" if ":" in dataset else dataset
+    ``npz:`` for ``npz:data.npz``), the string itself for a named dataset (``digits``) or a plug-in
+    (``package.module:loader``)."""
+    if ":" in dataset and dataset.split(":", 1)[0] + ":" in DATASETS:
+        return dataset.split(":", 1)[0] + ":"
+    return dataset
 
 
-def load_dataset(name: str, data_root: str | Path | None = None, seed: int = 7) -> Pools:
-    """Load a dataset by registry name, or by ``prefix:PATH`` for the generic loaders."""
-    root = Path(data_root) if data_root is not None else None
-    if ":" in name:
-        key = dataset_key(name)
-        loader = DATASETS.get(key)
-        path = name[len(key):]
-        require(path.strip() != "", f"dataset {name!r} gives no path after {key!r}; write {key}PATH "
-                                    f"with the path of your data")
-        return loader(Path(path), seed)
-    return DATASETS.get(name)(root, seed)
+def resolve_dataset_path(dataset: str, base: str) -> str:
+    """``prefix:PATH`` with a relative PATH made absolute against ``base`` (the study file's folder)."""
+    key = dataset_key(dataset)
+    if key == dataset or not key.endswith(":"):
+        return dataset
+    path = Path(dataset[len(key):])
+    return dataset if path.is_absolute() else f"{key}{Path(base, path)}"
+
+
+def is_plugin_dataset(dataset: str) -> bool:
+    from ..plugins import is_reference
+
+    return not dataset_key(dataset).endswith(":") and dataset not in DATASETS and is_reference(dataset)
+
+
+def check_dataset_name(dataset: str) -> str:
+    """``dataset`` when it can name a dataset (registered, ``prefix:PATH`` or an import path); else the
+    unknown-name error listing every registered one."""
+    if is_plugin_dataset(dataset):
+        return dataset
+    DATASETS.check(dataset_key(dataset))
+    return dataset
 
 
 def seeded_permutation(n: int, seed: int) -> np.ndarray:
@@ -171,15 +204,22 @@ def make_study_split(
     victim's evaluation pool (rest of V plus the rest of E) splits 34% dev / 66% test; shadow k does the same
     with its pool A permuted by seed + k, leaving the victim's test samples out of its dev set. Shadows never
     see victim members and never select checkpoints on victim non-members; no model sees the population.
+    With marked members (a victim trained outside the tool, :attr:`Pools.members`), V is exactly the members and
+    the victim trains on all of them; A is the rest of T, which holds none of them.
     """
     require(shadows >= 1, f"shadows must be >= 1 (got {shadows}); adaptive attacks need at least one shadow model")
-    order = seeded_permutation(pools.n_train, seed)
-    half = pools.n_train // 2
-    victim_pool, shadow_pool = order[:half], order[half:]
+    if pools.members is not None:
+        victim_pool = pools.members.numpy()
+        rest = np.setdiff1d(np.arange(pools.n_train), victim_pool)
+        shadow_pool, victim_train_fraction = rest[seeded_permutation(len(rest), seed)], 1.0
+    else:
+        order = seeded_permutation(pools.n_train, seed)
+        half = pools.n_train // 2
+        victim_pool, shadow_pool, victim_train_fraction = order[:half], order[half:], train_fraction
     test_pool = pools.n_train + seeded_permutation(len(pools.y) - pools.n_train, seed + 2_000_003)
     n_population = population_size(len(test_pool))
     population, test_pool = test_pool[:n_population], test_pool[n_population:]
-    victim = _model_split(victim_pool, test_pool, seed, train_fraction, dev_fraction)
+    victim = _model_split(victim_pool, test_pool, seed, victim_train_fraction, dev_fraction)
     # a shadow selects its checkpoints on its dev set: never on the victim's non-members, which the attacks score
     # (selected on them, the shadows would fit those very samples, so their OUT outputs on the victim's
     # non-member targets would not be those of unseen samples). They are dropped, not moved to the shadow's test

@@ -141,7 +141,7 @@ class weight_decay_override:
             group["weight_decay"] = saved
 
 
-DEFENSES: Registry[type[Defense]] = Registry("defense")
+DEFENSES: Registry[type[Defense]] = Registry("defense", group="wemem.defenses")
 DEFENSES.register("none")(Defense)
 
 

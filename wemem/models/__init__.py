@@ -3,8 +3,10 @@
 Importing this package registers every built-in model.
 """
 
-from .registry import MODELS, ModelFactory, build_model, check_model_fits, initialize, prunable_parameters
+from .registry import (MODELS, TORCHVISION, ModelFactory, build_model, check_model_fits, check_model_name,
+                       fit_checkpoint, initialize, prunable_parameters, read_checkpoint)
 from . import mlp as _mlp  # noqa: F401  (registers columnfc)
 from . import cnn as _cnn  # noqa: F401  (registers resnet18, vgg16bn, densenet121)
 
-__all__ = ["MODELS", "ModelFactory", "build_model", "check_model_fits", "initialize", "prunable_parameters"]
+__all__ = ["MODELS", "TORCHVISION", "ModelFactory", "build_model", "check_model_fits", "check_model_name",
+           "fit_checkpoint", "initialize", "prunable_parameters", "read_checkpoint"]

@@ -1,32 +1,98 @@
 """The model registry of SPEC section 3: building a model by name, and which of its weights are prunable.
 
 The architectures register themselves from their own modules (:mod:`wemem.models.mlp`, :mod:`wemem.models.cnn`).
+Besides a registered name (built in, or an installed package's ``wemem.models`` entry point), a model is
+``torchvision:NAME`` (any torchvision classification model, randomly initialized, nothing downloaded) or a
+plug-in ``package.module:factory`` called as ``factory(input_shape, num_classes)``. Built-in models get the
+SPEC's initialization; plug-ins and torchvision models keep their own.
 """
 
 from __future__ import annotations
 
+import io
+import pickle
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from .. import plugins
 from ..errors import WememError, require
 from ..registry import Registry
 
 ModelFactory = Callable[[tuple[int, ...], int], nn.Module]
-MODELS: Registry[ModelFactory] = Registry("model")
+MODELS: Registry[ModelFactory] = Registry("model", group="wemem.models")
+TORCHVISION = "torchvision:"
+FACTORY_CALL = "factory(input_shape, num_classes)"
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    model = MODELS.get(name)(tuple(input_shape), num_classes)
-    initialize(model)
+def check_model_name(name: str) -> str:
+    """``name`` when it can name a model at all (registered, torchvision:NAME or an import path), else the
+    unknown-name error; whether it imports and fits is :func:`check_model_fits`'s question."""
+    if name in MODELS or name.startswith(TORCHVISION) or plugins.is_reference(name):
+        return name
+    MODELS.get(name)  # the unknown-name error, listing every registered model
+    return name
+
+
+def model_factory(name: str, base_dir: str | None = None) -> tuple[ModelFactory, bool]:
+    """The factory a model name gives, and whether it is a built-in (which gets the SPEC's initialization)."""
+    if name in MODELS:
+        return MODELS.get(name), name not in MODELS.plugin_names
+    if name.startswith(TORCHVISION):
+        return torchvision_factory(name[len(TORCHVISION):]), False
+    ref = plugins.parse_reference(check_model_name(name), "model")
+    factory = plugins.resolve(ref, "model", base_dir)
+    plugins.check_signature(factory, name, "model", ((1,), 2), FACTORY_CALL)
+    return factory, False
+
+
+def torchvision_factory(architecture: str) -> ModelFactory:
+    """Any torchvision classification model by its builder name, with the dataset's class count; random weights
+    (``weights=None``: nothing is ever downloaded). Trained weights come from ``[model] checkpoint``."""
+    import torchvision.models
+
+    known = sorted(torchvision.models.list_models(module=torchvision.models))
+    if architecture not in known:
+        raise WememError(f"model 'torchvision:{architecture}' is not a torchvision classification model; choose one "
+                         f"of: {', '.join(known)}")
+
+    def build(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        options: dict = {"weights": None, "num_classes": num_classes}
+        if len(input_shape) == 3 and input_shape[1] == input_shape[2]:
+            try:  # vision transformers and others take their image size; the rest refuse the keyword
+                return torchvision.models.get_model(architecture, image_size=input_shape[1], **options)
+            except TypeError:
+                pass
+        return torchvision.models.get_model(architecture, **options)
+
+    return build
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, base_dir: str | None = None) -> nn.Module:
+    factory, built_in = model_factory(name, base_dir)
+    try:
+        model = factory(tuple(input_shape), num_classes)
+    except WememError:
+        raise
+    except Exception as error:  # the user's factory failed: its own message, and where
+        if built_in:
+            raise
+        raise WememError(f"model {name!r} failed when called as {FACTORY_CALL} with {tuple(input_shape)}, "
+                         f"{num_classes} ({type(error).__name__}: {error}); fix the factory") from None
+    if not isinstance(model, nn.Module):
+        raise WememError(f"model {name!r} returned a {type(model).__name__}, not a torch.nn.Module; the factory must "
+                         f"return the network")
+    if built_in:
+        initialize(model)
     return model
 
 
-def check_model_fits(name: str, input_shape: tuple[int, ...], num_classes: int) -> None:
+def check_model_fits(name: str, input_shape: tuple[int, ...], num_classes: int, base_dir: str | None = None) -> None:
     """One forward pass of 2 zero samples, so a model that cannot take the dataset's samples is refused before
-    a study starts rather than failing inside every trial."""
-    model = build_model(name, input_shape, num_classes).eval()  # eval: BatchNorm takes any batch, dropout is off
+    a study starts rather than failing inside every trial; and a model with nothing to prune is refused."""
+    model = build_model(name, input_shape, num_classes, base_dir).eval()  # eval: BatchNorm takes any batch
     advice = "choose a model for this input, e.g. columnfc for tabular data"
     try:
         with torch.no_grad():
@@ -40,6 +106,49 @@ def check_model_fits(name: str, input_shape: tuple[int, ...], num_classes: int) 
     require(shape == [2, num_classes],
             f"model {name!r} gives outputs of shape {shape} for 2 samples of shape {list(input_shape)}, expected "
             f"[2, {num_classes}] (one score per class); {advice}")
+    require(len(prunable_parameters(model)) > 0,
+            f"model {name!r} has no prunable weights (no torch.nn.Conv2d or torch.nn.Linear layer outside its "
+            f"'unprunable' list); iterative pruning needs at least one")
+
+
+CHECKPOINT_FIX = "save the trained model's weights with torch.save(model.state_dict(), PATH)"
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """A ``state_dict`` file, loaded with ``weights_only=True``: a checkpoint is received data, and a pickled
+    model (``torch.save(model)``) could run any code when unpickled, so it is refused, unread."""
+    path = Path(path)
+    require(path.is_file(), f"checkpoint {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                            f"[model] checkpoint names the file of the victim's trained weights ({CHECKPOINT_FIX})")
+    try:
+        state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WememError(f"checkpoint {path} is not a state_dict of tensors that loads with weights_only=True "
+                         f"({first[:200]}); a whole pickled model or another file is refused without running it: "
+                         f"{CHECKPOINT_FIX}") from None
+    for wrapper in ("state_dict", "model_state_dict"):  # Lightning's and the common training-loop dict
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    require(isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()),
+            f"checkpoint {path} holds a {type(state).__name__}, not a state_dict of tensors; {CHECKPOINT_FIX}")
+    return state
+
+
+def fit_checkpoint(path: str | Path, model: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights when they are exactly those of ``model`` (keys and shapes), else which differ."""
+    state = read_checkpoint(path)
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise WememError(f"checkpoint {path} does not fit model {name!r}: missing {missing[:4]}"
+                         f"{' ...' if len(missing) > 4 else ''}, unexpected {unexpected[:4]}"
+                         f"{' ...' if len(unexpected) > 4 else ''}; it must be the state_dict of this very "
+                         f"architecture built for this dataset's input and classes")
+    wrong = [f"{k}: {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    require(not wrong, f"checkpoint {path} does not fit model {name!r}: shapes differ ({'; '.join(wrong[:3])}); "
+                       f"build the model for this dataset's input shape and class count")
+    return {k: state[k].to(v.dtype) for k, v in expected.items()}
 
 
 def initialize(model: nn.Module) -> None:

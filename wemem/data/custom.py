@@ -1,0 +1,401 @@
+"""The user's own data: tables (``csv:PATH``, ``parquet:PATH``) and loader plug-ins (``package.module:loader``,
+or an installed package's ``wemem.datasets`` entry point).
+
+A loader is called as ``loader(data_root, seed)`` and returns one of
+
+- ``(x, y)``: one pool of samples, split 80/20 into T and E with the seed;
+- ``{"train": (x, y), "test": (x, y)}`` or ``((x, y), (x, y))``: explicit parts (T and E);
+- ``{"x": x, "y": y, "members": mask}``: one pool with the victim's members marked (for ``[model] checkpoint``);
+- a map-style ``torch.utils.data.Dataset`` of ``(sample, label)`` pairs, read once into tensors (at most
+  :data:`MAX_MATERIALIZED_BYTES`).
+
+Arrays may be numpy arrays or tensors; labels must be the integers ``0..C-1``. With a checkpoint, the explicit
+train part (or the ``members`` mask, or a table's member column) is what the user's model trained on.
+
+A table's label column is ``[data] label``; every other column is a feature: numeric ones standardized, the others
+one-hot encoded, in the table's column order. The encoding (columns, categories, means, standard deviations,
+classes) is part of the pools and is stored with the study, so that ``apply`` encodes a table the same way;
+:func:`encode_table` applies it, and is what a user training a model outside the tool must apply too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import plugins
+from ..errors import WememError, require
+from .loaders import MIN_NPZ_SAMPLES, check_arrays, official_split
+from .registry import (DATASETS, DataOptions, Loader, Pools, dataset_key, is_plugin_dataset, seeded_permutation,
+                       split_train_test)
+
+MAX_MATERIALIZED_BYTES = 4 * 2**30  # a Dataset is read into one float32 tensor; beyond 4 GiB, use arrays on disk
+LOADER_CALL = "loader(data_root, seed)"
+RESULT_FORMS = ("(x, y), {'train': (x, y), 'test': (x, y)}, {'x': x, 'y': y, 'members': mask} or a map-style "
+                "torch.utils.data.Dataset")
+MEMBERS_FIX = ("mark them: return {'train': (x, y), 'test': (x, y)} or {'x': x, 'y': y, 'members': mask} from a "
+               "loader, or give a table a member column ([data] member_column)")
+
+
+# ------------------------------------------------------------------------------------------- arrays
+
+
+def as_array(value: Any, source: str, what: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    try:
+        return np.asarray(value)
+    except Exception as error:
+        raise WememError(f"{source}: {what} is a {type(value).__name__} that is not an array ({error}); return "
+                         f"numpy arrays or tensors") from None
+
+
+def check_class_labels(source: str, y: np.ndarray) -> int:
+    """Labels of a loader plug-in: the integers 0..C-1, each class present; returns C."""
+    require(y.dtype.kind in "iu" or (y.dtype.kind == "f" and bool(np.all(y == np.round(y)))),
+            f"{source}: labels must be the integers 0..C-1 (found dtype {y.dtype}); map your classes to 0..C-1")
+    classes = np.unique(y)
+    expected = np.arange(len(classes))
+    if not np.array_equal(classes, expected):
+        raise WememError(f"{source}: labels must be the integers 0..C-1 with every class present; found "
+                         f"{len(classes)} distinct labels in [{classes.min()}, {classes.max()}]; map them to "
+                         f"0..{len(classes) - 1} (e.g. numpy.unique(y, return_inverse=True)[1])")
+    return len(classes)
+
+
+def checked_arrays(source: str, x: Any, y: Any, integer_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    x, y = as_array(x, source, "x"), as_array(y, source, "y")
+    check_arrays(Path(source), x, y)  # NaN/inf, shapes, enough samples and classes: the npz: checks
+    if integer_labels:
+        check_class_labels(source, y)
+    return x, y
+
+
+def member_pools(name: str, x: np.ndarray, y: np.ndarray, members: np.ndarray, seed: int,
+                 num_classes: int) -> Pools:
+    """Pools of data whose victim was trained elsewhere on the samples ``members`` marks.
+
+    T is the members followed by a seeded draw of non-members as the shadows' pool (as many as there are
+    members, at most half of the non-members); E is the other non-members (the RMIA population, every model's
+    dev and test sets). :func:`wemem.data.make_study_split` then gives the victim all of the members.
+    """
+    require(members.dtype == bool and members.shape == y.shape,
+            f"{name}: the member mask must be one true/false value per sample ({len(y)}), found "
+            f"{members.dtype} of shape {list(members.shape)}")
+    inside, outside = np.flatnonzero(members), np.flatnonzero(~members)
+    require(len(inside) >= MIN_NPZ_SAMPLES // 2,
+            f"{name}: only {len(inside)} samples are marked as members of the trained model; at least "
+            f"{MIN_NPZ_SAMPLES // 2} are needed; {MEMBERS_FIX}")
+    require(len(outside) >= MIN_NPZ_SAMPLES,
+            f"{name}: only {len(outside)} samples are not members of the trained model; the shadows, the RMIA "
+            f"population and the non-member targets need at least {MIN_NPZ_SAMPLES}: add held-out samples")
+    outside = outside[seeded_permutation(len(outside), seed)]
+    n_shadow = min(len(inside), len(outside) // 2)
+    order = torch.as_tensor(np.concatenate([inside, outside]))
+    xs = torch.as_tensor(x, dtype=torch.float32)[order].contiguous()
+    ys = torch.as_tensor(y).long()[order].contiguous()
+    return Pools(name, xs, ys, len(inside) + n_shadow, num_classes, members=torch.arange(len(inside)))
+
+
+def pools_of_parts(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], seed: int,
+                   options: DataOptions, num_classes: int) -> Pools:
+    if options.needs_members:  # the train part is what the user's model trained on
+        x = np.concatenate([train[0], test[0]])
+        y = np.concatenate([train[1], test[1]])
+        mask = np.concatenate([np.ones(len(train[1]), bool), np.zeros(len(test[1]), bool)])
+        return member_pools(name, x, y, mask, seed, num_classes)
+    as_pair = lambda part: (torch.as_tensor(part[0], dtype=torch.float32), torch.as_tensor(part[1]).long())  # noqa: E731
+    return official_split(name, as_pair(train), as_pair(test), num_classes)
+
+
+def pools_of_pool(name: str, x: np.ndarray, y: np.ndarray, seed: int, options: DataOptions, num_classes: int,
+                  members: np.ndarray | None = None) -> Pools:
+    if options.needs_members:
+        require(members is not None, f"{name}: [model] checkpoint replaces the victim's pretraining, so the data "
+                                     f"must say which samples that model trained on; {MEMBERS_FIX}")
+        return member_pools(name, x, y, members, seed, num_classes)
+    pools = split_train_test(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y).long(), seed, name)
+    return dataclasses.replace(pools, num_classes=num_classes)
+
+
+# ------------------------------------------------------------------------------------ loader plug-ins
+
+
+def materialize(dataset: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """A map-style Dataset's (sample, label) pairs as two arrays, refusing one beyond the size limit first."""
+    n = len(dataset)
+    require(n > 0, f"{source}: the Dataset is empty")
+    first = dataset[0]
+    require(isinstance(first, (tuple, list)) and len(first) == 2,
+            f"{source}: a Dataset's items must be (sample, label) pairs; item 0 is a {type(first).__name__}")
+    sample_bytes = 4 * max(int(np.prod(np.shape(as_array(first[0], source, "a sample")))), 1)
+    total = n * sample_bytes
+    require(total <= MAX_MATERIALIZED_BYTES,
+            f"{source}: the Dataset would take {total / 2**30:.1f} GiB as float32 tensors, above the "
+            f"{MAX_MATERIALIZED_BYTES / 2**30:.0f} GiB that wemem reads into memory; use a subset, or smaller samples")
+    samples, labels = [], []
+    for i in range(n):
+        sample, label = dataset[i]
+        samples.append(torch.as_tensor(as_array(sample, source, f"sample {i}"), dtype=torch.float32))
+        labels.append(int(label))
+    shapes = {tuple(s.shape) for s in samples}
+    require(len(shapes) == 1, f"{source}: the Dataset's samples have different shapes {sorted(shapes)[:3]}; "
+                              f"resize or pad them to one shape")
+    return torch.stack(samples).numpy(), np.asarray(labels)
+
+
+def _pair(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2
+
+
+def pools_from_loader_result(name: str, result: Any, seed: int, options: DataOptions) -> Pools:
+    source = f"dataset {name!r}"
+    if isinstance(result, torch.utils.data.Dataset) or (hasattr(result, "__getitem__") and hasattr(result, "__len__")
+                                                        and not isinstance(result, (tuple, list, dict))):
+        x, y = materialize(result, source)
+        x, y = checked_arrays(source, x, y)
+        return pools_of_pool(name, x, y, seed, options, int(y.max()) + 1)
+    if isinstance(result, dict) and {"train", "test"} <= set(result):
+        parts = result["train"], result["test"]
+    elif _pair(result) and _pair(result[0]) and _pair(result[1]):
+        parts = result[0], result[1]
+    else:
+        parts = None
+    if parts is not None:
+        require(all(_pair(part) for part in parts), f"{source}: the train and test parts must each be (x, y)")
+        train = checked_arrays(f"{source} (train part)", *parts[0], integer_labels=False)
+        test = checked_arrays(f"{source} (test part)", *parts[1], integer_labels=False)
+        num_classes = check_class_labels(source, np.concatenate([train[1], test[1]]))
+        require(train[0].shape[1:] == test[0].shape[1:],
+                f"{source}: train samples have shape {list(train[0].shape[1:])}, test samples "
+                f"{list(test[0].shape[1:])}; both parts need the same sample shape")
+        return pools_of_parts(name, train, test, seed, options, num_classes)
+    if isinstance(result, dict) and {"x", "y"} <= set(result):
+        x, y = checked_arrays(source, result["x"], result["y"])
+        members = as_array(result["members"], source, "members") if "members" in result else None
+        return pools_of_pool(name, x, y, seed, options, int(y.max()) + 1, members)
+    if _pair(result):
+        x, y = checked_arrays(source, *result)
+        return pools_of_pool(name, x, y, seed, options, int(y.max()) + 1)
+    raise WememError(f"{source} returned a {type(result).__name__}; a loader returns {RESULT_FORMS}")
+
+
+def call_loader(name: str, loader: Callable[..., Any], data_root: Path | None, seed: int, options: DataOptions) -> Pools:
+    plugins.check_signature(loader, name, "dataset", (data_root, seed), LOADER_CALL)
+    try:
+        result = loader(data_root, seed)
+    except WememError:
+        raise
+    except Exception as error:  # the user's loader failed: its message, and which loader
+        raise WememError(f"dataset {name!r} failed when called as {LOADER_CALL} ({type(error).__name__}: {error}); "
+                         f"fix the loader") from None
+    return pools_from_loader_result(name, result, seed, options)
+
+
+def load_plugin_dataset(name: str, data_root: Path | None, seed: int, options: DataOptions) -> Pools:
+    """A loader named by import path, imported from the study's folder first."""
+    ref = plugins.parse_reference(name, "dataset")
+    return call_loader(name, plugins.resolve(ref, "dataset", options.base_dir), data_root, seed, options)
+
+
+def adapt_installed_loader(name: str, loader: Callable[..., Any]) -> Callable[..., Pools]:
+    """An installed package's ``wemem.datasets`` entry point, as a registry loader returning Pools."""
+    def load(root: Path | None, seed: int, options: DataOptions) -> Pools:
+        return call_loader(name, loader, root, seed, options)
+
+    load.takes_options = True  # type: ignore[attr-defined]
+    return load
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+def read_table(kind: str, path: Path) -> pd.DataFrame:
+    name = f"{kind}:{path}"
+    require(path.exists(), f"dataset {name!r}: {path} does not exist; give the path of your table")
+    require(path.is_file(), f"dataset {name!r}: {path} is a folder; give the table file in it")
+    try:
+        frame = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+    except UnicodeDecodeError:
+        raise WememError(f"dataset {name!r}: {path} is not a text table (binary data); save it as CSV "
+                         f"(DataFrame.to_csv) or use parquet:") from None
+    except Exception as error:  # pandas/pyarrow raise many types for a damaged or foreign file; one fix for all
+        raise WememError(f"dataset {name!r}: {path} is not a readable {kind} table ({type(error).__name__}: "
+                         f"{error}); save it with pandas (DataFrame.to_{kind})") from None
+    require(len(frame.columns) >= 2, f"dataset {name!r}: {path} has {len(frame.columns)} column(s); a table needs a "
+                                     f"label column and at least one feature column")
+    return frame
+
+
+def _is_categorical(series: pd.Series) -> bool:
+    return not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def fit_encoding(frame: pd.DataFrame, label: str, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """How a table becomes arrays: per feature column (in table order) standardization of numbers (mean and
+    population standard deviation over all rows) or one-hot categories (sorted as text); the classes sorted."""
+    columns = []
+    for column in frame.columns:
+        if column == label or column in exclude:
+            continue
+        series = frame[column]
+        if _is_categorical(series):
+            categories = sorted({str(v) for v in series.dropna()})
+            columns.append({"column": str(column), "kind": "categorical", "categories": categories})
+        else:
+            values = series.to_numpy(dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            mean = float(finite.mean()) if len(finite) else 0.0
+            std = float(finite.std()) if len(finite) else 1.0
+            columns.append({"column": str(column), "kind": "numeric", "mean": mean, "std": std if std > 0 else 1.0})
+    labels = frame[label].dropna()
+    classes = (sorted(_plain(v) for v in labels.unique()) if pd.api.types.is_numeric_dtype(labels)
+               and not pd.api.types.is_bool_dtype(labels) else sorted({str(v) for v in labels}))
+    return {"label": str(label), "columns": columns, "classes": classes}
+
+
+def check_encoding(encoding: Any, source: str) -> dict[str, Any]:
+    """A stored encoding (read back from an export, a received file) has the shape fit_encoding gives it."""
+    fix = "re-export the study with `wemem export`"
+    require(isinstance(encoding, dict) and isinstance(encoding.get("label"), str)
+            and isinstance(encoding.get("columns"), list) and isinstance(encoding.get("classes"), list)
+            and len(encoding["classes"]) >= 2,
+            f"{source}: [encoding] must hold label, columns and at least two classes; {fix}")
+    for spec in encoding["columns"]:
+        numeric = (isinstance(spec, dict) and spec.get("kind") == "numeric"
+                   and all(isinstance(spec.get(k), (int, float)) for k in ("mean", "std")) and spec["std"] > 0)
+        categorical = (isinstance(spec, dict) and spec.get("kind") == "categorical"
+                       and isinstance(spec.get("categories"), list))
+        require((numeric or categorical) and isinstance(spec.get("column"), str),
+                f"{source}: [encoding] column {spec!r:.80} is neither numeric (mean, std > 0) nor categorical "
+                f"(categories); {fix}")
+    require(len(encoding["columns"]) > 0, f"{source}: [encoding] names no feature column; {fix}")
+    return encoding
+
+
+def encode_table(frame: pd.DataFrame, encoding: dict[str, Any], source: str = "table") -> tuple[np.ndarray, np.ndarray]:
+    """Features ``x`` (float32) and class indices ``y`` of a table, encoded exactly as ``encoding`` says."""
+    parts = []
+    for spec in encoding["columns"]:
+        column = spec["column"]
+        require(column in frame.columns, f"{source}: the encoding has column {column!r}, which the table lacks; "
+                                         f"its columns: {', '.join(map(str, frame.columns))}")
+        series = frame[column]
+        missing = int(series.isna().sum())
+        require(missing == 0, f"{source}: column {column!r} has {missing} missing (NaN) value(s); fill or drop those "
+                              f"rows first")
+        if spec["kind"] == "numeric":
+            require(not _is_categorical(series), f"{source}: column {column!r} was numeric when encoded, now holds "
+                                                 f"{series.dtype} values; give it numbers")
+            values = series.to_numpy(dtype=np.float64)
+            bad = int(np.count_nonzero(~np.isfinite(values)))
+            require(bad == 0, f"{source}: column {column!r} holds {bad} infinite value(s); clip or drop those rows")
+            parts.append(((values - spec["mean"]) / spec["std"])[:, None])
+        else:
+            text = series.astype(str)
+            unseen = sorted(set(text) - set(spec["categories"]))
+            require(not unseen, f"{source}: column {column!r} holds categories {unseen[:5]} that the study's encoding "
+                                f"does not know ({spec['categories'][:8]}); the table must match the study's")
+            parts.append((text.to_numpy()[:, None] == np.asarray(spec["categories"])[None, :]).astype(np.float64))
+    x = np.concatenate(parts, axis=1).astype(np.float32)
+    labels = frame[encoding["label"]]
+    require(int(labels.isna().sum()) == 0, f"{source}: the label column {encoding['label']!r} has "
+                                           f"{int(labels.isna().sum())} missing value(s); drop those rows")
+    classes = encoding["classes"]
+    keys = [str(v) for v in labels] if classes and isinstance(classes[0], str) else [_plain(v) for v in labels]
+    index = {value: i for i, value in enumerate(classes)}
+    unknown = sorted({str(k) for k in keys if k not in index})
+    require(not unknown, f"{source}: the label column holds classes {unknown[:5]} outside the study's {classes[:8]}")
+    return x, np.asarray([index[k] for k in keys], dtype=np.int64)
+
+
+def member_mask(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    require(column in frame.columns, f"{source}: no member column {column!r} (needed with [model] checkpoint to say "
+                                     f"which rows the model trained on); columns: {', '.join(map(str, frame.columns))}")
+    values = frame[column]
+    allowed = {True, False, 0, 1}
+    bad = [v for v in values.dropna().unique() if v not in allowed]
+    require(not bad and not values.isna().any(),
+            f"{source}: member column {column!r} must hold true/false or 1/0 for every row (found e.g. "
+            f"{(bad or ['a missing value'])[0]!r})")
+    return values.to_numpy().astype(bool)
+
+
+def load_table(kind: str, path: Path, seed: int, options: DataOptions) -> Pools:
+    name = f"{kind}:{path}"
+    frame = read_table(kind, path)
+    columns = ", ".join(map(str, frame.columns))
+    require(options.label is not None, f"dataset {name!r} needs its label column: set [data] label = \"COLUMN\" "
+                                       f"(wemem run: --label COLUMN); the columns are: {columns}")
+    require(options.label in frame.columns, f"dataset {name!r}: no label column {options.label!r}; the columns are: "
+                                            f"{columns}")
+    labels = frame[options.label]
+    require(labels.nunique(dropna=True) >= 2, f"dataset {name!r}: the label column {options.label!r} is constant "
+                                              f"({labels.dropna().iloc[0] if labels.notna().any() else 'empty'!r}); "
+                                              f"a classifier needs at least two classes")
+    exclude = (options.member_column,) if options.member_column else ()
+    encoding = (check_encoding(options.encoding, f"dataset {name!r}") if options.encoding is not None
+                else fit_encoding(frame, options.label, exclude))
+    x, y = encode_table(frame, encoding, f"dataset {name!r}")
+    check_arrays(path, x, y)  # enough samples and classes
+    members = (member_mask(frame, options.member_column, f"dataset {name!r}")
+               if options.needs_members and options.member_column else None)
+    pools = pools_of_pool(name, x, y, seed, options, len(encoding["classes"]), members)
+    return dataclasses.replace(pools, encoding=encoding)
+
+
+def _table_loader(kind: str) -> Callable[..., Pools]:
+    def load(path: Path, seed: int, options: DataOptions) -> Pools:
+        return load_table(kind, path, seed, options)
+
+    load.takes_options = True  # type: ignore[attr-defined]
+    load.__doc__ = f"A {kind} table: [data] label names the label column; the other columns are features."
+    return load
+
+
+DATASETS.register("csv:")(_table_loader("csv"))
+DATASETS.register("parquet:")(_table_loader("parquet"))
+DATASETS.adapt_installed(adapt_installed_loader)
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def _call(loader: Loader, where: Path | None, seed: int, options: DataOptions) -> Pools:
+    return _marked(loader(where, seed, options) if getattr(loader, "takes_options", False) else loader(where, seed),
+                   options)
+
+
+def _marked(pools: Pools, options: DataOptions) -> Pools:
+    require(not options.needs_members or pools.members is not None,
+            f"dataset {pools.name!r} does not say which samples a trained victim learned from, which [model] "
+            f"checkpoint needs; use a table with a member column, or a loader that marks them")
+    return pools
+
+
+def load_dataset(name: str, data_root: str | Path | None = None, seed: int = 7,
+                 options: DataOptions | None = None) -> Pools:
+    """Load a dataset by registry name, by ``prefix:PATH`` for the generic loaders, or by import path."""
+    root = Path(data_root) if data_root is not None else None
+    options = options or DataOptions()
+    if is_plugin_dataset(name):
+        return _marked(load_plugin_dataset(name, root, seed, options), options)
+    key = dataset_key(name)
+    if key.endswith(":"):  # prefix:PATH
+        loader = DATASETS.get(key)
+        path = name[len(key):]
+        require(path.strip() != "", f"dataset {name!r} gives no path after {key!r}; write {key}PATH "
+                                    f"with the path of your data")
+        return _call(loader, Path(path), seed, options)
+    return _call(DATASETS.get(name), root, seed, options)
+
+
