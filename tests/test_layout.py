@@ -43,6 +43,7 @@ LAYERS = [
     ("search.execution",),     # Ray cluster, worker jobs, the trainable, the Tune loop, launch/resume
     ("search.confirm",),       # fresh-seed confirmation
     ("search.results",),       # printed text, export, apply, report
+    ("search.api",),           # the Python API (notebooks, scripts): the commands as functions
     ("search.cli",),           # the command line
 ]
 

@@ -84,6 +84,8 @@ def import_module(ref: PluginRef, kind: str, base_dir: str | Path | None) -> Mod
         if loaded is not None and getattr(loaded, "__file__", None) != local.origin:
             _forget(ref.top_level)  # the same name imported from another folder (another study): this one wins
         sys.path.insert(0, str(base_dir))
+    # no __pycache__ beside the user's module: the tool writes only where the user said (cache, --out)
+    writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         return importlib.import_module(ref.module)
     except ModuleNotFoundError as error:
@@ -95,6 +97,7 @@ def import_module(ref: PluginRef, kind: str, base_dir: str | Path | None) -> Mod
         raise WememError(f"{kind} {ref.text!r}: importing module {ref.module!r} failed ({type(error).__name__}: "
                          f"{error}); fix that module") from None
     finally:
+        sys.dont_write_bytecode = writes_bytecode
         if local is not None:
             sys.path.remove(str(base_dir))
 

@@ -21,8 +21,26 @@ COMMANDS: tuple[Command, ...] = (study.LAUNCH, study.RESUME, study.STATUS, resul
                                  results.REPORT, study.DELETE, confirm.CONFIRM, science.RUN, science.MEMSCORE)
 
 
+def registered_names() -> str:
+    """Every name a study or ``wemem run`` can use, installed packages' entry points included."""
+    from wemem.attacks import ATTACKS
+    from wemem.data import DATASETS
+    from wemem.defenses import DEFENSES
+    from wemem.models import MODELS
+
+    return "\n".join([
+        f"datasets: {', '.join(DATASETS.names())}, or a loader plug-in package.module:loader",
+        f"models:   {', '.join(MODELS.names())}, torchvision:NAME, or a factory plug-in package.module:factory",
+        f"defenses: {', '.join(DEFENSES.names())}",
+        f"attacks:  {', '.join(ATTACKS.names())}",
+        "installed packages add their own through the entry point groups wemem.datasets, wemem.models, "
+        "wemem.defenses and wemem.attacks",
+    ])
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wemem", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="wemem", description=__doc__.splitlines()[0], epilog=registered_names(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         # argparse %-formats help strings (not descriptions): a literal "95%" must reach it as "95%%"

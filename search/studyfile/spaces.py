@@ -47,7 +47,43 @@ WINDOW = (Param("order", choices=("h2l", "l2h")), Param("stride_fraction", 0.005
 RMR_OPTIMIZER = Param("optimizer", choices=("two_adam", "single"), fixed=RiskSettings.model_fields["optimizer"].default)
 RISK = (Param("risky_fraction", 0.01, 0.5), Param("lambda_mem", 1e-3, 1.0, log=True), RMR_OPTIMIZER)
 
-SPACES: dict[str, tuple[Param, ...]] = {
+def installed_space(name: str) -> tuple[Param, ...] | None:
+    """The search space an installed package's defense (a ``wemem.defenses`` entry point) declares as its class
+    attribute ``search_space``: ``{setting: (low, high) | [choice, ...] | {"low", "high", "log", "integer"}}``."""
+    if name not in DEFENSES.names() or name in BUILT_IN_SPACES:
+        return None
+    declared = getattr(DEFENSES.get(name), "search_space", None)
+    if not isinstance(declared, dict) or not declared:
+        return None
+    params = []
+    for setting, value in declared.items():
+        if isinstance(value, dict):
+            params.append(Param(setting, **value))
+        elif isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+            params.append(Param(setting, float(value[0]), float(value[1])))
+        elif isinstance(value, list) and value:
+            params.append(Param(setting, choices=tuple(value)))
+        else:
+            raise ValueError(f"defense {name!r} declares search_space[{setting!r}] = {value!r}; give (low, high), a "
+                             f"list of choices or a dict of Param fields")
+    return tuple(params)
+
+
+class _Spaces(dict):
+    """The built-in spaces, and those of installed defenses, looked up when first named."""
+
+    def __missing__(self, name: str) -> tuple[Param, ...]:
+        space = installed_space(name)
+        if space is None:
+            raise KeyError(name)
+        self[name] = space
+        return space
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or (isinstance(name, str) and installed_space(name) is not None)
+
+
+BUILT_IN_SPACES: dict[str, tuple[Param, ...]] = {
     "rsw": WINDOW,
     "rmr": RISK,
     "swmr": WINDOW + RISK,
@@ -58,6 +94,7 @@ SPACES: dict[str, tuple[Param, ...]] = {
     "relaxloss": (Param("alpha", 0.1, 3.0),),
     "hamp": (Param("gamma", 0.3, 0.99), Param("alpha", 1e-3, 1.0, log=True)),
 }
+SPACES: dict[str, tuple[Param, ...]] = _Spaces(BUILT_IN_SPACES)
 
 # The paper's reference settings (SPEC section 7), as fractions of each class list so they transfer across
 # datasets: CIFAR-10 classes hold 2,250 victim samples (W=500 -> 0.22, D=50 -> 0.022, D=100 -> 0.044).

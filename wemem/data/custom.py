@@ -30,7 +30,7 @@ import torch
 
 from .. import plugins
 from ..errors import WememError, require
-from .loaders import MIN_NPZ_SAMPLES, check_arrays, official_split
+from .loaders import MIN_NPZ_SAMPLES, check_arrays, check_class_counts, official_split
 from .registry import (DATASETS, DataOptions, Loader, Pools, dataset_key, is_plugin_dataset, seeded_permutation,
                        split_train_test)
 
@@ -69,8 +69,10 @@ def check_class_labels(source: str, y: np.ndarray) -> int:
 
 
 def checked_arrays(source: str, x: Any, y: Any, integer_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """NaN/inf, shapes, enough samples and classes (the npz: checks); a part (``integer_labels=False``) is
+    checked for counts and labels as a whole, with the other part."""
     x, y = as_array(x, source, "x"), as_array(y, source, "y")
-    check_arrays(Path(source), x, y)  # NaN/inf, shapes, enough samples and classes: the npz: checks
+    check_arrays(Path(source), x, y, class_counts=integer_labels)
     if integer_labels:
         check_class_labels(source, y)
     return x, y
@@ -170,7 +172,9 @@ def pools_from_loader_result(name: str, result: Any, seed: int, options: DataOpt
         require(all(_pair(part) for part in parts), f"{source}: the train and test parts must each be (x, y)")
         train = checked_arrays(f"{source} (train part)", *parts[0], integer_labels=False)
         test = checked_arrays(f"{source} (test part)", *parts[1], integer_labels=False)
-        num_classes = check_class_labels(source, np.concatenate([train[1], test[1]]))
+        labels = np.concatenate([train[1], test[1]])
+        check_class_counts(Path(source), labels)
+        num_classes = check_class_labels(source, labels)
         require(train[0].shape[1:] == test[0].shape[1:],
                 f"{source}: train samples have shape {list(train[0].shape[1:])}, test samples "
                 f"{list(test[0].shape[1:])}; both parts need the same sample shape")

@@ -353,7 +353,7 @@ def npz_damaged(path: Path, error: Exception) -> WememError:
                       f"({type(error).__name__}: {error}); copy it again or {NPZ_ADVICE}")
 
 
-def check_arrays(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+def check_arrays(path: Path, x: np.ndarray, y: np.ndarray, class_counts: bool = True) -> None:
     """Refuse data that would train to meaningless numbers or crash after minutes: every problem, named."""
     require(x.dtype.kind in "biuf", f"{path}: x must be numbers (found dtype {x.dtype}); convert features to floats")
     require(y.dtype.kind in "biufU", f"{path}: y must be numeric or text labels (found dtype {y.dtype})")
@@ -371,7 +371,8 @@ def check_arrays(path: Path, x: np.ndarray, y: np.ndarray) -> None:
         if len(fractional):  # not require(): its message would index an empty array
             raise WememError(f"{path}: y holds non-integer values (e.g. {fractional[0]}, {len(fractional)} in all); "
                              f"class labels needed; bin a regression target first (e.g. y = numpy.digitize(y, bins))")
-    check_class_counts(path, y)
+    if class_counts:  # not for one part of several: their union is what must hold enough of each class
+        check_class_counts(path, y)
 
 
 def looks_channels_last(shape: tuple[int, ...]) -> bool:
