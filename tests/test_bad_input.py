@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -297,6 +298,177 @@ HARDENING: list[tuple[str, Callable[[Path], list[str]], list[str], Callable[[Pat
 ]
 
 
+# ------------------------------------------------------------------- your own model and data (issue 21)
+
+NET = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(input_shape[0], num_classes)
+
+    def forward(self, x):
+        return self.fc(x)
+"""
+PLUGINS = NET + """
+
+class Wide(Net):
+    def __init__(self, input_shape, num_classes):
+        super().__init__(input_shape, num_classes)
+        self.fc = nn.Linear(input_shape[0], 2 * num_classes)
+
+
+class NoWeights(nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, x):
+        return x[:, : self.num_classes]
+
+
+class Other(nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.a = nn.Linear(input_shape[0], 7)
+        self.b = nn.Linear(7, num_classes)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def one_argument(input_shape):
+    return Net(input_shape, 3)
+
+
+import numpy as np
+
+RNG = np.random.default_rng(0)
+
+
+def labels_one_to_three(data_root, seed):
+    return RNG.normal(size=(200, 4)), np.arange(200) % 3 + 1
+
+
+def nan_features(data_root, seed):
+    x = RNG.normal(size=(200, 4))
+    x[3, 1] = np.nan
+    return x, np.arange(200) % 3
+
+
+def a_string(data_root, seed):
+    return "data.csv"
+"""
+
+
+def plugins(place: Path) -> None:
+    (place / "plugs.py").write_text(PLUGINS)
+    (place / "broken.py").write_text("raise RuntimeError('this module cannot be imported')\n")
+
+
+def table_file(place: Path, name: str = "t.csv", **columns: object) -> str:
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "label": Y, "train": np.arange(200) % 2 == 0})
+    for column, values in columns.items():
+        if values is None:
+            frame = frame.drop(columns=column)
+        else:
+            frame[column] = values
+    frame.to_csv(place / name, index=False)
+    return f"csv:{place / name}"
+
+
+def own(place: Path, data: dict | None = None, model: dict | None = None) -> list[str]:
+    """Launch a study of the place's plug-ins / tables (written first, so they are part of what must stay)."""
+    plugins(place)
+    data = {"label": "label", **(data or {})}
+    data.setdefault("dataset", None) or data.update(dataset=table_file(place))
+    return ["launch", study_file(place, name="own", data={k: v for k, v in data.items() if v is not None},
+                                 model={"name": "plugs:Net", **(model or {})})]
+
+
+def checkpoint(place: Path, state: object, name: str = "victim.pt") -> str:
+    import torch
+
+    torch.save(state, place / name)
+    return name
+
+
+def net_state(place: Path, kind: str) -> object:
+    """A checkpoint of plugs:Net for the table's 2 features and 3 classes, of another model, or pickled."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("plugs_for_checkpoint", place / "plugs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if kind == "pickled":
+        return torch.nn.Sequential(torch.nn.Linear(3, 3))  # a whole pickled model: refused unread
+    if kind == "other":
+        return module.Other((3,), 3).state_dict()
+    return {"fc.weight": torch.zeros(3, 5), "fc.bias": torch.zeros(3)}  # Net's keys, shapes of 5 features
+
+
+def with_checkpoint(place: Path, kind: str) -> list[str]:
+    argv = own(place, data={"member_column": "train"})
+    sys.modules.pop("plugs", None)
+    argv_model = {"name": "plugs:Net", "checkpoint": checkpoint(place, net_state(place, kind))}
+    return ["launch", study_file(place, name="own", data={"dataset": table_file(place), "label": "label",
+                                                           "member_column": "train"}, model=argv_model)]
+
+
+OWN_CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
+    ("plugin-module-missing", lambda p: own(p, model={"name": "nosuchmodule:Net"}),
+     ["cannot import module 'nosuchmodule'", "beside the study file"]),
+    ("plugin-attribute-missing", lambda p: own(p, model={"name": "plugs:Nope"}), ["has no attribute 'Nope'", "Net"]),
+    ("plugin-import-fails", lambda p: own(p, model={"name": "broken:Net"}),
+     ["importing module 'broken' failed", "cannot be imported"]),
+    ("plugin-standard-library", lambda p: own(p, model={"name": "os:system"}), ["standard-library", "refused"]),
+    ("plugin-signature", lambda p: own(p, model={"name": "plugs:one_argument"}),
+     ["cannot be called as factory(input_shape, num_classes)"]),
+    ("plugin-output-shape", lambda p: own(p, model={"name": "plugs:Wide"}), ["outputs of shape [2, 6]", "[2, 3]"]),
+    ("plugin-no-prunable-weights", lambda p: own(p, model={"name": "plugs:NoWeights"}), ["no prunable weights"]),
+    ("plugin-not-an-import-path", lambda p: own(p, model={"name": "plugs.Net"}), ["unknown model 'plugs.Net'"]),
+    ("torchvision-unknown", lambda p: own(p, model={"name": "torchvision:resnet9000"}),
+     ["not a torchvision classification model", "resnet18"]),
+    ("checkpoint-pickled-model", lambda p: with_checkpoint(p, "pickled"), ["weights_only=True", "state_dict()"]),
+    ("checkpoint-other-keys", lambda p: with_checkpoint(p, "other"), ["does not fit model 'plugs:Net'", "missing"]),
+    ("checkpoint-other-shapes", lambda p: with_checkpoint(p, "shapes"), ["shapes differ", "fc.weight"]),
+    ("checkpoint-missing-file", lambda p: own(p, data={"member_column": "train"}, model={"checkpoint": "nope.pt"}),
+     ["nope.pt does not exist", "state_dict"]),
+    ("checkpoint-without-member-column", lambda p: own(p, model={"checkpoint": "victim.pt"}),
+     ["member_column"]),
+    ("member-column-not-boolean", lambda p: ["launch", study_file(
+        p, name="own", data={"dataset": table_file(p, train=np.arange(200) % 3), "label": "label",
+                             "member_column": "train"},
+        model={"name": "columnfc", "checkpoint": checkpoint(p, {"x": __import__("torch").zeros(1)})})],
+     ["member column 'train'", "true/false"]),
+    ("loader-labels-not-0-to-C-1", lambda p: own(p, data={"dataset": "plugs:labels_one_to_three", "label": None}),
+     ["labels must be the integers 0..C-1", "0..2"]),
+    ("loader-nan-features", lambda p: own(p, data={"dataset": "plugs:nan_features", "label": None}), ["NaN"]),
+    ("loader-returns-a-string", lambda p: own(p, data={"dataset": "plugs:a_string", "label": None}),
+     ["returned a str", "a loader returns"]),
+    ("table-without-label-key", lambda p: ["launch", study_file(p, name="own", data={"dataset": table_file(p)})],
+     ["data.label"]),
+    ("table-label-column-missing", lambda p: own(p, data={"label": "species"}), ["no label column 'species'", "a, b"]),
+    ("table-label-constant", lambda p: own(p, data={"dataset": table_file(p, label=np.zeros(200, int))}),
+     ["is constant"]),
+    ("table-class-too-rare", lambda p: own(p, data={"dataset": table_file(p, label=np.r_[np.zeros(197, int), [1, 1, 1]])}),
+     ["fewer than 10 samples"]),
+    ("table-nan-feature", lambda p: own(p, data={"dataset": table_file(p, a=np.r_[[np.nan], X[1:, 0]])}),
+     ["column 'a' has 1 missing"]),
+    ("table-not-a-table", lambda p: own(p, data={"dataset": "csv:" + write(p, "bin.csv", b"\x00\xff\xfe" * 50)}),
+     ["csv"]),
+    ("run-table-without-label", lambda p: ["run", "--dataset", table_file(p), "--serial"], ["--label"]),
+    ("run-plugin-model-missing", lambda p: ["run", "--model", "nosuchmodule:Net", "--serial"],
+     ["cannot import module 'nosuchmodule'"]),
+]
+
+
 def run_cli(argv: list[str]) -> int:
     try:
         return main(argv)
@@ -328,7 +500,7 @@ def assert_refused(place: Path, argv: list[str], expected: list[str], capsys: py
     assert tree(place) == files_before
 
 
-ALL_CASES = [(*case, None) for case in CASES] + HARDENING
+ALL_CASES = [(*case, None) for case in CASES] + HARDENING + [(*case, no_file(".wemem-cache")) for case in OWN_CASES]
 
 
 @pytest.mark.parametrize("argv_of, expected, check", [c[1:] for c in ALL_CASES], ids=[c[0] for c in ALL_CASES])

@@ -50,7 +50,7 @@ class StudySection(_Section):
 def known(check: Any, value: str) -> str:
     try:
         return check(value)
-    except UnknownNameError as error:
+    except WememError as error:
         raise ValueError(str(error)) from None
 
 

@@ -157,8 +157,9 @@ def _pair(value: Any) -> bool:
 
 def pools_from_loader_result(name: str, result: Any, seed: int, options: DataOptions) -> Pools:
     source = f"dataset {name!r}"
+    plain = (str, bytes, tuple, list, dict, np.ndarray, torch.Tensor)
     if isinstance(result, torch.utils.data.Dataset) or (hasattr(result, "__getitem__") and hasattr(result, "__len__")
-                                                        and not isinstance(result, (tuple, list, dict))):
+                                                        and not isinstance(result, plain)):
         x, y = materialize(result, source)
         x, y = checked_arrays(source, x, y)
         return pools_of_pool(name, x, y, seed, options, int(y.max()) + 1)
@@ -330,7 +331,7 @@ def member_mask(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
     bad = [v for v in values.dropna().unique() if v not in allowed]
     require(not bad and not values.isna().any(),
             f"{source}: member column {column!r} must hold true/false or 1/0 for every row (found e.g. "
-            f"{(bad or ['a missing value'])[0]!r})")
+            f"{_plain(bad[0]) if bad else 'a missing value'!r})")
     return values.to_numpy().astype(bool)
 
 
@@ -344,7 +345,7 @@ def load_table(kind: str, path: Path, seed: int, options: DataOptions) -> Pools:
                                             f"{columns}")
     labels = frame[options.label]
     require(labels.nunique(dropna=True) >= 2, f"dataset {name!r}: the label column {options.label!r} is constant "
-                                              f"({labels.dropna().iloc[0] if labels.notna().any() else 'empty'!r}); "
+                                              f"({_plain(labels.dropna().iloc[0]) if labels.notna().any() else 'empty'!r}); "
                                               f"a classifier needs at least two classes")
     exclude = (options.member_column,) if options.member_column else ()
     encoding = (check_encoding(options.encoding, f"dataset {name!r}") if options.encoding is not None

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import require
+from ..errors import WememError, require
 from ..registry import Registry
 
 
@@ -90,10 +90,10 @@ def is_plugin_dataset(dataset: str) -> bool:
 def check_dataset_name(dataset: str) -> str:
     """``dataset`` when it can name a dataset (registered, ``prefix:PATH`` or an import path); else the
     unknown-name error listing every registered one."""
-    if is_plugin_dataset(dataset):
+    if is_plugin_dataset(dataset) or dataset_key(dataset) in DATASETS:
         return dataset
-    DATASETS.check(dataset_key(dataset))
-    return dataset
+    raise WememError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS.names())} (the ones ending in "
+                     f"':' take a path, e.g. csv:data.csv), or your own loader as package.module:loader")
 
 
 def seeded_permutation(n: int, seed: int) -> np.ndarray:

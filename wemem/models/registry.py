@@ -32,8 +32,8 @@ def check_model_name(name: str) -> str:
     unknown-name error; whether it imports and fits is :func:`check_model_fits`'s question."""
     if name in MODELS or name.startswith(TORCHVISION) or plugins.is_reference(name):
         return name
-    MODELS.get(name)  # the unknown-name error, listing every registered model
-    return name
+    raise WememError(f"unknown model {name!r}; choose one of: {', '.join(MODELS.names())}, torchvision:NAME (any "
+                     f"torchvision classification model), or your own factory as package.module:factory")
 
 
 def model_factory(name: str, base_dir: str | None = None) -> tuple[ModelFactory, bool]:
@@ -122,11 +122,13 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
                             f"[model] checkpoint names the file of the victim's trained weights ({CHECKPOINT_FIX})")
     try:
         state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise WememError(f"checkpoint {path} is not a state_dict of tensors that loads with weights_only=True "
-                         f"({first[:200]}); a whole pickled model or another file is refused without running it: "
-                         f"{CHECKPOINT_FIX}") from None
+    except pickle.UnpicklingError:  # torch's own message is long and styled for a terminal: ours says it all
+        raise WememError(f"checkpoint {path} is not a state_dict of tensors that loads with weights_only=True: it "
+                         f"pickles Python objects (e.g. a whole model saved with torch.save(model)), which could run "
+                         f"any code, so it is refused unread; {CHECKPOINT_FIX}") from None
+    except (RuntimeError, EOFError, ValueError, TypeError, AttributeError) as error:
+        raise WememError(f"checkpoint {path} is not a readable torch file of tensors ({type(error).__name__}: "
+                         f"{str(error)[:160]}); {CHECKPOINT_FIX}") from None
     for wrapper in ("state_dict", "model_state_dict"):  # Lightning's and the common training-loop dict
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
