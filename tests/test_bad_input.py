@@ -414,7 +414,7 @@ def net_state(place: Path, kind: str) -> object:
 
 
 def with_checkpoint(place: Path, kind: str) -> list[str]:
-    argv = own(place, data={"member_column": "train"})
+    own(place, data={"member_column": "train"})  # writes the plug-ins and the table
     sys.modules.pop("plugs", None)
     argv_model = {"name": "plugs:Net", "checkpoint": checkpoint(place, net_state(place, kind))}
     return ["launch", study_file(place, name="own", data={"dataset": table_file(place), "label": "label",
@@ -457,8 +457,8 @@ OWN_CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("loader-nan-features", lambda p: own(p, data={"dataset": "plugs:nan_features", "label": None}), ["NaN"]),
     ("loader-returns-a-string", lambda p: own(p, data={"dataset": "plugs:a_string", "label": None}),
      ["returned a str", "a loader returns"]),
-    ("table-without-label-key", lambda p: ["launch", study_file(p, name="own", data={"dataset": table_file(p)})],
-     ["data.label"]),
+    ("table-without-label-key", lambda p: ["launch", study_file(p, name="own", data={"dataset": table_file(
+        p, label=None, kind=Y)})], ["no label column 'label' (the default)", "[data] label", "kind"]),
     ("table-label-column-missing", lambda p: own(p, data={"label": "species"}), ["no label column 'species'", "a, b"]),
     ("table-label-constant", lambda p: own(p, data={"dataset": table_file(p, label=np.zeros(200, int))}),
      ["is constant"]),
@@ -468,7 +468,8 @@ OWN_CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
      ["column 'a' has 1 missing"]),
     ("table-not-a-table", lambda p: own(p, data={"dataset": "csv:" + write(p, "bin.csv", b"\x00\xff\xfe" * 50)}),
      ["csv"]),
-    ("run-table-without-label", lambda p: ["run", "--dataset", table_file(p), "--serial"], ["--label"]),
+    ("run-table-without-label", lambda p: ["run", "--dataset", table_file(p, label=None, kind=Y), "--serial"],
+     ["no label column 'label'", "--label COLUMN"]),
     ("run-plugin-model-missing", lambda p: ["run", "--model", "nosuchmodule:Net", "--serial"],
      ["cannot import module 'nosuchmodule'"]),
 ]

@@ -159,6 +159,12 @@ def test_wemem_run_from_a_folder_holding_a_csv_and_a_model_module(folder: Path):
     assert not (folder / "__pycache__").exists()  # importing the user's module wrote nothing beside it
 
 
+def test_a_tables_label_column_is_label_unless_named(folder: Path):
+    table().rename(columns={"kind": "label"}).to_csv(folder / "data.csv", index=False)
+    result = run(folder, "--dataset", "csv:data.csv", "--model", "mymodel:Net")  # the very command
+    assert result["experiment"]["label"] is None and result["runs"][0]["utility"] > 0
+
+
 def test_wemem_run_on_a_parquet_table(folder: Path):
     table().to_parquet(folder / "data.parquet")
     run(folder, "--dataset", "parquet:data.parquet", "--label", "kind", "--model", "columnfc")
@@ -282,6 +288,10 @@ def test_a_study_from_a_checkpoint_exports_its_own_code_and_apply_checks_it(ray_
     assert set(exported["own_code"]) == {"model", "checkpoint"}
     assert exported["own_code"]["model"]["reference"] == "mymodel:Net"
     assert exported["encoding"]["classes"] == ["no", "yes"]
+    assert main(["report", "own", "--out", str(folder / "report"), *places]) == 0  # the audit names them too
+    audited = json.loads((folder / "report" / "report.json").read_text())["reproducibility"]["own_code"]
+    assert audited == exported["own_code"]
+    assert exported["own_code"]["model"]["sha256"] in (folder / "report" / "report.html").read_text()
     capsys.readouterr()
     # apply in the folder that holds the module, the checkpoint and the table: rebuilt and re-evaluated
     assert main(["apply", str(folder / "best.toml"), "--out", str(folder / "applied"), *places[2:]]) == 0

@@ -6,9 +6,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from . import plugins
 from torch import nn
 
+from . import plugins
 from .data import SPLIT_VERSION, DataOptions, Pools, is_plugin_dataset
 from .models import MODELS, TORCHVISION, build_model
 from .training import TrainConfig
@@ -47,9 +47,9 @@ class ExperimentConfig:
     label: str | None = None
     member_column: str | None = None
     checkpoint: str | None = None
-    base_dir: str | None = None
-    # a table encoding to apply instead of fitting one (apply re-encodes a table as the study did)
-    encoding: dict | None = None
+    base_dir: str | None = field(default=None, compare=False)  # where, not what: like the key, equality ignores it
+    # a table encoding to apply instead of fitting one (apply re-encodes a table as the study did); not hashed
+    encoding: dict | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= MAX_SEED:
@@ -92,15 +92,6 @@ class ExperimentConfig:
             found["checkpoint"] = {"path": self.checkpoint, "sha256": plugins.file_sha256(self.checkpoint)}
         return found
 
-    def plugin_sources(self) -> dict[str, str]:
-        """SHA-256 of each plug-in's module source, and of the checkpoint file: what the cache key and an
-        export record of code and weights that live outside the study."""
-        sources = {ref: plugins.reference_source_hash(ref, kind, self.base_dir)
-                   for kind, ref in self.plugin_references().items()}
-        if self.checkpoint is not None:
-            sources[f"checkpoint:{self.checkpoint}"] = plugins.file_sha256(self.checkpoint)
-        return sources
-
     def key(self) -> str:
         """Content hash naming the on-disk cache of the split, pretrained models and mem-scores.
 
@@ -111,7 +102,7 @@ class ExperimentConfig:
         """
         own = ("label", "member_column", "checkpoint", "base_dir", "encoding")
         described = {k: v for k, v in self.to_dict().items() if k not in own or (v is not None and k != "base_dir")}
-        sources = self.plugin_sources()
+        sources = self.own_code()
         return content_hash({**described, "split_version": SPLIT_VERSION, **({"sources": sources} if sources else {})})
 
 

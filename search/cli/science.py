@@ -20,7 +20,7 @@ import pandas as pd
 from wemem.assets import memscore_path
 from wemem.attacks import ATTACKS, check_attack_requirements, parse_attack_names
 from wemem.config import ExperimentConfig, PruningConfig
-from wemem.data import DATASETS, check_dataset_name, dataset_key, resolve_dataset_path
+from wemem.data import DATASETS, check_dataset_name, resolve_dataset_path
 from wemem.defenses import make_defense
 from wemem.errors import WememError, require
 from wemem.files import check_output_file, check_writable_folder, create_folder, write_atomically, wrote
@@ -48,7 +48,7 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=config.model,
                    help=f"one of {', '.join(MODELS.names())}, torchvision:NAME, or a factory plug-in module:factory "
                         "imported from the working directory first")
-    g.add_argument("--label", default=None, help="label column of a csv: or parquet: table")
+    g.add_argument("--label", default=None, help="label column of a csv: or parquet: table (default: label)")
     g.add_argument("--member-column", default=None,
                    help="column of a table marking the rows a --checkpoint model trained on (true/false)")
     g.add_argument("--checkpoint", default=None,
@@ -78,8 +78,6 @@ def experiment_from_args(args: argparse.Namespace) -> ExperimentConfig:
     check_model_name(args.model)  # unknown names fail before Ray starts or anything trains
     check_dataset_name(args.dataset)
     base = str(Path.cwd())
-    require(dataset_key(args.dataset) not in ("csv:", "parquet:") or args.label is not None,
-            f"--dataset {args.dataset} is a table: pass --label COLUMN, the name of its label column")
     try:
         train = TrainConfig(lr=args.lr, batch_size=args.batch_size, pretrain_epochs=args.pretrain_epochs,
                             finetune_epochs=args.finetune_epochs, patience=args.patience)

@@ -3,6 +3,8 @@ shared work once, measure the reference once, then run trials up to the budget."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import ValidationError
 
 from wemem.assets import Echo, check_inputs
@@ -48,14 +50,16 @@ def with_resources(definition: StudyDefinition, options: Options) -> StudyDefini
 
 def launch(definition: StudyDefinition, options: Options, echo: Echo = print) -> OpenStudy:
     check_storage_url(options.storage_url)
-    place = Place.of(options, base_dir=definition.folder)
+    # plug-ins and relative paths start in the study file's folder (a definition not read from a file: here)
+    folder = definition.folder or str(Path.cwd())
+    place = Place.of(options, base_dir=folder)
     validate_inputs(definition, place)  # everything is checked before anything is stored
     storage = options.open_storage()
     refuse_conflicting(definition, storage)
     running = attach_ray(definition, options)
     study, created = create_or_load_study(definition, storage, {})
     if created:
-        store_launch_place(study, place.cache_dir, options.data_root, definition.folder)
+        store_launch_place(study, place.cache_dir, options.data_root, folder)
         echo(f"created study {definition.name!r} in {redact(options.storage_url)}")
         if definition.search.enqueue_reference:
             multiple = len(definition.search.defenses) > 1
@@ -64,7 +68,7 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
                     study.enqueue_trial(reference_params(defense, multiple), user_attrs={WARM_START_ATTR: "reference"})
     else:
         echo(f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} trials")
-    opened = OpenStudy(study, running, storage, Place.of(options, study, definition.folder))
+    opened = OpenStudy(study, running, storage, Place.of(options, study, folder))
     run_study(opened, definition.study.n_trials, echo)
     return opened
 

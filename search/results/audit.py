@@ -22,7 +22,7 @@ from wemem.environment import describe
 
 from ..confirm import export_section, judged_by_others
 from ..storage.records import (ROC, TrialMetrics, fail_reason, stored_environment, stored_fingerprint,
-                               stored_reference)
+                               stored_own_code, stored_reference)
 from ..storage.urls import redact
 from ..study import OpenStudy, best_trials
 from ..studyfile import StudyDefinition
@@ -216,5 +216,7 @@ def reproducibility(study: optuna.Study, definition: StudyDefinition, confirmati
         "seeds": {"study": definition.study.seed,
                   "confirmation": (confirmation or {}).get("seeds", [])},
         "assets_fingerprint": stored_fingerprint(study),
+        # the user's plug-ins and trained victim the study ran with, each with the SHA-256 of its source or file
+        "own_code": stored_own_code(study)[0],
         "definition_toml": definition_toml(definition),
     }

@@ -318,12 +318,21 @@ def environment_rows(label: str, env: dict[str, Any] | None) -> list[tuple[str, 
     return [(label, f"Python {env['python']} on {env['platform']}; {env['device']}"), (f"{label}: packages", packages)]
 
 
+def own_code_text(own: dict[str, Any]) -> str:
+    """The user's plug-ins and checkpoint by SHA-256 (what an auditor compares with the files they were given)."""
+    if not own:
+        return "none: built-in model and data"
+    return "; ".join(f"{kind} {entry.get('reference') or entry.get('path')} (sha256 {entry.get('sha256', '?')})"
+                     for kind, entry in sorted(own.items()))
+
+
 def reproducibility_section(doc: dict[str, Any]) -> str:
     r = doc["reproducibility"]
     rows = [*environment_rows("study ran with", r["study_environment"]),
             *environment_rows("report written with", r["report_environment"]),
             ("seeds", f"study {r['seeds']['study']}; confirmation {r['seeds']['confirmation'] or 'none'}"),
             ("assets fingerprint", r["assets_fingerprint"] or "not recorded (no shared work has run)"),
+            ("own code", own_code_text(r.get("own_code") or {})),
             ("report generated", doc["generated_at"]), ("format", doc["format"])]
     return ("<h2 id='reproducibility'>Reproducibility</h2>" + definition_list(rows)
             + "<h3>Study definition (a study file <code>wemem launch</code> reads)</h3>"

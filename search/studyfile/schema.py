@@ -60,7 +60,8 @@ class DataSection(_Section):
     dataset: str = _EXPERIMENT.dataset
     data_root: str | None = None
     shadows: int = Field(_EXPERIMENT.shadows, ge=1)
-    label: str | None = Field(None, min_length=1, description="a table's label column (csv:, parquet:)")
+    label: str | None = Field(None, min_length=1, description="a table's label column (csv:, parquet:); default "
+                                                              "'label'")
     member_column: str | None = Field(None, min_length=1, description="a table's column marking the rows a "
                                                                       "[model] checkpoint was trained on")
 
@@ -183,9 +184,6 @@ class StudyDefinition(_Section):
 
     @model_validator(mode="after")
     def _table_has_label(self) -> "StudyDefinition":
-        if dataset_key(self.data.dataset) in ("csv:", "parquet:") and self.data.label is None:
-            raise ValueError(f"data.dataset {self.data.dataset!r} is a table: set data.label to the name of its label "
-                             "column")
         if self.model.checkpoint is not None and dataset_key(self.data.dataset) in ("csv:", "parquet:") \
                 and self.data.member_column is None:
             raise ValueError("model.checkpoint replaces the victim's pretraining, so the table must say which rows "

@@ -34,6 +34,7 @@ from .loaders import MIN_NPZ_SAMPLES, check_arrays, check_class_counts, official
 from .registry import (DATASETS, DataOptions, Loader, Pools, dataset_key, is_plugin_dataset, seeded_permutation,
                        split_train_test)
 
+DEFAULT_LABEL = "label"  # a table's label column unless [data] label names another
 MAX_MATERIALIZED_BYTES = 4 * 2**30  # a Dataset is read into one float32 tensor; beyond 4 GiB, use arrays on disk
 LOADER_CALL = "loader(data_root, seed)"
 RESULT_FORMS = ("(x, y), {'train': (x, y), 'test': (x, y)}, {'x': x, 'y': y, 'members': mask} or a map-style "
@@ -86,6 +87,8 @@ def member_pools(name: str, x: np.ndarray, y: np.ndarray, members: np.ndarray, s
     members, at most half of the non-members); E is the other non-members (the RMIA population, every model's
     dev and test sets). :func:`wemem.data.make_study_split` then gives the victim all of the members.
     """
+    if members.dtype.kind in "iu" and set(np.unique(members).tolist()) <= {0, 1}:
+        members = members.astype(bool)  # 1/0 as well as true/false
     require(members.dtype == bool and members.shape == y.shape,
             f"{name}: the member mask must be one true/false value per sample ({len(y)}), found "
             f"{members.dtype} of shape {list(members.shape)}")
@@ -144,7 +147,10 @@ def materialize(dataset: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
     for i in range(n):
         sample, label = dataset[i]
         samples.append(torch.as_tensor(as_array(sample, source, f"sample {i}"), dtype=torch.float32))
-        labels.append(int(label))
+        try:
+            labels.append(int(label))
+        except (TypeError, ValueError):
+            raise WememError(f"{source}: item {i}'s label is {label!r}; labels must be the integers 0..C-1") from None
     shapes = {tuple(s.shape) for s in samples}
     require(len(shapes) == 1, f"{source}: the Dataset's samples have different shapes {sorted(shapes)[:3]}; "
                               f"resize or pad them to one shape")
@@ -339,10 +345,12 @@ def load_table(kind: str, path: Path, seed: int, options: DataOptions) -> Pools:
     name = f"{kind}:{path}"
     frame = read_table(kind, path)
     columns = ", ".join(map(str, frame.columns))
-    require(options.label is not None, f"dataset {name!r} needs its label column: set [data] label = \"COLUMN\" "
-                                       f"(wemem run: --label COLUMN); the columns are: {columns}")
-    require(options.label in frame.columns, f"dataset {name!r}: no label column {options.label!r}; the columns are: "
-                                            f"{columns}")
+    label = options.label or DEFAULT_LABEL
+    require(label in frame.columns,
+            f"dataset {name!r}: no label column {label!r}{' (the default)' if options.label is None else ''}; name "
+            f"the table's label column with [data] label = \"COLUMN\" (wemem run: --label COLUMN); the columns "
+            f"are: {columns}")
+    options = dataclasses.replace(options, label=label)
     labels = frame[options.label]
     require(labels.nunique(dropna=True) >= 2, f"dataset {name!r}: the label column {options.label!r} is constant "
                                               f"({_plain(labels.dropna().iloc[0]) if labels.notna().any() else 'empty'!r}); "

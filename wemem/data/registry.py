@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import WememError, require
+from ..plugins import is_reference
 from ..registry import Registry
 
 
@@ -30,7 +31,7 @@ class Pools:
     # split then gives the victim exactly these, and keeps every other model's data and the targets out of them
     members: torch.Tensor | None = None
     # how a table became these tensors (wemem.data.custom.fit_encoding), stored with the study for apply
-    encoding: dict | None = None
+    encoding: dict | None = field(default=None, compare=False)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -82,8 +83,7 @@ def resolve_dataset_path(dataset: str, base: str) -> str:
 
 
 def is_plugin_dataset(dataset: str) -> bool:
-    from ..plugins import is_reference
-
+    """A loader plug-in ``package.module:loader`` (not a registered name or prefix)."""
     return not dataset_key(dataset).endswith(":") and dataset not in DATASETS and is_reference(dataset)
 
 
