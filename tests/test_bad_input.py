@@ -470,6 +470,10 @@ OWN_CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
      ["csv"]),
     ("run-table-without-label", lambda p: ["run", "--dataset", table_file(p, label=None, kind=Y), "--serial"],
      ["no label column 'label'", "--label COLUMN"]),
+    ("sampler-unknown", lambda p: ["launch", study_file(p, name="own", study={"sampler": "cmaes"})],
+     ["study.sampler", "'tpe', 'random', 'gp' or 'nsgaii'"]),
+    ("sampler-nsgaii-single-objective", lambda p: ["launch", study_file(p, name="own", study={"sampler": "nsgaii"})],
+     ["nsgaii", "objective.mode 'pareto'"]),
     ("run-plugin-model-missing", lambda p: ["run", "--model", "nosuchmodule:Net", "--serial"],
      ["cannot import module 'nosuchmodule'"]),
 ]

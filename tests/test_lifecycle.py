@@ -282,3 +282,41 @@ def test_trial_timeout_is_a_study_setting_outside_its_identity():
     assert limited.search.trial_timeout_s == 3600 and definition_differences(DEFINITION, limited) == []
     with pytest.raises(Exception, match="trial_timeout_s"):
         parse_study({**DEFINITION.model_dump(), "search": {**DEFINITION.search.model_dump(), "trial_timeout_s": 0}})
+
+
+# ---------------------------------------------------------------------------------- samplers (issue 23, part 3)
+
+
+@pytest.mark.parametrize("sampler, mode", [("tpe", "constrained"), ("gp", "weighted"), ("random", "constrained"),
+                                           ("nsgaii", "pareto"), ("gp", "pareto")])
+def test_each_sampler_drives_the_conditional_space_of_two_defenses(sampler: str, mode: str):
+    import warnings
+
+    from search.study.lifecycle import make_sampler
+    from search.studyfile import suggest_setting
+
+    definition = parse_study({"study": {"name": "s", "n_trials": 8, "sampler": sampler}, "objective": {"mode": mode},
+                              "search": {"defenses": ["rsw", "rmr"]}})
+    directions = ["minimize", "maximize"] if mode == "pareto" else ["minimize"]
+    study = optuna.create_study(directions=directions, sampler=make_sampler(definition, creator=True))
+    seen = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecated or experimental argument of ours
+        for _ in range(8):
+            trial = study.ask()
+            defense, settings = suggest_setting(trial, ["rsw", "rmr"])
+            seen.add(defense)
+            value = sum(v for v in settings.values() if isinstance(v, float))
+            study.tell(trial, [value, -value] if mode == "pareto" else value)
+    assert len(study.trials) == 8 and seen <= {"rsw", "rmr"}
+
+
+def test_the_startup_count_follows_the_budget_and_the_sampler_is_part_of_the_identity():
+    from search.study import definition_differences
+    from search.study.lifecycle import make_sampler, startup_trials
+
+    assert [startup_trials(n) for n in (1, 8, 16, 32, 400)] == [2, 2, 4, 8, 10]
+    tpe = parse_study({"study": {"name": "s", "n_trials": 16}})
+    assert make_sampler(tpe, creator=True)._n_startup_trials == 4
+    gp = parse_study({"study": {"name": "s", "n_trials": 16, "sampler": "gp"}})
+    assert definition_differences(tpe, gp) == ["study.sampler: stored 'tpe', file 'gp'"]

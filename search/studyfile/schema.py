@@ -44,7 +44,9 @@ class StudySection(_Section):
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.\-]+$")
     n_trials: int = Field(20, ge=1)
     seed: int = Field(_EXPERIMENT.seed, ge=0, le=MAX_SEED)
-    sampler: Literal["tpe", "random"] = "tpe"
+    # tpe (multivariate, grouped), random, gp (Optuna's GPSampler), nsgaii (pareto studies only); see
+    # search.study.lifecycle.make_sampler
+    sampler: Literal["tpe", "random", "gp", "nsgaii"] = "tpe"
 
 
 def known(check: Any, value: str) -> str:
@@ -193,6 +195,13 @@ class StudyDefinition(_Section):
     @model_validator(mode="after")
     def _space_overrides_valid(self) -> "StudyDefinition":
         validate_overrides(self.search.space)
+        return self
+
+    @model_validator(mode="after")
+    def _nsgaii_for_pareto(self) -> "StudyDefinition":
+        if self.study.sampler == "nsgaii" and self.objective.mode != "pareto":
+            raise ValueError(f"study.sampler 'nsgaii' is a multi-objective sampler: it needs objective.mode 'pareto' "
+                             f"(this study's is {self.objective.mode!r}); use 'tpe', 'gp' or 'random'")
         return self
 
     @model_validator(mode="after")
