@@ -26,7 +26,7 @@ import torch
 from filelock import FileLock
 
 from .config import ExperimentConfig
-from .data import ModelSplit, Pools, StudySplit, load_dataset, make_study_split
+from .data import ModelSplit, Pools, StudySplit, make_study_split
 from .faults import failpoint
 from .files import Content, check_writable_folder, create_folder, write_atomically
 from .memscore import ImportOrder, check_memscore_order, compute_memscores, memscores_csv_text, read_memscores_csv
@@ -224,7 +224,7 @@ def check_inputs(config: ExperimentConfig, cache_dir: str | Path) -> Pools:
     """What the shared work needs, checked before anything is created or started: the dataset (loaded; the
     loaders name the file and the fix), the model against its samples, the checkpoint against the model, and a
     writable cache folder."""
-    pools = load_dataset(config.dataset, config.data_root, config.seed, config.data_options())
+    pools = config.load_pools()
     check_model_fits(config.model, pools.input_shape, pools.num_classes, config.base_dir)
     if config.checkpoint is not None:
         victim_checkpoint(config, pools)
@@ -260,7 +260,7 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
     as arguments.
     """
     directory = cache_path(config, cache_dir)
-    pools = load_dataset(config.dataset, config.data_root, config.seed, config.data_options())
+    pools = config.load_pools()
     create_folder(directory, "--cache-dir")  # after the data is checked: bad data leaves no empty cache folder
     with FileLock(str(directory / ".lock")):
         write_atomically(directory / "config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True))
@@ -313,7 +313,7 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
 def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: str | Path,
                      order: ImportOrder = "auto") -> torch.Tensor:
     """Validate a mem-score CSV against the dataset (length, values, row order) and install it in the study cache."""
-    pools = load_dataset(config.dataset, config.data_root, config.seed, config.data_options())
+    pools = config.load_pools()
     scores = read_memscores_csv(csv_file, expected_length=pools.n_train)
     check_memscore_order(csv_file, pools, config.dataset, order)
     save_memscores(scores, config, cache_dir)

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field
 from torch import nn
 
 from . import plugins
-from .data import SPLIT_VERSION, DataOptions, Pools, is_plugin_dataset
-from .models import MODELS, TORCHVISION, build_model
+from .data import SPLIT_VERSION, DataOptions, Pools, is_plugin_dataset, load_dataset
+from .models import build_model, is_plugin_model
 from .training import TrainConfig
 
 # Seeds are offset (seed + k per shadow, + 1000 per confirmation seed) and fed to numpy (non-negative only) and to
@@ -70,14 +70,17 @@ class ExperimentConfig:
         """This experiment's model, built for the pools' samples and classes (plug-ins from ``base_dir``)."""
         return build_model(self.model, pools.input_shape, pools.num_classes, self.base_dir)
 
-    def data_options(self, encoding: dict | None = None) -> DataOptions:
-        return DataOptions(self.label, self.member_column, self.checkpoint is not None, self.base_dir,
-                           encoding if encoding is not None else self.encoding)
+    def data_options(self) -> DataOptions:
+        return DataOptions(self.label, self.member_column, self.checkpoint is not None, self.base_dir, self.encoding)
+
+    def load_pools(self) -> Pools:
+        """This experiment's dataset, with its table, member and plug-in options."""
+        return load_dataset(self.dataset, self.data_root, self.seed, self.data_options())
 
     def plugin_references(self) -> dict[str, str]:
         """The plug-ins named by import path: {"model": ref} and/or {"dataset": ref}."""
         found = {}
-        if self.model not in MODELS and not self.model.startswith(TORCHVISION) and plugins.is_reference(self.model):
+        if is_plugin_model(self.model):
             found["model"] = self.model
         if is_plugin_dataset(self.dataset):
             found["dataset"] = self.dataset

@@ -310,11 +310,9 @@ def describe(scores) -> str:
 
 def own_order(config: ExperimentConfig) -> str:
     """The T fingerprint our exports carry in their header, so an import can verify their row order."""
-    from wemem.data import load_dataset
     from wemem.memscore import training_pool_fingerprint
 
-    return training_pool_fingerprint(load_dataset(config.dataset, config.data_root, config.seed,
-                                                  config.data_options()))
+    return training_pool_fingerprint(config.load_pools())
 
 
 def write_scores_out(scores, out: Path, config: ExperimentConfig) -> str:

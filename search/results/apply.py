@@ -160,6 +160,14 @@ def load_export(path: str | Path, trial: int | None = None,
                 warn: Echo | None = None) -> tuple[dict[str, Any], StudyDefinition]:
     """The exported setting and the study definition it came from; every problem is a WememError. ``warn``
     receives the warning of an edited export."""
+    record, definition, _document, _checkpoint = read_checked_export(path, trial, warn)
+    return record, definition
+
+
+def read_checked_export(path: str | Path, trial: int | None = None, warn: Echo | None = None
+                        ) -> tuple[dict[str, Any], StudyDefinition, dict[str, Any], str | None]:
+    """:func:`load_export` with the export itself and the checkpoint file here (None: the study pretrained its
+    victim): one read of the file and one check of the plug-ins' sources for ``apply``."""
     document = read_export(path)
     record = select_record(document, trial, str(path))
     definition = definition_from_export(document, str(path))
@@ -168,13 +176,13 @@ def load_export(path: str | Path, trial: int | None = None,
     except (TypeError, ValueError) as error:
         raise WememError(f"export file {path}: the {record['defense']} settings {record['settings']} are invalid "
                          f"({error}); re-export it with `wemem export`") from None
-    check_own_code(document, definition, str(path))  # plug-ins and checkpoint: before anything is imported
+    checkpoint = check_own_code(document, definition, str(path))  # plug-ins and checkpoint: before any import
     if "encoding" in document:
         check_encoding(document["encoding"], f"export file {path}")
     warning = edited_warning(document, str(path))
     if warn is not None and warning is not None:
         warn(warning)
-    return record, definition
+    return record, definition, document, checkpoint
 
 
 OUTPUT_FILES = ("model.pt", "evaluation.json")
@@ -192,9 +200,7 @@ def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_roo
     in-process without one)."""
 
     check_apply_out(out_dir)  # before minutes of work
-    record, definition = load_export(path, trial, warn=echo)
-    document = read_export(path)
-    checkpoint = check_own_code(document, definition, str(path))  # before any plug-in is imported
+    record, definition, document, checkpoint = read_checked_export(path, trial, warn=echo)
     spec = definition.trial_spec(cache_dir, data_root)
     own = {"checkpoint": checkpoint, "encoding": document.get("encoding")}
     spec = dataclasses.replace(spec, experiment=dataclasses.replace(spec.experiment, **own))

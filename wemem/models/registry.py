@@ -27,10 +27,15 @@ TORCHVISION = "torchvision:"
 FACTORY_CALL = "factory(input_shape, num_classes)"
 
 
+def is_plugin_model(name: str) -> bool:
+    """A factory plug-in ``package.module:factory`` (not a registered name or ``torchvision:NAME``)."""
+    return name not in MODELS and not name.startswith(TORCHVISION) and plugins.is_reference(name)
+
+
 def check_model_name(name: str) -> str:
     """``name`` when it can name a model at all (registered, torchvision:NAME or an import path), else the
     unknown-name error; whether it imports and fits is :func:`check_model_fits`'s question."""
-    if name in MODELS or name.startswith(TORCHVISION) or plugins.is_reference(name):
+    if name in MODELS or name.startswith(TORCHVISION) or is_plugin_model(name):
         return name
     raise WememError(f"unknown model {name!r}; choose one of: {', '.join(MODELS.names())}, torchvision:NAME (any "
                      f"torchvision classification model), or your own factory as package.module:factory")
