@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 
 from objectives import ObjectiveConfig, leakage, score
 from search.results.report import pareto_front
-from search.studyfile import REFERENCE_SETTINGS, SPACES, reference_params, suggest_setting
+from search.studyfile import REFERENCE_SETTINGS, reference_params, suggest_setting
+from search.studyfile.spaces import STRIDE, derive_window, setting_params
 from search.storage import redact
 from search.studyfile import parse_study
 from wemem.defenses import make_defense
@@ -59,19 +62,72 @@ def test_pareto_front_by_hand():
     assert pareto_front(np.array(points)).tolist() == [1, 0, 3]
 
 
-def test_spaces_sample_valid_settings_for_every_defense():
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(40):
+SEARCHABLE = ["swmr", "rsw", "rmr", "ppb", "advreg", "dpsgd", "relaxloss", "hamp"]
+
+
+@pytest.mark.parametrize("sampler", [optuna.samplers.RandomSampler(seed=0),
+                                     optuna.samplers.TPESampler(seed=0, n_startup_trials=5, multivariate=True,
+                                                                group=True)])
+def test_spaces_sample_valid_settings_in_a_fixed_box(sampler):
+    """Every sampled setting is valid for its defense, and each parameter has one distribution in every trial:
+    no bound depends on another sample (the former space moved the width's low end with the stride)."""
+    study = optuna.create_study(sampler=sampler)
+    distributions: dict[str, set] = {}
+    for i in range(120):
         trial = study.ask()
-        defense, settings = suggest_setting(trial, ["swmr", "rsw", "rmr"])
-        make_defense(defense, settings)  # validates: stride < width, fractions in range
+        defense, settings = suggest_setting(trial, SEARCHABLE)
+        make_defense(defense, settings)  # validates: stride < width, every value in its defense's range
         if "stride_fraction" in settings:
-            assert settings["stride_fraction"] < settings["width_fraction"]
-        study.tell(trial, 0.5)
+            assert 0.005 <= settings["stride_fraction"] < settings["width_fraction"] - 0.005
+            assert "stride_ratio" not in settings
+        study.tell(trial, float(sum(v for v in settings.values() if isinstance(v, float))) % 1)
+    for trial in study.trials:
+        for name, distribution in trial.distributions.items():
+            distributions.setdefault(name, set()).add(repr(distribution))
+    assert all(len(found) == 1 for found in distributions.values()), distributions
+    assert "LogUniform" in next(iter(distributions["rsw.width_fraction"])) or "log=True" in next(
+        iter(distributions["rsw.width_fraction"]))
+
+
+def test_window_stride_is_a_fraction_of_the_width_clipped_to_its_bounds():
+    assert derive_window({"order": "l2h", "width_fraction": 0.22, "stride_ratio": 0.1}, STRIDE) == {
+        "order": "l2h", "width_fraction": 0.22, "stride_fraction": 0.022}
+    assert derive_window({"width_fraction": 0.05, "stride_ratio": 0.02}, STRIDE)["stride_fraction"] == 0.005  # 0.001
+    assert derive_window({"width_fraction": 0.8, "stride_ratio": 0.5}, STRIDE)["stride_fraction"] == 0.2  # 0.4
+    fixed = derive_window({"width_fraction": 0.3}, STRIDE.__class__(**{**STRIDE.__dict__, "fixed": 0.05}))
+    assert fixed == {"width_fraction": 0.3, "stride_fraction": 0.05}
+
+
+def test_reference_settings_round_trip_through_the_space():
+    """Enqueueing a defense's reference params makes the sampler return exactly the paper's setting."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for defense in REFERENCE_SETTINGS:
-        if defense in SPACES:
-            make_defense(defense, REFERENCE_SETTINGS[defense])
-            assert all(k.startswith(defense + ".") or k == "defense" for k in reference_params(defense, True))
+        assert all(k.startswith(defense + ".") or k == "defense" for k in reference_params(defense, True))
+        study.enqueue_trial(reference_params(defense, True))
+        trial = study.ask()
+        sampled_defense, settings = suggest_setting(trial, list(REFERENCE_SETTINGS))
+        assert sampled_defense == defense
+        fixed = {k: v for k, v in settings.items() if k not in REFERENCE_SETTINGS[defense]}
+        assert {k: settings[k] for k in REFERENCE_SETTINGS[defense]} == REFERENCE_SETTINGS[defense]
+        assert set(fixed) <= {"optimizer"}  # RMR's fixed optimizer is the only setting the paper's leave out
+        study.tell(trial, 0.5)
+    assert reference_params("rsw", False)["rsw.stride_ratio"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("settings, overrides, error", [
+    ({"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.18}, None, "stride_fraction / width_fraction = 0.6"),
+    ({"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.3}, None, "stride_fraction = 0.3 is not in"),
+    ({"order": "up", "width_fraction": 0.3, "stride_fraction": 0.03}, None, "order = 'up' is not among"),
+    ({"order": "l2h", "width_fraction": 0.9, "stride_fraction": 0.03}, None, "width_fraction = 0.9"),
+    ({"order": "l2h", "width_fraction": 0.3}, None, "stride_fraction = None"),
+    ({"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.03, "colour": 1}, None, "no setting colour"),
+    ({"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.03}, {"rsw": {"order": "h2l"}}, "fixed at 'h2l'"),
+    ({"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.03}, {"rsw": {"width_fraction": [0.4, 0.6]}},
+     "width_fraction = 0.3 is not in [0.4, 0.6]"),
+])
+def test_settings_outside_the_space_are_refused(settings, overrides, error):
+    with pytest.raises(ValueError, match=re.escape(error)):
+        setting_params("rsw", settings, False, overrides)
 
 
 def test_space_overrides_narrow_and_fix():
@@ -151,3 +207,17 @@ def test_dependencies_point_one_way():
             "print(sorted(m for m in ('optuna', 'ray', 'search') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_study_keeps_the_scale_its_first_trials_used():
+    """A study stored before width_fraction moved to a log scale resumes on its old scale: Optuna refuses one
+    parameter name with two scales in a study."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    old = study.ask({"rsw.width_fraction": optuna.distributions.FloatDistribution(0.05, 0.8),
+                     "rsw.stride_fraction": optuna.distributions.FloatDistribution(0.005, 0.2)})
+    study.tell(old, 0.5)
+    trial = study.ask()
+    _, settings = suggest_setting(trial, ["rsw"])
+    assert trial.distributions["rsw.width_fraction"].log is False  # the stored scale
+    assert trial.distributions["rsw.stride_ratio"].log is True  # a new parameter takes the new one
+    make_defense("rsw", settings)

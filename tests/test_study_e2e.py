@@ -132,7 +132,7 @@ def test_resume_fails_and_requeues_a_dead_launchers_trial(ray_session, options: 
     # a launcher on another machine died mid-trial: a RUNNING trial whose heartbeat is an hour old
     storage = options.open_storage()
     study = optuna.load_study(study_name="stale", storage=storage)
-    dead = study.ask({"rmr.risky_fraction": optuna.distributions.FloatDistribution(0.01, 0.5),
+    dead = study.ask({"rmr.risky_fraction": optuna.distributions.FloatDistribution(0.01, 0.5, log=True),
                       "rmr.lambda_mem": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True)})
     age_heartbeat(storage, study, dead.number, seconds=3600)
     params = dict(dead.params)

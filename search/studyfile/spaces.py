@@ -20,6 +20,9 @@ MIN_GAP = 0.005  # stride must stay strictly below width (SPEC section 10)
 
 @dataclass(frozen=True)
 class Param:
+    """One setting of a defense's space. ``derived``: not sampled, computed from other parameters (its bounds
+    clip the computed value; a study file may narrow them or fix the value, which then replaces the derivation)."""
+
     name: str
     low: float | None = None
     high: float | None = None
@@ -27,25 +30,39 @@ class Param:
     integer: bool = False
     choices: tuple[Any, ...] | None = None
     fixed: Any = None
+    derived: bool = False
 
-    def suggest(self, trial: optuna.Trial, key: str, low: float | None = None) -> Any:
+    def suggest(self, trial: optuna.Trial, key: str) -> Any:
         if self.fixed is not None:
             trial.set_user_attr(key, self.fixed)
             return self.fixed
         if self.choices is not None:
             return trial.suggest_categorical(key, list(self.choices))
-        low = self.low if low is None else max(self.low, low)
         if self.integer:
-            return trial.suggest_int(key, int(low), int(self.high), log=self.log)
-        return trial.suggest_float(key, low, self.high, log=self.log)
+            return trial.suggest_int(key, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(key, self.low, self.high, log=self.log)
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is a value this parameter may take (for warm starts)."""
+        if self.fixed is not None:
+            return value == self.fixed
+        if self.choices is not None:
+            return value in self.choices
+        return _is_number(value) and self.low <= value <= self.high and (not self.integer or float(value).is_integer())
 
 
-WINDOW = (Param("order", choices=("h2l", "l2h")), Param("stride_fraction", 0.005, 0.2),
-          Param("width_fraction", 0.05, 0.8))
+# The window is sampled in a fixed box: the width, and the stride as a fraction of the width (stride_ratio), both
+# on log scales (halving a window matters as much at 0.1 as at 0.6). The stride a defense receives,
+# stride_fraction = stride_ratio * width_fraction, is derived and clipped to the SPEC's [0.005, 0.2]; with the
+# ratio at most 0.5 and the width at least 0.05 it always stays below the width by more than MIN_GAP. The former
+# space sampled the stride first and moved the width's lower bound with it, a box TPE's densities model badly.
+STRIDE = Param("stride_fraction", 0.005, 0.2, derived=True)
+WINDOW = (Param("order", choices=("h2l", "l2h")), Param("width_fraction", 0.05, 0.8, log=True),
+          Param("stride_ratio", 0.02, 0.5, log=True), STRIDE)
 # RMR's optimizer is fixed to the defense's default (see docs/deviations.md for the comparison behind it); a study
 # may search both with `optimizer = ["two_adam", "single"]` or fix the other one.
 RMR_OPTIMIZER = Param("optimizer", choices=("two_adam", "single"), fixed=RiskSettings.model_fields["optimizer"].default)
-RISK = (Param("risky_fraction", 0.01, 0.5), Param("lambda_mem", 1e-3, 1.0, log=True), RMR_OPTIMIZER)
+RISK = (Param("risky_fraction", 0.01, 0.5, log=True), Param("lambda_mem", 1e-3, 1.0, log=True), RMR_OPTIMIZER)
 
 def installed_space(name: str) -> tuple[Param, ...] | None:
     """The search space an installed package's defense (a ``wemem.defenses`` entry point) declares as its class
@@ -89,9 +106,9 @@ BUILT_IN_SPACES: dict[str, tuple[Param, ...]] = {
     "swmr": WINDOW + RISK,
     # the five baselines (SPEC sections 8 and 10)
     "ppb": (Param("lambda_kl", 0.5, 16.0, log=True),),
-    "advreg": (Param("theta", 0.5, 8.0), Param("k", 1, 10, integer=True)),  # k: inference steps per classifier step
-    "dpsgd": (Param("sigma", 0.1, 4.0, log=True), Param("clip", 0.5, 5.0)),
-    "relaxloss": (Param("alpha", 0.1, 3.0),),
+    "advreg": (Param("theta", 0.5, 8.0, log=True), Param("k", 1, 10, integer=True)),  # k: inference steps per classifier step
+    "dpsgd": (Param("sigma", 0.1, 4.0, log=True), Param("clip", 0.5, 5.0, log=True)),
+    "relaxloss": (Param("alpha", 0.1, 3.0, log=True),),
     "hamp": (Param("gamma", 0.3, 0.99), Param("alpha", 1e-3, 1.0, log=True)),
 }
 SPACES: dict[str, tuple[Param, ...]] = _Spaces(BUILT_IN_SPACES)
@@ -162,15 +179,14 @@ def _bounds(param: Param, value: Any) -> tuple[float, float]:
 
 
 def _check_window(defense: str, stride: tuple[float, float], width: tuple[float, float]) -> None:
-    """Every stride the sampler may draw must leave a width: the width is sampled from [stride + MIN_GAP, width
-    high] after the stride (a fixed width is used as it is), so the stride's high end must fit below it."""
-    fixed_width = width[0] == width[1]
-    room = width[0] if fixed_width else width[1]
-    if stride[1] + MIN_GAP > room:
-        raise ValueError(f"search.space.{defense}: stride_fraction (up to {stride[1]}) must stay below "
-                         f"width_fraction ({'fixed at' if fixed_width else 'up to'} {room}) by at least {MIN_GAP} "
-                         f"for every sampled stride; lower the stride's high end to at most {room - MIN_GAP:g} or "
-                         f"raise the width's")
+    """Every width the sampler may draw must leave room for the stride: the derived stride is clipped to the
+    stride's bounds, so its lowest value (or a fixed stride) must stay below the lowest width by MIN_GAP."""
+    fixed_stride = stride[0] == stride[1]
+    if stride[0] + MIN_GAP > width[0]:
+        raise ValueError(f"search.space.{defense}: stride_fraction ({'fixed at' if fixed_stride else 'from'} "
+                         f"{stride[0]}) must stay below width_fraction (from {width[0]}) by at least {MIN_GAP} for "
+                         f"every sampled width; lower the stride to at most {width[0] - MIN_GAP:g} or raise the "
+                         f"width's low end to at least {stride[0] + MIN_GAP:g}")
 
 
 def validate_overrides(overrides: dict[str, dict[str, Any]]) -> None:
@@ -189,24 +205,96 @@ def validate_overrides(overrides: dict[str, dict[str, Any]]) -> None:
                           _bounds(names["width_fraction"], values.get("width_fraction")))
 
 
+def derive_window(settings: dict[str, Any], stride: Param) -> dict[str, Any]:
+    """The stride a defense receives from the sampled width and stride ratio (see STRIDE): ratio * width, clipped
+    to the stride's bounds; a fixed stride is used as it is. Returns the settings without the ratio."""
+    result = {k: v for k, v in settings.items() if k != "stride_ratio"}
+    if stride.fixed is not None:
+        result["stride_fraction"] = stride.fixed
+    else:
+        raw = settings["stride_ratio"] * settings["width_fraction"]
+        result["stride_fraction"] = float(f"{min(max(raw, stride.low), stride.high):.10g}")  # 0.1*0.22 -> 0.022
+    return result
+
+
+def recorded_scales(trial: optuna.Trial) -> dict[str, bool]:
+    """Whether each parameter the trial's study has already recorded is on a log scale. Optuna refuses one
+    parameter name with two scales in a study, so a study created before a parameter moved to a log scale keeps
+    the scale of its first trials when resumed (its stored trials read and rank as they are)."""
+    study = getattr(trial, "study", None)
+    scales: dict[str, bool] = {}
+    for earlier in study.get_trials(deepcopy=False) if study is not None else []:
+        for name, distribution in earlier.distributions.items():
+            if name not in scales and hasattr(distribution, "log"):
+                scales[name] = distribution.log
+    return scales
+
+
 def suggest_setting(trial: optuna.Trial, defenses: Sequence[str],
                     overrides: dict[str, dict[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
-    """Sample (defense, settings) define-by-run. The defense is a categorical parameter when several are given."""
+    """Sample (defense, settings) define-by-run. The defense is a categorical parameter when several are given;
+    every other parameter has bounds of its own (a fixed box), so TPE's and GP's models see a fixed space."""
     defense = defenses[0] if len(defenses) == 1 else trial.suggest_categorical("defense", list(defenses))
+    params = {param.name: param for param in space_for(defense, overrides)}
+    stride = params.get("stride_fraction")
+    scales = recorded_scales(trial)
     settings: dict[str, Any] = {}
-    for param in space_for(defense, overrides):
-        low = None
-        if param.name == "width_fraction" and "stride_fraction" in settings:
-            low = settings["stride_fraction"] + MIN_GAP  # keeps stride strictly below width
-        settings[param.name] = param.suggest(trial, f"{defense}.{param.name}", low)
+    for param in params.values():
+        if param.derived or (param.name == "stride_ratio" and stride is not None and stride.fixed is not None):
+            continue  # a fixed stride needs no ratio
+        key = f"{defense}.{param.name}"
+        settings[param.name] = replace(param, log=scales.get(key, param.log)).suggest(trial, key)
+    if stride is not None:
+        settings = derive_window(settings, stride)
     trial.set_user_attr("defense", defense)
     trial.set_user_attr("settings", settings)
     return defense, settings
 
 
-def reference_params(defense: str, multiple: bool) -> dict[str, Any]:
-    """The Optuna params that reproduce the defense's reference setting (for ``study.enqueue_trial``)."""
-    params = {f"{defense}.{k}": v for k, v in REFERENCE_SETTINGS[defense].items()}
+def _where(param: Param) -> str:
+    if param.fixed is not None:
+        return f"fixed at {param.fixed!r}"
+    return f"among {list(param.choices)}" if param.choices is not None else f"in [{param.low:g}, {param.high:g}]"
+
+
+def setting_params(defense: str, settings: dict[str, Any], multiple: bool,
+                   overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The Optuna params that make :func:`suggest_setting` return ``settings`` (for ``study.enqueue_trial``): the
+    inverse of the sampling, so a warm start is checked against the study's space exactly as a sample would be.
+    A ValueError names each setting the space cannot produce."""
+    params = {param.name: param for param in space_for(defense, overrides)}
+    unknown = sorted(set(settings) - set(params) - {"stride_ratio"})
+    if unknown:
+        raise ValueError(f"{defense} has no setting {', '.join(unknown)} in the search space (its settings: "
+                         f"{', '.join(n for n in params if n != 'stride_ratio')})")
+    values, stride = dict(settings), params.get("stride_fraction")
+    sampled = [p for p in params.values() if not p.derived]
+    if stride is not None:
+        if not stride.contains(values.get("stride_fraction")):
+            raise ValueError(f"{defense}.stride_fraction = {values.get('stride_fraction')!r} is not {_where(stride)} "
+                             "as this study's space allows")
+        if stride.fixed is not None:
+            sampled = [p for p in sampled if p.name != "stride_ratio"]
+        elif _is_number(values.get("width_fraction")):  # else the width's own check below names it
+            # 9 decimals: the ratio of a sampled stride is exact only up to the derivation's rounding
+            values["stride_ratio"] = round(values.pop("stride_fraction") / values["width_fraction"], 9)
+    out: dict[str, Any] = {}
+    for param in sampled:
+        shown = "stride_fraction / width_fraction" if param.name == "stride_ratio" else param.name
+        if param.name not in values:
+            if param.fixed is None:
+                raise ValueError(f"{defense}: the setting gives no {shown}")
+            continue
+        if not param.contains(values[param.name]):
+            raise ValueError(f"{defense}.{shown} = {values[param.name]!r} is not {_where(param)} as this study's "
+                             "space allows")
+        if param.fixed is None:
+            out[f"{defense}.{param.name}"] = values[param.name]
     if multiple:
-        params["defense"] = defense
-    return params
+        out["defense"] = defense
+    return out
+
+
+def reference_params(defense: str, multiple: bool, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The Optuna params that reproduce the defense's reference setting (for ``study.enqueue_trial``)."""
+    return setting_params(defense, REFERENCE_SETTINGS[defense], multiple, overrides)
