@@ -142,10 +142,12 @@ def results(name: str, *, storage: str | None = None, cache_dir: str | None = No
 
 
 def confirm(name: str, *, top: int = 1, seeds: int = 3, attacks: Sequence[str] | None = None,
+            compare: tuple[str, dict[str, Any]] | None = None,
             storage: str | None = None, cache_dir: str | None = None, data_root: str | None = None,
             ray_address: str | None = None, echo: Echo = quiet) -> dict[str, Any]:
-    """Re-evaluate the best ``top`` settings and the reference on ``seeds`` fresh seeds, like ``wemem confirm``;
-    returns the stored summary (``candidates`` with means, 95% intervals and paired differences)."""
+    """Re-evaluate the best ``top`` settings, the paper's default (or ``compare``, a defense and its settings)
+    and the reference on ``seeds`` fresh seeds, like ``wemem confirm``; returns the stored summary
+    (``candidates`` with means, 95% intervals and paired differences, ``verdict`` the tuned-vs-default answer)."""
     from wemem.attacks import ATTACKS, parse_attack_names
 
     from .confirm import confirm as confirm_study
@@ -153,7 +155,7 @@ def confirm(name: str, *, top: int = 1, seeds: int = 3, attacks: Sequence[str] |
     judges = None if attacks is None else parse_attack_names(",".join(attacks), ATTACKS.names())
     opened = open_study(name, _options(storage, cache_dir, data_root, ray_address))
     _quiet_libraries()
-    return confirm_study(opened, top, seeds, echo, judges)
+    return confirm_study(opened, top, seeds, echo, judges, compare)
 
 
 def export(name: str, path: str | Path, *, storage: str | None = None) -> Path:

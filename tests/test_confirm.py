@@ -18,7 +18,10 @@ from objectives import ObjectiveConfig, TrialSpec
 from search.confirm import (REFERENCE, Candidate, SeedResult, candidates, confirm_with, confirmation_seeds,
                             confirm_study, constraint_verdict, judged_by, known_results, stored_confirmations,
                             suite_fields, suite_key, t_interval)
+from search.confirm.candidates import named_comparison
+from search.confirm.statistics import comparison_verdict
 from search.results.text import confirmed_lines as summary_lines
+from search.results.text import stored_confirmation_lines
 from search.study import top_trials
 from wemem.attacks import ATTACKS
 from wemem.config import ExperimentConfig, PruningConfig
@@ -77,7 +80,7 @@ def synthetic_evaluator(jobs: list[tuple[Candidate, int]]) -> Iterator[tuple[int
     an evaluator may yield them in any order)."""
     results = []
     for candidate, seed in jobs:
-        rng = np.random.default_rng([seed, 0 if candidate.is_reference else candidate.trial_number + 1])
+        rng = np.random.default_rng([seed, 0 if candidate.is_reference else 1 + (candidate.trial_number or 999)])
         truth = REFERENCE_LEAKAGE if candidate.is_reference else true_leakage(candidate.settings["width_fraction"])
         results.append(SeedResult(0.90 - (0 if candidate.is_reference else 0.01) + rng.normal(0, 0.005),
                                   truth + rng.normal(0, NOISE), "conf"))
@@ -124,6 +127,91 @@ def test_top_trials_prefers_feasible_and_counts_a_setting_once():
         top_trials(optuna.create_study(), 1)
 
 
+# ------------------------------------------------------------------------------ tuned against the default
+
+
+def with_defaults(study: optuna.Study, *widths: float) -> list[int]:
+    """Add the paper's enqueued defaults (warm_start = reference) as they would run: noisy evaluations."""
+    numbers = []
+    for width in widths:
+        privacy = true_leakage(width) + 0.01
+        study.add_trial(create_trial(
+            value=privacy, params={"rsw.width_fraction": width},
+            distributions={"rsw.width_fraction": FloatDistribution(0.05, 0.8)},
+            user_attrs={"defense": "rsw", "settings": {"width_fraction": width}, "utility": 0.89, "privacy": privacy,
+                        "strongest_attack": "conf", "feasible": True, "warm_start": "reference"},
+            system_attrs={"constraints": [-0.01]}))
+        numbers.append(study.trials[-1].number)
+    return numbers
+
+
+def test_candidates_judge_tuning_against_the_best_paper_default():
+    study = noisy_study(n_trials=12)
+    worse, better = with_defaults(study, 0.05, 0.45)  # true leakage 0.6041 and 0.60005: the second ranks first
+    chosen = candidates(study, k=2)
+    assert [c.role for c in chosen] == ["reference", "tuned", "tuned", "default"]
+    assert chosen[-1].trial_number == better and chosen[-1].is_comparison
+    # the default is the study's best: it is marked, not added twice, and the best tuned setting joins it
+    study.add_trial(create_trial(value=0.0, params=study.trials[better].params,
+                                 distributions=study.trials[better].distributions,
+                                 user_attrs={**study.trials[better].user_attrs, "settings": {"width_fraction": 0.5}},
+                                 system_attrs={"constraints": [-0.01]}))
+    best_default = study.trials[-1].number
+    chosen = candidates(study, k=1)
+    assert [(c.role, c.trial_number) for c in chosen[:2]] == [("reference", None), ("default", best_default)]
+    assert chosen[2].role == "tuned" and chosen[2].trial_number not in (worse, better, best_default)
+    # a named setting replaces the default; a study without defaults has no comparison
+    named = candidates(study, 1, named_comparison("rsw", {"width_fraction": 0.3}))
+    assert [c.role for c in named] == ["reference", "tuned", "comparison"] and named[1].trial_number == best_default
+    assert all(c.role in ("reference", "tuned") for c in candidates(noisy_study(5), 3))
+
+
+def test_tuned_minus_default_is_paired_stored_exported_and_printed():
+    study = noisy_study(n_trials=12)
+    with_defaults(study, 0.05)
+    spec = study_spec()
+    summary = confirm_study(study, spec, spec, candidates(study, 1), [1007, 2007, 3007], synthetic_evaluator, 0.02,
+                            lambda message: None)
+    tuned = next(e for e in summary["candidates"] if e["role"] == "tuned")
+    default = next(e for e in summary["candidates"] if e["role"] == "default")
+    assert "vs_comparison" not in default and summary["comparison"]["label"] == default["label"]
+    paired = [t["privacy"] - d["privacy"] for t, d in zip(tuned["per_seed"], default["per_seed"])]
+    assert tuned["vs_comparison"]["privacy"]["mean"] == pytest.approx(float(np.mean(paired)))
+    assert tuned["vs_comparison"]["privacy"] == t_interval(paired)
+    stored = study.user_attrs["confirmation"]
+    assert stored["verdict"] == comparison_verdict(stored) and "the paper's default" in stored["verdict"]
+    from search.confirm import export_section
+
+    assert export_section(study, [study.best_trial.number])["verdict"] == stored["verdict"]
+    assert stored["verdict"] in "\n".join(summary_lines(stored))  # confirm prints it
+    assert any(stored["verdict"] in line for line in stored_confirmation_lines(study))  # status prints it
+    assert f"vs {default['label']}: leakage" in "\n".join(summary_lines(stored))
+
+
+def hand_summary(diff: tuple[float, float, float], role: str = "default") -> dict:
+    interval = lambda m, lo, hi: {"mean": m, "low": lo, "high": hi}  # noqa: E731
+    return {"seeds": [1, 2, 3], "comparison": {"label": "trial 0", "role": role, "defense": "rsw", "settings": {}},
+            "candidates": [{"label": "trial 5", "role": "tuned",
+                            "vs_comparison": {"privacy": interval(*diff), "utility": interval(0.004, -0.01, 0.018)}}]}
+
+
+def test_the_verdicts_wording_by_hand():
+    assert comparison_verdict(hand_summary((-0.021, -0.034, -0.008))) == (
+        "tuning gained 2.1 points of leakage [95% CI 0.8, 3.4] over the paper's default (trial 0, rsw) (trial 5 vs "
+        "it on 3 fresh seeds, paired; accuracy +0.4 points [-1.0, +1.8])")
+    assert comparison_verdict(hand_summary((-0.003, -0.012, 0.006))) == (
+        "tuning is no better than the paper's default (trial 0, rsw) (leakage -0.3 points [95% CI -1.2, +0.6], "
+        "accuracy +0.4 points [-1.0, +1.8]; trial 5 vs it on 3 fresh seeds, paired): the default is the setting "
+        "to use")
+    assert comparison_verdict(hand_summary((0.01, 0.002, 0.018), "comparison")).endswith(
+        "the comparison setting is the setting to use")
+    assert "the comparison setting (rsw)" in comparison_verdict(hand_summary((0.01, 0.002, 0.018), "comparison"))
+    lonely = dict(hand_summary((0, 0, 0)), candidates=[])
+    assert comparison_verdict(lonely) == "only the paper's default (trial 0, rsw) was evaluated: no tuned setting " \
+                                         "to compare with it"
+    assert comparison_verdict({"seeds": [], "candidates": []}) is None
+
+
 # ------------------------------------------------------------------------------------------- end to end
 
 
@@ -150,7 +238,8 @@ def tiny_study(tmp_path: Path):
     settings = {"order": "l2h", "width_fraction": 0.22, "stride_fraction": 0.022}
     study.add_trial(create_trial(value=0.52, user_attrs={"defense": "rsw", "settings": settings, "utility": 0.9,
                                                           "privacy": 0.52, "strongest_attack": "conf",
-                                                          "feasible": True, "attacks": {}},
+                                                          "feasible": True, "attacks": {},
+                                                          "warm_start": "reference"},
                                  system_attrs={"constraints": [-0.02]}))
     return options
 
@@ -171,6 +260,8 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
                  "--cache-dir", options.cache_dir]) == 0
     printed = capsys.readouterr().out
     assert "confirmed on 2 fresh seeds [1007, 2007]" in printed and "vs reference: leakage" in printed
+    # its only trial is the paper's default: nothing tuned to compare with it, and the tool says so
+    assert "only the paper's default (trial 0, rsw) was evaluated" in printed
 
     opened = open_study("tinyconfirm", options)
     study = opened.study

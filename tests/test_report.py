@@ -95,6 +95,9 @@ def test_report_json_holds_every_section_with_the_stored_numbers(audit):
     assert h["privacy_difference"]["mean"] == pytest.approx(-0.0495)
     assert h["text"].startswith("best setting (trial 0, rsw) vs the undefended pruned model on 3 fresh seeds: "
                                 "leakage -5.0 points [95% CI -5.4, -4.5]")
+    # tuned minus the paper's default, paired: -0.03, -0.031, -0.0295 -> a gain of 3.0 points
+    assert h["verdict"].startswith("tuning gained 3.0 points of leakage [95% CI ") and "(trial 2, rsw)" in h["verdict"]
+    assert h["comparison"]["role"] == "default"
     rows = {r["attack"]: r for r in doc["attack_table"]}
     assert list(rows) == ["conf", "entr", "mentr", "hconf"]
     assert rows["hconf"]["undefended"] == {"balanced_accuracy": 0.62, "auc": 0.67, "tpr_at_0.1%_fpr": 0.004,
@@ -127,7 +130,8 @@ def test_report_html_is_rendered_from_report_json_as_read_back(audit):
 def test_report_html_shows_the_headline_tables_and_reproducibility(audit):
     doc, parsed, _ = audit
     text = text_of(parsed)
-    assert doc["headline"]["text"] in text and "confirmed" in text
+    assert doc["headline"]["text"] in text and "confirmed" in text and doc["headline"]["verdict"] in text
+    assert "trial 2 (paper's default)" in text and "leakage minus the comparison" in text
     assert "undefended pruned model" in text and "best defended model (trial #0)" in text
     for heading in ("balanced accuracy", "AUC", "TPR at 0.1% FPR", "TPR at 1% FPR"):
         assert heading in text

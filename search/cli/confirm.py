@@ -13,11 +13,13 @@ def _confirm(args: argparse.Namespace) -> int:
     from ..confirm import confirm
     from ..results.text import confirmed_lines
     from ..study import open_study
+    from .science import parse_settings
 
     attacks = None if args.attacks is None else parse_attack_names(args.attacks, ATTACKS.names())
+    compare = None if args.compare is None else (args.compare[0], parse_settings(args.compare[1:]))
     opened = open_study(args.name, options_from(args))
     try:
-        summary = confirm(opened, args.top, args.seeds, echo, attacks)
+        summary = confirm(opened, args.top, args.seeds, echo, attacks, compare)
     except KeyboardInterrupt as interrupt:  # main prints this instead of its `wemem resume` advice
         interrupt.advice = (f"finished evaluations are stored. Run the same `wemem confirm {args.name}` again: it "
                             "reuses them.")
@@ -35,7 +37,11 @@ def _confirm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attacks", default=None, metavar="NAMES",
                    help="judge with these attacks (comma-separated, or all) instead of the study's own; the "
                         "leakage is then the largest over them. Search with a cheap suite, confirm with all ten")
+    p.add_argument("--compare", nargs="+", default=None, metavar="DEFENSE [KEY=VALUE ...]",
+                   help="judge tuning against this setting (e.g. --compare rsw order=l2h width_fraction=0.3 "
+                        "stride_fraction=0.03) instead of the best of the paper's defaults the study enqueued; "
+                        "it is evaluated on the same seeds, and the tuned-minus-it difference is paired by seed")
 
 
-CONFIRM = Command("confirm", "re-evaluate the best settings and the undefended reference on fresh seeds: means, 95% "
-                             "intervals, and the paired defended-minus-reference difference", _confirm_args, _confirm)
+CONFIRM = Command("confirm", "95% intervals on fresh seeds for the best settings, the paper's default and the "
+                             "undefended reference, with paired differences: did tuning beat the default?", _confirm_args, _confirm)

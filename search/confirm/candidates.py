@@ -3,7 +3,7 @@ settings), the fresh seeds, and one evaluation's result."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable
 
 import optuna
@@ -12,24 +12,38 @@ from wemem.config import MAX_SEED
 from wemem.errors import require
 
 from ..storage.records import TrialMetrics, stored_reference, trial_setting
-from ..study import top_trials
+from ..study import best_default, ranked_trials
 
 REFERENCE = "reference"
+
+
+# A candidate's role: the undefended reference, a tuned setting, or what tuning is judged against -- the
+# paper's default the study enqueued (the best of them) or a setting the user named.
+TUNED, DEFAULT, NAMED = "tuned", "default", "comparison"
 
 
 @dataclass(frozen=True)
 class Candidate:
     """A setting to confirm: a study trial's defense and settings, or the undefended reference."""
 
-    label: str  # "trial 21" or "reference"
+    label: str  # "trial 21", "reference" or "comparison"
     defense: str
     settings: dict[str, Any]
     trial_number: int | None = None
     reported: dict[str, float] | None = None  # the study's own (selected) evaluation
+    role: str = TUNED
 
     @property
     def is_reference(self) -> bool:
-        return self.trial_number is None
+        return self.label == REFERENCE
+
+    @property
+    def is_comparison(self) -> bool:
+        return self.role in (DEFAULT, NAMED)
+
+    @property
+    def setting(self) -> tuple[str, str]:
+        return self.defense, repr(sorted(self.settings.items()))
 
 
 @dataclass(frozen=True)
@@ -55,10 +69,41 @@ def _reported(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
             "value": trial.values[0]}
 
 
-def candidates(study: optuna.Study, k: int) -> list[Candidate]:
-    """The undefended reference first, then the K best settings."""
+def trial_candidate(trial: optuna.trial.FrozenTrial, role: str = TUNED) -> Candidate:
+    return Candidate(f"trial {trial.number}", *trial_setting(trial), trial.number, _reported(trial), role)
+
+
+def named_comparison(defense: str, settings: dict[str, Any]) -> Candidate:
+    """A comparison setting the user names (``wemem confirm --compare``), for a study without the paper's defaults
+    or to judge tuning against another setting."""
+    return Candidate(NAMED, defense, dict(settings), role=NAMED)
+
+
+def candidates(study: optuna.Study, k: int, comparison: Candidate | None = None) -> list[Candidate]:
+    """The undefended reference first, then the K best settings, then what tuning is judged against: the named
+    ``comparison``, else the best of the paper's defaults the study enqueued (none: no comparison).
+
+    The comparison is evaluated once: when it is one of the K best it is marked so rather than added. When the
+    K best are all the comparison's setting, the best other setting is added, so that there is always a tuned
+    setting to judge (a study whose best trial is the paper's default says so, with the interval).
+    """
+    require(k >= 1, f"--top must be >= 1 (got {k})")
+    ranked = ranked_trials(study)
+    if comparison is None:
+        default = best_default(study)
+        comparison = None if default is None else trial_candidate(default, DEFAULT)
+    chosen = [trial_candidate(t) for t in ranked[:k]]
+    if comparison is not None:
+        if any(c.setting == comparison.setting for c in chosen):
+            chosen = [replace(c, role=comparison.role) if c.setting == comparison.setting else c for c in chosen]
+        else:
+            chosen.append(comparison)
+        if not any(c.role == TUNED for c in chosen):
+            tuned = next((trial_candidate(t) for t in ranked if trial_candidate(t).setting != comparison.setting),
+                         None)
+            chosen += [tuned] if tuned is not None else []
     ref = stored_reference(study)
     reference = Candidate(REFERENCE, "none", {}, None,
-                          None if ref is None else {"utility": ref["utility"], "privacy": ref["privacy"]})
-    return [reference] + [Candidate(f"trial {t.number}", *trial_setting(t), t.number, _reported(t))
-                          for t in top_trials(study, k)]
+                          None if ref is None else {"utility": ref["utility"], "privacy": ref["privacy"]},
+                          role=REFERENCE)
+    return [reference] + chosen

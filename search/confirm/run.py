@@ -26,7 +26,7 @@ from wemem.assets import Echo
 
 from ..study import OpenStudy
 from ..studyfile import StudyDefinition
-from .candidates import Candidate, Evaluate, SeedResult, candidates, confirmation_seeds
+from .candidates import Candidate, Evaluate, SeedResult, candidates, confirmation_seeds, named_comparison
 from .suites import confirm_study, judged_by
 
 
@@ -101,14 +101,28 @@ def ray_evaluator(spec: TrialSpec, definition: StudyDefinition, echo: Echo) -> E
     return run
 
 
+def comparison_candidate(compare: tuple[str, dict[str, Any]] | None) -> Candidate | None:
+    """The named comparison setting, checked like a defense setting before anything runs."""
+    if compare is None:
+        return None
+    from wemem.defenses import DEFENSES, make_defense
+
+    defense, settings = compare
+    DEFENSES.check(defense)
+    make_defense(defense, settings)  # a bad setting fails here, before any evaluation
+    return named_comparison(defense, settings)
+
+
 def confirm(opened: OpenStudy, top: int = 1, n_seeds: int = 3, echo: Echo = print,
-            attacks: Sequence[str] | None = None) -> dict[str, Any]:
+            attacks: Sequence[str] | None = None, compare: tuple[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Confirm the study's best ``top`` settings on ``n_seeds`` fresh seeds and store the result with the study;
-    judged by the study's attacks, or by ``attacks`` (see :func:`~.suites.judged_by`)."""
+    judged by the study's attacks, or by ``attacks`` (see :func:`~.suites.judged_by`). Tuning is judged against
+    ``compare`` (a defense and its settings) when given, else against the best of the paper's defaults the study
+    enqueued: it is evaluated on the same seeds and each tuned setting's difference from it is paired by seed."""
     from ..execution.cluster import init_ray
 
     study, definition = opened.study, opened.definition
-    chosen = candidates(study, top)
+    chosen = candidates(study, top, comparison_candidate(compare))
     seeds = confirmation_seeds(definition.study.seed, n_seeds)
     study_spec = opened.spec
     # confirmation has no early stopping: every run goes to the end

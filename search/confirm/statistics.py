@@ -26,19 +26,24 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> dict[str, float
 
 def summarize(candidates_: list[Candidate], seeds: list[int], results: dict[tuple[str, int], SeedResult],
               delta: float | None) -> dict[str, Any]:
-    """Per-candidate means and intervals, and each setting's difference from the reference paired by seed.
+    """Per-candidate means and intervals, and each setting's difference from the reference paired by seed; each
+    tuned setting's difference from the comparison (the paper's default or a named setting) paired by seed too.
 
     A setting's accuracy constraint is judged on the paired difference: it holds when the interval of
     (U - U_ref) lies above -delta, and is "uncertain" when the interval straddles it.
     """
+    paired = lambda a, b: t_interval([x - y for x, y in zip(a, b)])  # noqa: E731
     ref = [results[(REFERENCE, s)] for s in seeds]
+    comparison = next((c for c in candidates_ if c.is_comparison), None)
+    base = None if comparison is None else [results[(comparison.label, s)] for s in seeds]
     entries = []
     for candidate in candidates_:
         rows = [results[(candidate.label, s)] for s in seeds]
         utility = [r.utility for r in rows]
         privacy = [r.privacy for r in rows]
         entry: dict[str, Any] = {
-            "label": candidate.label, "defense": candidate.defense, "settings": candidate.settings,
+            "label": candidate.label, "role": candidate.role, "defense": candidate.defense,
+            "settings": candidate.settings,
             "per_seed": [{"seed": s, "utility": r.utility, "privacy": r.privacy, "strongest_attack": r.strongest_attack}
                          for s, r in zip(seeds, rows)],
             "utility": t_interval(utility), "privacy": t_interval(privacy),
@@ -48,12 +53,19 @@ def summarize(candidates_: list[Candidate], seeds: list[int], results: dict[tupl
         if candidate.reported is not None:
             entry["reported"] = candidate.reported
         if not candidate.is_reference:
-            entry["privacy_difference"] = t_interval([p - r.privacy for p, r in zip(privacy, ref)])
-            entry["utility_difference"] = t_interval([u - r.utility for u, r in zip(utility, ref)])
+            entry["privacy_difference"] = paired(privacy, [r.privacy for r in ref])
+            entry["utility_difference"] = paired(utility, [r.utility for r in ref])
             if delta is not None:
                 entry["accuracy_constraint"] = constraint_verdict(entry["utility_difference"], delta)
+        if base is not None and candidate.role == "tuned" and not candidate.is_reference:
+            entry["vs_comparison"] = {"privacy": paired(privacy, [r.privacy for r in base]),
+                                      "utility": paired(utility, [r.utility for r in base])}
         entries.append(entry)
-    return {"seeds": list(seeds), "level": LEVEL, "delta": delta, "candidates": entries}
+    summary: dict[str, Any] = {"seeds": list(seeds), "level": LEVEL, "delta": delta, "candidates": entries}
+    if comparison is not None:
+        summary["comparison"] = {"label": comparison.label, "role": comparison.role, "defense": comparison.defense,
+                                 "settings": comparison.settings}
+    return summary
 
 
 def constraint_verdict(utility_difference: dict[str, float], delta: float) -> str:
@@ -62,6 +74,35 @@ def constraint_verdict(utility_difference: dict[str, float], delta: float) -> st
     if utility_difference["high"] < -delta:
         return "violated"
     return "uncertain"
+
+
+def points(ci: dict[str, float], label: str = "95% CI ") -> str:
+    """A difference and its interval in points (x100): ``-1.6 points [95% CI -2.9, -0.3]``."""
+    return f"{100 * ci['mean']:+.1f} points [{label}{100 * ci['low']:+.1f}, {100 * ci['high']:+.1f}]"
+
+
+def comparison_verdict(summary: dict[str, Any]) -> str | None:
+    """The answer to "did tuning beat the paper's default, and by how much?": the best tuned setting's leakage
+    minus the comparison's, paired by seed. A gain is claimed only when the interval excludes 0; otherwise the
+    comparison is the setting to use (it needs no search to reproduce). None: nothing to compare with."""
+    comparison = summary.get("comparison")
+    if comparison is None:
+        return None
+    default = comparison["role"] == "default"
+    named = (f"the paper's default ({comparison['label']}, {comparison['defense']})" if default
+             else f"the comparison setting ({comparison['defense']})")
+    tuned = next((e for e in summary["candidates"] if "vs_comparison" in e), None)
+    if tuned is None:
+        return f"only {named} was evaluated: no tuned setting to compare with it"
+    p, u = tuned["vs_comparison"]["privacy"], tuned["vs_comparison"]["utility"]
+    seeds = f"{tuned['label']} vs it on {len(summary['seeds'])} fresh seeds, paired"
+    if p["high"] < 0:
+        gain = {"mean": -p["mean"], "low": -p["high"], "high": -p["low"]}
+        return (f"tuning gained {100 * gain['mean']:.1f} points of leakage [95% CI {100 * gain['low']:.1f}, "
+                f"{100 * gain['high']:.1f}] over {named} ({seeds}; accuracy {points(u, '')})")
+    use = "the default" if default else "the comparison setting"
+    return (f"tuning is no better than {named} (leakage {points(p)}, accuracy {points(u, '')}; {seeds}): "
+            f"{use} is the setting to use")
 
 
 def setting_key(defense: str, settings: dict[str, Any], seed: int) -> str:

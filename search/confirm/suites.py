@@ -16,7 +16,7 @@ from wemem.faults import failpoint
 from ..storage.records import (archived_confirmations, confirmation_runs, store_confirmation_record,
                                store_confirmation_runs, stored_confirmation)
 from .candidates import Candidate, Evaluate, SeedResult
-from .statistics import confirm_with, known_results, setting_key
+from .statistics import comparison_verdict, confirm_with, known_results, setting_key
 
 
 def judged_by(spec: TrialSpec, attacks: Sequence[str] | None) -> TrialSpec:
@@ -87,6 +87,9 @@ def confirm_study(study: optuna.Study, study_spec: TrialSpec, spec: TrialSpec, c
 
     summary = confirm_with(chosen, seeds, evaluate, delta, known, record)
     summary.update(metric=study_spec.objective.privacy_metric, **fields)
+    verdict = comparison_verdict(summary)
+    if verdict is not None:
+        summary["verdict"] = verdict
     store_confirmation(study, summary, study_spec)
     return summary
 
@@ -115,6 +118,9 @@ def export_section(study: optuna.Study, best_numbers: list[int]) -> dict[str, An
     confirmed = {e.get("trial_number") for e in summary["candidates"]}
     missing = [n for n in best_numbers if n not in confirmed]
     section = dict(summary, status="confirmed" if not missing else "stale")
+    verdict = comparison_verdict(summary)
+    if verdict is not None:
+        section["verdict"] = verdict
     if missing:
         section["note"] = (f"trial(s) {missing} became best after this confirmation; "
                            f"run `wemem confirm {study.study_name}` again")

@@ -162,6 +162,9 @@ def headline_block(confirmation: dict[str, Any] | None, best: list, commands: di
                      trial_number=entry.get("trial_number"), privacy_difference=entry["privacy_difference"],
                      utility_difference=entry["utility_difference"], gain_confirmed=entry["privacy_difference"]["high"] < 0,
                      accuracy_constraint=entry.get("accuracy_constraint"))
+    if len(sentence) > 1:  # did tuning beat the paper's default (or the named comparison)?
+        block["verdict"] = sentence[1]
+        block["comparison"] = confirmation.get("comparison")
     if confirmation["status"] == "stale":
         block["command"] = commands["confirm"]
         block["note"] = confirmation["note"]

@@ -168,6 +168,8 @@ def headline_section(doc: dict[str, Any]) -> str:
         constraint = (f"; accuracy constraint: {h['accuracy_constraint']}" if h.get("accuracy_constraint") else "")
         parts.append(f"<div>setting: {esc(h['label'])}, {esc(setting)}; seeds {esc(h['seeds'])}; "
                      f"{esc(h['judges'])}{esc(constraint)}</div>")
+    if "verdict" in h:
+        parts.append(f'<div class="text" id="verdict">{esc(h["verdict"])}</div>')
     if "note" in h:
         parts.append(f"<div>{esc(h['note'])}</div>")
     if "command" in h:
@@ -227,15 +229,18 @@ def confirmation_table(doc: dict[str, Any]) -> str:
     rows = []
     for e in c["candidates"]:
         diff, udiff = e.get("privacy_difference"), e.get("utility_difference")
-        rows.append([cell(e["label"]), cell("undefended" if e["label"] == "reference" else e["defense"]),
+        versus = (e.get("vs_comparison") or {}).get("privacy")
+        role = {"default": " (paper's default)", "comparison": " (comparison)"}.get(e.get("role"), "")
+        rows.append([cell(e["label"] + role), cell("undefended" if e["label"] == "reference" else e["defense"]),
                      cell(settings_text(e.get("settings") or {})), (interval(e["utility"]), e["utility"]["mean"]),
                      (interval(e["privacy"]), e["privacy"]["mean"]),
                      (("\u2013", None) if diff is None else (interval(diff), diff["mean"])),
                      (("\u2013", None) if udiff is None else (interval(udiff), udiff["mean"])),
-                     cell(e.get("accuracy_constraint"))])
+                     cell(e.get("accuracy_constraint")),
+                     (("\u2013", None) if versus is None else (interval(versus), versus["mean"]))])
     return (f"<h3>Confirmed on {len(c['seeds'])} fresh seeds {esc(c['seeds'])} (mean [95% t-interval])</h3>"
             + table(["candidate", "defense", "settings", "test accuracy", "leakage", "leakage minus reference",
-                     "accuracy minus reference", "accuracy constraint"],
+                     "accuracy minus reference", "accuracy constraint", "leakage minus the comparison"],
                     rows, table_id="confirmation"))
 
 

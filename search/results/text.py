@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from wemem.attacks import ATTACKS
 
 from ..confirm import REFERENCE, export_section, judged_by_others
+from ..confirm.statistics import comparison_verdict, points
 from ..storage.records import TrialMetrics, fail_reason, stored_reference
 from ..storage.urls import redact
 from ..study import OpenStudy, best_trials
@@ -121,7 +122,9 @@ def confirmed_lines(summary: dict[str, Any]) -> list[str]:
         if entry.get("settings"):
             head += " (" + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                      for k, v in entry["settings"].items()) + ")"
-        lines.append(head)
+        role = {"default": "  [the paper's default: what tuning is judged against]",
+                "comparison": "  [the comparison setting: what tuning is judged against]"}.get(entry.get("role"), "")
+        lines.append(head + role)
         reported = entry.get("reported")
         was = "" if reported is None else f"   (study's own evaluation {reported['privacy']:.4f})"
         lines.append(f"    accuracy {_interval(entry['utility'])}, leakage {_interval(entry['privacy'])}{was}")
@@ -133,24 +136,28 @@ def confirmed_lines(summary: dict[str, Any]) -> list[str]:
                          f"accuracy {_interval(entry['utility_difference'], True)}"
                          + (f" (constraint -{summary['delta']:g}: {entry['accuracy_constraint']})"
                             if "accuracy_constraint" in entry else ""))
+        if "vs_comparison" in entry:
+            versus = entry["vs_comparison"]
+            lines.append(f"    vs {summary['comparison']['label']}: leakage {_interval(versus['privacy'], True)}, "
+                         f"accuracy {_interval(versus['utility'], True)}")
     return lines + headline(summary)
 
 
 def headline(summary: dict[str, Any]) -> list[str]:
-    """One closing sentence on the best setting, in points: the confirmed difference and its interval."""
+    """The closing sentences, in points: the best setting's confirmed difference from the undefended model and
+    its interval, then (where the study has one) the tuned-minus-default verdict."""
     best = next((e for e in summary["candidates"] if "privacy_difference" in e), None)
     if best is None:
         return []
     p, u = best["privacy_difference"], best["utility_difference"]
-    pts = lambda v: f"{100 * v:+.1f}"  # noqa: E731
     confirmed = "confirmed" if p["high"] < 0 else "NOT confirmed (the interval includes 0 or lies above it)"
     judges = f" {judged_by_others(summary)}" if judged_by_others(summary) else ""
-    return [f"best setting ({best['label']}, {best['defense']}) vs the undefended pruned model on "
-            f"{len(summary['seeds'])} fresh seeds{judges}: leakage {pts(p['mean'])} points [95% CI {pts(p['low'])}, "
-            f"{pts(p['high'])}], accuracy {pts(u['mean'])} points [{pts(u['low'])}, {pts(u['high'])}]: "
-            f"gain {confirmed}"]
-
-
+    default = " (the paper's default)" if best.get("role") == "default" else ""
+    lines = [f"best setting ({best['label']}{default}, {best['defense']}) vs the undefended pruned model on "
+             f"{len(summary['seeds'])} fresh seeds{judges}: leakage {points(p)}, accuracy {points(u, '')}: "
+             f"gain {confirmed}"]
+    verdict = comparison_verdict(summary)
+    return lines + ([verdict] if verdict else [])
 
 
 # ------------------------------------------------------------------------------------------------- timings

@@ -8,7 +8,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from wemem.errors import WememError, require
 
-from ..storage.records import has_setting, trial_setting
+from ..storage.records import WARM_START_ATTR, has_setting, trial_setting
 
 ACTIVE_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
@@ -46,13 +46,12 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [min(feasible_or_all(trials), key=lambda t: t.value)]
 
 
-def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
-    """The K best distinct settings as the study ranks them.
+def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Every distinct setting's best trial, best first, as the study ranks them.
 
     One objective: feasible trials by value (all trials by value if none is feasible). Two objectives: the Pareto
     set, least leaky first. Repeated settings (re-queued or duplicated proposals) count once.
     """
-    require(k >= 1, f"--top must be >= 1 (got {k})")
     trials = [t for t in completed(study) if has_setting(t)]
     if not trials:
         raise WememError(f"study {study.study_name!r} has no completed trial to confirm; run or resume it first")
@@ -67,4 +66,22 @@ def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
         if key not in seen:
             seen.add(key)
             chosen.append(trial)
-    return chosen[:k]
+    return chosen
+
+
+def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
+    """The K best distinct settings as the study ranks them (see :func:`ranked_trials`)."""
+    require(k >= 1, f"--top must be >= 1 (got {k})")
+    return ranked_trials(study)[:k]
+
+
+def is_paper_default(trial: FrozenTrial) -> bool:
+    """A trial of the paper's reference setting, enqueued by the launcher ([search] enqueue_reference)."""
+    return trial.user_attrs.get(WARM_START_ATTR) == "reference"
+
+
+def best_default(study: optuna.Study) -> FrozenTrial | None:
+    """The best trial of a paper's default setting (None: the study enqueued none, or none completed): feasible
+    before infeasible, then by the first objective (the leakage in a pareto study)."""
+    defaults = [t for t in completed(study) if is_paper_default(t) and has_setting(t)]
+    return min(defaults, key=lambda t: (not is_feasible(t), t.values[0]), default=None)
