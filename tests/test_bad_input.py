@@ -86,6 +86,16 @@ def export_with(place: Path, change: Callable[[dict], None]) -> list[str]:
     return ["apply", str(place / "tampered.toml"), "--out", str(place / "applied")]
 
 
+def other_export(place: Path) -> str:
+    """best.toml with another setting: a second export to warm-start from."""
+    import tomllib
+
+    document = tomllib.loads((place / "best.toml").read_text())
+    document["best"]["settings"]["lambda_mem"] = 0.05
+    (place / "other.toml").write_text(tomli_w.dumps(document))
+    return "other.toml"
+
+
 def write(place: Path, name: str, content: bytes) -> str:
     (place / name).write_bytes(content)
     return str(place / name)
@@ -165,6 +175,30 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("confirm-unknown-attack", lambda p: ["confirm", "base", "--attacks", "conf,magic"],
      ["unknown attack 'magic'", "samia"]),
     ("confirm-no-attack", lambda p: ["confirm", "base", "--attacks", " , "], ["no attack named", "all"]),
+    # [search] warm_start: every source read and checked before anything is stored
+    ("warm-start-missing-export", lambda p: ["launch", study_file(p, search={"warm_start": ["nope.toml"]})],
+     ["warm_start nope.toml", "does not exist"]),
+    ("warm-start-not-an-export-name", lambda p: ["launch", study_file(p, search={"warm_start": ["best.txt"]})],
+     ["neither an export file", "study:NAME"]),
+    ("warm-start-unknown-study", lambda p: ["launch", study_file(p, search={"warm_start": ["study:ghost"]})],
+     ["no study named 'ghost'", "base"]),
+    ("warm-start-bad-study-name", lambda p: ["launch", study_file(p, search={"warm_start": ["study:a b"]})],
+     ["after 'study:'"]),
+    ("warm-start-defense-not-searched", lambda p: ["launch", study_file(
+        p, search={"defenses": ["rsw"], "warm_start": ["best.toml"]})], ["uses defense 'rmr'", "does not search"]),
+    ("warm-start-outside-space", lambda p: ["launch", study_file(
+        p, search={"warm_start": ["study:base"], "space": {"rmr": {"risky_fraction": [0.3, 0.5]}}})],
+     ["study:base#0", "risky_fraction = 0.2", "widen [search.space.rmr]"]),
+    ("warm-start-too-many", lambda p: ["launch", study_file(
+        p, study={"n_trials": 1}, search={"warm_start": ["best.toml", other_export(p)]})],
+     ["enqueues 2 settings", "n_trials = 1"]),
+    ("warm-start-top-zero", lambda p: ["launch", study_file(p, search={"warm_start": ["study:base"],
+                                                                       "warm_start_top": 0})],
+     ["warm_start_top", "greater than or equal to 1"]),
+    ("warm-start-no-setting", lambda p: ["launch", study_file(p, search={"warm_start": [
+        write(p, "plain.toml", b'study = "x"\n')]})], ["has no [best] setting"]),
+    ("warm-start-twice", lambda p: ["launch", study_file(p, search={"warm_start": ["best.toml", "best.toml"]})],
+     ["lists a source twice"]),
     ("confirm-compare-unknown-defense", lambda p: ["confirm", "base", "--compare", "shield"],
      ["unknown defense 'shield'", "rsw"]),
     ("confirm-compare-bad-setting", lambda p: ["confirm", "base", "--compare", "rsw", "width_fraction=2"],

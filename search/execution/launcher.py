@@ -10,14 +10,15 @@ from pydantic import ValidationError
 from wemem.assets import Echo, check_inputs
 from wemem.errors import WememError
 
-from ..storage.records import WARM_START_ATTR, store_launch_place, store_reference
+from ..storage.records import store_launch_place, store_reference
 from ..storage.urls import check_storage_url, redact
 from ..study import (OpenStudy, Options, Place, active_count, create_or_load_study, load_study, refuse_conflicting,
                      running_numbers)
-from ..studyfile import REFERENCE_SETTINGS, StudyDefinition, reference_params
+from ..studyfile import StudyDefinition
 from .cluster import check_trial_fits, init_ray
 from .trainable import shared_work
 from .tune import run_trials
+from .warm_start import enqueue, paper_defaults, warm_starts
 
 
 def validate_inputs(definition: StudyDefinition, place: Place) -> None:
@@ -54,6 +55,8 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
     folder = definition.folder or str(Path.cwd())
     place = Place.of(options, base_dir=folder)
     validate_inputs(definition, place)  # everything is checked before anything is stored
+    defaults, left_out = paper_defaults(definition)
+    starts = warm_starts(definition, folder, lambda: options.open_storage(must_exist=True))
     storage = options.open_storage()
     refuse_conflicting(definition, storage)
     running = attach_ray(definition, options)
@@ -61,11 +64,9 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
     if created:
         store_launch_place(study, place.cache_dir, options.data_root, folder)
         echo(f"created study {definition.name!r} in {redact(options.storage_url)}")
-        if definition.search.enqueue_reference:
-            multiple = len(definition.search.defenses) > 1
-            for defense in definition.search.defenses:
-                if defense in REFERENCE_SETTINGS:
-                    study.enqueue_trial(reference_params(defense, multiple), user_attrs={WARM_START_ATTR: "reference"})
+        for line in left_out:
+            echo(line)
+        enqueue(study, defaults + starts)  # the paper's defaults first, then earlier work
     else:
         echo(f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} trials")
     opened = OpenStudy(study, running, storage, Place.of(options, study, folder))

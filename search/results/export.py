@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from wemem.errors import WememError
 from wemem.files import write_atomically
 
 from ..confirm import export_section
+from ..studyfile.exports import read_export  # noqa: F401 -- read here by apply and the tests
 from ..storage.records import TrialMetrics, reference_of, stored_own_code, without_roc
 from ..study import OpenStudy, best_trials
 
@@ -105,22 +105,3 @@ def write_export(document: dict[str, Any], path: str | Path) -> bool:
     if path.suffix == ".toml":
         return write_atomically(path, tomli_w.dumps(document))
     raise WememError(f"export file {path} must end in .toml or .json")
-
-
-def read_export(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if path.suffix not in (".toml", ".json"):
-        raise WememError(f"{path} is not an export file: `wemem export` writes .toml or .json files "
-                         "(model.pt is the output of apply, not its input)")
-    if not path.is_file():
-        raise WememError(f"export file {path} does not exist")
-    try:
-        text = path.read_bytes().decode("utf-8")
-        document = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except UnicodeDecodeError:
-        raise WememError(f"export file {path} is not text (binary data); pass a file written by `wemem export`") from None
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-        raise WememError(f"export file {path} is not valid {path.suffix[1:].upper()}: {error}") from None
-    if not isinstance(document, dict):
-        raise WememError(f"export file {path} does not hold a table of keys; pass a file written by `wemem export`")
-    return document

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +36,8 @@ def registered(registry: Registry, name: str) -> str:
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
 
+
+STUDY_SOURCE = "study:"  # a warm start from another study in the same storage
 
 # The name becomes part of folder names (Ray Tune's results); file systems allow 255 bytes a name
 MAX_NAME_LENGTH = 100
@@ -135,6 +138,25 @@ class SearchSection(_Section):
     # a trial running longer than this (seconds) has its jobs cancelled and fails with that reason
     trial_timeout_s: float | None = Field(None, gt=0)
     space: dict[str, dict[str, ParamOverride]] = Field(default_factory=dict)
+    # settings to evaluate first, after the paper's defaults: export files (best.toml, relative to the study
+    # file's folder) or "study:NAME", the best warm_start_top distinct settings of a study in the same storage
+    warm_start: list[str] = Field(default_factory=list)
+    warm_start_top: int = Field(3, ge=1)
+
+    @field_validator("warm_start")
+    @classmethod
+    def _warm_start_sources(cls, value: list[str]) -> list[str]:
+        for source in value:
+            if source.startswith(STUDY_SOURCE):
+                name = source.removeprefix(STUDY_SOURCE)
+                if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,%d}" % MAX_NAME_LENGTH, name):
+                    raise ValueError(f"{source!r}: after 'study:' give a study name (letters, digits, _ . -)")
+            elif Path(source).suffix not in (".toml", ".json"):
+                raise ValueError(f"{source!r} is neither an export file (.toml or .json, written by `wemem export`) "
+                                 f"nor 'study:NAME' (a study in the same storage)")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a source twice")
+        return value
 
     @field_validator("defenses")
     @classmethod
