@@ -6,13 +6,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 from filelock import FileLock
 
 from wemem.assets import Echo, StudyAssets, cache_path, load_checked, save_checked
 from wemem.config import ExperimentConfig, PruningConfig, content_hash
 from wemem.attacks import AttackInputs, run_attacks
 from wemem.parallel import MapFn, StepperMap, serial_map
-from wemem.pipeline import ExperimentResult, run_experiment
+from wemem.pipeline import ExperimentResult, attack_targets, run_experiment
 
 from .leakage import leakage
 from .objective import ObjectiveConfig, ObjectiveValue, score
@@ -29,6 +30,10 @@ class TrialSpec:
     cache_dir: str = ".wemem-cache"
     adaptive: bool = True
     round_reports: bool = False  # report a per-round objective (for early stopping of poor trials)
+    # ``[search] repeats``: score each evaluation as the mean over this many independent ones, each either a fresh
+    # target draw on the same pruned models ("targets") or a fresh fine-tuning of every model ("training")
+    repeats: int = 1
+    repeat_over: str = "training"
 
 
 # The cheap attacks (those that declare ``cheap``: thresholds only, no model training), behind the per-round
@@ -46,13 +51,60 @@ class RoundHooks:
 
 
 @dataclass(frozen=True)
+class Repeated:
+    """One evaluation's figures over its repeats: the means, the standard error of the leakage, and each repeat's
+    (utility, leakage)."""
+
+    utility: float
+    privacy: float
+    privacy_se: float
+    draws: list[tuple[float, float]]
+    se_kind: str  # how privacy_se was estimated (see :func:`privacy_standard_error`)
+
+
+def privacy_standard_error(draws: list[tuple[float, float]], n_targets: int) -> tuple[float, str]:
+    """The standard error of an evaluation's leakage.
+
+    Over R >= 2 repeats: the sample standard deviation of the R leakages over sqrt(R), which holds every noise
+    the repeats redraw. Over one: the target sampling's share, bounded above by the binomial
+    sqrt(P (1 - P) / N) for a balanced accuracy P on N targets (N/2 a side; Var = (TPR(1-TPR) + TNR(1-TNR)) / 2N
+    is largest at TPR = TNR = P); the fine-tuning's own noise is not in it.
+    """
+    privacy = [p for _, p in draws]
+    if len(privacy) >= 2:
+        return float(np.std(privacy, ddof=1) / np.sqrt(len(privacy))), f"sd of {len(privacy)} repeats / sqrt(R)"
+    p = min(max(privacy[0], 0.0), 1.0)
+    return float(np.sqrt(p * (1 - p) / max(n_targets, 1))), f"binomial bound over {n_targets} targets"
+
+
+def repeated(spec: TrialSpec, assets: StudyAssets, first: ExperimentResult, rerun: Callable[[int], ExperimentResult],
+             ) -> Repeated:
+    """The R draws of an evaluation: ``first`` (repeat 0, with its further target draws when repeating over
+    targets) and, when repeating over training, ``rerun(r)`` for r = 1..R-1."""
+    draws = [(first.utility, spec_leakage(spec, first.attacks)[0])]
+    draws += [(first.utility, spec_leakage(spec, more)[0]) for more in first.more_draws]
+    if spec.repeat_over == "training":
+        for r in range(1, spec.repeats):
+            result = rerun(r)
+            draws.append((result.utility, spec_leakage(spec, result.attacks)[0]))
+    se, kind = privacy_standard_error(draws, len(attack_targets(assets, 0).indices))
+    return Repeated(float(np.mean([u for u, _ in draws])), float(np.mean([p for _, p in draws])), se, draws, kind)
+
+
+def target_draws(spec: TrialSpec) -> int:
+    return spec.repeats if spec.repeat_over == "targets" else 1
+
+
+@dataclass(frozen=True)
 class Reference:
-    """The undefended iteratively pruned model: U_base and P_base, measured once per study."""
+    """The undefended iteratively pruned model: U_base and P_base, measured once per study (means over the
+    study's repeats)."""
 
     utility: float
     privacy: float
     strongest_attack: str
     result: dict[str, Any]
+    privacy_se: float | None = None
 
 
 @dataclass
@@ -63,11 +115,16 @@ class TrialOutcome:
     objective: ObjectiveValue
     result: ExperimentResult
     shared_seconds: dict[str, float] = field(default_factory=dict)  # see :func:`shared_seconds`
+    repeats: Repeated | None = None
 
     def user_attrs(self) -> dict[str, Any]:
         """JSON-serializable numbers to store with the trial."""
         data = self.result.to_dict()
+        noise = {} if self.repeats is None else {
+            "privacy_se": self.repeats.privacy_se, "privacy_se_kind": self.repeats.se_kind,
+            "repeats": [{"utility": u, "privacy": p} for u, p in self.repeats.draws]}
         return {
+            **noise,
             "utility": self.utility,
             "privacy": self.privacy,
             "strongest_attack": self.strongest_attack,
@@ -92,17 +149,21 @@ def spec_leakage(spec: TrialSpec, attacks: dict[str, dict[str, Any]]) -> tuple[f
 def reference(spec: TrialSpec, assets: StudyAssets, map_fn: MapFn = serial_map,
               log: Echo = lambda message: None) -> Reference:
     """U_base and P_base of the undefended iteratively pruned model, cached (checksummed) next to the assets."""
+    repeats = {} if spec.repeats == 1 else {"repeats": spec.repeats, "over": spec.repeat_over}  # old keys kept
     key = content_hash({"pruning": asdict(spec.pruning), "attacks": list(spec.attacks), "adaptive": spec.adaptive,
-                        "metric": spec.objective.privacy_metric, "among": spec.objective.privacy_attacks})
+                        "metric": spec.objective.privacy_metric, "among": spec.objective.privacy_attacks, **repeats})
     directory = cache_path(spec.experiment, spec.cache_dir)
     path = directory / f"reference-{key}.json"
     with FileLock(str(directory / ".reference.lock")):
         cached = load_checked(path, lambda p: Reference(**json.loads(p.read_text())), log)
         if cached is not None:
             return cached
-        result = run_experiment(assets, "none", {}, spec.pruning, list(spec.attacks), map_fn, spec.adaptive)
-        privacy, attack = spec_leakage(spec, result.attacks)
-        ref = Reference(result.utility, privacy, attack, result.to_dict())
+        run = lambda r, draws=1: run_experiment(assets, "none", {}, spec.pruning, list(spec.attacks),  # noqa: E731
+                                                map_fn, spec.adaptive, repeat=r, draws=draws)
+        result = run(0, target_draws(spec))
+        noise = repeated(spec, assets, result, run)
+        ref = Reference(noise.utility, noise.privacy, spec_leakage(spec, result.attacks)[1], result.to_dict(),
+                        noise.privacy_se)
         save_checked(path, lambda tmp: tmp.write_text(json.dumps(asdict(ref))))
         return ref
 
@@ -131,9 +192,13 @@ def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base
         monitor = lambda index, accuracy, inputs: rounds.report(  # noqa: E731
             index, round_objective(spec, base, accuracy, inputs))
     result = run_experiment(assets, defense, settings, spec.pruning, list(spec.attacks), map_fn, spec.adaptive,
-                            keep_victim_state, round_monitor=monitor, stepper_map=stepper_map)
-    privacy, attack = spec_leakage(spec, result.attacks)
-    return TrialOutcome(result.utility, privacy, attack, score(privacy, result.utility, base.utility, spec.objective),
-                        result, shared_seconds(assets, base))
+                            keep_victim_state, round_monitor=monitor, stepper_map=stepper_map,
+                            draws=target_draws(spec))
+    noise = repeated(spec, assets, result, lambda r: run_experiment(
+        assets, defense, settings, spec.pruning, list(spec.attacks), map_fn, spec.adaptive, repeat=r))
+    attack = spec_leakage(spec, result.attacks)[1]  # the strongest attack of the first repeat
+    return TrialOutcome(noise.utility, noise.privacy, attack,
+                        score(noise.privacy, noise.utility, base.utility, spec.objective), result,
+                        shared_seconds(assets, base), noise)
 
 

@@ -197,6 +197,12 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
      ["warm_start_top", "greater than or equal to 1"]),
     ("warm-start-no-setting", lambda p: ["launch", study_file(p, search={"warm_start": [
         write(p, "plain.toml", b'study = "x"\n')]})], ["has no [best] setting"]),
+    ("repeats-zero", lambda p: ["launch", study_file(p, search={"repeats": 0})],
+     ["search.repeats", "greater than or equal to 1"]),
+    ("repeats-too-many", lambda p: ["launch", study_file(p, search={"repeats": 17})],
+     ["search.repeats", "less than or equal to 16"]),
+    ("repeat-over-seeds", lambda p: ["launch", study_file(p, search={"repeat_over": "seeds"})],
+     ["search.repeat_over", "'training' or 'targets'"]),
     ("warm-start-twice", lambda p: ["launch", study_file(p, search={"warm_start": ["best.toml", "best.toml"]})],
      ["lists a source twice"]),
     ("confirm-compare-unknown-defense", lambda p: ["confirm", "base", "--compare", "shield"],

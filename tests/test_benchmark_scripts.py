@@ -70,3 +70,27 @@ def test_gpu_benchmark_epoch_part_runs_and_saves_its_report(tmp_path: Path) -> N
     epoch = saved["epoch"]
     assert epoch["samples"] == 128 and epoch["engine_s"] > 0 and epoch["bare_s"] > 0
     assert epoch["engine_vs_bare_throughput"] == pytest.approx(epoch["bare_s"] / epoch["engine_s"], rel=0.01)
+
+
+def test_bench_search_looks_up_the_nearest_grid_point_and_runs_the_products_sampler(monkeypatch) -> None:
+    bench = load("bench_search.py", monkeypatch)
+    # per parameter on a log scale: 0.3 is nearer 0.22 than 0.44 (log 0.3/0.22 = 0.31 < log 0.44/0.3 = 0.38)
+    assert bench.nearest("rsw", {"rsw.order": "h2l", "rsw.width_fraction": 0.3, "rsw.stride_ratio": 0.14}) == {
+        "order": "h2l", "width_fraction": 0.22, "stride_ratio": 0.1}
+    assert bench.settings_of("rsw", {"order": "l2h", "width_fraction": 0.22, "stride_ratio": 0.1}) == {
+        "order": "l2h", "width_fraction": 0.22, "stride_fraction": 0.022}
+    assert bench.settings_of("rmr", {"risky_fraction": 0.2, "lambda_mem": 0.1})["optimizer"] == "single"
+
+    class Table:  # a tabular objective by hand: leakage falls with the width, RMR leaks 0.6 everywhere
+        def get(self, defense, settings, seed):
+            if defense == "none":
+                return {"utility": 0.9, "privacy": 0.65, "seconds": 1.0}
+            privacy = 0.6 if defense == "rmr" else 0.6 - 0.1 * settings["width_fraction"]
+            return {"utility": 0.9, "privacy": privacy, "seconds": 2.0}
+
+    definition = bench.case_definition("finefoods")
+    run = bench.run_sampler(definition, Table(), "random", 8, 0)
+    assert run["budget"] == 8 and run["seconds"] == 16.0  # eight looked-up trials of 2 s
+    assert run["defense"] in ("rsw", "swmr") and run["own_leakage"] < 0.6
+    assert set(bench.grid_points("rsw")[0]) == {"order", "width_fraction", "stride_ratio"}
+    assert len(bench.grid_points("rsw")) == 40 and len(bench.grid_points("swmr")) == 72

@@ -43,7 +43,8 @@ def serial_map(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[
     return [fn(*job) for job in jobs]
 
 
-def job_seed(seed: int, stage: str, index: int = 0) -> int:
-    """Independent, reproducible seeds per (study seed, stage, model index)."""
+def job_seed(seed: int, stage: str, index: int = 0, repeat: int = 0) -> int:
+    """Independent, reproducible seeds per (study seed, stage, model index, repeat); repeat 0 is every seed a
+    study used before repeats existed (``[search] repeats``), so their results and caches are unchanged."""
     stages = {"pretrain": 1, "memscore": 2, "prune": 3, "attack": 4}
-    return (seed * 1_000_003 + stages[stage] * 10_007 + index) % (2**31 - 1)
+    return (seed * 1_000_003 + stages[stage] * 10_007 + index + repeat * 7_919) % (2**31 - 1)

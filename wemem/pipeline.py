@@ -82,10 +82,15 @@ class PruningRun:
     """
 
     def __init__(self, assets: StudyAssets, model_index: int, defense: Defense, pruning: PruningConfig | None,
-                 seed: int, keep_state: bool = False, sensitivity: bool = False, setup_seconds: float = 0.0):
+                 seed: int, keep_state: bool = False, sensitivity: bool = False, setup_seconds: float = 0.0,
+                 draws: tuple[int, ...] = (0,)):
         start = time.perf_counter()
         self.name, self.split = assets.split.models()[model_index]
-        self.targets = attack_targets(assets, model_index)
+        # the rows the attacks will read (SAMIA's sensitivities are measured there only): the first draw's
+        # targets, then those only the further draws (``[search] repeats`` over targets) add
+        first = attack_targets(assets, model_index, draws[0]).indices
+        more = [attack_targets(assets, model_index, d).indices for d in draws[1:]]
+        self.target_rows = np.concatenate([first, np.setdiff1d(np.concatenate(more), first)]) if more else first
         self.pools, self.config, self.defense = on_training_device(assets.pools), assets.config, defense
         self.seed, self.keep_state, self.sensitivity = seed, keep_state, sensitivity
         self.schedule = fine_tuning_schedule(pruning)
@@ -150,11 +155,11 @@ class PruningRun:
     def _target_sensitivity(self, model: nn.Module) -> np.ndarray:
         """SAMIA's sensitivities on this model's attack targets only: each costs 10 perturbed forward passes, and
         the targets are a fraction of the pool (a quarter on Location, about a seventh on CIFAR-10)."""
-        rows = torch.as_tensor(self.targets.indices)
+        rows = torch.as_tensor(self.target_rows)
         measured = output_sensitivity(model, self.defense, self.pools.x[rows.to(self.pools.x.device)], self.seed)
         measured = measured.cpu().numpy()
         sensitivity = np.full((len(self.pools.y), self.pools.num_classes), np.nan, dtype=measured.dtype)
-        sensitivity[self.targets.indices] = measured
+        sensitivity[self.target_rows] = measured
         return sensitivity
 
     def finish(self) -> PrunedModel:
@@ -197,10 +202,13 @@ def prune_with_defense(assets: StudyAssets, model_index: int, defense: Defense, 
 
 
 def pruning_run(assets: StudyAssets, model_index: int, defense_name: str, settings: dict[str, Any],
-                pruning: PruningConfig | None, keep_state: bool = False, sensitivity: bool = False) -> PruningRun:
-    """One model of one experiment, built where the job runs (the assets arrive as an argument)."""
+                pruning: PruningConfig | None, keep_state: bool = False, sensitivity: bool = False,
+                repeat: int = 0, draws: tuple[int, ...] = (0,)) -> PruningRun:
+    """One model of one experiment, built where the job runs (the assets arrive as an argument); ``repeat``
+    seeds its fine-tuning, ``draws`` are the target draws it will be attacked on."""
     return PruningRun(assets, model_index, make_defense(defense_name, settings), pruning,
-                      job_seed(assets.config.seed, "prune", model_index), keep_state, sensitivity)
+                      job_seed(assets.config.seed, "prune", model_index, repeat), keep_state, sensitivity,
+                      draws=draws)
 
 
 def prune_job(*job: Any) -> PrunedModel:
@@ -223,6 +231,9 @@ class ExperimentResult:
     defense_report: dict[str, float] = field(default_factory=dict)
     victim: PrunedModel | None = None
     timings: dict[str, Any] = field(default_factory=dict)  # see :func:`experiment_timings`
+    # the attacks' metrics on each further target draw of the same pruned models (``draws`` > 1), without ROC
+    # points; ``attacks`` is the first draw's
+    more_draws: list[dict[str, dict[str, Any]]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -230,22 +241,23 @@ class ExperimentResult:
         return data
 
 
-def attack_targets(assets: StudyAssets, model_index: int) -> Targets:
-    """The balanced member/non-member set on which model ``model_index`` (0 = victim) is observed by the attacks."""
+def attack_targets(assets: StudyAssets, model_index: int, draw: int = 0) -> Targets:
+    """The balanced member/non-member set on which model ``model_index`` (0 = victim) is observed by the attacks;
+    ``draw`` > 0 draws another one (the larger side subsampled with another seed)."""
     return balanced_targets(assets.split.models()[model_index][1],
-                            job_seed(assets.config.seed, "attack") + model_index)
+                            job_seed(assets.config.seed, "attack", 0, draw) + model_index)
 
 
 def attack_inputs(assets: StudyAssets, victim: PrunedModel | RoundReport,
-                  shadows: list[PrunedModel] | list[RoundReport]) -> AttackInputs:
-    victim_targets = attack_targets(assets, 0)
+                  shadows: list[PrunedModel] | list[RoundReport], draw: int = 0) -> AttackInputs:
+    victim_targets = attack_targets(assets, 0, draw)
     return AttackInputs(
         labels=assets.pools.y.cpu().numpy(),
         victim_log_probs=victim.log_probs,
         shadow_log_probs=[s.log_probs for s in shadows],
         victim_targets=victim_targets,
-        shadow_targets=[attack_targets(assets, k) for k in range(1, len(shadows) + 1)],
-        seed=job_seed(assets.config.seed, "attack"),
+        shadow_targets=[attack_targets(assets, k, draw) for k in range(1, len(shadows) + 1)],
+        seed=job_seed(assets.config.seed, "attack", 0, draw),
         victim_sensitivity=victim.sensitivity,
         shadow_sensitivity=None if victim.sensitivity is None else [s.sensitivity for s in shadows],
         population=population_indices(assets.split, victim_targets),
@@ -261,23 +273,27 @@ def attack_groups(names: list[str]) -> list[list[str]]:
 
 
 def attack_job(assets: StudyAssets, victim: PrunedModel, shadows: list[PrunedModel],
-               names: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
-    """Some attacks of the suite: their metrics and their timings (see :func:`wemem.attacks.timed_attack`)."""
-    return run_attacks_timed(names, attack_inputs(assets, victim, shadows))
+               names: list[str], draw: int = 0) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
+    """Some attacks of the suite on one target draw: their metrics and their timings (see
+    :func:`wemem.attacks.timed_attack`)."""
+    return run_attacks_timed(names, attack_inputs(assets, victim, shadows, draw))
 
 
 def run_attack_stage(assets: StudyAssets, victim: PrunedModel, shadows: list[PrunedModel], names: list[str],
-                     map_fn: MapFn = serial_map) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
-    """The attack suite as jobs of ``map_fn`` (so they run on the trial's devices): metrics in suite order, and
-    each attack's timings."""
+                     map_fn: MapFn = serial_map, draws: tuple[int, ...] = (0,),
+                     ) -> tuple[list[dict[str, dict[str, Any]]], dict[str, dict[str, float]]]:
+    """The attack suite on each target draw as jobs of ``map_fn`` (so they run on the trial's devices, all draws
+    at once): per draw, the metrics in suite order; and each attack's timings summed over the draws."""
     outputs_only = lambda m: dataclasses.replace(m, state=None, masks=None)  # noqa: E731 -- what attackers see
     victim, shadows = outputs_only(victim), [outputs_only(s) for s in shadows]
-    merged: dict[str, dict[str, Any]] = {}
+    jobs = [(assets, victim, shadows, group, draw) for draw in draws for group in attack_groups(names)]
+    merged: list[dict[str, dict[str, Any]]] = [{} for _ in draws]
     seconds: dict[str, dict[str, float]] = {}
-    for results, timings in map_fn(attack_job, [(assets, victim, shadows, group) for group in attack_groups(names)]):
-        merged.update(results)
-        seconds.update(timings)
-    return {name: merged[name] for name in names}, {name: seconds[name] for name in names}
+    for (*_, draw), (results, timings) in zip(jobs, map_fn(attack_job, jobs)):
+        merged[draws.index(draw)].update(results)
+        for name, parts in timings.items():
+            seconds[name] = {k: seconds.get(name, {}).get(k, 0.0) + v for k, v in parts.items()}
+    return [{name: m[name] for name in names} for m in merged], {name: seconds[name] for name in names}
 
 
 def experiment_timings(models: list[PrunedModel], pruning_stage: float, attack_stage: float,
@@ -296,7 +312,7 @@ def experiment_timings(models: list[PrunedModel], pruning_stage: float, attack_s
 def run_experiment(assets: StudyAssets, defense: str, settings: dict[str, Any], pruning: PruningConfig | None,
                    attacks: list[str], map_fn: MapFn = serial_map, adaptive: bool = True,
                    keep_victim_state: bool = False, round_monitor: RoundMonitor | None = None,
-                   stepper_map: StepperMap | None = None) -> ExperimentResult:
+                   stepper_map: StepperMap | None = None, repeat: int = 0, draws: int = 1) -> ExperimentResult:
     """Prune the victim and the K shadows with one defense setting (in parallel through ``map_fn``), attack.
 
     Adaptive by default: the shadows are pruned with the very same defense and settings. With
@@ -306,14 +322,19 @@ def run_experiment(assets: StudyAssets, defense: str, settings: dict[str, Any], 
 
     With a ``round_monitor`` the K+1 models advance round by round (as steppers of ``stepper_map``) and the
     monitor sees every round's victim accuracy and attack inputs; it may raise to stop the experiment.
+
+    ``repeat`` seeds the fine-tuning of every model and the target draw (0: the study's own seeds); ``draws`` > 1
+    attacks the same pruned models on that many target draws (``repeat``, ``repeat + 1``, ...), the first in
+    ``attacks`` and the others in ``more_draws`` (see ``[search] repeats``).
     """
+    draw_ids = tuple(range(repeat, repeat + draws))
     start = time.perf_counter()
     make_defense(defense, settings)  # validate before fanning out
     sensitivity = needs_sensitivity(attacks)  # also validates the attack names
-    jobs = [(assets, 0, defense, settings, pruning, keep_victim_state, sensitivity)]
+    jobs = [(assets, 0, defense, settings, pruning, keep_victim_state, sensitivity, repeat, draw_ids)]
     for index in range(1, assets.config.shadows + 1):
         jobs.append((assets, index, defense if adaptive else "none", settings if adaptive else {}, pruning, False,
-                     sensitivity))
+                     sensitivity, repeat, draw_ids))
     pruning_start = time.perf_counter()
     if round_monitor is None:
         victim, *shadows = map_fn(prune_job, jobs)
@@ -322,10 +343,10 @@ def run_experiment(assets: StudyAssets, defense: str, settings: dict[str, Any], 
         for _ in fine_tuning_schedule(pruning):
             victim_round, *shadow_rounds = group.step()
             round_monitor(victim_round.round, victim_round.test_accuracy,
-                          attack_inputs(assets, victim_round, shadow_rounds))
+                          attack_inputs(assets, victim_round, shadow_rounds, repeat))
         victim, *shadows = group.finish()
     attack_start = time.perf_counter()
-    results, attack_seconds = run_attack_stage(assets, victim, shadows, attacks, map_fn)
+    (results, *more), attack_seconds = run_attack_stage(assets, victim, shadows, attacks, map_fn, draw_ids)
     end = time.perf_counter()
     return ExperimentResult(
         defense=defense,
@@ -342,4 +363,5 @@ def run_experiment(assets: StudyAssets, defense: str, settings: dict[str, Any], 
         victim=victim if keep_victim_state else None,
         timings=experiment_timings([victim, *shadows], attack_start - pruning_start, end - attack_start,
                                    attack_seconds, end - start),
+        more_draws=[{name: {k: v for k, v in m.items() if k != "roc"} for name, m in draw.items()} for draw in more],
     )

@@ -32,8 +32,8 @@ from .html import render_html  # noqa: E402
 from .text import timing_columns  # noqa: E402
 
 # the trials table's leading columns, present even when a study has no trial (an empty table still has a header)
-BASE_COLUMNS = ("number", "state", "defense", "utility", "privacy", "strongest_attack", "feasible", "defense_seconds",
-                "duration_seconds")
+BASE_COLUMNS = ("number", "state", "defense", "utility", "privacy", "privacy_se", "strongest_attack", "feasible",
+                "defense_seconds", "duration_seconds")
 
 
 def figure_png(fig: plt.Figure) -> bytes:
@@ -50,7 +50,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         m = TrialMetrics.of(trial)
         row: dict[str, Any] = {
             "number": trial.number, "state": trial.state.name, "defense": m.defense,
-            "utility": m.utility, "privacy": m.privacy, "strongest_attack": m.strongest_attack,
+            "utility": m.utility, "privacy": m.privacy, "privacy_se": m.privacy_se,
+            "strongest_attack": m.strongest_attack,
             "feasible": m.feasible, "defense_seconds": m.defense_seconds,
             "duration_seconds": trial.duration.total_seconds() if trial.duration else None,
         }

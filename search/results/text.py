@@ -97,7 +97,8 @@ def trial_detail_lines(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> 
     m = TrialMetrics.of(trial)
     lines = [f"trial #{trial.number} of {study.study_name}: {trial.state.name}, values {trial.values}",
              f"  defense {'-' if m.defense is None else m.defense} {trial.params}",
-             f"  test accuracy {m.utility:.4f}, strongest attack {m.strongest_attack or '-'} at {m.privacy:.4f}"]
+             f"  test accuracy {m.utility:.4f}, strongest attack {m.strongest_attack or '-'} at {m.privacy:.4f}"
+             + ("" if m.privacy_se is None else f" (leakage standard error {m.privacy_se:.4f}: {m.privacy_se_kind})")]
     timings = timing_lines(m.timings)
     return lines + ([f"  {line}" for line in timings] if timings else ["  no stage timings recorded for this trial"])
 

@@ -198,6 +198,8 @@ class TrialMetrics:
     defense_seconds: float | None = None
     attacks: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, Any] = field(default_factory=dict)
+    privacy_se: float | None = None  # one evaluation's standard error of the leakage (None: stored before it was)
+    privacy_se_kind: str | None = None
 
     @classmethod
     def of(cls, trial: optuna.trial.FrozenTrial) -> "TrialMetrics":
@@ -205,7 +207,8 @@ class TrialMetrics:
         return cls(defense=a.get(DEFENSE_ATTR), settings=a.get(SETTINGS_ATTR, {}), utility=a.get("utility", math.nan),
                    privacy=a.get("privacy", math.nan), strongest_attack=a.get("strongest_attack"),
                    feasible=a.get("feasible"), defense_seconds=a.get("defense_seconds"), attacks=a.get("attacks", {}),
-                   timings=a.get("timings", {}))
+                   timings=a.get("timings", {}), privacy_se=a.get("privacy_se"),
+                   privacy_se_kind=a.get("privacy_se_kind"))
 
 
 def has_setting(trial: optuna.trial.FrozenTrial) -> bool:
