@@ -30,10 +30,10 @@ class TrialSpec:
     cache_dir: str = ".wemem-cache"
     adaptive: bool = True
     round_reports: bool = False  # report a per-round objective (for early stopping of poor trials)
-    # ``[search] repeats``: score each evaluation as the mean over this many independent ones, each either a fresh
-    # target draw on the same pruned models ("targets") or a fresh fine-tuning of every model ("training")
+    # ``[search] repeats`` and ``target_draws``: score each evaluation as the mean over ``repeats`` fine-tunings
+    # of every model (other seeds), each attacked on ``target_draws`` draws of its balanced target set
     repeats: int = 1
-    repeat_over: str = "training"
+    target_draws: int = 1
 
 
 # The cheap attacks (those that declare ``cheap``: thresholds only, no model training), behind the per-round
@@ -52,47 +52,48 @@ class RoundHooks:
 
 @dataclass(frozen=True)
 class Repeated:
-    """One evaluation's figures over its repeats: the means, the standard error of the leakage, and each repeat's
-    (utility, leakage)."""
+    """One evaluation's figures over its repeats: the means, the standard error of the leakage, and each
+    (fine-tuning, draw)'s (utility, leakage)."""
 
     utility: float
     privacy: float
     privacy_se: float
-    draws: list[tuple[float, float]]
+    draws: list[list[tuple[float, float]]]  # [fine-tuning][draw] -> (utility, leakage)
     se_kind: str  # how privacy_se was estimated (see :func:`privacy_standard_error`)
 
 
-def privacy_standard_error(draws: list[tuple[float, float]], n_targets: int) -> tuple[float, str]:
-    """The standard error of an evaluation's leakage.
+def privacy_standard_error(leakage: list[list[float]], n_targets: int) -> tuple[float, str]:
+    """The standard error of an evaluation's leakage, the mean of ``leakage[fine-tuning][draw]``.
 
-    Over R >= 2 repeats: the sample standard deviation of the R leakages over sqrt(R), which holds every noise
-    the repeats redraw. Over one: the target sampling's share, bounded above by the binomial
-    sqrt(P (1 - P) / N) for a balanced accuracy P on N targets (N/2 a side; Var = (TPR(1-TPR) + TNR(1-TNR)) / 2N
-    is largest at TPR = TNR = P); the fine-tuning's own noise is not in it.
+    - R >= 2 fine-tunings: the sample standard deviation of their means over sqrt(R); it holds every noise the
+      repeats redraw (fine-tuning and targets).
+    - one fine-tuning, D >= 2 target draws: the draws' standard deviation over sqrt(D), the target sampling's
+      share only (the fine-tuning's own noise is not in it).
+    - scored once: the binomial bound sqrt(P (1 - P) / N) for a balanced accuracy P on N targets (N/2 a side;
+      Var = (TPR(1-TPR) + TNR(1-TNR)) / 2N is largest at TPR = TNR = P), the target sampling's share only.
     """
-    privacy = [p for _, p in draws]
-    if len(privacy) >= 2:
-        return float(np.std(privacy, ddof=1) / np.sqrt(len(privacy))), f"sd of {len(privacy)} repeats / sqrt(R)"
-    p = min(max(privacy[0], 0.0), 1.0)
+    rows = [np.asarray(row, dtype=float) for row in leakage]
+    if len(rows) >= 2:
+        means = [row.mean() for row in rows]
+        return float(np.std(means, ddof=1) / np.sqrt(len(means))), f"sd of {len(rows)} fine-tunings / sqrt(R)"
+    row = rows[0]
+    if len(row) >= 2:
+        return float(row.std(ddof=1) / np.sqrt(len(row))), (f"sd of {len(row)} target draws / sqrt(D) (target "
+                                                            f"sampling only)")
+    p = min(max(float(row[0]), 0.0), 1.0)
     return float(np.sqrt(p * (1 - p) / max(n_targets, 1))), f"binomial bound over {n_targets} targets"
 
 
 def repeated(spec: TrialSpec, assets: StudyAssets, first: ExperimentResult, rerun: Callable[[int], ExperimentResult],
              ) -> Repeated:
-    """The R draws of an evaluation: ``first`` (repeat 0, with its further target draws when repeating over
-    targets) and, when repeating over training, ``rerun(r)`` for r = 1..R-1."""
-    draws = [(first.utility, spec_leakage(spec, first.attacks)[0])]
-    draws += [(first.utility, spec_leakage(spec, more)[0]) for more in first.more_draws]
-    if spec.repeat_over == "training":
-        for r in range(1, spec.repeats):
-            result = rerun(r)
-            draws.append((result.utility, spec_leakage(spec, result.attacks)[0]))
-    se, kind = privacy_standard_error(draws, len(attack_targets(assets, 0).indices))
-    return Repeated(float(np.mean([u for u, _ in draws])), float(np.mean([p for _, p in draws])), se, draws, kind)
-
-
-def target_draws(spec: TrialSpec) -> int:
-    return spec.repeats if spec.repeat_over == "targets" else 1
+    """An evaluation over its repeats: ``first`` (fine-tuning 0, with its target draws) and ``rerun(r)`` for the
+    fine-tunings r = 1..R-1."""
+    results = [first] + [rerun(r) for r in range(1, spec.repeats)]
+    draws = [[(result.utility, spec_leakage(spec, attacks)[0]) for attacks in [result.attacks, *result.more_draws]]
+             for result in results]
+    se, kind = privacy_standard_error([[p for _, p in row] for row in draws], len(attack_targets(assets, 0).indices))
+    return Repeated(float(np.mean([result.utility for result in results])),
+                    float(np.mean([p for row in draws for _, p in row])), se, draws, kind)
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ class TrialOutcome:
         data = self.result.to_dict()
         noise = {} if self.repeats is None else {
             "privacy_se": self.repeats.privacy_se, "privacy_se_kind": self.repeats.se_kind,
-            "repeats": [{"utility": u, "privacy": p} for u, p in self.repeats.draws]}
+            "repeats": [{"fine_tuning": r, "draw": d, "utility": u, "privacy": p}
+                        for r, row in enumerate(self.repeats.draws) for d, (u, p) in enumerate(row)]}
         return {
             **noise,
             "utility": self.utility,
@@ -149,7 +151,7 @@ def spec_leakage(spec: TrialSpec, attacks: dict[str, dict[str, Any]]) -> tuple[f
 def reference(spec: TrialSpec, assets: StudyAssets, map_fn: MapFn = serial_map,
               log: Echo = lambda message: None) -> Reference:
     """U_base and P_base of the undefended iteratively pruned model, cached (checksummed) next to the assets."""
-    repeats = {} if spec.repeats == 1 else {"repeats": spec.repeats, "over": spec.repeat_over}  # old keys kept
+    repeats = {k: v for k, v in (("repeats", spec.repeats), ("draws", spec.target_draws)) if v > 1}  # old keys kept
     key = content_hash({"pruning": asdict(spec.pruning), "attacks": list(spec.attacks), "adaptive": spec.adaptive,
                         "metric": spec.objective.privacy_metric, "among": spec.objective.privacy_attacks, **repeats})
     directory = cache_path(spec.experiment, spec.cache_dir)
@@ -160,8 +162,8 @@ def reference(spec: TrialSpec, assets: StudyAssets, map_fn: MapFn = serial_map,
             return cached
         run = lambda r, draws=1: run_experiment(assets, "none", {}, spec.pruning, list(spec.attacks),  # noqa: E731
                                                 map_fn, spec.adaptive, repeat=r, draws=draws)
-        result = run(0, target_draws(spec))
-        noise = repeated(spec, assets, result, run)
+        result = run(0, spec.target_draws)
+        noise = repeated(spec, assets, result, lambda r: run(r, spec.target_draws))
         ref = Reference(noise.utility, noise.privacy, spec_leakage(spec, result.attacks)[1], result.to_dict(),
                         noise.privacy_se)
         save_checked(path, lambda tmp: tmp.write_text(json.dumps(asdict(ref))))
@@ -193,9 +195,10 @@ def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base
             index, round_objective(spec, base, accuracy, inputs))
     result = run_experiment(assets, defense, settings, spec.pruning, list(spec.attacks), map_fn, spec.adaptive,
                             keep_victim_state, round_monitor=monitor, stepper_map=stepper_map,
-                            draws=target_draws(spec))
+                            draws=spec.target_draws)
     noise = repeated(spec, assets, result, lambda r: run_experiment(
-        assets, defense, settings, spec.pruning, list(spec.attacks), map_fn, spec.adaptive, repeat=r))
+        assets, defense, settings, spec.pruning, list(spec.attacks), map_fn, spec.adaptive, repeat=r,
+        draws=spec.target_draws))
     attack = spec_leakage(spec, result.attacks)[1]  # the strongest attack of the first repeat
     return TrialOutcome(noise.utility, noise.privacy, attack,
                         score(noise.privacy, noise.utility, base.utility, spec.objective), result,

@@ -82,6 +82,7 @@ def test_two_trial_study_resume_and_export(ray_session, options: Options, tmp_pa
     assert document["pruning"]["sparsity"] == 0.6
     best = document["best"]
     assert best["defense"] in {"swmr", "rsw"} and "test_accuracy" in best["metrics"]
+    assert 0 < best["metrics"]["privacy_se"] < 0.1  # the binomial bound of a trial scored once
     assert best["metrics"]["attacks"]["hconf"]["balanced_accuracy"] >= 0.0
     assert main(["export", "tiny", "--storage", options.storage, "--out", str(tmp_path / "best.json")]) == 0
     assert json.loads((tmp_path / "best.json").read_text())["best"]["trial_number"] == best["trial_number"]

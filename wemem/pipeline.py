@@ -323,11 +323,12 @@ def run_experiment(assets: StudyAssets, defense: str, settings: dict[str, Any], 
     With a ``round_monitor`` the K+1 models advance round by round (as steppers of ``stepper_map``) and the
     monitor sees every round's victim accuracy and attack inputs; it may raise to stop the experiment.
 
-    ``repeat`` seeds the fine-tuning of every model and the target draw (0: the study's own seeds); ``draws`` > 1
-    attacks the same pruned models on that many target draws (``repeat``, ``repeat + 1``, ...), the first in
-    ``attacks`` and the others in ``more_draws`` (see ``[search] repeats``).
+    ``repeat`` seeds the fine-tuning of every model (0: the study's own seeds); the pruned models are attacked on
+    ``draws`` target draws of their own (``repeat * draws`` to ``repeat * draws + draws - 1``: draw 0 is the
+    study's own), the first in ``attacks`` and the others in ``more_draws`` (see ``[search] repeats`` and
+    ``target_draws``).
     """
-    draw_ids = tuple(range(repeat, repeat + draws))
+    draw_ids = tuple(range(repeat * draws, (repeat + 1) * draws))
     start = time.perf_counter()
     make_defense(defense, settings)  # validate before fanning out
     sensitivity = needs_sensitivity(attacks)  # also validates the attack names

@@ -14,7 +14,7 @@ from wemem.errors import WememError
 from wemem.files import write_atomically
 
 from ..confirm import export_section
-from ..studyfile.exports import read_export  # noqa: F401 -- read here by apply and the tests
+from ..studyfile.exports import read_export  # noqa: F401 -- apply and the tests read it from here
 from ..storage.records import TrialMetrics, reference_of, stored_own_code, without_roc
 from ..study import OpenStudy, best_trials
 
@@ -30,6 +30,10 @@ def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "metrics": {
             "test_accuracy": m.utility,
             "privacy": m.privacy,
+            # one evaluation's standard error; with [search] repeats the figures are means over the repeats, and
+            # the model `apply` rebuilds is fine-tuning 0's (the study's own seeds)
+            "privacy_se": m.privacy_se,
+            "repeats": len(trial.user_attrs["repeats"]) if "repeats" in trial.user_attrs else None,
             "strongest_attack": m.strongest_attack,
             "defense_seconds": m.defense_seconds,
             "attacks": without_roc(m.attacks),

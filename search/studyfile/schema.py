@@ -142,12 +142,12 @@ class SearchSection(_Section):
     # file's folder) or "study:NAME", the best warm_start_top distinct settings of a study in the same storage
     warm_start: list[str] = Field(default_factory=list)
     warm_start_top: int = Field(3, ge=1)
-    # score each trial (and the reference, and each confirmation run) as the mean over R independent evaluations:
-    # "training" fine-tunes every model again with another seed (R times a trial's time), "targets" attacks the
-    # same pruned models on R target draws (R times the attack stage only); see docs/search.md for what each
-    # removes. R = 1 stores the binomial bound of the target sampling's standard error
+    # score each trial (and the reference, and each confirmation run) as the mean over `repeats` fine-tunings of
+    # every model (other seeds: R times a trial's time), each attacked on `target_draws` draws of its balanced
+    # target set (D times the attack stage only); the trial stores its leakage's standard error either way. See
+    # docs/search.md for what each removes per second
     repeats: int = Field(1, ge=1, le=16)
-    repeat_over: Literal["training", "targets"] = "training"
+    target_draws: int = Field(1, ge=1, le=16)
 
     @field_validator("warm_start")
     @classmethod
@@ -304,7 +304,7 @@ class StudyDefinition(_Section):
         return TrialSpec(self.experiment(data_root, base_dir), self.pruning_config(), tuple(self.attacks.names),
                          self.objective_config(), str(cache_dir), self.attacks.adaptive,
                          round_reports=self.search.early_stopping != "none", repeats=self.search.repeats,
-                         repeat_over=self.search.repeat_over)
+                         target_draws=self.search.target_draws)
 
 
 def format_validation_error(source: str, error: ValidationError) -> str:
