@@ -82,7 +82,7 @@ def test_bench_search_looks_up_the_nearest_grid_point_and_runs_the_products_samp
     assert bench.settings_of("rmr", {"risky_fraction": 0.2, "lambda_mem": 0.1})["optimizer"] == "single"
 
     class Table:  # a tabular objective by hand: leakage falls with the width, RMR leaks 0.6 everywhere
-        def get(self, defense, settings, seed):
+        def get(self, defense, settings, seed, repeats=(1, 1)):
             if defense == "none":
                 return {"utility": 0.9, "privacy": 0.65, "seconds": 1.0}
             privacy = 0.6 if defense == "rmr" else 0.6 - 0.1 * settings["width_fraction"]

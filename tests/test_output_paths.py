@@ -19,7 +19,8 @@ import torch
 
 import wemem.files
 from search.results.apply import edited_warning
-from search.results.export import DEFINITION_KEY, read_export
+from search.results.export import DEFINITION_KEY
+from search.studyfile.exports import read_export
 from test_bad_input import assert_refused, place, run_cli, tree  # noqa: F401  (place: a fixture)
 from test_run_cli import TINY
 from wemem.assets import _torch_bytes, prepare_assets, save_checked

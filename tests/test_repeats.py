@@ -116,3 +116,36 @@ def test_a_study_with_repeats_stores_them_with_each_trial(ray_session, tmp_path,
     assert trial.user_attrs["privacy_se"] == pytest.approx(np.std(means, ddof=1) / math.sqrt(2))
     assert main(["status", "repeated", "--trial", "0", "--storage", options.storage]) == 0
     assert "leakage standard error" in capsys.readouterr().out
+
+
+def test_confirmation_evaluates_each_fresh_seed_once(tmp_path, monkeypatch):
+    """A study's repeats quiet its ranking on its one seed; confirm's replications are its seeds."""
+    import optuna
+
+    import search.confirm.run as run
+    import search.execution.cluster as cluster
+    from search.storage import open_storage
+    from search.study import Options, create_or_load_study, open_study
+
+    options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(tmp_path / "cache"))
+    definition = parse_study({"study": {"name": "quiet"}, "search": {"defenses": ["rsw"], "repeats": 2,
+                                                                      "target_draws": 4}})
+    study, _ = create_or_load_study(definition, open_storage(options.storage), {})
+    study.add_trial(optuna.trial.create_trial(value=0.52, user_attrs={
+        "defense": "rsw", "settings": RSW, "utility": 0.9, "privacy": 0.52, "strongest_attack": "conf",
+        "feasible": True}))
+
+    class Judged(Exception):
+        pass
+
+    def evaluator(spec, definition, echo):
+        raise Judged(spec)
+
+    monkeypatch.setattr(cluster, "init_ray", lambda address=None: None)
+    monkeypatch.setattr(run, "ray_evaluator", evaluator)
+    opened = open_study("quiet", options)
+    assert (opened.spec.repeats, opened.spec.target_draws) == (2, 4)
+    with pytest.raises(Judged) as judged:
+        run.confirm(opened, echo=lambda m: None)
+    spec = judged.value.args[0]
+    assert (spec.repeats, spec.target_draws) == (1, 1) and spec.experiment == opened.spec.experiment

@@ -16,7 +16,8 @@ import torch
 from search.cli import main
 from search.execution.launcher import launch, resume
 from search.results.apply import apply_export
-from search.results.export import export_document, read_export, write_export
+from search.results.export import export_document, write_export
+from search.studyfile.exports import read_export
 from search.results.report import write_report
 from search.storage import open_storage, retried_from
 from search.study import create_or_load_study

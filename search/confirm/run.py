@@ -125,8 +125,10 @@ def confirm(opened: OpenStudy, top: int = 1, n_seeds: int = 3, echo: Echo = prin
     chosen = candidates(study, top, comparison_candidate(compare))
     seeds = confirmation_seeds(definition.study.seed, n_seeds)
     study_spec = opened.spec
-    # confirmation has no early stopping: every run goes to the end
-    spec = replace(judged_by(study_spec, attacks), round_reports=False)
+    # confirmation has no early stopping: every run goes to the end. Its replications are its seeds: each seed is
+    # evaluated once ([search] repeats and target_draws quiet a study's ranking on its one seed; the interval
+    # over fresh seeds already holds every noise, and with all ten attacks a target draw costs a trial's time)
+    spec = replace(judged_by(study_spec, attacks), round_reports=False, repeats=1, target_draws=1)
     echo(f"confirming {', '.join(c.label for c in chosen)} on fresh seeds {seeds} "
          f"({len(chosen) * len(seeds)} evaluations, each seed with its own split, pretraining and mem-scores; "
          f"judged by {', '.join(spec.attacks)})")

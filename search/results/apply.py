@@ -23,7 +23,8 @@ from wemem.plugins import file_sha256, reference_source_hash
 
 from ..storage.records import without_roc
 from ..studyfile import StudyDefinition, parse_study, registered
-from .export import DEFINITION_KEY, DEFINITION_SECTIONS, definition_fingerprint, read_export
+from ..studyfile.exports import read_export
+from .export import DEFINITION_KEY, DEFINITION_SECTIONS, definition_fingerprint
 
 
 OWN_CODE_FIX = ("run apply in the folder holding the module the study ran with (plug-ins are imported from the "

@@ -14,7 +14,6 @@ from wemem.errors import WememError
 from wemem.files import write_atomically
 
 from ..confirm import export_section
-from ..studyfile.exports import read_export  # noqa: F401 -- apply and the tests read it from here
 from ..storage.records import TrialMetrics, reference_of, stored_own_code, without_roc
 from ..study import OpenStudy, best_trials
 

@@ -153,7 +153,7 @@ def headline(summary: dict[str, Any]) -> list[str]:
     p, u = best["privacy_difference"], best["utility_difference"]
     confirmed = "confirmed" if p["high"] < 0 else "NOT confirmed (the interval includes 0 or lies above it)"
     judges = f" {judged_by_others(summary)}" if judged_by_others(summary) else ""
-    default = " (the paper's default)" if best.get("role") == "default" else ""
+    default = ", the paper's default" if best.get("role") == "default" else ""
     lines = [f"best setting ({best['label']}{default}, {best['defense']}) vs the undefended pruned model on "
              f"{len(summary['seeds'])} fresh seeds{judges}: leakage {points(p)}, accuracy {points(u, '')}: "
              f"gain {confirmed}"]
