@@ -1,5 +1,5 @@
-"""Warm starts: the paper's defaults, and warm starts from earlier work (``[search] warm_start``): the settings of export files and the best settings of
-other studies in the same storage, enqueued after the paper's defaults when a study is created.
+"""What a new study evaluates first: the paper's defaults, then earlier work (``[search] warm_start``): the
+settings of export files and the best settings of other studies in the same storage.
 
 Everything is read and checked before anything is created: each source exists and holds settings, each setting's
 defense is one the study searches and its values lie in the study's space (checked by inverting the sampling,
@@ -48,7 +48,8 @@ def checked(definition: StudyDefinition, source: str, defense: str, settings: di
     return WarmStart(source, defense, settings, params)
 
 
-def from_study(name: str, top: int, open_storage: Callable[[], optuna.storages.BaseStorage]) -> list[tuple[str, str, dict]]:
+def from_study(name: str, top: int,
+               open_storage: Callable[[], optuna.storages.BaseStorage]) -> list[tuple[str, str, dict]]:
     storage = open_storage()
     if name not in study_names(storage):
         raise WememError(f"[search] warm_start study:{name}: no study named {name!r} in this storage (it holds "
@@ -111,9 +112,9 @@ def warm_starts(definition: StudyDefinition, folder: str,
             seen.add(repr(sorted(start.params.items())))
             starts.append(start)
     if starts and len(defaults) + len(starts) > definition.study.n_trials:
-        raise WememError(f"[search] warm_start enqueues {len(starts)} settings after {len(defaults)} paper's default(s), "
-                         f"more than the study's n_trials = {definition.study.n_trials}; raise [study] n_trials or "
-                         f"lower [search] warm_start_top")
+        raise WememError(f"[search] warm_start enqueues {len(starts)} settings after {len(defaults)} paper's "
+                         f"default(s), more than the study's n_trials = {definition.study.n_trials}; raise [study] "
+                         "n_trials or lower [search] warm_start_top")
     return starts
 
 
