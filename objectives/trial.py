@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -143,6 +144,14 @@ class TrialOutcome:
         }
 
 
+def experiment_of(spec: TrialSpec, assets: StudyAssets, defense: str, settings: dict[str, Any],
+                  map_fn: MapFn) -> Callable[..., ExperimentResult]:
+    """``run_experiment`` of one setting as the spec evaluates it (its attacks and each fine-tuning's target
+    draws); the caller adds the repeat and any per-run options."""
+    return functools.partial(run_experiment, assets, defense, settings, spec.pruning, list(spec.attacks), map_fn,
+                             spec.adaptive, draws=spec.target_draws)
+
+
 def spec_leakage(spec: TrialSpec, attacks: dict[str, dict[str, Any]]) -> tuple[float, str]:
     among = list(spec.objective.privacy_attacks) if spec.objective.privacy_attacks else None
     return leakage(attacks, spec.objective.privacy_metric, among)
@@ -160,10 +169,9 @@ def reference(spec: TrialSpec, assets: StudyAssets, map_fn: MapFn = serial_map,
         cached = load_checked(path, lambda p: Reference(**json.loads(p.read_text())), log)
         if cached is not None:
             return cached
-        run = lambda r, draws=1: run_experiment(assets, "none", {}, spec.pruning, list(spec.attacks),  # noqa: E731
-                                                map_fn, spec.adaptive, repeat=r, draws=draws)
-        result = run(0, spec.target_draws)
-        noise = repeated(spec, assets, result, lambda r: run(r, spec.target_draws))
+        run = experiment_of(spec, assets, "none", {}, map_fn)
+        result = run()
+        noise = repeated(spec, assets, result, lambda r: run(repeat=r))
         ref = Reference(noise.utility, noise.privacy, spec_leakage(spec, result.attacks)[1], result.to_dict(),
                         noise.privacy_se)
         save_checked(path, lambda tmp: tmp.write_text(json.dumps(asdict(ref))))
@@ -193,12 +201,9 @@ def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base
         stepper_map = rounds.stepper_map
         monitor = lambda index, accuracy, inputs: rounds.report(  # noqa: E731
             index, round_objective(spec, base, accuracy, inputs))
-    result = run_experiment(assets, defense, settings, spec.pruning, list(spec.attacks), map_fn, spec.adaptive,
-                            keep_victim_state, round_monitor=monitor, stepper_map=stepper_map,
-                            draws=spec.target_draws)
-    noise = repeated(spec, assets, result, lambda r: run_experiment(
-        assets, defense, settings, spec.pruning, list(spec.attacks), map_fn, spec.adaptive, repeat=r,
-        draws=spec.target_draws))
+    run = experiment_of(spec, assets, defense, settings, map_fn)
+    result = run(keep_victim_state=keep_victim_state, round_monitor=monitor, stepper_map=stepper_map)
+    noise = repeated(spec, assets, result, lambda r: run(repeat=r))
     attack = spec_leakage(spec, result.attacks)[1]  # the strongest attack of the first repeat
     return TrialOutcome(noise.utility, noise.privacy, attack,
                         score(noise.privacy, noise.utility, base.utility, spec.objective), result,

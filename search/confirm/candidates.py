@@ -33,6 +33,10 @@ class Candidate:
     reported: dict[str, float] | None = None  # the study's own (selected) evaluation
     role: str = TUNED
 
+    def __post_init__(self) -> None:
+        if self.label == REFERENCE:  # the undefended reference is never a tuned setting, however it was built
+            object.__setattr__(self, "role", REFERENCE)
+
     @property
     def is_reference(self) -> bool:
         return self.label == REFERENCE
@@ -99,11 +103,9 @@ def candidates(study: optuna.Study, k: int, comparison: Candidate | None = None)
         else:
             chosen.append(comparison)
         if not any(c.role == TUNED for c in chosen):
-            tuned = next((trial_candidate(t) for t in ranked if trial_candidate(t).setting != comparison.setting),
-                         None)
-            chosen += [tuned] if tuned is not None else []
+            others = (c for c in map(trial_candidate, ranked) if c.setting != comparison.setting)
+            chosen += [c for c in [next(others, None)] if c is not None]
     ref = stored_reference(study)
     reference = Candidate(REFERENCE, "none", {}, None,
-                          None if ref is None else {"utility": ref["utility"], "privacy": ref["privacy"]},
-                          role=REFERENCE)
+                          None if ref is None else {"utility": ref["utility"], "privacy": ref["privacy"]})
     return [reference] + chosen

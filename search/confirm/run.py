@@ -105,11 +105,10 @@ def comparison_candidate(compare: tuple[str, dict[str, Any]] | None) -> Candidat
     """The named comparison setting, checked like a defense setting before anything runs."""
     if compare is None:
         return None
-    from wemem.defenses import DEFENSES, make_defense
+    from wemem.defenses import make_defense
 
     defense, settings = compare
-    DEFENSES.check(defense)
-    make_defense(defense, settings)  # a bad setting fails here, before any evaluation
+    make_defense(defense, settings)  # an unknown defense or a bad setting fails here, before any evaluation
     return named_comparison(defense, settings)
 
 

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import stats
 
-from .candidates import REFERENCE, Candidate, Evaluate, SeedResult
+from .candidates import REFERENCE, TUNED, Candidate, Evaluate, SeedResult
 
 LEVEL = 0.95
 
@@ -57,7 +57,7 @@ def summarize(candidates_: list[Candidate], seeds: list[int], results: dict[tupl
             entry["utility_difference"] = paired(utility, [r.utility for r in ref])
             if delta is not None:
                 entry["accuracy_constraint"] = constraint_verdict(entry["utility_difference"], delta)
-        if base is not None and candidate.role == "tuned" and not candidate.is_reference:
+        if base is not None and candidate.role == TUNED:
             entry["vs_comparison"] = {"privacy": paired(privacy, [r.privacy for r in base]),
                                       "utility": paired(utility, [r.utility for r in base])}
         entries.append(entry)

@@ -56,7 +56,7 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
     place = Place.of(options, base_dir=folder)
     validate_inputs(definition, place)  # everything is checked before anything is stored
     defaults, left_out = paper_defaults(definition)
-    starts = warm_starts(definition, folder, lambda: options.open_storage(must_exist=True))
+    starts = warm_starts(definition, folder, lambda: options.open_storage(must_exist=True), defaults)
     storage = options.open_storage()
     refuse_conflicting(definition, storage)
     running = attach_ray(definition, options)

@@ -93,10 +93,11 @@ def paper_defaults(definition: StudyDefinition) -> tuple[list[WarmStart], list[s
     return starts, left_out
 
 
-def warm_starts(definition: StudyDefinition, folder: str,
-                open_storage: Callable[[], optuna.storages.BaseStorage]) -> list[WarmStart]:
-    """Every warm start of the study, checked; ``open_storage`` (an existing storage only) is called only when a
-    source names a study."""
+def warm_starts(definition: StudyDefinition, folder: str, open_storage: Callable[[], optuna.storages.BaseStorage],
+                defaults: list[WarmStart]) -> list[WarmStart]:
+    """Every warm start of the study, checked, less the settings already among ``defaults`` (the paper's, see
+    :func:`paper_defaults`); ``open_storage`` (an existing storage only) is called only when a source names a
+    study."""
     search = definition.search
     found: list[tuple[str, str, dict]] = []
     for source in search.warm_start:
@@ -104,12 +105,12 @@ def warm_starts(definition: StudyDefinition, folder: str,
             found += from_study(source.removeprefix(STUDY_SOURCE), search.warm_start_top, open_storage)
         else:
             found += from_export(source, folder)
-    defaults = paper_defaults(definition)[0]
-    seen = {repr(sorted(d.params.items())) for d in defaults}
+    key = lambda start: repr(sorted(start.params.items()))  # noqa: E731
+    seen = {key(d) for d in defaults}
     starts = []
     for start in (checked(definition, *item) for item in found):
-        if repr(sorted(start.params.items())) not in seen:  # a setting already enqueued runs once
-            seen.add(repr(sorted(start.params.items())))
+        if key(start) not in seen:  # a setting already enqueued runs once
+            seen.add(key(start))
             starts.append(start)
     if starts and len(defaults) + len(starts) > definition.study.n_trials:
         raise WememError(f"[search] warm_start enqueues {len(starts)} settings after {len(defaults)} paper's "

@@ -230,6 +230,13 @@ def recorded_scales(trial: optuna.Trial) -> dict[str, bool]:
     return scales
 
 
+def sampled_params(params: dict[str, Param]) -> list[Param]:
+    """The parameters the sampler draws: not the derived stride, and no stride ratio when the stride is fixed."""
+    stride = params.get("stride_fraction")
+    fixed_stride = stride is not None and stride.fixed is not None
+    return [p for p in params.values() if not p.derived and not (p.name == "stride_ratio" and fixed_stride)]
+
+
 def suggest_setting(trial: optuna.Trial, defenses: Sequence[str],
                     overrides: dict[str, dict[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
     """Sample (defense, settings) define-by-run. The defense is a categorical parameter when several are given;
@@ -239,9 +246,7 @@ def suggest_setting(trial: optuna.Trial, defenses: Sequence[str],
     stride = params.get("stride_fraction")
     scales = recorded_scales(trial)
     settings: dict[str, Any] = {}
-    for param in params.values():
-        if param.derived or (param.name == "stride_ratio" and stride is not None and stride.fixed is not None):
-            continue  # a fixed stride needs no ratio
+    for param in sampled_params(params):
         key = f"{defense}.{param.name}"
         settings[param.name] = replace(param, log=scales.get(key, param.log)).suggest(trial, key)
     if stride is not None:
@@ -268,18 +273,15 @@ def setting_params(defense: str, settings: dict[str, Any], multiple: bool,
         raise ValueError(f"{defense} has no setting {', '.join(unknown)} in the search space (its settings: "
                          f"{', '.join(n for n in params if n != 'stride_ratio')})")
     values, stride = dict(settings), params.get("stride_fraction")
-    sampled = [p for p in params.values() if not p.derived]
     if stride is not None:
         if not stride.contains(values.get("stride_fraction")):
             raise ValueError(f"{defense}.stride_fraction = {values.get('stride_fraction')!r} is not {_where(stride)} "
                              "as this study's space allows")
-        if stride.fixed is not None:
-            sampled = [p for p in sampled if p.name != "stride_ratio"]
-        elif _is_number(values.get("width_fraction")):  # else the width's own check below names it
+        if stride.fixed is None and _is_number(values.get("width_fraction")):  # else the width's own check below names it
             # 9 decimals: the ratio of a sampled stride is exact only up to the derivation's rounding
             values["stride_ratio"] = round(values.pop("stride_fraction") / values["width_fraction"], 9)
     out: dict[str, Any] = {}
-    for param in sampled:
+    for param in sampled_params(params):
         shown = "stride_fraction / width_fraction" if param.name == "stride_ratio" else param.name
         if param.name not in values:
             if param.fixed is None:
