@@ -33,6 +33,7 @@ from .memscore import ImportOrder, check_memscore_order, compute_memscores, mems
 from .models import check_model_fits, fit_checkpoint
 from .parallel import MapFn, job_seed, serial_map
 from .training import accuracy, make_adam, on_training_device, place_model, train_round
+from .validity import MIN_FALSE_POSITIVES, Check, checkpoint_check, checkpoint_outcomes, resolution_check
 
 Echo = Callable[[str], None]  # where progress lines go (print, or a logger's method)
 T = TypeVar("T")
@@ -237,6 +238,26 @@ def victim_checkpoint(config: ExperimentConfig, pools: Pools) -> dict[str, torch
     return fit_checkpoint(config.checkpoint, config.new_model(pools), config.model)
 
 
+def victim_non_member_targets(config: ExperimentConfig, pools: Pools) -> int:
+    """How many non-members the victim's balanced target set holds (the split is cheap: seeded permutations)."""
+    victim = make_study_split(pools, config.seed, config.shadows).victim
+    return min(len(victim.train), len(victim.test))
+
+
+def input_checks(config: ExperimentConfig, pools: Pools, privacy_metric: str) -> list[Check]:
+    """The validity checks whose inputs exist before anything trains: a checkpoint victim's accuracy on its
+    members and on the other samples, and whether the leakage metric resolves on the victim's targets."""
+    checks = []
+    if config.checkpoint is not None:
+        model = config.new_model(pools)
+        model.load_state_dict(victim_checkpoint(config, pools))
+        outcomes = checkpoint_outcomes(model, pools.x, pools.y, pools.members)
+        checks.append(checkpoint_check(*outcomes, checkpoint=f"the checkpoint {Path(config.checkpoint).name}"))
+    checks.append(resolution_check(privacy_metric, victim_non_member_targets(config, pools),
+                                   MIN_FALSE_POSITIVES))
+    return checks
+
+
 def pretrained_models(config: ExperimentConfig, pools: Pools, models: list[tuple[str, ModelSplit]], map_fn: MapFn,
                       log: Echo) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, float]]:
     """Every model's pretrained weights and test accuracy. With a checkpoint the victim is the user's trained
@@ -320,5 +341,5 @@ def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: 
     return scores
 
 
-__all__ = ["StudyAssets", "check_inputs", "prepare_assets", "shared_timings", "cache_path", "memscore_path", "import_memscores",
+__all__ = ["StudyAssets", "check_inputs", "input_checks", "victim_non_member_targets", "prepare_assets", "shared_timings", "cache_path", "memscore_path", "import_memscores",
            "save_memscores", "save_checked", "load_checked", "content_fingerprint"]

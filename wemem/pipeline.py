@@ -44,6 +44,8 @@ class PrunedModel:
     # wall seconds of this model's job: "setup" (assets, model, defense), "pruning" (every round's pruning and
     # fine-tuning), "outputs" (deployed outputs and, for SAMIA, sensitivities over the pool), "total"
     timings: dict[str, float] = field(default_factory=dict)
+    # accuracy on its own training set: with the test accuracy, the generalization gap the validity checks report
+    train_accuracy: float = float("nan")
 
 
 def fine_tuning_schedule(pruning: PruningConfig | None) -> list[float]:
@@ -177,6 +179,7 @@ class PruningRun:
             log_probs = predict_log_probs(model, pools, torch.arange(len(pools.y)), self.defense).cpu().numpy()
             sensitivity = self._target_sensitivity(model) if self.sensitivity else None
         test_accuracy = accuracy(model, pools, self.split.test)
+        train_accuracy = accuracy(model, pools, self.split.train)
         outputs_seconds = time.perf_counter() - start
         return PrunedModel(
             name=self.name,
@@ -192,6 +195,7 @@ class PruningRun:
             masks={k: v.cpu() for k, v in self.masks.items()} if self.keep_state else None,
             timings={"setup": self.setup_seconds, "pruning": self.seconds, "outputs": outputs_seconds,
                      "total": self.setup_seconds + self.seconds + outputs_seconds},
+            train_accuracy=train_accuracy,
         )
 
 
@@ -234,6 +238,7 @@ class ExperimentResult:
     # the attacks' metrics on each further target draw of the same pruned models (``draws`` > 1), without ROC
     # points; ``attacks`` is the first draw's
     more_draws: list[dict[str, dict[str, Any]]] = field(default_factory=list)
+    victim_train_accuracy: float = float("nan")  # the pruned victim's accuracy on its members
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -365,4 +370,5 @@ def run_experiment(assets: StudyAssets, defense: str, settings: dict[str, Any], 
         timings=experiment_timings([victim, *shadows], attack_start - pruning_start, end - attack_start,
                                    attack_seconds, end - start),
         more_draws=[{name: {k: v for k, v in m.items() if k != "roc"} for name, m in draw.items()} for draw in more],
+        victim_train_accuracy=victim.train_accuracy,
     )

@@ -35,7 +35,7 @@ def options_from(args: argparse.Namespace) -> Options:
     resources = {k: getattr(args, k) for k in RESOURCE_FLAGS if getattr(args, k, None) is not None}
     return Options(storage=args.storage, cache_dir=args.cache_dir, data_root=args.data_root,
                    ray_address=getattr(args, "ray_address", None), stale_after=args.stale_after,
-                   resources=resources or None)
+                   resources=resources or None, overrides=tuple(getattr(args, "override_check", None) or ()))
 
 
 def whole_number(text: str) -> int:
@@ -91,6 +91,15 @@ def add_resource_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cpus-per-trial", type=cpu_share, default=None)
     g.add_argument("--gpus-per-trial", type=positive_number, default=None)
     g.add_argument("--max-concurrent-trials", type=positive_int, default=None)
+
+
+def add_override_flag(p: argparse.ArgumentParser) -> None:
+    """Run although a validity check failed (the override is recorded with the study and shown in its report)."""
+    from wemem.validity import OVERRIDABLE
+
+    p.add_argument("--override-check", action="append", choices=OVERRIDABLE, default=None, metavar="CHECK",
+                   help=f"run although this validity check failed ({', '.join(OVERRIDABLE)}; repeatable): the "
+                        "override is recorded and shown in the report")
 
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import datetime
 
 from wemem.errors import WememError
 
-from .common import Command, add_resource_flags, echo, options_from, positive_int
+from .common import Command, add_override_flag, add_resource_flags, echo, options_from, positive_int
 
 
 def _launch(args: argparse.Namespace) -> int:
@@ -43,6 +43,7 @@ def refuse_all_failed(study, started: datetime.datetime) -> None:
 def _launch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("study_file", help="path of the study file, e.g. studies/quickstart.toml")
     add_resource_flags(p)
+    add_override_flag(p)
 
 
 LAUNCH = Command("launch", "create (or continue) a study from a TOML study file and run its trials",
@@ -65,6 +66,7 @@ def _resume_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-trials", type=positive_int, default=None,
                    help="add this many trials (default: finish the budget)")
     add_resource_flags(p)
+    add_override_flag(p)
 
 
 RESUME = Command("resume", "continue a stored study: fail stale trials, re-queue them, run the remaining budget",

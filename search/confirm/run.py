@@ -101,6 +101,17 @@ def ray_evaluator(spec: TrialSpec, definition: StudyDefinition, echo: Echo) -> E
     return run
 
 
+def seed_variation(from_checkpoint: bool) -> str:
+    """What a fresh seed varies, so the intervals are read for what they cover. A victim from a checkpoint is
+    the user's trained model on every seed: its weights and members are fixed, and the intervals hold none of
+    the variation a retrained victim or another draw of members would add."""
+    if from_checkpoint:
+        return ("each fresh seed redraws the shadows' data and training, the mem-scores, the victim's non-member "
+                "targets and the sample of its member targets, and the fine-tuning of every pruning round; not the "
+                "victim's trained weights (the checkpoint) nor its members, which are the same on every seed")
+    return "each fresh seed with its own split (so its own members and non-members), pretraining and mem-scores"
+
+
 def comparison_candidate(compare: tuple[str, dict[str, Any]] | None) -> Candidate | None:
     """The named comparison setting, checked like a defense setting before anything runs."""
     if compare is None:
@@ -129,7 +140,7 @@ def confirm(opened: OpenStudy, top: int = 1, n_seeds: int = 3, echo: Echo = prin
     # over fresh seeds already holds every noise, and with all ten attacks a target draw costs a trial's time)
     spec = replace(judged_by(study_spec, attacks), round_reports=False, repeats=1, target_draws=1)
     echo(f"confirming {', '.join(c.label for c in chosen)} on fresh seeds {seeds} "
-         f"({len(chosen) * len(seeds)} evaluations, each seed with its own split, pretraining and mem-scores; "
+         f"({len(chosen) * len(seeds)} evaluations; {seed_variation(definition.model.checkpoint is not None)}; "
          f"judged by {', '.join(spec.attacks)})")
     init_ray(opened.options.ray_address)
     delta = definition.objective_config().constraint_delta

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 from pydantic import ValidationError
 
-from wemem.assets import Echo, check_inputs
+from wemem.assets import Echo, check_inputs, input_checks
 from wemem.errors import WememError
+from wemem.validity import Check, apply_overrides, require_valid
 
-from ..storage.records import store_launch_place, store_reference
+from ..storage.records import store_launch_place, store_reference, store_validity, stored_validity
 from ..storage.urls import check_storage_url, redact
 from ..study import (OpenStudy, Options, Place, active_count, create_or_load_study, load_study, refuse_conflicting,
                      running_numbers)
@@ -20,10 +22,25 @@ from .trainable import shared_work
 from .tune import run_trials
 from .warm_start import enqueue, paper_defaults, warm_starts
 
+SHARED_WORK_CHECKS = ("reference", "mimicry")  # measured on the shared work (see trainable.study_checks)
 
-def validate_inputs(definition: StudyDefinition, place: Place) -> None:
-    """Everything a study needs that can be checked before anything is created in the storage or the cache."""
-    check_inputs(definition.experiment(place.data_root, place.base_dir), place.cache_dir)
+
+def validate_inputs(definition: StudyDefinition, place: Place) -> list[Check]:
+    """Everything a study needs that can be checked before anything is created in the storage or the cache,
+    and the validity checks whose inputs exist by then (refused when one fails and the user did not override it)."""
+    experiment = definition.experiment(place.data_root, place.base_dir)
+    pools = check_inputs(experiment, place.cache_dir)
+    checks = apply_overrides(input_checks(experiment, pools, definition.objective_config().privacy_metric),
+                             place.options.overrides)
+    require_valid(checks)
+    return checks
+
+
+def report_checks(study: optuna.Study, checks: list[Check], echo: Echo) -> None:
+    """Print the checks and record them with the study (a later launcher's replace an earlier one's)."""
+    for check in checks:
+        echo(f"validity {check.line()}")
+    store_validity(study, checks)
 
 
 def attach_ray(definition: StudyDefinition, options: Options) -> StudyDefinition:
@@ -54,7 +71,7 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
     # plug-ins and relative paths start in the study file's folder (a definition not read from a file: here)
     folder = definition.folder or str(Path.cwd())
     place = Place.of(options, base_dir=folder)
-    validate_inputs(definition, place)  # everything is checked before anything is stored
+    checks = validate_inputs(definition, place)  # everything is checked before anything is stored
     defaults, left_out = paper_defaults(definition)
     starts = warm_starts(definition, folder, lambda: options.open_storage(must_exist=True), defaults)
     storage = options.open_storage()
@@ -69,6 +86,7 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
         enqueue(study, defaults + starts)  # the paper's defaults first, then earlier work
     else:
         echo(f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} trials")
+    report_checks(study, checks, echo)
     opened = OpenStudy(study, running, storage, Place.of(options, study, folder))
     run_study(opened, definition.study.n_trials, echo)
     return opened
@@ -81,8 +99,9 @@ def resume(name: str, options: Options, n_trials: int | None = None, echo: Echo 
     storage = options.open_storage(must_exist=True)
     study, definition = load_study(name, storage)
     place = Place.of(options, study)
-    validate_inputs(definition, place)
+    checks = validate_inputs(definition, place)
     opened = OpenStudy(study, attach_ray(definition, options), storage, place)
+    report_checks(study, checks, echo)
     running = running_numbers(study)
     if running:
         echo(f"trial(s) {running} are RUNNING: those of a dead launcher on this machine are failed and re-run now, "
@@ -101,6 +120,9 @@ def run_study(opened: OpenStudy, target_total: int, echo: Echo) -> None:
     store_reference(study, base.utility, base.privacy, base.strongest_attack, base.result["attacks"])
     echo(f"undefended iteratively pruned reference: accuracy {base.utility:.4f}, strongest attack "
          f"{base.strongest_attack} {spec.objective.privacy_metric} {base.privacy:.4f}")
+    for check in stored_validity(study):
+        if check.name in SHARED_WORK_CHECKS:
+            echo(f"validity {check.line()}")
     if target_total > active_count(study) or running_numbers(study):
         echo(f"running {max(target_total - active_count(study), 0)} trial(s) of study {opened.name!r}")
         run_trials(opened, base, target_total, echo, assets=assets)

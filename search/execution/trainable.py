@@ -13,12 +13,13 @@ from typing import Any
 from ray import tune
 
 from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial, reference
-from wemem.assets import Echo, content_fingerprint, prepare_assets
+from wemem.assets import Echo, StudyAssets, content_fingerprint, prepare_assets
 from wemem.environment import describe
 from wemem.errors import WememError
+from wemem.validity import Check, mimicry_check, reference_check
 
-from ..storage.records import (store_environment, store_own_code, store_fingerprint, store_shared_work_jobs, stored_fingerprint,
-                               to_json)
+from ..storage.records import (store_environment, store_fingerprint, store_own_code, store_shared_work_jobs,
+                               store_validity, stored_fingerprint, to_json)
 from ..study import OpenStudy
 from .cluster import task_share
 from .jobs import RayMap, RaySteppers, Shipped, receive, ship
@@ -52,9 +53,20 @@ def shared_work(opened: OpenStudy, echo: Echo) -> tuple[Shipped, Reference]:
             f"(--cache-dir, copied from the first launcher) or start a new study under another name")
     if share.placements:
         store_shared_work_jobs(study, compact_placements(share.placements))
+    store_validity(study, study_checks(assets, base, spec.objective.privacy_metric))
     store_environment(study, describe())  # the latest launcher's versions and device, for the report
     store_own_code(study, spec.experiment.own_code(), assets.pools.encoding)  # for export and apply
     return shipped, base
+
+
+def study_checks(assets: StudyAssets, base: Reference, metric: str) -> list[Check]:
+    """The validity checks of the shared work: does the undefended pruned reference leak measurably, and do the
+    shadows mimic the victim (training-set sizes, pruned test accuracies)?"""
+    result = base.result
+    train_accuracy = result.get("victim_train_accuracy")  # absent from a reference cached before it was measured
+    return [reference_check(result["attacks"], metric, train_accuracy, result["utility"], base.privacy_se),
+            mimicry_check(len(assets.split.victim.train), result["utility"],
+                          [len(s.train) for s in assets.split.shadows], result["shadow_accuracy"])]
 
 
 def failure_reason(error: BaseException) -> str:

@@ -20,9 +20,9 @@ from optuna.trial import TrialState
 
 from wemem.environment import describe
 
-from ..confirm import export_section, judged_by_others
+from ..confirm import export_section, judged_by_others, seed_variation
 from ..storage.records import (ROC, TrialMetrics, fail_reason, stored_environment, stored_fingerprint,
-                               stored_own_code, stored_reference)
+                               stored_own_code, stored_reference, stored_validity)
 from ..storage.urls import redact
 from ..study import OpenStudy, best_trials
 from ..studyfile import StudyDefinition
@@ -65,6 +65,7 @@ def report_document(opened: OpenStudy, table: pd.DataFrame, figures: list[str]) 
         "study": study_block(definition, reference),
         "counts": {state.name: counts[state] for state in TrialState},
         "missing": missing(len(trials), len(failed), best, reference, confirmation, commands),
+        "validity": [check.to_dict() for check in stored_validity(study)],
         "headline": headline_block(confirmation, best, commands),
         "reference": reference,
         "pareto": len(study.directions) > 1,
@@ -72,6 +73,7 @@ def report_document(opened: OpenStudy, table: pd.DataFrame, figures: list[str]) 
         "attack_table": attack_rows(reference, best[0] if best else None),
         "roc": roc_points(best[0]) if best else {},
         "confirmation": confirmation,
+        "confirmation_varies": seed_variation(definition.model.checkpoint is not None),
         "trials": trial_rows(table),
         "failed": [{"number": t.number, "reason": fail_reason(t)} for t in failed],
         "timings": timing_block(table),

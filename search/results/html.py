@@ -184,6 +184,22 @@ def missing_section(doc: dict[str, Any]) -> str:
     return f'<div class="missing" id="missing"><strong>Not in this report yet</strong><ul>{items}</ul></div>'
 
 
+VALIDITY_STATUS = {"pass": "holds", "warn": "warning", "fail": "failed", "overridden": "failed, overridden by the user"}
+
+
+def validity_section(doc: dict[str, Any]) -> str:
+    """Does the audit mean what it seems to? Each check (wemem.validity) with what it measured."""
+    checks = doc.get("validity") or []
+    if not checks:
+        return ("<h2 id='validity'>Validity</h2><p>No validity checks are stored with this study: it was run before "
+                "they existed. Resume or relaunch it to measure them.</p>")
+    rows = [[cell(c["name"]), cell(VALIDITY_STATUS.get(c["status"], c["status"])), cell(c["message"])]
+            for c in checks]
+    return ("<h2 id='validity'>Validity</h2><p>Whether the inputs mean what the audit assumes (docs/validity.md): a "
+            "warning or an override means the figures below may not say what they seem to.</p>"
+            + table(["check", "status", "what was measured"], rows, table_id="validity"))
+
+
 def study_section(doc: dict[str, Any]) -> str:
     s = doc["study"]
     data = s["dataset"]
@@ -239,6 +255,8 @@ def confirmation_table(doc: dict[str, Any]) -> str:
                      cell(e.get("accuracy_constraint")),
                      (("\u2013", None) if versus is None else (interval(versus), versus["mean"]))])
     return (f"<h3>Confirmed on {len(c['seeds'])} fresh seeds {esc(c['seeds'])} (mean [95% t-interval])</h3>"
+            + (f"<p id='seeds-vary'>What the seeds vary: {esc(doc['confirmation_varies'])}.</p>"
+               if doc.get("confirmation_varies") else "")
             + table(["candidate", "defense", "settings", "test accuracy", "leakage", "leakage minus reference",
                      "accuracy minus reference", "accuracy constraint", "leakage minus the comparison"],
                     rows, table_id="confirmation"))
@@ -345,7 +363,8 @@ def reproducibility_section(doc: dict[str, Any]) -> str:
 
 
 SECTIONS: tuple[Callable[[dict[str, Any], dict[str, bytes]], str], ...] = (
-    lambda d, f: missing_section(d), lambda d, f: study_section(d), results_section, attacks_section,
+    lambda d, f: missing_section(d), lambda d, f: validity_section(d), lambda d, f: study_section(d),
+    results_section, attacks_section,
     lambda d, f: trials_section(d), timings_section, lambda d, f: search_section(f),
     lambda d, f: reproducibility_section(d))
 

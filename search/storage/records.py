@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 
 from wemem.errors import WememError
+from wemem.validity import Check
 
 from ..studyfile import StudyDefinition, parse_study
 
@@ -34,6 +35,7 @@ ENCODING_ATTR = "table_encoding"  # how a csv:/parquet: table became features (w
 ENVIRONMENT_ATTR = "environment"  # what the latest launcher ran with: Python, packages, device (wemem.environment)
 CONFIRMATION_ATTR = "confirmation"  # the latest confirmation (what status, export and report read)
 RUNS_ATTR = "confirmation_runs"  # + ":<suite>": every finished confirmation run, by setting and seed
+VALIDITY_ATTR = "validity"  # the validity checks (wemem.validity), by name: the latest launcher's outcome of each
 
 # ----------------------------------------------------------------------------------------- trial attributes
 DEFENSE_ATTR, SETTINGS_ATTR = "defense", "settings"  # the setting a trial evaluated
@@ -109,6 +111,21 @@ def store_reference(study: optuna.Study, utility: float, privacy: float, stronge
                     attacks: dict[str, dict[str, Any]]) -> None:
     study.set_user_attr(REFERENCE_ATTR, {"utility": utility, "privacy": privacy, "strongest_attack": strongest_attack,
                                          "attacks": without_roc(attacks)})
+
+
+def store_validity(study: optuna.Study, checks: list[Check]) -> None:
+    """Record checks with the study, each replacing the stored check of its name (a later launcher re-measures)."""
+    stored = dict(study.user_attrs.get(VALIDITY_ATTR) or {})
+    stored.update({check.name: to_json(check.to_dict()) for check in checks})
+    study.set_user_attr(VALIDITY_ATTR, stored)
+
+
+def stored_validity(study: optuna.Study) -> list[Check]:
+    """The study's validity checks in the order they are run (none for a study launched before they existed)."""
+    stored = study.user_attrs.get(VALIDITY_ATTR) or {}
+    order = ("checkpoint", "resolution", "reference", "mimicry")
+    names = sorted(stored, key=lambda name: order.index(name) if name in order else len(order))
+    return [Check.from_dict(stored[name]) for name in names]
 
 
 def stored_reference(study: optuna.Study) -> dict[str, Any] | None:

@@ -30,6 +30,7 @@ class Options:
     ray_address: str | None = None
     stale_after: int = GRACE_PERIOD_S
     resources: dict[str, Any] | None = None  # overrides of [resources] for this launcher only
+    overrides: tuple[str, ...] = ()  # failed validity checks (wemem.validity) this launcher runs past, by name
 
     @property
     def storage_url(self) -> str:
