@@ -9,6 +9,13 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from .uncertainty import (METRIC_FPRS, MIN_FALSE_POSITIVES, Resolution, bootstrap_intervals, epsilon_lower_bound,
+                          tpr_resolution, unresolvable_text)
+
+__all__ = ["METRIC_FPRS", "MIN_FALSE_POSITIVES", "Resolution", "attack_metrics", "attack_uncertainty", "auc",
+           "balanced_accuracy", "best_threshold", "population_threshold", "roc_points", "tpr_at_fpr", "tpr_resolution",
+           "unresolvable_text"]
+
 
 def best_threshold(scores: np.ndarray, is_member: np.ndarray) -> tuple[float, float]:
     """The threshold maximizing balanced accuracy, in O(n log n) by one sort and cumulative counts.
@@ -109,6 +116,18 @@ def attack_metrics(scores: np.ndarray, is_member: np.ndarray, threshold: float |
     return {
         "balanced_accuracy": balanced_accuracy(scores, is_member, threshold),
         "auc": auc(scores, is_member),
-        "tpr_at_0.1%_fpr": tpr_at_fpr(scores, is_member, 0.001),
-        "tpr_at_1%_fpr": tpr_at_fpr(scores, is_member, 0.01),
+        **{key: tpr_at_fpr(scores, is_member, fpr) for key, fpr in METRIC_FPRS.items()},
+    }
+
+
+def attack_uncertainty(scores: np.ndarray, is_member: np.ndarray, threshold: float | np.ndarray) -> dict[str, object]:
+    """What :func:`attack_metrics`' figures are worth, as plain JSON: their 95% stratified bootstrap intervals over
+    the targets, how many targets each side had (which decides whether a TPR at low FPR resolves, see
+    :func:`tpr_resolution`), and the lower bound on epsilon of the attack's decisions."""
+    scores, is_member = np.asarray(scores, dtype=np.float64), np.asarray(is_member, dtype=bool)
+    predicted = scores >= threshold
+    return {
+        "intervals": bootstrap_intervals(scores, is_member, predicted),
+        "targets": {"members": int(is_member.sum()), "non_members": int((~is_member).sum())},
+        "epsilon_lower_bound": epsilon_lower_bound(predicted, is_member),
     }

@@ -23,13 +23,14 @@ from wemem.config import ExperimentConfig, PruningConfig
 from wemem.data import DATASETS, check_dataset_name, resolve_dataset_path
 from wemem.defenses import make_defense
 from wemem.errors import WememError, require
+from wemem.metrics import METRIC_FPRS, tpr_resolution, unresolvable_text
 from wemem.files import check_output_file, check_writable_folder, create_folder, write_atomically, wrote
 from wemem.models import MODELS, check_model_name
 from wemem.parallel import MapFn, serial_map
 from wemem.pipeline import ExperimentResult
 from wemem.training import TrainConfig
 
-from ..results.text import timing_lines
+from ..results.text import INTERVAL_NOTE, timing_lines
 from .common import Command, cpu_share, echo, options_from, positive_number, seed_number
 
 METRICS = ["balanced_accuracy", "auc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr"]
@@ -165,30 +166,64 @@ def planned_runs(defense: str, settings: dict[str, Any], pruning: PruningConfig,
 
 
 def metrics_table(runs: list[Run], results: list[ExperimentResult]) -> pd.DataFrame:
-    """The full metrics table, one row per (run, attack): accuracies, defense time and the attack's metrics."""
+    """The full metrics table, one row per (run, attack): accuracies, defense time, the attack's metrics, their
+    95% intervals (``METRIC_low``, ``METRIC_high``), the epsilon lower bound and the victim's target counts."""
     rows = []
     for run, result in zip(runs, results):
         for attack, metrics in result.attacks.items():
+            bound = metrics["epsilon_lower_bound"]
             rows.append({
                 "run": run.label, "defense": run.defense,
                 "sparsity": 0.0 if run.pruning is None else run.pruning.sparsity,
                 "accuracy_before": result.pretrained_accuracy, "accuracy_after": result.utility,
                 "defense_seconds": result.defense_seconds, "attack": attack,
                 **{metric: metrics[metric] for metric in METRICS},
+                **{f"{metric}_{end}": value for metric in METRICS
+                   for end, value in zip(("low", "high"), metrics["intervals"][metric])},
+                "epsilon_lower_bound": bound["value"], "epsilon_delta": bound["delta"],
+                "epsilon_confidence": bound["confidence"],
+                "member_targets": metrics["targets"]["members"],
+                "non_member_targets": metrics["targets"]["non_members"],
             })
     return pd.DataFrame(rows)
 
 
+NOT_RESOLVABLE = "n/r"
+
+
+def metric_cell(row: pd.Series, metric: str) -> str:
+    """A metric with its interval, or :data:`NOT_RESOLVABLE` for a TPR the victim's targets cannot resolve."""
+    fpr = METRIC_FPRS.get(metric)
+    if fpr is not None and not tpr_resolution(fpr, row["non_member_targets"]).resolvable:
+        return NOT_RESOLVABLE
+    return f"{row[metric]:.4f} [{row[f'{metric}_low']:.4f}, {row[f'{metric}_high']:.4f}]"
+
+
+def resolution_notes(table: pd.DataFrame) -> list[str]:
+    notes = []
+    for metric, fpr in METRIC_FPRS.items():
+        for n in sorted(set(table["non_member_targets"])):
+            resolution = tpr_resolution(fpr, n)
+            if not resolution.resolvable:
+                notes.append(f"{NOT_RESOLVABLE}: {metric} {unresolvable_text(n, resolution.needs)}")
+    return notes
+
+
 def format_tables(table: pd.DataFrame) -> str:
-    """Plain-text views of the table: one line per run, then every attack with the runs side by side."""
+    """Plain-text views of the table: one line per run, then every attack with the runs side by side, each metric
+    with its interval, TPRs the targets cannot resolve marked, and the epsilon lower bound."""
     run_columns = ["run", "defense", "sparsity", "accuracy_before", "accuracy_after", "defense_seconds"]
     models = table[run_columns].drop_duplicates("run").set_index("run")
     order = {label: i for i, label in enumerate(models.index)}
-    attacks = (table.assign(_order=table["run"].map(order))
-               .sort_values(["attack", "_order"], kind="stable")
-               .set_index(["attack", "run"])[METRICS])
+    ordered = table.assign(_order=table["run"].map(order)).sort_values(["attack", "_order"], kind="stable")
+    cells = {metric: ordered.apply(metric_cell, axis=1, metric=metric) for metric in METRICS}
+    attacks = ordered.assign(**cells, epsilon_lb=ordered["epsilon_lower_bound"].map("{:.3f}".format))
+    attacks = attacks.set_index(["attack", "run"])[[*METRICS, "epsilon_lb"]]
+    bound = table.iloc[0]
+    notes = [f"{INTERVAL_NOTE}; epsilon_lb: empirical lower bound on epsilon at the attack's threshold (delta "
+             f"{bound['epsilon_delta']:g}, {bound['epsilon_confidence']:.0%} confidence)", *resolution_notes(table)]
     number = "{:.4f}".format
-    return f"{models.to_string(float_format=number)}\n\n{attacks.to_string(float_format=number)}"
+    return "\n".join([models.to_string(float_format=number), "", attacks.to_string(), *notes])
 
 
 RESULT_SUFFIXES = (".json", ".csv")

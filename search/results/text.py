@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from wemem.attacks import ATTACKS
+from wemem.metrics import METRIC_FPRS, tpr_resolution, unresolvable_text
 
 from ..confirm import REFERENCE, export_section, judged_by_others
 from ..confirm.statistics import comparison_verdict, points
@@ -100,7 +101,45 @@ def trial_detail_lines(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> 
              f"  test accuracy {m.utility:.4f}, strongest attack {m.strongest_attack or '-'} at {m.privacy:.4f}"
              + ("" if m.privacy_se is None else f" (leakage standard error {m.privacy_se:.4f}: {m.privacy_se_kind})")]
     timings = timing_lines(m.timings)
-    return lines + ([f"  {line}" for line in timings] if timings else ["  no stage timings recorded for this trial"])
+    attacks = [f"    {line}" for line in attack_metric_lines(m.attacks)]
+    attacks = ([f"  attacks ({INTERVAL_NOTE}):"] + attacks) if attacks else []
+    return lines + attacks + ([f"  {line}" for line in timings] if timings else
+                              ["  no stage timings recorded for this trial"])
+
+
+INTERVAL_NOTE = "value [95% stratified bootstrap interval over the targets]"
+# (stored key, words): the per-attack metrics as printed
+METRIC_LABELS = (("balanced_accuracy", "balanced accuracy"), ("auc", "AUC"),
+                 ("tpr_at_0.1%_fpr", "TPR at 0.1% FPR"), ("tpr_at_1%_fpr", "TPR at 1% FPR"))
+
+
+def metric_text(metrics: dict[str, Any], key: str) -> str:
+    """One metric of an attack with its 95% interval, or for a TPR at an FPR its victim's target set cannot
+    resolve, the words saying so instead of the number. Metrics stored before intervals print bare."""
+    non_members = metrics.get("targets", {}).get("non_members")
+    if key in METRIC_FPRS and non_members is not None:
+        resolution = tpr_resolution(METRIC_FPRS[key], non_members)
+        if not resolution.resolvable:
+            return unresolvable_text(non_members, resolution.needs)
+    interval = metrics.get("intervals", {}).get(key)
+    return f"{metrics[key]:.4f}" + ("" if interval is None else f" [{interval[0]:.4f}, {interval[1]:.4f}]")
+
+
+def epsilon_text(bound: dict[str, float]) -> str:
+    return (f"epsilon lower bound {bound['value']:.3f} (delta {bound['delta']:g}, "
+            f"{bound['confidence']:.0%} confidence)")
+
+
+def attack_metric_lines(attacks: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per attack: each metric with its 95% stratified bootstrap interval over the targets (the target
+    sampling's share of the noise only), unresolvable TPRs in words, and the epsilon lower bound."""
+    lines = []
+    for name, metrics in attacks.items():
+        parts = [f"{label} {metric_text(metrics, key)}" for key, label in METRIC_LABELS if key in metrics]
+        if "epsilon_lower_bound" in metrics:
+            parts.append(epsilon_text(metrics["epsilon_lower_bound"]))
+        lines.append(f"{name}: " + ", ".join(parts))
+    return lines
 
 
 # ------------------------------------------------------------------------------------------ a confirmation

@@ -21,7 +21,7 @@ from torch import nn
 from ..data import ModelSplit, StudySplit
 from ..defenses.base import Defense
 from ..errors import WememError, require
-from ..metrics import attack_metrics, roc_points
+from ..metrics import attack_metrics, attack_uncertainty, roc_points
 from ..registry import Registry
 
 
@@ -145,12 +145,17 @@ ATTACKS: Registry[type[Attack]] = Registry("attack", group="wemem.attacks")
 
 
 def timed_attack(name: str, inputs: AttackInputs) -> tuple[dict[str, object], dict[str, float]]:
-    """An attack's metrics on the victim's targets, and its wall seconds (``total`` and the attack's own parts)."""
+    """An attack's metrics on the victim's targets, and its wall seconds (``total`` and the attack's own parts).
+
+    The four float metrics of :func:`wemem.metrics.attack_metrics` (what objectives read), their ``intervals``,
+    the ``targets`` counts and the ``epsilon_lower_bound`` (:func:`wemem.metrics.attack_uncertainty`), and ``roc``
+    points; all plain JSON, stored with the trial."""
     start = time.perf_counter()
     attack = ATTACKS.get(name)()
     scores, threshold = attack.decision_scores(inputs)
     is_member = inputs.victim_targets.is_member
     metrics: dict[str, object] = attack_metrics(scores, is_member, threshold)
+    metrics.update(attack_uncertainty(scores, is_member, threshold))
     metrics["roc"] = roc_points(scores, is_member)
     return metrics, {**attack.timings, "total": time.perf_counter() - start}
 
