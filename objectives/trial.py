@@ -180,7 +180,7 @@ def reference(spec: TrialSpec, assets: StudyAssets, map_fn: MapFn = serial_map,
 
 def round_objective(spec: TrialSpec, base: Reference, victim_accuracy: float, inputs: AttackInputs) -> float:
     """The objective of one pruning round's checkpoints, judged by the cheap attacks only."""
-    privacy, _ = leakage(run_attacks(list(CHEAP_ATTACKS), inputs), spec.objective.privacy_metric)
+    privacy, _ = leakage(run_attacks(list(CHEAP_ATTACKS), inputs, uncertainty=False), spec.objective.privacy_metric)
     return score(privacy, victim_accuracy, base.utility, spec.objective).values[0]
 
 

@@ -135,7 +135,8 @@ def test_report_html_shows_the_headline_tables_and_reproducibility(audit):
     assert "undefended pruned model" in text and "best defended model (trial #0)" in text
     for heading in ("balanced accuracy", "AUC", "TPR at 0.1% FPR", "TPR at 1% FPR"):
         assert heading in text
-    assert "hconf 0.6200 0.6700 0.0040 0.0500 0.5600 0.6100 0.0040 0.0500" in text  # one per-attack row
+    # one per-attack row: each model's four metrics, then its epsilon lower bound (none stored here: a dash)
+    assert "hconf 0.6200 0.6700 0.0040 0.0500 \u2013 0.5600 0.6100 0.0040 0.0500 \u2013" in text
     assert "RuntimeError: out of memory" in text  # failed trials with their reasons
     assert "median seconds per trial" in text and "pruning stage" in text
     assert f"assets fingerprint {'f' * 64}" in text and "optuna 5" in text

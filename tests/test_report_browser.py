@@ -83,8 +83,8 @@ def test_the_report_renders_to_pdf_and_png_with_its_headline_and_attack_table(ch
     assert words(doc["headline"]["text"]) in text
     assert "undefended pruned model" in text and "best defended model (trial #0)" in text
     for row in doc["attack_table"]:  # every attack's row, as the JSON's numbers, in the order the table shows
-        figures = [f"{row[side][key]:.4f}" for side in ("undefended", "defended")
-                   for key in ("balanced_accuracy", "auc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr")]
+        figures = [f"{row[side][key]:.4f}" if key else "\u2013" for side in ("undefended", "defended")
+                   for key in ("balanced_accuracy", "auc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr", None)]
         assert f"{row['attack']} {' '.join(figures)}" in text
     assert "RuntimeError: out of memory" in text and "Reproducibility" in text
     shot = Image.open(tmp_path / "report.png").convert("RGB")

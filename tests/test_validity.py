@@ -16,8 +16,9 @@ import torch
 from scipy.stats import binomtest
 
 from search.cli import main
-from wemem.validity import (Check, apply_overrides, chance_level, checkpoint_check, clopper_pearson, mimicry_check,
-                            reference_check, resolution_check)
+from wemem.uncertainty import clopper_pearson
+from wemem.validity import (Check, apply_overrides, chance_level, checkpoint_check, mimicry_check, reference_check,
+                            resolution_check)
 
 # --------------------------------------------------------------------------------------------- by hand
 
@@ -87,12 +88,12 @@ def test_a_reference_stored_without_intervals_uses_its_standard_error():
 
 
 def test_a_tpr_metric_needs_enough_non_members():
-    refused = resolution_check("tpr_at_0.1%_fpr", 600, 8)
+    refused = resolution_check("tpr_at_0.1%_fpr", 600)  # 0.6 of a false positive; 8 are needed
     assert refused.status == "fail"
-    assert "not resolvable with 600 non-member targets (needs 8000" in refused.message
-    assert resolution_check("tpr_at_1%_fpr", 800, 8).status == "pass"  # 8 false positives allowed
-    assert resolution_check("tpr_at_1%_fpr", 799, 8).status == "fail"
-    assert resolution_check("balanced_accuracy", 10, 8).status == "pass"
+    assert "not resolvable with 600 non-member targets (needs 8000)" in refused.message
+    assert resolution_check("tpr_at_1%_fpr", 800).status == "pass"  # 8 false positives allowed
+    assert resolution_check("tpr_at_1%_fpr", 799).status == "fail"
+    assert resolution_check("balanced_accuracy", 10).status == "pass"
 
 
 def test_shadows_that_do_not_mimic_the_victim_are_flagged():
@@ -245,3 +246,62 @@ def test_a_failed_check_overridden_by_name_is_recorded(own_folder: Path):
     assert [(c.name, c.status) for c in checks] == [("checkpoint", "overridden"), ("resolution", "pass")]
     member, other = checks[0].figures["member_accuracy"], checks[0].figures["non_member_accuracy"]
     assert not math.isnan(member) and member < 0.75 and other < 0.75  # read on the tool's features
+
+
+# ------------------------------------------------------------------------------ a reference without leakage
+
+TINY_DIGITS = {
+    "study": {"name": "quiet", "n_trials": 1, "seed": 7, "sampler": "random"},
+    "data": {"dataset": "digits", "shadows": 2},
+    "model": {"name": "columnfc"},
+    "training": {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 1},
+    "pruning": {"sparsity": 0.5, "steps": 1},
+    "memscore": {"models": 2},
+    "search": {"defenses": ["rsw"], "enqueue_reference": False},
+    "attacks": {"names": ["conf", "entr"]},
+    "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 1},
+}
+
+
+def test_a_reference_without_measurable_leakage_is_reported_at_launch_before_the_search(ray_session, tmp_path: Path):
+    from search import api
+
+    lines: list[str] = []
+    study = api.launch(TINY_DIGITS, storage=f"sqlite:///{tmp_path / 'quiet.db'}", cache_dir=str(tmp_path / "cache"),
+                       echo=lines.append)
+    warned = next(i for i, line in enumerate(lines) if line.startswith("validity reference: WARN"))
+    assert "shows no measurable leakage" in lines[warned] and "No defense can show a gain here" in lines[warned]
+    assert warned < next(i for i, line in enumerate(lines) if line.startswith("running 1 trial"))  # before the search
+    stored = {check["name"]: check for check in study.validity}
+    assert set(stored) == {"resolution", "reference", "mimicry"}
+    assert stored["reference"]["status"] == "warn"
+    assert stored["reference"]["figures"]["low"] <= 0.5 < stored["reference"]["figures"]["high"]
+    assert "validity:" in study.summary() and "reference: WARN" in study.summary()
+
+
+# ------------------------------------------------------------------------- the report's figures, resolved
+
+
+def test_the_reports_attack_table_shows_intervals_and_words_for_unresolvable_tprs():
+    from search.results.audit import attack_rows
+    from search.results.html import attack_cells
+
+    reference = {"attacks": {"conf": {
+        "balanced_accuracy": 0.56, "auc": 0.58, "tpr_at_0.1%_fpr": 0.0067, "tpr_at_1%_fpr": 0.03,
+        "intervals": {"balanced_accuracy": [0.53, 0.59], "auc": [0.55, 0.61], "tpr_at_0.1%_fpr": [0.0, 0.02],
+                      "tpr_at_1%_fpr": [0.01, 0.05]},
+        "targets": {"members": 600, "non_members": 600},
+        "epsilon_lower_bound": {"value": 0.084, "delta": 0.0, "confidence": 0.95}}}}
+    (row,) = json.loads(json.dumps(attack_rows(reference, None)))  # as report.json holds it
+    assert row["not_resolvable"]["undefended"] == {
+        "tpr_at_0.1%_fpr": "not resolvable with 600 non-member targets (needs 8000)",
+        "tpr_at_1%_fpr": "not resolvable with 600 non-member targets (needs 800)"}
+    shown = [text for text, _ in attack_cells(row, "undefended")]
+    assert shown == ["0.5600 [0.5300, 0.5900]", "0.5800 [0.5500, 0.6100]",
+                     "not resolvable with 600 non-member targets (needs 8000)",
+                     "not resolvable with 600 non-member targets (needs 800)", "0.084"]
+    # with 1,000 non-members the TPR at 1% FPR resolves (10 false positives >= 8) and is shown with its interval
+    reference["attacks"]["conf"]["targets"]["non_members"] = 1000
+    (row,) = attack_rows(reference, None)
+    assert list(row["not_resolvable"]["undefended"]) == ["tpr_at_0.1%_fpr"]
+    assert attack_cells(row, "undefended")[3][0] == "0.0300 [0.0100, 0.0500]"

@@ -33,7 +33,7 @@ from .memscore import ImportOrder, check_memscore_order, compute_memscores, mems
 from .models import check_model_fits, fit_checkpoint
 from .parallel import MapFn, job_seed, serial_map
 from .training import accuracy, make_adam, on_training_device, place_model, train_round
-from .validity import MIN_FALSE_POSITIVES, Check, checkpoint_check, checkpoint_outcomes, resolution_check
+from .validity import Check, checkpoint_check, checkpoint_outcomes, resolution_check
 
 Echo = Callable[[str], None]  # where progress lines go (print, or a logger's method)
 T = TypeVar("T")
@@ -253,8 +253,7 @@ def input_checks(config: ExperimentConfig, pools: Pools, privacy_metric: str) ->
         model.load_state_dict(victim_checkpoint(config, pools))
         outcomes = checkpoint_outcomes(model, pools.x, pools.y, pools.members)
         checks.append(checkpoint_check(*outcomes, checkpoint=f"the checkpoint {Path(config.checkpoint).name}"))
-    checks.append(resolution_check(privacy_metric, victim_non_member_targets(config, pools),
-                                   MIN_FALSE_POSITIVES))
+    checks.append(resolution_check(privacy_metric, victim_non_member_targets(config, pools)))
     return checks
 
 

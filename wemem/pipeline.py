@@ -277,11 +277,11 @@ def attack_groups(names: list[str]) -> list[list[str]]:
     return ([closed_form] if closed_form else []) + [[name] for name in neural]
 
 
-def attack_job(assets: StudyAssets, victim: PrunedModel, shadows: list[PrunedModel],
-               names: list[str], draw: int = 0) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
+def attack_job(assets: StudyAssets, victim: PrunedModel, shadows: list[PrunedModel], names: list[str],
+               draw: int = 0, uncertainty: bool = True) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
     """Some attacks of the suite on one target draw: their metrics and their timings (see
     :func:`wemem.attacks.timed_attack`)."""
-    return run_attacks_timed(names, attack_inputs(assets, victim, shadows, draw))
+    return run_attacks_timed(names, attack_inputs(assets, victim, shadows, draw), uncertainty)
 
 
 def run_attack_stage(assets: StudyAssets, victim: PrunedModel, shadows: list[PrunedModel], names: list[str],
@@ -291,10 +291,12 @@ def run_attack_stage(assets: StudyAssets, victim: PrunedModel, shadows: list[Pru
     at once): per draw, the metrics in suite order; and each attack's timings summed over the draws."""
     outputs_only = lambda m: dataclasses.replace(m, state=None, masks=None)  # noqa: E731 -- what attackers see
     victim, shadows = outputs_only(victim), [outputs_only(s) for s in shadows]
-    jobs = [(assets, victim, shadows, group, draw) for draw in draws for group in attack_groups(names)]
+    # the first draw's metrics are the ones shown with their intervals; the further draws feed means only
+    jobs = [(assets, victim, shadows, group, draw, draw == draws[0])
+            for draw in draws for group in attack_groups(names)]
     merged: list[dict[str, dict[str, Any]]] = [{} for _ in draws]
     seconds: dict[str, dict[str, float]] = {}
-    for (*_, draw), (results, timings) in zip(jobs, map_fn(attack_job, jobs)):
+    for (*_, draw, _first), (results, timings) in zip(jobs, map_fn(attack_job, jobs)):
         merged[draws.index(draw)].update(results)
         for name, parts in timings.items():
             seconds[name] = {k: seconds.get(name, {}).get(k, 0.0) + v for k, v in parts.items()}

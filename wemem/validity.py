@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import beta
 
 from .errors import WememError
+from .uncertainty import MIN_FALSE_POSITIVES, clopper_pearson, tpr_resolution, unresolvable_text
 
 Status = Literal["pass", "warn", "fail", "overridden"]
 
@@ -31,7 +31,6 @@ OVERRIDABLE = ("checkpoint", "resolution")
 # generalize alike, and the gap between train and test accuracy moves with the training-set size
 MIMICRY_SIZE_FACTOR = 1.5
 MIMICRY_ACCURACY_GAP = 0.05
-MIN_FALSE_POSITIVES = 8  # placeholder until wemem.metrics derives it
 
 
 @dataclass(frozen=True)
@@ -55,17 +54,6 @@ class Check:
 
     def line(self) -> str:
         return f"{self.name}: {self.status.upper()} - {self.message}"
-
-
-def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The exact two-sided binomial interval of ``successes / trials`` (equal to scipy's
-    ``binomtest(...).proportion_ci(method="exact")``; written with the beta quantiles so it is vectorizable)."""
-    if trials == 0:
-        return 0.0, 1.0
-    alpha = 1.0 - confidence
-    low = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, trials - successes + 1))
-    high = 1.0 if successes == trials else float(beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
-    return low, high
 
 
 # ---------------------------------------------------------------------------------- a checkpoint victim
@@ -174,25 +162,25 @@ def reference_check(attacks: dict[str, dict[str, Any]], metric: str, train_accur
 # ------------------------------------------------------------------------------------------- resolution
 
 
-def resolution_check(metric: str, non_members: int, minimum_count: int) -> Check:
+def resolution_check(metric: str, non_members: int) -> Check:
     """Can the study's leakage metric be measured on its targets at all? A TPR at FPR ``a`` needs at least
-    ``minimum_count`` non-member false positives at its threshold (see :func:`wemem.metrics.tpr_resolution`);
-    balanced accuracy and AUC always resolve."""
+    :data:`~wemem.uncertainty.MIN_FALSE_POSITIVES` non-member false positives at its threshold (see
+    :func:`wemem.uncertainty.tpr_resolution`); balanced accuracy and AUC always resolve."""
     if not metric.startswith("tpr_at_"):
         return Check("resolution", "pass", f"{metric} resolves on any balanced target set",
                      {"metric": metric, "non_members": non_members})
     fpr = chance_level(metric)
-    needed = math.ceil(minimum_count / fpr - 1e-9)
+    resolvable, needed = tpr_resolution(fpr, non_members)
     figures = {"metric": metric, "fpr": fpr, "non_members": non_members, "needed": needed,
-               "minimum_false_positives": minimum_count}
-    if fpr * non_members >= minimum_count:
+               "minimum_false_positives": MIN_FALSE_POSITIVES}
+    if resolvable:
         return Check("resolution", "pass", f"{metric} resolves with {non_members} non-member targets (needs "
                                            f"{needed})", figures)
     return Check("resolution", "fail",
-                 f"the study's privacy_metric {metric} is not resolvable with {non_members} non-member targets "
-                 f"(needs {needed}: at least {minimum_count} non-members above the threshold). Use "
-                 f"privacy_metric = \"balanced_accuracy\" or \"auc\", or a larger FPR, or more data; to run anyway "
-                 f"pass --override-check resolution (recorded in the report)", figures)
+                 f"the study's privacy_metric {metric} is {unresolvable_text(non_members, needed)}: fewer than "
+                 f"{MIN_FALSE_POSITIVES} non-members can lie above its threshold. Use privacy_metric = "
+                 f"\"balanced_accuracy\" or \"auc\", a larger FPR, or more data; to run anyway pass "
+                 f"--override-check resolution (recorded in the report)", figures)
 
 
 # --------------------------------------------------------------------------------------- shadow mimicry
@@ -238,4 +226,4 @@ def require_valid(checks: list[Check], subject: str = "the study") -> None:
 
 
 __all__ = ["Check", "OVERRIDABLE", "apply_overrides", "chance_level", "checkpoint_check", "checkpoint_outcomes",
-           "clopper_pearson", "mimicry_check", "reference_check", "require_valid", "resolution_check"]
+           "mimicry_check", "reference_check", "require_valid", "resolution_check"]

@@ -19,6 +19,7 @@ import tomli_w
 from optuna.trial import TrialState
 
 from wemem.environment import describe
+from wemem.metrics import METRIC_FPRS, tpr_resolution, unresolvable_text
 
 from ..confirm import export_section, judged_by_others, seed_variation
 from ..storage.records import (ROC, TrialMetrics, fail_reason, stored_environment, stored_fingerprint,
@@ -177,13 +178,33 @@ def attack_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {key: metrics.get(key) for key, _ in ATTACK_METRICS}
 
 
+def unresolved(metrics: dict[str, Any]) -> dict[str, str]:
+    """The TPRs at an FPR that the victim's non-member targets cannot resolve, each with the words that replace
+    its number (its digits would be noise; see docs/validity.md)."""
+    non_members = (metrics.get("targets") or {}).get("non_members")
+    if non_members is None:
+        return {}
+    found = {}
+    for key, fpr in METRIC_FPRS.items():
+        resolution = tpr_resolution(fpr, non_members)
+        if key in metrics and not resolution.resolvable:
+            found[key] = unresolvable_text(non_members, resolution.needs)
+    return found
+
+
 def attack_rows(reference: dict[str, Any] | None, trial: optuna.trial.FrozenTrial | None) -> list[dict[str, Any]]:
-    """Per attack: the undefended and the best defended model's balanced accuracy, AUC and TPR at low FPR."""
+    """Per attack: the undefended and the best defended model's balanced accuracy, AUC and TPR at low FPR, each
+    metric's 95% interval over the targets, the TPRs the targets cannot resolve (in words), and the lower bound on
+    epsilon of each model's attack decisions."""
     undefended = (reference or {}).get("attacks", {})
     defended = TrialMetrics.of(trial).attacks if trial is not None else {}
     names = list(dict.fromkeys([*undefended, *defended]))
-    return [{"attack": name, "undefended": attack_metrics(undefended.get(name, {})),
-             "defended": attack_metrics(defended.get(name, {}))} for name in names]
+    sides = lambda name: {"undefended": undefended.get(name, {}), "defended": defended.get(name, {})}  # noqa: E731
+    return [{"attack": name, **{side: attack_metrics(m) for side, m in sides(name).items()},
+             "intervals": {side: m.get("intervals", {}) for side, m in sides(name).items()},
+             "not_resolvable": {side: unresolved(m) for side, m in sides(name).items()},
+             "epsilon_lower_bound": {side: m.get("epsilon_lower_bound") for side, m in sides(name).items()}}
+            for name in names]
 
 
 def roc_points(trial: optuna.trial.FrozenTrial) -> dict[str, dict[str, list[float]]]:

@@ -267,17 +267,39 @@ def attacks_section(doc: dict[str, Any], figures: dict[str, bytes]) -> str:
     if not doc["attack_table"]:
         return parts[0] + "<p>No attack results are stored yet.</p>"
     best = doc["best"][0]["trial_number"] if doc["best"] else None
-    headings = ["attack"] + [h for _, h in ATTACK_METRICS] * 2
-    groups = [("", 1), ("undefended pruned model", len(ATTACK_METRICS)),
-              ("best defended model" + ("" if best is None else f" (trial #{best})"), len(ATTACK_METRICS))]
-    rows = ([cell(r["attack"])] + [cell(r["undefended"][k]) for k, _ in ATTACK_METRICS]
-            + [cell(r["defended"][k]) for k, _ in ATTACK_METRICS] for r in doc["attack_table"])
+    headings = ["attack"] + ([h for _, h in ATTACK_METRICS] + ["\u03b5 lower bound"]) * 2
+    groups = [("", 1), ("undefended pruned model", len(ATTACK_METRICS) + 1),
+              ("best defended model" + ("" if best is None else f" (trial #{best})"), len(ATTACK_METRICS) + 1)]
+    rows = ([cell(r["attack"])] + [c for side in ("undefended", "defended") for c in attack_cells(r, side)]
+            for r in doc["attack_table"])
     parts.append("<p>Each attack's own evaluation of the undefended pruned model and of the best trial (the "
-                 "study's seed; the confirmation above uses fresh seeds).</p>")
+                 "study's seed; the confirmation above uses fresh seeds), with its 95% stratified bootstrap interval "
+                 "over the victim's targets (the target sampling's share of the noise only). A TPR at an FPR that "
+                 "the victim's non-member targets cannot resolve is not shown as a number (docs/validity.md). "
+                 "\u03b5 lower bound: an empirical lower bound on the model's differential-privacy epsilon from the "
+                 "attack's own decisions (Clopper-Pearson, 95%; docs/attack_metrics.md), not an estimate of it.</p>")
     parts.append(table(headings, rows, table_id="attack-table", groups=groups))
     parts.append(figure("attacks.png", figures))
     parts.append(figure("roc.png", figures))
     return "".join(parts)
+
+
+def attack_cells(row: dict[str, Any], side: str) -> list[Cell]:
+    """One model's metrics in the attack table: each value with its 95% interval, or the words saying the targets
+    cannot resolve it; then the epsilon lower bound."""
+    intervals = (row.get("intervals") or {}).get(side) or {}
+    unresolved = (row.get("not_resolvable") or {}).get(side) or {}
+    cells = []
+    for key, _ in ATTACK_METRICS:
+        value, interval = row[side][key], intervals.get(key)
+        if key in unresolved:
+            cells.append((unresolved[key], None))
+        elif value is not None and interval:
+            cells.append((f"{number(value)} [{number(interval[0])}, {number(interval[1])}]", value))
+        else:
+            cells.append(cell(value))
+    bound = (row.get("epsilon_lower_bound") or {}).get(side)
+    return cells + [cell(None if not bound else bound.get("value"), 3)]
 
 
 TRIAL_COLUMNS = (("number", "trial"), ("state", "state"), ("defense", "defense"), ("utility", "test accuracy"),

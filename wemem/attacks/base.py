@@ -144,18 +144,21 @@ class Attack:
 ATTACKS: Registry[type[Attack]] = Registry("attack", group="wemem.attacks")
 
 
-def timed_attack(name: str, inputs: AttackInputs) -> tuple[dict[str, object], dict[str, float]]:
+def timed_attack(name: str, inputs: AttackInputs, uncertainty: bool = True
+                 ) -> tuple[dict[str, object], dict[str, float]]:
     """An attack's metrics on the victim's targets, and its wall seconds (``total`` and the attack's own parts).
 
     The four float metrics of :func:`wemem.metrics.attack_metrics` (what objectives read), their ``intervals``,
     the ``targets`` counts and the ``epsilon_lower_bound`` (:func:`wemem.metrics.attack_uncertainty`), and ``roc``
-    points; all plain JSON, stored with the trial."""
+    points; all plain JSON, stored with the trial. ``uncertainty=False`` leaves out the intervals and the bound
+    (a thousand bootstrap resamples) where nobody reads them: per-round objectives, further target draws."""
     start = time.perf_counter()
     attack = ATTACKS.get(name)()
     scores, threshold = attack.decision_scores(inputs)
     is_member = inputs.victim_targets.is_member
     metrics: dict[str, object] = attack_metrics(scores, is_member, threshold)
-    metrics.update(attack_uncertainty(scores, is_member, threshold))
+    if uncertainty:
+        metrics.update(attack_uncertainty(scores, is_member, threshold))
     metrics["roc"] = roc_points(scores, is_member)
     return metrics, {**attack.timings, "total": time.perf_counter() - start}
 
@@ -164,15 +167,15 @@ def run_attack(name: str, inputs: AttackInputs) -> dict[str, object]:
     return timed_attack(name, inputs)[0]
 
 
-def run_attacks_timed(names: list[str], inputs: AttackInputs
+def run_attacks_timed(names: list[str], inputs: AttackInputs, uncertainty: bool = True
                       ) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, float]]]:
     """Every named attack's metrics and timings (see :func:`timed_attack`), keyed by attack name."""
-    runs = {name: timed_attack(name, inputs) for name in names}
+    runs = {name: timed_attack(name, inputs, uncertainty) for name in names}
     return {name: run[0] for name, run in runs.items()}, {name: run[1] for name, run in runs.items()}
 
 
-def run_attacks(names: list[str], inputs: AttackInputs) -> dict[str, dict[str, object]]:
-    return run_attacks_timed(names, inputs)[0]
+def run_attacks(names: list[str], inputs: AttackInputs, uncertainty: bool = True) -> dict[str, dict[str, object]]:
+    return run_attacks_timed(names, inputs, uncertainty)[0]
 
 
 def needs_sensitivity(names: list[str]) -> bool:
