@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence, Union
 
 import pandas as pd
 
@@ -28,6 +28,8 @@ from .study import OpenStudy, Options, best_trials, open_study
 from .studyfile import StudyDefinition, load_study_file, parse_study
 
 Echo = Callable[[str], None]
+# what ``attacks=`` takes: "all", comma-separated names ("conf,lira") or a sequence of names, as ``--attacks``
+AttackNames = Union[Literal["all"], str, Sequence[str]]
 
 
 def quiet(_line: str) -> None:
@@ -85,6 +87,14 @@ class StudyResult:
 
         return stored_confirmation(self.opened.study)
 
+    @property
+    def validity(self) -> list[dict[str, Any]]:
+        """The study's validity checks (name, status: pass/warn/fail/overridden, message, figures), as
+        ``wemem status`` and the report show them; empty for a study launched before they existed."""
+        from .storage.records import stored_validity
+
+        return [check.to_dict() for check in stored_validity(self.opened.study)]
+
     def summary(self) -> str:
         """The text ``wemem status NAME`` starts with."""
         from .results.text import summary_lines
@@ -130,6 +140,8 @@ def resume(name: str, *, n_trials: int | None = None, storage: str | None = None
     """Continue a stored study: its remaining budget, or ``n_trials`` more, like ``wemem resume``."""
     from .execution.launcher import resume as resume_study
 
+    if n_trials is not None:
+        _whole_number(n_trials, "n_trials", 1)
     options = _options(storage, cache_dir, data_root, ray_address, resources)
     _quiet_libraries()
     return StudyResult(resume_study(name, options, n_trials, echo))
@@ -141,21 +153,70 @@ def results(name: str, *, storage: str | None = None, cache_dir: str | None = No
     return StudyResult(open_study(name, _options(storage, cache_dir, data_root, None)))
 
 
-def confirm(name: str, *, top: int = 1, seeds: int = 3, attacks: Sequence[str] | None = None,
-            compare: tuple[str, dict[str, Any]] | None = None,
+def _whole_number(value: Any, argument: str, least: int) -> int:
+    """``value`` when it is a whole number >= ``least`` (a bool is not one: ``True`` would run one seed)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise WememError(f"{argument} takes a whole number >= {least} (got {value!r})")
+    return value
+
+
+def attack_names(attacks: AttackNames | None) -> list[str] | None:
+    """``attacks=`` read as ``--attacks`` reads its text (None: the study's own judges); unknown names and other
+    types are refused here, before anything is opened or run."""
+    from wemem.attacks import ATTACKS, parse_attack_names
+
+    if attacks is None:
+        return None
+    if isinstance(attacks, str):
+        return parse_attack_names(attacks, ATTACKS.names())
+    if isinstance(attacks, Sequence) and all(isinstance(name, str) for name in attacks):
+        return parse_attack_names(",".join(attacks), ATTACKS.names())
+    raise WememError(f"attacks takes 'all', comma-separated names such as 'conf,lira' or a list of names "
+                     f"(got {attacks!r})")
+
+
+def _comparison(compare: tuple[str, Mapping[str, Any]] | None) -> tuple[str, dict[str, Any]] | None:
+    """``compare=`` as ``--compare`` gives it: a defense name and its settings."""
+    if compare is None:
+        return None
+    if not (isinstance(compare, (tuple, list)) and len(compare) == 2 and isinstance(compare[0], str)
+            and isinstance(compare[1], Mapping)):
+        raise WememError(f"compare takes a defense name and its settings, e.g. ('rsw', {{'width_fraction': 0.3}}) "
+                         f"(got {compare!r})")
+    return compare[0], dict(compare[1])
+
+
+def echo_confirmation(summary: dict[str, Any], echo: Echo) -> None:
+    """What ``wemem confirm`` prints once every evaluation is done: the confirmed figures, the closing sentence
+    and the tuned-vs-default verdict (the command and the API both print through this)."""
+    from .results.text import confirmed_lines
+
+    for line in confirmed_lines(summary):
+        echo(line)
+
+
+def confirm(name: str, *, top: int = 1, seeds: int = 3, attacks: AttackNames | None = None,
+            compare: tuple[str, Mapping[str, Any]] | None = None,
             storage: str | None = None, cache_dir: str | None = None, data_root: str | None = None,
             ray_address: str | None = None, echo: Echo = quiet) -> dict[str, Any]:
     """Re-evaluate the best ``top`` settings, the paper's default (or ``compare``, a defense and its settings)
-    and the reference on ``seeds`` fresh seeds, like ``wemem confirm``; returns the stored summary
-    (``candidates`` with means, 95% intervals and paired differences, ``verdict`` the tuned-vs-default answer)."""
-    from wemem.attacks import ATTACKS, parse_attack_names
-
+    and the reference on ``seeds`` fresh seeds, like ``wemem confirm``; judged by the study's attacks, or by
+    ``attacks`` ("all", "conf,lira" or ["conf", "lira"]). Returns the stored summary (``candidates`` with means,
+    95% intervals and paired differences, ``verdict`` the tuned-vs-default answer); ``echo`` gets the progress
+    lines and then what the command prints at its end."""
     from .confirm import confirm as confirm_study
 
-    judges = None if attacks is None else parse_attack_names(",".join(attacks), ATTACKS.names())
+    if not isinstance(name, str):
+        raise WememError(f"name takes a study name (got {name!r})")
+    if not callable(echo):
+        raise WememError(f"echo takes a function of one line, such as print (got {echo!r})")
+    top, seeds = _whole_number(top, "top", 1), _whole_number(seeds, "seeds", 2)
+    judges, compared = attack_names(attacks), _comparison(compare)
     opened = open_study(name, _options(storage, cache_dir, data_root, ray_address))
     _quiet_libraries()
-    return confirm_study(opened, top, seeds, echo, judges, compare)
+    summary = confirm_study(opened, top, seeds, echo, judges, compared)
+    echo_confirmation(summary, echo)
+    return summary
 
 
 def export(name: str, path: str | Path, *, storage: str | None = None) -> Path:
@@ -176,10 +237,13 @@ def apply(export_file: str | Path, out: str | Path, *, trial: int | None = None,
     from .results.apply import apply_export, check_apply_out, load_export
     from .study import resolve_cache_dir
 
+    if trial is not None:
+        _whole_number(trial, "trial", 0)
     check_apply_out(out)
     load_export(export_file, trial)
     cache = resolve_cache_dir(Options(cache_dir=cache_dir))
     return apply_export(export_file, out, cache, data_root, trial, None, echo)
 
 
-__all__ = ["StudyResult", "apply", "confirm", "definition_of", "export", "launch", "results", "resume"]
+__all__ = ["AttackNames", "StudyResult", "apply", "attack_names", "confirm", "definition_of", "echo_confirmation",
+           "export", "launch", "results", "resume"]

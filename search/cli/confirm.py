@@ -10,8 +10,8 @@ from .common import Command, echo, options_from
 def _confirm(args: argparse.Namespace) -> int:
     from wemem.attacks import ATTACKS, parse_attack_names
 
+    from ..api import echo_confirmation
     from ..confirm import confirm
-    from ..results.text import confirmed_lines
     from ..study import open_study
     from .science import parse_settings
 
@@ -24,7 +24,7 @@ def _confirm(args: argparse.Namespace) -> int:
         interrupt.advice = (f"finished evaluations are stored. Run the same `wemem confirm {args.name}` again: it "
                             "reuses them.")
         raise
-    print("\n".join(confirmed_lines(summary)))
+    echo_confirmation(summary, echo)
     return 0
 
 

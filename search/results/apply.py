@@ -6,13 +6,14 @@ import dataclasses
 import io
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from objectives import evaluate_trial, reference
+from objectives import TrialOutcome, TrialSpec, evaluate_trial, reference
 from wemem.assets import Echo, prepare_assets
+from wemem.config import ExperimentConfig
 from wemem.defenses import DEFENSES, make_defense
 from wemem.errors import WememError
 from wemem.files import check_output_folder, create_folder, write_atomically, wrote
@@ -21,6 +22,8 @@ from wemem.parallel import MapFn, serial_map
 from wemem.data.custom import check_encoding
 from wemem.plugins import file_sha256, reference_source_hash
 
+from ..confirm import LEVEL, REFERENCE
+from ..confirm.statistics import points
 from ..storage.records import without_roc
 from ..studyfile import StudyDefinition, parse_study, registered
 from ..studyfile.exports import read_export
@@ -114,6 +117,13 @@ class ExportedSetting(BaseModel):
         return value
 
 
+def damaged(source: str, where: str, error: ValidationError) -> WememError:
+    """The error of an export section that fails its check, naming each bad key."""
+    problems = "; ".join(f"{'.'.join([where, *map(str, e['loc'])])}: {e['msg'].removeprefix('Value error, ')}"
+                         for e in error.errors())
+    return WememError(f"export file {source} is damaged ({problems}); re-export it with `wemem export`")
+
+
 def _setting(record: Any, source: str, where: str) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise WememError(f"export file {source}: [{where}] must be a table with trial_number, defense, settings and "
@@ -121,9 +131,7 @@ def _setting(record: Any, source: str, where: str) -> dict[str, Any]:
     try:
         ExportedSetting.model_validate(record)
     except ValidationError as error:
-        problems = "; ".join(f"{where}.{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
-                             for e in error.errors())
-        raise WememError(f"export file {source} is damaged ({problems}); re-export it with `wemem export`") from None
+        raise damaged(source, where, error) from None
     return record
 
 
@@ -157,18 +165,130 @@ def edited_warning(document: dict[str, Any], source: str) -> str | None:
             "another experiment and are not comparable to this re-evaluation")
 
 
+class Interval(BaseModel):
+    """A confirmed mean and its interval over seeds (nan bounds: too few seeds)."""
+
+    mean: float
+    low: float
+    high: float
+
+
+class ConfirmedEntry(BaseModel):
+    """One setting of an exported [confirmation]: what apply quotes of it."""
+
+    model_config = ConfigDict(extra="allow")
+    label: str
+    defense: str
+    trial_number: int | None = None
+    utility: Interval
+    privacy: Interval
+    utility_difference: Interval | None = None
+    privacy_difference: Interval | None = None
+    accuracy_constraint: str | None = None
+
+
+class ConfirmationSection(BaseModel):
+    """An export's [confirmation]: the confirmed figures (``confirmed``, or ``stale`` when a trial became best
+    after them) or ``not confirmed`` with its note."""
+
+    model_config = ConfigDict(extra="allow")
+    status: Literal["confirmed", "stale", "not confirmed"]
+    note: str | None = None
+    seeds: list[int] = []
+    level: float = LEVEL
+    attacks: list[str] | None = None
+    privacy_attacks: list[str] | None = None
+    candidates: list[ConfirmedEntry] = []
+    verdict: str | None = None
+
+    @model_validator(mode="after")
+    def _figures_when_confirmed(self) -> "ConfirmationSection":
+        if self.status != "not confirmed" and not (self.seeds and self.candidates):
+            raise ValueError(f"status {self.status!r} without seeds and candidates")
+        return self
+
+
+def confirmation_section(document: dict[str, Any], source: str) -> ConfirmationSection | None:
+    """The export's [confirmation], checked (None: an export written before exports carried one)."""
+    if "confirmation" not in document:
+        return None
+    try:
+        return ConfirmationSection.model_validate(document["confirmation"])
+    except ValidationError as error:
+        raise damaged(source, "confirmation", error) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmedFigures:
+    """The ``confirmed`` block of evaluation.json for the applied setting (None: there is none, ``note`` says
+    why and how to get it)."""
+
+    block: dict[str, Any] | None
+    note: str | None = None
+
+
+def confirmed_figures(section: ConfirmationSection | None, trial_number: int,
+                      definition: StudyDefinition) -> ConfirmedFigures:
+    """The confirmation's figures for one exported trial: its means and intervals over the fresh seeds, its
+    paired differences from the undefended model, the seeds, the judges and the verdict."""
+    study = definition.name
+    rerun = f"run `wemem confirm {study}`, then `wemem export {study}` again and apply the new export"
+    if section is None or section.status == "not confirmed":
+        return ConfirmedFigures(None, f"not confirmed: {rerun}")
+    entry = next((e for e in section.candidates if e.trial_number == trial_number), None)
+    if entry is None:
+        evaluated = [e.trial_number for e in section.candidates if e.trial_number is not None]
+        return ConfirmedFigures(None, f"trial {trial_number} is not among the confirmed settings (trials {evaluated}): "
+                                      f"{rerun} (--top K to cover it)")
+    undefended = next((e for e in section.candidates if e.label == REFERENCE), None)
+    block: dict[str, Any] = {
+        "what": f"means and {section.level:.0%} t-intervals over {len(section.seeds)} fresh seeds the search never "
+                "saw, each a full replication: the figures to quote",
+        "status": section.status,
+        "seeds": section.seeds,
+        "judges": section.attacks or list(definition.attacks.names),  # none recorded: the study's own
+        **({"leakage_over": section.privacy_attacks} if section.privacy_attacks else {}),
+        "test_accuracy": entry.utility.model_dump(),
+        "privacy": entry.privacy.model_dump(),
+    }
+    if entry.privacy_difference is not None and entry.utility_difference is not None:
+        block["vs_undefended"] = {"what": "this setting minus the undefended pruned model, paired by seed",
+                                  "test_accuracy": entry.utility_difference.model_dump(),
+                                  "privacy": entry.privacy_difference.model_dump(),
+                                  **({"accuracy_constraint": entry.accuracy_constraint}
+                                     if entry.accuracy_constraint else {})}
+    if undefended is not None:
+        block["undefended"] = {"test_accuracy": undefended.utility.model_dump(),
+                               "privacy": undefended.privacy.model_dump()}
+    if section.verdict is not None:
+        block["verdict"] = section.verdict
+    if section.note is not None:
+        block["note"] = section.note
+    return ConfirmedFigures(block)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedExport:
+    """An export as apply uses it, every part checked before any work."""
+
+    record: dict[str, Any]  # the exported setting
+    definition: StudyDefinition
+    encoding: dict[str, Any] | None  # how the study encoded its table
+    checkpoint: str | None  # the trained victim's file here (None: the study pretrained it)
+    confirmed: ConfirmedFigures
+
+
 def load_export(path: str | Path, trial: int | None = None,
                 warn: Echo | None = None) -> tuple[dict[str, Any], StudyDefinition]:
     """The exported setting and the study definition it came from; every problem is a WememError. ``warn``
     receives the warning of an edited export."""
-    record, definition, _document, _checkpoint = read_checked_export(path, trial, warn)
-    return record, definition
+    exported = read_checked_export(path, trial, warn)
+    return exported.record, exported.definition
 
 
-def read_checked_export(path: str | Path, trial: int | None = None, warn: Echo | None = None
-                        ) -> tuple[dict[str, Any], StudyDefinition, dict[str, Any], str | None]:
-    """:func:`load_export` with the export itself and the checkpoint file here (None: the study pretrained its
-    victim): one read of the file and one check of the plug-ins' sources for ``apply``."""
+def read_checked_export(path: str | Path, trial: int | None = None, warn: Echo | None = None) -> CheckedExport:
+    """:func:`load_export` with the table's encoding, the checkpoint file here and the confirmed figures: one
+    read of the file and one check of the plug-ins' sources for ``apply``."""
     document = read_export(path)
     record = select_record(document, trial, str(path))
     definition = definition_from_export(document, str(path))
@@ -178,12 +298,33 @@ def read_checked_export(path: str | Path, trial: int | None = None, warn: Echo |
         raise WememError(f"export file {path}: the {record['defense']} settings {record['settings']} are invalid "
                          f"({error}); re-export it with `wemem export`") from None
     checkpoint = check_own_code(document, definition, str(path))  # plug-ins and checkpoint: before any import
-    if "encoding" in document:
-        check_encoding(document["encoding"], f"export file {path}")
+    encoding = check_encoding(document["encoding"], f"export file {path}") if "encoding" in document else None
+    confirmed = confirmed_figures(confirmation_section(document, str(path)), record["trial_number"], definition)
     warning = edited_warning(document, str(path))
     if warn is not None and warning is not None:
         warn(warning)
-    return record, definition, document, checkpoint
+    return CheckedExport(record, definition, encoding, checkpoint, confirmed)
+
+
+def study_experiment(experiment: ExperimentConfig, encoding: dict[str, Any] | None) -> ExperimentConfig:
+    """The experiment apply rebuilds on, under the study's cache key whenever its features are the study's.
+
+    A study fits its table's encoding as it loads the table; its config carries no encoding, so its cache key
+    (:meth:`~wemem.config.ExperimentConfig.key`) has none, while a config carrying one has it in its key. When
+    this table still fits to the exported encoding, encoding it either way gives the study's very features, so
+    apply runs the study's own config and reuses its split, pretrained models and mem-scores. Otherwise the table
+    changed since the study: the exported encoding encodes it (the model expects those features, and it refuses
+    unseen categories) under a key of its own, for the features are not those the study's cache was built on."""
+    if encoding is None or experiment.load_pools().encoding == encoding:
+        return experiment
+    return dataclasses.replace(experiment, encoding=encoding)
+
+
+def apply_spec(exported: CheckedExport, cache_dir: str, data_root: str | None) -> TrialSpec:
+    """What apply evaluates: the study's trial spec, with the trained victim found here."""
+    spec = exported.definition.trial_spec(cache_dir, data_root)
+    experiment = dataclasses.replace(spec.experiment, checkpoint=exported.checkpoint)
+    return dataclasses.replace(spec, experiment=study_experiment(experiment, exported.encoding))
 
 
 OUTPUT_FILES = ("model.pt", "evaluation.json")
@@ -194,6 +335,53 @@ def check_apply_out(out_dir: str | Path) -> Path:
     return check_output_folder(out_dir, OUTPUT_FILES)
 
 
+REPRODUCED = "measured by this apply: the rebuilt model on the study's seed (its split, members and targets)"
+SEARCH = ("the study's own single evaluation of this setting, selected as the best of many by the search: "
+          "biased low (the luckiest evaluation wins); quote the confirmed figures")
+SEARCH_METRICS = ("test_accuracy", "privacy", "strongest_attack", "privacy_se", "repeats")
+
+
+def evaluation_document(record: dict[str, Any], outcome: TrialOutcome, confirmed: ConfirmedFigures) -> dict[str, Any]:
+    """evaluation.json: the rebuilt setting and its figures in labelled blocks, as they differ in what they
+    say: ``reproduced`` (this apply), ``search`` (the study's selected evaluation) and ``confirmed``."""
+    victim = outcome.result.victim
+    return {
+        "defense": record["defense"],
+        "settings": record["settings"],
+        "trial_number": record["trial_number"],
+        "layer_sparsity": victim.layer_sparsity,
+        "reproduced": {"what": REPRODUCED, "test_accuracy": outcome.utility, "privacy": outcome.privacy,
+                       "strongest_attack": outcome.strongest_attack, "attacks": without_roc(outcome.result.attacks)},
+        "search": {"what": SEARCH, **{k: record["metrics"][k] for k in SEARCH_METRICS if k in record["metrics"]}},
+        "confirmed": confirmed.block,
+        **({"confirmed_note": confirmed.note} if confirmed.note is not None else {}),
+    }
+
+
+def _ci(ci: dict[str, float]) -> str:
+    return f"{ci['mean']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
+
+
+def evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
+    """What apply prints: each block's figures under its name and what it is."""
+    reproduced, search, confirmed = evaluation["reproduced"], evaluation["search"], evaluation["confirmed"]
+    lines = [f"rebuilt {evaluation['defense']} (trial #{evaluation['trial_number']})",
+             f"  reproduced (this apply, the study's seed): test accuracy {reproduced['test_accuracy']:.4f}, "
+             f"strongest attack {reproduced['strongest_attack']} {reproduced['privacy']:.4f}",
+             f"  search (the study's own evaluation, selected as the best of many: biased low): test accuracy "
+             f"{search['test_accuracy']:.4f}, leakage {search['privacy']:.4f}"]
+    if confirmed is None:
+        return lines + [f"  confirmed: none ({evaluation['confirmed_note']})"]
+    lines.append(f"  confirmed (mean [interval] over fresh seeds {confirmed['seeds']}, judged by "
+                 f"{', '.join(confirmed['judges'])}): test accuracy "
+                 f"{_ci(confirmed['test_accuracy'])}, leakage {_ci(confirmed['privacy'])}")
+    if "vs_undefended" in confirmed:
+        versus = confirmed["vs_undefended"]
+        lines.append(f"    vs the undefended pruned model: leakage {points(versus['privacy'])}, accuracy "
+                     f"{points(versus['test_accuracy'], '')}")
+    return lines + [f"    {confirmed[key]}" for key in ("verdict", "note") if key in confirmed]
+
+
 def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_root: str | None = None,
                  trial: int | None = None, share_of: Callable[[StudyDefinition], MapFn] | None = None,
                  echo: Echo = print) -> dict[str, Any]:
@@ -201,11 +389,9 @@ def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_roo
     in-process without one)."""
 
     check_apply_out(out_dir)  # before minutes of work
-    record, definition, document, checkpoint = read_checked_export(path, trial, warn=echo)
-    spec = definition.trial_spec(cache_dir, data_root)
-    own = {"checkpoint": checkpoint, "encoding": document.get("encoding")}
-    spec = dataclasses.replace(spec, experiment=dataclasses.replace(spec.experiment, **own))
-    map_fn = share_of(definition) if share_of is not None else serial_map
+    exported = read_checked_export(path, trial, warn=echo)
+    record, spec = exported.record, apply_spec(exported, cache_dir, data_root)
+    map_fn = share_of(exported.definition) if share_of is not None else serial_map
     assets = prepare_assets(spec.experiment, cache_dir, map_fn, log=echo)
     base = reference(spec, assets, map_fn, log=echo)
     outcome = evaluate_trial(spec, record["defense"], record["settings"], base, assets, map_fn,
@@ -214,23 +400,11 @@ def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_roo
     # tensors only (weights and masks): loadable with torch.load(weights_only=True), no pickled code
     model = io.BytesIO()
     torch.save({"weights": victim.state, "masks": victim.masks}, model)
-    evaluation = {
-        "defense": record["defense"],
-        "settings": record["settings"],
-        "trial_number": record["trial_number"],
-        "test_accuracy": outcome.utility,
-        "privacy": outcome.privacy,
-        "strongest_attack": outcome.strongest_attack,
-        "stored_test_accuracy": record["metrics"]["test_accuracy"],
-        "stored_privacy": record["metrics"]["privacy"],
-        "layer_sparsity": victim.layer_sparsity,
-        "attacks": without_roc(outcome.result.attacks),
-    }
+    evaluation = evaluation_document(record, outcome, exported.confirmed)
     out = create_folder(out_dir)
     contents = dict(zip(OUTPUT_FILES, (model.getvalue(), json.dumps(evaluation, indent=2))))
     written = [(out / name, write_atomically(out / name, content)) for name, content in contents.items()]
-    echo(f"rebuilt {record['defense']} (trial #{record['trial_number']}): test accuracy {outcome.utility:.4f} "
-         f"(stored {evaluation['stored_test_accuracy']:.4f}), strongest attack {outcome.strongest_attack} "
-         f"{outcome.privacy:.4f} (stored {evaluation['stored_privacy']:.4f})")
+    for line in evaluation_lines(evaluation):
+        echo(line)
     echo(wrote(*written))
     return evaluation
