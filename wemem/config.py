@@ -42,10 +42,12 @@ class ExperimentConfig:
     data_root: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     memscore_models: int = 8
-    # the user's own data and model (wemem.data.custom, wemem.plugins): a table's label and member columns, the
-    # victim's trained weights replacing its pretraining, and the folder plug-ins are imported from first
+    # the user's own data and model (wemem.data.custom, wemem.plugins): a table's label and member columns and the
+    # columns left out of its features, the victim's trained weights replacing its pretraining, and the folder
+    # plug-ins are imported from first
     label: str | None = None
     member_column: str | None = None
+    exclude: tuple[str, ...] = ()
     checkpoint: str | None = None
     base_dir: str | None = field(default=None, compare=False)  # where, not what: like the key, equality ignores it
     # a table encoding to apply instead of fitting one (apply re-encodes a table as the study did); not hashed
@@ -64,6 +66,7 @@ class ExperimentConfig:
     def from_dict(cls, data: dict) -> "ExperimentConfig":
         data = dict(data)
         data["train"] = TrainConfig(**data.get("train", {}))
+        data["exclude"] = tuple(data.get("exclude", ()))  # JSON gives a list; the config stays hashable
         return cls(**data)
 
     def new_model(self, pools: Pools) -> nn.Module:
@@ -71,7 +74,8 @@ class ExperimentConfig:
         return build_model(self.model, pools.input_shape, pools.num_classes, self.base_dir)
 
     def data_options(self) -> DataOptions:
-        return DataOptions(self.label, self.member_column, self.checkpoint is not None, self.base_dir, self.encoding)
+        return DataOptions(self.label, self.member_column, self.checkpoint is not None, self.base_dir, self.encoding,
+                           self.exclude)
 
     def load_pools(self) -> Pools:
         """This experiment's dataset, with its table, member and plug-in options."""
@@ -103,8 +107,9 @@ class ExperimentConfig:
         trained with the old one), but not the folder they are imported from. Unset own-data fields are left
         out, so the keys of built-in studies are those of earlier versions.
         """
-        own = ("label", "member_column", "checkpoint", "base_dir", "encoding")
-        described = {k: v for k, v in self.to_dict().items() if k not in own or (v is not None and k != "base_dir")}
+        own = ("label", "member_column", "exclude", "checkpoint", "base_dir", "encoding")
+        described = {k: v for k, v in self.to_dict().items()
+                     if k not in own or (v is not None and v != () and k != "base_dir")}
         sources = self.own_code()
         return content_hash({**described, "split_version": SPLIT_VERSION, **({"sources": sources} if sources else {})})
 

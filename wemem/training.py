@@ -93,9 +93,18 @@ def training_autocast(device: torch.device, config: TrainConfig, allowed: bool =
 
 
 def minibatches(indices: torch.Tensor, batch_size: int, generator: torch.Generator, shuffle: bool = True) -> list[torch.Tensor]:
+    """The (shuffled) indices cut into batches of ``batch_size``, every index once.
+
+    A trailing batch of one row joins the batch before it: BatchNorm cannot train on one row (its batch variance
+    is undefined), and dropping the row would change what an RSW window trains on. A set of one row stays one
+    batch, and ``batch_size`` 1 asks for single rows.
+    """
     if shuffle:
         indices = indices[torch.randperm(len(indices), generator=generator)]
-    return list(torch.split(indices, batch_size))
+    batches = list(torch.split(indices, batch_size))
+    if len(batches) >= 2 and len(batches[-1]) == 1 and batch_size > 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
 
 
 def make_adam(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -52,6 +52,8 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label", default=None, help="label column of a csv: or parquet: table (default: label)")
     g.add_argument("--member-column", default=None,
                    help="column of a table marking the rows a --checkpoint model trained on (true/false)")
+    g.add_argument("--exclude", nargs="+", default=(), metavar="COLUMN",
+                   help="columns of a csv: or parquet: table left out of the features")
     g.add_argument("--checkpoint", default=None,
                    help="the victim's trained weights (a state_dict file): replaces its pretraining")
     g.add_argument("--seed", type=seed_number, default=config.seed)
@@ -85,7 +87,7 @@ def experiment_from_args(args: argparse.Namespace) -> ExperimentConfig:
         return ExperimentConfig(dataset=resolve_dataset_path(args.dataset, base), model=args.model, seed=args.seed,
                                 shadows=args.shadows, data_root=args.data_root, train=train,
                                 memscore_models=args.memscore_models, label=args.label,
-                                member_column=args.member_column,
+                                member_column=args.member_column, exclude=tuple(args.exclude),
                                 checkpoint=str(Path(base, args.checkpoint)) if args.checkpoint else None,
                                 base_dir=base)
     except ValueError as error:

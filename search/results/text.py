@@ -31,11 +31,21 @@ from ..studyfile import StudyDefinition
 def summary_lines(opened: OpenStudy) -> list[str]:
     study, definition, options = opened.study, opened.definition, opened.options
     ref = stored_reference(study)
-    counts = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
-    lines = [f"study {definition.name!r}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)]
+    counts = {state: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    lines = [f"study {definition.name!r}: " + (", ".join(f"{n} {k.name}" for k, n in counts.items() if n)
+                                                or "no trials")]
+    storage_flag = f" --storage {redact(options.storage_url)}" if options.storage else ""
+    program = invoked_as()
+    completed = counts[TrialState.COMPLETE] > 0
+    if not completed:  # second: `wemem status` lists the first lines of each study
+        waiting = counts[TrialState.WAITING]
+        lines.append("  no trial has completed yet" + (f"; {waiting} trial(s) waiting to run" if waiting else ""))
     if ref:
         lines.append(f"  undefended pruned model: test accuracy {ref['utility']:.4f}, strongest attack "
                      f"{ref['strongest_attack']} at {ref['privacy']:.4f}")
+    if not completed:  # no best trial to confirm, export or report; resume runs what waits (a failed launch's queue)
+        return lines + [f"  stored in {redact(options.storage_url)}",
+                        f"  resume: {program} resume {definition.name}{storage_flag}"]
     for trial in best_trials(study):
         m = TrialMetrics.of(trial)
         settings = ", ".join(f"{k}={_fmt(v)}" for k, v in m.settings.items())
@@ -44,8 +54,6 @@ def summary_lines(opened: OpenStudy) -> list[str]:
                      + ("" if m.feasible is not False else " (violates the accuracy constraint)"))
     lines += stored_confirmation_lines(study)
     lines.append(f"  stored in {redact(options.storage_url)}")
-    storage_flag = f" --storage {redact(options.storage_url)}" if options.storage else ""
-    program = invoked_as()
     lines.append(f"  confirm: {program} confirm {definition.name}{storage_flag} --attacks {judges_for(definition)}")
     lines.append(f"  resume: {program} resume {definition.name}{storage_flag} --n-trials 2")
     lines.append(f"  export: {program} export {definition.name}{storage_flag} --out best.toml")

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from objectives import CHEAP_ATTACKS, Mode, ObjectiveConfig, PrivacyMetric, TrialSpec
 from wemem.attacks import ATTACKS, check_attack_requirements
 from wemem.config import MAX_SEED, ExperimentConfig, PruningConfig
-from wemem.data import check_dataset_name, dataset_key, resolve_dataset_path
+from wemem.data import check_dataset_name, check_exclude_applies, dataset_key, resolve_dataset_path
 from wemem.defenses import DEFENSES
 from wemem.errors import UnknownNameError, WememError
 from wemem.models import check_model_name
@@ -69,11 +69,21 @@ class DataSection(_Section):
                                                               "'label'")
     member_column: str | None = Field(None, min_length=1, description="a table's column marking the rows a "
                                                                       "[model] checkpoint was trained on")
+    # None rather than empty when unset, so that exports of studies without it keep their fingerprint
+    exclude: tuple[str, ...] | None = Field(None, description="a table's columns left out of the features")
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
         return known(check_dataset_name, value)
+
+    @model_validator(mode="after")
+    def _exclude_names_table_columns(self) -> "DataSection":
+        try:
+            check_exclude_applies(self.dataset, self.exclude or ())
+        except WememError as error:
+            raise ValueError(str(error)) from None
+        return self
 
 
 class ModelSection(_Section):
@@ -283,6 +293,7 @@ class StudyDefinition(_Section):
         return ExperimentConfig(
             dataset=resolve_dataset_path(self.data.dataset, base), model=self.model.name, seed=self.study.seed,
             shadows=self.data.shadows, label=self.data.label, member_column=self.data.member_column,
+            exclude=self.data.exclude or (),
             checkpoint=str(Path(base, self.model.checkpoint)) if self.model.checkpoint else None, base_dir=base,
             data_root=data_root if data_root is not None else self.data.data_root,
             train=TrainConfig(lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size,

@@ -12,15 +12,18 @@ A loader is called as ``loader(data_root, seed)`` and returns one of
 Arrays may be numpy arrays or tensors; labels must be the integers ``0..C-1``. With a checkpoint, the explicit
 train part (or the ``members`` mask, or a table's member column) is what the user's model trained on.
 
-A table's label column is ``[data] label``; every other column is a feature: numeric ones standardized, the others
-one-hot encoded, in the table's column order. The encoding (columns, categories, means, standard deviations,
-classes) is part of the pools and is stored with the study, so that ``apply`` encodes a table the same way;
-:func:`encode_table` applies it, and is what a user training a model outside the tool must apply too.
+A table's label column is ``[data] label``; every other column is a feature (but the member column and those
+``[data] exclude`` names): numeric ones standardized, the others one-hot encoded, in the table's column order.
+The encoding (columns, categories, means, standard deviations, classes) is part of the pools and is stored with
+the study, so that ``apply`` encodes a table the same way; :func:`encode_table` applies it, and is what a user
+training a model outside the tool must apply too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +38,10 @@ from .registry import (DATASETS, DataOptions, Loader, Pools, dataset_key, is_plu
                        split_train_test)
 
 DEFAULT_LABEL = "label"  # a table's label column unless [data] label names another
+TABLE_PREFIXES = ("csv:", "parquet:")  # the datasets with named columns, which [data] exclude can name
+# names a column marking the rows a model trained on tends to have (compared lower-case, "-" and spaces as "_")
+MEMBERSHIP_NAMES = frozenset({"train", "training", "is_train", "in_train", "member", "members", "is_member",
+                              "membership", "split", "seen", "used_in_training"})
 MAX_MATERIALIZED_BYTES = 4 * 2**30  # a Dataset is read into one float32 tensor; beyond 4 GiB, use arrays on disk
 LOADER_CALL = "loader(data_root, seed)"
 RESULT_FORMS = ("(x, y), {'train': (x, y), 'test': (x, y)}, {'x': x, 'y': y, 'members': mask} or a map-style "
@@ -329,6 +336,67 @@ def encode_table(frame: pd.DataFrame, encoding: dict[str, Any], source: str = "t
     return x, np.asarray([index[k] for k in keys], dtype=np.int64)
 
 
+class MembershipColumnWarning(UserWarning):
+    """A table feature looks like a mark of the rows a model trained on: a victim that reads its own membership
+    from its input makes every attack figure meaningless."""
+
+
+# the warnings given in this process: a launch reads its dataset several times (the checks, the shared work) and
+# the warnings module's own "once" forgets whenever a library changes the filters (pandas does, reading a CSV)
+GIVEN_WARNINGS: set[str] = set()
+
+
+def is_true_false(series: pd.Series) -> bool:
+    """Whether a column holds only true/false or 1/0 values (and at least one)."""
+    values = series.dropna().unique()
+    return len(values) > 0 and all(v in (True, False) for v in values)  # 1 == True, 0 == False
+
+
+def membership_like_columns(frame: pd.DataFrame, features: list[str]) -> list[str]:
+    """The feature columns named like a membership mark (``train``, ``is_member``, ...) that hold true/false."""
+    return [column for column in features
+            if re.sub(r"[\s\-]+", "_", str(column).strip().lower()) in MEMBERSHIP_NAMES
+            and is_true_false(frame[column])]
+
+
+def warn_membership_like(frame: pd.DataFrame, encoding: dict[str, Any], source: str) -> None:
+    """A :class:`MembershipColumnWarning` per feature column named like a membership mark, once per process."""
+    for column in membership_like_columns(frame, [spec["column"] for spec in encoding["columns"]]):
+        message = (f"{source}: column {column!r} holds true/false values and is named like a mark of the rows a "
+                   f"model trained on, yet it is a feature: a model that reads its membership from its input makes "
+                   f"the attacks meaningless. If it marks what a [model] checkpoint trained on, set [data] "
+                   f"member_column = \"{column}\"; otherwise leave it out with [data] exclude = [\"{column}\"] "
+                   f"(wemem run: --exclude {column})")
+        if message not in GIVEN_WARNINGS:
+            GIVEN_WARNINGS.add(message)
+            warnings.warn(message, MembershipColumnWarning, stacklevel=2)
+
+
+def excluded_columns(frame: pd.DataFrame, options: DataOptions, source: str) -> tuple[str, ...]:
+    """The columns kept out of the features (``[data] exclude`` and the member column), checked against the
+    table: each must exist, none may be the label, and at least one feature must remain."""
+    columns = ", ".join(map(str, frame.columns))
+    for column in options.exclude:
+        require(column in frame.columns,
+                f"{source}: [data] exclude names column {column!r}, which the table lacks; fix its spelling or drop "
+                f"it from [data] exclude (wemem run: --exclude); the columns are: {columns}")
+        require(column != options.label,
+                f"{source}: [data] exclude names {column!r}, the label column; drop it from [data] exclude (wemem "
+                f"run: --exclude), or name another label column with [data] label")
+    excluded = tuple(options.exclude) + ((options.member_column,) if options.member_column else ())
+    require(any(column != options.label and column not in excluded for column in frame.columns),
+            f"{source}: [data] exclude leaves no feature column: {', '.join(map(repr, excluded))} are all the "
+            f"columns besides the label {options.label!r}; keep at least one of them as a feature")
+    return excluded
+
+
+def check_exclude_applies(dataset: str, exclude: tuple[str, ...]) -> None:
+    """``[data] exclude`` names table columns: refuse it for data that has none."""
+    require(not exclude or dataset_key(dataset) in TABLE_PREFIXES,
+            f"dataset {dataset!r} is not a table, so it has no columns to exclude ({', '.join(exclude)}); [data] "
+            f"exclude (wemem run: --exclude) applies to csv:PATH and parquet:PATH tables only: remove it")
+
+
 def member_mask(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
     require(column in frame.columns, f"{source}: no member column {column!r} (needed with [model] checkpoint to say "
                                      f"which rows the model trained on); columns: {', '.join(map(str, frame.columns))}")
@@ -355,9 +423,11 @@ def load_table(kind: str, path: Path, seed: int, options: DataOptions) -> Pools:
     require(labels.nunique(dropna=True) >= 2, f"dataset {name!r}: the label column {options.label!r} is constant "
                                               f"({_plain(labels.dropna().iloc[0]) if labels.notna().any() else 'empty'!r}); "
                                               f"a classifier needs at least two classes")
-    exclude = (options.member_column,) if options.member_column else ()
-    encoding = (check_encoding(options.encoding, f"dataset {name!r}") if options.encoding is not None
-                else fit_encoding(frame, options.label, exclude))
+    if options.encoding is not None:  # the study's own encoding already says which columns are features
+        encoding = check_encoding(options.encoding, f"dataset {name!r}")
+    else:
+        encoding = fit_encoding(frame, options.label, excluded_columns(frame, options, f"dataset {name!r}"))
+        warn_membership_like(frame, encoding, f"dataset {name!r}")
     x, y = encode_table(frame, encoding, f"dataset {name!r}")
     check_arrays(path, x, y)  # enough samples and classes
     members = (member_mask(frame, options.member_column, f"dataset {name!r}")
@@ -371,7 +441,8 @@ def _table_loader(kind: str) -> Callable[..., Pools]:
         return load_table(kind, path, seed, options)
 
     load.takes_options = True  # type: ignore[attr-defined]
-    load.__doc__ = f"A {kind} table: [data] label names the label column; the other columns are features."
+    load.__doc__ = (f"A {kind} table: [data] label names the label column; the other columns, less those [data] "
+                    f"exclude names, are features.")
     return load
 
 
@@ -400,6 +471,7 @@ def load_dataset(name: str, data_root: str | Path | None = None, seed: int = 7,
     """Load a dataset by registry name, by ``prefix:PATH`` for the generic loaders, or by import path."""
     root = Path(data_root) if data_root is not None else None
     options = options or DataOptions()
+    check_exclude_applies(name, options.exclude)
     if is_plugin_dataset(name):
         return _marked(load_plugin_dataset(name, root, seed, options), options)
     key = dataset_key(name)

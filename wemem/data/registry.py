@@ -50,13 +50,14 @@ class Pools:
 class DataOptions:
     """What a dataset string alone does not say: a table's label and member columns, whether the victim's
     members must be marked (a checkpoint replaces its pretraining), the folder plug-ins are imported from first,
-    and a stored table encoding to apply instead of fitting one."""
+    a stored table encoding to apply instead of fitting one, and the table columns left out of the features."""
 
     label: str | None = None
     member_column: str | None = None
     needs_members: bool = False
     base_dir: str | None = None
     encoding: dict | None = field(default=None, compare=False)
+    exclude: tuple[str, ...] = ()
 
 
 Loader = Callable[..., Pools]  # (root or path, seed) -> Pools; with takes_options also (..., DataOptions)
