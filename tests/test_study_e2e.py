@@ -90,7 +90,7 @@ def test_two_trial_study_resume_and_export(ray_session, options: Options, tmp_pa
 
     # apply rebuilds the defended pruned model from the export alone and reproduces the stored trial
     evaluation = apply_export(out, tmp_path / "applied", options.cache_dir, echo=lambda m: None)
-    assert evaluation["test_accuracy"] == pytest.approx(best["metrics"]["test_accuracy"], abs=0.02)
+    assert evaluation["reproduced"]["test_accuracy"] == pytest.approx(best["metrics"]["test_accuracy"], abs=0.02)
     saved = torch.load(tmp_path / "applied" / "model.pt", weights_only=True)
     assert set(saved) == {"weights", "masks"} and set(saved["masks"]) == {"fc1.weight", "fc2.weight"}
     for name, mask in saved["masks"].items():

@@ -31,7 +31,7 @@ from wemem.pipeline import ExperimentResult
 from wemem.training import TrainConfig
 
 from ..results.text import INTERVAL_NOTE, timing_lines
-from .common import Command, cpu_share, echo, options_from, positive_number, seed_number
+from .common import Command, add_override_flag, cpu_share, echo, options_from, positive_number, seed_number
 
 METRICS = ["balanced_accuracy", "auc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr"]
 
@@ -270,8 +270,9 @@ def _write_results(prefix: Path, documents: list[str]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from wemem.assets import check_inputs, prepare_assets
+    from wemem.assets import check_inputs, input_checks, prepare_assets
     from wemem.pipeline import run_experiment
+    from wemem.validity import apply_overrides, require_valid
 
     check_result_files(args.out)  # first: the results of minutes of work need a place
     config = experiment_from_args(args)
@@ -285,7 +286,11 @@ def _run(args: argparse.Namespace) -> int:
         raise WememError(f"invalid option: {error}") from None
     runs = planned_runs(args.defense, settings, pruning, args.compare)
     cache_dir = cache_dir_of(args)
-    check_inputs(config, cache_dir)  # data, model and cache folder: before Ray starts or anything trains
+    pools = check_inputs(config, cache_dir)  # data, model and cache folder: before Ray starts or anything trains
+    checks = apply_overrides(input_checks(config, pools, "balanced_accuracy"), args.override_check or ())
+    require_valid(checks, "the run")
+    for check in checks:
+        echo(f"validity {check.line()}")
     map_fn = parallel_map(args)
 
     assets = prepare_assets(config, cache_dir, map_fn, log=echo)
@@ -321,6 +326,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="writes OUT.json and OUT.csv (default wemem-run), replacing existing ones; missing folders "
                         "of OUT are created (checked before the run: the nearest existing one must be writable)")
     add_execution_options(p)
+    add_override_flag(p)
 
 
 RUN = Command("run", "one experiment without a search: prune with a defense setting, attack, print and save the metrics",

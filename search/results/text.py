@@ -20,7 +20,7 @@ from wemem.metrics import METRIC_FPRS, tpr_resolution, unresolvable_text
 
 from ..confirm import REFERENCE, export_section, judged_by_others
 from ..confirm.statistics import comparison_verdict, points
-from ..storage.records import TrialMetrics, fail_reason, stored_reference
+from ..storage.records import TrialMetrics, fail_reason, stored_reference, stored_validity
 from ..storage.urls import redact
 from ..study import OpenStudy, best_trials
 from ..studyfile import StudyDefinition
@@ -43,6 +43,7 @@ def summary_lines(opened: OpenStudy) -> list[str]:
     if ref:
         lines.append(f"  undefended pruned model: test accuracy {ref['utility']:.4f}, strongest attack "
                      f"{ref['strongest_attack']} at {ref['privacy']:.4f}")
+    lines += validity_lines(study)
     if not completed:  # no best trial to confirm, export or report; resume runs what waits (a failed launch's queue)
         return lines + [f"  stored in {redact(options.storage_url)}",
                         f"  resume: {program} resume {definition.name}{storage_flag}"]
@@ -59,6 +60,12 @@ def summary_lines(opened: OpenStudy) -> list[str]:
     lines.append(f"  export: {program} export {definition.name}{storage_flag} --out best.toml")
     lines.append(f"  report: {program} report {definition.name}{storage_flag} --out report")
     return lines
+
+
+def validity_lines(study: optuna.Study) -> list[str]:
+    """The study's validity checks (wemem.validity), one line each: what each measured and whether it holds."""
+    checks = stored_validity(study)
+    return ["  validity:"] + [f"    {check.line()}" for check in checks] if checks else []
 
 
 def judges_for(definition: StudyDefinition) -> str:
