@@ -305,3 +305,19 @@ def test_the_reports_attack_table_shows_intervals_and_words_for_unresolvable_tpr
     (row,) = attack_rows(reference, None)
     assert list(row["not_resolvable"]["undefended"]) == ["tpr_at_0.1%_fpr"]
     assert attack_cells(row, "undefended")[3][0] == "0.0300 [0.0100, 0.0500]"
+
+
+def test_the_reports_headline_is_never_green_with_a_validity_warning():
+    from search.results.html import headline_section, validity_section
+
+    doc = {"headline": {"status": "confirmed", "text": "leakage -5.0 points [95% CI -5.4, -4.5]: gain confirmed",
+                        "gain_confirmed": True, "accuracy_constraint": "holds"},
+           "validity": [Check("checkpoint", "pass", "fine").to_dict(),
+                        Check("reference", "warn", "the undefended pruned model shows no measurable leakage").to_dict()]}
+    page = headline_section(doc)
+    assert 'class="headline warn"' in page and "with validity warnings" in page
+    assert "validity: reference (warning)" in page
+    assert "shows no measurable leakage" in validity_section(doc)
+    doc["validity"] = doc["validity"][:1]
+    assert 'class="headline confirmed"' in headline_section(doc)
+    assert "before they existed" in validity_section({"validity": []})  # a study launched before the checks

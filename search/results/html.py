@@ -12,6 +12,7 @@ sections, and a Jinja2 dependency for that would be one more package to audit an
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import re
 from typing import Any, Callable, Iterable, Sequence
@@ -158,9 +159,17 @@ def verdict(h: dict[str, Any]) -> tuple[str, str]:
     return ("warn" if stale else "confirmed"), "confirmed gain" + stale
 
 
+def validity_caveats(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The validity checks that did not simply hold: each a reason to read the headline with care."""
+    return [c for c in doc.get("validity") or [] if c["status"] != "pass"]
+
+
 def headline_section(doc: dict[str, Any]) -> str:
     h = doc["headline"]
     kind, status = verdict(h)
+    caveats = validity_caveats(doc)
+    if caveats and kind == "confirmed":  # never green when the inputs may not mean what the figures assume
+        kind, status = "warn", f"{status}, with validity warnings"
     parts = [f'<div class="headline {kind}" id="headline"><div class="status">{esc(status)}</div>',
              f'<div class="text">{esc(h["text"])}</div>']
     if "privacy_difference" in h:
@@ -174,6 +183,9 @@ def headline_section(doc: dict[str, Any]) -> str:
         parts.append(f"<div>{esc(h['note'])}</div>")
     if "command" in h:
         parts.append(f"<div>to get it: <code>{esc(h['command'])}</code></div>")
+    if caveats:
+        named = ", ".join(f"{c['name']} ({VALIDITY_STATUS.get(c['status'], c['status'])})" for c in caveats)
+        parts.append(f'<div id="validity-caveats">validity: {esc(named)}; see <a href="#validity">Validity</a></div>')
     return "".join(parts) + "</div>"
 
 
@@ -391,15 +403,32 @@ SECTIONS: tuple[Callable[[dict[str, Any], dict[str, bytes]], str], ...] = (
     lambda d, f: reproducibility_section(d))
 
 
+def inline_hash(text: str) -> str:
+    """The CSP source admitting one inline element: the SHA-256 of its exact text (between its tags, UTF-8)."""
+    return f"'sha256-{base64.b64encode(hashlib.sha256(text.encode()).digest()).decode('ascii')}'"
+
+
+def content_security_policy() -> str:
+    """The page's policy, defense in depth behind the escaping: no fetch of any kind (the plots are data: URIs);
+    only the page's own style and sort script, by hash, so an injected script, style or inline event handler
+    (onclick, onerror) would not run; no form may submit and no <base> may redirect relative URLs.
+
+    Two directives cannot be had from a <meta> policy, so they are left out: ``frame-ancestors`` is ignored there
+    (it needs an HTTP header, and a file has none), and browsers never implemented ``navigate-to``. Instead
+    nothing in the page navigates: its only links are in-page #fragments, it has no meta refresh and no form,
+    and its one script reads location.hash without ever setting a location.
+    """
+    return (f"default-src 'none'; img-src data:; style-src {inline_hash(STYLE)}; script-src {inline_hash(SCRIPT)}; "
+            "form-action 'none'; base-uri 'none'")
+
+
 def render_html(doc: dict[str, Any], figures: dict[str, bytes]) -> str:
     """The page for ``doc`` (a :func:`.audit.report_document`, as read back from report.json) and the PNGs it
     names (``figures``, by file name)."""
     name = doc["study"]["name"]
-    # a Content-Security-Policy that forbids every fetch: even a browser that followed a link could not load one
-    csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
     body = "".join(section(doc, figures) for section in SECTIONS)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+            f'<meta http-equiv="Content-Security-Policy" content="{content_security_policy()}">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>wemem audit: {esc(name)}</title><style>{STYLE}</style></head><body>"
             f"<h1>Membership-inference audit: study {esc(name)}</h1>"
