@@ -118,31 +118,46 @@ def definition_of(study: str | Path | StudyDefinition | dict[str, Any]) -> Study
 
 
 def _options(storage: str | None, cache_dir: str | None, data_root: str | None, ray_address: str | None,
-             resources: dict[str, Any] | None = None) -> Options:
+             resources: dict[str, Any] | None = None, override_checks: Sequence[str] = ()) -> Options:
     return Options(storage=storage, cache_dir=cache_dir, data_root=data_root, ray_address=ray_address,
-                   resources=resources)
+                   resources=resources, overrides=_override_names(override_checks))
+
+
+def _override_names(names: Sequence[str]) -> tuple[str, ...]:
+    """``override_checks`` as ``--override-check`` takes them: names of validity checks that may be overridden."""
+    from wemem.validity import OVERRIDABLE
+
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise WememError(f"override_checks takes a list of check names ({', '.join(OVERRIDABLE)}), not {names!r}")
+    unknown = [n for n in names if n not in OVERRIDABLE]
+    if unknown:
+        raise WememError(f"override_checks: unknown check(s) {unknown}; the checks a user may override are "
+                         f"{', '.join(OVERRIDABLE)} (docs/validity.md)")
+    return tuple(names)
 
 
 def launch(study: str | Path | StudyDefinition | dict[str, Any], *, storage: str | None = None,
            cache_dir: str | None = None, data_root: str | None = None, ray_address: str | None = None,
-           resources: dict[str, Any] | None = None, echo: Echo = quiet) -> StudyResult:
-    """Create (or continue) a study and run its trials to its budget, like ``wemem launch``."""
+           resources: dict[str, Any] | None = None, override_checks: Sequence[str] = (),
+           echo: Echo = quiet) -> StudyResult:
+    """Create (or continue) a study and run its trials to its budget, like ``wemem launch``; ``override_checks``
+    names failed validity checks to run past, like ``--override-check`` (recorded with the study)."""
     from .execution.launcher import launch as launch_study
 
-    options = _options(storage, cache_dir, data_root, ray_address, resources)
+    options = _options(storage, cache_dir, data_root, ray_address, resources, override_checks)
     _quiet_libraries()
     return StudyResult(launch_study(definition_of(study), options, echo))
 
 
 def resume(name: str, *, n_trials: int | None = None, storage: str | None = None, cache_dir: str | None = None,
            data_root: str | None = None, ray_address: str | None = None, resources: dict[str, Any] | None = None,
-           echo: Echo = quiet) -> StudyResult:
+           override_checks: Sequence[str] = (), echo: Echo = quiet) -> StudyResult:
     """Continue a stored study: its remaining budget, or ``n_trials`` more, like ``wemem resume``."""
     from .execution.launcher import resume as resume_study
 
     if n_trials is not None:
         _whole_number(n_trials, "n_trials", 1)
-    options = _options(storage, cache_dir, data_root, ray_address, resources)
+    options = _options(storage, cache_dir, data_root, ray_address, resources, override_checks)
     _quiet_libraries()
     return StudyResult(resume_study(name, options, n_trials, echo))
 

@@ -321,3 +321,25 @@ def test_the_reports_headline_is_never_green_with_a_validity_warning():
     doc["validity"] = doc["validity"][:1]
     assert 'class="headline confirmed"' in headline_section(doc)
     assert "before they existed" in validity_section({"validity": []})  # a study launched before the checks
+
+
+def test_the_api_and_the_cli_take_the_same_overrides(monkeypatch: pytest.MonkeyPatch):
+    import search.execution.launcher as launcher
+    from search import api
+    from search.cli.main import build_parser
+    from wemem.errors import WememError
+
+    seen = []
+    monkeypatch.setattr(launcher, "launch", lambda definition, options, echo: seen.append(options.overrides))
+    monkeypatch.setattr(api, "StudyResult", lambda opened: opened)
+    api.launch(TINY_DIGITS, override_checks=["checkpoint", "resolution"])
+    assert seen == [("checkpoint", "resolution")]
+    with pytest.raises(WememError, match="unknown check.*reference"):
+        api.launch(TINY_DIGITS, override_checks=["reference"])  # a warning is not overridden: there is nothing to run past
+    with pytest.raises(WememError, match="list of check names"):
+        api.launch(TINY_DIGITS, override_checks="checkpoint")
+    args = build_parser().parse_args(["launch", "s.toml", "--override-check", "checkpoint",
+                                      "--override-check", "resolution"])
+    assert args.override_check == ["checkpoint", "resolution"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--override-check", "mimicry"])
