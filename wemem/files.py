@@ -1,6 +1,7 @@
 """Every file the tool writes goes through here: its place is checked before any work, and it is written
 atomically after the work, so a bad path costs seconds (not a finished run) and a failed write leaves the old
-file intact and no temporary file behind.
+file intact and no temporary file behind. A file the user names may be a link (theirs to choose); a file wemem
+names in a folder the user named never follows one (:func:`write_into`). CSV text is made by :func:`csv_text`.
 
 Checks probe by creating a temporary file: we often run as root, where ``os.access`` says yes to read-only
 mounts and to /proc alike. Written here rather than taken from a library: ``atomicwrites``, the usual one, has
@@ -15,9 +16,12 @@ import secrets
 import stat
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
 from .errors import WememError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # the bytes, the text (UTF-8), or a function writing the temporary file it is given (for writers that only
 # take a path)
@@ -81,13 +85,23 @@ def check_writable_folder(path: str | Path, what: str) -> Path:
 
 
 def check_output_folder(path: str | Path, names: Sequence[str] = (), what: str = "--out") -> Path:
-    """An output folder (report, apply): writable as :func:`check_writable_folder` says, and the ``names`` it
-    will hold, where the folder exists, must be writable files (not folders or devices)."""
+    """An output folder (report, apply, run): writable as :func:`check_writable_folder` says, and the ``names``
+    it will hold, where the folder exists, must be writable files (not folders, devices or links: see
+    :func:`write_into`)."""
     folder = check_writable_folder(path, what)
     if folder.is_dir():
         for name in names:
+            _refuse_link(folder / name, what)
             check_output_file(folder / name, what=what)
     return folder
+
+
+def _refuse_link(path: Path, what: str) -> None:
+    """A link where wemem names a file is not the user's word (a received folder may hold one): refused."""
+    if path.is_symlink():
+        raise WememError(f"cannot write {path}: it is a link to {os.readlink(path)}, not a regular file; wemem never "
+                         f"writes through a link inside an output folder (it could point anywhere): remove the link "
+                         f"or choose another {what}")
 
 
 def _kind(mode: int) -> str:
@@ -142,19 +156,33 @@ def _open_temporary(target: Path) -> tuple[int, Path]:
 
 
 def write_atomically(path: str | Path, content: Content) -> bool:
-    """Write ``content`` to a temporary file beside ``path`` (a link's target: the link stays), fsync it and
-    move it over ``path`` in one step: readers see the old file or the new one, never half of one. Any failure
-    removes the temporary file; OS errors become a WememError naming the file and the fix. Returns whether an
-    existing file was replaced."""
-    target = Path(path).resolve()
+    """Write ``content`` to ``path``, a file the user named: a link there is theirs, so its target is written
+    (the link stays). Returns whether an existing file was replaced; see :func:`_replace`."""
+    return _replace(Path(path).resolve(), content)
+
+
+def write_into(folder: str | Path, name: str, content: Content) -> bool:
+    """Write ``content`` as the file ``name`` (one name, no subfolder) in ``folder``, a folder the user named (a
+    link there is theirs and followed). ``name`` is wemem's, so a link found there is nobody's word: it may have
+    been planted in a received folder to send the file anywhere. It is replaced by the file itself, its target
+    left untouched (``os.replace`` replaces a link, never follows it). Returns whether something was replaced."""
+    if name in ("", ".", "..") or os.sep in name:
+        raise ValueError(f"write_into takes one file name, not {name!r}")
+    return _replace(Path(folder).resolve() / name, content)
+
+
+def _replace(target: Path, content: Content) -> bool:
+    """Write ``content`` to a temporary file beside ``target``, fsync it and move it over ``target`` in one step:
+    readers see the old file or the new one, never half of one. Any failure removes the temporary file; OS errors
+    become a WememError naming the file and the fix. Returns whether ``target`` existed."""
     try:
-        previous = target.stat() if target.exists() else None
+        previous = target.lstat() if os.path.lexists(target) else None
         handle, name = _open_temporary(target)
     except OSError as error:
         raise write_error(target, error) from None
     try:
         try:
-            if previous is not None:  # a replaced file keeps its permissions
+            if previous is not None and stat.S_ISREG(previous.st_mode):  # a replaced file keeps its permissions
                 os.fchmod(handle, stat.S_IMODE(previous.st_mode))
             if callable(content):
                 content(name)
@@ -172,6 +200,29 @@ def write_atomically(path: str | Path, content: Content) -> bool:
     return previous is not None
 
 
+# OWASP's advice against CSV injection: a spreadsheet runs a cell starting with one of these as a formula (a tab
+# or carriage return first is stripped, and what follows may be one); a leading single quote keeps it text
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value: Any) -> Any:
+    """A text cell a spreadsheet shows as text and never runs; any other value (a number, a missing one) as is."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def csv_text(frame: pd.DataFrame, **options: Any) -> str:
+    """``frame.to_csv(**options)`` with every column name and text cell made :func:`spreadsheet_text`: stored
+    strings (a defense, an attack, a parameter's name or value) may come from anyone. Numbers stay numbers,
+    negative ones included, and numeric columns keep their type. Lines end in CRLF (RFC 4180): the csv module
+    quotes a cell holding a character of the line end, and with pandas' default (LF alone) a carriage return in
+    a cell would stay bare, where a spreadsheet starts a new row whose first cell could be a formula."""
+    safe = frame.rename(columns=spreadsheet_text)  # a copy: the caller's frame is left as it was
+    for position, dtype in enumerate(safe.dtypes):
+        if dtype.kind in "OU":  # object and string columns: the only ones that can hold text
+            safe.isetitem(position, safe.iloc[:, position].map(spreadsheet_text))
+    return safe.to_csv(lineterminator="\r\n", **options)
+
+
 def wrote(*files: tuple[str | Path, bool]) -> str:
     """``wrote A and B; replaced existing C`` for (path, replaced) pairs, as :func:`write_atomically` returns."""
     new = [str(path) for path, replaced in files if not replaced]
@@ -180,5 +231,5 @@ def wrote(*files: tuple[str | Path, bool]) -> str:
                      + ([f"replaced existing {' and '.join(old)}"] if old else []))
 
 
-__all__ = ["Content", "check_output_file", "check_output_folder", "check_writable_folder", "create_folder",
-           "write_atomically", "write_error", "wrote"]
+__all__ = ["Content", "FORMULA_STARTS", "check_output_file", "check_output_folder", "check_writable_folder",
+           "create_folder", "csv_text", "spreadsheet_text", "write_atomically", "write_error", "write_into", "wrote"]

@@ -18,7 +18,7 @@ import torch
 from .config import ExperimentConfig
 from .data import Pools, seeded_permutation
 from .errors import WememError
-from .files import write_atomically
+from .files import csv_text, write_atomically
 from .parallel import MapFn, job_seed, serial_map
 from .training import make_adam, on_training_device, place_model, predict_log_probs, train_round
 
@@ -108,7 +108,7 @@ def memscores_csv_text(scores: torch.Tensor | np.ndarray, fingerprint: str | Non
     public layout (``index_col=0``, column ``0``) are unaffected.
     """
     frame = pd.DataFrame({"0": np.asarray(scores, dtype=np.float64)})
-    return frame.to_csv(index=True, index_label=None if fingerprint is None else ORDER_TAG + fingerprint)
+    return csv_text(frame, index=True, index_label=None if fingerprint is None else ORDER_TAG + fingerprint)
 
 
 def write_memscores_csv(scores: torch.Tensor | np.ndarray, path: str | Path, fingerprint: str | None = None) -> bool:

@@ -4,8 +4,10 @@ launcher's resource flags, and the :class:`~search.study.Options` they make."""
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TextIO
 
 from wemem.config import MAX_SEED
 
@@ -24,8 +26,20 @@ class Command:
     run: Callable[[argparse.Namespace], int]
 
 
-def echo(message: str) -> None:
-    print(message, flush=True)
+# C0 and C1 control characters and DEL, but newline and tab: a stored string (a study's or defense's name, a
+# failure reason) could otherwise retitle the terminal, clear it or overwrite what was printed. The tool's own
+# lines need none of them: its progress is a plain line per finished trial (no carriage return, no bar).
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every :data:`CONTROL` character written visibly as its escape, e.g. ESC as ``\\x1b``."""
+    return CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def echo(message: str, stream: TextIO | None = None) -> None:
+    """Where the command line prints, to stdout or ``stream`` (stderr): every line made :func:`printable`."""
+    print(printable(message), file=stream or sys.stdout, flush=True)
 
 
 RESOURCE_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent_trials")

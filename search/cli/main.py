@@ -14,7 +14,7 @@ from wemem.errors import WememError
 
 from ..storage.urls import scrub, storage_error, storage_url
 from . import confirm, results, science, study
-from .common import Command, add_common_flags
+from .common import Command, add_common_flags, echo
 
 # The commands, in the order ``wemem --help`` lists them
 COMMANDS: tuple[Command, ...] = (study.LAUNCH, study.RESUME, study.STATUS, results.EXPORT, results.APPLY,
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except WememError as error:
-        print(f"error: {scrub(str(error), url)}", file=sys.stderr)
+        echo(f"error: {scrub(str(error), url)}", sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
         sys.stderr.close()
@@ -82,16 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:
         # what to do next: the interrupted command may say (``advice``), else a study is continued by resume
         advice = getattr(interrupt, "advice", None) or resume_advice(interrupt, getattr(args, "name", None) or "NAME")
-        print(f"interrupted; {advice}", file=sys.stderr)
+        echo(f"interrupted; {advice}", sys.stderr)
         return 130
     except Exception as error:
         if _is_storage_error(error):
-            print(f"error: {storage_error(url, error)}", file=sys.stderr)
+            echo(f"error: {storage_error(url, error)}", sys.stderr)
             return 2
         # a bug: show the traceback, but never a secret of the storage URL
         import traceback
 
-        print(scrub("".join(traceback.format_exception(error)), url), file=sys.stderr)
+        echo(scrub("".join(traceback.format_exception(error)), url), sys.stderr)
         return 1
     finally:
         if not ray_was_running:

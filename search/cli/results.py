@@ -15,7 +15,7 @@ def _export(args: argparse.Namespace) -> int:
 
     check_output_file(args.out, (".toml", ".json"))  # before the storage is opened
     opened = open_study(args.name, options_from(args))
-    print(wrote((args.out, write_export(export_document(opened), args.out))))
+    echo(wrote((args.out, write_export(export_document(opened), args.out))))
     return 0
 
 
@@ -57,13 +57,11 @@ APPLY = Command("apply", "rebuild the defended pruned model of an export, save i
 
 
 def _report(args: argparse.Namespace) -> int:
-    from wemem.files import check_output_folder
-
-    from ..results.report import write_report
+    from ..results.report import check_report_out, write_report
     from ..study import open_study
 
-    check_output_folder(args.out)  # before the storage is opened
-    write_report(open_study(args.name, options_from(args)), args.out, print)
+    check_report_out(args.out)  # before the storage is opened
+    write_report(open_study(args.name, options_from(args)), args.out, echo)
     return 0
 
 

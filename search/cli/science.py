@@ -24,7 +24,8 @@ from wemem.data import DATASETS, check_dataset_name, resolve_dataset_path
 from wemem.defenses import make_defense
 from wemem.errors import WememError, require
 from wemem.metrics import METRIC_FPRS, tpr_resolution, unresolvable_text
-from wemem.files import check_output_file, check_writable_folder, create_folder, write_atomically, wrote
+from wemem.files import (check_output_file, check_output_folder, check_writable_folder, create_folder, csv_text,
+                         write_into, wrote)
 from wemem.models import MODELS, check_model_name
 from wemem.parallel import MapFn, serial_map
 from wemem.pipeline import ExperimentResult
@@ -237,9 +238,9 @@ def result_files(prefix: str | Path) -> list[Path]:
 
 def check_result_files(prefix: str | Path) -> None:
     """Refuse an --out whose files could not be written, before the run: missing folders of the prefix are
-    created at the end (so their nearest existing one must be writable), like report and apply create theirs."""
-    for path in result_files(prefix):
-        check_output_file(path, create_parents=True)
+    created at the end (so their nearest existing one must be writable), like report and apply create theirs.
+    OUT.json and OUT.csv are names wemem makes from OUT: a link there is refused, as in report's folder."""
+    check_output_folder(Path(prefix).parent, [path.name for path in result_files(prefix)])
 
 
 def result_documents(config: ExperimentConfig, runs: list[Run], results: list[ExperimentResult],
@@ -248,7 +249,7 @@ def result_documents(config: ExperimentConfig, runs: list[Run], results: list[Ex
     document = {"experiment": config.to_dict(),
                 "runs": [{"label": run.label, "pruning": None if run.pruning is None else asdict(run.pruning),
                           **result.to_dict()} for run, result in zip(runs, results)]}
-    return [json.dumps(document, indent=2, default=float), table.to_csv(index=False)]
+    return [json.dumps(document, indent=2, default=float), csv_text(table, index=False)]
 
 
 def save_results(prefix: Path, documents: list[str]) -> str:
@@ -265,8 +266,9 @@ def save_results(prefix: Path, documents: list[str]) -> str:
 
 
 def _write_results(prefix: Path, documents: list[str]) -> str:
-    create_folder(prefix.parent)
-    return wrote(*[(path, write_atomically(path, text)) for path, text in zip(result_files(prefix), documents)])
+    folder = create_folder(prefix.parent)
+    return wrote(*[(path, write_into(folder, path.name, text))
+                   for path, text in zip(result_files(prefix), documents)])
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -300,9 +302,9 @@ def _run(args: argparse.Namespace) -> int:
         results.append(run_experiment(assets, run.defense, run.settings, run.pruning, attacks, map_fn,
                                       adaptive=not args.non_adaptive))
     table = metrics_table(runs, results)
-    print(format_tables(table))
+    echo(format_tables(table))
     for run, result in zip(runs, results):
-        print("\n".join([f"\n{run.label}", *timing_lines(result.timings)]))
+        echo("\n".join([f"\n{run.label}", *timing_lines(result.timings)]))
     echo(save_results(Path(args.out), result_documents(config, runs, results, table)))
     return 0
 

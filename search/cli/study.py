@@ -19,7 +19,7 @@ def _launch(args: argparse.Namespace) -> int:
     args.name = definition.name  # for the resume hint if interrupted
     started = datetime.datetime.now()
     opened = launch(definition, options_from(args), echo)
-    print("\n".join(summary_lines(opened)))
+    echo("\n".join(summary_lines(opened)))
     refuse_all_failed(opened.study, started)
     return 0
 
@@ -56,7 +56,7 @@ def _resume(args: argparse.Namespace) -> int:
 
     started = datetime.datetime.now()
     opened = resume(args.name, options_from(args), args.n_trials, echo)
-    print("\n".join(summary_lines(opened)))
+    echo("\n".join(summary_lines(opened)))
     refuse_all_failed(opened.study, started)
     return 0
 
@@ -91,15 +91,15 @@ def _status(args: argparse.Namespace) -> int:
 
     if args.name is None:
         names = study_names(storage)
-        print(f"studies in {redact(options.storage_url)}: {', '.join(names) if names else 'none'}")
+        echo(f"studies in {redact(options.storage_url)}: {', '.join(names) if names else 'none'}")
         for name in names:
             try:
                 one = opened(name)
             except NotAWememStudy:  # a plain Optuna study sharing the storage: listed, never an abort
-                print(f"study {name!r}: not a wemem study (no stored definition); "
-                      f"{len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))} trial(s)")
+                echo(f"study {name!r}: not a wemem study (no stored definition); "
+                     f"{len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))} trial(s)")
                 continue
-            print("\n".join(summary_lines(one)[:3]))
+            echo("\n".join(summary_lines(one)[:3]))
         return 0
     one = opened(args.name)
     if args.trial is not None:
@@ -107,11 +107,11 @@ def _status(args: argparse.Namespace) -> int:
         if args.trial not in trials:
             raise WememError(f"study {args.name!r} has no trial #{args.trial}; its trials are numbered 0.."
                              f"{max(trials, default=-1)} (see `wemem status {args.name}`)")
-        print("\n".join(trial_detail_lines(one.study, trials[args.trial])))
+        echo("\n".join(trial_detail_lines(one.study, trials[args.trial])))
         return 0
-    print("\n".join(summary_lines(one)))
+    echo("\n".join(summary_lines(one)))
     for line in trial_table_lines(one, running_trial_health(one.study, storage)):
-        print(line)
+        echo(line)
     return 0
 
 
@@ -143,7 +143,7 @@ def _delete(args: argparse.Namespace) -> int:
                          "launcher is alive and would fail on the deleted study. Stop it first (Ctrl-C or kill -TERM "
                          f"lets it re-queue its trials), or pass --force to delete it anyway")
     optuna.delete_study(study_name=args.name, storage=storage)
-    print(f"deleted study {args.name!r} from {redact(options.storage_url)}")
+    echo(f"deleted study {args.name!r} from {redact(options.storage_url)}")
     return 0
 
 

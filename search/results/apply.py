@@ -16,7 +16,7 @@ from wemem.assets import Echo, prepare_assets
 from wemem.config import ExperimentConfig
 from wemem.defenses import DEFENSES, make_defense
 from wemem.errors import WememError
-from wemem.files import check_output_folder, create_folder, write_atomically, wrote
+from wemem.files import check_output_folder, create_folder, write_into, wrote
 from wemem.parallel import MapFn, serial_map
 
 from wemem.data.custom import check_encoding
@@ -331,7 +331,8 @@ OUTPUT_FILES = ("model.pt", "evaluation.json")
 
 
 def check_apply_out(out_dir: str | Path) -> Path:
-    """Refuse an --out that could not take the files of apply (a file, a device, an unwritable place)."""
+    """Refuse an --out that could not take the files of apply (a file, a device, an unwritable place, a link
+    planted where one goes)."""
     return check_output_folder(out_dir, OUTPUT_FILES)
 
 
@@ -403,7 +404,7 @@ def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_roo
     evaluation = evaluation_document(record, outcome, exported.confirmed)
     out = create_folder(out_dir)
     contents = dict(zip(OUTPUT_FILES, (model.getvalue(), json.dumps(evaluation, indent=2))))
-    written = [(out / name, write_atomically(out / name, content)) for name, content in contents.items()]
+    written = [(out / name, write_into(out, name, content)) for name, content in contents.items()]
     for line in evaluation_lines(evaluation):
         echo(line)
     echo(wrote(*written))

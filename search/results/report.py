@@ -21,19 +21,26 @@ import pandas as pd  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from wemem.assets import Echo  # noqa: E402
-from wemem.files import create_folder, write_atomically, wrote  # noqa: E402
+from wemem.files import check_output_folder, create_folder, csv_text, write_into, wrote  # noqa: E402
 
 from ..confirm import judged_by_others  # noqa: E402
 from ..storage.records import ROC, TrialMetrics, stored_confirmation, stored_reference  # noqa: E402
 from ..study import OpenStudy, best_trials  # noqa: E402
 from ..studyfile import StudyDefinition  # noqa: E402
 from .audit import report_document  # noqa: E402
-from .html import render_html  # noqa: E402
+from .html import FIGURES, render_html  # noqa: E402
 from .text import timing_columns  # noqa: E402
 
 # the trials table's leading columns, present even when a study has no trial (an empty table still has a header)
 BASE_COLUMNS = ("number", "state", "defense", "utility", "privacy", "privacy_se", "strongest_attack", "feasible",
                 "defense_seconds", "duration_seconds")
+
+
+def plain(text: Any) -> str:
+    """A stored string (a study, defense, attack or parameter name) as matplotlib text shown as it is: an even
+    number of ``$`` would start mathtext, whose parser rejects e.g. ``$\\frac{$``; ``\\$`` is a literal dollar, and
+    outside mathtext matplotlib interprets nothing else."""
+    return str(text).replace("$", r"\$")
 
 
 def figure_png(fig: plt.Figure) -> bytes:
@@ -82,7 +89,7 @@ def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any] | None, defini
     done = table[table.state == "COMPLETE"]
     fig, ax = plt.subplots(figsize=(9.6, 4.8))
     for defense, group in done.groupby("defense"):
-        ax.scatter(group.privacy, group.utility, label=defense, alpha=0.8)
+        ax.scatter(group.privacy, group.utility, label=plain(defense), alpha=0.8)
     points = done[["privacy", "utility"]].to_numpy(dtype=float)
     if len(points):
         front = points[pareto_front(points)]
@@ -93,23 +100,23 @@ def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any] | None, defini
         ax.axhline(ref["utility"] - definition.objective.delta, color="grey", lw=0.8, ls=":", label="accuracy floor")
     if confirmation is not None:
         draw_confirmed_points(ax, confirmation)
-    ax.set_xlabel(f"leakage: strongest attack {definition.objective.privacy_metric}")
+    ax.set_xlabel(f"leakage: strongest attack {plain(definition.objective.privacy_metric)}")
     ax.set_ylabel("pruned victim test accuracy")
-    ax.set_title(f"{definition.name}: privacy vs utility")
+    ax.set_title(f"{plain(definition.name)}: privacy vs utility")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the axes: never over a point
     return figure_png(fig)
 
 
 def draw_confirmed_points(ax: plt.Axes, confirmation: dict[str, Any]) -> None:
     """Confirmed means with their 95% intervals over fresh seeds (both axes), next to the selected evaluations."""
-    judges = f", {judged_by_others(confirmation)}" if judged_by_others(confirmation) else ""
+    judges = f", {plain(judged_by_others(confirmation))}" if judged_by_others(confirmation) else ""
     for entry in confirmation["candidates"]:
         p, u = entry["privacy"], entry["utility"]
         is_reference = entry["label"] == "reference"
         ax.errorbar(p["mean"], u["mean"], xerr=[[p["mean"] - p["low"]], [p["high"] - p["mean"]]],
                     yerr=[[u["mean"] - u["low"]], [u["high"] - u["mean"]]], fmt="*" if is_reference else "D",
                     color="darkred" if is_reference else "black", ms=9 if is_reference else 6, capsize=3, lw=1,
-                    label=f"{entry['label']} confirmed ({len(confirmation['seeds'])} seeds{judges}, 95% CI)")
+                    label=f"{plain(entry['label'])} confirmed ({len(confirmation['seeds'])} seeds{judges}, 95% CI)")
 
 
 def plot_confirmation(confirmation: dict[str, Any], metric: str) -> bytes:
@@ -126,12 +133,12 @@ def plot_confirmation(confirmation: dict[str, Any], metric: str) -> bytes:
             per_seed = [a[value] - b[value] for a, b in zip(entry["per_seed"], reference["per_seed"])]
             ax.scatter(per_seed, [row] * len(per_seed), s=10, color="grey", alpha=0.7, zorder=0)
         ax.axvline(0, color="grey", lw=0.8)
-        ax.set_yticks(range(len(settings)), [f"{e['label']} ({e['defense']})" for e in settings])
+        ax.set_yticks(range(len(settings)), [plain(f"{e['label']} ({e['defense']})") for e in settings])
         ax.set_title(title, fontsize=9)
     if confirmation.get("delta") is not None:
         axes[1].axvline(-confirmation["delta"], color="red", lw=0.8, ls=":", label="accuracy constraint")
         axes[1].legend(fontsize=7)
-    judges = f", {judged_by_others(confirmation)}" if judged_by_others(confirmation) else ""
+    judges = f", {plain(judged_by_others(confirmation))}" if judged_by_others(confirmation) else ""
     fig.suptitle(f"confirmed on {len(confirmation['seeds'])} fresh seeds (mean, 95% t-interval, paired by seed"
                  f"{judges})", fontsize=10)
     return figure_png(fig)
@@ -170,7 +177,7 @@ def plot_importance(importances: dict[str, float]) -> bytes:
     fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.4 * max(len(importances), 1)))
     if importances:
         names = list(importances)[::-1]
-        ax.barh(names, [importances[n] for n in names])
+        ax.barh([plain(n) for n in names], [importances[n] for n in names])
         ax.set_xlabel("importance (Optuna's default evaluator)")
     else:
         ax.text(0.5, 0.5, "needs >= 2 completed trials sharing a parameter", ha="center", va="center")
@@ -189,11 +196,11 @@ def plot_attacks(trial: optuna.trial.FrozenTrial, ref: dict[str, Any] | None) ->
                label="undefended pruned")
         ax.bar(x + 0.2, [attacks[n][metric] for n in names], 0.4, label=f"trial #{trial.number}")
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-        ax.set_xticks(x, names, rotation=45, ha="right")
+        ax.set_xticks(x, [plain(n) for n in names], rotation=45, ha="right")
         ax.set_ylim(0.4, 1.0)
         ax.set_title(metric)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"attacks on the best trial ({TrialMetrics.of(trial).defense})")
+    fig.suptitle(f"attacks on the best trial ({plain(TrialMetrics.of(trial).defense)})")
     return figure_png(fig)
 
 
@@ -203,7 +210,7 @@ def plot_roc(trial: optuna.trial.FrozenTrial) -> bytes:
     for name, metrics in TrialMetrics.of(trial).attacks.items():
         roc = metrics.get(ROC)
         if roc:
-            ax.plot(roc["fpr"], roc["tpr"], lw=1.2, label=f"{name} (AUC {metrics['auc']:.3f})")
+            ax.plot(roc["fpr"], roc["tpr"], lw=1.2, label=f"{plain(name)} (AUC {metrics['auc']:.3f})")
     ax.plot([1e-4, 1], [1e-4, 1], color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -211,7 +218,7 @@ def plot_roc(trial: optuna.trial.FrozenTrial) -> bytes:
     ax.set_ylim(1e-3, 1)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(f"ROC of the attacks on trial #{trial.number} ({TrialMetrics.of(trial).defense})")
+    ax.set_title(f"ROC of the attacks on trial #{trial.number} ({plain(TrialMetrics.of(trial).defense)})")
     if ax.get_legend_handles_labels()[0]:  # trials stored without ROC points draw none
         ax.legend(fontsize=7)
     return figure_png(fig)
@@ -230,7 +237,7 @@ def plot_timings(table: pd.DataFrame) -> bytes:
     stages.set_ylabel("wall seconds")
     stages.legend(fontsize=8)
     medians = timed[attacks].median().sort_values()
-    per_attack.barh([c.removeprefix("seconds.attack.") for c in medians.index], medians.to_numpy())
+    per_attack.barh([plain(c.removeprefix("seconds.attack.")) for c in medians.index], medians.to_numpy())
     per_attack.set_xlabel("median wall seconds per trial")
     per_attack.set_title("attacks")
     return figure_png(fig)
@@ -260,9 +267,18 @@ def report_figures(opened: OpenStudy, table: pd.DataFrame) -> dict[str, bytes]:
     return {name: draw() for name, draw in plots.items()}
 
 
+REPORT_FILES = ("trials.csv", "trials.parquet", *FIGURES, "report.json", "report.html")
+
+
+def check_report_out(out_dir: str | Path) -> Path:
+    """Refuse an --out that could not take the report's files (a file, a device, a link planted where one goes)."""
+    return check_output_folder(out_dir, REPORT_FILES)
+
+
 def write_report(opened: OpenStudy, out_dir: str | Path, echo: Echo = lambda line: None) -> list[Path]:
-    """Write the report's files into ``out_dir`` (created if needed), each atomically; ``echo`` gets one
-    "wrote FILE" (or "replaced existing FILE") line per file, then one line per thing the report lacks.
+    """Write the report's files into ``out_dir`` (created if needed), each atomically and never through a link
+    found there (:func:`wemem.files.write_into`); ``echo`` gets one "wrote FILE" (or "replaced existing FILE")
+    line per file, then one line per thing the report lacks.
 
     ``report.html`` is rendered from ``report.json`` as read back, so the page shows the JSON's numbers.
     """
@@ -270,13 +286,13 @@ def write_report(opened: OpenStudy, out_dir: str | Path, echo: Echo = lambda lin
     figures = report_figures(opened, table)
     document = report_document(opened, table, list(figures))
     text = json.dumps(document, indent=2, allow_nan=False)
-    files: dict[str, bytes | str] = {"trials.csv": table.to_csv(index=False), "trials.parquet": parquet_bytes(table),
+    files: dict[str, bytes | str] = {"trials.csv": csv_text(table, index=False), "trials.parquet": parquet_bytes(table),
                                      **figures, "report.json": text,
                                      "report.html": render_html(json.loads(text), figures)}
     out = create_folder(out_dir)
     written = []
     for name, content in files.items():
-        echo(wrote((out / name, write_atomically(out / name, content))))
+        echo(wrote((out / name, write_into(out, name, content))))
         written.append(out / name)
     for item in document["missing"]:
         echo(f"not in the report yet: {item}")
