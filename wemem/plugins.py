@@ -55,7 +55,35 @@ def parse_reference(text: str, kind: str) -> PluginRef:
     if match is None:
         raise WememError(f"{kind} {text!r} is neither a built-in name nor an import path; write "
                          f"'package.module:attribute' (e.g. 'mymodel:Net' for Net in mymodel.py)")
-    return PluginRef(match.group(1), match.group(2))
+    ref = PluginRef(match.group(1), match.group(2))
+    _refuse_ours(ref, kind)
+    return ref
+
+
+# wemem-search's own top-level packages, should the installed metadata be unreadable (a source checkout)
+OWN_PACKAGES = ("wemem", "objectives", "search")
+
+
+@functools.cache
+def own_packages() -> frozenset[str]:
+    """The top-level packages the wemem-search distribution ships (read from the installed metadata)."""
+    from importlib import metadata
+
+    shipped = {module for module, distributions in metadata.packages_distributions().items()
+               if "wemem-search" in distributions}
+    return frozenset(shipped | set(OWN_PACKAGES))
+
+
+def _refuse_ours(ref: PluginRef, kind: str) -> None:
+    """A plug-in package named like one of ours would replace it in ``sys.modules`` of the launcher and of every
+    Ray worker, so the tool would run on the user's module where it expects its own."""
+    if ref.top_level not in own_packages():
+        return
+    rest = ref.module.partition(".")[2]
+    raise WememError(f"{kind} {ref.text!r} names {ref.top_level!r}, a package of wemem-search itself, so a module "
+                     f"of yours by that name would replace the tool's own; refused without importing it. Rename "
+                     f"your {'package folder' if rest else 'module'} (e.g. 'my_{ref.top_level}"
+                     f"{'.' + rest if rest else ''}:{ref.attribute}')")
 
 
 # Our dependencies that are always there, should the installed metadata be unreadable (a source checkout)

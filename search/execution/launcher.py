@@ -3,7 +3,9 @@ shared work once, measure the reference once, then run trials up to the budget."
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import optuna
 from pydantic import ValidationError
@@ -66,6 +68,28 @@ def with_resources(definition: StudyDefinition, options: Options) -> StudyDefini
     return definition.model_copy(update={"resources": checked})
 
 
+@contextlib.contextmanager
+def deletion_refused(study: optuna.Study, storage: optuna.storages.BaseStorage) -> Iterator[None]:
+    """End this launcher with a message when its study is deleted while it runs (``wemem delete NAME --force``):
+    Optuna answers every later read or write of the study with a KeyError, wherever the launcher is."""
+    try:
+        yield
+    except KeyError:
+        if not is_deleted(study, storage):
+            raise
+        raise WememError(f"study {study.study_name!r} was deleted while this launcher ran (`wemem delete "
+                         f"{study.study_name} --force`), with all its trials; this launcher stopped and stored "
+                         "nothing more. Launch the study file again to start the study anew") from None
+
+
+def is_deleted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> bool:
+    try:
+        storage.get_study_id_from_name(study.study_name)
+    except KeyError:
+        return True
+    return False
+
+
 def launch(definition: StudyDefinition, options: Options, echo: Echo = print) -> OpenStudy:
     check_storage_url(options.storage_url)
     # plug-ins and relative paths start in the study file's folder (a definition not read from a file: here)
@@ -78,17 +102,18 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
     refuse_conflicting(definition, storage)
     running = attach_ray(definition, options)
     study, created = create_or_load_study(definition, storage, {})
-    if created:
-        store_launch_place(study, place.cache_dir, options.data_root, folder)
-        echo(f"created study {definition.name!r} in {redact(options.storage_url)}")
-        for line in left_out:
-            echo(line)
-        enqueue(study, defaults + starts)  # the paper's defaults first, then earlier work
-    else:
-        echo(f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} trials")
-    report_checks(study, checks, echo)
-    opened = OpenStudy(study, running, storage, Place.of(options, study, folder))
-    run_study(opened, definition.study.n_trials, echo)
+    with deletion_refused(study, storage):
+        if created:
+            store_launch_place(study, place.cache_dir, options.data_root, folder)
+            echo(f"created study {definition.name!r} in {redact(options.storage_url)}")
+            for line in left_out:
+                echo(line)
+            enqueue(study, defaults + starts)  # the paper's defaults first, then earlier work
+        else:
+            echo(f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} trials")
+        report_checks(study, checks, echo)
+        opened = OpenStudy(study, running, storage, Place.of(options, study, folder))
+        run_study(opened, definition.study.n_trials, echo)
     return opened
 
 
@@ -98,18 +123,19 @@ def resume(name: str, options: Options, n_trials: int | None = None, echo: Echo 
                          "finish the study's budget")
     storage = options.open_storage(must_exist=True)
     study, definition = load_study(name, storage)
-    place = Place.of(options, study)
-    checks = validate_inputs(definition, place)
-    opened = OpenStudy(study, attach_ray(definition, options), storage, place)
-    report_checks(study, checks, echo)
-    running = running_numbers(study)
-    if running:
-        echo(f"trial(s) {running} are RUNNING: those of a dead launcher on this machine are failed and re-run now, "
-             f"those of a launcher elsewhere once it has been silent for {options.stale_after} s")
-    target = active_count(study) + n_trials if n_trials is not None else definition.study.n_trials
-    if target <= active_count(study) and not running:
-        echo(f"study {name!r} already has its {definition.study.n_trials} trials; pass --n-trials N to add more")
-    run_study(opened, target, echo)
+    with deletion_refused(study, storage):
+        place = Place.of(options, study)
+        checks = validate_inputs(definition, place)
+        opened = OpenStudy(study, attach_ray(definition, options), storage, place)
+        report_checks(study, checks, echo)
+        running = running_numbers(study)
+        if running:
+            echo(f"trial(s) {running} are RUNNING: those of a dead launcher on this machine are failed and re-run now, "
+                 f"those of a launcher elsewhere once it has been silent for {options.stale_after} s")
+        target = active_count(study) + n_trials if n_trials is not None else definition.study.n_trials
+        if target <= active_count(study) and not running:
+            echo(f"study {name!r} already has its {definition.study.n_trials} trials; pass --n-trials N to add more")
+        run_study(opened, target, echo)
     return opened
 
 

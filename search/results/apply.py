@@ -94,6 +94,22 @@ def definition_from_export(document: dict[str, Any], source: str) -> StudyDefini
     return parse_study(data, source)
 
 
+REQUIRED_METRICS = ("test_accuracy", "privacy")  # an exported trial's own evaluation: apply prints both
+OPTIONAL_METRICS = ("privacy_se", "repeats", "defense_seconds")  # numbers, or absent/null for older exports
+
+
+def is_number(value: Any) -> bool:
+    """An int or a float (nan included: TOML and JSON exports keep a metric that was nan), not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def not_numbers(metrics: dict[str, Any]) -> list[str]:
+    """The stored metrics that should be numbers and are not, each as ``key = value``."""
+    return [f"{key} = {metrics[key]!r:.40}" for key in REQUIRED_METRICS + OPTIONAL_METRICS
+            if key in metrics and not is_number(metrics[key])
+            and not (key in OPTIONAL_METRICS and metrics[key] is None)]
+
+
 class ExportedSetting(BaseModel):
     """One exported trial: what apply needs of it, checked before any work."""
 
@@ -111,9 +127,12 @@ class ExportedSetting(BaseModel):
     @field_validator("metrics")
     @classmethod
     def _stored_metrics(cls, value: dict[str, Any]) -> dict[str, Any]:
-        missing = {"test_accuracy", "privacy"} - set(value)
+        missing = set(REQUIRED_METRICS) - set(value)
         if missing:
             raise ValueError(f"lacks {sorted(missing)}")
+        wrong = not_numbers(value)  # apply prints them after minutes of work: refused before any work
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)}: not a number; `wemem export` writes numbers there")
         return value
 
 

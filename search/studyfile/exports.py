@@ -26,6 +26,10 @@ def read_export(path: str | Path) -> dict[str, Any]:
         raise WememError(f"export file {path} is not text (binary data); pass a file written by `wemem export`") from None
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise WememError(f"export file {path} is not valid {path.suffix[1:].upper()}: {error}") from None
+    except RecursionError:  # the parsers recurse once per level: a forged file nests beyond Python's stack
+        raise WememError(f"export file {path} is nested too deep to read (tables or arrays thousands of levels "
+                         f"inside each other, which `wemem export` never writes); pass a file written by "
+                         f"`wemem export`") from None
     if not isinstance(document, dict):
         raise WememError(f"export file {path} does not hold a table of keys; pass a file written by `wemem export`")
     return document

@@ -352,4 +352,8 @@ def load_study_file(path: str | Path) -> StudyDefinition:
                          "studies/quickstart.toml") from None
     except tomllib.TOMLDecodeError as error:
         raise WememError(f"study file {path} is not valid TOML: {error}") from None
+    except RecursionError:  # tomllib recurses once per level: a forged file nests beyond Python's stack
+        raise WememError(f"study file {path} is nested too deep to read (tables or arrays thousands of levels "
+                         f"inside each other); a study file nests a few levels, as studies/quickstart.toml "
+                         f"does") from None
     return parse_study(data, str(path)).from_folder(path.parent)

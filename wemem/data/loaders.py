@@ -17,7 +17,9 @@ folders) for any other data. Datasets without an official test split get the see
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -211,11 +213,40 @@ def read_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[st
     return torch.stack(images), torch.as_tensor(dataset.targets, dtype=torch.long), dataset.classes
 
 
+# The largest image a file may declare. The models take small images (32 x 32 in the paper); a header may declare
+# gigapixels in a file of kilobytes (a decompression bomb), which decoding would expand in memory.
+MAX_IMAGE_SIDE = 4096
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
+
+
+def check_image_size(path: Path) -> None:
+    """Refuse an image whose header declares more than MAX_IMAGE_PIXELS, from the header alone (PIL's open
+    reads the size and decodes nothing)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower limit decides
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except Image.DecompressionBombError:  # beyond twice PIL's own limit, open refuses it before we can ask
+            raise image_too_large(path, f"over {2 * Image.MAX_IMAGE_PIXELS} pixels") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise image_too_large(path, f"{width} x {height} = {width * height} pixels")
+
+
+def image_too_large(path: Path, size: str) -> WememError:
+    return WememError(f"{path} declares an image too large to load ({size}; the limit is {MAX_IMAGE_PIXELS} pixels, "
+                      f"{MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE}), refused without decoding it; resize the images to the "
+                      f"model's input size (e.g. 32 x 32) or delete this file")
+
+
 def read_image(path: Path, loader: Callable[[str], object]) -> torch.Tensor:
     """One image file as uint8 [3, H, W]; a file that only carries an image's name is named in the error."""
     from torchvision.transforms.functional import pil_to_tensor
 
     try:
+        check_image_size(path)
         return pil_to_tensor(loader(str(path)))
     except (OSError, SyntaxError, ValueError) as error:  # PIL: UnidentifiedImageError (an OSError), broken data
         raise WememError(f"{path} is not a readable image ({type(error).__name__}: {error}); replace it with a "
@@ -338,6 +369,8 @@ def read_npz_arrays(path: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as arrays:
             require("x" in arrays and "y" in arrays,
                     f"{path} must hold arrays 'x' and 'y' for dataset {dataset!r}; found {sorted(arrays.files)}")
+            for key in ("x", "y"):
+                check_declared_size(path, arrays.zip, key)
             return arrays["x"], arrays["y"]
     except ValueError as error:
         if "allow_pickle" in str(error):  # object arrays need pickle, which we never load from data files
@@ -346,6 +379,44 @@ def read_npz_arrays(path: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
         raise npz_damaged(path, error) from None
     except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as error:
         raise npz_damaged(path, error) from None
+
+
+# numpy allocates the whole array its .npy header declares before reading any of it: one header can declare
+# petabytes in a file of a few bytes. Real members hold exactly the bytes they declare; a genuine array is read
+# whole and copied as float32 for training, and this limit lies far above the datasets these models train on
+# (CIFAR-10 as float32: 0.7 GiB), so only a forged or unusable file reaches it.
+MAX_NPZ_ARRAY_BYTES = 16 * 2**30
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def check_declared_size(path: Path, archive: zipfile.ZipFile, key: str) -> None:
+    """Refuse the array ``key`` when its header declares more bytes than its zip member holds, or more than
+    MAX_NPZ_ARRAY_BYTES, reading only the header."""
+    info = archive.getinfo(f"{key}.npy")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        require(version in NPY_HEADER_READERS,
+                f"{path}: array {key!r} is stored in .npy format version {version[0]}.{version[1]}, which holds no "
+                f"plain numeric arrays; {NPZ_ADVICE}")
+        shape, _fortran_order, dtype = NPY_HEADER_READERS[version](member)
+        held = info.file_size - member.tell()
+    if dtype.hasobject:  # a pickle, not an array of that size: np.load refuses it unread (allow_pickle=False)
+        return
+    declared = math.prod(shape) * dtype.itemsize
+    what = f"array {key!r} declares shape {list(shape)} of {dtype} ({byte_count(declared)})"
+    if declared > held:
+        raise WememError(f"{path} is truncated or damaged (or forged): {what} but its member in the archive holds "
+                         f"{byte_count(held)}; refused before allocating it. Copy it again or {NPZ_ADVICE}")
+    require(declared <= MAX_NPZ_ARRAY_BYTES,
+            f"{path}: {what}, above the {byte_count(MAX_NPZ_ARRAY_BYTES)} that wemem reads into memory; refused "
+            f"before allocating it. Save a subset, or smaller features, with numpy.savez(PATH, x=..., y=...)")
+
+
+def byte_count(size: int) -> str:
+    """``size`` bytes in binary units: 512 B, 1.50 KiB, ... 3.55 PiB, up to EiB."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    power = min(max(size.bit_length() - 1, 0) // 10, len(units) - 1)
+    return f"{size} B" if power == 0 else f"{size / 2 ** (10 * power):.2f} {units[power]}"
 
 
 def npz_damaged(path: Path, error: Exception) -> WememError:

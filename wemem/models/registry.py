@@ -155,7 +155,18 @@ def fit_checkpoint(path: str | Path, model: nn.Module, name: str) -> dict[str, t
     wrong = [f"{k}: {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
     require(not wrong, f"checkpoint {path} does not fit model {name!r}: shapes differ ({'; '.join(wrong[:3])}); "
                        f"build the model for this dataset's input shape and class count")
+    broken = non_finite_tensors(state)
+    require(not broken, f"checkpoint {path} holds NaN or infinite values in {', '.join(broken[:4])}"
+                        f"{' ...' if len(broken) > 4 else ''}: a model whose training diverged, whose outputs and "
+                        f"attack scores mean nothing; save the weights of a model that trained to finite values "
+                        f"(an earlier epoch, a lower learning rate)")
     return {k: state[k].to(v.dtype) for k, v in expected.items()}
+
+
+def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """The floating-point tensors holding NaN or an infinity, each with how many of its values do."""
+    counts = {key: int((~torch.isfinite(tensor)).sum()) for key, tensor in state.items() if tensor.is_floating_point()}
+    return [f"{key} ({count} of {state[key].numel()} values)" for key, count in counts.items() if count]
 
 
 def initialize(model: nn.Module) -> None:
