@@ -246,18 +246,19 @@ def export(name: str, path: str | Path, *, storage: str | None = None) -> Path:
 
 
 def apply(export_file: str | Path, out: str | Path, *, trial: int | None = None, cache_dir: str | None = None,
-          data_root: str | None = None, echo: Echo = quiet) -> dict[str, Any]:
+          data_root: str | None = None, echo: Echo = quiet, allow_code: bool = False) -> dict[str, Any]:
     """Rebuild, save and re-evaluate an exported setting in this process, like ``wemem apply --out OUT``;
-    returns the evaluation written to ``OUT/evaluation.json``."""
+    returns the evaluation written to ``OUT/evaluation.json``. Plug-in code the export names runs only with
+    ``allow_code=True`` (``--allow-code``), after you have read it."""
     from .results.apply import apply_export, check_apply_out, load_export
     from .study import resolve_cache_dir
 
     if trial is not None:
         _whole_number(trial, "trial", 0)
     check_apply_out(out)
-    load_export(export_file, trial)
+    load_export(export_file, trial, allow_code=allow_code)
     cache = resolve_cache_dir(Options(cache_dir=cache_dir))
-    return apply_export(export_file, out, cache, data_root, trial, None, echo)
+    return apply_export(export_file, out, cache, data_root, trial, None, echo, allow_code)
 
 
 __all__ = ["AttackNames", "StudyResult", "apply", "attack_names", "confirm", "definition_of", "echo_confirmation",

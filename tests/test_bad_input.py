@@ -481,7 +481,7 @@ OWN_CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("plugin-standard-library", lambda p: own(p, model={"name": "os:system"}), ["standard library", "refused"]),
     ("plugin-a-dependency-numpy-load", lambda p: own(p, data={"dataset": "numpy:load", "label": None,
                                                                "data_root": write(p, "evil.npy", b"x")}),
-     ["'numpy'", "a package wemem-search itself depends on", "refused without importing"]),
+     ["'numpy'", "installed code, not a module file of", "refused without importing"]),
     ("plugin-torchvision-by-import-path", lambda p: own(p, model={"name": "torchvision.models:resnet18"}),
      ["torchvision:NAME"]),
     ("plugin-signature", lambda p: own(p, model={"name": "plugs:one_argument"}),

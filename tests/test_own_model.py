@@ -144,8 +144,10 @@ def test_marked_members_become_exactly_the_victims_training_set_and_nobody_elses
     assert not members & set(split.population.tolist())
     assert not members & set(split.victim.test.tolist()) and not members & set(split.victim.dev.tolist())
     # the samples are the marked ones: the pools keep the loader's rows in order, members first
-    from myloader import X  # noqa: E402  (the folder's module)
-    np.testing.assert_array_equal(pools.x[:120].numpy(), X[::2])
+    from wemem.plugins import parse_reference, resolve
+
+    x, _ = resolve(parse_reference("myloader:pool", "dataset"), "dataset", folder)(None, 7)  # the folder's module
+    np.testing.assert_array_equal(pools.x[:120].numpy(), x[::2])
 
 
 # ------------------------------------------------------------------------------------ end to end, each kind
@@ -294,7 +296,10 @@ def test_a_study_from_a_checkpoint_exports_its_own_code_and_apply_checks_it(ray_
     assert exported["own_code"]["model"]["sha256"] in (folder / "report" / "report.html").read_text()
     capsys.readouterr()
     # apply in the folder that holds the module, the checkpoint and the table: rebuilt and re-evaluated
-    assert main(["apply", str(folder / "best.toml"), "--out", str(folder / "applied"), *places[2:]]) == 0
+    assert main(["apply", str(folder / "best.toml"), "--out", str(folder / "applied"), *places[2:]]) == 2
+    assert "--allow-code" in capsys.readouterr().err  # the export's code runs only when the user says so
+    assert main(["apply", str(folder / "best.toml"), "--out", str(folder / "applied"), *places[2:],
+                 "--allow-code"]) == 0
     assert json.loads((folder / "applied" / "evaluation.json").read_text())["defense"] == "rmr"
     # the module's source changed since the study ran: refused before it is imported
     (folder / "mymodel.py").write_text(MODEL_MODULE.replace("24", "32"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -90,11 +91,11 @@ class ExperimentConfig:
             found["dataset"] = self.dataset
         return found
 
-    def own_code(self) -> dict[str, dict[str, str]]:
-        """What an export records of code and weights that live outside the study: each plug-in reference and
-        the checkpoint, with the SHA-256 of its module source or file."""
-        found = {kind: {"reference": ref, "sha256": plugins.reference_source_hash(ref, kind, self.base_dir)}
-                 for kind, ref in self.plugin_references().items()}
+    def own_code(self) -> dict[str, dict[str, Any]]:
+        """What an export records of code and weights that live outside the study: each plug-in reference with
+        the SHA-256 of every file of it (:func:`wemem.plugins.code_record`), and the checkpoint's."""
+        found: dict[str, dict[str, Any]] = {kind: plugins.code_record(ref, kind, self.base_dir)
+                                            for kind, ref in self.plugin_references().items()}
         if self.checkpoint is not None:
             found["checkpoint"] = {"path": self.checkpoint, "sha256": plugins.file_sha256(self.checkpoint)}
         return found
@@ -110,7 +111,8 @@ class ExperimentConfig:
         own = ("label", "member_column", "exclude", "checkpoint", "base_dir", "encoding")
         described = {k: v for k, v in self.to_dict().items()
                      if k not in own or (v is not None and v != () and k != "base_dir")}
-        sources = self.own_code()
+        # the digest of each plug-in's files stands for them (keys stay those of studies recorded before it)
+        sources = {kind: {k: v for k, v in entry.items() if k != "files"} for kind, entry in self.own_code().items()}
         return content_hash({**described, "split_version": SPLIT_VERSION, **({"sources": sources} if sources else {})})
 
 

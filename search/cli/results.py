@@ -40,9 +40,10 @@ def _apply(args: argparse.Namespace) -> int:
     check_apply_out(args.out)
     cache_dir = resolve_cache_dir(options)
     check_writable_folder(cache_dir, "--cache-dir")
-    load_export(args.export_file, args.trial)
+    load_export(args.export_file, args.trial, allow_code=args.allow_code)
     cluster.init_ray(options.ray_address)
-    apply_export(args.export_file, args.out, cache_dir, options.data_root, args.trial, cluster.task_share, echo)
+    apply_export(args.export_file, args.out, cache_dir, options.data_root, args.trial, cluster.task_share, echo,
+                 args.allow_code)
     return 0
 
 
@@ -50,6 +51,9 @@ def _apply_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("export_file", help="a file written by `wemem export`")
     p.add_argument("--out", required=True, help="output folder for model.pt and evaluation.json")
     p.add_argument("--trial", type=int, default=None, help="which trial of an exported Pareto set")
+    p.add_argument("--allow-code", action="store_true",
+                   help="run the plug-in code (model or loader modules) the export names, after reading it: apply "
+                        "lists those files with their SHA-256 and refuses to run them without this flag")
 
 
 APPLY = Command("apply", "rebuild the defended pruned model of an export, save its weights and masks, re-evaluate it",

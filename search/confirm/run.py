@@ -24,6 +24,7 @@ from typing import Any, Iterator, Sequence
 from objectives import TrialSpec
 from wemem.assets import Echo
 
+from ..storage.records import check_stored_code
 from ..study import OpenStudy
 from ..studyfile import StudyDefinition
 from .candidates import Candidate, Evaluate, SeedResult, candidates, confirmation_seeds, named_comparison
@@ -132,6 +133,7 @@ def confirm(opened: OpenStudy, top: int = 1, n_seeds: int = 3, echo: Echo = prin
     from ..execution.cluster import init_ray
 
     study, definition = opened.study, opened.definition
+    check_stored_code(study, opened.spec.experiment)  # the study's plug-ins, as it recorded them, or nothing runs
     chosen = candidates(study, top, comparison_candidate(compare))
     seeds = confirmation_seeds(definition.study.seed, n_seeds)
     study_spec = opened.spec

@@ -3,11 +3,13 @@ bundles, and refusing requests the cluster can never grant."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import signal
 import socket
+import tempfile
 import threading
 from typing import Any, Iterator
 from urllib.parse import urlsplit
@@ -58,11 +60,37 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     Attaching never passes resources: the cluster declares its own. A local Ray detects CPUs and GPUs itself
     (cgroup-aware) unless ``num_cpus`` is given.
+
+    Ray puts the working directory of the process calling ``ray.init`` first on every worker's ``sys.path``
+    (``JobConfig._py_driver_sys_path``, filled in ``ray._private.worker.connect``), and a local Ray's workers start
+    in it: a ``numpy.py`` among the received files of the folder wemem runs in would be every worker's numpy. So
+    Ray is started from an empty folder of its own. (A Ray the caller started before keeps the folder it was
+    started in: ``ray.init`` it from a folder holding no ``.py`` file.)
     """
     if ray.is_initialized():
         return
-    with _signal_handlers_kept():
+    with _signal_handlers_kept(), _from_empty_folder():
         _init(address, num_cpus)
+
+
+@contextlib.contextmanager
+def _from_empty_folder() -> Iterator[None]:
+    """Run the body in a new empty folder (``mkdtemp``: private to this user, so nobody can put a module there),
+    then go back. The folder stays while this process lives, for a local Ray's raylet starts every later worker in
+    it, and is removed at exit."""
+    here = os.getcwd()
+    empty = tempfile.mkdtemp(prefix="wemem-ray-")
+    atexit.register(_remove_empty_folder, empty)
+    os.chdir(empty)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+def _remove_empty_folder(folder: str) -> None:
+    with contextlib.suppress(OSError):  # something was written there, or it is gone: leave it as it is
+        os.rmdir(folder)
 
 
 @contextlib.contextmanager

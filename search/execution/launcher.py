@@ -14,7 +14,8 @@ from wemem.assets import Echo, check_inputs, input_checks
 from wemem.errors import WememError
 from wemem.validity import Check, apply_overrides, require_valid
 
-from ..storage.records import store_launch_place, store_reference, store_validity, stored_validity
+from ..storage.records import (check_stored_code, store_launch_place, store_reference, store_validity,
+                               stored_validity)
 from ..storage.urls import check_storage_url, redact
 from ..study import (OpenStudy, Options, Place, active_count, create_or_load_study, load_study, refuse_conflicting,
                      running_numbers)
@@ -125,6 +126,7 @@ def resume(name: str, options: Options, n_trials: int | None = None, echo: Echo 
     study, definition = load_study(name, storage)
     with deletion_refused(study, storage):
         place = Place.of(options, study)
+        check_stored_code(study, definition.experiment(place.data_root, place.base_dir))  # before any of it runs
         checks = validate_inputs(definition, place)
         opened = OpenStudy(study, attach_ray(definition, options), storage, place)
         report_checks(study, checks, echo)

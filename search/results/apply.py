@@ -20,7 +20,7 @@ from wemem.files import check_output_folder, create_folder, write_into, wrote
 from wemem.parallel import MapFn, serial_map
 
 from wemem.data.custom import check_encoding
-from wemem.plugins import file_sha256, reference_source_hash
+from wemem.plugins import check_record, code_lines, file_sha256
 
 from ..confirm import LEVEL, REFERENCE
 from ..confirm.statistics import points
@@ -30,38 +30,46 @@ from ..studyfile.exports import read_export
 from .export import DEFINITION_KEY, DEFINITION_SECTIONS, definition_fingerprint
 
 
-OWN_CODE_FIX = ("run apply in the folder holding the module the study ran with (plug-ins are imported from the "
-                "working directory first, then sys.path), or re-run the study with the new one and export it again")
+OWN_CODE_FIX = ("run apply in the folder holding the plug-in's files as the study ran them (plug-ins are read from "
+                "the working directory only), or re-run the study with the new ones and export it again")
+ALLOW_CODE = "--allow-code (allow_code=True in search.api.apply)"
 
 
-def check_own_code(document: dict[str, Any], definition: StudyDefinition, source: str,
-                   base_dir: str | None = None) -> str | None:
-    """Every plug-in the export names must be recorded in its [own_code] with the SHA-256 of its source, and the
-    module found here (the working directory, then sys.path) must have exactly that source: checked by reading
-    the files, before any of them is imported. Returns the checkpoint's file here (its name, in the working
-    directory) when the study started from one."""
+def exported_code(own: dict[str, Any], definition: StudyDefinition, source: str,
+                  base: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """``{kind: (reference, files)}`` of every plug-in the export names, each of its files here equal to what the
+    export's [own_code] records: read, nothing imported."""
+    experiment = definition.experiment(base_dir=base)
+    return {kind: (plugin, check_record(own.get(kind), plugin, kind, base, f"export file {source}", OWN_CODE_FIX))
+            for kind, plugin in experiment.plugin_references().items()}
+
+
+def allowed_code(code: dict[str, tuple[str, dict[str, str]]], source: str, allow_code: bool) -> tuple[str, ...]:
+    """The lines naming the code apply is about to run. A received export's plug-ins are a program: they run only
+    when the user, having read them, says so on the command line; else the refusal lists them."""
+    if not code:
+        return ()
+    lines = code_lines(code)
+    if not allow_code:
+        raise WememError("\n".join([f"export file {source} names code of its own that apply would run:", *lines,
+                                    f"read those files, then run apply again with {ALLOW_CODE} to run them"]))
+    return (f"export file {source} runs this code ({ALLOW_CODE} given):", *lines)
+
+
+def check_own_code(document: dict[str, Any], definition: StudyDefinition, source: str, base_dir: str | None = None,
+                   allow_code: bool = False) -> tuple[str | None, tuple[str, ...]]:
+    """Every plug-in the export names must be recorded in its [own_code] with the SHA-256 of each of its files, and
+    its files here (in the working directory, the only place plug-ins are read from) must be exactly those: checked
+    by reading them, before any is imported; then they run only with ``allow_code``. Returns the checkpoint's file
+    here (its name, in the working directory) when the study started from one, and the lines naming the code."""
     base = str(Path(base_dir or ".").resolve())
     own = document.get("own_code", {})
     if not isinstance(own, dict):
         raise WememError(f"export file {source}: [own_code] must be a table; re-export it with `wemem export`")
-    experiment = definition.experiment(base_dir=base)
-    for kind, plugin in experiment.plugin_references().items():
-        entry = own.get(kind)
-        if not (isinstance(entry, dict) and entry.get("reference") == plugin and isinstance(entry.get("sha256"), str)):
-            raise WememError(f"export file {source} names the {kind} plug-in {plugin!r} without its source hash in "
-                             f"[own_code.{kind}]; refused, nothing imported: re-export it with `wemem export`")
-        try:
-            found = reference_source_hash(plugin, kind, base)
-        except WememError as error:
-            raise WememError(f"export file {source} was made with the {kind} plug-in {plugin!r}, which is missing "
-                             f"here ({error}); {OWN_CODE_FIX}") from None
-        if found != entry["sha256"]:
-            raise WememError(f"the {kind} plug-in {plugin!r} has changed since the study ran: export file {source} "
-                             f"records source sha256 {entry['sha256'][:12]}..., the module here has {found[:12]}... "
-                             f"(refused, not imported); {OWN_CODE_FIX}")
+    code = allowed_code(exported_code(own, definition, source, base), source, allow_code)
     checkpoint = own.get("checkpoint")
     if checkpoint is None:
-        return None
+        return None, code
     if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("path"), str)
             and isinstance(checkpoint.get("sha256"), str)):
         raise WememError(f"export file {source}: [own_code.checkpoint] must hold path and sha256; re-export it")
@@ -70,7 +78,7 @@ def check_own_code(document: dict[str, Any], definition: StudyDefinition, source
         state = "is not in the working directory" if not here.is_file() else "has other bytes than the study's"
         raise WememError(f"export file {source} was made from the trained victim {Path(checkpoint['path']).name}, "
                          f"which {state} ({here}); copy the checkpoint the study ran with there")
-    return str(here)
+    return str(here), code
 
 
 def definition_from_export(document: dict[str, Any], source: str) -> StudyDefinition:
@@ -295,17 +303,19 @@ class CheckedExport:
     encoding: dict[str, Any] | None  # how the study encoded its table
     checkpoint: str | None  # the trained victim's file here (None: the study pretrained it)
     confirmed: ConfirmedFigures
+    code: tuple[str, ...] = ()  # the lines naming the plug-in code apply runs (allowed by the user)
 
 
-def load_export(path: str | Path, trial: int | None = None,
-                warn: Echo | None = None) -> tuple[dict[str, Any], StudyDefinition]:
+def load_export(path: str | Path, trial: int | None = None, warn: Echo | None = None,
+                allow_code: bool = False) -> tuple[dict[str, Any], StudyDefinition]:
     """The exported setting and the study definition it came from; every problem is a WememError. ``warn``
-    receives the warning of an edited export."""
-    exported = read_checked_export(path, trial, warn)
+    receives the warning of an edited export; plug-in code it names is refused unless ``allow_code``."""
+    exported = read_checked_export(path, trial, warn, allow_code)
     return exported.record, exported.definition
 
 
-def read_checked_export(path: str | Path, trial: int | None = None, warn: Echo | None = None) -> CheckedExport:
+def read_checked_export(path: str | Path, trial: int | None = None, warn: Echo | None = None,
+                        allow_code: bool = False) -> CheckedExport:
     """:func:`load_export` with the table's encoding, the checkpoint file here and the confirmed figures: one
     read of the file and one check of the plug-ins' sources for ``apply``."""
     document = read_export(path)
@@ -316,13 +326,14 @@ def read_checked_export(path: str | Path, trial: int | None = None, warn: Echo |
     except (TypeError, ValueError) as error:
         raise WememError(f"export file {path}: the {record['defense']} settings {record['settings']} are invalid "
                          f"({error}); re-export it with `wemem export`") from None
-    checkpoint = check_own_code(document, definition, str(path))  # plug-ins and checkpoint: before any import
+    # plug-ins and checkpoint: before any import
+    checkpoint, code = check_own_code(document, definition, str(path), allow_code=allow_code)
     encoding = check_encoding(document["encoding"], f"export file {path}") if "encoding" in document else None
     confirmed = confirmed_figures(confirmation_section(document, str(path)), record["trial_number"], definition)
     warning = edited_warning(document, str(path))
     if warn is not None and warning is not None:
         warn(warning)
-    return CheckedExport(record, definition, encoding, checkpoint, confirmed)
+    return CheckedExport(record, definition, encoding, checkpoint, confirmed, code)
 
 
 def study_experiment(experiment: ExperimentConfig, encoding: dict[str, Any] | None) -> ExperimentConfig:
@@ -404,12 +415,14 @@ def evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
 
 def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_root: str | None = None,
                  trial: int | None = None, share_of: Callable[[StudyDefinition], MapFn] | None = None,
-                 echo: Echo = print) -> dict[str, Any]:
+                 echo: Echo = print, allow_code: bool = False) -> dict[str, Any]:
     """Rebuild and re-evaluate an exported setting; ``share_of(definition)`` gives the parallel map (serial
-    in-process without one)."""
+    in-process without one). Plug-in code the export names runs only with ``allow_code``, named first."""
 
     check_apply_out(out_dir)  # before minutes of work
-    exported = read_checked_export(path, trial, warn=echo)
+    exported = read_checked_export(path, trial, echo, allow_code)
+    for line in exported.code:
+        echo(line)
     record, spec = exported.record, apply_spec(exported, cache_dir, data_root)
     map_fn = share_of(exported.definition) if share_of is not None else serial_map
     assets = prepare_assets(spec.experiment, cache_dir, map_fn, log=echo)

@@ -13,12 +13,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from wemem.errors import WememError
+from wemem.plugins import check_record
 from wemem.validity import Check
+
+if TYPE_CHECKING:  # an annotation only: the storage layer needs no torch to read a study
+    from wemem.config import ExperimentConfig
 
 from ..studyfile import StudyDefinition, parse_study
 
@@ -166,6 +170,19 @@ def store_own_code(study: optuna.Study, own_code: dict[str, Any], encoding: dict
 
 def stored_own_code(study: optuna.Study) -> tuple[dict[str, Any], dict[str, Any] | None]:
     return study.user_attrs.get(OWN_CODE_ATTR) or {}, study.user_attrs.get(ENCODING_ATTR)
+
+
+def check_stored_code(study: optuna.Study, experiment: ExperimentConfig) -> None:
+    """A stored study's plug-ins run (``resume``, ``confirm``) only when every file of them is the one the study
+    recorded: read, before anything is imported. A storage is received input like an export; its definition's
+    references obey the same rule (wemem.plugins) before any file is read."""
+    own = study.user_attrs.get(OWN_CODE_ATTR)
+    where = f"the storage of study {study.study_name!r}"
+    fix = ("put back the files the study ran with (`wemem report` lists them), or launch the study file again: "
+           "`wemem launch FILE` continues the study and records the files it runs")
+    for kind, reference in experiment.plugin_references().items():
+        check_record(own.get(kind) if isinstance(own, dict) else None, reference, kind, experiment.base_dir, where,
+                     fix)
 
 
 def stored_environment(study: optuna.Study) -> dict[str, Any] | None:

@@ -216,7 +216,7 @@ def call_loader(name: str, loader: Callable[..., Any], data_root: Path | None, s
 
 
 def load_plugin_dataset(name: str, data_root: Path | None, seed: int, options: DataOptions) -> Pools:
-    """A loader named by import path, imported from the study's folder first."""
+    """A loader named by import path: defined in a module of the study's folder, loaded by path (wemem.plugins)."""
     ref = plugins.parse_reference(name, "dataset")
     return call_loader(name, plugins.resolve(ref, "dataset", options.base_dir), data_root, seed, options)
 
