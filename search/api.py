@@ -16,6 +16,7 @@ too, for the next call (``ray.shutdown()`` ends it).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence, Union
@@ -24,7 +25,7 @@ import pandas as pd
 
 from wemem.errors import WememError
 
-from .study import OpenStudy, Options, best_trials, open_study
+from .study import LAUNCHER_RESOURCES, OpenStudy, Options, best_trials, open_study
 from .studyfile import StudyDefinition, load_study_file, parse_study
 
 Echo = Callable[[str], None]
@@ -117,10 +118,59 @@ def definition_of(study: str | Path | StudyDefinition | dict[str, Any]) -> Study
     raise WememError(f"a study is a study file path, a StudyDefinition or a dict, not a {type(study).__name__}")
 
 
-def _options(storage: str | None, cache_dir: str | None, data_root: str | None, ray_address: str | None,
-             resources: dict[str, Any] | None = None, override_checks: Sequence[str] = ()) -> Options:
-    return Options(storage=storage, cache_dir=cache_dir, data_root=data_root, ray_address=ray_address,
-                   resources=resources, overrides=_override_names(override_checks))
+def _options(storage: str | None, cache_dir: str | Path | None, data_root: str | Path | None,
+             ray_address: str | None, resources: Mapping[str, Any] | None = None, override_checks: Sequence[str] = (),
+             allow_foreign_tables: bool = False) -> Options:
+    """The commands' places and this launcher's settings, each of the type the command line would give."""
+    _of_type(storage, str, "storage", "a storage URL such as 'sqlite:///wemem.db'")
+    _of_type(ray_address, str, "ray_address", "a Ray address: 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
+    _of_type(allow_foreign_tables, bool, "allow_foreign_tables", "True or False")
+    return Options(storage=storage, cache_dir=_folder(cache_dir, "cache_dir"),
+                   data_root=_folder(data_root, "data_root"), ray_address=ray_address,
+                   resources=_resources(resources), overrides=_override_names(override_checks),
+                   allow_foreign_tables=allow_foreign_tables)
+
+
+def _of_type(value: Any, kind: type | tuple[type, ...], argument: str, takes: str) -> None:
+    """Refuse a value of another type than the argument takes (None stands for the argument's default)."""
+    if value is not None and not isinstance(value, kind):
+        raise WememError(f"{argument} takes {takes} (got {type(value).__name__} {value!r:.60})")
+
+
+def _path(value: Any, argument: str) -> str | Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise WememError(f"{argument} takes a file or folder path, a str or Path (got {type(value).__name__} "
+                         f"{value!r:.60})")
+    return value
+
+
+def _folder(value: str | Path | None, argument: str) -> str | None:
+    _of_type(value, (str, os.PathLike), argument, "a folder path (str or Path)")
+    return None if value is None else os.fspath(value)
+
+
+def _resources(resources: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``resources=`` as the resource flags give them: only the keys a launcher may set for itself."""
+    known = ", ".join(LAUNCHER_RESOURCES)
+    _of_type(resources, Mapping, "resources", f"a dict of {known}")
+    if resources is None:
+        return None
+    unknown = [key for key in resources if key not in LAUNCHER_RESOURCES]
+    if unknown:
+        raise WememError(f"resources: unknown key(s) {', '.join(map(repr, unknown))}; the known keys are {known}")
+    return dict(resources)
+
+
+def _study_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise WememError(f"name takes a study name (got {name!r})")
+    return name
+
+
+def _echo(echo: Any) -> Echo:
+    if not callable(echo):
+        raise WememError(f"echo takes a function of one line, such as print (got {echo!r})")
+    return echo
 
 
 def _override_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -139,12 +189,14 @@ def _override_names(names: Sequence[str]) -> tuple[str, ...]:
 def launch(study: str | Path | StudyDefinition | dict[str, Any], *, storage: str | None = None,
            cache_dir: str | None = None, data_root: str | None = None, ray_address: str | None = None,
            resources: dict[str, Any] | None = None, override_checks: Sequence[str] = (),
-           echo: Echo = quiet) -> StudyResult:
+           allow_foreign_tables: bool = False, echo: Echo = quiet) -> StudyResult:
     """Create (or continue) a study and run its trials to its budget, like ``wemem launch``; ``override_checks``
-    names failed validity checks to run past, like ``--override-check`` (recorded with the study)."""
+    names failed validity checks to run past, like ``--override-check`` (recorded with the study);
+    ``allow_foreign_tables`` launches into a SQLite file that also holds another program's tables."""
     from .execution.launcher import launch as launch_study
 
-    options = _options(storage, cache_dir, data_root, ray_address, resources, override_checks)
+    options = _options(storage, cache_dir, data_root, ray_address, resources, override_checks, allow_foreign_tables)
+    echo = _echo(echo)
     _quiet_libraries()
     return StudyResult(launch_study(definition_of(study), options, echo))
 
@@ -155,6 +207,7 @@ def resume(name: str, *, n_trials: int | None = None, storage: str | None = None
     """Continue a stored study: its remaining budget, or ``n_trials`` more, like ``wemem resume``."""
     from .execution.launcher import resume as resume_study
 
+    name, echo = _study_name(name), _echo(echo)
     if n_trials is not None:
         _whole_number(n_trials, "n_trials", 1)
     options = _options(storage, cache_dir, data_root, ray_address, resources, override_checks)
@@ -165,7 +218,7 @@ def resume(name: str, *, n_trials: int | None = None, storage: str | None = None
 def results(name: str, *, storage: str | None = None, cache_dir: str | None = None,
             data_root: str | None = None) -> StudyResult:
     """A stored study's results (nothing runs)."""
-    return StudyResult(open_study(name, _options(storage, cache_dir, data_root, None)))
+    return StudyResult(open_study(_study_name(name), _options(storage, cache_dir, data_root, None)))
 
 
 def _whole_number(value: Any, argument: str, least: int) -> int:
@@ -221,10 +274,7 @@ def confirm(name: str, *, top: int = 1, seeds: int = 3, attacks: AttackNames | N
     lines and then what the command prints at its end."""
     from .confirm import confirm as confirm_study
 
-    if not isinstance(name, str):
-        raise WememError(f"name takes a study name (got {name!r})")
-    if not callable(echo):
-        raise WememError(f"echo takes a function of one line, such as print (got {echo!r})")
+    name, echo = _study_name(name), _echo(echo)
     top, seeds = _whole_number(top, "top", 1), _whole_number(seeds, "seeds", 2)
     judges, compared = attack_names(attacks), _comparison(compare)
     opened = open_study(name, _options(storage, cache_dir, data_root, ray_address))
@@ -240,8 +290,8 @@ def export(name: str, path: str | Path, *, storage: str | None = None) -> Path:
 
     from .results.export import export_document, write_export
 
-    check_output_file(path, (".toml", ".json"))
-    write_export(export_document(open_study(name, _options(storage, None, None, None))), path)
+    check_output_file(_path(path, "path"), (".toml", ".json"))
+    write_export(export_document(open_study(_study_name(name), _options(storage, None, None, None))), path)
     return Path(path)
 
 
@@ -255,10 +305,11 @@ def apply(export_file: str | Path, out: str | Path, *, trial: int | None = None,
 
     if trial is not None:
         _whole_number(trial, "trial", 0)
+    export_file, out, echo = _path(export_file, "export_file"), _path(out, "out"), _echo(echo)
     check_apply_out(out)
     load_export(export_file, trial, allow_code=allow_code)
-    cache = resolve_cache_dir(Options(cache_dir=cache_dir))
-    return apply_export(export_file, out, cache, data_root, trial, None, echo, allow_code)
+    cache = resolve_cache_dir(Options(cache_dir=_folder(cache_dir, "cache_dir")))
+    return apply_export(export_file, out, cache, _folder(data_root, "data_root"), trial, None, echo, allow_code)
 
 
 __all__ = ["AttackNames", "StudyResult", "apply", "attack_names", "confirm", "definition_of", "echo_confirmation",

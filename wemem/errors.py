@@ -1,5 +1,11 @@
 """Errors raised for bad user input. Each message names the problem and the fix."""
 
+from __future__ import annotations
+
+from typing import Iterable
+
+LISTED_AT_MOST = 10  # problems or names one message lists
+
 
 class WememError(Exception):
     """Base class of errors a user can fix (bad input, missing files, unknown names)."""
@@ -14,6 +20,13 @@ class UnknownNameError(WememError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]
+
+
+def capped(items: Iterable[str], limit: int = LISTED_AT_MOST) -> list[str]:
+    """The first ``limit`` items a message lists, then "and N more": a forged input may hold 200,000 mistakes, and
+    a message listing them all would bury the first one."""
+    listed = list(items)
+    return listed[:limit] + ([f"and {len(listed) - limit:,} more"] if len(listed) > limit else [])
 
 
 def require(condition: bool, message: str) -> None:

@@ -12,7 +12,7 @@ from typing import Callable, TextIO
 from wemem.config import MAX_SEED
 
 from ..storage.urls import GRACE_PERIOD_S, MIN_GRACE_PERIOD_S
-from ..study.place import Options
+from ..study.place import LAUNCHER_RESOURCES, Options
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,12 @@ def echo(message: str, stream: TextIO | None = None) -> None:
     print(printable(message), file=stream or sys.stdout, flush=True)
 
 
-RESOURCE_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent_trials")
-
-
 def options_from(args: argparse.Namespace) -> Options:
-    resources = {k: getattr(args, k) for k in RESOURCE_FLAGS if getattr(args, k, None) is not None}
+    resources = {k: getattr(args, k) for k in LAUNCHER_RESOURCES if getattr(args, k, None) is not None}
     return Options(storage=args.storage, cache_dir=args.cache_dir, data_root=args.data_root,
                    ray_address=getattr(args, "ray_address", None), stale_after=args.stale_after,
-                   resources=resources or None, overrides=tuple(getattr(args, "override_check", None) or ()))
+                   resources=resources or None, overrides=tuple(getattr(args, "override_check", None) or ()),
+                   allow_foreign_tables=getattr(args, "allow_foreign_tables", False))
 
 
 def whole_number(text: str) -> int:

@@ -29,11 +29,13 @@ def _confirm(args: argparse.Namespace) -> int:
 
 
 def _confirm_args(p: argparse.ArgumentParser) -> None:
+    from ..confirm.candidates import MAX_CONFIRM_SEEDS
+
     p.add_argument("name", help="study name")
     p.add_argument("--top", type=int, default=1, help="how many of the best distinct settings to confirm (default 1)")
     p.add_argument("--seeds", type=int, default=3,
                    help="fresh seeds, each a full replication: split, pretraining, mem-scores, pruning, targets "
-                        "(default 3; >= 2)")
+                        f"(default 3; 2 to {MAX_CONFIRM_SEEDS})")
     p.add_argument("--attacks", default=None, metavar="NAMES",
                    help="judge with these attacks (comma-separated, or all) instead of the study's own; the "
                         "leakage is then the largest over them. Search with a cheap suite, confirm with all ten")

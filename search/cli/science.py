@@ -404,6 +404,9 @@ MEMSCORE_ACTIONS = {"compute": _memscore_compute, "import": _memscore_import, "e
 
 
 def _memscore(args: argparse.Namespace) -> int:
+    if args.file is not None and args.action != "import":  # never ignored: `export FILE` would write elsewhere
+        raise WememError(f"memscore {args.action} takes no FILE (got {args.file!r}): only import reads one; "
+                         f"write the scores to a file with --out {args.file}")
     if args.out is not None and args.action != "import":
         check_output_file(args.out, create_parents=True)  # first: before models are trained or the cache is read
     cache_dir = cache_dir_of(args)

@@ -42,6 +42,9 @@ def refuse_all_failed(study, started: datetime.datetime) -> None:
 
 def _launch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("study_file", help="path of the study file, e.g. studies/quickstart.toml")
+    p.add_argument("--allow-foreign-tables", action="store_true",
+                   help="launch into a SQLite storage that also holds tables that are not Optuna's (another "
+                        "program's database): refused without this flag, leaving the file as it was")
     add_resource_flags(p)
     add_override_flag(p)
 

@@ -61,10 +61,22 @@ class SeedResult:
 # runs them in parallel), so that every finished evaluation is stored before the next one ends.
 Evaluate = Callable[[list[tuple[Candidate, int]]], Iterable[tuple[int, SeedResult]]]
 
+MAX_CONFIRM_SEEDS = 100  # each seed is a full replication: a hundred already gives a tight interval
+SEED_STRIDE = 1000  # seed i of a confirmation is the study seed + SEED_STRIDE * i
+
+
 def confirmation_seeds(study_seed: int, n: int) -> list[int]:
-    """N reproducible seeds the search never used, far from the study seed and from small hand-picked ones."""
-    require(n >= 2, f"--seeds must be >= 2 to give an interval (got {n})")
-    return [(study_seed + 1000 * (i + 1)) % (MAX_SEED + 1) for i in range(n)]  # wraps only near the largest seed
+    """N reproducible seeds the search never used, far from the study seed and from small hand-picked ones.
+    They never wrap past the largest seed (a wrapped seed could be the study's own or a small hand-picked one)."""
+    require(2 <= n <= MAX_CONFIRM_SEEDS, f"--seeds takes 2 to {MAX_CONFIRM_SEEDS} fresh seeds: two for an interval, "
+                                         f"at most {MAX_CONFIRM_SEEDS} (got {n})")
+    room = (MAX_SEED - study_seed) // SEED_STRIDE
+    require(n <= room, f"--seeds {n}: this study's seed {study_seed} leaves room for {room} fresh seed(s) "
+                       f"(study seed + {SEED_STRIDE} x i must stay within the largest seed, {MAX_SEED}); "
+                       + (f"pass --seeds {room} or fewer" if room >= 2 else
+                          "a study seeded this close to the largest seed cannot be confirmed; launch it again "
+                          "with a smaller [study] seed"))
+    return [study_seed + SEED_STRIDE * (i + 1) for i in range(n)]
 
 
 def _reported(trial: optuna.trial.FrozenTrial) -> dict[str, float]:

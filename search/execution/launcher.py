@@ -11,14 +11,15 @@ import optuna
 from pydantic import ValidationError
 
 from wemem.assets import Echo, check_inputs, input_checks
-from wemem.errors import WememError
+from wemem.errors import WememError, capped
+from wemem.files import check_writable_folder
 from wemem.validity import Check, apply_overrides, require_valid
 
 from ..storage.records import (check_stored_code, store_launch_place, store_reference, store_validity,
                                stored_validity)
-from ..storage.urls import check_storage_url, redact
+from ..storage.urls import check_storage_url, new_sqlite_file, redact, refuse_foreign_tables
 from ..study import (OpenStudy, Options, Place, active_count, create_or_load_study, load_study, refuse_conflicting,
-                     running_numbers)
+                     running_numbers, withdraw_new_study)
 from ..studyfile import StudyDefinition
 from .cluster import check_trial_fits, init_ray
 from .trainable import shared_work
@@ -63,10 +64,23 @@ def with_resources(definition: StudyDefinition, options: Options) -> StudyDefini
     try:
         checked = type(resources).model_validate(resources.model_dump())
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        problems = "; ".join(capped(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
         raise WememError(f"invalid resources for this launcher ({problems}); fix --cpus-per-trial, "
                          "--gpus-per-trial or --max-concurrent-trials") from None
     return definition.model_copy(update={"resources": checked})
+
+
+def existing_storage(definition: StudyDefinition, options: Options,
+                     new_file: Path | None) -> optuna.storages.RDBStorage | None:
+    """The storage opened for writing (probed, and the study compared with its file) before Ray starts, so its
+    problems cost no Ray start; None when it is a SQLite file still to create (``new_file``): that waits until
+    nothing can refuse the launch any more, so a refused launch leaves no file (its folder is checked now)."""
+    if new_file is not None:
+        check_writable_folder(new_file.parent, "--storage")
+        return None
+    storage = options.open_storage()
+    refuse_conflicting(definition, storage)
+    return storage
 
 
 @contextlib.contextmanager
@@ -93,28 +107,38 @@ def is_deleted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> boo
 
 def launch(definition: StudyDefinition, options: Options, echo: Echo = print) -> OpenStudy:
     check_storage_url(options.storage_url)
+    if not options.allow_foreign_tables:
+        refuse_foreign_tables(options.storage_url)
     # plug-ins and relative paths start in the study file's folder (a definition not read from a file: here)
     folder = definition.folder or str(Path.cwd())
     place = Place.of(options, base_dir=folder)
     checks = validate_inputs(definition, place)  # everything is checked before anything is stored
     defaults, left_out = paper_defaults(definition)
     starts = warm_starts(definition, folder, lambda: options.open_storage(must_exist=True), defaults)
-    storage = options.open_storage()
-    refuse_conflicting(definition, storage)
+    new_file = new_sqlite_file(options.storage_url)
+    storage = existing_storage(definition, options, new_file)
     running = attach_ray(definition, options)
+    if storage is None:
+        storage = options.open_storage()
     study, created = create_or_load_study(definition, storage, {})
     with deletion_refused(study, storage):
-        if created:
-            store_launch_place(study, place.cache_dir, options.data_root, folder)
-            echo(f"created study {definition.name!r} in {redact(options.storage_url)}")
-            for line in left_out:
-                echo(line)
-            enqueue(study, defaults + starts)  # the paper's defaults first, then earlier work
-        else:
-            echo(f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} trials")
-        report_checks(study, checks, echo)
-        opened = OpenStudy(study, running, storage, Place.of(options, study, folder))
-        run_study(opened, definition.study.n_trials, echo)
+        try:
+            if created:
+                store_launch_place(study, place.cache_dir, options.data_root, folder)
+                echo(f"created study {definition.name!r} in {redact(options.storage_url)}")
+                for line in left_out:
+                    echo(line)
+                enqueue(study, defaults + starts)  # the paper's defaults first, then earlier work
+            else:
+                echo(f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} "
+                     "trials")
+            report_checks(study, checks, echo)
+            opened = OpenStudy(study, running, storage, Place.of(options, study, folder))
+            run_study(opened, definition.study.n_trials, echo)
+        except WememError:  # refused before a trial ran (a full cache folder, say): leave nothing this launch made
+            if created:
+                withdraw_new_study(study, storage, new_file)
+            raise
     return opened
 
 
@@ -122,7 +146,7 @@ def resume(name: str, options: Options, n_trials: int | None = None, echo: Echo 
     if n_trials is not None and n_trials < 1:
         raise WememError(f"--n-trials must be a positive number of trials to add (got {n_trials}); omit it to "
                          "finish the study's budget")
-    storage = options.open_storage(must_exist=True)
+    storage = options.open_storage(must_exist=True, writer=True)  # a read-only storage is refused here, first
     study, definition = load_study(name, storage)
     with deletion_refused(study, storage):
         place = Place.of(options, study)

@@ -12,13 +12,16 @@ holds its budget of finished trials and no trial of a dead launcher is left RUNN
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 from optuna.trial import TrialState
@@ -86,13 +89,16 @@ class StudySearcher(Searcher):
         self.target_total = target_total
         self.launcher_id, self.heartbeats, self.progress, self.echo = launcher_id, heartbeats, progress, echo
         self.pending: dict[str, optuna.Trial] = {}
+        # every trial this launcher asked and has not told or failed yet, by number: an interrupt fails them all,
+        # whether Tune holds them (pending) or not (asked a moment ago, their setting perhaps not yet sampled)
+        self.asked: dict[int, optuna.Trial] = {}
         self.pruned: set[str] = set()  # Tune trials stopped because Optuna's pruner pruned them
         self.swept: list[int] = []  # trials of dead launchers this searcher failed (their settings re-queued)
 
     # Ray Tune pickles the searcher into its experiment folder (tuner.pkl). The study, its storage and the trials
     # hold the storage URL, password included, so they never go into that pickle: we never restore a Tuner
     # (resume runs a new one on the same study), so a copy needs only the plain fields.
-    _LIVE = ("study", "storage", "heartbeats", "pending", "progress", "echo")
+    _LIVE = ("study", "storage", "heartbeats", "pending", "asked", "progress", "echo")
 
     def __getstate__(self) -> dict[str, Any]:
         return {key: value for key, value in self.__dict__.items() if key not in self._LIVE}
@@ -110,7 +116,9 @@ class StudySearcher(Searcher):
         self.sweep()
         if active_count(self.study) >= self.target_total:
             return self.FINISHED
-        trial = self.study.ask()
+        with signals_deferred():  # interrupted inside ask() or before this record, the trial would stay RUNNING
+            trial = self.study.ask()
+            self.asked[trial.number] = trial
         optuna_id = trial_id_of(self.storage, self.study, trial.number)
         self.heartbeats.add(optuna_id)
         self.storage.set_trial_system_attr(optuna_id, PROCESS_ATTR, process_identity())
@@ -123,7 +131,7 @@ class StudySearcher(Searcher):
             defense, settings = suggest_setting(trial, self.definition.search.defenses, self.definition.search.space)
         except Exception as error:  # never leave the asked trial RUNNING: fail it with the reason, then stop
             fail_with_reason(self.study, self.storage, trial.number, f"its setting could not be sampled: {error}")
-            self.heartbeats.discard(optuna_id)
+            self._finished(trial)
             raise
         self.pending[trial_id] = trial
         return {"optuna_trial": trial.number, "defense": defense, "settings": settings}
@@ -146,7 +154,12 @@ class StudySearcher(Searcher):
                 user_attrs={k: v for k, v in frozen.user_attrs.items() if k not in (LAUNCHER_ATTR, SURPLUS_ATTR)}))
         fail_with_reason(self.study, self.storage, trial.number,
                          "surplus: the study's budget was reached by other launchers at the same moment")
-        self.heartbeats.discard(optuna_id)
+        self._finished(trial)
+
+    def _finished(self, trial: optuna.Trial) -> None:
+        """The trial is told or failed: no more heartbeats, nothing for an interrupt to fail."""
+        self.heartbeats.discard(trial_id_of(self.storage, self.study, trial.number))
+        self.asked.pop(trial.number, None)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self.pending.pop(trial_id, None)
@@ -155,7 +168,7 @@ class StudySearcher(Searcher):
         try:
             self._record(trial_id, trial, result, error)
         finally:
-            self.heartbeats.discard(trial_id_of(self.storage, self.study, trial.number))
+            self._finished(trial)
         failpoint("after_tell")
 
     def _record(self, trial_id: str, trial: optuna.Trial, result: dict | None, error: bool) -> None:
@@ -210,11 +223,13 @@ class StudySearcher(Searcher):
             "grace period); its result is discarded and its setting was re-queued"))
 
     def interrupt(self) -> list[int]:
-        """Ctrl-C: fail every trial still running here, with the reason, and re-queue its setting."""
-        numbers = [t.number for t in self.pending.values()]
-        failed = [n for n in numbers
+        """Ctrl-C or SIGTERM: fail every trial this launcher asked and did not tell, with the reason, and
+        re-queue the settings it had (a trial interrupted before its setting was sampled has none to re-run)."""
+        failed = [n for n in sorted(self.asked)
                   if fail_with_reason(self.study, self.storage, n, "interrupted (Ctrl-C or SIGTERM) while running")]
         requeue(self.study, self.storage, failed)
+        for trial in list(self.asked.values()):
+            self._finished(trial)
         self.pending.clear()
         return failed
 
@@ -245,6 +260,29 @@ class OptunaPruningScheduler(FIFOScheduler):
         return self.CONTINUE
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then act on the first one as its handler would.
+
+    Python runs signal handlers in the main thread between bytecodes, so blocking the signal at the OS level
+    (``pthread_sigmask``) would not help: Ray's threads receive it and the main thread still raises. Swapping
+    the Python-level handlers does. Elsewhere than the main thread handlers cannot be swapped, nor do they run.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum)) for sig in held}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during trials, after the running trials were failed and re-queued."""
 
@@ -266,30 +304,34 @@ def run_trials(opened: OpenStudy, reference: Reference, target_total: int, echo:
     waiting_said = False
     with TrialHeartbeats(storage) as heartbeats:
         searcher = StudySearcher(opened, target_total, launcher_id, heartbeats, progress, echo)
-        searcher.sweep()
-        runs = 0
-        while True:
-            budget = target_total - active_count(study)
-            if budget > 0 and (runs == 0 or searcher.swept):
-                searcher.swept = []
-                progress.total = progress.done + budget
-                _tune(searcher, opened, reference, budget, runs, assets)
-                runs += 1
-            elif budget <= 0 and running_numbers(study):
-                if not waiting_said:
-                    echo(f"the budget is in use; waiting for trial(s) {running_numbers(study)} of other launchers "
-                         f"(a dead launcher's trial is failed and re-run after {storage.grace_period} s of silence)")
-                    waiting_said = True
-                time.sleep(HEARTBEAT_INTERVAL_S)
-                searcher.sweep()
-            else:
-                return
+        try:
+            searcher.sweep()
+            runs = 0
+            while True:
+                budget = target_total - active_count(study)
+                if budget > 0 and (runs == 0 or searcher.swept):
+                    searcher.swept = []
+                    progress.total = progress.done + budget
+                    _tune(searcher, opened, reference, budget, runs, assets)
+                    runs += 1
+                elif budget <= 0 and running_numbers(study):
+                    if not waiting_said:
+                        echo(f"the budget is in use; waiting for trial(s) {running_numbers(study)} of other "
+                             f"launchers (a dead launcher's trial is failed and re-run after "
+                             f"{storage.grace_period} s of silence)")
+                        waiting_said = True
+                    time.sleep(HEARTBEAT_INTERVAL_S)
+                    searcher.sweep()
+                else:
+                    return
+        except KeyboardInterrupt:  # wherever it struck, no trial this launcher asked is left RUNNING
+            raise Interrupted(searcher.interrupt()) from None
 
 
 def _tune(searcher: StudySearcher, opened: OpenStudy, reference: Reference, budget: int, run: int,
           assets: Shipped) -> None:
     # Ray Tune's own SIGINT handler would end the run quietly with the trials left RUNNING; with it off,
-    # Ctrl-C raises here and the running trials are failed with their reason and re-queued.
+    # Ctrl-C raises out of fit() and run_trials fails and re-queues the running trials with their reason.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     definition = opened.definition
     trainable = tune.with_resources(
@@ -306,7 +348,4 @@ def _tune(searcher: StudySearcher, opened: OpenStudy, reference: Reference, budg
         run_config=tune.RunConfig(name=f"{definition.name[:60]}-{searcher.launcher_id}-{run}",
                                   storage_path=str((Path(opened.place.cache_dir) / "ray-results").resolve()), verbose=0, log_to_file=True),
     )
-    try:
-        tuner.fit()
-    except KeyboardInterrupt:
-        raise Interrupted(searcher.interrupt()) from None
+    tuner.fit()

@@ -15,7 +15,7 @@ from objectives import TrialOutcome, TrialSpec, evaluate_trial, reference
 from wemem.assets import Echo, prepare_assets
 from wemem.config import ExperimentConfig
 from wemem.defenses import DEFENSES, make_defense
-from wemem.errors import WememError
+from wemem.errors import WememError, capped
 from wemem.files import check_output_folder, create_folder, write_into, wrote
 from wemem.parallel import MapFn, serial_map
 
@@ -146,8 +146,8 @@ class ExportedSetting(BaseModel):
 
 def damaged(source: str, where: str, error: ValidationError) -> WememError:
     """The error of an export section that fails its check, naming each bad key."""
-    problems = "; ".join(f"{'.'.join([where, *map(str, e['loc'])])}: {e['msg'].removeprefix('Value error, ')}"
-                         for e in error.errors())
+    problems = "; ".join(capped(f"{'.'.join([where, *map(str, e['loc'])])}: {e['msg'].removeprefix('Value error, ')}"
+                                for e in error.errors()))
     return WememError(f"export file {source} is damaged ({problems}); re-export it with `wemem export`")
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from wemem.attacks import ATTACKS
+from wemem.attacks import ATTACKS, runnable_attacks
 from wemem.metrics import METRIC_FPRS, tpr_resolution, unresolvable_text
 
 from ..confirm import REFERENCE, export_section, judged_by_others
@@ -71,7 +71,7 @@ def validity_lines(study: optuna.Study) -> list[str]:
 def judges_for(definition: StudyDefinition) -> str:
     """``all`` when every attack can judge this study, else the comma-separated ones that can (e.g. LiRA
     needs two shadows): the confirm hint must be a command that runs."""
-    runnable = [name for name in ATTACKS.names() if ATTACKS.get(name).min_shadows <= definition.data.shadows]
+    runnable = runnable_attacks(definition.data.shadows)
     return "all" if runnable == ATTACKS.names() else ",".join(runnable)
 
 

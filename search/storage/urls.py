@@ -13,8 +13,9 @@ from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.storages._rdb import models  # Optuna's schema: which tables of a database are Optuna's
 
-from wemem.errors import WememError
+from wemem.errors import WememError, capped
 
 DEFAULT_STORAGE = "sqlite:///wemem.db"
 SQLITE_LOCK_TIMEOUT_S = 60  # parallel trials tell results concurrently; the default 5 s lock timeout is too short
@@ -120,12 +121,53 @@ def check_storage_url(url: str, must_exist: bool = False) -> None:
         raise WememError(f"storage file {path} is not a SQLite database; pass the right --storage")
 
 
+def new_sqlite_file(url: str) -> Path | None:
+    """The SQLite file that opening ``url`` for writing would create (None: it exists, or not SQLite)."""
+    parsed = _parse_url(url)
+    path = _sqlite_path(parsed) if parsed is not None else None
+    return path if path is not None and not path.exists() else None
+
+
+# Optuna's schema, and the table its schema migrations (alembic) keep their version in
+OPTUNA_TABLES = frozenset(models.BaseModel.metadata.tables) | {"alembic_version"}
+
+
+def foreign_tables(url: str) -> list[str]:
+    """The tables of an existing SQLite storage that are not Optuna's: the file is another program's database.
+    Reads the schema only, so the file stays as it was."""
+    parsed = _parse_url(url)
+    path = _sqlite_path(parsed) if parsed is not None else None
+    if path is None or not path.is_file():
+        return []
+    try:
+        engine = sqlalchemy.create_engine(url)
+        try:
+            names = sqlalchemy.inspect(engine).get_table_names()
+        finally:
+            engine.dispose()
+    except Exception as error:  # sqlalchemy/driver errors vary by backend
+        raise storage_error(url, error) from None
+    return sorted(set(names) - OPTUNA_TABLES)
+
+
+def refuse_foreign_tables(url: str) -> None:
+    """A launcher adds Optuna's tables to a SQLite file: refuse one that holds another program's tables."""
+    found = foreign_tables(url)
+    if found:
+        raise WememError(f"storage {redact(url)} holds tables that are not Optuna's ({', '.join(capped(found))}): "
+                         "it is another program's database, and launching would add Optuna's tables to it. Pass a "
+                         "new file with --storage, or --allow-foreign-tables to keep the studies beside those tables")
+
+
 def open_storage(url: str, must_exist: bool = False, grace_period: int = GRACE_PERIOD_S,
-                 stale_trial_callback: Any = None) -> optuna.storages.RDBStorage:
+                 stale_trial_callback: Any = None, writer: bool | None = None) -> optuna.storages.RDBStorage:
     """The study storage with Optuna's heartbeats switched on (grace period in seconds).
 
-    ``must_exist`` is for read-only commands: they never create a storage that is not there.
+    ``must_exist`` is for commands that need a stored study: they never create a storage that is not there.
+    ``writer`` (default: not ``must_exist``) probes a SQLite storage for writes at once and serializes its
+    transactions; read-only commands leave it off, so they also work on a read-only file.
     """
+    writer = not must_exist if writer is None else writer
     check_storage_url(url, must_exist)
     if must_exist:
         _require_study_tables(url)
@@ -145,7 +187,7 @@ def open_storage(url: str, must_exist: bool = False, grace_period: int = GRACE_P
                 # read-only commands never create Optuna's tables (_require_study_tables checked they exist)
                 storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=must_exist,
                                                      **heartbeat)
-            if sqlite and not must_exist:
+            if sqlite and writer:
                 _serializable_sqlite(storage.engine)
                 _probe_writable(storage.engine)
             return storage

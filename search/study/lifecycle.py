@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from wemem.errors import WememError
 
@@ -94,6 +96,18 @@ def create_or_load_study(definition: StudyDefinition, storage: optuna.storages.R
     for key, value in extra_attrs.items():
         study.set_user_attr(key, value)
     return study, True
+
+
+def withdraw_new_study(study: optuna.Study, storage: optuna.storages.RDBStorage, new_file: Path | None) -> None:
+    """Undo what a refused launch created: the study, while it holds nothing but its definition and the settings
+    the launch enqueued (a trial in any other state is work to keep), then ``new_file``, the SQLite file the
+    launch created, when no study is left in it."""
+    if any(trial.state != TrialState.WAITING for trial in study.get_trials(deepcopy=False)):
+        return
+    optuna.delete_study(study_name=study.study_name, storage=storage)
+    if new_file is not None and not storage.get_all_studies():
+        storage.engine.dispose()
+        new_file.unlink(missing_ok=True)
 
 
 # Where and how a study runs, not what it computes: a launcher may join with other resources (a GPU machine

@@ -18,6 +18,8 @@ from ..storage.urls import GRACE_PERIOD_S, MAX_RETRY, open_storage, storage_url
 from ..studyfile import StudyDefinition
 
 DEFAULT_CACHE_DIR = ".wemem-cache"
+# the [resources] a launcher may set for itself (Options.resources): where and how it runs, not the study
+LAUNCHER_RESOURCES = ("cpus_per_trial", "gpus_per_trial", "max_concurrent_trials")
 
 
 @dataclass(frozen=True)
@@ -31,14 +33,15 @@ class Options:
     stale_after: int = GRACE_PERIOD_S
     resources: dict[str, Any] | None = None  # overrides of [resources] for this launcher only
     overrides: tuple[str, ...] = ()  # failed validity checks (wemem.validity) this launcher runs past, by name
+    allow_foreign_tables: bool = False  # launch into a SQLite file that also holds another program's tables
 
     @property
     def storage_url(self) -> str:
         return storage_url(self.storage)
 
-    def open_storage(self, must_exist: bool = False) -> optuna.storages.RDBStorage:
+    def open_storage(self, must_exist: bool = False, writer: bool | None = None) -> optuna.storages.RDBStorage:
         return open_storage(self.storage_url, must_exist=must_exist, grace_period=self.stale_after,
-                            stale_trial_callback=retry_callback(MAX_RETRY))
+                            stale_trial_callback=retry_callback(MAX_RETRY), writer=writer)
 
 
 def resolve_cache_dir(options: Options, study: optuna.Study | None = None) -> str:

@@ -14,7 +14,7 @@ from wemem.attacks import ATTACKS, check_attack_requirements
 from wemem.config import MAX_SEED, ExperimentConfig, PruningConfig
 from wemem.data import check_dataset_name, check_exclude_applies, dataset_key, resolve_dataset_path
 from wemem.defenses import DEFENSES
-from wemem.errors import UnknownNameError, WememError
+from wemem.errors import UnknownNameError, WememError, capped
 from wemem.models import check_model_name
 from wemem.registry import Registry
 from wemem.training import TrainConfig
@@ -318,17 +318,20 @@ class StudyDefinition(_Section):
                          target_draws=self.search.target_draws)
 
 
+def _problem(item: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+    message = item["msg"].removeprefix("Value error, ")
+    if item["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling; see studies/quickstart.toml for every key)"
+    elif item["type"] == "missing":
+        message = "required key is missing"
+    return f"[{key}] {message}"
+
+
 def format_validation_error(source: str, error: ValidationError) -> str:
-    lines = [f"invalid study file {source}:"]
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see studies/quickstart.toml for every key)"
-        elif item["type"] == "missing":
-            message = "required key is missing"
-        lines.append(f"  [{key}] {message}")
-    return "\n".join(lines)
+    """One line per problem, at most ten of them and how many more (a forged file may hold 200,000)."""
+    problems = capped(_problem(item) for item in error.errors())
+    return "\n".join([f"invalid study file {source}:", *(f"  {problem}" for problem in problems)])
 
 
 def parse_study(data: dict[str, Any], source: str = "<study>") -> StudyDefinition:

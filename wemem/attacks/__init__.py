@@ -2,7 +2,7 @@
 
 from .base import (ATTACKS, Attack, AttackInputs, Observations, Targets, balanced_targets, check_attack_requirements,
                    needs_sensitivity, output_sensitivity, parse_attack_names, population_indices, run_attack,
-                   run_attacks, run_attacks_timed, timed_attack)
+                   run_attacks, run_attacks_timed, runnable_attacks, timed_attack)
 from . import threshold as _threshold  # noqa: F401  (registers conf, entr, mentr, hconf)
 from . import nn as _nn  # noqa: F401  (registers nn, top3_nn, cl_nn)
 from . import samia as _samia  # noqa: F401  (registers samia)
@@ -11,4 +11,4 @@ from . import rmia as _rmia  # noqa: F401  (registers rmia)
 
 __all__ = ["ATTACKS", "Attack", "AttackInputs", "Observations", "Targets", "balanced_targets",
            "check_attack_requirements", "needs_sensitivity", "output_sensitivity", "parse_attack_names",
-           "population_indices", "run_attack", "run_attacks", "run_attacks_timed", "timed_attack"]
+           "population_indices", "run_attack", "run_attacks", "run_attacks_timed", "runnable_attacks", "timed_attack"]

@@ -203,10 +203,19 @@ def parse_attack_names(text: str | None, default: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def runnable_attacks(shadows: int) -> list[str]:
+    """The registered attacks an experiment with ``shadows`` shadow models can run, in name order."""
+    return [name for name in ATTACKS.names() if ATTACKS.get(name).min_shadows <= shadows]
+
+
 def check_attack_requirements(names: list[str], shadows: int) -> None:
-    """Refuse, before anything trains, attacks the experiment cannot run (unknown names raise too)."""
-    for name in names:
-        needed = ATTACKS.get(name).min_shadows
-        if shadows < needed:
-            raise WememError(f"attack {name!r} needs at least {needed} shadow models (got {shadows}); raise the "
-                             f"number of shadows (--shadows, or data.shadows in a study file) or drop {name!r}")
+    """Refuse, before anything trains, attacks the experiment cannot run, naming those it can (unknown names
+    raise too)."""
+    short = [name for name in names if ATTACKS.get(name).min_shadows > shadows]
+    if not short:
+        return
+    needs = "; ".join(f"attack {name!r} needs at least {ATTACKS.get(name).min_shadows} shadow models" for name in short)
+    runnable = ",".join(runnable_attacks(shadows))
+    raise WememError(f"{needs} (got {shadows}); with {shadows} shadow model(s) these attacks can run: {runnable} "
+                     f"(--attacks {runnable}). Drop {', '.join(map(repr, short))}, or raise the number of shadows "
+                     "(--shadows, or data.shadows in a study file)")

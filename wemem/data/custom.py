@@ -21,6 +21,8 @@ training a model outside the tool must apply too.
 
 from __future__ import annotations
 
+import codecs
+import collections
 import dataclasses
 import re
 import warnings
@@ -32,7 +34,7 @@ import pandas as pd
 import torch
 
 from .. import plugins
-from ..errors import WememError, require
+from ..errors import WememError, capped, require
 from .loaders import MIN_NPZ_SAMPLES, check_arrays, check_class_counts, official_split
 from .registry import (DATASETS, DataOptions, Loader, Pools, dataset_key, is_plugin_dataset, seeded_permutation,
                        split_train_test)
@@ -233,20 +235,54 @@ def adapt_installed_loader(name: str, loader: Callable[..., Any]) -> Callable[..
 # ----------------------------------------------------------------------------------------------- tables
 
 
+# checked longest first: UTF-32's little-endian mark begins with UTF-16's
+_BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                     (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
+def _text_instead_of_utf8(path: Path, error: UnicodeDecodeError) -> str | None:
+    """What a file that is not UTF-8 holds, in words (None: no text at all, e.g. a binary file)."""
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        if head.startswith(mark):
+            return f"{encoding}, by its byte-order mark {mark.hex(' ')}"
+    if b"\x00" in head:
+        return None
+    byte = error.object[error.start:error.start + 1].hex()
+    return f"byte 0x{byte}, which UTF-8 never has there: 8-bit text such as Latin-1 or Windows-1252"
+
+
+def _duplicate_columns(kind: str, path: Path, frame: pd.DataFrame) -> list[str]:
+    """Column names the table repeats. pandas renames a CSV's second ``a`` to ``a.1`` silently, so a CSV's
+    header row is read as written."""
+    names = frame.columns if kind != "csv" else pd.read_csv(path, header=None, nrows=1, dtype=str,
+                                                             keep_default_na=False).iloc[0]
+    return [str(name) for name, count in collections.Counter(map(str, names)).items() if count > 1 and name]
+
+
 def read_table(kind: str, path: Path) -> pd.DataFrame:
     name = f"{kind}:{path}"
     require(path.exists(), f"dataset {name!r}: {path} does not exist; give the path of your table")
     require(path.is_file(), f"dataset {name!r}: {path} is a folder; give the table file in it")
     try:
         frame = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
-    except UnicodeDecodeError:
-        raise WememError(f"dataset {name!r}: {path} is not a text table (binary data); save it as CSV "
-                         f"(DataFrame.to_csv) or use parquet:") from None
+    except UnicodeDecodeError as error:
+        found = _text_instead_of_utf8(path, error)
+        if found is None:
+            raise WememError(f"dataset {name!r}: {path} is not a text table (binary data); save it as CSV "
+                             f"(DataFrame.to_csv) or use parquet:") from None
+        raise WememError(f"dataset {name!r}: the file is not UTF-8 (found {found}); save it as UTF-8") from None
     except Exception as error:  # pandas/pyarrow raise many types for a damaged or foreign file; one fix for all
         raise WememError(f"dataset {name!r}: {path} is not a readable {kind} table ({type(error).__name__}: "
                          f"{error}); save it with pandas (DataFrame.to_{kind})") from None
+    repeated = _duplicate_columns(kind, path, frame)
+    require(not repeated, f"dataset {name!r}: {path} has duplicate column names "
+                          f"({', '.join(capped(map(repr, repeated)))}); give every column a name of its own")
     require(len(frame.columns) >= 2, f"dataset {name!r}: {path} has {len(frame.columns)} column(s); a table needs a "
                                      f"label column and at least one feature column")
+    require(len(frame) > 0, f"dataset {name!r}: {path} has no rows, only a header "
+                            f"({', '.join(capped(map(str, frame.columns)))}); add the samples below it")
     return frame
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from ..data import Pools
-from ..errors import WememError
+from ..errors import WememError, capped
 from ..pruning import MaskKeeper, Masks
 from ..registry import Registry
 from ..training import Step, TrainConfig, make_adam, minibatches, training_autocast
@@ -70,7 +70,8 @@ class Defense:
         try:
             return cls.Settings.model_validate(dict(settings))
         except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(settings)'}: {e['msg']}" for e in error.errors())
+            problems = "; ".join(capped(f"{'.'.join(map(str, e['loc'])) or '(settings)'}: {e['msg']}"
+                                        for e in error.errors()))
             raise WememError(f"invalid settings for defense {cls.name!r}: {problems}") from None
 
     # -- lifecycle -------------------------------------------------------------------------------------
