@@ -137,28 +137,8 @@ def test_sigkilled_launcher_then_immediate_resume_loses_nothing(ray_session, tmp
         assert any("dead launcher" in m for m in messages)
 
 
-@pytest.mark.parametrize("signal_name", ["INT", "TERM"])  # Ctrl-C; what batch schedulers and `timeout` send
-def test_ctrl_c_or_sigterm_fails_and_requeues_the_running_trial_then_resume_finishes(ray_session, tmp_path: Path,
-                                                                                    warm_cache: str, signal_name):
-    storage = f"sqlite:///{tmp_path / 'int.db'}"
-    path = study_file(tmp_path, "ctrlc", n_trials=2, finetune_epochs=3, cpus=2, rounds_reported=True)
-    log = tmp_path / "launcher.log"
-    launcher = start_launcher(["launch", str(path), "--storage", storage, "--cache-dir", warm_cache,
-                               "--ray-address", ray_address()], log, failpoints=f"round_result:{signal_name}")
-    assert finish(launcher, log) == 130, log.read_text()  # Ray's own SIGTERM handler would exit otherwise
-    assert "interrupted" in log.read_text() and "wemem resume" in log.read_text()
-    assert "Traceback" not in log.read_text()
-    before = {t.number: t for t in trials_in(storage, "ctrlc")}
-    [stopped] = [t for t in before.values() if t.state == TrialState.FAIL]
-    assert "interrupted" in stopped.user_attrs[FAIL_REASON]
-    assert not [t for t in before.values() if t.state == TrialState.RUNNING]  # nothing left RUNNING
-    [retry] = [t for t in before.values() if t.state == TrialState.WAITING]
-    assert retried_from(retry) == stopped.number and retry.params == stopped.params
-
-    study = resume("ctrlc", Options(storage=storage, cache_dir=warm_cache), echo=lambda m: None).study
-    after = study.get_trials()
-    assert after[retry.number].state == TrialState.COMPLETE and after[retry.number].params == stopped.params
-    assert len([t for t in after if t.state == TrialState.COMPLETE]) == 2
+# A Ctrl-C or SIGTERM between a trial's rounds (round_result) is in tests/test_lifecycle_hardening.py, with
+# every other failpoint and both signals.
 
 
 def test_a_ray_worker_killed_mid_task_fails_its_trial_with_a_reason(ray_session, tmp_path: Path, warm_cache: str):

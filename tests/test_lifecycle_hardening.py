@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from search.cli import main
 from search.execution.launcher import resume
-from search.storage import FAIL_REASON, open_storage
+from search.storage import FAIL_REASON, open_storage, retried_from
 from search.study import Options
 from test_launchers import finish, ray_address, start_launcher, trials_in
 
@@ -116,6 +116,10 @@ def test_a_signal_at_a_launcher_failpoint_leaves_no_trial_running(ray_session, t
     for trial in trials:
         if trial.state == TrialState.FAIL:
             assert "interrupted" in trial.user_attrs[FAIL_REASON]
+    if point == "round_result":  # stopped mid-trial, between its rounds: its setting waits to run again
+        [stopped] = [t for t in trials if t.state == TrialState.FAIL]
+        [retry] = [t for t in trials if t.state == TrialState.WAITING]
+        assert retried_from(retry) == stopped.number and retry.params == stopped.params
     assert_resume_finishes(storage, cache, n_trials)
 
 

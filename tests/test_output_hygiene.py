@@ -4,6 +4,7 @@ mathtext crash, or a script the report's page runs."""
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import re
@@ -258,3 +259,42 @@ def test_nothing_in_the_page_navigates(report_page: str):
     assert all(href.startswith("#") for href in re.findall(r'href="([^"]*)"', report_page))
     assert not re.search(r"http-equiv=\W*refresh", report_page, re.I)
     assert "<form" not in report_page and "<base" not in report_page
+
+
+def with_handler(monkeypatch, cli, handler) -> None:
+    """``wemem status`` running ``handler`` instead (the command line's own handling around it unchanged)."""
+    import dataclasses
+
+    monkeypatch.setattr(cli, "COMMANDS", tuple(dataclasses.replace(c, run=handler) if c.name == "status" else c
+                                               for c in cli.COMMANDS))
+
+
+def test_a_warning_naming_a_received_column_prints_escaped(tmp_path, monkeypatch, capsys):
+    """A table's column named like a membership mark is named in a warning: escaped like every printed line, and
+    the caller's warning display is restored afterwards."""
+    import warnings
+
+    cli = importlib.import_module("search.cli.main")  # the module (search.cli.main is also the function)
+
+    before = warnings.showwarning
+
+    def handler(args):
+        warnings.warn("column 'train\x1b[2J' looks like a membership mark", UserWarning)
+        return 0
+
+    with_handler(monkeypatch, cli, handler)
+    assert cli.main(["status", "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 0
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "train\\x1b[2J" in err and "UserWarning" in err
+    assert warnings.showwarning is before
+
+
+def test_input_nested_too_deep_exits_2(tmp_path, monkeypatch, capsys):
+    cli = importlib.import_module("search.cli.main")  # the module (search.cli.main is also the function)
+
+    def handler(args):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    with_handler(monkeypatch, cli, handler)
+    assert cli.main(["status", "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    assert "nested too deep" in capsys.readouterr().err

@@ -72,13 +72,19 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     ray_was_running = _ray_running()  # a caller's Ray (tests, notebooks) is theirs to stop
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():  # restores the caller's showwarning when an in-process call returns
+            warnings.showwarning = _show_warning
+            return args.handler(args)
     except WememError as error:
         echo(f"error: {scrub(str(error), url)}", sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
         sys.stderr.close()
         return 0
+    except RecursionError:  # Python's parsers recurse per nesting level: a received file or attribute nested too deep
+        echo("error: an input of this command (a file, a --settings value or a stored attribute) is nested too "
+             "deep to read; use a flat one", sys.stderr)
+        return 2
     except KeyboardInterrupt as interrupt:
         # what to do next: the interrupted command may say (``advice``), else a study is continued by resume
         advice = getattr(interrupt, "advice", None) or resume_advice(interrupt, getattr(args, "name", None) or "NAME")
@@ -96,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not ray_was_running:
             _shutdown_ray()
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """Python's warnings (a table column named like a membership mark, a library's notice) print through
+    :func:`echo` like every other line, so a received file's strings reach the terminal escaped."""
+    echo(f"warning ({category.__name__}): {message}", sys.stderr)
 
 
 def _ray_running() -> bool:
