@@ -92,7 +92,7 @@ def checkpoint_check(member_correct: np.ndarray, non_member_correct: np.ndarray,
                  "training data. The likely cause is the feature encoding: the tool encodes a csv:/parquet: table "
                  "itself (its own column order, one-hot and scaling), which need not be the one the model was "
                  "trained on. Fix: give the model its own features with a loader plug-in (docs/own_model.md, "
-                 "'Your own loader'), or check the member column. To audit it anyway pass --override-check "
+                 "'What a loader returns'), or check the member column. To audit it anyway pass --override-check "
                  "checkpoint (recorded in the report)", figures)
 
 
