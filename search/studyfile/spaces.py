@@ -54,8 +54,8 @@ class Param:
 # The window is sampled in a fixed box: the width, and the stride as a fraction of the width (stride_ratio), both
 # on log scales (halving a window matters as much at 0.1 as at 0.6). The stride a defense receives,
 # stride_fraction = stride_ratio * width_fraction, is derived and clipped to the SPEC's [0.005, 0.2]; with the
-# ratio at most 0.5 and the width at least 0.05 it always stays below the width by more than MIN_GAP. The former
-# space sampled the stride first and moved the width's lower bound with it, a box TPE's densities model badly.
+# ratio at most 0.5 and the width at least 0.05 it always stays below the width by more than MIN_GAP. Sampling the
+# stride first would move the width's lower bound with it, a box TPE's densities model badly.
 STRIDE = Param("stride_fraction", 0.005, 0.2, derived=True)
 WINDOW = (Param("order", choices=("h2l", "l2h")), Param("width_fraction", 0.05, 0.8, log=True),
           Param("stride_ratio", 0.02, 0.5, log=True), STRIDE)
