@@ -33,3 +33,25 @@ def postgres_or_skip() -> str:
             pytest.fail("CI must provide WEMEM_TEST_POSTGRES_URL (.ci/run starts a PostgreSQL server)")
         pytest.skip("set WEMEM_TEST_POSTGRES_URL to a PostgreSQL database to run this test")
     return url
+
+
+def finished_rmr_study(url: str, study: dict, cache_dir: str) -> optuna.storages.RDBStorage:
+    """A storage holding one finished study defined by the study-file dict ``study``: its reference and two
+    complete RMR trials (values 0.55 and 0.57), stored without running anything. The caller disposes of it."""
+    from optuna.distributions import FloatDistribution
+
+    from search.storage import open_storage
+    from search.study import create_or_load_study
+    from search.studyfile import parse_study
+
+    storage = open_storage(url)
+    created, _ = create_or_load_study(parse_study(study), storage, {"cache_dir": cache_dir})
+    created.set_user_attr("reference", {"utility": 0.9, "privacy": 0.6, "strongest_attack": "conf"})
+    for value in (0.55, 0.57):
+        created.add_trial(optuna.trial.create_trial(
+            params={"rmr.lambda_mem": 0.1, "rmr.risky_fraction": 0.2}, value=value,
+            distributions={"rmr.lambda_mem": FloatDistribution(1e-3, 1, log=True),
+                           "rmr.risky_fraction": FloatDistribution(0.01, 0.5)},
+            user_attrs={"defense": "rmr", "settings": {"lambda_mem": 0.1, "risky_fraction": 0.2}, "utility": 0.9,
+                        "privacy": value, "strongest_attack": "conf", "feasible": True, "attacks": {}}))
+    return storage

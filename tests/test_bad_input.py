@@ -16,9 +16,9 @@ import pytest
 import tomli_w
 from optuna.distributions import FloatDistribution
 
+from helpers import finished_rmr_study
 from search.cli import main
 from search.storage import open_storage
-from search.study import create_or_load_study
 from search.studyfile import parse_study
 
 SECRET = "s3cr3t-pw-917"
@@ -32,16 +32,7 @@ BASE_STUDY = {"study": {"name": "base", "n_trials": 2, "sampler": "random"}, "da
 def place(tmp_path: Path) -> Path:
     """A storage holding one finished study, an export of it, and the inputs the cases break."""
     url = f"sqlite:///{tmp_path / 'wemem.db'}"
-    storage = open_storage(url)
-    study, _ = create_or_load_study(parse_study(BASE_STUDY), storage, {"cache_dir": str(tmp_path / "cache")})
-    study.set_user_attr("reference", {"utility": 0.9, "privacy": 0.6, "strongest_attack": "conf"})
-    for value in (0.55, 0.57):
-        study.add_trial(optuna.trial.create_trial(
-            params={"rmr.lambda_mem": 0.1, "rmr.risky_fraction": 0.2}, value=value,
-            distributions={"rmr.lambda_mem": FloatDistribution(1e-3, 1, log=True),
-                           "rmr.risky_fraction": FloatDistribution(0.01, 0.5)},
-            user_attrs={"defense": "rmr", "settings": {"lambda_mem": 0.1, "risky_fraction": 0.2}, "utility": 0.9,
-                        "privacy": value, "strongest_attack": "conf", "feasible": True, "attacks": {}}))
+    storage = finished_rmr_study(url, BASE_STUDY, str(tmp_path / "cache"))
     assert main(["export", "base", "--storage", url, "--out", str(tmp_path / "best.toml")]) == 0
     storage.engine.dispose()
     return tmp_path

@@ -18,6 +18,7 @@ import pytest
 import tomli_w
 from optuna.trial import TrialState
 
+from helpers import finished_rmr_study
 from search.cli import main
 from search.execution.launcher import resume
 from search.storage import FAIL_REASON, open_storage, retried_from
@@ -233,23 +234,9 @@ def test_a_launch_refused_after_its_checks_leaves_no_study_and_no_file(ray_sessi
 @pytest.fixture
 def stored(tmp_path: Path) -> Path:
     """A storage holding one finished study of one shadow model (its reference and two complete trials)."""
-    from optuna.distributions import FloatDistribution
-
-    from search.study import create_or_load_study
-    from search.studyfile import parse_study
-
     database = tmp_path / "wemem.db"
-    storage = open_storage(f"sqlite:///{database}")
-    definition = parse_study({**TINY, "study": dict(TINY["study"], name="base")})
-    study, _ = create_or_load_study(definition, storage, {"cache_dir": str(tmp_path / "cache")})
-    study.set_user_attr("reference", {"utility": 0.9, "privacy": 0.6, "strongest_attack": "conf"})
-    for value in (0.55, 0.57):
-        study.add_trial(optuna.trial.create_trial(
-            params={"rmr.lambda_mem": 0.1, "rmr.risky_fraction": 0.2}, value=value,
-            distributions={"rmr.lambda_mem": FloatDistribution(1e-3, 1, log=True),
-                           "rmr.risky_fraction": FloatDistribution(0.01, 0.5)},
-            user_attrs={"defense": "rmr", "settings": {"lambda_mem": 0.1, "risky_fraction": 0.2}, "utility": 0.9,
-                        "privacy": value, "strongest_attack": "conf", "feasible": True, "attacks": {}}))
+    storage = finished_rmr_study(f"sqlite:///{database}", {**TINY, "study": dict(TINY["study"], name="base")},
+                                 str(tmp_path / "cache"))
     storage.engine.dispose()
     return database
 
