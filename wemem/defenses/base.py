@@ -8,7 +8,9 @@ its pydantic ``Settings`` and registers itself with ``@DEFENSES.register("name")
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
@@ -146,5 +148,52 @@ DEFENSES: Registry[type[Defense]] = Registry("defense", group="wemem.defenses")
 DEFENSES.register("none")(Defense)
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One defense setting: the defense's registry name and its settings, validated by the defense's own
+    ``Settings`` model when the value is made. This one value travels from the study file (or an export, or the
+    command line) through the search and the Ray jobs to the training loop; JSON exists only where it is stored.
+
+    ``values`` keeps the settings as the user (or the sampler) gave them, not the model's filled-in defaults, so
+    the stored record of a trial and its identity (:meth:`key`) are what was asked for.
+    """
+
+    defense: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
+        DEFENSES.get(self.defense).parse_settings(self.values)  # unknown defense or bad settings: WememError now
+
+    def key(self) -> str:
+        """The setting's identity: two settings are the same trial exactly when their keys are equal."""
+        return f"{self.defense}|{sorted(self.values.items())!r}"
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """A plain copy of the values (for JSON and for the defense's constructor)."""
+        return dict(self.values)
+
+    def make(self) -> Defense:
+        """A fresh defense of this setting (one per model: a defense holds its model's state)."""
+        return DEFENSES.get(self.defense)(self.settings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"defense": self.defense, "settings": self.settings}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Setting:
+        return cls(data["defense"], data.get("settings") or {})
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled for Ray as its two fields (a mappingproxy does not pickle)
+        return (type(self), (self.defense, self.settings))
+
+
+UNDEFENDED = "none"
+
+
 def make_defense(name: str, settings: dict[str, Any] | None = None) -> Defense:
-    return DEFENSES.get(name)(settings or {})
+    return Setting(name, settings or {}).make()
