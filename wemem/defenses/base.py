@@ -183,7 +183,17 @@ class Setting:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Setting:
+        """A setting from a file a user gives (an export, a study file): validated like any new one."""
         return cls(data["defense"], data.get("settings") or {})
+
+    @classmethod
+    def recorded(cls, defense: str, values: Mapping[str, Any]) -> Setting:
+        """A setting this tool stored after validating it (a trial's user attributes): read without the defense's
+        class, so a study whose plug-in defense is no longer installed still lists, ranks and reports."""
+        setting = object.__new__(cls)
+        object.__setattr__(setting, "defense", defense)
+        object.__setattr__(setting, "values", MappingProxyType(dict(values)))
+        return setting
 
     def __hash__(self) -> int:
         return hash(self.key())
