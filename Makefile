@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # the pyproject only requires ranges, so any recent torch works elsewhere.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test lint install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,19 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(BIN)/wemem launch studies/quickstart.toml && $(BIN)/wemem confirm quickstart --seeds 3 --attacks all
 
-test: install-test
+# the code the linters hold: the three packages, and the tests, benchmarks and examples that use them
+LINT_PATHS := wemem objectives search tests benchmarks examples
+
+# ruff (rules and formatting) and mypy, configured in pyproject.toml; mypy checks the packages it lists there
+lint: install-test
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
+
+# what `make test` checks before pytest runs; set to `lint` so that a lint or type error fails the tests (and CI)
+TEST_GATE := install-test
+
+test: $(TEST_GATE)
 	$(BIN)/python -m pytest -q --durations=40 tests
 
 clean:
