@@ -7,6 +7,7 @@ import os
 import time
 import warnings
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -14,7 +15,7 @@ from optuna.trial import TrialState
 
 from wemem.errors import WememError
 
-from ..storage.records import has_definition, store_definition, stored_definition, study_names
+from ..storage.records import has_definition, migrate, store_new_study, stored_definition, study_names
 from ..studyfile import StudyDefinition
 from .place import OpenStudy, Options, Place
 
@@ -77,8 +78,9 @@ def refuse_conflicting(definition: StudyDefinition, storage: optuna.storages.RDB
 
 
 def create_or_load_study(definition: StudyDefinition, storage: optuna.storages.RDBStorage,
-                         extra_attrs: dict[str, Any]) -> tuple[optuna.Study, bool]:
-    """Create the study (storing its definition) or load it; refuse a stored study that differs."""
+                         extra_attrs: Mapping[str, object]) -> tuple[optuna.Study, bool]:
+    """Create the study (storing its schema version and definition) or load it, brought to today's shape
+    (:func:`~search.storage.records.migrate`: a launch writes to it); refuse a stored study that differs."""
     directions = definition.objective_config().directions
     if refuse_conflicting(definition, storage):
         study = optuna.load_study(study_name=definition.name, storage=storage,
@@ -86,13 +88,14 @@ def create_or_load_study(definition: StudyDefinition, storage: optuna.storages.R
         if [d.name.lower() for d in study.directions] != directions:
             raise WememError(f"study {definition.name!r} is stored with directions "
                              f"{[d.name.lower() for d in study.directions]} but the file asks {directions}")
+        migrate(study)
         return study, False
     try:
         study = optuna.create_study(study_name=definition.name, storage=storage, directions=directions,
                                     sampler=make_sampler(definition, True), pruner=make_pruner(definition))
     except optuna.exceptions.DuplicatedStudyError:  # another launcher created it a moment ago
         return create_or_load_study(definition, storage, extra_attrs)
-    store_definition(study, definition)
+    store_new_study(study, definition)
     for key, value in extra_attrs.items():
         study.set_user_attr(key, value)
     return study, True
@@ -147,8 +150,6 @@ def load_study(name: str, storage: optuna.storages.RDBStorage) -> tuple[optuna.S
     study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(definition, False),
                               pruner=make_pruner(definition))
     return study, definition
-
-
 
 
 def open_study(name: str, options: Options) -> OpenStudy:
