@@ -206,7 +206,8 @@ def save_memscores(scores: torch.Tensor, config: ExperimentConfig, cache_dir: st
 
 def shared_timings(config: ExperimentConfig, cache_dir: str | Path) -> dict[str, float]:
     """Wall seconds of the setting-independent pieces, as recorded when each was computed (``timings.json``);
-    a piece that was imported (mem-scores) or cached before timings were recorded is absent."""
+    a piece that was imported (mem-scores), or whose cache entry has no timing, is absent (timings are
+    information: a cache entry is never recomputed for one)."""
     return _read_timings(cache_path(config, cache_dir))
 
 

@@ -106,12 +106,12 @@ class ExperimentConfig:
         The split version is part of it: a change of what the split's index sets mean must not reuse caches. So
         are the plug-ins' sources and the checkpoint's bytes (an edited model module must not reuse weights
         trained with the old one), but not the folder they are imported from. Unset own-data fields are left
-        out, so the keys of built-in studies are those of earlier versions.
+        out, so adding an own-data field moves no built-in study's key (a stored study's cache stays its own).
         """
         own = ("label", "member_column", "exclude", "checkpoint", "base_dir", "encoding")
         described = {k: v for k, v in self.to_dict().items()
                      if k not in own or (v is not None and v != () and k != "base_dir")}
-        # the digest of each plug-in's files stands for them (keys stay those of studies recorded before it)
+        # the digest of each plug-in's files stands for them: their list adds nothing to the key
         sources = {kind: {k: v for k, v in entry.items() if k != "files"} for kind, entry in self.own_code().items()}
         return content_hash({**described, "split_version": SPLIT_VERSION, **({"sources": sources} if sources else {})})
 

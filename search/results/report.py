@@ -263,7 +263,7 @@ def report_figures(opened: OpenStudy, table: pd.DataFrame) -> dict[str, bytes]:
     if confirmation is not None:
         plots["confirmation.png"] = lambda: plot_confirmation(confirmation, definition.objective.privacy_metric)
     if "seconds.pruning_stage" in table.columns and table["seconds.pruning_stage"].notna().any():
-        plots["timings.png"] = lambda: plot_timings(table)  # trials stored before stage timings existed have none
+        plots["timings.png"] = lambda: plot_timings(table)  # none where no trial recorded them
     return {name: draw() for name, draw in plots.items()}
 
 

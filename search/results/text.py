@@ -130,7 +130,8 @@ METRIC_LABELS = (("balanced_accuracy", "balanced accuracy"), ("auc", "AUC"),
 
 def metric_text(metrics: dict[str, Any], key: str) -> str:
     """One metric of an attack with its 95% interval, or for a TPR at an FPR its victim's target set cannot
-    resolve, the words saying so instead of the number. Metrics stored before intervals print bare."""
+    resolve, the words saying so instead of the number. Metrics without intervals print bare
+    (a finished trial of schema version 1: Optuna never rewrites a finished trial)."""
     non_members = metrics.get("targets", {}).get("non_members")
     if key in METRIC_FPRS and non_members is not None:
         resolution = tpr_resolution(METRIC_FPRS[key], non_members)
@@ -228,7 +229,8 @@ def _with_parts(name: str, parts: dict[str, float]) -> str:
 
 
 def timing_lines(timings: dict[str, Any]) -> list[str]:
-    """Human-readable lines; empty when nothing was recorded (trials stored before timings existed)."""
+    """Human-readable lines; empty when nothing was recorded (a trial that did not finish, or a finished one of
+    schema version 1: Optuna never rewrites a finished trial)."""
     if not timings or "total" not in timings:
         return []
     lines = [f"timings (s): experiment {timings['total']:.2f} = pruning stage {timings['pruning_stage']:.2f}"

@@ -232,7 +232,8 @@ def reference_of(study: optuna.Study) -> ReferenceRecord:
     """The stored reference, or an error saying how to measure it."""
     ref = stored_reference(study)
     if ref is None:
-        raise WememError(f"study {study.study_name!r} has no reference measurement yet; run `wemem resume {study.study_name}`")
+        raise WememError(f"study {study.study_name!r} has no reference measurement yet; "
+                         f"run `wemem resume {study.study_name}`")
     return ref
 
 
