@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import warnings
-from typing import Any, Iterable
+from typing import Iterable, TypedDict
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -125,11 +125,23 @@ def _machine() -> dict[str, str | None]:
     return {"host": socket.gethostname(), "boot": _read("/proc/sys/kernel/random/boot_id"), "pidns": namespace}
 
 
-def process_identity() -> dict[str, Any]:
-    return {**_machine(), "pid": os.getpid(), "start": _start_ticks(os.getpid())}
+class ProcessIdentity(TypedDict):
+    """A launcher process, as stored with the trials it runs (system attribute ``PROCESS_ATTR``)."""
+
+    host: str | None
+    boot: str | None
+    pidns: str | None
+    pid: int
+    start: str | None
 
 
-def process_is_gone(identity: dict[str, Any] | None) -> bool:
+def process_identity() -> ProcessIdentity:
+    machine = _machine()
+    return ProcessIdentity(host=machine["host"], boot=machine["boot"], pidns=machine["pidns"], pid=os.getpid(),
+                           start=_start_ticks(os.getpid()))
+
+
+def process_is_gone(identity: ProcessIdentity | None) -> bool:
     """True only when the process certainly ran on this machine (same boot and pid namespace) and has exited.
 
     Anything uncertain (another machine, no /proc) is False: the heartbeat grace period decides instead.

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 
@@ -31,7 +31,7 @@ class Options:
     data_root: str | None = None
     ray_address: str | None = None
     stale_after: int = GRACE_PERIOD_S
-    resources: dict[str, Any] | None = None  # overrides of [resources] for this launcher only
+    resources: Mapping[str, float] | None = None  # overrides of [resources] for this launcher only
     overrides: tuple[str, ...] = ()  # failed validity checks (wemem.validity) this launcher runs past, by name
     allow_foreign_tables: bool = False  # launch into a SQLite file that also holds another program's tables
 
