@@ -51,7 +51,8 @@ from search.confirm.statistics import t_interval  # noqa: E402
 from search.execution.warm_start import paper_defaults  # noqa: E402
 from search.study.lifecycle import make_sampler  # noqa: E402
 from search.studyfile import StudyDefinition, load_study_file, suggest_setting  # noqa: E402
-from search.studyfile.spaces import STRIDE, derive_window, space_for  # noqa: E402
+from search.studyfile.spaces import derive_window, space_for  # noqa: E402
+from wemem.defenses.wemem import STRIDE  # noqa: E402
 from wemem.assets import prepare_assets  # noqa: E402
 
 CHEAP6 = ["conf", "entr", "mentr", "hconf", "lira", "rmia"]
@@ -217,7 +218,7 @@ def run_sampler(definition: StudyDefinition, table: Table, name: str, budget: in
     seconds = 0.0
     for _ in range(budget):
         trial = study.ask()
-        defense, _ = suggest_setting(trial, searched.search.defenses, searched.search.space)
+        defense = suggest_setting(trial, searched.search.defenses, searched.search.space).defense
         point = nearest(defense, trial.params)
         row = table.get(defense, settings_of(defense, point), seed, repeats)
         value = score(row["privacy"], row["utility"], base["utility"], definition.objective_config())

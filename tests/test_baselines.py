@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from search.studyfile import REFERENCE_SETTINGS, SPACES, suggest_setting
-from wemem.defenses import DefenseContext, make_defense
+from search.studyfile import REFERENCE_SETTINGS, suggest_setting
+from wemem.defenses import DEFENSES, DefenseContext, make_defense
 from wemem.defenses.baselines.hamp import high_entropy_true_probability, rank_matched, spread_label_entropy
 from wemem.defenses.baselines.ppb import paired_sorted_kl
 from wemem.defenses.baselines.relaxloss import relaxloss_objective
@@ -167,10 +167,10 @@ def test_advreg_takes_k_inference_steps_per_classifier_step(tiny_assets):
 
 
 def test_advreg_k_is_searchable():
-    assert [p.name for p in SPACES["advreg"]] == ["theta", "k"]
+    assert [p.name for p in DEFENSES.get("advreg").space()] == ["theta", "k"]
     assert REFERENCE_SETTINGS["advreg"] == {"theta": 3.0, "k": 7}
     trial = optuna.create_study().ask()
-    _, settings = suggest_setting(trial, ["advreg"])
+    settings = suggest_setting(trial, ["advreg"]).settings
     assert isinstance(settings["k"], int) and 1 <= settings["k"] <= 10
 
 
@@ -252,9 +252,9 @@ def test_hamp_loss_is_soft_label_ce_minus_alpha_times_prediction_entropy(tiny_as
 @pytest.mark.parametrize("name", BASELINES)
 def test_search_space_samples_valid_settings(name):
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
-    defense, settings = suggest_setting(trial, [name])
-    assert defense == name and set(settings) == {p.name for p in SPACES[name]}
-    make_defense(name, settings)
+    setting = suggest_setting(trial, [name])
+    assert setting.defense == name and set(setting.settings) == {p.name for p in DEFENSES.get(name).space()}
+    make_defense(name, setting.settings)
     make_defense(name, REFERENCE_SETTINGS[name])
 
 

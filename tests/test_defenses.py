@@ -90,12 +90,49 @@ def test_rmr_optimizer_is_fixed_in_the_search_space_unless_a_study_searches_it()
     from wemem.defenses.wemem import RiskSettings
 
     trial = optuna.create_study().ask()
-    _, settings = suggest_setting(trial, ["rmr"])
+    settings = suggest_setting(trial, ["rmr"]).settings
     assert settings["optimizer"] == RiskSettings.model_fields["optimizer"].default and "rmr.optimizer" not in trial.params
     searched = {p.name: p for p in space_for("swmr", {"swmr": {"optimizer": ["two_adam", "single"]}})}["optimizer"]
     assert searched.fixed is None and searched.choices == ("two_adam", "single")
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
-    _, settings = suggest_setting(trial, ["swmr"], {"swmr": {"optimizer": ["two_adam", "single"]}})
+    settings = suggest_setting(trial, ["swmr"], {"swmr": {"optimizer": ["two_adam", "single"]}}).settings
     assert trial.params["swmr.optimizer"] == settings["optimizer"]
     fixed = {p.name: p for p in space_for("rmr", {"rmr": {"optimizer": "single"}})}["optimizer"]
     assert fixed.fixed == "single"
+
+
+BUILT_IN = ("rsw", "rmr", "swmr", "ppb", "advreg", "dpsgd", "relaxloss", "hamp")
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_each_built_in_defense_declares_a_space_and_paper_defaults_it_accepts(name):
+    from wemem.defenses import DEFENSES, Setting
+
+    cls = DEFENSES.get(name)
+    assert cls.space() and cls.paper_defaults
+    Setting(name, cls.paper_defaults)  # validated by the defense's own settings model
+    assert set(cls.paper_defaults) <= {p.name for p in cls.space()}
+
+
+def test_a_space_declared_as_a_table_reads_as_space_params():
+    """The declaration docs/own_model.md shows for an installed defense: (low, high), choices, or a table."""
+    from wemem.defenses import Defense
+    from wemem.defenses.space import SpaceParam
+
+    class Declared(Defense):
+        search_space = {"alpha": (0.1, 3), "mode": ["a", "b"], "beta": {"low": 1e-3, "high": 1.0, "log": True}}
+
+    Declared.name = "declared"
+    assert Declared.space() == (SpaceParam("alpha", 0.1, 3.0), SpaceParam("mode", choices=("a", "b")),
+                                SpaceParam("beta", 1e-3, 1.0, log=True))
+    Declared.search_space = {"alpha": "wide"}
+    with pytest.raises(ValueError, match=r"search_space\['alpha'\] = 'wide'"):
+        Declared.space()
+    assert Defense.space() == ()  # plain fine-tuning: nothing to search
+
+
+def test_the_window_rule_is_strict_for_a_setting_and_keeps_a_gap_in_a_space():
+    from wemem.defenses.wemem import MIN_GAP, stride_below_width
+
+    assert stride_below_width(0.02, 0.22) and not stride_below_width(0.22, 0.22)
+    assert stride_below_width(0.045, 0.05, MIN_GAP) and not stride_below_width(0.046, 0.05, MIN_GAP)

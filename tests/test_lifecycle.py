@@ -304,8 +304,9 @@ def test_each_sampler_drives_the_conditional_space_of_two_defenses(sampler: str,
         warnings.simplefilter("error")  # no deprecated or experimental argument of ours
         for _ in range(8):
             trial = study.ask()
-            defense, settings = suggest_setting(trial, ["rsw", "rmr"])
-            seen.add(defense)
+            setting = suggest_setting(trial, ["rsw", "rmr"])
+            seen.add(setting.defense)
+            settings = setting.settings
             value = sum(v for v in settings.values() if isinstance(v, float))
             study.tell(trial, [value, -value] if mode == "pareto" else value)
     assert len(study.trials) == 8 and seen <= {"rsw", "rmr"}

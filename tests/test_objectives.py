@@ -10,10 +10,11 @@ import pytest
 from objectives import ObjectiveConfig, leakage, score
 from search.results.report import pareto_front
 from search.studyfile import REFERENCE_SETTINGS, reference_params, suggest_setting
-from search.studyfile.spaces import STRIDE, derive_window, setting_params
+from search.studyfile.spaces import derive_window, setting_params
 from search.storage import redact
 from search.studyfile import parse_study
 from wemem.defenses import make_defense
+from wemem.defenses.wemem import STRIDE
 from wemem.errors import WememError
 
 ATTACKS = {"conf": {"balanced_accuracy": 0.61, "auc": 0.70}, "hconf": {"balanced_accuracy": 0.64, "auc": 0.66},
@@ -75,7 +76,8 @@ def test_spaces_sample_valid_settings_in_a_fixed_box(sampler):
     distributions: dict[str, set] = {}
     for i in range(120):
         trial = study.ask()
-        defense, settings = suggest_setting(trial, SEARCHABLE)
+        setting = suggest_setting(trial, SEARCHABLE)
+        defense, settings = setting.defense, setting.settings
         make_defense(defense, settings)  # validates: stride < width, every value in its defense's range
         if "stride_fraction" in settings:
             assert 0.005 <= settings["stride_fraction"] < settings["width_fraction"] - 0.005
@@ -105,8 +107,9 @@ def test_reference_settings_round_trip_through_the_space():
         assert all(k.startswith(defense + ".") or k == "defense" for k in reference_params(defense, True))
         study.enqueue_trial(reference_params(defense, True))
         trial = study.ask()
-        sampled_defense, settings = suggest_setting(trial, list(REFERENCE_SETTINGS))
-        assert sampled_defense == defense
+        sampled = suggest_setting(trial, list(REFERENCE_SETTINGS))
+        settings = sampled.settings
+        assert sampled.defense == defense
         fixed = {k: v for k, v in settings.items() if k not in REFERENCE_SETTINGS[defense]}
         assert {k: settings[k] for k in REFERENCE_SETTINGS[defense]} == REFERENCE_SETTINGS[defense]
         assert set(fixed) <= {"optimizer"}  # RMR's fixed optimizer is the only setting the paper's leave out
@@ -136,7 +139,7 @@ def test_space_overrides_narrow_and_fix():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(10):
         trial = study.ask()
-        _, settings = suggest_setting(trial, definition.search.defenses, definition.search.space)
+        settings = suggest_setting(trial, definition.search.defenses, definition.search.space).settings
         assert settings["order"] == "h2l" and 0.3 <= settings["width_fraction"] <= 0.4
         assert 0.01 <= settings["lambda_mem"] <= 0.1
         study.tell(trial, 0.5)
@@ -217,7 +220,7 @@ def test_a_study_keeps_the_scale_its_first_trials_used():
                      "rsw.stride_fraction": optuna.distributions.FloatDistribution(0.005, 0.2)})
     study.tell(old, 0.5)
     trial = study.ask()
-    _, settings = suggest_setting(trial, ["rsw"])
+    settings = suggest_setting(trial, ["rsw"]).settings
     assert trial.distributions["rsw.width_fraction"].log is False  # the stored scale
     assert trial.distributions["rsw.stride_ratio"].log is True  # a new parameter takes the new one
     make_defense("rsw", settings)

@@ -66,8 +66,8 @@ def sampled(study: optuna.Study) -> list[tuple[str, str, dict]]:
     out = []
     while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         trial = study.ask()
-        defense, settings = suggest_setting(trial, ["rsw", "rmr"])
-        out.append((trial.user_attrs["warm_start"], defense, settings))
+        setting = suggest_setting(trial, ["rsw", "rmr"])
+        out.append((trial.user_attrs["warm_start"], setting.defense, setting.settings))
         study.tell(trial, 0.5)
     return out
 

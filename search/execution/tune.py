@@ -35,7 +35,7 @@ from wemem.faults import failpoint
 
 from ..storage.heartbeat import (TrialHeartbeats, fail_dead_trials, fail_with_reason, process_identity, requeue,
                                  trial_id_of)
-from ..storage.records import LAUNCHER_ATTR, PROCESS_ATTR, SURPLUS_ATTR
+from ..storage.records import LAUNCHER_ATTR, PROCESS_ATTR, SURPLUS_ATTR, store_setting
 from ..storage.urls import HEARTBEAT_INTERVAL_S
 from ..study import OpenStudy, active_count, running_numbers
 from ..studyfile import suggest_setting
@@ -128,13 +128,14 @@ class StudySearcher(Searcher):
             self._give_back(trial, optuna_id)
             return self.FINISHED
         try:
-            defense, settings = suggest_setting(trial, self.definition.search.defenses, self.definition.search.space)
+            setting = suggest_setting(trial, self.definition.search.defenses, self.definition.search.space)
+            store_setting(trial, setting)
         except Exception as error:  # never leave the asked trial RUNNING: fail it with the reason, then stop
             fail_with_reason(self.study, self.storage, trial.number, f"its setting could not be sampled: {error}")
             self._finished(trial)
             raise
         self.pending[trial_id] = trial
-        return {"optuna_trial": trial.number, "defense": defense, "settings": settings}
+        return {"optuna_trial": trial.number, "setting": setting}
 
     def _over_budget(self, number: int) -> bool:
         earlier = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,

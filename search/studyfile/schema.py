@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from objectives import CHEAP_ATTACKS, Mode, ObjectiveConfig, PrivacyMetric, TrialSpec
 from wemem.attacks import ATTACKS, check_attack_requirements
@@ -19,7 +21,7 @@ from wemem.models import check_model_name
 from wemem.registry import Registry
 from wemem.training import TrainConfig
 
-from .spaces import SPACES, validate_overrides
+from .spaces import ParamOverride, searchable, searchable_defenses, validate_overrides
 
 # Every default of an experiment is written once, in wemem's plain configs; the sections and the CLI flags read them.
 _EXPERIMENT, _TRAIN, _PRUNING, _OBJECTIVE = ExperimentConfig(), TrainConfig(), PruningConfig(), ObjectiveConfig()
@@ -134,9 +136,6 @@ class ObjectiveSection(_Section):
                                               description="attacks the leakage P maximizes over (default: all)")
 
 
-ParamOverride = list[float] | float | int | str | list[str]
-
-
 class SearchSection(_Section):
     defenses: list[str] = Field(default_factory=lambda: ["swmr"], min_length=1)
     enqueue_reference: bool = True
@@ -179,8 +178,9 @@ class SearchSection(_Section):
     def _known_defenses(cls, value: list[str]) -> list[str]:
         for name in value:
             registered(DEFENSES, name)
-            if name not in SPACES:
-                raise ValueError(f"defense {name!r} has no search space; searchable: {', '.join(sorted(SPACES))}")
+            if not searchable(name):
+                raise ValueError(f"defense {name!r} has no search space; searchable: "
+                                 f"{', '.join(searchable_defenses())}")
         if len(set(value)) != len(value):
             raise ValueError("lists a defense twice")
         return value
@@ -318,7 +318,7 @@ class StudyDefinition(_Section):
                          target_draws=self.search.target_draws)
 
 
-def _problem(item: dict[str, Any]) -> str:
+def _problem(item: ErrorDetails) -> str:
     key = ".".join(str(part) for part in item["loc"]) or "(top level)"
     message = item["msg"].removeprefix("Value error, ")
     if item["type"] == "extra_forbidden":
@@ -334,7 +334,7 @@ def format_validation_error(source: str, error: ValidationError) -> str:
     return "\n".join([f"invalid study file {source}:", *(f"  {problem}" for problem in problems)])
 
 
-def parse_study(data: dict[str, Any], source: str = "<study>") -> StudyDefinition:
+def parse_study(data: Mapping[str, object], source: str = "<study>") -> StudyDefinition:
     try:
         return StudyDefinition.model_validate(data)
     except ValidationError as error:

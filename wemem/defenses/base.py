@@ -23,6 +23,7 @@ from ..errors import WememError, capped
 from ..pruning import MaskKeeper, Masks
 from ..registry import Registry
 from ..training import Step, TrainConfig, make_adam, minibatches, training_autocast
+from .space import DeclaredSpace, SpaceParam, declared_space
 
 
 class NoSettings(BaseModel):
@@ -59,14 +60,25 @@ class Defense:
     # whether forward and loss may run under bf16 autocast on CUDA (TrainConfig.bf16); off where a defense's
     # machinery needs full-precision activations (Opacus' per-example gradients)
     supports_autocast: ClassVar[bool] = True
+    # what a study may search (empty: not searchable), in either form docs/own_model.md shows; read it through
+    # space(), which reads both
+    search_space: ClassVar[DeclaredSpace] = ()
+    # the setting a study evaluates first (the paper's reference, or the values usual in a baseline's literature);
+    # empty: none
+    paper_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
-    def __init__(self, settings: BaseModel | dict[str, Any] | None = None):
+    def __init__(self, settings: BaseModel | Mapping[str, object] | None = None):
         self.settings = self.parse_settings(settings or {})
         self.context: DefenseContext | None = None
         self._mask_keeper: MaskKeeper | None = None
 
     @classmethod
-    def parse_settings(cls, settings: BaseModel | dict[str, Any]) -> BaseModel:
+    def space(cls) -> tuple[SpaceParam, ...]:
+        """The defense's search space (a ValueError names a declaration of neither form)."""
+        return declared_space(cls.name, cls.search_space)
+
+    @classmethod
+    def parse_settings(cls, settings: BaseModel | Mapping[str, object]) -> BaseModel:
         if isinstance(settings, cls.Settings):
             return settings
         try:

@@ -8,6 +8,7 @@ the paper's artifact (e.g. CIFAR-10 D=50, W=500).
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 from typing import Literal
 
 import torch
@@ -18,6 +19,7 @@ from ..data import Pools
 from ..pruning import Masks
 from ..training import Step, minibatches
 from .base import DEFENSES, Defense, DefenseContext
+from .space import SpaceParam
 
 Order = Literal["h2l", "l2h"]
 
@@ -74,6 +76,14 @@ def tau_from_risky_fraction(memscores: torch.Tensor, risky_fraction: float) -> f
 
 # --------------------------------------------------------------------------------------------- settings
 
+MIN_GAP = 0.005  # the room a search space keeps between its lowest stride and its lowest width
+
+
+def stride_below_width(stride_fraction: float, width_fraction: float, gap: float = 0.0) -> bool:
+    """The window rule (SPEC section 10): the stride stays strictly below the width, and ``gap`` below it at
+    least (a search space keeps :data:`MIN_GAP`, so every width it samples leaves room for its stride)."""
+    return stride_fraction < width_fraction and stride_fraction + gap <= width_fraction
+
 
 class WindowSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
@@ -91,7 +101,8 @@ class WindowSettings(BaseModel):
                 raise ValueError(f"give exactly one of {name} (samples) or {name}_fraction (of each class list)")
         if self.width is not None and self.stride is not None and self.stride > self.width:
             raise ValueError(f"stride {self.stride} exceeds width {self.width}: samples between windows would never be trained on")
-        if self.width_fraction is not None and self.stride_fraction is not None and self.stride_fraction >= self.width_fraction:
+        if self.width_fraction is not None and self.stride_fraction is not None \
+                and not stride_below_width(self.stride_fraction, self.width_fraction):
             raise ValueError("stride_fraction must be strictly below width_fraction")
         return self
 
@@ -119,6 +130,26 @@ class RiskSettings(BaseModel):
 
 class SWMRSettings(WindowSettings, RiskSettings):
     pass
+
+
+# ------------------------------------------------------------------------------------------ search spaces
+
+# The window is sampled in a fixed box: the width, and the stride as a fraction of the width (stride_ratio), both
+# on log scales (halving a window matters as much at 0.1 as at 0.6). The stride a defense receives,
+# stride_fraction = stride_ratio * width_fraction, is derived and clipped to the SPEC's [0.005, 0.2]; with the
+# ratio at most 0.5 and the width at least 0.05 it always stays below the width by more than MIN_GAP. Sampling the
+# stride first would move the width's lower bound with it, a box TPE's densities model badly.
+STRIDE = SpaceParam("stride_fraction", 0.005, 0.2, derived=True)
+WINDOW_SPACE = (SpaceParam("order", choices=("h2l", "l2h")), SpaceParam("width_fraction", 0.05, 0.8, log=True),
+                SpaceParam("stride_ratio", 0.02, 0.5, log=True), STRIDE)
+# RMR's optimizer is fixed to the defense's default (see docs/deviations.md for the comparison behind it); a study
+# may search both with `optimizer = ["two_adam", "single"]` or fix the other one.
+RISK_SPACE = (SpaceParam("risky_fraction", 0.01, 0.5, log=True), SpaceParam("lambda_mem", 1e-3, 1.0, log=True),
+              SpaceParam("optimizer", choices=("two_adam", "single"),
+                         fixed=RiskSettings.model_fields["optimizer"].default))
+# The paper's reference settings (SPEC section 7), as fractions of each class list so they transfer across
+# datasets: CIFAR-10 classes hold 2,250 victim samples (W=500 -> 0.22, D=50 -> 0.022, D=100 -> 0.044).
+RISK_DEFAULTS = {"lambda_mem": 0.1, "risky_fraction": 0.2}
 
 
 # ------------------------------------------------------------------------------------------- defenses
@@ -188,6 +219,8 @@ class RiskMixin:
 class RSW(SlidingWindowMixin, Defense):
     Settings = WindowSettings
     needs_memscores = True
+    search_space = WINDOW_SPACE
+    paper_defaults = MappingProxyType({"order": "l2h", "width_fraction": 0.22, "stride_fraction": 0.022})
 
     def bind(self, context: DefenseContext) -> None:
         super().bind(context)
@@ -201,6 +234,8 @@ class RSW(SlidingWindowMixin, Defense):
 class RMR(RiskMixin, Defense):
     Settings = RiskSettings
     needs_memscores = True
+    search_space = RISK_SPACE
+    paper_defaults = MappingProxyType(RISK_DEFAULTS)
 
     def bind(self, context: DefenseContext) -> None:
         super().bind(context)
@@ -214,6 +249,9 @@ class RMR(RiskMixin, Defense):
 class SWMR(SlidingWindowMixin, RiskMixin, Defense):
     Settings = SWMRSettings
     needs_memscores = True
+    search_space = WINDOW_SPACE + RISK_SPACE
+    paper_defaults = MappingProxyType({"order": "h2l", "width_fraction": 0.22, "stride_fraction": 0.044,
+                                       **RISK_DEFAULTS})
 
     def bind(self, context: DefenseContext) -> None:
         super().bind(context)

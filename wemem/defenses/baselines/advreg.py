@@ -20,6 +20,7 @@ from ...errors import require
 from ...pruning import Masks
 from ...training import Step
 from ..base import DEFENSES, Defense, DefenseContext
+from ..space import SpaceParam, model_defaults
 
 
 def relu_mlp(*widths: int) -> nn.Sequential:
@@ -78,6 +79,9 @@ class AdvRegSettings(BaseModel):
 @DEFENSES.register("advreg")
 class AdvReg(Defense):
     Settings = AdvRegSettings
+    # k: inference steps per classifier step
+    search_space = (SpaceParam("theta", 0.5, 8.0, log=True), SpaceParam("k", 1, 10, integer=True))
+    paper_defaults = model_defaults(AdvRegSettings, search_space)
 
     def bind(self, context: DefenseContext) -> None:
         require(len(context.dev) > 0, "advreg needs the model's dev set as non-members, but it is empty; "

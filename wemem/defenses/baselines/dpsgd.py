@@ -21,6 +21,7 @@ from ...data import Pools
 from ...pruning import Masks
 from ...training import Step, make_adam
 from ..base import DEFENSES, Defense
+from ..space import SpaceParam, model_defaults
 
 
 class DPSGDSettings(BaseModel):
@@ -32,6 +33,8 @@ class DPSGDSettings(BaseModel):
 @DEFENSES.register("dpsgd")
 class DPSGD(Defense):
     Settings = DPSGDSettings
+    search_space = (SpaceParam("sigma", 0.1, 4.0, log=True), SpaceParam("clip", 0.5, 5.0, log=True))
+    paper_defaults = model_defaults(DPSGDSettings, search_space)
     supports_autocast = False  # Opacus' per-example gradient hooks expect full-precision activations
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ..base import DEFENSES, Defense, DefenseContext
+from ..space import SpaceParam, model_defaults
 from .soft_labels import prediction_entropy, soft_cross_entropy, spread_targets
 
 
@@ -66,6 +67,8 @@ class HAMPSettings(BaseModel):
 @DEFENSES.register("hamp")
 class HAMP(Defense):
     Settings = HAMPSettings
+    search_space = (SpaceParam("gamma", 0.3, 0.99), SpaceParam("alpha", 1e-3, 1.0, log=True))
+    paper_defaults = model_defaults(HAMPSettings, search_space)
 
     def bind(self, context: DefenseContext) -> None:
         super().bind(context)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ..base import DEFENSES, Defense
+from ..space import SpaceParam, model_defaults
 
 
 def paired_sorted_kl(logits: torch.Tensor) -> torch.Tensor:
@@ -34,6 +35,8 @@ class PPBSettings(BaseModel):
 @DEFENSES.register("ppb")
 class PPB(Defense):
     Settings = PPBSettings
+    search_space = (SpaceParam("lambda_kl", 0.5, 16.0, log=True),)
+    paper_defaults = model_defaults(PPBSettings, search_space)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y) + self.settings.lambda_kl * paired_sorted_kl(logits)

@@ -23,6 +23,7 @@ from torch import nn
 
 from ...training import Step
 from ..base import DEFENSES, Defense
+from ..space import SpaceParam, model_defaults
 from .soft_labels import soft_cross_entropy, spread_targets
 
 
@@ -53,6 +54,8 @@ class RelaxLossSettings(BaseModel):
 @DEFENSES.register("relaxloss")
 class RelaxLoss(Defense):
     Settings = RelaxLossSettings
+    search_space = (SpaceParam("alpha", 0.1, 3.0, log=True),)
+    paper_defaults = model_defaults(RelaxLossSettings, search_space)
 
     epoch: int = 0  # the epoch of the round being trained, recorded by epoch_steps
 
