@@ -3,7 +3,9 @@ privacy-utility objective (SPEC section 10). Knows nothing of Optuna storage or 
 
 from .leakage import PRIVACY_METRICS, PrivacyMetric, leakage
 from .objective import DIRECTIONS, Mode, ObjectiveConfig, ObjectiveValue, score
-from .trial import CHEAP_ATTACKS, Reference, RoundHooks, TrialOutcome, TrialSpec, evaluate_trial, reference
+from .trial import (CHEAP_ATTACKS, Reference, RoundHooks, TrialAttrs, TrialOutcome, TrialSpec, evaluate_trial,
+                    reference)
 
-__all__ = ["PRIVACY_METRICS", "PrivacyMetric", "leakage", "DIRECTIONS", "Mode", "ObjectiveConfig", "ObjectiveValue", "score",
-           "CHEAP_ATTACKS", "Reference", "RoundHooks", "TrialSpec", "TrialOutcome", "evaluate_trial", "reference"]
+__all__ = ["PRIVACY_METRICS", "PrivacyMetric", "leakage", "DIRECTIONS", "Mode", "ObjectiveConfig", "ObjectiveValue",
+           "score", "CHEAP_ATTACKS", "Reference", "RoundHooks", "TrialAttrs", "TrialSpec", "TrialOutcome",
+           "evaluate_trial", "reference"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from collections.abc import Mapping
+from typing import Callable, NotRequired, TypedDict
 
 import numpy as np
 from filelock import FileLock
@@ -14,7 +15,8 @@ from wemem.assets import Echo, StudyAssets, cache_path, load_checked, save_check
 from wemem.config import ExperimentConfig, PruningConfig, content_hash
 from wemem.attacks import AttackInputs, run_attacks
 from wemem.parallel import MapFn, StepperMap, serial_map
-from wemem.pipeline import ExperimentResult, attack_targets, run_experiment
+from wemem.defenses import UNDEFENDED, Setting
+from wemem.pipeline import ExperimentRecord, ExperimentResult, ExperimentTimings, attack_targets, run_experiment
 
 from .leakage import leakage
 from .objective import ObjectiveConfig, ObjectiveValue, score
@@ -105,8 +107,42 @@ class Reference:
     utility: float
     privacy: float
     strongest_attack: str
-    result: dict[str, Any]
+    result: ExperimentRecord
     privacy_se: float | None = None
+
+
+class RepeatRecord(TypedDict):
+    """One (fine-tuning, target draw) of an evaluation's repeats."""
+
+    fine_tuning: int
+    draw: int
+    utility: float
+    privacy: float
+
+
+class TrialTimings(ExperimentTimings):
+    shared: dict[str, float]  # see :func:`shared_seconds`
+
+
+class TrialAttrs(TypedDict):
+    """What a trial stores as its user attributes (JSON): the objective's figures and the first repeat's details."""
+
+    privacy_se: NotRequired[float]
+    privacy_se_kind: NotRequired[str]
+    repeats: NotRequired[list[RepeatRecord]]
+    utility: float
+    privacy: float
+    strongest_attack: str
+    feasible: bool
+    attacks: dict[str, dict[str, object]]
+    defense_seconds: float
+    trial_seconds: float
+    victim_rounds: list[dict[str, float]]
+    victim_layer_sparsity: dict[str, float]
+    shadow_accuracy: list[float]
+    defense_report: dict[str, float]
+    pretrained_accuracy: float
+    timings: TrialTimings
 
 
 @dataclass
@@ -119,40 +155,41 @@ class TrialOutcome:
     shared_seconds: dict[str, float] = field(default_factory=dict)  # see :func:`shared_seconds`
     repeats: Repeated | None = None
 
-    def user_attrs(self) -> dict[str, Any]:
+    def user_attrs(self) -> TrialAttrs:
         """JSON-serializable numbers to store with the trial."""
         data = self.result.to_dict()
-        noise = {} if self.repeats is None else {
-            "privacy_se": self.repeats.privacy_se, "privacy_se_kind": self.repeats.se_kind,
-            "repeats": [{"fine_tuning": r, "draw": d, "utility": u, "privacy": p}
-                        for r, row in enumerate(self.repeats.draws) for d, (u, p) in enumerate(row)]}
-        return {
-            **noise,
-            "utility": self.utility,
-            "privacy": self.privacy,
-            "strongest_attack": self.strongest_attack,
-            "feasible": self.objective.feasible,
-            "attacks": data["attacks"],
-            "defense_seconds": data["defense_seconds"],
-            "trial_seconds": data["seconds"],
-            "victim_rounds": data["victim_rounds"],
-            "victim_layer_sparsity": data["victim_layer_sparsity"],
-            "shadow_accuracy": data["shadow_accuracy"],
-            "defense_report": data["defense_report"],
-            "pretrained_accuracy": data["pretrained_accuracy"],
-            "timings": {"shared": self.shared_seconds, **data["timings"]},
-        }
+        attrs = TrialAttrs(
+            utility=self.utility,
+            privacy=self.privacy,
+            strongest_attack=self.strongest_attack,
+            feasible=self.objective.feasible,
+            attacks=data["attacks"],
+            defense_seconds=data["defense_seconds"],
+            trial_seconds=data["seconds"],
+            victim_rounds=data["victim_rounds"],
+            victim_layer_sparsity=data["victim_layer_sparsity"],
+            shadow_accuracy=data["shadow_accuracy"],
+            defense_report=data["defense_report"],
+            pretrained_accuracy=data["pretrained_accuracy"],
+            timings=TrialTimings(shared=self.shared_seconds, **data["timings"]),
+        )
+        if self.repeats is None:
+            return attrs
+        repeats = [RepeatRecord(fine_tuning=r, draw=d, utility=u, privacy=p)
+                   for r, row in enumerate(self.repeats.draws) for d, (u, p) in enumerate(row)]
+        return TrialAttrs(privacy_se=self.repeats.privacy_se, privacy_se_kind=self.repeats.se_kind, repeats=repeats,
+                          **attrs)
 
 
-def experiment_of(spec: TrialSpec, assets: StudyAssets, defense: str, settings: dict[str, Any],
-                  map_fn: MapFn) -> Callable[..., ExperimentResult]:
+def experiment_of(spec: TrialSpec, assets: StudyAssets, setting: Setting, map_fn: MapFn,
+                  ) -> Callable[..., ExperimentResult]:
     """``run_experiment`` of one setting as the spec evaluates it (its attacks and each fine-tuning's target
     draws); the caller adds the repeat and any per-run options."""
-    return functools.partial(run_experiment, assets, defense, settings, spec.pruning, list(spec.attacks), map_fn,
-                             spec.adaptive, draws=spec.target_draws)
+    return functools.partial(run_experiment, assets, setting, spec.pruning, list(spec.attacks), map_fn=map_fn,
+                             adaptive=spec.adaptive, draws=spec.target_draws)
 
 
-def spec_leakage(spec: TrialSpec, attacks: dict[str, dict[str, Any]]) -> tuple[float, str]:
+def spec_leakage(spec: TrialSpec, attacks: Mapping[str, Mapping[str, object]]) -> tuple[float, str]:
     among = list(spec.objective.privacy_attacks) if spec.objective.privacy_attacks else None
     return leakage(attacks, spec.objective.privacy_metric, among)
 
@@ -160,7 +197,8 @@ def spec_leakage(spec: TrialSpec, attacks: dict[str, dict[str, Any]]) -> tuple[f
 def reference(spec: TrialSpec, assets: StudyAssets, map_fn: MapFn = serial_map,
               log: Echo = lambda message: None) -> Reference:
     """U_base and P_base of the undefended iteratively pruned model, cached (checksummed) next to the assets."""
-    repeats = {k: v for k, v in (("repeats", spec.repeats), ("draws", spec.target_draws)) if v > 1}  # old keys kept
+    # in the key only when > 1: a study without repeats keeps the key (and the cached reference) it always had
+    repeats = {k: v for k, v in (("repeats", spec.repeats), ("draws", spec.target_draws)) if v > 1}
     key = content_hash({"pruning": asdict(spec.pruning), "attacks": list(spec.attacks), "adaptive": spec.adaptive,
                         "metric": spec.objective.privacy_metric, "among": spec.objective.privacy_attacks, **repeats})
     directory = cache_path(spec.experiment, spec.cache_dir)
@@ -169,7 +207,7 @@ def reference(spec: TrialSpec, assets: StudyAssets, map_fn: MapFn = serial_map,
         cached = load_checked(path, lambda p: Reference(**json.loads(p.read_text())), log)
         if cached is not None:
             return cached
-        run = experiment_of(spec, assets, "none", {}, map_fn)
+        run = experiment_of(spec, assets, Setting(UNDEFENDED), map_fn)
         result = run()
         noise = repeated(spec, assets, result, lambda r: run(repeat=r))
         ref = Reference(noise.utility, noise.privacy, spec_leakage(spec, result.attacks)[1], result.to_dict(),
@@ -193,7 +231,7 @@ def shared_seconds(assets: StudyAssets, base: Reference) -> dict[str, float]:
     return recorded
 
 
-def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base: Reference, assets: StudyAssets,
+def evaluate_trial(spec: TrialSpec, setting: Setting, base: Reference, assets: StudyAssets,
                    map_fn: MapFn = serial_map, keep_victim_state: bool = False,
                    rounds: RoundHooks | None = None) -> TrialOutcome:
     monitor, stepper_map = None, None
@@ -201,7 +239,7 @@ def evaluate_trial(spec: TrialSpec, defense: str, settings: dict[str, Any], base
         stepper_map = rounds.stepper_map
         monitor = lambda index, accuracy, inputs: rounds.report(  # noqa: E731
             index, round_objective(spec, base, accuracy, inputs))
-    run = experiment_of(spec, assets, defense, settings, map_fn)
+    run = experiment_of(spec, assets, setting, map_fn)
     result = run(keep_victim_state=keep_victim_state, round_monitor=monitor, stepper_map=stepper_map)
     noise = repeated(spec, assets, result, lambda r: run(repeat=r))
     attack = spec_leakage(spec, result.attacks)[1]  # the strongest attack of the first repeat

@@ -1,17 +1,20 @@
 """How wemem runs independent jobs: a ``MapFn`` maps a top-level function over argument tuples.
 
-wemem never imports Ray; callers inject a parallel map (the search layer passes one backed by Ray tasks).
-Jobs carry only small arguments (configs, names, paths); each worker loads heavy assets from the on-disk
-cache once per process (see :mod:`wemem.assets`).
+wemem never imports Ray; callers inject a parallel map (the search layer passes one backed by Ray tasks, which
+ships large arguments such as the assets by reference). A job's own parameters travel as one typed request
+(e.g. :class:`wemem.pipeline.PruningJob`) beside those large arguments, so no caller lines up a long positional
+tuple with a function's argument order.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 class MapFn(Protocol):
-    def __call__(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]: ...
+    def __call__(self, fn: Callable[..., T], jobs: Sequence[tuple[Any, ...]]) -> list[T]: ...
 
 
 class StepperGroup(Protocol):
@@ -39,7 +42,7 @@ class LocalSteppers:
         return [stepper.finish() for stepper in self.steppers]
 
 
-def serial_map(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]:
+def serial_map(fn: Callable[..., T], jobs: Sequence[tuple[Any, ...]]) -> list[T]:
     return [fn(*job) for job in jobs]
 
 

@@ -1,16 +1,17 @@
 """The experiment pipeline: pretrained models -> prune each with the defense -> attack adaptively.
 
 One experiment = one defense setting applied to the victim and all K shadows (adaptive attacker), each pruned
-by its own job so a caller can run them in parallel through a ``MapFn``.
+by its own job so a caller can run them in parallel through a ``MapFn``. A job is the assets (which a parallel map
+ships by reference) and one small typed request (:class:`PruningJob`, :class:`AttackJob`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+import copy
+from dataclasses import dataclass, field, replace
+from typing import Callable, NotRequired, TypedDict
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from .assets import StudyAssets
 from .attacks import (ATTACKS, AttackInputs, Targets, balanced_targets, needs_sensitivity, output_sensitivity,
                       population_indices, run_attacks_timed)
 from .config import PruningConfig
-from .defenses import Defense, DefenseContext, make_defense
+from .defenses import UNDEFENDED, Defense, DefenseContext, Setting
 from .parallel import LocalSteppers, MapFn, StepperMap, job_seed, serial_map
 from .pruning import Masks, dense_masks, layer_sparsity, prune_to, sparsity_schedule
 from .training import accuracy, on_training_device, place_model, predict_log_probs, train_round
@@ -205,45 +206,87 @@ def prune_with_defense(assets: StudyAssets, model_index: int, defense: Defense, 
     return PruningRun(assets, model_index, defense, pruning, seed, keep_state, sensitivity).finish()
 
 
-def pruning_run(assets: StudyAssets, model_index: int, defense_name: str, settings: dict[str, Any],
-                pruning: PruningConfig | None, keep_state: bool = False, sensitivity: bool = False,
-                repeat: int = 0, draws: tuple[int, ...] = (0,)) -> PruningRun:
-    """One model of one experiment, built where the job runs (the assets arrive as an argument); ``repeat``
-    seeds its fine-tuning, ``draws`` are the target draws it will be attacked on."""
-    return PruningRun(assets, model_index, make_defense(defense_name, settings), pruning,
-                      job_seed(assets.config.seed, "prune", model_index, repeat), keep_state, sensitivity,
-                      draws=draws)
+@dataclass(frozen=True)
+class PruningJob:
+    """One model's pruning run within an experiment: everything the job needs besides the assets."""
+
+    model_index: int  # 0 = victim, 1..K = shadows
+    setting: Setting
+    pruning: PruningConfig | None
+    keep_state: bool = False  # return the pruned weights and masks
+    sensitivity: bool = False  # measure output sensitivities (an attack reads them)
+    repeat: int = 0  # seeds the fine-tuning (0: the study's own seeds)
+    draws: tuple[int, ...] = (0,)  # the target draws the model will be attacked on
 
 
-def prune_job(*job: Any) -> PrunedModel:
-    """A whole pruning run as one job (takes :func:`pruning_run`'s arguments)."""
-    return pruning_run(*job).finish()
+def pruning_run(assets: StudyAssets, job: PruningJob) -> PruningRun:
+    """One model of one experiment, built where the job runs (the assets arrive as an argument), with a defense
+    of its own: a defense holds its model's state."""
+    return PruningRun(assets, job.model_index, job.setting.make(), job.pruning,
+                      job_seed(assets.config.seed, "prune", job.model_index, job.repeat), job.keep_state,
+                      job.sensitivity, draws=job.draws)
 
 
-@dataclass
-class ExperimentResult:
+def prune_job(assets: StudyAssets, job: PruningJob) -> PrunedModel:
+    """A whole pruning run as one job."""
+    return pruning_run(assets, job).finish()
+
+
+class ExperimentTimings(TypedDict):
+    """Where an experiment's wall time went (see :func:`experiment_timings`)."""
+
+    total: float
+    pruning_stage: float
+    attack_stage: float
+    models: dict[str, dict[str, float]]
+    attacks: dict[str, dict[str, float]]
+
+
+class ExperimentRecord(TypedDict):
+    """An experiment's result as JSON (:meth:`ExperimentResult.to_dict`): the setting as its two stored keys."""
+
     defense: str
-    settings: dict[str, Any]
-    utility: float  # pruned victim test accuracy
+    settings: dict[str, object]
+    utility: float
     pretrained_accuracy: float
-    attacks: dict[str, dict[str, Any]]
+    attacks: dict[str, dict[str, object]]
     defense_seconds: float
     seconds: float
     victim_rounds: list[dict[str, float]]
     victim_layer_sparsity: dict[str, float]
     shadow_accuracy: list[float]
+    defense_report: dict[str, float]
+    timings: ExperimentTimings
+    more_draws: list[dict[str, dict[str, object]]]
+    victim_train_accuracy: NotRequired[float]  # absent from a reference cached before it was measured
+
+
+@dataclass
+class ExperimentResult:
+    setting: Setting
+    utility: float  # pruned victim test accuracy
+    pretrained_accuracy: float
+    attacks: dict[str, dict[str, object]]
+    defense_seconds: float
+    seconds: float
+    victim_rounds: list[dict[str, float]]
+    victim_layer_sparsity: dict[str, float]
+    shadow_accuracy: list[float]
+    timings: ExperimentTimings
     defense_report: dict[str, float] = field(default_factory=dict)
     victim: PrunedModel | None = None
-    timings: dict[str, Any] = field(default_factory=dict)  # see :func:`experiment_timings`
     # the attacks' metrics on each further target draw of the same pruned models (``draws`` > 1), without ROC
     # points; ``attacks`` is the first draw's
-    more_draws: list[dict[str, dict[str, Any]]] = field(default_factory=list)
+    more_draws: list[dict[str, dict[str, object]]] = field(default_factory=list)
     victim_train_accuracy: float = float("nan")  # the pruned victim's accuracy on its members
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("victim")
-        return data
+    def to_dict(self) -> ExperimentRecord:
+        return copy.deepcopy(ExperimentRecord(
+            defense=self.setting.defense, settings=self.setting.settings, utility=self.utility,
+            pretrained_accuracy=self.pretrained_accuracy, attacks=self.attacks, defense_seconds=self.defense_seconds,
+            seconds=self.seconds, victim_rounds=self.victim_rounds, victim_layer_sparsity=self.victim_layer_sparsity,
+            shadow_accuracy=self.shadow_accuracy, defense_report=self.defense_report, timings=self.timings,
+            more_draws=self.more_draws, victim_train_accuracy=self.victim_train_accuracy))
 
 
 def attack_targets(assets: StudyAssets, model_index: int, draw: int = 0) -> Targets:
@@ -277,34 +320,51 @@ def attack_groups(names: list[str]) -> list[list[str]]:
     return ([closed_form] if closed_form else []) + [[name] for name in neural]
 
 
-def attack_job(assets: StudyAssets, victim: PrunedModel, shadows: list[PrunedModel], names: list[str],
-               draw: int = 0, uncertainty: bool = True) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
-    """Some attacks of the suite on one target draw: their metrics and their timings (see
-    :func:`wemem.attacks.timed_attack`)."""
-    return run_attacks_timed(names, attack_inputs(assets, victim, shadows, draw), uncertainty)
+@dataclass(frozen=True)
+class DeployedModels:
+    """What the attackers observe of an experiment: the victim's and the shadows' deployed outputs. One value
+    that every attack job of the experiment shares, so a parallel map can ship it once."""
+
+    victim: PrunedModel
+    shadows: list[PrunedModel]
+
+
+@dataclass(frozen=True)
+class AttackJob:
+    """Some attacks of the suite on one target draw."""
+
+    names: tuple[str, ...]
+    draw: int = 0
+    uncertainty: bool = True  # the intervals and the epsilon bound (see :func:`wemem.attacks.timed_attack`)
+
+
+def attack_job(assets: StudyAssets, models: DeployedModels, job: AttackJob,
+               ) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, float]]]:
+    """The job's attacks: their metrics and their timings (see :func:`wemem.attacks.timed_attack`)."""
+    return run_attacks_timed(list(job.names), attack_inputs(assets, models.victim, models.shadows, job.draw),
+                             job.uncertainty)
 
 
 def run_attack_stage(assets: StudyAssets, victim: PrunedModel, shadows: list[PrunedModel], names: list[str],
                      map_fn: MapFn = serial_map, draws: tuple[int, ...] = (0,),
-                     ) -> tuple[list[dict[str, dict[str, Any]]], dict[str, dict[str, float]]]:
+                     ) -> tuple[list[dict[str, dict[str, object]]], dict[str, dict[str, float]]]:
     """The attack suite on each target draw as jobs of ``map_fn`` (so they run on the trial's devices, all draws
     at once): per draw, the metrics in suite order; and each attack's timings summed over the draws."""
-    outputs_only = lambda m: dataclasses.replace(m, state=None, masks=None)  # noqa: E731 -- what attackers see
-    victim, shadows = outputs_only(victim), [outputs_only(s) for s in shadows]
+    outputs_only = lambda m: replace(m, state=None, masks=None)  # noqa: E731 -- what attackers see
+    models = DeployedModels(outputs_only(victim), [outputs_only(s) for s in shadows])
     # the first draw's metrics are the ones shown with their intervals; the further draws feed means only
-    jobs = [(assets, victim, shadows, group, draw, draw == draws[0])
-            for draw in draws for group in attack_groups(names)]
-    merged: list[dict[str, dict[str, Any]]] = [{} for _ in draws]
+    requests = [AttackJob(tuple(group), draw, draw == draws[0]) for draw in draws for group in attack_groups(names)]
+    merged: list[dict[str, dict[str, object]]] = [{} for _ in draws]
     seconds: dict[str, dict[str, float]] = {}
-    for (*_, draw, _first), (results, timings) in zip(jobs, map_fn(attack_job, jobs)):
-        merged[draws.index(draw)].update(results)
+    for request, (results, timings) in zip(requests, map_fn(attack_job, [(assets, models, r) for r in requests])):
+        merged[draws.index(request.draw)].update(results)
         for name, parts in timings.items():
             seconds[name] = {k: seconds.get(name, {}).get(k, 0.0) + v for k, v in parts.items()}
     return [{name: m[name] for name in names} for m in merged], {name: seconds[name] for name in names}
 
 
 def experiment_timings(models: list[PrunedModel], pruning_stage: float, attack_stage: float,
-                       attacks: dict[str, dict[str, float]], total: float) -> dict[str, Any]:
+                       attacks: dict[str, dict[str, float]], total: float) -> ExperimentTimings:
     """Where an experiment's wall time went.
 
     ``pruning_stage`` is the wall time of pruning all K+1 models (in parallel where the map runs them so), each
@@ -312,11 +372,11 @@ def experiment_timings(models: list[PrunedModel], pruning_stage: float, attack_s
     attack, each attack's seconds (and for attacks that train a classifier, its ``fit`` and ``score`` parts)
     under ``attacks``.
     """
-    return {"total": total, "pruning_stage": pruning_stage, "attack_stage": attack_stage,
-            "models": {m.name: m.timings for m in models}, "attacks": attacks}
+    return ExperimentTimings(total=total, pruning_stage=pruning_stage, attack_stage=attack_stage,
+                             models={m.name: m.timings for m in models}, attacks=attacks)
 
 
-def run_experiment(assets: StudyAssets, defense: str, settings: dict[str, Any], pruning: PruningConfig | None,
+def run_experiment(assets: StudyAssets, setting: Setting, pruning: PruningConfig | None,
                    attacks: list[str], map_fn: MapFn = serial_map, adaptive: bool = True,
                    keep_victim_state: bool = False, round_monitor: RoundMonitor | None = None,
                    stepper_map: StepperMap | None = None, repeat: int = 0, draws: int = 1) -> ExperimentResult:
@@ -337,12 +397,13 @@ def run_experiment(assets: StudyAssets, defense: str, settings: dict[str, Any], 
     """
     draw_ids = tuple(range(repeat * draws, (repeat + 1) * draws))
     start = time.perf_counter()
-    make_defense(defense, settings)  # validate before fanning out
+    setting.make()  # a setting read back from a study was not validated here: fail before fanning out
     sensitivity = needs_sensitivity(attacks)  # also validates the attack names
-    jobs = [(assets, 0, defense, settings, pruning, keep_victim_state, sensitivity, repeat, draw_ids)]
-    for index in range(1, assets.config.shadows + 1):
-        jobs.append((assets, index, defense if adaptive else "none", settings if adaptive else {}, pruning, False,
-                     sensitivity, repeat, draw_ids))
+    victim_job = PruningJob(0, setting, pruning, keep_state=keep_victim_state, sensitivity=sensitivity,
+                            repeat=repeat, draws=draw_ids)
+    shadow_job = replace(victim_job, setting=setting if adaptive else Setting(UNDEFENDED), keep_state=False)
+    jobs = [(assets, victim_job)] + [(assets, replace(shadow_job, model_index=index))
+                                     for index in range(1, assets.config.shadows + 1)]
     pruning_start = time.perf_counter()
     if round_monitor is None:
         victim, *shadows = map_fn(prune_job, jobs)
@@ -357,8 +418,7 @@ def run_experiment(assets: StudyAssets, defense: str, settings: dict[str, Any], 
     (results, *more), attack_seconds = run_attack_stage(assets, victim, shadows, attacks, map_fn, draw_ids)
     end = time.perf_counter()
     return ExperimentResult(
-        defense=defense,
-        settings=dict(settings),
+        setting=setting,
         utility=victim.test_accuracy,
         pretrained_accuracy=assets.pretrained_accuracy["victim"],
         attacks=results,

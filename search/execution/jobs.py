@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import ray
@@ -24,6 +24,8 @@ from wemem.assets import StudyAssets, content_fingerprint
 from wemem.data import Pools
 from wemem.errors import WememError
 from wemem.faults import failpoint
+
+T = TypeVar("T")
 
 
 def threads_for(num_cpus: float) -> int:
@@ -115,25 +117,41 @@ def _resolve(args: tuple[Any, ...]) -> list[Any]:
     return [receive(a) if isinstance(a, Shipped) else a for a in args]
 
 
-def placement(job: str) -> dict[str, Any]:
-    """Where this job runs: Ray node, worker process and the GPU ids Ray assigned (torch may still see none)."""
+@dataclass(frozen=True)
+class Placement:
+    """Where a job ran: its kind, Ray node, worker process and the GPU ids Ray assigned (torch may still see none)."""
+
+    job: str
+    node: str
+    pid: int
+    gpus: tuple[str, ...]
+
+    def compact(self) -> list[object]:
+        """``[job, node, pid, gpu ids]``: small enough for a trial's user attributes."""
+        return [self.job, self.node, self.pid, list(self.gpus)]
+
+
+def placement(job: str) -> Placement:
+    """Where this job runs."""
     context = ray.get_runtime_context()
-    return {"job": job, "node": context.get_node_id()[:12], "pid": os.getpid(),
-            "gpus": [str(g) for g in context.get_accelerator_ids().get("GPU", [])]}
+    return Placement(job, context.get_node_id()[:12], os.getpid(),
+                     tuple(str(g) for g in context.get_accelerator_ids().get("GPU", [])))
 
 
 def _job_kind(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__name__", "job").removesuffix("_job")
 
 
-def _run_job(fn: Callable[..., Any], threads: int, *args: Any) -> tuple[Any, dict[str, Any]]:
+def _run_job(fn: Callable[..., Any], threads: int, *args: Any) -> tuple[Any, Placement]:
     failpoint("ray_task")
     torch.set_num_threads(threads)
     return fn(*_resolve(args)), placement(_job_kind(fn))
 
 
 def _ship_args(jobs: list[tuple[Any, ...]]) -> list[list[Any]]:
-    """Assets go as ``Shipped``; any other container or record several jobs share is put once (Ray resolves it)."""
+    """Assets go as ``Shipped``; any other container or record several jobs share is put once (Ray resolves it).
+    Only a job's own arguments are looked at, not what they hold: a job's small request (``wemem.pipeline``'s
+    ``PruningJob``, ``AttackJob``) travels with it, and what jobs share is an argument of its own."""
     uses = collections.Counter(id(a) for job in jobs for a in job)
     converted: dict[int, Any] = {}
 
@@ -168,10 +186,10 @@ class RayMap:
 
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    placements: list[dict[str, Any]] = field(default_factory=list, compare=False, repr=False)
+    placements: list[Placement] = field(default_factory=list, compare=False, repr=False)
     deadline: float | None = None  # time.time() after which the jobs are cancelled (a trial's time limit)
 
-    def __call__(self, fn: Callable[..., Any], jobs: list[tuple[Any, ...]]) -> list[Any]:
+    def __call__(self, fn: Callable[..., T], jobs: Sequence[tuple[Any, ...]]) -> list[T]:
         task = _job_task(self.num_cpus, self.num_gpus)
         threads = threads_for(self.num_cpus)
         refs = [task.remote(fn, threads, *job) for job in _ship_args(list(jobs))]
@@ -212,7 +230,7 @@ class _StepperHost:
     def step(self) -> Any:
         return self.stepper.step()
 
-    def finish(self) -> tuple[Any, dict[str, Any]]:
+    def finish(self) -> tuple[Any, Placement]:
         return self.stepper.finish(), placement("prune")
 
 

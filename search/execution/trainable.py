@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypedDict
 
 from ray import tune
 
 from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial, reference
 from wemem.assets import Echo, StudyAssets, content_fingerprint, prepare_assets
 from wemem.environment import describe
+from wemem.defenses import Setting
 from wemem.errors import WememError
 from wemem.validity import Check, mimicry_check, reference_check
 
@@ -22,12 +25,40 @@ from ..storage.records import (store_environment, store_fingerprint, store_own_c
                                store_validity, stored_fingerprint, to_json)
 from ..study import OpenStudy
 from .cluster import task_share
-from .jobs import RayMap, RaySteppers, Shipped, receive, ship
+from .jobs import Placement, RayMap, RaySteppers, Shipped, receive, ship
 
 
-def compact_placements(records: list[dict[str, Any]]) -> list[list[Any]]:
-    """``[job, node, pid, gpu ids]`` per job: small enough for a trial's user attributes."""
-    return [[r["job"], r["node"], r["pid"], r["gpus"]] for r in records]
+def compact_placements(records: list[Placement]) -> list[list[object]]:
+    return [record.compact() for record in records]
+
+
+class TrialConfig(TypedDict):
+    """A trial's Tune config, as the searcher suggests it: the Optuna trial and the setting it sampled."""
+
+    optuna_trial: int
+    setting: Setting
+
+
+OUTCOME_KEY = "outcome"  # the key of a finished trial's TrialReport in its last Tune result
+
+
+@dataclass(frozen=True)
+class TrialReport:
+    """A finished trial as it crosses Ray Tune to the launcher: its objective values, its accuracy constraint
+    (None: the mode has none) and the user attributes to store (plain JSON). Tune's result dict carries it as
+    one JSON string (:meth:`to_json`), so Tune never flattens or rewrites its keys."""
+
+    values: list[float]
+    constraint: float | None
+    user_attrs: Mapping[str, object]
+
+    def to_json(self) -> str:
+        return json.dumps({"values": self.values, "constraint": self.constraint, "user_attrs": dict(self.user_attrs)})
+
+    @classmethod
+    def from_json(cls, text: str) -> TrialReport:
+        data = json.loads(text)
+        return cls(data["values"], data["constraint"], data["user_attrs"])
 
 
 def shared_work(opened: OpenStudy, echo: Echo) -> tuple[Shipped, Reference]:
@@ -78,7 +109,7 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:500]
 
 
-def trial_trainable(config: dict[str, Any], spec: TrialSpec, reference: Reference, share: RayMap,
+def trial_trainable(config: TrialConfig, spec: TrialSpec, reference: Reference, share: RayMap,
                     assets: Shipped, timeout_s: float | None = None) -> None:
     """One Tune trial: evaluate the setting with K+1 parallel jobs, then the attack jobs; report as JSON.
 
@@ -93,13 +124,10 @@ def trial_trainable(config: dict[str, Any], spec: TrialSpec, reference: Referenc
         rounds = RoundHooks(lambda index, value: tune.report({"round": index, "intermediate": value}),
                             lambda factory, jobs: RaySteppers(share, factory, jobs))
     try:
-        outcome = evaluate_trial(spec, config["defense"], config["settings"], reference, receive(assets),
-                                 map_fn=share, rounds=rounds)
+        outcome = evaluate_trial(spec, config["setting"], reference, receive(assets), map_fn=share, rounds=rounds)
     except Exception as error:  # the trial fails alone, with its reason; the launcher goes on
         tune.report({"done": True, "error": failure_reason(error)})
         return
-    tune.report({"done": True, "outcome": json.dumps({
-        "values": outcome.objective.values,
-        "constraint": outcome.objective.constraint,
-        "user_attrs": to_json(dict(outcome.user_attrs(), jobs=compact_placements(share.placements))),
-    })})
+    attrs = to_json(dict(outcome.user_attrs(), jobs=compact_placements(share.placements)))
+    report = TrialReport(outcome.objective.values, outcome.objective.constraint, attrs)
+    tune.report({"done": True, OUTCOME_KEY: report.to_json()})

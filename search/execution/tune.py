@@ -13,7 +13,6 @@ holds its budget of finished trials and no trial of a dead launcher is left RUNN
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -21,6 +20,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Iterator
 
 import optuna
@@ -35,13 +35,13 @@ from wemem.faults import failpoint
 
 from ..storage.heartbeat import (TrialHeartbeats, fail_dead_trials, fail_with_reason, process_identity, requeue,
                                  trial_id_of)
-from ..storage.records import LAUNCHER_ATTR, PROCESS_ATTR, SURPLUS_ATTR, store_setting
+from ..storage.records import DEFENSE_ATTR, LAUNCHER_ATTR, PROCESS_ATTR, SURPLUS_ATTR, store_setting
 from ..storage.urls import HEARTBEAT_INTERVAL_S
 from ..study import OpenStudy, active_count, running_numbers
 from ..studyfile import suggest_setting
 from .cluster import task_share, trial_bundles
 from .jobs import Shipped
-from .trainable import trial_trainable
+from .trainable import OUTCOME_KEY, TrialConfig, TrialReport, trial_trainable
 
 
 class Progress:
@@ -52,14 +52,14 @@ class Progress:
         self.done, self.start = 0, time.perf_counter()
         self.best: float | None = None
 
-    def update(self, number: int, state: str, values: list[float] | None, attrs: dict[str, Any],
+    def update(self, number: int, state: str, values: list[float] | None, attrs: Mapping[str, object],
                reason: str | None = None) -> None:
         self.done += 1
         elapsed = time.perf_counter() - self.start
         remaining = elapsed / self.done * max(self.total - self.done, 0)
         detail = f"({reason})" if reason else ""
         if values is not None:
-            detail = (f"{attrs.get('defense')} acc={attrs.get('utility', float('nan')):.3f} "
+            detail = (f"{attrs.get(DEFENSE_ATTR)} acc={attrs.get('utility', float('nan')):.3f} "
                       f"attack={attrs.get('privacy', float('nan')):.3f} ({attrs.get('strongest_attack')})")
             if len(values) == 1 and attrs.get("feasible", True):
                 self.best = values[0] if self.best is None else min(self.best, values[0])
@@ -68,9 +68,10 @@ class Progress:
                   f"elapsed {elapsed:.0f}s, ~{remaining:.0f}s left")
 
 
-def invalid_numbers(outcome: dict[str, Any]) -> list[str]:
-    """The objective values and constraint of an outcome that are not finite numbers, named."""
-    named = [(f"value {i}", v) for i, v in enumerate(outcome["values"])] + [("constraint", outcome["constraint"])]
+def invalid_numbers(report: TrialReport) -> list[str]:
+    """The objective values and constraint of a trial's report that are not finite numbers, named (the report
+    arrives as JSON, so a value may be anything)."""
+    named = [(f"value {i}", v) for i, v in enumerate(report.values)] + [("constraint", report.constraint)]
     return [f"{name} = {value}" for name, value in named
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value))]
 
@@ -100,7 +101,7 @@ class StudySearcher(Searcher):
     # (resume runs a new one on the same study), so a copy needs only the plain fields.
     _LIVE = ("study", "storage", "heartbeats", "pending", "asked", "progress", "echo")
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         return {key: value for key, value in self.__dict__.items() if key not in self._LIVE}
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
@@ -112,7 +113,8 @@ class StudySearcher(Searcher):
             self.swept.extend(swept)
             self.echo(f"failed {len(swept)} RUNNING trial(s) of a dead launcher and re-queued their settings: {swept}")
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    # Tune declares Optional[Dict] (a TypedDict is a dict at runtime, not to mypy) and returns its own FINISHED str
+    def suggest(self, trial_id: str) -> TrialConfig | str | None:  # type: ignore[override]
         self.sweep()
         if active_count(self.study) >= self.target_total:
             return self.FINISHED
@@ -178,32 +180,33 @@ class StudySearcher(Searcher):
             self._tell(trial, state=TrialState.PRUNED)
             self.progress.update(trial.number, "PRUNED", None, {})
             return
-        if error or not result or "outcome" not in result:
+        if error or not result or OUTCOME_KEY not in result:
             reason = (result or {}).get("error") or ("the trial's Ray actor died or raised outside the trial "
                                                      "(node lost, out of memory, or killed); see Ray's logs")
             self._fail(trial, reason)
             return
-        outcome = json.loads(result["outcome"])
-        bad = invalid_numbers(outcome)
+        report = TrialReport.from_json(result[OUTCOME_KEY])
+        attrs = report.user_attrs
+        bad = invalid_numbers(report)
         if bad:
             self._fail(trial, f"the objective is not a number ({', '.join(bad)}): utility "
-                              f"{outcome['user_attrs'].get('utility')}, privacy {outcome['user_attrs'].get('privacy')}")
+                              f"{attrs.get('utility')}, privacy {attrs.get('privacy')}")
             return
         try:
-            for key, value in outcome["user_attrs"].items():
+            for key, value in attrs.items():
                 trial.set_user_attr(key, value)
-            if outcome["constraint"] is not None:
-                trial.set_constraint("utility_drop", outcome["constraint"])
+            if report.constraint is not None:
+                trial.set_constraint("utility_drop", report.constraint)
         except optuna.exceptions.UpdateFinishedTrialError:
             self._lost(trial)
             return
-        values = outcome["values"]
+        values = report.values
         self._tell(trial, values if len(values) > 1 else values[0])
         if self._state(trial) != TrialState.COMPLETE:
             self._lost(trial)
             return
         self.progress.update(trial.number, "COMPLETE", values,
-                             dict(outcome["user_attrs"], defense=trial.user_attrs.get("defense")))
+                             {**attrs, DEFENSE_ATTR: trial.user_attrs.get(DEFENSE_ATTR)})
 
     def _tell(self, trial: optuna.Trial, values: Any = None, state: TrialState | None = None) -> None:
         # skip_if_finished: a sweeper may have failed the trial meanwhile (its heartbeats lapsed)

@@ -10,16 +10,19 @@ duplicate).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import optuna
 
+from wemem.defenses import Setting
 from wemem.errors import WememError
 
 from ..storage.records import WARM_START_ATTR, study_names, trial_setting
 from ..study import ranked_trials
+from ..study.ranking import PAPER_DEFAULT
 from ..studyfile import REFERENCE_SETTINGS, StudyDefinition
 from ..studyfile.exports import export_settings, read_export
 from ..studyfile.schema import STUDY_SOURCE
@@ -29,27 +32,27 @@ from ..studyfile.spaces import setting_params
 @dataclass(frozen=True)
 class WarmStart:
     source: str  # "best.toml" or "study:NAME#12" (the trial it came from)
-    defense: str
-    settings: dict[str, Any]
-    params: dict[str, Any]  # what enqueue_trial needs
+    setting: Setting
+    params: Mapping[str, object]  # what enqueue_trial needs
 
 
-def checked(definition: StudyDefinition, source: str, defense: str, settings: dict[str, Any]) -> WarmStart:
+def checked(definition: StudyDefinition, source: str, setting: Setting) -> WarmStart:
     search = definition.search
+    defense = setting.defense
     if defense not in search.defenses:
         raise WememError(f"[search] warm_start {source}: its setting uses defense {defense!r}, which this study "
                          f"does not search ({', '.join(search.defenses)}); add it to [search] defenses or drop the "
                          "source")
     try:
-        params = setting_params(defense, settings, len(search.defenses) > 1, search.space)
+        params = setting_params(defense, setting.settings, len(search.defenses) > 1, search.space)
     except ValueError as error:
         raise WememError(f"[search] warm_start {source}: {error}; widen [search.space.{defense}] or drop the "
                          "source") from None
-    return WarmStart(source, defense, settings, params)
+    return WarmStart(source, setting, params)
 
 
 def from_study(name: str, top: int,
-               open_storage: Callable[[], optuna.storages.BaseStorage]) -> list[tuple[str, str, dict]]:
+               open_storage: Callable[[], optuna.storages.BaseStorage]) -> list[tuple[str, Setting]]:
     storage = open_storage()
     if name not in study_names(storage):
         raise WememError(f"[search] warm_start study:{name}: no study named {name!r} in this storage (it holds "
@@ -60,18 +63,18 @@ def from_study(name: str, top: int,
     except WememError:
         raise WememError(f"[search] warm_start study:{name}: that study has no completed trial to start from; "
                          f"resume it first or drop the source") from None
-    return [(f"{STUDY_SOURCE}{name}#{t.number}", *trial_setting(t)) for t in trials]
+    return [(f"{STUDY_SOURCE}{name}#{t.number}", trial_setting(t)) for t in trials]
 
 
-def from_export(source: str, folder: str) -> list[tuple[str, str, dict]]:
+def from_export(source: str, folder: str) -> list[tuple[str, Setting]]:
+    """The settings of an export (which ``wemem export`` wrote: recorded, they are checked against the study's
+    space by :func:`checked`, like every other source's)."""
     path = Path(folder, source)
     try:
-        return [(source, defense, settings) for defense, settings in export_settings(read_export(path), str(path))]
+        return [(source, Setting.recorded(defense, settings))
+                for defense, settings in export_settings(read_export(path), str(path))]
     except WememError as error:
         raise WememError(f"[search] warm_start {source}: {error}") from None
-
-
-PAPER_DEFAULT = "reference"  # the warm-start source of the paper's default settings (SPEC 7)
 
 
 def paper_defaults(definition: StudyDefinition) -> tuple[list[WarmStart], list[str]]:
@@ -89,7 +92,7 @@ def paper_defaults(definition: StudyDefinition) -> tuple[list[WarmStart], list[s
             left_out.append(f"the paper's default for {defense} is outside this study's space ({error}): not "
                             "enqueued")
             continue
-        starts.append(WarmStart(PAPER_DEFAULT, defense, dict(REFERENCE_SETTINGS[defense]), params))
+        starts.append(WarmStart(PAPER_DEFAULT, Setting(defense, REFERENCE_SETTINGS[defense]), params))
     return starts, left_out
 
 
@@ -99,12 +102,14 @@ def warm_starts(definition: StudyDefinition, folder: str, open_storage: Callable
     :func:`paper_defaults`); ``open_storage`` (an existing storage only) is called only when a source names a
     study."""
     search = definition.search
-    found: list[tuple[str, str, dict]] = []
+    found: list[tuple[str, Setting]] = []
     for source in search.warm_start:
         if source.startswith(STUDY_SOURCE):
             found += from_study(source.removeprefix(STUDY_SOURCE), search.warm_start_top, open_storage)
         else:
             found += from_export(source, folder)
+    # identity by the Optuna params, not Setting.key(): a study enqueues params, and settings that differ only in
+    # what the space fixes or derives (a default spelled out, stride_ratio) are one enqueued trial
     key = lambda start: repr(sorted(start.params.items()))  # noqa: E731
     seen = {key(d) for d in defaults}
     starts = []
@@ -121,4 +126,4 @@ def warm_starts(definition: StudyDefinition, folder: str, open_storage: Callable
 
 def enqueue(study: optuna.Study, starts: list[WarmStart]) -> None:
     for start in starts:
-        study.enqueue_trial(start.params, user_attrs={WARM_START_ATTR: start.source}, skip_if_exists=True)
+        study.enqueue_trial(dict(start.params), user_attrs={WARM_START_ATTR: start.source}, skip_if_exists=True)

@@ -11,6 +11,7 @@ from wemem.errors import WememError, require
 from ..storage.records import WARM_START_ATTR, has_setting, trial_setting
 
 ACTIVE_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+PAPER_DEFAULT = "reference"  # the WARM_START_ATTR of the paper's default settings the launcher enqueues (SPEC 7)
 
 
 def active_count(study: optuna.Study) -> int:
@@ -61,8 +62,7 @@ def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
         ranked = sorted(feasible_or_all(trials), key=lambda t: t.values[0])
     chosen, seen = [], set()
     for trial in ranked:
-        defense, settings = trial_setting(trial)
-        key = (defense, repr(sorted(settings.items())))
+        key = trial_setting(trial).key()
         if key not in seen:
             seen.add(key)
             chosen.append(trial)
@@ -77,7 +77,7 @@ def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
 
 def is_paper_default(trial: FrozenTrial) -> bool:
     """A trial of the paper's reference setting, enqueued by the launcher ([search] enqueue_reference)."""
-    return trial.user_attrs.get(WARM_START_ATTR) == "reference"
+    return trial.user_attrs.get(WARM_START_ATTR) == PAPER_DEFAULT
 
 
 def best_default(study: optuna.Study) -> FrozenTrial | None:
