@@ -47,7 +47,8 @@ from wemem.attacks.rmia import Rmia, break_ties, dominance_fraction, reference_p
 from wemem.attacks.threshold import per_class_thresholds  # noqa: E402
 from wemem.config import ExperimentConfig, PruningConfig  # noqa: E402
 from wemem.metrics import attack_metrics, auc, balanced_accuracy, best_threshold  # noqa: E402
-from wemem.pipeline import attack_inputs, prune_job  # noqa: E402
+from wemem.defenses import UNDEFENDED, Setting  # noqa: E402
+from wemem.pipeline import PruningJob, attack_inputs, prune_job  # noqa: E402
 
 METRICS = ("balanced_accuracy", "auc", "tpr_at_1%_fpr")
 CLOSED_FORM = ("conf", "entr", "mentr", "hconf", "lira", "rmia")
@@ -215,7 +216,8 @@ def undefended_outputs(config: ExperimentConfig, cache_dir: Path, before: bool) 
     else:
         assets = assets_module.prepare_assets(config, cache_dir)
     pruning = PruningConfig()
-    victim, *shadows = [prune_job(assets, i, "none", {}, pruning, False, True) for i in range(config.shadows + 1)]
+    victim, *shadows = [prune_job(assets, PruningJob(i, Setting(UNDEFENDED), pruning, sensitivity=True))
+                        for i in range(config.shadows + 1)]
     return attack_inputs(assets, victim, shadows)
 
 

@@ -45,7 +45,8 @@ from wemem.assets import prepare_assets  # noqa: E402
 from wemem.attacks import AttackInputs, parse_attack_names, run_attacks  # noqa: E402
 from wemem.attacks.samia import Samia, SamiaNetwork  # noqa: E402
 from wemem.config import ExperimentConfig, PruningConfig  # noqa: E402
-from wemem.pipeline import attack_inputs, prune_job  # noqa: E402
+from wemem.defenses import Setting  # noqa: E402
+from wemem.pipeline import PruningJob, attack_inputs, prune_job  # noqa: E402
 
 NEURAL = ["nn", "top3_nn", "cl_nn", "samia"]
 SETTING = ("swmr", {"order": "h2l", "width_fraction": 0.22, "stride_fraction": 0.044, "lambda_mem": 0.1,
@@ -112,7 +113,8 @@ def pruned_trial_inputs(dataset: str, cache_dir: str) -> AttackInputs:
         "npz:" + str(write_location_like(Path(cache_dir) / "location_like.npz").resolve())
     config = ExperimentConfig(dataset=name, shadows=5)
     assets = prepare_assets(config, cache_dir)
-    models = [prune_job(assets, i, *SETTING, PruningConfig(), False, True) for i in range(config.shadows + 1)]
+    models = [prune_job(assets, PruningJob(i, Setting(*SETTING), PruningConfig(), sensitivity=True))
+              for i in range(config.shadows + 1)]
     return attack_inputs(assets, models[0], models[1:])
 
 

@@ -124,6 +124,7 @@ def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: Tr
     installed (the lent GPU machines fetch nothing and carry at most 64 MiB; Ray's wheel is 79 MB)."""
     from wemem.assets import prepare_assets
     from wemem.config import ExperimentConfig, PruningConfig
+    from wemem.defenses import Setting
     from wemem.parallel import serial_map
     from wemem.pipeline import run_experiment
 
@@ -152,7 +153,7 @@ def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: Tr
     shared_s = time.perf_counter() - start
     progress("shared work done; running the trial")
     trial_start = time.perf_counter()
-    result = run_experiment(assets, "swmr", SWMR, PruningConfig(0.6, 4), ALL_ATTACKS, share)
+    result = run_experiment(assets, Setting("swmr", SWMR), PruningConfig(0.6, 4), ALL_ATTACKS, share)
     trial_s = time.perf_counter() - trial_start
     seconds = share.seconds
     return {

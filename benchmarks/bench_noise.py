@@ -42,6 +42,7 @@ from objectives import reference  # noqa: E402
 from objectives.trial import privacy_standard_error, spec_leakage  # noqa: E402
 from search.studyfile import REFERENCE_SETTINGS  # noqa: E402
 from wemem.assets import prepare_assets  # noqa: E402
+from wemem.defenses import Setting  # noqa: E402
 from wemem.pipeline import attack_targets, run_experiment  # noqa: E402
 
 DRAWS = 4
@@ -59,8 +60,8 @@ def measure(case: str, out: Path, evaluations: int) -> dict:
     setting = REFERENCE_SETTINGS["rsw"]
     leakage, accuracy, pruning_s, attack_s = [], [], [], []
     for r in range(evaluations):
-        result = run_experiment(assets, "rsw", setting, spec.pruning, list(spec.attacks), adaptive=spec.adaptive,
-                                repeat=r, draws=DRAWS)
+        result = run_experiment(assets, Setting("rsw", setting), spec.pruning, list(spec.attacks),
+                                adaptive=spec.adaptive, repeat=r, draws=DRAWS)
         leakage.append([spec_leakage(spec, a)[0] for a in [result.attacks, *result.more_draws]])
         accuracy.append(result.utility)
         pruning_s.append(result.timings["pruning_stage"])

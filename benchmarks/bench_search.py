@@ -54,6 +54,7 @@ from search.studyfile import StudyDefinition, load_study_file, suggest_setting  
 from search.studyfile.spaces import derive_window, space_for  # noqa: E402
 from wemem.defenses.wemem import STRIDE  # noqa: E402
 from wemem.assets import prepare_assets  # noqa: E402
+from wemem.defenses import Setting  # noqa: E402
 
 CHEAP6 = ["conf", "entr", "mentr", "hconf", "lira", "rmia"]
 ONCE = {"repeats": 1, "target_draws": 1}
@@ -148,7 +149,7 @@ def evaluate(definition_json: str, cache_dir: str, seed: int, defense: str, sett
     if defense == "none":
         utility, privacy = base.utility, base.privacy
     else:
-        outcome = evaluate_trial(spec, defense, settings, base, assets)
+        outcome = evaluate_trial(spec, Setting(defense, settings), base, assets)
         utility, privacy = outcome.utility, outcome.privacy
     return {"defense": defense, "settings": settings, "seed": seed, "utility": utility, "privacy": privacy,
             "seconds": time.perf_counter() - start, "repeats": list(repeats_of(definition))}
@@ -261,8 +262,8 @@ def run_case(name: str, out: Path, workers: int, log) -> dict[str, Any]:
     objective = definition.objective_config()
     ranked = sorted(grid, key=lambda g: score(own(*g)["privacy"], own(*g)["utility"], base["utility"],
                                               objective).values[0])
-    defaults = [(s.defense, settings_of(s.defense, nearest(s.defense, s.params)))  # grid points: nearest is exact
-                for s in paper_defaults(definition)[0]]
+    defaults = [(d, settings_of(d, nearest(d, s.params)))  # grid points: nearest is exact
+                for s in paper_defaults(definition)[0] for d in [s.setting.defense]]
     seeds = confirmation_seeds(seed, 3)
     to_confirm = list(dict.fromkeys(json.dumps(x) for x in [("none", {})] + ranked[:TOP_GRID] + defaults
                                     + [(r["defense"], r["settings"]) for r in runs]))

@@ -29,6 +29,7 @@ from objectives import TrialSpec, evaluate_trial, reference  # noqa: E402
 from wemem.assets import prepare_assets  # noqa: E402
 from wemem.attacks import parse_attack_names  # noqa: E402
 from wemem.config import ExperimentConfig, PruningConfig  # noqa: E402
+from wemem.defenses import Setting  # noqa: E402
 from wemem.parallel import serial_map  # noqa: E402
 
 SETTING = ("swmr", {"order": "h2l", "width_fraction": 0.22, "stride_fraction": 0.044, "lambda_mem": 0.1,
@@ -52,7 +53,7 @@ def run_trials(spec: TrialSpec, base, assets, share, concurrency: int, trials: i
                 if not queue:
                     return
                 queue.pop()
-            evaluate_trial(spec, *SETTING, base, assets, share)
+            evaluate_trial(spec, Setting(*SETTING), base, assets, share)
 
     start = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
@@ -98,7 +99,7 @@ def main() -> None:
     assets = prepare_assets(config, args.cache_dir)
     base = reference(spec, assets)
     load_before = os.getloadavg()
-    outcome = evaluate_trial(spec, *SETTING, base, assets, serial_map)
+    outcome = evaluate_trial(spec, Setting(*SETTING), base, assets, serial_map)
     timings = outcome.user_attrs()["timings"]
     report = {
         "benchmark": "trial", "dataset": args.dataset, "shadows": args.shadows, "attacks": list(spec.attacks),

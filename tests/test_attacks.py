@@ -16,6 +16,7 @@ from wemem.attacks.rmia import Rmia, population_scores
 from wemem.metrics import population_threshold
 from wemem.attacks.threshold import negative_modified_entropy
 from wemem.data import ModelSplit, StudySplit
+from wemem.defenses import UNDEFENDED, Setting
 from wemem.errors import WememError
 from wemem.pipeline import attack_targets, run_experiment
 
@@ -201,24 +202,24 @@ class Recorder:
 def test_adaptive_shadows_get_the_victims_defense(tiny_config, tiny_pruning, tiny_assets, cache_dir):
     recorder = Recorder(run=False)
     with pytest.raises(InterruptedError):
-        run_experiment(tiny_assets, "swmr", SWMR, tiny_pruning, ["conf"], recorder)
-    defenses = [(job[2], job[3]) for job in recorder.jobs]
-    assert defenses == [("swmr", SWMR)] * (tiny_config.shadows + 1)
-    assert not any(job[6] for job in recorder.jobs)  # no attack asked for sensitivities
+        run_experiment(tiny_assets, Setting("swmr", SWMR), tiny_pruning, ["conf"], recorder)
+    defenses = [job.setting for _, job in recorder.jobs]
+    assert defenses == [Setting("swmr", SWMR)] * (tiny_config.shadows + 1)
+    assert not any(job.sensitivity for _, job in recorder.jobs)  # no attack asked for sensitivities
 
 
 def test_non_adaptive_experiment_runs_every_attack(tiny_config, tiny_pruning, tiny_assets, cache_dir):
     recorder = Recorder()
-    result = run_experiment(tiny_assets, "swmr", SWMR, tiny_pruning, ALL_ATTACKS, recorder,
+    result = run_experiment(tiny_assets, Setting("swmr", SWMR), tiny_pruning, ALL_ATTACKS, recorder,
                             adaptive=False, keep_victim_state=True)
-    victim_job, *shadow_jobs = recorder.jobs
-    assert (victim_job[2], victim_job[3]) == ("swmr", SWMR)
-    assert all((job[2], job[3]) == ("none", {}) for job in shadow_jobs)
-    assert all(job[6] for job in recorder.jobs)  # samia asked for sensitivities on every model
+    (_, victim_job), *shadow_jobs = recorder.jobs
+    assert victim_job.setting == Setting("swmr", SWMR)
+    assert all(job.setting == Setting(UNDEFENDED) for _, job in shadow_jobs)
+    assert all(job.sensitivity for _, job in recorder.jobs)  # samia asked for sensitivities on every model
     # the attacks ran as jobs of the same map: the closed-form ones together, each trained attack on its own
-    attack_jobs = recorder.calls[1]
-    assert sorted(name for job in attack_jobs for name in job[3]) == sorted(ALL_ATTACKS)
-    assert all(len(job[3]) == 1 for job in attack_jobs[1:]) and "conf" in attack_jobs[0][3]
+    attack_jobs = [job for *_, job in recorder.calls[1]]
+    assert sorted(name for job in attack_jobs for name in job.names) == sorted(ALL_ATTACKS)
+    assert all(len(job.names) == 1 for job in attack_jobs[1:]) and "conf" in attack_jobs[0].names
 
     pools = tiny_assets.pools
     sensitivity = result.victim.sensitivity

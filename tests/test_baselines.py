@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from search.studyfile import REFERENCE_SETTINGS, suggest_setting
-from wemem.defenses import DEFENSES, DefenseContext, make_defense
+from wemem.defenses import DEFENSES, DefenseContext, Setting, make_defense
 from wemem.defenses.baselines.hamp import high_entropy_true_probability, rank_matched, spread_label_entropy
 from wemem.defenses.baselines.ppb import paired_sorted_kl
 from wemem.defenses.baselines.relaxloss import relaxloss_objective
@@ -265,7 +265,8 @@ END_TO_END_SETTINGS = {"advreg": {"k": 1}}
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_baseline_runs_end_to_end(name, tiny_config, tiny_pruning, cache_dir, tiny_assets):
-    result = run_experiment(tiny_assets, name, END_TO_END_SETTINGS.get(name, {}), tiny_pruning, THRESHOLD_ATTACKS)
+    result = run_experiment(tiny_assets, Setting(name, END_TO_END_SETTINGS.get(name, {})), tiny_pruning,
+                            THRESHOLD_ATTACKS)
     assert result.utility > 0.5
     assert set(result.attacks) == set(THRESHOLD_ATTACKS)
     assert result.defense_seconds > 0

@@ -11,10 +11,11 @@ import pytest
 import objectives.trial as trial_module
 from objectives import ObjectiveConfig, TrialSpec, evaluate_trial, reference
 from objectives.trial import privacy_standard_error
+from wemem.defenses import Setting
 from search.studyfile import parse_study
 from wemem.pipeline import attack_targets
 
-RSW = {"order": "l2h", "width_fraction": 0.22, "stride_fraction": 0.022}
+RSW = Setting("rsw", {"order": "l2h", "width_fraction": 0.22, "stride_fraction": 0.022})
 
 
 def test_standard_error_by_hand():
@@ -53,8 +54,8 @@ def test_repeats_fine_tune_r_times_and_store_the_mean(tiny_config, tiny_pruning,
     three = spec_of(tiny_config, tiny_pruning, cache_dir, 3, 1)
     base = reference(one, tiny_assets)
     counted.clear()
-    single = evaluate_trial(one, "rsw", RSW, base, tiny_assets).user_attrs()
-    attrs = evaluate_trial(three, "rsw", RSW, base, tiny_assets).user_attrs()
+    single = evaluate_trial(one, RSW, base, tiny_assets).user_attrs()
+    attrs = evaluate_trial(three, RSW, base, tiny_assets).user_attrs()
     assert counted == [(0, 1), (0, 1), (1, 1), (2, 1)]  # one evaluation, then the setting evaluated 3 times
     privacy = [r["privacy"] for r in attrs["repeats"]]
     utility = [r["utility"] for r in attrs["repeats"]]
@@ -73,7 +74,7 @@ def test_target_draws_attack_the_same_models_again(tiny_config, tiny_pruning, ti
     base = reference(spec, tiny_assets)
     assert base.privacy_se is not None
     counted.clear()
-    attrs = evaluate_trial(spec, "rsw", RSW, base, tiny_assets).user_attrs()
+    attrs = evaluate_trial(spec, RSW, base, tiny_assets).user_attrs()
     assert counted == [(0, 3), (1, 3)]  # two fine-tunings, each attacked on three draws
     rows = attrs["repeats"]
     assert [(r["fine_tuning"], r["draw"]) for r in rows] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
@@ -132,7 +133,7 @@ def test_confirmation_evaluates_each_fresh_seed_once(tmp_path, monkeypatch):
                                                                       "target_draws": 4}})
     study, _ = create_or_load_study(definition, open_storage(options.storage), {})
     study.add_trial(optuna.trial.create_trial(value=0.52, user_attrs={
-        "defense": "rsw", "settings": RSW, "utility": 0.9, "privacy": 0.52, "strongest_attack": "conf",
+        "defense": "rsw", "settings": RSW.settings, "utility": 0.9, "privacy": 0.52, "strongest_attack": "conf",
         "feasible": True}))
 
     class Judged(Exception):

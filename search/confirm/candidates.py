@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable
 import optuna
 
 from wemem.config import MAX_SEED
+from wemem.defenses import Setting
 from wemem.errors import require
 
 from ..storage.records import TrialMetrics, stored_reference, trial_setting
@@ -46,8 +47,9 @@ class Candidate:
         return self.role in (DEFAULT, NAMED)
 
     @property
-    def setting(self) -> tuple[str, str]:
-        return self.defense, repr(sorted(self.settings.items()))
+    def setting(self) -> str:
+        """The setting's identity (:meth:`wemem.defenses.Setting.key`)."""
+        return Setting.recorded(self.defense, self.settings).key()
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ def _reported(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
 
 
 def trial_candidate(trial: optuna.trial.FrozenTrial, role: str = TUNED) -> Candidate:
-    return Candidate(f"trial {trial.number}", *trial_setting(trial), trial.number, _reported(trial), role)
+    setting = trial_setting(trial)
+    return Candidate(f"trial {trial.number}", setting.defense, setting.settings, trial.number, _reported(trial), role)
 
 
 def named_comparison(defense: str, settings: dict[str, Any]) -> Candidate:

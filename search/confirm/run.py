@@ -39,10 +39,11 @@ def evaluate_on_seed(spec: TrialSpec, candidate: Candidate, base: Any, assets: A
     """One defended run on one seed, in a Ray task like a trial's coordinator: its K+1 models and its attacks
     are Ray jobs of their own with the trial's share; the seed's assets arrive through the object store."""
     from objectives import evaluate_trial
+    from wemem.defenses import Setting
 
     from ..execution.jobs import receive
 
-    outcome = evaluate_trial(spec, candidate.defense, candidate.settings, base, receive(assets), map_fn=share)
+    outcome = evaluate_trial(spec, Setting(candidate.defense, candidate.settings), base, receive(assets), map_fn=share)
     return SeedResult(outcome.utility, outcome.privacy, outcome.strongest_attack)
 
 

@@ -4,10 +4,13 @@ reference, the accuracy-constraint verdict, and reusing per-seed results already
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import stats
+
+from wemem.defenses import Setting
 
 from .candidates import REFERENCE, TUNED, Candidate, Evaluate, SeedResult
 
@@ -105,8 +108,9 @@ def comparison_verdict(summary: dict[str, Any]) -> str | None:
             f"{use} is the setting to use")
 
 
-def setting_key(defense: str, settings: dict[str, Any], seed: int) -> str:
-    return f"{defense}|{sorted(settings.items())!r}|{seed}"
+def setting_key(defense: str, settings: Mapping[str, Any], seed: int) -> str:
+    """One evaluation's identity: the setting's (:meth:`wemem.defenses.Setting.key`) on one seed."""
+    return f"{Setting.recorded(defense, settings).key()}|{seed}"
 
 
 def known_results(summary: dict[str, Any] | None) -> dict[str, SeedResult]:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from objectives import TrialOutcome, TrialSpec, evaluate_trial, reference
 from wemem.assets import Echo, prepare_assets
 from wemem.config import ExperimentConfig
-from wemem.defenses import DEFENSES, make_defense
+from wemem.defenses import DEFENSES, Setting, make_defense
 from wemem.errors import WememError, capped
 from wemem.files import check_output_folder, create_folder, write_into, wrote
 from wemem.parallel import MapFn, serial_map
@@ -427,7 +427,7 @@ def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_roo
     map_fn = share_of(exported.definition) if share_of is not None else serial_map
     assets = prepare_assets(spec.experiment, cache_dir, map_fn, log=echo)
     base = reference(spec, assets, map_fn, log=echo)
-    outcome = evaluate_trial(spec, record["defense"], record["settings"], base, assets, map_fn,
+    outcome = evaluate_trial(spec, Setting.from_json(record), base, assets, map_fn,
                              keep_victim_state=True)
     victim = outcome.result.victim
     # tensors only (weights and masks): loadable with torch.load(weights_only=True), no pickled code
