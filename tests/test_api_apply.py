@@ -17,7 +17,7 @@ import tomli_w
 
 from search import api
 from search.cli import main
-from search.confirm import REFERENCE, Candidate, SeedResult, confirm_with
+from search.confirm import REFERENCE, Candidate, Confirmation, Reported, SeedResult, Suite, confirm_with
 from search.confirm.candidates import DEFAULT
 from search.confirm.statistics import comparison_verdict
 from search.results.apply import (ConfirmedFigures, apply_spec, evaluation_document, evaluation_lines,
@@ -36,36 +36,34 @@ PENGUINS = ROOT / "examples" / "own_model" / "penguins.csv"
 class Calls:
     """Stands in for opening a study and for the confirmation itself: records what they receive."""
 
-    def __init__(self, summary: dict[str, Any]) -> None:
+    def __init__(self, summary: Confirmation) -> None:
         self.summary, self.opened, self.confirmed = summary, [], []
 
     def open_study(self, name: str, options: Any) -> str:
         self.opened.append(name)
         return f"opened {name}"
 
-    def confirm(self, opened: Any, top: int, seeds: int, echo: Any, attacks: Any, compare: Any) -> dict[str, Any]:
+    def confirm(self, opened: Any, top: int, seeds: int, echo: Any, attacks: Any, compare: Any) -> Confirmation:
         self.confirmed.append({"opened": opened, "top": top, "seeds": seeds, "attacks": attacks, "compare": compare})
         echo("[1/1] a per-seed line")
         return self.summary
 
 
-def fake_summary() -> dict[str, Any]:
+def fake_summary() -> Confirmation:
     """A confirmation of a tuned trial and the paper's default against the reference on three seeds, as
     ``confirm_study`` returns it (verdict included)."""
     chosen = [Candidate(REFERENCE, "none", {}),
-              Candidate("trial 3", "rsw", {"width_fraction": 0.3}, 3, {"utility": 0.9, "privacy": 0.52, "value": 0.5}),
-              Candidate("trial 0", "rsw", {"width_fraction": 0.5}, 0, {"utility": 0.9, "privacy": 0.56, "value": 0.5},
-                        DEFAULT)]
+              Candidate("trial 3", "rsw", {"width_fraction": 0.3}, 3, Reported(0.9, 0.52, 0.5)),
+              Candidate("trial 0", "rsw", {"width_fraction": 0.5}, 0, Reported(0.9, 0.56, 0.5), DEFAULT)]
     leakage = {REFERENCE: 0.62, "trial 3": 0.55, "trial 0": 0.58}
 
     def evaluate(jobs: list[tuple[Candidate, int]]) -> Iterator[tuple[int, SeedResult]]:
         for i, (candidate, seed) in enumerate(jobs):
             yield i, SeedResult(0.9 - seed * 1e-6, leakage[candidate.label] + (seed % 7) * 1e-3, "conf")
 
-    summary = confirm_with(chosen, [1007, 2007, 3007], evaluate, delta=0.05)
-    summary.update(metric="balanced_accuracy", attacks=["conf", "entr"], study_suite=True)
-    summary["verdict"] = comparison_verdict(summary)
-    return summary
+    summary = dataclasses.replace(confirm_with(chosen, [1007, 2007, 3007], evaluate, delta=0.05),
+                                  metric="balanced_accuracy", suite=Suite(("conf", "entr")))
+    return dataclasses.replace(summary, verdict=comparison_verdict(summary))
 
 
 @pytest.fixture
@@ -126,7 +124,7 @@ def test_the_closing_summary_is_printed_by_one_function_for_the_command_and_the_
     api.echo_confirmation(summary, printed.append)
     assert printed == expected
     assert any(line.startswith("best setting (trial 3") and "gain" in line for line in printed)  # the headline
-    assert printed[-1] == summary["verdict"] and "the paper's default" in summary["verdict"]
+    assert printed[-1] == summary.verdict and "the paper's default" in summary.verdict
 
     lines: list[str] = []
     assert api.confirm("tiny", attacks="conf,entr", echo=lines.append) is summary
@@ -218,9 +216,10 @@ def test_apply_keys_a_table_as_the_study_did(folder: Path):
 # --------------------------------------------------------------------------- evaluation.json's blocks
 
 
-def confirmation_section(summary: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    """The [confirmation] `wemem export` writes of a stored confirmation."""
-    return without_none(dict(summary, status="confirmed", **fields))
+def confirmation_section(summary: Confirmation | dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """The [confirmation] `wemem export` writes of a stored confirmation (or of its JSON)."""
+    stored = summary.to_json() if isinstance(summary, Confirmation) else summary
+    return without_none(dict(stored, status="confirmed", **fields))
 
 
 def fake_outcome() -> Any:
@@ -242,11 +241,11 @@ def test_evaluation_holds_the_reproduced_search_and_confirmed_figures_each_label
     assert evaluation["search"]["privacy"] == 0.52 and evaluation["search"]["privacy_se"] == 0.02
     assert "selected" in evaluation["search"]["what"] and "biased low" in evaluation["search"]["what"]
     confirmed = evaluation["confirmed"]
-    entry = next(e for e in summary["candidates"] if e.get("trial_number") == 3)
-    assert confirmed["test_accuracy"] == entry["utility"] and confirmed["privacy"] == entry["privacy"]
-    assert confirmed["vs_undefended"]["privacy"] == entry["privacy_difference"]
+    entry = summary.entry(3)
+    assert confirmed["test_accuracy"] == entry.utility.to_json() and confirmed["privacy"] == entry.privacy.to_json()
+    assert confirmed["vs_undefended"]["privacy"] == entry.vs_reference.privacy.to_json()
     assert confirmed["seeds"] == [1007, 2007, 3007] and confirmed["judges"] == ["conf", "entr"]
-    assert confirmed["verdict"] == summary["verdict"] and confirmed["status"] == "confirmed"
+    assert confirmed["verdict"] == summary.verdict and confirmed["status"] == "confirmed"
     assert "fresh seeds" in confirmed["what"]
     json.dumps(evaluation)  # what is written
 
@@ -254,8 +253,8 @@ def test_evaluation_holds_the_reproduced_search_and_confirmed_figures_each_label
     assert lines[1].startswith("  reproduced (this apply") and "0.8800" in lines[1]
     assert lines[2].startswith("  search (") and "biased low" in lines[2] and "0.5200" in lines[2]
     assert lines[3].startswith("  confirmed (mean [interval] over fresh seeds [1007, 2007, 3007], judged by conf")
-    assert f"{entry['privacy']['mean']:.4f} [{entry['privacy']['low']:.4f}" in lines[3]
-    assert lines[-1] == f"    {summary['verdict']}"
+    assert f"{entry.privacy.mean:.4f} [{entry.privacy.low:.4f}" in lines[3]
+    assert lines[-1] == f"    {summary.verdict}"
 
 
 def test_without_a_confirmation_the_confirmed_block_says_how_to_get_one(folder: Path):
@@ -270,14 +269,14 @@ def test_without_a_confirmation_the_confirmed_block_says_how_to_get_one(folder: 
         assert evaluation_lines(evaluation)[-1] == f"  confirmed: none ({exported.confirmed.note})"
     # a confirmation of other trials does not speak for this one
     summary = fake_summary()
-    summary["candidates"] = [e for e in summary["candidates"] if e.get("trial_number") != 3]
+    summary = dataclasses.replace(summary, candidates=tuple(c for c in summary.candidates if c.trial_number != 3))
     exported = read_checked_export(hand_export(folder, encoding, confirmation=confirmation_section(summary)))
     assert exported.confirmed.block is None and "trial 3 is not among the confirmed settings" in exported.confirmed.note
 
 
 def test_a_damaged_confirmation_section_is_refused_before_any_work(folder: Path):
     encoding = parse_study(STUDY, "study.toml").experiment().load_pools().encoding
-    summary = fake_summary()
+    summary = fake_summary().to_json()
     summary["candidates"][1]["privacy"] = {"mean": "low"}
     with pytest.raises(WememError, match=r"is damaged \(confirmation\.candidates\.1\.privacy"):
         read_checked_export(hand_export(folder, encoding, confirmation=confirmation_section(summary)))
@@ -298,7 +297,7 @@ def test_apply_after_a_study_reuses_its_cache_and_labels_its_figures(ray_session
     document = tomllib.loads(path.read_text())
     assert document["confirmation"]["status"] == "not confirmed"
     # as if `wemem confirm` had run: the export carries a confirmation of the best trial
-    summary = fake_summary()
+    summary = fake_summary().to_json()
     summary["candidates"][1].update(trial_number=best["trial_number"], defense=best["defense"])
     document["confirmation"] = confirmation_section(summary)
     path.write_text(tomli_w.dumps(document))

@@ -3,6 +3,7 @@ small end-to-end confirm of a tiny digits study through Ray (stored, exported, d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -15,9 +16,10 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
 
 from objectives import ObjectiveConfig, TrialSpec
-from search.confirm import (REFERENCE, Candidate, SeedResult, candidates, confirm_with, confirmation_seeds,
-                            confirm_study, constraint_verdict, judged_by, known_results, stored_confirmations,
-                            suite_fields, suite_key, t_interval)
+from search.confirm import (REFERENCE, Candidate, Comparison, Confirmation, ConfirmedSetting, Interval, Paired,
+                            SeedResult, Suite, candidates, confirm_with, confirmation_seeds, confirm_study,
+                            constraint_verdict, judged_by, known_results, stored_confirmations, suite_fields,
+                            suite_key, t_interval)
 from search.confirm.candidates import named_comparison
 from search.confirm.statistics import comparison_verdict
 from search.results.text import confirmed_lines as summary_lines
@@ -31,10 +33,10 @@ from wemem.errors import WememError
 def test_t_interval_by_hand():
     # mean 2, sample sd 1, t_{0.975, 2} = 4.302653: half-width 4.302653 / sqrt(3) = 2.484138
     ci = t_interval([1.0, 2.0, 3.0])
-    assert ci["mean"] == pytest.approx(2.0)
-    assert ci["low"] == pytest.approx(2.0 - 2.484138, abs=1e-5)
-    assert ci["high"] == pytest.approx(2.0 + 2.484138, abs=1e-5)
-    assert math.isnan(t_interval([0.5])["low"])
+    assert ci.mean == pytest.approx(2.0)
+    assert ci.low == pytest.approx(2.0 - 2.484138, abs=1e-5)
+    assert ci.high == pytest.approx(2.0 + 2.484138, abs=1e-5)
+    assert math.isnan(t_interval([0.5]).low)
 
 
 def test_seeds_are_fresh_and_the_constraint_verdict_uses_the_interval():
@@ -42,9 +44,9 @@ def test_seeds_are_fresh_and_the_constraint_verdict_uses_the_interval():
     assert seeds == [1007, 2007, 3007] and 7 not in seeds
     with pytest.raises(WememError, match="--seeds"):
         confirmation_seeds(7, 1)
-    assert constraint_verdict({"mean": -0.01, "low": -0.015, "high": -0.005}, 0.02) == "holds"
-    assert constraint_verdict({"mean": -0.02, "low": -0.03, "high": -0.01}, 0.02) == "uncertain"
-    assert constraint_verdict({"mean": -0.05, "low": -0.06, "high": -0.04}, 0.02) == "violated"
+    assert constraint_verdict(Interval(-0.01, -0.015, -0.005), 0.02) == "holds"
+    assert constraint_verdict(Interval(-0.02, -0.03, -0.01), 0.02) == "uncertain"
+    assert constraint_verdict(Interval(-0.05, -0.06, -0.04), 0.02) == "violated"
 
 
 # ------------------------------------------------------------------ winner's curse on a synthetic objective
@@ -93,19 +95,19 @@ def test_best_of_many_on_a_noisy_objective_is_confirmed_worse_than_reported():
     assert [c.label for c in chosen][0] == REFERENCE
     winner = chosen[1]
     assert winner.trial_number == study.best_trial.number  # the selection is the study's own best
-    reported = winner.reported["privacy"]
+    reported = winner.reported.privacy
     assert reported < true_leakage(winner.settings["width_fraction"]) - NOISE  # the luck of the minimum
 
     summary = confirm_with(chosen, confirmation_seeds(7, 10), synthetic_evaluator, delta=0.02)
-    entry = next(e for e in summary["candidates"] if e["label"] == winner.label)
+    entry = next(e for e in summary.candidates if e.label == winner.label)
     # the confirmed mean is back near the truth; the selected evaluation lies below its whole interval
-    assert entry["privacy"]["mean"] == pytest.approx(true_leakage(winner.settings["width_fraction"]), abs=0.015)
-    assert reported < entry["privacy"]["low"]
+    assert entry.privacy.mean == pytest.approx(true_leakage(winner.settings["width_fraction"]), abs=0.015)
+    assert reported < entry.privacy.low
     # the paired difference from the reference is about the true one (about -0.02; its SE is about 0.009)
-    diff = entry["privacy_difference"]
-    assert diff["mean"] == pytest.approx(true_leakage(winner.settings["width_fraction"]) - REFERENCE_LEAKAGE, abs=0.03)
-    assert diff["low"] < diff["mean"] < diff["high"]
-    assert entry["accuracy_constraint"] == "holds"
+    diff = entry.vs_reference.privacy
+    assert diff.mean == pytest.approx(true_leakage(winner.settings["width_fraction"]) - REFERENCE_LEAKAGE, abs=0.03)
+    assert diff.low < diff.mean < diff.high
+    assert entry.accuracy_constraint == "holds"
     text = "\n".join(summary_lines(summary))
     assert "study's own evaluation" in text and "vs reference" in text and "gain confirmed" in text
 
@@ -172,27 +174,31 @@ def test_tuned_minus_default_is_paired_stored_exported_and_printed():
     spec = study_spec()
     summary = confirm_study(study, spec, spec, candidates(study, 1), [1007, 2007, 3007], synthetic_evaluator, 0.02,
                             lambda message: None)
-    tuned = next(e for e in summary["candidates"] if e["role"] == "tuned")
-    default = next(e for e in summary["candidates"] if e["role"] == "default")
-    assert "vs_comparison" not in default and summary["comparison"]["label"] == default["label"]
-    paired = [t["privacy"] - d["privacy"] for t, d in zip(tuned["per_seed"], default["per_seed"])]
-    assert tuned["vs_comparison"]["privacy"]["mean"] == pytest.approx(float(np.mean(paired)))
-    assert tuned["vs_comparison"]["privacy"] == t_interval(paired)
-    stored = study.user_attrs["confirmation"]
-    assert stored["verdict"] == comparison_verdict(stored) and "the paper's default" in stored["verdict"]
+    tuned = next(e for e in summary.candidates if e.role == "tuned")
+    default = next(e for e in summary.candidates if e.role == "default")
+    assert default.vs_comparison is None and summary.comparison.label == default.label
+    paired = [t.privacy - d.privacy for (_, t), (_, d) in zip(tuned.per_seed, default.per_seed)]
+    assert tuned.vs_comparison.privacy.mean == pytest.approx(float(np.mean(paired)))
+    assert tuned.vs_comparison.privacy == t_interval(paired)
+    stored_json = study.user_attrs["confirmation"]
+    assert stored_json == summary.to_json()
+    stored = Confirmation.from_json(stored_json)
+    assert stored == summary  # the stored JSON reads back as the very value
+    assert stored_json["verdict"] == comparison_verdict(stored) and "the paper's default" in stored.verdict
     from search.confirm import export_section
 
-    assert export_section(study, [study.best_trial.number])["verdict"] == stored["verdict"]
-    assert stored["verdict"] in "\n".join(summary_lines(stored))  # confirm prints it
-    assert any(stored["verdict"] in line for line in stored_confirmation_lines(study))  # status prints it
-    assert f"vs {default['label']}: leakage" in "\n".join(summary_lines(stored))
+    assert export_section(study, [study.best_trial.number]).confirmation.verdict == stored.verdict
+    assert export_section(study, [study.best_trial.number]).to_json()["verdict"] == stored.verdict
+    assert stored.verdict in "\n".join(summary_lines(stored))  # confirm prints it
+    assert any(stored.verdict in line for line in stored_confirmation_lines(study))  # status prints it
+    assert f"vs {default.label}: leakage" in "\n".join(summary_lines(stored))
 
 
-def hand_summary(diff: tuple[float, float, float], role: str = "default") -> dict:
-    interval = lambda m, lo, hi: {"mean": m, "low": lo, "high": hi}  # noqa: E731
-    return {"seeds": [1, 2, 3], "comparison": {"label": "trial 0", "role": role, "defense": "rsw", "settings": {}},
-            "candidates": [{"label": "trial 5", "role": "tuned",
-                            "vs_comparison": {"privacy": interval(*diff), "utility": interval(0.004, -0.01, 0.018)}}]}
+def hand_summary(diff: tuple[float, float, float], role: str = "default") -> Confirmation:
+    nothing = Interval(0.0, 0.0, 0.0)
+    tuned = ConfirmedSetting("trial 5", "tuned", "rsw", {}, (), nothing, nothing,
+                             vs_comparison=Paired(Interval(*diff), Interval(0.004, -0.01, 0.018)))
+    return Confirmation((1, 2, 3), 0.95, None, (tuned,), Comparison("trial 0", role, "rsw", {}))
 
 
 def test_the_verdicts_wording_by_hand():
@@ -206,10 +212,10 @@ def test_the_verdicts_wording_by_hand():
     assert comparison_verdict(hand_summary((0.01, 0.002, 0.018), "comparison")).endswith(
         "the comparison setting is the setting to use")
     assert "the comparison setting (rsw)" in comparison_verdict(hand_summary((0.01, 0.002, 0.018), "comparison"))
-    lonely = dict(hand_summary((0, 0, 0)), candidates=[])
+    lonely = dataclasses.replace(hand_summary((0, 0, 0)), candidates=())
     assert comparison_verdict(lonely) == "only the paper's default (trial 0, rsw) was evaluated: no tuned setting " \
                                          "to compare with it"
-    assert comparison_verdict({"seeds": [], "candidates": []}) is None
+    assert comparison_verdict(Confirmation((), 0.95, None, ())) is None
 
 
 # ------------------------------------------------------------------------------------------- end to end
@@ -285,11 +291,11 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     json.dumps(document)
     from search.results.report import draw_confirmed_points, plot_confirmation
 
-    assert plot_confirmation(stored, "balanced_accuracy").startswith(b"\x89PNG")
+    assert plot_confirmation(Confirmation.from_json(stored), "balanced_accuracy").startswith(b"\x89PNG")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots()
-    draw_confirmed_points(ax, stored)
+    draw_confirmed_points(ax, Confirmation.from_json(stored))
     assert len(ax.containers) == 2  # one error bar per confirmed point (reference and trial)
     plt.close(fig)
 
@@ -323,7 +329,7 @@ def test_a_second_confirmation_reruns_only_what_is_missing():
     second = confirm_with(candidates(study, 2), [1007, 2007, 3007], counting, 0.02, known_results(first))
     # 3 candidates x 3 seeds, of which reference and winner on the first two seeds are already known
     assert len(calls) == 9 - 4
-    assert second["candidates"][1]["per_seed"][:2] == first["candidates"][1]["per_seed"]
+    assert second.candidates[1].per_seed[:2] == first.candidates[1].per_seed
 
 
 # ------------------------------------------------------------------------- judged by other attacks
@@ -338,16 +344,17 @@ def study_spec(attacks: tuple[str, ...] = ("conf", "hconf"), among: tuple[str, .
 def test_judged_by_swaps_the_suite_and_takes_leakage_over_all_of_it():
     own = study_spec(among=("conf",))
     assert judged_by(own, None) is own
-    assert suite_fields(own, own) == {"attacks": ["conf", "hconf"], "privacy_attacks": ["conf"], "study_suite": True}
+    assert suite_fields(own, own) == Suite(("conf", "hconf"), ("conf",), True)
     full = judged_by(own, ATTACKS.names())
     assert full.attacks == tuple(ATTACKS.names()) and len(full.attacks) == 10
     assert full.objective.privacy_attacks is None  # the leakage is the largest over every judge
     assert full.experiment == own.experiment and full.pruning == own.pruning
-    assert suite_fields(full, own) == {"attacks": ATTACKS.names(), "study_suite": False}
-    assert suite_key(suite_fields(own, own), own) == "conf,hconf|leakage over conf"
-    assert suite_key({"seeds": [], "candidates": []}, own) == "conf,hconf|leakage over conf"  # stored before suites
+    assert suite_fields(full, own) == Suite(tuple(ATTACKS.names()), (), False)
+    assert suite_fields(own, own).key() == "conf,hconf|leakage over conf"
+    stored_before_suites = Confirmation.from_json({"seeds": [], "candidates": []})
+    assert suite_key(stored_before_suites, own) == "conf,hconf|leakage over conf"
     # the order of the names changes no number, so it makes no other suite
-    assert suite_fields(judged_by(study_spec(), ["hconf", "conf"]), study_spec())["study_suite"]
+    assert suite_fields(judged_by(study_spec(), ["hconf", "conf"]), study_spec()).study_suite
     with pytest.raises(WememError, match="at least 2 shadow"):  # checked before anything runs
         judged_by(study_spec(shadows=1), ["conf", "lira"])
 
@@ -373,23 +380,23 @@ def test_switching_suites_keeps_every_confirmation_and_reuses_only_the_same_judg
     full = judged_by(own, ATTACKS.names())
     calls: list[tuple[str, int]] = []
 
-    def confirm_by(spec: TrialSpec) -> dict:
+    def confirm_by(spec: TrialSpec) -> Confirmation:
         return confirm_study(study, own, spec, candidates(study, 1), [1007, 2007], counting_evaluator(calls), 0.02,
                              quiet)
 
     first = confirm_by(own)
-    assert len(calls) == 4 and first["attacks"] == ["conf", "hconf"] and first["study_suite"]
+    assert len(calls) == 4 and first.suite.attacks == ("conf", "hconf") and first.suite.study_suite
     second = confirm_by(full)
     assert len(calls) == 8  # other judges: nothing of the first is reused
-    assert study.user_attrs["confirmation"] == second  # what export and report read
-    assert study.user_attrs["confirmation:conf,hconf"] == first  # the replaced one is kept
+    assert study.user_attrs["confirmation"] == second.to_json()  # what export and report read
+    assert study.user_attrs["confirmation:conf,hconf"] == first.to_json()  # the replaced one is kept
     assert set(stored_confirmations(study, own)) == {"conf,hconf", ",".join(ATTACKS.names())}
     assert "judged by 10 attacks" in "\n".join(summary_lines(second))
     assert "judged by" not in "\n".join(summary_lines(first))
 
     third = confirm_by(own)  # back to the study's judges: every result is already stored
-    assert len(calls) == 8 and third["candidates"] == first["candidates"]
-    assert study.user_attrs[f"confirmation:{','.join(ATTACKS.names())}"] == second
+    assert len(calls) == 8 and third.candidates == first.candidates
+    assert study.user_attrs[f"confirmation:{','.join(ATTACKS.names())}"] == second.to_json()
 
 
 def test_a_killed_confirmation_keeps_every_finished_run():
@@ -407,8 +414,8 @@ def test_a_killed_confirmation_keeps_every_finished_run():
     summary = confirm_study(study, own, own, chosen, seeds, counting_evaluator(calls), 0.02, messages.append)
     assert len(calls) == 9 - 4 and "reusing 4 of 9 evaluations" in messages[0]
     uninterrupted = confirm_with(chosen, seeds, synthetic_evaluator, 0.02)
-    assert summary["candidates"] == uninterrupted["candidates"]
-    assert study.user_attrs["confirmation"] == summary
+    assert summary.candidates == uninterrupted.candidates
+    assert study.user_attrs["confirmation"] == summary.to_json()
 
 
 @pytest.mark.e2e

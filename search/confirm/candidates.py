@@ -4,23 +4,17 @@ settings), the fresh seeds, and one evaluation's result."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import optuna
 
 from wemem.config import MAX_SEED
-from wemem.defenses import Setting
+from wemem.defenses import UNDEFENDED, Setting
 from wemem.errors import require
 
 from ..storage.records import TrialMetrics, stored_reference, trial_setting
 from ..study import best_default, ranked_trials
-
-REFERENCE = "reference"
-
-
-# A candidate's role: the undefended reference, a tuned setting, or what tuning is judged against -- the
-# paper's default the study enqueued (the best of them) or a setting the user named.
-TUNED, DEFAULT, NAMED = "tuned", "default", "comparison"
+from .confirmation import DEFAULT, NAMED, PRIVACY, REFERENCE, TUNED, UTILITY, Reported, SeedResult
 
 
 @dataclass(frozen=True)
@@ -29,9 +23,9 @@ class Candidate:
 
     label: str  # "trial 21", "reference" or "comparison"
     defense: str
-    settings: dict[str, Any]
+    settings: Mapping[str, Any]
     trial_number: int | None = None
-    reported: dict[str, float] | None = None  # the study's own (selected) evaluation
+    reported: Reported | None = None  # the study's own (selected) evaluation
     role: str = TUNED
 
     def __post_init__(self) -> None:
@@ -50,13 +44,6 @@ class Candidate:
     def setting(self) -> str:
         """The setting's identity (:meth:`wemem.defenses.Setting.key`)."""
         return Setting.recorded(self.defense, self.settings).key()
-
-
-@dataclass(frozen=True)
-class SeedResult:
-    utility: float
-    privacy: float
-    strongest_attack: str
 
 
 # A confirmation's evaluator: (candidate, seed) jobs -> (job index, result) pairs as each finishes (the Ray one
@@ -81,10 +68,9 @@ def confirmation_seeds(study_seed: int, n: int) -> list[int]:
     return [study_seed + SEED_STRIDE * (i + 1) for i in range(n)]
 
 
-def _reported(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+def _reported(trial: optuna.trial.FrozenTrial) -> Reported:
     metrics = TrialMetrics.of(trial)
-    return {"utility": metrics.utility, "privacy": metrics.privacy,
-            "value": trial.values[0]}
+    return Reported(metrics.utility, metrics.privacy, trial.values[0])
 
 
 def trial_candidate(trial: optuna.trial.FrozenTrial, role: str = TUNED) -> Candidate:
@@ -92,7 +78,7 @@ def trial_candidate(trial: optuna.trial.FrozenTrial, role: str = TUNED) -> Candi
     return Candidate(f"trial {trial.number}", setting.defense, setting.settings, trial.number, _reported(trial), role)
 
 
-def named_comparison(defense: str, settings: dict[str, Any]) -> Candidate:
+def named_comparison(defense: str, settings: Mapping[str, Any]) -> Candidate:
     """A comparison setting the user names (``wemem confirm --compare``), for a study without the paper's defaults
     or to judge tuning against another setting."""
     return Candidate(NAMED, defense, dict(settings), role=NAMED)
@@ -121,6 +107,5 @@ def candidates(study: optuna.Study, k: int, comparison: Candidate | None = None)
             others = (c for c in map(trial_candidate, ranked) if c.setting != comparison.setting)
             chosen += [c for c in [next(others, None)] if c is not None]
     ref = stored_reference(study)
-    reference = Candidate(REFERENCE, "none", {}, None,
-                          None if ref is None else {"utility": ref["utility"], "privacy": ref["privacy"]})
+    reference = Candidate(REFERENCE, UNDEFENDED, {}, None, None if ref is None else Reported(ref[UTILITY], ref[PRIVACY]))
     return [reference] + chosen

@@ -19,7 +19,7 @@ own once and caches it like a study would (see docs/confirmation.md).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from objectives import TrialSpec
 from wemem.assets import Echo
@@ -27,7 +27,8 @@ from wemem.assets import Echo
 from ..storage.records import check_stored_code
 from ..study import OpenStudy
 from ..studyfile import StudyDefinition
-from .candidates import Candidate, Evaluate, SeedResult, candidates, confirmation_seeds, named_comparison
+from .candidates import Candidate, Evaluate, candidates, confirmation_seeds, named_comparison
+from .confirmation import Confirmation, SeedResult
 from .suites import confirm_study, judged_by
 
 
@@ -114,7 +115,7 @@ def seed_variation(from_checkpoint: bool) -> str:
     return "each fresh seed with its own split (so its own members and non-members), pretraining and mem-scores"
 
 
-def comparison_candidate(compare: tuple[str, dict[str, Any]] | None) -> Candidate | None:
+def comparison_candidate(compare: tuple[str, Mapping[str, Any]] | None) -> Candidate | None:
     """The named comparison setting, checked like a defense setting before anything runs."""
     if compare is None:
         return None
@@ -126,7 +127,7 @@ def comparison_candidate(compare: tuple[str, dict[str, Any]] | None) -> Candidat
 
 
 def confirm(opened: OpenStudy, top: int = 1, n_seeds: int = 3, echo: Echo = print,
-            attacks: Sequence[str] | None = None, compare: tuple[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+            attacks: Sequence[str] | None = None, compare: tuple[str, Mapping[str, Any]] | None = None) -> Confirmation:
     """Confirm the study's best ``top`` settings on ``n_seeds`` fresh seeds and store the result with the study;
     judged by the study's attacks, or by ``attacks`` (see :func:`~.suites.judged_by`). Tuning is judged against
     ``compare`` (a defense and its settings) when given, else against the best of the paper's defaults the study

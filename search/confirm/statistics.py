@@ -12,98 +12,88 @@ from scipy import stats
 
 from wemem.defenses import Setting
 
-from .candidates import REFERENCE, TUNED, Candidate, Evaluate, SeedResult
+from .candidates import Candidate, Evaluate
+from .confirmation import (REFERENCE, TUNED, Comparison, Confirmation, ConfirmedSetting, Constraint, Interval, Paired,
+                           SeedResult)
 
 LEVEL = 0.95
 
 
-def t_interval(values: Sequence[float], level: float = LEVEL) -> dict[str, float]:
+def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
     """Mean and two-sided t-interval of the mean over seeds (the seeds are independent replications)."""
     x = np.asarray(values, dtype=float)
     mean = float(x.mean())
     if len(x) < 2:
-        return {"mean": mean, "low": math.nan, "high": math.nan}
+        return Interval(mean, math.nan, math.nan)
     half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return {"mean": mean, "low": mean - half, "high": mean + half}
+    return Interval(mean, mean - half, mean + half)
+
+
+def paired(rows: Sequence[SeedResult], base: Sequence[SeedResult]) -> Paired:
+    """``rows`` minus ``base``, seed by seed (both in the confirmation's seed order)."""
+    return Paired(t_interval([a.privacy - b.privacy for a, b in zip(rows, base)]),
+                  t_interval([a.utility - b.utility for a, b in zip(rows, base)]))
 
 
 def summarize(candidates_: list[Candidate], seeds: list[int], results: dict[tuple[str, int], SeedResult],
-              delta: float | None) -> dict[str, Any]:
+              delta: float | None) -> Confirmation:
     """Per-candidate means and intervals, and each setting's difference from the reference paired by seed; each
     tuned setting's difference from the comparison (the paper's default or a named setting) paired by seed too.
 
     A setting's accuracy constraint is judged on the paired difference: it holds when the interval of
     (U - U_ref) lies above -delta, and is "uncertain" when the interval straddles it.
     """
-    paired = lambda a, b: t_interval([x - y for x, y in zip(a, b)])  # noqa: E731
     ref = [results[(REFERENCE, s)] for s in seeds]
     comparison = next((c for c in candidates_ if c.is_comparison), None)
     base = None if comparison is None else [results[(comparison.label, s)] for s in seeds]
-    entries = []
-    for candidate in candidates_:
+
+    def confirmed(candidate: Candidate) -> ConfirmedSetting:
         rows = [results[(candidate.label, s)] for s in seeds]
-        utility = [r.utility for r in rows]
-        privacy = [r.privacy for r in rows]
-        entry: dict[str, Any] = {
-            "label": candidate.label, "role": candidate.role, "defense": candidate.defense,
-            "settings": candidate.settings,
-            "per_seed": [{"seed": s, "utility": r.utility, "privacy": r.privacy, "strongest_attack": r.strongest_attack}
-                         for s, r in zip(seeds, rows)],
-            "utility": t_interval(utility), "privacy": t_interval(privacy),
-        }
-        if candidate.trial_number is not None:
-            entry["trial_number"] = candidate.trial_number
-        if candidate.reported is not None:
-            entry["reported"] = candidate.reported
-        if not candidate.is_reference:
-            entry["privacy_difference"] = paired(privacy, [r.privacy for r in ref])
-            entry["utility_difference"] = paired(utility, [r.utility for r in ref])
-            if delta is not None:
-                entry["accuracy_constraint"] = constraint_verdict(entry["utility_difference"], delta)
-        if base is not None and candidate.role == TUNED:
-            entry["vs_comparison"] = {"privacy": paired(privacy, [r.privacy for r in base]),
-                                      "utility": paired(utility, [r.utility for r in base])}
-        entries.append(entry)
-    summary: dict[str, Any] = {"seeds": list(seeds), "level": LEVEL, "delta": delta, "candidates": entries}
-    if comparison is not None:
-        summary["comparison"] = {"label": comparison.label, "role": comparison.role, "defense": comparison.defense,
-                                 "settings": comparison.settings}
-    return summary
+        vs_reference = None if candidate.is_reference else paired(rows, ref)
+        return ConfirmedSetting(
+            candidate.label, candidate.role, candidate.defense, candidate.settings, tuple(zip(seeds, rows)),
+            t_interval([r.utility for r in rows]), t_interval([r.privacy for r in rows]), candidate.trial_number,
+            candidate.reported, vs_reference,
+            None if vs_reference is None or delta is None else constraint_verdict(vs_reference.utility, delta),
+            paired(rows, base) if base is not None and candidate.role == TUNED else None)
+
+    return Confirmation(tuple(seeds), LEVEL, delta, tuple(map(confirmed, candidates_)),
+                        None if comparison is None else Comparison(comparison.label, comparison.role,
+                                                                   comparison.defense, comparison.settings))
 
 
-def constraint_verdict(utility_difference: dict[str, float], delta: float) -> str:
-    if utility_difference["low"] >= -delta:
+def constraint_verdict(utility_difference: Interval, delta: float) -> Constraint:
+    if utility_difference.low >= -delta:
         return "holds"
-    if utility_difference["high"] < -delta:
+    if utility_difference.high < -delta:
         return "violated"
     return "uncertain"
 
 
-def points(ci: dict[str, float], label: str = "95% CI ") -> str:
+def points(ci: Interval, label: str = "95% CI ") -> str:
     """A difference and its interval in points (x100): ``-1.6 points [95% CI -2.9, -0.3]``."""
-    return f"{100 * ci['mean']:+.1f} points [{label}{100 * ci['low']:+.1f}, {100 * ci['high']:+.1f}]"
+    return f"{100 * ci.mean:+.1f} points [{label}{100 * ci.low:+.1f}, {100 * ci.high:+.1f}]"
 
 
-def comparison_verdict(summary: dict[str, Any]) -> str | None:
+def comparison_verdict(confirmation: Confirmation) -> str | None:
     """The answer to "did tuning beat the paper's default, and by how much?": the best tuned setting's leakage
     minus the comparison's, paired by seed. A gain is claimed only when the interval excludes 0; otherwise the
     comparison is the setting to use (it needs no search to reproduce). None: nothing to compare with."""
-    comparison = summary.get("comparison")
+    comparison = confirmation.comparison
     if comparison is None:
         return None
-    default = comparison["role"] == "default"
-    named = (f"the paper's default ({comparison['label']}, {comparison['defense']})" if default
-             else f"the comparison setting ({comparison['defense']})")
-    tuned = next((e for e in summary["candidates"] if "vs_comparison" in e), None)
-    if tuned is None:
+    named = (f"the paper's default ({comparison.label}, {comparison.defense})" if comparison.is_default
+             else f"the comparison setting ({comparison.defense})")
+    tuned = next((c for c in confirmation.candidates if c.vs_comparison is not None), None)
+    if tuned is None or tuned.vs_comparison is None:
         return f"only {named} was evaluated: no tuned setting to compare with it"
-    p, u = tuned["vs_comparison"]["privacy"], tuned["vs_comparison"]["utility"]
-    seeds = f"{tuned['label']} vs it on {len(summary['seeds'])} fresh seeds, paired"
-    if p["high"] < 0:
-        gain = {"mean": -p["mean"], "low": -p["high"], "high": -p["low"]}
-        return (f"tuning gained {100 * gain['mean']:.1f} points of leakage [95% CI {100 * gain['low']:.1f}, "
-                f"{100 * gain['high']:.1f}] over {named} ({seeds}; accuracy {points(u, '')})")
-    use = "the default" if default else "the comparison setting"
+    p, u = tuned.vs_comparison.privacy, tuned.vs_comparison.utility
+    seeds = f"{tuned.label} vs it on {len(confirmation.seeds)} fresh seeds, paired"
+    if p.below_zero:
+        gain = p.negated()
+        return (f"tuning gained {100 * gain.mean:.1f} points of leakage [95% CI {100 * gain.low:.1f}, "
+                f"{100 * gain.high:.1f}] over {named} ({seeds}; accuracy {points(u, '')})")
+    use = "the default" if comparison.is_default else "the comparison setting"
     return (f"tuning is no better than {named} (leakage {points(p)}, accuracy {points(u, '')}; {seeds}): "
             f"{use} is the setting to use")
 
@@ -113,19 +103,16 @@ def setting_key(defense: str, settings: Mapping[str, Any], seed: int) -> str:
     return f"{Setting.recorded(defense, settings).key()}|{seed}"
 
 
-def known_results(summary: dict[str, Any] | None) -> dict[str, SeedResult]:
+def known_results(confirmation: Confirmation | None) -> dict[str, SeedResult]:
     """Per-seed results of an earlier confirmation, by (setting, seed): a new one reruns only what is missing."""
-    known = {}
-    for entry in (summary or {}).get("candidates", []):
-        for row in entry["per_seed"]:
-            known[setting_key(entry["defense"], entry["settings"], row["seed"])] = SeedResult(
-                row["utility"], row["privacy"], row["strongest_attack"])
-    return known
+    return {setting_key(entry.defense, entry.settings, seed): result
+            for entry in (confirmation.candidates if confirmation is not None else ())
+            for seed, result in entry.per_seed}
 
 
 def confirm_with(candidates_: list[Candidate], seeds: list[int], evaluate: Evaluate, delta: float | None,
                  known: dict[str, SeedResult] | None = None,
-                 record: Callable[[str, SeedResult], None] | None = None) -> dict[str, Any]:
+                 record: Callable[[str, SeedResult], None] | None = None) -> Confirmation:
     """Evaluate every candidate on every seed not already ``known`` (one batch, so an evaluator can run them
     all in parallel); ``record(key, result)`` is told each result as it arrives."""
     known = dict(known or {})

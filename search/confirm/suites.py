@@ -4,7 +4,7 @@ judges), every finished run stored as it arrives, and the section an export or s
 from __future__ import annotations
 
 from dataclasses import asdict, replace
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import optuna
 
@@ -15,7 +15,8 @@ from wemem.faults import failpoint
 
 from ..storage.records import (archived_confirmations, confirmation_runs, store_confirmation_record,
                                store_confirmation_runs, stored_confirmation)
-from .candidates import Candidate, Evaluate, SeedResult
+from .candidates import Candidate, Evaluate
+from .confirmation import Confirmation, ConfirmationStatus, SeedResult, Suite
 from .statistics import comparison_verdict, confirm_with, known_results, setting_key
 
 
@@ -39,31 +40,36 @@ def judge_sets(spec: TrialSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(sorted(spec.attacks)), tuple(sorted(spec.objective.privacy_attacks or ()))
 
 
-def suite_fields(spec: TrialSpec, study_spec: TrialSpec) -> dict[str, Any]:
+def suite_fields(spec: TrialSpec, study_spec: TrialSpec) -> Suite:
     """What a stored confirmation records of its judges (and whether they are the study's own)."""
     attacks, among = judge_sets(spec)
-    return {"attacks": list(attacks), **({"privacy_attacks": list(among)} if among else {}),
-            "study_suite": judge_sets(spec) == judge_sets(study_spec)}
+    return Suite(attacks, among, (attacks, among) == judge_sets(study_spec))
 
 
-def suite_key(summary: dict[str, Any], study_spec: TrialSpec) -> str:
+def suite_key(confirmation: Confirmation, study_spec: TrialSpec) -> str:
     """Which judges a stored confirmation used (one stored before suites were recorded used the study's)."""
-    if "attacks" not in summary:
-        summary = suite_fields(study_spec, study_spec)
-    among = summary.get("privacy_attacks")
-    return ",".join(sorted(summary["attacks"])) + (f"|leakage over {','.join(sorted(among))}" if among else "")
+    return (confirmation.suite or suite_fields(study_spec, study_spec)).key()
 
 
-def stored_confirmations(study: optuna.Study, study_spec: TrialSpec) -> dict[str, dict[str, Any]]:
+def read_confirmation(stored: Mapping[str, Any] | None) -> Confirmation | None:
+    return None if stored is None else Confirmation.from_json(stored)
+
+
+def latest_confirmation(study: optuna.Study) -> Confirmation | None:
+    """The study's latest confirmation (what status, export and report read)."""
+    return read_confirmation(stored_confirmation(study))
+
+
+def stored_confirmations(study: optuna.Study, study_spec: TrialSpec) -> dict[str, Confirmation]:
     """Every stored confirmation by its judges: the latest (``confirmation``, what export and report read) and
     those of other suites it replaced (``confirmation:<suite>``), so switching suites loses and reruns nothing."""
-    latest = stored_confirmation(study)
-    return {suite_key(summary, study_spec): summary
-            for summary in archived_confirmations(study) + ([latest] if latest is not None else [])}
+    latest = latest_confirmation(study)
+    stored = [Confirmation.from_json(c) for c in archived_confirmations(study)] + ([latest] if latest else [])
+    return {suite_key(confirmation, study_spec): confirmation for confirmation in stored}
 
 
 def confirm_study(study: optuna.Study, study_spec: TrialSpec, spec: TrialSpec, chosen: list[Candidate],
-                  seeds: list[int], evaluate: Evaluate, delta: float | None, echo: Echo = print) -> dict[str, Any]:
+                  seeds: list[int], evaluate: Evaluate, delta: float | None, echo: Echo = print) -> Confirmation:
     """Confirm ``chosen`` on ``seeds`` as judged by ``spec`` and store the result with the study.
 
     Every finished evaluation is stored at once (user attribute ``confirmation_runs:<suite>``, by setting and
@@ -71,8 +77,8 @@ def confirm_study(study: optuna.Study, study_spec: TrialSpec, spec: TrialSpec, c
     one with the same judges reuses the rest, as it reuses earlier confirmations' per-seed results. (Each seed's
     pretraining, mem-scores and reference are also cached on disk, like a study's.)
     """
-    fields = suite_fields(spec, study_spec)
-    suite = suite_key(fields, study_spec)
+    judges = suite_fields(spec, study_spec)
+    suite = judges.key()
     runs = confirmation_runs(study, suite)
     known = {**known_results(stored_confirmations(study, study_spec).get(suite)),
              **{key: SeedResult(**row) for key, row in runs.items()}}
@@ -85,43 +91,41 @@ def confirm_study(study: optuna.Study, study_spec: TrialSpec, spec: TrialSpec, c
         store_confirmation_runs(study, suite, runs)
         failpoint("confirm_run_stored")  # the fault tests kill the launcher here
 
-    summary = confirm_with(chosen, seeds, evaluate, delta, known, record)
-    summary.update(metric=study_spec.objective.privacy_metric, **fields)
-    verdict = comparison_verdict(summary)
-    if verdict is not None:
-        summary["verdict"] = verdict
-    store_confirmation(study, summary, study_spec)
-    return summary
+    confirmation = replace(confirm_with(chosen, seeds, evaluate, delta, known, record),
+                           metric=study_spec.objective.privacy_metric, suite=judges)
+    confirmation = replace(confirmation, verdict=comparison_verdict(confirmation))
+    store_confirmation(study, confirmation, study_spec)
+    return confirmation
 
 
-def judged_by_others(summary: dict[str, Any]) -> str:
+def judged_by_others(confirmation: Confirmation) -> str:
     """"judged by N attacks" when a confirmation's attacks are not the study's own (``--attacks``), else ""."""
-    return "" if summary.get("study_suite", True) else f"judged by {len(summary['attacks'])} attacks"
+    suite = confirmation.suite
+    return f"judged by {len(suite.attacks)} attacks" if suite is not None and not suite.study_suite else ""
 
 
-def store_confirmation(study: optuna.Study, summary: dict[str, Any], study_spec: TrialSpec) -> None:
-    """Make ``summary`` the study's confirmation, first archiving a latest one judged by other attacks."""
-    previous = stored_confirmation(study)
-    if previous is not None and suite_key(previous, study_spec) != suite_key(summary, study_spec):
-        store_confirmation_record(study, summary, suite_key(previous, study_spec), previous)
+def store_confirmation(study: optuna.Study, confirmation: Confirmation, study_spec: TrialSpec) -> None:
+    """Make ``confirmation`` the study's, first archiving a latest one judged by other attacks."""
+    stored = stored_confirmation(study)
+    previous = read_confirmation(stored)
+    if previous is not None and suite_key(previous, study_spec) != suite_key(confirmation, study_spec):
+        store_confirmation_record(study, confirmation.to_json(), suite_key(previous, study_spec), stored)
     else:
-        store_confirmation_record(study, summary)
+        store_confirmation_record(study, confirmation.to_json())
 
 
-def export_section(study: optuna.Study, best_numbers: list[int]) -> dict[str, Any]:
+def export_section(study: optuna.Study, best_numbers: list[int]) -> ConfirmationStatus:
     """What ``wemem export`` carries: the confirmed figures, or a note that there are none (and how to get them)."""
-    summary = stored_confirmation(study)
-    if summary is None:
-        return {"status": "not confirmed",
-                "note": f"the figures above are the selected trial's own evaluation, biased low by the selection; "
-                        f"run `wemem confirm {study.study_name}` for fresh-seed means and intervals"}
-    confirmed = {e.get("trial_number") for e in summary["candidates"]}
+    confirmation = latest_confirmation(study)
+    if confirmation is None:
+        return ConfirmationStatus("not confirmed", None,
+                                  f"the figures above are the selected trial's own evaluation, biased low by the "
+                                  f"selection; run `wemem confirm {study.study_name}` for fresh-seed means and "
+                                  f"intervals")
+    confirmed = {c.trial_number for c in confirmation.candidates}
     missing = [n for n in best_numbers if n not in confirmed]
-    section = dict(summary, status="confirmed" if not missing else "stale")
-    verdict = comparison_verdict(summary)
-    if verdict is not None:
-        section["verdict"] = verdict
-    if missing:
-        section["note"] = (f"trial(s) {missing} became best after this confirmation; "
-                           f"run `wemem confirm {study.study_name}` again")
-    return section
+    confirmation = replace(confirmation, verdict=comparison_verdict(confirmation) or confirmation.verdict)
+    if not missing:
+        return ConfirmationStatus("confirmed", confirmation)
+    return ConfirmationStatus("stale", confirmation, f"trial(s) {missing} became best after this confirmation; "
+                                                     f"run `wemem confirm {study.study_name}` again")

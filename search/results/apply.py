@@ -22,7 +22,7 @@ from wemem.parallel import MapFn, serial_map
 from wemem.data.custom import check_encoding
 from wemem.plugins import check_record, code_lines, file_sha256
 
-from ..confirm import LEVEL, REFERENCE
+from ..confirm import LEVEL, REFERENCE, Interval
 from ..confirm.statistics import points
 from ..storage.records import without_roc
 from ..studyfile import StudyDefinition, parse_study, registered
@@ -192,8 +192,8 @@ def edited_warning(document: dict[str, Any], source: str) -> str | None:
             "another experiment and are not comparable to this re-evaluation")
 
 
-class Interval(BaseModel):
-    """A confirmed mean and its interval over seeds (nan bounds: too few seeds)."""
+class ExportedInterval(BaseModel):
+    """A confirmed mean and its interval over seeds (nan bounds: too few seeds), as an export holds it."""
 
     mean: float
     low: float
@@ -207,10 +207,10 @@ class ConfirmedEntry(BaseModel):
     label: str
     defense: str
     trial_number: int | None = None
-    utility: Interval
-    privacy: Interval
-    utility_difference: Interval | None = None
-    privacy_difference: Interval | None = None
+    utility: ExportedInterval
+    privacy: ExportedInterval
+    utility_difference: ExportedInterval | None = None
+    privacy_difference: ExportedInterval | None = None
     accuracy_constraint: str | None = None
 
 
@@ -408,8 +408,8 @@ def evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
                  f"{_ci(confirmed['test_accuracy'])}, leakage {_ci(confirmed['privacy'])}")
     if "vs_undefended" in confirmed:
         versus = confirmed["vs_undefended"]
-        lines.append(f"    vs the undefended pruned model: leakage {points(versus['privacy'])}, accuracy "
-                     f"{points(versus['test_accuracy'], '')}")
+        lines.append(f"    vs the undefended pruned model: leakage {points(Interval.from_json(versus['privacy']))}, "
+                     f"accuracy {points(Interval.from_json(versus['test_accuracy']), '')}")
     return lines + [f"    {confirmed[key]}" for key in ("verdict", "note") if key in confirmed]
 
 

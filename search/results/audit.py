@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping
 
 import optuna
 import pandas as pd
@@ -21,19 +21,17 @@ from optuna.trial import TrialState
 from wemem.environment import describe
 from wemem.metrics import METRIC_FPRS, tpr_resolution, unresolvable_text
 
-from ..confirm import export_section, judged_by_others, seed_variation
+from ..confirm import ConfirmationStatus, export_section, judged_by_others, seed_variation
+from ..confirm.confirmation import UTILITY
 from ..storage.records import (ROC, TrialMetrics, fail_reason, stored_environment, stored_fingerprint,
                                stored_own_code, stored_reference, stored_validity)
 from ..storage.urls import redact
 from ..study import OpenStudy, best_trials
 from ..studyfile import StudyDefinition
 from .export import trial_record
-from .text import headline, judges_for
+from .text import METRIC_LABELS, headline, judges_for
 
 FORMAT = "wemem-report/1"
-# (stored key, column heading): the per-attack metrics of the audit's tables, in their order
-ATTACK_METRICS = (("balanced_accuracy", "balanced accuracy"), ("auc", "AUC"),
-                  ("tpr_at_0.1%_fpr", "TPR at 0.1% FPR"), ("tpr_at_1%_fpr", "TPR at 1% FPR"))
 STAGES = ("seconds.total", "seconds.pruning_stage", "seconds.attack_stage")
 
 
@@ -73,7 +71,7 @@ def report_document(opened: OpenStudy, table: pd.DataFrame, figures: list[str]) 
         "best": [trial_record(t) for t in best],
         "attack_table": attack_rows(reference, best[0] if best else None),
         "roc": roc_points(best[0]) if best else {},
-        "confirmation": confirmation,
+        "confirmation": None if confirmation is None else confirmation.to_json(),
         "confirmation_varies": seed_variation(definition.model.checkpoint is not None),
         "trials": trial_rows(table),
         "failed": [{"number": t.number, "reason": fail_reason(t)} for t in failed],
@@ -98,7 +96,7 @@ def objective_text(definition: StudyDefinition) -> str:
 def study_block(definition: StudyDefinition, reference: dict[str, Any] | None) -> dict[str, Any]:
     objective = definition.objective_config()
     delta = objective.constraint_delta
-    floor = None if delta is None or reference is None else reference["utility"] - delta
+    floor = None if delta is None or reference is None else reference[UTILITY] - delta
     return {
         "name": definition.name,
         "dataset": definition.data.model_dump(exclude_none=True),
@@ -113,7 +111,7 @@ def study_block(definition: StudyDefinition, reference: dict[str, Any] | None) -
         "accuracy_floor": floor,
         "constraint": None if delta is None else (
             f"test accuracy at least the undefended pruned model's minus {delta:g}"
-            + ("" if floor is None else f" ({reference['utility']:.4f} - {delta:g} = {floor:.4f})")),
+            + ("" if floor is None or reference is None else f" ({reference[UTILITY]:.4f} - {delta:g} = {floor:.4f})")),
         "n_trials": definition.study.n_trials,
         "sampler": definition.study.sampler,
         "seed": definition.study.seed,
@@ -128,8 +126,8 @@ def next_commands(opened: OpenStudy) -> dict[str, str]:
             "confirm": f"wemem confirm {name}{storage} --attacks {judges_for(opened.definition)}"}
 
 
-def missing(n_trials: int, failed: int, best: list, reference: dict | None, confirmation: dict | None,
-            commands: dict[str, str]) -> list[str]:
+def missing(n_trials: int, failed: int, best: list[optuna.trial.FrozenTrial], reference: Mapping[str, Any] | None,
+            confirmation: ConfirmationStatus | None, commands: dict[str, str]) -> list[str]:
     """What the report cannot show yet, each with the command that provides it."""
     lacking = []
     if not n_trials:
@@ -139,43 +137,47 @@ def missing(n_trials: int, failed: int, best: list, reference: dict | None, conf
                        f"run `{commands['resume']}`")
     if reference is None:
         lacking.append(f"no undefended reference was measured: run `{commands['resume']}`")
-    if best and (confirmation is None or confirmation["status"] != "confirmed"):
+    if best and (confirmation is None or confirmation.state != "confirmed"):
         lacking.append("no fresh-seed confirmation of the best setting" if confirmation is None
-                       or confirmation["status"] == "not confirmed" else confirmation["note"])
+                       or confirmation.note is None or confirmation.confirmation is None else confirmation.note)
     return lacking
 
 
-def headline_block(confirmation: dict[str, Any] | None, best: list, commands: dict[str, str]) -> dict[str, Any]:
+def headline_block(confirmation: ConfirmationStatus | None, best: list[optuna.trial.FrozenTrial],
+                   commands: dict[str, str]) -> dict[str, Any]:
     """The number to quote: the confirmed difference from the undefended model with its interval, or why there
     is none (and the command that produces it)."""
-    if not best:
+    if not best or confirmation is None:
         return {"status": "no result", "text": "no completed trial: nothing to report yet",
                 "command": commands["resume"]}
-    if confirmation["status"] == "not confirmed":
+    confirmed = confirmation.confirmation
+    if confirmed is None:
         return {"status": "not confirmed",
                 "text": "not confirmed: the best trial's own evaluation is biased low by the selection, so this "
                         "report has no number to quote yet",
                 "command": commands["confirm"]}
-    entry = next((e for e in confirmation["candidates"] if "privacy_difference" in e), None)
-    sentence = headline(confirmation)
-    block = {"status": confirmation["status"], "text": sentence[0] if sentence else "",
-             "seeds": confirmation["seeds"], "judges": judged_by_others(confirmation) or "judged by the study's attacks"}
-    if entry is not None:
-        block.update(label=entry["label"], defense=entry["defense"], settings=entry.get("settings", {}),
-                     trial_number=entry.get("trial_number"), privacy_difference=entry["privacy_difference"],
-                     utility_difference=entry["utility_difference"], gain_confirmed=entry["privacy_difference"]["high"] < 0,
-                     accuracy_constraint=entry.get("accuracy_constraint"))
+    entry = confirmed.best
+    sentence = headline(confirmed)
+    block: dict[str, Any] = {"status": confirmation.state, "text": sentence[0] if sentence else "",
+                             "seeds": list(confirmed.seeds),
+                             "judges": judged_by_others(confirmed) or "judged by the study's attacks"}
+    if entry is not None and entry.vs_reference is not None:
+        block.update(label=entry.label, defense=entry.defense, settings=dict(entry.settings),
+                     trial_number=entry.trial_number, privacy_difference=entry.vs_reference.privacy.to_json(),
+                     utility_difference=entry.vs_reference.utility.to_json(),
+                     gain_confirmed=entry.vs_reference.privacy.below_zero,
+                     accuracy_constraint=entry.accuracy_constraint)
     if len(sentence) > 1:  # did tuning beat the paper's default (or the named comparison)?
         block["verdict"] = sentence[1]
-        block["comparison"] = confirmation.get("comparison")
-    if confirmation["status"] == "stale":
+        block["comparison"] = None if confirmed.comparison is None else confirmed.comparison.to_json()
+    if confirmation.state == "stale":
         block["command"] = commands["confirm"]
-        block["note"] = confirmation["note"]
+        block["note"] = confirmation.note
     return block
 
 
 def attack_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {key: metrics.get(key) for key, _ in ATTACK_METRICS}
+    return {key: metrics.get(key) for key, _ in METRIC_LABELS}
 
 
 def unresolved(metrics: dict[str, Any]) -> dict[str, str]:
@@ -235,12 +237,14 @@ def definition_toml(definition: StudyDefinition) -> str:
     return tomli_w.dumps(definition.model_dump(mode="json", exclude_none=True))
 
 
-def reproducibility(study: optuna.Study, definition: StudyDefinition, confirmation: dict | None) -> dict[str, Any]:
+def reproducibility(study: optuna.Study, definition: StudyDefinition,
+                    confirmation: ConfirmationStatus | None) -> dict[str, Any]:
     return {
         "study_environment": stored_environment(study),  # what the latest launcher ran with (None: not recorded)
         "report_environment": describe(),
         "seeds": {"study": definition.study.seed,
-                  "confirmation": (confirmation or {}).get("seeds", [])},
+                  "confirmation": list(confirmation.confirmation.seeds)
+                  if confirmation is not None and confirmation.confirmation is not None else []},
         "assets_fingerprint": stored_fingerprint(study),
         # the user's plug-ins and trained victim the study ran with, each with the SHA-256 of its source or file
         "own_code": stored_own_code(study)[0],

@@ -85,7 +85,7 @@ def export_document(opened: OpenStudy) -> dict[str, Any]:
         document["pareto"] = [trial_record(t) for t in best]
     else:
         document["best"] = trial_record(best[0])
-    document["confirmation"] = export_section(study, [t.number for t in best])
+    document["confirmation"] = export_section(study, [t.number for t in best]).to_json()
     document = _without_none(document)
     document[DEFINITION_KEY] = definition_fingerprint(document)
     return document

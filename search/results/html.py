@@ -17,7 +17,7 @@ import html
 import re
 from typing import Any, Callable, Iterable, Sequence
 
-from .audit import ATTACK_METRICS
+from .text import METRIC_LABELS
 
 Cell = tuple[str, Any]  # (shown text, sort key) of one table cell
 
@@ -279,9 +279,9 @@ def attacks_section(doc: dict[str, Any], figures: dict[str, bytes]) -> str:
     if not doc["attack_table"]:
         return parts[0] + "<p>No attack results are stored yet.</p>"
     best = doc["best"][0]["trial_number"] if doc["best"] else None
-    headings = ["attack"] + ([h for _, h in ATTACK_METRICS] + ["\u03b5 lower bound"]) * 2
-    groups = [("", 1), ("undefended pruned model", len(ATTACK_METRICS) + 1),
-              ("best defended model" + ("" if best is None else f" (trial #{best})"), len(ATTACK_METRICS) + 1)]
+    headings = ["attack"] + ([h for _, h in METRIC_LABELS] + ["\u03b5 lower bound"]) * 2
+    groups = [("", 1), ("undefended pruned model", len(METRIC_LABELS) + 1),
+              ("best defended model" + ("" if best is None else f" (trial #{best})"), len(METRIC_LABELS) + 1)]
     rows = ([cell(r["attack"])] + [c for side in ("undefended", "defended") for c in attack_cells(r, side)]
             for r in doc["attack_table"])
     parts.append("<p>Each attack's own evaluation of the undefended pruned model and of the best trial (the "
@@ -302,7 +302,7 @@ def attack_cells(row: dict[str, Any], side: str) -> list[Cell]:
     intervals = (row.get("intervals") or {}).get(side) or {}
     unresolved = (row.get("not_resolvable") or {}).get(side) or {}
     cells = []
-    for key, _ in ATTACK_METRICS:
+    for key, _ in METRIC_LABELS:
         value, interval = row[side][key], intervals.get(key)
         if key in unresolved:
             cells.append((unresolved[key], None))

@@ -8,7 +8,7 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import matplotlib
 
@@ -22,9 +22,11 @@ from optuna.trial import TrialState  # noqa: E402
 
 from wemem.assets import Echo  # noqa: E402
 from wemem.files import check_output_folder, create_folder, csv_text, write_into, wrote  # noqa: E402
+from wemem.uncertainty import INTERVAL_METRICS  # noqa: E402
 
-from ..confirm import judged_by_others  # noqa: E402
-from ..storage.records import ROC, TrialMetrics, stored_confirmation, stored_reference  # noqa: E402
+from ..confirm import Confirmation, Interval, judged_by_others, latest_confirmation  # noqa: E402
+from ..confirm.confirmation import PRIVACY, UTILITY  # noqa: E402
+from ..storage.records import ROC, TrialMetrics, stored_reference  # noqa: E402
 from ..study import OpenStudy, best_trials  # noqa: E402
 from ..studyfile import StudyDefinition  # noqa: E402
 from .audit import report_document  # noqa: E402
@@ -67,7 +69,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         for name, value in trial.params.items():
             row[f"param.{name}"] = value
         for attack, metrics in m.attacks.items():
-            for metric in ("balanced_accuracy", "auc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr"):
+            for metric in INTERVAL_METRICS:
                 row[f"{attack}.{metric}"] = metrics.get(metric)
         row.update(timing_columns(m.timings))
         rows.append(row)
@@ -84,8 +86,8 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
     return np.array(sorted(front, key=lambda i: points[i, 0]), dtype=int)
 
 
-def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any] | None, definition: StudyDefinition,
-                         confirmation: dict[str, Any] | None = None) -> bytes:
+def plot_privacy_utility(table: pd.DataFrame, ref: Mapping[str, Any] | None, definition: StudyDefinition,
+                         confirmation: Confirmation | None = None) -> bytes:
     done = table[table.state == "COMPLETE"]
     fig, ax = plt.subplots(figsize=(9.6, 4.8))
     for defense, group in done.groupby("defense"):
@@ -95,9 +97,9 @@ def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any] | None, defini
         front = points[pareto_front(points)]
         ax.plot(front[:, 0], front[:, 1], "k--", lw=1, label="Pareto front")
     if ref is not None:
-        ax.scatter([ref["privacy"]], [ref["utility"]], marker="*", s=220, c="red", label="undefended pruned")
+        ax.scatter([ref[PRIVACY]], [ref[UTILITY]], marker="*", s=220, c="red", label="undefended pruned")
     if ref is not None and definition.objective_config().constraint_delta is not None:
-        ax.axhline(ref["utility"] - definition.objective.delta, color="grey", lw=0.8, ls=":", label="accuracy floor")
+        ax.axhline(ref[UTILITY] - definition.objective.delta, color="grey", lw=0.8, ls=":", label="accuracy floor")
     if confirmation is not None:
         draw_confirmed_points(ax, confirmation)
     ax.set_xlabel(f"leakage: strongest attack {plain(definition.objective.privacy_metric)}")
@@ -107,40 +109,47 @@ def plot_privacy_utility(table: pd.DataFrame, ref: dict[str, Any] | None, defini
     return figure_png(fig)
 
 
-def draw_confirmed_points(ax: plt.Axes, confirmation: dict[str, Any]) -> None:
+def error_bar(ci: Interval) -> list[list[float]]:
+    """An interval as matplotlib's (below, above) distances from its mean."""
+    return [[ci.mean - ci.low], [ci.high - ci.mean]]
+
+
+def judges_text(confirmation: Confirmation) -> str:
+    return f", {plain(judged_by_others(confirmation))}" if judged_by_others(confirmation) else ""
+
+
+def draw_confirmed_points(ax: plt.Axes, confirmation: Confirmation) -> None:
     """Confirmed means with their 95% intervals over fresh seeds (both axes), next to the selected evaluations."""
-    judges = f", {plain(judged_by_others(confirmation))}" if judged_by_others(confirmation) else ""
-    for entry in confirmation["candidates"]:
-        p, u = entry["privacy"], entry["utility"]
-        is_reference = entry["label"] == "reference"
-        ax.errorbar(p["mean"], u["mean"], xerr=[[p["mean"] - p["low"]], [p["high"] - p["mean"]]],
-                    yerr=[[u["mean"] - u["low"]], [u["high"] - u["mean"]]], fmt="*" if is_reference else "D",
-                    color="darkred" if is_reference else "black", ms=9 if is_reference else 6, capsize=3, lw=1,
-                    label=f"{plain(entry['label'])} confirmed ({len(confirmation['seeds'])} seeds{judges}, 95% CI)")
+    for entry in confirmation.candidates:
+        p, u = entry.privacy, entry.utility
+        reference = entry.is_reference
+        ax.errorbar(p.mean, u.mean, xerr=error_bar(p), yerr=error_bar(u), fmt="*" if reference else "D",
+                    color="darkred" if reference else "black", ms=9 if reference else 6, capsize=3, lw=1,
+                    label=f"{plain(entry.label)} confirmed ({len(confirmation.seeds)} seeds"
+                          f"{judges_text(confirmation)}, 95% CI)")
 
 
-def plot_confirmation(confirmation: dict[str, Any], metric: str) -> bytes:
+def plot_confirmation(confirmation: Confirmation, metric: str) -> bytes:
     """Defended-minus-reference differences of leakage and accuracy, paired by seed, with 95% intervals."""
-    settings = [e for e in confirmation["candidates"] if "privacy_difference" in e]
-    reference = next(e for e in confirmation["candidates"] if e["label"] == "reference")
+    settings = [e for e in confirmation.candidates if e.vs_reference is not None]
+    reference = confirmation.reference
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 0.9 + 0.6 * max(len(settings), 1)))
-    for ax, key, value, title in ((axes[0], "privacy_difference", "privacy", f"leakage ({metric}) minus reference"),
-                                  (axes[1], "utility_difference", "utility", "accuracy minus reference")):
+    for ax, key, title in ((axes[0], PRIVACY, f"leakage ({metric}) minus reference"),
+                           (axes[1], UTILITY, "accuracy minus reference")):
         for row, entry in enumerate(settings):
-            d = entry[key]
-            ax.errorbar(d["mean"], row, xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o",
-                        color="black", capsize=4)
-            per_seed = [a[value] - b[value] for a, b in zip(entry["per_seed"], reference["per_seed"])]
+            d = getattr(entry.vs_reference, key)
+            ax.errorbar(d.mean, row, xerr=error_bar(d), fmt="o", color="black", capsize=4)
+            per_seed = [getattr(a, key) - getattr(b, key)
+                        for (_, a), (_, b) in zip(entry.per_seed, reference.per_seed if reference else ())]
             ax.scatter(per_seed, [row] * len(per_seed), s=10, color="grey", alpha=0.7, zorder=0)
         ax.axvline(0, color="grey", lw=0.8)
-        ax.set_yticks(range(len(settings)), [plain(f"{e['label']} ({e['defense']})") for e in settings])
+        ax.set_yticks(range(len(settings)), [plain(f"{e.label} ({e.defense})") for e in settings])
         ax.set_title(title, fontsize=9)
-    if confirmation.get("delta") is not None:
-        axes[1].axvline(-confirmation["delta"], color="red", lw=0.8, ls=":", label="accuracy constraint")
+    if confirmation.delta is not None:
+        axes[1].axvline(-confirmation.delta, color="red", lw=0.8, ls=":", label="accuracy constraint")
         axes[1].legend(fontsize=7)
-    judges = f", {plain(judged_by_others(confirmation))}" if judged_by_others(confirmation) else ""
-    fig.suptitle(f"confirmed on {len(confirmation['seeds'])} fresh seeds (mean, 95% t-interval, paired by seed"
-                 f"{judges})", fontsize=10)
+    fig.suptitle(f"confirmed on {len(confirmation.seeds)} fresh seeds (mean, 95% t-interval, paired by seed"
+                 f"{judges_text(confirmation)})", fontsize=10)
     return figure_png(fig)
 
 
@@ -186,7 +195,7 @@ def plot_importance(importances: dict[str, float]) -> bytes:
     return figure_png(fig)
 
 
-def plot_attacks(trial: optuna.trial.FrozenTrial, ref: dict[str, Any] | None) -> bytes:
+def plot_attacks(trial: optuna.trial.FrozenTrial, ref: Mapping[str, Any] | None) -> bytes:
     attacks = TrialMetrics.of(trial).attacks
     names = list(attacks)
     x = np.arange(len(names))
@@ -252,7 +261,7 @@ def parquet_bytes(table: pd.DataFrame) -> bytes:
 def report_figures(opened: OpenStudy, table: pd.DataFrame) -> dict[str, bytes]:
     """The PNG plots, by file name: only those the stored study has the data for."""
     study, definition = opened.study, opened.definition
-    ref, confirmation, best = stored_reference(study), stored_confirmation(study), best_trials(study)
+    ref, confirmation, best = stored_reference(study), latest_confirmation(study), best_trials(study)
     plots = {}
     if best:
         plots = {"privacy_utility.png": lambda: plot_privacy_utility(table, ref, definition, confirmation),

@@ -17,8 +17,10 @@ from optuna.trial import TrialState
 
 from wemem.attacks import ATTACKS, runnable_attacks
 from wemem.metrics import METRIC_FPRS, tpr_resolution, unresolvable_text
+from wemem.uncertainty import INTERVAL_METRICS
 
-from ..confirm import REFERENCE, export_section, judged_by_others
+from ..confirm import Confirmation, Interval, export_section, judged_by_others
+from ..confirm.confirmation import DEFAULT, NAMED
 from ..confirm.statistics import comparison_verdict, points
 from ..storage.records import TrialMetrics, fail_reason, stored_reference, stored_validity
 from ..storage.urls import redact
@@ -78,9 +80,9 @@ def judges_for(definition: StudyDefinition) -> str:
 def stored_confirmation_lines(study: optuna.Study) -> list[str]:
     """The stored confirmation's closing sentence (the number to quote), or why there is none to show."""
     section = export_section(study, [t.number for t in best_trials(study)])
-    if section["status"] == "not confirmed":
+    if section.confirmation is None:
         return ["  not confirmed: the best trial's own evaluation above is biased low by the selection"]
-    return [f"  {line}" for line in headline(section)] + ([f"  ({section['note']})"] if "note" in section else [])
+    return [f"  {line}" for line in headline(section.confirmation)] + ([f"  ({section.note})"] if section.note else [])
 
 
 def invoked_as() -> str:
@@ -123,9 +125,8 @@ def trial_detail_lines(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> 
 
 
 INTERVAL_NOTE = "value [95% stratified bootstrap interval over the targets]"
-# (stored key, words): the per-attack metrics as printed
-METRIC_LABELS = (("balanced_accuracy", "balanced accuracy"), ("auc", "AUC"),
-                 ("tpr_at_0.1%_fpr", "TPR at 0.1% FPR"), ("tpr_at_1%_fpr", "TPR at 1% FPR"))
+# (stored key, words): the per-attack metrics as printed and as the report's tables head them, in wemem's order
+METRIC_LABELS = tuple(zip(INTERVAL_METRICS, ("balanced accuracy", "AUC", "TPR at 0.1% FPR", "TPR at 1% FPR")))
 
 
 def metric_text(metrics: dict[str, Any], key: str) -> str:
@@ -161,58 +162,59 @@ def attack_metric_lines(attacks: dict[str, dict[str, Any]]) -> list[str]:
 # ------------------------------------------------------------------------------------------ a confirmation
 
 
-def _interval(ci: dict[str, float], signed: bool = False) -> str:
+def _interval(ci: Interval, signed: bool = False) -> str:
     sign = "+" if signed else ""
-    return f"{ci['mean']:{sign}.4f} [{ci['low']:{sign}.4f}, {ci['high']:{sign}.4f}]"
+    return f"{ci.mean:{sign}.4f} [{ci.low:{sign}.4f}, {ci.high:{sign}.4f}]"
 
 
-def confirmed_lines(summary: dict[str, Any]) -> list[str]:
+ROLE_NOTES = {DEFAULT: "  [the paper's default: what tuning is judged against]",
+              NAMED: "  [the comparison setting: what tuning is judged against]"}
+
+
+def confirmed_lines(confirmation: Confirmation) -> list[str]:
     """The confirmed figures: means with 95% intervals over seeds, and paired differences from the reference."""
-    n = len(summary["seeds"])
-    lines = [f"confirmed on {n} fresh seeds {summary['seeds']} (mean [{summary['level']:.0%} t-interval over seeds]):"]
-    if judged_by_others(summary):
-        lines.append(f"  {judged_by_others(summary)} ({', '.join(summary['attacks'])}), not the study's own: its "
-                     f"own evaluations below were judged by its attacks")
-    for entry in summary["candidates"]:
-        head = f"  {entry['label']}: " + (entry["defense"] if entry["label"] != REFERENCE else "undefended pruned")
-        if entry.get("settings"):
+    seeds = list(confirmation.seeds)
+    lines = [f"confirmed on {len(seeds)} fresh seeds {seeds} (mean [{confirmation.level:.0%} t-interval over seeds]):"]
+    if confirmation.suite is not None and judged_by_others(confirmation):
+        lines.append(f"  {judged_by_others(confirmation)} ({', '.join(confirmation.suite.attacks)}), not the "
+                     f"study's own: its own evaluations below were judged by its attacks")
+    for entry in confirmation.candidates:
+        head = f"  {entry.label}: " + (entry.defense if not entry.is_reference else "undefended pruned")
+        if entry.settings:
             head += " (" + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                     for k, v in entry["settings"].items()) + ")"
-        role = {"default": "  [the paper's default: what tuning is judged against]",
-                "comparison": "  [the comparison setting: what tuning is judged against]"}.get(entry.get("role"), "")
-        lines.append(head + role)
-        reported = entry.get("reported")
-        was = "" if reported is None else f"   (study's own evaluation {reported['privacy']:.4f})"
-        lines.append(f"    accuracy {_interval(entry['utility'])}, leakage {_interval(entry['privacy'])}{was}")
-        if "privacy_difference" in entry:
-            diff = entry["privacy_difference"]
-            verdict = ("less leakage, interval excludes 0" if diff["high"] < 0 else
-                       "more leakage, interval excludes 0" if diff["low"] > 0 else "interval includes 0: not confirmed")
+                                     for k, v in entry.settings.items()) + ")"
+        lines.append(head + ROLE_NOTES.get(entry.role, ""))
+        was = "" if entry.reported is None else f"   (study's own evaluation {entry.reported.privacy:.4f})"
+        lines.append(f"    accuracy {_interval(entry.utility)}, leakage {_interval(entry.privacy)}{was}")
+        if entry.vs_reference is not None:
+            diff = entry.vs_reference.privacy
+            verdict = ("less leakage, interval excludes 0" if diff.below_zero else
+                       "more leakage, interval excludes 0" if diff.above_zero else "interval includes 0: not confirmed")
             lines.append(f"    vs reference: leakage {_interval(diff, True)} ({verdict}), "
-                         f"accuracy {_interval(entry['utility_difference'], True)}"
-                         + (f" (constraint -{summary['delta']:g}: {entry['accuracy_constraint']})"
-                            if "accuracy_constraint" in entry else ""))
-        if "vs_comparison" in entry:
-            versus = entry["vs_comparison"]
-            lines.append(f"    vs {summary['comparison']['label']}: leakage {_interval(versus['privacy'], True)}, "
-                         f"accuracy {_interval(versus['utility'], True)}")
-    return lines + headline(summary)
+                         f"accuracy {_interval(entry.vs_reference.utility, True)}"
+                         + (f" (constraint -{confirmation.delta:g}: {entry.accuracy_constraint})"
+                            if entry.accuracy_constraint is not None else ""))
+        if entry.vs_comparison is not None and confirmation.comparison is not None:
+            versus = entry.vs_comparison
+            lines.append(f"    vs {confirmation.comparison.label}: leakage {_interval(versus.privacy, True)}, "
+                         f"accuracy {_interval(versus.utility, True)}")
+    return lines + headline(confirmation)
 
 
-def headline(summary: dict[str, Any]) -> list[str]:
+def headline(confirmation: Confirmation) -> list[str]:
     """The closing sentences, in points: the best setting's confirmed difference from the undefended model and
     its interval, then (where the study has one) the tuned-minus-default verdict."""
-    best = next((e for e in summary["candidates"] if "privacy_difference" in e), None)
-    if best is None:
+    best = confirmation.best
+    if best is None or best.vs_reference is None:
         return []
-    p, u = best["privacy_difference"], best["utility_difference"]
-    confirmed = "confirmed" if p["high"] < 0 else "NOT confirmed (the interval includes 0 or lies above it)"
-    judges = f" {judged_by_others(summary)}" if judged_by_others(summary) else ""
-    default = ", the paper's default" if best.get("role") == "default" else ""
-    lines = [f"best setting ({best['label']}{default}, {best['defense']}) vs the undefended pruned model on "
-             f"{len(summary['seeds'])} fresh seeds{judges}: leakage {points(p)}, accuracy {points(u, '')}: "
+    p, u = best.vs_reference.privacy, best.vs_reference.utility
+    confirmed = "confirmed" if p.below_zero else "NOT confirmed (the interval includes 0 or lies above it)"
+    judges = f" {judged_by_others(confirmation)}" if judged_by_others(confirmation) else ""
+    default = ", the paper's default" if best.role == DEFAULT else ""
+    lines = [f"best setting ({best.label}{default}, {best.defense}) vs the undefended pruned model on "
+             f"{len(confirmation.seeds)} fresh seeds{judges}: leakage {points(p)}, accuracy {points(u, '')}: "
              f"gain {confirmed}"]
-    verdict = comparison_verdict(summary)
+    verdict = comparison_verdict(confirmation)
     return lines + ([verdict] if verdict else [])
 
 
