@@ -160,7 +160,7 @@ DEFENSES: Registry[type[Defense]] = Registry("defense", group="wemem.defenses")
 DEFENSES.register("none")(Defense)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Setting:
     """One defense setting: the defense's registry name and its settings, validated by the defense's own
     ``Settings`` model when the value is made. This one value travels from the study file (or an export, or the
@@ -206,6 +206,10 @@ class Setting:
         object.__setattr__(setting, "defense", defense)
         object.__setattr__(setting, "values", MappingProxyType(dict(values)))
         return setting
+
+    # equality and hash both follow key(): 1 and 1.0 compare equal in a dict but are two settings here
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Setting) and self.key() == other.key()
 
     def __hash__(self) -> int:
         return hash(self.key())
