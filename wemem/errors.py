@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+if TYPE_CHECKING:  # the type only: wemem.errors is imported by everything, pydantic by few
+    from pydantic import ValidationError
 
 LISTED_AT_MOST = 10  # problems or names one message lists
 
@@ -27,6 +30,14 @@ def capped(items: Iterable[str], limit: int = LISTED_AT_MOST) -> list[str]:
     a message listing them all would bury the first one."""
     listed = list(items)
     return listed[:limit] + ([f"and {len(listed) - limit:,} more"] if len(listed) > limit else [])
+
+
+def validation_problems(error: ValidationError, where: Sequence[str] = (), whole: str = "") -> list[str]:
+    """Each problem of a pydantic error as ``key.path: message`` (``where`` prefixes the path; ``whole`` names a
+    problem of the value as a whole), at most :data:`LISTED_AT_MOST` of them. Pydantic's "Value error, " prefix
+    is dropped: a validator's message says what is wrong by itself."""
+    return capped(f"{'.'.join([*where, *map(str, e['loc'])]) or whole}: {e['msg'].removeprefix('Value error, ')}"
+                  for e in error.errors())
 
 
 def require(condition: bool, message: str) -> None:

@@ -107,5 +107,5 @@ def candidates(study: optuna.Study, k: int, comparison: Candidate | None = None)
             others = (c for c in map(trial_candidate, ranked) if c.setting != comparison.setting)
             chosen += [c for c in [next(others, None)] if c is not None]
     ref = stored_reference(study)
-    reference = Candidate(REFERENCE, UNDEFENDED, {}, None, None if ref is None else Reported(ref[UTILITY], ref[PRIVACY]))
-    return [reference] + chosen
+    reported = None if ref is None else Reported(ref[UTILITY], ref[PRIVACY])
+    return [Candidate(REFERENCE, UNDEFENDED, {}, None, reported)] + chosen

@@ -6,10 +6,11 @@ and :meth:`Confirmation.from_json`, in the shape confirmations have always been 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, NotRequired, TypedDict
+from typing import Any, Final, Literal, Mapping, NotRequired, TypedDict
 
 # the stored keys of a setting's accuracy and leakage (in a confirmation, a reference and a trial's attributes)
-UTILITY, PRIVACY = "utility", "privacy"
+UTILITY: Final = "utility"
+PRIVACY: Final = "privacy"
 
 # A candidate's role: the undefended reference, a tuned setting, or what tuning is judged against -- the
 # paper's default the study enqueued (the best of them) or a setting the user named.
@@ -287,8 +288,8 @@ class Confirmation:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Confirmation:
         comparison = data.get("comparison")
-        suite = None if "attacks" not in data else Suite(tuple(data["attacks"]), tuple(data.get("privacy_attacks") or ()),
-                                                         data.get("study_suite", True))
+        suite = None if "attacks" not in data else Suite(
+            tuple(data["attacks"]), tuple(data.get("privacy_attacks") or ()), data.get("study_suite", True))
         return cls(tuple(data["seeds"]), data.get("level", 0.95), data.get("delta"),
                    tuple(ConfirmedSetting.from_json(c) for c in data["candidates"]),
                    None if comparison is None else Comparison(comparison["label"], comparison["role"],

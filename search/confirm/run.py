@@ -122,7 +122,7 @@ def comparison_candidate(compare: tuple[str, Mapping[str, Any]] | None) -> Candi
     from wemem.defenses import make_defense
 
     defense, settings = compare
-    make_defense(defense, settings)  # an unknown defense or a bad setting fails here, before any evaluation
+    make_defense(defense, dict(settings))  # an unknown defense or a bad setting fails here, before any evaluation
     return named_comparison(defense, settings)
 
 

@@ -15,9 +15,10 @@ from objectives import TrialOutcome, TrialSpec, evaluate_trial, reference
 from wemem.assets import Echo, prepare_assets
 from wemem.config import ExperimentConfig
 from wemem.defenses import DEFENSES, Setting, make_defense
-from wemem.errors import WememError, capped
+from wemem.errors import WememError, validation_problems
 from wemem.files import check_output_folder, create_folder, write_into, wrote
 from wemem.parallel import MapFn, serial_map
+from wemem.pipeline import PrunedModel
 
 from wemem.data.custom import check_encoding
 from wemem.plugins import check_record, code_lines, file_sha256
@@ -146,8 +147,7 @@ class ExportedSetting(BaseModel):
 
 def damaged(source: str, where: str, error: ValidationError) -> WememError:
     """The error of an export section that fails its check, naming each bad key."""
-    problems = "; ".join(capped(f"{'.'.join([where, *map(str, e['loc'])])}: {e['msg'].removeprefix('Value error, ')}"
-                                for e in error.errors()))
+    problems = "; ".join(validation_problems(error, [where]))
     return WememError(f"export file {source} is damaged ({problems}); re-export it with `wemem export`")
 
 
@@ -372,10 +372,17 @@ SEARCH = ("the study's own single evaluation of this setting, selected as the be
 SEARCH_METRICS = ("test_accuracy", "privacy", "strongest_attack", "privacy_se", "repeats")
 
 
+def rebuilt_victim(outcome: TrialOutcome) -> PrunedModel:
+    """The defended pruned victim apply rebuilt: evaluate_trial keeps it when asked, as apply asks."""
+    if outcome.result.victim is None:
+        raise RuntimeError("evaluate_trial kept no victim; apply passes keep_victim_state=True")
+    return outcome.result.victim
+
+
 def evaluation_document(record: dict[str, Any], outcome: TrialOutcome, confirmed: ConfirmedFigures) -> dict[str, Any]:
     """evaluation.json: the rebuilt setting and its figures in labelled blocks, as they differ in what they
     say: ``reproduced`` (this apply), ``search`` (the study's selected evaluation) and ``confirmed``."""
-    victim = outcome.result.victim
+    victim = rebuilt_victim(outcome)
     return {
         "defense": record["defense"],
         "settings": record["settings"],
@@ -429,13 +436,13 @@ def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_roo
     base = reference(spec, assets, map_fn, log=echo)
     outcome = evaluate_trial(spec, Setting.from_json(record), base, assets, map_fn,
                              keep_victim_state=True)
-    victim = outcome.result.victim
+    victim = rebuilt_victim(outcome)
     # tensors only (weights and masks): loadable with torch.load(weights_only=True), no pickled code
     model = io.BytesIO()
     torch.save({"weights": victim.state, "masks": victim.masks}, model)
     evaluation = evaluation_document(record, outcome, exported.confirmed)
     out = create_folder(out_dir)
-    contents = dict(zip(OUTPUT_FILES, (model.getvalue(), json.dumps(evaluation, indent=2))))
+    contents: dict[str, bytes | str] = dict(zip(OUTPUT_FILES, (model.getvalue(), json.dumps(evaluation, indent=2))))
     written = [(out / name, write_into(out, name, content)) for name, content in contents.items()]
     for line in evaluation_lines(evaluation):
         echo(line)

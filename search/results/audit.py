@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -23,7 +23,7 @@ from wemem.metrics import METRIC_FPRS, tpr_resolution, unresolvable_text
 
 from ..confirm import ConfirmationStatus, export_section, judged_by_others, seed_variation
 from ..confirm.confirmation import UTILITY
-from ..storage.records import (ROC, TrialMetrics, fail_reason, stored_environment, stored_fingerprint,
+from ..storage.records import (ROC, ReferenceRecord, TrialMetrics, fail_reason, stored_environment, stored_fingerprint,
                                stored_own_code, stored_reference, stored_validity)
 from ..storage.urls import redact
 from ..study import OpenStudy, best_trials
@@ -93,7 +93,7 @@ def objective_text(definition: StudyDefinition) -> str:
     return f"{o.mode}: {mode}; {leakage}"
 
 
-def study_block(definition: StudyDefinition, reference: dict[str, Any] | None) -> dict[str, Any]:
+def study_block(definition: StudyDefinition, reference: ReferenceRecord | None) -> dict[str, Any]:
     objective = definition.objective_config()
     delta = objective.constraint_delta
     floor = None if delta is None or reference is None else reference[UTILITY] - delta
@@ -126,7 +126,7 @@ def next_commands(opened: OpenStudy) -> dict[str, str]:
             "confirm": f"wemem confirm {name}{storage} --attacks {judges_for(opened.definition)}"}
 
 
-def missing(n_trials: int, failed: int, best: list[optuna.trial.FrozenTrial], reference: Mapping[str, Any] | None,
+def missing(n_trials: int, failed: int, best: list[optuna.trial.FrozenTrial], reference: ReferenceRecord | None,
             confirmation: ConfirmationStatus | None, commands: dict[str, str]) -> list[str]:
     """What the report cannot show yet, each with the command that provides it."""
     lacking = []
@@ -194,11 +194,11 @@ def unresolved(metrics: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def attack_rows(reference: dict[str, Any] | None, trial: optuna.trial.FrozenTrial | None) -> list[dict[str, Any]]:
+def attack_rows(reference: ReferenceRecord | None, trial: optuna.trial.FrozenTrial | None) -> list[dict[str, Any]]:
     """Per attack: the undefended and the best defended model's balanced accuracy, AUC and TPR at low FPR, each
     metric's 95% interval over the targets, the TPRs the targets cannot resolve (in words), and the lower bound on
     epsilon of each model's attack decisions."""
-    undefended = (reference or {}).get("attacks", {})
+    undefended = {} if reference is None else reference.get("attacks", {})
     defended = TrialMetrics.of(trial).attacks if trial is not None else {}
     names = list(dict.fromkeys([*undefended, *defended]))
     sides = lambda name: {"undefended": undefended.get(name, {}), "defended": defended.get(name, {})}  # noqa: E731
