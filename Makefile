@@ -31,11 +31,13 @@ demo: install
 # the code the linters hold: the three packages, and the tests, benchmarks and examples that use them
 LINT_PATHS := wemem objectives search tests benchmarks examples
 
-# ruff (rules and formatting) and mypy, configured in pyproject.toml; mypy checks the packages it lists there
+# ruff (rules and formatting) and mypy, configured in pyproject.toml (mypy checks the packages it lists there),
+# and the import layering (tests/test_layout.py reads the source with ast; it takes seconds)
 lint: install-test
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layout.py
 
 # what `make test` checks before pytest runs; set to `lint` so that a lint or type error fails the tests (and CI)
 TEST_GATE := install-test

@@ -24,6 +24,7 @@ Prints JSON; ``--markdown FILE`` writes the tables of docs/attack_metrics.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -148,7 +149,8 @@ def rmia_fitted_a(inputs: AttackInputs) -> float:
 def rule_comparisons(inputs: AttackInputs) -> dict[str, dict[str, float]]:
     members = inputs.victim_targets.is_member
     z, population_cut = Lira().decision_scores(inputs)
-    lira = {"fixed_0.5": balanced_accuracy(z, members, 0.0), "population": balanced_accuracy(z, members, population_cut),
+    lira = {"fixed_0.5": balanced_accuracy(z, members, 0.0),
+            "population": balanced_accuracy(z, members, population_cut),
             "shadows": balanced_accuracy(z, members, lira_shadow_threshold(inputs)),
             "best_with_labels": best_threshold(z, members)[1]}
     rmia_scores, rmia_cut = Rmia().decision_scores(inputs)
@@ -181,8 +183,8 @@ def synthetic_rules(seeds: int = 5) -> list[dict]:
                     inputs = membership_signal(n_population=population, signal=signal, seed=seed)
                     members = inputs.victim_targets.is_member
                     scores, threshold = attack().decision_scores(inputs)
-                    found.append((balanced_accuracy(scores, members, fixed), balanced_accuracy(scores, members, threshold),
-                                  best_threshold(scores, members)[1]))
+                    found.append((balanced_accuracy(scores, members, fixed),
+                                  balanced_accuracy(scores, members, threshold), best_threshold(scores, members)[1]))
                 fixed_ba, population_ba, best = np.array(found).T
                 rows.append({"attack": attack.name, "population": population, "signal": signal,
                              "fixed_0.5": fixed_ba.mean(), "population_rule": population_ba.mean(),
@@ -192,10 +194,8 @@ def synthetic_rules(seeds: int = 5) -> list[dict]:
 
 def synthetic_table(rows: list[dict]) -> list[str]:
     head = ["attack", "population", "signal", "fixed_0.5", "population_rule", "best_with_labels", "worst_shortfall"]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in head) + " |")
-    return lines
+    cells = [" | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in head) for r in rows]
+    return ["| " + " | ".join(head) + " |", "|---" * len(head) + "|", *(f"| {row} |" for row in cells)]
 
 
 # ---------------------------------------------------------------------------------------------- the runs
@@ -254,7 +254,7 @@ def difference(a: np.ndarray, b: np.ndarray) -> str:
 def table(rows: list[dict], variants: tuple[str, ...], attacks: tuple[str, ...]) -> list[str]:
     """Per attack and metric: each variant's mean over seeds, then each step's paired difference ± its standard
     error over seeds."""
-    steps = list(zip(variants, variants[1:]))
+    steps = list(itertools.pairwise(variants))
     head = ["attack", "metric", *variants, *(f"{b} - {a}" for a, b in steps)]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for attack in attacks:
@@ -271,20 +271,20 @@ def markdown(rows: list[dict]) -> str:
         mine = [r for r in rows if r["dataset"] == dataset]
         seeds = ", ".join(str(r["seed"]) for r in mine)
         out += [f"### {dataset}: undefended iteratively pruned columnfc, seeds {seeds}", "",
-                "Scoring rules on the same model outputs (`first_version`; `raw_roc`: the threshold attacks' ROC "
-                "on their raw feature; `after_split`: today's code, with log-space features and LiRA/RMIA's "
-                "population threshold):", ""]
-        out += table(mine, ("first_version", "raw_roc", "after_split"), CLOSED_FORM) + [""]
-        out += ["The split, every attack with today's rules (`before_split`: shadows' dev sets holding victim "
-                "non-member targets; `after_split`: left out), paired by seed:", ""]
-        out += table(mine, ("before_split", "after_split"), tuple(ATTACKS.names())) + [""]
+                ("Scoring rules on the same model outputs (`first_version`; `raw_roc`: the threshold attacks' ROC "
+                 "on their raw feature; `after_split`: today's code, with log-space features and LiRA/RMIA's "
+                 "population threshold):"), ""]
+        out += [*table(mine, ("first_version", "raw_roc", "after_split"), CLOSED_FORM), ""]
+        out += [("The split, every attack with today's rules (`before_split`: shadows' dev sets holding victim "
+                 "non-member targets; `after_split`: left out), paired by seed:"), ""]
+        out += [*table(mine, ("before_split", "after_split"), tuple(ATTACKS.names())), ""]
         for key, title in (("lira_rule", "LiRA's balanced accuracy by decision rule"), ("rmia_a", "RMIA")):
             means = {k: np.mean([r[key][k] for r in mine]) for k in mine[0][key]}
             out.append(f"{title} (mean over seeds): " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
             out.append("")
         fitted = [r["rmia_a"]["auc_fitted_a"] - r["rmia_a"]["auc_a0.3"] for r in mine]
-        out += [f"RMIA's AUC at the shadow-fitted a minus at 0.3, per seed: {', '.join(f'{v:+.3f}' for v in fitted)} "
-                f"(fitted a: {', '.join(str(r['rmia_a']['fitted_a']) for r in mine)})", ""]
+        out += [(f"RMIA's AUC at the shadow-fitted a minus at 0.3, per seed: {', '.join(f'{v:+.3f}' for v in fitted)} "
+                 f"(fitted a: {', '.join(str(r['rmia_a']['fitted_a']) for r in mine)})"), ""]
     return "\n".join(out)
 
 

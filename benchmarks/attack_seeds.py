@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 from unittest.mock import patch
 
 import torch
@@ -38,15 +38,15 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from synthetic import write_location_like  # noqa: E402
+from synthetic import write_location_like
 
-import wemem.attacks.nn as neural  # noqa: E402
-from wemem.assets import prepare_assets  # noqa: E402
-from wemem.attacks import AttackInputs, parse_attack_names, run_attacks  # noqa: E402
-from wemem.attacks.samia import Samia, SamiaNetwork  # noqa: E402
-from wemem.config import ExperimentConfig, PruningConfig  # noqa: E402
-from wemem.defenses import Setting  # noqa: E402
-from wemem.pipeline import PruningJob, attack_inputs, prune_job  # noqa: E402
+import wemem.attacks.nn as neural
+from wemem.assets import prepare_assets
+from wemem.attacks import AttackInputs, parse_attack_names, run_attacks
+from wemem.attacks.samia import Samia, SamiaNetwork
+from wemem.config import ExperimentConfig, PruningConfig
+from wemem.defenses import Setting
+from wemem.pipeline import PruningJob, attack_inputs, prune_job
 
 NEURAL = ["nn", "top3_nn", "cl_nn", "samia"]
 SETTING = ("swmr", {"order": "h2l", "width_fraction": 0.22, "stride_fraction": 0.044, "lambda_mem": 0.1,

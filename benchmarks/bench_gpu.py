@@ -27,7 +27,8 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -157,7 +158,8 @@ def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: Tr
     trial_s = time.perf_counter() - trial_start
     seconds = share.seconds
     return {
-        "model": model, "shape": list(shape), "samples": samples, "shadows": shadows, "rounds": 5, "memscore_models": memscore_models,
+        "model": model, "shape": list(shape), "samples": samples, "shadows": shadows, "rounds": 5,
+        "memscore_models": memscore_models,
         "ray": use_ray, "gpus_per_trial": gpus, "cpus_per_job": round(cpus, 3),
         "pretrain_s": round(seconds["pretrain_job"], 2), "memscore_s": round(seconds["memscore_job"], 2),
         "shared_work_s": round(shared_s, 2),
@@ -191,7 +193,7 @@ def main() -> None:
     parts = {part.strip() for part in args.parts.split(",")}
     if not parts or parts - {"epoch", "trial"}:
         parser.error(f"--parts takes epoch, trial or epoch,trial (got {args.parts!r})")
-    fast = dict(bf16=not args.no_bf16, channels_last=not args.no_channels_last)
+    fast = {"bf16": not args.no_bf16, "channels_last": not args.no_channels_last}
     if args.small:
         torch.set_num_threads(2)
         epoch_samples, trial_samples, memscore_models, repeats = 128, 240, 2, 1

@@ -90,7 +90,8 @@ def measure(case: str, out: Path, evaluations: int) -> dict:
                                      "seconds": round(r * (prune + d * attack), 2),
                                      "time_vs_one": round(r * (prune + d * attack) / one, 2)}
                       for r, d in COMBINATIONS},
-        "seconds": {"trial": round(one, 2), "pruning_stage": round(prune, 2), "attack_stage_per_draw": round(attack, 3)},
+        "seconds": {"trial": round(one, 2), "pruning_stage": round(prune, 2),
+                    "attack_stage_per_draw": round(attack, 3)},
     }
 
 

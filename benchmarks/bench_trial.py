@@ -23,14 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from synthetic import write_location_like  # noqa: E402
+from synthetic import write_location_like
 
-from objectives import TrialSpec, evaluate_trial, reference  # noqa: E402
-from wemem.assets import prepare_assets  # noqa: E402
-from wemem.attacks import parse_attack_names  # noqa: E402
-from wemem.config import ExperimentConfig, PruningConfig  # noqa: E402
-from wemem.defenses import Setting  # noqa: E402
-from wemem.parallel import serial_map  # noqa: E402
+from objectives import TrialSpec, evaluate_trial, reference
+from wemem.assets import prepare_assets
+from wemem.attacks import parse_attack_names
+from wemem.config import ExperimentConfig, PruningConfig
+from wemem.defenses import Setting
+from wemem.parallel import serial_map
 
 SETTING = ("swmr", {"order": "h2l", "width_fraction": 0.22, "stride_fraction": 0.044, "lambda_mem": 0.1,
                     "risky_fraction": 0.2})

@@ -36,12 +36,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from attack_seeds import NEURAL, pruned_trial_inputs  # noqa: E402
+from attack_seeds import NEURAL, pruned_trial_inputs
 
-import wemem.attacks.nn as neural  # noqa: E402
-from wemem.attacks import ATTACKS, AttackInputs, parse_attack_names  # noqa: E402
-from wemem.attacks.samia import Samia  # noqa: E402
-from wemem.metrics import attack_metrics, best_threshold  # noqa: E402
+import wemem.attacks.nn as neural
+from wemem.attacks import ATTACKS, AttackInputs, parse_attack_names
+from wemem.attacks.samia import Samia
+from wemem.metrics import attack_metrics, best_threshold
 
 def parse_rule(text: str) -> neural.FitConfig:
     """checks_per_epoch:patience:min_improvement[:criterion] as the FitConfig it names (criterion "loss" if left

@@ -19,7 +19,8 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -236,6 +237,8 @@ def check_inputs(config: ExperimentConfig, cache_dir: str | Path) -> Pools:
 
 def victim_checkpoint(config: ExperimentConfig, pools: Pools) -> dict[str, torch.Tensor]:
     """The user's trained victim weights ([model] checkpoint), checked against the model built for the data."""
+    if config.checkpoint is None:
+        raise ValueError("victim_checkpoint needs a config with a [model] checkpoint")
     return fit_checkpoint(config.checkpoint, config.new_model(pools), config.model)
 
 
@@ -341,5 +344,6 @@ def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: 
     return scores
 
 
-__all__ = ["StudyAssets", "check_inputs", "input_checks", "victim_non_member_targets", "prepare_assets", "shared_timings", "cache_path", "memscore_path", "import_memscores",
-           "save_memscores", "save_checked", "load_checked", "content_fingerprint"]
+__all__ = ["StudyAssets", "check_inputs", "input_checks", "victim_non_member_targets", "prepare_assets",
+           "shared_timings", "cache_path", "memscore_path", "import_memscores", "save_memscores", "save_checked",
+           "load_checked", "content_fingerprint"]

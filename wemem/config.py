@@ -64,7 +64,7 @@ class ExperimentConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ExperimentConfig":
+    def from_dict(cls, data: dict) -> ExperimentConfig:
         data = dict(data)
         data["train"] = TrainConfig(**data.get("train", {}))
         data["exclude"] = tuple(data.get("exclude", ()))  # JSON gives a list; the config stays hashable

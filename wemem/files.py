@@ -16,7 +16,8 @@ import secrets
 import stat
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
 
 from .errors import WememError
 
@@ -25,10 +26,10 @@ if TYPE_CHECKING:
 
 # the bytes, the text (UTF-8), or a function writing the temporary file it is given (for writers that only
 # take a path)
-Content = Union[bytes, str, Callable[[Path], None]]
+Content = bytes | str | Callable[[Path], None]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-_REASONS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
+_REASONS: dict[int | None, str] = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
             errno.EROFS: "its file system is read-only", errno.EACCES: "permission denied",
             errno.EPERM: "permission denied"}
 _NOT_REGULAR = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),

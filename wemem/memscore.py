@@ -165,20 +165,23 @@ def check_memscore_order(path: str | Path, pools: Pools, dataset: str, order: Im
 def read_memscores_csv(path: str | Path, expected_length: int | None = None) -> torch.Tensor:
     path = Path(path)
     if not path.exists():
-        raise WememError(f"mem-score file {path} does not exist; compute it with `wemem memscore compute` or fix the path")
+        raise WememError(f"mem-score file {path} does not exist; "
+                         f"compute it with `wemem memscore compute` or fix the path")
     try:
         frame = pd.read_csv(path, index_col=0, encoding=CSV_ENCODING)
     except Exception as error:  # pandas raises several parser errors
         raise WememError(f"mem-score file {path} is not a CSV of `index,score` rows: {error}") from None
     if frame.shape[1] != 1:
-        raise WememError(f"mem-score file {path} must have exactly one score column (header ',0'), found {frame.shape[1]}")
+        raise WememError(f"mem-score file {path} must have exactly one score column (header ',0'), "
+                         f"found {frame.shape[1]}")
     values = pd.to_numeric(frame.iloc[:, 0], errors="coerce").to_numpy(dtype=np.float64)
     if expected_length is not None and len(values) != expected_length:
         raise WememError(f"mem-score file {path} has {len(values)} scores but the training pool has "
                          f"{expected_length} samples; recompute the scores for this dataset and seed")
     if np.isnan(values).any():
         bad = int(np.flatnonzero(np.isnan(values))[0])
-        raise WememError(f"mem-score file {path} has a missing or non-numeric score at row {bad}; every sample needs a score")
+        raise WememError(f"mem-score file {path} has a missing or non-numeric score at row {bad}; "
+                         f"every sample needs a score")
     if (values < 0).any() or (values > 1).any():
         raise WememError(f"mem-score file {path} has scores outside [0, 1]; mem-scores must be min-max scaled")
     if not np.array_equal(frame.index.to_numpy(), np.arange(len(values))):

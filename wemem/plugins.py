@@ -229,8 +229,8 @@ def plugin_files(text: str, kind: str, base_dir: str | Path | None) -> dict[str,
 
 
 def files_digest(files: dict[str, str]) -> str:
-    """One SHA-256 for a plug-in's files: a single file's own (as recorded before packages were hashed whole), else
-    that of the sorted (path, SHA-256) list."""
+    """One SHA-256 for a plug-in's files: a single file's own (so an ``[own_code]`` entry holding only its module
+    file's SHA-256 still matches), else that of the sorted (path, SHA-256) list."""
     if len(files) == 1:
         return next(iter(files.values()))
     return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
@@ -246,7 +246,7 @@ def check_record(entry: Any, text: str, kind: str, base_dir: str | Path | None, 
                  fix: str) -> dict[str, str]:
     """The plug-in's files here when they are exactly those ``entry`` (an ``[own_code]`` entry of ``where``, an export
     or a stored study) records, read and never imported; otherwise the refusal naming each new, missing or changed
-    file. An entry recorded before every file was hashed holds one ``sha256``: that of the module's file."""
+    file. An entry holding one ``sha256`` and no ``files`` names the module's file by its SHA-256."""
     try:
         source = locate(parse_reference(text, kind), kind, base_dir)  # the rule first, whatever is recorded
     except MissingModule as error:
@@ -335,7 +335,7 @@ class _PluginFinder(importlib.abc.MetaPathFinder):
             return None
         file = chain[-1]
         spec = importlib.util.spec_from_file_location(fullname, file, loader=_PluginLoader(fullname, str(file), root))
-        if file.name == "__init__.py":
+        if spec is not None and file.name == "__init__.py":
             # an empty __path__: a package's submodules are found here, by name and checked, never by the path
             # finder (which would load a linked file this finder refused, or a __pycache__ beside it)
             spec.submodule_search_locations = []

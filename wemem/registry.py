@@ -10,7 +10,8 @@ names (``names()``, error messages, ``wemem --help``) and imported only when use
 from __future__ import annotations
 
 from importlib import metadata
-from typing import Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
+from collections.abc import Callable
 
 from .errors import UnknownNameError, WememError
 
@@ -18,16 +19,17 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, group: str | None = None, adapt: Callable[[str, object], T] | None = None):
+    def __init__(self, kind: str, group: str | None = None, adapt: Callable[[str, Any], T] | None = None):
         self.kind, self.group = kind, group
         self._items: dict[str, T] = {}
-        # an entry point's object becomes an item through ``adapt(name, object)`` (e.g. a plug-in data loader is
+        # an entry point's object (Any: whatever the installed package names) becomes an item through
+        # ``adapt(name, object)`` (e.g. a plug-in data loader is
         # wrapped into one that returns Pools); plugin_names remembers which items came from installed packages
         self._adapt = adapt
         self._entry_points: dict[str, metadata.EntryPoint] | None = None
         self.plugin_names: set[str] = set()
 
-    def adapt_installed(self, adapt: Callable[[str, object], T]) -> None:
+    def adapt_installed(self, adapt: Callable[[str, Any], T]) -> None:
         """How an entry point's object becomes an item (set by the module that knows, to avoid import circles)."""
         self._adapt = adapt
 

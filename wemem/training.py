@@ -85,14 +85,16 @@ def place_model(model: nn.Module, device: torch.device, config: TrainConfig) -> 
     return model
 
 
-def training_autocast(device: torch.device, config: TrainConfig, allowed: bool = True) -> contextlib.AbstractContextManager:
+def training_autocast(device: torch.device, config: TrainConfig,
+                      allowed: bool = True) -> contextlib.AbstractContextManager[object]:
     """bf16 autocast on CUDA when the config asks for it (and the caller allows it); a no-op elsewhere."""
     if device.type == "cuda" and config.bf16 and allowed:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def minibatches(indices: torch.Tensor, batch_size: int, generator: torch.Generator, shuffle: bool = True) -> list[torch.Tensor]:
+def minibatches(indices: torch.Tensor, batch_size: int, generator: torch.Generator,
+                shuffle: bool = True) -> list[torch.Tensor]:
     """The (shuffled) indices cut into batches of ``batch_size``, every index once.
 
     A trailing batch of one row joins the batch before it: BatchNorm cannot train on one row (its batch variance

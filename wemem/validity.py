@@ -46,10 +46,10 @@ class Check:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Check":
+    def from_dict(cls, data: dict[str, Any]) -> Check:
         return cls(str(data["name"]), data["status"], str(data["message"]), dict(data.get("figures", {})))
 
-    def overridden(self) -> "Check":
+    def overridden(self) -> Check:
         return Check(self.name, "overridden", f"{self.message} [overridden by the user]", self.figures)
 
     def line(self) -> str:
@@ -147,8 +147,8 @@ def reference_check(attacks: dict[str, dict[str, Any]], metric: str, train_accur
     figures = {"metric": metric, "strongest_attack": strongest, "value": value, "low": float(interval[0]),
                "high": float(interval[1]), "chance": chance, "interval": how, "train_accuracy": train_accuracy,
                "test_accuracy": test_accuracy, "generalization_gap": gap}
-    gap_text = "" if gap is None else f"generalization gap {gap:+.3f} (train {train_accuracy:.3f}, test " \
-                                      f"{test_accuracy:.3f}); "
+    gap_text = ("" if gap is None else
+                f"generalization gap {gap:+.3f} (train {train_accuracy:.3f}, test {test_accuracy:.3f}); ")
     measured = (f"{gap_text}strongest attack {strongest} {metric} {value:.4f} [95% CI {interval[0]:.4f}, "
                 f"{interval[1]:.4f}]")
     if interval[0] > chance:

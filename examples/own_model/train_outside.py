@@ -47,7 +47,7 @@ features, labels = torch.as_tensor(x[members]), torch.as_tensor(y[members])
 torch.manual_seed(0)
 model = Net((x.shape[1],), int(y.max()) + 1)
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-for epoch in range(args.epochs):
+for _ in range(args.epochs):
     for batch in torch.randperm(len(labels)).split(64):
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(features[batch]), labels[batch]).backward()

@@ -11,7 +11,8 @@ import signal
 import socket
 import tempfile
 import threading
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import ray
@@ -111,7 +112,7 @@ def _init(address: str | None, num_cpus: int | None) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    quiet: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR)
+    quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     target = ray_address(address)
     if target is None:
         # Keep idle task workers alive between trials: each fresh worker re-imports torch (seconds), while a

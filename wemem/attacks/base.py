@@ -11,6 +11,7 @@ all of them.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -94,7 +95,7 @@ class AttackInputs:
         return self._pooled["shadows"]
 
     def _pool_shadows(self) -> Observations:
-        sensitivities = self.shadow_sensitivity or [None] * len(self.shadow_targets)
+        sensitivities: Sequence[np.ndarray | None] = self.shadow_sensitivity or (None,) * len(self.shadow_targets)
         parts = [self._observe(lp, s, t) for lp, s, t in zip(self.shadow_log_probs, sensitivities, self.shadow_targets)]
         return Observations(
             np.concatenate([p.log_probs for p in parts]),
@@ -156,7 +157,7 @@ def timed_attack(name: str, inputs: AttackInputs, uncertainty: bool = True
     attack = ATTACKS.get(name)()
     scores, threshold = attack.decision_scores(inputs)
     is_member = inputs.victim_targets.is_member
-    metrics: dict[str, object] = attack_metrics(scores, is_member, threshold)
+    metrics: dict[str, object] = {**attack_metrics(scores, is_member, threshold)}
     if uncertainty:
         metrics.update(attack_uncertainty(scores, is_member, threshold))
     metrics["roc"] = roc_points(scores, is_member)

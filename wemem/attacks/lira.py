@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import require
+from ..errors import WememError, require
 from ..metrics import population_threshold
 from .base import ATTACKS, Attack, AttackInputs
 from .features import scaled_confidence
@@ -64,8 +64,8 @@ class Lira(Attack):
         non-members of the victim and OUT for every shadow, like the victim's non-member targets, so their scores
         follow the targets' non-member distribution. A fixed 0.5 on Phi(z) (z = 0) accepts about half of the
         non-members and caps balanced accuracy near 0.75 (docs/deviations.md)."""
-        require(inputs.population is not None and len(inputs.population) > 0,
-                "lira needs a population of non-member samples no model trained on to fit its threshold; build the "
-                "attack inputs with wemem.pipeline.attack_inputs")
+        if inputs.population is None or len(inputs.population) == 0:
+            raise WememError("lira needs a population of non-member samples no model trained on to fit its "
+                             "threshold; build the attack inputs with wemem.pipeline.attack_inputs")
         population = lira_scores(*self.phis(inputs, inputs.population), sigma_out=sigma_out)
         return population_threshold(target_scores, population)

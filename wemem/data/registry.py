@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -104,7 +104,7 @@ def seeded_permutation(n: int, seed: int) -> np.ndarray:
 def split_train_test(x: torch.Tensor, y: torch.Tensor, seed: int, name: str, test_fraction: float = 0.2) -> Pools:
     """For datasets without an official test split: seeded 80/20 split into T/E."""
     order = torch.as_tensor(seeded_permutation(len(y), seed))
-    n_test = int(round(len(y) * test_fraction))
+    n_test = round(len(y) * test_fraction)
     n_train = len(y) - n_test
     y = y.long()
     return Pools(name, x[order].contiguous(), y[order].contiguous(), n_train, int(y.max()) + 1)
@@ -162,7 +162,7 @@ class StudySplit:
                 "shadows": [as_dict(s) for s in self.shadows], "population": self.population}
 
     @classmethod
-    def from_state(cls, state: dict) -> "StudySplit":
+    def from_state(cls, state: dict) -> StudySplit:
         require(state.get("version") == SPLIT_VERSION,
                 f"cached split has version {state.get('version', 1)}, this code writes version {SPLIT_VERSION}; "
                 "delete the cache directory (or use another --cache-dir) so the split is recomputed")
@@ -186,10 +186,10 @@ def _model_split(pool: np.ndarray, test_pool: np.ndarray, seed: int, train_fract
     ``not_for_dev`` that would fall in the dev set are left out of it (and of the test set, which stays as it
     would be without them)."""
     pool = pool[seeded_permutation(len(pool), seed)]
-    n_train = int(round(len(pool) * train_fraction))
+    n_train = round(len(pool) * train_fraction)
     evaluation = np.concatenate([pool[n_train:], test_pool])
     evaluation = evaluation[seeded_permutation(len(evaluation), seed + 1_000_003)]
-    n_dev = int(round(len(evaluation) * dev_fraction))
+    n_dev = round(len(evaluation) * dev_fraction)
     dev = evaluation[:n_dev]
     if not_for_dev is not None:
         dev = dev[~np.isin(dev, not_for_dev)]

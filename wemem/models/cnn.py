@@ -81,7 +81,7 @@ class VGG16BN(nn.Module):
         layers: list[nn.Module] = []
         channels = in_channels
         for item in VGG16_CONFIG_D:
-            if item == "M":
+            if isinstance(item, str):  # "M"
                 layers.append(nn.MaxPool2d(2))
             else:
                 layers += [nn.Conv2d(channels, item, 3, padding=1), nn.BatchNorm2d(item), nn.ReLU()]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import pickle
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -137,7 +137,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     for wrapper in ("state_dict", "model_state_dict"):  # Lightning's and the common training-loop dict
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
-    require(isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()),
+    require(isinstance(state, dict) and len(state) > 0 and all(isinstance(v, torch.Tensor) for v in state.values()),
             f"checkpoint {path} holds a {type(state).__name__}, not a state_dict of tensors; {CHECKPOINT_FIX}")
     return state
 
@@ -152,7 +152,8 @@ def fit_checkpoint(path: str | Path, model: nn.Module, name: str) -> dict[str, t
                          f"{' ...' if len(missing) > 4 else ''}, unexpected {unexpected[:4]}"
                          f"{' ...' if len(unexpected) > 4 else ''}; it must be the state_dict of this very "
                          f"architecture built for this dataset's input and classes")
-    wrong = [f"{k}: {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    wrong = [f"{k}: {list(state[k].shape)} vs {list(v.shape)}"
+             for k, v in expected.items() if state[k].shape != v.shape]
     require(not wrong, f"checkpoint {path} does not fit model {name!r}: shapes differ ({'; '.join(wrong[:3])}); "
                        f"build the model for this dataset's input shape and class count")
     broken = non_finite_tensors(state)
@@ -181,7 +182,7 @@ def initialize(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+def prunable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     """Weights pruned by magnitude: every conv and linear weight, except the models' declared exceptions.
 
     A model may define ``unprunable`` (names of modules kept dense), e.g. columnfc keeps its output layer.
