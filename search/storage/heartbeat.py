@@ -203,7 +203,9 @@ def fail_with_reason(study: optuna.Study, storage: optuna.storages.BaseStorage, 
 def requeue(study: optuna.Study, storage: optuna.storages.RDBStorage, numbers: Iterable[int]) -> None:
     """Re-queue the settings of trials this launcher failed itself (interrupted), as a stale sweep would."""
     callback = storage.get_heartbeat_stale_trial_callback()
-    for number in numbers if callback is not None else ():
+    if callback is None:
+        return
+    for number in numbers:
         callback(study, copy.deepcopy(storage.get_trial(trial_id_of(storage, study, number))))
 
 
