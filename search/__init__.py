@@ -8,6 +8,13 @@
 - ``results``: printed text, export, apply, report;
 - ``cli``: the ``wemem`` command line.
 
+Beside them, lowest of all, ``exceptions`` (the errors by kind) and, above ``results``, ``runs`` (``wemem run``
+and mem-scores); ``api`` is every command as a function, and ``cli`` parses arguments and calls it.
+
 A module imports only from its own layer or lower ones (``tests/test_layout.py`` checks it). This package's
-``__init__`` stays empty: Ray workers import it before their job module.
+``__init__`` imports only the light ``exceptions``: Ray workers import it before their job module.
 """
+
+from .exceptions import BadInputError, InterruptedStudyError, StorageError, WememError
+
+__all__ = ["BadInputError", "InterruptedStudyError", "StorageError", "WememError"]

@@ -37,12 +37,14 @@ FACADE = "search"  # the public API package: may import any search layer; nothin
 LAYERS = [
     ("wemem",),                # the science: no Optuna, no Ray
     ("objectives",),           # one defense setting -> numbers
+    ("search.exceptions",),    # the errors by kind: any search layer raises them
     ("search.studyfile",),     # study files (pydantic schema) and search spaces
     ("search.storage",),       # storage URLs and secrets, stored records, heartbeats
     ("search.study",),         # where a study lives (place), the open study object, create/load, ranking
     ("search.execution",),     # Ray cluster, worker jobs, the trainable, the Tune loop, launch/resume
     ("search.confirm",),       # fresh-seed confirmation
     ("search.results",),       # printed text, export, apply, report
+    ("search.runs",),          # one experiment without a search (wemem run) and wemem memscore's mem-scores
     ("search.api",),           # the Python API (notebooks, scripts): the commands as functions
     ("search.cli",),           # the command line
 ]
@@ -448,7 +450,7 @@ def test_checker_reports_upward_layer_imports(tmp_path):
                    for v in found), found
     assert len(found) == 3, found
     assert forbidden_import_violations(tmp_path) == ["wemem.core (line 1) imports optuna: wemem may not use optuna"]
-    assert layer_of("search.storage.urls") == 3 and layer_of("search.cli_confirm") is None
+    assert layer_of("search.storage.urls") == 4 and layer_of("search.cli_confirm") is None
     assert layer_of("search") == len(LAYERS) and layer_of("wemem.data.loaders") == 0
 
 

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 import report_study
 from search.cli import main
 from search.cli.common import printable
-from search.cli.science import result_documents, save_results
+from search.runs import result_documents, save_results
 from search.results.html import content_security_policy
 from search.results.report import plain, write_report
 from search.study import open_study

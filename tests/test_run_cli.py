@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 
 from search.cli import main
-from search.cli.science import parse_settings, planned_runs
+from search.cli.science import parse_settings
+from search.runs import planned_runs
 from wemem.config import PruningConfig
+from wemem.defenses import Setting
 from wemem.errors import WememError
 
 # the options of conftest's tiny_config, so `wemem run` finds the session's cached assets
@@ -33,14 +35,14 @@ def test_settings_as_key_value_words_or_one_json_object() -> None:
 
 def test_compare_plans_original_one_shot_iterative_and_the_defended_run() -> None:
     pruning = PruningConfig(0.5, 3)
-    runs = planned_runs("rmr", {"lambda_mem": 0.1}, pruning, compare=True)
+    runs = planned_runs(Setting("rmr", {"lambda_mem": 0.1, "risky_fraction": 0.2}), pruning, compare=True)
     assert [(r.label, r.defense, r.pruning) for r in runs] == [
         ("original", "none", None),
         ("one-shot", "none", PruningConfig(0.5, 3, one_shot=True)),
         ("iterative", "none", PruningConfig(0.5, 3)),
         ("iterative+rmr", "rmr", PruningConfig(0.5, 3)),
     ]
-    single = planned_runs("none", {}, PruningConfig(0.5, 3, one_shot=True), compare=False)
+    single = planned_runs(Setting("none"), PruningConfig(0.5, 3, one_shot=True), compare=False)
     assert [(r.label, r.pruning.one_shot) for r in single] == [("one-shot", True)]
 
 

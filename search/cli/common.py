@@ -1,5 +1,5 @@
 """What every command shares: the ``Command`` record, argument types, the flags every command takes, this
-launcher's resource flags, and the :class:`~search.study.Options` they make."""
+launcher's resource flags, and the keywords of :mod:`search.api` they give."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import argparse
 import re
 import sys
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import Callable, TextIO, TypedDict
 
 from wemem.config import MAX_SEED
 
 from ..storage.urls import GRACE_PERIOD_S, MIN_GRACE_PERIOD_S
-from ..study.place import LAUNCHER_RESOURCES, Options
+from ..study.place import LAUNCHER_RESOURCES
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,28 @@ def echo(message: str, stream: TextIO | None = None) -> None:
     print(printable(message), file=stream or sys.stdout, flush=True)
 
 
-def options_from(args: argparse.Namespace) -> Options:
-    resources = {k: getattr(args, k) for k in LAUNCHER_RESOURCES if getattr(args, k, None) is not None}
-    return Options(storage=args.storage, cache_dir=args.cache_dir, data_root=args.data_root,
-                   ray_address=getattr(args, "ray_address", None), stale_after=args.stale_after,
-                   resources=resources or None, overrides=tuple(getattr(args, "override_check", None) or ()),
-                   allow_foreign_tables=getattr(args, "allow_foreign_tables", False))
+class Places(TypedDict):
+    """The keywords of the :mod:`search.api` functions that read a stored study: where it lives."""
+
+    storage: str | None
+    cache_dir: str | None
+    data_root: str | None
+    stale_after: int
+
+
+def places(args: argparse.Namespace) -> Places:
+    return Places(storage=args.storage, cache_dir=args.cache_dir, data_root=args.data_root,
+                  stale_after=args.stale_after)
+
+
+def resources(args: argparse.Namespace) -> dict[str, float] | None:
+    """The resource flags given (None: the study file's [resources])."""
+    given = {key: getattr(args, key) for key in LAUNCHER_RESOURCES if getattr(args, key, None) is not None}
+    return given or None
+
+
+def overrides(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(args.override_check or ())
 
 
 def whole_number(text: str) -> int:

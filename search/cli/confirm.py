@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Command, echo, options_from
+from .. import api
+from ..exceptions import InterruptedStudyError
+from .common import Command, echo, places
+from .science import parse_settings
 
 
 def _confirm(args: argparse.Namespace) -> int:
-    from wemem.attacks import ATTACKS, parse_attack_names
-
-    from ..api import echo_confirmation
-    from ..confirm import confirm
-    from ..study import open_study
-    from .science import parse_settings
-
-    attacks = None if args.attacks is None else parse_attack_names(args.attacks, ATTACKS.names())
     compare = None if args.compare is None else (args.compare[0], parse_settings(args.compare[1:]))
-    opened = open_study(args.name, options_from(args))
     try:
-        summary = confirm(opened, args.top, args.seeds, echo, attacks, compare)
-    except KeyboardInterrupt as interrupt:  # main prints this instead of its `wemem resume` advice
-        interrupt.advice = (f"finished evaluations are stored. Run the same `wemem confirm {args.name}` again: it "
-                            "reuses them.")
-        raise
-    echo_confirmation(summary, echo)
+        api.confirm(args.name, top=args.top, seeds=args.seeds, attacks=args.attacks, compare=compare,
+                    **places(args), ray_address=args.ray_address, echo=echo)
+    except KeyboardInterrupt as interrupt:  # main prints this advice instead of its `wemem resume` one
+        raise InterruptedStudyError(f"finished evaluations are stored. Run the same `wemem confirm {args.name}` "
+                                    "again: it reuses them.") from interrupt
     return 0
 
 

@@ -1,7 +1,8 @@
 """The ``wemem`` command line: one entry point, one sub-command per study operation.
 
-Every sub-command is a :class:`~.common.Command` in the explicit table below; user errors (WememError) print one
-clear message and exit 2 without touching what is already stored; Ctrl-C and SIGTERM exit 130, a bug 1.
+Every sub-command is a :class:`~.common.Command` in the explicit table below: it parses its arguments, calls its
+:mod:`search.api` function and prints the result. User errors (WememError) print one clear message and exit 2
+without touching what is already stored; Ctrl-C and SIGTERM exit 130, a bug 1.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import warnings
 
 from wemem.errors import WememError
 
+from ..api import resume_advice
 from ..storage.urls import scrub, storage_error, storage_url
 from . import confirm, results, science, study
 from .common import Command, add_common_flags, echo
@@ -75,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():  # restores the caller's showwarning when an in-process call returns
             warnings.showwarning = _show_warning
             return args.handler(args)
+    except KeyboardInterrupt as interrupt:  # before WememError: an InterruptedStudyError is both
+        # what to do next: the interrupted command may say (``advice``), else a study is continued by resume
+        advice = getattr(interrupt, "advice", None) or resume_advice(getattr(args, "name", None) or "NAME",
+                                                                     getattr(interrupt, "requeued", []))
+        echo(f"interrupted; {advice}", sys.stderr)
+        return 130
     except WememError as error:
         echo(f"error: {scrub(str(error), url)}", sys.stderr)
         return 2
@@ -85,11 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         echo("error: an input of this command (a file, a --settings value or a stored attribute) is nested too "
              "deep to read; use a flat one", sys.stderr)
         return 2
-    except KeyboardInterrupt as interrupt:
-        # what to do next: the interrupted command may say (``advice``), else a study is continued by resume
-        advice = getattr(interrupt, "advice", None) or resume_advice(interrupt, getattr(args, "name", None) or "NAME")
-        echo(f"interrupted; {advice}", sys.stderr)
-        return 130
     except Exception as error:
         if _is_storage_error(error):
             echo(f"error: {storage_error(url, error)}", sys.stderr)
@@ -134,12 +137,6 @@ def _shutdown_ray() -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def resume_advice(interrupt: KeyboardInterrupt, name: str) -> str:
-    requeued = getattr(interrupt, "requeued", [])
-    detail = f" Running trial(s) {requeued} were failed and their settings re-queued." if requeued else ""
-    return f"finished trials are stored.{detail} Continue with `wemem resume {name}`."
 
 
 def threading_main() -> bool:

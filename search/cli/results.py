@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Command, echo, options_from
+from .. import api
+from .common import Command, echo, places
 
 
 def _export(args: argparse.Namespace) -> int:
-    from wemem.files import check_output_file, wrote
-
-    from ..results.export import export_document, write_export
-    from ..study import open_study
-
-    check_output_file(args.out, (".toml", ".json"))  # before the storage is opened
-    opened = open_study(args.name, options_from(args))
-    echo(wrote((args.out, write_export(export_document(opened), args.out))))
+    api.export(args.name, args.out, **places(args), echo=echo)
     return 0
 
 
@@ -29,21 +23,8 @@ EXPORT = Command("export", "write the best setting (or the Pareto set) with its 
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from wemem.files import check_writable_folder
-
-    from ..execution import cluster
-    from ..results.apply import apply_export, check_apply_out, load_export
-    from ..study import resolve_cache_dir
-
-    options = options_from(args)
-    # a bad --out, --cache-dir or export file is refused before Ray starts and the minutes of work
-    check_apply_out(args.out)
-    cache_dir = resolve_cache_dir(options)
-    check_writable_folder(cache_dir, "--cache-dir")
-    load_export(args.export_file, args.trial, allow_code=args.allow_code)
-    cluster.init_ray(options.ray_address)
-    apply_export(args.export_file, args.out, cache_dir, options.data_root, args.trial, cluster.task_share, echo,
-                 args.allow_code)
+    api.apply(args.export_file, args.out, trial=args.trial, cache_dir=args.cache_dir, data_root=args.data_root,
+              ray_address=args.ray_address, parallel=True, echo=echo, allow_code=args.allow_code)
     return 0
 
 
@@ -61,11 +42,7 @@ APPLY = Command("apply", "rebuild the defended pruned model of an export, save i
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ..results.report import check_report_out, write_report
-    from ..study import open_study
-
-    check_report_out(args.out)  # before the storage is opened
-    write_report(open_study(args.name, options_from(args)), args.out, echo)
+    api.report(args.name, args.out, **places(args), echo=echo)
     return 0
 
 

@@ -15,7 +15,9 @@ import optuna
 import sqlalchemy
 from optuna.storages._rdb import models  # Optuna's schema: which tables of a database are Optuna's
 
-from wemem.errors import WememError, capped
+from wemem.errors import capped
+
+from ..exceptions import StorageError
 
 DEFAULT_STORAGE = "sqlite:///wemem.db"
 SQLITE_LOCK_TIMEOUT_S = 60  # parallel trials tell results concurrently; the default 5 s lock timeout is too short
@@ -100,25 +102,25 @@ def check_storage_url(url: str, must_exist: bool = False) -> None:
     does not exist (read-only commands must not create an empty storage)."""
     parsed = _parse_url(url)
     if parsed is None:
-        raise WememError(f"storage URL {redact(url)!r} is not a URL; write it as sqlite:///PATH.db or "
+        raise StorageError(f"storage URL {redact(url)!r} is not a URL; write it as sqlite:///PATH.db or "
                          "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE (--storage or WEMEM_STORAGE)")
     if _in_memory(parsed):
-        raise WememError(f"storage {redact(url)!r} is an in-memory SQLite database: everything it holds is lost when "
+        raise StorageError(f"storage {redact(url)!r} is an in-memory SQLite database: everything it holds is lost when "
                          "the command ends; pass a file, e.g. --storage sqlite:///wemem.db")
     path = _sqlite_path(parsed)
     if path is None:
         return
     if path.is_dir():
-        raise WememError(f"storage path {path} is a folder; name a database file inside it, e.g. "
+        raise StorageError(f"storage path {path} is a folder; name a database file inside it, e.g. "
                          f"--storage sqlite:///{path / 'wemem.db'}")
     if must_exist and not path.is_file():
-        raise WememError(f"no storage at {path}: no study has been launched there. Launch one with "
+        raise StorageError(f"no storage at {path}: no study has been launched there. Launch one with "
                          "`wemem launch STUDY.toml`, or pass the storage that holds it with --storage")
     if not path.parent.is_dir():
-        raise WememError(f"cannot create the SQLite storage {path}: the folder {path.parent} does not exist; "
+        raise StorageError(f"cannot create the SQLite storage {path}: the folder {path.parent} does not exist; "
                          "create it or pass another --storage")
     if path.is_file() and path.stat().st_size and path.read_bytes()[:16] != b"SQLite format 3\x00":
-        raise WememError(f"storage file {path} is not a SQLite database; pass the right --storage")
+        raise StorageError(f"storage file {path} is not a SQLite database; pass the right --storage")
 
 
 def new_sqlite_file(url: str) -> Path | None:
@@ -154,7 +156,7 @@ def refuse_foreign_tables(url: str) -> None:
     """A launcher adds Optuna's tables to a SQLite file: refuse one that holds another program's tables."""
     found = foreign_tables(url)
     if found:
-        raise WememError(f"storage {redact(url)} holds tables that are not Optuna's ({', '.join(capped(found))}): "
+        raise StorageError(f"storage {redact(url)} holds tables that are not Optuna's ({', '.join(capped(found))}): "
                          "it is another program's database, and launching would add Optuna's tables to it. Pass a "
                          "new file with --storage, or --allow-foreign-tables to keep the studies beside those tables")
 
@@ -213,7 +215,7 @@ def _require_study_tables(url: str) -> None:
     except Exception as error:  # sqlalchemy/driver errors vary by backend
         raise storage_error(url, error) from None
     if not found:
-        raise WememError(f"no studies in storage {redact(url)}: it holds no Optuna tables (an empty or foreign "
+        raise StorageError(f"no studies in storage {redact(url)}: it holds no Optuna tables (an empty or foreign "
                          "database), so no study has been launched there. Launch one with `wemem launch STUDY.toml`, "
                          "or pass the storage that holds it with --storage")
 
@@ -241,7 +243,7 @@ def _serializable_sqlite(engine: sqlalchemy.engine.Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def storage_error(url: str, error: BaseException) -> WememError:
+def storage_error(url: str, error: BaseException) -> StorageError:
     """A clear, secret-free error for a storage that cannot be opened or written."""
     chain: list[BaseException] = [error]
     while len(chain) < 10 and (chain[-1].__cause__ or chain[-1].__context__) is not None:
@@ -250,9 +252,9 @@ def storage_error(url: str, error: BaseException) -> WememError:
     reason = scrub(str(getattr(root, "orig", None) or root), url).replace(url, redact(url)).strip().splitlines()
     reason_text = reason[0] if reason else type(error).__name__
     if "readonly" in reason_text.replace("-", "").replace(" ", "").lower():
-        return WememError(f"storage {redact(url)} is read-only ({reason_text}); make the file and its folder "
+        return StorageError(f"storage {redact(url)} is read-only ({reason_text}); make the file and its folder "
                           "writable, or copy it and pass the copy with --storage")
-    return WememError(f"cannot open storage {redact(url)}: {reason_text}. Check the URL (--storage or "
+    return StorageError(f"cannot open storage {redact(url)}: {reason_text}. Check the URL (--storage or "
                       "WEMEM_STORAGE), that the server is running and reachable, and the credentials")
 
 
