@@ -19,7 +19,7 @@ args = parser.parse_args()
 study = api.launch(HERE / "study.toml", storage=args.storage, cache_dir=args.cache_dir)
 print(study.trials[["number", "state", "defense", "utility", "privacy"]].to_string(index=False))
 confirmed = api.confirm(study.name, seeds=2, storage=args.storage, cache_dir=args.cache_dir)
-best = confirmed["candidates"][0]
-print(f"confirmed on {len(confirmed['seeds'])} fresh seeds: accuracy {best['utility']['mean']:.4f}, "
-      f"leakage {best['privacy']['mean']:.4f}")
+best = confirmed.candidates[0]
+print(f"confirmed on {len(confirmed.seeds)} fresh seeds: accuracy {best.utility.mean:.4f}, "
+      f"leakage {best.privacy.mean:.4f}")
 print(f"wrote {api.export(study.name, args.out, storage=args.storage)}")

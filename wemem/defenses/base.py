@@ -8,10 +8,11 @@ its pydantic ``Settings`` and registers itself with ``@DEFENSES.register("name")
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from ..data import Pools
-from ..errors import WememError, capped
+from ..errors import WememError, validation_problems
 from ..pruning import MaskKeeper, Masks
 from ..registry import Registry
 from ..training import Step, TrainConfig, make_adam, minibatches, training_autocast
@@ -28,6 +29,9 @@ from .space import DeclaredSpace, SpaceParam, declared_space
 
 class NoSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
+
+
+S = TypeVar("S", bound=BaseModel)  # a defense's settings model
 
 
 @dataclass(frozen=True)
@@ -45,14 +49,24 @@ class DefenseContext:
     def labels(self) -> torch.Tensor:
         return self.pools.y[self.train.to(self.pools.y.device)].cpu()
 
-    def scores_of(self, indices: torch.Tensor) -> torch.Tensor:
+    @property
+    def scores(self) -> torch.Tensor:
+        """Every mem-score of the study (a WememError names the fix where the study computed none)."""
         if self.memscores is None:
-            raise WememError("this defense needs mem-scores; compute them with `wemem memscore` or enable them in the study")
-        return self.memscores[indices.cpu()]
+            raise WememError("this defense needs mem-scores; compute them with `wemem memscore` or enable them in "
+                             "the study")
+        return self.memscores
+
+    def scores_of(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.scores[indices.cpu()]
 
 
-class Defense:
-    """Default behaviour: plain fine-tuning (shuffled mini-batches, cross-entropy, Adam with coupled L2)."""
+class Defense(Generic[S]):
+    """Default behaviour: plain fine-tuning (shuffled mini-batches, cross-entropy, Adam with coupled L2).
+
+    A subclass names its settings model twice, as the type parameter (``self.settings`` is typed by it) and as
+    ``Settings`` (what validates at run time): ``class PPB(Defense[PPBSettings]): Settings = PPBSettings``.
+    """
 
     name: ClassVar[str]  # the registry name, set by DEFENSES.register (this base class is "none")
     Settings: ClassVar[type[BaseModel]] = NoSettings
@@ -68,7 +82,9 @@ class Defense:
     paper_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
     def __init__(self, settings: BaseModel | Mapping[str, object] | None = None):
-        self.settings = self.parse_settings(settings or {})
+        # parse_settings returns an instance of cls.Settings, which a subclass declares as the model of its S; the
+        # link is stated here because a ClassVar cannot name a type variable (PEP 526)
+        self.settings = cast(S, self.parse_settings(settings or {}))
         self.context: DefenseContext | None = None
         self._mask_keeper: MaskKeeper | None = None
 
@@ -84,8 +100,7 @@ class Defense:
         try:
             return cls.Settings.model_validate(dict(settings))
         except ValidationError as error:
-            problems = "; ".join(capped(f"{'.'.join(map(str, e['loc'])) or '(settings)'}: {e['msg']}"
-                                        for e in error.errors()))
+            problems = "; ".join(validation_problems(error, whole="(settings)"))
             raise WememError(f"invalid settings for defense {cls.name!r}: {problems}") from None
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -138,25 +153,23 @@ class Defense:
         return {}
 
 
-class weight_decay_override:
+@contextmanager
+def weight_decay_override(optimizer: torch.optim.Optimizer, weight_decay: float | None) -> Iterator[None]:
     """Temporarily set every param group's weight decay (RMR's stronger L2 on risky steps)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, weight_decay: float | None):
-        self.optimizer, self.weight_decay = optimizer, weight_decay
-        self.saved: list[float] = []
-
-    def __enter__(self) -> None:
-        if self.weight_decay is not None:
-            self.saved = [group["weight_decay"] for group in self.optimizer.param_groups]
-            for group in self.optimizer.param_groups:
-                group["weight_decay"] = self.weight_decay
-
-    def __exit__(self, *exc: object) -> None:
-        for group, saved in zip(self.optimizer.param_groups, self.saved):
-            group["weight_decay"] = saved
+    if weight_decay is None:
+        yield
+        return
+    saved = [group["weight_decay"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["weight_decay"] = weight_decay
+    try:
+        yield
+    finally:
+        for group, value in zip(optimizer.param_groups, saved):
+            group["weight_decay"] = value
 
 
-DEFENSES: Registry[type[Defense]] = Registry("defense", group="wemem.defenses")
+DEFENSES: Registry[type[Defense[Any]]] = Registry("defense", group="wemem.defenses")
 DEFENSES.register("none")(Defense)
 
 
@@ -221,5 +234,5 @@ class Setting:
 UNDEFENDED = "none"
 
 
-def make_defense(name: str, settings: dict[str, Any] | None = None) -> Defense:
+def make_defense(name: str, settings: Mapping[str, object] | None = None) -> Defense[Any]:
     return Setting(name, settings or {}).make()

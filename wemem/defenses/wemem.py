@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -27,7 +27,8 @@ Order = Literal["h2l", "l2h"]
 # ------------------------------------------------------------------------------------ pure algorithms
 
 
-def ranked_class_lists(indices: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, order: Order) -> list[torch.Tensor]:
+def ranked_class_lists(indices: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
+                       order: Order) -> list[torch.Tensor]:
     """pi_c for each class present: the class's indices ranked by mem-score (ties broken by pool index)."""
     lists = []
     for c in torch.unique(labels).tolist():
@@ -43,9 +44,17 @@ def ranked_class_lists(indices: torch.Tensor, labels: torch.Tensor, scores: torc
 def window_sizes(class_size: int, width: int | None, stride: int | None, width_fraction: float | None,
                  stride_fraction: float | None) -> tuple[int, int]:
     """Per-class (W, D) in samples: counts as given, or fractions of the class size (at least one sample)."""
-    w = width if width is not None else max(1, round(width_fraction * class_size))
-    d = stride if stride is not None else max(1, round(stride_fraction * class_size))
-    return w, d
+    return (in_samples(class_size, "width", width, width_fraction),
+            in_samples(class_size, "stride", stride, stride_fraction))
+
+
+def in_samples(class_size: int, name: str, count: int | None, fraction: float | None) -> int:
+    """One window dimension in samples, from its count or its fraction of the class size."""
+    if count is not None:
+        return count
+    if fraction is None:
+        raise ValueError(f"give the window's {name} in samples or as a fraction")
+    return max(1, round(fraction * class_size))
 
 
 def sliding_window(class_lists: list[torch.Tensor], sizes: list[tuple[int, int]], epoch: int) -> torch.Tensor:
@@ -100,7 +109,8 @@ class WindowSettings(BaseModel):
             if sum(given) != 1:
                 raise ValueError(f"give exactly one of {name} (samples) or {name}_fraction (of each class list)")
         if self.width is not None and self.stride is not None and self.stride > self.width:
-            raise ValueError(f"stride {self.stride} exceeds width {self.width}: samples between windows would never be trained on")
+            raise ValueError(f"stride {self.stride} exceeds width {self.width}: samples between windows would never "
+                             "be trained on")
         if self.width_fraction is not None and self.stride_fraction is not None \
                 and not stride_below_width(self.stride_fraction, self.width_fraction):
             raise ValueError("stride_fraction must be strictly below width_fraction")
@@ -132,6 +142,10 @@ class SWMRSettings(WindowSettings, RiskSettings):
     pass
 
 
+WS = TypeVar("WS", bound=WindowSettings)  # the settings of a defense with sliding windows
+RS = TypeVar("RS", bound=RiskSettings)  # the settings of a defense with risk memory regularization
+
+
 # ------------------------------------------------------------------------------------------ search spaces
 
 # The window is sampled in a fixed box: the width, and the stride as a fraction of the width (stride_ratio), both
@@ -155,10 +169,8 @@ RISK_DEFAULTS = {"lambda_mem": 0.1, "risky_fraction": 0.2}
 # ------------------------------------------------------------------------------------------- defenses
 
 
-class SlidingWindowMixin:
+class SlidingWindowMixin(Defense[WS]):
     """Per-class ranked lists and window sizes, prepared once per model."""
-
-    settings: WindowSettings
 
     def prepare_windows(self, context: DefenseContext) -> None:
         s = self.settings
@@ -171,7 +183,7 @@ class SlidingWindowMixin:
         return sliding_window(self.class_lists, self.sizes, epoch)
 
 
-class RiskMixin:
+class RiskMixin(Defense[RS]):
     """RMR's risky-first epochs; with ``optimizer = "two_adam"`` risky steps use an Adam of their own.
 
     Both optimizers are created once per model (``make_optimizer`` runs once, before the first pruning round),
@@ -179,7 +191,6 @@ class RiskMixin:
     step of :meth:`Defense.train_step` (masks re-applied after the step).
     """
 
-    settings: RiskSettings
     risky_optimizer: torch.optim.Optimizer | None = None
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
@@ -191,14 +202,18 @@ class RiskMixin:
         return general
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step,
-                   masks: Masks | None) -> float:
+                   masks: Masks | None) -> torch.Tensor:
         if self.risky_optimizer is not None and step.weight_decay is not None:  # a risky step (see risk_steps)
             optimizer = self.risky_optimizer
         return super().train_step(model, optimizer, pools, step, masks)
 
     def prepare_threshold(self, context: DefenseContext) -> None:
         s = self.settings
-        self.tau = s.tau if s.tau is not None else tau_from_risky_fraction(context.memscores, s.risky_fraction)
+        if s.tau is not None:
+            self.tau = s.tau
+        else:
+            assert s.risky_fraction is not None  # RiskSettings holds exactly one of the two (its validator)
+            self.tau = tau_from_risky_fraction(context.scores, s.risky_fraction)
 
     def risk_steps(self, indices: torch.Tensor, generator: torch.Generator) -> list[Step]:
         """All mini-batches of the risky part first (strong L2), then the general part (usual L2).
@@ -216,7 +231,7 @@ class RiskMixin:
 
 
 @DEFENSES.register("rsw")
-class RSW(SlidingWindowMixin, Defense):
+class RSW(SlidingWindowMixin[WindowSettings]):
     Settings = WindowSettings
     needs_memscores = True
     search_space = WINDOW_SPACE
@@ -231,7 +246,7 @@ class RSW(SlidingWindowMixin, Defense):
 
 
 @DEFENSES.register("rmr")
-class RMR(RiskMixin, Defense):
+class RMR(RiskMixin[RiskSettings]):
     Settings = RiskSettings
     needs_memscores = True
     search_space = RISK_SPACE
@@ -246,7 +261,7 @@ class RMR(RiskMixin, Defense):
 
 
 @DEFENSES.register("swmr")
-class SWMR(SlidingWindowMixin, RiskMixin, Defense):
+class SWMR(SlidingWindowMixin[SWMRSettings], RiskMixin[SWMRSettings]):
     Settings = SWMRSettings
     needs_memscores = True
     search_space = WINDOW_SPACE + RISK_SPACE

@@ -10,6 +10,8 @@ one classifier step per epoch; here every batch alternates.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,7 +28,7 @@ from ..space import SpaceParam, model_defaults
 def relu_mlp(*widths: int) -> nn.Sequential:
     """Linear layers of the given widths, each followed by ReLU."""
     layers: list[nn.Module] = []
-    for width_in, width_out in zip(widths, widths[1:]):
+    for width_in, width_out in pairwise(widths):
         layers += [nn.Linear(width_in, width_out), nn.ReLU()]
     return nn.Sequential(*layers)
 
@@ -77,7 +79,7 @@ class AdvRegSettings(BaseModel):
 
 
 @DEFENSES.register("advreg")
-class AdvReg(Defense):
+class AdvReg(Defense[AdvRegSettings]):
     Settings = AdvRegSettings
     # k: inference steps per classifier step
     search_space = (SpaceParam("theta", 0.5, 8.0, log=True), SpaceParam("k", 1, 10, integer=True))

@@ -13,6 +13,8 @@ pruning masks are kept through every step (see :mod:`.private_optimizer`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -23,6 +25,9 @@ from ...training import Step, make_adam
 from ..base import DEFENSES, Defense
 from ..space import SpaceParam, model_defaults
 
+if TYPE_CHECKING:  # the type only: Opacus is imported when a DP defense starts training (see private_optimizer)
+    from .private_optimizer import MaskedDPOptimizer
+
 
 class DPSGDSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/NaN settings are typos, never values
@@ -31,7 +36,7 @@ class DPSGDSettings(BaseModel):
 
 
 @DEFENSES.register("dpsgd")
-class DPSGD(Defense):
+class DPSGD(Defense[DPSGDSettings]):
     Settings = DPSGDSettings
     search_space = (SpaceParam("sigma", 0.1, 4.0, log=True), SpaceParam("clip", 0.5, 5.0, log=True))
     paper_defaults = model_defaults(DPSGDSettings, search_space)
@@ -51,12 +56,13 @@ class DPSGD(Defense):
         self.accountant = RDPAccountant()
         sample_rate = min(1.0, context.config.batch_size / len(context.train))
         optimizer.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate))  # counts the noisy steps
+        self.private_optimizer: MaskedDPOptimizer = optimizer  # the optimizer every train_step receives
         return optimizer
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step,
                    masks: Masks | None) -> torch.Tensor:
         if masks is not None:
-            optimizer.set_masks(model, masks)
+            self.private_optimizer.set_masks(model, masks)
         return super().train_step(model, optimizer, pools, step, masks)
 
     def report(self) -> dict[str, float]:

@@ -65,7 +65,7 @@ class HAMPSettings(BaseModel):
 
 
 @DEFENSES.register("hamp")
-class HAMP(Defense):
+class HAMP(Defense[HAMPSettings]):
     Settings = HAMPSettings
     search_space = (SpaceParam("gamma", 0.3, 0.99), SpaceParam("alpha", 1e-3, 1.0, log=True))
     paper_defaults = model_defaults(HAMPSettings, search_space)

@@ -33,7 +33,7 @@ class PPBSettings(BaseModel):
 
 
 @DEFENSES.register("ppb")
-class PPB(Defense):
+class PPB(Defense[PPBSettings]):
     Settings = PPBSettings
     search_space = (SpaceParam("lambda_kl", 0.5, 16.0, log=True),)
     paper_defaults = model_defaults(PPBSettings, search_space)

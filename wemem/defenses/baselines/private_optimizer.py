@@ -32,8 +32,10 @@ warnings.filterwarnings("ignore", message="Full backward hook is firing when gra
 class MaskedDPOptimizer(DPOptimizer):
     """Opacus' DP optimizer that keeps pruned weights out of the clipping and the noise."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, **kwargs):
-        super().__init__(optimizer, **kwargs)
+    def __init__(self, optimizer: torch.optim.Optimizer, *, noise_multiplier: float, max_grad_norm: float,
+                 expected_batch_size: int, loss_reduction: str = "mean", generator: torch.Generator | None = None):
+        super().__init__(optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
+                         expected_batch_size=expected_batch_size, loss_reduction=loss_reduction, generator=generator)
         self.param_masks: list[torch.Tensor | None] = [None] * len(self.params)
 
     def set_masks(self, model: nn.Module, masks: Masks) -> None:

@@ -52,7 +52,7 @@ class RelaxLossSettings(BaseModel):
 
 
 @DEFENSES.register("relaxloss")
-class RelaxLoss(Defense):
+class RelaxLoss(Defense[RelaxLossSettings]):
     Settings = RelaxLossSettings
     search_space = (SpaceParam("alpha", 0.1, 3.0, log=True),)
     paper_defaults = model_defaults(RelaxLossSettings, search_space)
