@@ -212,7 +212,7 @@ def reference(spec: TrialSpec, assets: StudyAssets, map_fn: MapFn = serial_map,
         noise = repeated(spec, assets, result, lambda r: run(repeat=r))
         ref = Reference(noise.utility, noise.privacy, spec_leakage(spec, result.attacks)[1], result.to_dict(),
                         noise.privacy_se)
-        save_checked(path, lambda tmp: tmp.write_text(json.dumps(asdict(ref))))
+        save_checked(path, json.dumps(asdict(ref)))
         return ref
 
 

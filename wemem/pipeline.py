@@ -8,10 +8,11 @@ ships by reference) and one small typed request (:class:`PruningJob`, :class:`At
 from __future__ import annotations
 
 import contextlib
-import time
 import copy
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Callable, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from .config import PruningConfig
 from .defenses import UNDEFENDED, Defense, DefenseContext, Setting
 from .parallel import LocalSteppers, MapFn, StepperMap, job_seed, serial_map
 from .pruning import Masks, dense_masks, layer_sparsity, prune_to, sparsity_schedule
-from .training import accuracy, on_training_device, place_model, predict_log_probs, train_round
+from .training import RoundResult, accuracy, on_training_device, place_model, predict_log_probs, train_round
 
 
 @dataclass
@@ -84,6 +85,10 @@ class PruningRun:
     The run keeps its own torch RNG state, so its result does not depend on how runs are interleaved.
     """
 
+    # the run's own torch RNG states, saved by every _own_rng block (the CUDA one on a CUDA device only)
+    _cpu_rng: torch.Tensor
+    _cuda_rng: torch.Tensor | None
+
     def __init__(self, assets: StudyAssets, model_index: int, defense: Defense, pruning: PruningConfig | None,
                  seed: int, keep_state: bool = False, sensitivity: bool = False, setup_seconds: float = 0.0,
                  draws: tuple[int, ...] = (0,)):
@@ -107,20 +112,19 @@ class PruningRun:
         self.optimizer = defense.make_optimizer(self.model)
         self.masks = dense_masks(self.model)
         self.rounds: list[dict[str, float]] = []
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.best_dev_accuracy: float | None = None
+        self.last_round: RoundResult | None = None  # its best-dev checkpoint is the one deployed
         self.seconds = 0.0
         self.setup_seconds = setup_seconds + time.perf_counter() - start
 
     @contextlib.contextmanager
-    def _own_rng(self, fresh: bool = False):
+    def _own_rng(self, fresh: bool = False) -> Iterator[None]:
         devices = [self.pools.x.device] if self.pools.x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             if fresh:
                 torch.manual_seed(self.seed)
             else:
                 torch.set_rng_state(self._cpu_rng)
-                if devices:
+                if self._cuda_rng is not None:
                     torch.cuda.set_rng_state(self._cuda_rng, devices[0])
             yield
             self._cpu_rng = torch.get_rng_state()
@@ -130,7 +134,7 @@ class PruningRun:
     def done(self) -> bool:
         return len(self.rounds) == len(self.schedule)
 
-    def _advance(self) -> None:
+    def _advance(self) -> RoundResult:
         index, sparsity = len(self.rounds), self.schedule[len(self.rounds)]
         start = time.perf_counter()
         with self._own_rng():
@@ -138,15 +142,16 @@ class PruningRun:
             result = train_round(self.model, self.optimizer, self.pools, self.split.dev, self.defense, self.masks,
                                  self.config.train.finetune_epochs, self.config.train.patience, self.generator)
         self.seconds += time.perf_counter() - start
-        self.best_state, self.best_dev_accuracy = result.best_state, result.best_dev_accuracy
+        self.last_round = result
         self.rounds.append({"round": index, "sparsity": sparsity, "epochs": result.epochs,
                             "best_epoch": result.best_epoch, "best_dev_accuracy": result.best_dev_accuracy})
+        return result
 
     def step(self) -> RoundReport:
         """Run the next round and report on its best-dev checkpoint (the training continues from the last epoch)."""
-        self._advance()
+        result = self._advance()
         last_epoch = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(self.best_state)
+        self.model.load_state_dict(result.best_state)
         everything = torch.arange(len(self.pools.y))
         with self._own_rng():
             report = RoundReport(self.name, len(self.rounds) - 1, self.rounds[-1]["sparsity"],
@@ -159,8 +164,8 @@ class PruningRun:
         """SAMIA's sensitivities on this model's attack targets only: each costs 10 perturbed forward passes, and
         the targets are a fraction of the pool (a quarter on Location, about a seventh on CIFAR-10)."""
         rows = torch.as_tensor(self.target_rows)
-        measured = output_sensitivity(model, self.defense, self.pools.x[rows.to(self.pools.x.device)], self.seed)
-        measured = measured.cpu().numpy()
+        measured = output_sensitivity(model, self.defense, self.pools.x[rows.to(self.pools.x.device)],
+                                      self.seed).cpu().numpy()
         sensitivity = np.full((len(self.pools.y), self.pools.num_classes), np.nan, dtype=measured.dtype)
         sensitivity[self.target_rows] = measured
         return sensitivity
@@ -171,11 +176,11 @@ class PruningRun:
             self._advance()
         start = time.perf_counter()
         model, pools = self.model, self.pools
-        if self.best_state is None:
+        if self.last_round is None:
             dev_accuracy = accuracy(model, pools, self.split.dev)
         else:
-            model.load_state_dict(self.best_state)
-            dev_accuracy = self.best_dev_accuracy
+            model.load_state_dict(self.last_round.best_state)
+            dev_accuracy = self.last_round.best_dev_accuracy
         with self._own_rng():
             log_probs = predict_log_probs(model, pools, torch.arange(len(pools.y)), self.defense).cpu().numpy()
             sensitivity = self._target_sensitivity(model) if self.sensitivity else None
@@ -299,6 +304,8 @@ def attack_targets(assets: StudyAssets, model_index: int, draw: int = 0) -> Targ
 def attack_inputs(assets: StudyAssets, victim: PrunedModel | RoundReport,
                   shadows: list[PrunedModel] | list[RoundReport], draw: int = 0) -> AttackInputs:
     victim_targets = attack_targets(assets, 0, draw)
+    # measured for every model of an experiment or for none (one flag of its pruning jobs)
+    shadow_sensitivity = [s.sensitivity for s in shadows if s.sensitivity is not None]
     return AttackInputs(
         labels=assets.pools.y.cpu().numpy(),
         victim_log_probs=victim.log_probs,
@@ -307,7 +314,7 @@ def attack_inputs(assets: StudyAssets, victim: PrunedModel | RoundReport,
         shadow_targets=[attack_targets(assets, k, draw) for k in range(1, len(shadows) + 1)],
         seed=job_seed(assets.config.seed, "attack", 0, draw),
         victim_sensitivity=victim.sensitivity,
-        shadow_sensitivity=None if victim.sensitivity is None else [s.sensitivity for s in shadows],
+        shadow_sensitivity=None if victim.sensitivity is None else shadow_sensitivity,
         population=population_indices(assets.split, victim_targets),
     )
 

@@ -13,12 +13,14 @@ import functools
 import os
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import ray
 import torch
+from ray.actor import ActorHandle
 
 from wemem.assets import StudyAssets, content_fingerprint
 from wemem.data import Pools
@@ -202,7 +204,8 @@ class TrialTimeout(WememError):
     """A trial ran past its time limit (``[search] trial_timeout_s``)."""
 
 
-def get_before(refs: list[Any], deadline: float | None, actors: list[Any] = ()) -> list[Any]:
+def get_before(refs: list[ray.ObjectRef[Any]], deadline: float | None,
+               actors: Sequence[ActorHandle[Any]] = ()) -> list[Any]:
     """``ray.get`` that gives up at ``deadline``: the jobs are cancelled (actors killed) and TrialTimeout raised."""
     if deadline is None:
         return ray.get(refs)
@@ -234,13 +237,22 @@ class _StepperHost:
         return self.stepper.finish(), placement("prune")
 
 
+def _handle(actor: object) -> ActorHandle[_StepperHost]:
+    """A new actor as its handle: Ray types it as the handle or the actor's class (so that editors show the class's
+    methods), but ``remote()`` always returns the handle, which ``ray.kill`` takes."""
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"Ray returned {type(actor).__name__} for a new actor, not its handle")
+    return actor
+
+
 class RaySteppers:
     """A wemem ``StepperGroup`` whose steppers live in Ray actors, stepped together round by round."""
 
     def __init__(self, share: RayMap, factory: Callable[..., Any], jobs: list[tuple[Any, ...]]):
         host = ray.remote(_StepperHost).options(num_cpus=share.num_cpus, num_gpus=share.num_gpus, max_restarts=0)
         self.share = share
-        self.actors = [host.remote(factory, threads_for(share.num_cpus), *job) for job in _ship_args(list(jobs))]
+        self.actors = [_handle(host.remote(factory, threads_for(share.num_cpus), *job))
+                       for job in _ship_args(list(jobs))]
 
     def step(self) -> list[Any]:
         return get_before([actor.step.remote() for actor in self.actors], self.share.deadline, self.actors)

@@ -11,7 +11,7 @@ import optuna
 from pydantic import ValidationError
 
 from wemem.assets import Echo, check_inputs, input_checks
-from wemem.errors import WememError, capped
+from wemem.errors import WememError, validation_problems
 from wemem.files import check_writable_folder
 from wemem.validity import Check, apply_overrides, require_valid
 
@@ -64,7 +64,7 @@ def with_resources(definition: StudyDefinition, options: Options) -> StudyDefini
     try:
         checked = type(resources).model_validate(resources.model_dump())
     except ValidationError as error:
-        problems = "; ".join(capped(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
+        problems = "; ".join(validation_problems(error))
         raise WememError(f"invalid resources for this launcher ({problems}); fix --cpus-per-trial, "
                          "--gpus-per-trial or --max-concurrent-trials") from None
     return definition.model_copy(update={"resources": checked})

@@ -20,8 +20,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from collections.abc import Mapping
-from typing import Any, Iterator
+from collections.abc import Mapping, Sequence
+from typing import Any, Iterator, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -123,7 +123,10 @@ class StudySearcher(Searcher):
             self.asked[trial.number] = trial
         optuna_id = trial_id_of(self.storage, self.study, trial.number)
         self.heartbeats.add(optuna_id)
-        self.storage.set_trial_system_attr(optuna_id, PROCESS_ATTR, process_identity())
+        # a TypedDict is a Mapping[str, object] to mypy (PEP 589), never one of JSON values as Optuna asks; the
+        # cast names the value types ProcessIdentity declares
+        identity = cast(Mapping[str, str | int | None], process_identity())
+        self.storage.set_trial_system_attr(optuna_id, PROCESS_ATTR, identity)
         trial.set_user_attr(LAUNCHER_ATTR, self.launcher_id)
         failpoint("after_ask")
         if self._over_budget(trial.number):
@@ -208,7 +211,8 @@ class StudySearcher(Searcher):
         self.progress.update(trial.number, "COMPLETE", values,
                              {**attrs, DEFENSE_ATTR: trial.user_attrs.get(DEFENSE_ATTR)})
 
-    def _tell(self, trial: optuna.Trial, values: Any = None, state: TrialState | None = None) -> None:
+    def _tell(self, trial: optuna.Trial, values: float | Sequence[float] | None = None,
+              state: TrialState | None = None) -> None:
         # skip_if_finished: a sweeper may have failed the trial meanwhile (its heartbeats lapsed)
         self.study.tell(trial, values, state=state, skip_if_finished=True)
 
@@ -350,6 +354,7 @@ def _tune(searcher: StudySearcher, opened: OpenStudy, reference: Reference, budg
                                     max_concurrent_trials=definition.resources.max_concurrent_trials),
         # a short folder name whatever the study's name (folder names are at most 255 bytes)
         run_config=tune.RunConfig(name=f"{definition.name[:60]}-{searcher.launcher_id}-{run}",
-                                  storage_path=str((Path(opened.place.cache_dir) / "ray-results").resolve()), verbose=0, log_to_file=True),
+                                  storage_path=str((Path(opened.place.cache_dir) / "ray-results").resolve()),
+                                  verbose=0, log_to_file=True),
     )
     tuner.fit()

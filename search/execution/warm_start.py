@@ -18,6 +18,7 @@ from typing import Callable
 import optuna
 
 from wemem.defenses import Setting
+from wemem.defenses.space import Value
 from wemem.errors import WememError
 
 from ..storage.records import WARM_START_ATTR, study_names, trial_setting
@@ -33,7 +34,7 @@ from ..studyfile.spaces import setting_params
 class WarmStart:
     source: str  # "best.toml" or "study:NAME#12" (the trial it came from)
     setting: Setting
-    params: Mapping[str, object]  # what enqueue_trial needs
+    params: Mapping[str, Value]  # what enqueue_trial needs
 
 
 def checked(definition: StudyDefinition, source: str, setting: Setting) -> WarmStart:
@@ -84,7 +85,8 @@ def paper_defaults(definition: StudyDefinition) -> tuple[list[WarmStart], list[s
     search = definition.search
     if not search.enqueue_reference:
         return [], []
-    starts, left_out = [], []
+    starts: list[WarmStart] = []
+    left_out: list[str] = []
     for defense in (d for d in search.defenses if d in REFERENCE_SETTINGS):
         try:
             params = setting_params(defense, REFERENCE_SETTINGS[defense], len(search.defenses) > 1, search.space)
@@ -112,7 +114,7 @@ def warm_starts(definition: StudyDefinition, folder: str, open_storage: Callable
     # what the space fixes or derives (a default spelled out, stride_ratio) are one enqueued trial
     key = lambda start: repr(sorted(start.params.items()))  # noqa: E731
     seen = {key(d) for d in defaults}
-    starts = []
+    starts: list[WarmStart] = []
     for start in (checked(definition, *item) for item in found):
         if key(start) not in seen:  # a setting already enqueued runs once
             seen.add(key(start))

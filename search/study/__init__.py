@@ -6,11 +6,11 @@ from .lifecycle import (NOT_IDENTITY, create_or_load_study, definition_differenc
                         make_sampler, open_study, refuse_conflicting, withdraw_new_study)
 from .place import (LAUNCHER_RESOURCES, OpenStudy, Options, Place, holds_wemem_cache, resolve_cache_dir,
                     resolve_data_root)
-from .ranking import (active_count, best_default, best_trials, completed, feasible_or_all, is_feasible, is_paper_default,
-                      ranked_trials, running_numbers, top_trials)
+from .ranking import (active_count, best_default, best_trials, completed, feasible_or_all, is_feasible,
+                      is_paper_default, ranked_trials, running_numbers, top_trials)
 
 __all__ = ["LAUNCHER_RESOURCES", "NOT_IDENTITY", "OpenStudy", "Options", "Place", "active_count", "best_default",
-           "best_trials", "completed", "create_or_load_study", "definition_differences", "feasible_or_all", "holds_wemem_cache", "is_feasible",
-           "is_paper_default", "ranked_trials",
-           "load_study", "make_pruner", "make_sampler", "open_study", "refuse_conflicting", "resolve_cache_dir",
-           "resolve_data_root", "running_numbers", "top_trials", "withdraw_new_study"]
+           "best_trials", "completed", "create_or_load_study", "definition_differences", "feasible_or_all",
+           "holds_wemem_cache", "is_feasible", "is_paper_default", "ranked_trials", "load_study", "make_pruner",
+           "make_sampler", "open_study", "refuse_conflicting", "resolve_cache_dir", "resolve_data_root",
+           "running_numbers", "top_trials", "withdraw_new_study"]

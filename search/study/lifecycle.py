@@ -8,9 +8,9 @@ import time
 import warnings
 from pathlib import Path
 from collections.abc import Mapping
-from typing import Any
 
 import optuna
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from wemem.errors import WememError
@@ -21,8 +21,8 @@ from .place import OpenStudy, Options, Place
 
 
 def startup_trials(n_trials: int) -> int:
-    """Random trials before a model-based sampler takes over: a quarter of the budget, 2 to 10. A fixed 5 left
-    an 8-trial study that enqueues 3 defaults nothing to model."""
+    """Random trials before a model-based sampler takes over: a quarter of the budget, 2 to 10, so a small study
+    that enqueues a few defaults still leaves trials for the model."""
     return max(2, min(10, round(n_trials / 4)))
 
 
@@ -91,7 +91,8 @@ def create_or_load_study(definition: StudyDefinition, storage: optuna.storages.R
         migrate(study)
         return study, False
     try:
-        study = optuna.create_study(study_name=definition.name, storage=storage, directions=directions,
+        study = optuna.create_study(study_name=definition.name, storage=storage,
+                                    directions=[StudyDirection[d.upper()] for d in directions],
                                     sampler=make_sampler(definition, True), pruner=make_pruner(definition))
     except optuna.exceptions.DuplicatedStudyError:  # another launcher created it a moment ago
         return create_or_load_study(definition, storage, extra_attrs)
@@ -118,11 +119,11 @@ def withdraw_new_study(study: optuna.Study, storage: optuna.storages.RDBStorage,
 NOT_IDENTITY = {("resources",), ("data", "data_root"), ("search", "trial_timeout_s")}
 
 
-def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+def _flatten(value: object, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
     if isinstance(value, dict):
-        flat: dict[tuple[str, ...], Any] = {}
+        flat: dict[tuple[str, ...], object] = {}
         for key, item in value.items():
-            flat.update(_flatten(item, prefix + (str(key),)))
+            flat.update(_flatten(item, (*prefix, str(key))))
         return flat
     return {prefix: value}
 

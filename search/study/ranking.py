@@ -44,7 +44,7 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     trials = completed(study)
     if not trials:
         return []
-    return [min(feasible_or_all(trials), key=lambda t: t.value)]
+    return [min(feasible_or_all(trials), key=lambda t: t.values[0])]
 
 
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -60,7 +60,8 @@ def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
         ranked = sorted(study.best_trials, key=lambda t: t.values[0])
     else:
         ranked = sorted(feasible_or_all(trials), key=lambda t: t.values[0])
-    chosen, seen = [], set()
+    chosen: list[FrozenTrial] = []
+    seen: set[str] = set()
     for trial in ranked:
         key = trial_setting(trial).key()
         if key not in seen:

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
-from pydantic_core import ErrorDetails
 
 from objectives import CHEAP_ATTACKS, Mode, ObjectiveConfig, PrivacyMetric, TrialSpec
 from wemem.attacks import ATTACKS, check_attack_requirements
 from wemem.config import MAX_SEED, ExperimentConfig, PruningConfig
 from wemem.data import check_dataset_name, check_exclude_applies, dataset_key, resolve_dataset_path
 from wemem.defenses import DEFENSES
-from wemem.errors import UnknownNameError, WememError, capped
+from wemem.errors import WememError, validation_problems
 from wemem.models import check_model_name
 from wemem.registry import Registry
 from wemem.training import TrainConfig
@@ -27,12 +26,9 @@ from .spaces import ParamOverride, searchable, searchable_defenses, validate_ove
 _EXPERIMENT, _TRAIN, _PRUNING, _OBJECTIVE = ExperimentConfig(), TrainConfig(), PruningConfig(), ObjectiveConfig()
 
 
-def registered(registry: Registry, name: str) -> str:
+def registered(registry: Registry[Any], name: str) -> str:
     """The one "known registry name" check of the study file, as the ValueError pydantic reports per key."""
-    try:
-        return registry.check(name)
-    except UnknownNameError as error:
-        raise ValueError(str(error)) from None
+    return known(registry.check, name)
 
 
 class _Section(BaseModel):
@@ -47,14 +43,15 @@ MAX_NAME_LENGTH = 100
 
 class StudySection(_Section):
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.\-]+$")
-    n_trials: int = Field(20, ge=1)
-    seed: int = Field(_EXPERIMENT.seed, ge=0, le=MAX_SEED)
+    n_trials: int = Field(default=20, ge=1)
+    seed: int = Field(default=_EXPERIMENT.seed, ge=0, le=MAX_SEED)
     # tpe (multivariate, grouped), random, gp (Optuna's GPSampler), nsgaii (pareto studies only); see
     # search.study.lifecycle.make_sampler
     sampler: Literal["tpe", "random", "gp", "nsgaii"] = "tpe"
 
 
-def known(check: Any, value: str) -> str:
+def known(check: Callable[[str], str], value: str) -> str:
+    """``check``'s answer, its WememError as the ValueError pydantic reports per key."""
     try:
         return check(value)
     except WememError as error:
@@ -66,13 +63,13 @@ class DataSection(_Section):
     # study file's folder) or a loader plug-in package.module:loader
     dataset: str = _EXPERIMENT.dataset
     data_root: str | None = None
-    shadows: int = Field(_EXPERIMENT.shadows, ge=1)
-    label: str | None = Field(None, min_length=1, description="a table's label column (csv:, parquet:); default "
-                                                              "'label'")
-    member_column: str | None = Field(None, min_length=1, description="a table's column marking the rows a "
-                                                                      "[model] checkpoint was trained on")
+    shadows: int = Field(default=_EXPERIMENT.shadows, ge=1)
+    label: str | None = Field(default=None, min_length=1,
+                              description="a table's label column (csv:, parquet:); default 'label'")
+    member_column: str | None = Field(default=None, min_length=1, description="a table's column marking the rows "
+                                                                              "a [model] checkpoint was trained on")
     # None rather than empty when unset, so that exports of studies without it keep their fingerprint
-    exclude: tuple[str, ...] | None = Field(None, description="a table's columns left out of the features")
+    exclude: tuple[str, ...] | None = Field(default=None, description="a table's columns left out of the features")
 
     @field_validator("dataset")
     @classmethod
@@ -93,7 +90,7 @@ class ModelSection(_Section):
     name: str = _EXPERIMENT.model
     # the victim's trained weights (a state_dict file, relative to the study file's folder): replaces its
     # pretraining; the data must then mark the samples it trained on
-    checkpoint: str | None = Field(None, min_length=1)
+    checkpoint: str | None = Field(default=None, min_length=1)
 
     @field_validator("name")
     @classmethod
@@ -102,22 +99,22 @@ class ModelSection(_Section):
 
 
 class TrainingSection(_Section):
-    lr: float = Field(_TRAIN.lr, gt=0)
-    weight_decay: float = Field(_TRAIN.weight_decay, ge=0)
-    batch_size: int = Field(_TRAIN.batch_size, ge=1)
-    pretrain_epochs: int = Field(_TRAIN.pretrain_epochs, ge=1)
-    finetune_epochs: int = Field(_TRAIN.finetune_epochs, ge=1)
-    patience: int = Field(_TRAIN.patience, ge=0)
+    lr: float = Field(default=_TRAIN.lr, gt=0)
+    weight_decay: float = Field(default=_TRAIN.weight_decay, ge=0)
+    batch_size: int = Field(default=_TRAIN.batch_size, ge=1)
+    pretrain_epochs: int = Field(default=_TRAIN.pretrain_epochs, ge=1)
+    finetune_epochs: int = Field(default=_TRAIN.finetune_epochs, ge=1)
+    patience: int = Field(default=_TRAIN.patience, ge=0)
 
 
 class PruningSection(_Section):
-    sparsity: float = Field(_PRUNING.sparsity, ge=0, lt=1)
-    steps: int = Field(_PRUNING.steps, ge=1)
+    sparsity: float = Field(default=_PRUNING.sparsity, ge=0, lt=1)
+    steps: int = Field(default=_PRUNING.steps, ge=1)
     one_shot: bool = _PRUNING.one_shot
 
 
 class MemscoreSection(_Section):
-    models: int = Field(_EXPERIMENT.memscore_models, ge=2)
+    models: int = Field(default=_EXPERIMENT.memscore_models, ge=2)
 
     @field_validator("models")
     @classmethod
@@ -129,10 +126,10 @@ class MemscoreSection(_Section):
 
 class ObjectiveSection(_Section):
     mode: Mode = _OBJECTIVE.mode
-    delta: float = Field(_OBJECTIVE.delta, ge=0, le=1)
-    weight: float = Field(_OBJECTIVE.weight, ge=0)
+    delta: float = Field(default=_OBJECTIVE.delta, ge=0, le=1)
+    weight: float = Field(default=_OBJECTIVE.weight, ge=0)
     privacy_metric: PrivacyMetric = _OBJECTIVE.privacy_metric
-    privacy_attacks: list[str] | None = Field(None, min_length=1,
+    privacy_attacks: list[str] | None = Field(default=None, min_length=1,
                                               description="attacks the leakage P maximizes over (default: all)")
 
 
@@ -142,21 +139,21 @@ class SearchSection(_Section):
     # stop poor trials between pruning rounds: Optuna's median pruner on a per-round objective from the cheap
     # (threshold) attacks; worth it when trials are expensive (image models), not on digits
     early_stopping: Literal["none", "median"] = "none"
-    early_stopping_startup_trials: int = Field(3, ge=0)
-    early_stopping_warmup_rounds: int = Field(1, ge=0)
+    early_stopping_startup_trials: int = Field(default=3, ge=0)
+    early_stopping_warmup_rounds: int = Field(default=1, ge=0)
     # a trial running longer than this (seconds) has its jobs cancelled and fails with that reason
-    trial_timeout_s: float | None = Field(None, gt=0)
+    trial_timeout_s: float | None = Field(default=None, gt=0)
     space: dict[str, dict[str, ParamOverride]] = Field(default_factory=dict)
     # settings to evaluate first, after the paper's defaults: export files (best.toml, relative to the study
     # file's folder) or "study:NAME", the best warm_start_top distinct settings of a study in the same storage
     warm_start: list[str] = Field(default_factory=list)
-    warm_start_top: int = Field(3, ge=1)
+    warm_start_top: int = Field(default=3, ge=1)
     # score each trial (and the reference, and each confirmation run) as the mean over `repeats` fine-tunings of
     # every model (other seeds: R times a trial's time), each attacked on `target_draws` draws of its balanced
     # target set (D times the attack stage only); the trial stores its leakage's standard error either way. See
     # docs/search.md for what each removes per second
-    repeats: int = Field(1, ge=1, le=16)
-    target_draws: int = Field(1, ge=1, le=16)
+    repeats: int = Field(default=1, ge=1, le=16)
+    target_draws: int = Field(default=1, ge=1, le=16)
 
     @field_validator("warm_start")
     @classmethod
@@ -164,7 +161,7 @@ class SearchSection(_Section):
         for source in value:
             if source.startswith(STUDY_SOURCE):
                 name = source.removeprefix(STUDY_SOURCE)
-                if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,%d}" % MAX_NAME_LENGTH, name):
+                if not re.fullmatch(rf"[A-Za-z0-9_.\-]{{1,{MAX_NAME_LENGTH}}}", name):
                     raise ValueError(f"{source!r}: after 'study:' give a study name (letters, digits, _ . -)")
             elif Path(source).suffix not in (".toml", ".json"):
                 raise ValueError(f"{source!r} is neither an export file (.toml or .json, written by `wemem export`) "
@@ -199,9 +196,9 @@ class AttacksSection(_Section):
 
 
 class ResourcesSection(_Section):
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
-    max_concurrent_trials: int = Field(1, ge=1)
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+    gpus_per_trial: float = Field(default=0.0, ge=0)
+    max_concurrent_trials: int = Field(default=1, ge=1)
     # CNN speed-ups on CUDA (no effect on CPU): bf16 autocast of forward and loss, channels_last weights
     bf16: bool = _TRAIN.bf16
     channels_last: bool = _TRAIN.channels_last
@@ -318,19 +315,17 @@ class StudyDefinition(_Section):
                          target_draws=self.search.target_draws)
 
 
-def _problem(item: ErrorDetails) -> str:
-    key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-    message = item["msg"].removeprefix("Value error, ")
-    if item["type"] == "extra_forbidden":
-        message = "unknown key (check the spelling; see studies/quickstart.toml for every key)"
-    elif item["type"] == "missing":
-        message = "required key is missing"
-    return f"[{key}] {message}"
+# a study file's words for the problems whose pydantic message does not say what to do
+_STUDY_FILE_MESSAGES = {
+    "extra_forbidden": "unknown key (check the spelling; see studies/quickstart.toml for every key)",
+    "missing": "required key is missing",
+}
 
 
 def format_validation_error(source: str, error: ValidationError) -> str:
     """One line per problem, at most ten of them and how many more (a forged file may hold 200,000)."""
-    problems = capped(_problem(item) for item in error.errors())
+    problems = validation_problems(error, whole="(top level)", form="[{key}] {message}",
+                                   messages=_STUDY_FILE_MESSAGES)
     return "\n".join([f"invalid study file {source}:", *(f"  {problem}" for problem in problems)])
 
 
@@ -347,7 +342,8 @@ def load_study_file(path: str | Path) -> StudyDefinition:
         raise WememError(f"study file {path} is a folder; pass the path of a TOML study file in it, such as "
                          "studies/quickstart.toml")
     if not path.is_file():
-        raise WememError(f"study file {path} does not exist; pass the path of a TOML study file such as studies/quickstart.toml")
+        raise WememError(f"study file {path} does not exist; pass the path of a TOML study file such as "
+                         "studies/quickstart.toml")
     try:
         data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, cast
+from typing import cast
 
 import optuna
 
@@ -45,11 +45,11 @@ def searchable_defenses() -> list[str]:
     return [name for name, cls in _imported_defenses().items() if cls.space()]
 
 
-class _PaperDefaults(Mapping[str, Mapping[str, Any]]):
+class _PaperDefaults(Mapping[str, Mapping[str, Value]]):
     """Each defense's reference setting (``Defense.paper_defaults``) by defense name; a defense without one is
     not a key."""
 
-    def __getitem__(self, defense: str) -> Mapping[str, Any]:
+    def __getitem__(self, defense: str) -> Mapping[str, Value]:
         defaults = DEFENSES.get(defense).paper_defaults if defense in DEFENSES else None
         if not defaults:
             raise KeyError(defense)
@@ -62,7 +62,7 @@ class _PaperDefaults(Mapping[str, Mapping[str, Any]]):
         return sum(1 for _ in self)
 
 
-REFERENCE_SETTINGS: Mapping[str, Mapping[str, Any]] = _PaperDefaults()
+REFERENCE_SETTINGS: Mapping[str, Mapping[str, Value]] = _PaperDefaults()
 
 
 def space_for(defense: str, overrides: Overrides | None = None) -> tuple[SpaceParam, ...]:

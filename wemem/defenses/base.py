@@ -24,7 +24,7 @@ from ..errors import WememError, validation_problems
 from ..pruning import MaskKeeper, Masks
 from ..registry import Registry
 from ..training import Step, TrainConfig, make_adam, minibatches, training_autocast
-from .space import DeclaredSpace, SpaceParam, declared_space
+from .space import DeclaredSpace, SpaceParam, Value, declared_space
 
 
 class NoSettings(BaseModel):
@@ -79,7 +79,7 @@ class Defense(Generic[S]):
     search_space: ClassVar[DeclaredSpace] = ()
     # the setting a study evaluates first (the paper's reference, or the values usual in a baseline's literature);
     # empty: none
-    paper_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    paper_defaults: ClassVar[Mapping[str, Value]] = MappingProxyType({})
 
     def __init__(self, settings: BaseModel | Mapping[str, object] | None = None):
         # parse_settings returns an instance of cls.Settings, which a subclass declares as the model of its S; the

@@ -83,7 +83,7 @@ def _declared_param(defense: str, setting: str, value: object) -> SpaceParam:
                      f"list of choices or a dict of SpaceParam fields")
 
 
-def model_defaults(settings: type[BaseModel], space: Sequence[SpaceParam]) -> Mapping[str, Any]:
+def model_defaults(settings: type[BaseModel], space: Sequence[SpaceParam]) -> Mapping[str, Value]:
     """The settings model's own defaults of the space's parameters: a baseline's reference setting is the value
     usual in its literature, which its settings model already holds, so the two never disagree."""
     defaults = settings()
