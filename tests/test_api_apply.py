@@ -316,3 +316,106 @@ def test_apply_after_a_study_reuses_its_cache_and_labels_its_figures(ray_session
     assert evaluation["confirmed"]["seeds"] == summary["seeds"] and evaluation["confirmed"]["verdict"]
     printed = "\n".join(lines)
     assert "  reproduced (this apply" in printed and "  search (" in printed and "  confirmed (mean" in printed
+
+
+# ------------------------------------------------------------------ the export file, as `wemem export` writes it
+
+# An export of a stored study (helpers.finished_rmr_study with test_bad_input's BASE_STUDY), byte for byte as
+# exports have been written: files already sent to others must read the same, so the format does not move.
+WRITTEN_EXPORT = """\
+study = "base"
+model = "columnfc"
+seed = 7
+definition_sha256 = "724d1631f292fc105cd13a7956a3798022cd919653d845e3870979d636152048"
+
+[objective]
+mode = "constrained"
+delta = 0.02
+weight = 1.0
+privacy_metric = "balanced_accuracy"
+
+[dataset]
+dataset = "digits"
+shadows = 2
+
+[pruning]
+sparsity = 0.6
+steps = 1
+one_shot = false
+
+[training]
+lr = 0.001
+weight_decay = 0.0005
+batch_size = 128
+pretrain_epochs = 2
+finetune_epochs = 2
+patience = 1
+
+[memscore]
+models = 2
+
+[attacks]
+names = [
+    "conf",
+    "entr",
+    "mentr",
+    "hconf",
+]
+adaptive = true
+
+[reference]
+utility = 0.9
+privacy = 0.6
+strongest_attack = "conf"
+
+[best]
+trial_number = 0
+defense = "rmr"
+values = [
+    0.55,
+]
+feasible = true
+
+[best.settings]
+lambda_mem = 0.1
+risky_fraction = 0.2
+
+[best.metrics]
+test_accuracy = 0.9
+privacy = 0.55
+strongest_attack = "conf"
+
+[best.metrics.attacks]
+
+[confirmation]
+status = "not confirmed"
+note = "the figures above are the selected trial's own evaluation, biased low by the selection; \
+run `wemem confirm base` for fresh-seed means and intervals"
+"""
+
+
+def test_an_export_is_written_byte_for_byte_as_before_and_reads_back_as_written(tmp_path: Path):
+    from helpers import finished_rmr_study
+    from test_bad_input import BASE_STUDY
+
+    from search.results.export import export_document, write_export
+    from search.study import Options, open_study
+    from wemem.defenses import Setting
+
+    url = f"sqlite:///{tmp_path / 'wemem.db'}"
+    finished_rmr_study(url, BASE_STUDY, str(tmp_path / "cache")).engine.dispose()
+    opened = open_study("base", Options(storage=url, cache_dir=str(tmp_path / "cache")))
+    document = export_document(opened)
+    for suffix in (".toml", ".json"):
+        write_export(document, tmp_path / f"best{suffix}")
+    assert (tmp_path / "best.toml").read_text() == WRITTEN_EXPORT
+    assert json.loads((tmp_path / "best.json").read_text()) == tomllib.loads(WRITTEN_EXPORT) == document.to_json()
+    (tmp_path / "sent.toml").write_text(WRITTEN_EXPORT)
+    exported = read_checked_export(tmp_path / "sent.toml")
+    assert exported.record.number == 0 and exported.record.setting == Setting("rmr", {"lambda_mem": 0.1,
+                                                                                      "risky_fraction": 0.2})
+    assert exported.record.metrics == {"test_accuracy": 0.9, "privacy": 0.55, "strongest_attack": "conf",
+                                       "attacks": {}}
+    sections = ("data", "model", "training", "pruning", "memscore", "objective", "attacks")
+    experiment = lambda d: [d.study.seed] + [getattr(d, section).model_dump() for section in sections]  # noqa: E731
+    assert experiment(exported.definition) == experiment(opened.definition)

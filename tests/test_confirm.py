@@ -257,7 +257,7 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     from search.study import open_study
 
     options = tiny_study(tmp_path)
-    before = export_document(open_study("tinyconfirm", options))["confirmation"]
+    before = export_document(open_study("tinyconfirm", options)).to_json()["confirmation"]
     assert before["status"] == "not confirmed" and "wemem confirm tinyconfirm" in before["note"]
     status = ["status", "tinyconfirm", "--storage", options.storage]
     assert main(status) == 0 and "  not confirmed: " in capsys.readouterr().out
@@ -285,7 +285,7 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     # each fresh seed is its own replication: its own cached split, pretraining and mem-scores
     assert len([p for p in Path(options.cache_dir).iterdir() if (p / "pretrained.pt").exists()]) == 2
 
-    document = export_document(opened)
+    document = export_document(opened).to_json()
     assert document["confirmation"]["status"] == "confirmed"
     assert document["confirmation"]["candidates"][1]["privacy_difference"] == trial["privacy_difference"]
     json.dumps(document)
@@ -310,7 +310,7 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     assert judged["attacks"] == ["conf", "entr"] and not judged["study_suite"]
     assert study.user_attrs["confirmation:conf,hconf"] == stored
     assert all(r["strongest_attack"] in ("conf", "entr") for e in judged["candidates"] for r in e["per_seed"])
-    assert export_document(opened)["confirmation"]["attacks"] == ["conf", "entr"]
+    assert export_document(opened).to_json()["confirmation"]["attacks"] == ["conf", "entr"]
     assert main(status) == 0
     assert "on 2 fresh seeds judged by 2 attacks: leakage" in capsys.readouterr().out  # the number to quote
 

@@ -125,18 +125,19 @@ def test_exclude_is_in_the_cache_key_only_when_given():
 
 def test_exclude_travels_from_the_study_file_to_the_experiment_and_through_an_export(csv: Path, tmp_path: Path):
     from search.results.apply import definition_from_export
-    from search.results.export import write_export
+    from search.confirm import ConfirmationStatus
+    from search.results.export import ExportDocument, ExportedTrial, write_export
+    from wemem.defenses import UNDEFENDED, Setting
 
     definition = parse_study({"study": {"name": "x"},
                               "data": {"dataset": f"csv:{csv}", "label": "kind", "exclude": ["train"]}})
     assert definition.experiment().exclude == ("train",)
     assert features(definition.experiment().load_pools()) == ["size", "weight"]
-    # the sections an export writes (search.results.export.export_document), through TOML and back
-    write_export({"study": "x", "seed": 7, "dataset": definition.data.model_dump(exclude_none=True),
-                  "model": definition.model.name, "training": definition.training.model_dump(),
-                  "pruning": definition.pruning.model_dump(), "memscore": definition.memscore.model_dump(),
-                  "objective": definition.objective.model_dump(exclude_none=True),
-                  "attacks": definition.attacks.model_dump()}, tmp_path / "x.toml")
+    # the sections an export writes, through TOML and back
+    trial = ExportedTrial(0, Setting(UNDEFENDED, {}), (0.5,), True, {"test_accuracy": 0.9, "privacy": 0.5,
+                                                                     "attacks": {}})
+    write_export(ExportDocument("x", definition, {}, {}, None, (trial,), False, ConfirmationStatus("not confirmed")),
+                 tmp_path / "x.toml")
     document = tomllib.loads((tmp_path / "x.toml").read_text())
     assert definition_from_export(document, "x.toml").experiment().exclude == ("train",)
     bare = parse_study({"study": {"name": "x"}, "data": {"dataset": f"csv:{csv}", "label": "kind"}})

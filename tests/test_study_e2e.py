@@ -107,7 +107,7 @@ def test_pareto_study_exports_its_front_and_reports(ray_session, options: Option
     assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
     completed = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(completed) == 3 and all(len(t.values) == 2 for t in completed)
-    document = export_document(open_study("front", options))
+    document = export_document(open_study("front", options)).to_json()
     front = {r["trial_number"] for r in document["pareto"]}
     expected = {t.number for t in study.best_trials}
     assert front == expected and front

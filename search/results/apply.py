@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Literal, NotRequired, TypedDict
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -24,6 +25,7 @@ from wemem.data.custom import check_encoding
 from wemem.plugins import check_record, code_lines, file_sha256
 
 from ..confirm import LEVEL, REFERENCE, Interval
+from ..confirm.confirmation import PRIVACY, IntervalJSON
 from ..confirm.statistics import points
 from ..storage.records import without_roc
 from ..studyfile import StudyDefinition, parse_study, registered
@@ -36,7 +38,7 @@ OWN_CODE_FIX = ("run apply in the folder holding the plug-in's files as the stud
 ALLOW_CODE = "--allow-code (allow_code=True in search.api.apply)"
 
 
-def exported_code(own: dict[str, Any], definition: StudyDefinition, source: str,
+def exported_code(own: Mapping[str, object], definition: StudyDefinition, source: str,
                   base: str) -> dict[str, tuple[str, dict[str, str]]]:
     """``{kind: (reference, files)}`` of every plug-in the export names, each of its files here equal to what the
     export's [own_code] records: read, nothing imported."""
@@ -57,8 +59,8 @@ def allowed_code(code: dict[str, tuple[str, dict[str, str]]], source: str, allow
     return (f"export file {source} runs this code ({ALLOW_CODE} given):", *lines)
 
 
-def check_own_code(document: dict[str, Any], definition: StudyDefinition, source: str, base_dir: str | None = None,
-                   allow_code: bool = False) -> tuple[str | None, tuple[str, ...]]:
+def check_own_code(document: Mapping[str, object], definition: StudyDefinition, source: str,
+                   base_dir: str | None = None, allow_code: bool = False) -> tuple[str | None, tuple[str, ...]]:
     """Every plug-in the export names must be recorded in its [own_code] with the SHA-256 of each of its files, and
     its files here (in the working directory, the only place plug-ins are read from) must be exactly those: checked
     by reading them, before any is imported; then they run only with ``allow_code``. Returns the checkpoint's file
@@ -82,7 +84,7 @@ def check_own_code(document: dict[str, Any], definition: StudyDefinition, source
     return str(here), code
 
 
-def definition_from_export(document: dict[str, Any], source: str) -> StudyDefinition:
+def definition_from_export(document: Mapping[str, object], source: str) -> StudyDefinition:
     """The study definition an export was made from (every section an export stores), without its data root:
     that names a folder of the machine it came from, and a received file must not choose what is read (or
     cached) here; the data root is only ``--data-root``."""
@@ -103,16 +105,16 @@ def definition_from_export(document: dict[str, Any], source: str) -> StudyDefini
     return parse_study(data, source)
 
 
-REQUIRED_METRICS = ("test_accuracy", "privacy")  # an exported trial's own evaluation: apply prints both
+REQUIRED_METRICS = ("test_accuracy", PRIVACY)  # an exported trial's own evaluation: apply prints both
 OPTIONAL_METRICS = ("privacy_se", "repeats", "defense_seconds")  # numbers, or absent/null for older exports
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: object) -> bool:
     """An int or a float (nan included: TOML and JSON exports keep a metric that was nan), not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def not_numbers(metrics: dict[str, Any]) -> list[str]:
+def not_numbers(metrics: Mapping[str, object]) -> list[str]:
     """The stored metrics that should be numbers and are not, each as ``key = value``."""
     return [f"{key} = {metrics[key]!r:.40}" for key in REQUIRED_METRICS + OPTIONAL_METRICS
             if key in metrics and not is_number(metrics[key])
@@ -125,8 +127,8 @@ class ExportedSetting(BaseModel):
     model_config = ConfigDict(extra="allow")
     trial_number: int
     defense: str
-    settings: dict[str, Any]
-    metrics: dict[str, Any]
+    settings: Mapping[str, object]
+    metrics: Mapping[str, object]
 
     @field_validator("defense")
     @classmethod
@@ -135,7 +137,7 @@ class ExportedSetting(BaseModel):
 
     @field_validator("metrics")
     @classmethod
-    def _stored_metrics(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _stored_metrics(cls, value: Mapping[str, object]) -> Mapping[str, object]:
         missing = set(REQUIRED_METRICS) - set(value)
         if missing:
             raise ValueError(f"lacks {sorted(missing)}")
@@ -151,7 +153,17 @@ def damaged(source: str, where: str, error: ValidationError) -> WememError:
     return WememError(f"export file {source} is damaged ({problems}); re-export it with `wemem export`")
 
 
-def _setting(record: Any, source: str, where: str) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class ChosenTrial:
+    """The exported trial apply rebuilds: its number, its setting as the export states it, and the study's own
+    evaluation of it (the export's metrics, checked to be numbers where apply prints them)."""
+
+    number: int
+    setting: Setting
+    metrics: Mapping[str, object]
+
+
+def _setting(record: object, source: str, where: str) -> ChosenTrial:
     if not isinstance(record, dict):
         raise WememError(f"export file {source}: [{where}] must be a table with trial_number, defense, settings and "
                          f"metrics (found {type(record).__name__} {record!r:.40}); re-export it with `wemem export`")
@@ -159,10 +171,12 @@ def _setting(record: Any, source: str, where: str) -> dict[str, Any]:
         ExportedSetting.model_validate(record)
     except ValidationError as error:
         raise damaged(source, where, error) from None
-    return record
+    # the stored values, not pydantic's coercions of them: apply writes back what the export says
+    return ChosenTrial(record["trial_number"], Setting.recorded(record["defense"], record["settings"]),
+                       record["metrics"])
 
 
-def select_record(document: dict[str, Any], index: int | None, source: str) -> dict[str, Any]:
+def select_record(document: Mapping[str, object], index: int | None, source: str) -> ChosenTrial:
     if "best" in document:
         return _setting(document["best"], source, "best")
     front = document.get("pareto", [])
@@ -172,16 +186,16 @@ def select_record(document: dict[str, Any], index: int | None, source: str) -> d
     if index is None:
         if len(front) == 1:
             return front[0]
-        numbers = ", ".join(str(r["trial_number"]) for r in front)
+        numbers = ", ".join(str(r.number) for r in front)
         raise WememError(f"export file {source} holds a Pareto set of {len(front)} trials ({numbers}); "
                          "choose one with --trial NUMBER")
     for record in front:
-        if record["trial_number"] == index:
+        if record.number == index:
             return record
     raise WememError(f"trial {index} is not in the Pareto set of {source}")
 
 
-def edited_warning(document: dict[str, Any], source: str) -> str | None:
+def edited_warning(document: Mapping[str, object], source: str) -> str | None:
     """A warning when the defining sections no longer match the fingerprint `wemem export` stored (none for
     exports written before it stored one)."""
     stored = document.get(DEFINITION_KEY)
@@ -198,6 +212,20 @@ class ExportedInterval(BaseModel):
     mean: float
     low: float
     high: float
+
+    def to_json(self) -> IntervalJSON:
+        return {"mean": self.mean, "low": self.low, "high": self.high}
+
+
+class FiguresJSON(TypedDict):
+    """Test accuracy and leakage, each a mean and its interval (or a paired difference of two)."""
+
+    test_accuracy: IntervalJSON
+    privacy: IntervalJSON
+
+
+def figures(utility: ExportedInterval, privacy: ExportedInterval) -> FiguresJSON:
+    return {"test_accuracy": utility.to_json(), PRIVACY: privacy.to_json()}
 
 
 class ConfirmedEntry(BaseModel):
@@ -235,7 +263,7 @@ class ConfirmationSection(BaseModel):
         return self
 
 
-def confirmation_section(document: dict[str, Any], source: str) -> ConfirmationSection | None:
+def confirmation_section(document: Mapping[str, object], source: str) -> ConfirmationSection | None:
     """The export's [confirmation], checked (None: an export written before exports carried one)."""
     if "confirmation" not in document:
         return None
@@ -245,12 +273,44 @@ def confirmation_section(document: dict[str, Any], source: str) -> ConfirmationS
         raise damaged(source, "confirmation", error) from None
 
 
+class JudgedJSON(TypedDict):
+    """What the confirmed figures are, and the seeds and attacks that measured them."""
+
+    what: str
+    status: str
+    seeds: list[int]
+    judges: list[str]
+    leakage_over: NotRequired[list[str]]
+
+
+class ConstraintJSON(TypedDict, total=False):
+    accuracy_constraint: str
+
+
+class VersusJSON(FiguresJSON, ConstraintJSON):
+    what: str
+
+
+class ComparedJSON(TypedDict, total=False):
+    """What a confirmation may add to the figures: the paired differences from the undefended model, its own
+    figures, the verdict and a note."""
+
+    vs_undefended: VersusJSON
+    undefended: FiguresJSON
+    verdict: str
+    note: str
+
+
+class ConfirmedJSON(JudgedJSON, FiguresJSON, ComparedJSON):
+    """evaluation.json's ``confirmed`` block."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ConfirmedFigures:
     """The ``confirmed`` block of evaluation.json for the applied setting (None: there is none, ``note`` says
     why and how to get it)."""
 
-    block: dict[str, Any] | None
+    block: ConfirmedJSON | None
     note: str | None = None
 
 
@@ -268,46 +328,45 @@ def confirmed_figures(section: ConfirmationSection | None, trial_number: int,
         return ConfirmedFigures(None, f"trial {trial_number} is not among the confirmed settings (trials {evaluated}): "
                                       f"{rerun} (--top K to cover it)")
     undefended = next((e for e in section.candidates if e.label == REFERENCE), None)
-    block: dict[str, Any] = {
+    judged: JudgedJSON = {
         "what": f"means and {section.level:.0%} t-intervals over {len(section.seeds)} fresh seeds the search never "
                 "saw, each a full replication: the figures to quote",
         "status": section.status,
         "seeds": section.seeds,
         "judges": section.attacks or list(definition.attacks.names),  # none recorded: the study's own
-        **({"leakage_over": section.privacy_attacks} if section.privacy_attacks else {}),
-        "test_accuracy": entry.utility.model_dump(),
-        "privacy": entry.privacy.model_dump(),
     }
+    if section.privacy_attacks:
+        judged["leakage_over"] = section.privacy_attacks
+    compared: ComparedJSON = {}
     if entry.privacy_difference is not None and entry.utility_difference is not None:
-        block["vs_undefended"] = {"what": "this setting minus the undefended pruned model, paired by seed",
-                                  "test_accuracy": entry.utility_difference.model_dump(),
-                                  "privacy": entry.privacy_difference.model_dump(),
-                                  **({"accuracy_constraint": entry.accuracy_constraint}
-                                     if entry.accuracy_constraint else {})}
+        constraint: ConstraintJSON = {}
+        if entry.accuracy_constraint:
+            constraint["accuracy_constraint"] = entry.accuracy_constraint
+        compared["vs_undefended"] = {"what": "this setting minus the undefended pruned model, paired by seed",
+                                     **figures(entry.utility_difference, entry.privacy_difference), **constraint}
     if undefended is not None:
-        block["undefended"] = {"test_accuracy": undefended.utility.model_dump(),
-                               "privacy": undefended.privacy.model_dump()}
+        compared["undefended"] = figures(undefended.utility, undefended.privacy)
     if section.verdict is not None:
-        block["verdict"] = section.verdict
+        compared["verdict"] = section.verdict
     if section.note is not None:
-        block["note"] = section.note
-    return ConfirmedFigures(block)
+        compared["note"] = section.note
+    return ConfirmedFigures({**judged, **figures(entry.utility, entry.privacy), **compared})
 
 
 @dataclasses.dataclass(frozen=True)
 class CheckedExport:
     """An export as apply uses it, every part checked before any work."""
 
-    record: dict[str, Any]  # the exported setting
+    record: ChosenTrial
     definition: StudyDefinition
-    encoding: dict[str, Any] | None  # how the study encoded its table
+    encoding: Mapping[str, object] | None  # how the study encoded its table
     checkpoint: str | None  # the trained victim's file here (None: the study pretrained it)
     confirmed: ConfirmedFigures
     code: tuple[str, ...] = ()  # the lines naming the plug-in code apply runs (allowed by the user)
 
 
 def load_export(path: str | Path, trial: int | None = None, warn: Echo | None = None,
-                allow_code: bool = False) -> tuple[dict[str, Any], StudyDefinition]:
+                allow_code: bool = False) -> tuple[ChosenTrial, StudyDefinition]:
     """The exported setting and the study definition it came from; every problem is a WememError. ``warn``
     receives the warning of an edited export; plug-in code it names is refused unless ``allow_code``."""
     exported = read_checked_export(path, trial, warn, allow_code)
@@ -321,22 +380,23 @@ def read_checked_export(path: str | Path, trial: int | None = None, warn: Echo |
     document = read_export(path)
     record = select_record(document, trial, str(path))
     definition = definition_from_export(document, str(path))
+    setting = record.setting
     try:
-        make_defense(record["defense"], record["settings"])
+        make_defense(setting.defense, setting.settings)
     except (TypeError, ValueError) as error:
-        raise WememError(f"export file {path}: the {record['defense']} settings {record['settings']} are invalid "
+        raise WememError(f"export file {path}: the {setting.defense} settings {setting.settings} are invalid "
                          f"({error}); re-export it with `wemem export`") from None
     # plug-ins and checkpoint: before any import
     checkpoint, code = check_own_code(document, definition, str(path), allow_code=allow_code)
     encoding = check_encoding(document["encoding"], f"export file {path}") if "encoding" in document else None
-    confirmed = confirmed_figures(confirmation_section(document, str(path)), record["trial_number"], definition)
+    confirmed = confirmed_figures(confirmation_section(document, str(path)), record.number, definition)
     warning = edited_warning(document, str(path))
     if warn is not None and warning is not None:
         warn(warning)
     return CheckedExport(record, definition, encoding, checkpoint, confirmed, code)
 
 
-def study_experiment(experiment: ExperimentConfig, encoding: dict[str, Any] | None) -> ExperimentConfig:
+def study_experiment(experiment: ExperimentConfig, encoding: Mapping[str, object] | None) -> ExperimentConfig:
     """The experiment apply rebuilds on, under the study's cache key whenever its features are the study's.
 
     A study fits its table's encoding as it loads the table; its config carries no encoding, so its cache key
@@ -347,7 +407,7 @@ def study_experiment(experiment: ExperimentConfig, encoding: dict[str, Any] | No
     unseen categories) under a key of its own, for the features are not those the study's cache was built on."""
     if encoding is None or experiment.load_pools().encoding == encoding:
         return experiment
-    return dataclasses.replace(experiment, encoding=encoding)
+    return dataclasses.replace(experiment, encoding=dict(encoding))
 
 
 def apply_spec(exported: CheckedExport, cache_dir: str, data_root: str | None) -> TrialSpec:
@@ -369,7 +429,7 @@ def check_apply_out(out_dir: str | Path) -> Path:
 REPRODUCED = "measured by this apply: the rebuilt model on the study's seed (its split, members and targets)"
 SEARCH = ("the study's own single evaluation of this setting, selected as the best of many by the search: "
           "biased low (the luckiest evaluation wins); quote the confirmed figures")
-SEARCH_METRICS = ("test_accuracy", "privacy", "strongest_attack", "privacy_se", "repeats")
+SEARCH_METRICS = ("test_accuracy", PRIVACY, "strongest_attack", "privacy_se", "repeats")
 
 
 def rebuilt_victim(outcome: TrialOutcome) -> PrunedModel:
@@ -379,50 +439,73 @@ def rebuilt_victim(outcome: TrialOutcome) -> PrunedModel:
     return outcome.result.victim
 
 
-def evaluation_document(record: dict[str, Any], outcome: TrialOutcome, confirmed: ConfirmedFigures) -> dict[str, Any]:
+class ReproducedJSON(TypedDict):
+    what: str
+    test_accuracy: float
+    privacy: float
+    strongest_attack: str
+    attacks: dict[str, dict[str, object]]
+
+
+class EvaluationJSON(TypedDict):
+    """evaluation.json."""
+
+    defense: str
+    settings: Mapping[str, object]
+    trial_number: int
+    layer_sparsity: dict[str, float]
+    reproduced: ReproducedJSON
+    search: Mapping[str, object]  # the export's metrics of the trial, as it states them
+    confirmed: ConfirmedJSON | None
+    confirmed_note: NotRequired[str]
+
+
+def evaluation_document(record: ChosenTrial, outcome: TrialOutcome, confirmed: ConfirmedFigures) -> EvaluationJSON:
     """evaluation.json: the rebuilt setting and its figures in labelled blocks, as they differ in what they
     say: ``reproduced`` (this apply), ``search`` (the study's selected evaluation) and ``confirmed``."""
     victim = rebuilt_victim(outcome)
-    return {
-        "defense": record["defense"],
-        "settings": record["settings"],
-        "trial_number": record["trial_number"],
+    evaluation: EvaluationJSON = {
+        "defense": record.setting.defense,
+        "settings": record.setting.settings,
+        "trial_number": record.number,
         "layer_sparsity": victim.layer_sparsity,
-        "reproduced": {"what": REPRODUCED, "test_accuracy": outcome.utility, "privacy": outcome.privacy,
+        "reproduced": {"what": REPRODUCED, "test_accuracy": outcome.utility, PRIVACY: outcome.privacy,
                        "strongest_attack": outcome.strongest_attack, "attacks": without_roc(outcome.result.attacks)},
-        "search": {"what": SEARCH, **{k: record["metrics"][k] for k in SEARCH_METRICS if k in record["metrics"]}},
+        "search": {"what": SEARCH, **{k: record.metrics[k] for k in SEARCH_METRICS if k in record.metrics}},
         "confirmed": confirmed.block,
-        **({"confirmed_note": confirmed.note} if confirmed.note is not None else {}),
     }
+    if confirmed.note is not None:
+        evaluation["confirmed_note"] = confirmed.note
+    return evaluation
 
 
-def _ci(ci: dict[str, float]) -> str:
+def _ci(ci: IntervalJSON) -> str:
     return f"{ci['mean']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
 
 
-def evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
+def evaluation_lines(evaluation: EvaluationJSON) -> list[str]:
     """What apply prints: each block's figures under its name and what it is."""
     reproduced, search, confirmed = evaluation["reproduced"], evaluation["search"], evaluation["confirmed"]
     lines = [f"rebuilt {evaluation['defense']} (trial #{evaluation['trial_number']})",
              f"  reproduced (this apply, the study's seed): test accuracy {reproduced['test_accuracy']:.4f}, "
              f"strongest attack {reproduced['strongest_attack']} {reproduced['privacy']:.4f}",
              f"  search (the study's own evaluation, selected as the best of many: biased low): test accuracy "
-             f"{search['test_accuracy']:.4f}, leakage {search['privacy']:.4f}"]
+             f"{search['test_accuracy']:.4f}, leakage {search[PRIVACY]:.4f}"]
     if confirmed is None:
         return lines + [f"  confirmed: none ({evaluation['confirmed_note']})"]
     lines.append(f"  confirmed (mean [interval] over fresh seeds {confirmed['seeds']}, judged by "
                  f"{', '.join(confirmed['judges'])}): test accuracy "
-                 f"{_ci(confirmed['test_accuracy'])}, leakage {_ci(confirmed['privacy'])}")
+                 f"{_ci(confirmed['test_accuracy'])}, leakage {_ci(confirmed[PRIVACY])}")
     if "vs_undefended" in confirmed:
         versus = confirmed["vs_undefended"]
-        lines.append(f"    vs the undefended pruned model: leakage {points(Interval.from_json(versus['privacy']))}, "
-                     f"accuracy {points(Interval.from_json(versus['test_accuracy']), '')}")
-    return lines + [f"    {confirmed[key]}" for key in ("verdict", "note") if key in confirmed]
+        lines.append(f"    vs the undefended pruned model: leakage {points(Interval(**versus[PRIVACY]))}, "
+                     f"accuracy {points(Interval(**versus['test_accuracy']), '')}")
+    return lines + [f"    {text}" for text in (confirmed.get("verdict"), confirmed.get("note")) if text is not None]
 
 
 def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_root: str | None = None,
                  trial: int | None = None, share_of: Callable[[StudyDefinition], MapFn] | None = None,
-                 echo: Echo = print, allow_code: bool = False) -> dict[str, Any]:
+                 echo: Echo = print, allow_code: bool = False) -> EvaluationJSON:
     """Rebuild and re-evaluate an exported setting; ``share_of(definition)`` gives the parallel map (serial
     in-process without one). Plug-in code the export names runs only with ``allow_code``, named first."""
 
@@ -434,8 +517,7 @@ def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_roo
     map_fn = share_of(exported.definition) if share_of is not None else serial_map
     assets = prepare_assets(spec.experiment, cache_dir, map_fn, log=echo)
     base = reference(spec, assets, map_fn, log=echo)
-    outcome = evaluate_trial(spec, Setting.from_json(record), base, assets, map_fn,
-                             keep_victim_state=True)
+    outcome = evaluate_trial(spec, record.setting, base, assets, map_fn, keep_victim_state=True)
     victim = rebuilt_victim(outcome)
     # tensors only (weights and masks): loadable with torch.load(weights_only=True), no pickled code
     model = io.BytesIO()

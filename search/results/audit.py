@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal, NotRequired, TypedDict
 
 import optuna
 import pandas as pd
@@ -22,17 +23,129 @@ from wemem.environment import describe
 from wemem.metrics import METRIC_FPRS, tpr_resolution, unresolvable_text
 
 from ..confirm import ConfirmationStatus, export_section, judged_by_others, seed_variation
-from ..confirm.confirmation import UTILITY
+from ..confirm.confirmation import UTILITY, ComparisonJSON, ConfirmationSectionJSON, IntervalJSON
 from ..storage.records import (ROC, ReferenceRecord, TrialMetrics, fail_reason, stored_environment, stored_fingerprint,
                                stored_own_code, stored_reference, stored_validity)
 from ..storage.urls import redact
 from ..study import OpenStudy, best_trials
 from ..studyfile import StudyDefinition
-from .export import trial_record
+from .export import TrialRecordJSON, trial_record
 from .text import METRIC_LABELS, headline, judges_for
 
 FORMAT = "wemem-report/1"
 STAGES = ("seconds.total", "seconds.pruning_stage", "seconds.attack_stage")
+
+Side = Literal["undefended", "defended"]  # the two models the attack table compares
+SIDES: tuple[Side, ...] = ("undefended", "defended")
+
+
+class StudyJSON(TypedDict):
+    name: str
+    dataset: Mapping[str, object]
+    model: str
+    pruning: Mapping[str, object]
+    defenses: list[str]
+    attacks: list[str]
+    adaptive_attacks: bool
+    objective: Mapping[str, object]
+    objective_text: str
+    directions: list[str]
+    accuracy_floor: float | None
+    constraint: str | None
+    n_trials: int
+    sampler: str
+    seed: int
+
+
+class HeadlineJSON(TypedDict):
+    """The number to quote (``privacy_difference`` and the setting's fields: a confirmed best setting), or why
+    there is none and the ``command`` that produces it."""
+
+    status: str
+    text: str
+    seeds: NotRequired[list[int]]
+    judges: NotRequired[str]
+    label: NotRequired[str]
+    defense: NotRequired[str]
+    settings: NotRequired[Mapping[str, object]]
+    trial_number: NotRequired[int | None]
+    privacy_difference: NotRequired[IntervalJSON]
+    utility_difference: NotRequired[IntervalJSON]
+    gain_confirmed: NotRequired[bool]
+    accuracy_constraint: NotRequired[str | None]
+    verdict: NotRequired[str]
+    comparison: NotRequired[ComparisonJSON | None]
+    command: NotRequired[str]
+    note: NotRequired[str | None]
+
+
+class CheckJSON(TypedDict):
+    """A stored validity check (:class:`wemem.validity.Check`)."""
+
+    name: str
+    status: str
+    message: str
+    figures: Mapping[str, object]
+
+
+class AttackRowJSON(TypedDict):
+    """One attack's metrics on both models; the per-side tables are keyed by :data:`SIDES`."""
+
+    attack: str
+    undefended: dict[str, float | None]  # metric: its value (None: not measured)
+    defended: dict[str, float | None]
+    intervals: dict[str, dict[str, list[float]]]  # metric: its 95% interval over the targets
+    not_resolvable: dict[str, dict[str, str]]  # metric: the words that replace its number
+    epsilon_lower_bound: dict[str, dict[str, float] | None]
+
+
+class FailedJSON(TypedDict):
+    number: int
+    reason: str
+
+
+class TimingsJSON(TypedDict):
+    per_trial: list[dict[str, float]]
+    median_attack_seconds: dict[str, float]
+    median_model_seconds: dict[str, float]
+
+
+class SeedsJSON(TypedDict):
+    study: int
+    confirmation: list[int]
+
+
+class ReproducibilityJSON(TypedDict):
+    study_environment: Mapping[str, object] | None
+    report_environment: Mapping[str, object]
+    seeds: SeedsJSON
+    assets_fingerprint: str | None
+    own_code: Mapping[str, object]
+    definition_toml: str
+
+
+class ReportJSON(TypedDict):
+    """report.json (every NaN or infinity written as null)."""
+
+    format: str
+    generated_at: str
+    study: StudyJSON
+    counts: dict[str, int]
+    missing: list[str]
+    validity: list[CheckJSON]
+    headline: HeadlineJSON
+    reference: ReferenceRecord | None
+    pareto: bool
+    best: list[TrialRecordJSON]
+    attack_table: list[AttackRowJSON]
+    roc: dict[str, dict[str, list[float]]]
+    confirmation: ConfirmationSectionJSON | None
+    confirmation_varies: str
+    trials: list[Mapping[str, object]]
+    failed: list[FailedJSON]
+    timings: TimingsJSON
+    figures: list[str]
+    reproducibility: ReproducibilityJSON
 
 
 def plain(value: Any) -> Any:
@@ -48,7 +161,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-def report_document(opened: OpenStudy, table: pd.DataFrame, figures: list[str]) -> dict[str, Any]:
+def report_document(opened: OpenStudy, table: pd.DataFrame, figures: list[str]) -> ReportJSON:
     """The audit of ``opened`` (``table``: :func:`.report.trials_table`; ``figures``: the PNG names written)."""
     study, definition = opened.study, opened.definition
     trials = study.get_trials(deepcopy=False)  # read once: counts, failures and what is missing come from it
@@ -74,12 +187,12 @@ def report_document(opened: OpenStudy, table: pd.DataFrame, figures: list[str]) 
         "confirmation": None if confirmation is None else confirmation.to_json(),
         "confirmation_varies": seed_variation(definition.model.checkpoint is not None),
         "trials": trial_rows(table),
-        "failed": [{"number": t.number, "reason": fail_reason(t)} for t in failed],
+        "failed": [FailedJSON(number=t.number, reason=fail_reason(t)) for t in failed],
         "timings": timing_block(table),
         "figures": figures,
         "reproducibility": reproducibility(study, definition, confirmation),
     }
-    return plain(document)
+    return plain(document)  # the ReportJSON these sections make, with its non-finite numbers as null
 
 
 def objective_text(definition: StudyDefinition) -> str:
@@ -93,7 +206,7 @@ def objective_text(definition: StudyDefinition) -> str:
     return f"{o.mode}: {mode}; {leakage}"
 
 
-def study_block(definition: StudyDefinition, reference: ReferenceRecord | None) -> dict[str, Any]:
+def study_block(definition: StudyDefinition, reference: ReferenceRecord | None) -> StudyJSON:
     objective = definition.objective_config()
     delta = objective.constraint_delta
     floor = None if delta is None or reference is None else reference[UTILITY] - delta
@@ -144,7 +257,7 @@ def missing(n_trials: int, failed: int, best: list[optuna.trial.FrozenTrial], re
 
 
 def headline_block(confirmation: ConfirmationStatus | None, best: list[optuna.trial.FrozenTrial],
-                   commands: dict[str, str]) -> dict[str, Any]:
+                   commands: dict[str, str]) -> HeadlineJSON:
     """The number to quote: the confirmed difference from the undefended model with its interval, or why there
     is none (and the command that produces it)."""
     if not best or confirmation is None:
@@ -158,15 +271,16 @@ def headline_block(confirmation: ConfirmationStatus | None, best: list[optuna.tr
                 "command": commands["confirm"]}
     entry = confirmed.best
     sentence = headline(confirmed)
-    block: dict[str, Any] = {"status": confirmation.state, "text": sentence[0] if sentence else "",
-                             "seeds": list(confirmed.seeds),
-                             "judges": judged_by_others(confirmed) or "judged by the study's attacks"}
+    block: HeadlineJSON = {"status": confirmation.state, "text": sentence[0] if sentence else "",
+                           "seeds": list(confirmed.seeds),
+                           "judges": judged_by_others(confirmed) or "judged by the study's attacks"}
     if entry is not None and entry.vs_reference is not None:
-        block.update(label=entry.label, defense=entry.defense, settings=dict(entry.settings),
-                     trial_number=entry.trial_number, privacy_difference=entry.vs_reference.privacy.to_json(),
-                     utility_difference=entry.vs_reference.utility.to_json(),
-                     gain_confirmed=entry.vs_reference.privacy.below_zero,
-                     accuracy_constraint=entry.accuracy_constraint)
+        block["label"], block["defense"], block["settings"] = entry.label, entry.defense, dict(entry.settings)
+        block["trial_number"] = entry.trial_number
+        block["privacy_difference"] = entry.vs_reference.privacy.to_json()
+        block["utility_difference"] = entry.vs_reference.utility.to_json()
+        block["gain_confirmed"] = entry.vs_reference.privacy.below_zero
+        block["accuracy_constraint"] = entry.accuracy_constraint
     if len(sentence) > 1:  # did tuning beat the paper's default (or the named comparison)?
         block["verdict"] = sentence[1]
         block["comparison"] = None if confirmed.comparison is None else confirmed.comparison.to_json()
@@ -176,11 +290,11 @@ def headline_block(confirmation: ConfirmationStatus | None, best: list[optuna.tr
     return block
 
 
-def attack_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+def attack_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     return {key: metrics.get(key) for key, _ in METRIC_LABELS}
 
 
-def unresolved(metrics: dict[str, Any]) -> dict[str, str]:
+def unresolved(metrics: Mapping[str, Any]) -> dict[str, str]:
     """The TPRs at an FPR that the victim's non-member targets cannot resolve, each with the words that replace
     its number (its digits would be noise; see docs/validity.md)."""
     non_members = (metrics.get("targets") or {}).get("non_members")
@@ -194,19 +308,22 @@ def unresolved(metrics: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def attack_rows(reference: ReferenceRecord | None, trial: optuna.trial.FrozenTrial | None) -> list[dict[str, Any]]:
+def attack_rows(reference: ReferenceRecord | None, trial: optuna.trial.FrozenTrial | None) -> list[AttackRowJSON]:
     """Per attack: the undefended and the best defended model's balanced accuracy, AUC and TPR at low FPR, each
     metric's 95% interval over the targets, the TPRs the targets cannot resolve (in words), and the lower bound on
     epsilon of each model's attack decisions."""
     undefended = {} if reference is None else reference.get("attacks", {})
     defended = TrialMetrics.of(trial).attacks if trial is not None else {}
     names = list(dict.fromkeys([*undefended, *defended]))
-    sides = lambda name: {"undefended": undefended.get(name, {}), "defended": defended.get(name, {})}  # noqa: E731
-    return [{"attack": name, **{side: attack_metrics(m) for side, m in sides(name).items()},
-             "intervals": {side: m.get("intervals", {}) for side, m in sides(name).items()},
-             "not_resolvable": {side: unresolved(m) for side, m in sides(name).items()},
-             "epsilon_lower_bound": {side: m.get("epsilon_lower_bound") for side, m in sides(name).items()}}
-            for name in names]
+    return [attack_row(name, undefended.get(name, {}), defended.get(name, {})) for name in names]
+
+
+def attack_row(name: str, undefended: Mapping[str, Any], defended: Mapping[str, Any]) -> AttackRowJSON:
+    sides = dict(zip(SIDES, (undefended, defended)))
+    return {"attack": name, "undefended": attack_metrics(undefended), "defended": attack_metrics(defended),
+            "intervals": {side: m.get("intervals", {}) for side, m in sides.items()},
+            "not_resolvable": {side: unresolved(m) for side, m in sides.items()},
+            "epsilon_lower_bound": {side: m.get("epsilon_lower_bound") for side, m in sides.items()}}
 
 
 def roc_points(trial: optuna.trial.FrozenTrial) -> dict[str, dict[str, list[float]]]:
@@ -214,11 +331,11 @@ def roc_points(trial: optuna.trial.FrozenTrial) -> dict[str, dict[str, list[floa
             for name, m in TrialMetrics.of(trial).attacks.items() if m.get(ROC)}
 
 
-def trial_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+def trial_rows(table: pd.DataFrame) -> list[Mapping[str, object]]:
     return [] if table.empty else table.astype(object).where(table.notna(), None).to_dict("records")
 
 
-def timing_block(table: pd.DataFrame) -> dict[str, Any]:
+def timing_block(table: pd.DataFrame) -> TimingsJSON:
     """Where the time went: each trial's stages, and each attack's and model's median over trials."""
     if table.empty or "seconds.total" not in table.columns:
         return {"per_trial": [], "median_attack_seconds": {}, "median_model_seconds": {}}
@@ -238,7 +355,7 @@ def definition_toml(definition: StudyDefinition) -> str:
 
 
 def reproducibility(study: optuna.Study, definition: StudyDefinition,
-                    confirmation: ConfirmationStatus | None) -> dict[str, Any]:
+                    confirmation: ConfirmationStatus | None) -> ReproducibilityJSON:
     return {
         "study_environment": stored_environment(study),  # what the latest launcher ran with (None: not recorded)
         "report_environment": describe(),

@@ -15,8 +15,11 @@ import base64
 import hashlib
 import html
 import re
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
+from ..confirm.confirmation import PRIVACY, UTILITY
+from .audit import SIDES, AttackRowJSON, CheckJSON, HeadlineJSON, ReportJSON, Side
 from .text import METRIC_LABELS
 
 Cell = tuple[str, Any]  # (shown text, sort key) of one table cell
@@ -74,7 +77,7 @@ if (wanted) { const table = document.getElementById("trial-table");
 """
 
 
-def esc(value: Any) -> str:
+def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
@@ -83,7 +86,7 @@ def with_code(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(text))
 
 
-def number(value: Any, digits: int = 4) -> str:
+def number(value: object, digits: int = 4) -> str:
     """A metric as shown: fixed digits; a missing value as an en dash."""
     if value is None:
         return "\u2013"
@@ -98,7 +101,7 @@ def points(value: float | None) -> str:
     return "\u2013" if value is None else f"{100 * value:+.1f}"
 
 
-def cell(value: Any, digits: int = 4) -> Cell:
+def cell(value: object, digits: int = 4) -> Cell:
     return number(value, digits), value
 
 
@@ -138,14 +141,14 @@ def definition_list(items: Iterable[tuple[str, str]]) -> str:
     return "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items) + "</dl>"
 
 
-def settings_text(settings: dict[str, Any]) -> str:
+def settings_text(settings: Mapping[str, object]) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items())
 
 
 # ------------------------------------------------------------------------------------------------ sections
 
 
-def verdict(h: dict[str, Any]) -> tuple[str, str]:
+def verdict(h: HeadlineJSON) -> tuple[str, str]:
     """The headline's colour class and status words. Green only for a confirmed gain that keeps the accuracy
     constraint: a reader who looks at nothing else must not take a gain bought with too much accuracy for a pass."""
     if h.get("gain_confirmed") is None:
@@ -159,12 +162,12 @@ def verdict(h: dict[str, Any]) -> tuple[str, str]:
     return ("warn" if stale else "confirmed"), "confirmed gain" + stale
 
 
-def validity_caveats(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def validity_caveats(doc: ReportJSON) -> list[CheckJSON]:
     """The validity checks that did not simply hold: each a reason to read the headline with care."""
     return [c for c in doc.get("validity") or [] if c["status"] != "pass"]
 
 
-def headline_section(doc: dict[str, Any]) -> str:
+def headline_section(doc: ReportJSON) -> str:
     h = doc["headline"]
     kind, status = verdict(h)
     caveats = validity_caveats(doc)
@@ -189,7 +192,7 @@ def headline_section(doc: dict[str, Any]) -> str:
     return "".join(parts) + "</div>"
 
 
-def missing_section(doc: dict[str, Any]) -> str:
+def missing_section(doc: ReportJSON) -> str:
     if not doc["missing"]:
         return ""
     items = "".join(f"<li>{with_code(m)}</li>" for m in doc["missing"])
@@ -199,7 +202,7 @@ def missing_section(doc: dict[str, Any]) -> str:
 VALIDITY_STATUS = {"pass": "holds", "warn": "warning", "fail": "failed", "overridden": "failed, overridden by the user"}
 
 
-def validity_section(doc: dict[str, Any]) -> str:
+def validity_section(doc: ReportJSON) -> str:
     """Does the audit mean what it seems to? Each check (wemem.validity) with what it measured."""
     checks = doc.get("validity") or []
     if not checks:
@@ -212,7 +215,7 @@ def validity_section(doc: dict[str, Any]) -> str:
             + table(["check", "status", "what was measured"], rows, table_id="validity"))
 
 
-def study_section(doc: dict[str, Any]) -> str:
+def study_section(doc: ReportJSON) -> str:
     s = doc["study"]
     data = s["dataset"]
     pruning = s["pruning"]
@@ -228,19 +231,19 @@ def study_section(doc: dict[str, Any]) -> str:
     return "<h2 id='study'>Study</h2>" + definition_list(rows)
 
 
-def results_section(doc: dict[str, Any], figures: dict[str, bytes]) -> str:
+def results_section(doc: ReportJSON, figures: dict[str, bytes]) -> str:
     parts = ["<h2 id='results'>Privacy and utility</h2>"]
     ref = doc["reference"]
     if ref is not None:
-        parts.append(f"<p>Undefended pruned model: test accuracy {number(ref['utility'])}, strongest attack "
-                     f"{esc(ref['strongest_attack'])} at {number(ref['privacy'])}.</p>")
+        parts.append(f"<p>Undefended pruned model: test accuracy {number(ref[UTILITY])}, strongest attack "
+                     f"{esc(ref['strongest_attack'])} at {number(ref[PRIVACY])}.</p>")
     if doc["best"]:
         label = "Pareto front" if doc["pareto"] else "Best trial (its own evaluation, biased low by the selection)"
         parts.append(f"<h3>{esc(label)}</h3>")
         parts.append(table(["trial", "defense", "settings", "test accuracy", "leakage", "strongest attack",
                             "feasible"],
                            ([cell(b["trial_number"]), cell(b["defense"]), cell(settings_text(b["settings"])),
-                             cell(b["metrics"]["test_accuracy"]), cell(b["metrics"]["privacy"]),
+                             cell(b["metrics"]["test_accuracy"]), cell(b["metrics"][PRIVACY]),
                              cell(b["metrics"]["strongest_attack"]), cell(b["feasible"])] for b in doc["best"]),
                            table_id="front" if doc["pareto"] else "best"))
     parts.append(figure("privacy_utility.png", figures))
@@ -249,7 +252,7 @@ def results_section(doc: dict[str, Any], figures: dict[str, bytes]) -> str:
     return "".join(parts)
 
 
-def confirmation_table(doc: dict[str, Any]) -> str:
+def confirmation_table(doc: ReportJSON) -> str:
     c = doc["confirmation"]
     if not c or c.get("status") == "not confirmed":
         return ""
@@ -257,11 +260,11 @@ def confirmation_table(doc: dict[str, Any]) -> str:
     rows = []
     for e in c["candidates"]:
         diff, udiff = e.get("privacy_difference"), e.get("utility_difference")
-        versus = (e.get("vs_comparison") or {}).get("privacy")
+        versus = (e.get("vs_comparison") or {}).get(PRIVACY)
         role = {"default": " (paper's default)", "comparison": " (comparison)"}.get(e.get("role"), "")
         rows.append([cell(e["label"] + role), cell("undefended" if e["label"] == "reference" else e["defense"]),
-                     cell(settings_text(e.get("settings") or {})), (interval(e["utility"]), e["utility"]["mean"]),
-                     (interval(e["privacy"]), e["privacy"]["mean"]),
+                     cell(settings_text(e.get("settings") or {})), (interval(e[UTILITY]), e[UTILITY]["mean"]),
+                     (interval(e[PRIVACY]), e[PRIVACY]["mean"]),
                      (("\u2013", None) if diff is None else (interval(diff), diff["mean"])),
                      (("\u2013", None) if udiff is None else (interval(udiff), udiff["mean"])),
                      cell(e.get("accuracy_constraint")),
@@ -274,7 +277,7 @@ def confirmation_table(doc: dict[str, Any]) -> str:
                     rows, table_id="confirmation"))
 
 
-def attacks_section(doc: dict[str, Any], figures: dict[str, bytes]) -> str:
+def attacks_section(doc: ReportJSON, figures: dict[str, bytes]) -> str:
     parts = ["<h2 id='attacks'>Per attack</h2>"]
     if not doc["attack_table"]:
         return parts[0] + "<p>No attack results are stored yet.</p>"
@@ -282,7 +285,7 @@ def attacks_section(doc: dict[str, Any], figures: dict[str, bytes]) -> str:
     headings = ["attack"] + ([h for _, h in METRIC_LABELS] + ["\u03b5 lower bound"]) * 2
     groups = [("", 1), ("undefended pruned model", len(METRIC_LABELS) + 1),
               ("best defended model" + ("" if best is None else f" (trial #{best})"), len(METRIC_LABELS) + 1)]
-    rows = ([cell(r["attack"])] + [c for side in ("undefended", "defended") for c in attack_cells(r, side)]
+    rows = ([cell(r["attack"])] + [c for side in SIDES for c in attack_cells(r, side)]
             for r in doc["attack_table"])
     parts.append("<p>Each attack's own evaluation of the undefended pruned model and of the best trial (the "
                  "study's seed; the confirmation above uses fresh seeds), with its 95% stratified bootstrap interval "
@@ -296,12 +299,12 @@ def attacks_section(doc: dict[str, Any], figures: dict[str, bytes]) -> str:
     return "".join(parts)
 
 
-def attack_cells(row: dict[str, Any], side: str) -> list[Cell]:
+def attack_cells(row: AttackRowJSON, side: Side) -> list[Cell]:
     """One model's metrics in the attack table: each value with its 95% interval, or the words saying the targets
     cannot resolve it; then the epsilon lower bound."""
     intervals = (row.get("intervals") or {}).get(side) or {}
     unresolved = (row.get("not_resolvable") or {}).get(side) or {}
-    cells = []
+    cells: list[Cell] = []
     for key, _ in METRIC_LABELS:
         value, interval = row[side][key], intervals.get(key)
         if key in unresolved:
@@ -314,18 +317,18 @@ def attack_cells(row: dict[str, Any], side: str) -> list[Cell]:
     return cells + [cell(None if not bound else bound.get("value"), 3)]
 
 
-TRIAL_COLUMNS = (("number", "trial"), ("state", "state"), ("defense", "defense"), ("utility", "test accuracy"),
-                 ("privacy", "leakage"), ("strongest_attack", "strongest attack"), ("feasible", "feasible"),
+TRIAL_COLUMNS = (("number", "trial"), ("state", "state"), ("defense", "defense"), (UTILITY, "test accuracy"),
+                 (PRIVACY, "leakage"), ("strongest_attack", "strongest attack"), ("feasible", "feasible"),
                  ("seconds.total", "experiment seconds"))
 
 
-def trial_settings(row: dict[str, Any]) -> str:
+def trial_settings(row: Mapping[str, object]) -> str:
     """A trial's setting from its ``param.<defense>.<name>`` columns (the defense's own parameters only)."""
     prefix = f"param.{row.get('defense')}."
     return settings_text({k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix) and v is not None})
 
 
-def trials_section(doc: dict[str, Any]) -> str:
+def trials_section(doc: ReportJSON) -> str:
     parts = ["<h2 id='trials'>Trials</h2>"]
     if doc["trials"]:
         columns = [c for c, _ in TRIAL_COLUMNS] + ["settings"]
@@ -345,7 +348,7 @@ def trials_section(doc: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def timings_section(doc: dict[str, Any], figures: dict[str, bytes]) -> str:
+def timings_section(doc: ReportJSON, figures: dict[str, bytes]) -> str:
     t = doc["timings"]
     if not t["per_trial"]:
         return "<h2 id='timings'>Stage timings</h2><p>No stage timings are stored.</p>"
@@ -368,14 +371,14 @@ def search_section(figures: dict[str, bytes]) -> str:
     return f"<h2 id='search'>Search</h2>{shown}" if shown else ""
 
 
-def environment_rows(label: str, env: dict[str, Any] | None) -> list[tuple[str, str]]:
+def environment_rows(label: str, env: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     if env is None:
         return [(label, "not recorded (launched by a version that did not record it)")]
     packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
     return [(label, f"Python {env['python']} on {env['platform']}; {env['device']}"), (f"{label}: packages", packages)]
 
 
-def own_code_text(own: dict[str, Any]) -> str:
+def own_code_text(own: Mapping[str, Any]) -> str:
     """The user's plug-ins and checkpoint by SHA-256 (what an auditor compares with the files they were given)."""
     if not own:
         return "none: built-in model and data"
@@ -383,7 +386,7 @@ def own_code_text(own: dict[str, Any]) -> str:
                      for kind, entry in sorted(own.items()))
 
 
-def reproducibility_section(doc: dict[str, Any]) -> str:
+def reproducibility_section(doc: ReportJSON) -> str:
     r = doc["reproducibility"]
     rows = [*environment_rows("study ran with", r["study_environment"]),
             *environment_rows("report written with", r["report_environment"]),
@@ -396,7 +399,7 @@ def reproducibility_section(doc: dict[str, Any]) -> str:
             + f"<pre id='definition'>{esc(r['definition_toml'])}</pre>")
 
 
-SECTIONS: tuple[Callable[[dict[str, Any], dict[str, bytes]], str], ...] = (
+SECTIONS: tuple[Callable[[ReportJSON, dict[str, bytes]], str], ...] = (
     lambda d, f: missing_section(d), lambda d, f: validity_section(d), lambda d, f: study_section(d),
     results_section, attacks_section,
     lambda d, f: trials_section(d), timings_section, lambda d, f: search_section(f),
@@ -422,7 +425,7 @@ def content_security_policy() -> str:
             "form-action 'none'; base-uri 'none'")
 
 
-def render_html(doc: dict[str, Any], figures: dict[str, bytes]) -> str:
+def render_html(doc: ReportJSON, figures: dict[str, bytes]) -> str:
     """The page for ``doc`` (a :func:`.audit.report_document`, as read back from report.json) and the PNGs it
     names (``figures``, by file name)."""
     name = doc["study"]["name"]

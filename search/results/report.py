@@ -34,7 +34,7 @@ from .html import FIGURES, render_html  # noqa: E402
 from .text import timing_columns  # noqa: E402
 
 # the trials table's leading columns, present even when a study has no trial (an empty table still has a header)
-BASE_COLUMNS = ("number", "state", "defense", "utility", "privacy", "privacy_se", "strongest_attack", "feasible",
+BASE_COLUMNS = ("number", "state", "defense", UTILITY, PRIVACY, "privacy_se", "strongest_attack", "feasible",
                 "defense_seconds", "duration_seconds")
 
 
@@ -57,9 +57,9 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for trial in study.get_trials(deepcopy=False):
         m = TrialMetrics.of(trial)
-        row: dict[str, Any] = {
+        row: dict[str, object] = {  # one row of the table: a column's values differ in type from trial to trial
             "number": trial.number, "state": trial.state.name, "defense": m.defense,
-            "utility": m.utility, "privacy": m.privacy, "privacy_se": m.privacy_se,
+            UTILITY: m.utility, PRIVACY: m.privacy, "privacy_se": m.privacy_se,
             "strongest_attack": m.strongest_attack,
             "feasible": m.feasible, "defense_seconds": m.defense_seconds,
             "duration_seconds": trial.duration.total_seconds() if trial.duration else None,
@@ -92,7 +92,7 @@ def plot_privacy_utility(table: pd.DataFrame, ref: Mapping[str, Any] | None, def
     fig, ax = plt.subplots(figsize=(9.6, 4.8))
     for defense, group in done.groupby("defense"):
         ax.scatter(group.privacy, group.utility, label=plain(defense), alpha=0.8)
-    points = done[["privacy", "utility"]].to_numpy(dtype=float)
+    points = done[[PRIVACY, UTILITY]].to_numpy(dtype=float)
     if len(points):
         front = points[pareto_front(points)]
         ax.plot(front[:, 0], front[:, 1], "k--", lw=1, label="Pareto front")

@@ -9,6 +9,7 @@ The timings are recorded by :func:`wemem.pipeline.experiment_timings` and, for t
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ INTERVAL_NOTE = "value [95% stratified bootstrap interval over the targets]"
 METRIC_LABELS = tuple(zip(INTERVAL_METRICS, ("balanced accuracy", "AUC", "TPR at 0.1% FPR", "TPR at 1% FPR")))
 
 
-def metric_text(metrics: dict[str, Any], key: str) -> str:
+def metric_text(metrics: Mapping[str, Any], key: str) -> str:
     """One metric of an attack with its 95% interval, or for a TPR at an FPR its victim's target set cannot
     resolve, the words saying so instead of the number. Metrics without intervals print bare
     (a finished trial of schema version 1: Optuna never rewrites a finished trial)."""
@@ -147,7 +148,7 @@ def epsilon_text(bound: dict[str, float]) -> str:
             f"{bound['confidence']:.0%} confidence)")
 
 
-def attack_metric_lines(attacks: dict[str, dict[str, Any]]) -> list[str]:
+def attack_metric_lines(attacks: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """One line per attack: each metric with its 95% stratified bootstrap interval over the targets (the target
     sampling's share of the noise only), unresolvable TPRs in words, and the epsilon lower bound."""
     lines = []
@@ -230,7 +231,7 @@ def _with_parts(name: str, parts: dict[str, float]) -> str:
     return f"{name} {parts['total']:.2f}" + (f" ({inner})" if inner else "")
 
 
-def timing_lines(timings: dict[str, Any]) -> list[str]:
+def timing_lines(timings: Mapping[str, Any]) -> list[str]:
     """Human-readable lines; empty when nothing was recorded (a trial that did not finish, or a finished one of
     schema version 1: Optuna never rewrites a finished trial)."""
     if not timings or "total" not in timings:
@@ -248,7 +249,7 @@ def timing_lines(timings: dict[str, Any]) -> list[str]:
     return lines
 
 
-def timing_columns(timings: dict[str, Any]) -> dict[str, float]:
+def timing_columns(timings: Mapping[str, Any]) -> dict[str, float]:
     """Flat ``seconds.*`` columns for the trials table."""
     if not timings or "total" not in timings:
         return {}

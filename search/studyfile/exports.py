@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from wemem.errors import WememError
 
 
-def read_export(path: str | Path) -> dict[str, Any]:
+def read_export(path: str | Path) -> Mapping[str, object]:
     path = Path(path)
     if path.suffix not in (".toml", ".json"):
         raise WememError(f"{path} is not an export file: `wemem export` writes .toml or .json files "
@@ -23,7 +23,8 @@ def read_export(path: str | Path) -> dict[str, Any]:
         text = path.read_bytes().decode("utf-8")
         document = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except UnicodeDecodeError:
-        raise WememError(f"export file {path} is not text (binary data); pass a file written by `wemem export`") from None
+        raise WememError(f"export file {path} is not text (binary data); pass a file written by "
+                         "`wemem export`") from None
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise WememError(f"export file {path} is not valid {path.suffix[1:].upper()}: {error}") from None
     except RecursionError:  # the parsers recurse once per level: a forged file nests beyond Python's stack
@@ -35,12 +36,13 @@ def read_export(path: str | Path) -> dict[str, Any]:
     return document
 
 
-def export_settings(document: dict[str, Any], source: str) -> list[tuple[str, dict[str, Any]]]:
-    """The settings an export recommends: its best setting, or each point of its Pareto set."""
+def export_settings(document: Mapping[str, object], source: str) -> list[tuple[str, Mapping[str, object]]]:
+    """The settings an export recommends, each a defense and its settings as stored: its best setting, or each
+    point of its Pareto set."""
     entries = document.get("pareto") if "pareto" in document else [document["best"]] if "best" in document else None
     if not isinstance(entries, list) or not entries:
         raise WememError(f"{source} has no [best] setting or [[pareto]] set; pass a file written by `wemem export`")
-    settings = []
+    settings: list[tuple[str, Mapping[str, object]]] = []
     for entry in entries:
         if not (isinstance(entry, dict) and isinstance(entry.get("defense"), str)
                 and isinstance(entry.get("settings", {}), dict)):
