@@ -212,10 +212,12 @@ def get_before(refs: list[ray.ObjectRef[Any]], deadline: float | None,
     try:
         return ray.get(refs, timeout=max(deadline - time.time(), 0.0))
     except ray.exceptions.GetTimeoutError:
-        for ref in refs:
-            ray.cancel(ref, force=True)
-        for actor in actors:
-            ray.kill(actor)
+        if actors:  # actor tasks end with their actors (Ray refuses to force-cancel them: a ValueError)
+            for actor in actors:
+                ray.kill(actor)
+        else:
+            for ref in refs:
+                ray.cancel(ref, force=True)
         raise TrialTimeout("the trial ran past its time limit ([search] trial_timeout_s); its jobs were cancelled") \
             from None
 
@@ -259,7 +261,7 @@ class RaySteppers:
 
     def finish(self) -> list[Any]:
         try:
-            outputs = get_before([actor.finish.remote() for actor in self.actors], self.share.deadline)
+            outputs = get_before([actor.finish.remote() for actor in self.actors], self.share.deadline, self.actors)
         finally:
             for actor in self.actors:
                 ray.kill(actor)
