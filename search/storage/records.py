@@ -127,7 +127,7 @@ def migrate(study: optuna.Study) -> bool:
     return bool(changes)
 
 
-def _attrs(study: optuna.Study) -> dict[str, Any]:
+def _attrs(study: optuna.Study) -> Mapping[str, Any]:
     """The study's attributes in today's shape: an unmigrated study's through the migration, in memory."""
     attrs = study.user_attrs
     return {**attrs, **migration(attrs)}
