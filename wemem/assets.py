@@ -157,12 +157,12 @@ def _torch_read(path: Path) -> Any:
 
 def pretrain(config: ExperimentConfig, pools: Pools, split: ModelSplit, seed: int) -> dict[str, torch.Tensor]:
     """Train one model from its initialization with early stopping (SPEC section 4); return best-dev weights."""
-    from .defenses.base import Defense, DefenseContext
+    from .defenses.base import Defense, DefenseContext, NoSettings
 
     torch.manual_seed(seed)
     pools = on_training_device(pools)
     model = place_model(config.new_model(pools), pools.x.device, config.train)
-    defense = Defense()
+    defense = Defense[NoSettings]()  # plain fine-tuning
     defense.bind(DefenseContext(pools, split.train, split.dev, None, config.train, seed))
     generator = torch.Generator().manual_seed(seed)
     result = train_round(model, make_adam(model, config.train), pools, split.dev, defense, None,

@@ -30,7 +30,7 @@ def pair_halves(n: int, seed: int, pair: int) -> tuple[np.ndarray, np.ndarray]:
 
 def memscore_job(config: ExperimentConfig, pools: Pools, pair: int, half: int) -> np.ndarray:
     """Train the model of one half of one pair; return its true-class probability on every sample of T."""
-    from .defenses.base import Defense, DefenseContext
+    from .defenses.base import Defense, DefenseContext, NoSettings
 
     pools = on_training_device(pools)
     train = torch.as_tensor(pair_halves(pools.n_train, config.seed, pair)[half])
@@ -38,7 +38,7 @@ def memscore_job(config: ExperimentConfig, pools: Pools, pair: int, half: int) -
     seed = job_seed(config.seed, "memscore", 2 * pair + half)
     torch.manual_seed(seed)
     model = place_model(config.new_model(pools), pools.x.device, config.train)
-    defense = Defense()
+    defense = Defense[NoSettings]()  # plain fine-tuning
     defense.bind(DefenseContext(pools, train, dev, None, config.train, seed))
     result = train_round(model, make_adam(model, config.train), pools, dev, defense, None,
                          config.train.pretrain_epochs, config.train.patience, torch.Generator().manual_seed(seed))
