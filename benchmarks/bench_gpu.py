@@ -138,8 +138,8 @@ def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: Tr
     if use_ray:
         import ray
 
-        from search.execution.cluster import init_ray
-        from search.execution.jobs import RayMap
+        from search.execution._cluster import init_ray
+        from search.execution._jobs import RayMap
 
         init_ray()
         resources = ray.cluster_resources()

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_search import CASES, case_definition  # noqa: E402
 
 from objectives import reference  # noqa: E402
-from objectives.trial import privacy_standard_error, spec_leakage  # noqa: E402
+from objectives._trial import privacy_standard_error, spec_leakage  # noqa: E402
 from search.studyfile import REFERENCE_SETTINGS  # noqa: E402
 from wemem.assets import prepare_assets  # noqa: E402
 from wemem.defenses import Setting  # noqa: E402

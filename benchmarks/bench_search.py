@@ -46,12 +46,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from objectives import evaluate_trial, reference, score  # noqa: E402
-from search.confirm.candidates import confirmation_seeds  # noqa: E402
-from search.confirm.statistics import t_interval  # noqa: E402
-from search.execution.warm_start import paper_defaults  # noqa: E402
-from search.study.lifecycle import make_sampler  # noqa: E402
+from search.confirm._candidates import confirmation_seeds  # noqa: E402
+from search.confirm._statistics import t_interval  # noqa: E402
+from search.execution._warm_start import paper_defaults  # noqa: E402
+from search.study._lifecycle import make_sampler  # noqa: E402
 from search.studyfile import StudyDefinition, load_study_file, suggest_setting  # noqa: E402
-from search.studyfile.spaces import derive_window, space_for  # noqa: E402
+from search.studyfile._spaces import derive_window, space_for  # noqa: E402
 from wemem.defenses.wemem import STRIDE  # noqa: E402
 from wemem.assets import prepare_assets  # noqa: E402
 from wemem.defenses import Setting  # noqa: E402

@@ -71,7 +71,7 @@ def concurrent_trials(spec: TrialSpec, base, assets, concurrency: int, trials: i
     A warm-up round (``concurrency`` trials at once on the same share) first starts every worker process the
     measurement needs: a fresh worker spends seconds importing torch, which is not a trial's cost.
     """
-    from search.execution.jobs import RayMap
+    from search.execution._jobs import RayMap
 
     share = RayMap(num_cpus=cpus / concurrency / (spec.experiment.shadows + 1))
     run_trials(spec, base, assets, share, concurrency, concurrency)
@@ -111,7 +111,7 @@ def main() -> None:
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
     }
     if args.concurrent:
-        from search.execution.cluster import init_ray
+        from search.execution._cluster import init_ray
 
         init_ray(num_cpus=args.cpus)
         report["concurrent"] = {str(n): concurrent_trials(spec, base, assets, n, args.trials, args.cpus)

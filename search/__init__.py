@@ -11,10 +11,18 @@
 Beside them, lowest of all, ``exceptions`` (the errors by kind) and, above ``results``, ``runs`` (``wemem run``
 and mem-scores); ``api`` is every command as a function, and ``cli`` parses arguments and calls it.
 
-A module imports only from its own layer or lower ones (``tests/test_layout.py`` checks it). This package's
-``__init__`` imports only the light ``exceptions``: Ray workers import it before their job module.
+A module imports only from its own layer or lower ones (``tests/test_layout.py`` checks it). The public surface
+is the API (:mod:`search.api`: every command as a function, with its typed results) and the errors by kind; this
+``__init__`` imports only the light ``exceptions`` and the API on first use: Ray workers import this package
+before their job module.
 """
+
+from wemem._exports import lazy_exports
 
 from .exceptions import BadInputError, InterruptedStudyError, StorageError, WememError
 
-__all__ = ["BadInputError", "InterruptedStudyError", "StorageError", "WememError"]
+_API = ("DeletedStudy", "MemScores", "RunResult", "StudyListing", "StudyResult", "StudyStatus", "TrialStatus",
+        "apply", "confirm", "delete", "export", "launch", "memscore_compute", "memscore_export", "memscore_import",
+        "report", "results", "resume", "run", "status", "studies", "trial_status")
+__getattr__ = lazy_exports(__name__, dict.fromkeys(_API, "search.api"))
+__all__ = ["BadInputError", "InterruptedStudyError", "StorageError", "WememError", *_API]

@@ -37,9 +37,9 @@ from wemem.memscore import ImportOrder
 from wemem.pipeline import ExperimentResult
 
 from .exceptions import BadInputError, InterruptedStudyError, StorageError
-from .runs import Execution, Experiment, Run
-from .storage.records import ReferenceRecord
-from .storage.urls import GRACE_PERIOD_S, MIN_GRACE_PERIOD_S
+from ._runs import Execution, Experiment, Run
+from .storage._records import ReferenceRecord
+from .storage._urls import GRACE_PERIOD_S, MIN_GRACE_PERIOD_S
 from .study import LAUNCHER_RESOURCES, OpenStudy, Options, best_trials, open_study
 from .studyfile import StudyDefinition, load_study_file, parse_study
 
@@ -88,28 +88,28 @@ class StudyResult:
     def trials(self) -> pd.DataFrame:
         """One row per trial: number, state, defense, utility (test accuracy), privacy (leakage), feasible,
         parameters (``param.*``), every attack's metrics (``ATTACK.METRIC``) and stage timings."""
-        from .results.report import trials_table
+        from .results._report import trials_table
 
         return trials_table(self.opened.study)
 
     @property
     def best(self) -> list[Mapping[str, object]]:
         """The best trial (single objective) or the Pareto set, as ``wemem export`` writes them."""
-        from .results.export import trial_record
+        from .results._export import trial_record
 
         return [trial_record(t) for t in best_trials(self.opened.study)]
 
     @property
     def reference(self) -> ReferenceRecord | None:
         """The undefended iteratively pruned model's accuracy and leakage."""
-        from .storage.records import stored_reference
+        from .storage._records import stored_reference
 
         return stored_reference(self.opened.study)
 
     @property
     def confirmation(self) -> dict[str, Any] | None:
         """The latest ``confirm`` result stored with the study (means, intervals, paired differences)."""
-        from .storage.records import stored_confirmation
+        from .storage._records import stored_confirmation
 
         return stored_confirmation(self.opened.study)
 
@@ -117,13 +117,13 @@ class StudyResult:
     def validity(self) -> list[Mapping[str, object]]:
         """The study's validity checks (name, status: pass/warn/fail/overridden, message, figures), as
         ``wemem status`` and the report show them; empty for a study launched before they existed."""
-        from .storage.records import stored_validity
+        from .storage._records import stored_validity
 
         return [check.to_dict() for check in stored_validity(self.opened.study)]
 
     def summary(self) -> str:
         """The text ``wemem status NAME`` starts with."""
-        from .results.text import summary_lines
+        from .results._text import summary_lines
 
         return "\n".join(summary_lines(self.opened))
 
@@ -136,7 +136,7 @@ class StudyResult:
         and their reasons are stored)."""
         from optuna.trial import TrialState
 
-        from .storage.records import SURPLUS_ATTR, fail_reason
+        from .storage._records import SURPLUS_ATTR, fail_reason
 
         study = self.opened.study
         # Optuna stamps trials with the launcher machine's local time, as datetime.now() does
@@ -257,7 +257,7 @@ def launch(study: str | Path | StudyDefinition | Mapping[str, object], *, storag
     names failed validity checks to run past, like ``--override-check`` (recorded with the study);
     ``allow_foreign_tables`` launches into a SQLite file that also holds another program's tables;
     ``stale_after``: seconds without a heartbeat after which a RUNNING trial is failed and re-queued."""
-    from .execution.launcher import launch as launch_study
+    from .execution._launcher import launch as launch_study
 
     options = _options(storage, cache_dir, data_root, ray_address, resources, override_checks, allow_foreign_tables,
                        stale_after=stale_after)
@@ -274,7 +274,7 @@ def resume(name: str, *, n_trials: int | None = None, storage: str | None = None
            resources: Mapping[str, float] | None = None, override_checks: Sequence[str] = (),
            echo: Echo = quiet) -> StudyResult:
     """Continue a stored study: its remaining budget, or ``n_trials`` more, like ``wemem resume``."""
-    from .execution.launcher import resume as resume_study
+    from .execution._launcher import resume as resume_study
 
     name, echo = _study_name(name), _echo(echo)
     if n_trials is not None:
@@ -330,7 +330,7 @@ def _comparison(compare: tuple[str, Mapping[str, Any]] | None) -> tuple[str, dic
 def echo_confirmation(confirmation: Confirmation, echo: Echo) -> None:
     """What ``wemem confirm`` prints once every evaluation is done: the confirmed figures, the closing sentence
     and the tuned-vs-default verdict (the command and the API both print through this)."""
-    from .results.text import confirmed_lines
+    from .results._text import confirmed_lines
 
     for line in confirmed_lines(confirmation):
         echo(line)
@@ -363,7 +363,7 @@ def export(name: str, path: str | Path, *, storage: str | None = None, cache_dir
     ``echo`` gets the line saying it was written (or replaced)."""
     from wemem.files import check_output_file, wrote
 
-    from .results.export import export_document, write_export
+    from .results._export import export_document, write_export
 
     name, echo = _study_name(name), _echo(echo)
     check_output_file(_path(path, "path"), (".toml", ".json"))  # before the storage is opened
@@ -382,7 +382,7 @@ def apply(export_file: str | Path, out: str | Path, *, trial: int | None = None,
     from wemem.files import check_writable_folder
 
     from .execution import cluster
-    from .results.apply import apply_export, check_apply_out, load_export
+    from .results._apply import apply_export, check_apply_out, load_export
     from .study import resolve_cache_dir
 
     if trial is not None:
@@ -404,7 +404,7 @@ def report(name: str, out: str | Path, *, storage: str | None = None, cache_dir:
            data_root: str | None = None, stale_after: int = GRACE_PERIOD_S, echo: Echo = quiet) -> list[Path]:
     """Write a study's audit into the folder ``out``, like ``wemem report``: report.html, report.json, the trials
     table and the plots; returns the files written, and ``echo`` gets a line per file and per thing it lacks."""
-    from .results.report import check_report_out, write_report
+    from .results._report import check_report_out, write_report
 
     name, echo = _study_name(name), _echo(echo)
     check_report_out(_path(out, "out"))  # before the storage is opened
@@ -424,7 +424,7 @@ class StudyStatus:
     health: Mapping[int, str | None]
 
     def lines(self) -> list[str]:
-        from .results.text import summary_lines, trial_table_lines
+        from .results._text import summary_lines, trial_table_lines
 
         return summary_lines(self.study.opened) + trial_table_lines(self.study.opened, dict(self.health))
 
@@ -437,7 +437,7 @@ class TrialStatus:
     trial: optuna.trial.FrozenTrial
 
     def lines(self) -> list[str]:
-        from .results.text import trial_detail_lines
+        from .results._text import trial_detail_lines
 
         return trial_detail_lines(self.study.opened.study, self.trial)
 
@@ -462,7 +462,7 @@ class StudyListing:
     studies: tuple[StudyResult | ForeignStudy, ...]
 
     def lines(self) -> list[str]:
-        from .results.text import summary_lines
+        from .results._text import summary_lines
 
         names = ", ".join(study.name for study in self.studies) or "none"
         return [f"studies in {self.storage}: {names}"] + [
@@ -473,8 +473,8 @@ class StudyListing:
 def studies(*, storage: str | None = None, cache_dir: str | None = None, data_root: str | None = None,
             stale_after: int = GRACE_PERIOD_S) -> StudyListing:
     """Every study of the storage, like ``wemem status`` without a name (nothing runs)."""
-    from .storage.records import NotAWememStudy, study_names
-    from .storage.urls import redact
+    from .storage._records import NotAWememStudy, study_names
+    from .storage._urls import redact
     from .study import Place, load_study
 
     options = _options(storage, cache_dir, data_root, None, stale_after=stale_after)
@@ -494,7 +494,7 @@ def studies(*, storage: str | None = None, cache_dir: str | None = None, data_ro
 def status(name: str, *, storage: str | None = None, cache_dir: str | None = None, data_root: str | None = None,
            stale_after: int = GRACE_PERIOD_S) -> StudyStatus:
     """A stored study's summary and trials, like ``wemem status NAME`` (nothing runs)."""
-    from .storage.heartbeat import running_trial_health
+    from .storage._heartbeat import running_trial_health
 
     study = results(name, storage=storage, cache_dir=cache_dir, data_root=data_root, stale_after=stale_after)
     return StudyStatus(study, running_trial_health(study.opened.study, study.opened.storage))
@@ -531,9 +531,9 @@ def delete(name: str, *, yes: bool = False, force: bool = False, storage: str | 
            stale_after: int = GRACE_PERIOD_S) -> DeletedStudy:
     """Delete a stored study and all its trials, like ``wemem delete``: only with ``yes=True`` (``--yes``), and
     while a launcher runs it (its RUNNING trials have fresh heartbeats) only with ``force=True``."""
-    from .storage.heartbeat import running_trial_health
-    from .storage.records import stored_definition
-    from .storage.urls import redact
+    from .storage._heartbeat import running_trial_health
+    from .storage._records import stored_definition
+    from .storage._urls import redact
 
     name = _study_name(name)
     _of_type(yes, bool, "yes", "True or False")
@@ -585,8 +585,8 @@ def run(experiment: Experiment = _EXPERIMENT, *, defense: str = UNDEFENDED,
     from wemem.pipeline import run_experiment
     from wemem.validity import apply_overrides, require_valid
 
-    from .results.text import timing_lines
-    from .runs import (check_result_files, experiment_config, format_tables, metrics_table, parallel_map,
+    from .results._text import timing_lines
+    from ._runs import (check_result_files, experiment_config, format_tables, metrics_table, parallel_map,
                        planned_runs, pruning_config, result_documents, save_results)
     from .study import resolve_cache_dir
 
@@ -635,7 +635,7 @@ class MemScores:
 
 def _memscore_experiment(experiment: Experiment | str | Path, data_root: str | Path | None) -> ExperimentConfig:
     """An :class:`Experiment`, or a study file path: its experiment, so the scores land in that study's cache."""
-    from .runs import experiment_config
+    from ._runs import experiment_config
 
     if isinstance(experiment, Experiment):
         return experiment_config(experiment, _folder(data_root, "data_root"))
@@ -664,7 +664,7 @@ def memscore_compute(experiment: Experiment | str | Path = _EXPERIMENT, *, out: 
     from wemem.files import check_output_file
     from wemem.memscore import compute_memscores
 
-    from .runs import describe, parallel_map, write_scores_out
+    from ._runs import describe, parallel_map, write_scores_out
 
     echo = _echo(echo)
     if out is not None:
@@ -689,7 +689,7 @@ def memscore_import(file: str | Path, experiment: Experiment | str | Path = _EXP
     cache, like ``wemem memscore import FILE``; ``order`` says the row order of a CSV without wemem's header."""
     from wemem.assets import import_memscores, memscore_path
 
-    from .runs import describe
+    from ._runs import describe
 
     file, echo = _path(file, "file"), _echo(echo)
     cache = _memscore_cache(cache_dir, installs=True)
@@ -707,7 +707,7 @@ def memscore_export(out: str | Path, experiment: Experiment | str | Path = _EXPE
     from wemem.files import check_output_file
     from wemem.memscore import read_memscores_csv
 
-    from .runs import describe, write_scores_out
+    from ._runs import describe, write_scores_out
 
     echo = _echo(echo)
     check_output_file(_path(out, "out"), create_parents=True)  # first: before the cache is read

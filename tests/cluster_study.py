@@ -31,8 +31,8 @@ def tiny_study(name: str) -> dict:
 
 
 def main(workdir: Path) -> None:
-    import search.execution.launcher as study_module
-    from search.execution.launcher import launch
+    import search.execution._launcher as study_module
+    from search.execution._launcher import launch
     from search.study import Options
     from search.studyfile import parse_study
     from wemem.assets import cache_path

@@ -43,7 +43,7 @@ def tiny_assets(tiny_config: ExperimentConfig, cache_dir: Path):
 @pytest.fixture(scope="session")
 def ray_session():
     """A real small Ray (2 CPUs, no dashboard), started once for the whole test session."""
-    from search.execution.cluster import init_ray
+    from search.execution._cluster import init_ray
 
     init_ray(num_cpus=2)
     yield

@@ -11,9 +11,9 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from search.confirm.candidates import Candidate
-from search.confirm.confirmation import Reported, SeedResult, Suite
-from search.confirm.statistics import comparison_verdict, summarize
+from search.confirm._candidates import Candidate
+from search.confirm._confirmation import Reported, SeedResult, Suite
+from search.confirm._statistics import comparison_verdict, summarize
 from search.storage import open_storage
 from search.study import Options, create_or_load_study
 from search.studyfile import parse_study

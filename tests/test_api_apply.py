@@ -18,11 +18,11 @@ import tomli_w
 from search import api
 from search.cli import main
 from search.confirm import REFERENCE, Candidate, Confirmation, Reported, SeedResult, Suite, confirm_with
-from search.confirm.candidates import DEFAULT
-from search.confirm.statistics import comparison_verdict
-from search.results.apply import (ConfirmedFigures, apply_spec, evaluation_document, evaluation_lines,
+from search.confirm._candidates import DEFAULT
+from search.confirm._statistics import comparison_verdict
+from search.results._apply import (ConfirmedFigures, apply_spec, evaluation_document, evaluation_lines,
                                   read_checked_export)
-from search.results.text import confirmed_lines
+from search.results._text import confirmed_lines
 from search.studyfile import parse_study
 from wemem.attacks import ATTACKS
 from wemem.errors import WememError
@@ -398,7 +398,7 @@ def test_an_export_is_written_byte_for_byte_as_before_and_reads_back_as_written(
     from helpers import finished_rmr_study
     from test_bad_input import BASE_STUDY
 
-    from search.results.export import export_document, write_export
+    from search.results._export import export_document, write_export
     from search.study import Options, open_study
     from wemem.defenses import Setting
 

@@ -167,13 +167,13 @@ def test_a_missing_or_foreign_storage_is_a_storage_error(tmp_path: Path):
 
 def test_an_interrupted_launcher_is_an_interrupted_study_error_naming_its_resume(
         stored: str, monkeypatch: pytest.MonkeyPatch, capsys):
-    import search.execution.launcher
-    from search.execution.tune import Interrupted
+    import search.execution._launcher
+    from search.execution._tune import Interrupted
 
     def interrupted(*args: Any, **kwargs: Any) -> None:
         raise Interrupted([1])
 
-    monkeypatch.setattr(search.execution.launcher, "resume", interrupted)
+    monkeypatch.setattr(search.execution._launcher, "resume", interrupted)
     with pytest.raises(InterruptedStudyError) as caught:
         api.resume("base", storage=stored)
     assert caught.value.requeued == [1] and "wemem resume base" in caught.value.advice

@@ -558,17 +558,17 @@ ALL_CASES = [(*case, None) for case in CASES] + HARDENING + [(*case, no_file(".w
 @pytest.mark.parametrize("argv_of, expected, check", [c[1:] for c in ALL_CASES], ids=[c[0] for c in ALL_CASES])
 def test_bad_input_exits_2_names_the_problem_and_changes_nothing(place: Path, argv_of, expected, check, capsys,
                                                                   monkeypatch: pytest.MonkeyPatch):
-    import search.cli.science
-    import search.execution.cluster
-    import search.execution.jobs
-    import search.execution.launcher
+    import search.cli._science
+    import search.execution._cluster
+    import search.execution._jobs
+    import search.execution._launcher
 
     def no_ray(*args: object, **kwargs: object) -> None:
         raise AssertionError("Ray was started before the input was checked")
 
-    for module in (search.execution.cluster, search.execution.launcher):
+    for module in (search.execution._cluster, search.execution._launcher):
         monkeypatch.setattr(module, "init_ray", no_ray)
-    monkeypatch.setattr(search.execution.jobs, "RayMap", no_ray)
+    monkeypatch.setattr(search.execution._jobs, "RayMap", no_ray)
     monkeypatch.setenv("WEMEM_STORAGE", f"sqlite:///{place / 'wemem.db'}")
     monkeypatch.chdir(place)
     argv = argv_of(place)  # some cases first put a study or a file in place: part of what must stay
@@ -668,7 +668,7 @@ def test_delete_force_removes_a_study_a_launcher_still_runs(place: Path, capsys)
 
 
 def test_the_confirm_hint_names_only_attacks_the_study_can_run():
-    from search.results.text import judges_for
+    from search.results._text import judges_for
 
     assert judges_for(parse_study(BASE_STUDY)) == "all"  # 2 shadows: LiRA runs
     one_shadow = parse_study({**BASE_STUDY, "data": {"shadows": 1}})

@@ -24,13 +24,13 @@ from wemem.data.registry import DataOptions
 @pytest.fixture
 def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray must not start before the input is checked."""
-    import search.execution.cluster
-    import search.execution.launcher
+    import search.execution._cluster
+    import search.execution._launcher
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("Ray was started before the input was checked")
 
-    for module in (search.execution.cluster, search.execution.launcher):
+    for module in (search.execution._cluster, search.execution._launcher):
         monkeypatch.setattr(module, "init_ray", refuse)
 
 
@@ -131,21 +131,21 @@ def test_a_study_deleted_while_its_launcher_asks_a_trial_ends_the_launcher_with_
     """``wemem delete NAME --yes --force`` run at the moment the launcher has asked its first trial from Ray Tune's
     loop (the failpoint after ask), not raced against a process. The shared work is stood in for: it is not what
     a deletion breaks, and it costs a minute."""
-    import search.execution.launcher
-    import search.execution.tune
+    import search.execution._launcher
+    import search.execution._tune
     from objectives import Reference
 
     url = f"sqlite:///{tmp_path / 'wemem.db'}"
     reference = Reference(utility=0.9, privacy=0.6, strongest_attack="conf", result={"attacks": {}})
-    monkeypatch.setattr(search.execution.launcher, "shared_work", lambda opened, echo: ("no assets", reference))
-    real_failpoint = search.execution.tune.failpoint
+    monkeypatch.setattr(search.execution._launcher, "shared_work", lambda opened, echo: ("no assets", reference))
+    real_failpoint = search.execution._tune.failpoint
 
     def delete_after_ask(name: str) -> None:
         if name == "after_ask":
             assert main(["delete", "doomed", "--yes", "--force", "--storage", url]) == 0
         real_failpoint(name)
 
-    monkeypatch.setattr(search.execution.tune, "failpoint", delete_after_ask)
+    monkeypatch.setattr(search.execution._tune, "failpoint", delete_after_ask)
     code = main(["launch", study_file(tmp_path, name="doomed"), "--storage", url, "--cache-dir",
                  str(tmp_path / "cache")])
 

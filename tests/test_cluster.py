@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-import search.execution.cluster as runner
-import search.execution.jobs as raymap
-from search.execution.cluster import init_ray
-from search.execution.jobs import RayMap, threads_for
+import search.execution._cluster as runner
+import search.execution._jobs as raymap
+from search.execution._cluster import init_ray
+from search.execution._jobs import RayMap, threads_for
 from wemem.errors import WememError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ def test_study_on_a_two_node_cluster_with_fake_gpus(tmp_path: Path) -> None:
 def test_a_launcher_with_other_assets_is_refused(ray_session, tiny_config, tiny_assets, cache_dir) -> None:
     import optuna
 
-    from search.execution.trainable import shared_work
+    from search.execution._trainable import shared_work
     from search.study import OpenStudy, Options, Place
     from search.studyfile import parse_study
 

@@ -20,10 +20,10 @@ from search.confirm import (REFERENCE, Candidate, Comparison, Confirmation, Conf
                             SeedResult, Suite, candidates, confirm_with, confirmation_seeds, confirm_study,
                             constraint_verdict, judged_by, known_results, stored_confirmations, suite_fields,
                             suite_key, t_interval)
-from search.confirm.candidates import named_comparison
-from search.confirm.statistics import comparison_verdict
-from search.results.text import confirmed_lines as summary_lines
-from search.results.text import stored_confirmation_lines
+from search.confirm._candidates import named_comparison
+from search.confirm._statistics import comparison_verdict
+from search.results._text import confirmed_lines as summary_lines
+from search.results._text import stored_confirmation_lines
 from search.study import top_trials
 from wemem.attacks import ATTACKS
 from wemem.config import ExperimentConfig, PruningConfig
@@ -253,7 +253,7 @@ def tiny_study(tmp_path: Path):
 @pytest.mark.e2e
 def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_path: Path, capsys):
     from search.cli import main
-    from search.results.export import export_document
+    from search.results._export import export_document
     from search.study import open_study
 
     options = tiny_study(tmp_path)
@@ -289,7 +289,7 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     assert document["confirmation"]["status"] == "confirmed"
     assert document["confirmation"]["candidates"][1]["privacy_difference"] == trial["privacy_difference"]
     json.dumps(document)
-    from search.results.report import draw_confirmed_points, plot_confirmation
+    from search.results._report import draw_confirmed_points, plot_confirmation
 
     assert plot_confirmation(Confirmation.from_json(stored), "balanced_accuracy").startswith(b"\x89PNG")
     import matplotlib.pyplot as plt

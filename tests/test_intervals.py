@@ -15,7 +15,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from search.cli import main
-from search.results.text import attack_metric_lines, trial_detail_lines
+from search.results._text import attack_metric_lines, trial_detail_lines
 from wemem.attacks import AttackInputs, Targets, timed_attack
 from wemem.metrics import attack_uncertainty, tpr_at_fpr
 from wemem.uncertainty import (INTERVAL_METRICS, MIN_FALSE_POSITIVES, auc_from_ranks, bootstrap_intervals,

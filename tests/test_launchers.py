@@ -21,7 +21,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from helpers import age_heartbeat, postgres_or_skip
-from search.execution.launcher import resume
+from search.execution._launcher import resume
 from search.storage import FAIL_REASON, GRACE_PERIOD_S, open_storage, retried_from, retry_callback
 from search.study import Options, create_or_load_study
 from search.studyfile import load_study_file

@@ -44,7 +44,7 @@ LAYERS = [
     ("search.execution",),     # Ray cluster, worker jobs, the trainable, the Tune loop, launch/resume
     ("search.confirm",),       # fresh-seed confirmation
     ("search.results",),       # printed text, export, apply, report
-    ("search.runs",),          # one experiment without a search (wemem run) and wemem memscore's mem-scores
+    ("search._runs",),         # one experiment without a search (wemem run) and wemem memscore's mem-scores
     ("search.api",),           # the Python API (notebooks, scripts): the commands as functions
     ("search.cli",),           # the command line
 ]

@@ -24,7 +24,7 @@ from helpers import age_heartbeat, postgres_or_skip
 from search.cli import main
 from search.storage import (FAIL_REASON, PROCESS_ATTR, TrialHeartbeats, fail_dead_trials, process_identity,
                               process_is_gone, retried_from, retry_callback, trial_id_of)
-from search.execution.tune import Progress, StudySearcher
+from search.execution._tune import Progress, StudySearcher
 from search.storage import GRACE_PERIOD_S, open_storage
 from search.studyfile import parse_study
 
@@ -265,8 +265,8 @@ def test_a_grace_period_below_two_heartbeats_is_refused(value: str, capsys: pyte
 def test_a_trial_past_its_time_limit_has_its_jobs_cancelled_and_fails(ray_session):
     """``[search] trial_timeout_s``: the trial's Ray jobs are cancelled at the deadline and it fails with that
     reason (the deadline is already past, so nothing here waits on a clock)."""
-    from search.execution.jobs import RayMap, TrialTimeout
-    from search.execution.trainable import failure_reason
+    from search.execution._jobs import RayMap, TrialTimeout
+    from search.execution._trainable import failure_reason
 
     share = RayMap(num_cpus=0.5, deadline=time.time() - 1)
     with pytest.raises(TrialTimeout) as error:
@@ -292,7 +292,7 @@ def test_trial_timeout_is_a_study_setting_outside_its_identity():
 def test_each_sampler_drives_the_conditional_space_of_two_defenses(sampler: str, mode: str):
     import warnings
 
-    from search.study.lifecycle import make_sampler
+    from search.study._lifecycle import make_sampler
     from search.studyfile import suggest_setting
 
     definition = parse_study({"study": {"name": "s", "n_trials": 8, "sampler": sampler}, "objective": {"mode": mode},
@@ -314,7 +314,7 @@ def test_each_sampler_drives_the_conditional_space_of_two_defenses(sampler: str,
 
 def test_the_startup_count_follows_the_budget_and_the_sampler_is_part_of_the_identity():
     from search.study import definition_differences
-    from search.study.lifecycle import make_sampler, startup_trials
+    from search.study._lifecycle import make_sampler, startup_trials
 
     assert [startup_trials(n) for n in (1, 8, 16, 32, 400)] == [2, 2, 4, 8, 10]
     tpe = parse_study({"study": {"name": "s", "n_trials": 16}})

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from helpers import finished_rmr_study
 from search.cli import main
-from search.execution.launcher import resume
+from search.execution._launcher import resume
 from search.storage import FAIL_REASON, open_storage, retried_from
 from search.study import Options
 from test_launchers import finish, ray_address, start_launcher, trials_in
@@ -103,7 +103,7 @@ def assert_resume_finishes(storage: str, cache: str, n_trials: int) -> None:
 
 
 # SIGTERM at every launcher failpoint; SIGINT at the two cheap ones. In the launcher both end in the same
-# KeyboardInterrupt (search.cli.main maps SIGTERM onto it, signals_deferred holds both alike), so SIGINT at the
+# KeyboardInterrupt (search.cli._main maps SIGTERM onto it, signals_deferred holds both alike), so SIGINT at the
 # slow per-round and after-tell points would repeat the TERM cases' path at 70 s of the suite's time.
 SIGNAL_CASES = [(point, "TERM") for point in LAUNCHER_FAILPOINTS] + [("after_ask", "INT"), ("after_split", "INT")]
 
@@ -249,15 +249,15 @@ def stored(tmp_path: Path) -> Path:
 @pytest.fixture
 def nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Starting Ray or the shared work fails the test: a refusal must come first."""
-    import search.confirm.run
-    import search.execution.cluster
-    import search.execution.launcher
+    import search.confirm._run
+    import search.execution._cluster
+    import search.execution._launcher
 
     def refused(*args: object, **kwargs: object) -> None:
         raise AssertionError("Ray or the shared work started before the refusal")
 
-    for module, name in ((search.execution.launcher, "attach_ray"), (search.execution.launcher, "run_study"),
-                         (search.execution.cluster, "init_ray"), (search.confirm.run, "confirm_study")):
+    for module, name in ((search.execution._launcher, "attach_ray"), (search.execution._launcher, "run_study"),
+                         (search.execution._cluster, "init_ray"), (search.confirm._run, "confirm_study")):
         monkeypatch.setattr(module, name, refused)
 
 
@@ -316,13 +316,13 @@ def test_launch_refuses_a_sqlite_file_with_foreign_tables_and_leaves_it_as_it_wa
 
 
 def test_allow_foreign_tables_launches_beside_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
-    import search.execution.launcher
+    import search.execution._launcher
     from wemem.errors import WememError
 
     def reached(*args: object) -> None:
         raise WememError("reached Ray")
 
-    monkeypatch.setattr(search.execution.launcher, "attach_ray", reached)
+    monkeypatch.setattr(search.execution._launcher, "attach_ray", reached)
     database = foreign_database(tmp_path)
     assert run_cli(["launch", str(tiny_study(tmp_path)), "--storage", f"sqlite:///{database}",
                     "--allow-foreign-tables"]) == 2

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from objectives.leakage import PRIVACY_METRICS
+from objectives._leakage import PRIVACY_METRICS
 from wemem.metrics import (attack_metrics, auc, balanced_accuracy, best_threshold, population_threshold, roc_points,
                            tpr_at_fpr)
 

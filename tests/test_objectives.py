@@ -8,9 +8,9 @@ import optuna
 import pytest
 
 from objectives import ObjectiveConfig, leakage, score
-from search.results.report import pareto_front
+from search.results._report import pareto_front
 from search.studyfile import REFERENCE_SETTINGS, reference_params, suggest_setting
-from search.studyfile.spaces import derive_window, setting_params
+from search.studyfile._spaces import derive_window, setting_params
 from search.storage import redact
 from search.studyfile import parse_study
 from wemem.defenses import make_defense
@@ -30,7 +30,7 @@ def test_leakage_takes_the_strongest_attack_of_the_chosen_metric():
 
 
 def test_study_can_restrict_leakage_to_some_attacks():
-    from objectives.trial import TrialSpec, spec_leakage
+    from objectives._trial import TrialSpec, spec_leakage
     from wemem.config import ExperimentConfig, PruningConfig
 
     spec = TrialSpec(ExperimentConfig(), PruningConfig(), ("conf", "hconf"),
@@ -172,7 +172,7 @@ def test_defense_settings_errors_are_clear():
 
 
 def test_trial_resources_split_over_the_victim_and_shadows():
-    from search.execution.cluster import HEAD_CPU, trial_bundles
+    from search.execution._cluster import HEAD_CPU, trial_bundles
 
     definition = parse_study({"study": {"name": "s"}, "data": {"shadows": 5},
                               "resources": {"cpus_per_trial": 6, "gpus_per_trial": 1}})

@@ -19,10 +19,10 @@ from optuna.trial import TrialState
 
 import report_study
 from search.cli import main
-from search.cli.common import printable
-from search.runs import result_documents, save_results
-from search.results.html import content_security_policy
-from search.results.report import plain, write_report
+from search.cli._common import printable
+from search._runs import result_documents, save_results
+from search.results._html import content_security_policy
+from search.results._report import plain, write_report
 from search.study import open_study
 from test_report_browser import CHROMIUM, FLAGS, chromium  # noqa: F401  (chromium: a fixture)
 from wemem.config import ExperimentConfig
@@ -274,7 +274,7 @@ def test_a_warning_naming_a_received_column_prints_escaped(tmp_path, monkeypatch
     the caller's warning display is restored afterwards."""
     import warnings
 
-    cli = importlib.import_module("search.cli.main")  # the module (search.cli.main is also the function)
+    cli = importlib.import_module("search.cli._main")  # the module (search.cli._main is also the function)
 
     before = warnings.showwarning
 
@@ -290,7 +290,7 @@ def test_a_warning_naming_a_received_column_prints_escaped(tmp_path, monkeypatch
 
 
 def test_input_nested_too_deep_exits_2(tmp_path, monkeypatch, capsys):
-    cli = importlib.import_module("search.cli.main")  # the module (search.cli.main is also the function)
+    cli = importlib.import_module("search.cli._main")  # the module (search.cli._main is also the function)
 
     def handler(args):
         raise RecursionError("maximum recursion depth exceeded")

@@ -18,9 +18,9 @@ import tomli_w
 import torch
 
 import wemem.files
-from search.results.apply import edited_warning
-from search.results.export import DEFINITION_KEY
-from search.studyfile.exports import read_export
+from search.results._apply import edited_warning
+from search.results._export import DEFINITION_KEY
+from search.studyfile._exports import read_export
 from test_bad_input import assert_refused, place, run_cli, tree  # noqa: F401  (place: a fixture)
 from test_run_cli import TINY
 from wemem.assets import _torch_bytes, prepare_assets, save_checked
@@ -43,14 +43,14 @@ def folder(place: Path, *parts: str) -> Path:
 @pytest.fixture
 def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray, the cache and training must not start before the output paths are checked."""
-    import search.execution.cluster
+    import search.execution._cluster
     import wemem.assets
     import wemem.memscore
 
     def started(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before the output path was checked")
 
-    for module, name in ((search.execution.cluster, "init_ray"), (wemem.assets, "prepare_assets"),
+    for module, name in ((search.execution._cluster, "init_ray"), (wemem.assets, "prepare_assets"),
                          (wemem.memscore, "compute_memscores")):
         monkeypatch.setattr(module, name, started)
 
@@ -263,9 +263,9 @@ def edited_export(place: Path, change: Callable[[dict], None]) -> str:
 
 
 def apply_without_ray(place: Path, export: str, capsys, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
-    import search.execution.cluster
+    import search.execution._cluster
 
-    monkeypatch.setattr(search.execution.cluster, "init_ray", lambda *args, **kwargs: None)
+    monkeypatch.setattr(search.execution._cluster, "init_ray", lambda *args, **kwargs: None)
     monkeypatch.chdir(place)
     code = run_cli(["apply", export, "--out", str(place / "applied")])
     out, err = capsys.readouterr()

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-import objectives.trial as trial_module
+import objectives._trial as trial_module
 from objectives import ObjectiveConfig, TrialSpec, evaluate_trial, reference
-from objectives.trial import privacy_standard_error
+from objectives._trial import privacy_standard_error
 from wemem.defenses import Setting
 from search.studyfile import parse_study
 from wemem.pipeline import attack_targets
@@ -99,7 +99,7 @@ def test_a_study_with_repeats_stores_them_with_each_trial(ray_session, tmp_path,
     """Launched through Ray like any study: the trial holds its R x D repeats and standard error, status
     prints it, and the reference is the mean over the same repeats."""
     from search.cli import main
-    from search.execution.launcher import launch
+    from search.execution._launcher import launch
     from search.study import Options
 
     options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(tmp_path / "cache"))
@@ -123,8 +123,8 @@ def test_confirmation_evaluates_each_fresh_seed_once(tmp_path, monkeypatch):
     """A study's repeats quiet its ranking on its one seed; confirm's replications are its seeds."""
     import optuna
 
-    import search.confirm.run as run
-    import search.execution.cluster as cluster
+    import search.confirm._run as run
+    import search.execution._cluster as cluster
     from search.storage import open_storage
     from search.study import Options, create_or_load_study, open_study
 

@@ -15,9 +15,9 @@ import pytest
 
 import report_study
 from search.cli import main
-from search.results.audit import next_commands
-from search.results.html import render_html, verdict
-from search.results.report import write_report
+from search.results._audit import next_commands
+from search.results._html import render_html, verdict
+from search.results._report import write_report
 from search.study import open_study
 from search.studyfile import parse_study
 
@@ -60,9 +60,9 @@ def text_of(parsed: Page) -> str:
 @pytest.fixture
 def no_plots(monkeypatch: pytest.MonkeyPatch) -> None:
     """For tests about the document and the page, not the plots: matplotlib is most of a report's seconds."""
-    import search.results.report
+    import search.results._report
 
-    monkeypatch.setattr(search.results.report, "report_figures", lambda opened, table: {})
+    monkeypatch.setattr(search.results._report, "report_figures", lambda opened, table: {})
 
 
 def report(tmp_path: Path, name: str = "audit", **kwargs) -> tuple[dict, Page, Path]:

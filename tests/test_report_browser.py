@@ -19,7 +19,7 @@ from PIL import Image
 from pypdf import PdfReader
 
 import report_study
-from search.results.report import write_report
+from search.results._report import write_report
 from search.study import open_study
 
 CHROMIUM = os.environ.get("WEMEM_CHROMIUM") or next(

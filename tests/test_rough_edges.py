@@ -15,7 +15,7 @@ from torch import nn
 
 import report_study
 from search.cli import main
-from search.results.text import summary_lines
+from search.results._text import summary_lines
 from search.study import open_study
 from search.studyfile import parse_study
 from wemem.config import ExperimentConfig
@@ -124,9 +124,9 @@ def test_exclude_is_in_the_cache_key_only_when_given():
 
 
 def test_exclude_travels_from_the_study_file_to_the_experiment_and_through_an_export(csv: Path, tmp_path: Path):
-    from search.results.apply import definition_from_export
+    from search.results._apply import definition_from_export
     from search.confirm import ConfirmationStatus
-    from search.results.export import ExportDocument, ExportedTrial, write_export
+    from search.results._export import ExportDocument, ExportedTrial, write_export
     from wemem.defenses import UNDEFENDED, Setting
 
     definition = parse_study({"study": {"name": "x"},
@@ -146,7 +146,7 @@ def test_exclude_travels_from_the_study_file_to_the_experiment_and_through_an_ex
 
 def test_wemem_run_takes_exclude():
     from search.cli import build_parser
-    from search.cli.science import experiment_from_args
+    from search.cli._science import experiment_from_args
 
     args = build_parser().parse_args(["run", "--dataset", "csv:rows.csv", "--label", "kind", "--exclude", "train",
                                       "weight"])

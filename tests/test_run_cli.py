@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from search.cli import main
-from search.cli.science import parse_settings
-from search.runs import planned_runs
+from search.cli._science import parse_settings
+from search._runs import planned_runs
 from wemem.config import PruningConfig
 from wemem.defenses import Setting
 from wemem.errors import WememError

@@ -1,4 +1,4 @@
-"""The stored-schema version (search.storage.records): a study stored in the first shape (no version, a
+"""The stored-schema version (search.storage._records): a study stored in the first shape (no version, a
 confirmation without its judges) is read in today's shape without being written, migrated once by the first
 command that writes to it, and a study stored by a newer wemem-search is refused with nothing written."""
 
@@ -12,7 +12,7 @@ from optuna.distributions import FloatDistribution
 
 from search.cli import main
 from search.storage import open_storage
-from search.storage.records import SCHEMA_VERSION, SCHEMA_VERSION_ATTR, migrate, stored_confirmation
+from search.storage._records import SCHEMA_VERSION, SCHEMA_VERSION_ATTR, migrate, stored_confirmation
 from search.study import Options, create_or_load_study, open_study
 from search.studyfile import parse_study
 
@@ -96,7 +96,7 @@ def test_migration_rewrites_once_and_is_idempotent(stored: Path):
 
 
 def test_resume_migrates_the_study_it_opens(stored: Path, monkeypatch: pytest.MonkeyPatch):
-    import search.execution.launcher as launcher
+    import search.execution._launcher as launcher
 
     monkeypatch.setattr(launcher, "attach_ray", lambda definition, options: definition)
     monkeypatch.setattr(launcher, "run_study", lambda opened, target, echo: None)

@@ -14,11 +14,11 @@ import pandas as pd
 import torch
 
 from search.cli import main
-from search.execution.launcher import launch, resume
-from search.results.apply import apply_export
-from search.results.export import export_document, write_export
-from search.studyfile.exports import read_export
-from search.results.report import write_report
+from search.execution._launcher import launch, resume
+from search.results._apply import apply_export
+from search.results._export import export_document, write_export
+from search.studyfile._exports import read_export
+from search.results._report import write_report
 from search.storage import open_storage, retried_from
 from search.study import create_or_load_study
 from search.studyfile import parse_study

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search.results.text import timing_columns, timing_lines
+from search.results._text import timing_columns, timing_lines
 
 RECORD = {
     "total": 10.0, "pruning_stage": 4.0, "attack_stage": 6.0,

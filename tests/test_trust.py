@@ -27,7 +27,7 @@ from optuna.distributions import FloatDistribution
 
 from search.cli import main
 from search.storage import open_storage
-from search.storage.records import store_launch_place
+from search.storage._records import store_launch_place
 from search.study import create_or_load_study
 from search.studyfile import parse_study
 from wemem.errors import WememError
@@ -176,7 +176,7 @@ def without_none(value: object) -> object:
 
 def received_export(folder: Path, dataset: str, own_code: dict) -> Path:
     """An export as an attacker writes one: its definition fingerprint recomputed, so it reads as unedited."""
-    from search.results.export import DEFINITION_KEY, definition_fingerprint
+    from search.results._export import DEFINITION_KEY, definition_fingerprint
 
     definition = parse_study({**TINY, "data": {"dataset": dataset, "shadows": 2}})
     document = {
@@ -321,7 +321,7 @@ def test_own_code_records_every_file_of_a_package_plugin(targets: Targets):
 
 def hand_export_of(folder: Path, model: str) -> Path:
     """The export `wemem export` writes of a study of this folder's plug-in (its own_code as the study recorded)."""
-    from search.results.export import DEFINITION_KEY, definition_fingerprint
+    from search.results._export import DEFINITION_KEY, definition_fingerprint
     from wemem.config import ExperimentConfig
 
     definition = parse_study({**TINY, "model": {"name": model}})
@@ -377,7 +377,7 @@ def working_directory_modules(folder: Path) -> None:
 
 WORKER_PROBE = """
 import json, sys
-from search.execution.cluster import init_ray
+from search.execution._cluster import init_ray
 import ray
 
 init_ray(num_cpus=1)

@@ -234,7 +234,7 @@ def test_a_checkpoint_launched_on_another_encoding_is_refused_and_runs_with_its_
 
 
 def test_a_failed_check_overridden_by_name_is_recorded(own_folder: Path):
-    from search.execution.launcher import validate_inputs
+    from search.execution._launcher import validate_inputs
     from search.study import Options, Place
     from search.studyfile import load_study_file
 
@@ -283,8 +283,8 @@ def test_a_reference_without_measurable_leakage_is_reported_at_launch_before_the
 
 
 def test_the_reports_attack_table_shows_intervals_and_words_for_unresolvable_tprs():
-    from search.results.audit import attack_rows
-    from search.results.html import attack_cells
+    from search.results._audit import attack_rows
+    from search.results._html import attack_cells
 
     reference = {"attacks": {"conf": {
         "balanced_accuracy": 0.56, "auc": 0.58, "tpr_at_0.1%_fpr": 0.0067, "tpr_at_1%_fpr": 0.03,
@@ -308,7 +308,7 @@ def test_the_reports_attack_table_shows_intervals_and_words_for_unresolvable_tpr
 
 
 def test_the_reports_headline_is_never_green_with_a_validity_warning():
-    from search.results.html import headline_section, validity_section
+    from search.results._html import headline_section, validity_section
 
     doc = {"headline": {"status": "confirmed", "text": "leakage -5.0 points [95% CI -5.4, -4.5]: gain confirmed",
                         "gain_confirmed": True, "accuracy_constraint": "holds"},
@@ -324,9 +324,9 @@ def test_the_reports_headline_is_never_green_with_a_validity_warning():
 
 
 def test_the_api_and_the_cli_take_the_same_overrides(monkeypatch: pytest.MonkeyPatch):
-    import search.execution.launcher as launcher
+    import search.execution._launcher as launcher
     from search import api
-    from search.cli.main import build_parser
+    from search.cli._main import build_parser
     from wemem.errors import WememError
 
     seen = []

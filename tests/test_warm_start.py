@@ -11,8 +11,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-import search.execution.launcher as launcher
-from search.results.export import export_document, write_export
+import search.execution._launcher as launcher
+from search.results._export import export_document, write_export
 from search.storage import open_storage
 from search.study import Options, create_or_load_study, open_study
 from search.studyfile import parse_study, suggest_setting

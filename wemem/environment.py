@@ -1,6 +1,6 @@
 """What a run ran with: Python, platform, the versions of the packages that decide its numbers, and the device.
 
-Recorded with a study by each launcher (``search.storage.records.store_environment``) and printed in its report's
+Recorded with a study by each launcher (``search.storage._records.store_environment``) and printed in its report's
 reproducibility block. Versions are read from the installed distributions' metadata, so nothing is imported
 (``ray`` would take seconds, and ``wemem`` may not import it at all).
 """

@@ -1,5 +1,5 @@
 """The ``wemem`` command line (entry point ``search.cli:main``; ``python -m search.cli`` runs it too): the parser
-and the table of commands in :mod:`.main`, the shared flags in :mod:`.common`, one module per group of verbs."""
+and the table of commands in :mod:`._main`, the shared flags in :mod:`._common`, one module per group of verbs."""
 
 import os
 import sys
@@ -10,6 +10,6 @@ import sys
 # console script puts its own bin folder there instead, which stays.
 sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry or ".") != os.path.realpath(os.getcwd())]
 
-from .main import COMMANDS, build_parser, main  # noqa: E402  (after the working directory left sys.path)
+from ._main import COMMANDS, build_parser, main  # noqa: E402  (after the working directory left sys.path)
 
 __all__ = ["COMMANDS", "build_parser", "main"]

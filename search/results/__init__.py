@@ -1,11 +1,11 @@
-"""What a study gives its users: every line printed about it (:mod:`.text`), the export of its best setting
-(:mod:`.export`), rebuilding an exported setting (:mod:`.apply`) and the report (:mod:`.report`)."""
+"""What a study gives its users: every line printed about it (:mod:`._text`), the export of its best setting
+(:mod:`._export`), rebuilding an exported setting (:mod:`._apply`) and the report (:mod:`._report`)."""
 
-from ..studyfile.exports import read_export
-from .apply import apply_export, load_export
-from .export import export_document, write_export
-from .report import write_report
-from .text import confirmed_lines, headline, summary_lines, timing_columns, timing_lines
+from ..studyfile._exports import read_export
+from ._apply import apply_export, load_export
+from ._export import export_document, write_export
+from ._report import write_report
+from ._text import confirmed_lines, headline, summary_lines, timing_columns, timing_lines
 
 __all__ = ["apply_export", "confirmed_lines", "export_document", "headline", "load_export", "read_export",
            "summary_lines", "timing_columns", "timing_lines", "write_export", "write_report"]

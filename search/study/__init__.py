@@ -1,12 +1,12 @@
-"""A study: where it lives and runs (:mod:`.place`, with the :class:`OpenStudy` object every command passes on),
-creating, loading and opening it with its sampler and pruner (:mod:`.lifecycle`), and ranking its trials
-(:mod:`.ranking`)."""
+"""A study: where it lives and runs (:mod:`._place`, with the :class:`OpenStudy` object every command passes on),
+creating, loading and opening it with its sampler and pruner (:mod:`._lifecycle`), and ranking its trials
+(:mod:`._ranking`)."""
 
-from .lifecycle import (NOT_IDENTITY, create_or_load_study, definition_differences, load_study, make_pruner,
+from ._lifecycle import (NOT_IDENTITY, create_or_load_study, definition_differences, load_study, make_pruner,
                         make_sampler, open_study, refuse_conflicting, withdraw_new_study)
-from .place import (LAUNCHER_RESOURCES, OpenStudy, Options, Place, holds_wemem_cache, resolve_cache_dir,
+from ._place import (LAUNCHER_RESOURCES, OpenStudy, Options, Place, holds_wemem_cache, resolve_cache_dir,
                     resolve_data_root)
-from .ranking import (active_count, best_default, best_trials, completed, feasible_or_all, is_feasible,
+from ._ranking import (active_count, best_default, best_trials, completed, feasible_or_all, is_feasible,
                       is_paper_default, ranked_trials, running_numbers, top_trials)
 
 __all__ = ["LAUNCHER_RESOURCES", "NOT_IDENTITY", "OpenStudy", "Options", "Place", "active_count", "best_default",

@@ -18,9 +18,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ..confirm.confirmation import PRIVACY, UTILITY
-from .audit import SIDES, AttackRowJSON, CheckJSON, HeadlineJSON, ReportJSON, Side
-from .text import METRIC_LABELS
+from ..confirm._confirmation import PRIVACY, UTILITY
+from ._audit import SIDES, AttackRowJSON, CheckJSON, HeadlineJSON, ReportJSON, Side
+from ._text import METRIC_LABELS
 
 Cell = tuple[str, Any]  # (shown text, sort key) of one table cell
 

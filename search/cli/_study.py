@@ -6,7 +6,7 @@ import argparse
 
 from .. import api
 from ..exceptions import BadInputError
-from .common import Command, add_override_flag, add_resource_flags, echo, overrides, places, positive_int, resources
+from ._common import Command, add_override_flag, add_resource_flags, echo, overrides, places, positive_int, resources
 
 
 def _launch(args: argparse.Namespace) -> int:

@@ -15,9 +15,9 @@ from optuna.trial import TrialState
 
 from wemem.errors import WememError
 
-from ..storage.records import has_definition, migrate, store_new_study, stored_definition, study_names
+from ..storage._records import has_definition, migrate, store_new_study, stored_definition, study_names
 from ..studyfile import StudyDefinition
-from .place import OpenStudy, Options, Place
+from ._place import OpenStudy, Options, Place
 
 
 def startup_trials(n_trials: int) -> int:
@@ -80,7 +80,7 @@ def refuse_conflicting(definition: StudyDefinition, storage: optuna.storages.RDB
 def create_or_load_study(definition: StudyDefinition, storage: optuna.storages.RDBStorage,
                          extra_attrs: Mapping[str, object]) -> tuple[optuna.Study, bool]:
     """Create the study (storing its schema version and definition) or load it, brought to today's shape
-    (:func:`~search.storage.records.migrate`: a launch writes to it); refuse a stored study that differs."""
+    (:func:`~search.storage._records.migrate`: a launch writes to it); refuse a stored study that differs."""
     directions = definition.objective_config().directions
     if refuse_conflicting(definition, storage):
         study = optuna.load_study(study_name=definition.name, storage=storage,

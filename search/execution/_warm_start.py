@@ -3,7 +3,7 @@ settings of export files and the best settings of other studies in the same stor
 
 Everything is read and checked before anything is created: each source exists and holds settings, each setting's
 defense is one the study searches and its values lie in the study's space (checked by inverting the sampling,
-:func:`search.studyfile.spaces.setting_params`), so an enqueued trial samples exactly the setting it came from.
+:func:`search.studyfile._spaces.setting_params`), so an enqueued trial samples exactly the setting it came from.
 Optuna's ``enqueue_trial(skip_if_exists=True)`` drops a setting already enqueued (a default, or a source's
 duplicate).
 """
@@ -21,13 +21,13 @@ from wemem.defenses import Setting
 from wemem.defenses.space import Value
 from wemem.errors import WememError
 
-from ..storage.records import WARM_START_ATTR, study_names, trial_setting
+from ..storage._records import WARM_START_ATTR, study_names, trial_setting
 from ..study import ranked_trials
-from ..study.ranking import PAPER_DEFAULT
+from ..study._ranking import PAPER_DEFAULT
 from ..studyfile import REFERENCE_SETTINGS, StudyDefinition
-from ..studyfile.exports import export_settings, read_export
-from ..studyfile.schema import STUDY_SOURCE
-from ..studyfile.spaces import setting_params
+from ..studyfile._exports import export_settings, read_export
+from ..studyfile._schema import STUDY_SOURCE
+from ..studyfile._spaces import setting_params
 
 
 @dataclass(frozen=True)

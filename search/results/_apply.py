@@ -25,12 +25,12 @@ from wemem.data.custom import check_encoding
 from wemem.plugins import check_record, code_lines, file_sha256
 
 from ..confirm import LEVEL, REFERENCE, Interval
-from ..confirm.confirmation import PRIVACY, IntervalJSON
-from ..confirm.statistics import points
-from ..storage.records import without_roc
+from ..confirm._confirmation import PRIVACY, IntervalJSON
+from ..confirm._statistics import points
+from ..storage._records import without_roc
 from ..studyfile import StudyDefinition, parse_study, registered
-from ..studyfile.exports import read_export
-from .export import DEFINITION_KEY, DEFINITION_SECTIONS, definition_fingerprint
+from ..studyfile._exports import read_export
+from ._export import DEFINITION_KEY, DEFINITION_SECTIONS, definition_fingerprint
 
 
 OWN_CODE_FIX = ("run apply in the folder holding the plug-in's files as the study ran them (plug-ins are read from "

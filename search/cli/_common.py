@@ -11,8 +11,8 @@ from typing import Callable, TextIO, TypedDict
 
 from wemem.config import MAX_SEED
 
-from ..storage.urls import GRACE_PERIOD_S, MIN_GRACE_PERIOD_S
-from ..study.place import LAUNCHER_RESOURCES
+from ..storage._urls import GRACE_PERIOD_S, MIN_GRACE_PERIOD_S
+from ..study._place import LAUNCHER_RESOURCES
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import api
-from .common import Command, echo, places
+from ._common import Command, echo, places
 
 
 def _export(args: argparse.Namespace) -> int:

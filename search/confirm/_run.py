@@ -24,12 +24,12 @@ from typing import Any, Iterator, Mapping, Sequence
 from objectives import TrialSpec
 from wemem.assets import Echo
 
-from ..storage.records import check_stored_code
+from ..storage._records import check_stored_code
 from ..study import OpenStudy
 from ..studyfile import StudyDefinition
-from .candidates import Candidate, Evaluate, candidates, confirmation_seeds, named_comparison
-from .confirmation import Confirmation, SeedResult
-from .suites import confirm_study, judged_by
+from ._candidates import Candidate, Evaluate, candidates, confirmation_seeds, named_comparison
+from ._confirmation import Confirmation, SeedResult
+from ._suites import confirm_study, judged_by
 
 
 def seed_spec(spec: TrialSpec, seed: int) -> TrialSpec:
@@ -42,7 +42,7 @@ def evaluate_on_seed(spec: TrialSpec, candidate: Candidate, base: Any, assets: A
     from objectives import evaluate_trial
     from wemem.defenses import Setting
 
-    from ..execution.jobs import receive
+    from ..execution._jobs import receive
 
     outcome = evaluate_trial(spec, Setting(candidate.defense, candidate.settings), base, receive(assets), map_fn=share)
     return SeedResult(outcome.utility, outcome.privacy, outcome.strongest_attack)
@@ -54,7 +54,7 @@ def seed_work(spec: TrialSpec, share: Any, echo: Echo) -> tuple[Any, Any]:
     from objectives import reference
     from wemem.assets import prepare_assets
 
-    from ..execution.jobs import ship
+    from ..execution._jobs import ship
 
     assets = prepare_assets(spec.experiment, spec.cache_dir, share)
     base = reference(spec, assets, share)
@@ -68,7 +68,7 @@ def ray_evaluator(spec: TrialSpec, definition: StudyDefinition, echo: Echo) -> E
     tasks, at most ``max_concurrent_trials`` at a time."""
     import ray
 
-    from ..execution.cluster import HEAD_CPU, task_share
+    from ..execution._cluster import HEAD_CPU, task_share
 
     share = task_share(definition)
     # an evaluation is deterministic given its seed, so one whose worker the node's memory monitor killed is
@@ -132,7 +132,7 @@ def confirm(opened: OpenStudy, top: int = 1, n_seeds: int = 3, echo: Echo = prin
     judged by the study's attacks, or by ``attacks`` (see :func:`~.suites.judged_by`). Tuning is judged against
     ``compare`` (a defense and its settings) when given, else against the best of the paper's defaults the study
     enqueued: it is evaluated on the same seeds and each tuned setting's difference from it is paired by seed."""
-    from ..execution.cluster import init_ray
+    from ..execution._cluster import init_ray
 
     study, definition = opened.study, opened.definition
     check_stored_code(study, opened.spec.experiment)  # the study's plug-ins, as it recorded them, or nothing runs

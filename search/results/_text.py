@@ -3,7 +3,7 @@ detail (status), the confirmed figures and their closing sentence (confirm, stat
 (``wemem status NAME --trial N``, ``wemem run``, ``wemem report``).
 
 The timings are recorded by :func:`wemem.pipeline.experiment_timings` and, for the study's shared work, by
-:func:`objectives.trial.shared_seconds`; every figure is wall seconds.
+:func:`objectives._trial.shared_seconds`; every figure is wall seconds.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from wemem.metrics import METRIC_FPRS, tpr_resolution, unresolvable_text
 from wemem.uncertainty import INTERVAL_METRICS
 
 from ..confirm import Confirmation, Interval, export_section, judged_by_others
-from ..confirm.confirmation import DEFAULT, NAMED
-from ..confirm.statistics import comparison_verdict, points
-from ..storage.records import TrialMetrics, fail_reason, stored_reference, stored_validity
-from ..storage.urls import redact
+from ..confirm._confirmation import DEFAULT, NAMED
+from ..confirm._statistics import comparison_verdict, points
+from ..storage._records import TrialMetrics, fail_reason, stored_reference, stored_validity
+from ..storage._urls import redact
 from ..study import OpenStudy, best_trials
 from ..studyfile import StudyDefinition
 

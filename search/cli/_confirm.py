@@ -6,8 +6,8 @@ import argparse
 
 from .. import api
 from ..exceptions import InterruptedStudyError
-from .common import Command, echo, places
-from .science import parse_settings
+from ._common import Command, echo, places
+from ._science import parse_settings
 
 
 def _confirm(args: argparse.Namespace) -> int:
@@ -22,7 +22,7 @@ def _confirm(args: argparse.Namespace) -> int:
 
 
 def _confirm_args(p: argparse.ArgumentParser) -> None:
-    from ..confirm.candidates import MAX_CONFIRM_SEEDS
+    from ..confirm._candidates import MAX_CONFIRM_SEEDS
 
     p.add_argument("name", help="study name")
     p.add_argument("--top", type=int, default=1, help="how many of the best distinct settings to confirm (default 1)")

@@ -25,13 +25,13 @@ from wemem.files import check_output_folder, create_folder, csv_text, write_into
 from wemem.uncertainty import INTERVAL_METRICS  # noqa: E402
 
 from ..confirm import Confirmation, Interval, judged_by_others, latest_confirmation  # noqa: E402
-from ..confirm.confirmation import PRIVACY, UTILITY  # noqa: E402
-from ..storage.records import ROC, TrialMetrics, stored_reference  # noqa: E402
+from ..confirm._confirmation import PRIVACY, UTILITY  # noqa: E402
+from ..storage._records import ROC, TrialMetrics, stored_reference  # noqa: E402
 from ..study import OpenStudy, best_trials  # noqa: E402
 from ..studyfile import StudyDefinition  # noqa: E402
-from .audit import report_document  # noqa: E402
-from .html import FIGURES, render_html  # noqa: E402
-from .text import timing_columns  # noqa: E402
+from ._audit import report_document  # noqa: E402
+from ._html import FIGURES, render_html  # noqa: E402
+from ._text import timing_columns  # noqa: E402
 
 # the trials table's leading columns, present even when a study has no trial (an empty table still has a header)
 BASE_COLUMNS = ("number", "state", "defense", UTILITY, PRIVACY, "privacy_se", "strongest_attack", "feasible",

@@ -21,11 +21,11 @@ from wemem.defenses import Setting
 from wemem.errors import WememError
 from wemem.validity import Check, mimicry_check, reference_check
 
-from ..storage.records import (store_environment, store_fingerprint, store_own_code, store_shared_work_jobs,
+from ..storage._records import (store_environment, store_fingerprint, store_own_code, store_shared_work_jobs,
                                store_validity, stored_fingerprint, to_json)
 from ..study import OpenStudy
-from .cluster import task_share
-from .jobs import Placement, RayMap, RaySteppers, Shipped, receive, ship
+from ._cluster import task_share
+from ._jobs import Placement, RayMap, RaySteppers, Shipped, receive, ship
 
 
 def compact_placements(records: list[Placement]) -> list[list[object]]:

@@ -17,8 +17,8 @@ from wemem.errors import WememError
 from wemem.files import write_atomically
 
 from ..confirm import ConfirmationStatus, export_section
-from ..confirm.confirmation import PRIVACY, ConfirmationSectionJSON
-from ..storage.records import TrialMetrics, reference_of, stored_own_code, trial_setting, without_roc
+from ..confirm._confirmation import PRIVACY, ConfirmationSectionJSON
+from ..storage._records import TrialMetrics, reference_of, stored_own_code, trial_setting, without_roc
 from ..study import OpenStudy, best_trials
 from ..studyfile import StudyDefinition
 

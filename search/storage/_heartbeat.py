@@ -25,8 +25,8 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from .records import FAIL_REASON, PROCESS_ATTR, RUN_ATTRS
-from .urls import HEARTBEAT_INTERVAL_S
+from ._records import FAIL_REASON, PROCESS_ATTR, RUN_ATTRS
+from ._urls import HEARTBEAT_INTERVAL_S
 
 # We use Optuna's heartbeat API as its docs describe for ask/tell (record_heartbeat + fail_stale_trials); its
 # notices that heartbeats are "supposed to be used with Study.optimize" and experimental are not for users.

@@ -29,7 +29,7 @@ from wemem.pipeline import ExperimentResult
 from wemem.training import TrainConfig
 
 from .exceptions import BadInputError
-from .results.text import INTERVAL_NOTE
+from .results._text import INTERVAL_NOTE
 
 METRICS = ["balanced_accuracy", "auc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr"]
 
@@ -99,7 +99,7 @@ def parallel_map(execution: Execution, ray_address: str | None, shadows: int) ->
     if execution.serial:
         return serial_map
     from .execution import cluster
-    from .execution.jobs import RayMap
+    from .execution._jobs import RayMap
 
     cluster.init_ray(ray_address)
     gpus = execution.gpus_per_model

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from .leakage import PRIVACY_METRICS, PrivacyMetric
+from ._leakage import PRIVACY_METRICS, PrivacyMetric
 
 Mode = Literal["constrained", "weighted", "pareto"]
 # A new mode is one entry here, in ``Mode`` and in ``score``: the study file, storage, ranking, confirm and report

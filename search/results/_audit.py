@@ -23,14 +23,14 @@ from wemem.environment import describe
 from wemem.metrics import METRIC_FPRS, tpr_resolution, unresolvable_text
 
 from ..confirm import ConfirmationStatus, export_section, judged_by_others, seed_variation
-from ..confirm.confirmation import UTILITY, ComparisonJSON, ConfirmationSectionJSON, IntervalJSON
-from ..storage.records import (ROC, ReferenceRecord, TrialMetrics, fail_reason, stored_environment, stored_fingerprint,
+from ..confirm._confirmation import UTILITY, ComparisonJSON, ConfirmationSectionJSON, IntervalJSON
+from ..storage._records import (ROC, ReferenceRecord, TrialMetrics, fail_reason, stored_environment, stored_fingerprint,
                                stored_own_code, stored_reference, stored_validity)
-from ..storage.urls import redact
+from ..storage._urls import redact
 from ..study import OpenStudy, best_trials
 from ..studyfile import StudyDefinition
-from .export import TrialRecordJSON, trial_record
-from .text import METRIC_LABELS, headline, judges_for
+from ._export import TrialRecordJSON, trial_record
+from ._text import METRIC_LABELS, headline, judges_for
 
 FORMAT = "wemem-report/1"
 STAGES = ("seconds.total", "seconds.pruning_stage", "seconds.attack_stage")

@@ -12,8 +12,8 @@ from scipy import stats
 
 from wemem.defenses import Setting
 
-from .candidates import Candidate, Evaluate
-from .confirmation import (REFERENCE, TUNED, Comparison, Confirmation, ConfirmedSetting, Constraint, Interval, Paired,
+from ._candidates import Candidate, Evaluate
+from ._confirmation import (REFERENCE, TUNED, Comparison, Confirmation, ConfirmedSetting, Constraint, Interval, Paired,
                            SeedResult)
 
 LEVEL = 0.95

@@ -18,8 +18,8 @@ from wemem.parallel import MapFn, StepperMap, serial_map
 from wemem.defenses import UNDEFENDED, Setting
 from wemem.pipeline import ExperimentRecord, ExperimentResult, ExperimentTimings, attack_targets, run_experiment
 
-from .leakage import leakage
-from .objective import ObjectiveConfig, ObjectiveValue, score
+from ._leakage import leakage
+from ._objective import ObjectiveConfig, ObjectiveValue, score
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from wemem.assets import Echo
 from wemem.attacks import check_attack_requirements
 from wemem.faults import failpoint
 
-from ..storage.records import (archived_confirmations, confirmation_runs, store_confirmation_record,
+from ..storage._records import (archived_confirmations, confirmation_runs, store_confirmation_record,
                                store_confirmation_runs, stored_confirmation)
-from .candidates import Candidate, Evaluate
-from .confirmation import Confirmation, ConfirmationStatus, SeedResult, Suite
-from .statistics import comparison_verdict, confirm_with, known_results, setting_key
+from ._candidates import Candidate, Evaluate
+from ._confirmation import Confirmation, ConfirmationStatus, SeedResult, Suite
+from ._statistics import comparison_verdict, confirm_with, known_results, setting_key
 
 
 def judged_by(spec: TrialSpec, attacks: Sequence[str] | None) -> TrialSpec:

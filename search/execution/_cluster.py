@@ -21,7 +21,7 @@ from wemem.errors import WememError
 from wemem.faults import ENV as FAILPOINTS_ENV
 
 from ..studyfile import StudyDefinition
-from .jobs import RayMap
+from ._jobs import RayMap
 
 HEAD_CPU = 0.001  # the trial's own coordinating actor only waits on its tasks
 

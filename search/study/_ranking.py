@@ -8,7 +8,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from wemem.errors import WememError, require
 
-from ..storage.records import WARM_START_ATTR, has_setting, trial_setting
+from ..storage._records import WARM_START_ATTR, has_setting, trial_setting
 
 ACTIVE_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 PAPER_DEFAULT = "reference"  # the WARM_START_ATTR of the paper's default settings the launcher enqueues (SPEC 7)

@@ -12,9 +12,9 @@ from wemem.config import MAX_SEED
 from wemem.defenses import UNDEFENDED, Setting
 from wemem.errors import require
 
-from ..storage.records import TrialMetrics, stored_reference, trial_setting
+from ..storage._records import TrialMetrics, stored_reference, trial_setting
 from ..study import best_default, ranked_trials
-from .confirmation import DEFAULT, NAMED, PRIVACY, REFERENCE, TUNED, UTILITY, Reported, SeedResult
+from ._confirmation import DEFAULT, NAMED, PRIVACY, REFERENCE, TUNED, UTILITY, Reported, SeedResult
 
 
 @dataclass(frozen=True)

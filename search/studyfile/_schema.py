@@ -20,7 +20,7 @@ from wemem.models import check_model_name
 from wemem.registry import Registry
 from wemem.training import TrainConfig
 
-from .spaces import ParamOverride, searchable, searchable_defenses, validate_overrides
+from ._spaces import ParamOverride, searchable, searchable_defenses, validate_overrides
 
 # Every default of an experiment is written once, in wemem's plain configs; the sections and the CLI flags read them.
 _EXPERIMENT, _TRAIN, _PRUNING, _OBJECTIVE = ExperimentConfig(), TrainConfig(), PruningConfig(), ObjectiveConfig()
@@ -46,7 +46,7 @@ class StudySection(_Section):
     n_trials: int = Field(default=20, ge=1)
     seed: int = Field(default=_EXPERIMENT.seed, ge=0, le=MAX_SEED)
     # tpe (multivariate, grouped), random, gp (Optuna's GPSampler), nsgaii (pareto studies only); see
-    # search.study.lifecycle.make_sampler
+    # search.study._lifecycle.make_sampler
     sampler: Literal["tpe", "random", "gp", "nsgaii"] = "tpe"
 
 

@@ -5,7 +5,7 @@ storage must stay truthful: we record constraints with ``trial.set_constraint``,
 user attributes, tell failures as FAIL with their reason, and keep Optuna's trial numbers in Tune's configs --
 none of which OptunaSearch does (it also re-creates the study and drops constraints).
 
-Lifecycle (see :mod:`search.storage.heartbeat`): every trial this launcher runs carries Optuna heartbeats; dead
+Lifecycle (see :mod:`search.storage._heartbeat`): every trial this launcher runs carries Optuna heartbeats; dead
 launchers' trials are failed and their settings re-queued before each ask; a launcher ends only when the study
 holds its budget of finished trials and no trial of a dead launcher is left RUNNING.
 """
@@ -33,15 +33,15 @@ from objectives import Reference
 from wemem.assets import Echo
 from wemem.faults import failpoint
 
-from ..storage.heartbeat import (TrialHeartbeats, fail_dead_trials, fail_with_reason, process_identity, requeue,
+from ..storage._heartbeat import (TrialHeartbeats, fail_dead_trials, fail_with_reason, process_identity, requeue,
                                  trial_id_of)
-from ..storage.records import DEFENSE_ATTR, LAUNCHER_ATTR, PROCESS_ATTR, SURPLUS_ATTR, store_setting
-from ..storage.urls import HEARTBEAT_INTERVAL_S
+from ..storage._records import DEFENSE_ATTR, LAUNCHER_ATTR, PROCESS_ATTR, SURPLUS_ATTR, store_setting
+from ..storage._urls import HEARTBEAT_INTERVAL_S
 from ..study import OpenStudy, active_count, running_numbers
 from ..studyfile import suggest_setting
-from .cluster import task_share, trial_bundles
-from .jobs import Shipped
-from .trainable import OUTCOME_KEY, TrialConfig, TrialReport, trial_trainable
+from ._cluster import task_share, trial_bundles
+from ._jobs import Shipped
+from ._trainable import OUTCOME_KEY, TrialConfig, TrialReport, trial_trainable
 
 
 class Progress:

@@ -12,9 +12,9 @@ import optuna
 
 from objectives import TrialSpec
 
-from ..storage.heartbeat import retry_callback
-from ..storage.records import stored_base_dir, stored_cache_dir, stored_data_root
-from ..storage.urls import GRACE_PERIOD_S, MAX_RETRY, open_storage, storage_url
+from ..storage._heartbeat import retry_callback
+from ..storage._records import stored_base_dir, stored_cache_dir, stored_data_root
+from ..storage._urls import GRACE_PERIOD_S, MAX_RETRY, open_storage, storage_url
 from ..studyfile import StudyDefinition
 
 DEFAULT_CACHE_DIR = ".wemem-cache"

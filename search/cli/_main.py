@@ -14,13 +14,15 @@ import warnings
 from wemem.errors import WememError
 
 from ..api import resume_advice
-from ..storage.urls import scrub, storage_error, storage_url
-from . import confirm, results, science, study
-from .common import Command, add_common_flags, echo
+from ..storage._urls import scrub, storage_error, storage_url
+from ._confirm import CONFIRM
+from ._results import APPLY, EXPORT, REPORT
+from ._science import MEMSCORE, RUN
+from ._study import DELETE, LAUNCH, RESUME, STATUS
+from ._common import Command, add_common_flags, echo
 
 # The commands, in the order ``wemem --help`` lists them
-COMMANDS: tuple[Command, ...] = (study.LAUNCH, study.RESUME, study.STATUS, results.EXPORT, results.APPLY,
-                                 results.REPORT, study.DELETE, confirm.CONFIRM, science.RUN, science.MEMSCORE)
+COMMANDS: tuple[Command, ...] = (LAUNCH, RESUME, STATUS, EXPORT, APPLY, REPORT, DELETE, CONFIRM, RUN, MEMSCORE)
 
 
 def registered_names() -> str:

@@ -15,16 +15,16 @@ from wemem.errors import WememError, validation_problems
 from wemem.files import check_writable_folder
 from wemem.validity import Check, apply_overrides, require_valid
 
-from ..storage.records import (check_stored_code, store_launch_place, store_reference, store_validity,
+from ..storage._records import (check_stored_code, store_launch_place, store_reference, store_validity,
                                stored_validity)
-from ..storage.urls import check_storage_url, new_sqlite_file, redact, refuse_foreign_tables
+from ..storage._urls import check_storage_url, new_sqlite_file, redact, refuse_foreign_tables
 from ..study import (OpenStudy, Options, Place, active_count, create_or_load_study, load_study, refuse_conflicting,
                      running_numbers, withdraw_new_study)
 from ..studyfile import StudyDefinition
-from .cluster import check_trial_fits, init_ray
-from .trainable import shared_work
-from .tune import run_trials
-from .warm_start import enqueue, paper_defaults, warm_starts
+from ._cluster import check_trial_fits, init_ray
+from ._trainable import shared_work
+from ._tune import run_trials
+from ._warm_start import enqueue, paper_defaults, warm_starts
 
 SHARED_WORK_CHECKS = ("reference", "mimicry")  # measured on the shared work (see trainable.study_checks)
 

@@ -20,8 +20,8 @@ from wemem.training import TrainConfig
 
 from .. import api
 from ..exceptions import BadInputError
-from ..runs import Execution, Experiment
-from .common import Command, add_override_flag, cpu_share, echo, overrides, positive_number, seed_number
+from .._runs import Execution, Experiment
+from ._common import Command, add_override_flag, cpu_share, echo, overrides, positive_number, seed_number
 
 # ------------------------------------------------------------------------------------ shared options
 
