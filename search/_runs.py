@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 from pathlib import Path
 
 import pandas as pd
@@ -98,7 +100,7 @@ def parallel_map(execution: Execution, ray_address: str | None, shadows: int) ->
     """This process, or Ray tasks (Ray started or joined here) of the share each model job takes."""
     if execution.serial:
         return serial_map
-    from .execution import cluster
+    from .execution import _cluster as cluster
     from .execution._jobs import RayMap
 
     cluster.init_ray(ray_address)
@@ -144,13 +146,21 @@ def planned_runs(setting: Setting, pruning: PruningConfig, compare: bool) -> lis
     return [Run(label if setting.defense == UNDEFENDED else f"{label}+{setting.defense}", setting, pruning)]
 
 
+def _part(metrics: Mapping[str, object], key: str) -> Mapping[str, Any]:
+    """One JSON section of an attack's metrics (wemem.metrics.attack_uncertainty writes them as tables)."""
+    part = metrics[key]
+    if not isinstance(part, Mapping):
+        raise TypeError(f"attack metric {key!r} is {type(part).__name__}, not a table")
+    return part
+
+
 def metrics_table(runs: list[Run], results: list[ExperimentResult]) -> pd.DataFrame:
     """The full metrics table, one row per (run, attack): accuracies, defense time, the attack's metrics, their
     95% intervals (``METRIC_low``, ``METRIC_high``), the epsilon lower bound and the victim's target counts."""
     rows = []
     for run, result in zip(runs, results):
         for attack, metrics in result.attacks.items():
-            bound = metrics["epsilon_lower_bound"]
+            bound, intervals, targets = (_part(metrics, key) for key in ("epsilon_lower_bound", "intervals", "targets"))
             rows.append({
                 "run": run.label, "defense": run.defense,
                 "sparsity": 0.0 if run.pruning is None else run.pruning.sparsity,
@@ -158,11 +168,11 @@ def metrics_table(runs: list[Run], results: list[ExperimentResult]) -> pd.DataFr
                 "defense_seconds": result.defense_seconds, "attack": attack,
                 **{metric: metrics[metric] for metric in METRICS},
                 **{f"{metric}_{end}": value for metric in METRICS
-                   for end, value in zip(("low", "high"), metrics["intervals"][metric])},
+                   for end, value in zip(("low", "high"), intervals[metric])},
                 "epsilon_lower_bound": bound["value"], "epsilon_delta": bound["delta"],
                 "epsilon_confidence": bound["confidence"],
-                "member_targets": metrics["targets"]["members"],
-                "non_member_targets": metrics["targets"]["non_members"],
+                "member_targets": targets["members"],
+                "non_member_targets": targets["non_members"],
             })
     return pd.DataFrame(rows)
 

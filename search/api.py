@@ -184,7 +184,7 @@ def _path(value: Any, argument: str) -> str | Path:
     if not isinstance(value, (str, os.PathLike)):
         raise BadInputError(f"{argument} takes a file or folder path, a str or Path (got {type(value).__name__} "
                          f"{value!r:.60})")
-    return value
+    return value if isinstance(value, str) else Path(value)
 
 
 def _folder(value: str | Path | None, argument: str) -> str | None:
@@ -381,7 +381,7 @@ def apply(export_file: str | Path, out: str | Path, *, trial: int | None = None,
     ``allow_code=True`` (``--allow-code``), after you have read it."""
     from wemem.files import check_writable_folder
 
-    from .execution import cluster
+    from .execution import _cluster as cluster
     from .results._apply import apply_export, check_apply_out, load_export
     from .study import resolve_cache_dir
 

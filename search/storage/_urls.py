@@ -84,6 +84,8 @@ def _sqlite_path(url: sqlalchemy.engine.URL) -> Path | None:
     if not url.drivername.startswith("sqlite") or _in_memory(url):
         return None
     database = url.database
+    if not database:
+        return None
     if database.startswith("file:"):  # URI form: sqlite:///file:PATH?mode=ro&uri=true
         database = database[len("file:"):].split("?", 1)[0]
     return Path(database)
@@ -246,8 +248,8 @@ def _serializable_sqlite(engine: sqlalchemy.engine.Engine) -> None:
 def storage_error(url: str, error: BaseException) -> StorageError:
     """A clear, secret-free error for a storage that cannot be opened or written."""
     chain: list[BaseException] = [error]
-    while len(chain) < 10 and (chain[-1].__cause__ or chain[-1].__context__) is not None:
-        chain.append(chain[-1].__cause__ or chain[-1].__context__)  # Optuna wraps the driver's own error
+    while len(chain) < 10 and (cause := chain[-1].__cause__ or chain[-1].__context__) is not None:
+        chain.append(cause)  # Optuna wraps the driver's own error
     root = next((e for e in reversed(chain) if isinstance(e, sqlalchemy.exc.DBAPIError)), chain[-1])
     reason = scrub(str(getattr(root, "orig", None) or root), url).replace(url, redact(url)).strip().splitlines()
     reason_text = reason[0] if reason else type(error).__name__
