@@ -47,8 +47,8 @@ from wemem.attacks.lira import Lira, lira_scores  # noqa: E402
 from wemem.attacks.rmia import Rmia, break_ties, dominance_fraction, reference_probability  # noqa: E402
 from wemem.attacks.threshold import per_class_thresholds  # noqa: E402
 from wemem.config import ExperimentConfig, PruningConfig  # noqa: E402
-from wemem.metrics import attack_metrics, auc, balanced_accuracy, best_threshold  # noqa: E402
 from wemem.defenses import UNDEFENDED, Setting  # noqa: E402
+from wemem.metrics import attack_metrics, auc, balanced_accuracy, best_threshold  # noqa: E402
 from wemem.pipeline import PruningJob, attack_inputs, prune_job  # noqa: E402
 
 METRICS = ("balanced_accuracy", "auc", "tpr_at_1%_fpr")
@@ -120,14 +120,24 @@ def lira_shadow_threshold(inputs: AttackInputs) -> float:
     for k in range(len(inputs.shadow_log_probs)):
         rows, own, references = shadow_rows(inputs, k)
         labels = inputs.labels[rows]
-        scores.append(lira_scores(scaled_confidence(own[rows], labels),
-                                  np.stack([scaled_confidence(lp[rows], labels) for lp in references])))
+        scores.append(
+            lira_scores(
+                scaled_confidence(own[rows], labels),
+                np.stack([scaled_confidence(lp[rows], labels) for lp in references]),
+            )
+        )
         members.append(inputs.shadow_targets[k].is_member)
     return best_threshold(np.concatenate(scores), np.concatenate(members))[0]
 
 
-def rmia_auc(inputs: AttackInputs, a: float, own: np.ndarray, references: list[np.ndarray], rows: np.ndarray,
-             is_member: np.ndarray) -> float:
+def rmia_auc(
+    inputs: AttackInputs,
+    a: float,
+    own: np.ndarray,
+    references: list[np.ndarray],
+    rows: np.ndarray,
+    is_member: np.ndarray,
+) -> float:
     def ratios(indices: np.ndarray) -> np.ndarray:
         labels = inputs.labels[indices]
         p = np.exp(own[indices, labels])
@@ -140,29 +150,50 @@ def rmia_auc(inputs: AttackInputs, a: float, own: np.ndarray, references: list[n
 
 def rmia_fitted_a(inputs: AttackInputs) -> float:
     """The a maximizing the shadows' mean AUC, each shadow attacked with the others as references."""
-    mean_auc = {a: np.mean([rmia_auc(inputs, a, *shadow_rows(inputs, k)[1:], shadow_rows(inputs, k)[0],
-                                     inputs.shadow_targets[k].is_member)
-                            for k in range(len(inputs.shadow_log_probs))]) for a in A_GRID}
+    mean_auc = {
+        a: np.mean(
+            [
+                rmia_auc(
+                    inputs,
+                    a,
+                    *shadow_rows(inputs, k)[1:],
+                    shadow_rows(inputs, k)[0],
+                    inputs.shadow_targets[k].is_member,
+                )
+                for k in range(len(inputs.shadow_log_probs))
+            ]
+        )
+        for a in A_GRID
+    }
     return max(mean_auc, key=mean_auc.get)
 
 
 def rule_comparisons(inputs: AttackInputs) -> dict[str, dict[str, float]]:
     members = inputs.victim_targets.is_member
     z, population_cut = Lira().decision_scores(inputs)
-    lira = {"fixed_0.5": balanced_accuracy(z, members, 0.0),
-            "population": balanced_accuracy(z, members, population_cut),
-            "shadows": balanced_accuracy(z, members, lira_shadow_threshold(inputs)),
-            "best_with_labels": best_threshold(z, members)[1]}
+    lira = {
+        "fixed_0.5": balanced_accuracy(z, members, 0.0),
+        "population": balanced_accuracy(z, members, population_cut),
+        "shadows": balanced_accuracy(z, members, lira_shadow_threshold(inputs)),
+        "best_with_labels": best_threshold(z, members)[1],
+    }
     rmia_scores, rmia_cut = Rmia().decision_scores(inputs)
-    victim_auc = {a: rmia_auc(inputs, a, inputs.victim_log_probs, inputs.shadow_log_probs,
-                              inputs.victim_targets.indices, members) for a in A_GRID}
+    victim_auc = {
+        a: rmia_auc(inputs, a, inputs.victim_log_probs, inputs.shadow_log_probs, inputs.victim_targets.indices, members)
+        for a in A_GRID
+    }
     fitted = rmia_fitted_a(inputs)
-    rmia = {"fixed_0.5": balanced_accuracy(rmia_scores, members, 0.5),
-            "population": balanced_accuracy(rmia_scores, members, rmia_cut),
-            "best_with_labels": best_threshold(rmia_scores, members)[1],
-            "auc_a0.3": victim_auc[0.3], "fitted_a": fitted, "auc_fitted_a": victim_auc[fitted],
-            "best_a": max(victim_auc, key=victim_auc.get), "auc_best_a": max(victim_auc.values()),
-            "auc_spread_over_a": max(victim_auc.values()) - min(victim_auc.values())}
+    rmia = {
+        "fixed_0.5": balanced_accuracy(rmia_scores, members, 0.5),
+        "population": balanced_accuracy(rmia_scores, members, rmia_cut),
+        "best_with_labels": best_threshold(rmia_scores, members)[1],
+        "auc_a0.3": victim_auc[0.3],
+        "fitted_a": fitted,
+        "auc_fitted_a": victim_auc[fitted],
+        "best_a": max(victim_auc, key=victim_auc.get),
+        "auc_best_a": max(victim_auc.values()),
+        "auc_spread_over_a": max(victim_auc.values()) - min(victim_auc.values()),
+    }
     return {"lira_rule": lira, "rmia_a": rmia}
 
 
@@ -183,12 +214,25 @@ def synthetic_rules(seeds: int = 5) -> list[dict]:
                     inputs = membership_signal(n_population=population, signal=signal, seed=seed)
                     members = inputs.victim_targets.is_member
                     scores, threshold = attack().decision_scores(inputs)
-                    found.append((balanced_accuracy(scores, members, fixed),
-                                  balanced_accuracy(scores, members, threshold), best_threshold(scores, members)[1]))
+                    found.append(
+                        (
+                            balanced_accuracy(scores, members, fixed),
+                            balanced_accuracy(scores, members, threshold),
+                            best_threshold(scores, members)[1],
+                        )
+                    )
                 fixed_ba, population_ba, best = np.array(found).T
-                rows.append({"attack": attack.name, "population": population, "signal": signal,
-                             "fixed_0.5": fixed_ba.mean(), "population_rule": population_ba.mean(),
-                             "best_with_labels": best.mean(), "worst_shortfall": (best - population_ba).max()})
+                rows.append(
+                    {
+                        "attack": attack.name,
+                        "population": population,
+                        "signal": signal,
+                        "fixed_0.5": fixed_ba.mean(),
+                        "population_rule": population_ba.mean(),
+                        "best_with_labels": best.mean(),
+                        "worst_shortfall": (best - population_ba).max(),
+                    }
+                )
     return rows
 
 
@@ -204,8 +248,7 @@ def synthetic_table(rows: list[dict]) -> list[str]:
 def split_before(pools, seed: int = 7, shadows: int = 5, train_fraction: float = 0.9, dev_fraction: float = 0.34):
     """The split as version 2 made it: shadows' dev sets drawn from their whole evaluation pool."""
     real = data_module._model_split
-    with mock.patch.object(data_module, "_model_split",
-                           lambda *args, not_for_dev=None, **kw: real(*args[:5], **kw)):
+    with mock.patch.object(data_module, "_model_split", lambda *args, not_for_dev=None, **kw: real(*args[:5], **kw)):
         return data_module.make_study_split(pools, seed, shadows, train_fraction, dev_fraction)
 
 
@@ -216,8 +259,10 @@ def undefended_outputs(config: ExperimentConfig, cache_dir: Path, before: bool) 
     else:
         assets = assets_module.prepare_assets(config, cache_dir)
     pruning = PruningConfig()
-    victim, *shadows = [prune_job(assets, PruningJob(i, Setting(UNDEFENDED), pruning, sensitivity=True))
-                        for i in range(config.shadows + 1)]
+    victim, *shadows = [
+        prune_job(assets, PruningJob(i, Setting(UNDEFENDED), pruning, sensitivity=True))
+        for i in range(config.shadows + 1)
+    ]
     return attack_inputs(assets, victim, shadows)
 
 
@@ -227,12 +272,16 @@ def measure(dataset: str, seed: int, cache: Path) -> dict:
     for split in ("before", "after"):
         start = time.perf_counter()
         inputs = undefended_outputs(config, cache / split, before=split == "before")
-        row[f"{split}_split"] = {name: {m: float(v) for m, v in metrics.items() if m in METRICS}
-                                 for name, metrics in run_attacks(ATTACKS.names(), inputs).items()}
+        row[f"{split}_split"] = {
+            name: {m: float(v) for m, v in metrics.items() if m in METRICS}
+            for name, metrics in run_attacks(ATTACKS.names(), inputs).items()
+        }
         if split == "after":
             for key, shifted in (("first_version", True), ("raw_roc", False)):
-                row[key] = {name: {m: float(v) for m, v in metrics.items() if m in METRICS}
-                            for name, metrics in old_rules(inputs, shifted).items()}
+                row[key] = {
+                    name: {m: float(v) for m, v in metrics.items() if m in METRICS}
+                    for name, metrics in old_rules(inputs, shifted).items()
+                }
             row.update(rule_comparisons(inputs))
         row[f"{split}_seconds"] = time.perf_counter() - start
     return row
@@ -270,21 +319,37 @@ def markdown(rows: list[dict]) -> str:
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == dataset]
         seeds = ", ".join(str(r["seed"]) for r in mine)
-        out += [f"### {dataset}: undefended iteratively pruned columnfc, seeds {seeds}", "",
-                ("Scoring rules on the same model outputs (`first_version`; `raw_roc`: the threshold attacks' ROC "
-                 "on their raw feature; `after_split`: today's code, with log-space features and LiRA/RMIA's "
-                 "population threshold):"), ""]
+        out += [
+            f"### {dataset}: undefended iteratively pruned columnfc, seeds {seeds}",
+            "",
+            (
+                "Scoring rules on the same model outputs (`first_version`; `raw_roc`: the threshold attacks' ROC "
+                "on their raw feature; `after_split`: today's code, with log-space features and LiRA/RMIA's "
+                "population threshold):"
+            ),
+            "",
+        ]
         out += [*table(mine, ("first_version", "raw_roc", "after_split"), CLOSED_FORM), ""]
-        out += [("The split, every attack with today's rules (`before_split`: shadows' dev sets holding victim "
-                 "non-member targets; `after_split`: left out), paired by seed:"), ""]
+        out += [
+            (
+                "The split, every attack with today's rules (`before_split`: shadows' dev sets holding victim "
+                "non-member targets; `after_split`: left out), paired by seed:"
+            ),
+            "",
+        ]
         out += [*table(mine, ("before_split", "after_split"), tuple(ATTACKS.names())), ""]
         for key, title in (("lira_rule", "LiRA's balanced accuracy by decision rule"), ("rmia_a", "RMIA")):
             means = {k: np.mean([r[key][k] for r in mine]) for k in mine[0][key]}
             out.append(f"{title} (mean over seeds): " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
             out.append("")
         fitted = [r["rmia_a"]["auc_fitted_a"] - r["rmia_a"]["auc_a0.3"] for r in mine]
-        out += [(f"RMIA's AUC at the shadow-fitted a minus at 0.3, per seed: {', '.join(f'{v:+.3f}' for v in fitted)} "
-                 f"(fitted a: {', '.join(str(r['rmia_a']['fitted_a']) for r in mine)})"), ""]
+        out += [
+            (
+                f"RMIA's AUC at the shadow-fitted a minus at 0.3, per seed: {', '.join(f'{v:+.3f}' for v in fitted)} "
+                f"(fitted a: {', '.join(str(r['rmia_a']['fitted_a']) for r in mine)})"
+            ),
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -307,8 +372,10 @@ def main() -> None:
     synthetic = synthetic_rules()
     print(json.dumps(synthetic), flush=True)
     if args.markdown:
-        Path(args.markdown).write_text(markdown(rows) + "\n### The synthetic signal (benchmarks/synthetic.py, 5 seeds, "
-                                       "2,000 targets)\n\n" + "\n".join(synthetic_table(synthetic)) + "\n")
+        Path(args.markdown).write_text(
+            markdown(rows) + "\n### The synthetic signal (benchmarks/synthetic.py, 5 seeds, "
+            "2,000 targets)\n\n" + "\n".join(synthetic_table(synthetic)) + "\n"
+        )
 
 
 if __name__ == "__main__":

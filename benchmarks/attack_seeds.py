@@ -29,8 +29,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from unittest.mock import patch
 
 import torch
@@ -49,8 +49,10 @@ from wemem.defenses import Setting
 from wemem.pipeline import PruningJob, attack_inputs, prune_job
 
 NEURAL = ["nn", "top3_nn", "cl_nn", "samia"]
-SETTING = ("swmr", {"order": "h2l", "width_fraction": 0.22, "stride_fraction": 0.044, "lambda_mem": 0.1,
-                    "risky_fraction": 0.2})
+SETTING = (
+    "swmr",
+    {"order": "h2l", "width_fraction": 0.22, "stride_fraction": 0.044, "lambda_mem": 0.1, "risky_fraction": 0.2},
+)
 
 
 class TorchEncoderSamia(nn.Module):
@@ -109,12 +111,17 @@ VARIANTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
 
 def pruned_trial_inputs(dataset: str, cache_dir: str) -> AttackInputs:
     """The attack inputs of one SWMR trial (victim and 5 shadows pruned once) on digits or a Location-sized set."""
-    name = "digits" if dataset == "digits" else \
-        "npz:" + str(write_location_like(Path(cache_dir) / "location_like.npz").resolve())
+    name = (
+        "digits"
+        if dataset == "digits"
+        else "npz:" + str(write_location_like(Path(cache_dir) / "location_like.npz").resolve())
+    )
     config = ExperimentConfig(dataset=name, shadows=5)
     assets = prepare_assets(config, cache_dir)
-    models = [prune_job(assets, PruningJob(i, Setting(*SETTING), PruningConfig(), sensitivity=True))
-              for i in range(config.shadows + 1)]
+    models = [
+        prune_job(assets, PruningJob(i, Setting(*SETTING), PruningConfig(), sensitivity=True))
+        for i in range(config.shadows + 1)
+    ]
     return attack_inputs(assets, models[0], models[1:])
 
 
@@ -123,8 +130,10 @@ def summary(runs: list[dict], attacks: list[str]) -> dict:
     for name in attacks:
         for metric in ("balanced_accuracy", "auc"):
             values = [run[name][metric] for run in runs]
-            out[f"{name}.{metric}"] = {"mean": round(statistics.mean(values), 4),
-                                       "sd": round(statistics.stdev(values), 4)}
+            out[f"{name}.{metric}"] = {
+                "mean": round(statistics.mean(values), 4),
+                "sd": round(statistics.stdev(values), 4),
+            }
     return out
 
 
@@ -132,8 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", default=".wemem-bench-cache")
     parser.add_argument("--dataset", choices=["digits", "location"], default="digits")
-    parser.add_argument("--variants", nargs="+", choices=sorted(set(VARIANTS) - {"current"}),
-                        default=["before"])
+    parser.add_argument("--variants", nargs="+", choices=sorted(set(VARIANTS) - {"current"}), default=["before"])
     parser.add_argument("--attacks", default=None, help=f"comma-separated or all (default {','.join(NEURAL)})")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the caller")
     parser.add_argument("--seeds", type=int, default=5)
@@ -148,9 +156,20 @@ def main() -> None:
             runs = [run_attacks(attacks, dataclasses.replace(base, seed=seed)) for seed in range(args.seeds)]
         seconds[variant] = round(time.perf_counter() - start, 1)
         results[variant] = summary(runs, attacks)
-    print(json.dumps({"benchmark": "attack_seeds", "dataset": args.dataset, "seeds": args.seeds,
-                      "threads": args.threads, "metrics": results, "seconds": seconds,
-                      "loadavg": os.getloadavg()}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "attack_seeds",
+                "dataset": args.dataset,
+                "seeds": args.seeds,
+                "threads": args.threads,
+                "metrics": results,
+                "seconds": seconds,
+                "loadavg": os.getloadavg(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -102,25 +102,52 @@ def main() -> None:
     masks_params = [(params[n], m) for n, m in masks.items()]
     load_before = os.getloadavg()
 
-    engine = median_seconds(lambda: engine_epoch(model, optimizer, pools, defense, masks,
-                                                 torch.Generator().manual_seed(0)), args.epochs, device)
-    batches = [b.to(device) for b in minibatches(torch.arange(args.samples), config.batch_size,
-                                                 torch.Generator().manual_seed(0))]
+    engine = median_seconds(
+        lambda: engine_epoch(model, optimizer, pools, defense, masks, torch.Generator().manual_seed(0)),
+        args.epochs,
+        device,
+    )
+    batches = [
+        b.to(device)
+        for b in minibatches(torch.arange(args.samples), config.batch_size, torch.Generator().manual_seed(0))
+    ]
     bare = median_seconds(lambda: bare_epoch(model, optimizer, pools, batches, masks_params), args.epochs, device)
     dataset = TensorDataset(x, y)
-    loader = lambda: DataLoader(dataset, batch_size=config.batch_size, shuffle=True,  # noqa: E731
-                                num_workers=args.workers, persistent_workers=False)
-    per_epoch_loader = median_seconds(lambda: dataloader_epoch(model, optimizer, loader(), masks_params),
-                                      args.epochs, device)
-    print(json.dumps({
-        "benchmark": "epoch", "device": str(device), "model": args.model, "samples": args.samples,
-        "shape": args.shape, "classes": args.classes, "batch_size": config.batch_size, "threads": args.threads,
-        "ms_per_epoch": {"engine": engine * 1e3, "bare_loop": bare * 1e3,
-                         f"dataloader_{args.workers}_workers_per_epoch": per_epoch_loader * 1e3},
-        "engine_throughput_vs_bare_loop": bare / engine,
-        "engine_speedup_vs_per_epoch_dataloader": per_epoch_loader / engine,
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-    }, indent=2))
+    def loader():
+        return DataLoader(
+            dataset,
+            batch_size=config.batch_size,
+            shuffle=True,
+            num_workers=args.workers,
+            persistent_workers=False,
+        )
+    per_epoch_loader = median_seconds(
+        lambda: dataloader_epoch(model, optimizer, loader(), masks_params), args.epochs, device
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "epoch",
+                "device": str(device),
+                "model": args.model,
+                "samples": args.samples,
+                "shape": args.shape,
+                "classes": args.classes,
+                "batch_size": config.batch_size,
+                "threads": args.threads,
+                "ms_per_epoch": {
+                    "engine": engine * 1e3,
+                    "bare_loop": bare * 1e3,
+                    f"dataloader_{args.workers}_workers_per_epoch": per_epoch_loader * 1e3,
+                },
+                "engine_throughput_vs_bare_loop": bare / engine,
+                "engine_speedup_vs_per_epoch_dataloader": per_epoch_loader / engine,
+                "loadavg_before": load_before,
+                "loadavg_after": os.getloadavg(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -94,9 +94,14 @@ def epoch_benchmark(samples: int, epochs: int, config: TrainConfig) -> dict[str,
         timed(device, epoch)
     engine_s = min(timed(device, engine_epoch) for _ in range(epochs))
     bare_s = min(timed(device, bare_epoch) for _ in range(epochs))
-    return {"samples": samples, "engine_s": round(engine_s, 3), "bare_s": round(bare_s, 3),
-            "engine_samples_per_s": round(samples / engine_s, 1), "bare_samples_per_s": round(samples / bare_s, 1),
-            "engine_vs_bare_throughput": round(bare_s / engine_s, 3)}
+    return {
+        "samples": samples,
+        "engine_s": round(engine_s, 3),
+        "bare_s": round(bare_s, 3),
+        "engine_samples_per_s": round(samples / engine_s, 1),
+        "bare_samples_per_s": round(samples / bare_s, 1),
+        "engine_vs_bare_throughput": round(bare_s / engine_s, 3),
+    }
 
 
 # -------------------------------------------------------------------------------------------- trial
@@ -116,9 +121,17 @@ class TimedMap:
             self.seconds[fn.__name__] += time.perf_counter() - start
 
 
-def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: TrainConfig, workdir: Path,
-                    model: str = "resnet18", shape: tuple[int, ...] = (3, 32, 32),
-                    cpus_per_job: float | None = None, use_ray: bool = True) -> dict[str, Any]:
+def trial_benchmark(
+    samples: int,
+    shadows: int,
+    memscore_models: int,
+    config: TrainConfig,
+    workdir: Path,
+    model: str = "resnet18",
+    shape: tuple[int, ...] = (3, 32, 32),
+    cpus_per_job: float | None = None,
+    use_ray: bool = True,
+) -> dict[str, Any]:
     """One trial on a local Ray; each model job gets 1/(K+1) of the machine (or ``cpus_per_job`` CPUs, so that
     fewer jobs run at once where memory is short). Without Ray (``use_ray=False``) every job runs in this
     process one after the other: an upper bound on the Ray trial's time, for a machine where Ray cannot be
@@ -132,8 +145,9 @@ def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: Tr
     rng = np.random.default_rng(0)
     data = workdir / "random.npz"
     np.savez(data, x=rng.standard_normal((samples, *shape), dtype=np.float32), y=rng.integers(0, 10, samples))
-    experiment = ExperimentConfig(dataset=f"npz:{data}", model=model, shadows=shadows, train=config,
-                                  memscore_models=memscore_models)
+    experiment = ExperimentConfig(
+        dataset=f"npz:{data}", model=model, shadows=shadows, train=config, memscore_models=memscore_models
+    )
     models = shadows + 1
     if use_ray:
         import ray
@@ -158,12 +172,20 @@ def trial_benchmark(samples: int, shadows: int, memscore_models: int, config: Tr
     trial_s = time.perf_counter() - trial_start
     seconds = share.seconds
     return {
-        "model": model, "shape": list(shape), "samples": samples, "shadows": shadows, "rounds": 5,
+        "model": model,
+        "shape": list(shape),
+        "samples": samples,
+        "shadows": shadows,
+        "rounds": 5,
         "memscore_models": memscore_models,
-        "ray": use_ray, "gpus_per_trial": gpus, "cpus_per_job": round(cpus, 3),
-        "pretrain_s": round(seconds["pretrain_job"], 2), "memscore_s": round(seconds["memscore_job"], 2),
+        "ray": use_ray,
+        "gpus_per_trial": gpus,
+        "cpus_per_job": round(cpus, 3),
+        "pretrain_s": round(seconds["pretrain_job"], 2),
+        "memscore_s": round(seconds["memscore_job"], 2),
         "shared_work_s": round(shared_s, 2),
-        "pruning_s": round(seconds["prune_job"], 2), "attacks_s": round(seconds["attack_job"], 2),
+        "pruning_s": round(seconds["prune_job"], 2),
+        "attacks_s": round(seconds["attack_job"], 2),
         "trial_s": round(trial_s, 2),
         "attack_seconds": {name: round(t["total"], 2) for name, t in result.timings["attacks"].items()},
         "victim_rounds_epochs": [r["epochs"] for r in result.victim_rounds],
@@ -178,17 +200,27 @@ def progress(message: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="shrunk sizes that finish on 2 CPU cores")
-    parser.add_argument("--tabular", action="store_true",
-                        help="only the trial, on 10,000 random 600-feature samples with columnfc (CPU target: "
-                             "no more time in attacks than in pruning)")
+    parser.add_argument(
+        "--tabular",
+        action="store_true",
+        help="only the trial, on 10,000 random 600-feature samples with columnfc (CPU target: "
+        "no more time in attacks than in pruning)",
+    )
     parser.add_argument("--no-bf16", action="store_true", help="turn bf16 autocast off (CUDA)")
     parser.add_argument("--no-channels-last", action="store_true", help="turn channels_last off (CUDA)")
-    parser.add_argument("--no-ray", action="store_true",
-                        help="run the trial's jobs in this process, one after the other (an upper bound on the Ray "
-                             "trial), where Ray is not installed")
+    parser.add_argument(
+        "--no-ray",
+        action="store_true",
+        help="run the trial's jobs in this process, one after the other (an upper bound on the Ray "
+        "trial), where Ray is not installed",
+    )
     parser.add_argument("--parts", default="epoch,trial", help="which parts to run: epoch, trial or both (default)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="also write the report here after every part (kept if a later part is cut off)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="also write the report here after every part (kept if a later part is cut off)",
+    )
     args = parser.parse_args()
     parts = {part.strip() for part in args.parts.split(",")}
     if not parts or parts - {"epoch", "trial"}:
@@ -204,15 +236,19 @@ def main() -> None:
     device = default_device()
     if args.tabular:
         with tempfile.TemporaryDirectory(prefix="wemem-bench-tabular-") as workdir:
-            trial = trial_benchmark(10_000, 5, 2, TrainConfig(**fast), Path(workdir), "columnfc", (600,),
-                                    use_ray=not args.no_ray)
+            trial = trial_benchmark(
+                10_000, 5, 2, TrainConfig(**fast), Path(workdir), "columnfc", (600,), use_ray=not args.no_ray
+            )
         tabular = {"device": str(device), "tabular_trial": trial}
         save_partial(tabular, args.out)
         print(json.dumps(tabular, indent=2))
         return
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "small": args.small, "bf16": config.bf16, "channels_last": config.channels_last,
+        "torch": torch.__version__,
+        "small": args.small,
+        "bf16": config.bf16,
+        "channels_last": config.channels_last,
     }
     if "epoch" in parts:
         report["epoch"] = epoch_benchmark(epoch_samples, repeats, config)
@@ -222,8 +258,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="wemem-bench-gpu-") as workdir:
             # --small: one CPU per job, so two jobs run at once on 2 cores (SAMIA's batched sensitivity queries
             # take about 2 GB per ResNet job on a CPU)
-            report["trial"] = trial_benchmark(trial_samples, 5, memscore_models, config, Path(workdir),
-                                              cpus_per_job=1.0 if args.small else None, use_ray=not args.no_ray)
+            report["trial"] = trial_benchmark(
+                trial_samples,
+                5,
+                memscore_models,
+                config,
+                Path(workdir),
+                cpus_per_job=1.0 if args.small else None,
+                use_ray=not args.no_ray,
+            )
         save_partial(report, args.out)
     print(json.dumps(report, indent=2))
 

@@ -60,14 +60,24 @@ def measure(case: str, out: Path, evaluations: int) -> dict:
     setting = REFERENCE_SETTINGS["rsw"]
     leakage, accuracy, pruning_s, attack_s = [], [], [], []
     for r in range(evaluations):
-        result = run_experiment(assets, Setting("rsw", setting), spec.pruning, list(spec.attacks),
-                                adaptive=spec.adaptive, repeat=r, draws=DRAWS)
+        result = run_experiment(
+            assets,
+            Setting("rsw", setting),
+            spec.pruning,
+            list(spec.attacks),
+            adaptive=spec.adaptive,
+            repeat=r,
+            draws=DRAWS,
+        )
         leakage.append([spec_leakage(spec, a)[0] for a in [result.attacks, *result.more_draws]])
         accuracy.append(result.utility)
         pruning_s.append(result.timings["pruning_stage"])
         attack_s.append(result.timings["attack_stage"] / DRAWS)
-        print(f"{case} [{r + 1}/{evaluations}] leakage {np.round(leakage[-1], 4).tolist()} accuracy "
-              f"{result.utility:.4f}", file=sys.stderr, flush=True)
+        print(
+            f"{case} [{r + 1}/{evaluations}] leakage {np.round(leakage[-1], 4).tolist()} accuracy {result.utility:.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
     x = np.asarray(leakage)  # [evaluation, draw]
     pts = lambda v: None if v is None else round(100 * float(v), 2)  # noqa: E731
     within = float(x.var(axis=1, ddof=1).mean())
@@ -81,17 +91,29 @@ def measure(case: str, out: Path, evaluations: int) -> dict:
 
     n_targets = len(attack_targets(assets, 0).indices)
     return {
-        "case": case, "evaluations": evaluations, "targets": n_targets, "setting": ["rsw", setting],
-        "mean_leakage": round(float(x.mean()), 4), "accuracy_sd_points": pts(np.std(accuracy, ddof=1)),
+        "case": case,
+        "evaluations": evaluations,
+        "targets": n_targets,
+        "setting": ["rsw", setting],
+        "mean_leakage": round(float(x.mean()), 4),
+        "accuracy_sd_points": pts(np.std(accuracy, ddof=1)),
         "binomial_bound_points": pts(privacy_standard_error([[float(x[:, 0].mean())]], n_targets)[0]),
-        "sd_between_fine_tunings_points": pts(np.sqrt(between)), "sd_within_draws_points": pts(np.sqrt(within)),
-        "se_points": {f"R{r}xD{d}": {"measured": pts(measured(r, d)),
-                                     "modelled": pts(np.sqrt(between / r + within / (r * d))),
-                                     "seconds": round(r * (prune + d * attack), 2),
-                                     "time_vs_one": round(r * (prune + d * attack) / one, 2)}
-                      for r, d in COMBINATIONS},
-        "seconds": {"trial": round(one, 2), "pruning_stage": round(prune, 2),
-                    "attack_stage_per_draw": round(attack, 3)},
+        "sd_between_fine_tunings_points": pts(np.sqrt(between)),
+        "sd_within_draws_points": pts(np.sqrt(within)),
+        "se_points": {
+            f"R{r}xD{d}": {
+                "measured": pts(measured(r, d)),
+                "modelled": pts(np.sqrt(between / r + within / (r * d))),
+                "seconds": round(r * (prune + d * attack), 2),
+                "time_vs_one": round(r * (prune + d * attack) / one, 2),
+            }
+            for r, d in COMBINATIONS
+        },
+        "seconds": {
+            "trial": round(one, 2),
+            "pruning_stage": round(prune, 2),
+            "attack_stage_per_draw": round(attack, 3),
+        },
     }
 
 

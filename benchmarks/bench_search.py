@@ -52,9 +52,9 @@ from search.execution._warm_start import paper_defaults  # noqa: E402
 from search.study._lifecycle import make_sampler  # noqa: E402
 from search.studyfile import StudyDefinition, load_study_file, suggest_setting  # noqa: E402
 from search.studyfile._spaces import derive_window, space_for  # noqa: E402
-from wemem.defenses.wemem import STRIDE  # noqa: E402
 from wemem.assets import prepare_assets  # noqa: E402
 from wemem.defenses import Setting  # noqa: E402
+from wemem.defenses.wemem import STRIDE  # noqa: E402
 
 CHEAP6 = ["conf", "entr", "mentr", "hconf", "lira", "rmia"]
 ONCE = {"repeats": 1, "target_draws": 1}
@@ -66,21 +66,36 @@ CASES: dict[str, dict[str, Any]] = {
     "finefoods": {"file": "studies/quickstart.toml", "defenses": ["rsw", "swmr", "rmr"], "search": ONCE},
     "finefoods-swmr": {"file": "studies/quickstart.toml", "defenses": ["swmr"], "table": "finefoods", "search": ONCE},
     # digits as studies/digits.toml, with the quickstart's judges and 3 shadows so a grid fits in minutes
-    "digits": {"file": "studies/digits.toml", "defenses": ["rsw", "swmr", "rmr"],
-               "change": {"data": {"shadows": 3}, "memscore": {"models": 4}, "attacks": {"names": CHEAP6}},
-               "search": ONCE},
+    "digits": {
+        "file": "studies/digits.toml",
+        "defenses": ["rsw", "swmr", "rmr"],
+        "change": {"data": {"shadows": 3}, "memscore": {"models": 4}, "attacks": {"names": CHEAP6}},
+        "search": ONCE,
+    },
     # the quieter objective: each trial scored over 2 fine-tunings of 4 target draws (about 2x a trial's time, see
     # bench_noise.py), the samplers and the confirmation otherwise the same
-    "finefoods-quiet": {"file": "studies/quickstart.toml", "defenses": ["rsw", "swmr", "rmr"], "table": "finefoods",
-                        "search": {"repeats": 2, "target_draws": 4}},
+    "finefoods-quiet": {
+        "file": "studies/quickstart.toml",
+        "defenses": ["rsw", "swmr", "rmr"],
+        "table": "finefoods",
+        "search": {"repeats": 2, "target_draws": 4},
+    },
 }
 # The dense grid, in the sampler's coordinates (stride as a fraction of the width); every default is a point.
 GRID: dict[str, dict[str, list[Any]]] = {
-    "rsw": {"order": ["h2l", "l2h"], "width_fraction": [0.05, 0.11, 0.22, 0.44, 0.8],
-            "stride_ratio": [0.05, 0.1, 0.2, 0.4]},
+    "rsw": {
+        "order": ["h2l", "l2h"],
+        "width_fraction": [0.05, 0.11, 0.22, 0.44, 0.8],
+        "stride_ratio": [0.05, 0.1, 0.2, 0.4],
+    },
     "rmr": {"risky_fraction": [0.02, 0.05, 0.1, 0.2, 0.5], "lambda_mem": [0.001, 0.01, 0.1, 1.0]},
-    "swmr": {"order": ["h2l", "l2h"], "width_fraction": [0.11, 0.22, 0.44], "stride_ratio": [0.1, 0.2],
-             "risky_fraction": [0.05, 0.2], "lambda_mem": [0.01, 0.1, 1.0]},
+    "swmr": {
+        "order": ["h2l", "l2h"],
+        "width_fraction": [0.11, 0.22, 0.44],
+        "stride_ratio": [0.1, 0.2],
+        "risky_fraction": [0.05, 0.2],
+        "lambda_mem": [0.01, 0.1, 1.0],
+    },
 }
 SAMPLERS, BUDGETS, REPETITIONS = ("tpe", "gp", "random"), (8, 16, 32), 3
 TOP_GRID = 5  # grid points confirmed to find the best achievable one
@@ -130,6 +145,7 @@ def key_of(defense: str, settings: dict[str, Any], seed: int, repeats: tuple[int
 def row_repeats(row: dict) -> tuple[int, int]:
     return tuple(row.get("repeats", (1, 1)))
 
+
 _WORKER: dict[Any, Any] = {}
 
 
@@ -151,8 +167,15 @@ def evaluate(definition_json: str, cache_dir: str, seed: int, defense: str, sett
     else:
         outcome = evaluate_trial(spec, Setting(defense, settings), base, assets)
         utility, privacy = outcome.utility, outcome.privacy
-    return {"defense": defense, "settings": settings, "seed": seed, "utility": utility, "privacy": privacy,
-            "seconds": time.perf_counter() - start, "repeats": list(repeats_of(definition))}
+    return {
+        "defense": defense,
+        "settings": settings,
+        "seed": seed,
+        "utility": utility,
+        "privacy": privacy,
+        "seconds": time.perf_counter() - start,
+        "repeats": list(repeats_of(definition)),
+    }
 
 
 class Table:
@@ -169,8 +192,9 @@ class Table:
     def get(self, defense: str, settings: dict[str, Any], seed: int, repeats: tuple[int, int] = (1, 1)) -> dict | None:
         return self.rows.get(key_of(defense, settings, seed, repeats))
 
-    def fill(self, definition: StudyDefinition, cache_dir: str, wanted: list[tuple[str, dict, int]],
-             workers: int, log) -> None:
+    def fill(
+        self, definition: StudyDefinition, cache_dir: str, wanted: list[tuple[str, dict, int]], workers: int, log
+    ) -> None:
         repeats = repeats_of(definition)
         missing = [w for w in dict.fromkeys(key_of(*w, repeats) for w in wanted) if w not in self.rows]
         jobs = [json.loads(k)[:3] for k in missing]
@@ -183,16 +207,20 @@ class Table:
             reference(spec, prepare_assets(spec.experiment, cache_dir))
         log(f"  {len(jobs)} evaluations to run ({len(self.rows)} cached)")
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool, self.path.open("a") as out:
-            futures = [pool.submit(evaluate, definition_json, cache_dir, seed, defense, dict(settings))
-                       for defense, settings, seed in jobs]
+            futures = [
+                pool.submit(evaluate, definition_json, cache_dir, seed, defense, dict(settings))
+                for defense, settings, seed in jobs
+            ]
             for i, future in enumerate(futures, 1):
                 row = future.result()
                 self.rows[key_of(row["defense"], row["settings"], row["seed"], row_repeats(row))] = row
                 out.write(json.dumps(row) + "\n")
                 out.flush()
                 if i % 10 == 0 or i == len(futures):
-                    log(f"  [{i}/{len(futures)}] {row['defense']} seed {row['seed']}: leakage {row['privacy']:.4f}, "
-                        f"accuracy {row['utility']:.4f}")
+                    log(
+                        f"  [{i}/{len(futures)}] {row['defense']} seed {row['seed']}: leakage {row['privacy']:.4f}, "
+                        f"accuracy {row['utility']:.4f}"
+                    )
 
 
 # ---------------------------------------------------------------------------------------------- samplers
@@ -230,8 +258,15 @@ def run_sampler(definition: StudyDefinition, table: Table, name: str, budget: in
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     best = min(trials, key=lambda t: (not t.user_attrs["feasible"], t.values[0]))
     defense, point = best.user_attrs["point"]
-    return {"sampler": name, "budget": budget, "repetition": repetition, "defense": defense,
-            "settings": settings_of(defense, point), "own_leakage": best.values[0], "seconds": seconds}
+    return {
+        "sampler": name,
+        "budget": budget,
+        "repetition": repetition,
+        "defense": defense,
+        "settings": settings_of(defense, point),
+        "own_leakage": best.values[0],
+        "seconds": seconds,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- analysis
@@ -257,19 +292,32 @@ def run_case(name: str, out: Path, workers: int, log) -> dict[str, Any]:
     repeats = repeats_of(definition)
     own = lambda d, s: table.get(d, s, seed, repeats)  # noqa: E731 -- the study's own evaluation of a setting
     base = own("none", {})
-    runs = [run_sampler(definition, table, sampler, budget, rep)
-            for sampler in SAMPLERS for budget in BUDGETS for rep in range(REPETITIONS)]
+    runs = [
+        run_sampler(definition, table, sampler, budget, rep)
+        for sampler in SAMPLERS
+        for budget in BUDGETS
+        for rep in range(REPETITIONS)
+    ]
     objective = definition.objective_config()
-    ranked = sorted(grid, key=lambda g: score(own(*g)["privacy"], own(*g)["utility"], base["utility"],
-                                              objective).values[0])
-    defaults = [(d, settings_of(d, nearest(d, s.params)))  # grid points: nearest is exact
-                for s in paper_defaults(definition)[0] for d in [s.setting.defense]]
+    ranked = sorted(
+        grid, key=lambda g: score(own(*g)["privacy"], own(*g)["utility"], base["utility"], objective).values[0]
+    )
+    defaults = [
+        (d, settings_of(d, nearest(d, s.params)))  # grid points: nearest is exact
+        for s in paper_defaults(definition)[0]
+        for d in [s.setting.defense]
+    ]
     seeds = confirmation_seeds(seed, 3)
-    to_confirm = list(dict.fromkeys(json.dumps(x) for x in [("none", {})] + ranked[:TOP_GRID] + defaults
-                                    + [(r["defense"], r["settings"]) for r in runs]))
+    to_confirm = list(
+        dict.fromkeys(
+            json.dumps(x)
+            for x in [("none", {})] + ranked[:TOP_GRID] + defaults + [(r["defense"], r["settings"]) for r in runs]
+        )
+    )
     log(f"{name}: confirming {len(to_confirm)} settings on seeds {seeds}")
-    table.fill(scored_once(definition), cache_dir, [(*json.loads(x), s) for x in to_confirm for s in seeds], workers,
-               log)
+    table.fill(
+        scored_once(definition), cache_dir, [(*json.loads(x), s) for x in to_confirm for s in seeds], workers, log
+    )
 
     ref = confirmed(table, "none", {}, seeds)
     floor = np.mean(ref["utility"]) - definition.objective.delta
@@ -278,8 +326,9 @@ def run_case(name: str, out: Path, workers: int, log) -> dict[str, Any]:
     best_d, best_s, best_c = min(feasible, key=lambda c: np.mean(c[2]["privacy"]))
     best_leak = float(np.mean(best_c["privacy"]))
     # the best paper default, as the product picks it: the one the study seed ranks first
-    default = min(defaults, key=lambda d: score(own(*d)["privacy"], own(*d)["utility"], base["utility"],
-                                                objective).values[0])
+    default = min(
+        defaults, key=lambda d: score(own(*d)["privacy"], own(*d)["utility"], base["utility"], objective).values[0]
+    )
     default_c = confirmed(table, *default, seeds)
     for run in runs:
         c = confirmed(table, run["defense"], run["settings"], seeds)
@@ -287,8 +336,10 @@ def run_case(name: str, out: Path, workers: int, log) -> dict[str, Any]:
         run["confirmed_accuracy"] = round(float(np.mean(c["utility"])), 4)
         run["keeps_constraint"] = bool(np.mean(c["utility"]) >= floor)
         run["regret_points"] = round(100 * (run["confirmed_leakage"] - best_leak), 2)
-        run["tuned_minus_default"] = {"leakage_points": paired(c["privacy"], default_c["privacy"]),
-                                      "accuracy_points": paired(c["utility"], default_c["utility"])}
+        run["tuned_minus_default"] = {
+            "leakage_points": paired(c["privacy"], default_c["privacy"]),
+            "accuracy_points": paired(c["utility"], default_c["utility"]),
+        }
     summary = {}
     for sampler, budget in itertools.product(SAMPLERS, BUDGETS):
         group = [r for r in runs if r["sampler"] == sampler and r["budget"] == budget]
@@ -296,26 +347,44 @@ def run_case(name: str, out: Path, workers: int, log) -> dict[str, Any]:
             "mean_regret_points": round(float(np.mean([r["regret_points"] for r in group])), 2),
             "regrets_points": [r["regret_points"] for r in group],
             "kept_constraint": sum(r["keeps_constraint"] for r in group),
-            "mean_tuned_minus_default_leakage_points": round(float(np.mean(
-                [r["tuned_minus_default"]["leakage_points"]["mean"] for r in group])), 2),
-            "mean_seconds": round(float(np.mean([r["seconds"] for r in group])), 1)}
+            "mean_tuned_minus_default_leakage_points": round(
+                float(np.mean([r["tuned_minus_default"]["leakage_points"]["mean"] for r in group])), 2
+            ),
+            "mean_seconds": round(float(np.mean([r["seconds"] for r in group])), 1),
+        }
     grid_seconds = sum(own(d, s)["seconds"] for d, s in grid)
     return {
-        "case": name, "defenses": definition.search.defenses, "grid_size": len(grid),
+        "case": name,
+        "defenses": definition.search.defenses,
+        "grid_size": len(grid),
         "scored_over": {"fine_tunings": repeats[0], "target_draws": repeats[1]},
-        "grid_seconds": round(grid_seconds, 1), "confirmation_seeds": seeds,
-        "reference": {"accuracy": round(float(np.mean(ref["utility"])), 4),
-                      "leakage": round(float(np.mean(ref["privacy"])), 4), "accuracy_floor": round(float(floor), 4)},
-        "grid_best": {"defense": best_d, "settings": best_s, "confirmed_leakage": round(best_leak, 4),
-                      "keeps_constraint": bool(np.mean(best_c["utility"]) >= floor),
-                      "confirmed_accuracy": round(float(np.mean(best_c["utility"])), 4),
-                      "minus_default": {"leakage_points": paired(best_c["privacy"], default_c["privacy"]),
-                                        "accuracy_points": paired(best_c["utility"], default_c["utility"])}},
-        "default": {"defense": default[0], "settings": default[1],
-                    "confirmed_leakage": round(float(np.mean(default_c["privacy"])), 4),
-                    "confirmed_accuracy": round(float(np.mean(default_c["utility"])), 4),
-                    "keeps_constraint": bool(np.mean(default_c["utility"]) >= floor)},
-        "samplers": summary, "runs": runs,
+        "grid_seconds": round(grid_seconds, 1),
+        "confirmation_seeds": seeds,
+        "reference": {
+            "accuracy": round(float(np.mean(ref["utility"])), 4),
+            "leakage": round(float(np.mean(ref["privacy"])), 4),
+            "accuracy_floor": round(float(floor), 4),
+        },
+        "grid_best": {
+            "defense": best_d,
+            "settings": best_s,
+            "confirmed_leakage": round(best_leak, 4),
+            "keeps_constraint": bool(np.mean(best_c["utility"]) >= floor),
+            "confirmed_accuracy": round(float(np.mean(best_c["utility"])), 4),
+            "minus_default": {
+                "leakage_points": paired(best_c["privacy"], default_c["privacy"]),
+                "accuracy_points": paired(best_c["utility"], default_c["utility"]),
+            },
+        },
+        "default": {
+            "defense": default[0],
+            "settings": default[1],
+            "confirmed_leakage": round(float(np.mean(default_c["privacy"])), 4),
+            "confirmed_accuracy": round(float(np.mean(default_c["utility"])), 4),
+            "keeps_constraint": bool(np.mean(default_c["utility"]) >= floor),
+        },
+        "samplers": summary,
+        "runs": runs,
     }
 
 
@@ -330,9 +399,14 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         for sampler in SAMPLERS:
             means = [result["samplers"][f"{sampler}@{b}"]["mean_regret_points"] for b in BUDGETS]
             spread = [result["samplers"][f"{sampler}@{b}"]["regrets_points"] for b in BUDGETS]
-            ax.errorbar(BUDGETS, means, yerr=[[m - min(s) for m, s in zip(means, spread)],
-                                              [max(s) - m for m, s in zip(means, spread)]],
-                        marker="o", capsize=3, label=sampler)
+            ax.errorbar(
+                BUDGETS,
+                means,
+                yerr=[[m - min(s) for m, s in zip(means, spread)], [max(s) - m for m, s in zip(means, spread)]],
+                marker="o",
+                capsize=3,
+                label=sampler,
+            )
         ax.axhline(0, color="grey", lw=0.8)
         ax.set(title=result["case"], xlabel="budget (trials)", ylabel="regret (points of leakage)", xticks=BUDGETS)
         ax.legend()
@@ -355,8 +429,12 @@ def main() -> None:
     plot(results, out / "regret.png")
     document = {"cases": results, "plot": str(out / "regret.png")}
     (out / "results.json").write_text(json.dumps(document, indent=1))
-    print(json.dumps({"cases": [{k: v for k, v in r.items() if k != "runs"} for r in results],
-                      "plot": str(out / "regret.png")}, indent=1))
+    print(
+        json.dumps(
+            {"cases": [{k: v for k, v in r.items() if k != "runs"} for r in results], "plot": str(out / "regret.png")},
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ from wemem.config import ExperimentConfig, PruningConfig
 from wemem.defenses import Setting
 from wemem.parallel import serial_map
 
-SETTING = ("swmr", {"order": "h2l", "width_fraction": 0.22, "stride_fraction": 0.044, "lambda_mem": 0.1,
-                    "risky_fraction": 0.2})
+SETTING = (
+    "swmr",
+    {"order": "h2l", "width_fraction": 0.22, "stride_fraction": 0.044, "lambda_mem": 0.1, "risky_fraction": 0.2},
+)
 
 
 def rounded(value):
@@ -85,10 +87,18 @@ def main() -> None:
     parser.add_argument("--shadows", type=int, default=5)
     parser.add_argument("--attacks", default="all", help="comma-separated or all (the default)")
     parser.add_argument("--cache-dir", default=".wemem-bench-cache")
-    parser.add_argument("--location-file", default=None,
-                        help="where the synthetic Location-sized set lives (default: in the cache folder)")
-    parser.add_argument("--concurrent", type=int, nargs="*", default=[],
-                        help="also time trials on Ray with these numbers of concurrent trials (e.g. 1 2)")
+    parser.add_argument(
+        "--location-file",
+        default=None,
+        help="where the synthetic Location-sized set lives (default: in the cache folder)",
+    )
+    parser.add_argument(
+        "--concurrent",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time trials on Ray with these numbers of concurrent trials (e.g. 1 2)",
+    )
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--trials", type=int, default=4, help="trials per concurrency measurement")
     args = parser.parse_args()
@@ -102,20 +112,28 @@ def main() -> None:
     outcome = evaluate_trial(spec, Setting(*SETTING), base, assets, serial_map)
     timings = outcome.user_attrs()["timings"]
     report = {
-        "benchmark": "trial", "dataset": args.dataset, "shadows": args.shadows, "attacks": list(spec.attacks),
-        "defense": SETTING[0], "serial_in_process": True,
-        "trial_seconds": timings["total"], "pruning_stage": timings["pruning_stage"],
-        "attack_stage": timings["attack_stage"], "timings": timings,
+        "benchmark": "trial",
+        "dataset": args.dataset,
+        "shadows": args.shadows,
+        "attacks": list(spec.attacks),
+        "defense": SETTING[0],
+        "serial_in_process": True,
+        "trial_seconds": timings["total"],
+        "pruning_stage": timings["pruning_stage"],
+        "attack_stage": timings["attack_stage"],
+        "timings": timings,
         "leakage": {name: m["balanced_accuracy"] for name, m in outcome.result.attacks.items()},
         "auc": {name: m["auc"] for name, m in outcome.result.attacks.items()},
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
     }
     if args.concurrent:
         from search.execution._cluster import init_ray
 
         init_ray(num_cpus=args.cpus)
-        report["concurrent"] = {str(n): concurrent_trials(spec, base, assets, n, args.trials, args.cpus)
-                                for n in args.concurrent}
+        report["concurrent"] = {
+            str(n): concurrent_trials(spec, base, assets, n, args.trials, args.cpus) for n in args.concurrent
+        }
         report["loadavg_after_concurrent"] = os.getloadavg()
     print(json.dumps(rounded(report), indent=2))
 

@@ -43,12 +43,17 @@ from wemem.attacks import ATTACKS, AttackInputs, parse_attack_names
 from wemem.attacks.samia import Samia
 from wemem.metrics import attack_metrics, best_threshold
 
+
 def parse_rule(text: str) -> neural.FitConfig:
     """checks_per_epoch:patience:min_improvement[:criterion] as the FitConfig it names (criterion "loss" if left
     out)."""
     checks, patience, bar, *criterion = text.split(":")
-    return neural.FitConfig(checks_per_epoch=int(checks), patience=int(patience), min_improvement=float(bar),
-                            criterion=criterion[0] if criterion else "loss")
+    return neural.FitConfig(
+        checks_per_epoch=int(checks),
+        patience=int(patience),
+        min_improvement=float(bar),
+        criterion=criterion[0] if criterion else "loss",
+    )
 
 
 def rule_name(rule: neural.FitConfig) -> str:
@@ -77,17 +82,24 @@ def record(attack_name: str, inputs: AttackInputs, seed: int, epochs: int, rules
             order, done = fit.epoch_order(), 0
             for end in ends:
                 start = time.perf_counter()
-                fit.train_on(order[done * config.batch_size:end * config.batch_size], config.batch_size)
+                fit.train_on(order[done * config.batch_size : end * config.batch_size], config.batch_size)
                 train_seconds += time.perf_counter() - start
                 done = end
                 logits = fit.held_out_logits()
                 threshold, _ = best_threshold(neural.logit_margin(logits), held_out_members)
-                metrics = attack_metrics(neural.membership_log_odds(fit.model, victim_features), victim.is_member,
-                                         threshold)
+                metrics = attack_metrics(
+                    neural.membership_log_odds(fit.model, victim_features), victim.is_member, threshold
+                )
                 held_out_y = fit.y[fit.held_out]
-                points.append({"epoch": epoch, "batches": end,
-                               "loss": -neural.held_out_quality("loss", logits, held_out_y),
-                               "held_out_auc": neural.held_out_quality("auc", logits, held_out_y), **metrics})
+                points.append(
+                    {
+                        "epoch": epoch,
+                        "batches": end,
+                        "loss": -neural.held_out_quality("loss", logits, held_out_y),
+                        "held_out_auc": neural.held_out_quality("auc", logits, held_out_y),
+                        **metrics,
+                    }
+                )
     return {"points": points, "batches_per_epoch": batches, "train_seconds_per_epoch": train_seconds / epochs}
 
 
@@ -100,8 +112,10 @@ def replay(fit: dict, rule: neural.FitConfig, batch_size: int) -> tuple[dict, fl
     ends = set(check_ends(fit["batches_per_epoch"], batch_size, rule.checks_per_epoch))
     missing = ends - {point["batches"] for point in fit["points"]}
     if missing:  # replaying on a subset of the rule's checks would silently misreport it
-        raise SystemExit(f"rule {rule_name(rule)} checks after batches {sorted(missing)} of an epoch, which the "
-                         f"record lacks; record the fits again with this rule among --rules")
+        raise SystemExit(
+            f"rule {rule_name(rule)} checks after batches {sorted(missing)} of an epoch, which the "
+            f"record lacks; record the fits again with this rule among --rules"
+        )
     stopper, trained = neural.HeldOutEarlyStopping(rule), 0.0
     for point in (p for p in fit["points"] if p["batches"] in ends):
         trained = point["epoch"] + point["batches"] / fit["batches_per_epoch"]
@@ -121,8 +135,10 @@ METRICS = ("balanced_accuracy", "auc", "tpr_at_1%_fpr")
 def paired_difference(kept: list[dict], reference: list[dict], metric: str) -> dict[str, float]:
     """Mean over seeds of this rule's metric minus the first rule's on the same fit, and its standard error."""
     differences = [a[metric] - b[metric] for a, b in zip(kept, reference)]
-    return {"mean": round(statistics.mean(differences), 4),
-            "se": round(statistics.stdev(differences) / len(differences) ** 0.5, 4)}
+    return {
+        "mean": round(statistics.mean(differences), 4),
+        "se": round(statistics.stdev(differences) / len(differences) ** 0.5, 4),
+    }
 
 
 def main() -> None:
@@ -132,14 +148,27 @@ def main() -> None:
     parser.add_argument("--attacks", default=None, help=f"comma-separated (default {','.join(NEURAL)})")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10, help="epochs recorded per fit")
-    parser.add_argument("--records", type=Path, help="a JSON file of recorded fits: replayed when it exists (the "
-                        "other options must match the recording), else written after recording")
-    parser.add_argument("--rules", nargs="+", type=parse_rule,
-                        default=[parse_rule("1:1000:0"), neural.NeuralAttack.fit_config, Samia.fit_config,
-                                 parse_rule("1:2:1e-4"), parse_rule("1:5:1e-4")],
-                        help="checks_per_epoch:patience:min_improvement[:criterion] (default: the best held-out "
-                             "loss of the record as the reference, the MLP attacks' rule, SAMIA's, and the two "
-                             "loss rules before them)")
+    parser.add_argument(
+        "--records",
+        type=Path,
+        help="a JSON file of recorded fits: replayed when it exists (the "
+        "other options must match the recording), else written after recording",
+    )
+    parser.add_argument(
+        "--rules",
+        nargs="+",
+        type=parse_rule,
+        default=[
+            parse_rule("1:1000:0"),
+            neural.NeuralAttack.fit_config,
+            Samia.fit_config,
+            parse_rule("1:2:1e-4"),
+            parse_rule("1:5:1e-4"),
+        ],
+        help="checks_per_epoch:patience:min_improvement[:criterion] (default: the best held-out "
+        "loss of the record as the reference, the MLP attacks' rule, SAMIA's, and the two "
+        "loss rules before them)",
+    )
     args = parser.parse_args()
     batch_size = neural.FitConfig().batch_size
     records = json.loads(args.records.read_text()) if args.records and args.records.exists() else {}
@@ -166,8 +195,19 @@ def main() -> None:
         print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     if args.records and not args.records.exists():
         args.records.write_text(json.dumps(records))
-    print(json.dumps({"benchmark": "fit_rules", "dataset": args.dataset, "seeds": args.seeds,
-                      "epochs_recorded": args.epochs, "attacks": results, "loadavg": os.getloadavg()}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "fit_rules",
+                "dataset": args.dataset,
+                "seeds": args.seeds,
+                "epochs_recorded": args.epochs,
+                "attacks": results,
+                "loadavg": os.getloadavg(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

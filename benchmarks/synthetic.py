@@ -28,8 +28,14 @@ def write_location_like(path: str | Path, seed: int = 0) -> Path:
     return path
 
 
-def membership_signal(n_targets: int = 2000, n_population: int = 600, shadows: int = 4, signal: float = 2.0,
-                      noise: float = 0.5, seed: int = 0):
+def membership_signal(
+    n_targets: int = 2000,
+    n_population: int = 600,
+    shadows: int = 4,
+    signal: float = 2.0,
+    noise: float = 0.5,
+    seed: int = 0,
+):
     """Attack inputs with a known membership signal in the scaled confidence phi (two classes, label 0).
 
     Each sample has its own difficulty (the mean of phi when it is OUT); every model's phi adds independent noise,
@@ -50,6 +56,12 @@ def membership_signal(n_targets: int = 2000, n_population: int = 600, shadows: i
     is_member = np.arange(n_targets) < n_targets // 2
     victim = outputs(np.r_[signal * is_member, np.zeros(n_population)])
     targets = Targets(np.arange(n_targets), is_member)
-    return AttackInputs(labels=np.zeros(n, dtype=int), victim_log_probs=victim,
-                        shadow_log_probs=[outputs() for _ in range(shadows)], victim_targets=targets,
-                        shadow_targets=[targets] * shadows, seed=seed, population=np.arange(n_targets, n))
+    return AttackInputs(
+        labels=np.zeros(n, dtype=int),
+        victim_log_probs=victim,
+        shadow_log_probs=[outputs() for _ in range(shadows)],
+        victim_targets=targets,
+        shadow_targets=[targets] * shadows,
+        seed=seed,
+        population=np.arange(n_targets, n),
+    )

@@ -3,9 +3,23 @@ privacy-utility objective (SPEC section 10). Knows nothing of Optuna storage or 
 
 from ._leakage import PRIVACY_METRICS, PrivacyMetric, leakage
 from ._objective import DIRECTIONS, Mode, ObjectiveConfig, ObjectiveValue, score
-from ._trial import (CHEAP_ATTACKS, Reference, RoundHooks, TrialAttrs, TrialOutcome, TrialSpec, evaluate_trial,
-                    reference)
+from ._trial import CHEAP_ATTACKS, Reference, RoundHooks, TrialAttrs, TrialOutcome, TrialSpec, evaluate_trial, reference
 
-__all__ = ["PRIVACY_METRICS", "PrivacyMetric", "leakage", "DIRECTIONS", "Mode", "ObjectiveConfig", "ObjectiveValue",
-           "score", "CHEAP_ATTACKS", "Reference", "RoundHooks", "TrialAttrs", "TrialSpec", "TrialOutcome",
-           "evaluate_trial", "reference"]
+__all__ = [
+    "PRIVACY_METRICS",
+    "PrivacyMetric",
+    "leakage",
+    "DIRECTIONS",
+    "Mode",
+    "ObjectiveConfig",
+    "ObjectiveValue",
+    "score",
+    "CHEAP_ATTACKS",
+    "Reference",
+    "RoundHooks",
+    "TrialAttrs",
+    "TrialSpec",
+    "TrialOutcome",
+    "evaluate_trial",
+    "reference",
+]

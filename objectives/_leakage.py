@@ -19,8 +19,9 @@ def figure(metrics: Mapping[str, object], metric: str) -> float:
     return float(value)
 
 
-def leakage(attacks: Mapping[str, Mapping[str, object]], metric: str = "balanced_accuracy",
-            among: list[str] | None = None) -> tuple[float, str]:
+def leakage(
+    attacks: Mapping[str, Mapping[str, object]], metric: str = "balanced_accuracy", among: list[str] | None = None
+) -> tuple[float, str]:
     """(largest ``metric`` over the attacks, the attack that reached it). NaN metrics are ignored."""
     if metric not in PRIVACY_METRICS:
         raise ValueError(f"unknown privacy metric {metric!r}; choose one of {', '.join(PRIVACY_METRICS)}")

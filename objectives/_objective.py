@@ -37,8 +37,9 @@ class ObjectiveConfig:
         if self.mode not in DIRECTIONS:
             raise ValueError(f"unknown objective mode {self.mode!r}; choose one of {', '.join(DIRECTIONS)}")
         if self.privacy_metric not in PRIVACY_METRICS:
-            raise ValueError(f"unknown privacy metric {self.privacy_metric!r}; choose one of "
-                             f"{', '.join(PRIVACY_METRICS)}")
+            raise ValueError(
+                f"unknown privacy metric {self.privacy_metric!r}; choose one of {', '.join(PRIVACY_METRICS)}"
+            )
         if not 0 <= self.delta <= 1:
             raise ValueError(f"delta must be in [0, 1], got {self.delta}")
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from collections.abc import Mapping
-from typing import Callable, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
 import numpy as np
 from filelock import FileLock
 
 from wemem.assets import Echo, StudyAssets, cache_path, load_checked, save_checked
-from wemem.config import ExperimentConfig, PruningConfig, content_hash
 from wemem.attacks import AttackInputs, run_attacks
-from wemem.parallel import MapFn, StepperMap, serial_map
+from wemem.config import ExperimentConfig, PruningConfig, content_hash
 from wemem.defenses import UNDEFENDED, Setting
+from wemem.parallel import MapFn, StepperMap, serial_map
 from wemem.pipeline import ExperimentRecord, ExperimentResult, ExperimentTimings, attack_targets, run_experiment
 
 from ._leakage import leakage
@@ -81,22 +81,34 @@ def privacy_standard_error(leakage: list[list[float]], n_targets: int) -> tuple[
         return float(np.std(means, ddof=1) / np.sqrt(len(means))), f"sd of {len(rows)} fine-tunings / sqrt(R)"
     row = rows[0]
     if len(row) >= 2:
-        return float(row.std(ddof=1) / np.sqrt(len(row))), (f"sd of {len(row)} target draws / sqrt(D) (target "
-                                                            f"sampling only)")
+        return float(row.std(ddof=1) / np.sqrt(len(row))), (
+            f"sd of {len(row)} target draws / sqrt(D) (target sampling only)"
+        )
     p = min(max(float(row[0]), 0.0), 1.0)
     return float(np.sqrt(p * (1 - p) / max(n_targets, 1))), f"binomial bound over {n_targets} targets"
 
 
-def repeated(spec: TrialSpec, assets: StudyAssets, first: ExperimentResult, rerun: Callable[[int], ExperimentResult],
-             ) -> Repeated:
+def repeated(
+    spec: TrialSpec,
+    assets: StudyAssets,
+    first: ExperimentResult,
+    rerun: Callable[[int], ExperimentResult],
+) -> Repeated:
     """An evaluation over its repeats: ``first`` (fine-tuning 0, with its target draws) and ``rerun(r)`` for the
     fine-tunings r = 1..R-1."""
     results = [first] + [rerun(r) for r in range(1, spec.repeats)]
-    draws = [[(result.utility, spec_leakage(spec, attacks)[0]) for attacks in [result.attacks, *result.more_draws]]
-             for result in results]
+    draws = [
+        [(result.utility, spec_leakage(spec, attacks)[0]) for attacks in [result.attacks, *result.more_draws]]
+        for result in results
+    ]
     se, kind = privacy_standard_error([[p for _, p in row] for row in draws], len(attack_targets(assets, 0).indices))
-    return Repeated(float(np.mean([result.utility for result in results])),
-                    float(np.mean([p for row in draws for _, p in row])), se, draws, kind)
+    return Repeated(
+        float(np.mean([result.utility for result in results])),
+        float(np.mean([p for row in draws for _, p in row])),
+        se,
+        draws,
+        kind,
+    )
 
 
 @dataclass(frozen=True)
@@ -175,18 +187,34 @@ class TrialOutcome:
         )
         if self.repeats is None:
             return attrs
-        repeats = [RepeatRecord(fine_tuning=r, draw=d, utility=u, privacy=p)
-                   for r, row in enumerate(self.repeats.draws) for d, (u, p) in enumerate(row)]
-        return TrialAttrs(privacy_se=self.repeats.privacy_se, privacy_se_kind=self.repeats.se_kind, repeats=repeats,
-                          **attrs)
+        repeats = [
+            RepeatRecord(fine_tuning=r, draw=d, utility=u, privacy=p)
+            for r, row in enumerate(self.repeats.draws)
+            for d, (u, p) in enumerate(row)
+        ]
+        return TrialAttrs(
+            privacy_se=self.repeats.privacy_se, privacy_se_kind=self.repeats.se_kind, repeats=repeats, **attrs
+        )
 
 
-def experiment_of(spec: TrialSpec, assets: StudyAssets, setting: Setting, map_fn: MapFn,
-                  ) -> Callable[..., ExperimentResult]:
+def experiment_of(
+    spec: TrialSpec,
+    assets: StudyAssets,
+    setting: Setting,
+    map_fn: MapFn,
+) -> Callable[..., ExperimentResult]:
     """``run_experiment`` of one setting as the spec evaluates it (its attacks and each fine-tuning's target
     draws); the caller adds the repeat and any per-run options."""
-    return functools.partial(run_experiment, assets, setting, spec.pruning, list(spec.attacks), map_fn=map_fn,
-                             adaptive=spec.adaptive, draws=spec.target_draws)
+    return functools.partial(
+        run_experiment,
+        assets,
+        setting,
+        spec.pruning,
+        list(spec.attacks),
+        map_fn=map_fn,
+        adaptive=spec.adaptive,
+        draws=spec.target_draws,
+    )
 
 
 def spec_leakage(spec: TrialSpec, attacks: Mapping[str, Mapping[str, object]]) -> tuple[float, str]:
@@ -194,13 +222,22 @@ def spec_leakage(spec: TrialSpec, attacks: Mapping[str, Mapping[str, object]]) -
     return leakage(attacks, spec.objective.privacy_metric, among)
 
 
-def reference(spec: TrialSpec, assets: StudyAssets, map_fn: MapFn = serial_map,
-              log: Echo = lambda message: None) -> Reference:
+def reference(
+    spec: TrialSpec, assets: StudyAssets, map_fn: MapFn = serial_map, log: Echo = lambda message: None
+) -> Reference:
     """U_base and P_base of the undefended iteratively pruned model, cached (checksummed) next to the assets."""
     # in the key only when > 1: a study without repeats keeps the key (and the cached reference) it always had
     repeats = {k: v for k, v in (("repeats", spec.repeats), ("draws", spec.target_draws)) if v > 1}
-    key = content_hash({"pruning": asdict(spec.pruning), "attacks": list(spec.attacks), "adaptive": spec.adaptive,
-                        "metric": spec.objective.privacy_metric, "among": spec.objective.privacy_attacks, **repeats})
+    key = content_hash(
+        {
+            "pruning": asdict(spec.pruning),
+            "attacks": list(spec.attacks),
+            "adaptive": spec.adaptive,
+            "metric": spec.objective.privacy_metric,
+            "among": spec.objective.privacy_attacks,
+            **repeats,
+        }
+    )
     directory = cache_path(spec.experiment, spec.cache_dir)
     path = directory / f"reference-{key}.json"
     with FileLock(str(directory / ".reference.lock")):
@@ -210,8 +247,9 @@ def reference(spec: TrialSpec, assets: StudyAssets, map_fn: MapFn = serial_map,
         run = experiment_of(spec, assets, Setting(UNDEFENDED), map_fn)
         result = run()
         noise = repeated(spec, assets, result, lambda r: run(repeat=r))
-        ref = Reference(noise.utility, noise.privacy, spec_leakage(spec, result.attacks)[1], result.to_dict(),
-                        noise.privacy_se)
+        ref = Reference(
+            noise.utility, noise.privacy, spec_leakage(spec, result.attacks)[1], result.to_dict(), noise.privacy_se
+        )
         save_checked(path, json.dumps(asdict(ref)))
         return ref
 
@@ -231,20 +269,31 @@ def shared_seconds(assets: StudyAssets, base: Reference) -> dict[str, float]:
     return recorded
 
 
-def evaluate_trial(spec: TrialSpec, setting: Setting, base: Reference, assets: StudyAssets,
-                   map_fn: MapFn = serial_map, keep_victim_state: bool = False,
-                   rounds: RoundHooks | None = None) -> TrialOutcome:
+def evaluate_trial(
+    spec: TrialSpec,
+    setting: Setting,
+    base: Reference,
+    assets: StudyAssets,
+    map_fn: MapFn = serial_map,
+    keep_victim_state: bool = False,
+    rounds: RoundHooks | None = None,
+) -> TrialOutcome:
     monitor, stepper_map = None, None
     if rounds is not None:
         stepper_map = rounds.stepper_map
         monitor = lambda index, accuracy, inputs: rounds.report(  # noqa: E731
-            index, round_objective(spec, base, accuracy, inputs))
+            index, round_objective(spec, base, accuracy, inputs)
+        )
     run = experiment_of(spec, assets, setting, map_fn)
     result = run(keep_victim_state=keep_victim_state, round_monitor=monitor, stepper_map=stepper_map)
     noise = repeated(spec, assets, result, lambda r: run(repeat=r))
     attack = spec_leakage(spec, result.attacks)[1]  # the strongest attack of the first repeat
-    return TrialOutcome(noise.utility, noise.privacy, attack,
-                        score(noise.privacy, noise.utility, base.utility, spec.objective), result,
-                        shared_seconds(assets, base), noise)
-
-
+    return TrialOutcome(
+        noise.utility,
+        noise.privacy,
+        attack,
+        score(noise.privacy, noise.utility, base.utility, spec.objective),
+        result,
+        shared_seconds(assets, base),
+        noise,
+    )

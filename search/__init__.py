@@ -21,8 +21,29 @@ from wemem._exports import lazy_exports
 
 from .exceptions import BadInputError, InterruptedStudyError, StorageError, WememError
 
-_API = ("DeletedStudy", "MemScores", "RunResult", "StudyListing", "StudyResult", "StudyStatus", "TrialStatus",
-        "apply", "confirm", "delete", "export", "launch", "memscore_compute", "memscore_export", "memscore_import",
-        "report", "results", "resume", "run", "status", "studies", "trial_status")
+_API = (
+    "DeletedStudy",
+    "MemScores",
+    "RunResult",
+    "StudyListing",
+    "StudyResult",
+    "StudyStatus",
+    "TrialStatus",
+    "apply",
+    "confirm",
+    "delete",
+    "export",
+    "launch",
+    "memscore_compute",
+    "memscore_export",
+    "memscore_import",
+    "report",
+    "results",
+    "resume",
+    "run",
+    "status",
+    "studies",
+    "trial_status",
+)
 __getattr__ = lazy_exports(__name__, dict.fromkeys(_API, "search.api"))
 __all__ = ["BadInputError", "InterruptedStudyError", "StorageError", "WememError", *_API]

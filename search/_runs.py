@@ -13,8 +13,8 @@ import json
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -76,15 +76,27 @@ def experiment_config(experiment: Experiment, data_root: str | None) -> Experime
     check_dataset_name(experiment.dataset)
     base = str(Path.cwd())
     try:
-        train = TrainConfig(lr=experiment.lr, batch_size=experiment.batch_size,
-                            pretrain_epochs=experiment.pretrain_epochs, finetune_epochs=experiment.finetune_epochs,
-                            patience=experiment.patience)
-        return ExperimentConfig(dataset=resolve_dataset_path(experiment.dataset, base), model=experiment.model,
-                                seed=experiment.seed, shadows=experiment.shadows, data_root=data_root, train=train,
-                                memscore_models=experiment.memscore_models, label=experiment.label,
-                                member_column=experiment.member_column, exclude=tuple(experiment.exclude),
-                                checkpoint=str(Path(base, experiment.checkpoint)) if experiment.checkpoint else None,
-                                base_dir=base)
+        train = TrainConfig(
+            lr=experiment.lr,
+            batch_size=experiment.batch_size,
+            pretrain_epochs=experiment.pretrain_epochs,
+            finetune_epochs=experiment.finetune_epochs,
+            patience=experiment.patience,
+        )
+        return ExperimentConfig(
+            dataset=resolve_dataset_path(experiment.dataset, base),
+            model=experiment.model,
+            seed=experiment.seed,
+            shadows=experiment.shadows,
+            data_root=data_root,
+            train=train,
+            memscore_models=experiment.memscore_models,
+            label=experiment.label,
+            member_column=experiment.member_column,
+            exclude=tuple(experiment.exclude),
+            checkpoint=str(Path(base, experiment.checkpoint)) if experiment.checkpoint else None,
+            base_dir=base,
+        )
     except ValueError as error:
         raise BadInputError(f"invalid option: {error}") from None
 
@@ -110,9 +122,11 @@ def parallel_map(execution: Execution, ray_address: str | None, shadows: int) ->
 
         gpus = 1.0 / (shadows + 1) if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     share = RayMap(num_cpus=execution.cpus_per_model, num_gpus=gpus)
-    cluster.check_cluster_fits([{"CPU": share.num_cpus, **({"GPU": share.num_gpus} if share.num_gpus else {})}],
-                       f"each model job (--cpus-per-model {share.num_cpus:g}, --gpus-per-model {share.num_gpus:g})",
-                       "Lower --cpus-per-model / --gpus-per-model, or pass --serial")
+    cluster.check_cluster_fits(
+        [{"CPU": share.num_cpus, **({"GPU": share.num_gpus} if share.num_gpus else {})}],
+        f"each model job (--cpus-per-model {share.num_cpus:g}, --gpus-per-model {share.num_gpus:g})",
+        "Lower --cpus-per-model / --gpus-per-model, or pass --serial",
+    )
     return share
 
 
@@ -139,9 +153,11 @@ def planned_runs(setting: Setting, pruning: PruningConfig, compare: bool) -> lis
     undefended = Setting(UNDEFENDED)
     defended = [Run(f"iterative+{setting.defense}", setting, iterative)] if setting.defense != UNDEFENDED else []
     if compare:
-        return [Run("original", undefended, None),
-                Run("one-shot", undefended, replace(pruning, one_shot=True)),
-                Run("iterative", undefended, iterative)] + defended
+        return [
+            Run("original", undefended, None),
+            Run("one-shot", undefended, replace(pruning, one_shot=True)),
+            Run("iterative", undefended, iterative),
+        ] + defended
     label = "one-shot" if pruning.one_shot else "iterative"
     return [Run(label if setting.defense == UNDEFENDED else f"{label}+{setting.defense}", setting, pruning)]
 
@@ -161,19 +177,28 @@ def metrics_table(runs: list[Run], results: list[ExperimentResult]) -> pd.DataFr
     for run, result in zip(runs, results):
         for attack, metrics in result.attacks.items():
             bound, intervals, targets = (_part(metrics, key) for key in ("epsilon_lower_bound", "intervals", "targets"))
-            rows.append({
-                "run": run.label, "defense": run.defense,
-                "sparsity": 0.0 if run.pruning is None else run.pruning.sparsity,
-                "accuracy_before": result.pretrained_accuracy, "accuracy_after": result.utility,
-                "defense_seconds": result.defense_seconds, "attack": attack,
-                **{metric: metrics[metric] for metric in METRICS},
-                **{f"{metric}_{end}": value for metric in METRICS
-                   for end, value in zip(("low", "high"), intervals[metric])},
-                "epsilon_lower_bound": bound["value"], "epsilon_delta": bound["delta"],
-                "epsilon_confidence": bound["confidence"],
-                "member_targets": targets["members"],
-                "non_member_targets": targets["non_members"],
-            })
+            rows.append(
+                {
+                    "run": run.label,
+                    "defense": run.defense,
+                    "sparsity": 0.0 if run.pruning is None else run.pruning.sparsity,
+                    "accuracy_before": result.pretrained_accuracy,
+                    "accuracy_after": result.utility,
+                    "defense_seconds": result.defense_seconds,
+                    "attack": attack,
+                    **{metric: metrics[metric] for metric in METRICS},
+                    **{
+                        f"{metric}_{end}": value
+                        for metric in METRICS
+                        for end, value in zip(("low", "high"), intervals[metric])
+                    },
+                    "epsilon_lower_bound": bound["value"],
+                    "epsilon_delta": bound["delta"],
+                    "epsilon_confidence": bound["confidence"],
+                    "member_targets": targets["members"],
+                    "non_member_targets": targets["non_members"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -209,8 +234,11 @@ def format_tables(table: pd.DataFrame) -> str:
     attacks = ordered.assign(**cells, epsilon_lb=ordered["epsilon_lower_bound"].map("{:.3f}".format))
     attacks = attacks.set_index(["attack", "run"])[[*METRICS, "epsilon_lb"]]
     bound = table.iloc[0]
-    notes = [f"{INTERVAL_NOTE}; epsilon_lb: empirical lower bound on epsilon at the attack's threshold (delta "
-             f"{bound['epsilon_delta']:g}, {bound['epsilon_confidence']:.0%} confidence)", *resolution_notes(table)]
+    notes = [
+        f"{INTERVAL_NOTE}; epsilon_lb: empirical lower bound on epsilon at the attack's threshold (delta "
+        f"{bound['epsilon_delta']:g}, {bound['epsilon_confidence']:.0%} confidence)",
+        *resolution_notes(table),
+    ]
     number = "{:.4f}".format
     return "\n".join([models.to_string(float_format=number), "", attacks.to_string(), *notes])
 
@@ -229,12 +257,17 @@ def check_result_files(prefix: str | Path) -> None:
     check_output_folder(Path(prefix).parent, [path.name for path in result_files(prefix)])
 
 
-def result_documents(config: ExperimentConfig, runs: list[Run], results: list[ExperimentResult],
-                     table: pd.DataFrame) -> list[str]:
+def result_documents(
+    config: ExperimentConfig, runs: list[Run], results: list[ExperimentResult], table: pd.DataFrame
+) -> list[str]:
     """The contents of OUT.json and OUT.csv."""
-    document = {"experiment": config.to_dict(),
-                "runs": [{"label": run.label, "pruning": None if run.pruning is None else asdict(run.pruning),
-                          **result.to_dict()} for run, result in zip(runs, results)]}
+    document = {
+        "experiment": config.to_dict(),
+        "runs": [
+            {"label": run.label, "pruning": None if run.pruning is None else asdict(run.pruning), **result.to_dict()}
+            for run, result in zip(runs, results)
+        ],
+    }
     return [json.dumps(document, indent=2, default=float), csv_text(table, index=False)]
 
 
@@ -253,8 +286,7 @@ def save_results(prefix: Path, documents: list[str]) -> str:
 
 def _write_results(prefix: Path, documents: list[str]) -> str:
     folder = create_folder(prefix.parent)
-    return wrote(*[(path, write_into(folder, path.name, text))
-                   for path, text in zip(result_files(prefix), documents)])
+    return wrote(*[(path, write_into(folder, path.name, text)) for path, text in zip(result_files(prefix), documents)])
 
 
 # --------------------------------------------------------------------------------------- wemem memscore
@@ -262,8 +294,10 @@ def _write_results(prefix: Path, documents: list[str]) -> str:
 
 def describe(scores: torch.Tensor) -> str:
     q = [float(v) for v in scores.quantile(scores.new_tensor([0.5, 0.9, 0.99]))]
-    return (f"{len(scores)} mem-scores, mean {float(scores.mean()):.4f}, "
-            f"quantiles 50% {q[0]:.4f} / 90% {q[1]:.4f} / 99% {q[2]:.4f}")
+    return (
+        f"{len(scores)} mem-scores, mean {float(scores.mean()):.4f}, "
+        f"quantiles 50% {q[0]:.4f} / 90% {q[1]:.4f} / 99% {q[2]:.4f}"
+    )
 
 
 def own_order(config: ExperimentConfig) -> str:

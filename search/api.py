@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import optuna
 import pandas as pd
@@ -36,8 +37,8 @@ from wemem.errors import WememError
 from wemem.memscore import ImportOrder
 from wemem.pipeline import ExperimentResult
 
-from .exceptions import BadInputError, InterruptedStudyError, StorageError
 from ._runs import Execution, Experiment, Run
+from .exceptions import BadInputError, InterruptedStudyError, StorageError
 from .storage._records import ReferenceRecord
 from .storage._urls import GRACE_PERIOD_S, MIN_GRACE_PERIOD_S
 from .study import LAUNCHER_RESOURCES, OpenStudy, Options, best_trials, open_study
@@ -127,7 +128,7 @@ class StudyResult:
 
         return "\n".join(summary_lines(self.opened))
 
-    def refresh(self) -> "StudyResult":
+    def refresh(self) -> StudyResult:
         return StudyResult(open_study(self.name, self.opened.options))
 
     def refuse_all_failed(self) -> None:
@@ -140,12 +141,20 @@ class StudyResult:
 
         study = self.opened.study
         # Optuna stamps trials with the launcher machine's local time, as datetime.now() does
-        ran = [t for t in study.get_trials(deepcopy=False) if self.started is not None and t.datetime_start is not None
-               and t.datetime_start >= self.started and not t.user_attrs.get(SURPLUS_ATTR)]
+        ran = [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if self.started is not None
+            and t.datetime_start is not None
+            and t.datetime_start >= self.started
+            and not t.user_attrs.get(SURPLUS_ATTR)
+        ]
         if ran and all(t.state == TrialState.FAIL for t in ran):
-            raise WememError(f"every one of the {len(ran)} trial(s) this launcher ran failed, e.g. trial "
-                             f"#{ran[0].number}: {fail_reason(ran[0])}. Fix the cause, then `wemem resume "
-                             f"{study.study_name}` (`wemem status {study.study_name}` lists each reason)")
+            raise WememError(
+                f"every one of the {len(ran)} trial(s) this launcher ran failed, e.g. trial "
+                f"#{ran[0].number}: {fail_reason(ran[0])}. Fix the cause, then `wemem resume "
+                f"{study.study_name}` (`wemem status {study.study_name}` lists each reason)"
+            )
 
 
 def definition_of(study: str | Path | StudyDefinition | Mapping[str, object]) -> StudyDefinition:
@@ -160,18 +169,31 @@ def definition_of(study: str | Path | StudyDefinition | Mapping[str, object]) ->
     raise BadInputError(f"a study is a study file path, a StudyDefinition or a dict, not a {type(study).__name__}")
 
 
-def _options(storage: str | None, cache_dir: str | Path | None, data_root: str | Path | None,
-             ray_address: str | None, resources: Mapping[str, float] | None = None, override_checks: Sequence[str] = (),
-             allow_foreign_tables: bool = False, *, stale_after: int = GRACE_PERIOD_S) -> Options:
+def _options(
+    storage: str | None,
+    cache_dir: str | Path | None,
+    data_root: str | Path | None,
+    ray_address: str | None,
+    resources: Mapping[str, float] | None = None,
+    override_checks: Sequence[str] = (),
+    allow_foreign_tables: bool = False,
+    *,
+    stale_after: int = GRACE_PERIOD_S,
+) -> Options:
     """The commands' places and this launcher's settings, each of the type the command line would give."""
     _of_type(storage, str, "storage", "a storage URL such as 'sqlite:///wemem.db'")
     _of_type(ray_address, str, "ray_address", "a Ray address: 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
     _of_type(allow_foreign_tables, bool, "allow_foreign_tables", "True or False")
-    return Options(storage=storage, cache_dir=_folder(cache_dir, "cache_dir"),
-                   data_root=_folder(data_root, "data_root"), ray_address=ray_address,
-                   stale_after=_whole_number(stale_after, "stale_after", MIN_GRACE_PERIOD_S),
-                   resources=_resources(resources), overrides=_override_names(override_checks),
-                   allow_foreign_tables=allow_foreign_tables)
+    return Options(
+        storage=storage,
+        cache_dir=_folder(cache_dir, "cache_dir"),
+        data_root=_folder(data_root, "data_root"),
+        ray_address=ray_address,
+        stale_after=_whole_number(stale_after, "stale_after", MIN_GRACE_PERIOD_S),
+        resources=_resources(resources),
+        overrides=_override_names(override_checks),
+        allow_foreign_tables=allow_foreign_tables,
+    )
 
 
 def _of_type(value: Any, kind: type | tuple[type, ...], argument: str, takes: str) -> None:
@@ -182,8 +204,9 @@ def _of_type(value: Any, kind: type | tuple[type, ...], argument: str, takes: st
 
 def _path(value: Any, argument: str) -> str | Path:
     if not isinstance(value, (str, os.PathLike)):
-        raise BadInputError(f"{argument} takes a file or folder path, a str or Path (got {type(value).__name__} "
-                         f"{value!r:.60})")
+        raise BadInputError(
+            f"{argument} takes a file or folder path, a str or Path (got {type(value).__name__} {value!r:.60})"
+        )
     return value if isinstance(value, str) else Path(value)
 
 
@@ -224,8 +247,10 @@ def _override_names(names: Sequence[str]) -> tuple[str, ...]:
         raise BadInputError(f"override_checks takes a list of check names ({', '.join(OVERRIDABLE)}), not {names!r}")
     unknown = [n for n in names if n not in OVERRIDABLE]
     if unknown:
-        raise BadInputError(f"override_checks: unknown check(s) {unknown}; the checks a user may override are "
-                         f"{', '.join(OVERRIDABLE)} (docs/validity.md)")
+        raise BadInputError(
+            f"override_checks: unknown check(s) {unknown}; the checks a user may override are "
+            f"{', '.join(OVERRIDABLE)} (docs/validity.md)"
+        )
     return tuple(names)
 
 
@@ -248,19 +273,35 @@ def _continued_by_resume(name: str) -> Iterator[None]:
         raise InterruptedStudyError(resume_advice(name, requeued), requeued) from interrupt
 
 
-def launch(study: str | Path | StudyDefinition | Mapping[str, object], *, storage: str | None = None,
-           cache_dir: str | None = None, data_root: str | None = None, ray_address: str | None = None,
-           stale_after: int = GRACE_PERIOD_S, resources: Mapping[str, float] | None = None,
-           override_checks: Sequence[str] = (), allow_foreign_tables: bool = False,
-           echo: Echo = quiet) -> StudyResult:
+def launch(
+    study: str | Path | StudyDefinition | Mapping[str, object],
+    *,
+    storage: str | None = None,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    ray_address: str | None = None,
+    stale_after: int = GRACE_PERIOD_S,
+    resources: Mapping[str, float] | None = None,
+    override_checks: Sequence[str] = (),
+    allow_foreign_tables: bool = False,
+    echo: Echo = quiet,
+) -> StudyResult:
     """Create (or continue) a study and run its trials to its budget, like ``wemem launch``; ``override_checks``
     names failed validity checks to run past, like ``--override-check`` (recorded with the study);
     ``allow_foreign_tables`` launches into a SQLite file that also holds another program's tables;
     ``stale_after``: seconds without a heartbeat after which a RUNNING trial is failed and re-queued."""
     from .execution._launcher import launch as launch_study
 
-    options = _options(storage, cache_dir, data_root, ray_address, resources, override_checks, allow_foreign_tables,
-                       stale_after=stale_after)
+    options = _options(
+        storage,
+        cache_dir,
+        data_root,
+        ray_address,
+        resources,
+        override_checks,
+        allow_foreign_tables,
+        stale_after=stale_after,
+    )
     echo = _echo(echo)
     _quiet_libraries()
     definition = definition_of(study)
@@ -269,29 +310,44 @@ def launch(study: str | Path | StudyDefinition | Mapping[str, object], *, storag
         return StudyResult(launch_study(definition, options, echo), started)
 
 
-def resume(name: str, *, n_trials: int | None = None, storage: str | None = None, cache_dir: str | None = None,
-           data_root: str | None = None, ray_address: str | None = None, stale_after: int = GRACE_PERIOD_S,
-           resources: Mapping[str, float] | None = None, override_checks: Sequence[str] = (),
-           echo: Echo = quiet) -> StudyResult:
+def resume(
+    name: str,
+    *,
+    n_trials: int | None = None,
+    storage: str | None = None,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    ray_address: str | None = None,
+    stale_after: int = GRACE_PERIOD_S,
+    resources: Mapping[str, float] | None = None,
+    override_checks: Sequence[str] = (),
+    echo: Echo = quiet,
+) -> StudyResult:
     """Continue a stored study: its remaining budget, or ``n_trials`` more, like ``wemem resume``."""
     from .execution._launcher import resume as resume_study
 
     name, echo = _study_name(name), _echo(echo)
     if n_trials is not None:
         _whole_number(n_trials, "n_trials", 1)
-    options = _options(storage, cache_dir, data_root, ray_address, resources, override_checks,
-                       stale_after=stale_after)
+    options = _options(storage, cache_dir, data_root, ray_address, resources, override_checks, stale_after=stale_after)
     _quiet_libraries()
     started = datetime.datetime.now()
     with _continued_by_resume(name):
         return StudyResult(resume_study(name, options, n_trials, echo), started)
 
 
-def results(name: str, *, storage: str | None = None, cache_dir: str | None = None,
-            data_root: str | None = None, stale_after: int = GRACE_PERIOD_S) -> StudyResult:
+def results(
+    name: str,
+    *,
+    storage: str | None = None,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    stale_after: int = GRACE_PERIOD_S,
+) -> StudyResult:
     """A stored study's results (nothing runs)."""
-    return StudyResult(open_study(_study_name(name), _options(storage, cache_dir, data_root, None,
-                                                              stale_after=stale_after)))
+    return StudyResult(
+        open_study(_study_name(name), _options(storage, cache_dir, data_root, None, stale_after=stale_after))
+    )
 
 
 def _whole_number(value: Any, argument: str, least: int) -> int:
@@ -312,18 +368,24 @@ def attack_names(attacks: AttackNames | None) -> list[str] | None:
         return parse_attack_names(attacks, ATTACKS.names())
     if isinstance(attacks, Sequence) and all(isinstance(name, str) for name in attacks):
         return parse_attack_names(",".join(attacks), ATTACKS.names())
-    raise BadInputError(f"attacks takes 'all', comma-separated names such as 'conf,lira' or a list of names "
-                     f"(got {attacks!r})")
+    raise BadInputError(
+        f"attacks takes 'all', comma-separated names such as 'conf,lira' or a list of names (got {attacks!r})"
+    )
 
 
 def _comparison(compare: tuple[str, Mapping[str, Any]] | None) -> tuple[str, dict[str, Any]] | None:
     """``compare=`` as ``--compare`` gives it: a defense name and its settings."""
     if compare is None:
         return None
-    if not (isinstance(compare, (tuple, list)) and len(compare) == 2 and isinstance(compare[0], str)
-            and isinstance(compare[1], Mapping)):
-        raise BadInputError(f"compare takes a defense name and its settings, e.g. ('rsw', {{'width_fraction': 0.3}}) "
-                         f"(got {compare!r})")
+    if not (
+        isinstance(compare, (tuple, list))
+        and len(compare) == 2
+        and isinstance(compare[0], str)
+        and isinstance(compare[1], Mapping)
+    ):
+        raise BadInputError(
+            f"compare takes a defense name and its settings, e.g. ('rsw', {{'width_fraction': 0.3}}) (got {compare!r})"
+        )
     return compare[0], dict(compare[1])
 
 
@@ -336,10 +398,20 @@ def echo_confirmation(confirmation: Confirmation, echo: Echo) -> None:
         echo(line)
 
 
-def confirm(name: str, *, top: int = 1, seeds: int = 3, attacks: AttackNames | None = None,
-            compare: tuple[str, Mapping[str, Any]] | None = None,
-            storage: str | None = None, cache_dir: str | None = None, data_root: str | None = None,
-            ray_address: str | None = None, stale_after: int = GRACE_PERIOD_S, echo: Echo = quiet) -> Confirmation:
+def confirm(
+    name: str,
+    *,
+    top: int = 1,
+    seeds: int = 3,
+    attacks: AttackNames | None = None,
+    compare: tuple[str, Mapping[str, Any]] | None = None,
+    storage: str | None = None,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    ray_address: str | None = None,
+    stale_after: int = GRACE_PERIOD_S,
+    echo: Echo = quiet,
+) -> Confirmation:
     """Re-evaluate the best ``top`` settings, the paper's default (or ``compare``, a defense and its settings)
     and the reference on ``seeds`` fresh seeds, like ``wemem confirm``; judged by the study's attacks, or by
     ``attacks`` ("all", "conf,lira" or ["conf", "lira"]). Returns the stored confirmation (``candidates`` with
@@ -357,8 +429,16 @@ def confirm(name: str, *, top: int = 1, seeds: int = 3, attacks: AttackNames | N
     return confirmation
 
 
-def export(name: str, path: str | Path, *, storage: str | None = None, cache_dir: str | None = None,
-           data_root: str | None = None, stale_after: int = GRACE_PERIOD_S, echo: Echo = quiet) -> Path:
+def export(
+    name: str,
+    path: str | Path,
+    *,
+    storage: str | None = None,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    stale_after: int = GRACE_PERIOD_S,
+    echo: Echo = quiet,
+) -> Path:
     """Write the best setting (or Pareto set) as TOML or JSON, like ``wemem export``; returns the path, and
     ``echo`` gets the line saying it was written (or replaced)."""
     from wemem.files import check_output_file, wrote
@@ -372,9 +452,18 @@ def export(name: str, path: str | Path, *, storage: str | None = None, cache_dir
     return Path(path)
 
 
-def apply(export_file: str | Path, out: str | Path, *, trial: int | None = None, cache_dir: str | None = None,
-          data_root: str | None = None, ray_address: str | None = None, parallel: bool = False,
-          echo: Echo = quiet, allow_code: bool = False) -> Mapping[str, object]:
+def apply(
+    export_file: str | Path,
+    out: str | Path,
+    *,
+    trial: int | None = None,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    ray_address: str | None = None,
+    parallel: bool = False,
+    echo: Echo = quiet,
+    allow_code: bool = False,
+) -> Mapping[str, object]:
     """Rebuild, save and re-evaluate an exported setting, like ``wemem apply --out OUT``: in this process, or
     with ``parallel=True`` as Ray tasks (Ray started here, or joined at ``ray_address``), as the command does.
     Returns the evaluation written to ``OUT/evaluation.json``. Plug-in code the export names runs only with
@@ -396,20 +485,30 @@ def apply(export_file: str | Path, out: str | Path, *, trial: int | None = None,
     load_export(export_file, trial, allow_code=allow_code)
     if parallel:
         cluster.init_ray(options.ray_address)
-    return apply_export(export_file, out, cache, options.data_root, trial, cluster.task_share if parallel else None,
-                        echo, allow_code)
+    return apply_export(
+        export_file, out, cache, options.data_root, trial, cluster.task_share if parallel else None, echo, allow_code
+    )
 
 
-def report(name: str, out: str | Path, *, storage: str | None = None, cache_dir: str | None = None,
-           data_root: str | None = None, stale_after: int = GRACE_PERIOD_S, echo: Echo = quiet) -> list[Path]:
+def report(
+    name: str,
+    out: str | Path,
+    *,
+    storage: str | None = None,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    stale_after: int = GRACE_PERIOD_S,
+    echo: Echo = quiet,
+) -> list[Path]:
     """Write a study's audit into the folder ``out``, like ``wemem report``: report.html, report.json, the trials
     table and the plots; returns the files written, and ``echo`` gets a line per file and per thing it lacks."""
     from .results._report import check_report_out, write_report
 
     name, echo = _study_name(name), _echo(echo)
     check_report_out(_path(out, "out"))  # before the storage is opened
-    return write_report(open_study(name, _options(storage, cache_dir, data_root, None, stale_after=stale_after)),
-                        out, echo)
+    return write_report(
+        open_study(name, _options(storage, cache_dir, data_root, None, stale_after=stale_after)), out, echo
+    )
 
 
 # --------------------------------------------------------------------------------------- wemem status
@@ -466,12 +565,19 @@ class StudyListing:
 
         names = ", ".join(study.name for study in self.studies) or "none"
         return [f"studies in {self.storage}: {names}"] + [
-            line for study in self.studies
-            for line in (study.lines() if isinstance(study, ForeignStudy) else summary_lines(study.opened)[:3])]
+            line
+            for study in self.studies
+            for line in (study.lines() if isinstance(study, ForeignStudy) else summary_lines(study.opened)[:3])
+        ]
 
 
-def studies(*, storage: str | None = None, cache_dir: str | None = None, data_root: str | None = None,
-            stale_after: int = GRACE_PERIOD_S) -> StudyListing:
+def studies(
+    *,
+    storage: str | None = None,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    stale_after: int = GRACE_PERIOD_S,
+) -> StudyListing:
     """Every study of the storage, like ``wemem status`` without a name (nothing runs)."""
     from .storage._records import NotAWememStudy, study_names
     from .storage._urls import redact
@@ -491,8 +597,14 @@ def studies(*, storage: str | None = None, cache_dir: str | None = None, data_ro
     return StudyListing(redact(options.storage_url), tuple(listed(name) for name in study_names(opened_storage)))
 
 
-def status(name: str, *, storage: str | None = None, cache_dir: str | None = None, data_root: str | None = None,
-           stale_after: int = GRACE_PERIOD_S) -> StudyStatus:
+def status(
+    name: str,
+    *,
+    storage: str | None = None,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    stale_after: int = GRACE_PERIOD_S,
+) -> StudyStatus:
     """A stored study's summary and trials, like ``wemem status NAME`` (nothing runs)."""
     from .storage._heartbeat import running_trial_health
 
@@ -500,16 +612,25 @@ def status(name: str, *, storage: str | None = None, cache_dir: str | None = Non
     return StudyStatus(study, running_trial_health(study.opened.study, study.opened.storage))
 
 
-def trial_status(name: str, number: int, *, storage: str | None = None, cache_dir: str | None = None,
-                 data_root: str | None = None, stale_after: int = GRACE_PERIOD_S) -> TrialStatus:
+def trial_status(
+    name: str,
+    number: int,
+    *,
+    storage: str | None = None,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    stale_after: int = GRACE_PERIOD_S,
+) -> TrialStatus:
     """One trial of a stored study in detail, like ``wemem status NAME --trial N``."""
     if isinstance(number, bool) or not isinstance(number, int):
         raise BadInputError(f"number takes a trial number (got {number!r})")
     study = results(name, storage=storage, cache_dir=cache_dir, data_root=data_root, stale_after=stale_after)
     trials = {trial.number: trial for trial in study.opened.study.get_trials(deepcopy=False)}
     if number not in trials:
-        raise BadInputError(f"study {name!r} has no trial #{number}; its trials are numbered 0.."
-                            f"{max(trials, default=-1)} (see `wemem status {name}`)")
+        raise BadInputError(
+            f"study {name!r} has no trial #{number}; its trials are numbered 0.."
+            f"{max(trials, default=-1)} (see `wemem status {name}`)"
+        )
     return TrialStatus(study, trials[number])
 
 
@@ -527,8 +648,9 @@ class DeletedStudy:
         return f"deleted study {self.name!r} from {self.storage}"
 
 
-def delete(name: str, *, yes: bool = False, force: bool = False, storage: str | None = None,
-           stale_after: int = GRACE_PERIOD_S) -> DeletedStudy:
+def delete(
+    name: str, *, yes: bool = False, force: bool = False, storage: str | None = None, stale_after: int = GRACE_PERIOD_S
+) -> DeletedStudy:
     """Delete a stored study and all its trials, like ``wemem delete``: only with ``yes=True`` (``--yes``), and
     while a launcher runs it (its RUNNING trials have fresh heartbeats) only with ``force=True``."""
     from .storage._heartbeat import running_trial_health
@@ -543,14 +665,18 @@ def delete(name: str, *, yes: bool = False, force: bool = False, storage: str | 
     stored_definition(name, opened_storage)  # names the known studies when it does not exist
     where = redact(options.storage_url)
     if not yes:
-        raise BadInputError(f"deleting study {name!r} removes all its trials from {where} for good; run `wemem "
-                            f"delete {name} --yes` to confirm (export it first if you need it)")
+        raise BadInputError(
+            f"deleting study {name!r} removes all its trials from {where} for good; run `wemem "
+            f"delete {name} --yes` to confirm (export it first if you need it)"
+        )
     study = optuna.load_study(study_name=name, storage=opened_storage)
     live = [number for number, dead in running_trial_health(study, opened_storage).items() if dead is None]
     if live and not force:
-        raise BadInputError(f"study {name!r} is being run: trial(s) {live} are RUNNING with fresh heartbeats, so a "
-                            "launcher is alive and would fail on the deleted study. Stop it first (Ctrl-C or kill "
-                            "-TERM lets it re-queue its trials), or pass --force to delete it anyway")
+        raise BadInputError(
+            f"study {name!r} is being run: trial(s) {live} are RUNNING with fresh heartbeats, so a "
+            "launcher is alive and would fail on the deleted study. Stop it first (Ctrl-C or kill "
+            "-TERM lets it re-queue its trials), or pass --force to delete it anyway"
+        )
     optuna.delete_study(study_name=name, storage=opened_storage)
     return DeletedStudy(name, where)
 
@@ -569,12 +695,25 @@ class RunResult:
     saved: str
 
 
-def run(experiment: Experiment = _EXPERIMENT, *, defense: str = UNDEFENDED,
-        settings: Mapping[str, object] | None = None, sparsity: float = _PRUNING.sparsity,
-        steps: int = _PRUNING.steps, one_shot: bool = False, compare: bool = False,
-        attacks: AttackNames | None = None, adaptive: bool = True, out: str | Path = "wemem-run",
-        execution: Execution = _EXECUTION, override_checks: Sequence[str] = (), cache_dir: str | None = None,
-        data_root: str | None = None, ray_address: str | None = None, echo: Echo = quiet) -> RunResult:
+def run(
+    experiment: Experiment = _EXPERIMENT,
+    *,
+    defense: str = UNDEFENDED,
+    settings: Mapping[str, object] | None = None,
+    sparsity: float = _PRUNING.sparsity,
+    steps: int = _PRUNING.steps,
+    one_shot: bool = False,
+    compare: bool = False,
+    attacks: AttackNames | None = None,
+    adaptive: bool = True,
+    out: str | Path = "wemem-run",
+    execution: Execution = _EXECUTION,
+    override_checks: Sequence[str] = (),
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    ray_address: str | None = None,
+    echo: Echo = quiet,
+) -> RunResult:
     """Prune the victim and its shadows with one defense setting, attack, and save the full metrics table as
     ``out``.json and ``out``.csv, like ``wemem run``; ``compare`` puts the undefended original, one-shot and
     iterative pruning beside it. Judged by every attack unless ``attacks`` names some; ``adaptive=False`` prunes
@@ -585,9 +724,18 @@ def run(experiment: Experiment = _EXPERIMENT, *, defense: str = UNDEFENDED,
     from wemem.pipeline import run_experiment
     from wemem.validity import apply_overrides, require_valid
 
+    from ._runs import (
+        check_result_files,
+        experiment_config,
+        format_tables,
+        metrics_table,
+        parallel_map,
+        planned_runs,
+        pruning_config,
+        result_documents,
+        save_results,
+    )
     from .results._text import timing_lines
-    from ._runs import (check_result_files, experiment_config, format_tables, metrics_table, parallel_map,
-                       planned_runs, pruning_config, result_documents, save_results)
     from .study import resolve_cache_dir
 
     echo, overrides = _echo(echo), _override_names(override_checks)
@@ -654,9 +802,16 @@ def _memscore_cache(cache_dir: str | Path | None, installs: bool) -> str:
     return cache
 
 
-def memscore_compute(experiment: Experiment | str | Path = _EXPERIMENT, *, out: str | Path | None = None,
-                     execution: Execution = _EXECUTION, cache_dir: str | None = None, data_root: str | None = None,
-                     ray_address: str | None = None, echo: Echo = quiet) -> MemScores:
+def memscore_compute(
+    experiment: Experiment | str | Path = _EXPERIMENT,
+    *,
+    out: str | Path | None = None,
+    execution: Execution = _EXECUTION,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    ray_address: str | None = None,
+    echo: Echo = quiet,
+) -> MemScores:
     """Train the experiment's mem-score models (complementary halves of its training pool) and cache the scores,
     like ``wemem memscore compute``; ``experiment`` may be a study file, whose cache they then land in; ``out``
     also writes them as CSV."""
@@ -682,9 +837,15 @@ def memscore_compute(experiment: Experiment | str | Path = _EXPERIMENT, *, out: 
     return MemScores(scores, target)
 
 
-def memscore_import(file: str | Path, experiment: Experiment | str | Path = _EXPERIMENT, *,
-                    order: ImportOrder = "auto", cache_dir: str | None = None, data_root: str | None = None,
-                    echo: Echo = quiet) -> MemScores:
+def memscore_import(
+    file: str | Path,
+    experiment: Experiment | str | Path = _EXPERIMENT,
+    *,
+    order: ImportOrder = "auto",
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    echo: Echo = quiet,
+) -> MemScores:
     """Check a mem-score CSV against the experiment's dataset (length, values, row order) and install it in the
     cache, like ``wemem memscore import FILE``; ``order`` says the row order of a CSV without wemem's header."""
     from wemem.assets import import_memscores, memscore_path
@@ -700,8 +861,14 @@ def memscore_import(file: str | Path, experiment: Experiment | str | Path = _EXP
     return MemScores(scores, target)
 
 
-def memscore_export(out: str | Path, experiment: Experiment | str | Path = _EXPERIMENT, *,
-                    cache_dir: str | None = None, data_root: str | None = None, echo: Echo = quiet) -> MemScores:
+def memscore_export(
+    out: str | Path,
+    experiment: Experiment | str | Path = _EXPERIMENT,
+    *,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    echo: Echo = quiet,
+) -> MemScores:
     """Write the experiment's cached mem-scores as CSV with wemem's order header, like ``wemem memscore export``."""
     from wemem.assets import memscore_path
     from wemem.files import check_output_file
@@ -715,15 +882,48 @@ def memscore_export(out: str | Path, experiment: Experiment | str | Path = _EXPE
     config = _memscore_experiment(experiment, data_root)
     source = memscore_path(config, cache)
     if not source.exists():
-        raise BadInputError(f"no cached mem-scores for {config.dataset}/{config.model} seed {config.seed} in "
-                            f"{cache}; run `wemem memscore compute` (with the same options) first")
+        raise BadInputError(
+            f"no cached mem-scores for {config.dataset}/{config.model} seed {config.seed} in "
+            f"{cache}; run `wemem memscore compute` (with the same options) first"
+        )
     scores = read_memscores_csv(source)
     echo(f"exported {describe(scores)}: {write_scores_out(scores, Path(out), config)}")
     return MemScores(scores, Path(out))
 
 
-__all__ = ["AttackNames", "BadInputError", "DeletedStudy", "Execution", "Experiment", "ForeignStudy",
-           "InterruptedStudyError", "MemScores", "RunResult", "StorageError", "StudyListing", "StudyResult",
-           "StudyStatus", "TrialStatus", "WememError", "apply", "attack_names", "confirm", "definition_of", "delete",
-           "echo_confirmation", "export", "launch", "memscore_compute", "memscore_export", "memscore_import", "report",
-           "results", "resume", "resume_advice", "run", "status", "studies", "trial_status"]
+__all__ = [
+    "AttackNames",
+    "BadInputError",
+    "DeletedStudy",
+    "Execution",
+    "Experiment",
+    "ForeignStudy",
+    "InterruptedStudyError",
+    "MemScores",
+    "RunResult",
+    "StorageError",
+    "StudyListing",
+    "StudyResult",
+    "StudyStatus",
+    "TrialStatus",
+    "WememError",
+    "apply",
+    "attack_names",
+    "confirm",
+    "definition_of",
+    "delete",
+    "echo_confirmation",
+    "export",
+    "launch",
+    "memscore_compute",
+    "memscore_export",
+    "memscore_import",
+    "report",
+    "results",
+    "resume",
+    "resume_advice",
+    "run",
+    "status",
+    "studies",
+    "trial_status",
+]

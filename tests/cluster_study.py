@@ -37,8 +37,9 @@ def main(workdir: Path) -> None:
     from search.studyfile import parse_study
     from wemem.assets import cache_path
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 2,
-                                                           "object_store_memory": 128 * 1024**2})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 2, "object_store_memory": 128 * 1024**2}
+    )
     cluster.add_node(num_cpus=2, num_gpus=2, object_store_memory=128 * 1024**2)
     cluster.wait_for_nodes()
     os.environ["RAY_ADDRESS"] = cluster.address  # attach like after `ray start`: no --ray-address given
@@ -58,16 +59,20 @@ def main(workdir: Path) -> None:
     options = Options(storage=f"sqlite:///{workdir / 'wemem.db'}", cache_dir=str(workdir / "cache"))
     study = launch(definition, options, echo=lambda message: None).study
     trials = study.get_trials(deepcopy=False)
-    print(json.dumps({
-        "ray_nodes": len([n for n in ray.nodes() if n["Alive"]]),
-        "cluster_address": cluster.address,
-        "deleted": deleted,
-        "cache_recreated": any(Path(folder).exists() for folder in deleted),
-        "states": [t.state.name for t in trials],
-        "shared_work_jobs": study.user_attrs.get("shared_work_jobs", []),
-        "trial_jobs": [t.user_attrs.get("jobs", []) for t in trials],
-        "fingerprint": study.user_attrs.get("assets_fingerprint"),
-    }))
+    print(
+        json.dumps(
+            {
+                "ray_nodes": len([n for n in ray.nodes() if n["Alive"]]),
+                "cluster_address": cluster.address,
+                "deleted": deleted,
+                "cache_recreated": any(Path(folder).exists() for folder in deleted),
+                "states": [t.state.name for t in trials],
+                "shared_work_jobs": study.user_attrs.get("shared_work_jobs", []),
+                "trial_jobs": [t.user_attrs.get("jobs", []) for t in trials],
+                "fingerprint": study.user_attrs.get("assets_fingerprint"),
+            }
+        )
+    )
     ray.shutdown()
     cluster.shutdown()
 

@@ -19,8 +19,7 @@ TINY_TRAIN = TrainConfig(pretrain_epochs=6, finetune_epochs=3, patience=2)
 
 @pytest.fixture(scope="session")
 def tiny_config() -> ExperimentConfig:
-    return ExperimentConfig(dataset="digits", model="columnfc", seed=7, shadows=2, train=TINY_TRAIN,
-                            memscore_models=2)
+    return ExperimentConfig(dataset="digits", model="columnfc", seed=7, shadows=2, train=TINY_TRAIN, memscore_models=2)
 
 
 @pytest.fixture(scope="session")

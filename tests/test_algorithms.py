@@ -11,15 +11,20 @@ import torch
 from torch import nn
 
 from wemem.data import SPLIT_VERSION, StudySplit, load_dataset, make_study_split, population_size
-from wemem.defenses.wemem import (epochs_per_sample, ranked_class_lists, risk_split, sliding_window,
-                                  tau_from_risky_fraction, window_sizes)
+from wemem.defenses.wemem import (
+    epochs_per_sample,
+    ranked_class_lists,
+    risk_split,
+    sliding_window,
+    tau_from_risky_fraction,
+    window_sizes,
+)
 from wemem.errors import WememError
 from wemem.memscore import combine_memscores, pair_halves
 from wemem.metrics import balanced_accuracy, best_threshold
 from wemem.models import build_model, prunable_parameters
 from wemem.pruning import dense_masks, layer_sparsity, magnitude_mask, prune_to, round_sparsity, sparsity_schedule
 from wemem.training import EarlyStopping
-
 
 # ------------------------------------------------------------------------------------------- pruning
 
@@ -167,8 +172,11 @@ def test_study_split_sizes_and_disjointness():
     assert all(i >= pools.n_train for i in split.population.tolist())  # held out of E
     assert not used & set(split.population.tolist())  # never trained, selected or attacked on
     again = make_study_split(pools, seed=7, shadows=3)  # seeded: identical
-    assert all(torch.equal(a, b) for (_, x), (_, y) in zip(split.models(), again.models())
-               for a, b in zip((x.train, x.dev, x.test), (y.train, y.dev, y.test)))
+    assert all(
+        torch.equal(a, b)
+        for (_, x), (_, y) in zip(split.models(), again.models())
+        for a, b in zip((x.train, x.dev, x.test), (y.train, y.dev, y.test))
+    )
     assert torch.equal(split.population, again.population)
 
 

@@ -7,9 +7,10 @@ import dataclasses
 import json
 import shutil
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -20,8 +21,13 @@ from search.cli import main
 from search.confirm import REFERENCE, Candidate, Confirmation, Reported, SeedResult, Suite, confirm_with
 from search.confirm._candidates import DEFAULT
 from search.confirm._statistics import comparison_verdict
-from search.results._apply import (ConfirmedFigures, apply_spec, evaluation_document, evaluation_lines,
-                                  read_checked_export)
+from search.results._apply import (
+    ConfirmedFigures,
+    apply_spec,
+    evaluation_document,
+    evaluation_lines,
+    read_checked_export,
+)
 from search.results._text import confirmed_lines
 from search.studyfile import parse_study
 from wemem.attacks import ATTACKS
@@ -52,17 +58,22 @@ class Calls:
 def fake_summary() -> Confirmation:
     """A confirmation of a tuned trial and the paper's default against the reference on three seeds, as
     ``confirm_study`` returns it (verdict included)."""
-    chosen = [Candidate(REFERENCE, "none", {}),
-              Candidate("trial 3", "rsw", {"width_fraction": 0.3}, 3, Reported(0.9, 0.52, 0.5)),
-              Candidate("trial 0", "rsw", {"width_fraction": 0.5}, 0, Reported(0.9, 0.56, 0.5), DEFAULT)]
+    chosen = [
+        Candidate(REFERENCE, "none", {}),
+        Candidate("trial 3", "rsw", {"width_fraction": 0.3}, 3, Reported(0.9, 0.52, 0.5)),
+        Candidate("trial 0", "rsw", {"width_fraction": 0.5}, 0, Reported(0.9, 0.56, 0.5), DEFAULT),
+    ]
     leakage = {REFERENCE: 0.62, "trial 3": 0.55, "trial 0": 0.58}
 
     def evaluate(jobs: list[tuple[Candidate, int]]) -> Iterator[tuple[int, SeedResult]]:
         for i, (candidate, seed) in enumerate(jobs):
             yield i, SeedResult(0.9 - seed * 1e-6, leakage[candidate.label] + (seed % 7) * 1e-3, "conf")
 
-    summary = dataclasses.replace(confirm_with(chosen, [1007, 2007, 3007], evaluate, delta=0.05),
-                                  metric="balanced_accuracy", suite=Suite(("conf", "entr")))
+    summary = dataclasses.replace(
+        confirm_with(chosen, [1007, 2007, 3007], evaluate, delta=0.05),
+        metric="balanced_accuracy",
+        suite=Suite(("conf", "entr")),
+    )
     return dataclasses.replace(summary, verdict=comparison_verdict(summary))
 
 
@@ -76,31 +87,37 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
     return recorded
 
 
-@pytest.mark.parametrize("attacks, judges", [
-    ("all", ATTACKS.names()),
-    ("conf, lira", ["conf", "lira"]),
-    (["conf"], ["conf"]),
-    (("conf", "entr", "conf"), ["conf", "entr"]),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "attacks, judges",
+    [
+        ("all", ATTACKS.names()),
+        ("conf, lira", ["conf", "lira"]),
+        (["conf"], ["conf"]),
+        (("conf", "entr", "conf"), ["conf", "entr"]),
+        (None, None),
+    ],
+)
 def test_attacks_are_read_as_the_command_line_reads_them(calls: Calls, attacks: Any, judges: list[str] | None):
     api.confirm("tiny", attacks=attacks, top=2, seeds=4)
     assert calls.confirmed == [{"opened": "opened tiny", "top": 2, "seeds": 4, "attacks": judges, "compare": None}]
 
 
-@pytest.mark.parametrize("arguments, named", [
-    ({"attacks": 3}, "attacks takes 'all', comma-separated names"),
-    ({"attacks": [1, 2]}, "attacks takes"),
-    ({"attacks": "nosuch"}, "nosuch"),
-    ({"attacks": ""}, "no attack named"),
-    ({"top": "2"}, "top takes a whole number >= 1 (got '2')"),
-    ({"top": 0}, "top takes a whole number >= 1"),
-    ({"seeds": 0}, "seeds takes a whole number >= 2 (got 0)"),
-    ({"seeds": True}, "seeds takes a whole number >= 2 (got True)"),
-    ({"seeds": 2.0}, "seeds takes a whole number"),
-    ({"compare": "rsw"}, "compare takes a defense name and its settings"),
-    ({"echo": "print"}, "echo takes a function"),
-])
+@pytest.mark.parametrize(
+    "arguments, named",
+    [
+        ({"attacks": 3}, "attacks takes 'all', comma-separated names"),
+        ({"attacks": [1, 2]}, "attacks takes"),
+        ({"attacks": "nosuch"}, "nosuch"),
+        ({"attacks": ""}, "no attack named"),
+        ({"top": "2"}, "top takes a whole number >= 1 (got '2')"),
+        ({"top": 0}, "top takes a whole number >= 1"),
+        ({"seeds": 0}, "seeds takes a whole number >= 2 (got 0)"),
+        ({"seeds": True}, "seeds takes a whole number >= 2 (got True)"),
+        ({"seeds": 2.0}, "seeds takes a whole number"),
+        ({"compare": "rsw"}, "compare takes a defense name and its settings"),
+        ({"echo": "print"}, "echo takes a function"),
+    ],
+)
 def test_bad_arguments_are_refused_before_anything_is_opened(calls: Calls, arguments: dict[str, Any], named: str):
     with pytest.raises(WememError, match=named.replace("(", r"\(").replace(")", r"\)")):
         api.confirm("tiny", **arguments)
@@ -116,7 +133,8 @@ def test_bad_arguments_of_resume_and_apply_are_refused_before_any_work(tmp_path:
 
 
 def test_the_closing_summary_is_printed_by_one_function_for_the_command_and_the_api(
-        calls: Calls, capsys: pytest.CaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    calls: Calls, capsys: pytest.CaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.chdir(tmp_path)  # the command's default storage is a file here (never opened: open_study is stood in)
     summary = calls.summary
     expected = confirmed_lines(summary)
@@ -168,14 +186,22 @@ def hand_export(folder: Path, encoding: dict[str, Any], **sections: Any) -> Path
     """An export of the study as `wemem export` writes one (its defining sections, encoding and best trial)."""
     definition = parse_study(STUDY, "study.toml")
     document = {
-        "study": definition.name, "seed": definition.study.seed, "model": definition.model.name,
-        "dataset": definition.data.model_dump(exclude_none=True), "objective": definition.objective.model_dump(),
-        "training": definition.training.model_dump(), "pruning": definition.pruning.model_dump(),
-        "memscore": definition.memscore.model_dump(), "attacks": definition.attacks.model_dump(),
+        "study": definition.name,
+        "seed": definition.study.seed,
+        "model": definition.model.name,
+        "dataset": definition.data.model_dump(exclude_none=True),
+        "objective": definition.objective.model_dump(),
+        "training": definition.training.model_dump(),
+        "pruning": definition.pruning.model_dump(),
+        "memscore": definition.memscore.model_dump(),
+        "attacks": definition.attacks.model_dump(),
         "encoding": encoding,
-        "best": {"trial_number": 3, "defense": "rsw",
-                 "settings": {"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.03},
-                 "metrics": {"test_accuracy": 0.9, "privacy": 0.52, "privacy_se": 0.02, "strongest_attack": "conf"}},
+        "best": {
+            "trial_number": 3,
+            "defense": "rsw",
+            "settings": {"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.03},
+            "metrics": {"test_accuracy": 0.9, "privacy": 0.52, "privacy_se": 0.02, "strongest_attack": "conf"},
+        },
         **sections,
     }
     path = folder / "best.toml"
@@ -225,8 +251,9 @@ def confirmation_section(summary: Confirmation | dict[str, Any], **fields: Any) 
 def fake_outcome() -> Any:
     victim = SimpleNamespace(layer_sparsity={"fc1.weight": 0.5})
     attacks = {"conf": {"balanced_accuracy": 0.55, "auc": 0.57}}
-    return SimpleNamespace(utility=0.88, privacy=0.55, strongest_attack="conf",
-                           result=SimpleNamespace(victim=victim, attacks=attacks))
+    return SimpleNamespace(
+        utility=0.88, privacy=0.55, strongest_attack="conf", result=SimpleNamespace(victim=victim, attacks=attacks)
+    )
 
 
 def test_evaluation_holds_the_reproduced_search_and_confirmed_figures_each_labelled(folder: Path):
@@ -234,8 +261,15 @@ def test_evaluation_holds_the_reproduced_search_and_confirmed_figures_each_label
     encoding = parse_study(STUDY, "study.toml").experiment().load_pools().encoding
     exported = read_checked_export(hand_export(folder, encoding, confirmation=confirmation_section(summary)))
     evaluation = evaluation_document(exported.record, fake_outcome(), exported.confirmed)
-    assert set(evaluation) == {"defense", "settings", "trial_number", "layer_sparsity", "reproduced", "search",
-                               "confirmed"}
+    assert set(evaluation) == {
+        "defense",
+        "settings",
+        "trial_number",
+        "layer_sparsity",
+        "reproduced",
+        "search",
+        "confirmed",
+    }
     assert evaluation["reproduced"]["test_accuracy"] == 0.88 and evaluation["reproduced"]["attacks"]["conf"]
     assert "this apply" in evaluation["reproduced"]["what"]
     assert evaluation["search"]["privacy"] == 0.52 and evaluation["search"]["privacy_se"] == 0.02
@@ -412,10 +446,10 @@ def test_an_export_is_written_byte_for_byte_as_before_and_reads_back_as_written(
     assert json.loads((tmp_path / "best.json").read_text()) == tomllib.loads(WRITTEN_EXPORT) == document.to_json()
     (tmp_path / "sent.toml").write_text(WRITTEN_EXPORT)
     exported = read_checked_export(tmp_path / "sent.toml")
-    assert exported.record.number == 0 and exported.record.setting == Setting("rmr", {"lambda_mem": 0.1,
-                                                                                      "risky_fraction": 0.2})
-    assert exported.record.metrics == {"test_accuracy": 0.9, "privacy": 0.55, "strongest_attack": "conf",
-                                       "attacks": {}}
+    assert exported.record.number == 0 and exported.record.setting == Setting(
+        "rmr", {"lambda_mem": 0.1, "risky_fraction": 0.2}
+    )
+    assert exported.record.metrics == {"test_accuracy": 0.9, "privacy": 0.55, "strongest_attack": "conf", "attacks": {}}
     sections = ("data", "model", "training", "pruning", "memscore", "objective", "attacks")
     experiment = lambda d: [d.study.seed] + [getattr(d, section).model_dump() for section in sections]  # noqa: E731
     assert experiment(exported.definition) == experiment(opened.definition)

@@ -16,10 +16,14 @@ from search.cli import main
 from search.exceptions import BadInputError, InterruptedStudyError, StorageError
 from wemem.errors import WememError
 
-STUDY = {"study": {"name": "base", "n_trials": 2, "sampler": "random"}, "data": {"shadows": 2},
-         "training": {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 1},
-         "pruning": {"sparsity": 0.6, "steps": 1}, "memscore": {"models": 2},
-         "search": {"defenses": ["rmr"], "enqueue_reference": False}}
+STUDY = {
+    "study": {"name": "base", "n_trials": 2, "sampler": "random"},
+    "data": {"shadows": 2},
+    "training": {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 1},
+    "pruning": {"sparsity": 0.6, "steps": 1},
+    "memscore": {"models": 2},
+    "search": {"defenses": ["rmr"], "enqueue_reference": False},
+}
 
 
 @pytest.fixture
@@ -44,14 +48,29 @@ class Calls:
         def called(*args: Any, **kwargs: Any) -> Any:
             self.made.append((name, args, kwargs))
             raise WememError("stood in")
+
         return called
 
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
     recorded = Calls()
-    for name in ("launch", "resume", "studies", "status", "trial_status", "export", "apply", "report", "delete",
-                 "confirm", "run", "memscore_compute", "memscore_import", "memscore_export"):
+    for name in (
+        "launch",
+        "resume",
+        "studies",
+        "status",
+        "trial_status",
+        "export",
+        "apply",
+        "report",
+        "delete",
+        "confirm",
+        "run",
+        "memscore_compute",
+        "memscore_import",
+        "memscore_export",
+    ):
         monkeypatch.setattr(api, name, recorded.stand_in(name))
     return recorded
 
@@ -63,13 +82,21 @@ COMMANDS = [
     (["status", "base"], "status", ("base",), {"stale_after": 30}),
     (["status", "base", "--trial", "1"], "trial_status", ("base", 1), {}),
     (["export", "base", "--out", "best.toml"], "export", ("base", "best.toml"), {}),
-    (["apply", "best.toml", "--out", "applied", "--allow-code"], "apply", ("best.toml", "applied"),
-     {"allow_code": True, "parallel": True}),
+    (
+        ["apply", "best.toml", "--out", "applied", "--allow-code"],
+        "apply",
+        ("best.toml", "applied"),
+        {"allow_code": True, "parallel": True},
+    ),
     (["report", "base", "--out", "audit"], "report", ("base", "audit"), {}),
     (["delete", "base", "--yes"], "delete", ("base",), {"yes": True, "force": False}),
     (["confirm", "base", "--seeds", "4", "--attacks", "conf"], "confirm", ("base",), {"seeds": 4, "attacks": "conf"}),
-    (["run", "--defense", "rmr", "--settings", "lambda_mem=0.1"], "run", (),
-     {"defense": "rmr", "settings": {"lambda_mem": 0.1}, "adaptive": True}),
+    (
+        ["run", "--defense", "rmr", "--settings", "lambda_mem=0.1"],
+        "run",
+        (),
+        {"defense": "rmr", "settings": {"lambda_mem": 0.1}, "adaptive": True},
+    ),
     (["memscore", "compute", "--serial"], "memscore_compute", (), {"out": None}),
     (["memscore", "import", "scores.csv", "--order", "ours"], "memscore_import", ("scores.csv",), {"order": "ours"}),
     (["memscore", "export", "--out", "scores.csv"], "memscore_export", ("scores.csv",), {}),
@@ -77,12 +104,13 @@ COMMANDS = [
 
 
 @pytest.mark.parametrize("argv, function, args, kwargs", COMMANDS, ids=[" ".join(c[0][:2]) for c in COMMANDS])
-def test_each_command_calls_its_api_function(argv: list[str], function: str, args: tuple[Any, ...],
-                                             kwargs: dict[str, Any], calls: Calls, capsys):
+def test_each_command_calls_its_api_function(
+    argv: list[str], function: str, args: tuple[Any, ...], kwargs: dict[str, Any], calls: Calls, capsys
+):
     assert main([*argv, "--storage", "sqlite:///x.db"]) == 2
     assert capsys.readouterr().err == "error: stood in\n"
     [(name, passed, keywords)] = calls.made
-    assert name == function and passed[:len(args)] == args
+    assert name == function and passed[: len(args)] == args
     assert {key: keywords[key] for key in kwargs} == kwargs
 
 
@@ -106,8 +134,11 @@ def test_status_listing_trial_and_delete_return_what_the_command_prints(stored: 
     detail = api.trial_status("base", 0, storage=stored)
     assert isinstance(detail, api.TrialStatus) and detail.trial.number == 0
 
-    for argv, shown in ((["status"], listing), (["status", "base"], status), (["status", "base", "--trial", "0"],
-                                                                           detail)):
+    for argv, shown in (
+        (["status"], listing),
+        (["status", "base"], status),
+        (["status", "base", "--trial", "0"], detail),
+    ):
         assert main([*argv, "--storage", stored]) == 0
         assert capsys.readouterr().out.splitlines() == shown.lines()
 
@@ -125,8 +156,9 @@ def test_export_and_report_write_their_files_and_echo_what_the_command_prints(st
     assert (tmp_path / "audit" / "report.html") in written and all(p.is_file() for p in written)
 
 
-def test_memscore_export_without_cached_scores_names_the_compute_command(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch):
+def test_memscore_export_without_cached_scores_names_the_compute_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(BadInputError, match="run `wemem memscore compute`"):
         api.memscore_export(tmp_path / "scores.csv", api.Experiment(), cache_dir=str(tmp_path / "cache"))
@@ -142,15 +174,18 @@ def test_the_kinds_are_wemem_errors_and_exported_from_the_api_and_the_package():
     assert issubclass(InterruptedStudyError, KeyboardInterrupt)  # code that stops on Ctrl-C still stops
 
 
-@pytest.mark.parametrize("call", [
-    lambda: api.launch("s.toml", storage=5),
-    lambda: api.resume("base", n_trials=0),
-    lambda: api.status(7),
-    lambda: api.delete("base", yes="yes"),
-    lambda: api.run(api.Experiment(), attacks=3),
-    lambda: api.run(api.Experiment(), steps=0, out="/tmp/wemem-never-written"),
-    lambda: api.memscore_import(3),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: api.launch("s.toml", storage=5),
+        lambda: api.resume("base", n_trials=0),
+        lambda: api.status(7),
+        lambda: api.delete("base", yes="yes"),
+        lambda: api.run(api.Experiment(), attacks=3),
+        lambda: api.run(api.Experiment(), steps=0, out="/tmp/wemem-never-written"),
+        lambda: api.memscore_import(3),
+    ],
+)
 def test_bad_arguments_are_bad_input(call: Callable[[], Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(BadInputError):
@@ -166,7 +201,8 @@ def test_a_missing_or_foreign_storage_is_a_storage_error(tmp_path: Path):
 
 
 def test_an_interrupted_launcher_is_an_interrupted_study_error_naming_its_resume(
-        stored: str, monkeypatch: pytest.MonkeyPatch, capsys):
+    stored: str, monkeypatch: pytest.MonkeyPatch, capsys
+):
     import search.execution._launcher
     from search.execution._tune import Interrupted
 
@@ -180,4 +216,5 @@ def test_an_interrupted_launcher_is_an_interrupted_study_error_naming_its_resume
     assert main(["resume", "base", "--storage", stored]) == 130
     assert capsys.readouterr().err.strip() == (
         "interrupted; finished trials are stored. Running trial(s) [1] were failed and their settings re-queued. "
-        "Continue with `wemem resume base`.")
+        "Continue with `wemem resume base`."
+    )

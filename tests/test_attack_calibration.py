@@ -25,7 +25,7 @@ from wemem.attacks.rmia import Rmia
 from wemem.metrics import balanced_accuracy, best_threshold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from synthetic import membership_signal  # noqa: E402
+from synthetic import membership_signal
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -61,8 +61,13 @@ def saturated_inputs(n: int = 2000, classes: int = 10, seed: int = 0) -> AttackI
         return torch.log_softmax(torch.from_numpy(logits), dim=1).numpy()
 
     targets = Targets(np.arange(n), np.arange(n) < n // 2)
-    return AttackInputs(labels=labels, victim_log_probs=outputs(), shadow_log_probs=[outputs(), outputs()],
-                        victim_targets=targets, shadow_targets=[targets, targets])
+    return AttackInputs(
+        labels=labels,
+        victim_log_probs=outputs(),
+        shadow_log_probs=[outputs(), outputs()],
+        victim_targets=targets,
+        shadow_targets=[targets, targets],
+    )
 
 
 def test_saturated_outputs_leave_no_ties_in_conf_hconf_and_mentr():
@@ -96,9 +101,13 @@ def varied_confidence_inputs(n: int = 1200, classes: int = 5, seed: int = 0) -> 
         return torch.log_softmax(torch.from_numpy(logits), dim=1).numpy()
 
     targets = Targets(np.arange(n), members)
-    return AttackInputs(labels=labels, victim_log_probs=outputs(0.7 * members),
-                        shadow_log_probs=[outputs(0.7 * members) for _ in range(2)], victim_targets=targets,
-                        shadow_targets=[targets, targets])
+    return AttackInputs(
+        labels=labels,
+        victim_log_probs=outputs(0.7 * members),
+        shadow_log_probs=[outputs(0.7 * members) for _ in range(2)],
+        victim_targets=targets,
+        shadow_targets=[targets, targets],
+    )
 
 
 @pytest.mark.parametrize("name, feature", [("conf", "phi"), ("hconf", "phi"), ("entr", "entr"), ("mentr", "mentr")])
@@ -109,8 +118,9 @@ def test_threshold_attacks_report_the_auc_of_their_raw_feature(name: str, featur
     victim = inputs.victim_observations()
     raw = {"phi": scaled_confidence, "entr": negative_entropy, "mentr": negative_modified_entropy}[feature]
     metrics = run_attack(name, inputs)
-    assert metrics["auc"] == pytest.approx(roc_auc_score(victim.is_member, raw(victim.log_probs, victim.labels)),
-                                           abs=1e-12)
+    assert metrics["auc"] == pytest.approx(
+        roc_auc_score(victim.is_member, raw(victim.log_probs, victim.labels)), abs=1e-12
+    )
     if name == "conf":  # Conf's log-odds rank as p_y does: the same AUC as on the probability itself
         p_true = np.exp(victim.log_probs[np.arange(len(victim.labels)), victim.labels])
         assert metrics["auc"] == pytest.approx(roc_auc_score(victim.is_member, p_true), abs=1e-12)
@@ -122,11 +132,16 @@ def test_per_class_thresholds_still_decide():
     inputs = varied_confidence_inputs(seed=1)
     shadow, victim = inputs.shadow_observations(), inputs.victim_observations()
     scores, thresholds = Conf().decision_scores(inputs)
-    fitted = per_class_thresholds(scaled_confidence(shadow.log_probs, shadow.labels), shadow.labels,
-                                  shadow.is_member, 5)
+    fitted = per_class_thresholds(
+        scaled_confidence(shadow.log_probs, shadow.labels), shadow.labels, shadow.is_member, 5
+    )
     assert np.array_equal(thresholds, fitted[victim.labels])
-    by_class = np.mean([balanced_accuracy(scores[victim.labels == c], victim.is_member[victim.labels == c],
-                                          fitted[c]) for c in range(5)])
+    by_class = np.mean(
+        [
+            balanced_accuracy(scores[victim.labels == c], victim.is_member[victim.labels == c], fitted[c])
+            for c in range(5)
+        ]
+    )
     assert run_attack("conf", inputs)["balanced_accuracy"] > 0.5 and by_class > 0.5
 
 

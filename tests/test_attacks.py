@@ -9,15 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-from wemem.attacks import (ATTACKS, AttackInputs, Targets, needs_sensitivity, parse_attack_names, population_indices,
-                           run_attack)
+from wemem.attacks import (
+    ATTACKS,
+    AttackInputs,
+    Targets,
+    needs_sensitivity,
+    parse_attack_names,
+    population_indices,
+    run_attack,
+)
 from wemem.attacks.lira import Lira, scaled_confidence
 from wemem.attacks.rmia import Rmia, population_scores
-from wemem.metrics import population_threshold
 from wemem.attacks.threshold import negative_modified_entropy
 from wemem.data import ModelSplit, StudySplit
 from wemem.defenses import UNDEFENDED, Setting
 from wemem.errors import WememError
+from wemem.metrics import population_threshold
 from wemem.pipeline import attack_targets, run_experiment
 
 ALL_ATTACKS = ["conf", "entr", "mentr", "hconf", "nn", "top3_nn", "cl_nn", "samia", "lira", "rmia"]
@@ -37,8 +44,14 @@ def logistic_log_probs(phi: list[float]) -> np.ndarray:
 
 def inputs_for(victim: np.ndarray, shadows: list[np.ndarray], targets: Targets, **extra) -> AttackInputs:
     """Attack inputs where every model is attacked on the same pool targets (labels all 0)."""
-    return AttackInputs(labels=np.zeros(len(victim), dtype=int), victim_log_probs=victim, shadow_log_probs=shadows,
-                        victim_targets=targets, shadow_targets=[targets] * len(shadows), **extra)
+    return AttackInputs(
+        labels=np.zeros(len(victim), dtype=int),
+        victim_log_probs=victim,
+        shadow_log_probs=shadows,
+        victim_targets=targets,
+        shadow_targets=[targets] * len(shadows),
+        **extra,
+    )
 
 
 def test_registry_holds_the_ten_attacks():
@@ -75,9 +88,12 @@ def test_lira_scores_by_hand():
     # 0: 0 - 0; 0.1: 0 - 1/2; 0.5: 1/2 - 1/2; 0.7071: 1 - 1/2 = 0.5, the largest -> midpoint of 0.5 and 0.7071
     r2 = math.sqrt(2)
     targets = Targets(np.arange(2), np.array([True, False]))
-    inputs = inputs_for(logistic_log_probs([2.0, 0.0, 0.1 * r2, 0.5 * r2]),
-                        [logistic_log_probs([0.0, 1.0, 0.0, 0.0]), logistic_log_probs([2.0, -1.0, 0.0, 0.0])],
-                        targets, population=np.array([2, 3]))
+    inputs = inputs_for(
+        logistic_log_probs([2.0, 0.0, 0.1 * r2, 0.5 * r2]),
+        [logistic_log_probs([0.0, 1.0, 0.0, 0.0]), logistic_log_probs([2.0, -1.0, 0.0, 0.0])],
+        targets,
+        population=np.array([2, 3]),
+    )
     scores, threshold = Lira().decision_scores(inputs)
     assert scores == pytest.approx([1 / r2, 0.0])
     assert threshold == pytest.approx(0.5 * (0.5 + 1 / r2))
@@ -130,7 +146,8 @@ def test_rmia_tie_break_stays_below_half_a_step_for_odd_populations():
     # n = 3: the largest fraction below 0.5 is 1/3; even an enormous ratio keeps it below 0.5
     assert break_ties(np.array([1 / 3]), np.array([1e12]), 3)[0] < 0.5
     assert break_ties(np.array([2 / 3, 1 / 3]), np.array([1e-9, 1e12]), 3).tolist() == sorted(
-        break_ties(np.array([2 / 3, 1 / 3]), np.array([1e-9, 1e12]), 3).tolist(), reverse=True)
+        break_ties(np.array([2 / 3, 1 / 3]), np.array([1e-9, 1e12]), 3).tolist(), reverse=True
+    )
 
 
 def test_rmia_without_population_is_a_clear_error():
@@ -141,8 +158,11 @@ def test_rmia_without_population_is_a_clear_error():
 
 def test_population_is_the_split_s_held_out_slice():
     as_t = lambda *v: torch.tensor(v)  # noqa: E731
-    split = StudySplit(victim=ModelSplit(as_t(0, 1), as_t(2), as_t(3, 4)),
-                       shadows=(ModelSplit(as_t(5, 6), as_t(7), as_t(3, 8)),), population=as_t(9, 10))
+    split = StudySplit(
+        victim=ModelSplit(as_t(0, 1), as_t(2), as_t(3, 4)),
+        shadows=(ModelSplit(as_t(5, 6), as_t(7), as_t(3, 8)),),
+        population=as_t(9, 10),
+    )
     victim_targets = Targets(np.array([0, 1, 3, 4]), np.array([1, 1, 0, 0], bool))
     assert population_indices(split, victim_targets).tolist() == [9, 10]
 
@@ -150,8 +170,11 @@ def test_population_is_the_split_s_held_out_slice():
 @pytest.mark.parametrize("leak", [0, 2, 7, 8])  # a victim member, victim dev, shadow dev, shadow test sample
 def test_population_overlapping_any_model_set_is_refused(leak):
     as_t = lambda *v: torch.tensor(v)  # noqa: E731
-    split = StudySplit(victim=ModelSplit(as_t(0, 1), as_t(2), as_t(3, 4)),
-                       shadows=(ModelSplit(as_t(5, 6), as_t(7), as_t(3, 8)),), population=as_t(9, leak))
+    split = StudySplit(
+        victim=ModelSplit(as_t(0, 1), as_t(2), as_t(3, 4)),
+        shadows=(ModelSplit(as_t(5, 6), as_t(7), as_t(3, 8)),),
+        population=as_t(9, leak),
+    )
     with pytest.raises(WememError, match="overlaps"):
         population_indices(split, Targets(np.array([0, 1, 3, 4]), np.array([1, 1, 0, 0], bool)))
 
@@ -159,11 +182,18 @@ def test_population_overlapping_any_model_set_is_refused(leak):
 def test_shadow_observations_keep_sensitivities_aligned():
     log_probs = [np.log(np.full((4, 2), 0.5)) for _ in range(2)]
     sensitivity = [np.arange(8.0).reshape(4, 2), 10 + np.arange(8.0).reshape(4, 2)]
-    inputs = AttackInputs(labels=np.array([0, 1, 0, 1]), victim_log_probs=log_probs[0], shadow_log_probs=log_probs,
-                          victim_targets=Targets(np.array([0, 1]), np.array([True, False])),
-                          shadow_targets=[Targets(np.array([2, 3]), np.array([True, False])),
-                                          Targets(np.array([1, 0]), np.array([True, False]))],
-                          victim_sensitivity=sensitivity[0], shadow_sensitivity=sensitivity)
+    inputs = AttackInputs(
+        labels=np.array([0, 1, 0, 1]),
+        victim_log_probs=log_probs[0],
+        shadow_log_probs=log_probs,
+        victim_targets=Targets(np.array([0, 1]), np.array([True, False])),
+        shadow_targets=[
+            Targets(np.array([2, 3]), np.array([True, False])),
+            Targets(np.array([1, 0]), np.array([True, False])),
+        ],
+        victim_sensitivity=sensitivity[0],
+        shadow_sensitivity=sensitivity,
+    )
     observed = inputs.shadow_observations()
     assert observed.sensitivity.tolist() == [[4, 5], [6, 7], [12, 13], [10, 11]]
     assert observed.labels.tolist() == [0, 1, 1, 0]
@@ -179,7 +209,7 @@ def test_only_samia_needs_sensitivity():
 # ----------------------------------------------------------------------------------- the experiment
 
 
-SWMR = dict(order="h2l", width_fraction=0.5, stride_fraction=0.25, lambda_mem=0.1, risky_fraction=0.2)
+SWMR = {"order": "h2l", "width_fraction": 0.5, "stride_fraction": 0.25, "lambda_mem": 0.1, "risky_fraction": 0.2}
 
 
 class Recorder:
@@ -210,8 +240,9 @@ def test_adaptive_shadows_get_the_victims_defense(tiny_config, tiny_pruning, tin
 
 def test_non_adaptive_experiment_runs_every_attack(tiny_config, tiny_pruning, tiny_assets, cache_dir):
     recorder = Recorder()
-    result = run_experiment(tiny_assets, Setting("swmr", SWMR), tiny_pruning, ALL_ATTACKS, recorder,
-                            adaptive=False, keep_victim_state=True)
+    result = run_experiment(
+        tiny_assets, Setting("swmr", SWMR), tiny_pruning, ALL_ATTACKS, recorder, adaptive=False, keep_victim_state=True
+    )
     (_, victim_job), *shadow_jobs = recorder.jobs
     assert victim_job.setting == Setting("swmr", SWMR)
     assert all(job.setting == Setting(UNDEFENDED) for _, job in shadow_jobs)

@@ -19,8 +19,8 @@ from PIL import Image
 from torch import nn
 
 from wemem.data import load_dataset
-from wemem.errors import WememError
 from wemem.data.loaders import MIN_NPZ_SAMPLES, MIN_SAMPLES_PER_CLASS, read_cifar_batch
+from wemem.errors import WememError
 from wemem.models import MODELS, check_model_fits
 
 SEED = 7
@@ -46,9 +46,12 @@ def files_under(folder: Path) -> dict[str, bytes]:
 
 def genuine_entry(n: int = 3, labels: object = None) -> dict:
     """torchvision's python-pickle layout: ``data`` [N, 3072] uint8 and a list of labels."""
-    return {"data": RNG.integers(0, 256, (n, 3072), dtype=np.uint8),
-            "labels": list(range(n)) if labels is None else labels, "batch_label": "training batch 1 of 5",
-            "num_cases": np.int64(n)}  # not in real batches: makes the pickle hold a numpy scalar too
+    return {
+        "data": RNG.integers(0, 256, (n, 3072), dtype=np.uint8),
+        "labels": list(range(n)) if labels is None else labels,
+        "batch_label": "training batch 1 of 5",
+        "num_cases": np.int64(n),
+    }  # not in real batches: makes the pickle hold a numpy scalar too
 
 
 def write_pickle(path: Path, entry: object, protocol: int) -> Path:
@@ -103,8 +106,9 @@ def test_a_python2_era_batch_with_numpy_core_names_loads(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("protocol", [2, 5])
 @pytest.mark.parametrize("call", ["builtins.open", "builtins.eval", "os.system"])
-def test_a_pickle_that_calls_anything_else_is_refused_without_running_it(tmp_path: Path, call: str,
-                                                                          protocol: int) -> None:
+def test_a_pickle_that_calls_anything_else_is_refused_without_running_it(
+    tmp_path: Path, call: str, protocol: int
+) -> None:
     marker = tmp_path / "pwned"
     path = write_pickle(tmp_path / "data_batch_1", hostile_entries(marker)[call], protocol)
 
@@ -155,17 +159,20 @@ def test_a_missing_batch_still_goes_to_the_download(tmp_path: Path, monkeypatch:
     assert asked and folder / "test_batch" in asked[0] and pools.y.tolist()[-2:] == [3, 4]
 
 
-@pytest.mark.parametrize("content, words", [
-    (pickle.dumps(genuine_entry())[:-200], "not a readable CIFAR batch"),
-    (b"this is not a pickle at all", "not a readable CIFAR batch"),
-    (pickle.dumps([1, 2, 3]), "expected a dict with 'data' and 'labels'"),
-    (pickle.dumps({"images": np.zeros((2, 3072), np.uint8), "labels": [0, 1]}), "found ['images', 'labels']"),
-    (pickle.dumps({"data": np.zeros((2, 3072)), "labels": [0, 1]}), "'data' must be a uint8 array"),
-    (pickle.dumps({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}), "shape [2, 100]"),
-    (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}), "one integer label per image (2)"),
-    (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10]}), "labels must lie in 0..9"),
-], ids=["truncated", "not-a-pickle", "a-list", "no-data-key", "float-data", "wrong-width", "short-labels",
-        "label-10"])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (pickle.dumps(genuine_entry())[:-200], "not a readable CIFAR batch"),
+        (b"this is not a pickle at all", "not a readable CIFAR batch"),
+        (pickle.dumps([1, 2, 3]), "expected a dict with 'data' and 'labels'"),
+        (pickle.dumps({"images": np.zeros((2, 3072), np.uint8), "labels": [0, 1]}), "found ['images', 'labels']"),
+        (pickle.dumps({"data": np.zeros((2, 3072)), "labels": [0, 1]}), "'data' must be a uint8 array"),
+        (pickle.dumps({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}), "shape [2, 100]"),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}), "one integer label per image (2)"),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10]}), "labels must lie in 0..9"),
+    ],
+    ids=["truncated", "not-a-pickle", "a-list", "no-data-key", "float-data", "wrong-width", "short-labels", "label-10"],
+)
 def test_a_damaged_batch_names_the_file_the_problem_and_the_fix(tmp_path: Path, content: bytes, words: str) -> None:
     path = tmp_path / "data_batch_1"
     path.write_bytes(content)
@@ -188,15 +195,22 @@ X = RNG.normal(size=(200, 4))
 
 
 def test_continuous_labels_are_refused_as_no_class_labels(tmp_path: Path) -> None:
-    refused(npz(tmp_path, x=RNG.normal(size=(300, 4)), y=RNG.normal(size=300)),
-            "y holds non-integer values", "class labels needed", "bin a regression target first")
+    refused(
+        npz(tmp_path, x=RNG.normal(size=(300, 4)), y=RNG.normal(size=300)),
+        "y holds non-integer values",
+        "class labels needed",
+        "bin a regression target first",
+    )
 
 
 def test_300_one_sample_classes_are_refused(tmp_path: Path) -> None:
     """Continuous targets stored as integers (every sample its own class) fail the per-class minimum instead."""
-    refused(npz(tmp_path, x=RNG.normal(size=(300, 4)), y=np.arange(300)),
-            f"300 of 300 classes have fewer than {MIN_SAMPLES_PER_CLASS} samples", "e.g. label 0 has 1",
-            "merge or drop the rare classes")
+    refused(
+        npz(tmp_path, x=RNG.normal(size=(300, 4)), y=np.arange(300)),
+        f"300 of 300 classes have fewer than {MIN_SAMPLES_PER_CLASS} samples",
+        "e.g. label 0 has 1",
+        "merge or drop the rare classes",
+    )
 
 
 def test_whole_number_float_labels_are_classes(tmp_path: Path) -> None:
@@ -206,7 +220,7 @@ def test_whole_number_float_labels_are_classes(tmp_path: Path) -> None:
 
 def test_a_class_below_the_minimum_is_named(tmp_path: Path) -> None:
     y = np.arange(200) % 3
-    y[:MIN_SAMPLES_PER_CLASS - 1] = 7  # class 7: one sample short of the minimum
+    y[: MIN_SAMPLES_PER_CLASS - 1] = 7  # class 7: one sample short of the minimum
     refused(npz(tmp_path, x=X, y=y), "1 of 4 classes", f"label 7 has {MIN_SAMPLES_PER_CLASS - 1}")
 
 
@@ -306,8 +320,9 @@ def test_an_image_folder_path_that_is_missing_or_a_file_is_refused(tmp_path: Pat
 # ---------------------------------------------------------------------------------------- the command line
 
 
-def test_the_launcher_exits_2_with_the_message_and_creates_no_storage(tmp_path: Path, capsys,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_launcher_exits_2_with_the_message_and_creates_no_storage(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from search.cli import main
 
     name = npz(tmp_path, x=RNG.normal(size=(300, 4)), y=RNG.normal(size=300))

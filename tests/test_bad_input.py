@@ -7,25 +7,29 @@ import json
 import os
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import optuna
 import pytest
 import tomli_w
+from helpers import finished_rmr_study
 from optuna.distributions import FloatDistribution
 
-from helpers import finished_rmr_study
 from search.cli import main
 from search.storage import open_storage
 from search.studyfile import parse_study
 
 SECRET = "s3cr3t-pw-917"
-BASE_STUDY = {"study": {"name": "base", "n_trials": 2, "sampler": "random"}, "data": {"shadows": 2},
-              "training": {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 1},
-              "pruning": {"sparsity": 0.6, "steps": 1}, "memscore": {"models": 2},
-              "search": {"defenses": ["rmr"], "enqueue_reference": False}}
+BASE_STUDY = {
+    "study": {"name": "base", "n_trials": 2, "sampler": "random"},
+    "data": {"shadows": 2},
+    "training": {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 1},
+    "pruning": {"sparsity": 0.6, "steps": 1},
+    "memscore": {"models": 2},
+    "search": {"defenses": ["rmr"], "enqueue_reference": False},
+}
 
 
 @pytest.fixture
@@ -103,28 +107,45 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("url-no-scheme", lambda p: ["status", "--storage", f"u:{SECRET}@host/db"], ["not a URL"]),
     ("url-no-scheme-resume", lambda p: ["resume", "base", "--storage", f"u:{SECRET}@host/db"], ["not a URL"]),
     ("url-password", lambda p: ["status", "--storage", PG_SECRET_URL], ["cannot open storage"]),
-    ("url-query-password", lambda p: ["status", "--storage",
-                                      f"postgresql+psycopg://wemem@127.0.0.1:1/none?password={SECRET}"],
-     ["cannot open storage"]),
-    ("url-password-export", lambda p: ["export", "base", "--out", str(p / "x.toml"), "--storage", PG_SECRET_URL],
-     ["cannot open storage"]),
+    (
+        "url-query-password",
+        lambda p: ["status", "--storage", f"postgresql+psycopg://wemem@127.0.0.1:1/none?password={SECRET}"],
+        ["cannot open storage"],
+    ),
+    (
+        "url-password-export",
+        lambda p: ["export", "base", "--out", str(p / "x.toml"), "--storage", PG_SECRET_URL],
+        ["cannot open storage"],
+    ),
     ("url-password-launch", lambda p: ["launch", study_file(p), "--storage", PG_SECRET_URL], ["cannot open storage"]),
     # 11: fixed values, infinities and requirements checked before any work
     ("space-width-zero", lambda p: ["launch", space(p, swmr={"width_fraction": 0})], ["width_fraction", "outside"]),
     ("space-order-sideways", lambda p: ["launch", space(p, swmr={"order": "sideways"})], ["sideways", "h2l"]),
     ("space-risky-1.5", lambda p: ["launch", space(p, rmr={"risky_fraction": 1.5})], ["risky_fraction", "outside"]),
-    ("space-stride-over-width", lambda p: ["launch", space(p, swmr={"stride_fraction": 0.15, "width_fraction": 0.1})],
-     ["stride_fraction", "below"]),
+    (
+        "space-stride-over-width",
+        lambda p: ["launch", space(p, swmr={"stride_fraction": 0.15, "width_fraction": 0.1})],
+        ["stride_fraction", "below"],
+    ),
     ("space-not-a-number", lambda p: ["launch", space(p, rmr={"lambda_mem": "abc"})], ["lambda_mem", "not a finite"]),
     ("space-inf-range", lambda p: ["launch", space(p, rmr={"lambda_mem": [0.01, float("inf")]})], ["lambda_mem"]),
     ("training-lr-inf", lambda p: ["launch", study_file(p, training={"lr": float("inf")})], ["lr", "finite"]),
-    ("lira-one-shadow", lambda p: ["launch", study_file(p, data={"shadows": 1}, attacks={"names": ["lira"]})],
-     ["lira", "at least 2 shadow"]),
-    ("run-settings-infinity", lambda p: ["run", "--defense", "rmr", "--settings", "lambda_mem=Infinity",
-                                         "risky_fraction=0.2", "--serial"], ["lambda_mem", "finite"]),
+    (
+        "lira-one-shadow",
+        lambda p: ["launch", study_file(p, data={"shadows": 1}, attacks={"names": ["lira"]})],
+        ["lira", "at least 2 shadow"],
+    ),
+    (
+        "run-settings-infinity",
+        lambda p: ["run", "--defense", "rmr", "--settings", "lambda_mem=Infinity", "risky_fraction=0.2", "--serial"],
+        ["lambda_mem", "finite"],
+    ),
     ("run-lr-inf", lambda p: ["run", "--lr", "inf", "--serial"], ["lr", "finite"]),
-    ("run-lira-one-shadow", lambda p: ["run", "--shadows", "1", "--attacks", "lira", "--serial"],
-     ["lira", "at least 2 shadow"]),
+    (
+        "run-lira-one-shadow",
+        lambda p: ["run", "--shadows", "1", "--attacks", "lira", "--serial"],
+        ["lira", "at least 2 shadow"],
+    ),
     # 7 and 12: data problems stop a launch before a study is created
     ("npz-nan", lambda p: launch_npz(p, x=np.where(X > 2, np.nan, X), y=Y), ["NaN"]),
     ("npz-one-class", lambda p: launch_npz(p, x=X, y=np.zeros(200, dtype=int)), ["single class"]),
@@ -132,78 +153,167 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("npz-object", lambda p: launch_npz(p, x=np.array([{"a": 1}] * 200, dtype=object), y=Y), ["objects"]),
     ("npz-strings", lambda p: launch_npz(p, x=np.array([["a", "b"]] * 200), y=Y), ["x must be numbers"]),
     ("npz-empty", lambda p: launch_npz(p, x=np.zeros((0, 4)), y=np.zeros(0)), ["too few"]),
-    ("npz-text-file", lambda p: ["launch", study_file(p, data={"dataset": "npz:" + write(p, "t.npz", b"1,2\n3,4\n")})],
-     ["not an .npz archive", "numpy.savez"]),
-    ("missing-dataset-file", lambda p: ["launch", study_file(p, data={"dataset": "location"}), "--data-root", str(p)],
-     ["data_complete.npz"]),
+    (
+        "npz-text-file",
+        lambda p: ["launch", study_file(p, data={"dataset": "npz:" + write(p, "t.npz", b"1,2\n3,4\n")})],
+        ["not an .npz archive", "numpy.savez"],
+    ),
+    (
+        "missing-dataset-file",
+        lambda p: ["launch", study_file(p, data={"dataset": "location"}), "--data-root", str(p)],
+        ["data_complete.npz"],
+    ),
     ("run-npz-nan", lambda p: ["run", "--dataset", npz(p, x=np.where(X > 2, np.nan, X), y=Y), "--serial"], ["NaN"]),
     # 8: a conflicting definition names the differing key
-    ("definition-conflict", lambda p: ["launch", study_file(p, name="base", training={"lr": 0.01})],
-     ["training.lr", "stored 0.001", "wemem delete base --yes"]),
+    (
+        "definition-conflict",
+        lambda p: ["launch", study_file(p, name="base", training={"lr": 0.01})],
+        ["training.lr", "stored 0.001", "wemem delete base --yes"],
+    ),
     # 14: apply checks its file before starting Ray
-    ("apply-pickle-model-pt", lambda p: ["apply", write(p, "model.pt", b"\x80\x04\x95" + os.urandom(64)),
-                                         "--out", str(p / "o")], ["not an export file"]),
+    (
+        "apply-pickle-model-pt",
+        lambda p: ["apply", write(p, "model.pt", b"\x80\x04\x95" + os.urandom(64)), "--out", str(p / "o")],
+        ["not an export file"],
+    ),
     ("apply-missing-defense", lambda p: export_with(p, lambda d: d["best"].pop("defense")), ["best.defense"]),
     ("apply-best-oops", lambda p: export_with(p, lambda d: d.update(best="oops")), ["[best] must be a table"]),
     ("apply-unknown-defense", lambda p: export_with(p, lambda d: d["best"].update(defense="magic")), ["magic"]),
-    ("apply-bad-settings", lambda p: export_with(p, lambda d: d["best"]["settings"].update(risky_fraction=5)),
-     ["risky_fraction", "invalid"]),
-    ("apply-binary-toml", lambda p: ["apply", write(p, "b.toml", os.urandom(64) + b"\xff"), "--out", str(p / "o")],
-     ["not text"]),
+    (
+        "apply-bad-settings",
+        lambda p: export_with(p, lambda d: d["best"]["settings"].update(risky_fraction=5)),
+        ["risky_fraction", "invalid"],
+    ),
+    (
+        "apply-binary-toml",
+        lambda p: ["apply", write(p, "b.toml", os.urandom(64) + b"\xff"), "--out", str(p / "o")],
+        ["not text"],
+    ),
     # 15: storage and command-line problems
-    ("read-only-sqlite", lambda p: ["launch", study_file(p, name="new"), "--storage",
-                                    f"sqlite:///file:{p / 'wemem.db'}?mode=ro&uri=true"], ["read-only"]),
+    (
+        "read-only-sqlite",
+        lambda p: [
+            "launch",
+            study_file(p, name="new"),
+            "--storage",
+            f"sqlite:///file:{p / 'wemem.db'}?mode=ro&uri=true",
+        ],
+        ["read-only"],
+    ),
     ("binary-study-file", lambda p: ["launch", write(p, "s.toml", b"\x00\x01\xfe\xff" * 8)], ["not text"]),
-    ("export-missing-folder", lambda p: ["export", "base", "--out", str(p / "nowhere" / "best.toml")],
-     ["does not exist", "mkdir"]),
+    (
+        "export-missing-folder",
+        lambda p: ["export", "base", "--out", str(p / "nowhere" / "best.toml")],
+        ["does not exist", "mkdir"],
+    ),
     ("resume-negative-trials", lambda p: ["resume", "base", "--n-trials", "-1"], ["--n-trials", "at least 1"]),
     ("resume-negative-gpus", lambda p: ["resume", "base", "--gpus-per-trial", "-1"], ["--gpus-per-trial"]),
     ("stale-after-zero", lambda p: ["resume", "base", "--stale-after", "0"], ["--stale-after"]),
     ("status-no-storage", lambda p: ["status", "--storage", f"sqlite:///{p / 'none.db'}"], ["no storage at"]),
-    ("export-no-storage", lambda p: ["export", "base", "--out", str(p / "x.toml"), "--storage",
-                                     f"sqlite:///{p / 'none.db'}"], ["no storage at"]),
+    (
+        "export-no-storage",
+        lambda p: ["export", "base", "--out", str(p / "x.toml"), "--storage", f"sqlite:///{p / 'none.db'}"],
+        ["no storage at"],
+    ),
     ("delete-without-yes", lambda p: ["delete", "base"], ["--yes"]),
-    ("confirm-unknown-attack", lambda p: ["confirm", "base", "--attacks", "conf,magic"],
-     ["unknown attack 'magic'", "samia"]),
+    (
+        "confirm-unknown-attack",
+        lambda p: ["confirm", "base", "--attacks", "conf,magic"],
+        ["unknown attack 'magic'", "samia"],
+    ),
     ("confirm-no-attack", lambda p: ["confirm", "base", "--attacks", " , "], ["no attack named", "all"]),
     # [search] warm_start: every source read and checked before anything is stored
-    ("warm-start-missing-export", lambda p: ["launch", study_file(p, search={"warm_start": ["nope.toml"]})],
-     ["warm_start nope.toml", "does not exist"]),
-    ("warm-start-not-an-export-name", lambda p: ["launch", study_file(p, search={"warm_start": ["best.txt"]})],
-     ["neither an export file", "study:NAME"]),
-    ("warm-start-unknown-study", lambda p: ["launch", study_file(p, search={"warm_start": ["study:ghost"]})],
-     ["no study named 'ghost'", "base"]),
-    ("warm-start-bad-study-name", lambda p: ["launch", study_file(p, search={"warm_start": ["study:a b"]})],
-     ["after 'study:'"]),
-    ("warm-start-defense-not-searched", lambda p: ["launch", study_file(
-        p, search={"defenses": ["rsw"], "warm_start": ["best.toml"]})], ["uses defense 'rmr'", "does not search"]),
-    ("warm-start-outside-space", lambda p: ["launch", study_file(
-        p, search={"warm_start": ["study:base"], "space": {"rmr": {"risky_fraction": [0.3, 0.5]}}})],
-     ["study:base#0", "risky_fraction = 0.2", "widen [search.space.rmr]"]),
-    ("warm-start-too-many", lambda p: ["launch", study_file(
-        p, study={"n_trials": 1}, search={"warm_start": ["best.toml", other_export(p)]})],
-     ["enqueues 2 settings", "n_trials = 1"]),
-    ("warm-start-top-zero", lambda p: ["launch", study_file(p, search={"warm_start": ["study:base"],
-                                                                       "warm_start_top": 0})],
-     ["warm_start_top", "greater than or equal to 1"]),
-    ("warm-start-no-setting", lambda p: ["launch", study_file(p, search={"warm_start": [
-        write(p, "plain.toml", b'study = "x"\n')]})], ["has no [best] setting"]),
-    ("repeats-zero", lambda p: ["launch", study_file(p, search={"repeats": 0})],
-     ["search.repeats", "greater than or equal to 1"]),
-    ("repeats-too-many", lambda p: ["launch", study_file(p, search={"repeats": 17})],
-     ["search.repeats", "less than or equal to 16"]),
-    ("target-draws-zero", lambda p: ["launch", study_file(p, search={"target_draws": 0})],
-     ["search.target_draws", "greater than or equal to 1"]),
-    ("repeats-not-a-count", lambda p: ["launch", study_file(p, search={"repeats": 2.5})],
-     ["search.repeats", "integer"]),
-    ("warm-start-twice", lambda p: ["launch", study_file(p, search={"warm_start": ["best.toml", "best.toml"]})],
-     ["lists a source twice"]),
-    ("confirm-compare-unknown-defense", lambda p: ["confirm", "base", "--compare", "shield"],
-     ["unknown defense 'shield'", "rsw"]),
-    ("confirm-compare-bad-setting", lambda p: ["confirm", "base", "--compare", "rsw", "width_fraction=2"],
-     ["width_fraction"]),
-    ("confirm-compare-not-key-value", lambda p: ["confirm", "base", "--compare", "rmr", "lambda_mem"],
-     ["not KEY=VALUE"]),
+    (
+        "warm-start-missing-export",
+        lambda p: ["launch", study_file(p, search={"warm_start": ["nope.toml"]})],
+        ["warm_start nope.toml", "does not exist"],
+    ),
+    (
+        "warm-start-not-an-export-name",
+        lambda p: ["launch", study_file(p, search={"warm_start": ["best.txt"]})],
+        ["neither an export file", "study:NAME"],
+    ),
+    (
+        "warm-start-unknown-study",
+        lambda p: ["launch", study_file(p, search={"warm_start": ["study:ghost"]})],
+        ["no study named 'ghost'", "base"],
+    ),
+    (
+        "warm-start-bad-study-name",
+        lambda p: ["launch", study_file(p, search={"warm_start": ["study:a b"]})],
+        ["after 'study:'"],
+    ),
+    (
+        "warm-start-defense-not-searched",
+        lambda p: ["launch", study_file(p, search={"defenses": ["rsw"], "warm_start": ["best.toml"]})],
+        ["uses defense 'rmr'", "does not search"],
+    ),
+    (
+        "warm-start-outside-space",
+        lambda p: [
+            "launch",
+            study_file(p, search={"warm_start": ["study:base"], "space": {"rmr": {"risky_fraction": [0.3, 0.5]}}}),
+        ],
+        ["study:base#0", "risky_fraction = 0.2", "widen [search.space.rmr]"],
+    ),
+    (
+        "warm-start-too-many",
+        lambda p: [
+            "launch",
+            study_file(p, study={"n_trials": 1}, search={"warm_start": ["best.toml", other_export(p)]}),
+        ],
+        ["enqueues 2 settings", "n_trials = 1"],
+    ),
+    (
+        "warm-start-top-zero",
+        lambda p: ["launch", study_file(p, search={"warm_start": ["study:base"], "warm_start_top": 0})],
+        ["warm_start_top", "greater than or equal to 1"],
+    ),
+    (
+        "warm-start-no-setting",
+        lambda p: ["launch", study_file(p, search={"warm_start": [write(p, "plain.toml", b'study = "x"\n')]})],
+        ["has no [best] setting"],
+    ),
+    (
+        "repeats-zero",
+        lambda p: ["launch", study_file(p, search={"repeats": 0})],
+        ["search.repeats", "greater than or equal to 1"],
+    ),
+    (
+        "repeats-too-many",
+        lambda p: ["launch", study_file(p, search={"repeats": 17})],
+        ["search.repeats", "less than or equal to 16"],
+    ),
+    (
+        "target-draws-zero",
+        lambda p: ["launch", study_file(p, search={"target_draws": 0})],
+        ["search.target_draws", "greater than or equal to 1"],
+    ),
+    (
+        "repeats-not-a-count",
+        lambda p: ["launch", study_file(p, search={"repeats": 2.5})],
+        ["search.repeats", "integer"],
+    ),
+    (
+        "warm-start-twice",
+        lambda p: ["launch", study_file(p, search={"warm_start": ["best.toml", "best.toml"]})],
+        ["lists a source twice"],
+    ),
+    (
+        "confirm-compare-unknown-defense",
+        lambda p: ["confirm", "base", "--compare", "shield"],
+        ["unknown defense 'shield'", "rsw"],
+    ),
+    (
+        "confirm-compare-bad-setting",
+        lambda p: ["confirm", "base", "--compare", "rsw", "width_fraction=2"],
+        ["width_fraction"],
+    ),
+    (
+        "confirm-compare-not-key-value",
+        lambda p: ["confirm", "base", "--compare", "rmr", "lambda_mem"],
+        ["not KEY=VALUE"],
+    ),
     ("unknown-study", lambda p: ["status", "ghost"], ["no study named 'ghost'", "base"]),
 ]
 
@@ -247,7 +357,8 @@ def running_trial(place: Path) -> None:
 def plain_optuna_study(place: Path) -> None:
     storage = open_storage(f"sqlite:///{place / 'wemem.db'}")
     optuna.create_study(study_name="plain", storage=storage).add_trial(
-        optuna.trial.create_trial(params={"x": 1.0}, distributions={"x": FloatDistribution(0, 2)}, value=1.0))
+        optuna.trial.create_trial(params={"x": 1.0}, distributions={"x": FloatDistribution(0, 2)}, value=1.0)
+    )
     storage.engine.dispose()
 
 
@@ -275,68 +386,155 @@ def no_file(name: str) -> Callable[[Path], None]:
 # (id, argv builder, expected words, extra check of what was left behind) -- issue 18's adversarial trial
 HARDENING: list[tuple[str, Callable[[Path], list[str]], list[str], Callable[[Path], None] | None]] = [
     # names and numbers
-    ("study-name-300", lambda p: ["launch", study_file(p, name="a" * 300, file_name="long.toml")],
-     ["study.name", "at most 100"], None),
+    (
+        "study-name-300",
+        lambda p: ["launch", study_file(p, name="a" * 300, file_name="long.toml")],
+        ["study.name", "at most 100"],
+        None,
+    ),
     ("study-seed-negative", lambda p: ["launch", study_file(p, study={"seed": -1})], ["study.seed", "0"], None),
-    ("study-seed-2-62", lambda p: ["launch", study_file(p, study={"seed": 2**62})], ["study.seed", "2147483647"],
-     None),
+    ("study-seed-2-62", lambda p: ["launch", study_file(p, study={"seed": 2**62})], ["study.seed", "2147483647"], None),
     ("run-seed-negative", lambda p: ["run", "--seed", "-1", "--serial"], ["--seed", "[0, 2147483647]"], None),
     ("run-seed-huge", lambda p: ["run", "--seed", str(2**62), "--serial"], ["--seed", "[0, 2147483647]"], None),
-    ("resume-cpus-zero", lambda p: ["resume", "base", "--cpus-per-trial", "0"], ["--cpus-per-trial", "more than 0"],
-     None),
+    (
+        "resume-cpus-zero",
+        lambda p: ["resume", "base", "--cpus-per-trial", "0"],
+        ["--cpus-per-trial", "more than 0"],
+        None,
+    ),
     ("run-cpus-per-model-zero", lambda p: ["run", "--cpus-per-model", "0"], ["--cpus-per-model", "more than 0"], None),
-    ("space-stride-range-over-width", lambda p: ["launch", space(p, swmr={"stride_fraction": [0.15, 0.2],
-                                                                          "width_fraction": [0.05, 0.16]})],
-     ["stride_fraction (from 0.15)", "every sampled width", "at most 0.045"], None),
-    ("space-fixed-stride-over-width-range", lambda p: ["launch", space(p, rsw={"stride_fraction": 0.1,
-                                                                                "width_fraction": [0.05, 0.5]})],
-     ["stride_fraction (fixed at 0.1)", "from 0.05", "at least 0.105"], None),
-    ("space-stride-ratio-range", lambda p: ["launch", space(p, rsw={"stride_ratio": [0.1, 0.9]})],
-     ["rsw.stride_ratio", "leaves the allowed [0.02, 0.5]"], None),
+    (
+        "space-stride-range-over-width",
+        lambda p: ["launch", space(p, swmr={"stride_fraction": [0.15, 0.2], "width_fraction": [0.05, 0.16]})],
+        ["stride_fraction (from 0.15)", "every sampled width", "at most 0.045"],
+        None,
+    ),
+    (
+        "space-fixed-stride-over-width-range",
+        lambda p: ["launch", space(p, rsw={"stride_fraction": 0.1, "width_fraction": [0.05, 0.5]})],
+        ["stride_fraction (fixed at 0.1)", "from 0.05", "at least 0.105"],
+        None,
+    ),
+    (
+        "space-stride-ratio-range",
+        lambda p: ["launch", space(p, rsw={"stride_ratio": [0.1, 0.9]})],
+        ["rsw.stride_ratio", "leaves the allowed [0.02, 0.5]"],
+        None,
+    ),
     ("space-advreg-k-fraction", lambda p: ["launch", space(p, advreg={"k": 2.5})], ["advreg.k", "whole numbers"], None),
-    ("space-advreg-k-range-fraction", lambda p: ["launch", space(p, advreg={"k": [1.5, 4]})],
-     ["advreg.k", "whole numbers"], None),
+    (
+        "space-advreg-k-range-fraction",
+        lambda p: ["launch", space(p, advreg={"k": [1.5, 4]})],
+        ["advreg.k", "whole numbers"],
+        None,
+    ),
     # storage
-    ("status-empty-file", lambda p: ["status", "--storage", empty_file(p)], ["no studies in storage"],
-     stays_empty("empty.db")),
-    ("export-empty-file", lambda p: ["export", "base", "--out", str(p / "x.toml"), "--storage", empty_file(p)],
-     ["no studies in storage"], stays_empty("empty.db")),
-    ("delete-empty-file", lambda p: ["delete", "base", "--yes", "--storage", empty_file(p)],
-     ["no studies in storage"], stays_empty("empty.db")),
-    ("report-empty-file", lambda p: ["report", "base", "--out", str(p / "rep"), "--storage", empty_file(p)],
-     ["no studies in storage"], stays_empty("empty.db")),
-    ("status-foreign-sqlite", lambda p: ["status", "--storage", foreign_sqlite(p)], ["no studies in storage"],
-     foreign_untouched),
+    (
+        "status-empty-file",
+        lambda p: ["status", "--storage", empty_file(p)],
+        ["no studies in storage"],
+        stays_empty("empty.db"),
+    ),
+    (
+        "export-empty-file",
+        lambda p: ["export", "base", "--out", str(p / "x.toml"), "--storage", empty_file(p)],
+        ["no studies in storage"],
+        stays_empty("empty.db"),
+    ),
+    (
+        "delete-empty-file",
+        lambda p: ["delete", "base", "--yes", "--storage", empty_file(p)],
+        ["no studies in storage"],
+        stays_empty("empty.db"),
+    ),
+    (
+        "report-empty-file",
+        lambda p: ["report", "base", "--out", str(p / "rep"), "--storage", empty_file(p)],
+        ["no studies in storage"],
+        stays_empty("empty.db"),
+    ),
+    (
+        "status-foreign-sqlite",
+        lambda p: ["status", "--storage", foreign_sqlite(p)],
+        ["no studies in storage"],
+        foreign_untouched,
+    ),
     ("storage-is-folder", lambda p: ["status", "--storage", f"sqlite:///{p}"], ["is a folder", "wemem.db"], None),
-    ("launch-storage-is-folder", lambda p: ["launch", study_file(p, name="new"), "--storage", f"sqlite:///{p}"],
-     ["is a folder"], None),
-    ("launch-memory-storage", lambda p: ["launch", study_file(p, name="new"), "--storage", "sqlite:///:memory:"],
-     ["in-memory", "sqlite:///wemem.db"], None),
-    ("launch-sqlite-no-file", lambda p: ["launch", study_file(p, name="new"), "--storage", "sqlite://"],
-     ["in-memory"], None),
-    ("status-plain-optuna-study", with_setup(plain_optuna_study, ["status", "plain"]),
-     ["not created by wemem", "optuna-dashboard"], None),
-    ("delete-while-a-launcher-runs", with_setup(running_trial, ["delete", "base", "--yes"]),
-     ["being run", "fresh heartbeats", "--force"], None),
+    (
+        "launch-storage-is-folder",
+        lambda p: ["launch", study_file(p, name="new"), "--storage", f"sqlite:///{p}"],
+        ["is a folder"],
+        None,
+    ),
+    (
+        "launch-memory-storage",
+        lambda p: ["launch", study_file(p, name="new"), "--storage", "sqlite:///:memory:"],
+        ["in-memory", "sqlite:///wemem.db"],
+        None,
+    ),
+    (
+        "launch-sqlite-no-file",
+        lambda p: ["launch", study_file(p, name="new"), "--storage", "sqlite://"],
+        ["in-memory"],
+        None,
+    ),
+    (
+        "status-plain-optuna-study",
+        with_setup(plain_optuna_study, ["status", "plain"]),
+        ["not created by wemem", "optuna-dashboard"],
+        None,
+    ),
+    (
+        "delete-while-a-launcher-runs",
+        with_setup(running_trial, ["delete", "base", "--yes"]),
+        ["being run", "fresh heartbeats", "--force"],
+        None,
+    ),
     # inputs checked before anything is stored or started
     ("study-file-is-folder", lambda p: ["launch", str(p)], ["is a folder"], None),
-    ("launch-model-does-not-fit", lambda p: ["launch", study_file(p, name="new", model={"name": "resnet18"})],
-     ["resnet18", "columnfc"], None),
+    (
+        "launch-model-does-not-fit",
+        lambda p: ["launch", study_file(p, name="new", model={"name": "resnet18"})],
+        ["resnet18", "columnfc"],
+        None,
+    ),
     ("run-model-does-not-fit", lambda p: ["run", "--model", "resnet18"], ["resnet18", "columnfc"], None),
-    ("memscore-model-does-not-fit", lambda p: ["memscore", "compute", "--model", "resnet18", "--cache-dir",
-                                               str(p / "cache")], ["resnet18", "columnfc"], None),
-    ("launch-cache-in-proc", lambda p: ["launch", study_file(p, name="new"), "--cache-dir", "/proc/wemem-cache"],
-     ["cache folder"], None),
-    ("launch-cache-is-a-file", lambda p: ["launch", study_file(p, name="new"), "--cache-dir", str(p / "new.toml")],
-     ["cache folder", "not a folder"], None),
+    (
+        "memscore-model-does-not-fit",
+        lambda p: ["memscore", "compute", "--model", "resnet18", "--cache-dir", str(p / "cache")],
+        ["resnet18", "columnfc"],
+        None,
+    ),
+    (
+        "launch-cache-in-proc",
+        lambda p: ["launch", study_file(p, name="new"), "--cache-dir", "/proc/wemem-cache"],
+        ["cache folder"],
+        None,
+    ),
+    (
+        "launch-cache-is-a-file",
+        lambda p: ["launch", study_file(p, name="new"), "--cache-dir", str(p / "new.toml")],
+        ["cache folder", "not a folder"],
+        None,
+    ),
     ("resume-cache-in-proc", lambda p: ["resume", "base", "--cache-dir", "/proc/wemem-cache"], ["cache folder"], None),
-    ("launch-hostile-cifar-pickle", lambda p: ["launch", study_file(p, name="new", data={"dataset": "cifar10"},
-                                                                    model={"name": "resnet18"}),
-                                               "--data-root", hostile_cifar(p)],
-     ["not a genuine CIFAR batch", "nothing was run"], no_file("pwned")),
-    ("run-hostile-cifar-pickle", lambda p: ["run", "--dataset", "cifar10", "--model", "resnet18", "--serial",
-                                            "--data-root", hostile_cifar(p)],
-     ["not a genuine CIFAR batch"], no_file("pwned")),
+    (
+        "launch-hostile-cifar-pickle",
+        lambda p: [
+            "launch",
+            study_file(p, name="new", data={"dataset": "cifar10"}, model={"name": "resnet18"}),
+            "--data-root",
+            hostile_cifar(p),
+        ],
+        ["not a genuine CIFAR batch", "nothing was run"],
+        no_file("pwned"),
+    ),
+    (
+        "run-hostile-cifar-pickle",
+        lambda p: ["run", "--dataset", "cifar10", "--model", "resnet18", "--serial", "--data-root", hostile_cifar(p)],
+        ["not a genuine CIFAR batch"],
+        no_file("pwned"),
+    ),
 ]
 
 
@@ -354,7 +552,9 @@ class Net(nn.Module):
     def forward(self, x):
         return self.fc(x)
 """
-PLUGINS = NET + """
+PLUGINS = (
+    NET
+    + """
 
 class Wide(Net):
     def __init__(self, input_shape, num_classes):
@@ -403,6 +603,7 @@ def nan_features(data_root, seed):
 def a_string(data_root, seed):
     return "data.csv"
 """
+)
 
 
 def plugins(place: Path) -> None:
@@ -428,8 +629,15 @@ def own(place: Path, data: dict | None = None, model: dict | None = None) -> lis
     plugins(place)
     data = {"label": "label", **(data or {})}
     data.setdefault("dataset", None) or data.update(dataset=table_file(place))
-    return ["launch", study_file(place, name="own", data={k: v for k, v in data.items() if v is not None},
-                                 model={"name": "plugs:Net", **(model or {})})]
+    return [
+        "launch",
+        study_file(
+            place,
+            name="own",
+            data={k: v for k, v in data.items() if v is not None},
+            model={"name": "plugs:Net", **(model or {})},
+        ),
+    ]
 
 
 def checkpoint(place: Path, state: object, name: str = "victim.pt") -> str:
@@ -459,65 +667,132 @@ def with_checkpoint(place: Path, kind: str) -> list[str]:
     own(place, data={"member_column": "train"})  # writes the plug-ins and the table
     sys.modules.pop("plugs", None)
     argv_model = {"name": "plugs:Net", "checkpoint": checkpoint(place, net_state(place, kind))}
-    return ["launch", study_file(place, name="own", data={"dataset": table_file(place), "label": "label",
-                                                           "member_column": "train"}, model=argv_model)]
+    return [
+        "launch",
+        study_file(
+            place,
+            name="own",
+            data={"dataset": table_file(place), "label": "label", "member_column": "train"},
+            model=argv_model,
+        ),
+    ]
 
 
 OWN_CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
-    ("plugin-module-missing", lambda p: own(p, model={"name": "nosuchmodule:Net"}),
-     ["cannot import module 'nosuchmodule'", "beside the study file"]),
+    (
+        "plugin-module-missing",
+        lambda p: own(p, model={"name": "nosuchmodule:Net"}),
+        ["cannot import module 'nosuchmodule'", "beside the study file"],
+    ),
     ("plugin-attribute-missing", lambda p: own(p, model={"name": "plugs:Nope"}), ["has no attribute 'Nope'", "Net"]),
-    ("plugin-import-fails", lambda p: own(p, model={"name": "broken:Net"}),
-     ["importing module 'broken' failed", "cannot be imported"]),
+    (
+        "plugin-import-fails",
+        lambda p: own(p, model={"name": "broken:Net"}),
+        ["importing module 'broken' failed", "cannot be imported"],
+    ),
     ("plugin-standard-library", lambda p: own(p, model={"name": "os:system"}), ["standard library", "refused"]),
-    ("plugin-a-dependency-numpy-load", lambda p: own(p, data={"dataset": "numpy:load", "label": None,
-                                                               "data_root": write(p, "evil.npy", b"x")}),
-     ["'numpy'", "installed code, not a module file of", "refused without importing"]),
-    ("plugin-torchvision-by-import-path", lambda p: own(p, model={"name": "torchvision.models:resnet18"}),
-     ["torchvision:NAME"]),
-    ("plugin-signature", lambda p: own(p, model={"name": "plugs:one_argument"}),
-     ["cannot be called as factory(input_shape, num_classes)"]),
+    (
+        "plugin-a-dependency-numpy-load",
+        lambda p: own(p, data={"dataset": "numpy:load", "label": None, "data_root": write(p, "evil.npy", b"x")}),
+        ["'numpy'", "installed code, not a module file of", "refused without importing"],
+    ),
+    (
+        "plugin-torchvision-by-import-path",
+        lambda p: own(p, model={"name": "torchvision.models:resnet18"}),
+        ["torchvision:NAME"],
+    ),
+    (
+        "plugin-signature",
+        lambda p: own(p, model={"name": "plugs:one_argument"}),
+        ["cannot be called as factory(input_shape, num_classes)"],
+    ),
     ("plugin-output-shape", lambda p: own(p, model={"name": "plugs:Wide"}), ["outputs of shape [2, 6]", "[2, 3]"]),
     ("plugin-no-prunable-weights", lambda p: own(p, model={"name": "plugs:NoWeights"}), ["no prunable weights"]),
     ("plugin-not-an-import-path", lambda p: own(p, model={"name": "plugs.Net"}), ["unknown model 'plugs.Net'"]),
-    ("torchvision-unknown", lambda p: own(p, model={"name": "torchvision:resnet9000"}),
-     ["not a torchvision classification model", "resnet18"]),
+    (
+        "torchvision-unknown",
+        lambda p: own(p, model={"name": "torchvision:resnet9000"}),
+        ["not a torchvision classification model", "resnet18"],
+    ),
     ("checkpoint-pickled-model", lambda p: with_checkpoint(p, "pickled"), ["weights_only=True", "state_dict()"]),
     ("checkpoint-other-keys", lambda p: with_checkpoint(p, "other"), ["does not fit model 'plugs:Net'", "missing"]),
     ("checkpoint-other-shapes", lambda p: with_checkpoint(p, "shapes"), ["shapes differ", "fc.weight"]),
-    ("checkpoint-missing-file", lambda p: own(p, data={"member_column": "train"}, model={"checkpoint": "nope.pt"}),
-     ["nope.pt does not exist", "state_dict"]),
-    ("checkpoint-without-member-column", lambda p: own(p, model={"checkpoint": "victim.pt"}),
-     ["member_column"]),
-    ("member-column-not-boolean", lambda p: ["launch", study_file(
-        p, name="own", data={"dataset": table_file(p, train=np.arange(200) % 3), "label": "label",
-                             "member_column": "train"},
-        model={"name": "columnfc", "checkpoint": checkpoint(p, {"x": __import__("torch").zeros(1)})})],
-     ["member column 'train'", "true/false"]),
-    ("loader-labels-not-0-to-C-1", lambda p: own(p, data={"dataset": "plugs:labels_one_to_three", "label": None}),
-     ["labels must be the integers 0..C-1", "0..2"]),
+    (
+        "checkpoint-missing-file",
+        lambda p: own(p, data={"member_column": "train"}, model={"checkpoint": "nope.pt"}),
+        ["nope.pt does not exist", "state_dict"],
+    ),
+    ("checkpoint-without-member-column", lambda p: own(p, model={"checkpoint": "victim.pt"}), ["member_column"]),
+    (
+        "member-column-not-boolean",
+        lambda p: [
+            "launch",
+            study_file(
+                p,
+                name="own",
+                data={"dataset": table_file(p, train=np.arange(200) % 3), "label": "label", "member_column": "train"},
+                model={"name": "columnfc", "checkpoint": checkpoint(p, {"x": __import__("torch").zeros(1)})},
+            ),
+        ],
+        ["member column 'train'", "true/false"],
+    ),
+    (
+        "loader-labels-not-0-to-C-1",
+        lambda p: own(p, data={"dataset": "plugs:labels_one_to_three", "label": None}),
+        ["labels must be the integers 0..C-1", "0..2"],
+    ),
     ("loader-nan-features", lambda p: own(p, data={"dataset": "plugs:nan_features", "label": None}), ["NaN"]),
-    ("loader-returns-a-string", lambda p: own(p, data={"dataset": "plugs:a_string", "label": None}),
-     ["returned a str", "a loader returns"]),
-    ("table-without-label-key", lambda p: ["launch", study_file(p, name="own", data={"dataset": table_file(
-        p, label=None, kind=Y)})], ["no label column 'label' (the default)", "[data] label", "kind"]),
+    (
+        "loader-returns-a-string",
+        lambda p: own(p, data={"dataset": "plugs:a_string", "label": None}),
+        ["returned a str", "a loader returns"],
+    ),
+    (
+        "table-without-label-key",
+        lambda p: ["launch", study_file(p, name="own", data={"dataset": table_file(p, label=None, kind=Y)})],
+        ["no label column 'label' (the default)", "[data] label", "kind"],
+    ),
     ("table-label-column-missing", lambda p: own(p, data={"label": "species"}), ["no label column 'species'", "a, b"]),
-    ("table-label-constant", lambda p: own(p, data={"dataset": table_file(p, label=np.zeros(200, int))}),
-     ["is constant"]),
-    ("table-class-too-rare", lambda p: own(p, data={"dataset": table_file(p, label=np.r_[np.zeros(197, int), [1, 1, 1]])}),
-     ["fewer than 10 samples"]),
-    ("table-nan-feature", lambda p: own(p, data={"dataset": table_file(p, a=np.r_[[np.nan], X[1:, 0]])}),
-     ["column 'a' has 1 missing"]),
-    ("table-not-a-table", lambda p: own(p, data={"dataset": "csv:" + write(p, "bin.csv", b"\x00\xff\xfe" * 50)}),
-     ["csv"]),
-    ("run-table-without-label", lambda p: ["run", "--dataset", table_file(p, label=None, kind=Y), "--serial"],
-     ["no label column 'label'", "--label COLUMN"]),
-    ("sampler-unknown", lambda p: ["launch", study_file(p, name="own", study={"sampler": "cmaes"})],
-     ["study.sampler", "'tpe', 'random', 'gp' or 'nsgaii'"]),
-    ("sampler-nsgaii-single-objective", lambda p: ["launch", study_file(p, name="own", study={"sampler": "nsgaii"})],
-     ["nsgaii", "objective.mode 'pareto'"]),
-    ("run-plugin-model-missing", lambda p: ["run", "--model", "nosuchmodule:Net", "--serial"],
-     ["cannot import module 'nosuchmodule'"]),
+    (
+        "table-label-constant",
+        lambda p: own(p, data={"dataset": table_file(p, label=np.zeros(200, int))}),
+        ["is constant"],
+    ),
+    (
+        "table-class-too-rare",
+        lambda p: own(p, data={"dataset": table_file(p, label=np.r_[np.zeros(197, int), [1, 1, 1]])}),
+        ["fewer than 10 samples"],
+    ),
+    (
+        "table-nan-feature",
+        lambda p: own(p, data={"dataset": table_file(p, a=np.r_[[np.nan], X[1:, 0]])}),
+        ["column 'a' has 1 missing"],
+    ),
+    (
+        "table-not-a-table",
+        lambda p: own(p, data={"dataset": "csv:" + write(p, "bin.csv", b"\x00\xff\xfe" * 50)}),
+        ["csv"],
+    ),
+    (
+        "run-table-without-label",
+        lambda p: ["run", "--dataset", table_file(p, label=None, kind=Y), "--serial"],
+        ["no label column 'label'", "--label COLUMN"],
+    ),
+    (
+        "sampler-unknown",
+        lambda p: ["launch", study_file(p, name="own", study={"sampler": "cmaes"})],
+        ["study.sampler", "'tpe', 'random', 'gp' or 'nsgaii'"],
+    ),
+    (
+        "sampler-nsgaii-single-objective",
+        lambda p: ["launch", study_file(p, name="own", study={"sampler": "nsgaii"})],
+        ["nsgaii", "objective.mode 'pareto'"],
+    ),
+    (
+        "run-plugin-model-missing",
+        lambda p: ["run", "--model", "nosuchmodule:Net", "--serial"],
+        ["cannot import module 'nosuchmodule'"],
+    ),
 ]
 
 
@@ -530,8 +805,10 @@ def run_cli(argv: list[str]) -> int:
 
 def tree(folder: Path) -> dict[str, bytes | None]:
     """Every path under ``folder`` with a file's bytes (None for folders and links): to show nothing changed."""
-    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() and not p.is_symlink() else None
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() if p.is_file() and not p.is_symlink() else None
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def assert_refused(place: Path, argv: list[str], expected: list[str], capsys: pytest.CaptureFixture) -> None:
@@ -556,8 +833,9 @@ ALL_CASES = [(*case, None) for case in CASES] + HARDENING + [(*case, no_file(".w
 
 
 @pytest.mark.parametrize("argv_of, expected, check", [c[1:] for c in ALL_CASES], ids=[c[0] for c in ALL_CASES])
-def test_bad_input_exits_2_names_the_problem_and_changes_nothing(place: Path, argv_of, expected, check, capsys,
-                                                                  monkeypatch: pytest.MonkeyPatch):
+def test_bad_input_exits_2_names_the_problem_and_changes_nothing(
+    place: Path, argv_of, expected, check, capsys, monkeypatch: pytest.MonkeyPatch
+):
     import search.cli._science
     import search.execution._cluster
     import search.execution._jobs
@@ -580,9 +858,12 @@ def test_bad_input_exits_2_names_the_problem_and_changes_nothing(place: Path, ar
 def test_every_secret_of_a_url_is_masked():
     from search.storage import redact, scrub
 
-    for url in (f"u:{SECRET}@host/db", f"postgresql://u:{SECRET}@h/db",
-                f"postgresql://u@h/db?password={SECRET}&sslmode=require",
-                f"postgresql+psycopg://u:{SECRET}@h:5/db?sslpassword={SECRET}x"):
+    for url in (
+        f"u:{SECRET}@host/db",
+        f"postgresql://u:{SECRET}@h/db",
+        f"postgresql://u@h/db?password={SECRET}&sslmode=require",
+        f"postgresql+psycopg://u:{SECRET}@h:5/db?sslpassword={SECRET}x",
+    ):
         assert SECRET not in redact(url)
         assert SECRET not in scrub(f"failed to connect with {url} and password={SECRET}", url)
     assert redact("sqlite:///wemem.db") == "sqlite:///wemem.db"
@@ -601,8 +882,13 @@ def test_a_launcher_with_other_resources_joins_the_study(place: Path):
     from search.study import definition_differences
 
     stored = parse_study(BASE_STUDY)
-    gpu = parse_study(dict(BASE_STUDY, resources={"gpus_per_trial": 1, "cpus_per_trial": 4},
-                           data={"shadows": 2, "data_root": "/elsewhere"}))
+    gpu = parse_study(
+        dict(
+            BASE_STUDY,
+            resources={"gpus_per_trial": 1, "cpus_per_trial": 4},
+            data={"shadows": 2, "data_root": "/elsewhere"},
+        )
+    )
     assert definition_differences(stored, gpu) == []
     other = parse_study(dict(BASE_STUDY, pruning={"sparsity": 0.7, "steps": 1}))
     assert definition_differences(stored, other) == ["pruning.sparsity: stored 0.6, file 0.7"]
@@ -640,10 +926,18 @@ def test_status_says_when_a_running_trial_has_lost_its_launcher(place: Path, cap
     import subprocess
     import sys
 
-    identity = json.loads(subprocess.run(
-        [sys.executable, "-c", "import json; from search.storage import process_identity; "
-                               "print(json.dumps(process_identity()))"],
-        capture_output=True, text=True, check=True).stdout)  # a process that has exited since
+    identity = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import json; from search.storage import process_identity; print(json.dumps(process_identity()))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )  # a process that has exited since
     storage = open_storage(f"sqlite:///{place / 'wemem.db'}")
     study = optuna.load_study(study_name="base", storage=storage)
     from search.storage import PROCESS_ATTR
@@ -675,10 +969,16 @@ def test_the_confirm_hint_names_only_attacks_the_study_can_run():
     assert "lira" not in judges_for(one_shadow).split(",") and "conf" in judges_for(one_shadow).split(",")
 
 
-@pytest.mark.parametrize("flag, value, words", [("--cpus-per-trial", "1000", ["1000 CPU", "has 2 CPU", "ray start"]),
-                                                ("--gpus-per-trial", "1", ["1 GPU", "0 GPU", "--gpus-per-trial"])])
-def test_a_request_the_cluster_cannot_grant_exits_2_before_anything_runs(ray_session, place: Path, flag, value, words,
-                                                                          capsys):
+@pytest.mark.parametrize(
+    "flag, value, words",
+    [
+        ("--cpus-per-trial", "1000", ["1000 CPU", "has 2 CPU", "ray start"]),
+        ("--gpus-per-trial", "1", ["1 GPU", "0 GPU", "--gpus-per-trial"]),
+    ],
+)
+def test_a_request_the_cluster_cannot_grant_exits_2_before_anything_runs(
+    ray_session, place: Path, flag, value, words, capsys
+):
     url = f"sqlite:///{place / 'wemem.db'}"
     before = dump(place / "wemem.db")
     assert main(["resume", "base", "--storage", url, flag, value, "--cache-dir", str(place / "cache")]) == 2

@@ -115,7 +115,8 @@ def test_relaxloss_defense_follows_the_epoch_the_engine_announces(tiny_assets):
     for epoch in (0, 1):
         assert defense.epoch_steps(epoch, torch.Generator().manual_seed(0))
         assert float(defense.loss(None, None, labels, logits)) == pytest.approx(
-            float(relaxloss_objective(logits, labels, 1.0, epoch)))
+            float(relaxloss_objective(logits, labels, 1.0, epoch))
+        )
 
 
 def test_relaxloss_flattening_gradient_flows_through_the_soft_target():
@@ -131,8 +132,7 @@ def test_relaxloss_flattening_gradient_flows_through_the_soft_target():
     assert loss == pytest.approx(float(entropy - F.cross_entropy(logits, labels)))
     assert torch.allclose(grad[0], expected)
     # by hand: p = (0.268941, 0.731059), dH/dz = (p_0 p_1 (z_1 - z_0), -p_0 p_1 (z_1 - z_0)) = (0.196612, -0.196612)
-    assert torch.allclose(-p * (p.log() + entropy), torch.tensor([0.196612, -0.196612], dtype=torch.float64),
-                          atol=1e-6)
+    assert torch.allclose(-p * (p.log() + entropy), torch.tensor([0.196612, -0.196612], dtype=torch.float64), atol=1e-6)
 
 
 # -------------------------------------------------------------------------------------------- AdvReg
@@ -145,7 +145,10 @@ def test_advreg_defaults_to_nasr_et_al_k_and_inference_network():
     network = InferenceNetwork(10)
     widths = lambda seq: [m.out_features for m in seq.modules() if isinstance(m, torch.nn.Linear)]  # noqa: E731
     assert (widths(network.posterior), widths(network.label), widths(network.combined)) == (
-        [1024, 512, 64], [512, 64], [256, 64, 1])
+        [1024, 512, 64],
+        [512, 64],
+        [256, 64, 1],
+    )
     # weights + biases: posterior 10*1024+1024 + 1024*512+512 + 512*64+64 = 568,896; label 10*512+512 + 512*64+64
     # = 38,464; combined 128*256+256 + 256*64+64 + 64+1 = 49,537
     assert sum(p.numel() for p in network.parameters()) == 568_896 + 38_464 + 49_537
@@ -265,8 +268,9 @@ END_TO_END_SETTINGS = {"advreg": {"k": 1}}
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_baseline_runs_end_to_end(name, tiny_config, tiny_pruning, cache_dir, tiny_assets):
-    result = run_experiment(tiny_assets, Setting(name, END_TO_END_SETTINGS.get(name, {})), tiny_pruning,
-                            THRESHOLD_ATTACKS)
+    result = run_experiment(
+        tiny_assets, Setting(name, END_TO_END_SETTINGS.get(name, {})), tiny_pruning, THRESHOLD_ATTACKS
+    )
     assert result.utility > 0.5
     assert set(result.attacks) == set(THRESHOLD_ATTACKS)
     assert result.defense_seconds > 0

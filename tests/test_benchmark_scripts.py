@@ -37,8 +37,10 @@ def test_fit_rules_replays_a_rule_exactly_on_a_record(monkeypatch: pytest.Monkey
     fit_rules = load("fit_rules.py", monkeypatch)
     losses = [0.70, 0.66, 0.67, 0.665, 0.68, 0.60]
     aucs = [0.50, 0.55, 0.54, 0.56, 0.53, 0.52]
-    points = [{"epoch": i // 2, "batches": 2 * (i % 2 + 1), "loss": loss, "held_out_auc": a, "auc": a + 0.1}
-              for i, (loss, a) in enumerate(zip(losses, aucs))]
+    points = [
+        {"epoch": i // 2, "batches": 2 * (i % 2 + 1), "loss": loss, "held_out_auc": a, "auc": a + 0.1}
+        for i, (loss, a) in enumerate(zip(losses, aucs))
+    ]
     fit = {"points": points, "batches_per_epoch": 4}
     # loss, checked twice an epoch, patience 1: best 0.66 (check 2); checks 3 and 4 are stale -> stops at 2 epochs
     kept, epochs, stopped = fit_rules.replay(fit, fit_rules.parse_rule("2:1:0"), batch_size=10)
@@ -62,8 +64,12 @@ def test_fit_rules_replays_a_rule_exactly_on_a_record(monkeypatch: pytest.Monkey
 
 def test_gpu_benchmark_epoch_part_runs_and_saves_its_report(tmp_path: Path) -> None:
     out = tmp_path / "report" / "gpu.json"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_gpu.py"), "--small", "--parts", "epoch",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_gpu.py"), "--small", "--parts", "epoch", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     printed, saved = json.loads(done.stdout), json.loads(out.read_text())
     assert printed == saved and "trial" not in saved
@@ -76,9 +82,15 @@ def test_bench_search_looks_up_the_nearest_grid_point_and_runs_the_products_samp
     bench = load("bench_search.py", monkeypatch)
     # per parameter on a log scale: 0.3 is nearer 0.22 than 0.44 (log 0.3/0.22 = 0.31 < log 0.44/0.3 = 0.38)
     assert bench.nearest("rsw", {"rsw.order": "h2l", "rsw.width_fraction": 0.3, "rsw.stride_ratio": 0.14}) == {
-        "order": "h2l", "width_fraction": 0.22, "stride_ratio": 0.1}
+        "order": "h2l",
+        "width_fraction": 0.22,
+        "stride_ratio": 0.1,
+    }
     assert bench.settings_of("rsw", {"order": "l2h", "width_fraction": 0.22, "stride_ratio": 0.1}) == {
-        "order": "l2h", "width_fraction": 0.22, "stride_fraction": 0.022}
+        "order": "l2h",
+        "width_fraction": 0.22,
+        "stride_fraction": 0.022,
+    }
     assert bench.settings_of("rmr", {"risky_fraction": 0.2, "lambda_mem": 0.1})["optimizer"] == "single"
 
     class Table:  # a tabular objective by hand: leakage falls with the width, RMR leaks 0.6 everywhere

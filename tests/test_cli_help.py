@@ -15,12 +15,12 @@ COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)  # every
 
 
 def test_every_sub_command_is_walked():
-    assert {"launch", "resume", "status", "export", "apply", "report", "delete", "run", "memscore",
-            "confirm"} <= set(COMMANDS)
+    assert {"launch", "resume", "status", "export", "apply", "report", "delete", "run", "memscore", "confirm"} <= set(
+        COMMANDS
+    )
 
 
-@pytest.mark.parametrize("argv", [["--help"]] + [[name, "--help"] for name in COMMANDS],
-                         ids=["wemem"] + COMMANDS)
+@pytest.mark.parametrize("argv", [["--help"]] + [[name, "--help"] for name in COMMANDS], ids=["wemem"] + COMMANDS)
 def test_help_exits_0_and_names_the_command(argv: list[str], capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -32,7 +32,12 @@ def test_help_exits_0_and_names_the_command(argv: list[str], capsys):
 
 
 def test_help_of_the_installed_entry_point_as_a_new_user_runs_it():
-    done = subprocess.run([sys.executable, "-m", "search.cli", "--help"], capture_output=True, text=True,
-                          cwd=Path(__file__).parent.parent, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "search.cli", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "confirm" in done.stdout

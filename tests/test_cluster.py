@@ -95,8 +95,9 @@ def test_shipped_assets_come_back_equal_and_memoized(ray_session, tiny_assets) -
     assert bool((received.pools.x == tiny_assets.pools.x).all())
     assert all(bool((received.pretrained["victim"][k] == v).all()) for k, v in tiny_assets.pretrained["victim"].items())
     # same weights and data, other fine-tuning config: a different object for the workers (never the memo's)
-    longer = dataclasses.replace(tiny_assets.config, train=dataclasses.replace(tiny_assets.config.train,
-                                                                               finetune_epochs=60))
+    longer = dataclasses.replace(
+        tiny_assets.config, train=dataclasses.replace(tiny_assets.config.train, finetune_epochs=60)
+    )
     other = raymap.ship(dataclasses.replace(tiny_assets, config=longer))
     assert other.fingerprint != shipped.fingerprint
     assert raymap.receive(other).config.train.finetune_epochs == 60
@@ -114,8 +115,13 @@ def test_gpu_shares_never_reuse_a_worker() -> None:
 def test_study_on_a_two_node_cluster_with_fake_gpus(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     env.pop("RAY_ADDRESS", None)
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "cluster_study.py"), str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "cluster_study.py"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -148,19 +154,21 @@ def test_a_launcher_with_other_assets_is_refused(ray_session, tiny_config, tiny_
     from search.study import OpenStudy, Options, Place
     from search.studyfile import parse_study
 
-    definition = parse_study({
-        "study": {"name": "fingerprinted", "seed": tiny_config.seed},
-        "data": {"dataset": "digits", "shadows": tiny_config.shadows},
-        "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
-        "pruning": {"sparsity": 0.6, "steps": 2},
-        "memscore": {"models": 2},
-        "attacks": {"names": ["conf"]},
-    })
+    definition = parse_study(
+        {
+            "study": {"name": "fingerprinted", "seed": tiny_config.seed},
+            "data": {"dataset": "digits", "shadows": tiny_config.shadows},
+            "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
+            "pruning": {"sparsity": 0.6, "steps": 2},
+            "memscore": {"models": 2},
+            "attacks": {"names": ["conf"]},
+        }
+    )
     spec = definition.trial_spec(str(cache_dir))
     assert spec.experiment == tiny_config  # reuses the session's cached assets
     study = optuna.create_study(study_name="fingerprinted")
     opened = OpenStudy(study, definition, None, Place(Options(cache_dir=str(cache_dir)), str(cache_dir), None))
-    shipped, base = shared_work(opened, echo=lambda message: None)
+    shipped, _base = shared_work(opened, echo=lambda message: None)
     stored = study.user_attrs["assets_fingerprint"]
     shared_work(opened, echo=lambda message: None)  # same assets: accepted
     study.set_user_attr("assets_fingerprint", "0" * 64)  # as if the study had been run on another victim

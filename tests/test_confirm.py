@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import optuna
@@ -16,10 +16,28 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
 
 from objectives import ObjectiveConfig, TrialSpec
-from search.confirm import (REFERENCE, Candidate, Comparison, Confirmation, ConfirmedSetting, Interval, Paired,
-                            SeedResult, Suite, candidates, confirm_with, confirmation_seeds, confirm_study,
-                            constraint_verdict, judged_by, known_results, stored_confirmations, suite_fields,
-                            suite_key, t_interval)
+from search.confirm import (
+    REFERENCE,
+    Candidate,
+    Comparison,
+    Confirmation,
+    ConfirmedSetting,
+    Interval,
+    Paired,
+    SeedResult,
+    Suite,
+    candidates,
+    confirm_study,
+    confirm_with,
+    confirmation_seeds,
+    constraint_verdict,
+    judged_by,
+    known_results,
+    stored_confirmations,
+    suite_fields,
+    suite_key,
+    t_interval,
+)
 from search.confirm._candidates import named_comparison
 from search.confirm._statistics import comparison_verdict
 from search.results._text import confirmed_lines as summary_lines
@@ -68,12 +86,22 @@ def noisy_study(n_trials: int, seed: int = 0) -> optuna.Study:
         width = float(rng.uniform(0.05, 0.8))
         privacy = true_leakage(width) + rng.normal(0, NOISE)
         utility = 0.89 + rng.normal(0, 0.005)
-        study.add_trial(create_trial(
-            value=privacy, params={"rsw.width_fraction": width},
-            distributions={"rsw.width_fraction": FloatDistribution(0.05, 0.8)},
-            user_attrs={"defense": "rsw", "settings": {"width_fraction": width}, "utility": utility,
-                        "privacy": privacy, "strongest_attack": "conf", "feasible": True},
-            system_attrs={"constraints": [(0.90 - 0.02) - utility]}))
+        study.add_trial(
+            create_trial(
+                value=privacy,
+                params={"rsw.width_fraction": width},
+                distributions={"rsw.width_fraction": FloatDistribution(0.05, 0.8)},
+                user_attrs={
+                    "defense": "rsw",
+                    "settings": {"width_fraction": width},
+                    "utility": utility,
+                    "privacy": privacy,
+                    "strongest_attack": "conf",
+                    "feasible": True,
+                },
+                system_attrs={"constraints": [(0.90 - 0.02) - utility]},
+            )
+        )
     return study
 
 
@@ -84,15 +112,20 @@ def synthetic_evaluator(jobs: list[tuple[Candidate, int]]) -> Iterator[tuple[int
     for candidate, seed in jobs:
         rng = np.random.default_rng([seed, 0 if candidate.is_reference else 1 + (candidate.trial_number or 999)])
         truth = REFERENCE_LEAKAGE if candidate.is_reference else true_leakage(candidate.settings["width_fraction"])
-        results.append(SeedResult(0.90 - (0 if candidate.is_reference else 0.01) + rng.normal(0, 0.005),
-                                  truth + rng.normal(0, NOISE), "conf"))
+        results.append(
+            SeedResult(
+                0.90 - (0 if candidate.is_reference else 0.01) + rng.normal(0, 0.005),
+                truth + rng.normal(0, NOISE),
+                "conf",
+            )
+        )
     return iter(reversed(list(enumerate(results))))  # last first: results are matched by index, not by order
 
 
 def test_best_of_many_on_a_noisy_objective_is_confirmed_worse_than_reported():
     study = noisy_study(n_trials=40)
     chosen = candidates(study, k=1)
-    assert [c.label for c in chosen][0] == REFERENCE
+    assert next(c.label for c in chosen) == REFERENCE
     winner = chosen[1]
     assert winner.trial_number == study.best_trial.number  # the selection is the study's own best
     reported = winner.reported.privacy
@@ -116,11 +149,24 @@ def test_top_trials_prefers_feasible_and_counts_a_setting_once():
     study = noisy_study(n_trials=6)
     best = study.best_trial
     # a duplicate of the best setting and an infeasible trial with the lowest value of all
-    study.add_trial(create_trial(value=best.value + 1e-4, params=best.params, distributions=best.distributions,
-                                 user_attrs=dict(best.user_attrs), system_attrs={"constraints": [-0.01]}))
-    study.add_trial(create_trial(value=0.1, params=best.params, distributions=best.distributions,
-                                 user_attrs=dict(best.user_attrs, settings={"width_fraction": 0.33}),
-                                 system_attrs={"constraints": [0.05]}))
+    study.add_trial(
+        create_trial(
+            value=best.value + 1e-4,
+            params=best.params,
+            distributions=best.distributions,
+            user_attrs=dict(best.user_attrs),
+            system_attrs={"constraints": [-0.01]},
+        )
+    )
+    study.add_trial(
+        create_trial(
+            value=0.1,
+            params=best.params,
+            distributions=best.distributions,
+            user_attrs=dict(best.user_attrs, settings={"width_fraction": 0.33}),
+            system_attrs={"constraints": [0.05]},
+        )
+    )
     top = top_trials(study, 3)
     assert top[0].number == best.number
     assert len({t.user_attrs["settings"]["width_fraction"] for t in top}) == 3
@@ -137,12 +183,23 @@ def with_defaults(study: optuna.Study, *widths: float) -> list[int]:
     numbers = []
     for width in widths:
         privacy = true_leakage(width) + 0.01
-        study.add_trial(create_trial(
-            value=privacy, params={"rsw.width_fraction": width},
-            distributions={"rsw.width_fraction": FloatDistribution(0.05, 0.8)},
-            user_attrs={"defense": "rsw", "settings": {"width_fraction": width}, "utility": 0.89, "privacy": privacy,
-                        "strongest_attack": "conf", "feasible": True, "warm_start": "reference"},
-            system_attrs={"constraints": [-0.01]}))
+        study.add_trial(
+            create_trial(
+                value=privacy,
+                params={"rsw.width_fraction": width},
+                distributions={"rsw.width_fraction": FloatDistribution(0.05, 0.8)},
+                user_attrs={
+                    "defense": "rsw",
+                    "settings": {"width_fraction": width},
+                    "utility": 0.89,
+                    "privacy": privacy,
+                    "strongest_attack": "conf",
+                    "feasible": True,
+                    "warm_start": "reference",
+                },
+                system_attrs={"constraints": [-0.01]},
+            )
+        )
         numbers.append(study.trials[-1].number)
     return numbers
 
@@ -154,10 +211,15 @@ def test_candidates_judge_tuning_against_the_best_paper_default():
     assert [c.role for c in chosen] == ["reference", "tuned", "tuned", "default"]
     assert chosen[-1].trial_number == better and chosen[-1].is_comparison
     # the default is the study's best: it is marked, not added twice, and the best tuned setting joins it
-    study.add_trial(create_trial(value=0.0, params=study.trials[better].params,
-                                 distributions=study.trials[better].distributions,
-                                 user_attrs={**study.trials[better].user_attrs, "settings": {"width_fraction": 0.5}},
-                                 system_attrs={"constraints": [-0.01]}))
+    study.add_trial(
+        create_trial(
+            value=0.0,
+            params=study.trials[better].params,
+            distributions=study.trials[better].distributions,
+            user_attrs={**study.trials[better].user_attrs, "settings": {"width_fraction": 0.5}},
+            system_attrs={"constraints": [-0.01]},
+        )
+    )
     best_default = study.trials[-1].number
     chosen = candidates(study, k=1)
     assert [(c.role, c.trial_number) for c in chosen[:2]] == [("reference", None), ("default", best_default)]
@@ -172,8 +234,9 @@ def test_tuned_minus_default_is_paired_stored_exported_and_printed():
     study = noisy_study(n_trials=12)
     with_defaults(study, 0.05)
     spec = study_spec()
-    summary = confirm_study(study, spec, spec, candidates(study, 1), [1007, 2007, 3007], synthetic_evaluator, 0.02,
-                            lambda message: None)
+    summary = confirm_study(
+        study, spec, spec, candidates(study, 1), [1007, 2007, 3007], synthetic_evaluator, 0.02, lambda message: None
+    )
     tuned = next(e for e in summary.candidates if e.role == "tuned")
     default = next(e for e in summary.candidates if e.role == "default")
     assert default.vs_comparison is None and summary.comparison.label == default.label
@@ -196,25 +259,38 @@ def test_tuned_minus_default_is_paired_stored_exported_and_printed():
 
 def hand_summary(diff: tuple[float, float, float], role: str = "default") -> Confirmation:
     nothing = Interval(0.0, 0.0, 0.0)
-    tuned = ConfirmedSetting("trial 5", "tuned", "rsw", {}, (), nothing, nothing,
-                             vs_comparison=Paired(Interval(*diff), Interval(0.004, -0.01, 0.018)))
+    tuned = ConfirmedSetting(
+        "trial 5",
+        "tuned",
+        "rsw",
+        {},
+        (),
+        nothing,
+        nothing,
+        vs_comparison=Paired(Interval(*diff), Interval(0.004, -0.01, 0.018)),
+    )
     return Confirmation((1, 2, 3), 0.95, None, (tuned,), Comparison("trial 0", role, "rsw", {}))
 
 
 def test_the_verdicts_wording_by_hand():
     assert comparison_verdict(hand_summary((-0.021, -0.034, -0.008))) == (
         "tuning gained 2.1 points of leakage [95% CI 0.8, 3.4] over the paper's default (trial 0, rsw) (trial 5 vs "
-        "it on 3 fresh seeds, paired; accuracy +0.4 points [-1.0, +1.8])")
+        "it on 3 fresh seeds, paired; accuracy +0.4 points [-1.0, +1.8])"
+    )
     assert comparison_verdict(hand_summary((-0.003, -0.012, 0.006))) == (
         "tuning is no better than the paper's default (trial 0, rsw) (leakage -0.3 points [95% CI -1.2, +0.6], "
         "accuracy +0.4 points [-1.0, +1.8]; trial 5 vs it on 3 fresh seeds, paired): the default is the setting "
-        "to use")
+        "to use"
+    )
     assert comparison_verdict(hand_summary((0.01, 0.002, 0.018), "comparison")).endswith(
-        "the comparison setting is the setting to use")
+        "the comparison setting is the setting to use"
+    )
     assert "the comparison setting (rsw)" in comparison_verdict(hand_summary((0.01, 0.002, 0.018), "comparison"))
     lonely = dataclasses.replace(hand_summary((0, 0, 0)), candidates=())
-    assert comparison_verdict(lonely) == "only the paper's default (trial 0, rsw) was evaluated: no tuned setting " \
-                                         "to compare with it"
+    assert (
+        comparison_verdict(lonely) == "only the paper's default (trial 0, rsw) was evaluated: no tuned setting "
+        "to compare with it"
+    )
     assert comparison_verdict(Confirmation((), 0.95, None, ())) is None
 
 
@@ -228,25 +304,38 @@ def tiny_study(tmp_path: Path):
     from search.studyfile import parse_study
 
     options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(tmp_path / "cache"))
-    definition = parse_study({
-        "study": {"name": "tinyconfirm", "n_trials": 1, "seed": 7},
-        "data": {"dataset": "digits", "shadows": 1},
-        "model": {"name": "columnfc"},
-        "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
-        "pruning": {"sparsity": 0.6, "steps": 2},
-        "memscore": {"models": 2},
-        "search": {"defenses": ["rsw"], "enqueue_reference": True},
-        "attacks": {"names": ["conf", "hconf"]},
-        "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 2},
-    })
+    definition = parse_study(
+        {
+            "study": {"name": "tinyconfirm", "n_trials": 1, "seed": 7},
+            "data": {"dataset": "digits", "shadows": 1},
+            "model": {"name": "columnfc"},
+            "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
+            "pruning": {"sparsity": 0.6, "steps": 2},
+            "memscore": {"models": 2},
+            "search": {"defenses": ["rsw"], "enqueue_reference": True},
+            "attacks": {"names": ["conf", "hconf"]},
+            "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 2},
+        }
+    )
     study, _ = create_or_load_study(definition, open_storage(options.storage_url), {"cache_dir": options.cache_dir})
     study.set_user_attr("reference", {"utility": 0.9, "privacy": 0.55, "strongest_attack": "conf"})
     settings = {"order": "l2h", "width_fraction": 0.22, "stride_fraction": 0.022}
-    study.add_trial(create_trial(value=0.52, user_attrs={"defense": "rsw", "settings": settings, "utility": 0.9,
-                                                          "privacy": 0.52, "strongest_attack": "conf",
-                                                          "feasible": True, "attacks": {},
-                                                          "warm_start": "reference"},
-                                 system_attrs={"constraints": [-0.02]}))
+    study.add_trial(
+        create_trial(
+            value=0.52,
+            user_attrs={
+                "defense": "rsw",
+                "settings": settings,
+                "utility": 0.9,
+                "privacy": 0.52,
+                "strongest_attack": "conf",
+                "feasible": True,
+                "attacks": {},
+                "warm_start": "reference",
+            },
+            system_attrs={"constraints": [-0.02]},
+        )
+    )
     return options
 
 
@@ -262,8 +351,10 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     status = ["status", "tinyconfirm", "--storage", options.storage]
     assert main(status) == 0 and "  not confirmed: " in capsys.readouterr().out
 
-    assert main(["confirm", "tinyconfirm", "--seeds", "2", "--storage", options.storage,
-                 "--cache-dir", options.cache_dir]) == 0
+    assert (
+        main(["confirm", "tinyconfirm", "--seeds", "2", "--storage", options.storage, "--cache-dir", options.cache_dir])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "confirmed on 2 fresh seeds [1007, 2007]" in printed and "vs reference: leakage" in printed
     # its only trial is the paper's default: nothing tuned to compare with it, and the tool says so
@@ -300,8 +391,23 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     plt.close(fig)
 
     # judged by other attacks: the study's confirmation is kept, the new one is what export reads
-    assert main(["confirm", "tinyconfirm", "--seeds", "2", "--attacks", "conf,entr", "--storage", options.storage,
-                 "--cache-dir", options.cache_dir]) == 0
+    assert (
+        main(
+            [
+                "confirm",
+                "tinyconfirm",
+                "--seeds",
+                "2",
+                "--attacks",
+                "conf,entr",
+                "--storage",
+                options.storage,
+                "--cache-dir",
+                options.cache_dir,
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "judged by conf, entr" in printed and "judged by 2 attacks (conf, entr), not the study's own" in printed
     opened = open_study("tinyconfirm", options)
@@ -335,10 +441,15 @@ def test_a_second_confirmation_reruns_only_what_is_missing():
 # ------------------------------------------------------------------------- judged by other attacks
 
 
-def study_spec(attacks: tuple[str, ...] = ("conf", "hconf"), among: tuple[str, ...] | None = None,
-               shadows: int = 2) -> TrialSpec:
-    return TrialSpec(ExperimentConfig(dataset="digits", shadows=shadows), PruningConfig(), attacks,
-                     ObjectiveConfig(privacy_attacks=among))
+def study_spec(
+    attacks: tuple[str, ...] = ("conf", "hconf"), among: tuple[str, ...] | None = None, shadows: int = 2
+) -> TrialSpec:
+    return TrialSpec(
+        ExperimentConfig(dataset="digits", shadows=shadows),
+        PruningConfig(),
+        attacks,
+        ObjectiveConfig(privacy_attacks=among),
+    )
 
 
 def test_judged_by_swaps_the_suite_and_takes_leakage_over_all_of_it():
@@ -361,12 +472,14 @@ def test_judged_by_swaps_the_suite_and_takes_leakage_over_all_of_it():
 
 def counting_evaluator(calls: list[tuple[str, int]], dies_after: int | None = None):
     """The synthetic evaluator, noting each evaluation it finishes; the launcher is killed after ``dies_after``."""
+
     def evaluate(jobs):
         for count, (i, result) in enumerate(synthetic_evaluator(jobs)):
             if count == dies_after:
                 raise KeyboardInterrupt
             calls.append((jobs[i][0].label, jobs[i][1]))
             yield i, result
+
     return evaluate
 
 
@@ -381,8 +494,9 @@ def test_switching_suites_keeps_every_confirmation_and_reuses_only_the_same_judg
     calls: list[tuple[str, int]] = []
 
     def confirm_by(spec: TrialSpec) -> Confirmation:
-        return confirm_study(study, own, spec, candidates(study, 1), [1007, 2007], counting_evaluator(calls), 0.02,
-                             quiet)
+        return confirm_study(
+            study, own, spec, candidates(study, 1), [1007, 2007], counting_evaluator(calls), 0.02, quiet
+        )
 
     first = confirm_by(own)
     assert len(calls) == 4 and first.suite.attacks == ("conf", "hconf") and first.suite.study_suite
@@ -420,8 +534,9 @@ def test_a_killed_confirmation_keeps_every_finished_run():
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("signal_name", ["KILL", "INT"])
-def test_a_killed_or_interrupted_confirmation_resumes_from_its_stored_runs(ray_session, tmp_path: Path, capsys,
-                                                                           signal_name: str):
+def test_a_killed_or_interrupted_confirmation_resumes_from_its_stored_runs(
+    ray_session, tmp_path: Path, capsys, signal_name: str
+):
     import os
     import subprocess
     import sys
@@ -433,14 +548,30 @@ def test_a_killed_or_interrupted_confirmation_resumes_from_its_stored_runs(ray_s
     from wemem.faults import ENV as FAILPOINTS_ENV
 
     options = tiny_study(tmp_path)
-    argv = ["confirm", "tinyconfirm", "--seeds", "2", "--storage", options.storage, "--cache-dir", options.cache_dir,
-            "--ray-address", ray.get_runtime_context().gcs_address]  # killing it ends only its own Ray job
+    argv = [
+        "confirm",
+        "tinyconfirm",
+        "--seeds",
+        "2",
+        "--storage",
+        options.storage,
+        "--cache-dir",
+        options.cache_dir,
+        "--ray-address",
+        ray.get_runtime_context().gcs_address,
+    ]  # killing it ends only its own Ray job
     token = tmp_path / "token"
     token.touch()
     # killed (or Ctrl-C) once the first run is stored
     env = {**os.environ, FAILPOINTS_ENV: f"confirm_run_stored:{signal_name}@{token}"}
-    killed = subprocess.run([sys.executable, "-m", "search.cli", *argv], env=env, capture_output=True, text=True,
-                            cwd=Path(__file__).parent.parent, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, "-m", "search.cli", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        timeout=600,
+    )
     if signal_name == "KILL":
         assert killed.returncode == -9, killed.stdout + killed.stderr
     else:  # a clean stop (it once ended in a segfault, exit 139, while Ray tore down)

@@ -17,13 +17,26 @@ LR = 0.01
 def tiny_setting(optimizer: str) -> tuple[nn.Module, object, Pools]:
     """Four samples, two features, two classes; samples 0 and 1 risky (scores 0.9), 2 and 3 general."""
     torch.manual_seed(0)
-    pools = Pools("tiny", torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, -1.0]]),
-                  torch.tensor([0, 1, 1, 0]), n_train=4, num_classes=2)
+    pools = Pools(
+        "tiny",
+        torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, -1.0]]),
+        torch.tensor([0, 1, 1, 0]),
+        n_train=4,
+        num_classes=2,
+    )
     model = nn.Sequential()
     model.add_module("fc1", nn.Linear(2, 2))
     defense = make_defense("rmr", {"lambda_mem": 0.1, "tau": 0.5, "optimizer": optimizer})
-    defense.bind(DefenseContext(pools, torch.arange(4), torch.arange(4), torch.tensor([0.9, 0.9, 0.1, 0.1]),
-                                TrainConfig(lr=LR, weight_decay=5e-4, batch_size=2), seed=0))
+    defense.bind(
+        DefenseContext(
+            pools,
+            torch.arange(4),
+            torch.arange(4),
+            torch.tensor([0.9, 0.9, 0.1, 0.1]),
+            TrainConfig(lr=LR, weight_decay=5e-4, batch_size=2),
+            seed=0,
+        )
+    )
     return model, defense, pools
 
 
@@ -91,7 +104,9 @@ def test_rmr_optimizer_is_fixed_in_the_search_space_unless_a_study_searches_it()
 
     trial = optuna.create_study().ask()
     settings = suggest_setting(trial, ["rmr"]).settings
-    assert settings["optimizer"] == RiskSettings.model_fields["optimizer"].default and "rmr.optimizer" not in trial.params
+    assert (
+        settings["optimizer"] == RiskSettings.model_fields["optimizer"].default and "rmr.optimizer" not in trial.params
+    )
     searched = {p.name: p for p in space_for("swmr", {"swmr": {"optimizer": ["two_adam", "single"]}})}["optimizer"]
     assert searched.fixed is None and searched.choices == ("two_adam", "single")
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
@@ -123,8 +138,11 @@ def test_a_space_declared_as_a_table_reads_as_space_params():
         search_space = {"alpha": (0.1, 3), "mode": ["a", "b"], "beta": {"low": 1e-3, "high": 1.0, "log": True}}
 
     Declared.name = "declared"
-    assert Declared.space() == (SpaceParam("alpha", 0.1, 3.0), SpaceParam("mode", choices=("a", "b")),
-                                SpaceParam("beta", 1e-3, 1.0, log=True))
+    assert Declared.space() == (
+        SpaceParam("alpha", 0.1, 3.0),
+        SpaceParam("mode", choices=("a", "b")),
+        SpaceParam("beta", 1e-3, 1.0, log=True),
+    )
     Declared.search_space = {"alpha": "wide"}
     with pytest.raises(ValueError, match=r"search_space\['alpha'\] = 'wide'"):
         Declared.space()

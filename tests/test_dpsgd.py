@@ -16,7 +16,6 @@ from wemem.errors import WememError
 from wemem.models import build_model
 from wemem.pipeline import prune_with_defense
 
-
 # Opacus hooks the first layer, whose input (data) needs no gradient; PyTorch warns about that, harmlessly.
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 
@@ -26,8 +25,9 @@ def test_pruned_weights_take_no_part_in_clipping_or_noise():
     with torch.no_grad():
         model[0].weight.copy_(torch.tensor([[1.0, 1.0, 0.0]]))
     attach_per_sample_gradients(model)
-    optimizer = MaskedDPOptimizer(torch.optim.SGD(model.parameters(), lr=1.0), noise_multiplier=0.0,
-                                  max_grad_norm=1.0, expected_batch_size=2)
+    optimizer = MaskedDPOptimizer(
+        torch.optim.SGD(model.parameters(), lr=1.0), noise_multiplier=0.0, max_grad_norm=1.0, expected_batch_size=2
+    )
     optimizer.set_masks(model, {"0.weight": torch.tensor([[True, True, False]])})
     x = torch.tensor([[3.0, 4.0, 12.0], [0.3, 0.4, 100.0]])
     model(x).mean().backward()  # per-example gradients are the inputs
@@ -41,8 +41,9 @@ def test_pruned_weights_take_no_part_in_clipping_or_noise():
 def test_noise_on_pruned_weights_is_dropped():
     model = nn.Sequential(nn.Linear(4, 2, bias=False))
     attach_per_sample_gradients(model)
-    optimizer = MaskedDPOptimizer(torch.optim.SGD(model.parameters(), lr=1.0), noise_multiplier=5.0,
-                                  max_grad_norm=1.0, expected_batch_size=3)
+    optimizer = MaskedDPOptimizer(
+        torch.optim.SGD(model.parameters(), lr=1.0), noise_multiplier=5.0, max_grad_norm=1.0, expected_batch_size=3
+    )
     mask = torch.tensor([[True, False, True, False], [False, False, True, True]])
     optimizer.set_masks(model, {"0.weight": mask})
     model(torch.randn(3, 4)).sum().backward()
@@ -52,8 +53,14 @@ def test_noise_on_pruned_weights_is_dropped():
 
 
 def run_dp(assets, sigma: float):
-    return prune_with_defense(assets, 0, make_defense("dpsgd", {"sigma": sigma, "clip": 1.0}),
-                              PruningConfig(sparsity=0.6, steps=2), seed=11, keep_state=True)
+    return prune_with_defense(
+        assets,
+        0,
+        make_defense("dpsgd", {"sigma": sigma, "clip": 1.0}),
+        PruningConfig(sparsity=0.6, steps=2),
+        seed=11,
+        keep_state=True,
+    )
 
 
 def test_dpsgd_keeps_exact_sparsity_reports_falling_epsilon_and_plain_checkpoints(tiny_assets):
@@ -68,7 +75,8 @@ def test_dpsgd_keeps_exact_sparsity_reports_falling_epsilon_and_plain_checkpoint
         assert math.isfinite(result.report["epsilon"]) and result.report["epsilon"] > 0
         assert result.report["delta"] == 1.0 / len(tiny_assets.split.victim.train)
         assert result.report["dp_steps"] == sum(r["epochs"] for r in result.rounds) * math.ceil(
-            len(tiny_assets.split.victim.train) / tiny_assets.config.train.batch_size)
+            len(tiny_assets.split.victim.train) / tiny_assets.config.train.batch_size
+        )
     assert high_noise.report["epsilon"] < low_noise.report["epsilon"]
 
 

@@ -13,16 +13,24 @@ import pandas as pd
 import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
+from test_run_cli import TINY
 
 from search.cli import main
 from search.results._text import attack_metric_lines, trial_detail_lines
 from wemem.attacks import AttackInputs, Targets, timed_attack
 from wemem.metrics import attack_uncertainty, tpr_at_fpr
-from wemem.uncertainty import (INTERVAL_METRICS, MIN_FALSE_POSITIVES, auc_from_ranks, bootstrap_intervals,
-                               clopper_pearson, epsilon_lower_bound, min_false_positives, tpr_from_ranks,
-                               tpr_resolution, unresolvable_text)
-
-from test_run_cli import TINY
+from wemem.uncertainty import (
+    INTERVAL_METRICS,
+    MIN_FALSE_POSITIVES,
+    auc_from_ranks,
+    bootstrap_intervals,
+    clopper_pearson,
+    epsilon_lower_bound,
+    min_false_positives,
+    tpr_from_ranks,
+    tpr_resolution,
+    unresolvable_text,
+)
 
 
 def members_first(n1: int, n0: int) -> np.ndarray:
@@ -44,8 +52,9 @@ def test_a_tiny_case_whose_bootstrap_distribution_is_known() -> None:
     # probabilities 1/4, 1/2, 1/4 and its TNR always 1, so its balanced accuracy is 0.5, 0.75 or 1 and the
     # 2.5% and 97.5% percentiles of 1,000 resamples are 0.5 and 1 (fewer than 25 at either end has probability
     # below 1e-80)
-    intervals = bootstrap_intervals(np.array([1.0, 0.0, -1.0, -2.0]), members_first(2, 2),
-                                    np.array([True, False, False, False]))
+    intervals = bootstrap_intervals(
+        np.array([1.0, 0.0, -1.0, -2.0]), members_first(2, 2), np.array([True, False, False, False])
+    )
     assert intervals["balanced_accuracy"] == [0.5, 1.0]
 
 
@@ -77,8 +86,9 @@ def reference_statistic(members: np.ndarray, non_members: np.ndarray, axis: int 
     auc = stats.mannwhitneyu(x, y, axis=-1).statistic / (x.shape[-1] * n0)
     balanced = 0.5 * (members[1].mean(-1) + 1 - non_members[1].mean(-1))
     descending = -np.sort(-y, axis=-1)
-    tprs = [(x > descending[..., [int(np.count_nonzero(np.arange(1, n0 + 1) / n0 <= a))]]).mean(-1)
-            for a in (0.001, 0.01)]
+    tprs = [
+        (x > descending[..., [int(np.count_nonzero(np.arange(1, n0 + 1) / n0 <= a))]]).mean(-1) for a in (0.001, 0.01)
+    ]
     return np.stack([balanced, auc, *tprs])
 
 
@@ -89,12 +99,20 @@ def test_intervals_equal_scipy_bootstrap_of_the_plain_statistics() -> None:
     threshold = rng.choice([0.2, 0.4], 600)  # per-class thresholds: one per target
     predicted = scores >= threshold
     rows = np.stack([scores, predicted.astype(float)])
-    expected = stats.bootstrap((rows[:, is_member], rows[:, ~is_member]), reference_statistic, n_resamples=1000,
-                               vectorized=True, axis=-1, method="percentile", rng=np.random.default_rng(0))
+    expected = stats.bootstrap(
+        (rows[:, is_member], rows[:, ~is_member]),
+        reference_statistic,
+        n_resamples=1000,
+        vectorized=True,
+        axis=-1,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    )
     intervals = bootstrap_intervals(scores, is_member, predicted)
     for i, name in enumerate(INTERVAL_METRICS):
-        assert intervals[name] == pytest.approx([expected.confidence_interval.low[i],
-                                                 expected.confidence_interval.high[i]], abs=1e-12), name
+        assert intervals[name] == pytest.approx(
+            [expected.confidence_interval.low[i], expected.confidence_interval.high[i]], abs=1e-12
+        ), name
 
 
 def test_intervals_hold_the_point_values_and_are_seeded() -> None:
@@ -107,8 +125,9 @@ def test_intervals_hold_the_point_values_and_are_seeded() -> None:
 
 
 def test_one_sided_target_sets_give_nan_intervals() -> None:
-    intervals = bootstrap_intervals(np.array([0.1, 0.2, 0.3]), np.array([True, True, False]),
-                                    np.array([True, True, True]))
+    intervals = bootstrap_intervals(
+        np.array([0.1, 0.2, 0.3]), np.array([True, True, False]), np.array([True, True, True])
+    )
     assert all(math.isnan(v) for pair in intervals.values() for v in pair)
 
 
@@ -184,9 +203,13 @@ def test_timed_attack_stores_intervals_targets_and_epsilon_as_plain_json() -> No
     p = np.clip(np.r_[rng.uniform(0.7, 1.0, 60), rng.uniform(0.4, 0.9, 60)], 1e-6, 1 - 1e-6)
     log_probs = np.log(np.stack([p, 1 - p], axis=1))
     targets = Targets(np.arange(120), members_first(60, 60))
-    inputs = AttackInputs(labels=np.zeros(120, dtype=int), victim_log_probs=log_probs,
-                          shadow_log_probs=[log_probs, log_probs], victim_targets=targets,
-                          shadow_targets=[targets, targets])
+    inputs = AttackInputs(
+        labels=np.zeros(120, dtype=int),
+        victim_log_probs=log_probs,
+        shadow_log_probs=[log_probs, log_probs],
+        victim_targets=targets,
+        shadow_targets=[targets, targets],
+    )
     metrics, _ = timed_attack("conf", inputs)
     assert plain_json(metrics)
     assert json.loads(json.dumps(metrics, allow_nan=False)) == metrics
@@ -199,37 +222,77 @@ def test_timed_attack_stores_intervals_targets_and_epsilon_as_plain_json() -> No
 
 
 def stored_attack(non_members: int) -> dict[str, object]:
-    return {"balanced_accuracy": 0.61, "auc": 0.65, "tpr_at_0.1%_fpr": 0.003, "tpr_at_1%_fpr": 0.04,
-            "intervals": {"balanced_accuracy": [0.58, 0.64], "auc": [0.62, 0.68], "tpr_at_0.1%_fpr": [0.0, 0.01],
-                          "tpr_at_1%_fpr": [0.02, 0.06]},
-            "targets": {"members": non_members, "non_members": non_members},
-            "epsilon_lower_bound": {"value": 0.412, "delta": 0.0, "confidence": 0.95}}
+    return {
+        "balanced_accuracy": 0.61,
+        "auc": 0.65,
+        "tpr_at_0.1%_fpr": 0.003,
+        "tpr_at_1%_fpr": 0.04,
+        "intervals": {
+            "balanced_accuracy": [0.58, 0.64],
+            "auc": [0.62, 0.68],
+            "tpr_at_0.1%_fpr": [0.0, 0.01],
+            "tpr_at_1%_fpr": [0.02, 0.06],
+        },
+        "targets": {"members": non_members, "non_members": non_members},
+        "epsilon_lower_bound": {"value": 0.412, "delta": 0.0, "confidence": 0.95},
+    }
 
 
 def test_status_trial_prints_intervals_unresolvable_tprs_and_epsilon() -> None:
     study = optuna.create_study(study_name="intervals", directions=["maximize", "maximize"])
     trial = optuna.trial.create_trial(
-        state=optuna.trial.TrialState.COMPLETE, values=[0.1, 0.9],
-        user_attrs={"defense": "wemem", "settings": {}, "utility": 0.9, "privacy": 0.61, "strongest_attack": "conf",
-                    "attacks": {"conf": stored_attack(600), "lira": {"balanced_accuracy": 0.55, "auc": 0.57,
-                                                                     "tpr_at_0.1%_fpr": 0.0, "tpr_at_1%_fpr": 0.02}}})
+        state=optuna.trial.TrialState.COMPLETE,
+        values=[0.1, 0.9],
+        user_attrs={
+            "defense": "wemem",
+            "settings": {},
+            "utility": 0.9,
+            "privacy": 0.61,
+            "strongest_attack": "conf",
+            "attacks": {
+                "conf": stored_attack(600),
+                "lira": {"balanced_accuracy": 0.55, "auc": 0.57, "tpr_at_0.1%_fpr": 0.0, "tpr_at_1%_fpr": 0.02},
+            },
+        },
+    )
     study.add_trial(trial)
     text = "\n".join(trial_detail_lines(study, study.trials[0]))
-    assert ("conf: balanced accuracy 0.6100 [0.5800, 0.6400], AUC 0.6500 [0.6200, 0.6800], TPR at 0.1% FPR not "
-            "resolvable with 600 non-member targets (needs 8000), TPR at 1% FPR not resolvable with 600 non-member "
-            "targets (needs 800), epsilon lower bound 0.412 (delta 0, 95% confidence)") in text
+    assert (
+        "conf: balanced accuracy 0.6100 [0.5800, 0.6400], AUC 0.6500 [0.6200, 0.6800], TPR at 0.1% FPR not "
+        "resolvable with 600 non-member targets (needs 8000), TPR at 1% FPR not resolvable with 600 non-member "
+        "targets (needs 800), epsilon lower bound 0.412 (delta 0, 95% confidence)"
+    ) in text
     # stored before intervals existed: the bare values
     assert "lira: balanced accuracy 0.5500, AUC 0.5700, TPR at 0.1% FPR 0.0000, TPR at 1% FPR 0.0200" in text
-    assert "TPR at 0.1% FPR not resolvable with 1000 non-member targets (needs 8000), TPR at 1% FPR 0.0400 [0.0200, " \
-           "0.0600]" in attack_metric_lines({"conf": stored_attack(1000)})[0]
+    assert (
+        "TPR at 0.1% FPR not resolvable with 1000 non-member targets (needs 8000), TPR at 1% FPR 0.0400 [0.0200, "
+        "0.0600]" in attack_metric_lines({"conf": stored_attack(1000)})[0]
+    )
     assert "not resolvable" not in attack_metric_lines({"conf": stored_attack(8000)})[0]
 
 
-def test_wemem_run_prints_and_saves_intervals_and_resolution(tiny_assets, cache_dir: Path, tmp_path: Path,
-                                                            capsys) -> None:
+def test_wemem_run_prints_and_saves_intervals_and_resolution(
+    tiny_assets, cache_dir: Path, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "run"
-    assert main(["run", *TINY, "--steps", "1", "--attacks", "conf", "--serial", "--cache-dir", str(cache_dir),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                *TINY,
+                "--steps",
+                "1",
+                "--attacks",
+                "conf",
+                "--serial",
+                "--cache-dir",
+                str(cache_dir),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     table = pd.read_csv(f"{out}.csv")
     n = int(table["non_member_targets"].item())

@@ -17,10 +17,10 @@ import optuna
 import pytest
 import sqlalchemy
 import tomli_w
+from helpers import age_heartbeat, postgres_or_skip
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from helpers import age_heartbeat, postgres_or_skip
 from search.execution._launcher import resume
 from search.storage import FAIL_REASON, GRACE_PERIOD_S, open_storage, retried_from, retry_callback
 from search.study import Options, create_or_load_study
@@ -30,21 +30,26 @@ from wemem.faults import ENV as FAILPOINTS_ENV
 pytestmark = pytest.mark.e2e
 
 
-def study_file(tmp_path: Path, name: str, n_trials: int, finetune_epochs: int, cpus: float,
-               rounds_reported: bool = False) -> Path:
+def study_file(
+    tmp_path: Path, name: str, n_trials: int, finetune_epochs: int, cpus: float, rounds_reported: bool = False
+) -> Path:
     search: dict = {"defenses": ["rmr"], "enqueue_reference": False}
     if rounds_reported:  # per-round reports reach the launcher mid-trial (no trial is ever pruned here)
         search.update(early_stopping="median", early_stopping_startup_trials=1000)
     path = tmp_path / f"{name}.toml"
-    path.write_text(tomli_w.dumps({
-        "study": {"name": name, "n_trials": n_trials, "seed": 7, "sampler": "random"},
-        "data": {"dataset": "digits", "shadows": 2},
-        "training": {"pretrain_epochs": 6, "finetune_epochs": finetune_epochs, "patience": 50},
-        "pruning": {"sparsity": 0.6, "steps": 2},
-        "memscore": {"models": 2},
-        "search": search,
-        "resources": {"cpus_per_trial": cpus, "max_concurrent_trials": 1},
-    }))
+    path.write_text(
+        tomli_w.dumps(
+            {
+                "study": {"name": name, "n_trials": n_trials, "seed": 7, "sampler": "random"},
+                "data": {"dataset": "digits", "shadows": 2},
+                "training": {"pretrain_epochs": 6, "finetune_epochs": finetune_epochs, "patience": 50},
+                "pruning": {"sparsity": 0.6, "steps": 2},
+                "memscore": {"models": 2},
+                "search": search,
+                "resources": {"cpus_per_trial": cpus, "max_concurrent_trials": 1},
+            }
+        )
+    )
     return path
 
 
@@ -53,8 +58,14 @@ def start_launcher(args: list[str], log: Path, failpoints: str | None = None) ->
     env.pop(FAILPOINTS_ENV, None)
     if failpoints:
         env[FAILPOINTS_ENV] = failpoints
-    return subprocess.Popen([sys.executable, "-m", "search.cli", *args], stdout=log.open("w"), env=env,
-                            stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).parent.parent)
+    return subprocess.Popen(
+        [sys.executable, "-m", "search.cli", *args],
+        stdout=log.open("w"),
+        env=env,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=Path(__file__).parent.parent,
+    )
 
 
 def ray_address() -> str:
@@ -79,8 +90,9 @@ def finish(launcher: subprocess.Popen, log: Path, timeout: float = 600) -> int:
         raise AssertionError(f"launcher did not end:\n{log.read_text()}") from None
 
 
-def assert_recovered(before: dict[int, optuna.trial.FrozenTrial], after: list[optuna.trial.FrozenTrial],
-                     n_trials: int) -> None:
+def assert_recovered(
+    before: dict[int, optuna.trial.FrozenTrial], after: list[optuna.trial.FrozenTrial], n_trials: int
+) -> None:
     """0 finished trials lost, 0 left RUNNING, each interrupted setting re-run exactly once, budget met."""
     now = {t.number: t for t in after}
     for number, trial in before.items():
@@ -117,15 +129,19 @@ MOMENTS = {
 
 
 @pytest.mark.parametrize("moment", list(MOMENTS))
-def test_sigkilled_launcher_then_immediate_resume_loses_nothing(ray_session, tmp_path: Path, warm_cache: str,
-                                                                moment: str):
+def test_sigkilled_launcher_then_immediate_resume_loses_nothing(
+    ray_session, tmp_path: Path, warm_cache: str, moment: str
+):
     point, rounds_reported, warm = MOMENTS[moment]
     storage = f"sqlite:///{tmp_path / 'kill.db'}"
     cache = warm_cache if warm else str(tmp_path / "cold-cache")
     path = study_file(tmp_path, "killme", n_trials=2, finetune_epochs=3, cpus=2, rounds_reported=rounds_reported)
     log = tmp_path / "launcher.log"
-    launcher = start_launcher(["launch", str(path), "--storage", storage, "--cache-dir", cache,
-                               "--ray-address", ray_address()], log, failpoints=f"{point}:KILL")
+    launcher = start_launcher(
+        ["launch", str(path), "--storage", storage, "--cache-dir", cache, "--ray-address", ray_address()],
+        log,
+        failpoints=f"{point}:KILL",
+    )
     assert finish(launcher, log) == -signal.SIGKILL, log.read_text()
     before = {t.number: t for t in trials_in(storage, "killme")}
 
@@ -150,8 +166,11 @@ def test_a_ray_worker_killed_mid_task_fails_its_trial_with_a_reason(ray_session,
     token.touch()
     path = study_file(tmp_path, "workerdies2", n_trials=2, finetune_epochs=3, cpus=2)
     log = tmp_path / "launcher.log"
-    launcher = start_launcher(["launch", str(path), "--storage", storage, "--cache-dir", warm_cache,
-                               "--ray-address", ray_address()], log, failpoints=f"ray_task:KILL@{token}")
+    launcher = start_launcher(
+        ["launch", str(path), "--storage", storage, "--cache-dir", warm_cache, "--ray-address", ray_address()],
+        log,
+        failpoints=f"ray_task:KILL@{token}",
+    )
     assert finish(launcher, log) == 0, log.read_text()  # the launcher goes on, never hangs
     assert not token.exists()  # the failpoint fired in a worker
     trials = trials_in(storage, "workerdies2")
@@ -180,8 +199,9 @@ def test_two_launchers_share_one_postgres_study(ray_session, postgres_url: str, 
     # a launcher elsewhere died mid-trial an hour ago: both new launchers sweep, one of them re-queues it
     storage = open_storage(postgres_url, stale_trial_callback=retry_callback(3))
     study, _ = create_or_load_study(load_study_file(path), storage, {"cache_dir": cache})
-    dead = study.ask({"rmr.risky_fraction": FloatDistribution(0.01, 0.5),
-                      "rmr.lambda_mem": FloatDistribution(1e-3, 1.0, log=True)})
+    dead = study.ask(
+        {"rmr.risky_fraction": FloatDistribution(0.01, 0.5), "rmr.lambda_mem": FloatDistribution(1e-3, 1.0, log=True)}
+    )
     age_heartbeat(storage, study, dead.number, seconds=GRACE_PERIOD_S + 3600)
     args = ["launch", str(path), "--storage", postgres_url, "--cache-dir", cache, "--ray-address", ray_address()]
     launchers = [start_launcher(args, tmp_path / f"launcher{i}.log") for i in range(2)]

@@ -29,24 +29,25 @@ from __future__ import annotations
 import ast
 from collections import deque
 from pathlib import Path
+import itertools
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("wemem", "objectives", "search")
 FACADE = "search"  # the public API package: may import any search layer; nothing may import it
 
 LAYERS = [
-    ("wemem",),                # the science: no Optuna, no Ray
-    ("objectives",),           # one defense setting -> numbers
-    ("search.exceptions",),    # the errors by kind: any search layer raises them
-    ("search.studyfile",),     # study files (pydantic schema) and search spaces
-    ("search.storage",),       # storage URLs and secrets, stored records, heartbeats
-    ("search.study",),         # where a study lives (place), the open study object, create/load, ranking
-    ("search.execution",),     # Ray cluster, worker jobs, the trainable, the Tune loop, launch/resume
-    ("search.confirm",),       # fresh-seed confirmation
-    ("search.results",),       # printed text, export, apply, report
-    ("search._runs",),         # one experiment without a search (wemem run) and wemem memscore's mem-scores
-    ("search.api",),           # the Python API (notebooks, scripts): the commands as functions
-    ("search.cli",),           # the command line
+    ("wemem",),  # the science: no Optuna, no Ray
+    ("objectives",),  # one defense setting -> numbers
+    ("search.exceptions",),  # the errors by kind: any search layer raises them
+    ("search.studyfile",),  # study files (pydantic schema) and search spaces
+    ("search.storage",),  # storage URLs and secrets, stored records, heartbeats
+    ("search.study",),  # where a study lives (place), the open study object, create/load, ranking
+    ("search.execution",),  # Ray cluster, worker jobs, the trainable, the Tune loop, launch/resume
+    ("search.confirm",),  # fresh-seed confirmation
+    ("search.results",),  # printed text, export, apply, report
+    ("search._runs",),  # one experiment without a search (wemem run) and wemem memscore's mem-scores
+    ("search.api",),  # the Python API (notebooks, scripts): the commands as functions
+    ("search.cli",),  # the command line
 ]
 
 # Top-level import names a package must never use (third-party or our own higher packages).
@@ -225,9 +226,12 @@ def cycles(graph) -> list[str]:
     found = []
     for component in sorted(c for c in _sccs(graph) if len(c) > 1):
         chain = _sample_cycle(graph, component)
-        lines = [f"{a}:{graph[a][b]}" for a, b in zip(chain, chain[1:]) if isinstance(graph[a], dict)]
-        found.append(f"circle of {len(component)} modules {{{', '.join(component)}}}: " + " -> ".join(chain)
-                     + (f"  (import lines {', '.join(lines)})" if lines else ""))
+        lines = [f"{a}:{graph[a][b]}" for a, b in itertools.pairwise(chain) if isinstance(graph[a], dict)]
+        found.append(
+            f"circle of {len(component)} modules {{{', '.join(component)}}}: "
+            + " -> ".join(chain)
+            + (f"  (import lines {', '.join(lines)})" if lines else "")
+        )
     return found
 
 
@@ -263,11 +267,15 @@ def layer_violations(graph: dict[str, dict[str, int]], layers=LAYERS) -> list[st
             if theirs is None:
                 continue
             if target == FACADE:
-                found.append(f"{module} (line {line}) imports the façade package {FACADE}; import the module "
-                             f"that defines the name instead")
+                found.append(
+                    f"{module} (line {line}) imports the façade package {FACADE}; import the module "
+                    f"that defines the name instead"
+                )
             elif theirs > mine:
-                found.append(f"{module} (line {line}) imports {target}: layer {_layer_label(mine, layers)} "
-                             f"may not import the higher layer {_layer_label(theirs, layers)}")
+                found.append(
+                    f"{module} (line {line}) imports {target}: layer {_layer_label(mine, layers)} "
+                    f"may not import the higher layer {_layer_label(theirs, layers)}"
+                )
     return found
 
 
@@ -330,8 +338,10 @@ def registry_violations(root: Path = ROOT) -> list[str]:
         for name in _registries_defined(tree):
             for target, line in imports_of(module, root):
                 if target != module and name in registers.get(target, ()):
-                    found.append(f"{module} (line {line}) defines the registry {name} and imports its entry "
-                                 f"module {target}; let the package __init__ import the entries")
+                    found.append(
+                        f"{module} (line {line}) defines the registry {name} and imports its entry "
+                        f"module {target}; let the package __init__ import the entries"
+                    )
     return sorted(set(found))
 
 
@@ -383,8 +393,15 @@ def test_checker_names_modules(tmp_path):
 
 
 def test_checker_finds_a_two_module_circle(tmp_path):
-    _write(tmp_path, {"wemem/__init__.py": "", "wemem/a.py": "from wemem import b\n",
-                      "wemem/b.py": "import wemem.a\n", "wemem/c.py": "from .a import x\n"})
+    _write(
+        tmp_path,
+        {
+            "wemem/__init__.py": "",
+            "wemem/a.py": "from wemem import b\n",
+            "wemem/b.py": "import wemem.a\n",
+            "wemem/c.py": "from .a import x\n",
+        },
+    )
     graph = import_graph(tmp_path)
     assert graph["wemem.c"] == {"wemem.a": 1}
     found = cycles(graph)
@@ -392,26 +409,43 @@ def test_checker_finds_a_two_module_circle(tmp_path):
 
 
 def test_checker_finds_a_lazy_and_type_checking_circle(tmp_path):
-    _write(tmp_path, {
-        "wemem/__init__.py": "",
-        "wemem/a.py": "def f():\n    from .b import g\n    return g\n",
-        "wemem/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c import h\n",
-        "wemem/c.py": "class K:\n    def m(self):\n        import wemem.a\n",
-    })
+    _write(
+        tmp_path,
+        {
+            "wemem/__init__.py": "",
+            "wemem/a.py": "def f():\n    from .b import g\n    return g\n",
+            "wemem/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c import h\n",
+            "wemem/c.py": "class K:\n    def m(self):\n        import wemem.a\n",
+        },
+    )
     found = cycles(import_graph(tmp_path))
-    assert len(found) == 1 and "wemem.a -> wemem.b -> wemem.c -> wemem.a  (import lines wemem.a:2, wemem.b:3, wemem.c:3)" in found[0]
+    assert (
+        len(found) == 1
+        and "wemem.a -> wemem.b -> wemem.c -> wemem.a  (import lines wemem.a:2, wemem.b:3, wemem.c:3)" in found[0]
+    )
 
 
 def test_checker_finds_a_submodule_importing_its_package(tmp_path):
-    _write(tmp_path, {"search/__init__.py": "", "search/study/__init__.py": "from .place import where\n",
-                      "search/study/place.py": "def where(): ...\n",
-                      "search/study/ranking.py": "from . import where\n"})
+    _write(
+        tmp_path,
+        {
+            "search/__init__.py": "",
+            "search/study/__init__.py": "from .place import where\n",
+            "search/study/place.py": "def where(): ...\n",
+            "search/study/ranking.py": "from . import where\n",
+        },
+    )
     graph = import_graph(tmp_path)
     assert graph["search.study"] == {"search.study.place": 1}
     assert graph["search.study.ranking"] == {"search.study": 1}  # `where` is a name, not a module
     assert cycles(graph) == []
-    _write(tmp_path, {"search/study/place.py": "from . import ranking\nfrom search.study import ranking as r\n",
-                      "search/study/__init__.py": "from .place import where\nfrom . import ranking\n"})
+    _write(
+        tmp_path,
+        {
+            "search/study/place.py": "from . import ranking\nfrom search.study import ranking as r\n",
+            "search/study/__init__.py": "from .place import where\nfrom . import ranking\n",
+        },
+    )
     graph = import_graph(tmp_path)
     assert graph["search.study.place"] == {"search.study.ranking": 1}
     found = cycles(graph)
@@ -419,10 +453,16 @@ def test_checker_finds_a_submodule_importing_its_package(tmp_path):
 
 
 def test_checker_resolves_relative_imports(tmp_path):
-    _write(tmp_path, {"wemem/__init__.py": "from . import data\n", "wemem/errors.py": "",
-                      "wemem/data/__init__.py": "from . import loaders\nfrom .registry import DATASETS\n",
-                      "wemem/data/registry.py": "from ..errors import require\nfrom .. import errors\n",
-                      "wemem/data/loaders.py": "from .registry import DATASETS\nfrom ..data import registry\n"})
+    _write(
+        tmp_path,
+        {
+            "wemem/__init__.py": "from . import data\n",
+            "wemem/errors.py": "",
+            "wemem/data/__init__.py": "from . import loaders\nfrom .registry import DATASETS\n",
+            "wemem/data/registry.py": "from ..errors import require\nfrom .. import errors\n",
+            "wemem/data/loaders.py": "from .registry import DATASETS\nfrom ..data import registry\n",
+        },
+    )
     graph = import_graph(tmp_path)
     assert graph["wemem"] == {"wemem.data": 1}
     assert graph["wemem.data"] == {"wemem.data.loaders": 1, "wemem.data.registry": 2}
@@ -432,22 +472,30 @@ def test_checker_resolves_relative_imports(tmp_path):
 
 
 def test_checker_reports_upward_layer_imports(tmp_path):
-    _write(tmp_path, {
-        "wemem/__init__.py": "", "wemem/core.py": "import optuna\n",
-        "objectives/__init__.py": "from wemem import core\n",
-        "search/__init__.py": "from .cli import main\nfrom .storage import urls\n",
-        "search/storage/__init__.py": "", "search/storage/urls.py": "from search.study import place\n",
-        "search/study/__init__.py": "", "search/study/place.py": "from search.storage.urls import url\n",
-        "search/cli/__init__.py": "", "search/cli/main.py": "import search\nfrom ..study import place\n",
-        "search/flat.py": "",
-    })
+    _write(
+        tmp_path,
+        {
+            "wemem/__init__.py": "",
+            "wemem/core.py": "import optuna\n",
+            "objectives/__init__.py": "from wemem import core\n",
+            "search/__init__.py": "from .cli import main\nfrom .storage import urls\n",
+            "search/storage/__init__.py": "",
+            "search/storage/urls.py": "from search.study import place\n",
+            "search/study/__init__.py": "",
+            "search/study/place.py": "from search.storage.urls import url\n",
+            "search/cli/__init__.py": "",
+            "search/cli/main.py": "import search\nfrom ..study import place\n",
+            "search/flat.py": "",
+        },
+    )
     graph = import_graph(tmp_path)
     found = layer_violations(graph)
     assert "module search.flat is in no layer; add it to LAYERS" in found
     assert any(v.startswith("search.storage.urls (line 1) imports search.study.place") for v in found), found
     assert any(v.startswith("search.cli.main (line 1) imports the façade package search") for v in found), found
-    assert not any(v.startswith(("search (", "objectives", "search.study.place", "search.cli.main (line 2)"))
-                   for v in found), found
+    assert not any(
+        v.startswith(("search (", "objectives", "search.study.place", "search.cli.main (line 2)")) for v in found
+    ), found
     assert len(found) == 3, found
     assert forbidden_import_violations(tmp_path) == ["wemem.core (line 1) imports optuna: wemem may not use optuna"]
     assert layer_of("search.storage.urls") == 4 and layer_of("search.cli_confirm") is None
@@ -455,17 +503,25 @@ def test_checker_reports_upward_layer_imports(tmp_path):
 
 
 def test_checker_reports_a_registry_importing_its_entry(tmp_path):
-    _write(tmp_path, {
-        "wemem/__init__.py": "", "wemem/registry.py": "class Registry: ...\n",
-        "wemem/models/__init__.py": "from .registry import MODELS\nfrom . import cnn\n",
-        "wemem/models/registry.py": ("from ..registry import Registry\nMODELS: Registry[int] = Registry('model')\n"
-                                     "def build():\n    from .cnn import resnet\n"),
-        "wemem/models/cnn.py": "from .registry import MODELS\n@MODELS.register('resnet')\ndef resnet(): ...\n",
-        "wemem/attacks/__init__.py": "from . import base, lira\n",
-        "wemem/attacks/base.py": "from ..registry import Registry\nATTACKS = Registry('attack')\nATTACKS.register('x')(int)\n",
-        "wemem/attacks/lira.py": "from .base import ATTACKS\nATTACKS.register('lira')(int)\n",
-        "wemem/attacks/other.py": "from ..models import MODELS\n",
-    })
+    _write(
+        tmp_path,
+        {
+            "wemem/__init__.py": "",
+            "wemem/registry.py": "class Registry: ...\n",
+            "wemem/models/__init__.py": "from .registry import MODELS\nfrom . import cnn\n",
+            "wemem/models/registry.py": (
+                "from ..registry import Registry\nMODELS: Registry[int] = Registry('model')\n"
+                "def build():\n    from .cnn import resnet\n"
+            ),
+            "wemem/models/cnn.py": "from .registry import MODELS\n@MODELS.register('resnet')\ndef resnet(): ...\n",
+            "wemem/attacks/__init__.py": "from . import base, lira\n",
+            "wemem/attacks/base.py": "from ..registry import Registry\nATTACKS = Registry('attack')\nATTACKS.register('x')(int)\n",
+            "wemem/attacks/lira.py": "from .base import ATTACKS\nATTACKS.register('lira')(int)\n",
+            "wemem/attacks/other.py": "from ..models import MODELS\n",
+        },
+    )
     found = registry_violations(tmp_path)
-    assert found == ["wemem.models.registry (line 4) defines the registry MODELS and imports its entry module "
-                     "wemem.models.cnn; let the package __init__ import the entries"], found
+    assert found == [
+        "wemem.models.registry (line 4) defines the registry MODELS and imports its entry module "
+        "wemem.models.cnn; let the package __init__ import the entries"
+    ], found

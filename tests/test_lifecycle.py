@@ -17,21 +17,36 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers import age_heartbeat, postgres_or_skip
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from helpers import age_heartbeat, postgres_or_skip
 from search.cli import main
-from search.storage import (FAIL_REASON, PROCESS_ATTR, TrialHeartbeats, fail_dead_trials, process_identity,
-                              process_is_gone, retried_from, retry_callback, trial_id_of)
 from search.execution._tune import Progress, StudySearcher
-from search.storage import GRACE_PERIOD_S, open_storage
+from search.storage import (
+    FAIL_REASON,
+    GRACE_PERIOD_S,
+    PROCESS_ATTR,
+    TrialHeartbeats,
+    fail_dead_trials,
+    open_storage,
+    process_identity,
+    process_is_gone,
+    retried_from,
+    retry_callback,
+    trial_id_of,
+)
 from search.studyfile import parse_study
 
 DIST = {"rmr.risky_fraction": FloatDistribution(0.01, 0.5), "rmr.lambda_mem": FloatDistribution(1e-3, 1.0, log=True)}
-DEFINITION = parse_study({"study": {"name": "life", "n_trials": 3, "sampler": "random"},
-                          "data": {"shadows": 2}, "memscore": {"models": 2},
-                          "search": {"defenses": ["rmr"], "enqueue_reference": False}})
+DEFINITION = parse_study(
+    {
+        "study": {"name": "life", "n_trials": 3, "sampler": "random"},
+        "data": {"shadows": 2},
+        "memscore": {"models": 2},
+        "search": {"defenses": ["rmr"], "enqueue_reference": False},
+    }
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -106,7 +121,7 @@ def test_many_sweepers_at_once_requeue_a_setting_exactly_once(storage_url: str):
         try:
             start.wait()
             fail_dead_trials(optuna.load_study(study_name=study.study_name, storage=s), s)
-        except BaseException as error:  # noqa: BLE001  (reported below)
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=sweep, args=(s,)) for s in sweepers]
@@ -120,9 +135,17 @@ def test_many_sweepers_at_once_requeue_a_setting_exactly_once(storage_url: str):
 
 
 def exited_process_identity() -> dict:
-    child = subprocess.run([sys.executable, "-c", "import json, sys; from search.storage import process_identity;"
-                            "json.dump(process_identity(), sys.stdout)"], capture_output=True, text=True, check=True,
-                           cwd=Path(__file__).parent.parent)
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys; from search.storage import process_identity;json.dump(process_identity(), sys.stdout)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
     return json.loads(child.stdout)
 
 
@@ -155,10 +178,15 @@ def test_heartbeats_are_recorded_for_each_pending_trial(tmp_path: Path):
 
 def fresh_age(storage, study, number: int) -> float:
     from optuna.storages._rdb import models
+
     session = storage.scoped_session()
     try:
-        beat = session.query(models.TrialHeartbeatModel).filter_by(
-            trial_id=trial_id_of(storage, study, number)).one().heartbeat
+        beat = (
+            session.query(models.TrialHeartbeatModel)
+            .filter_by(trial_id=trial_id_of(storage, study, number))
+            .one()
+            .heartbeat
+        )
         now = session.execute(__import__("sqlalchemy").select(__import__("sqlalchemy").func.now())).scalar()
         return abs((now.replace(tzinfo=None) - beat.replace(tzinfo=None)).total_seconds())
     finally:
@@ -187,9 +215,15 @@ def searcher_for(url: str, target: int = 3) -> tuple[StudySearcher, Recorder]:
 
 
 def outcome(values: list[float], constraint: float | None, utility: float = 0.9) -> dict:
-    return {"outcome": json.dumps({"values": values, "constraint": constraint,
-                                   "user_attrs": {"utility": utility, "privacy": values[0],
-                                                  "strongest_attack": "conf", "feasible": True}})}
+    return {
+        "outcome": json.dumps(
+            {
+                "values": values,
+                "constraint": constraint,
+                "user_attrs": {"utility": utility, "privacy": values[0], "strongest_attack": "conf", "feasible": True},
+            }
+        )
+    }
 
 
 @pytest.mark.parametrize("values, constraint", [([math.nan], -0.01), ([0.6], math.nan), ([math.inf], None)])
@@ -205,7 +239,7 @@ def test_a_non_numeric_objective_fails_its_trial_alone_with_the_reason(tmp_path:
 
 
 def test_a_trial_error_is_stored_as_its_reason(tmp_path: Path):
-    searcher, echo = searcher_for(f"sqlite:///{tmp_path / 'x.db'}")
+    searcher, _echo = searcher_for(f"sqlite:///{tmp_path / 'x.db'}")
     searcher.suggest("a")
     searcher.on_trial_complete("a", {"done": True, "error": "WorkerCrashedError: the worker died"})
     [trial] = searcher.study.get_trials()
@@ -277,8 +311,12 @@ def test_a_trial_past_its_time_limit_has_its_jobs_cancelled_and_fails(ray_sessio
 def test_trial_timeout_is_a_study_setting_outside_its_identity():
     from search.study import definition_differences
 
-    limited = parse_study({**{k: v for k, v in DEFINITION.model_dump().items()},
-                           "search": {**DEFINITION.search.model_dump(), "trial_timeout_s": 3600}})
+    limited = parse_study(
+        {
+            **dict(DEFINITION.model_dump().items()),
+            "search": {**DEFINITION.search.model_dump(), "trial_timeout_s": 3600},
+        }
+    )
     assert limited.search.trial_timeout_s == 3600 and definition_differences(DEFINITION, limited) == []
     with pytest.raises(Exception, match="trial_timeout_s"):
         parse_study({**DEFINITION.model_dump(), "search": {**DEFINITION.search.model_dump(), "trial_timeout_s": 0}})
@@ -287,16 +325,23 @@ def test_trial_timeout_is_a_study_setting_outside_its_identity():
 # ---------------------------------------------------------------------------------- samplers (issue 23, part 3)
 
 
-@pytest.mark.parametrize("sampler, mode", [("tpe", "constrained"), ("gp", "weighted"), ("random", "constrained"),
-                                           ("nsgaii", "pareto"), ("gp", "pareto")])
+@pytest.mark.parametrize(
+    "sampler, mode",
+    [("tpe", "constrained"), ("gp", "weighted"), ("random", "constrained"), ("nsgaii", "pareto"), ("gp", "pareto")],
+)
 def test_each_sampler_drives_the_conditional_space_of_two_defenses(sampler: str, mode: str):
     import warnings
 
     from search.study._lifecycle import make_sampler
     from search.studyfile import suggest_setting
 
-    definition = parse_study({"study": {"name": "s", "n_trials": 8, "sampler": sampler}, "objective": {"mode": mode},
-                              "search": {"defenses": ["rsw", "rmr"]}})
+    definition = parse_study(
+        {
+            "study": {"name": "s", "n_trials": 8, "sampler": sampler},
+            "objective": {"mode": mode},
+            "search": {"defenses": ["rsw", "rmr"]},
+        }
+    )
     directions = ["minimize", "maximize"] if mode == "pareto" else ["minimize"]
     study = optuna.create_study(directions=directions, sampler=make_sampler(definition, creator=True))
     seen = set()

@@ -16,24 +16,26 @@ from pathlib import Path
 import optuna
 import pytest
 import tomli_w
-from optuna.trial import TrialState
-
 from helpers import finished_rmr_study
+from optuna.trial import TrialState
+from test_launchers import finish, ray_address, start_launcher, trials_in
+
 from search.cli import main
 from search.execution._launcher import resume
 from search.storage import FAIL_REASON, open_storage, retried_from
 from search.study import Options
-from test_launchers import finish, ray_address, start_launcher, trials_in
 
 ROOT = Path(__file__).parent.parent
-TINY = {"study": {"name": "tiny", "n_trials": 2, "seed": 7, "sampler": "random"},
-        "data": {"dataset": "digits", "shadows": 1},
-        "training": {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 50},
-        "pruning": {"sparsity": 0.6, "steps": 1},
-        "memscore": {"models": 2},
-        "attacks": {"names": ["conf", "hconf"]},
-        "search": {"defenses": ["rmr"], "enqueue_reference": False},
-        "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 1}}
+TINY = {
+    "study": {"name": "tiny", "n_trials": 2, "seed": 7, "sampler": "random"},
+    "data": {"dataset": "digits", "shadows": 1},
+    "training": {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 50},
+    "pruning": {"sparsity": 0.6, "steps": 1},
+    "memscore": {"models": 2},
+    "attacks": {"names": ["conf", "hconf"]},
+    "search": {"defenses": ["rmr"], "enqueue_reference": False},
+    "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 1},
+}
 # per-round reports reach the launcher mid-trial (round_result); no trial is ever pruned
 ROUND_REPORTS = {"early_stopping": "median", "early_stopping_startup_trials": 1000}
 
@@ -64,8 +66,12 @@ CONFIRM_FAILPOINTS = {"confirm_run_stored"}
 
 
 def test_the_signal_tests_cover_every_failpoint():
-    named = {name for package in ("wemem", "search") for path in (ROOT / package).rglob("*.py")
-             for name in re.findall(r"\bfailpoint\(\"(\w+)\"\)", path.read_text())}
+    named = {
+        name
+        for package in ("wemem", "search")
+        for path in (ROOT / package).rglob("*.py")
+        for name in re.findall(r"\bfailpoint\(\"(\w+)\"\)", path.read_text())
+    }
     assert named == set(LAUNCHER_FAILPOINTS) | set(WORKER_FAILPOINTS) | CONFIRM_FAILPOINTS
 
 
@@ -85,13 +91,15 @@ def without_split(cache: str, folder: Path) -> str:
     return str(copy)
 
 
-def interrupted_launch(tmp_path: Path, cache: str, point: str, failpoints: str,
-                       n_trials: int) -> tuple[int, str, str]:
+def interrupted_launch(tmp_path: Path, cache: str, point: str, failpoints: str, n_trials: int) -> tuple[int, str, str]:
     storage = f"sqlite:///{tmp_path / 'signal.db'}"
     study = tiny_study(tmp_path, study={"n_trials": n_trials}, search=ROUND_REPORTS if point == "round_result" else {})
     log = tmp_path / "launcher.log"
-    launcher = start_launcher(["launch", str(study), "--storage", storage, "--cache-dir", cache,
-                               "--ray-address", ray_address()], log, failpoints=failpoints)
+    launcher = start_launcher(
+        ["launch", str(study), "--storage", storage, "--cache-dir", cache, "--ray-address", ray_address()],
+        log,
+        failpoints=failpoints,
+    )
     return finish(launcher, log), log.read_text(), storage
 
 
@@ -110,8 +118,9 @@ SIGNAL_CASES = [(point, "TERM") for point in LAUNCHER_FAILPOINTS] + [("after_ask
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("point, signal_name", SIGNAL_CASES)
-def test_a_signal_at_a_launcher_failpoint_leaves_no_trial_running(ray_session, tmp_path: Path, warm_cache: str,
-                                                                  point: str, signal_name: str):
+def test_a_signal_at_a_launcher_failpoint_leaves_no_trial_running(
+    ray_session, tmp_path: Path, warm_cache: str, point: str, signal_name: str
+):
     cache = without_split(warm_cache, tmp_path) if point == "after_split" else warm_cache
     n_trials = LAUNCHER_FAILPOINTS[point]
     code, log, storage = interrupted_launch(tmp_path, cache, point, f"{point}:{signal_name}", n_trials)
@@ -132,8 +141,9 @@ def test_a_signal_at_a_launcher_failpoint_leaves_no_trial_running(ray_session, t
 @pytest.mark.e2e
 @pytest.mark.parametrize("signal_name, failed", [("TERM", 1), ("INT", 0)])
 @pytest.mark.parametrize("point", list(WORKER_FAILPOINTS))
-def test_a_signal_at_a_worker_failpoint_fails_that_trial_alone(ray_session, tmp_path: Path, warm_cache: str,
-                                                               point: str, signal_name: str, failed: int):
+def test_a_signal_at_a_worker_failpoint_fails_that_trial_alone(
+    ray_session, tmp_path: Path, warm_cache: str, point: str, signal_name: str, failed: int
+):
     """SIGTERM kills the worker, and its trial fails with the reason; a Ray worker carries on through SIGINT.
     The launcher is not signalled: it goes on, and no trial is left RUNNING."""
     token = tmp_path / "token"
@@ -151,6 +161,7 @@ def test_a_signal_at_a_worker_failpoint_fails_that_trial_alone(ray_session, tmp_
 def test_a_signal_right_after_the_ask_is_failed_by_the_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The same stop in this process, without Ray: the trial asked a moment before the signal is failed."""
     from test_lifecycle import searcher_for
+
     from wemem.faults import ENV as FAILPOINTS_ENV
 
     searcher, _ = searcher_for(f"sqlite:///{tmp_path / 'x.db'}")
@@ -209,23 +220,34 @@ def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wemem.assets, "write_atomically", no_space)
 
 
-REFUSALS = {"a trial the cluster cannot place": (["--cpus-per-trial", "1000"], None, "1000 CPU"),
-            "a full cache folder": ([], full_disk, "disk full")}
+REFUSALS = {
+    "a trial the cluster cannot place": (["--cpus-per-trial", "1000"], None, "1000 CPU"),
+    "a full cache folder": ([], full_disk, "disk full"),
+}
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new-file", "existing-storage"])
 @pytest.mark.parametrize("refusal", list(REFUSALS))
-def test_a_launch_refused_after_its_checks_leaves_no_study_and_no_file(ray_session, tmp_path: Path, capsys,
-                                                                       monkeypatch: pytest.MonkeyPatch,
-                                                                       refusal: str, existing: bool):
+def test_a_launch_refused_after_its_checks_leaves_no_study_and_no_file(
+    ray_session, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, refusal: str, existing: bool
+):
     flags, setup, words = REFUSALS[refusal]
     database = tmp_path / "refused.db"
     if existing:
         other_study(database)
     if setup is not None:
         setup(monkeypatch)
-    code = run_cli(["launch", str(tiny_study(tmp_path)), "--storage", f"sqlite:///{database}",
-                    "--cache-dir", str(tmp_path / "cache"), *flags])
+    code = run_cli(
+        [
+            "launch",
+            str(tiny_study(tmp_path)),
+            "--storage",
+            f"sqlite:///{database}",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            *flags,
+        ]
+    )
     assert code == 2 and words in capsys.readouterr().err
     if existing:
         assert study_names_in(database) == ["someone"]
@@ -240,8 +262,9 @@ def test_a_launch_refused_after_its_checks_leaves_no_study_and_no_file(ray_sessi
 def stored(tmp_path: Path) -> Path:
     """A storage holding one finished study of one shadow model (its reference and two complete trials)."""
     database = tmp_path / "wemem.db"
-    storage = finished_rmr_study(f"sqlite:///{database}", {**TINY, "study": dict(TINY["study"], name="base")},
-                                 str(tmp_path / "cache"))
+    storage = finished_rmr_study(
+        f"sqlite:///{database}", {**TINY, "study": dict(TINY["study"], name="base")}, str(tmp_path / "cache")
+    )
     storage.engine.dispose()
     return database
 
@@ -256,8 +279,12 @@ def nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     def refused(*args: object, **kwargs: object) -> None:
         raise AssertionError("Ray or the shared work started before the refusal")
 
-    for module, name in ((search.execution._launcher, "attach_ray"), (search.execution._launcher, "run_study"),
-                         (search.execution._cluster, "init_ray"), (search.confirm._run, "confirm_study")):
+    for module, name in (
+        (search.execution._launcher, "attach_ray"),
+        (search.execution._launcher, "run_study"),
+        (search.execution._cluster, "init_ray"),
+        (search.confirm._run, "confirm_study"),
+    ):
         monkeypatch.setattr(module, name, refused)
 
 
@@ -275,8 +302,11 @@ def read_only_by_folder(database: Path) -> str:
     return f"sqlite:///{database}"
 
 
-@pytest.mark.parametrize("read_only", [read_only_by_uri, read_only_by_mode, read_only_by_folder],
-                         ids=["uri-mode-ro", "file-0444", "folder-0555"])
+@pytest.mark.parametrize(
+    "read_only",
+    [read_only_by_uri, read_only_by_mode, read_only_by_folder],
+    ids=["uri-mode-ro", "file-0444", "folder-0555"],
+)
 def test_resume_refuses_a_read_only_storage_before_any_work(stored: Path, nothing_runs, capsys, read_only):
     if read_only is not read_only_by_uri and os.geteuid() == 0:
         pytest.skip("root writes through file modes; the mode=ro URI covers the same refusal")
@@ -304,8 +334,7 @@ def foreign_database(folder: Path) -> Path:
     return path
 
 
-def test_launch_refuses_a_sqlite_file_with_foreign_tables_and_leaves_it_as_it_was(tmp_path: Path, nothing_runs,
-                                                                                  capsys):
+def test_launch_refuses_a_sqlite_file_with_foreign_tables_and_leaves_it_as_it_was(tmp_path: Path, nothing_runs, capsys):
     database = foreign_database(tmp_path)
     before = database.read_bytes()
     code = run_cli(["launch", str(tiny_study(tmp_path)), "--storage", f"sqlite:///{database}"])
@@ -324,8 +353,10 @@ def test_allow_foreign_tables_launches_beside_them(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(search.execution._launcher, "attach_ray", reached)
     database = foreign_database(tmp_path)
-    assert run_cli(["launch", str(tiny_study(tmp_path)), "--storage", f"sqlite:///{database}",
-                    "--allow-foreign-tables"]) == 2
+    assert (
+        run_cli(["launch", str(tiny_study(tmp_path)), "--storage", f"sqlite:///{database}", "--allow-foreign-tables"])
+        == 2
+    )
     assert "reached Ray" in capsys.readouterr().err
     with sqlite3.connect(database) as connection:
         assert connection.execute("SELECT body FROM notes").fetchall() == [("keep me",)]
@@ -361,9 +392,15 @@ def write_bytes(folder: Path, name: str, content: bytes) -> Path:
 TABLE = "name,size,label\ncafé,1.5,good\nthé,2.5,bad\n"
 
 
-@pytest.mark.parametrize("encoding, found", [("latin-1", "byte 0xe9"), ("cp1252", "Latin-1 or Windows-1252"),
-                                             ("utf-16", "UTF-16, by its byte-order mark ff fe"),
-                                             ("utf-32", "UTF-32, by its byte-order mark ff fe 00 00")])
+@pytest.mark.parametrize(
+    "encoding, found",
+    [
+        ("latin-1", "byte 0xe9"),
+        ("cp1252", "Latin-1 or Windows-1252"),
+        ("utf-16", "UTF-16, by its byte-order mark ff fe"),
+        ("utf-32", "UTF-32, by its byte-order mark ff fe 00 00"),
+    ],
+)
 def test_a_csv_that_is_not_utf8_is_named_as_an_encoding_problem(tmp_path: Path, encoding: str, found: str):
     from wemem.data.custom import read_table
     from wemem.errors import WememError
@@ -384,10 +421,13 @@ def test_a_binary_file_given_as_csv_is_still_named_binary(tmp_path: Path):
         read_table("csv", path)
 
 
-@pytest.mark.parametrize("content, words", [
-    ("a,b,label\n", ["has no rows, only a header (a, b, label)", "add the samples"]),
-    ("a,a,b,b,label\n1,2,3,4,x\n5,6,7,8,y\n", ["duplicate column names ('a', 'b')", "a name of its own"]),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("a,b,label\n", ["has no rows, only a header (a, b, label)", "add the samples"]),
+        ("a,a,b,b,label\n1,2,3,4,x\n5,6,7,8,y\n", ["duplicate column names ('a', 'b')", "a name of its own"]),
+    ],
+)
 def test_a_header_only_or_duplicate_column_csv_is_refused_by_name(tmp_path: Path, content: str, words: list[str]):
     from wemem.data.custom import read_table
     from wemem.errors import WememError
@@ -420,8 +460,10 @@ def test_200000_unknown_keys_give_a_bounded_message():
     with pytest.raises(WememError) as error:
         parse_study({"study": {"name": "x", **keys}})
     lines = str(error.value).splitlines()
-    assert len(lines) == 12 and lines[1] == "  [study.key0] unknown key (check the spelling; see " \
-                                            "studies/quickstart.toml for every key)"
+    assert (
+        len(lines) == 12
+        and lines[1] == "  [study.key0] unknown key (check the spelling; see studies/quickstart.toml for every key)"
+    )
     assert lines[-1] == "  and 199,990 more"
     with pytest.raises(WememError) as error:
         make_defense("rmr", keys)
@@ -445,27 +487,39 @@ def test_confirm_seeds_have_a_stated_maximum_and_never_wrap(stored: Path, nothin
 
 def test_memscore_refuses_a_file_it_would_ignore(tmp_path: Path, capsys):
     for action in ("export", "compute"):
-        argv = ["memscore", action, str(tmp_path / "scores.csv"), "--out", str(tmp_path / "copy.csv"),
-                "--cache-dir", str(tmp_path / "cache")]
+        argv = [
+            "memscore",
+            action,
+            str(tmp_path / "scores.csv"),
+            "--out",
+            str(tmp_path / "copy.csv"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
         assert run_cli(argv) == 2
         err = capsys.readouterr().err
         assert f"memscore {action} takes no FILE" in err and f"--out {tmp_path / 'scores.csv'}" in err, err
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("call, words", [
-    (lambda api: api.launch("s.toml", resources={"cpu": 2}),
-     ["unknown key(s) 'cpu'", "cpus_per_trial, gpus_per_trial, max_concurrent_trials"]),
-    (lambda api: api.launch("s.toml", resources=[2]), ["resources takes a dict"]),
-    (lambda api: api.launch("s.toml", storage=5), ["storage takes a storage URL", "got int 5"]),
-    (lambda api: api.launch("s.toml", cache_dir=3.5), ["cache_dir takes a folder path"]),
-    (lambda api: api.launch("s.toml", echo="loud"), ["echo takes a function"]),
-    (lambda api: api.resume(7), ["name takes a study name"]),
-    (lambda api: api.resume("s", ray_address=6379), ["ray_address takes a Ray address"]),
-    (lambda api: api.results("s", data_root=1), ["data_root takes a folder path"]),
-    (lambda api: api.export("s", None), ["path takes a file or folder path"]),
-    (lambda api: api.apply(3, "out"), ["export_file takes a file or folder path"]),
-])
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (
+            lambda api: api.launch("s.toml", resources={"cpu": 2}),
+            ["unknown key(s) 'cpu'", "cpus_per_trial, gpus_per_trial, max_concurrent_trials"],
+        ),
+        (lambda api: api.launch("s.toml", resources=[2]), ["resources takes a dict"]),
+        (lambda api: api.launch("s.toml", storage=5), ["storage takes a storage URL", "got int 5"]),
+        (lambda api: api.launch("s.toml", cache_dir=3.5), ["cache_dir takes a folder path"]),
+        (lambda api: api.launch("s.toml", echo="loud"), ["echo takes a function"]),
+        (lambda api: api.resume(7), ["name takes a study name"]),
+        (lambda api: api.resume("s", ray_address=6379), ["ray_address takes a Ray address"]),
+        (lambda api: api.results("s", data_root=1), ["data_root takes a folder path"]),
+        (lambda api: api.export("s", None), ["path takes a file or folder path"]),
+        (lambda api: api.apply(3, "out"), ["export_file takes a file or folder path"]),
+    ],
+)
 def test_the_api_refuses_wrong_argument_types_with_our_error(call, words):
     from search import api
     from wemem.errors import WememError

@@ -34,14 +34,29 @@ def module_copy(tmp_path: Path, plant: tuple[str, str] | None = None) -> Path:
 
 
 def mypy(path: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    command = [str(BIN / "mypy"), "--config-file", str(CONFIG), "--follow-imports=silent",
-               "--cache-dir", str(tmp_path / "mypy-cache"), str(path)]
+    command = [
+        str(BIN / "mypy"),
+        "--config-file",
+        str(CONFIG),
+        "--follow-imports=silent",
+        "--cache-dir",
+        str(tmp_path / "mypy-cache"),
+        str(path),
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
 
 
 def ruff(path: Path) -> subprocess.CompletedProcess[str]:
-    command = [str(BIN / "ruff"), "check", "--config", str(CONFIG), "--no-cache", "--output-format", "concise",
-               str(path)]
+    command = [
+        str(BIN / "ruff"),
+        "check",
+        "--config",
+        str(CONFIG),
+        "--no-cache",
+        "--output-format",
+        "concise",
+        str(path),
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=path.parent)
 
 

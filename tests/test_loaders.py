@@ -124,7 +124,7 @@ def test_imagefolder_with_train_and_test_is_standardized_by_the_training_pool(tm
     assert (pools.n_train, pools.num_classes) == (90, 2)
     red = np.repeat(2 * np.arange(90), 16) / 255  # the red values of the 90 x 16 training pixels
     expected_test_red = (200 / 255 - red.mean()) / red.std(ddof=1)
-    assert pools.x[: 90, 0].mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert pools.x[:90, 0].mean().item() == pytest.approx(0.0, abs=1e-6)
     assert pools.x[90, 0, 0, 0].item() == pytest.approx(expected_test_red, rel=1e-5)
     assert pools.x[0, 1, 0, 0].item() == 0.0  # constant channel: centred, std floored instead of dividing by 0
 
@@ -205,12 +205,15 @@ def test_generic_npz_maps_sorted_distinct_labels_to_classes(tmp_path: Path) -> N
     assert torch.equal(pools.x, torch.as_tensor(x[order], dtype=torch.float32))
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("location", "location/data_complete.npz"),
-    ("purchase100", "purchase100/dataset_purchase"),
-    ("texas100", "texas100/feats"),
-    ("cinic10", "cinic10/train"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("location", "location/data_complete.npz"),
+        ("purchase100", "purchase100/dataset_purchase"),
+        ("texas100", "texas100/feats"),
+        ("cinic10", "cinic10/train"),
+    ],
+)
 def test_missing_files_are_named_in_the_error(tmp_path: Path, name: str, expected: str) -> None:
     with pytest.raises(WememError, match="not found") as error:
         load_dataset(name, tmp_path, SEED)

@@ -18,8 +18,13 @@ from wemem.assets import import_memscores, memscore_path
 from wemem.config import ExperimentConfig
 from wemem.data import load_dataset
 from wemem.errors import WememError
-from wemem.memscore import (ORDER_TAG, memscore_file_fingerprint, read_memscores_csv, training_pool_fingerprint,
-                            write_memscores_csv)
+from wemem.memscore import (
+    ORDER_TAG,
+    memscore_file_fingerprint,
+    read_memscores_csv,
+    training_pool_fingerprint,
+    write_memscores_csv,
+)
 
 
 def one_hot_rows(labels: np.ndarray, features: int) -> np.ndarray:

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from objectives._leakage import PRIVACY_METRICS
-from wemem.metrics import (attack_metrics, auc, balanced_accuracy, best_threshold, population_threshold, roc_points,
-                           tpr_at_fpr)
+from wemem.metrics import (
+    attack_metrics,
+    auc,
+    balanced_accuracy,
+    best_threshold,
+    population_threshold,
+    roc_points,
+    tpr_at_fpr,
+)
 
 MEMBERS = np.array([1, 1, 1, 0, 0, 0], dtype=bool)
 
@@ -120,8 +127,9 @@ def test_population_threshold_maximizes_tpr_minus_fpr_whatever_the_member_share(
         is_member = np.r_[np.ones(len(members), bool), np.zeros(len(non_members), bool)]
         threshold = population_threshold(scores, population)
         assert threshold == pytest.approx(1.0, abs=0.1)  # equal variances: the optimal cut is the midpoint
-        assert balanced_accuracy(scores, is_member, threshold) == pytest.approx(best_threshold(scores, is_member)[1],
-                                                                                abs=0.005)
+        assert balanced_accuracy(scores, is_member, threshold) == pytest.approx(
+            best_threshold(scores, is_member)[1], abs=0.005
+        )
 
 
 def test_a_threshold_per_sample_decides_each_sample():

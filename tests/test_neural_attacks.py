@@ -12,8 +12,17 @@ import torch
 from torch import nn
 
 from wemem.attacks import ATTACKS, AttackInputs, Targets, run_attack
-from wemem.attacks.nn import (FitConfig, HeldOutEarlyStopping, Standardize, check_runs, fit_membership_classifier,
-                              held_out_quality, log_odds, membership_log_odds, membership_mlp)
+from wemem.attacks.nn import (
+    FitConfig,
+    HeldOutEarlyStopping,
+    Standardize,
+    check_runs,
+    fit_membership_classifier,
+    held_out_quality,
+    log_odds,
+    membership_log_odds,
+    membership_mlp,
+)
 from wemem.attacks.samia import SENSITIVITY_QUERIES, output_sensitivity
 from wemem.defenses import Defense
 from wemem.errors import WememError
@@ -32,11 +41,20 @@ def separable_inputs(seed: int = 0) -> AttackInputs:
     logits[np.arange(n), labels] += np.where(is_member, 6.0, 1.0)
     log_probs = torch.log_softmax(torch.as_tensor(logits), dim=1).numpy()
     sensitivity = np.where(is_member[:, None], 0.01, 1.0) * rng.random((n, CLASSES))
-    blocks = [Targets(np.arange(k * PER_MODEL, (k + 1) * PER_MODEL), is_member[k * PER_MODEL:(k + 1) * PER_MODEL])
-              for k in range(3)]
-    return AttackInputs(labels=labels, victim_log_probs=log_probs, shadow_log_probs=[log_probs, log_probs],
-                        victim_targets=blocks[2], shadow_targets=blocks[:2], seed=seed,
-                        victim_sensitivity=sensitivity, shadow_sensitivity=[sensitivity, sensitivity])
+    blocks = [
+        Targets(np.arange(k * PER_MODEL, (k + 1) * PER_MODEL), is_member[k * PER_MODEL : (k + 1) * PER_MODEL])
+        for k in range(3)
+    ]
+    return AttackInputs(
+        labels=labels,
+        victim_log_probs=log_probs,
+        shadow_log_probs=[log_probs, log_probs],
+        victim_targets=blocks[2],
+        shadow_targets=blocks[:2],
+        seed=seed,
+        victim_sensitivity=sensitivity,
+        shadow_sensitivity=[sensitivity, sensitivity],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +107,23 @@ def confidence_only_inputs(seed: int = 0, per_model: int = 600) -> AttackInputs:
     n = 3 * per_model
     labels = rng.integers(0, CLASSES, n)
     is_member = np.tile(np.r_[np.ones(per_model // 2, bool), np.zeros(per_model // 2, bool)], 3)
-    log_rest = np.where(is_member, rng.uniform(np.log(1e-6), np.log(1e-3), n), rng.uniform(np.log(1e-4), np.log(1e-1), n))
+    log_rest = np.where(
+        is_member, rng.uniform(np.log(1e-6), np.log(1e-3), n), rng.uniform(np.log(1e-4), np.log(1e-1), n)
+    )
     log_probs = np.tile((log_rest - np.log(CLASSES - 1))[:, None], (1, CLASSES))
     log_probs[np.arange(n), labels] = np.log1p(-np.exp(log_rest))
-    blocks = [Targets(np.arange(k * per_model, (k + 1) * per_model), is_member[k * per_model:(k + 1) * per_model])
-              for k in range(3)]
-    return AttackInputs(labels=labels, victim_log_probs=log_probs, shadow_log_probs=[log_probs, log_probs],
-                        victim_targets=blocks[2], shadow_targets=blocks[:2], seed=seed)
+    blocks = [
+        Targets(np.arange(k * per_model, (k + 1) * per_model), is_member[k * per_model : (k + 1) * per_model])
+        for k in range(3)
+    ]
+    return AttackInputs(
+        labels=labels,
+        victim_log_probs=log_probs,
+        shadow_log_probs=[log_probs, log_probs],
+        victim_targets=blocks[2],
+        shadow_targets=blocks[:2],
+        seed=seed,
+    )
 
 
 @pytest.mark.parametrize("name", ["nn", "top3_nn", "cl_nn"])
@@ -193,13 +221,19 @@ def test_the_held_out_loss_is_checked_checks_per_epoch_times_and_stops_mid_epoch
 
     monkeypatch.setattr(HeldOutEarlyStopping, "update", recording)
     build = lambda: membership_mlp(features.shape[1])  # noqa: E731
-    fit_membership_classifier(build, features, observed.is_member, seed=0,
-                              config=FitConfig(max_epochs=2, checks_per_epoch=3, patience=100))
+    fit_membership_classifier(
+        build, features, observed.is_member, seed=0, config=FitConfig(max_epochs=2, checks_per_epoch=3, patience=100)
+    )
     assert len(seen) == 6  # 3 checks in each of 2 epochs, never stopped
     seen.clear()
     # patience 0 with an unreachable bar: the first check sets the best, the second is stale and stops the fit
-    fit_membership_classifier(build, features, observed.is_member, seed=0,
-                              config=FitConfig(max_epochs=5, checks_per_epoch=4, patience=0, min_improvement=1e9))
+    fit_membership_classifier(
+        build,
+        features,
+        observed.is_member,
+        seed=0,
+        config=FitConfig(max_epochs=5, checks_per_epoch=4, patience=0, min_improvement=1e9),
+    )
     assert len(seen) == 2
 
 
@@ -207,9 +241,9 @@ def test_the_kept_held_out_scores_are_the_kept_models_scores():
     inputs = confidence_only_inputs(seed=3)
     observed = inputs.shadow_observations()
     features = observed.log_probs
-    fitted = fit_membership_classifier(lambda: membership_mlp(features.shape[1]), features, observed.is_member,
-                                       seed=0)
+    fitted = fit_membership_classifier(lambda: membership_mlp(features.shape[1]), features, observed.is_member, seed=0)
     np.testing.assert_array_equal(fitted.held_out_scores, membership_log_odds(fitted.model, features[fitted.held_out]))
+
 
 # ------------------------------------------------------------------------------------ sensitivity
 
@@ -262,8 +296,13 @@ def test_samia_encoder_layer_computes_torchs_post_norm_layer() -> None:
     with torch.no_grad():
         ours.qkv.weight.copy_(theirs.self_attn.in_proj_weight)
         ours.qkv.bias.copy_(theirs.self_attn.in_proj_bias)
-        for mine, torchs in [(ours.out, theirs.self_attn.out_proj), (ours.ff1, theirs.linear1),
-                             (ours.ff2, theirs.linear2), (ours.norm1, theirs.norm1), (ours.norm2, theirs.norm2)]:
+        for mine, torchs in [
+            (ours.out, theirs.self_attn.out_proj),
+            (ours.ff1, theirs.linear1),
+            (ours.ff2, theirs.linear2),
+            (ours.norm1, theirs.norm1),
+            (ours.norm2, theirs.norm2),
+        ]:
             mine.load_state_dict(torchs.state_dict())
     tokens = torch.randn(5, 7, 16)
     torch.testing.assert_close(ours(tokens), theirs(tokens), atol=1e-5, rtol=1e-5)

@@ -9,16 +9,18 @@ import pytest
 
 from objectives import ObjectiveConfig, leakage, score
 from search.results._report import pareto_front
-from search.studyfile import REFERENCE_SETTINGS, reference_params, suggest_setting
-from search.studyfile._spaces import derive_window, setting_params
 from search.storage import redact
-from search.studyfile import parse_study
+from search.studyfile import REFERENCE_SETTINGS, parse_study, reference_params, suggest_setting
+from search.studyfile._spaces import derive_window, setting_params
 from wemem.defenses import make_defense
 from wemem.defenses.wemem import STRIDE
 from wemem.errors import WememError
 
-ATTACKS = {"conf": {"balanced_accuracy": 0.61, "auc": 0.70}, "hconf": {"balanced_accuracy": 0.64, "auc": 0.66},
-           "entr": {"balanced_accuracy": float("nan"), "auc": 0.9}}
+ATTACKS = {
+    "conf": {"balanced_accuracy": 0.61, "auc": 0.70},
+    "hconf": {"balanced_accuracy": 0.64, "auc": 0.66},
+    "entr": {"balanced_accuracy": float("nan"), "auc": 0.9},
+}
 
 
 def test_leakage_takes_the_strongest_attack_of_the_chosen_metric():
@@ -33,8 +35,12 @@ def test_study_can_restrict_leakage_to_some_attacks():
     from objectives._trial import TrialSpec, spec_leakage
     from wemem.config import ExperimentConfig, PruningConfig
 
-    spec = TrialSpec(ExperimentConfig(), PruningConfig(), ("conf", "hconf"),
-                     ObjectiveConfig(privacy_metric="auc", privacy_attacks=("hconf",)))
+    spec = TrialSpec(
+        ExperimentConfig(),
+        PruningConfig(),
+        ("conf", "hconf"),
+        ObjectiveConfig(privacy_metric="auc", privacy_attacks=("hconf",)),
+    )
     assert spec_leakage(spec, ATTACKS) == (0.66, "hconf")
 
 
@@ -66,15 +72,19 @@ def test_pareto_front_by_hand():
 SEARCHABLE = ["swmr", "rsw", "rmr", "ppb", "advreg", "dpsgd", "relaxloss", "hamp"]
 
 
-@pytest.mark.parametrize("sampler", [optuna.samplers.RandomSampler(seed=0),
-                                     optuna.samplers.TPESampler(seed=0, n_startup_trials=5, multivariate=True,
-                                                                group=True)])
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        optuna.samplers.RandomSampler(seed=0),
+        optuna.samplers.TPESampler(seed=0, n_startup_trials=5, multivariate=True, group=True),
+    ],
+)
 def test_spaces_sample_valid_settings_in_a_fixed_box(sampler):
     """Every sampled setting is valid for its defense, and each parameter has one distribution in every trial:
     no bound depends on another sample (the former space moved the width's low end with the stride)."""
     study = optuna.create_study(sampler=sampler)
     distributions: dict[str, set] = {}
-    for i in range(120):
+    for _i in range(120):
         trial = study.ask()
         setting = suggest_setting(trial, SEARCHABLE)
         defense, settings = setting.defense, setting.settings
@@ -88,12 +98,16 @@ def test_spaces_sample_valid_settings_in_a_fixed_box(sampler):
             distributions.setdefault(name, set()).add(repr(distribution))
     assert all(len(found) == 1 for found in distributions.values()), distributions
     assert "LogUniform" in next(iter(distributions["rsw.width_fraction"])) or "log=True" in next(
-        iter(distributions["rsw.width_fraction"]))
+        iter(distributions["rsw.width_fraction"])
+    )
 
 
 def test_window_stride_is_a_fraction_of_the_width_clipped_to_its_bounds():
     assert derive_window({"order": "l2h", "width_fraction": 0.22, "stride_ratio": 0.1}, STRIDE) == {
-        "order": "l2h", "width_fraction": 0.22, "stride_fraction": 0.022}
+        "order": "l2h",
+        "width_fraction": 0.22,
+        "stride_fraction": 0.022,
+    }
     assert derive_window({"width_fraction": 0.05, "stride_ratio": 0.02}, STRIDE)["stride_fraction"] == 0.005  # 0.001
     assert derive_window({"width_fraction": 0.8, "stride_ratio": 0.5}, STRIDE)["stride_fraction"] == 0.2  # 0.4
     fixed = derive_window({"width_fraction": 0.3}, STRIDE.__class__(**{**STRIDE.__dict__, "fixed": 0.05}))
@@ -117,25 +131,42 @@ def test_reference_settings_round_trip_through_the_space():
     assert reference_params("rsw", False)["rsw.stride_ratio"] == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("settings, overrides, error", [
-    ({"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.18}, None, "stride_fraction / width_fraction = 0.6"),
-    ({"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.3}, None, "stride_fraction = 0.3 is not in"),
-    ({"order": "up", "width_fraction": 0.3, "stride_fraction": 0.03}, None, "order = 'up' is not among"),
-    ({"order": "l2h", "width_fraction": 0.9, "stride_fraction": 0.03}, None, "width_fraction = 0.9"),
-    ({"order": "l2h", "width_fraction": 0.3}, None, "stride_fraction = None"),
-    ({"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.03, "colour": 1}, None, "no setting colour"),
-    ({"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.03}, {"rsw": {"order": "h2l"}}, "fixed at 'h2l'"),
-    ({"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.03}, {"rsw": {"width_fraction": [0.4, 0.6]}},
-     "width_fraction = 0.3 is not in [0.4, 0.6]"),
-])
+@pytest.mark.parametrize(
+    "settings, overrides, error",
+    [
+        (
+            {"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.18},
+            None,
+            "stride_fraction / width_fraction = 0.6",
+        ),
+        ({"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.3}, None, "stride_fraction = 0.3 is not in"),
+        ({"order": "up", "width_fraction": 0.3, "stride_fraction": 0.03}, None, "order = 'up' is not among"),
+        ({"order": "l2h", "width_fraction": 0.9, "stride_fraction": 0.03}, None, "width_fraction = 0.9"),
+        ({"order": "l2h", "width_fraction": 0.3}, None, "stride_fraction = None"),
+        ({"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.03, "colour": 1}, None, "no setting colour"),
+        ({"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.03}, {"rsw": {"order": "h2l"}}, "fixed at 'h2l'"),
+        (
+            {"order": "l2h", "width_fraction": 0.3, "stride_fraction": 0.03},
+            {"rsw": {"width_fraction": [0.4, 0.6]}},
+            "width_fraction = 0.3 is not in [0.4, 0.6]",
+        ),
+    ],
+)
 def test_settings_outside_the_space_are_refused(settings, overrides, error):
     with pytest.raises(ValueError, match=re.escape(error)):
         setting_params("rsw", settings, False, overrides)
 
 
 def test_space_overrides_narrow_and_fix():
-    definition = parse_study({"study": {"name": "s"}, "search": {"defenses": ["swmr"], "space": {
-        "swmr": {"order": "h2l", "width_fraction": [0.3, 0.4], "lambda_mem": [0.01, 0.1]}}}})
+    definition = parse_study(
+        {
+            "study": {"name": "s"},
+            "search": {
+                "defenses": ["swmr"],
+                "space": {"swmr": {"order": "h2l", "width_fraction": [0.3, 0.4], "lambda_mem": [0.01, 0.1]}},
+            },
+        }
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(10):
         trial = study.ask()
@@ -145,17 +176,20 @@ def test_space_overrides_narrow_and_fix():
         study.tell(trial, 0.5)
 
 
-@pytest.mark.parametrize("section, error", [
-    ({"search": {"defenses": ["swmr"], "space": {"swmr": {"width_fraction": [0.0, 2.0]}}}}, "leaves the allowed"),
-    ({"search": {"defenses": ["swmr"], "space": {"swmr": {"colour": 1}}}}, "unknown setting"),
-    ({"pruning": {"sparsity": 1.5}}, "[pruning.sparsity]"),
-    ({"memscore": {"models": 3}}, "must be even"),
-    ({"objective": {"mode": "best"}}, "[objective.mode]"),
-    ({"attacks": {"names": ["oracle"]}}, "unknown attack 'oracle'"),
-    ({"model": {"name": "gpt"}}, "unknown model 'gpt'"),
-    ({"trainig": {}}, "[trainig] unknown key"),
-    ({"objective": {"privacy_attacks": ["entr"]}, "attacks": {"names": ["conf"]}}, "add them to attacks.names"),
-])
+@pytest.mark.parametrize(
+    "section, error",
+    [
+        ({"search": {"defenses": ["swmr"], "space": {"swmr": {"width_fraction": [0.0, 2.0]}}}}, "leaves the allowed"),
+        ({"search": {"defenses": ["swmr"], "space": {"swmr": {"colour": 1}}}}, "unknown setting"),
+        ({"pruning": {"sparsity": 1.5}}, "[pruning.sparsity]"),
+        ({"memscore": {"models": 3}}, "must be even"),
+        ({"objective": {"mode": "best"}}, "[objective.mode]"),
+        ({"attacks": {"names": ["oracle"]}}, "unknown attack 'oracle'"),
+        ({"model": {"name": "gpt"}}, "unknown model 'gpt'"),
+        ({"trainig": {}}, "[trainig] unknown key"),
+        ({"objective": {"privacy_attacks": ["entr"]}, "attacks": {"names": ["conf"]}}, "add them to attacks.names"),
+    ],
+)
 def test_study_file_errors_name_the_key(section, error):
     with pytest.raises(WememError) as raised:
         parse_study({"study": {"name": "s"}, **section}, "bad.toml")
@@ -174,8 +208,9 @@ def test_defense_settings_errors_are_clear():
 def test_trial_resources_split_over_the_victim_and_shadows():
     from search.execution._cluster import HEAD_CPU, trial_bundles
 
-    definition = parse_study({"study": {"name": "s"}, "data": {"shadows": 5},
-                              "resources": {"cpus_per_trial": 6, "gpus_per_trial": 1}})
+    definition = parse_study(
+        {"study": {"name": "s"}, "data": {"shadows": 5}, "resources": {"cpus_per_trial": 6, "gpus_per_trial": 1}}
+    )
     head, *models = trial_bundles(definition)
     assert head == {"CPU": HEAD_CPU} and len(models) == 6
     assert all(b == {"CPU": pytest.approx((6 - HEAD_CPU) / 6), "GPU": pytest.approx(1 / 6)} for b in models)
@@ -184,8 +219,10 @@ def test_trial_resources_split_over_the_victim_and_shadows():
 
 
 def test_passwords_never_shown():
-    assert redact("postgresql+psycopg://alice:s3cret@db.example:5432/studies") == \
-        "postgresql+psycopg://alice:***@db.example:5432/studies"
+    assert (
+        redact("postgresql+psycopg://alice:s3cret@db.example:5432/studies")
+        == "postgresql+psycopg://alice:***@db.example:5432/studies"
+    )
     assert redact("sqlite:///wemem.db") == "sqlite:///wemem.db"
 
 
@@ -206,8 +243,10 @@ def test_dependencies_point_one_way():
     import subprocess
     import sys
 
-    code = ("import sys, wemem.pipeline, wemem.data.loaders, wemem.models.cnn, objectives; "
-            "print(sorted(m for m in ('optuna', 'ray', 'search') if m in sys.modules))")
+    code = (
+        "import sys, wemem.pipeline, wemem.data.loaders, wemem.models.cnn, objectives; "
+        "print(sorted(m for m in ('optuna', 'ray', 'search') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -216,8 +255,12 @@ def test_a_study_keeps_the_scale_its_first_trials_used():
     """A study stored before width_fraction moved to a log scale resumes on its old scale: Optuna refuses one
     parameter name with two scales in a study."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    old = study.ask({"rsw.width_fraction": optuna.distributions.FloatDistribution(0.05, 0.8),
-                     "rsw.stride_fraction": optuna.distributions.FloatDistribution(0.005, 0.2)})
+    old = study.ask(
+        {
+            "rsw.width_fraction": optuna.distributions.FloatDistribution(0.05, 0.8),
+            "rsw.stride_fraction": optuna.distributions.FloatDistribution(0.005, 0.2),
+        }
+    )
     study.tell(old, 0.5)
     trial = study.ask()
     settings = suggest_setting(trial, ["rsw"]).settings

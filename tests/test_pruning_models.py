@@ -33,10 +33,14 @@ def test_output_is_the_last_rounds_best_checkpoint_at_target_sparsity(tiny_asset
     schedule = [0.6] if one_shot else sparsity_schedule(0.6, 4)
     assert [r["sparsity"] for r in pruned.rounds] == pytest.approx(schedule)
     # fc1: 64 x 256 inputs of digits, fc2: 256 x 128; fc3 (the output layer) stays dense
-    assert pruned.layer_sparsity == {"fc1.weight": expected_sparsity(64 * 256, 0.6),
-                                     "fc2.weight": expected_sparsity(256 * 128, 0.6)}
+    assert pruned.layer_sparsity == {
+        "fc1.weight": expected_sparsity(64 * 256, 0.6),
+        "fc2.weight": expected_sparsity(256 * 128, 0.6),
+    }
     assert {name: int((~mask).sum()) for name, mask in pruned.masks.items()} == {
-        "fc1.weight": math.floor(64 * 256 * 0.6), "fc2.weight": math.floor(256 * 128 * 0.6)}
+        "fc1.weight": math.floor(64 * 256 * 0.6),
+        "fc2.weight": math.floor(256 * 128 * 0.6),
+    }
     assert torch.count_nonzero(pruned.state["fc3.weight"]) == pruned.state["fc3.weight"].numel()
 
     model = build_model("columnfc", tiny_assets.pools.input_shape, tiny_assets.pools.num_classes)

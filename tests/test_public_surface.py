@@ -18,8 +18,10 @@ def test_every_public_name_resolves(package: str):
 
 
 def test_importing_wemem_and_search_loads_no_torch_optuna_or_ray():
-    code = ("import sys, wemem, search; heavy = [m for m in ('torch', 'optuna', 'ray') if m in sys.modules]; "
-            "print(','.join(heavy))")
+    code = (
+        "import sys, wemem, search; heavy = [m for m in ('torch', 'optuna', 'ray') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""
 

@@ -11,8 +11,8 @@ import pytest
 import objectives._trial as trial_module
 from objectives import ObjectiveConfig, TrialSpec, evaluate_trial, reference
 from objectives._trial import privacy_standard_error
-from wemem.defenses import Setting
 from search.studyfile import parse_study
+from wemem.defenses import Setting
 from wemem.pipeline import attack_targets
 
 RSW = Setting("rsw", {"order": "l2h", "width_fraction": 0.22, "stride_fraction": 0.022})
@@ -31,8 +31,15 @@ def test_standard_error_by_hand():
 
 
 def spec_of(tiny_config, tiny_pruning, cache_dir, repeats: int, draws: int) -> TrialSpec:
-    return TrialSpec(tiny_config, tiny_pruning, ("conf", "hconf"), ObjectiveConfig(), str(cache_dir),
-                     repeats=repeats, target_draws=draws)
+    return TrialSpec(
+        tiny_config,
+        tiny_pruning,
+        ("conf", "hconf"),
+        ObjectiveConfig(),
+        str(cache_dir),
+        repeats=repeats,
+        target_draws=draws,
+    )
 
 
 @pytest.fixture
@@ -103,12 +110,19 @@ def test_a_study_with_repeats_stores_them_with_each_trial(ray_session, tmp_path,
     from search.study import Options
 
     options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(tmp_path / "cache"))
-    definition = parse_study({
-        "study": {"name": "repeated", "n_trials": 1, "seed": 7}, "data": {"dataset": "digits", "shadows": 1},
-        "model": {"name": "columnfc"}, "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
-        "pruning": {"sparsity": 0.6, "steps": 1}, "memscore": {"models": 2}, "attacks": {"names": ["conf", "hconf"]},
-        "search": {"defenses": ["rsw"], "repeats": 2, "target_draws": 2},
-        "resources": {"cpus_per_trial": 2}})
+    definition = parse_study(
+        {
+            "study": {"name": "repeated", "n_trials": 1, "seed": 7},
+            "data": {"dataset": "digits", "shadows": 1},
+            "model": {"name": "columnfc"},
+            "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
+            "pruning": {"sparsity": 0.6, "steps": 1},
+            "memscore": {"models": 2},
+            "attacks": {"names": ["conf", "hconf"]},
+            "search": {"defenses": ["rsw"], "repeats": 2, "target_draws": 2},
+            "resources": {"cpus_per_trial": 2},
+        }
+    )
     study = launch(definition, options, lambda m: None).study
     trial = study.trials[0]
     rows = trial.user_attrs["repeats"]
@@ -129,12 +143,23 @@ def test_confirmation_evaluates_each_fresh_seed_once(tmp_path, monkeypatch):
     from search.study import Options, create_or_load_study, open_study
 
     options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(tmp_path / "cache"))
-    definition = parse_study({"study": {"name": "quiet"}, "search": {"defenses": ["rsw"], "repeats": 2,
-                                                                      "target_draws": 4}})
+    definition = parse_study(
+        {"study": {"name": "quiet"}, "search": {"defenses": ["rsw"], "repeats": 2, "target_draws": 4}}
+    )
     study, _ = create_or_load_study(definition, open_storage(options.storage), {})
-    study.add_trial(optuna.trial.create_trial(value=0.52, user_attrs={
-        "defense": "rsw", "settings": RSW.settings, "utility": 0.9, "privacy": 0.52, "strongest_attack": "conf",
-        "feasible": True}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.52,
+            user_attrs={
+                "defense": "rsw",
+                "settings": RSW.settings,
+                "utility": 0.9,
+                "privacy": 0.52,
+                "strongest_attack": "conf",
+                "feasible": True,
+            },
+        )
+    )
 
     class Judged(Exception):
         pass

@@ -12,8 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 import report_study
+
 from search.cli import main
 from search.results._audit import next_commands
 from search.results._html import render_html, verdict
@@ -21,8 +21,15 @@ from search.results._report import write_report
 from search.study import open_study
 from search.studyfile import parse_study
 
-FIGURES = {"privacy_utility.png", "history.png", "importance.png", "attacks.png", "roc.png", "confirmation.png",
-           "timings.png"}
+FIGURES = {
+    "privacy_utility.png",
+    "history.png",
+    "importance.png",
+    "attacks.png",
+    "roc.png",
+    "confirmation.png",
+    "timings.png",
+}
 
 
 class Page(HTMLParser):
@@ -93,15 +100,21 @@ def test_report_json_holds_every_section_with_the_stored_numbers(audit):
     assert h["status"] == "confirmed" and h["gain_confirmed"] and h["accuracy_constraint"] == "holds"
     # hand-computed: paired differences -0.05, -0.048, -0.0505 -> mean -0.0495
     assert h["privacy_difference"]["mean"] == pytest.approx(-0.0495)
-    assert h["text"].startswith("best setting (trial 0, rsw) vs the undefended pruned model on 3 fresh seeds: "
-                                "leakage -5.0 points [95% CI -5.4, -4.5]")
+    assert h["text"].startswith(
+        "best setting (trial 0, rsw) vs the undefended pruned model on 3 fresh seeds: "
+        "leakage -5.0 points [95% CI -5.4, -4.5]"
+    )
     # tuned minus the paper's default, paired: -0.03, -0.031, -0.0295 -> a gain of 3.0 points
     assert h["verdict"].startswith("tuning gained 3.0 points of leakage [95% CI ") and "(trial 2, rsw)" in h["verdict"]
     assert h["comparison"]["role"] == "default"
     rows = {r["attack"]: r for r in doc["attack_table"]}
     assert list(rows) == ["conf", "entr", "mentr", "hconf"]
-    assert rows["hconf"]["undefended"] == {"balanced_accuracy": 0.62, "auc": 0.67, "tpr_at_0.1%_fpr": 0.004,
-                                           "tpr_at_1%_fpr": 0.05}
+    assert rows["hconf"]["undefended"] == {
+        "balanced_accuracy": 0.62,
+        "auc": 0.67,
+        "tpr_at_0.1%_fpr": 0.004,
+        "tpr_at_1%_fpr": 0.05,
+    }
     assert rows["conf"]["defended"]["balanced_accuracy"] == pytest.approx(0.53)  # trial 0: 0.56 - 0.03
     assert set(doc["roc"]) == {"conf", "entr", "mentr", "hconf"} and doc["roc"]["conf"]["fpr"][1] == 0.001
     assert [t["number"] for t in doc["trials"]] == [0, 1, 2, 3]
@@ -168,19 +181,23 @@ def test_strings_from_the_study_cannot_inject_markup(tmp_path: Path, no_plots):
 def test_a_study_without_confirmation_says_so_and_gives_the_command(tmp_path: Path):
     doc, parsed, _ = report(tmp_path, confirmed=False)
     assert doc["headline"]["status"] == "not confirmed"
-    assert doc["headline"]["command"] == f"wemem confirm audit --storage sqlite:///{tmp_path / 'wemem.db'} --attacks all"
+    assert (
+        doc["headline"]["command"] == f"wemem confirm audit --storage sqlite:///{tmp_path / 'wemem.db'} --attacks all"
+    )
     assert doc["missing"] == ["no fresh-seed confirmation of the best setting"]
     text = text_of(parsed)
     assert "no number to quote yet" in text and doc["headline"]["command"] in text
     assert "confirmation.png" not in doc["figures"] and "privacy_utility.png" in doc["figures"]
 
 
-@pytest.mark.parametrize("trials, failed, reference, words", [
-    (0, 0, False, ["the study has no trial yet", "no undefended reference was measured"]),
-    (0, 2, True, ["no completed trial (2 failed; their reasons are listed below)"]),
-])
-def test_a_study_without_completed_trials_still_gets_a_report(tmp_path: Path, capsys, trials, failed, reference,
-                                                              words):
+@pytest.mark.parametrize(
+    "trials, failed, reference, words",
+    [
+        (0, 0, False, ["the study has no trial yet", "no undefended reference was measured"]),
+        (0, 2, True, ["no completed trial (2 failed; their reasons are listed below)"]),
+    ],
+)
+def test_a_study_without_completed_trials_still_gets_a_report(tmp_path: Path, capsys, trials, failed, reference, words):
     options = report_study.build(tmp_path, name="bare", trials=trials, failed=failed, reference=reference)
     out = tmp_path / "report"
     assert main(["report", "bare", "--storage", options.storage, "--out", str(out)]) == 0
@@ -190,7 +207,11 @@ def test_a_study_without_completed_trials_still_gets_a_report(tmp_path: Path, ca
     assert doc["headline"]["command"] == f"wemem resume bare --storage {options.storage}"  # the rest of the budget
     text = text_of(page(out / "report.html"))
     for phrase in words:
-        assert any(phrase in m for m in doc["missing"]) and phrase in text and f"not in the report yet: {phrase}" in printed
+        assert (
+            any(phrase in m for m in doc["missing"])
+            and phrase in text
+            and f"not in the report yet: {phrase}" in printed
+        )
     assert doc["best"] == [] and doc["figures"] == []
     # the undefended model's attacks are shown when its reference was measured; no defended column has a number
     assert len(doc["attack_table"]) == (4 if reference else 0)
@@ -221,25 +242,48 @@ def test_missing_metrics_are_null_in_json_and_a_dash_in_html(tmp_path: Path, no_
 
 def test_a_storage_password_never_reaches_the_report():
     """The report prints the commands that fill in what it lacks, with the storage they need: masked."""
-    opened = SimpleNamespace(name="s", definition=parse_study(report_study.STUDY),
-                             options=SimpleNamespace(storage="postgresql+psycopg://u:hunter2@db/x?password=hunter2"))
+    opened = SimpleNamespace(
+        name="s",
+        definition=parse_study(report_study.STUDY),
+        options=SimpleNamespace(storage="postgresql+psycopg://u:hunter2@db/x?password=hunter2"),
+    )
     commands = next_commands(opened)
     assert "hunter2" not in json.dumps(commands)
     assert commands["confirm"].startswith("wemem confirm s --storage postgresql+psycopg://u:***@db/x")
 
 
-@pytest.mark.parametrize("headline, kind, status", [
-    ({"status": "confirmed", "gain_confirmed": True, "accuracy_constraint": "holds"}, "confirmed", "confirmed gain"),
-    ({"status": "confirmed", "gain_confirmed": True, "accuracy_constraint": None}, "confirmed", "confirmed gain"),
-    ({"status": "confirmed", "gain_confirmed": True, "accuracy_constraint": "violated"}, "warn",
-     "confirmed gain, but the accuracy constraint is violated"),
-    ({"status": "confirmed", "gain_confirmed": True, "accuracy_constraint": "uncertain"}, "warn",
-     "confirmed gain, but the accuracy constraint is uncertain"),
-    ({"status": "stale", "gain_confirmed": True, "accuracy_constraint": "holds"}, "warn",
-     "confirmed gain (stale: see below)"),
-    ({"status": "confirmed", "gain_confirmed": False, "accuracy_constraint": "holds"}, "notgain", "no confirmed gain"),
-    ({"status": "not confirmed"}, "", "not confirmed"),
-    ({"status": "no result"}, "", "no result"),
-])
+@pytest.mark.parametrize(
+    "headline, kind, status",
+    [
+        (
+            {"status": "confirmed", "gain_confirmed": True, "accuracy_constraint": "holds"},
+            "confirmed",
+            "confirmed gain",
+        ),
+        ({"status": "confirmed", "gain_confirmed": True, "accuracy_constraint": None}, "confirmed", "confirmed gain"),
+        (
+            {"status": "confirmed", "gain_confirmed": True, "accuracy_constraint": "violated"},
+            "warn",
+            "confirmed gain, but the accuracy constraint is violated",
+        ),
+        (
+            {"status": "confirmed", "gain_confirmed": True, "accuracy_constraint": "uncertain"},
+            "warn",
+            "confirmed gain, but the accuracy constraint is uncertain",
+        ),
+        (
+            {"status": "stale", "gain_confirmed": True, "accuracy_constraint": "holds"},
+            "warn",
+            "confirmed gain (stale: see below)",
+        ),
+        (
+            {"status": "confirmed", "gain_confirmed": False, "accuracy_constraint": "holds"},
+            "notgain",
+            "no confirmed gain",
+        ),
+        ({"status": "not confirmed"}, "", "not confirmed"),
+        ({"status": "no result"}, "", "no result"),
+    ],
+)
 def test_the_headline_is_green_only_for_a_gain_within_the_constraint(headline, kind, status):
     assert verdict(headline) == (kind, status)

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import report_study
 import torch
 from torch import nn
 
-import report_study
 from search.cli import main
 from search.results._text import summary_lines
 from search.study import open_study
@@ -28,8 +28,9 @@ from wemem.training import TrainConfig, make_adam, minibatches, train_round
 # ------------------------------------------------------------------------------ batches of one row
 
 
-@pytest.mark.parametrize("n, batch_size", [(2, 128), (129, 128), (257, 128), (128, 128), (300, 128), (7, 3),
-                                           (10, 3), (1, 128), (5, 1)])
+@pytest.mark.parametrize(
+    "n, batch_size", [(2, 128), (129, 128), (257, 128), (128, 128), (300, 128), (7, 3), (10, 3), (1, 128), (5, 1)]
+)
 def test_minibatches_keep_every_index_once_and_never_leave_one_row_alone(n: int, batch_size: int):
     indices = torch.arange(100, 100 + n)
     batches = minibatches(indices, batch_size, torch.Generator().manual_seed(0))
@@ -64,8 +65,17 @@ def test_a_batchnorm_model_trains_on_a_set_one_row_past_a_whole_batch(rows: int)
     model = BatchNormNet(6, 2)
     defense = make_defense("none")
     defense.bind(DefenseContext(pools, torch.arange(rows), torch.arange(rows, rows + 40), None, config, 0))
-    result = train_round(model, make_adam(model, config), pools, torch.arange(rows, rows + 40), defense, None,
-                         max_epochs=2, patience=1, generator=generator)
+    result = train_round(
+        model,
+        make_adam(model, config),
+        pools,
+        torch.arange(rows, rows + 40),
+        defense,
+        None,
+        max_epochs=2,
+        patience=1,
+        generator=generator,
+    )
     assert result.epochs == 2
 
 
@@ -75,8 +85,14 @@ def test_a_batchnorm_model_trains_on_a_set_one_row_past_a_whole_batch(rows: int)
 def table(rows: int = 240) -> pd.DataFrame:
     rng = np.random.default_rng(1)
     size = rng.normal(size=rows)
-    return pd.DataFrame({"size": size, "weight": rng.normal(size=rows), "train": rng.random(rows) < 0.5,
-                         "kind": np.where(size > 0, "big", "small")})
+    return pd.DataFrame(
+        {
+            "size": size,
+            "weight": rng.normal(size=rows),
+            "train": rng.random(rows) < 0.5,
+            "kind": np.where(size > 0, "big", "small"),
+        }
+    )
 
 
 @pytest.fixture
@@ -101,9 +117,14 @@ def test_excluded_columns_are_not_features(csv: Path):
     assert features(pools) == ["size"] and pools.x.shape[1] == 1
 
 
-@pytest.mark.parametrize("exclude, named", [(("colour",), "'colour', which the table lacks"),
-                                            (("kind",), "'kind', the label column"),
-                                            (("size", "weight", "train"), "leaves no feature column")])
+@pytest.mark.parametrize(
+    "exclude, named",
+    [
+        (("colour",), "'colour', which the table lacks"),
+        (("kind",), "'kind', the label column"),
+        (("size", "weight", "train"), "leaves no feature column"),
+    ],
+)
 def test_a_bad_exclusion_is_refused_with_the_column_and_the_fix(csv: Path, exclude: tuple[str, ...], named: str):
     with pytest.raises(WememError, match="exclude") as error:
         quietly(f"csv:{csv}", DataOptions(label="kind", exclude=exclude))
@@ -124,20 +145,24 @@ def test_exclude_is_in_the_cache_key_only_when_given():
 
 
 def test_exclude_travels_from_the_study_file_to_the_experiment_and_through_an_export(csv: Path, tmp_path: Path):
-    from search.results._apply import definition_from_export
     from search.confirm import ConfirmationStatus
+    from search.results._apply import definition_from_export
     from search.results._export import ExportDocument, ExportedTrial, write_export
     from wemem.defenses import UNDEFENDED, Setting
 
-    definition = parse_study({"study": {"name": "x"},
-                              "data": {"dataset": f"csv:{csv}", "label": "kind", "exclude": ["train"]}})
+    definition = parse_study(
+        {"study": {"name": "x"}, "data": {"dataset": f"csv:{csv}", "label": "kind", "exclude": ["train"]}}
+    )
     assert definition.experiment().exclude == ("train",)
     assert features(definition.experiment().load_pools()) == ["size", "weight"]
     # the sections an export writes, through TOML and back
-    trial = ExportedTrial(0, Setting(UNDEFENDED, {}), (0.5,), True, {"test_accuracy": 0.9, "privacy": 0.5,
-                                                                     "attacks": {}})
-    write_export(ExportDocument("x", definition, {}, {}, None, (trial,), False, ConfirmationStatus("not confirmed")),
-                 tmp_path / "x.toml")
+    trial = ExportedTrial(
+        0, Setting(UNDEFENDED, {}), (0.5,), True, {"test_accuracy": 0.9, "privacy": 0.5, "attacks": {}}
+    )
+    write_export(
+        ExportDocument("x", definition, {}, {}, None, (trial,), False, ConfirmationStatus("not confirmed")),
+        tmp_path / "x.toml",
+    )
     document = tomllib.loads((tmp_path / "x.toml").read_text())
     assert definition_from_export(document, "x.toml").experiment().exclude == ("train",)
     bare = parse_study({"study": {"name": "x"}, "data": {"dataset": f"csv:{csv}", "label": "kind"}})
@@ -148,8 +173,9 @@ def test_wemem_run_takes_exclude():
     from search.cli import build_parser
     from search.cli._science import experiment_from_args
 
-    args = build_parser().parse_args(["run", "--dataset", "csv:rows.csv", "--label", "kind", "--exclude", "train",
-                                      "weight"])
+    args = build_parser().parse_args(
+        ["run", "--dataset", "csv:rows.csv", "--label", "kind", "--exclude", "train", "weight"]
+    )
     assert experiment_from_args(args).exclude == ("train", "weight")
     assert experiment_from_args(build_parser().parse_args(["run"])).exclude == ()
 
@@ -158,22 +184,37 @@ def test_wemem_run_takes_exclude():
 
 
 def test_a_true_false_feature_named_train_is_warned_about(csv: Path):
-    with pytest.warns(MembershipColumnWarning, match=r"'train'.*member_column = \"train\".*exclude = \[\"train\"\]"
-                                                     r".*--exclude train"):
+    with pytest.warns(
+        MembershipColumnWarning,
+        match=r"'train'.*member_column = \"train\".*exclude = \[\"train\"\]"
+        r".*--exclude train",
+    ):
         load_dataset(f"csv:{csv}", None, 7, DataOptions(label="kind"))
 
 
-@pytest.mark.parametrize("options", [DataOptions(label="kind", exclude=("train",)),
-                                     DataOptions(label="kind", member_column="train", needs_members=True)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        DataOptions(label="kind", exclude=("train",)),
+        DataOptions(label="kind", member_column="train", needs_members=True),
+    ],
+)
 def test_no_warning_once_the_column_is_excluded_or_the_member_column(csv: Path, options: DataOptions):
     with warnings.catch_warnings():
         warnings.simplefilter("error", MembershipColumnWarning)
         load_dataset(f"csv:{csv}", None, 7, options)
 
 
-@pytest.mark.parametrize("name, values, warned", [("Is_Member", [0, 1], True), ("SPLIT", [1, 1], True),
-                                                  ("seen", ["a", "b"], False), ("trained", [True, False], False),
-                                                  ("used_in_training", [0.0, 1.0], True)])
+@pytest.mark.parametrize(
+    "name, values, warned",
+    [
+        ("Is_Member", [0, 1], True),
+        ("SPLIT", [1, 1], True),
+        ("seen", ["a", "b"], False),
+        ("trained", [True, False], False),
+        ("used_in_training", [0.0, 1.0], True),
+    ],
+)
 def test_which_columns_look_like_membership(name: str, values: list, warned: bool):
     from wemem.data.custom import membership_like_columns
 

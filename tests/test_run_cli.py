@@ -10,21 +10,40 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from search._runs import planned_runs
 from search.cli import main
 from search.cli._science import parse_settings
-from search._runs import planned_runs
 from wemem.config import PruningConfig
 from wemem.defenses import Setting
 from wemem.errors import WememError
 
 # the options of conftest's tiny_config, so `wemem run` finds the session's cached assets
-TINY = ["--dataset", "digits", "--model", "columnfc", "--seed", "7", "--shadows", "2", "--pretrain-epochs", "6",
-        "--finetune-epochs", "3", "--patience", "2", "--memscore-models", "2"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--model",
+    "columnfc",
+    "--seed",
+    "7",
+    "--shadows",
+    "2",
+    "--pretrain-epochs",
+    "6",
+    "--finetune-epochs",
+    "3",
+    "--patience",
+    "2",
+    "--memscore-models",
+    "2",
+]
 
 
 def test_settings_as_key_value_words_or_one_json_object() -> None:
     assert parse_settings(["order=h2l", "width_fraction=0.25", "lambda_mem=1e-1"]) == {
-        "order": "h2l", "width_fraction": 0.25, "lambda_mem": 0.1}
+        "order": "h2l",
+        "width_fraction": 0.25,
+        "lambda_mem": 0.1,
+    }
     assert parse_settings(['{"order": "l2h", "stride": 50}']) == {"order": "l2h", "stride": 50}
     assert parse_settings([]) == {}
     with pytest.raises(WememError, match="KEY=VALUE"):
@@ -48,8 +67,22 @@ def test_compare_plans_original_one_shot_iterative_and_the_defended_run() -> Non
 
 def test_run_compare_end_to_end(tiny_assets, cache_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "results" / "compare.v1"
-    code = main(["run", *TINY, "--compare", "--steps", "2", "--attacks", "conf,hconf,lira", "--serial",
-                 "--cache-dir", str(cache_dir), "--out", str(out)])
+    code = main(
+        [
+            "run",
+            *TINY,
+            "--compare",
+            "--steps",
+            "2",
+            "--attacks",
+            "conf,hconf,lira",
+            "--serial",
+            "--cache-dir",
+            str(cache_dir),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "cache hit: pretrained victim and shadows" in printed and "tpr_at_1%_fpr" in printed
@@ -66,20 +99,26 @@ def test_run_compare_end_to_end(tiny_assets, cache_dir: Path, tmp_path: Path, ca
     runs = {run["label"]: run for run in json.loads(Path(f"{out}.json").read_text())["runs"]}
     assert runs["original"]["victim_rounds"] == [] and set(runs["original"]["victim_layer_sparsity"].values()) == {0}
     assert [r["sparsity"] for r in runs["one-shot"]["victim_rounds"]] == [0.6]
-    assert [r["sparsity"] for r in runs["iterative"]["victim_rounds"]] == pytest.approx([0, 1 - 0.4 ** 0.5, 0.6])
+    assert [r["sparsity"] for r in runs["iterative"]["victim_rounds"]] == pytest.approx([0, 1 - 0.4**0.5, 0.6])
     for label in ("one-shot", "iterative"):
-        assert runs[label]["victim_layer_sparsity"] == {"fc1.weight": math.floor(64 * 256 * 0.6) / (64 * 256),
-                                                        "fc2.weight": math.floor(256 * 128 * 0.6) / (256 * 128)}
+        assert runs[label]["victim_layer_sparsity"] == {
+            "fc1.weight": math.floor(64 * 256 * 0.6) / (64 * 256),
+            "fc2.weight": math.floor(256 * 128 * 0.6) / (256 * 128),
+        }
     assert runs["iterative"]["attacks"]["conf"]["balanced_accuracy"] == pytest.approx(
-        table.query("run == 'iterative' and attack == 'conf'")["balanced_accuracy"].item())
+        table.query("run == 'iterative' and attack == 'conf'")["balanced_accuracy"].item()
+    )
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--defense", "rmr", "--settings", "lambda_mem=-1"], "invalid settings for defense 'rmr'"),
-    (["--attacks", "conf,oracle"], "unknown attack 'oracle'"),
-    (["--model", "resnet50"], "unknown model 'resnet50'"),
-    (["--sparsity", "1.5"], "sparsity must be in"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--defense", "rmr", "--settings", "lambda_mem=-1"], "invalid settings for defense 'rmr'"),
+        (["--attacks", "conf,oracle"], "unknown attack 'oracle'"),
+        (["--model", "resnet50"], "unknown model 'resnet50'"),
+        (["--sparsity", "1.5"], "sparsity must be in"),
+    ],
+)
 def test_run_rejects_bad_options_before_training(tmp_path: Path, capsys, arguments: list[str], message: str) -> None:
     code = main(["run", *TINY, *arguments, "--serial", "--cache-dir", str(tmp_path)])
     assert code == 2
@@ -114,12 +153,14 @@ def test_memscore_compute_export_import_round_trip(tmp_path: Path, capsys) -> No
     assert "1438 mem-scores" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("scores, message", [
-    (np.linspace(0, 1, 1437), "has 1437 scores but the training pool has 1438"),
-    (np.r_[np.nan, np.linspace(0, 1, 1437)], "missing or non-numeric score at row 0"),
-])
-def test_memscore_import_rejects_wrong_length_and_nan(tmp_path: Path, capsys, scores: np.ndarray,
-                                                      message: str) -> None:
+@pytest.mark.parametrize(
+    "scores, message",
+    [
+        (np.linspace(0, 1, 1437), "has 1437 scores but the training pool has 1438"),
+        (np.r_[np.nan, np.linspace(0, 1, 1437)], "missing or non-numeric score at row 0"),
+    ],
+)
+def test_memscore_import_rejects_wrong_length_and_nan(tmp_path: Path, capsys, scores: np.ndarray, message: str) -> None:
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"0": scores}).to_csv(bad)
     assert main(["memscore", "import", str(bad), *TINY, "--cache-dir", str(tmp_path / "cache")]) == 2

@@ -16,14 +16,16 @@ from search.storage._records import SCHEMA_VERSION, SCHEMA_VERSION_ATTR, migrate
 from search.study import Options, create_or_load_study, open_study
 from search.studyfile import parse_study
 
-STUDY = {"study": {"name": "old", "n_trials": 2, "seed": 7, "sampler": "random"},
-         "data": {"dataset": "digits", "shadows": 1},
-         "training": {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 50},
-         "pruning": {"sparsity": 0.6, "steps": 1},
-         "memscore": {"models": 2},
-         "attacks": {"names": ["hconf", "conf"]},
-         "search": {"defenses": ["rmr"], "enqueue_reference": False},
-         "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 1}}
+STUDY = {
+    "study": {"name": "old", "n_trials": 2, "seed": 7, "sampler": "random"},
+    "data": {"dataset": "digits", "shadows": 1},
+    "training": {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 50},
+    "pruning": {"sparsity": 0.6, "steps": 1},
+    "memscore": {"models": 2},
+    "attacks": {"names": ["hconf", "conf"]},
+    "search": {"defenses": ["rmr"], "enqueue_reference": False},
+    "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 1},
+}
 # what version 1 stored of a confirmation: no attacks, leakage attacks or study_suite
 VERSION_1_CONFIRMATION = {"seeds": [11, 12], "metric": "balanced_accuracy", "candidates": [], "verdict": None}
 
@@ -39,18 +41,34 @@ def version_1_study(database: Path, cache_dir: Path) -> None:
     """A finished study as version 1 wrote it, made with Optuna directly."""
     storage = open_storage(f"sqlite:///{database}")
     study = optuna.create_study(study_name="old", storage=storage, direction="maximize")
-    for key, value in {"definition": parse_study(STUDY).model_dump(mode="json"), "cache_dir": str(cache_dir),
-                       "data_root": None, "reference": {"utility": 0.9, "privacy": 0.6, "strongest_attack": "conf",
-                                                        "attacks": {}},
-                       "confirmation": VERSION_1_CONFIRMATION}.items():
+    for key, value in {
+        "definition": parse_study(STUDY).model_dump(mode="json"),
+        "cache_dir": str(cache_dir),
+        "data_root": None,
+        "reference": {"utility": 0.9, "privacy": 0.6, "strongest_attack": "conf", "attacks": {}},
+        "confirmation": VERSION_1_CONFIRMATION,
+    }.items():
         study.set_user_attr(key, value)
     for value in (0.55, 0.57):  # no timings, no privacy_se: measured only by later versions
-        study.add_trial(optuna.trial.create_trial(
-            params={"rmr.lambda_mem": 0.1, "rmr.risky_fraction": 0.2}, value=value,
-            distributions={"rmr.lambda_mem": FloatDistribution(1e-3, 1, log=True),
-                           "rmr.risky_fraction": FloatDistribution(0.01, 0.5)},
-            user_attrs={"defense": "rmr", "settings": {"lambda_mem": 0.1, "risky_fraction": 0.2}, "utility": 0.9,
-                        "privacy": value, "strongest_attack": "conf", "feasible": True, "attacks": {}}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"rmr.lambda_mem": 0.1, "rmr.risky_fraction": 0.2},
+                value=value,
+                distributions={
+                    "rmr.lambda_mem": FloatDistribution(1e-3, 1, log=True),
+                    "rmr.risky_fraction": FloatDistribution(0.01, 0.5),
+                },
+                user_attrs={
+                    "defense": "rmr",
+                    "settings": {"lambda_mem": 0.1, "risky_fraction": 0.2},
+                    "utility": 0.9,
+                    "privacy": value,
+                    "strongest_attack": "conf",
+                    "feasible": True,
+                    "attacks": {},
+                },
+            )
+        )
     storage.engine.dispose()
 
 
@@ -89,8 +107,10 @@ def test_migration_rewrites_once_and_is_idempotent(stored: Path):
     study = optuna.load_study(study_name="old", storage=storage)
     assert migrate(study) is True
     after = dict(study.user_attrs)
-    assert after[SCHEMA_VERSION_ATTR] == SCHEMA_VERSION and after["confirmation"] == {**VERSION_1_CONFIRMATION,
-                                                                                      **JUDGES}
+    assert after[SCHEMA_VERSION_ATTR] == SCHEMA_VERSION and after["confirmation"] == {
+        **VERSION_1_CONFIRMATION,
+        **JUDGES,
+    }
     assert migrate(study) is False and study.user_attrs == after
     storage.engine.dispose()
 
@@ -100,11 +120,14 @@ def test_resume_migrates_the_study_it_opens(stored: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(launcher, "attach_ray", lambda definition, options: definition)
     monkeypatch.setattr(launcher, "run_study", lambda opened, target, echo: None)
-    launcher.resume("old", Options(storage=f"sqlite:///{stored}", cache_dir=str(stored.parent / "cache")),
-                    echo=lambda line: None)
+    launcher.resume(
+        "old", Options(storage=f"sqlite:///{stored}", cache_dir=str(stored.parent / "cache")), echo=lambda line: None
+    )
     attrs = attrs_of(stored)
-    assert attrs[SCHEMA_VERSION_ATTR] == SCHEMA_VERSION and attrs["confirmation"] == {**VERSION_1_CONFIRMATION,
-                                                                                      **JUDGES}
+    assert attrs[SCHEMA_VERSION_ATTR] == SCHEMA_VERSION and attrs["confirmation"] == {
+        **VERSION_1_CONFIRMATION,
+        **JUDGES,
+    }
     assert run_cli(["status", "old", "--storage", f"sqlite:///{stored}"]) == 0
 
 
@@ -115,10 +138,12 @@ def test_a_new_study_is_stored_with_todays_version(tmp_path: Path):
     storage.engine.dispose()
 
 
-@pytest.mark.parametrize("command", [["status", "old"], ["export", "old", "--out", "best.json"], ["resume", "old"],
-                                     ["confirm", "old"]])
-def test_a_newer_study_is_refused_with_nothing_written(stored: Path, command: list[str], capsys, monkeypatch,
-                                                       tmp_path: Path):
+@pytest.mark.parametrize(
+    "command", [["status", "old"], ["export", "old", "--out", "best.json"], ["resume", "old"], ["confirm", "old"]]
+)
+def test_a_newer_study_is_refused_with_nothing_written(
+    stored: Path, command: list[str], capsys, monkeypatch, tmp_path: Path
+):
     storage = open_storage(f"sqlite:///{stored}", must_exist=True)
     storage.set_study_user_attr(storage.get_study_id_from_name("old"), SCHEMA_VERSION_ATTR, SCHEMA_VERSION + 1)
     storage.engine.dispose()

@@ -20,11 +20,10 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
+import tomli_w
+from helpers import postgres_or_skip
 from optuna.trial import TrialState
 
-import tomli_w
-
-from helpers import postgres_or_skip
 from wemem.faults import ENV as FAILPOINTS_ENV
 
 pytestmark = pytest.mark.e2e
@@ -33,23 +32,38 @@ pytestmark = pytest.mark.e2e
 def study_file(folder: Path, name: str) -> Path:
     """The smallest study that reports rounds (so a failpoint can stop it mid-trial): one trial."""
     path = folder / f"{name}.toml"
-    path.write_text(tomli_w.dumps({
-        "study": {"name": name, "n_trials": 1, "seed": 7, "sampler": "random"},
-        "data": {"dataset": "digits", "shadows": 1},
-        "training": {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 50},
-        "pruning": {"sparsity": 0.6, "steps": 1},
-        "memscore": {"models": 2},
-        "attacks": {"names": ["conf", "hconf"]},
-        "search": {"defenses": ["rmr"], "enqueue_reference": False, "early_stopping": "median",
-                   "early_stopping_startup_trials": 1000},
-        "resources": {"cpus_per_trial": 2},
-    }))
+    path.write_text(
+        tomli_w.dumps(
+            {
+                "study": {"name": name, "n_trials": 1, "seed": 7, "sampler": "random"},
+                "data": {"dataset": "digits", "shadows": 1},
+                "training": {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 50},
+                "pruning": {"sparsity": 0.6, "steps": 1},
+                "memscore": {"models": 2},
+                "attacks": {"names": ["conf", "hconf"]},
+                "search": {
+                    "defenses": ["rmr"],
+                    "enqueue_reference": False,
+                    "early_stopping": "median",
+                    "early_stopping_startup_trials": 1000,
+                },
+                "resources": {"cpus_per_trial": 2},
+            }
+        )
+    )
     return path
 
 
 def wemem(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600, start_new_session=True)
+    return subprocess.run(
+        [sys.executable, "-m", "search.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,
+    )
 
 
 def files_holding(secret: bytes, root: Path) -> list[Path]:
@@ -82,8 +96,7 @@ def test_no_file_a_run_writes_holds_the_storage_password(work: Path, monkeypatch
     env.update(RAY_TMPDIR=str(work / "ray"), WEMEM_STORAGE="sqlite:///unused.db")
     cache = ["--cache-dir", str(work / "cache")]
 
-    stopped = wemem(["launch", str(path), "--storage", url, *cache], work,
-                    {**env, FAILPOINTS_ENV: "round_result:TERM"})
+    stopped = wemem(["launch", str(path), "--storage", url, *cache], work, {**env, FAILPOINTS_ENV: "round_result:TERM"})
     assert stopped.returncode == 130, stopped.stdout + stopped.stderr
     assert "interrupted" in stopped.stderr and "Traceback" not in stopped.stderr
 
@@ -95,8 +108,12 @@ def test_no_file_a_run_writes_holds_the_storage_password(work: Path, monkeypatch
 
     monkeypatch.setenv("WEMEM_STORAGE", url)
     monkeypatch.chdir(work)
-    for command in (["export", name, "--out", str(work / "best.toml")], ["report", name, "--out", str(work / "rep")],
-                    ["status", name], ["status"]):
+    for command in (
+        ["export", name, "--out", str(work / "best.toml")],
+        ["report", name, "--out", str(work / "rep")],
+        ["status", name],
+        ["status"],
+    ):
         assert main(command) == 0, command
     printed = capsys.readouterr()
     assert password not in printed.out + printed.err

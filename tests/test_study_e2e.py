@@ -7,24 +7,22 @@ from importlib.metadata import version
 from pathlib import Path
 
 import optuna
-import pytest
-from optuna.trial import TrialState
-
 import pandas as pd
+import pytest
 import torch
+from helpers import age_heartbeat
+from optuna.trial import TrialState
 
 from search.cli import main
 from search.execution._launcher import launch, resume
 from search.results._apply import apply_export
 from search.results._export import export_document, write_export
-from search.studyfile._exports import read_export
 from search.results._report import write_report
 from search.storage import open_storage, retried_from
-from search.study import create_or_load_study
+from search.study import Options, best_trials, create_or_load_study, open_study
 from search.studyfile import parse_study
-from helpers import age_heartbeat
+from search.studyfile._exports import read_export
 from wemem.environment import device_description
-from search.study import Options, best_trials, open_study
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +60,11 @@ def test_two_trial_study_resume_and_export(ray_session, options: Options, tmp_pa
         timings = attrs["timings"]  # where the trial's time went, shared work as recorded when computed
         assert {"split", "pretraining", "memscores", "reference"} <= set(timings["shared"])
         assert set(timings["models"]) == {"victim", "shadow0", "shadow1"} and set(timings["attacks"]) == {
-            "conf", "entr", "mentr", "hconf"}
+            "conf",
+            "entr",
+            "mentr",
+            "hconf",
+        }
         assert timings["pruning_stage"] > 0 and timings["attack_stage"] > 0
     assert "reference" in study.user_attrs
     assert main(["status", "tiny", "--storage", options.storage, "--trial", "1"]) == 0
@@ -99,10 +101,15 @@ def test_two_trial_study_resume_and_export(ray_session, options: Options, tmp_pa
 
 
 def test_pareto_study_exports_its_front_and_reports(ray_session, options: Options, tmp_path: Path):
-    definition = parse_study(dict(TINY_STUDY, study={"name": "front", "n_trials": 3, "seed": 3, "sampler": "random"},
-                                  objective={"mode": "pareto"},
-                                  search={"defenses": ["rmr"], "enqueue_reference": False},
-                                  resources={"cpus_per_trial": 1, "max_concurrent_trials": 2}))
+    definition = parse_study(
+        dict(
+            TINY_STUDY,
+            study={"name": "front", "n_trials": 3, "seed": 3, "sampler": "random"},
+            objective={"mode": "pareto"},
+            search={"defenses": ["rmr"], "enqueue_reference": False},
+            resources={"cpus_per_trial": 1, "max_concurrent_trials": 2},
+        )
+    )
     study = launch(definition, options, lambda m: None).study
     assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
     completed = study.get_trials(states=(TrialState.COMPLETE,))
@@ -115,27 +122,53 @@ def test_pareto_study_exports_its_front_and_reports(ray_session, options: Option
         p, u = record["values"]
         assert not any(t.values[0] <= p and t.values[1] >= u and tuple(t.values) != (p, u) for t in completed)
     written = {p.name for p in write_report(open_study("front", options), tmp_path / "report")}
-    assert written == {"trials.csv", "trials.parquet", "privacy_utility.png", "history.png", "importance.png",
-                       "attacks.png", "roc.png", "timings.png", "report.json", "report.html"}
+    assert written == {
+        "trials.csv",
+        "trials.parquet",
+        "privacy_utility.png",
+        "history.png",
+        "importance.png",
+        "attacks.png",
+        "roc.png",
+        "timings.png",
+        "report.json",
+        "report.html",
+    }
     audit = json.loads((tmp_path / "report" / "report.json").read_text())
     assert audit["pareto"] and {r["trial_number"] for r in audit["best"]} == expected  # the front, as exported
     environment = audit["reproducibility"]["study_environment"]  # recorded by the launcher
     assert environment["packages"]["torch"] == version("torch") and environment["device"] == device_description()
     assert audit["reproducibility"]["assets_fingerprint"] == study.user_attrs["assets_fingerprint"]
     table = pd.read_parquet(tmp_path / "report" / "trials.parquet")
-    assert len(table) == 3 and {"utility", "privacy", "hconf.auc", "param.rmr.lambda_mem", "seconds.attack_stage",
-                                "seconds.attack.hconf", "seconds.model.victim"} <= set(table.columns)
+    assert len(table) == 3 and {
+        "utility",
+        "privacy",
+        "hconf.auc",
+        "param.rmr.lambda_mem",
+        "seconds.attack_stage",
+        "seconds.attack.hconf",
+        "seconds.model.victim",
+    } <= set(table.columns)
 
 
 def test_resume_fails_and_requeues_a_dead_launchers_trial(ray_session, options: Options):
-    definition = parse_study(dict(TINY_STUDY, study={"name": "stale", "n_trials": 1, "seed": 7},
-                                  search={"defenses": ["rmr"], "enqueue_reference": False}))
+    definition = parse_study(
+        dict(
+            TINY_STUDY,
+            study={"name": "stale", "n_trials": 1, "seed": 7},
+            search={"defenses": ["rmr"], "enqueue_reference": False},
+        )
+    )
     launch(definition, options, lambda m: None)
     # a launcher on another machine died mid-trial: a RUNNING trial whose heartbeat is an hour old
     storage = options.open_storage()
     study = optuna.load_study(study_name="stale", storage=storage)
-    dead = study.ask({"rmr.risky_fraction": optuna.distributions.FloatDistribution(0.01, 0.5, log=True),
-                      "rmr.lambda_mem": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True)})
+    dead = study.ask(
+        {
+            "rmr.risky_fraction": optuna.distributions.FloatDistribution(0.01, 0.5, log=True),
+            "rmr.lambda_mem": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True),
+        }
+    )
     age_heartbeat(storage, study, dead.number, seconds=3600)
     params = dict(dead.params)
     study = resume("stale", options, n_trials=1, echo=lambda m: None).study
@@ -163,10 +196,19 @@ def test_cli_errors_are_clear_and_exit_nonzero(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_early_stopping_prunes_a_poor_trial_between_rounds(ray_session, options: Options):
-    definition = parse_study(dict(
-        TINY_STUDY, study={"name": "early", "n_trials": 2, "seed": 7},
-        search={"defenses": ["rmr"], "enqueue_reference": False, "early_stopping": "median",
-                "early_stopping_startup_trials": 1, "early_stopping_warmup_rounds": 0}))
+    definition = parse_study(
+        dict(
+            TINY_STUDY,
+            study={"name": "early", "n_trials": 2, "seed": 7},
+            search={
+                "defenses": ["rmr"],
+                "enqueue_reference": False,
+                "early_stopping": "median",
+                "early_stopping_startup_trials": 1,
+                "early_stopping_warmup_rounds": 0,
+            },
+        )
+    )
     study, _ = create_or_load_study(definition, open_storage(options.storage_url), {"cache_dir": options.cache_dir})
     study.enqueue_trial({"rmr.lambda_mem": 0.01, "rmr.risky_fraction": 0.05})  # mild: completes
     study.enqueue_trial({"rmr.lambda_mem": 1.0, "rmr.risky_fraction": 0.5})  # strong L2 on half the data: poor
@@ -180,13 +222,17 @@ def test_early_stopping_prunes_a_poor_trial_between_rounds(ray_session, options:
     assert best_trials(study) == [first]
 
 
-def test_a_launch_whose_every_trial_fails_exits_2_naming_a_reason(ray_session, options: Options, tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture):
+def test_a_launch_whose_every_trial_fails_exits_2_naming_a_reason(
+    ray_session, options: Options, tmp_path: Path, capsys: pytest.CaptureFixture
+):
     """Scripts and schedulers must notice a launcher that found nothing: here every trial runs past its limit."""
     import tomli_w
 
-    study = dict(TINY_STUDY, study={"name": "allfail", "n_trials": 1, "seed": 7},
-                 search={"defenses": ["rmr"], "enqueue_reference": False, "trial_timeout_s": 0.001})
+    study = dict(
+        TINY_STUDY,
+        study={"name": "allfail", "n_trials": 1, "seed": 7},
+        search={"defenses": ["rmr"], "enqueue_reference": False, "trial_timeout_s": 0.001},
+    )
     path = tmp_path / "allfail.toml"
     path.write_text(tomli_w.dumps(study))
     code = main(["launch", str(path), "--storage", options.storage, "--cache-dir", options.cache_dir])

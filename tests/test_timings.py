@@ -5,7 +5,9 @@ from __future__ import annotations
 from search.results._text import timing_columns, timing_lines
 
 RECORD = {
-    "total": 10.0, "pruning_stage": 4.0, "attack_stage": 6.0,
+    "total": 10.0,
+    "pruning_stage": 4.0,
+    "attack_stage": 6.0,
     "shared": {"split": 0.5, "pretraining": 20.0, "memscores": 30.0, "reference": 9.0},
     "models": {"victim": {"setup": 0.1, "pruning": 3.5, "outputs": 0.4, "total": 4.0}},
     "attacks": {"conf": {"total": 0.01}, "nn": {"fit": 5.0, "score": 0.5, "total": 5.5}},

@@ -35,12 +35,33 @@ from wemem.errors import WememError
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 RULE = "a plug-in reference names"  # every refusal of the trust model names its rule in these words
-TINY = {"study": {"name": "attack", "n_trials": 1, "seed": 7, "sampler": "random"}, "data": {"shadows": 2},
-        "training": {"pretrain_epochs": 2, "finetune_epochs": 1, "patience": 1},
-        "pruning": {"sparsity": 0.5, "steps": 1}, "memscore": {"models": 2},
-        "search": {"defenses": ["rmr"], "enqueue_reference": False}, "attacks": {"names": ["conf", "entr"]}}
-TINY_RUN = ["--seed", "7", "--shadows", "2", "--pretrain-epochs", "2", "--finetune-epochs", "1", "--patience", "1",
-            "--memscore-models", "2", "--steps", "1", "--attacks", "conf,entr"]
+TINY = {
+    "study": {"name": "attack", "n_trials": 1, "seed": 7, "sampler": "random"},
+    "data": {"shadows": 2},
+    "training": {"pretrain_epochs": 2, "finetune_epochs": 1, "patience": 1},
+    "pruning": {"sparsity": 0.5, "steps": 1},
+    "memscore": {"models": 2},
+    "search": {"defenses": ["rmr"], "enqueue_reference": False},
+    "attacks": {"names": ["conf", "entr"]},
+}
+TINY_RUN = [
+    "--seed",
+    "7",
+    "--shadows",
+    "2",
+    "--pretrain-epochs",
+    "2",
+    "--finetune-epochs",
+    "1",
+    "--patience",
+    "1",
+    "--memscore-models",
+    "2",
+    "--steps",
+    "1",
+    "--attacks",
+    "conf,entr",
+]
 MARKER_MODULE = "import pathlib\npathlib.Path({path!r}).write_text('imported')\n"
 
 
@@ -67,8 +88,11 @@ class Targets:
         return str({"folder": self.data, "file": self.file, "script": self.script}[target])
 
     def intact(self) -> bool:
-        return ((self.data / "results.csv").is_file() and self.file.read_text() == "keep me too\n"
-                and not self.marker.exists())
+        return (
+            (self.data / "results.csv").is_file()
+            and self.file.read_text() == "keep me too\n"
+            and not self.marker.exists()
+        )
 
 
 @pytest.fixture
@@ -124,13 +148,23 @@ def attack_study(folder: Path, section: str, reference: str, target: str, seed: 
 @pytest.mark.parametrize("section", ["data", "model"])
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_launch_refuses_a_reference_to_code_that_is_not_defined_in_a_module_of_the_study_folder(
-        targets: Targets, attack: str, section: str, capsys: pytest.CaptureFixture):
+    targets: Targets, attack: str, section: str, capsys: pytest.CaptureFixture
+):
     reference, target, seed = ATTACKS[attack]
     local_modules(targets.folder)
     imported_before = set(sys.modules)
     study = attack_study(targets.folder, section, reference, target, seed, targets)
-    message = refused(["launch", study, "--storage", f"sqlite:///{targets.folder / 'w.db'}",
-                       "--cache-dir", str(targets.folder / "cache")], capsys)
+    message = refused(
+        [
+            "launch",
+            study,
+            "--storage",
+            f"sqlite:///{targets.folder / 'w.db'}",
+            "--cache-dir",
+            str(targets.folder / "cache"),
+        ],
+        capsys,
+    )
     assert RULE in message, message
     assert targets.intact()
     assert not (targets.folder / "w.db").exists()
@@ -139,13 +173,15 @@ def test_launch_refuses_a_reference_to_code_that_is_not_defined_in_a_module_of_t
 
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
-def test_wemem_run_refuses_the_same_references_as_dataset_and_model(targets: Targets, attack: str,
-                                                                    capsys: pytest.CaptureFixture):
+def test_wemem_run_refuses_the_same_references_as_dataset_and_model(
+    targets: Targets, attack: str, capsys: pytest.CaptureFixture
+):
     reference, target, seed = ATTACKS[attack]
     local_modules(targets.folder)
     places = ["--serial", "--out", str(targets.folder / "result"), "--cache-dir", str(targets.folder / "cache")]
-    message = refused(["run", "--dataset", reference, "--data-root", targets.root_for(target), "--seed", str(seed),
-                       *places], capsys)
+    message = refused(
+        ["run", "--dataset", reference, "--data-root", targets.root_for(target), "--seed", str(seed), *places], capsys
+    )
     assert RULE in message, message
     message = refused(["run", "--model", reference, *places], capsys)
     assert RULE in message, message
@@ -180,13 +216,22 @@ def received_export(folder: Path, dataset: str, own_code: dict) -> Path:
 
     definition = parse_study({**TINY, "data": {"dataset": dataset, "shadows": 2}})
     document = {
-        "study": definition.name, "seed": definition.study.seed, "model": definition.model.name,
-        "dataset": definition.data.model_dump(exclude_none=True), "objective": definition.objective.model_dump(),
-        "training": definition.training.model_dump(), "pruning": definition.pruning.model_dump(),
-        "memscore": definition.memscore.model_dump(), "attacks": definition.attacks.model_dump(),
+        "study": definition.name,
+        "seed": definition.study.seed,
+        "model": definition.model.name,
+        "dataset": definition.data.model_dump(exclude_none=True),
+        "objective": definition.objective.model_dump(),
+        "training": definition.training.model_dump(),
+        "pruning": definition.pruning.model_dump(),
+        "memscore": definition.memscore.model_dump(),
+        "attacks": definition.attacks.model_dump(),
         "own_code": own_code,
-        "best": {"trial_number": 0, "defense": "rmr", "settings": {"lambda_mem": 0.1, "risky_fraction": 0.2},
-                 "metrics": {"test_accuracy": 0.9, "privacy": 0.52, "strongest_attack": "conf"}},
+        "best": {
+            "trial_number": 0,
+            "defense": "rmr",
+            "settings": {"lambda_mem": 0.1, "risky_fraction": 0.2},
+            "metrics": {"test_accuracy": 0.9, "privacy": 0.52, "strongest_attack": "conf"},
+        },
     }
     document = without_none(document)
     document[DEFINITION_KEY] = definition_fingerprint(document)
@@ -196,13 +241,25 @@ def received_export(folder: Path, dataset: str, own_code: dict) -> Path:
 
 
 @pytest.mark.parametrize("allow_code", [False, True])
-def test_apply_refuses_an_export_naming_installed_code_even_with_its_true_hash(targets: Targets, allow_code: bool,
-                                                                            capsys: pytest.CaptureFixture):
+def test_apply_refuses_an_export_naming_installed_code_even_with_its_true_hash(
+    targets: Targets, allow_code: bool, capsys: pytest.CaptureFixture
+):
     reference, sha256 = pip_misc()
     export = received_export(targets.folder, reference, {"dataset": {"reference": reference, "sha256": sha256}})
-    message = refused(["apply", str(export), "--out", str(targets.folder / "applied"), "--data-root",
-                       str(targets.data), "--cache-dir", str(targets.folder / "cache"),
-                       *(["--allow-code"] if allow_code else [])], capsys)
+    message = refused(
+        [
+            "apply",
+            str(export),
+            "--out",
+            str(targets.folder / "applied"),
+            "--data-root",
+            str(targets.data),
+            "--cache-dir",
+            str(targets.folder / "cache"),
+            *(["--allow-code"] if allow_code else []),
+        ],
+        capsys,
+    )
     assert RULE in message and "'pip'" in message, message
     assert "edited" not in message  # the fingerprint was recomputed: only the rule stands in the way
     assert targets.intact() and not (targets.folder / "applied").exists()
@@ -218,22 +275,37 @@ def received_storage(folder: Path, dataset: str, data_root: str, own_code: dict)
     store_launch_place(study, str(folder / "cache"), data_root, str(folder))
     study.set_user_attr("own_code", own_code)
     study.set_user_attr("reference", {"utility": 0.9, "privacy": 0.6, "strongest_attack": "conf"})
-    study.add_trial(optuna.trial.create_trial(
-        params={"rmr.lambda_mem": 0.1, "rmr.risky_fraction": 0.2}, value=0.55,
-        distributions={"rmr.lambda_mem": FloatDistribution(1e-3, 1, log=True),
-                       "rmr.risky_fraction": FloatDistribution(0.01, 0.5)},
-        user_attrs={"defense": "rmr", "settings": {"lambda_mem": 0.1, "risky_fraction": 0.2}, "utility": 0.9,
-                    "privacy": 0.55, "strongest_attack": "conf", "feasible": True, "attacks": {}}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"rmr.lambda_mem": 0.1, "rmr.risky_fraction": 0.2},
+            value=0.55,
+            distributions={
+                "rmr.lambda_mem": FloatDistribution(1e-3, 1, log=True),
+                "rmr.risky_fraction": FloatDistribution(0.01, 0.5),
+            },
+            user_attrs={
+                "defense": "rmr",
+                "settings": {"lambda_mem": 0.1, "risky_fraction": 0.2},
+                "utility": 0.9,
+                "privacy": 0.55,
+                "strongest_attack": "conf",
+                "feasible": True,
+                "attacks": {},
+            },
+        )
+    )
     storage.engine.dispose()
     return url
 
 
 @pytest.mark.parametrize("command", ["resume", "confirm"])
-def test_resume_and_confirm_refuse_a_stored_definition_naming_installed_code(targets: Targets, command: str,
-                                                                            capsys: pytest.CaptureFixture):
+def test_resume_and_confirm_refuse_a_stored_definition_naming_installed_code(
+    targets: Targets, command: str, capsys: pytest.CaptureFixture
+):
     reference, sha256 = pip_misc()
-    url = received_storage(targets.folder, reference, str(targets.data),
-                           {"dataset": {"reference": reference, "sha256": sha256}})
+    url = received_storage(
+        targets.folder, reference, str(targets.data), {"dataset": {"reference": reference, "sha256": sha256}}
+    )
     message = refused([command, "attack", "--storage", url], capsys)
     assert RULE in message and "'pip'" in message, message
     assert targets.intact()
@@ -286,7 +358,8 @@ def markers(folder: Path) -> list[str]:
 
 
 def test_a_package_plugin_loads_by_path_under_a_private_name_and_imports_the_standard_library(
-        targets: Targets, monkeypatch: pytest.MonkeyPatch):
+    targets: Targets, monkeypatch: pytest.MonkeyPatch
+):
     from wemem.models.registry import model_factory
 
     plugin_package(targets.folder, "json")  # named like the standard library's json, which it must not replace
@@ -325,15 +398,26 @@ def hand_export_of(folder: Path, model: str) -> Path:
     from wemem.config import ExperimentConfig
 
     definition = parse_study({**TINY, "model": {"name": model}})
-    document = without_none({
-        "study": definition.name, "seed": definition.study.seed, "model": model,
-        "dataset": definition.data.model_dump(exclude_none=True), "objective": definition.objective.model_dump(),
-        "training": definition.training.model_dump(), "pruning": definition.pruning.model_dump(),
-        "memscore": definition.memscore.model_dump(), "attacks": definition.attacks.model_dump(),
-        "own_code": ExperimentConfig(model=model, base_dir=str(folder)).own_code(),
-        "best": {"trial_number": 0, "defense": "rmr", "settings": {"lambda_mem": 0.1, "risky_fraction": 0.2},
-                 "metrics": {"test_accuracy": 0.9, "privacy": 0.52, "strongest_attack": "conf"}},
-    })
+    document = without_none(
+        {
+            "study": definition.name,
+            "seed": definition.study.seed,
+            "model": model,
+            "dataset": definition.data.model_dump(exclude_none=True),
+            "objective": definition.objective.model_dump(),
+            "training": definition.training.model_dump(),
+            "pruning": definition.pruning.model_dump(),
+            "memscore": definition.memscore.model_dump(),
+            "attacks": definition.attacks.model_dump(),
+            "own_code": ExperimentConfig(model=model, base_dir=str(folder)).own_code(),
+            "best": {
+                "trial_number": 0,
+                "defense": "rmr",
+                "settings": {"lambda_mem": 0.1, "risky_fraction": 0.2},
+                "metrics": {"test_accuracy": 0.9, "privacy": 0.52, "strongest_attack": "conf"},
+            },
+        }
+    )
     document[DEFINITION_KEY] = definition_fingerprint(document)
     path = folder / "best.toml"
     path.write_text(tomli_w.dumps(document))
@@ -341,13 +425,15 @@ def hand_export_of(folder: Path, model: str) -> Path:
 
 
 def test_apply_names_the_code_an_export_would_run_and_runs_none_of_it_without_allow_code(
-        targets: Targets, capsys: pytest.CaptureFixture):
+    targets: Targets, capsys: pytest.CaptureFixture
+):
     from search import api
 
     plugin_package(targets.folder)
     export = hand_export_of(targets.folder, "pkg.sub:Net")
     (targets.folder / "pkg" / "__init__.py").write_text(
-        MARKER_MODULE.format(path=str(targets.folder / "MARK_init")) + "from .layers import WIDTH\n")
+        MARKER_MODULE.format(path=str(targets.folder / "MARK_init")) + "from .layers import WIDTH\n"
+    )
     out = ["--out", str(targets.folder / "applied"), "--cache-dir", str(targets.folder / "cache")]
     message = refused(["apply", str(export), *out], capsys)
     assert "pkg/__init__.py" in message and "changed since the study ran" in message, message
@@ -398,8 +484,7 @@ def test_ray_workers_never_import_a_module_of_the_working_directory(tmp_path: Pa
     the folder wemem was started in."""
     working_directory_modules(tmp_path)
     # -I: the driver itself imports nothing of its working directory either (this checks the workers)
-    done = subprocess.run([PYTHON, "-I", "-c", WORKER_PROBE], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([PYTHON, "-I", "-c", WORKER_PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     colorsys_file, numpy_file = json.loads(done.stdout.strip().splitlines()[-1])
     assert Path(colorsys_file).parent == Path(shutil.__file__).parent and "site-packages" in numpy_file
@@ -408,9 +493,25 @@ def test_ray_workers_never_import_a_module_of_the_working_directory(tmp_path: Pa
 
 def test_python_m_search_cli_imports_nothing_of_the_working_directory(tmp_path: Path):
     working_directory_modules(tmp_path)
-    done = subprocess.run([PYTHON, "-m", "search.cli", "run", "--serial", *TINY_RUN, "--out", str(tmp_path / "r"),
-                           "--cache-dir", str(tmp_path / "cache")], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    done = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "search.cli",
+            "run",
+            "--serial",
+            *TINY_RUN,
+            "--out",
+            str(tmp_path / "r"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "r.json").is_file() and markers(tmp_path) == []
 
@@ -419,11 +520,13 @@ def table(folder: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(240, 4))
     pd.DataFrame({**{f"f{i}": x[:, i] for i in range(4)}, "label": (x[:, 0] + x[:, 1] > 0).astype(int)}).to_csv(
-        folder / "data.csv", index=False)
+        folder / "data.csv", index=False
+    )
 
 
 def test_a_plugin_study_launched_run_and_applied_in_a_folder_of_received_modules_imports_none_of_them(
-        ray_session, targets: Targets, capsys: pytest.CaptureFixture):
+    ray_session, targets: Targets, capsys: pytest.CaptureFixture
+):
     """One small launch through Ray, a `wemem run` on Ray, and an apply (refused without --allow-code, run with
     it, refused once pkg/__init__.py changed), all in a folder holding numpy.py, colorsys.py and wave.py."""
     folder = targets.folder
@@ -446,12 +549,28 @@ def test_a_plugin_study_launched_run_and_applied_in_a_folder_of_received_modules
     assert "pkg/sub.py sha256" in printed and printed.index("pkg/sub.py sha256") < printed.index("rebuilt")
     assert (folder / "applied" / "evaluation.json").is_file()
 
-    assert main(["run", "--dataset", "csv:data.csv", "--model", "pkg.sub:Net", *TINY_RUN, "--out",
-                 str(folder / "result"), "--cache-dir", str(folder / "cache")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--dataset",
+                "csv:data.csv",
+                "--model",
+                "pkg.sub:Net",
+                *TINY_RUN,
+                "--out",
+                str(folder / "result"),
+                "--cache-dir",
+                str(folder / "cache"),
+            ]
+        )
+        == 0
+    )
     assert (folder / "result.json").is_file()
 
     (folder / "pkg" / "__init__.py").write_text("from .layers import WIDTH  # edited\n")
-    message = refused(["apply", str(folder / "best.toml"), *out[:1], str(folder / "again"), *out[2:],
-                       "--allow-code"], capsys)
+    message = refused(
+        ["apply", str(folder / "best.toml"), *out[:1], str(folder / "again"), *out[2:], "--allow-code"], capsys
+    )
     assert "pkg/__init__.py" in message and not (folder / "again").exists()
     assert markers(folder) == []

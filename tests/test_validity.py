@@ -17,8 +17,15 @@ from scipy.stats import binomtest
 
 from search.cli import main
 from wemem.uncertainty import clopper_pearson
-from wemem.validity import (Check, apply_overrides, chance_level, checkpoint_check, mimicry_check, reference_check,
-                            resolution_check)
+from wemem.validity import (
+    Check,
+    apply_overrides,
+    chance_level,
+    checkpoint_check,
+    mimicry_check,
+    reference_check,
+    resolution_check,
+)
 
 # --------------------------------------------------------------------------------------------- by hand
 
@@ -70,8 +77,10 @@ def test_chance_levels():
 
 
 def test_the_reference_warns_when_its_strongest_attacks_interval_reaches_chance():
-    attacks = {"conf": {"balanced_accuracy": 0.53, "intervals": {"balanced_accuracy": [0.49, 0.57]}},
-               "entr": {"balanced_accuracy": 0.51, "intervals": {"balanced_accuracy": [0.47, 0.55]}}}
+    attacks = {
+        "conf": {"balanced_accuracy": 0.53, "intervals": {"balanced_accuracy": [0.49, 0.57]}},
+        "entr": {"balanced_accuracy": 0.51, "intervals": {"balanced_accuracy": [0.47, 0.55]}},
+    }
     check = reference_check(attacks, "balanced_accuracy", 0.99, 0.96)
     assert check.status == "warn" and check.figures["strongest_attack"] == "conf"
     assert "shows no measurable leakage" in check.message and "No defense can show a gain here" in check.message
@@ -114,7 +123,7 @@ def test_only_named_failed_checks_are_overridden_and_they_say_so():
 
 # ------------------------------------------------------------------------ a checkpoint on other features
 
-MODEL_MODULE = '''
+MODEL_MODULE = """
 from torch import nn
 
 
@@ -129,11 +138,11 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.out(self.hidden(x))
-'''
+"""
 
 # the user's own preprocessing: other column order, min-max scaling, one-hot in another order -- same width as
 # the tool's encoding (2 numbers + 3 colours), different meaning
-FEATURES_MODULE = '''
+FEATURES_MODULE = """
 from pathlib import Path
 
 import numpy as np
@@ -153,13 +162,18 @@ def load(data_root, seed):
     frame = pd.read_csv(Path(__file__).with_name("marked.csv"))
     y = (frame["kind"] == "yes").to_numpy().astype("int64")
     return {"x": features(frame), "y": y, "members": frame["train"].to_numpy()}
-'''
+"""
 
 
 def marked_table(rows: int = 600, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"size": rng.normal(size=rows) * 10 + 3, "weight": rng.normal(size=rows),
-                          "colour": rng.choice(["red", "green", "blue"], rows)})
+    frame = pd.DataFrame(
+        {
+            "size": rng.normal(size=rows) * 10 + 3,
+            "weight": rng.normal(size=rows),
+            "colour": rng.choice(["red", "green", "blue"], rows),
+        }
+    )
     frame["kind"] = np.where(frame["weight"] + 2 * (frame["colour"] == "red") > 0.8, "yes", "no")
     frame["train"] = np.arange(rows) % 2 == 0
     return frame
@@ -205,7 +219,8 @@ def study_file(folder: Path, dataset: dict[str, str]) -> Path:
         "data": {**dataset, "shadows": 2},
         "model": {"name": "mymodel:Net", "checkpoint": "victim.pt"},
         "training": {"pretrain_epochs": 3, "finetune_epochs": 2, "patience": 1},
-        "pruning": {"sparsity": 0.5, "steps": 1}, "memscore": {"models": 2},
+        "pruning": {"sparsity": 0.5, "steps": 1},
+        "memscore": {"models": 2},
         "search": {"defenses": ["rmr"], "enqueue_reference": False},
         "attacks": {"names": ["conf", "entr"]},
     }
@@ -215,7 +230,8 @@ def study_file(folder: Path, dataset: dict[str, str]) -> Path:
 
 
 def test_a_checkpoint_launched_on_another_encoding_is_refused_and_runs_with_its_own_loader(
-        ray_session, own_folder: Path, capsys: pytest.CaptureFixture):
+    ray_session, own_folder: Path, capsys: pytest.CaptureFixture
+):
     storage = f"sqlite:///{own_folder / 'own.db'}"
     places = ["--storage", storage, "--cache-dir", str(own_folder / "cache")]
     table = study_file(own_folder, {"dataset": "csv:marked.csv", "label": "kind", "member_column": "train"})
@@ -238,10 +254,10 @@ def test_a_failed_check_overridden_by_name_is_recorded(own_folder: Path):
     from search.study import Options, Place
     from search.studyfile import load_study_file
 
-    definition = load_study_file(study_file(own_folder, {"dataset": "csv:marked.csv", "label": "kind",
-                                                         "member_column": "train"}))
-    place = Place.of(Options(cache_dir=str(own_folder / "cache"), overrides=("checkpoint",)),
-                     base_dir=str(own_folder))
+    definition = load_study_file(
+        study_file(own_folder, {"dataset": "csv:marked.csv", "label": "kind", "member_column": "train"})
+    )
+    place = Place.of(Options(cache_dir=str(own_folder / "cache"), overrides=("checkpoint",)), base_dir=str(own_folder))
     checks = validate_inputs(definition, place)
     assert [(c.name, c.status) for c in checks] == [("checkpoint", "overridden"), ("resolution", "pass")]
     member, other = checks[0].figures["member_accuracy"], checks[0].figures["non_member_accuracy"]
@@ -267,8 +283,9 @@ def test_a_reference_without_measurable_leakage_is_reported_at_launch_before_the
     from search import api
 
     lines: list[str] = []
-    study = api.launch(TINY_DIGITS, storage=f"sqlite:///{tmp_path / 'quiet.db'}", cache_dir=str(tmp_path / "cache"),
-                       echo=lines.append)
+    study = api.launch(
+        TINY_DIGITS, storage=f"sqlite:///{tmp_path / 'quiet.db'}", cache_dir=str(tmp_path / "cache"), echo=lines.append
+    )
     warned = next(i for i, line in enumerate(lines) if line.startswith("validity reference: WARN"))
     assert "shows no measurable leakage" in lines[warned] and "No defense can show a gain here" in lines[warned]
     assert warned < next(i for i, line in enumerate(lines) if line.startswith("running 1 trial"))  # before the search
@@ -286,20 +303,37 @@ def test_the_reports_attack_table_shows_intervals_and_words_for_unresolvable_tpr
     from search.results._audit import attack_rows
     from search.results._html import attack_cells
 
-    reference = {"attacks": {"conf": {
-        "balanced_accuracy": 0.56, "auc": 0.58, "tpr_at_0.1%_fpr": 0.0067, "tpr_at_1%_fpr": 0.03,
-        "intervals": {"balanced_accuracy": [0.53, 0.59], "auc": [0.55, 0.61], "tpr_at_0.1%_fpr": [0.0, 0.02],
-                      "tpr_at_1%_fpr": [0.01, 0.05]},
-        "targets": {"members": 600, "non_members": 600},
-        "epsilon_lower_bound": {"value": 0.084, "delta": 0.0, "confidence": 0.95}}}}
+    reference = {
+        "attacks": {
+            "conf": {
+                "balanced_accuracy": 0.56,
+                "auc": 0.58,
+                "tpr_at_0.1%_fpr": 0.0067,
+                "tpr_at_1%_fpr": 0.03,
+                "intervals": {
+                    "balanced_accuracy": [0.53, 0.59],
+                    "auc": [0.55, 0.61],
+                    "tpr_at_0.1%_fpr": [0.0, 0.02],
+                    "tpr_at_1%_fpr": [0.01, 0.05],
+                },
+                "targets": {"members": 600, "non_members": 600},
+                "epsilon_lower_bound": {"value": 0.084, "delta": 0.0, "confidence": 0.95},
+            }
+        }
+    }
     (row,) = json.loads(json.dumps(attack_rows(reference, None)))  # as report.json holds it
     assert row["not_resolvable"]["undefended"] == {
         "tpr_at_0.1%_fpr": "not resolvable with 600 non-member targets (needs 8000)",
-        "tpr_at_1%_fpr": "not resolvable with 600 non-member targets (needs 800)"}
+        "tpr_at_1%_fpr": "not resolvable with 600 non-member targets (needs 800)",
+    }
     shown = [text for text, _ in attack_cells(row, "undefended")]
-    assert shown == ["0.5600 [0.5300, 0.5900]", "0.5800 [0.5500, 0.6100]",
-                     "not resolvable with 600 non-member targets (needs 8000)",
-                     "not resolvable with 600 non-member targets (needs 800)", "0.084"]
+    assert shown == [
+        "0.5600 [0.5300, 0.5900]",
+        "0.5800 [0.5500, 0.6100]",
+        "not resolvable with 600 non-member targets (needs 8000)",
+        "not resolvable with 600 non-member targets (needs 800)",
+        "0.084",
+    ]
     # with 1,000 non-members the TPR at 1% FPR resolves (10 false positives >= 8) and is shown with its interval
     reference["attacks"]["conf"]["targets"]["non_members"] = 1000
     (row,) = attack_rows(reference, None)
@@ -310,10 +344,18 @@ def test_the_reports_attack_table_shows_intervals_and_words_for_unresolvable_tpr
 def test_the_reports_headline_is_never_green_with_a_validity_warning():
     from search.results._html import headline_section, validity_section
 
-    doc = {"headline": {"status": "confirmed", "text": "leakage -5.0 points [95% CI -5.4, -4.5]: gain confirmed",
-                        "gain_confirmed": True, "accuracy_constraint": "holds"},
-           "validity": [Check("checkpoint", "pass", "fine").to_dict(),
-                        Check("reference", "warn", "the undefended pruned model shows no measurable leakage").to_dict()]}
+    doc = {
+        "headline": {
+            "status": "confirmed",
+            "text": "leakage -5.0 points [95% CI -5.4, -4.5]: gain confirmed",
+            "gain_confirmed": True,
+            "accuracy_constraint": "holds",
+        },
+        "validity": [
+            Check("checkpoint", "pass", "fine").to_dict(),
+            Check("reference", "warn", "the undefended pruned model shows no measurable leakage").to_dict(),
+        ],
+    }
     page = headline_section(doc)
     assert 'class="headline warn"' in page and "with validity warnings" in page
     assert "validity: reference (warning)" in page
@@ -335,11 +377,14 @@ def test_the_api_and_the_cli_take_the_same_overrides(monkeypatch: pytest.MonkeyP
     api.launch(TINY_DIGITS, override_checks=["checkpoint", "resolution"])
     assert seen == [("checkpoint", "resolution")]
     with pytest.raises(WememError, match="unknown check.*reference"):
-        api.launch(TINY_DIGITS, override_checks=["reference"])  # a warning is not overridden: there is nothing to run past
+        api.launch(
+            TINY_DIGITS, override_checks=["reference"]
+        )  # a warning is not overridden: there is nothing to run past
     with pytest.raises(WememError, match="list of check names"):
         api.launch(TINY_DIGITS, override_checks="checkpoint")
-    args = build_parser().parse_args(["launch", "s.toml", "--override-check", "checkpoint",
-                                      "--override-check", "resolution"])
+    args = build_parser().parse_args(
+        ["launch", "s.toml", "--override-check", "checkpoint", "--override-check", "resolution"]
+    )
     assert args.override_check == ["checkpoint", "resolution"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--override-check", "mimicry"])

@@ -17,21 +17,37 @@ from search.storage import open_storage
 from search.study import Options, create_or_load_study, open_study
 from search.studyfile import parse_study, suggest_setting
 
-SPACE = {"rsw.order": CategoricalDistribution(["h2l", "l2h"]), "rsw.width_fraction": FloatDistribution(0.05, 0.8),
-         "rsw.stride_ratio": FloatDistribution(0.02, 0.5)}
+SPACE = {
+    "rsw.order": CategoricalDistribution(["h2l", "l2h"]),
+    "rsw.width_fraction": FloatDistribution(0.05, 0.8),
+    "rsw.stride_ratio": FloatDistribution(0.02, 0.5),
+}
 
 
 def definition(name: str, **search: object):
-    return parse_study({"study": {"name": name, "n_trials": 6, "sampler": "random"},
-                        "search": {"defenses": ["rsw", "rmr"], **search}})
+    return parse_study(
+        {"study": {"name": name, "n_trials": 6, "sampler": "random"}, "search": {"defenses": ["rsw", "rmr"], **search}}
+    )
 
 
 def finished(study: optuna.Study, value: float, defense: str, settings: dict) -> None:
-    study.add_trial(optuna.trial.create_trial(
-        value=value, params={}, distributions={},
-        user_attrs={"defense": defense, "settings": settings, "utility": 0.9, "privacy": value,
-                    "strongest_attack": "conf", "feasible": True, "attacks": {}},
-        system_attrs={"constraints": [-0.01]}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=value,
+            params={},
+            distributions={},
+            user_attrs={
+                "defense": defense,
+                "settings": settings,
+                "utility": 0.9,
+                "privacy": value,
+                "strongest_attack": "conf",
+                "feasible": True,
+                "attacks": {},
+            },
+            system_attrs={"constraints": [-0.01]},
+        )
+    )
 
 
 @pytest.fixture
@@ -85,8 +101,9 @@ def test_warm_start_from_an_export_and_a_study_samples_their_settings(tmp_path, 
 
 
 def test_a_default_outside_a_narrowed_space_is_left_out_not_a_crash(tmp_path, sources, monkeypatch):
-    study = launched(tmp_path, sources, monkeypatch, enqueue_reference=True,
-                     space={"rsw": {"width_fraction": [0.3, 0.8]}})
+    study = launched(
+        tmp_path, sources, monkeypatch, enqueue_reference=True, space={"rsw": {"width_fraction": [0.3, 0.8]}}
+    )
     got = sampled(study)
     assert [(s, d) for s, d, _ in got] == [("reference", "rmr")]  # rsw's default width 0.22 is outside
 

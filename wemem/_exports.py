@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 def lazy_exports(package: str, where: Mapping[str, str]) -> Callable[[str], object]:
     """The ``__getattr__`` of ``package`` that imports each public name from its module in ``where``."""
 
-    def __getattr__(name: str) -> object:
+    def public_name(name: str) -> object:
         if name not in where:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         return getattr(importlib.import_module(where[name]), name)
 
-    return __getattr__
+    return public_name

@@ -17,10 +17,10 @@ import hashlib
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -125,8 +125,13 @@ def load_checked(path: Path, read: Callable[[Path], T], log: Echo) -> T | None:
         return None
     sidecar = _sidecar(path)
     expected = sidecar.read_text().strip() if sidecar.exists() else None
-    problem = ("it has no checksum" if expected is None
-               else "its checksum does not match (truncated or corrupt)" if expected != _file_sha256(path) else None)
+    problem = (
+        "it has no checksum"
+        if expected is None
+        else "its checksum does not match (truncated or corrupt)"
+        if expected != _file_sha256(path)
+        else None
+    )
     if problem is None:
         try:
             return read(path)
@@ -165,13 +170,23 @@ def pretrain(config: ExperimentConfig, pools: Pools, split: ModelSplit, seed: in
     defense = Defense[NoSettings]()  # plain fine-tuning
     defense.bind(DefenseContext(pools, split.train, split.dev, None, config.train, seed))
     generator = torch.Generator().manual_seed(seed)
-    result = train_round(model, make_adam(model, config.train), pools, split.dev, defense, None,
-                         config.train.pretrain_epochs, config.train.patience, generator)
+    result = train_round(
+        model,
+        make_adam(model, config.train),
+        pools,
+        split.dev,
+        defense,
+        None,
+        config.train.pretrain_epochs,
+        config.train.patience,
+        generator,
+    )
     return {k: v.cpu() for k, v in result.best_state.items()}
 
 
-def test_accuracy_job(config: ExperimentConfig, pools: Pools, split: ModelSplit,
-                      state: dict[str, torch.Tensor]) -> float:
+def test_accuracy_job(
+    config: ExperimentConfig, pools: Pools, split: ModelSplit, state: dict[str, torch.Tensor]
+) -> float:
     """Test accuracy of one model's weights on its own test set."""
     pools = on_training_device(pools)
     model = place_model(config.new_model(pools), pools.x.device, config.train)
@@ -179,8 +194,9 @@ def test_accuracy_job(config: ExperimentConfig, pools: Pools, split: ModelSplit,
     return accuracy(model, pools, split.test)
 
 
-def pretrain_job(config: ExperimentConfig, pools: Pools, split: ModelSplit,
-                 model_index: int) -> tuple[dict[str, torch.Tensor], float]:
+def pretrain_job(
+    config: ExperimentConfig, pools: Pools, split: ModelSplit, model_index: int
+) -> tuple[dict[str, torch.Tensor], float]:
     """Pretrain one model of the study (victim = 0, shadows 1..K) and measure its test accuracy."""
     state = pretrain(config, pools, split, job_seed(config.seed, "pretrain", model_index))
     return state, test_accuracy_job(config, pools, split, state)
@@ -261,8 +277,9 @@ def input_checks(config: ExperimentConfig, pools: Pools, privacy_metric: str) ->
     return checks
 
 
-def pretrained_models(config: ExperimentConfig, pools: Pools, models: list[tuple[str, ModelSplit]], map_fn: MapFn,
-                      log: Echo) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, float]]:
+def pretrained_models(
+    config: ExperimentConfig, pools: Pools, models: list[tuple[str, ModelSplit]], map_fn: MapFn, log: Echo
+) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, float]]:
     """Every model's pretrained weights and test accuracy. With a checkpoint the victim is the user's trained
     model, not pretrained here (its test accuracy is measured); the shadows are always trained by the protocol."""
     from_checkpoint = config.checkpoint is not None
@@ -272,12 +289,15 @@ def pretrained_models(config: ExperimentConfig, pools: Pools, models: list[tuple
         state = victim_checkpoint(config, pools)
         outputs.insert(0, (state, map_fn(test_accuracy_job, [(config, pools, models[0][1], state)])[0]))
         log(f"victim: the trained model of {config.checkpoint} (not pretrained here)")
-    return ({name: state for (name, _), (state, _) in zip(models, outputs)},
-            {name: acc for (name, _), (_, acc) in zip(models, outputs)})
+    return (
+        {name: state for (name, _), (state, _) in zip(models, outputs)},
+        {name: acc for (name, _), (_, acc) in zip(models, outputs)},
+    )
 
 
-def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapFn = serial_map,
-                   log: Echo = lambda message: None) -> StudyAssets:
+def prepare_assets(
+    config: ExperimentConfig, cache_dir: str | Path, map_fn: MapFn = serial_map, log: Echo = lambda message: None
+) -> StudyAssets:
     """Compute whatever of split, pretrained models and mem-scores is missing (or corrupt) in the cache.
 
     The dataset is read here, in the launcher; the training jobs run through ``map_fn`` and receive the data
@@ -312,8 +332,9 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
             _record_timing(directory, "pretraining", time.perf_counter() - start)
             log(f"pretrained {'' if config.checkpoint else 'victim and '}{config.shadows} shadows")
         elif accuracies is None:  # measured on the workers too: the launcher may have no GPU
-            accuracies = dict(zip(states, map_fn(test_accuracy_job,
-                                                 [(config, pools, s, states[name]) for name, s in models])))
+            accuracies = dict(
+                zip(states, map_fn(test_accuracy_job, [(config, pools, s, states[name]) for name, s in models]))
+            )
             save_checked(accuracy_file, _json_text(accuracies))
             log("cache hit: pretrained victim and shadows (test accuracies re-measured)")
         else:
@@ -334,8 +355,9 @@ def prepare_assets(config: ExperimentConfig, cache_dir: str | Path, map_fn: MapF
     return StudyAssets(config, pools, split, states, scores, accuracies, fingerprint, shared_timings(config, cache_dir))
 
 
-def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: str | Path,
-                     order: ImportOrder = "auto") -> torch.Tensor:
+def import_memscores(
+    config: ExperimentConfig, cache_dir: str | Path, csv_file: str | Path, order: ImportOrder = "auto"
+) -> torch.Tensor:
     """Validate a mem-score CSV against the dataset (length, values, row order) and install it in the study cache."""
     pools = config.load_pools()
     scores = read_memscores_csv(csv_file, expected_length=pools.n_train)
@@ -344,6 +366,18 @@ def import_memscores(config: ExperimentConfig, cache_dir: str | Path, csv_file: 
     return scores
 
 
-__all__ = ["StudyAssets", "check_inputs", "input_checks", "victim_non_member_targets", "prepare_assets",
-           "shared_timings", "cache_path", "memscore_path", "import_memscores", "save_memscores", "save_checked",
-           "load_checked", "content_fingerprint"]
+__all__ = [
+    "StudyAssets",
+    "check_inputs",
+    "input_checks",
+    "victim_non_member_targets",
+    "prepare_assets",
+    "shared_timings",
+    "cache_path",
+    "memscore_path",
+    "import_memscores",
+    "save_memscores",
+    "save_checked",
+    "load_checked",
+    "content_fingerprint",
+]

@@ -75,8 +75,9 @@ class ExperimentConfig:
         return build_model(self.model, pools.input_shape, pools.num_classes, self.base_dir)
 
     def data_options(self) -> DataOptions:
-        return DataOptions(self.label, self.member_column, self.checkpoint is not None, self.base_dir, self.encoding,
-                           self.exclude)
+        return DataOptions(
+            self.label, self.member_column, self.checkpoint is not None, self.base_dir, self.encoding, self.exclude
+        )
 
     def load_pools(self) -> Pools:
         """This experiment's dataset, with its table, member and plug-in options."""
@@ -94,8 +95,9 @@ class ExperimentConfig:
     def own_code(self) -> dict[str, dict[str, Any]]:
         """What an export records of code and weights that live outside the study: each plug-in reference with
         the SHA-256 of every file of it (:func:`wemem.plugins.code_record`), and the checkpoint's."""
-        found: dict[str, dict[str, Any]] = {kind: plugins.code_record(ref, kind, self.base_dir)
-                                            for kind, ref in self.plugin_references().items()}
+        found: dict[str, dict[str, Any]] = {
+            kind: plugins.code_record(ref, kind, self.base_dir) for kind, ref in self.plugin_references().items()
+        }
         if self.checkpoint is not None:
             found["checkpoint"] = {"path": self.checkpoint, "sha256": plugins.file_sha256(self.checkpoint)}
         return found
@@ -109,8 +111,9 @@ class ExperimentConfig:
         out, so adding an own-data field moves no built-in study's key (a stored study's cache stays its own).
         """
         own = ("label", "member_column", "exclude", "checkpoint", "base_dir", "encoding")
-        described = {k: v for k, v in self.to_dict().items()
-                     if k not in own or (v is not None and v != () and k != "base_dir")}
+        described = {
+            k: v for k, v in self.to_dict().items() if k not in own or (v is not None and v != () and k != "base_dir")
+        }
         # the digest of each plug-in's files stands for them: their list adds nothing to the key
         sources = {kind: {k: v for k, v in entry.items() if k != "files"} for kind, entry in self.own_code().items()}
         return content_hash({**described, "split_version": SPLIT_VERSION, **({"sources": sources} if sources else {})})

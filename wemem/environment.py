@@ -16,8 +16,19 @@ from typing import Any
 import torch
 
 # the distributions whose versions can change a study's numbers or its storage, in the order a report lists them
-PACKAGES = ("wemem-search", "torch", "torchvision", "optuna", "ray", "opacus", "numpy", "pandas", "scikit-learn",
-            "sqlalchemy", "pydantic")
+PACKAGES = (
+    "wemem-search",
+    "torch",
+    "torchvision",
+    "optuna",
+    "ray",
+    "opacus",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "sqlalchemy",
+    "pydantic",
+)
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
@@ -40,5 +51,9 @@ def device_description() -> str:
 
 
 def describe() -> dict[str, Any]:
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "device": device_description(),
-            "packages": package_versions()}
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": device_description(),
+        "packages": package_versions(),
+    }

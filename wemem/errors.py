@@ -33,17 +33,26 @@ def capped(items: Iterable[str], limit: int = LISTED_AT_MOST) -> list[str]:
     return listed[:limit] + ([f"and {len(listed) - limit:,} more"] if len(listed) > limit else [])
 
 
-def validation_problems(error: ValidationError, where: Sequence[str] = (), whole: str = "",
-                        form: str = "{key}: {message}", messages: Mapping[str, str] | None = None) -> list[str]:
+def validation_problems(
+    error: ValidationError,
+    where: Sequence[str] = (),
+    whole: str = "",
+    form: str = "{key}: {message}",
+    messages: Mapping[str, str] | None = None,
+) -> list[str]:
     """Each problem of a pydantic error as ``key.path: message`` (``where`` prefixes the path; ``whole`` names a
     problem of the value as a whole), at most :data:`LISTED_AT_MOST` of them. Pydantic's "Value error, " prefix
     is dropped: a validator's message says what is wrong by itself. ``form`` lays a problem out from its ``key``
     and ``message``; ``messages`` gives, by pydantic error type (e.g. "missing"), the words to use instead of
     pydantic's where those do not say what to do."""
     own = messages or {}
-    return capped(form.format(key=".".join([*where, *map(str, e["loc"])]) or whole,
-                              message=own.get(e["type"], e["msg"].removeprefix("Value error, ")))
-                  for e in error.errors())
+    return capped(
+        form.format(
+            key=".".join([*where, *map(str, e["loc"])]) or whole,
+            message=own.get(e["type"], e["msg"].removeprefix("Value error, ")),
+        )
+        for e in error.errors()
+    )
 
 
 def require(condition: bool, message: str) -> None:

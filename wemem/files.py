@@ -15,9 +15,9 @@ import os
 import secrets
 import stat
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from collections.abc import Callable, Sequence
 
 from .errors import WememError
 
@@ -29,11 +29,19 @@ if TYPE_CHECKING:
 Content = bytes | str | Callable[[Path], None]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-_REASONS: dict[int | None, str] = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
-            errno.EROFS: "its file system is read-only", errno.EACCES: "permission denied",
-            errno.EPERM: "permission denied"}
-_NOT_REGULAR = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
-                (stat.S_ISSOCK, "a socket"))
+_REASONS: dict[int | None, str] = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EROFS: "its file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+_NOT_REGULAR = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def _reason(error: OSError) -> str:
@@ -55,8 +63,10 @@ def _probe(folder: Path, target: Path, what: str) -> None:
     try:
         handle, name = tempfile.mkstemp(dir=folder, prefix=".wemem-probe-")
     except OSError as error:
-        raise WememError(f"cannot write {target}: the folder {folder} does not accept new files "
-                         f"({_reason(error)}); choose another {what}") from None
+        raise WememError(
+            f"cannot write {target}: the folder {folder} does not accept new files "
+            f"({_reason(error)}); choose another {what}"
+        ) from None
     os.close(handle)
     os.unlink(name)
 
@@ -100,17 +110,20 @@ def check_output_folder(path: str | Path, names: Sequence[str] = (), what: str =
 def _refuse_link(path: Path, what: str) -> None:
     """A link where wemem names a file is not the user's word (a received folder may hold one): refused."""
     if path.is_symlink():
-        raise WememError(f"cannot write {path}: it is a link to {os.readlink(path)}, not a regular file; wemem never "
-                         f"writes through a link inside an output folder (it could point anywhere): remove the link "
-                         f"or choose another {what}")
+        raise WememError(
+            f"cannot write {path}: it is a link to {os.readlink(path)}, not a regular file; wemem never "
+            f"writes through a link inside an output folder (it could point anywhere): remove the link "
+            f"or choose another {what}"
+        )
 
 
 def _kind(mode: int) -> str:
     return next((kind for test, kind in _NOT_REGULAR if test(mode)), "not a regular file")
 
 
-def check_output_file(path: str | Path, suffixes: Sequence[str] | None = None, *, create_parents: bool = False,
-                      what: str = "--out") -> Path:
+def check_output_file(
+    path: str | Path, suffixes: Sequence[str] | None = None, *, create_parents: bool = False, what: str = "--out"
+) -> Path:
     """Refuse an output file that could not be written, before any work: a wrong suffix, a folder, something
     that is not a regular file once links are followed (a link to /dev/full, a FIFO), a missing folder (unless
     ``create_parents``: then its nearest existing ancestor must be writable) or a folder without write access."""
@@ -125,8 +138,10 @@ def check_output_file(path: str | Path, suffixes: Sequence[str] | None = None, *
     if target.exists() and not stat.S_ISREG(mode := target.stat().st_mode):
         raise WememError(f"cannot write {out}{link}: it is {_kind(mode)}, not a regular file; choose another {what}")
     if not target.parent.exists() and not create_parents:
-        raise WememError(f"cannot write {out}: the folder {out.parent} does not exist; create it first "
-                         f"(mkdir -p) or choose another {what}")
+        raise WememError(
+            f"cannot write {out}: the folder {out.parent} does not exist; create it first "
+            f"(mkdir -p) or choose another {what}"
+        )
     _check_folder(target.parent, out, what)
     return out
 
@@ -147,7 +162,7 @@ def create_folder(path: str | Path, what: str = "--out") -> Path:
 def _write_bytes(handle: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(handle, view):]
+        view = view[os.write(handle, view) :]
 
 
 def _open_temporary(target: Path) -> tuple[int, Path]:
@@ -228,9 +243,22 @@ def wrote(*files: tuple[str | Path, bool]) -> str:
     """``wrote A and B; replaced existing C`` for (path, replaced) pairs, as :func:`write_atomically` returns."""
     new = [str(path) for path, replaced in files if not replaced]
     old = [str(path) for path, replaced in files if replaced]
-    return "; ".join(([f"wrote {' and '.join(new)}"] if new else [])
-                     + ([f"replaced existing {' and '.join(old)}"] if old else []))
+    return "; ".join(
+        ([f"wrote {' and '.join(new)}"] if new else []) + ([f"replaced existing {' and '.join(old)}"] if old else [])
+    )
 
 
-__all__ = ["Content", "FORMULA_STARTS", "check_output_file", "check_output_folder", "check_writable_folder",
-           "create_folder", "csv_text", "spreadsheet_text", "write_atomically", "write_error", "write_into", "wrote"]
+__all__ = [
+    "Content",
+    "FORMULA_STARTS",
+    "check_output_file",
+    "check_output_folder",
+    "check_writable_folder",
+    "create_folder",
+    "csv_text",
+    "spreadsheet_text",
+    "write_atomically",
+    "write_error",
+    "write_into",
+    "wrote",
+]

@@ -25,7 +25,7 @@ from .training import make_adam, on_training_device, place_model, predict_log_pr
 
 def pair_halves(n: int, seed: int, pair: int) -> tuple[np.ndarray, np.ndarray]:
     order = seeded_permutation(n, seed * 7919 + pair)
-    return np.sort(order[: n // 2]), np.sort(order[n // 2:])
+    return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
 
 
 def memscore_job(config: ExperimentConfig, pools: Pools, pair: int, half: int) -> np.ndarray:
@@ -40,8 +40,17 @@ def memscore_job(config: ExperimentConfig, pools: Pools, pair: int, half: int) -
     model = place_model(config.new_model(pools), pools.x.device, config.train)
     defense = Defense[NoSettings]()  # plain fine-tuning
     defense.bind(DefenseContext(pools, train, dev, None, config.train, seed))
-    result = train_round(model, make_adam(model, config.train), pools, dev, defense, None,
-                         config.train.pretrain_epochs, config.train.patience, torch.Generator().manual_seed(seed))
+    result = train_round(
+        model,
+        make_adam(model, config.train),
+        pools,
+        dev,
+        defense,
+        None,
+        config.train.pretrain_epochs,
+        config.train.patience,
+        torch.Generator().manual_seed(seed),
+    )
     model.load_state_dict(result.best_state)
     log_probs = predict_log_probs(model, pools, pools.train_indices)
     labels = pools.y[: pools.n_train]
@@ -125,7 +134,7 @@ def memscore_file_fingerprint(path: str | Path) -> str | None:
     """The T fingerprint a CSV's header names, or None for a file without one (e.g. the reference's)."""
     with Path(path).open(encoding=CSV_ENCODING) as handle:
         first_cell = handle.readline().split(",", 1)[0].strip()
-    return first_cell[len(ORDER_TAG):] if first_cell.startswith(ORDER_TAG) else None
+    return first_cell[len(ORDER_TAG) :] if first_cell.startswith(ORDER_TAG) else None
 
 
 def check_memscore_order(path: str | Path, pools: Pools, dataset: str, order: ImportOrder = "auto") -> None:
@@ -141,10 +150,12 @@ def check_memscore_order(path: str | Path, pools: Pools, dataset: str, order: Im
     expected = training_pool_fingerprint(pools)
     if fingerprint is not None:
         if fingerprint != expected:
-            raise WememError(f"mem-score file {path} was exported for another training pool order (header "
-                             f"{ORDER_TAG}{fingerprint}, this dataset and seed give {ORDER_TAG}{expected}): its rows "
-                             f"would be attached to the wrong samples; export it again with the same dataset, seed "
-                             f"and data, or compute the scores with `wemem memscore compute`")
+            raise WememError(
+                f"mem-score file {path} was exported for another training pool order (header "
+                f"{ORDER_TAG}{fingerprint}, this dataset and seed give {ORDER_TAG}{expected}): its rows "
+                f"would be attached to the wrong samples; export it again with the same dataset, seed "
+                f"and data, or compute the scores with `wemem memscore compute`"
+            )
         return
     if order == "ours":
         return
@@ -152,36 +163,45 @@ def check_memscore_order(path: str | Path, pools: Pools, dataset: str, order: Im
         if dataset in REFERENCE_ORDER_IS_OURS:
             return
         reason = REFERENCE_ORDER_DIFFERS.get(dataset, "no public reference CSV follows wemem's order of this dataset")
-        raise WememError(f"mem-score file {path}: the reference implementation's rows for {dataset!r} are not in "
-                         f"our training-pool order ({reason}), so they would be attached to the wrong samples; "
-                         f"compute the scores with `wemem memscore compute` instead (reference CSVs are accepted "
-                         f"for {', '.join(sorted(REFERENCE_ORDER_IS_OURS))})")
-    raise WememError(f"mem-score file {path} has no '{ORDER_TAG}' header, so its row order cannot be verified: "
-                     f"pass --order reference for the reference implementation's public CSV (accepted for "
-                     f"{', '.join(sorted(REFERENCE_ORDER_IS_OURS))}), or --order ours if its rows follow wemem's "
-                     f"training pool for this dataset and seed (as `wemem memscore export` writes them)")
+        raise WememError(
+            f"mem-score file {path}: the reference implementation's rows for {dataset!r} are not in "
+            f"our training-pool order ({reason}), so they would be attached to the wrong samples; "
+            f"compute the scores with `wemem memscore compute` instead (reference CSVs are accepted "
+            f"for {', '.join(sorted(REFERENCE_ORDER_IS_OURS))})"
+        )
+    raise WememError(
+        f"mem-score file {path} has no '{ORDER_TAG}' header, so its row order cannot be verified: "
+        f"pass --order reference for the reference implementation's public CSV (accepted for "
+        f"{', '.join(sorted(REFERENCE_ORDER_IS_OURS))}), or --order ours if its rows follow wemem's "
+        f"training pool for this dataset and seed (as `wemem memscore export` writes them)"
+    )
 
 
 def read_memscores_csv(path: str | Path, expected_length: int | None = None) -> torch.Tensor:
     path = Path(path)
     if not path.exists():
-        raise WememError(f"mem-score file {path} does not exist; "
-                         f"compute it with `wemem memscore compute` or fix the path")
+        raise WememError(
+            f"mem-score file {path} does not exist; compute it with `wemem memscore compute` or fix the path"
+        )
     try:
         frame = pd.read_csv(path, index_col=0, encoding=CSV_ENCODING)
     except Exception as error:  # pandas raises several parser errors
         raise WememError(f"mem-score file {path} is not a CSV of `index,score` rows: {error}") from None
     if frame.shape[1] != 1:
-        raise WememError(f"mem-score file {path} must have exactly one score column (header ',0'), "
-                         f"found {frame.shape[1]}")
+        raise WememError(
+            f"mem-score file {path} must have exactly one score column (header ',0'), found {frame.shape[1]}"
+        )
     values = pd.to_numeric(frame.iloc[:, 0], errors="coerce").to_numpy(dtype=np.float64)
     if expected_length is not None and len(values) != expected_length:
-        raise WememError(f"mem-score file {path} has {len(values)} scores but the training pool has "
-                         f"{expected_length} samples; recompute the scores for this dataset and seed")
+        raise WememError(
+            f"mem-score file {path} has {len(values)} scores but the training pool has "
+            f"{expected_length} samples; recompute the scores for this dataset and seed"
+        )
     if np.isnan(values).any():
         bad = int(np.flatnonzero(np.isnan(values))[0])
-        raise WememError(f"mem-score file {path} has a missing or non-numeric score at row {bad}; "
-                         f"every sample needs a score")
+        raise WememError(
+            f"mem-score file {path} has a missing or non-numeric score at row {bad}; every sample needs a score"
+        )
     if (values < 0).any() or (values > 1).any():
         raise WememError(f"mem-score file {path} has scores outside [0, 1]; mem-scores must be min-max scaled")
     if not np.array_equal(frame.index.to_numpy(), np.arange(len(values))):

@@ -9,12 +9,31 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from .uncertainty import (METRIC_FPRS, MIN_FALSE_POSITIVES, Resolution, bootstrap_intervals, epsilon_lower_bound,
-                          tpr_resolution, unresolvable_text)
+from .uncertainty import (
+    METRIC_FPRS,
+    MIN_FALSE_POSITIVES,
+    Resolution,
+    bootstrap_intervals,
+    epsilon_lower_bound,
+    tpr_resolution,
+    unresolvable_text,
+)
 
-__all__ = ["METRIC_FPRS", "MIN_FALSE_POSITIVES", "Resolution", "attack_metrics", "attack_uncertainty", "auc",
-           "balanced_accuracy", "best_threshold", "population_threshold", "roc_points", "tpr_at_fpr", "tpr_resolution",
-           "unresolvable_text"]
+__all__ = [
+    "METRIC_FPRS",
+    "MIN_FALSE_POSITIVES",
+    "Resolution",
+    "attack_metrics",
+    "attack_uncertainty",
+    "auc",
+    "balanced_accuracy",
+    "best_threshold",
+    "population_threshold",
+    "roc_points",
+    "tpr_at_fpr",
+    "tpr_resolution",
+    "unresolvable_text",
+]
 
 
 def best_threshold(scores: np.ndarray, is_member: np.ndarray) -> tuple[float, float]:
@@ -65,8 +84,9 @@ def population_threshold(target_scores: np.ndarray, population_scores: np.ndarra
         return float("inf")
     cuts = np.unique(np.concatenate([targets, population]))
     # fraction of each side strictly below each cut: those are predicted non-members
-    gap = (np.searchsorted(population, cuts, side="left") / len(population)
-           - np.searchsorted(targets, cuts, side="left") / len(targets))
+    gap = np.searchsorted(population, cuts, side="left") / len(population) - np.searchsorted(
+        targets, cuts, side="left"
+    ) / len(targets)
     best = int(np.argmax(gap))
     if gap[best] <= 0:
         return float("inf")
@@ -95,8 +115,9 @@ def tpr_at_fpr(scores: np.ndarray, is_member: np.ndarray, max_fpr: float) -> flo
     """The largest TPR of any threshold whose FPR is at most ``max_fpr``."""
     # every threshold counts: sklearn's default drops collinear ROC points, which can remove the last point
     # below ``max_fpr`` and understate the TPR there
-    fpr, tpr, _ = roc_curve(np.asarray(is_member, dtype=bool), np.asarray(scores, dtype=np.float64),
-                            drop_intermediate=False)
+    fpr, tpr, _ = roc_curve(
+        np.asarray(is_member, dtype=bool), np.asarray(scores, dtype=np.float64), drop_intermediate=False
+    )
     allowed = fpr <= max_fpr
     return float(tpr[allowed].max()) if allowed.any() else 0.0
 

@@ -19,8 +19,16 @@ import torch
 from torch import nn
 
 from .assets import StudyAssets
-from .attacks import (ATTACKS, AttackInputs, Targets, balanced_targets, needs_sensitivity, output_sensitivity,
-                      population_indices, run_attacks_timed)
+from .attacks import (
+    ATTACKS,
+    AttackInputs,
+    Targets,
+    balanced_targets,
+    needs_sensitivity,
+    output_sensitivity,
+    population_indices,
+    run_attacks_timed,
+)
 from .config import PruningConfig
 from .defenses import UNDEFENDED, Defense, DefenseContext, Setting
 from .parallel import LocalSteppers, MapFn, StepperMap, job_seed, serial_map
@@ -89,9 +97,18 @@ class PruningRun:
     _cpu_rng: torch.Tensor
     _cuda_rng: torch.Tensor | None
 
-    def __init__(self, assets: StudyAssets, model_index: int, defense: Defense, pruning: PruningConfig | None,
-                 seed: int, keep_state: bool = False, sensitivity: bool = False, setup_seconds: float = 0.0,
-                 draws: tuple[int, ...] = (0,)):
+    def __init__(
+        self,
+        assets: StudyAssets,
+        model_index: int,
+        defense: Defense,
+        pruning: PruningConfig | None,
+        seed: int,
+        keep_state: bool = False,
+        sensitivity: bool = False,
+        setup_seconds: float = 0.0,
+        draws: tuple[int, ...] = (0,),
+    ):
         start = time.perf_counter()
         self.name, self.split = assets.split.models()[model_index]
         # the rows the attacks will read (SAMIA's sensitivities are measured there only): the first draw's
@@ -107,8 +124,9 @@ class PruningRun:
             self.model = self.config.new_model(self.pools)
         self.model = place_model(self.model, self.pools.x.device, self.config.train)
         self.model.load_state_dict(assets.pretrained[self.name])
-        defense.bind(DefenseContext(self.pools, self.split.train, self.split.dev, assets.memscores, self.config.train,
-                                    seed))
+        defense.bind(
+            DefenseContext(self.pools, self.split.train, self.split.dev, assets.memscores, self.config.train, seed)
+        )
         self.optimizer = defense.make_optimizer(self.model)
         self.masks = dense_masks(self.model)
         self.rounds: list[dict[str, float]] = []
@@ -139,12 +157,28 @@ class PruningRun:
         start = time.perf_counter()
         with self._own_rng():
             self.masks = prune_to(self.model, self.masks, sparsity)
-            result = train_round(self.model, self.optimizer, self.pools, self.split.dev, self.defense, self.masks,
-                                 self.config.train.finetune_epochs, self.config.train.patience, self.generator)
+            result = train_round(
+                self.model,
+                self.optimizer,
+                self.pools,
+                self.split.dev,
+                self.defense,
+                self.masks,
+                self.config.train.finetune_epochs,
+                self.config.train.patience,
+                self.generator,
+            )
         self.seconds += time.perf_counter() - start
         self.last_round = result
-        self.rounds.append({"round": index, "sparsity": sparsity, "epochs": result.epochs,
-                            "best_epoch": result.best_epoch, "best_dev_accuracy": result.best_dev_accuracy})
+        self.rounds.append(
+            {
+                "round": index,
+                "sparsity": sparsity,
+                "epochs": result.epochs,
+                "best_epoch": result.best_epoch,
+                "best_dev_accuracy": result.best_dev_accuracy,
+            }
+        )
         return result
 
     def step(self) -> RoundReport:
@@ -154,9 +188,13 @@ class PruningRun:
         self.model.load_state_dict(result.best_state)
         everything = torch.arange(len(self.pools.y))
         with self._own_rng():
-            report = RoundReport(self.name, len(self.rounds) - 1, self.rounds[-1]["sparsity"],
-                                 accuracy(self.model, self.pools, self.split.test),
-                                 predict_log_probs(self.model, self.pools, everything, self.defense).cpu().numpy())
+            report = RoundReport(
+                self.name,
+                len(self.rounds) - 1,
+                self.rounds[-1]["sparsity"],
+                accuracy(self.model, self.pools, self.split.test),
+                predict_log_probs(self.model, self.pools, everything, self.defense).cpu().numpy(),
+            )
         self.model.load_state_dict(last_epoch)
         return report
 
@@ -164,8 +202,9 @@ class PruningRun:
         """SAMIA's sensitivities on this model's attack targets only: each costs 10 perturbed forward passes, and
         the targets are a fraction of the pool (a quarter on Location, about a seventh on CIFAR-10)."""
         rows = torch.as_tensor(self.target_rows)
-        measured = output_sensitivity(model, self.defense, self.pools.x[rows.to(self.pools.x.device)],
-                                      self.seed).cpu().numpy()
+        measured = (
+            output_sensitivity(model, self.defense, self.pools.x[rows.to(self.pools.x.device)], self.seed).cpu().numpy()
+        )
         sensitivity = np.full((len(self.pools.y), self.pools.num_classes), np.nan, dtype=measured.dtype)
         sensitivity[self.target_rows] = measured
         return sensitivity
@@ -199,14 +238,25 @@ class PruningRun:
             sensitivity=sensitivity,
             state={k: v.cpu() for k, v in model.state_dict().items()} if self.keep_state else None,
             masks={k: v.cpu() for k, v in self.masks.items()} if self.keep_state else None,
-            timings={"setup": self.setup_seconds, "pruning": self.seconds, "outputs": outputs_seconds,
-                     "total": self.setup_seconds + self.seconds + outputs_seconds},
+            timings={
+                "setup": self.setup_seconds,
+                "pruning": self.seconds,
+                "outputs": outputs_seconds,
+                "total": self.setup_seconds + self.seconds + outputs_seconds,
+            },
             train_accuracy=train_accuracy,
         )
 
 
-def prune_with_defense(assets: StudyAssets, model_index: int, defense: Defense, pruning: PruningConfig | None,
-                       seed: int, keep_state: bool = False, sensitivity: bool = False) -> PrunedModel:
+def prune_with_defense(
+    assets: StudyAssets,
+    model_index: int,
+    defense: Defense,
+    pruning: PruningConfig | None,
+    seed: int,
+    keep_state: bool = False,
+    sensitivity: bool = False,
+) -> PrunedModel:
     """All rounds of one model at once (see :class:`PruningRun`)."""
     return PruningRun(assets, model_index, defense, pruning, seed, keep_state, sensitivity).finish()
 
@@ -227,9 +277,16 @@ class PruningJob:
 def pruning_run(assets: StudyAssets, job: PruningJob) -> PruningRun:
     """One model of one experiment, built where the job runs (the assets arrive as an argument), with a defense
     of its own: a defense holds its model's state."""
-    return PruningRun(assets, job.model_index, job.setting.make(), job.pruning,
-                      job_seed(assets.config.seed, "prune", job.model_index, job.repeat), job.keep_state,
-                      job.sensitivity, draws=job.draws)
+    return PruningRun(
+        assets,
+        job.model_index,
+        job.setting.make(),
+        job.pruning,
+        job_seed(assets.config.seed, "prune", job.model_index, job.repeat),
+        job.keep_state,
+        job.sensitivity,
+        draws=job.draws,
+    )
 
 
 def prune_job(assets: StudyAssets, job: PruningJob) -> PrunedModel:
@@ -286,23 +343,40 @@ class ExperimentResult:
     victim_train_accuracy: float = float("nan")  # the pruned victim's accuracy on its members
 
     def to_dict(self) -> ExperimentRecord:
-        return copy.deepcopy(ExperimentRecord(
-            defense=self.setting.defense, settings=self.setting.settings, utility=self.utility,
-            pretrained_accuracy=self.pretrained_accuracy, attacks=self.attacks, defense_seconds=self.defense_seconds,
-            seconds=self.seconds, victim_rounds=self.victim_rounds, victim_layer_sparsity=self.victim_layer_sparsity,
-            shadow_accuracy=self.shadow_accuracy, defense_report=self.defense_report, timings=self.timings,
-            more_draws=self.more_draws, victim_train_accuracy=self.victim_train_accuracy))
+        return copy.deepcopy(
+            ExperimentRecord(
+                defense=self.setting.defense,
+                settings=self.setting.settings,
+                utility=self.utility,
+                pretrained_accuracy=self.pretrained_accuracy,
+                attacks=self.attacks,
+                defense_seconds=self.defense_seconds,
+                seconds=self.seconds,
+                victim_rounds=self.victim_rounds,
+                victim_layer_sparsity=self.victim_layer_sparsity,
+                shadow_accuracy=self.shadow_accuracy,
+                defense_report=self.defense_report,
+                timings=self.timings,
+                more_draws=self.more_draws,
+                victim_train_accuracy=self.victim_train_accuracy,
+            )
+        )
 
 
 def attack_targets(assets: StudyAssets, model_index: int, draw: int = 0) -> Targets:
     """The balanced member/non-member set on which model ``model_index`` (0 = victim) is observed by the attacks;
     ``draw`` > 0 draws another one (the larger side subsampled with another seed)."""
-    return balanced_targets(assets.split.models()[model_index][1],
-                            job_seed(assets.config.seed, "attack", 0, draw) + model_index)
+    return balanced_targets(
+        assets.split.models()[model_index][1], job_seed(assets.config.seed, "attack", 0, draw) + model_index
+    )
 
 
-def attack_inputs(assets: StudyAssets, victim: PrunedModel | RoundReport,
-                  shadows: list[PrunedModel] | list[RoundReport], draw: int = 0) -> AttackInputs:
+def attack_inputs(
+    assets: StudyAssets,
+    victim: PrunedModel | RoundReport,
+    shadows: list[PrunedModel] | list[RoundReport],
+    draw: int = 0,
+) -> AttackInputs:
     victim_targets = attack_targets(assets, 0, draw)
     # measured for every model of an experiment or for none (one flag of its pruning jobs)
     shadow_sensitivity = [s.sensitivity for s in shadows if s.sensitivity is not None]
@@ -345,16 +419,25 @@ class AttackJob:
     uncertainty: bool = True  # the intervals and the epsilon bound (see :func:`wemem.attacks.timed_attack`)
 
 
-def attack_job(assets: StudyAssets, models: DeployedModels, job: AttackJob,
-               ) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, float]]]:
+def attack_job(
+    assets: StudyAssets,
+    models: DeployedModels,
+    job: AttackJob,
+) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, float]]]:
     """The job's attacks: their metrics and their timings (see :func:`wemem.attacks.timed_attack`)."""
-    return run_attacks_timed(list(job.names), attack_inputs(assets, models.victim, models.shadows, job.draw),
-                             job.uncertainty)
+    return run_attacks_timed(
+        list(job.names), attack_inputs(assets, models.victim, models.shadows, job.draw), job.uncertainty
+    )
 
 
-def run_attack_stage(assets: StudyAssets, victim: PrunedModel, shadows: list[PrunedModel], names: list[str],
-                     map_fn: MapFn = serial_map, draws: tuple[int, ...] = (0,),
-                     ) -> tuple[list[dict[str, dict[str, object]]], dict[str, dict[str, float]]]:
+def run_attack_stage(
+    assets: StudyAssets,
+    victim: PrunedModel,
+    shadows: list[PrunedModel],
+    names: list[str],
+    map_fn: MapFn = serial_map,
+    draws: tuple[int, ...] = (0,),
+) -> tuple[list[dict[str, dict[str, object]]], dict[str, dict[str, float]]]:
     """The attack suite on each target draw as jobs of ``map_fn`` (so they run on the trial's devices, all draws
     at once): per draw, the metrics in suite order; and each attack's timings summed over the draws."""
     outputs_only = lambda m: replace(m, state=None, masks=None)  # noqa: E731 -- what attackers see
@@ -370,8 +453,13 @@ def run_attack_stage(assets: StudyAssets, victim: PrunedModel, shadows: list[Pru
     return [{name: m[name] for name in names} for m in merged], {name: seconds[name] for name in names}
 
 
-def experiment_timings(models: list[PrunedModel], pruning_stage: float, attack_stage: float,
-                       attacks: dict[str, dict[str, float]], total: float) -> ExperimentTimings:
+def experiment_timings(
+    models: list[PrunedModel],
+    pruning_stage: float,
+    attack_stage: float,
+    attacks: dict[str, dict[str, float]],
+    total: float,
+) -> ExperimentTimings:
     """Where an experiment's wall time went.
 
     ``pruning_stage`` is the wall time of pruning all K+1 models (in parallel where the map runs them so), each
@@ -379,14 +467,28 @@ def experiment_timings(models: list[PrunedModel], pruning_stage: float, attack_s
     attack, each attack's seconds (and for attacks that train a classifier, its ``fit`` and ``score`` parts)
     under ``attacks``.
     """
-    return ExperimentTimings(total=total, pruning_stage=pruning_stage, attack_stage=attack_stage,
-                             models={m.name: m.timings for m in models}, attacks=attacks)
+    return ExperimentTimings(
+        total=total,
+        pruning_stage=pruning_stage,
+        attack_stage=attack_stage,
+        models={m.name: m.timings for m in models},
+        attacks=attacks,
+    )
 
 
-def run_experiment(assets: StudyAssets, setting: Setting, pruning: PruningConfig | None,
-                   attacks: list[str], map_fn: MapFn = serial_map, adaptive: bool = True,
-                   keep_victim_state: bool = False, round_monitor: RoundMonitor | None = None,
-                   stepper_map: StepperMap | None = None, repeat: int = 0, draws: int = 1) -> ExperimentResult:
+def run_experiment(
+    assets: StudyAssets,
+    setting: Setting,
+    pruning: PruningConfig | None,
+    attacks: list[str],
+    map_fn: MapFn = serial_map,
+    adaptive: bool = True,
+    keep_victim_state: bool = False,
+    round_monitor: RoundMonitor | None = None,
+    stepper_map: StepperMap | None = None,
+    repeat: int = 0,
+    draws: int = 1,
+) -> ExperimentResult:
     """Prune the victim and the K shadows with one defense setting (in parallel through ``map_fn``), attack.
 
     Adaptive by default: the shadows are pruned with the very same defense and settings. With
@@ -406,11 +508,13 @@ def run_experiment(assets: StudyAssets, setting: Setting, pruning: PruningConfig
     start = time.perf_counter()
     setting.make()  # a setting read back from a study was not validated here: fail before fanning out
     sensitivity = needs_sensitivity(attacks)  # also validates the attack names
-    victim_job = PruningJob(0, setting, pruning, keep_state=keep_victim_state, sensitivity=sensitivity,
-                            repeat=repeat, draws=draw_ids)
+    victim_job = PruningJob(
+        0, setting, pruning, keep_state=keep_victim_state, sensitivity=sensitivity, repeat=repeat, draws=draw_ids
+    )
     shadow_job = replace(victim_job, setting=setting if adaptive else Setting(UNDEFENDED), keep_state=False)
-    jobs = [(assets, victim_job)] + [(assets, replace(shadow_job, model_index=index))
-                                     for index in range(1, assets.config.shadows + 1)]
+    jobs = [(assets, victim_job)] + [
+        (assets, replace(shadow_job, model_index=index)) for index in range(1, assets.config.shadows + 1)
+    ]
     pruning_start = time.perf_counter()
     if round_monitor is None:
         victim, *shadows = map_fn(prune_job, jobs)
@@ -418,8 +522,11 @@ def run_experiment(assets: StudyAssets, setting: Setting, pruning: PruningConfig
         group = (stepper_map or LocalSteppers)(pruning_run, jobs)
         for _ in fine_tuning_schedule(pruning):
             victim_round, *shadow_rounds = group.step()
-            round_monitor(victim_round.round, victim_round.test_accuracy,
-                          attack_inputs(assets, victim_round, shadow_rounds, repeat))
+            round_monitor(
+                victim_round.round,
+                victim_round.test_accuracy,
+                attack_inputs(assets, victim_round, shadow_rounds, repeat),
+            )
         victim, *shadows = group.finish()
     attack_start = time.perf_counter()
     (results, *more), attack_seconds = run_attack_stage(assets, victim, shadows, attacks, map_fn, draw_ids)
@@ -436,8 +543,9 @@ def run_experiment(assets: StudyAssets, setting: Setting, pruning: PruningConfig
         shadow_accuracy=[s.test_accuracy for s in shadows],
         defense_report=victim.report,
         victim=victim if keep_victim_state else None,
-        timings=experiment_timings([victim, *shadows], attack_start - pruning_start, end - attack_start,
-                                   attack_seconds, end - start),
+        timings=experiment_timings(
+            [victim, *shadows], attack_start - pruning_start, end - attack_start, attack_seconds, end - start
+        ),
         more_draws=[{name: {k: v for k, v in m.items() if k != "roc"} for name, m in draw.items()} for draw in more],
         victim_train_accuracy=victim.train_accuracy,
     )

@@ -47,8 +47,10 @@ _NAME = r"[A-Za-z_]\w*"
 _DOTTED = rf"{_NAME}(?:\.{_NAME})*"
 # a dotted attribute matches, so that it is refused by the rule (parse_reference) rather than as an unknown name
 REFERENCE = re.compile(rf"^({_DOTTED}):({_DOTTED})$")
-RULE = ("a plug-in reference names a module file (or package folder) in the folder of the file that names it, and "
-        "a class or function that module defines")
+RULE = (
+    "a plug-in reference names a module file (or package folder) in the folder of the file that names it, and "
+    "a class or function that module defines"
+)
 PRIVATE_PREFIX = "_wemem_plugin_"
 
 
@@ -73,8 +75,10 @@ def is_reference(text: str) -> bool:
 def parse_reference(text: str, kind: str) -> PluginRef:
     match = REFERENCE.match(text)
     if match is None:
-        raise WememError(f"{kind} {text!r} is neither a built-in name nor an import path; write "
-                         f"'package.module:attribute' (e.g. 'mymodel:Net' for Net in mymodel.py)")
+        raise WememError(
+            f"{kind} {text!r} is neither a built-in name nor an import path; write "
+            f"'package.module:attribute' (e.g. 'mymodel:Net' for Net in mymodel.py)"
+        )
     ref = PluginRef(match.group(1), match.group(2))
     _refuse_walk(ref, kind)
     _refuse_ours(ref, kind)
@@ -85,9 +89,11 @@ def _refuse_walk(ref: PluginRef, kind: str) -> None:
     """``module:a.b`` would walk from the module into whatever it imported (``tempfile._shutil.rmtree``)."""
     if "." not in ref.attribute:
         return
-    raise WememError(f"{kind} {ref.text!r}: the attribute {ref.attribute!r} is a dotted path, which walks into what "
-                     f"the module imported; refused without importing it ({RULE}). Name one class or function of "
-                     f"your own module: 'mymodule:Name'")
+    raise WememError(
+        f"{kind} {ref.text!r}: the attribute {ref.attribute!r} is a dotted path, which walks into what "
+        f"the module imported; refused without importing it ({RULE}). Name one class or function of "
+        f"your own module: 'mymodule:Name'"
+    )
 
 
 # wemem-search's own top-level packages, should the installed metadata be unreadable (a source checkout)
@@ -99,8 +105,9 @@ def own_packages() -> frozenset[str]:
     """The top-level packages the wemem-search distribution ships (read from the installed metadata)."""
     from importlib import metadata
 
-    shipped = {module for module, distributions in metadata.packages_distributions().items()
-               if "wemem-search" in distributions}
+    shipped = {
+        module for module, distributions in metadata.packages_distributions().items() if "wemem-search" in distributions
+    }
     return frozenset(shipped | set(OWN_PACKAGES))
 
 
@@ -110,10 +117,12 @@ def _refuse_ours(ref: PluginRef, kind: str) -> None:
     if ref.top_level not in own_packages():
         return
     rest = ref.module.partition(".")[2]
-    raise WememError(f"{kind} {ref.text!r} names {ref.top_level!r}, a package of wemem-search itself, so a module "
-                     f"of yours by that name would replace the tool's own; refused without importing it. Rename "
-                     f"your {'package folder' if rest else 'module'} (e.g. 'my_{ref.top_level}"
-                     f"{'.' + rest if rest else ''}:{ref.attribute}')")
+    raise WememError(
+        f"{kind} {ref.text!r} names {ref.top_level!r}, a package of wemem-search itself, so a module "
+        f"of yours by that name would replace the tool's own; refused without importing it. Rename "
+        f"your {'package folder' if rest else 'module'} (e.g. 'my_{ref.top_level}"
+        f"{'.' + rest if rest else ''}:{ref.attribute}')"
+    )
 
 
 # ------------------------------------------------------------------------------ finding a plug-in's files
@@ -193,19 +202,25 @@ def locate(ref: PluginRef, kind: str, base_dir: str | Path | None) -> PluginSour
         what = _elsewhere(ref.top_level)
         if what is None:
             path = ref.module.replace(".", "/")
-            raise MissingModule(f"{kind} {ref.text!r}: cannot import module {ref.module!r}: there is no {path}.py or "
-                                f"{path}/__init__.py in {folder} ({RULE}); put {ref.top_level}.py beside the study "
-                                f"file, or install a package that registers it as a wemem.{kind}s entry point")
+            raise MissingModule(
+                f"{kind} {ref.text!r}: cannot import module {ref.module!r}: there is no {path}.py or "
+                f"{path}/__init__.py in {folder} ({RULE}); put {ref.top_level}.py beside the study "
+                f"file, or install a package that registers it as a wemem.{kind}s entry point"
+            )
         hint = " For a torchvision model write 'torchvision:NAME'." if ref.top_level == "torchvision" else ""
-        raise WememError(f"{kind} {ref.text!r} names {ref.top_level!r}, which is {what}, not a module file of "
-                         f"{folder}; refused without importing it: {RULE} (installed code is named by its "
-                         f"package's wemem.{kind}s entry point).{hint} Name your own module: "
-                         f"'mymodule:{ref.attribute}'")
+        raise WememError(
+            f"{kind} {ref.text!r} names {ref.top_level!r}, which is {what}, not a module file of "
+            f"{folder}; refused without importing it: {RULE} (installed code is named by its "
+            f"package's wemem.{kind}s entry point).{hint} Name your own module: "
+            f"'mymodule:{ref.attribute}'"
+        )
     outside = _outside(folder, chain)
     if outside is not None:
-        raise WememError(f"{kind} {ref.text!r}: {outside.relative_to(folder)} is a link to {outside.resolve()}, "
-                         f"outside {folder}; refused without importing it: {RULE}. Copy your code into the folder "
-                         f"instead of linking to it")
+        raise WememError(
+            f"{kind} {ref.text!r}: {outside.relative_to(folder)} is a link to {outside.resolve()}, "
+            f"outside {folder}; refused without importing it: {RULE}. Copy your code into the folder "
+            f"instead of linking to it"
+        )
     single = folder / f"{ref.top_level}.py"
     return PluginSource(folder, single if chain[0] == single else folder / ref.top_level, chain[-1])
 
@@ -242,35 +257,44 @@ def code_record(text: str, kind: str, base_dir: str | Path | None) -> dict[str, 
     return {"reference": text, "sha256": files_digest(files), "files": files}
 
 
-def check_record(entry: Any, text: str, kind: str, base_dir: str | Path | None, where: str,
-                 fix: str) -> dict[str, str]:
+def check_record(entry: Any, text: str, kind: str, base_dir: str | Path | None, where: str, fix: str) -> dict[str, str]:
     """The plug-in's files here when they are exactly those ``entry`` (an ``[own_code]`` entry of ``where``, an export
     or a stored study) records, read and never imported; otherwise the refusal naming each new, missing or changed
     file. An entry holding one ``sha256`` and no ``files`` names the module's file by its SHA-256."""
     try:
         source = locate(parse_reference(text, kind), kind, base_dir)  # the rule first, whatever is recorded
     except MissingModule as error:
-        raise WememError(f"{where} was made with the {kind} plug-in {text!r}, which is missing here ({error}); "
-                         f"{fix}") from None
+        raise WememError(
+            f"{where} was made with the {kind} plug-in {text!r}, which is missing here ({error}); {fix}"
+        ) from None
     if not (isinstance(entry, dict) and entry.get("reference") == text):
-        raise WememError(f"{where} names the {kind} plug-in {text!r} without the hashes of its files "
-                         f"([own_code.{kind}]); refused, nothing imported: {fix}")
+        raise WememError(
+            f"{where} names the {kind} plug-in {text!r} without the hashes of its files "
+            f"([own_code.{kind}]); refused, nothing imported: {fix}"
+        )
     recorded = entry["files"] if "files" in entry else {source.relative(source.module_file): entry.get("sha256")}
     if not (isinstance(recorded, dict) and all(isinstance(v, str) for v in recorded.values())):
         raise WememError(f"{where}: [own_code.{kind}] holds no file hashes; refused, nothing imported: {fix}")
     found = source_files(source)
-    changed = [f"{path} ({'new' if path not in recorded else 'missing' if path not in found else 'edited'})"
-               for path in sorted(set(found) | set(recorded)) if found.get(path) != recorded.get(path)]
+    changed = [
+        f"{path} ({'new' if path not in recorded else 'missing' if path not in found else 'edited'})"
+        for path in sorted(set(found) | set(recorded))
+        if found.get(path) != recorded.get(path)
+    ]
     if changed:
-        raise WememError(f"the {kind} plug-in {text!r} has changed since the study ran: {', '.join(changed)} in "
-                         f"{source.folder} differ from what {where} records (refused, nothing imported); {fix}")
+        raise WememError(
+            f"the {kind} plug-in {text!r} has changed since the study ran: {', '.join(changed)} in "
+            f"{source.folder} differ from what {where} records (refused, nothing imported); {fix}"
+        )
     return found
 
 
 def code_lines(code: dict[str, tuple[str, dict[str, str]]]) -> list[str]:
     """``{kind: (reference, files)}`` as the lines that name the code a command is about to run."""
-    return [f"  {kind} {text!r}: " + ", ".join(f"{path} sha256 {sha256}" for path, sha256 in files.items())
-            for kind, (text, files) in code.items()]
+    return [
+        f"  {kind} {text!r}: " + ", ".join(f"{path} sha256 {sha256}" for path, sha256 in files.items())
+        for kind, (text, files) in code.items()
+    ]
 
 
 # ------------------------------------------------------------------------------------- loading by path
@@ -284,6 +308,7 @@ def _public(text: str) -> str:
 def _own_imports(private: str, top: str) -> dict[str, Any]:
     """The builtins of a plug-in's modules: ``import top...`` (the plug-in's own top-level name) is its private
     module; every other import is the environment's, so nothing beside the plug-in shadows an installed module."""
+
     def plugin_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
         if level == 0 and (name == top or name.startswith(top + ".")):
             imported = builtins.__import__(f"{private}.{name}", globals, locals, fromlist, 0)
@@ -366,8 +391,10 @@ def import_module(ref: PluginRef, kind: str, base_dir: str | Path | None) -> Mod
     try:
         return importlib.import_module(f"{private}.{ref.module}")
     except Exception as error:  # the user's module failed while importing: say so, with its own message
-        raise WememError(f"{kind} {ref.text!r}: importing module {ref.module!r} failed ({type(error).__name__}: "
-                         f"{_public(str(error))}); fix that module ({source.module_file})") from None
+        raise WememError(
+            f"{kind} {ref.text!r}: importing module {ref.module!r} failed ({type(error).__name__}: "
+            f"{_public(str(error))}); fix that module ({source.module_file})"
+        ) from None
 
 
 def _defined_in(target: Any, module: ModuleType) -> bool:
@@ -380,28 +407,38 @@ def resolve(ref: PluginRef, kind: str, base_dir: str | Path | None) -> Any:
     where = f"{ref.module!r} ({module.__file__})"
     namespace = vars(module)  # not getattr: a module's __getattr__ could hand out anything
     if ref.attribute not in namespace:
-        defined = sorted(name for name, value in namespace.items()
-                         if not name.startswith("_") and callable(value) and _defined_in(value, module))
-        raise WememError(f"{kind} {ref.text!r}: {where} has no attribute {ref.attribute!r}; it defines: "
-                         f"{', '.join(defined[:12]) or 'nothing callable'}")
+        defined = sorted(
+            name
+            for name, value in namespace.items()
+            if not name.startswith("_") and callable(value) and _defined_in(value, module)
+        )
+        raise WememError(
+            f"{kind} {ref.text!r}: {where} has no attribute {ref.attribute!r}; it defines: "
+            f"{', '.join(defined[:12]) or 'nothing callable'}"
+        )
     target = namespace[ref.attribute]
     if not _defined_in(target, module):
         origin = _public(str(getattr(target, "__module__", None) or type(target).__module__))
-        raise WememError(f"{kind} {ref.text!r}: {ref.attribute!r} is not defined in {where} but imported into it "
-                         f"(from {origin}); refused without calling it: {RULE}. Define the {kind} in the module "
-                         f"itself, or name the module of yours that defines it")
+        raise WememError(
+            f"{kind} {ref.text!r}: {ref.attribute!r} is not defined in {where} but imported into it "
+            f"(from {origin}); refused without calling it: {RULE}. Define the {kind} in the module "
+            f"itself, or name the module of yours that defines it"
+        )
     return target
 
 
 def check_signature(target: Any, ref_text: str, kind: str, arguments: tuple[Any, ...], expected: str) -> None:
     """Refuse a plug-in that cannot be called as documented, before calling it (so nothing of it runs)."""
     if not callable(target):
-        raise WememError(f"{kind} {ref_text!r} is a {type(target).__name__}, not a class or function; it must be "
-                         f"callable as {expected}")
+        raise WememError(
+            f"{kind} {ref_text!r} is a {type(target).__name__}, not a class or function; it must be "
+            f"callable as {expected}"
+        )
     try:
         inspect.signature(target).bind(*arguments)
     except TypeError as error:
-        raise WememError(f"{kind} {ref_text!r} cannot be called as {expected} ({error}); give it exactly those "
-                         "parameters") from None
+        raise WememError(
+            f"{kind} {ref_text!r} cannot be called as {expected} ({error}); give it exactly those parameters"
+        ) from None
     except ValueError:  # no signature to read (some builtins): the call itself will tell
         pass

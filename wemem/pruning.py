@@ -49,7 +49,7 @@ def magnitude_mask(weight: torch.Tensor, current: torch.Tensor, sparsity: float)
     order = torch.sort(magnitude, stable=True).indices
     mask = torch.ones(weight.numel(), dtype=torch.bool, device=weight.device)
     mask[order[:k]] = False
-    return (mask.view_as(weight) & current)
+    return mask.view_as(weight) & current
 
 
 def prune_to(model: nn.Module, masks: Masks, sparsity: float) -> Masks:

@@ -9,9 +9,9 @@ names (``names()``, error messages, ``wemem --help``) and imported only when use
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any, Generic, TypeVar
-from collections.abc import Callable
 
 from .errors import UnknownNameError, WememError
 
@@ -45,9 +45,11 @@ class Registry(Generic[T]):
         try:
             obj = entry.load()
         except Exception as error:  # the installed package is broken: name it, and the fix
-            raise WememError(f"{self.kind} {name!r} is registered by an installed package ({entry.value}, entry point "
-                             f"group {self.group}) that fails to load ({type(error).__name__}: {error}); reinstall "
-                             f"or fix that package") from None
+            raise WememError(
+                f"{self.kind} {name!r} is registered by an installed package ({entry.value}, entry point "
+                f"group {self.group}) that fails to load ({type(error).__name__}: {error}); reinstall "
+                f"or fix that package"
+            ) from None
         item = self._adapt(name, obj) if self._adapt is not None else obj
         self.register(name)(item)
         self.plugin_names.add(name)
@@ -56,6 +58,7 @@ class Registry(Generic[T]):
     def register(self, name: str) -> Callable[[T], T]:
         """Register ``obj`` under ``name``; a class also gets ``name`` as its ``name`` attribute, so the name is
         written once (in the decorator) and the class still knows it."""
+
         def decorator(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} registered twice")

@@ -57,8 +57,9 @@ class TrainingHooks(Protocol):
 
     def epoch_steps(self, epoch: int, generator: torch.Generator) -> list[Step]: ...
 
-    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step,
-                   masks: Masks | None) -> object: ...
+    def train_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step, masks: Masks | None
+    ) -> object: ...
 
     def output_log_probs(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor: ...
 
@@ -85,16 +86,18 @@ def place_model(model: nn.Module, device: torch.device, config: TrainConfig) -> 
     return model
 
 
-def training_autocast(device: torch.device, config: TrainConfig,
-                      allowed: bool = True) -> contextlib.AbstractContextManager[object]:
+def training_autocast(
+    device: torch.device, config: TrainConfig, allowed: bool = True
+) -> contextlib.AbstractContextManager[object]:
     """bf16 autocast on CUDA when the config asks for it (and the caller allows it); a no-op elsewhere."""
     if device.type == "cuda" and config.bf16 and allowed:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def minibatches(indices: torch.Tensor, batch_size: int, generator: torch.Generator,
-                shuffle: bool = True) -> list[torch.Tensor]:
+def minibatches(
+    indices: torch.Tensor, batch_size: int, generator: torch.Generator, shuffle: bool = True
+) -> list[torch.Tensor]:
     """The (shuffled) indices cut into batches of ``batch_size``, every index once.
 
     A trailing batch of one row joins the batch before it: BatchNorm cannot train on one row (its batch variance
@@ -117,15 +120,19 @@ def make_adam(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def predict_log_probs(model: nn.Module, pools: Pools, indices: torch.Tensor, defense: TrainingHooks | None = None,
-                      batch_size: int = 1024) -> torch.Tensor:
+def predict_log_probs(
+    model: nn.Module, pools: Pools, indices: torch.Tensor, defense: TrainingHooks | None = None, batch_size: int = 1024
+) -> torch.Tensor:
     """Log-probabilities the deployed model answers with (after any defense output transform)."""
     model.eval()
     outputs = []
     for batch in torch.split(indices.to(pools.x.device), batch_size):
         logits = model(pools.x[batch])
-        outputs.append(defense.output_log_probs(model, pools.x[batch], logits) if defense is not None
-                       else torch.log_softmax(logits, dim=1))
+        outputs.append(
+            defense.output_log_probs(model, pools.x[batch], logits)
+            if defense is not None
+            else torch.log_softmax(logits, dim=1)
+        )
     return torch.cat(outputs) if outputs else torch.empty(0, 0)
 
 
@@ -170,9 +177,17 @@ class RoundResult:
     dev_history: list[float] = field(default_factory=list)
 
 
-def train_round(model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, dev: torch.Tensor,
-                defense: TrainingHooks, masks: Masks | None, max_epochs: int, patience: int,
-                generator: torch.Generator) -> RoundResult:
+def train_round(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    pools: Pools,
+    dev: torch.Tensor,
+    defense: TrainingHooks,
+    masks: Masks | None,
+    max_epochs: int,
+    patience: int,
+    generator: torch.Generator,
+) -> RoundResult:
     """Train up to ``max_epochs`` epochs with early stopping on dev accuracy.
 
     The model is left at the weights of the last epoch run (the next pruning round continues from there);
@@ -197,5 +212,6 @@ def train_round(model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools
     if stopper.best_state is None:  # no epoch ran: the current weights are the result
         stopper.best_state = copy.deepcopy(model.state_dict())
         stopper.best_score = accuracy(model, pools, dev)
-    return RoundResult(stopper.best_state, stopper.best_score, stopper.best_epoch, epochs,
-                       time.perf_counter() - start, history)
+    return RoundResult(
+        stopper.best_state, stopper.best_score, stopper.best_epoch, epochs, time.perf_counter() - start, history
+    )

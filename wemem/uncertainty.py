@@ -116,15 +116,26 @@ def _statistics(n_levels: int) -> Callable[..., np.ndarray]:
         members, non_members = np.moveaxis(members, axis, -1), np.moveaxis(non_members, axis, -1)
         member_ranks, non_member_ranks = members[0].astype(np.int64), non_members[0].astype(np.int64)
         balanced = 0.5 * (members[1].mean(axis=-1) + 1.0 - non_members[1].mean(axis=-1))
-        return np.stack([balanced, auc_from_ranks(member_ranks, non_member_ranks, n_levels),
-                         *(tpr_from_ranks(member_ranks, non_member_ranks, a) for a in METRIC_FPRS.values())])
+        return np.stack(
+            [
+                balanced,
+                auc_from_ranks(member_ranks, non_member_ranks, n_levels),
+                *(tpr_from_ranks(member_ranks, non_member_ranks, a) for a in METRIC_FPRS.values()),
+            ]
+        )
 
     return statistic
 
 
-def bootstrap_intervals(scores: np.ndarray, is_member: np.ndarray, predicted: np.ndarray, *,
-                        n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE,
-                        seed: int = BOOTSTRAP_SEED) -> dict[str, list[float]]:
+def bootstrap_intervals(
+    scores: np.ndarray,
+    is_member: np.ndarray,
+    predicted: np.ndarray,
+    *,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, list[float]]:
     """Percentile bootstrap intervals of balanced accuracy (of the boolean decisions ``predicted``, one per target,
     so per-class thresholds travel with their targets), ROC AUC and TPR at 0.1% and 1% FPR (of ``scores``).
 
@@ -138,9 +149,16 @@ def bootstrap_intervals(scores: np.ndarray, is_member: np.ndarray, predicted: np
         return {name: [math.nan, math.nan] for name in INTERVAL_METRICS}
     levels, ranks = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True)
     rows = np.stack([ranks.astype(np.float64), np.asarray(predicted, dtype=np.float64)])
-    result = stats.bootstrap((rows[:, is_member], rows[:, ~is_member]), _statistics(len(levels)),
-                             n_resamples=n_resamples, vectorized=True, axis=-1, confidence_level=confidence,
-                             method="percentile", rng=np.random.default_rng(seed))
+    result = stats.bootstrap(
+        (rows[:, is_member], rows[:, ~is_member]),
+        _statistics(len(levels)),
+        n_resamples=n_resamples,
+        vectorized=True,
+        axis=-1,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     low, high = result.confidence_interval
     return {name: [float(lo), float(hi)] for name, lo, hi in zip(INTERVAL_METRICS, low, high)}
 
@@ -154,8 +172,9 @@ def clopper_pearson(successes: int, trials: int, confidence: float = CONFIDENCE)
     return float(ci.low), float(ci.high)
 
 
-def epsilon_lower_bound(predicted: np.ndarray, is_member: np.ndarray, delta: float = EPSILON_DELTA,
-                        confidence: float = CONFIDENCE) -> dict[str, float]:
+def epsilon_lower_bound(
+    predicted: np.ndarray, is_member: np.ndarray, delta: float = EPSILON_DELTA, confidence: float = CONFIDENCE
+) -> dict[str, float]:
     """An empirical lower bound on the epsilon of (epsilon, delta)-DP for the audited model, from one decision
     rule (a boolean prediction per target, the threshold chosen without the targets' labels), as TensorFlow
     Privacy's ``EpsilonLowerBound`` computes it with Clopper-Pearson bounds at that one threshold:
@@ -172,6 +191,9 @@ def epsilon_lower_bound(predicted: np.ndarray, is_member: np.ndarray, delta: flo
         return {"value": math.nan, "delta": delta, "confidence": confidence}
     fpr_hi = clopper_pearson(int(predicted[~is_member].sum()), n_non_members, confidence)[1]
     fnr_hi = clopper_pearson(int((~predicted[is_member]).sum()), n_members, confidence)[1]
-    terms = [math.log(numerator / denominator) for numerator, denominator in
-             ((1 - delta - fnr_hi, fpr_hi), (1 - delta - fpr_hi, fnr_hi)) if numerator > 0]
+    terms = [
+        math.log(numerator / denominator)
+        for numerator, denominator in ((1 - delta - fnr_hi, fpr_hi), (1 - delta - fpr_hi, fnr_hi))
+        if numerator > 0
+    ]
     return {"value": max([0.0, *terms]), "delta": delta, "confidence": confidence}

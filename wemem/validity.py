@@ -59,8 +59,12 @@ class Check:
 # ---------------------------------------------------------------------------------- a checkpoint victim
 
 
-def checkpoint_check(member_correct: np.ndarray, non_member_correct: np.ndarray, member_labels: np.ndarray,
-                     checkpoint: str = "the checkpoint") -> Check:
+def checkpoint_check(
+    member_correct: np.ndarray,
+    non_member_correct: np.ndarray,
+    member_labels: np.ndarray,
+    checkpoint: str = "the checkpoint",
+) -> Check:
     """Does a user's trained victim behave like a model trained on its marked members, on the tool's features?
 
     Refused when its accuracy on its members is not clearly above the majority-class rate among them (the lower
@@ -76,10 +80,18 @@ def checkpoint_check(member_correct: np.ndarray, non_member_correct: np.ndarray,
     majority = float(np.bincount(np.asarray(member_labels, dtype=np.int64)).max() / n1) if n1 else math.nan
     low, _ = clopper_pearson(int(member_correct.sum()), n1)
     gap_se = math.sqrt(on_members * (1 - on_members) / max(n1, 1) + on_others * (1 - on_others) / max(n0, 1))
-    figures = {"member_accuracy": on_members, "non_member_accuracy": on_others, "majority_rate": majority,
-               "member_accuracy_low": low, "members": n1, "non_members": n0}
-    measured = (f"{checkpoint} scores {on_members:.3f} on its {n1} marked members and {on_others:.3f} on the "
-                f"{n0} other samples (majority class among the members: {majority:.3f})")
+    figures = {
+        "member_accuracy": on_members,
+        "non_member_accuracy": on_others,
+        "majority_rate": majority,
+        "member_accuracy_low": low,
+        "members": n1,
+        "non_members": n0,
+    }
+    measured = (
+        f"{checkpoint} scores {on_members:.3f} on its {n1} marked members and {on_others:.3f} on the "
+        f"{n0} other samples (majority class among the members: {majority:.3f})"
+    )
     problems = []
     if not low > majority:
         problems.append("it is not clearly above the majority-class rate on its own members")
@@ -87,13 +99,17 @@ def checkpoint_check(member_correct: np.ndarray, non_member_correct: np.ndarray,
         problems.append("its members score below the non-members")
     if not problems:
         return Check("checkpoint", "pass", measured, figures)
-    return Check("checkpoint", "fail",
-                 f"{measured}: {' and '.join(problems)}, so it is not reading these features as it read its "
-                 "training data. The likely cause is the feature encoding: the tool encodes a csv:/parquet: table "
-                 "itself (its own column order, one-hot and scaling), which need not be the one the model was "
-                 "trained on. Fix: give the model its own features with a loader plug-in (docs/own_model.md, "
-                 "'What a loader returns'), or check the member column. To audit it anyway pass --override-check "
-                 "checkpoint (recorded in the report)", figures)
+    return Check(
+        "checkpoint",
+        "fail",
+        f"{measured}: {' and '.join(problems)}, so it is not reading these features as it read its "
+        "training data. The likely cause is the feature encoding: the tool encodes a csv:/parquet: table "
+        "itself (its own column order, one-hot and scaling), which need not be the one the model was "
+        "trained on. Fix: give the model its own features with a loader plug-in (docs/own_model.md, "
+        "'What a loader returns'), or check the member column. To audit it anyway pass --override-check "
+        "checkpoint (recorded in the report)",
+        figures,
+    )
 
 
 def checkpoint_outcomes(model: Any, x: Any, y: Any, members: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,12 +135,17 @@ def chance_level(metric: str) -> float:
     """What an attack that knows nothing scores on a balanced set: 0.5 for balanced accuracy and AUC, the FPR
     itself for a TPR at a fixed FPR."""
     if metric.startswith("tpr_at_"):
-        return float(metric[len("tpr_at_"):].split("%")[0]) / 100.0
+        return float(metric[len("tpr_at_") :].split("%")[0]) / 100.0
     return 0.5
 
 
-def reference_check(attacks: dict[str, dict[str, Any]], metric: str, train_accuracy: float | None,
-                    test_accuracy: float, privacy_se: float | None = None) -> Check:
+def reference_check(
+    attacks: dict[str, dict[str, Any]],
+    metric: str,
+    train_accuracy: float | None,
+    test_accuracy: float,
+    privacy_se: float | None = None,
+) -> Check:
     """Does the undefended pruned model leak measurably? Its generalization gap, and the strongest attack's 95%
     interval of the study's leakage metric over the targets.
 
@@ -144,19 +165,34 @@ def reference_check(attacks: dict[str, dict[str, Any]], metric: str, train_accur
         interval, how = [value - 1.96 * se, value + 1.96 * se], "normal, from the reference's standard error"
     chance = chance_level(metric)
     gap = None if train_accuracy is None or math.isnan(train_accuracy) else train_accuracy - test_accuracy
-    figures = {"metric": metric, "strongest_attack": strongest, "value": value, "low": float(interval[0]),
-               "high": float(interval[1]), "chance": chance, "interval": how, "train_accuracy": train_accuracy,
-               "test_accuracy": test_accuracy, "generalization_gap": gap}
-    gap_text = ("" if gap is None else
-                f"generalization gap {gap:+.3f} (train {train_accuracy:.3f}, test {test_accuracy:.3f}); ")
-    measured = (f"{gap_text}strongest attack {strongest} {metric} {value:.4f} [95% CI {interval[0]:.4f}, "
-                f"{interval[1]:.4f}]")
+    figures = {
+        "metric": metric,
+        "strongest_attack": strongest,
+        "value": value,
+        "low": float(interval[0]),
+        "high": float(interval[1]),
+        "chance": chance,
+        "interval": how,
+        "train_accuracy": train_accuracy,
+        "test_accuracy": test_accuracy,
+        "generalization_gap": gap,
+    }
+    gap_text = (
+        "" if gap is None else f"generalization gap {gap:+.3f} (train {train_accuracy:.3f}, test {test_accuracy:.3f}); "
+    )
+    measured = (
+        f"{gap_text}strongest attack {strongest} {metric} {value:.4f} [95% CI {interval[0]:.4f}, {interval[1]:.4f}]"
+    )
     if interval[0] > chance:
         return Check("reference", "pass", f"the undefended pruned model leaks measurably: {measured}", figures)
-    return Check("reference", "warn",
-                 f"the undefended pruned model shows no measurable leakage: {measured}, whose lower end is not "
-                 f"above chance ({chance:g}). No defense can show a gain here; a larger model, a smaller "
-                 "training set or more pruning rounds would leak more", figures)
+    return Check(
+        "reference",
+        "warn",
+        f"the undefended pruned model shows no measurable leakage: {measured}, whose lower end is not "
+        f"above chance ({chance:g}). No defense can show a gain here; a larger model, a smaller "
+        "training set or more pruning rounds would leak more",
+        figures,
+    )
 
 
 # ------------------------------------------------------------------------------------------- resolution
@@ -167,39 +203,64 @@ def resolution_check(metric: str, non_members: int) -> Check:
     :data:`~wemem.uncertainty.MIN_FALSE_POSITIVES` non-member false positives at its threshold (see
     :func:`wemem.uncertainty.tpr_resolution`); balanced accuracy and AUC always resolve."""
     if not metric.startswith("tpr_at_"):
-        return Check("resolution", "pass", f"{metric} resolves on any balanced target set",
-                     {"metric": metric, "non_members": non_members})
+        return Check(
+            "resolution",
+            "pass",
+            f"{metric} resolves on any balanced target set",
+            {"metric": metric, "non_members": non_members},
+        )
     fpr = chance_level(metric)
     resolvable, needed = tpr_resolution(fpr, non_members)
-    figures = {"metric": metric, "fpr": fpr, "non_members": non_members, "needed": needed,
-               "minimum_false_positives": MIN_FALSE_POSITIVES}
+    figures = {
+        "metric": metric,
+        "fpr": fpr,
+        "non_members": non_members,
+        "needed": needed,
+        "minimum_false_positives": MIN_FALSE_POSITIVES,
+    }
     if resolvable:
-        return Check("resolution", "pass", f"{metric} resolves with {non_members} non-member targets (needs "
-                                           f"{needed})", figures)
-    return Check("resolution", "fail",
-                 f"the study's privacy_metric {metric} is {unresolvable_text(non_members, needed)}: fewer than "
-                 f"{MIN_FALSE_POSITIVES} non-members can lie above its threshold. Use privacy_metric = "
-                 f"\"balanced_accuracy\" or \"auc\", a larger FPR, or more data; to run anyway pass "
-                 f"--override-check resolution (recorded in the report)", figures)
+        return Check(
+            "resolution", "pass", f"{metric} resolves with {non_members} non-member targets (needs {needed})", figures
+        )
+    return Check(
+        "resolution",
+        "fail",
+        f"the study's privacy_metric {metric} is {unresolvable_text(non_members, needed)}: fewer than "
+        f"{MIN_FALSE_POSITIVES} non-members can lie above its threshold. Use privacy_metric = "
+        f'"balanced_accuracy" or "auc", a larger FPR, or more data; to run anyway pass '
+        f"--override-check resolution (recorded in the report)",
+        figures,
+    )
 
 
 # --------------------------------------------------------------------------------------- shadow mimicry
 
 
-def mimicry_check(victim_train_size: int, victim_accuracy: float, shadow_train_sizes: list[int],
-                  shadow_accuracies: list[float]) -> Check:
+def mimicry_check(
+    victim_train_size: int, victim_accuracy: float, shadow_train_sizes: list[int], shadow_accuracies: list[float]
+) -> Check:
     """Do the shadows mimic the victim? Their training-set sizes and (pruned) test accuracies against the
     victim's; flagged when any shadow's training set is more than :data:`MIMICRY_SIZE_FACTOR` times larger or
     smaller, or the shadows' mean accuracy is more than :data:`MIMICRY_ACCURACY_GAP` away from the victim's."""
     sizes = [int(s) for s in shadow_train_sizes]
     mean_accuracy = float(np.mean(shadow_accuracies)) if shadow_accuracies else math.nan
     ratios = [s / victim_train_size for s in sizes] if victim_train_size else []
-    figures = {"victim_train_size": int(victim_train_size), "shadow_train_sizes": sizes,
-               "victim_accuracy": float(victim_accuracy), "shadow_accuracies": [float(a) for a in shadow_accuracies],
-               "size_factor": MIMICRY_SIZE_FACTOR, "accuracy_gap": MIMICRY_ACCURACY_GAP}
-    measured = (f"shadows train on {min(sizes)}-{max(sizes)} samples (victim {victim_train_size}) and reach "
-                f"{mean_accuracy:.3f} test accuracy on average (victim {victim_accuracy:.3f})") if sizes else \
-        "no shadow"
+    figures = {
+        "victim_train_size": int(victim_train_size),
+        "shadow_train_sizes": sizes,
+        "victim_accuracy": float(victim_accuracy),
+        "shadow_accuracies": [float(a) for a in shadow_accuracies],
+        "size_factor": MIMICRY_SIZE_FACTOR,
+        "accuracy_gap": MIMICRY_ACCURACY_GAP,
+    }
+    measured = (
+        (
+            f"shadows train on {min(sizes)}-{max(sizes)} samples (victim {victim_train_size}) and reach "
+            f"{mean_accuracy:.3f} test accuracy on average (victim {victim_accuracy:.3f})"
+        )
+        if sizes
+        else "no shadow"
+    )
     problems = []
     if any(r > MIMICRY_SIZE_FACTOR or r < 1 / MIMICRY_SIZE_FACTOR for r in ratios):
         problems.append(f"a training set differs from the victim's by more than a factor {MIMICRY_SIZE_FACTOR:g}")
@@ -207,10 +268,14 @@ def mimicry_check(victim_train_size: int, victim_accuracy: float, shadow_train_s
         problems.append(f"their accuracy is more than {MIMICRY_ACCURACY_GAP * 100:g} points from the victim's")
     if not problems:
         return Check("mimicry", "pass", measured, figures)
-    return Check("mimicry", "warn",
-                 f"{measured}: {'; '.join(problems)}, so attacks fitted on the shadows may transfer poorly and "
-                 "understate the leakage (with a checkpoint, mark more held-out rows so the shadows get as much "
-                 "data as the victim)", figures)
+    return Check(
+        "mimicry",
+        "warn",
+        f"{measured}: {'; '.join(problems)}, so attacks fitted on the shadows may transfer poorly and "
+        "understate the leakage (with a checkpoint, mark more held-out rows so the shadows get as much "
+        "data as the victim)",
+        figures,
+    )
 
 
 def apply_overrides(checks: list[Check], overrides: tuple[str, ...] | list[str]) -> list[Check]:
@@ -225,5 +290,15 @@ def require_valid(checks: list[Check], subject: str = "the study") -> None:
         raise WememError(f"{subject} is refused by its validity checks:\n" + "\n".join(f"  {c.line()}" for c in failed))
 
 
-__all__ = ["Check", "OVERRIDABLE", "apply_overrides", "chance_level", "checkpoint_check", "checkpoint_outcomes",
-           "mimicry_check", "reference_check", "require_valid", "resolution_check"]
+__all__ = [
+    "Check",
+    "OVERRIDABLE",
+    "apply_overrides",
+    "chance_level",
+    "checkpoint_check",
+    "checkpoint_outcomes",
+    "mimicry_check",
+    "reference_check",
+    "require_valid",
+    "resolution_check",
+]

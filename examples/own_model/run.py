@@ -1,6 +1,6 @@
 """Run the example with the Python API: launch the study, read its trials, confirm the best setting, export it.
 
-    python examples/own_model/run.py [--storage sqlite:///own_model.db] [--cache-dir DIR]
+python examples/own_model/run.py [--storage sqlite:///own_model.db] [--cache-dir DIR]
 """
 
 import argparse
@@ -20,6 +20,8 @@ study = api.launch(HERE / "study.toml", storage=args.storage, cache_dir=args.cac
 print(study.trials[["number", "state", "defense", "utility", "privacy"]].to_string(index=False))
 confirmed = api.confirm(study.name, seeds=2, storage=args.storage, cache_dir=args.cache_dir)
 best = confirmed.candidates[0]
-print(f"confirmed on {len(confirmed.seeds)} fresh seeds: accuracy {best.utility.mean:.4f}, "
-      f"leakage {best.privacy.mean:.4f}")
+print(
+    f"confirmed on {len(confirmed.seeds)} fresh seeds: accuracy {best.utility.mean:.4f}, "
+    f"leakage {best.privacy.mean:.4f}"
+)
 print(f"wrote {api.export(study.name, args.out, storage=args.storage)}")

@@ -55,8 +55,10 @@ for _ in range(args.epochs):
 model.eval()
 with torch.no_grad():
     predicted = model(torch.as_tensor(x)).argmax(1).numpy()
-print(f"trained outside wemem on {members.sum()} rows: accuracy {np.mean(predicted[members] == y[members]):.4f} "
-      f"on them, {np.mean(predicted[~members] == y[~members]):.4f} on the {(~members).sum()} others")
+print(
+    f"trained outside wemem on {members.sum()} rows: accuracy {np.mean(predicted[members] == y[members]):.4f} "
+    f"on them, {np.mean(predicted[~members] == y[~members]):.4f} on the {(~members).sum()} others"
+)
 torch.save(model.state_dict(), out / "victim.pt")
 (out / "model.py").write_text((HERE / "model.py").read_text())  # plug-ins are imported from the study's folder
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TextIO, TypedDict
+from typing import TextIO, TypedDict
 
 from wemem.config import MAX_SEED
 
@@ -52,8 +53,9 @@ class Places(TypedDict):
 
 
 def places(args: argparse.Namespace) -> Places:
-    return Places(storage=args.storage, cache_dir=args.cache_dir, data_root=args.data_root,
-                  stale_after=args.stale_after)
+    return Places(
+        storage=args.storage, cache_dir=args.cache_dir, data_root=args.data_root, stale_after=args.stale_after
+    )
 
 
 def resources(args: argparse.Namespace) -> dict[str, float] | None:
@@ -109,7 +111,8 @@ def grace_period(text: str) -> int:
     if value < MIN_GRACE_PERIOD_S:
         raise argparse.ArgumentTypeError(
             f"must be at least {MIN_GRACE_PERIOD_S} s (twice the heartbeat interval), or live launchers that miss "
-            f"one heartbeat would be swept (got {value})")
+            f"one heartbeat would be swept (got {value})"
+        )
     return value
 
 
@@ -125,19 +128,37 @@ def add_override_flag(p: argparse.ArgumentParser) -> None:
     """Run although a validity check failed (the override is recorded with the study and shown in its report)."""
     from wemem.validity import OVERRIDABLE
 
-    p.add_argument("--override-check", action="append", choices=OVERRIDABLE, default=None, metavar="CHECK",
-                   help=f"run although this validity check failed ({', '.join(OVERRIDABLE)}; repeatable): the "
-                        "override is recorded and shown in the report")
+    p.add_argument(
+        "--override-check",
+        action="append",
+        choices=OVERRIDABLE,
+        default=None,
+        metavar="CHECK",
+        help=f"run although this validity check failed ({', '.join(OVERRIDABLE)}; repeatable): the "
+        "override is recorded and shown in the report",
+    )
 
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
     """Where a study lives and runs: the flags of every command."""
-    p.add_argument("--storage", default=None,
-                   help="Optuna storage URL (env WEMEM_STORAGE; default sqlite:///wemem.db in this directory)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL (env WEMEM_STORAGE; default sqlite:///wemem.db in this directory)",
+    )
     p.add_argument("--cache-dir", default=None, help="cache of setting-independent work (default .wemem-cache)")
     p.add_argument("--data-root", default=None, help="folder holding dataset files")
-    p.add_argument("--ray-address", default=None, help="attach to a running Ray cluster: HOST:PORT, auto or ray://HOST:PORT (default: "
-                        "RAY_ADDRESS, else a private local Ray)")
-    p.add_argument("--stale-after", type=grace_period, default=GRACE_PERIOD_S, metavar="SECONDS",
-                   help="a RUNNING trial without a heartbeat for this long (database time) is failed and its "
-                        f"setting re-queued (default {GRACE_PERIOD_S}, at least {MIN_GRACE_PERIOD_S})")
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="attach to a running Ray cluster: HOST:PORT, auto or ray://HOST:PORT (default: "
+        "RAY_ADDRESS, else a private local Ray)",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=grace_period,
+        default=GRACE_PERIOD_S,
+        metavar="SECONDS",
+        help="a RUNNING trial without a heartbeat for this long (database time) is failed and its "
+        f"setting re-queued (default {GRACE_PERIOD_S}, at least {MIN_GRACE_PERIOD_S})",
+    )

@@ -15,11 +15,11 @@ from wemem.errors import WememError
 
 from ..api import resume_advice
 from ..storage._urls import scrub, storage_error, storage_url
+from ._common import Command, add_common_flags, echo
 from ._confirm import CONFIRM
 from ._results import APPLY, EXPORT, REPORT
 from ._science import MEMSCORE, RUN
 from ._study import DELETE, LAUNCH, RESUME, STATUS
-from ._common import Command, add_common_flags, echo
 
 # The commands, in the order ``wemem --help`` lists them
 COMMANDS: tuple[Command, ...] = (LAUNCH, RESUME, STATUS, EXPORT, APPLY, REPORT, DELETE, CONFIRM, RUN, MEMSCORE)
@@ -32,19 +32,25 @@ def registered_names() -> str:
     from wemem.defenses import DEFENSES
     from wemem.models import MODELS
 
-    return "\n".join([
-        f"datasets: {', '.join(DATASETS.names())}, or a loader plug-in package.module:loader",
-        f"models:   {', '.join(MODELS.names())}, torchvision:NAME, or a factory plug-in package.module:factory",
-        f"defenses: {', '.join(DEFENSES.names())}",
-        f"attacks:  {', '.join(ATTACKS.names())}",
-        "installed packages add their own through the entry point groups wemem.datasets, wemem.models, "
-        "wemem.defenses and wemem.attacks",
-    ])
+    return "\n".join(
+        [
+            f"datasets: {', '.join(DATASETS.names())}, or a loader plug-in package.module:loader",
+            f"models:   {', '.join(MODELS.names())}, torchvision:NAME, or a factory plug-in package.module:factory",
+            f"defenses: {', '.join(DEFENSES.names())}",
+            f"attacks:  {', '.join(ATTACKS.names())}",
+            "installed packages add their own through the entry point groups wemem.datasets, wemem.models, "
+            "wemem.defenses and wemem.attacks",
+        ]
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wemem", description=__doc__.splitlines()[0], epilog=registered_names(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="wemem",
+        description=__doc__.splitlines()[0],
+        epilog=registered_names(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         # argparse %-formats help strings (not descriptions): a literal "95%" must reach it as "95%%"
@@ -81,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             return args.handler(args)
     except KeyboardInterrupt as interrupt:  # before WememError: an InterruptedStudyError is both
         # what to do next: the interrupted command may say (``advice``), else a study is continued by resume
-        advice = getattr(interrupt, "advice", None) or resume_advice(getattr(args, "name", None) or "NAME",
-                                                                     getattr(interrupt, "requeued", []))
+        advice = getattr(interrupt, "advice", None) or resume_advice(
+            getattr(args, "name", None) or "NAME", getattr(interrupt, "requeued", [])
+        )
         echo(f"interrupted; {advice}", sys.stderr)
         return 130
     except WememError as error:
@@ -92,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except RecursionError:  # Python's parsers recurse per nesting level: a received file or attribute nested too deep
-        echo("error: an input of this command (a file, a --settings value or a stored attribute) is nested too "
-             "deep to read; use a flat one", sys.stderr)
+        echo(
+            "error: an input of this command (a file, a --settings value or a stored attribute) is nested too "
+            "deep to read; use a flat one",
+            sys.stderr,
+        )
         return 2
     except Exception as error:
         if _is_storage_error(error):
@@ -109,8 +119,14 @@ def main(argv: list[str] | None = None) -> int:
             _shutdown_ray()
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: object = None, line: str | None = None) -> None:
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
     """Python's warnings (a table column named like a membership mark, a library's notice) print through
     :func:`echo` like every other line, so a received file's strings reach the terminal escaped."""
     echo(f"warning ({category.__name__}): {message}", sys.stderr)
@@ -151,5 +167,6 @@ def _is_storage_error(error: BaseException) -> bool:
     import optuna
     import sqlalchemy
 
-    return isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.DatabaseError,
-                              optuna.exceptions.StorageInternalError))
+    return isinstance(
+        error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.DatabaseError, optuna.exceptions.StorageInternalError)
+    )

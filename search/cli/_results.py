@@ -18,13 +18,23 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output file ending in .toml or .json")
 
 
-EXPORT = Command("export", "write the best setting (or the Pareto set) with its metrics as TOML or JSON",
-                 _export_args, _export)
+EXPORT = Command(
+    "export", "write the best setting (or the Pareto set) with its metrics as TOML or JSON", _export_args, _export
+)
 
 
 def _apply(args: argparse.Namespace) -> int:
-    api.apply(args.export_file, args.out, trial=args.trial, cache_dir=args.cache_dir, data_root=args.data_root,
-              ray_address=args.ray_address, parallel=True, echo=echo, allow_code=args.allow_code)
+    api.apply(
+        args.export_file,
+        args.out,
+        trial=args.trial,
+        cache_dir=args.cache_dir,
+        data_root=args.data_root,
+        ray_address=args.ray_address,
+        parallel=True,
+        echo=echo,
+        allow_code=args.allow_code,
+    )
     return 0
 
 
@@ -32,13 +42,20 @@ def _apply_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("export_file", help="a file written by `wemem export`")
     p.add_argument("--out", required=True, help="output folder for model.pt and evaluation.json")
     p.add_argument("--trial", type=int, default=None, help="which trial of an exported Pareto set")
-    p.add_argument("--allow-code", action="store_true",
-                   help="run the plug-in code (model or loader modules) the export names, after reading it: apply "
-                        "lists those files with their SHA-256 and refuses to run them without this flag")
+    p.add_argument(
+        "--allow-code",
+        action="store_true",
+        help="run the plug-in code (model or loader modules) the export names, after reading it: apply "
+        "lists those files with their SHA-256 and refuses to run them without this flag",
+    )
 
 
-APPLY = Command("apply", "rebuild the defended pruned model of an export, save its weights and masks, re-evaluate it",
-                _apply_args, _apply)
+APPLY = Command(
+    "apply",
+    "rebuild the defended pruned model of an export, save its weights and masks, re-evaluate it",
+    _apply_args,
+    _apply,
+)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -51,5 +68,9 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (report.html there opens offline in any browser)")
 
 
-REPORT = Command("report", "write a study's audit (report.html, report.json), its trials table (CSV, parquet) and "
-                 "PNG plots", _report_args, _report)
+REPORT = Command(
+    "report",
+    "write a study's audit (report.html, report.json), its trials table (CSV, parquet) and PNG plots",
+    _report_args,
+    _report,
+)

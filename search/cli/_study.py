@@ -10,8 +10,15 @@ from ._common import Command, add_override_flag, add_resource_flags, echo, overr
 
 
 def _launch(args: argparse.Namespace) -> int:
-    result = api.launch(args.study_file, **places(args), ray_address=args.ray_address, resources=resources(args),
-                        override_checks=overrides(args), allow_foreign_tables=args.allow_foreign_tables, echo=echo)
+    result = api.launch(
+        args.study_file,
+        **places(args),
+        ray_address=args.ray_address,
+        resources=resources(args),
+        override_checks=overrides(args),
+        allow_foreign_tables=args.allow_foreign_tables,
+        echo=echo,
+    )
     echo(result.summary())
     result.refuse_all_failed()
     return 0
@@ -19,20 +26,31 @@ def _launch(args: argparse.Namespace) -> int:
 
 def _launch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("study_file", help="path of the study file, e.g. studies/quickstart.toml")
-    p.add_argument("--allow-foreign-tables", action="store_true",
-                   help="launch into a SQLite storage that also holds tables that are not Optuna's (another "
-                        "program's database): refused without this flag, leaving the file as it was")
+    p.add_argument(
+        "--allow-foreign-tables",
+        action="store_true",
+        help="launch into a SQLite storage that also holds tables that are not Optuna's (another "
+        "program's database): refused without this flag, leaving the file as it was",
+    )
     add_resource_flags(p)
     add_override_flag(p)
 
 
-LAUNCH = Command("launch", "create (or continue) a study from a TOML study file and run its trials",
-                 _launch_args, _launch)
+LAUNCH = Command(
+    "launch", "create (or continue) a study from a TOML study file and run its trials", _launch_args, _launch
+)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    result = api.resume(args.name, n_trials=args.n_trials, **places(args), ray_address=args.ray_address,
-                        resources=resources(args), override_checks=overrides(args), echo=echo)
+    result = api.resume(
+        args.name,
+        n_trials=args.n_trials,
+        **places(args),
+        ray_address=args.ray_address,
+        resources=resources(args),
+        override_checks=overrides(args),
+        echo=echo,
+    )
     echo(result.summary())
     result.refuse_all_failed()
     return 0
@@ -40,14 +58,19 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _resume_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="study name")
-    p.add_argument("--n-trials", type=positive_int, default=None,
-                   help="add this many trials (default: finish the budget)")
+    p.add_argument(
+        "--n-trials", type=positive_int, default=None, help="add this many trials (default: finish the budget)"
+    )
     add_resource_flags(p)
     add_override_flag(p)
 
 
-RESUME = Command("resume", "continue a stored study: fail stale trials, re-queue them, run the remaining budget",
-                 _resume_args, _resume)
+RESUME = Command(
+    "resume",
+    "continue a stored study: fail stale trials, re-queue them, run the remaining budget",
+    _resume_args,
+    _resume,
+)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -73,16 +96,20 @@ STATUS = Command("status", "list studies, or show one study's trials and best se
 
 
 def _delete(args: argparse.Namespace) -> int:
-    echo(api.delete(args.name, yes=args.yes, force=args.force, storage=args.storage,
-                    stale_after=args.stale_after).line())
+    echo(
+        api.delete(args.name, yes=args.yes, force=args.force, storage=args.storage, stale_after=args.stale_after).line()
+    )
     return 0
 
 
 def _delete_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="study name")
     p.add_argument("--yes", action="store_true", help="confirm the deletion")
-    p.add_argument("--force", action="store_true",
-                   help="delete even while a launcher runs the study (its RUNNING trials have fresh heartbeats)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="delete even while a launcher runs the study (its RUNNING trials have fresh heartbeats)",
+    )
 
 
 DELETE = Command("delete", "delete a stored study and all its trials (asks for --yes)", _delete_args, _delete)

@@ -3,8 +3,9 @@ settings), the fresh seeds, and one evaluation's result."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import optuna
 
@@ -57,14 +58,23 @@ SEED_STRIDE = 1000  # seed i of a confirmation is the study seed + SEED_STRIDE *
 def confirmation_seeds(study_seed: int, n: int) -> list[int]:
     """N reproducible seeds the search never used, far from the study seed and from small hand-picked ones.
     They never wrap past the largest seed (a wrapped seed could be the study's own or a small hand-picked one)."""
-    require(2 <= n <= MAX_CONFIRM_SEEDS, f"--seeds takes 2 to {MAX_CONFIRM_SEEDS} fresh seeds: two for an interval, "
-                                         f"at most {MAX_CONFIRM_SEEDS} (got {n})")
+    require(
+        2 <= n <= MAX_CONFIRM_SEEDS,
+        f"--seeds takes 2 to {MAX_CONFIRM_SEEDS} fresh seeds: two for an interval, "
+        f"at most {MAX_CONFIRM_SEEDS} (got {n})",
+    )
     room = (MAX_SEED - study_seed) // SEED_STRIDE
-    require(n <= room, f"--seeds {n}: this study's seed {study_seed} leaves room for {room} fresh seed(s) "
-                       f"(study seed + {SEED_STRIDE} x i must stay within the largest seed, {MAX_SEED}); "
-                       + (f"pass --seeds {room} or fewer" if room >= 2 else
-                          "a study seeded this close to the largest seed cannot be confirmed; launch it again "
-                          "with a smaller [study] seed"))
+    require(
+        n <= room,
+        f"--seeds {n}: this study's seed {study_seed} leaves room for {room} fresh seed(s) "
+        f"(study seed + {SEED_STRIDE} x i must stay within the largest seed, {MAX_SEED}); "
+        + (
+            f"pass --seeds {room} or fewer"
+            if room >= 2
+            else "a study seeded this close to the largest seed cannot be confirmed; launch it again "
+            "with a smaller [study] seed"
+        ),
+    )
     return [study_seed + SEED_STRIDE * (i + 1) for i in range(n)]
 
 

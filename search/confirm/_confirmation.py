@@ -5,8 +5,9 @@ and :meth:`Confirmation.from_json`, in the shape confirmations have always been 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Mapping, NotRequired, TypedDict
+from typing import Any, Final, Literal, NotRequired, TypedDict
 
 # the stored keys of a setting's accuracy and leakage (in a confirmation, a reference and a trial's attributes)
 UTILITY: Final = "utility"
@@ -140,10 +141,17 @@ class ConfirmedSetting:
 
     def to_json(self) -> ConfirmedSettingJSON:
         data: ConfirmedSettingJSON = {
-            "label": self.label, "role": self.role, "defense": self.defense, "settings": dict(self.settings),
-            "per_seed": [{"seed": seed, UTILITY: r.utility, PRIVACY: r.privacy, "strongest_attack": r.strongest_attack}
-                         for seed, r in self.per_seed],
-            UTILITY: self.utility.to_json(), PRIVACY: self.privacy.to_json()}
+            "label": self.label,
+            "role": self.role,
+            "defense": self.defense,
+            "settings": dict(self.settings),
+            "per_seed": [
+                {"seed": seed, UTILITY: r.utility, PRIVACY: r.privacy, "strongest_attack": r.strongest_attack}
+                for seed, r in self.per_seed
+            ],
+            UTILITY: self.utility.to_json(),
+            PRIVACY: self.privacy.to_json(),
+        }
         if self.trial_number is not None:
             data["trial_number"] = self.trial_number
         if self.reported is not None:
@@ -161,14 +169,22 @@ class ConfirmedSetting:
     def from_json(cls, data: Mapping[str, Any]) -> ConfirmedSetting:
         differences = ("privacy_difference", "utility_difference")
         return cls(
-            data["label"], data.get("role", TUNED), data["defense"], dict(data.get("settings") or {}),
-            tuple((row["seed"], SeedResult(row[UTILITY], row[PRIVACY], row["strongest_attack"]))
-                  for row in data["per_seed"]),
-            Interval.from_json(data[UTILITY]), Interval.from_json(data[PRIVACY]), data.get("trial_number"),
+            data["label"],
+            data.get("role", TUNED),
+            data["defense"],
+            dict(data.get("settings") or {}),
+            tuple(
+                (row["seed"], SeedResult(row[UTILITY], row[PRIVACY], row["strongest_attack"]))
+                for row in data["per_seed"]
+            ),
+            Interval.from_json(data[UTILITY]),
+            Interval.from_json(data[PRIVACY]),
+            data.get("trial_number"),
             None if data.get("reported") is None else Reported.from_json(data["reported"]),
             Paired(*(Interval.from_json(data[key]) for key in differences)) if differences[0] in data else None,
             data.get("accuracy_constraint"),
-            None if data.get("vs_comparison") is None else Paired.from_json(data["vs_comparison"]))
+            None if data.get("vs_comparison") is None else Paired.from_json(data["vs_comparison"]),
+        )
 
 
 class ComparisonJSON(TypedDict):
@@ -270,8 +286,12 @@ class Confirmation:
         return next((c for c in self.candidates if c.trial_number == trial_number), None)
 
     def to_json(self) -> ConfirmationJSON:
-        data: ConfirmationJSON = {"seeds": list(self.seeds), "level": self.level, "delta": self.delta,
-                                "candidates": [c.to_json() for c in self.candidates]}
+        data: ConfirmationJSON = {
+            "seeds": list(self.seeds),
+            "level": self.level,
+            "delta": self.delta,
+            "candidates": [c.to_json() for c in self.candidates],
+        }
         if self.comparison is not None:
             data["comparison"] = self.comparison.to_json()
         if self.metric is not None:
@@ -288,13 +308,25 @@ class Confirmation:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Confirmation:
         comparison = data.get("comparison")
-        suite = None if "attacks" not in data else Suite(
-            tuple(data["attacks"]), tuple(data.get("privacy_attacks") or ()), data.get("study_suite", True))
-        return cls(tuple(data["seeds"]), data.get("level", 0.95), data.get("delta"),
-                   tuple(ConfirmedSetting.from_json(c) for c in data["candidates"]),
-                   None if comparison is None else Comparison(comparison["label"], comparison["role"],
-                                                              comparison["defense"], dict(comparison["settings"])),
-                   data.get("metric"), suite, data.get("verdict"))
+        suite = (
+            None
+            if "attacks" not in data
+            else Suite(tuple(data["attacks"]), tuple(data.get("privacy_attacks") or ()), data.get("study_suite", True))
+        )
+        return cls(
+            tuple(data["seeds"]),
+            data.get("level", 0.95),
+            data.get("delta"),
+            tuple(ConfirmedSetting.from_json(c) for c in data["candidates"]),
+            None
+            if comparison is None
+            else Comparison(
+                comparison["label"], comparison["role"], comparison["defense"], dict(comparison["settings"])
+            ),
+            data.get("metric"),
+            suite,
+            data.get("verdict"),
+        )
 
 
 ConfirmationState = Literal["confirmed", "stale", "not confirmed"]

@@ -15,11 +15,11 @@ study's pretrained models and mem-scores are therefore not reused (the seed ente
 own once and caches it like a study would (see docs/confirmation.md).
 """
 
-
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from objectives import TrialSpec
 from wemem.assets import Echo
@@ -58,8 +58,10 @@ def seed_work(spec: TrialSpec, share: Any, echo: Echo) -> tuple[Any, Any]:
 
     assets = prepare_assets(spec.experiment, spec.cache_dir, share)
     base = reference(spec, assets, share)
-    echo(f"seed {spec.experiment.seed}: shared work ready (undefended pruned reference: accuracy "
-         f"{base.utility:.4f}, strongest attack {base.strongest_attack} {base.privacy:.4f})")
+    echo(
+        f"seed {spec.experiment.seed}: shared work ready (undefended pruned reference: accuracy "
+        f"{base.utility:.4f}, strongest attack {base.strongest_attack} {base.privacy:.4f})"
+    )
     return ship(assets), base
 
 
@@ -73,8 +75,9 @@ def ray_evaluator(spec: TrialSpec, definition: StudyDefinition, echo: Echo) -> E
     share = task_share(definition)
     # an evaluation is deterministic given its seed, so one whose worker the node's memory monitor killed is
     # simply run again rather than losing the whole confirmation
-    task = ray.remote(evaluate_on_seed).options(num_cpus=HEAD_CPU, max_retries=2,
-                                                retry_exceptions=[ray.exceptions.OutOfMemoryError])
+    task = ray.remote(evaluate_on_seed).options(
+        num_cpus=HEAD_CPU, max_retries=2, retry_exceptions=[ray.exceptions.OutOfMemoryError]
+    )
     limit = definition.resources.max_concurrent_trials
 
     def run(jobs: list[tuple[Candidate, int]]) -> Iterator[tuple[int, SeedResult]]:
@@ -97,8 +100,10 @@ def ray_evaluator(spec: TrialSpec, definition: StudyDefinition, echo: Echo) -> E
             i = running.pop(ready)
             result, done = ray.get(ready), done + 1
             candidate, seed = jobs[i]
-            echo(f"[{done}/{len(jobs)}] {candidate.label} ({candidate.defense}) seed {seed}: "
-                 f"accuracy {result.utility:.4f}, strongest attack {result.strongest_attack} {result.privacy:.4f}")
+            echo(
+                f"[{done}/{len(jobs)}] {candidate.label} ({candidate.defense}) seed {seed}: "
+                f"accuracy {result.utility:.4f}, strongest attack {result.strongest_attack} {result.privacy:.4f}"
+            )
             yield i, result
 
     return run
@@ -109,9 +114,11 @@ def seed_variation(from_checkpoint: bool) -> str:
     the user's trained model on every seed: its weights and members are fixed, and the intervals hold none of
     the variation a retrained victim or another draw of members would add."""
     if from_checkpoint:
-        return ("each fresh seed redraws the shadows' data and training, the mem-scores, the victim's non-member "
-                "targets and the sample of its member targets, and the fine-tuning of every pruning round; not the "
-                "victim's trained weights (the checkpoint) nor its members, which are the same on every seed")
+        return (
+            "each fresh seed redraws the shadows' data and training, the mem-scores, the victim's non-member "
+            "targets and the sample of its member targets, and the fine-tuning of every pruning round; not the "
+            "victim's trained weights (the checkpoint) nor its members, which are the same on every seed"
+        )
     return "each fresh seed with its own split (so its own members and non-members), pretraining and mem-scores"
 
 
@@ -126,8 +133,14 @@ def comparison_candidate(compare: tuple[str, Mapping[str, Any]] | None) -> Candi
     return named_comparison(defense, settings)
 
 
-def confirm(opened: OpenStudy, top: int = 1, n_seeds: int = 3, echo: Echo = print,
-            attacks: Sequence[str] | None = None, compare: tuple[str, Mapping[str, Any]] | None = None) -> Confirmation:
+def confirm(
+    opened: OpenStudy,
+    top: int = 1,
+    n_seeds: int = 3,
+    echo: Echo = print,
+    attacks: Sequence[str] | None = None,
+    compare: tuple[str, Mapping[str, Any]] | None = None,
+) -> Confirmation:
     """Confirm the study's best ``top`` settings on ``n_seeds`` fresh seeds and store the result with the study;
     judged by the study's attacks, or by ``attacks`` (see :func:`~.suites.judged_by`). Tuning is judged against
     ``compare`` (a defense and its settings) when given, else against the best of the paper's defaults the study
@@ -143,9 +156,11 @@ def confirm(opened: OpenStudy, top: int = 1, n_seeds: int = 3, echo: Echo = prin
     # evaluated once ([search] repeats and target_draws quiet a study's ranking on its one seed; the interval
     # over fresh seeds already holds every noise, and with all ten attacks a target draw costs a trial's time)
     spec = replace(judged_by(study_spec, attacks), round_reports=False, repeats=1, target_draws=1)
-    echo(f"confirming {', '.join(c.label for c in chosen)} on fresh seeds {seeds} "
-         f"({len(chosen) * len(seeds)} evaluations; {seed_variation(definition.model.checkpoint is not None)}; "
-         f"judged by {', '.join(spec.attacks)})")
+    echo(
+        f"confirming {', '.join(c.label for c in chosen)} on fresh seeds {seeds} "
+        f"({len(chosen) * len(seeds)} evaluations; {seed_variation(definition.model.checkpoint is not None)}; "
+        f"judged by {', '.join(spec.attacks)})"
+    )
     init_ray(opened.options.ray_address)
     delta = definition.objective_config().constraint_delta
     return confirm_study(study, study_spec, spec, chosen, seeds, ray_evaluator(spec, definition, echo), delta, echo)

@@ -4,8 +4,8 @@ reference, the accuracy-constraint verdict, and reusing per-seed results already
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -13,8 +13,17 @@ from scipy import stats
 from wemem.defenses import Setting
 
 from ._candidates import Candidate, Evaluate
-from ._confirmation import (REFERENCE, TUNED, Comparison, Confirmation, ConfirmedSetting, Constraint, Interval, Paired,
-                           SeedResult)
+from ._confirmation import (
+    REFERENCE,
+    TUNED,
+    Comparison,
+    Confirmation,
+    ConfirmedSetting,
+    Constraint,
+    Interval,
+    Paired,
+    SeedResult,
+)
 
 LEVEL = 0.95
 
@@ -31,12 +40,15 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
 
 def paired(rows: Sequence[SeedResult], base: Sequence[SeedResult]) -> Paired:
     """``rows`` minus ``base``, seed by seed (both in the confirmation's seed order)."""
-    return Paired(t_interval([a.privacy - b.privacy for a, b in zip(rows, base)]),
-                  t_interval([a.utility - b.utility for a, b in zip(rows, base)]))
+    return Paired(
+        t_interval([a.privacy - b.privacy for a, b in zip(rows, base)]),
+        t_interval([a.utility - b.utility for a, b in zip(rows, base)]),
+    )
 
 
-def summarize(candidates_: list[Candidate], seeds: list[int], results: dict[tuple[str, int], SeedResult],
-              delta: float | None) -> Confirmation:
+def summarize(
+    candidates_: list[Candidate], seeds: list[int], results: dict[tuple[str, int], SeedResult], delta: float | None
+) -> Confirmation:
     """Per-candidate means and intervals, and each setting's difference from the reference paired by seed; each
     tuned setting's difference from the comparison (the paper's default or a named setting) paired by seed too.
 
@@ -51,15 +63,29 @@ def summarize(candidates_: list[Candidate], seeds: list[int], results: dict[tupl
         rows = [results[(candidate.label, s)] for s in seeds]
         vs_reference = None if candidate.is_reference else paired(rows, ref)
         return ConfirmedSetting(
-            candidate.label, candidate.role, candidate.defense, candidate.settings, tuple(zip(seeds, rows)),
-            t_interval([r.utility for r in rows]), t_interval([r.privacy for r in rows]), candidate.trial_number,
-            candidate.reported, vs_reference,
+            candidate.label,
+            candidate.role,
+            candidate.defense,
+            candidate.settings,
+            tuple(zip(seeds, rows)),
+            t_interval([r.utility for r in rows]),
+            t_interval([r.privacy for r in rows]),
+            candidate.trial_number,
+            candidate.reported,
+            vs_reference,
             None if vs_reference is None or delta is None else constraint_verdict(vs_reference.utility, delta),
-            paired(rows, base) if base is not None and candidate.role == TUNED else None)
+            paired(rows, base) if base is not None and candidate.role == TUNED else None,
+        )
 
-    return Confirmation(tuple(seeds), LEVEL, delta, tuple(map(confirmed, candidates_)),
-                        None if comparison is None else Comparison(comparison.label, comparison.role,
-                                                                   comparison.defense, comparison.settings))
+    return Confirmation(
+        tuple(seeds),
+        LEVEL,
+        delta,
+        tuple(map(confirmed, candidates_)),
+        None
+        if comparison is None
+        else Comparison(comparison.label, comparison.role, comparison.defense, comparison.settings),
+    )
 
 
 def constraint_verdict(utility_difference: Interval, delta: float) -> Constraint:
@@ -82,8 +108,11 @@ def comparison_verdict(confirmation: Confirmation) -> str | None:
     comparison = confirmation.comparison
     if comparison is None:
         return None
-    named = (f"the paper's default ({comparison.label}, {comparison.defense})" if comparison.is_default
-             else f"the comparison setting ({comparison.defense})")
+    named = (
+        f"the paper's default ({comparison.label}, {comparison.defense})"
+        if comparison.is_default
+        else f"the comparison setting ({comparison.defense})"
+    )
     tuned = next((c for c in confirmation.candidates if c.vs_comparison is not None), None)
     if tuned is None or tuned.vs_comparison is None:
         return f"only {named} was evaluated: no tuned setting to compare with it"
@@ -91,11 +120,15 @@ def comparison_verdict(confirmation: Confirmation) -> str | None:
     seeds = f"{tuned.label} vs it on {len(confirmation.seeds)} fresh seeds, paired"
     if p.below_zero:
         gain = p.negated()
-        return (f"tuning gained {100 * gain.mean:.1f} points of leakage [95% CI {100 * gain.low:.1f}, "
-                f"{100 * gain.high:.1f}] over {named} ({seeds}; accuracy {points(u, '')})")
+        return (
+            f"tuning gained {100 * gain.mean:.1f} points of leakage [95% CI {100 * gain.low:.1f}, "
+            f"{100 * gain.high:.1f}] over {named} ({seeds}; accuracy {points(u, '')})"
+        )
     use = "the default" if comparison.is_default else "the comparison setting"
-    return (f"tuning is no better than {named} (leakage {points(p)}, accuracy {points(u, '')}; {seeds}): "
-            f"{use} is the setting to use")
+    return (
+        f"tuning is no better than {named} (leakage {points(p)}, accuracy {points(u, '')}; {seeds}): "
+        f"{use} is the setting to use"
+    )
 
 
 def setting_key(defense: str, settings: Mapping[str, Any], seed: int) -> str:
@@ -105,14 +138,21 @@ def setting_key(defense: str, settings: Mapping[str, Any], seed: int) -> str:
 
 def known_results(confirmation: Confirmation | None) -> dict[str, SeedResult]:
     """Per-seed results of an earlier confirmation, by (setting, seed): a new one reruns only what is missing."""
-    return {setting_key(entry.defense, entry.settings, seed): result
-            for entry in (confirmation.candidates if confirmation is not None else ())
-            for seed, result in entry.per_seed}
+    return {
+        setting_key(entry.defense, entry.settings, seed): result
+        for entry in (confirmation.candidates if confirmation is not None else ())
+        for seed, result in entry.per_seed
+    }
 
 
-def confirm_with(candidates_: list[Candidate], seeds: list[int], evaluate: Evaluate, delta: float | None,
-                 known: dict[str, SeedResult] | None = None,
-                 record: Callable[[str, SeedResult], None] | None = None) -> Confirmation:
+def confirm_with(
+    candidates_: list[Candidate],
+    seeds: list[int],
+    evaluate: Evaluate,
+    delta: float | None,
+    known: dict[str, SeedResult] | None = None,
+    record: Callable[[str, SeedResult], None] | None = None,
+) -> Confirmation:
     """Evaluate every candidate on every seed not already ``known`` (one batch, so an evaluator can run them
     all in parallel); ``record(key, result)`` is told each result as it arrives."""
     known = dict(known or {})

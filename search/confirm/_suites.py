@@ -3,8 +3,9 @@ judges), every finished run stored as it arrives, and the section an export or s
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import optuna
 
@@ -13,8 +14,13 @@ from wemem.assets import Echo
 from wemem.attacks import check_attack_requirements
 from wemem.faults import failpoint
 
-from ..storage._records import (archived_confirmations, confirmation_runs, store_confirmation_record,
-                               store_confirmation_runs, stored_confirmation)
+from ..storage._records import (
+    archived_confirmations,
+    confirmation_runs,
+    store_confirmation_record,
+    store_confirmation_runs,
+    stored_confirmation,
+)
 from ._candidates import Candidate, Evaluate
 from ._confirmation import Confirmation, ConfirmationStatus, SeedResult, Suite
 from ._statistics import comparison_verdict, confirm_with, known_results, setting_key
@@ -68,8 +74,16 @@ def stored_confirmations(study: optuna.Study, study_spec: TrialSpec) -> dict[str
     return {suite_key(confirmation, study_spec): confirmation for confirmation in stored}
 
 
-def confirm_study(study: optuna.Study, study_spec: TrialSpec, spec: TrialSpec, chosen: list[Candidate],
-                  seeds: list[int], evaluate: Evaluate, delta: float | None, echo: Echo = print) -> Confirmation:
+def confirm_study(
+    study: optuna.Study,
+    study_spec: TrialSpec,
+    spec: TrialSpec,
+    chosen: list[Candidate],
+    seeds: list[int],
+    evaluate: Evaluate,
+    delta: float | None,
+    echo: Echo = print,
+) -> Confirmation:
     """Confirm ``chosen`` on ``seeds`` as judged by ``spec`` and store the result with the study.
 
     Every finished evaluation is stored at once (user attribute ``confirmation_runs:<suite>``, by setting and
@@ -80,8 +94,10 @@ def confirm_study(study: optuna.Study, study_spec: TrialSpec, spec: TrialSpec, c
     judges = suite_fields(spec, study_spec)
     suite = judges.key()
     runs = confirmation_runs(study, suite)
-    known = {**known_results(stored_confirmations(study, study_spec).get(suite)),
-             **{key: SeedResult(**row) for key, row in runs.items()}}
+    known = {
+        **known_results(stored_confirmations(study, study_spec).get(suite)),
+        **{key: SeedResult(**row) for key, row in runs.items()},
+    }
     wanted = {setting_key(c.defense, c.settings, s) for c in chosen for s in seeds}
     if wanted & set(known):
         echo(f"reusing {len(wanted & set(known))} of {len(wanted)} evaluations stored by an earlier confirmation")
@@ -91,15 +107,18 @@ def confirm_study(study: optuna.Study, study_spec: TrialSpec, spec: TrialSpec, c
         store_confirmation_runs(study, suite, runs)
         failpoint("confirm_run_stored")  # the fault tests kill the launcher here
 
-    confirmation = replace(confirm_with(chosen, seeds, evaluate, delta, known, record),
-                           metric=study_spec.objective.privacy_metric, suite=judges)
+    confirmation = replace(
+        confirm_with(chosen, seeds, evaluate, delta, known, record),
+        metric=study_spec.objective.privacy_metric,
+        suite=judges,
+    )
     confirmation = replace(confirmation, verdict=comparison_verdict(confirmation))
     store_confirmation(study, confirmation, study_spec)
     return confirmation
 
 
 def judged_by_others(confirmation: Confirmation) -> str:
-    """"judged by N attacks" when a confirmation's attacks are not the study's own (``--attacks``), else ""."""
+    """ "judged by N attacks" when a confirmation's attacks are not the study's own (``--attacks``), else ""."""
     suite = confirmation.suite
     return f"judged by {len(suite.attacks)} attacks" if suite is not None and not suite.study_suite else ""
 
@@ -118,14 +137,20 @@ def export_section(study: optuna.Study, best_numbers: list[int]) -> Confirmation
     """What ``wemem export`` carries: the confirmed figures, or a note that there are none (and how to get them)."""
     confirmation = latest_confirmation(study)
     if confirmation is None:
-        return ConfirmationStatus("not confirmed", None,
-                                  f"the figures above are the selected trial's own evaluation, biased low by the "
-                                  f"selection; run `wemem confirm {study.study_name}` for fresh-seed means and "
-                                  f"intervals")
+        return ConfirmationStatus(
+            "not confirmed",
+            None,
+            f"the figures above are the selected trial's own evaluation, biased low by the "
+            f"selection; run `wemem confirm {study.study_name}` for fresh-seed means and "
+            f"intervals",
+        )
     confirmed = {c.trial_number for c in confirmation.candidates}
     missing = [n for n in best_numbers if n not in confirmed]
     confirmation = replace(confirmation, verdict=comparison_verdict(confirmation) or confirmation.verdict)
     if not missing:
         return ConfirmationStatus("confirmed", confirmation)
-    return ConfirmationStatus("stale", confirmation, f"trial(s) {missing} became best after this confirmation; "
-                                                     f"run `wemem confirm {study.study_name}` again")
+    return ConfirmationStatus(
+        "stale",
+        confirmation,
+        f"trial(s) {missing} became best after this confirmation; run `wemem confirm {study.study_name}` again",
+    )

@@ -11,8 +11,8 @@ import signal
 import socket
 import tempfile
 import threading
-from typing import Any
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import ray
@@ -117,12 +117,19 @@ def _init(address: str | None, num_cpus: int | None) -> None:
     if target is None:
         # Keep idle task workers alive between trials: each fresh worker re-imports torch (seconds), while a
         # trial's own work on small data takes about a second. (GPU tasks never reuse workers: max_calls=1.)
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, configure_logging=True,
-                 _system_config={"idle_worker_killing_time_threshold_ms": 600_000, "num_workers_soft_limit": 64},
-                 **quiet)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            configure_logging=True,
+            _system_config={"idle_worker_killing_time_threshold_ms": 600_000, "num_workers_soft_limit": 64},
+            **quiet,
+        )
         return
-    fix = ("start the cluster first (`ray start --head` on the head node), or fix --ray-address / RAY_ADDRESS; "
-           "unset both to run on a private local Ray")
+    fix = (
+        "start the cluster first (`ray start --head` on the head node), or fix --ray-address / RAY_ADDRESS; "
+        "unset both to run on a private local Ray"
+    )
     problem = _unreachable(target)
     if problem is not None:
         raise WememError(f"cannot reach the Ray cluster at {target!r} ({problem}); {fix}")
@@ -158,25 +165,31 @@ def check_cluster_fits(bundles: list[dict[str, float]], what: str, fix: str) -> 
     totals = {kind: sum(node.get(kind, 0.0) for node in nodes) for kind in kinds}
     needed = {kind: sum(bundle.get(kind, 0.0) for bundle in bundles) for kind in kinds}
     short = [kind for kind in kinds if needed[kind] > totals[kind] + 1e-9]
-    unplaceable = [bundle for bundle in bundles
-                   if not any(all(node.get(k, 0.0) + 1e-9 >= v for k, v in bundle.items()) for node in nodes)]
+    unplaceable = [
+        bundle
+        for bundle in bundles
+        if not any(all(node.get(k, 0.0) + 1e-9 >= v for k, v in bundle.items()) for node in nodes)
+    ]
     if not short and not unplaceable:
         return
     have = ", ".join(f"{totals[k]:g} {k}" for k in kinds)
     asks = ", ".join(f"{needed[k]:g} {k}" for k in kinds)
-    detail = (f"; one job's share {unplaceable[0]} fits on no single node" if unplaceable and not short else "")
-    raise WememError(f"{what} asks for {asks} but the Ray cluster has {have} in all{detail}, so it would wait "
-                     f"forever. {fix}, or add machines to the cluster (`ray start --address HEAD:6379` on each) "
-                     "and run with --ray-address HEAD:6379")
+    detail = f"; one job's share {unplaceable[0]} fits on no single node" if unplaceable and not short else ""
+    raise WememError(
+        f"{what} asks for {asks} but the Ray cluster has {have} in all{detail}, so it would wait "
+        f"forever. {fix}, or add machines to the cluster (`ray start --address HEAD:6379` on each) "
+        "and run with --ray-address HEAD:6379"
+    )
 
 
 def check_trial_fits(definition: StudyDefinition) -> None:
     """A trial's placement group (its K+1 model shares) must fit the cluster Ray is attached to."""
     r = definition.resources
-    check_cluster_fits(trial_bundles(definition),
-                       f"a trial (cpus_per_trial = {r.cpus_per_trial:g}, gpus_per_trial = {r.gpus_per_trial:g})",
-                       "Lower [resources] cpus_per_trial / gpus_per_trial in the study file (or --cpus-per-trial / "
-                       "--gpus-per-trial)")
+    check_cluster_fits(
+        trial_bundles(definition),
+        f"a trial (cpus_per_trial = {r.cpus_per_trial:g}, gpus_per_trial = {r.gpus_per_trial:g})",
+        "Lower [resources] cpus_per_trial / gpus_per_trial in the study file (or --cpus-per-trial / --gpus-per-trial)",
+    )
 
 
 def task_share(definition: StudyDefinition) -> RayMap:

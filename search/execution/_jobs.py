@@ -62,8 +62,10 @@ def _map_arrays(value: Any, convert: Callable[[Any], Any], kind: type) -> Any:
     if isinstance(value, kind):
         return convert(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: _map_arrays(getattr(value, f.name), convert, kind)
-                                             for f in dataclasses.fields(value) if f.init})
+        return dataclasses.replace(
+            value,
+            **{f.name: _map_arrays(getattr(value, f.name), convert, kind) for f in dataclasses.fields(value) if f.init},
+        )
     if isinstance(value, dict):
         return {k: _map_arrays(v, convert, kind) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -136,8 +138,12 @@ class Placement:
 def placement(job: str) -> Placement:
     """Where this job runs."""
     context = ray.get_runtime_context()
-    return Placement(job, context.get_node_id()[:12], os.getpid(),
-                     tuple(str(g) for g in context.get_accelerator_ids().get("GPU", [])))
+    return Placement(
+        job,
+        context.get_node_id()[:12],
+        os.getpid(),
+        tuple(str(g) for g in context.get_accelerator_ids().get("GPU", [])),
+    )
 
 
 def _job_kind(fn: Callable[..., Any]) -> str:
@@ -170,11 +176,10 @@ def _ship_args(jobs: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [[one(a) for a in job] for job in jobs]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _job_task(num_cpus: float, num_gpus: float) -> Any:
     # max_calls can only be set here, not in .options()
-    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_calls=1 if num_gpus > 0 else 0,
-                      max_retries=0)(_run_job)
+    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_calls=1 if num_gpus > 0 else 0, max_retries=0)(_run_job)
 
 
 @dataclass
@@ -204,8 +209,9 @@ class TrialTimeout(WememError):
     """A trial ran past its time limit (``[search] trial_timeout_s``)."""
 
 
-def get_before(refs: list[ray.ObjectRef[Any]], deadline: float | None,
-               actors: Sequence[ActorHandle[Any]] = ()) -> list[Any]:
+def get_before(
+    refs: list[ray.ObjectRef[Any]], deadline: float | None, actors: Sequence[ActorHandle[Any]] = ()
+) -> list[Any]:
     """``ray.get`` that gives up at ``deadline``: the jobs are cancelled (actors killed) and TrialTimeout raised."""
     if deadline is None:
         return ray.get(refs)
@@ -218,8 +224,9 @@ def get_before(refs: list[ray.ObjectRef[Any]], deadline: float | None,
         else:
             for ref in refs:
                 ray.cancel(ref, force=True)
-        raise TrialTimeout("the trial ran past its time limit ([search] trial_timeout_s); its jobs were cancelled") \
-            from None
+        raise TrialTimeout(
+            "the trial ran past its time limit ([search] trial_timeout_s); its jobs were cancelled"
+        ) from None
 
 
 class _StepperHost:
@@ -253,8 +260,9 @@ class RaySteppers:
     def __init__(self, share: RayMap, factory: Callable[..., Any], jobs: list[tuple[Any, ...]]):
         host = ray.remote(_StepperHost).options(num_cpus=share.num_cpus, num_gpus=share.num_gpus, max_restarts=0)
         self.share = share
-        self.actors = [_handle(host.remote(factory, threads_for(share.num_cpus), *job))
-                       for job in _ship_args(list(jobs))]
+        self.actors = [
+            _handle(host.remote(factory, threads_for(share.num_cpus), *job)) for job in _ship_args(list(jobs))
+        ]
 
     def step(self) -> list[Any]:
         return get_before([actor.step.remote() for actor in self.actors], self.share.deadline, self.actors)

@@ -4,8 +4,8 @@ shared work once, measure the reference once, then run trials up to the budget."
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import optuna
 from pydantic import ValidationError
@@ -15,11 +15,19 @@ from wemem.errors import WememError, validation_problems
 from wemem.files import check_writable_folder
 from wemem.validity import Check, apply_overrides, require_valid
 
-from ..storage._records import (check_stored_code, store_launch_place, store_reference, store_validity,
-                               stored_validity)
+from ..storage._records import check_stored_code, store_launch_place, store_reference, store_validity, stored_validity
 from ..storage._urls import check_storage_url, new_sqlite_file, redact, refuse_foreign_tables
-from ..study import (OpenStudy, Options, Place, active_count, create_or_load_study, load_study, refuse_conflicting,
-                     running_numbers, withdraw_new_study)
+from ..study import (
+    OpenStudy,
+    Options,
+    Place,
+    active_count,
+    create_or_load_study,
+    load_study,
+    refuse_conflicting,
+    running_numbers,
+    withdraw_new_study,
+)
 from ..studyfile import StudyDefinition
 from ._cluster import check_trial_fits, init_ray
 from ._trainable import shared_work
@@ -34,8 +42,9 @@ def validate_inputs(definition: StudyDefinition, place: Place) -> list[Check]:
     and the validity checks whose inputs exist by then (refused when one fails and the user did not override it)."""
     experiment = definition.experiment(place.data_root, place.base_dir)
     pools = check_inputs(experiment, place.cache_dir)
-    checks = apply_overrides(input_checks(experiment, pools, definition.objective_config().privacy_metric),
-                             place.options.overrides)
+    checks = apply_overrides(
+        input_checks(experiment, pools, definition.objective_config().privacy_metric), place.options.overrides
+    )
     require_valid(checks)
     return checks
 
@@ -65,13 +74,16 @@ def with_resources(definition: StudyDefinition, options: Options) -> StudyDefini
         checked = type(resources).model_validate(resources.model_dump())
     except ValidationError as error:
         problems = "; ".join(validation_problems(error))
-        raise WememError(f"invalid resources for this launcher ({problems}); fix --cpus-per-trial, "
-                         "--gpus-per-trial or --max-concurrent-trials") from None
+        raise WememError(
+            f"invalid resources for this launcher ({problems}); fix --cpus-per-trial, "
+            "--gpus-per-trial or --max-concurrent-trials"
+        ) from None
     return definition.model_copy(update={"resources": checked})
 
 
-def existing_storage(definition: StudyDefinition, options: Options,
-                     new_file: Path | None) -> optuna.storages.RDBStorage | None:
+def existing_storage(
+    definition: StudyDefinition, options: Options, new_file: Path | None
+) -> optuna.storages.RDBStorage | None:
     """The storage opened for writing (probed, and the study compared with its file) before Ray starts, so its
     problems cost no Ray start; None when it is a SQLite file still to create (``new_file``): that waits until
     nothing can refuse the launch any more, so a refused launch leaves no file (its folder is checked now)."""
@@ -92,9 +104,11 @@ def deletion_refused(study: optuna.Study, storage: optuna.storages.BaseStorage) 
     except KeyError:
         if not is_deleted(study, storage):
             raise
-        raise WememError(f"study {study.study_name!r} was deleted while this launcher ran (`wemem delete "
-                         f"{study.study_name} --force`), with all its trials; this launcher stopped and stored "
-                         "nothing more. Launch the study file again to start the study anew") from None
+        raise WememError(
+            f"study {study.study_name!r} was deleted while this launcher ran (`wemem delete "
+            f"{study.study_name} --force`), with all its trials; this launcher stopped and stored "
+            "nothing more. Launch the study file again to start the study anew"
+        ) from None
 
 
 def is_deleted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> bool:
@@ -130,8 +144,10 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
                     echo(line)
                 enqueue(study, defaults + starts)  # the paper's defaults first, then earlier work
             else:
-                echo(f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} "
-                     "trials")
+                echo(
+                    f"study {definition.name!r} exists; continuing it to its budget of {definition.study.n_trials} "
+                    "trials"
+                )
             report_checks(study, checks, echo)
             opened = OpenStudy(study, running, storage, Place.of(options, study, folder))
             run_study(opened, definition.study.n_trials, echo)
@@ -144,8 +160,10 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
 
 def resume(name: str, options: Options, n_trials: int | None = None, echo: Echo = print) -> OpenStudy:
     if n_trials is not None and n_trials < 1:
-        raise WememError(f"--n-trials must be a positive number of trials to add (got {n_trials}); omit it to "
-                         "finish the study's budget")
+        raise WememError(
+            f"--n-trials must be a positive number of trials to add (got {n_trials}); omit it to "
+            "finish the study's budget"
+        )
     storage = options.open_storage(must_exist=True, writer=True)  # a read-only storage is refused here, first
     study, definition = load_study(name, storage)
     with deletion_refused(study, storage):
@@ -156,8 +174,10 @@ def resume(name: str, options: Options, n_trials: int | None = None, echo: Echo 
         report_checks(study, checks, echo)
         running = running_numbers(study)
         if running:
-            echo(f"trial(s) {running} are RUNNING: those of a dead launcher on this machine are failed and re-run now, "
-                 f"those of a launcher elsewhere once it has been silent for {options.stale_after} s")
+            echo(
+                f"trial(s) {running} are RUNNING: those of a dead launcher on this machine are failed and re-run now, "
+                f"those of a launcher elsewhere once it has been silent for {options.stale_after} s"
+            )
         target = active_count(study) + n_trials if n_trials is not None else definition.study.n_trials
         if target <= active_count(study) and not running:
             echo(f"study {name!r} already has its {definition.study.n_trials} trials; pass --n-trials N to add more")
@@ -170,8 +190,10 @@ def run_study(opened: OpenStudy, target_total: int, echo: Echo) -> None:
     study, spec = opened.study, opened.spec
     assets, base = shared_work(opened, echo)  # on the trials' CPU/GPU shares, then shipped
     store_reference(study, base.utility, base.privacy, base.strongest_attack, base.result["attacks"])
-    echo(f"undefended iteratively pruned reference: accuracy {base.utility:.4f}, strongest attack "
-         f"{base.strongest_attack} {spec.objective.privacy_metric} {base.privacy:.4f}")
+    echo(
+        f"undefended iteratively pruned reference: accuracy {base.utility:.4f}, strongest attack "
+        f"{base.strongest_attack} {spec.objective.privacy_metric} {base.privacy:.4f}"
+    )
     for check in stored_validity(study):
         if check.name in SHARED_WORK_CHECKS:
             echo(f"validity {check.line()}")

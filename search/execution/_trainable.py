@@ -16,13 +16,20 @@ from ray import tune
 
 from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial, reference
 from wemem.assets import Echo, StudyAssets, content_fingerprint, prepare_assets
-from wemem.environment import describe
 from wemem.defenses import Setting
+from wemem.environment import describe
 from wemem.errors import WememError
 from wemem.validity import Check, mimicry_check, reference_check
 
-from ..storage._records import (store_environment, store_fingerprint, store_own_code, store_shared_work_jobs,
-                               store_validity, stored_fingerprint, to_json)
+from ..storage._records import (
+    store_environment,
+    store_fingerprint,
+    store_own_code,
+    store_shared_work_jobs,
+    store_validity,
+    stored_fingerprint,
+    to_json,
+)
 from ..study import OpenStudy
 from ._cluster import task_share
 from ._jobs import Placement, RayMap, RaySteppers, Shipped, receive, ship
@@ -81,7 +88,8 @@ def shared_work(opened: OpenStudy, echo: Echo) -> tuple[Shipped, Reference]:
             f"study {study.study_name!r} was run against other assets (fingerprint {stored[:12]}, this launcher has "
             f"{fingerprint[:12]}): the split, pretrained victim and shadows, mem-scores or reference differ, so "
             f"new trials would not be comparable. Run this launcher with the study's cache folder "
-            f"(--cache-dir, copied from the first launcher) or start a new study under another name")
+            f"(--cache-dir, copied from the first launcher) or start a new study under another name"
+        )
     if share.placements:
         store_shared_work_jobs(study, compact_placements(share.placements))
     store_validity(study, study_checks(assets, base, spec.objective.privacy_metric))
@@ -97,9 +105,15 @@ def study_checks(assets: StudyAssets, base: Reference, metric: str) -> list[Chec
     # None in a reference cached without it: a cached reference is reused, never remeasured (its numbers are
     # in the study's assets fingerprint), and the check then leaves out the generalization gap
     train_accuracy = result.get("victim_train_accuracy")
-    return [reference_check(result["attacks"], metric, train_accuracy, result["utility"], base.privacy_se),
-            mimicry_check(len(assets.split.victim.train), result["utility"],
-                          [len(s.train) for s in assets.split.shadows], result["shadow_accuracy"])]
+    return [
+        reference_check(result["attacks"], metric, train_accuracy, result["utility"], base.privacy_se),
+        mimicry_check(
+            len(assets.split.victim.train),
+            result["utility"],
+            [len(s.train) for s in assets.split.shadows],
+            result["shadow_accuracy"],
+        ),
+    ]
 
 
 def failure_reason(error: BaseException) -> str:
@@ -109,8 +123,14 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:500]
 
 
-def trial_trainable(config: TrialConfig, spec: TrialSpec, reference: Reference, share: RayMap,
-                    assets: Shipped, timeout_s: float | None = None) -> None:
+def trial_trainable(
+    config: TrialConfig,
+    spec: TrialSpec,
+    reference: Reference,
+    share: RayMap,
+    assets: Shipped,
+    timeout_s: float | None = None,
+) -> None:
     """One Tune trial: evaluate the setting with K+1 parallel jobs, then the attack jobs; report as JSON.
 
     With per-round reports (early stopping) the K+1 models live in Ray actors stepped round by round, and each
@@ -121,8 +141,10 @@ def trial_trainable(config: TrialConfig, spec: TrialSpec, reference: Reference, 
     share = RayMap(share.num_cpus, share.num_gpus, deadline=None if timeout_s is None else time.time() + timeout_s)
     rounds = None
     if spec.round_reports:
-        rounds = RoundHooks(lambda index, value: tune.report({"round": index, "intermediate": value}),
-                            lambda factory, jobs: RaySteppers(share, factory, jobs))
+        rounds = RoundHooks(
+            lambda index, value: tune.report({"round": index, "intermediate": value}),
+            lambda factory, jobs: RaySteppers(share, factory, jobs),
+        )
     try:
         outcome = evaluate_trial(spec, config["setting"], reference, receive(assets), map_fn=share, rounds=rounds)
     except Exception as error:  # the trial fails alone, with its reason; the launcher goes on

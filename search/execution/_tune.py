@@ -19,9 +19,9 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from collections.abc import Mapping, Sequence
-from typing import Any, Iterator, cast
+from typing import Any, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -33,8 +33,14 @@ from objectives import Reference
 from wemem.assets import Echo
 from wemem.faults import failpoint
 
-from ..storage._heartbeat import (TrialHeartbeats, fail_dead_trials, fail_with_reason, process_identity, requeue,
-                                 trial_id_of)
+from ..storage._heartbeat import (
+    TrialHeartbeats,
+    fail_dead_trials,
+    fail_with_reason,
+    process_identity,
+    requeue,
+    trial_id_of,
+)
 from ..storage._records import DEFENSE_ATTR, LAUNCHER_ATTR, PROCESS_ATTR, SURPLUS_ATTR, store_setting
 from ..storage._urls import HEARTBEAT_INTERVAL_S
 from ..study import OpenStudy, active_count, running_numbers
@@ -52,28 +58,41 @@ class Progress:
         self.done, self.start = 0, time.perf_counter()
         self.best: float | None = None
 
-    def update(self, number: int, state: str, values: list[float] | None, attrs: Mapping[str, object],
-               reason: str | None = None) -> None:
+    def update(
+        self,
+        number: int,
+        state: str,
+        values: list[float] | None,
+        attrs: Mapping[str, object],
+        reason: str | None = None,
+    ) -> None:
         self.done += 1
         elapsed = time.perf_counter() - self.start
         remaining = elapsed / self.done * max(self.total - self.done, 0)
         detail = f"({reason})" if reason else ""
         if values is not None:
-            detail = (f"{attrs.get(DEFENSE_ATTR)} acc={attrs.get('utility', float('nan')):.3f} "
-                      f"attack={attrs.get('privacy', float('nan')):.3f} ({attrs.get('strongest_attack')})")
+            detail = (
+                f"{attrs.get(DEFENSE_ATTR)} acc={attrs.get('utility', float('nan')):.3f} "
+                f"attack={attrs.get('privacy', float('nan')):.3f} ({attrs.get('strongest_attack')})"
+            )
             if len(values) == 1 and attrs.get("feasible", True):
                 self.best = values[0] if self.best is None else min(self.best, values[0])
         best = f" best={self.best:.4f}" if self.best is not None else ""
-        self.echo(f"[{self.done}/{self.total}] trial {number} {state} {detail}{best} "
-                  f"elapsed {elapsed:.0f}s, ~{remaining:.0f}s left")
+        self.echo(
+            f"[{self.done}/{self.total}] trial {number} {state} {detail}{best} "
+            f"elapsed {elapsed:.0f}s, ~{remaining:.0f}s left"
+        )
 
 
 def invalid_numbers(report: TrialReport) -> list[str]:
     """The objective values and constraint of a trial's report that are not finite numbers, named (the report
     arrives as JSON, so a value may be anything)."""
     named = [(f"value {i}", v) for i, v in enumerate(report.values)] + [("constraint", report.constraint)]
-    return [f"{name} = {value}" for name, value in named
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value))]
+    return [
+        f"{name} = {value}"
+        for name, value in named
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value))
+    ]
 
 
 class StudySearcher(Searcher):
@@ -83,8 +102,15 @@ class StudySearcher(Searcher):
     or running) counted over every launcher, so several launchers on one study stop together.
     """
 
-    def __init__(self, opened: OpenStudy, target_total: int, launcher_id: str, heartbeats: TrialHeartbeats,
-                 progress: Progress, echo: Echo):
+    def __init__(
+        self,
+        opened: OpenStudy,
+        target_total: int,
+        launcher_id: str,
+        heartbeats: TrialHeartbeats,
+        progress: Progress,
+        echo: Echo,
+    ):
         super().__init__(metric=None, mode=None)
         self.study, self.storage, self.definition = opened.study, opened.storage, opened.definition
         self.target_total = target_total
@@ -143,9 +169,13 @@ class StudySearcher(Searcher):
         return {"optuna_trial": trial.number, "setting": setting}
 
     def _over_budget(self, number: int) -> bool:
-        earlier = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                             TrialState.RUNNING))
-                   if t.number < number]
+        earlier = [
+            t
+            for t in self.study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+            )
+            if t.number < number
+        ]
         return len(earlier) >= self.target_total
 
     def _give_back(self, trial: optuna.Trial, optuna_id: int) -> None:
@@ -154,12 +184,19 @@ class StudySearcher(Searcher):
         frozen = self.storage.get_trial(optuna_id)
         trial.set_user_attr(SURPLUS_ATTR, True)
         if "fixed_params" in frozen.system_attrs:
-            self.study.add_trial(optuna.trial.create_trial(
-                state=TrialState.WAITING,
-                system_attrs={k: v for k, v in frozen.system_attrs.items() if k != PROCESS_ATTR},
-                user_attrs={k: v for k, v in frozen.user_attrs.items() if k not in (LAUNCHER_ATTR, SURPLUS_ATTR)}))
-        fail_with_reason(self.study, self.storage, trial.number,
-                         "surplus: the study's budget was reached by other launchers at the same moment")
+            self.study.add_trial(
+                optuna.trial.create_trial(
+                    state=TrialState.WAITING,
+                    system_attrs={k: v for k, v in frozen.system_attrs.items() if k != PROCESS_ATTR},
+                    user_attrs={k: v for k, v in frozen.user_attrs.items() if k not in (LAUNCHER_ATTR, SURPLUS_ATTR)},
+                )
+            )
+        fail_with_reason(
+            self.study,
+            self.storage,
+            trial.number,
+            "surplus: the study's budget was reached by other launchers at the same moment",
+        )
         self._finished(trial)
 
     def _finished(self, trial: optuna.Trial) -> None:
@@ -184,16 +221,21 @@ class StudySearcher(Searcher):
             self.progress.update(trial.number, "PRUNED", None, {})
             return
         if error or not result or OUTCOME_KEY not in result:
-            reason = (result or {}).get("error") or ("the trial's Ray actor died or raised outside the trial "
-                                                     "(node lost, out of memory, or killed); see Ray's logs")
+            reason = (result or {}).get("error") or (
+                "the trial's Ray actor died or raised outside the trial "
+                "(node lost, out of memory, or killed); see Ray's logs"
+            )
             self._fail(trial, reason)
             return
         report = TrialReport.from_json(result[OUTCOME_KEY])
         attrs = report.user_attrs
         bad = invalid_numbers(report)
         if bad:
-            self._fail(trial, f"the objective is not a number ({', '.join(bad)}): utility "
-                              f"{attrs.get('utility')}, privacy {attrs.get('privacy')}")
+            self._fail(
+                trial,
+                f"the objective is not a number ({', '.join(bad)}): utility "
+                f"{attrs.get('utility')}, privacy {attrs.get('privacy')}",
+            )
             return
         try:
             for key, value in attrs.items():
@@ -208,11 +250,13 @@ class StudySearcher(Searcher):
         if self._state(trial) != TrialState.COMPLETE:
             self._lost(trial)
             return
-        self.progress.update(trial.number, "COMPLETE", values,
-                             {**attrs, DEFENSE_ATTR: trial.user_attrs.get(DEFENSE_ATTR)})
+        self.progress.update(
+            trial.number, "COMPLETE", values, {**attrs, DEFENSE_ATTR: trial.user_attrs.get(DEFENSE_ATTR)}
+        )
 
-    def _tell(self, trial: optuna.Trial, values: float | Sequence[float] | None = None,
-              state: TrialState | None = None) -> None:
+    def _tell(
+        self, trial: optuna.Trial, values: float | Sequence[float] | None = None, state: TrialState | None = None
+    ) -> None:
         # skip_if_finished: a sweeper may have failed the trial meanwhile (its heartbeats lapsed)
         self.study.tell(trial, values, state=state, skip_if_finished=True)
 
@@ -226,15 +270,25 @@ class StudySearcher(Searcher):
             self._lost(trial)
 
     def _lost(self, trial: optuna.Trial) -> None:
-        self.progress.update(trial.number, "LOST", None, {}, reason=(
-            "another launcher failed this trial as stale while it ran (its heartbeats lapsed longer than the "
-            "grace period); its result is discarded and its setting was re-queued"))
+        self.progress.update(
+            trial.number,
+            "LOST",
+            None,
+            {},
+            reason=(
+                "another launcher failed this trial as stale while it ran (its heartbeats lapsed longer than the "
+                "grace period); its result is discarded and its setting was re-queued"
+            ),
+        )
 
     def interrupt(self) -> list[int]:
         """Ctrl-C or SIGTERM: fail every trial this launcher asked and did not tell, with the reason, and
         re-queue the settings it had (a trial interrupted before its setting was sampled has none to re-run)."""
-        failed = [n for n in sorted(self.asked)
-                  if fail_with_reason(self.study, self.storage, n, "interrupted (Ctrl-C or SIGTERM) while running")]
+        failed = [
+            n
+            for n in sorted(self.asked)
+            if fail_with_reason(self.study, self.storage, n, "interrupted (Ctrl-C or SIGTERM) while running")
+        ]
         requeue(self.study, self.storage, failed)
         for trial in list(self.asked.values()):
             self._finished(trial)
@@ -299,8 +353,9 @@ class Interrupted(KeyboardInterrupt):
         self.requeued = requeued
 
 
-def run_trials(opened: OpenStudy, reference: Reference, target_total: int, echo: Echo = print, *,
-               assets: Shipped) -> None:
+def run_trials(
+    opened: OpenStudy, reference: Reference, target_total: int, echo: Echo = print, *, assets: Shipped
+) -> None:
     """Run trials through Ray Tune until the study holds ``target_total`` active trials (Ray must be running).
 
     The launcher returns only when no trial is RUNNING: if other launchers still run trials, it waits for them;
@@ -324,9 +379,11 @@ def run_trials(opened: OpenStudy, reference: Reference, target_total: int, echo:
                     runs += 1
                 elif budget <= 0 and running_numbers(study):
                     if not waiting_said:
-                        echo(f"the budget is in use; waiting for trial(s) {running_numbers(study)} of other "
-                             f"launchers (a dead launcher's trial is failed and re-run after "
-                             f"{storage.grace_period} s of silence)")
+                        echo(
+                            f"the budget is in use; waiting for trial(s) {running_numbers(study)} of other "
+                            f"launchers (a dead launcher's trial is failed and re-run after "
+                            f"{storage.grace_period} s of silence)"
+                        )
                         waiting_said = True
                     time.sleep(HEARTBEAT_INTERVAL_S)
                     searcher.sweep()
@@ -336,25 +393,39 @@ def run_trials(opened: OpenStudy, reference: Reference, target_total: int, echo:
             raise Interrupted(searcher.interrupt()) from None
 
 
-def _tune(searcher: StudySearcher, opened: OpenStudy, reference: Reference, budget: int, run: int,
-          assets: Shipped) -> None:
+def _tune(
+    searcher: StudySearcher, opened: OpenStudy, reference: Reference, budget: int, run: int, assets: Shipped
+) -> None:
     # Ray Tune's own SIGINT handler would end the run quietly with the trials left RUNNING; with it off,
     # Ctrl-C raises out of fit() and run_trials fails and re-queues the running trials with their reason.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     definition = opened.definition
     trainable = tune.with_resources(
-        tune.with_parameters(trial_trainable, spec=opened.spec, reference=reference, share=task_share(definition),
-                             assets=assets, timeout_s=definition.search.trial_timeout_s),
+        tune.with_parameters(
+            trial_trainable,
+            spec=opened.spec,
+            reference=reference,
+            share=task_share(definition),
+            assets=assets,
+            timeout_s=definition.search.trial_timeout_s,
+        ),
         tune.PlacementGroupFactory(trial_bundles(definition)),
     )
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=OptunaPruningScheduler(searcher),
-                                    num_samples=budget, reuse_actors=True,
-                                    max_concurrent_trials=definition.resources.max_concurrent_trials),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=OptunaPruningScheduler(searcher),
+            num_samples=budget,
+            reuse_actors=True,
+            max_concurrent_trials=definition.resources.max_concurrent_trials,
+        ),
         # a short folder name whatever the study's name (folder names are at most 255 bytes)
-        run_config=tune.RunConfig(name=f"{definition.name[:60]}-{searcher.launcher_id}-{run}",
-                                  storage_path=str((Path(opened.place.cache_dir) / "ray-results").resolve()),
-                                  verbose=0, log_to_file=True),
+        run_config=tune.RunConfig(
+            name=f"{definition.name[:60]}-{searcher.launcher_id}-{run}",
+            storage_path=str((Path(opened.place.cache_dir) / "ray-results").resolve()),
+            verbose=0,
+            log_to_file=True,
+        ),
     )
     tuner.fit()

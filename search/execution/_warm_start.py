@@ -10,10 +10,9 @@ duplicate).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import optuna
 
@@ -41,29 +40,37 @@ def checked(definition: StudyDefinition, source: str, setting: Setting) -> WarmS
     search = definition.search
     defense = setting.defense
     if defense not in search.defenses:
-        raise WememError(f"[search] warm_start {source}: its setting uses defense {defense!r}, which this study "
-                         f"does not search ({', '.join(search.defenses)}); add it to [search] defenses or drop the "
-                         "source")
+        raise WememError(
+            f"[search] warm_start {source}: its setting uses defense {defense!r}, which this study "
+            f"does not search ({', '.join(search.defenses)}); add it to [search] defenses or drop the "
+            "source"
+        )
     try:
         params = setting_params(defense, setting.settings, len(search.defenses) > 1, search.space)
     except ValueError as error:
-        raise WememError(f"[search] warm_start {source}: {error}; widen [search.space.{defense}] or drop the "
-                         "source") from None
+        raise WememError(
+            f"[search] warm_start {source}: {error}; widen [search.space.{defense}] or drop the source"
+        ) from None
     return WarmStart(source, setting, params)
 
 
-def from_study(name: str, top: int,
-               open_storage: Callable[[], optuna.storages.BaseStorage]) -> list[tuple[str, Setting]]:
+def from_study(
+    name: str, top: int, open_storage: Callable[[], optuna.storages.BaseStorage]
+) -> list[tuple[str, Setting]]:
     storage = open_storage()
     if name not in study_names(storage):
-        raise WememError(f"[search] warm_start study:{name}: no study named {name!r} in this storage (it holds "
-                         f"{', '.join(study_names(storage)) or 'none'}); launch it first or fix the name")
+        raise WememError(
+            f"[search] warm_start study:{name}: no study named {name!r} in this storage (it holds "
+            f"{', '.join(study_names(storage)) or 'none'}); launch it first or fix the name"
+        )
     study = optuna.load_study(study_name=name, storage=storage)
     try:
         trials = ranked_trials(study)[:top]
     except WememError:
-        raise WememError(f"[search] warm_start study:{name}: that study has no completed trial to start from; "
-                         f"resume it first or drop the source") from None
+        raise WememError(
+            f"[search] warm_start study:{name}: that study has no completed trial to start from; "
+            f"resume it first or drop the source"
+        ) from None
     return [(f"{STUDY_SOURCE}{name}#{t.number}", trial_setting(t)) for t in trials]
 
 
@@ -72,8 +79,10 @@ def from_export(source: str, folder: str) -> list[tuple[str, Setting]]:
     space by :func:`checked`, like every other source's)."""
     path = Path(folder, source)
     try:
-        return [(source, Setting.recorded(defense, settings))
-                for defense, settings in export_settings(read_export(path), str(path))]
+        return [
+            (source, Setting.recorded(defense, settings))
+            for defense, settings in export_settings(read_export(path), str(path))
+        ]
     except WememError as error:
         raise WememError(f"[search] warm_start {source}: {error}") from None
 
@@ -91,15 +100,18 @@ def paper_defaults(definition: StudyDefinition) -> tuple[list[WarmStart], list[s
         try:
             params = setting_params(defense, REFERENCE_SETTINGS[defense], len(search.defenses) > 1, search.space)
         except ValueError as error:
-            left_out.append(f"the paper's default for {defense} is outside this study's space ({error}): not "
-                            "enqueued")
+            left_out.append(f"the paper's default for {defense} is outside this study's space ({error}): not enqueued")
             continue
         starts.append(WarmStart(PAPER_DEFAULT, Setting(defense, REFERENCE_SETTINGS[defense]), params))
     return starts, left_out
 
 
-def warm_starts(definition: StudyDefinition, folder: str, open_storage: Callable[[], optuna.storages.BaseStorage],
-                defaults: list[WarmStart]) -> list[WarmStart]:
+def warm_starts(
+    definition: StudyDefinition,
+    folder: str,
+    open_storage: Callable[[], optuna.storages.BaseStorage],
+    defaults: list[WarmStart],
+) -> list[WarmStart]:
     """Every warm start of the study, checked, less the settings already among ``defaults`` (the paper's, see
     :func:`paper_defaults`); ``open_storage`` (an existing storage only) is called only when a source names a
     study."""
@@ -120,9 +132,11 @@ def warm_starts(definition: StudyDefinition, folder: str, open_storage: Callable
             seen.add(key(start))
             starts.append(start)
     if starts and len(defaults) + len(starts) > definition.study.n_trials:
-        raise WememError(f"[search] warm_start enqueues {len(starts)} settings after {len(defaults)} paper's "
-                         f"default(s), more than the study's n_trials = {definition.study.n_trials}; raise [study] "
-                         "n_trials or lower [search] warm_start_top")
+        raise WememError(
+            f"[search] warm_start enqueues {len(starts)} settings after {len(defaults)} paper's "
+            f"default(s), more than the study's n_trials = {definition.study.n_trials}; raise [study] "
+            "n_trials or lower [search] warm_start_top"
+        )
     return starts
 
 

@@ -7,5 +7,16 @@ from ._export import export_document, write_export
 from ._report import write_report
 from ._text import confirmed_lines, headline, summary_lines, timing_columns, timing_lines
 
-__all__ = ["apply_export", "confirmed_lines", "export_document", "headline", "load_export", "read_export",
-           "summary_lines", "timing_columns", "timing_lines", "write_export", "write_report"]
+__all__ = [
+    "apply_export",
+    "confirmed_lines",
+    "export_document",
+    "headline",
+    "load_export",
+    "read_export",
+    "summary_lines",
+    "timing_columns",
+    "timing_lines",
+    "write_export",
+    "write_report",
+]

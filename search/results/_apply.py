@@ -15,13 +15,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from objectives import TrialOutcome, TrialSpec, evaluate_trial, reference
 from wemem.assets import Echo, prepare_assets
 from wemem.config import ExperimentConfig
+from wemem.data.custom import check_encoding
 from wemem.defenses import DEFENSES, Setting, make_defense
 from wemem.errors import WememError, validation_problems
 from wemem.files import check_output_folder, create_folder, write_into, wrote
 from wemem.parallel import MapFn, serial_map
 from wemem.pipeline import PrunedModel
-
-from wemem.data.custom import check_encoding
 from wemem.plugins import check_record, code_lines, file_sha256
 
 from ..confirm import LEVEL, REFERENCE, Interval
@@ -32,19 +31,23 @@ from ..studyfile import StudyDefinition, parse_study, registered
 from ..studyfile._exports import read_export
 from ._export import DEFINITION_KEY, DEFINITION_SECTIONS, definition_fingerprint
 
-
-OWN_CODE_FIX = ("run apply in the folder holding the plug-in's files as the study ran them (plug-ins are read from "
-                "the working directory only), or re-run the study with the new ones and export it again")
+OWN_CODE_FIX = (
+    "run apply in the folder holding the plug-in's files as the study ran them (plug-ins are read from "
+    "the working directory only), or re-run the study with the new ones and export it again"
+)
 ALLOW_CODE = "--allow-code (allow_code=True in search.api.apply)"
 
 
-def exported_code(own: Mapping[str, object], definition: StudyDefinition, source: str,
-                  base: str) -> dict[str, tuple[str, dict[str, str]]]:
+def exported_code(
+    own: Mapping[str, object], definition: StudyDefinition, source: str, base: str
+) -> dict[str, tuple[str, dict[str, str]]]:
     """``{kind: (reference, files)}`` of every plug-in the export names, each of its files here equal to what the
     export's [own_code] records: read, nothing imported."""
     experiment = definition.experiment(base_dir=base)
-    return {kind: (plugin, check_record(own.get(kind), plugin, kind, base, f"export file {source}", OWN_CODE_FIX))
-            for kind, plugin in experiment.plugin_references().items()}
+    return {
+        kind: (plugin, check_record(own.get(kind), plugin, kind, base, f"export file {source}", OWN_CODE_FIX))
+        for kind, plugin in experiment.plugin_references().items()
+    }
 
 
 def allowed_code(code: dict[str, tuple[str, dict[str, str]]], source: str, allow_code: bool) -> tuple[str, ...]:
@@ -54,13 +57,25 @@ def allowed_code(code: dict[str, tuple[str, dict[str, str]]], source: str, allow
         return ()
     lines = code_lines(code)
     if not allow_code:
-        raise WememError("\n".join([f"export file {source} names code of its own that apply would run:", *lines,
-                                    f"read those files, then run apply again with {ALLOW_CODE} to run them"]))
+        raise WememError(
+            "\n".join(
+                [
+                    f"export file {source} names code of its own that apply would run:",
+                    *lines,
+                    f"read those files, then run apply again with {ALLOW_CODE} to run them",
+                ]
+            )
+        )
     return (f"export file {source} runs this code ({ALLOW_CODE} given):", *lines)
 
 
-def check_own_code(document: Mapping[str, object], definition: StudyDefinition, source: str,
-                   base_dir: str | None = None, allow_code: bool = False) -> tuple[str | None, tuple[str, ...]]:
+def check_own_code(
+    document: Mapping[str, object],
+    definition: StudyDefinition,
+    source: str,
+    base_dir: str | None = None,
+    allow_code: bool = False,
+) -> tuple[str | None, tuple[str, ...]]:
     """Every plug-in the export names must be recorded in its [own_code] with the SHA-256 of each of its files, and
     its files here (in the working directory, the only place plug-ins are read from) must be exactly those: checked
     by reading them, before any is imported; then they run only with ``allow_code``. Returns the checkpoint's file
@@ -73,14 +88,19 @@ def check_own_code(document: Mapping[str, object], definition: StudyDefinition, 
     checkpoint = own.get("checkpoint")
     if checkpoint is None:
         return None, code
-    if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("path"), str)
-            and isinstance(checkpoint.get("sha256"), str)):
+    if not (
+        isinstance(checkpoint, dict)
+        and isinstance(checkpoint.get("path"), str)
+        and isinstance(checkpoint.get("sha256"), str)
+    ):
         raise WememError(f"export file {source}: [own_code.checkpoint] must hold path and sha256; re-export it")
     here = Path(base) / Path(checkpoint["path"]).name  # never a path of the exporting machine
     if not here.is_file() or file_sha256(here) != checkpoint["sha256"]:
         state = "is not in the working directory" if not here.is_file() else "has other bytes than the study's"
-        raise WememError(f"export file {source} was made from the trained victim {Path(checkpoint['path']).name}, "
-                         f"which {state} ({here}); copy the checkpoint the study ran with there")
+        raise WememError(
+            f"export file {source} was made from the trained victim {Path(checkpoint['path']).name}, "
+            f"which {state} ({here}); copy the checkpoint the study ran with there"
+        )
     return str(here), code
 
 
@@ -116,9 +136,11 @@ def is_number(value: object) -> bool:
 
 def not_numbers(metrics: Mapping[str, object]) -> list[str]:
     """The stored metrics that should be numbers and are not, each as ``key = value``."""
-    return [f"{key} = {metrics[key]!r:.40}" for key in REQUIRED_METRICS + OPTIONAL_METRICS
-            if key in metrics and not is_number(metrics[key])
-            and not (key in OPTIONAL_METRICS and metrics[key] is None)]
+    return [
+        f"{key} = {metrics[key]!r:.40}"
+        for key in REQUIRED_METRICS + OPTIONAL_METRICS
+        if key in metrics and not is_number(metrics[key]) and not (key in OPTIONAL_METRICS and metrics[key] is None)
+    ]
 
 
 class ExportedSetting(BaseModel):
@@ -165,15 +187,18 @@ class ChosenTrial:
 
 def _setting(record: object, source: str, where: str) -> ChosenTrial:
     if not isinstance(record, dict):
-        raise WememError(f"export file {source}: [{where}] must be a table with trial_number, defense, settings and "
-                         f"metrics (found {type(record).__name__} {record!r:.40}); re-export it with `wemem export`")
+        raise WememError(
+            f"export file {source}: [{where}] must be a table with trial_number, defense, settings and "
+            f"metrics (found {type(record).__name__} {record!r:.40}); re-export it with `wemem export`"
+        )
     try:
         ExportedSetting.model_validate(record)
     except ValidationError as error:
         raise damaged(source, where, error) from None
     # the stored values, not pydantic's coercions of them: apply writes back what the export says
-    return ChosenTrial(record["trial_number"], Setting.recorded(record["defense"], record["settings"]),
-                       record["metrics"])
+    return ChosenTrial(
+        record["trial_number"], Setting.recorded(record["defense"], record["settings"]), record["metrics"]
+    )
 
 
 def select_record(document: Mapping[str, object], index: int | None, source: str) -> ChosenTrial:
@@ -187,8 +212,10 @@ def select_record(document: Mapping[str, object], index: int | None, source: str
         if len(front) == 1:
             return front[0]
         numbers = ", ".join(str(r.number) for r in front)
-        raise WememError(f"export file {source} holds a Pareto set of {len(front)} trials ({numbers}); "
-                         "choose one with --trial NUMBER")
+        raise WememError(
+            f"export file {source} holds a Pareto set of {len(front)} trials ({numbers}); "
+            "choose one with --trial NUMBER"
+        )
     for record in front:
         if record.number == index:
             return record
@@ -201,9 +228,11 @@ def edited_warning(document: Mapping[str, object], source: str) -> str | None:
     stored = document.get(DEFINITION_KEY)
     if stored is None or stored == definition_fingerprint(document):
         return None
-    return (f"warning: export file {source} was edited after `wemem export` wrote it (its "
-            f"{', '.join(DEFINITION_SECTIONS)} no longer match its {DEFINITION_KEY}): the stored metrics come from "
-            "another experiment and are not comparable to this re-evaluation")
+    return (
+        f"warning: export file {source} was edited after `wemem export` wrote it (its "
+        f"{', '.join(DEFINITION_SECTIONS)} no longer match its {DEFINITION_KEY}): the stored metrics come from "
+        "another experiment and are not comparable to this re-evaluation"
+    )
 
 
 class ExportedInterval(BaseModel):
@@ -257,7 +286,7 @@ class ConfirmationSection(BaseModel):
     verdict: str | None = None
 
     @model_validator(mode="after")
-    def _figures_when_confirmed(self) -> "ConfirmationSection":
+    def _figures_when_confirmed(self) -> ConfirmationSection:
         if self.status != "not confirmed" and not (self.seeds and self.candidates):
             raise ValueError(f"status {self.status!r} without seeds and candidates")
         return self
@@ -314,8 +343,9 @@ class ConfirmedFigures:
     note: str | None = None
 
 
-def confirmed_figures(section: ConfirmationSection | None, trial_number: int,
-                      definition: StudyDefinition) -> ConfirmedFigures:
+def confirmed_figures(
+    section: ConfirmationSection | None, trial_number: int, definition: StudyDefinition
+) -> ConfirmedFigures:
     """The confirmation's figures for one exported trial: its means and intervals over the fresh seeds, its
     paired differences from the undefended model, the seeds, the judges and the verdict."""
     study = definition.name
@@ -325,12 +355,15 @@ def confirmed_figures(section: ConfirmationSection | None, trial_number: int,
     entry = next((e for e in section.candidates if e.trial_number == trial_number), None)
     if entry is None:
         evaluated = [e.trial_number for e in section.candidates if e.trial_number is not None]
-        return ConfirmedFigures(None, f"trial {trial_number} is not among the confirmed settings (trials {evaluated}): "
-                                      f"{rerun} (--top K to cover it)")
+        return ConfirmedFigures(
+            None,
+            f"trial {trial_number} is not among the confirmed settings (trials {evaluated}): "
+            f"{rerun} (--top K to cover it)",
+        )
     undefended = next((e for e in section.candidates if e.label == REFERENCE), None)
     judged: JudgedJSON = {
         "what": f"means and {section.level:.0%} t-intervals over {len(section.seeds)} fresh seeds the search never "
-                "saw, each a full replication: the figures to quote",
+        "saw, each a full replication: the figures to quote",
         "status": section.status,
         "seeds": section.seeds,
         "judges": section.attacks or list(definition.attacks.names),  # none recorded: the study's own
@@ -342,8 +375,11 @@ def confirmed_figures(section: ConfirmationSection | None, trial_number: int,
         constraint: ConstraintJSON = {}
         if entry.accuracy_constraint:
             constraint["accuracy_constraint"] = entry.accuracy_constraint
-        compared["vs_undefended"] = {"what": "this setting minus the undefended pruned model, paired by seed",
-                                     **figures(entry.utility_difference, entry.privacy_difference), **constraint}
+        compared["vs_undefended"] = {
+            "what": "this setting minus the undefended pruned model, paired by seed",
+            **figures(entry.utility_difference, entry.privacy_difference),
+            **constraint,
+        }
     if undefended is not None:
         compared["undefended"] = figures(undefended.utility, undefended.privacy)
     if section.verdict is not None:
@@ -365,16 +401,18 @@ class CheckedExport:
     code: tuple[str, ...] = ()  # the lines naming the plug-in code apply runs (allowed by the user)
 
 
-def load_export(path: str | Path, trial: int | None = None, warn: Echo | None = None,
-                allow_code: bool = False) -> tuple[ChosenTrial, StudyDefinition]:
+def load_export(
+    path: str | Path, trial: int | None = None, warn: Echo | None = None, allow_code: bool = False
+) -> tuple[ChosenTrial, StudyDefinition]:
     """The exported setting and the study definition it came from; every problem is a WememError. ``warn``
     receives the warning of an edited export; plug-in code it names is refused unless ``allow_code``."""
     exported = read_checked_export(path, trial, warn, allow_code)
     return exported.record, exported.definition
 
 
-def read_checked_export(path: str | Path, trial: int | None = None, warn: Echo | None = None,
-                        allow_code: bool = False) -> CheckedExport:
+def read_checked_export(
+    path: str | Path, trial: int | None = None, warn: Echo | None = None, allow_code: bool = False
+) -> CheckedExport:
     """:func:`load_export` with the table's encoding, the checkpoint file here and the confirmed figures: one
     read of the file and one check of the plug-ins' sources for ``apply``."""
     document = read_export(path)
@@ -384,8 +422,10 @@ def read_checked_export(path: str | Path, trial: int | None = None, warn: Echo |
     try:
         make_defense(setting.defense, setting.settings)
     except (TypeError, ValueError) as error:
-        raise WememError(f"export file {path}: the {setting.defense} settings {setting.settings} are invalid "
-                         f"({error}); re-export it with `wemem export`") from None
+        raise WememError(
+            f"export file {path}: the {setting.defense} settings {setting.settings} are invalid "
+            f"({error}); re-export it with `wemem export`"
+        ) from None
     # plug-ins and checkpoint: before any import
     checkpoint, code = check_own_code(document, definition, str(path), allow_code=allow_code)
     encoding = check_encoding(document["encoding"], f"export file {path}") if "encoding" in document else None
@@ -427,8 +467,10 @@ def check_apply_out(out_dir: str | Path) -> Path:
 
 
 REPRODUCED = "measured by this apply: the rebuilt model on the study's seed (its split, members and targets)"
-SEARCH = ("the study's own single evaluation of this setting, selected as the best of many by the search: "
-          "biased low (the luckiest evaluation wins); quote the confirmed figures")
+SEARCH = (
+    "the study's own single evaluation of this setting, selected as the best of many by the search: "
+    "biased low (the luckiest evaluation wins); quote the confirmed figures"
+)
 SEARCH_METRICS = ("test_accuracy", PRIVACY, "strongest_attack", "privacy_se", "repeats")
 
 
@@ -469,8 +511,13 @@ def evaluation_document(record: ChosenTrial, outcome: TrialOutcome, confirmed: C
         "settings": record.setting.settings,
         "trial_number": record.number,
         "layer_sparsity": victim.layer_sparsity,
-        "reproduced": {"what": REPRODUCED, "test_accuracy": outcome.utility, PRIVACY: outcome.privacy,
-                       "strongest_attack": outcome.strongest_attack, "attacks": without_roc(outcome.result.attacks)},
+        "reproduced": {
+            "what": REPRODUCED,
+            "test_accuracy": outcome.utility,
+            PRIVACY: outcome.privacy,
+            "strongest_attack": outcome.strongest_attack,
+            "attacks": without_roc(outcome.result.attacks),
+        },
         "search": {"what": SEARCH, **{k: record.metrics[k] for k in SEARCH_METRICS if k in record.metrics}},
         "confirmed": confirmed.block,
     }
@@ -486,26 +533,39 @@ def _ci(ci: IntervalJSON) -> str:
 def evaluation_lines(evaluation: EvaluationJSON) -> list[str]:
     """What apply prints: each block's figures under its name and what it is."""
     reproduced, search, confirmed = evaluation["reproduced"], evaluation["search"], evaluation["confirmed"]
-    lines = [f"rebuilt {evaluation['defense']} (trial #{evaluation['trial_number']})",
-             f"  reproduced (this apply, the study's seed): test accuracy {reproduced['test_accuracy']:.4f}, "
-             f"strongest attack {reproduced['strongest_attack']} {reproduced['privacy']:.4f}",
-             f"  search (the study's own evaluation, selected as the best of many: biased low): test accuracy "
-             f"{search['test_accuracy']:.4f}, leakage {search[PRIVACY]:.4f}"]
+    lines = [
+        f"rebuilt {evaluation['defense']} (trial #{evaluation['trial_number']})",
+        f"  reproduced (this apply, the study's seed): test accuracy {reproduced['test_accuracy']:.4f}, "
+        f"strongest attack {reproduced['strongest_attack']} {reproduced['privacy']:.4f}",
+        f"  search (the study's own evaluation, selected as the best of many: biased low): test accuracy "
+        f"{search['test_accuracy']:.4f}, leakage {search[PRIVACY]:.4f}",
+    ]
     if confirmed is None:
         return lines + [f"  confirmed: none ({evaluation['confirmed_note']})"]
-    lines.append(f"  confirmed (mean [interval] over fresh seeds {confirmed['seeds']}, judged by "
-                 f"{', '.join(confirmed['judges'])}): test accuracy "
-                 f"{_ci(confirmed['test_accuracy'])}, leakage {_ci(confirmed[PRIVACY])}")
+    lines.append(
+        f"  confirmed (mean [interval] over fresh seeds {confirmed['seeds']}, judged by "
+        f"{', '.join(confirmed['judges'])}): test accuracy "
+        f"{_ci(confirmed['test_accuracy'])}, leakage {_ci(confirmed[PRIVACY])}"
+    )
     if "vs_undefended" in confirmed:
         versus = confirmed["vs_undefended"]
-        lines.append(f"    vs the undefended pruned model: leakage {points(Interval(**versus[PRIVACY]))}, "
-                     f"accuracy {points(Interval(**versus['test_accuracy']), '')}")
+        lines.append(
+            f"    vs the undefended pruned model: leakage {points(Interval(**versus[PRIVACY]))}, "
+            f"accuracy {points(Interval(**versus['test_accuracy']), '')}"
+        )
     return lines + [f"    {text}" for text in (confirmed.get("verdict"), confirmed.get("note")) if text is not None]
 
 
-def apply_export(path: str | Path, out_dir: str | Path, cache_dir: str, data_root: str | None = None,
-                 trial: int | None = None, share_of: Callable[[StudyDefinition], MapFn] | None = None,
-                 echo: Echo = print, allow_code: bool = False) -> EvaluationJSON:
+def apply_export(
+    path: str | Path,
+    out_dir: str | Path,
+    cache_dir: str,
+    data_root: str | None = None,
+    trial: int | None = None,
+    share_of: Callable[[StudyDefinition], MapFn] | None = None,
+    echo: Echo = print,
+    allow_code: bool = False,
+) -> EvaluationJSON:
     """Rebuild and re-evaluate an exported setting; ``share_of(definition)`` gives the parallel map (serial
     in-process without one). Plug-in code the export names runs only with ``allow_code``, named first."""
 

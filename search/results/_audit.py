@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from datetime import datetime, timezone
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
 import optuna
@@ -24,8 +24,17 @@ from wemem.metrics import METRIC_FPRS, tpr_resolution, unresolvable_text
 
 from ..confirm import ConfirmationStatus, export_section, judged_by_others, seed_variation
 from ..confirm._confirmation import UTILITY, ComparisonJSON, ConfirmationSectionJSON, IntervalJSON
-from ..storage._records import (ROC, ReferenceRecord, TrialMetrics, fail_reason, stored_environment, stored_fingerprint,
-                               stored_own_code, stored_reference, stored_validity)
+from ..storage._records import (
+    ROC,
+    ReferenceRecord,
+    TrialMetrics,
+    fail_reason,
+    stored_environment,
+    stored_fingerprint,
+    stored_own_code,
+    stored_reference,
+    stored_validity,
+)
 from ..storage._urls import redact
 from ..study import OpenStudy, best_trials
 from ..studyfile import StudyDefinition
@@ -173,7 +182,7 @@ def report_document(opened: OpenStudy, table: pd.DataFrame, figures: list[str]) 
     commands = next_commands(opened)
     document = {
         "format": FORMAT,
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "study": study_block(definition, reference),
         "counts": {state.name: counts[state] for state in TrialState},
         "missing": missing(len(trials), len(failed), best, reference, confirmation, commands),
@@ -199,10 +208,13 @@ def objective_text(definition: StudyDefinition) -> str:
     """The objective in words, with only the knobs its mode reads."""
     o = definition.objective
     leakage = f"leakage = the strongest attack's {o.privacy_metric}" + (
-        f" over {', '.join(o.privacy_attacks)}" if o.privacy_attacks else "")
-    mode = {"constrained": f"minimize leakage subject to the accuracy constraint (delta {o.delta:g})",
-            "weighted": f"minimize leakage + {o.weight:g} x accuracy drop",
-            "pareto": "the Pareto front of (minimum leakage, maximum accuracy)"}.get(o.mode, o.mode)
+        f" over {', '.join(o.privacy_attacks)}" if o.privacy_attacks else ""
+    )
+    mode = {
+        "constrained": f"minimize leakage subject to the accuracy constraint (delta {o.delta:g})",
+        "weighted": f"minimize leakage + {o.weight:g} x accuracy drop",
+        "pareto": "the Pareto front of (minimum leakage, maximum accuracy)",
+    }.get(o.mode, o.mode)
     return f"{o.mode}: {mode}; {leakage}"
 
 
@@ -222,9 +234,12 @@ def study_block(definition: StudyDefinition, reference: ReferenceRecord | None) 
         "objective_text": objective_text(definition),
         "directions": objective.directions,
         "accuracy_floor": floor,
-        "constraint": None if delta is None else (
+        "constraint": None
+        if delta is None
+        else (
             f"test accuracy at least the undefended pruned model's minus {delta:g}"
-            + ("" if floor is None or reference is None else f" ({reference[UTILITY]:.4f} - {delta:g} = {floor:.4f})")),
+            + ("" if floor is None or reference is None else f" ({reference[UTILITY]:.4f} - {delta:g} = {floor:.4f})")
+        ),
         "n_trials": definition.study.n_trials,
         "sampler": definition.study.sampler,
         "seed": definition.study.seed,
@@ -235,45 +250,67 @@ def next_commands(opened: OpenStudy) -> dict[str, str]:
     """The commands that fill in what a report lacks, as the user would type them (a password masked)."""
     name, url = opened.name, opened.options.storage
     storage = f" --storage {redact(url)}" if url else ""
-    return {"resume": f"wemem resume {name}{storage}",  # runs the rest of the study's budget
-            "confirm": f"wemem confirm {name}{storage} --attacks {judges_for(opened.definition)}"}
+    return {
+        "resume": f"wemem resume {name}{storage}",  # runs the rest of the study's budget
+        "confirm": f"wemem confirm {name}{storage} --attacks {judges_for(opened.definition)}",
+    }
 
 
-def missing(n_trials: int, failed: int, best: list[optuna.trial.FrozenTrial], reference: ReferenceRecord | None,
-            confirmation: ConfirmationStatus | None, commands: dict[str, str]) -> list[str]:
+def missing(
+    n_trials: int,
+    failed: int,
+    best: list[optuna.trial.FrozenTrial],
+    reference: ReferenceRecord | None,
+    confirmation: ConfirmationStatus | None,
+    commands: dict[str, str],
+) -> list[str]:
     """What the report cannot show yet, each with the command that provides it."""
     lacking = []
     if not n_trials:
         lacking.append(f"the study has no trial yet: run `{commands['resume']}`")
     elif not best:
-        lacking.append(f"no completed trial ({failed} failed; their reasons are listed below): fix the cause and "
-                       f"run `{commands['resume']}`")
+        lacking.append(
+            f"no completed trial ({failed} failed; their reasons are listed below): fix the cause and "
+            f"run `{commands['resume']}`"
+        )
     if reference is None:
         lacking.append(f"no undefended reference was measured: run `{commands['resume']}`")
     if best and (confirmation is None or confirmation.state != "confirmed"):
-        lacking.append("no fresh-seed confirmation of the best setting" if confirmation is None
-                       or confirmation.note is None or confirmation.confirmation is None else confirmation.note)
+        lacking.append(
+            "no fresh-seed confirmation of the best setting"
+            if confirmation is None or confirmation.note is None or confirmation.confirmation is None
+            else confirmation.note
+        )
     return lacking
 
 
-def headline_block(confirmation: ConfirmationStatus | None, best: list[optuna.trial.FrozenTrial],
-                   commands: dict[str, str]) -> HeadlineJSON:
+def headline_block(
+    confirmation: ConfirmationStatus | None, best: list[optuna.trial.FrozenTrial], commands: dict[str, str]
+) -> HeadlineJSON:
     """The number to quote: the confirmed difference from the undefended model with its interval, or why there
     is none (and the command that produces it)."""
     if not best or confirmation is None:
-        return {"status": "no result", "text": "no completed trial: nothing to report yet",
-                "command": commands["resume"]}
+        return {
+            "status": "no result",
+            "text": "no completed trial: nothing to report yet",
+            "command": commands["resume"],
+        }
     confirmed = confirmation.confirmation
     if confirmed is None:
-        return {"status": "not confirmed",
-                "text": "not confirmed: the best trial's own evaluation is biased low by the selection, so this "
-                        "report has no number to quote yet",
-                "command": commands["confirm"]}
+        return {
+            "status": "not confirmed",
+            "text": "not confirmed: the best trial's own evaluation is biased low by the selection, so this "
+            "report has no number to quote yet",
+            "command": commands["confirm"],
+        }
     entry = confirmed.best
     sentence = headline(confirmed)
-    block: HeadlineJSON = {"status": confirmation.state, "text": sentence[0] if sentence else "",
-                           "seeds": list(confirmed.seeds),
-                           "judges": judged_by_others(confirmed) or "judged by the study's attacks"}
+    block: HeadlineJSON = {
+        "status": confirmation.state,
+        "text": sentence[0] if sentence else "",
+        "seeds": list(confirmed.seeds),
+        "judges": judged_by_others(confirmed) or "judged by the study's attacks",
+    }
     if entry is not None and entry.vs_reference is not None:
         block["label"], block["defense"], block["settings"] = entry.label, entry.defense, dict(entry.settings)
         block["trial_number"] = entry.trial_number
@@ -320,15 +357,22 @@ def attack_rows(reference: ReferenceRecord | None, trial: optuna.trial.FrozenTri
 
 def attack_row(name: str, undefended: Mapping[str, Any], defended: Mapping[str, Any]) -> AttackRowJSON:
     sides = dict(zip(SIDES, (undefended, defended)))
-    return {"attack": name, "undefended": attack_metrics(undefended), "defended": attack_metrics(defended),
-            "intervals": {side: m.get("intervals", {}) for side, m in sides.items()},
-            "not_resolvable": {side: unresolved(m) for side, m in sides.items()},
-            "epsilon_lower_bound": {side: m.get("epsilon_lower_bound") for side, m in sides.items()}}
+    return {
+        "attack": name,
+        "undefended": attack_metrics(undefended),
+        "defended": attack_metrics(defended),
+        "intervals": {side: m.get("intervals", {}) for side, m in sides.items()},
+        "not_resolvable": {side: unresolved(m) for side, m in sides.items()},
+        "epsilon_lower_bound": {side: m.get("epsilon_lower_bound") for side, m in sides.items()},
+    }
 
 
 def roc_points(trial: optuna.trial.FrozenTrial) -> dict[str, dict[str, list[float]]]:
-    return {name: {"fpr": m[ROC]["fpr"], "tpr": m[ROC]["tpr"]}
-            for name, m in TrialMetrics.of(trial).attacks.items() if m.get(ROC)}
+    return {
+        name: {"fpr": m[ROC]["fpr"], "tpr": m[ROC]["tpr"]}
+        for name, m in TrialMetrics.of(trial).attacks.items()
+        if m.get(ROC)
+    }
 
 
 def trial_rows(table: pd.DataFrame) -> list[Mapping[str, object]]:
@@ -345,8 +389,11 @@ def timing_block(table: pd.DataFrame) -> TimingsJSON:
         columns = [c for c in timed.columns if c.startswith(prefix) and c.count(".") == 2]
         return {c.removeprefix(prefix): float(timed[c].median()) for c in columns}
 
-    return {"per_trial": timed[["number", *STAGES]].to_dict("records"),
-            "median_attack_seconds": medians("seconds.attack."), "median_model_seconds": medians("seconds.model.")}
+    return {
+        "per_trial": timed[["number", *STAGES]].to_dict("records"),
+        "median_attack_seconds": medians("seconds.attack."),
+        "median_model_seconds": medians("seconds.model."),
+    }
 
 
 def definition_toml(definition: StudyDefinition) -> str:
@@ -354,14 +401,18 @@ def definition_toml(definition: StudyDefinition) -> str:
     return tomli_w.dumps(definition.model_dump(mode="json", exclude_none=True))
 
 
-def reproducibility(study: optuna.Study, definition: StudyDefinition,
-                    confirmation: ConfirmationStatus | None) -> ReproducibilityJSON:
+def reproducibility(
+    study: optuna.Study, definition: StudyDefinition, confirmation: ConfirmationStatus | None
+) -> ReproducibilityJSON:
     return {
         "study_environment": stored_environment(study),  # what the latest launcher ran with (None: not recorded)
         "report_environment": describe(),
-        "seeds": {"study": definition.study.seed,
-                  "confirmation": list(confirmation.confirmation.seeds)
-                  if confirmation is not None and confirmation.confirmation is not None else []},
+        "seeds": {
+            "study": definition.study.seed,
+            "confirmation": list(confirmation.confirmation.seeds)
+            if confirmation is not None and confirmation.confirmation is not None
+            else [],
+        },
         "assets_fingerprint": stored_fingerprint(study),
         # the user's plug-ins and trained victim the study ran with, each with the SHA-256 of its source or file
         "own_code": stored_own_code(study)[0],

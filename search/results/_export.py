@@ -62,14 +62,31 @@ class ExportedTrial:
     def of(cls, trial: optuna.trial.FrozenTrial) -> ExportedTrial:
         m = TrialMetrics.of(trial)  # a best trial is COMPLETE: every metric is there
         repeats = len(trial.user_attrs["repeats"]) if "repeats" in trial.user_attrs else None
-        return cls(trial.number, trial_setting(trial), tuple(trial.values), m.feasible is not False,
-                   {"test_accuracy": m.utility, PRIVACY: m.privacy, "privacy_se": m.privacy_se, "repeats": repeats,
-                    "strongest_attack": m.strongest_attack, "defense_seconds": m.defense_seconds,
-                    "attacks": without_roc(m.attacks)})
+        return cls(
+            trial.number,
+            trial_setting(trial),
+            tuple(trial.values),
+            m.feasible is not False,
+            {
+                "test_accuracy": m.utility,
+                PRIVACY: m.privacy,
+                "privacy_se": m.privacy_se,
+                "repeats": repeats,
+                "strongest_attack": m.strongest_attack,
+                "defense_seconds": m.defense_seconds,
+                "attacks": without_roc(m.attacks),
+            },
+        )
 
     def to_json(self) -> TrialRecordJSON:
-        return {"trial_number": self.number, "defense": self.setting.defense, "settings": self.setting.settings,
-                "values": list(self.values), "feasible": self.feasible, "metrics": self.metrics}
+        return {
+            "trial_number": self.number,
+            "defense": self.setting.defense,
+            "settings": self.setting.settings,
+            "values": list(self.values),
+            "feasible": self.feasible,
+            "metrics": self.metrics,
+        }
 
 
 def trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecordJSON:
@@ -145,10 +162,18 @@ class ExportDocument:
 
     def definition_json(self) -> DefinitionJSON:
         d = self.definition
-        return {"study": self.study, "objective": d.objective.model_dump(),
-                "dataset": d.data.model_dump(exclude_none=True), "model": d.model.name, "seed": d.study.seed,
-                "pruning": d.pruning.model_dump(), "training": d.training.model_dump(),
-                "memscore": d.memscore.model_dump(), "attacks": d.attacks.model_dump(), "reference": self.reference}
+        return {
+            "study": self.study,
+            "objective": d.objective.model_dump(),
+            "dataset": d.data.model_dump(exclude_none=True),
+            "model": d.model.name,
+            "seed": d.study.seed,
+            "pruning": d.pruning.model_dump(),
+            "training": d.training.model_dump(),
+            "memscore": d.memscore.model_dump(),
+            "attacks": d.attacks.model_dump(),
+            "reference": self.reference,
+        }
 
     def own_json(self) -> OwnJSON:
         own: OwnJSON = {}
@@ -163,8 +188,14 @@ class ExportDocument:
         return {"pareto": records} if self.pareto else {"best": records[0]}
 
     def to_json(self) -> ExportJSON:
-        document: ExportJSON = _without_none({**self.definition_json(), **self.own_json(), **self.trials_json(),
-                                              "confirmation": self.confirmation.to_json()})
+        document: ExportJSON = _without_none(
+            {
+                **self.definition_json(),
+                **self.own_json(),
+                **self.trials_json(),
+                "confirmation": self.confirmation.to_json(),
+            }
+        )
         document[DEFINITION_KEY] = definition_fingerprint(document)
         return document
 
@@ -176,9 +207,16 @@ def export_document(opened: OpenStudy) -> ExportDocument:
         raise WememError(f"study {study.study_name!r} has no completed trial to export; run or resume it first")
     own_code, encoding = stored_own_code(study)
     reference = {k: v for k, v in reference_of(study).items() if k != "attacks"}
-    return ExportDocument(study.study_name, definition, reference, own_code, encoding,
-                          tuple(ExportedTrial.of(t) for t in best), len(study.directions) > 1,
-                          export_section(study, [t.number for t in best]))
+    return ExportDocument(
+        study.study_name,
+        definition,
+        reference,
+        own_code,
+        encoding,
+        tuple(ExportedTrial.of(t) for t in best),
+        len(study.directions) > 1,
+        export_section(study, [t.number for t in best]),
+    )
 
 
 def _without_none(value: Any) -> Any:

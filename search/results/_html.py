@@ -25,10 +25,15 @@ from ._text import METRIC_LABELS
 Cell = tuple[str, Any]  # (shown text, sort key) of one table cell
 
 # the figures the page embeds, in its order, each with the section it belongs to
-FIGURES = {"privacy_utility.png": "Privacy and utility of every trial", "confirmation.png": "Confirmation",
-           "roc.png": "ROC curves of the best trial (log-log: low false positive rates)",
-           "attacks.png": "Attacks on the best trial", "history.png": "Optimization history",
-           "importance.png": "Parameter importance", "timings.png": "Stage timings"}
+FIGURES = {
+    "privacy_utility.png": "Privacy and utility of every trial",
+    "confirmation.png": "Confirmation",
+    "roc.png": "ROC curves of the best trial (log-log: low false positive rates)",
+    "attacks.png": "Attacks on the best trial",
+    "history.png": "Optimization history",
+    "importance.png": "Parameter importance",
+    "timings.png": "Stage timings",
+}
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1c1c1c;max-width:1100px;margin:0 auto;
@@ -105,14 +110,22 @@ def cell(value: object, digits: int = 4) -> Cell:
     return number(value, digits), value
 
 
-def table(headings: Sequence[str], rows: Iterable[Sequence[Cell]], *, table_id: str | None = None,
-          columns: Sequence[str] | None = None, sortable: bool = False,
-          groups: Sequence[tuple[str, int]] = ()) -> str:
+def table(
+    headings: Sequence[str],
+    rows: Iterable[Sequence[Cell]],
+    *,
+    table_id: str | None = None,
+    columns: Sequence[str] | None = None,
+    sortable: bool = False,
+    groups: Sequence[tuple[str, int]] = (),
+) -> str:
     """An HTML table; numeric cells are right-aligned and carry their value as the sort key. ``groups``:
     (heading, number of columns) of a row above the headings."""
     attrs = (f' id="{esc(table_id)}"' if table_id else "") + (' class="sortable"' if sortable else "")
-    head = "".join(f'<th data-column="{esc(c)}">{esc(h)}</th>' if columns else f"<th>{esc(h)}</th>"
-                   for h, c in zip(headings, columns or headings))
+    head = "".join(
+        f'<th data-column="{esc(c)}">{esc(h)}</th>' if columns else f"<th>{esc(h)}</th>"
+        for h, c in zip(headings, columns or headings)
+    )
     if groups:
         head = "".join(f'<th colspan="{n}">{esc(h)}</th>' for h, n in groups) + "</tr><tr>" + head
     body = []
@@ -133,8 +146,10 @@ def figure(name: str, figures: dict[str, bytes]) -> str:
     if name not in figures:
         return ""
     data = base64.b64encode(figures[name]).decode("ascii")
-    return (f'<figure><img alt="{esc(FIGURES[name])}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{esc(FIGURES[name])} ({esc(name)} in this folder)</figcaption></figure>")
+    return (
+        f'<figure><img alt="{esc(FIGURES[name])}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{esc(FIGURES[name])} ({esc(name)} in this folder)</figcaption></figure>"
+    )
 
 
 def definition_list(items: Iterable[tuple[str, str]]) -> str:
@@ -173,13 +188,17 @@ def headline_section(doc: ReportJSON) -> str:
     caveats = validity_caveats(doc)
     if caveats and kind == "confirmed":  # never green when the inputs may not mean what the figures assume
         kind, status = "warn", f"{status}, with validity warnings"
-    parts = [f'<div class="headline {kind}" id="headline"><div class="status">{esc(status)}</div>',
-             f'<div class="text">{esc(h["text"])}</div>']
+    parts = [
+        f'<div class="headline {kind}" id="headline"><div class="status">{esc(status)}</div>',
+        f'<div class="text">{esc(h["text"])}</div>',
+    ]
     if "privacy_difference" in h:
         setting = f"{h['defense']} ({settings_text(h['settings'])})" if h["settings"] else h["defense"]
-        constraint = (f"; accuracy constraint: {h['accuracy_constraint']}" if h.get("accuracy_constraint") else "")
-        parts.append(f"<div>setting: {esc(h['label'])}, {esc(setting)}; seeds {esc(h['seeds'])}; "
-                     f"{esc(h['judges'])}{esc(constraint)}</div>")
+        constraint = f"; accuracy constraint: {h['accuracy_constraint']}" if h.get("accuracy_constraint") else ""
+        parts.append(
+            f"<div>setting: {esc(h['label'])}, {esc(setting)}; seeds {esc(h['seeds'])}; "
+            f"{esc(h['judges'])}{esc(constraint)}</div>"
+        )
     if "verdict" in h:
         parts.append(f'<div class="text" id="verdict">{esc(h["verdict"])}</div>')
     if "note" in h:
@@ -206,28 +225,33 @@ def validity_section(doc: ReportJSON) -> str:
     """Does the audit mean what it seems to? Each check (wemem.validity) with what it measured."""
     checks = doc.get("validity") or []
     if not checks:
-        return ("<h2 id='validity'>Validity</h2><p>No validity checks are stored with this study: it was run before "
-                "they existed. Resume or relaunch it to measure them.</p>")
-    rows = [[cell(c["name"]), cell(VALIDITY_STATUS.get(c["status"], c["status"])), cell(c["message"])]
-            for c in checks]
-    return ("<h2 id='validity'>Validity</h2><p>Whether the inputs mean what the audit assumes (docs/validity.md): a "
-            "warning or an override means the figures below may not say what they seem to.</p>"
-            + table(["check", "status", "what was measured"], rows, table_id="validity"))
+        return (
+            "<h2 id='validity'>Validity</h2><p>No validity checks are stored with this study: it was run before "
+            "they existed. Resume or relaunch it to measure them.</p>"
+        )
+    rows = [[cell(c["name"]), cell(VALIDITY_STATUS.get(c["status"], c["status"])), cell(c["message"])] for c in checks]
+    return (
+        "<h2 id='validity'>Validity</h2><p>Whether the inputs mean what the audit assumes (docs/validity.md): a "
+        "warning or an override means the figures below may not say what they seem to.</p>"
+        + table(["check", "status", "what was measured"], rows, table_id="validity")
+    )
 
 
 def study_section(doc: ReportJSON) -> str:
     s = doc["study"]
     data = s["dataset"]
     pruning = s["pruning"]
-    rows = [("dataset", f"{data['dataset']} ({data.get('shadows', '?')} shadow models)"),
-            ("model", s["model"]),
-            ("pruning", ", ".join(f"{k} {v}" for k, v in pruning.items())),
-            ("defenses searched", ", ".join(s["defenses"])),
-            ("attacks", ", ".join(s["attacks"]) + (" (adaptive)" if s["adaptive_attacks"] else "")),
-            ("objective", s["objective_text"]),
-            ("constraint", s["constraint"] or "none (this mode has no accuracy constraint)"),
-            ("search", f"{s['n_trials']} trials, {s['sampler']} sampler, seed {s['seed']}"),
-            ("trials", ", ".join(f"{n} {state}" for state, n in doc["counts"].items() if n) or "none")]
+    rows = [
+        ("dataset", f"{data['dataset']} ({data.get('shadows', '?')} shadow models)"),
+        ("model", s["model"]),
+        ("pruning", ", ".join(f"{k} {v}" for k, v in pruning.items())),
+        ("defenses searched", ", ".join(s["defenses"])),
+        ("attacks", ", ".join(s["attacks"]) + (" (adaptive)" if s["adaptive_attacks"] else "")),
+        ("objective", s["objective_text"]),
+        ("constraint", s["constraint"] or "none (this mode has no accuracy constraint)"),
+        ("search", f"{s['n_trials']} trials, {s['sampler']} sampler, seed {s['seed']}"),
+        ("trials", ", ".join(f"{n} {state}" for state, n in doc["counts"].items() if n) or "none"),
+    ]
     return "<h2 id='study'>Study</h2>" + definition_list(rows)
 
 
@@ -235,17 +259,31 @@ def results_section(doc: ReportJSON, figures: dict[str, bytes]) -> str:
     parts = ["<h2 id='results'>Privacy and utility</h2>"]
     ref = doc["reference"]
     if ref is not None:
-        parts.append(f"<p>Undefended pruned model: test accuracy {number(ref[UTILITY])}, strongest attack "
-                     f"{esc(ref['strongest_attack'])} at {number(ref[PRIVACY])}.</p>")
+        parts.append(
+            f"<p>Undefended pruned model: test accuracy {number(ref[UTILITY])}, strongest attack "
+            f"{esc(ref['strongest_attack'])} at {number(ref[PRIVACY])}.</p>"
+        )
     if doc["best"]:
         label = "Pareto front" if doc["pareto"] else "Best trial (its own evaluation, biased low by the selection)"
         parts.append(f"<h3>{esc(label)}</h3>")
-        parts.append(table(["trial", "defense", "settings", "test accuracy", "leakage", "strongest attack",
-                            "feasible"],
-                           ([cell(b["trial_number"]), cell(b["defense"]), cell(settings_text(b["settings"])),
-                             cell(b["metrics"]["test_accuracy"]), cell(b["metrics"][PRIVACY]),
-                             cell(b["metrics"]["strongest_attack"]), cell(b["feasible"])] for b in doc["best"]),
-                           table_id="front" if doc["pareto"] else "best"))
+        parts.append(
+            table(
+                ["trial", "defense", "settings", "test accuracy", "leakage", "strongest attack", "feasible"],
+                (
+                    [
+                        cell(b["trial_number"]),
+                        cell(b["defense"]),
+                        cell(settings_text(b["settings"])),
+                        cell(b["metrics"]["test_accuracy"]),
+                        cell(b["metrics"][PRIVACY]),
+                        cell(b["metrics"]["strongest_attack"]),
+                        cell(b["feasible"]),
+                    ]
+                    for b in doc["best"]
+                ),
+                table_id="front" if doc["pareto"] else "best",
+            )
+        )
     parts.append(figure("privacy_utility.png", figures))
     parts.append(confirmation_table(doc))
     parts.append(figure("confirmation.png", figures))
@@ -262,19 +300,42 @@ def confirmation_table(doc: ReportJSON) -> str:
         diff, udiff = e.get("privacy_difference"), e.get("utility_difference")
         versus = (e.get("vs_comparison") or {}).get(PRIVACY)
         role = {"default": " (paper's default)", "comparison": " (comparison)"}.get(e.get("role"), "")
-        rows.append([cell(e["label"] + role), cell("undefended" if e["label"] == "reference" else e["defense"]),
-                     cell(settings_text(e.get("settings") or {})), (interval(e[UTILITY]), e[UTILITY]["mean"]),
-                     (interval(e[PRIVACY]), e[PRIVACY]["mean"]),
-                     (("\u2013", None) if diff is None else (interval(diff), diff["mean"])),
-                     (("\u2013", None) if udiff is None else (interval(udiff), udiff["mean"])),
-                     cell(e.get("accuracy_constraint")),
-                     (("\u2013", None) if versus is None else (interval(versus), versus["mean"]))])
-    return (f"<h3>Confirmed on {len(c['seeds'])} fresh seeds {esc(c['seeds'])} (mean [95% t-interval])</h3>"
-            + (f"<p id='seeds-vary'>What the seeds vary: {esc(doc['confirmation_varies'])}.</p>"
-               if doc.get("confirmation_varies") else "")
-            + table(["candidate", "defense", "settings", "test accuracy", "leakage", "leakage minus reference",
-                     "accuracy minus reference", "accuracy constraint", "leakage minus the comparison"],
-                    rows, table_id="confirmation"))
+        rows.append(
+            [
+                cell(e["label"] + role),
+                cell("undefended" if e["label"] == "reference" else e["defense"]),
+                cell(settings_text(e.get("settings") or {})),
+                (interval(e[UTILITY]), e[UTILITY]["mean"]),
+                (interval(e[PRIVACY]), e[PRIVACY]["mean"]),
+                (("\u2013", None) if diff is None else (interval(diff), diff["mean"])),
+                (("\u2013", None) if udiff is None else (interval(udiff), udiff["mean"])),
+                cell(e.get("accuracy_constraint")),
+                (("\u2013", None) if versus is None else (interval(versus), versus["mean"])),
+            ]
+        )
+    return (
+        f"<h3>Confirmed on {len(c['seeds'])} fresh seeds {esc(c['seeds'])} (mean [95% t-interval])</h3>"
+        + (
+            f"<p id='seeds-vary'>What the seeds vary: {esc(doc['confirmation_varies'])}.</p>"
+            if doc.get("confirmation_varies")
+            else ""
+        )
+        + table(
+            [
+                "candidate",
+                "defense",
+                "settings",
+                "test accuracy",
+                "leakage",
+                "leakage minus reference",
+                "accuracy minus reference",
+                "accuracy constraint",
+                "leakage minus the comparison",
+            ],
+            rows,
+            table_id="confirmation",
+        )
+    )
 
 
 def attacks_section(doc: ReportJSON, figures: dict[str, bytes]) -> str:
@@ -283,16 +344,20 @@ def attacks_section(doc: ReportJSON, figures: dict[str, bytes]) -> str:
         return parts[0] + "<p>No attack results are stored yet.</p>"
     best = doc["best"][0]["trial_number"] if doc["best"] else None
     headings = ["attack"] + ([h for _, h in METRIC_LABELS] + ["\u03b5 lower bound"]) * 2
-    groups = [("", 1), ("undefended pruned model", len(METRIC_LABELS) + 1),
-              ("best defended model" + ("" if best is None else f" (trial #{best})"), len(METRIC_LABELS) + 1)]
-    rows = ([cell(r["attack"])] + [c for side in SIDES for c in attack_cells(r, side)]
-            for r in doc["attack_table"])
-    parts.append("<p>Each attack's own evaluation of the undefended pruned model and of the best trial (the "
-                 "study's seed; the confirmation above uses fresh seeds), with its 95% stratified bootstrap interval "
-                 "over the victim's targets (the target sampling's share of the noise only). A TPR at an FPR that "
-                 "the victim's non-member targets cannot resolve is not shown as a number (docs/validity.md). "
-                 "\u03b5 lower bound: an empirical lower bound on the model's differential-privacy epsilon from the "
-                 "attack's own decisions (Clopper-Pearson, 95%; docs/attack_metrics.md), not an estimate of it.</p>")
+    groups = [
+        ("", 1),
+        ("undefended pruned model", len(METRIC_LABELS) + 1),
+        ("best defended model" + ("" if best is None else f" (trial #{best})"), len(METRIC_LABELS) + 1),
+    ]
+    rows = ([cell(r["attack"])] + [c for side in SIDES for c in attack_cells(r, side)] for r in doc["attack_table"])
+    parts.append(
+        "<p>Each attack's own evaluation of the undefended pruned model and of the best trial (the "
+        "study's seed; the confirmation above uses fresh seeds), with its 95% stratified bootstrap interval "
+        "over the victim's targets (the target sampling's share of the noise only). A TPR at an FPR that "
+        "the victim's non-member targets cannot resolve is not shown as a number (docs/validity.md). "
+        "\u03b5 lower bound: an empirical lower bound on the model's differential-privacy epsilon from the "
+        "attack's own decisions (Clopper-Pearson, 95%; docs/attack_metrics.md), not an estimate of it.</p>"
+    )
     parts.append(table(headings, rows, table_id="attack-table", groups=groups))
     parts.append(figure("attacks.png", figures))
     parts.append(figure("roc.png", figures))
@@ -317,9 +382,16 @@ def attack_cells(row: AttackRowJSON, side: Side) -> list[Cell]:
     return cells + [cell(None if not bound else bound.get("value"), 3)]
 
 
-TRIAL_COLUMNS = (("number", "trial"), ("state", "state"), ("defense", "defense"), (UTILITY, "test accuracy"),
-                 (PRIVACY, "leakage"), ("strongest_attack", "strongest attack"), ("feasible", "feasible"),
-                 ("seconds.total", "experiment seconds"))
+TRIAL_COLUMNS = (
+    ("number", "trial"),
+    ("state", "state"),
+    ("defense", "defense"),
+    (UTILITY, "test accuracy"),
+    (PRIVACY, "leakage"),
+    ("strongest_attack", "strongest attack"),
+    ("feasible", "feasible"),
+    ("seconds.total", "experiment seconds"),
+)
 
 
 def trial_settings(row: Mapping[str, object]) -> str:
@@ -334,17 +406,23 @@ def trials_section(doc: ReportJSON) -> str:
         columns = [c for c, _ in TRIAL_COLUMNS] + ["settings"]
         headings = [h for _, h in TRIAL_COLUMNS] + ["settings"]
         digits: dict[str, int] = {"seconds.total": 1}
-        rows = ([cell(row.get(c), digits.get(c, 4)) for c, _ in TRIAL_COLUMNS] + [cell(trial_settings(row))]
-                for row in doc["trials"])
-        parts.append('<p class="noprint">Click a column heading to sort. trials.csv has one column per '
-                     "parameter.</p>")
+        rows = (
+            [cell(row.get(c), digits.get(c, 4)) for c, _ in TRIAL_COLUMNS] + [cell(trial_settings(row))]
+            for row in doc["trials"]
+        )
+        parts.append('<p class="noprint">Click a column heading to sort. trials.csv has one column per parameter.</p>')
         parts.append(table(headings, rows, table_id="trial-table", columns=columns, sortable=True))
     else:
         parts.append("<p>No trials yet.</p>")
     if doc["failed"]:
         parts.append("<h3 id='failed'>Failed trials</h3>")
-        parts.append(table(["trial", "reason"], ([cell(f["number"]), cell(f["reason"])] for f in doc["failed"]),
-                           table_id="failed-trials"))
+        parts.append(
+            table(
+                ["trial", "reason"],
+                ([cell(f["number"]), cell(f["reason"])] for f in doc["failed"]),
+                table_id="failed-trials",
+            )
+        )
     return "".join(parts)
 
 
@@ -352,16 +430,28 @@ def timings_section(doc: ReportJSON, figures: dict[str, bytes]) -> str:
     t = doc["timings"]
     if not t["per_trial"]:
         return "<h2 id='timings'>Stage timings</h2><p>No stage timings are stored.</p>"
-    parts = ["<h2 id='timings'>Stage timings (wall seconds)</h2>",
-             table(["trial", "experiment", "pruning stage", "attack stage"],
-                   ([cell(r["number"])] + [cell(r[k], 2) for k in ("seconds.total", "seconds.pruning_stage",
-                                                                  "seconds.attack_stage")]
-                    for r in t["per_trial"]), table_id="timings-table")]
-    medians = [("attack", name, v) for name, v in t["median_attack_seconds"].items()] + \
-              [("model", name, v) for name, v in t["median_model_seconds"].items()]
+    parts = [
+        "<h2 id='timings'>Stage timings (wall seconds)</h2>",
+        table(
+            ["trial", "experiment", "pruning stage", "attack stage"],
+            (
+                [cell(r["number"])]
+                + [cell(r[k], 2) for k in ("seconds.total", "seconds.pruning_stage", "seconds.attack_stage")]
+                for r in t["per_trial"]
+            ),
+            table_id="timings-table",
+        ),
+    ]
+    medians = [("attack", name, v) for name, v in t["median_attack_seconds"].items()] + [
+        ("model", name, v) for name, v in t["median_model_seconds"].items()
+    ]
     if medians:
-        parts.append(table(["kind", "name", "median seconds per trial"],
-                           ([cell(kind), cell(name), cell(v, 2)] for kind, name, v in medians)))
+        parts.append(
+            table(
+                ["kind", "name", "median seconds per trial"],
+                ([cell(kind), cell(name), cell(v, 2)] for kind, name, v in medians),
+            )
+        )
     parts.append(figure("timings.png", figures))
     return "".join(parts)
 
@@ -382,28 +472,42 @@ def own_code_text(own: Mapping[str, Any]) -> str:
     """The user's plug-ins and checkpoint by SHA-256 (what an auditor compares with the files they were given)."""
     if not own:
         return "none: built-in model and data"
-    return "; ".join(f"{kind} {entry.get('reference') or entry.get('path')} (sha256 {entry.get('sha256', '?')})"
-                     for kind, entry in sorted(own.items()))
+    return "; ".join(
+        f"{kind} {entry.get('reference') or entry.get('path')} (sha256 {entry.get('sha256', '?')})"
+        for kind, entry in sorted(own.items())
+    )
 
 
 def reproducibility_section(doc: ReportJSON) -> str:
     r = doc["reproducibility"]
-    rows = [*environment_rows("study ran with", r["study_environment"]),
-            *environment_rows("report written with", r["report_environment"]),
-            ("seeds", f"study {r['seeds']['study']}; confirmation {r['seeds']['confirmation'] or 'none'}"),
-            ("assets fingerprint", r["assets_fingerprint"] or "not recorded (no shared work has run)"),
-            ("own code", own_code_text(r.get("own_code") or {})),
-            ("report generated", doc["generated_at"]), ("format", doc["format"])]
-    return ("<h2 id='reproducibility'>Reproducibility</h2>" + definition_list(rows)
-            + "<h3>Study definition (a study file <code>wemem launch</code> reads)</h3>"
-            + f"<pre id='definition'>{esc(r['definition_toml'])}</pre>")
+    rows = [
+        *environment_rows("study ran with", r["study_environment"]),
+        *environment_rows("report written with", r["report_environment"]),
+        ("seeds", f"study {r['seeds']['study']}; confirmation {r['seeds']['confirmation'] or 'none'}"),
+        ("assets fingerprint", r["assets_fingerprint"] or "not recorded (no shared work has run)"),
+        ("own code", own_code_text(r.get("own_code") or {})),
+        ("report generated", doc["generated_at"]),
+        ("format", doc["format"]),
+    ]
+    return (
+        "<h2 id='reproducibility'>Reproducibility</h2>"
+        + definition_list(rows)
+        + "<h3>Study definition (a study file <code>wemem launch</code> reads)</h3>"
+        + f"<pre id='definition'>{esc(r['definition_toml'])}</pre>"
+    )
 
 
 SECTIONS: tuple[Callable[[ReportJSON, dict[str, bytes]], str], ...] = (
-    lambda d, f: missing_section(d), lambda d, f: validity_section(d), lambda d, f: study_section(d),
-    results_section, attacks_section,
-    lambda d, f: trials_section(d), timings_section, lambda d, f: search_section(f),
-    lambda d, f: reproducibility_section(d))
+    lambda d, f: missing_section(d),
+    lambda d, f: validity_section(d),
+    lambda d, f: study_section(d),
+    results_section,
+    attacks_section,
+    lambda d, f: trials_section(d),
+    timings_section,
+    lambda d, f: search_section(f),
+    lambda d, f: reproducibility_section(d),
+)
 
 
 def inline_hash(text: str) -> str:
@@ -421,8 +525,10 @@ def content_security_policy() -> str:
     nothing in the page navigates: its only links are in-page #fragments, it has no meta refresh and no form,
     and its one script reads location.hash without ever setting a location.
     """
-    return (f"default-src 'none'; img-src data:; style-src {inline_hash(STYLE)}; script-src {inline_hash(SCRIPT)}; "
-            "form-action 'none'; base-uri 'none'")
+    return (
+        f"default-src 'none'; img-src data:; style-src {inline_hash(STYLE)}; script-src {inline_hash(SCRIPT)}; "
+        "form-action 'none'; base-uri 'none'"
+    )
 
 
 def render_html(doc: ReportJSON, figures: dict[str, bytes]) -> str:
@@ -430,10 +536,12 @@ def render_html(doc: ReportJSON, figures: dict[str, bytes]) -> str:
     names (``figures``, by file name)."""
     name = doc["study"]["name"]
     body = "".join(section(doc, figures) for section in SECTIONS)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{content_security_policy()}">'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>wemem audit: {esc(name)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>Membership-inference audit: study {esc(name)}</h1>"
-            f'<div class="meta">written by wemem report on {esc(doc["generated_at"])} from report.json</div>'
-            f"{headline_section(doc)}{body}<script>{SCRIPT}</script></body></html>\n")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{content_security_policy()}">'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>wemem audit: {esc(name)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>Membership-inference audit: study {esc(name)}</h1>"
+        f'<div class="meta">written by wemem report on {esc(doc["generated_at"])} from report.json</div>'
+        f"{headline_section(doc)}{body}<script>{SCRIPT}</script></body></html>\n"
+    )

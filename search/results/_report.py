@@ -7,35 +7,46 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+from optuna.trial import TrialState
 
-from wemem.assets import Echo  # noqa: E402
-from wemem.files import check_output_folder, create_folder, csv_text, write_into, wrote  # noqa: E402
-from wemem.uncertainty import INTERVAL_METRICS  # noqa: E402
+from wemem.assets import Echo
+from wemem.files import check_output_folder, create_folder, csv_text, write_into, wrote
+from wemem.uncertainty import INTERVAL_METRICS
 
-from ..confirm import Confirmation, Interval, judged_by_others, latest_confirmation  # noqa: E402
-from ..confirm._confirmation import PRIVACY, UTILITY  # noqa: E402
-from ..storage._records import ROC, TrialMetrics, stored_reference  # noqa: E402
-from ..study import OpenStudy, best_trials  # noqa: E402
-from ..studyfile import StudyDefinition  # noqa: E402
-from ._audit import report_document  # noqa: E402
-from ._html import FIGURES, render_html  # noqa: E402
-from ._text import timing_columns  # noqa: E402
+from ..confirm import Confirmation, Interval, judged_by_others, latest_confirmation
+from ..confirm._confirmation import PRIVACY, UTILITY
+from ..storage._records import ROC, TrialMetrics, stored_reference
+from ..study import OpenStudy, best_trials
+from ..studyfile import StudyDefinition
+from ._audit import report_document
+from ._html import FIGURES, render_html
+from ._text import timing_columns
 
 # the trials table's leading columns, present even when a study has no trial (an empty table still has a header)
-BASE_COLUMNS = ("number", "state", "defense", UTILITY, PRIVACY, "privacy_se", "strongest_attack", "feasible",
-                "defense_seconds", "duration_seconds")
+BASE_COLUMNS = (
+    "number",
+    "state",
+    "defense",
+    UTILITY,
+    PRIVACY,
+    "privacy_se",
+    "strongest_attack",
+    "feasible",
+    "defense_seconds",
+    "duration_seconds",
+)
 
 
 def plain(text: Any) -> str:
@@ -58,10 +69,15 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     for trial in study.get_trials(deepcopy=False):
         m = TrialMetrics.of(trial)
         row: dict[str, object] = {  # one row of the table: a column's values differ in type from trial to trial
-            "number": trial.number, "state": trial.state.name, "defense": m.defense,
-            UTILITY: m.utility, PRIVACY: m.privacy, "privacy_se": m.privacy_se,
+            "number": trial.number,
+            "state": trial.state.name,
+            "defense": m.defense,
+            UTILITY: m.utility,
+            PRIVACY: m.privacy,
+            "privacy_se": m.privacy_se,
             "strongest_attack": m.strongest_attack,
-            "feasible": m.feasible, "defense_seconds": m.defense_seconds,
+            "feasible": m.feasible,
+            "defense_seconds": m.defense_seconds,
             "duration_seconds": trial.duration.total_seconds() if trial.duration else None,
         }
         for i, value in enumerate(trial.values or []):
@@ -86,8 +102,12 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
     return np.array(sorted(front, key=lambda i: points[i, 0]), dtype=int)
 
 
-def plot_privacy_utility(table: pd.DataFrame, ref: Mapping[str, Any] | None, definition: StudyDefinition,
-                         confirmation: Confirmation | None = None) -> bytes:
+def plot_privacy_utility(
+    table: pd.DataFrame,
+    ref: Mapping[str, Any] | None,
+    definition: StudyDefinition,
+    confirmation: Confirmation | None = None,
+) -> bytes:
     done = table[table.state == "COMPLETE"]
     fig, ax = plt.subplots(figsize=(9.6, 4.8))
     for defense, group in done.groupby("defense"):
@@ -123,10 +143,19 @@ def draw_confirmed_points(ax: plt.Axes, confirmation: Confirmation) -> None:
     for entry in confirmation.candidates:
         p, u = entry.privacy, entry.utility
         reference = entry.is_reference
-        ax.errorbar(p.mean, u.mean, xerr=error_bar(p), yerr=error_bar(u), fmt="*" if reference else "D",
-                    color="darkred" if reference else "black", ms=9 if reference else 6, capsize=3, lw=1,
-                    label=f"{plain(entry.label)} confirmed ({len(confirmation.seeds)} seeds"
-                          f"{judges_text(confirmation)}, 95% CI)")
+        ax.errorbar(
+            p.mean,
+            u.mean,
+            xerr=error_bar(p),
+            yerr=error_bar(u),
+            fmt="*" if reference else "D",
+            color="darkred" if reference else "black",
+            ms=9 if reference else 6,
+            capsize=3,
+            lw=1,
+            label=f"{plain(entry.label)} confirmed ({len(confirmation.seeds)} seeds"
+            f"{judges_text(confirmation)}, 95% CI)",
+        )
 
 
 def plot_confirmation(confirmation: Confirmation, metric: str) -> bytes:
@@ -134,13 +163,17 @@ def plot_confirmation(confirmation: Confirmation, metric: str) -> bytes:
     settings = [e for e in confirmation.candidates if e.vs_reference is not None]
     reference = confirmation.reference
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 0.9 + 0.6 * max(len(settings), 1)))
-    for ax, key, title in ((axes[0], PRIVACY, f"leakage ({metric}) minus reference"),
-                           (axes[1], UTILITY, "accuracy minus reference")):
+    for ax, key, title in (
+        (axes[0], PRIVACY, f"leakage ({metric}) minus reference"),
+        (axes[1], UTILITY, "accuracy minus reference"),
+    ):
         for row, entry in enumerate(settings):
             d = getattr(entry.vs_reference, key)
             ax.errorbar(d.mean, row, xerr=error_bar(d), fmt="o", color="black", capsize=4)
-            per_seed = [getattr(a, key) - getattr(b, key)
-                        for (_, a), (_, b) in zip(entry.per_seed, reference.per_seed if reference else ())]
+            per_seed = [
+                getattr(a, key) - getattr(b, key)
+                for (_, a), (_, b) in zip(entry.per_seed, reference.per_seed if reference else ())
+            ]
             ax.scatter(per_seed, [row] * len(per_seed), s=10, color="grey", alpha=0.7, zorder=0)
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_yticks(range(len(settings)), [plain(f"{e.label} ({e.defense})") for e in settings])
@@ -148,8 +181,11 @@ def plot_confirmation(confirmation: Confirmation, metric: str) -> bytes:
     if confirmation.delta is not None:
         axes[1].axvline(-confirmation.delta, color="red", lw=0.8, ls=":", label="accuracy constraint")
         axes[1].legend(fontsize=7)
-    fig.suptitle(f"confirmed on {len(confirmation.seeds)} fresh seeds (mean, 95% t-interval, paired by seed"
-                 f"{judges_text(confirmation)})", fontsize=10)
+    fig.suptitle(
+        f"confirmed on {len(confirmation.seeds)} fresh seeds (mean, 95% t-interval, paired by seed"
+        f"{judges_text(confirmation)})",
+        fontsize=10,
+    )
     return figure_png(fig)
 
 
@@ -201,8 +237,12 @@ def plot_attacks(trial: optuna.trial.FrozenTrial, ref: Mapping[str, Any] | None)
     x = np.arange(len(names))
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.0))
     for ax, metric in zip(axes, ("balanced_accuracy", "auc")):
-        ax.bar(x - 0.2, [(ref or {}).get("attacks", {}).get(n, {}).get(metric, np.nan) for n in names], 0.4,
-               label="undefended pruned")
+        ax.bar(
+            x - 0.2,
+            [(ref or {}).get("attacks", {}).get(n, {}).get(metric, np.nan) for n in names],
+            0.4,
+            label="undefended pruned",
+        )
         ax.bar(x + 0.2, [attacks[n][metric] for n in names], 0.4, label=f"trial #{trial.number}")
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_xticks(x, [plain(n) for n in names], rotation=45, ha="right")
@@ -239,8 +279,7 @@ def plot_timings(table: pd.DataFrame) -> bytes:
     attacks = [c for c in table.columns if c.startswith("seconds.attack.") and c.count(".") == 2]
     fig, (stages, per_attack) = plt.subplots(1, 2, figsize=(11, 4.2))
     stages.bar(timed.number, timed["seconds.pruning_stage"], label="pruning stage (K+1 models)")
-    stages.bar(timed.number, timed["seconds.attack_stage"], bottom=timed["seconds.pruning_stage"],
-               label="attack stage")
+    stages.bar(timed.number, timed["seconds.attack_stage"], bottom=timed["seconds.pruning_stage"], label="attack stage")
     stages.set_xlabel("trial")
     stages.xaxis.set_major_locator(MaxNLocator(integer=True))
     stages.set_ylabel("wall seconds")
@@ -264,11 +303,13 @@ def report_figures(opened: OpenStudy, table: pd.DataFrame) -> dict[str, bytes]:
     ref, confirmation, best = stored_reference(study), latest_confirmation(study), best_trials(study)
     plots = {}
     if best:
-        plots = {"privacy_utility.png": lambda: plot_privacy_utility(table, ref, definition, confirmation),
-                 "history.png": lambda: plot_history(table, definition.objective_config().directions),
-                 "importance.png": lambda: plot_importance(parameter_importance(study)),
-                 "attacks.png": lambda: plot_attacks(best[0], ref),
-                 "roc.png": lambda: plot_roc(best[0])}
+        plots = {
+            "privacy_utility.png": lambda: plot_privacy_utility(table, ref, definition, confirmation),
+            "history.png": lambda: plot_history(table, definition.objective_config().directions),
+            "importance.png": lambda: plot_importance(parameter_importance(study)),
+            "attacks.png": lambda: plot_attacks(best[0], ref),
+            "roc.png": lambda: plot_roc(best[0]),
+        }
     if confirmation is not None:
         plots["confirmation.png"] = lambda: plot_confirmation(confirmation, definition.objective.privacy_metric)
     if "seconds.pruning_stage" in table.columns and table["seconds.pruning_stage"].notna().any():
@@ -295,9 +336,13 @@ def write_report(opened: OpenStudy, out_dir: str | Path, echo: Echo = lambda lin
     figures = report_figures(opened, table)
     document = report_document(opened, table, list(figures))
     text = json.dumps(document, indent=2, allow_nan=False)
-    files: dict[str, bytes | str] = {"trials.csv": csv_text(table, index=False), "trials.parquet": parquet_bytes(table),
-                                     **figures, "report.json": text,
-                                     "report.html": render_html(json.loads(text), figures)}
+    files: dict[str, bytes | str] = {
+        "trials.csv": csv_text(table, index=False),
+        "trials.parquet": parquet_bytes(table),
+        **figures,
+        "report.json": text,
+        "report.html": render_html(json.loads(text), figures),
+    }
     out = create_folder(out_dir)
     written = []
     for name, content in files.items():

@@ -35,8 +35,9 @@ def summary_lines(opened: OpenStudy) -> list[str]:
     study, definition, options = opened.study, opened.definition, opened.options
     ref = stored_reference(study)
     counts = {state: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
-    lines = [f"study {definition.name!r}: " + (", ".join(f"{n} {k.name}" for k, n in counts.items() if n)
-                                                or "no trials")]
+    lines = [
+        f"study {definition.name!r}: " + (", ".join(f"{n} {k.name}" for k, n in counts.items() if n) or "no trials")
+    ]
     storage_flag = f" --storage {redact(options.storage_url)}" if options.storage else ""
     program = invoked_as()
     completed = counts[TrialState.COMPLETE] > 0
@@ -44,18 +45,24 @@ def summary_lines(opened: OpenStudy) -> list[str]:
         waiting = counts[TrialState.WAITING]
         lines.append("  no trial has completed yet" + (f"; {waiting} trial(s) waiting to run" if waiting else ""))
     if ref:
-        lines.append(f"  undefended pruned model: test accuracy {ref['utility']:.4f}, strongest attack "
-                     f"{ref['strongest_attack']} at {ref['privacy']:.4f}")
+        lines.append(
+            f"  undefended pruned model: test accuracy {ref['utility']:.4f}, strongest attack "
+            f"{ref['strongest_attack']} at {ref['privacy']:.4f}"
+        )
     lines += validity_lines(study)
     if not completed:  # no best trial to confirm, export or report; resume runs what waits (a failed launch's queue)
-        return lines + [f"  stored in {redact(options.storage_url)}",
-                        f"  resume: {program} resume {definition.name}{storage_flag}"]
+        return lines + [
+            f"  stored in {redact(options.storage_url)}",
+            f"  resume: {program} resume {definition.name}{storage_flag}",
+        ]
     for trial in best_trials(study):
         m = TrialMetrics.of(trial)
         settings = ", ".join(f"{k}={_fmt(v)}" for k, v in m.settings.items())
         lines.append(f"  best trial #{trial.number}: defense {m.defense} ({settings})")
-        lines.append(f"    test accuracy {m.utility:.4f}, strongest attack {m.strongest_attack} at {m.privacy:.4f}"
-                     + ("" if m.feasible is not False else " (violates the accuracy constraint)"))
+        lines.append(
+            f"    test accuracy {m.utility:.4f}, strongest attack {m.strongest_attack} at {m.privacy:.4f}"
+            + ("" if m.feasible is not False else " (violates the accuracy constraint)")
+        )
     lines += stored_confirmation_lines(study)
     lines.append(f"  stored in {redact(options.storage_url)}")
     lines.append(f"  confirm: {program} confirm {definition.name}{storage_flag} --attacks {judges_for(definition)}")
@@ -102,27 +109,38 @@ def trial_table_lines(opened: OpenStudy, health: dict[int, str | None]) -> list[
     for trial in study.get_trials(deepcopy=False):
         m = TrialMetrics.of(trial)
         values = ", ".join(f"{v:.4f}" for v in trial.values) if trial.state == TrialState.COMPLETE else "-"
-        note = (f"  ({fail_reason(trial)})" if trial.state == TrialState.FAIL else
-                f"  ({health[trial.number]}: `wemem resume {study.study_name}` fails it and re-runs its setting)"
-                if health.get(trial.number) else "")
+        note = (
+            f"  ({fail_reason(trial)})"
+            if trial.state == TrialState.FAIL
+            else f"  ({health[trial.number]}: `wemem resume {study.study_name}` fails it and re-runs its setting)"
+            if health.get(trial.number)
+            else ""
+        )
         defense = "" if m.defense is None else m.defense
-        lines.append(f"  #{trial.number:<4} {trial.state.name:<9} {defense:<6} value {values:<16} "
-                     f"acc {m.utility:.4f} attack {m.privacy:.4f}{note}")
+        lines.append(
+            f"  #{trial.number:<4} {trial.state.name:<9} {defense:<6} value {values:<16} "
+            f"acc {m.utility:.4f} attack {m.privacy:.4f}{note}"
+        )
     return lines
 
 
 def trial_detail_lines(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> list[str]:
     """One trial (``wemem status NAME --trial N``): state, values, setting, metrics and where its time went."""
     m = TrialMetrics.of(trial)
-    lines = [f"trial #{trial.number} of {study.study_name}: {trial.state.name}, values {trial.values}",
-             f"  defense {'-' if m.defense is None else m.defense} {trial.params}",
-             f"  test accuracy {m.utility:.4f}, strongest attack {m.strongest_attack or '-'} at {m.privacy:.4f}"
-             + ("" if m.privacy_se is None else f" (leakage standard error {m.privacy_se:.4f}: {m.privacy_se_kind})")]
+    lines = [
+        f"trial #{trial.number} of {study.study_name}: {trial.state.name}, values {trial.values}",
+        f"  defense {'-' if m.defense is None else m.defense} {trial.params}",
+        f"  test accuracy {m.utility:.4f}, strongest attack {m.strongest_attack or '-'} at {m.privacy:.4f}"
+        + ("" if m.privacy_se is None else f" (leakage standard error {m.privacy_se:.4f}: {m.privacy_se_kind})"),
+    ]
     timings = timing_lines(m.timings)
     attacks = [f"    {line}" for line in attack_metric_lines(m.attacks)]
     attacks = ([f"  attacks ({INTERVAL_NOTE}):"] + attacks) if attacks else []
-    return lines + attacks + ([f"  {line}" for line in timings] if timings else
-                              ["  no stage timings recorded for this trial"])
+    return (
+        lines
+        + attacks
+        + ([f"  {line}" for line in timings] if timings else ["  no stage timings recorded for this trial"])
+    )
 
 
 INTERVAL_NOTE = "value [95% stratified bootstrap interval over the targets]"
@@ -144,8 +162,7 @@ def metric_text(metrics: Mapping[str, Any], key: str) -> str:
 
 
 def epsilon_text(bound: dict[str, float]) -> str:
-    return (f"epsilon lower bound {bound['value']:.3f} (delta {bound['delta']:g}, "
-            f"{bound['confidence']:.0%} confidence)")
+    return f"epsilon lower bound {bound['value']:.3f} (delta {bound['delta']:g}, {bound['confidence']:.0%} confidence)"
 
 
 def attack_metric_lines(attacks: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -168,8 +185,10 @@ def _interval(ci: Interval, signed: bool = False) -> str:
     return f"{ci.mean:{sign}.4f} [{ci.low:{sign}.4f}, {ci.high:{sign}.4f}]"
 
 
-ROLE_NOTES = {DEFAULT: "  [the paper's default: what tuning is judged against]",
-              NAMED: "  [the comparison setting: what tuning is judged against]"}
+ROLE_NOTES = {
+    DEFAULT: "  [the paper's default: what tuning is judged against]",
+    NAMED: "  [the comparison setting: what tuning is judged against]",
+}
 
 
 def confirmed_lines(confirmation: Confirmation) -> list[str]:
@@ -177,28 +196,45 @@ def confirmed_lines(confirmation: Confirmation) -> list[str]:
     seeds = list(confirmation.seeds)
     lines = [f"confirmed on {len(seeds)} fresh seeds {seeds} (mean [{confirmation.level:.0%} t-interval over seeds]):"]
     if confirmation.suite is not None and judged_by_others(confirmation):
-        lines.append(f"  {judged_by_others(confirmation)} ({', '.join(confirmation.suite.attacks)}), not the "
-                     f"study's own: its own evaluations below were judged by its attacks")
+        lines.append(
+            f"  {judged_by_others(confirmation)} ({', '.join(confirmation.suite.attacks)}), not the "
+            f"study's own: its own evaluations below were judged by its attacks"
+        )
     for entry in confirmation.candidates:
         head = f"  {entry.label}: " + (entry.defense if not entry.is_reference else "undefended pruned")
         if entry.settings:
-            head += " (" + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                     for k, v in entry.settings.items()) + ")"
+            head += (
+                " ("
+                + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.settings.items())
+                + ")"
+            )
         lines.append(head + ROLE_NOTES.get(entry.role, ""))
         was = "" if entry.reported is None else f"   (study's own evaluation {entry.reported.privacy:.4f})"
         lines.append(f"    accuracy {_interval(entry.utility)}, leakage {_interval(entry.privacy)}{was}")
         if entry.vs_reference is not None:
             diff = entry.vs_reference.privacy
-            verdict = ("less leakage, interval excludes 0" if diff.below_zero else
-                       "more leakage, interval excludes 0" if diff.above_zero else "interval includes 0: not confirmed")
-            lines.append(f"    vs reference: leakage {_interval(diff, True)} ({verdict}), "
-                         f"accuracy {_interval(entry.vs_reference.utility, True)}"
-                         + (f" (constraint -{confirmation.delta:g}: {entry.accuracy_constraint})"
-                            if entry.accuracy_constraint is not None else ""))
+            verdict = (
+                "less leakage, interval excludes 0"
+                if diff.below_zero
+                else "more leakage, interval excludes 0"
+                if diff.above_zero
+                else "interval includes 0: not confirmed"
+            )
+            lines.append(
+                f"    vs reference: leakage {_interval(diff, True)} ({verdict}), "
+                f"accuracy {_interval(entry.vs_reference.utility, True)}"
+                + (
+                    f" (constraint -{confirmation.delta:g}: {entry.accuracy_constraint})"
+                    if entry.accuracy_constraint is not None
+                    else ""
+                )
+            )
         if entry.vs_comparison is not None and confirmation.comparison is not None:
             versus = entry.vs_comparison
-            lines.append(f"    vs {confirmation.comparison.label}: leakage {_interval(versus.privacy, True)}, "
-                         f"accuracy {_interval(versus.utility, True)}")
+            lines.append(
+                f"    vs {confirmation.comparison.label}: leakage {_interval(versus.privacy, True)}, "
+                f"accuracy {_interval(versus.utility, True)}"
+            )
     return lines + headline(confirmation)
 
 
@@ -212,9 +248,11 @@ def headline(confirmation: Confirmation) -> list[str]:
     confirmed = "confirmed" if p.below_zero else "NOT confirmed (the interval includes 0 or lies above it)"
     judges = f" {judged_by_others(confirmation)}" if judged_by_others(confirmation) else ""
     default = ", the paper's default" if best.role == DEFAULT else ""
-    lines = [f"best setting ({best.label}{default}, {best.defense}) vs the undefended pruned model on "
-             f"{len(confirmation.seeds)} fresh seeds{judges}: leakage {points(p)}, accuracy {points(u, '')}: "
-             f"gain {confirmed}"]
+    lines = [
+        f"best setting ({best.label}{default}, {best.defense}) vs the undefended pruned model on "
+        f"{len(confirmation.seeds)} fresh seeds{judges}: leakage {points(p)}, accuracy {points(u, '')}: "
+        f"gain {confirmed}"
+    ]
     verdict = comparison_verdict(confirmation)
     return lines + ([verdict] if verdict else [])
 
@@ -236,8 +274,10 @@ def timing_lines(timings: Mapping[str, Any]) -> list[str]:
     schema version 1: Optuna never rewrites a finished trial)."""
     if not timings or "total" not in timings:
         return []
-    lines = [f"timings (s): experiment {timings['total']:.2f} = pruning stage {timings['pruning_stage']:.2f}"
-             f" + attack stage {timings['attack_stage']:.2f}"]
+    lines = [
+        f"timings (s): experiment {timings['total']:.2f} = pruning stage {timings['pruning_stage']:.2f}"
+        f" + attack stage {timings['attack_stage']:.2f}"
+    ]
     if timings.get("shared"):
         lines.append(f"  shared work, once per study: {_parts(timings['shared'])}")
     models = timings.get("models", {})
@@ -258,6 +298,7 @@ def timing_columns(timings: Mapping[str, Any]) -> dict[str, float]:
     for name, parts in timings.get("models", {}).items():
         columns[f"seconds.model.{name}"] = parts["total"]
     for name, parts in timings.get("attacks", {}).items():
-        columns.update({f"seconds.attack.{name}" + ("" if part == "total" else f".{part}"): value
-                        for part, value in parts.items()})
+        columns.update(
+            {f"seconds.attack.{name}" + ("" if part == "total" else f".{part}"): value for part, value in parts.items()}
+        )
     return columns

@@ -19,7 +19,8 @@ import os
 import socket
 import threading
 import warnings
-from typing import Iterable, TypedDict
+from collections.abc import Iterable
+from typing import TypedDict
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -89,7 +90,7 @@ class TrialHeartbeats:
                 except Exception:  # a passing storage error must not kill the launcher; the next beat retries
                     pass
 
-    def __enter__(self) -> "TrialHeartbeats":
+    def __enter__(self) -> TrialHeartbeats:
         self._thread.start()
         return self
 
@@ -137,8 +138,13 @@ class ProcessIdentity(TypedDict):
 
 def process_identity() -> ProcessIdentity:
     machine = _machine()
-    return ProcessIdentity(host=machine["host"], boot=machine["boot"], pidns=machine["pidns"], pid=os.getpid(),
-                           start=_start_ticks(os.getpid()))
+    return ProcessIdentity(
+        host=machine["host"],
+        boot=machine["boot"],
+        pidns=machine["pidns"],
+        pid=os.getpid(),
+        start=_start_ticks(os.getpid()),
+    )
 
 
 def process_is_gone(identity: ProcessIdentity | None) -> bool:
@@ -226,6 +232,11 @@ def running_trial_health(study: optuna.Study, storage: optuna.storages.RDBStorag
         return {}
     study_id = storage.get_study_id_from_name(study.study_name)
     stale = set(storage._get_stale_trial_ids(study_id))
-    return {t.number: GONE if process_is_gone(t.system_attrs.get(PROCESS_ATTR)) else
-            SILENT if trial_id_of(storage, study, t.number) in stale else None for t in running}
-
+    return {
+        t.number: GONE
+        if process_is_gone(t.system_attrs.get(PROCESS_ATTR))
+        else SILENT
+        if trial_id_of(storage, study, t.number) in stale
+        else None
+        for t in running
+    }

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import optuna
@@ -87,17 +87,22 @@ def check_schema(name: str, attrs: Mapping[str, object]) -> None:
     writing it could leave attributes of two shapes."""
     version = schema_version(attrs)
     if version > SCHEMA_VERSION:
-        raise NewerSchema(f"study {name!r} is stored in schema version {version}, newer than version "
-                          f"{SCHEMA_VERSION} that this wemem-search reads; upgrade wemem-search "
-                          "(`pip install --upgrade wemem-search`) to open it. Nothing was written")
+        raise NewerSchema(
+            f"study {name!r} is stored in schema version {version}, newer than version "
+            f"{SCHEMA_VERSION} that this wemem-search reads; upgrade wemem-search "
+            "(`pip install --upgrade wemem-search`) to open it. Nothing was written"
+        )
 
 
 def _judged_by_study(definition: StudyDefinition) -> dict[str, object]:
     """What version 2 records of a confirmation's judges, for one judged by the study's own attacks (the only
     judges a version-1 confirmation had). Frozen here: a migration means what its version meant."""
     among = definition.objective.privacy_attacks
-    return {"attacks": sorted(definition.attacks.names), **({"privacy_attacks": sorted(among)} if among else {}),
-            "study_suite": True}
+    return {
+        "attacks": sorted(definition.attacks.names),
+        **({"privacy_attacks": sorted(among)} if among else {}),
+        "study_suite": True,
+    }
 
 
 def _is_confirmation(key: str) -> bool:
@@ -110,8 +115,11 @@ def migration(attrs: Mapping[str, Any]) -> dict[str, object]:
     if schema_version(attrs) >= SCHEMA_VERSION or DEFINITION_ATTR not in attrs:  # the latter: not wemem's
         return {}
     judges = _judged_by_study(parse_study(attrs[DEFINITION_ATTR], "(stored definition)"))
-    confirmations = {key: {**value, **judges} for key, value in attrs.items()
-                     if _is_confirmation(key) and isinstance(value, dict) and "attacks" not in value}
+    confirmations = {
+        key: {**value, **judges}
+        for key, value in attrs.items()
+        if _is_confirmation(key) and isinstance(value, dict) and "attacks" not in value
+    }
     return {**confirmations, SCHEMA_VERSION_ATTR: SCHEMA_VERSION}
 
 
@@ -154,12 +162,16 @@ def stored_definition(name: str, storage: optuna.storages.BaseStorage) -> StudyD
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
         known = study_names(storage)
-        raise WememError(f"no study named {name!r} in this storage; known studies: {', '.join(known) or 'none'}. "
-                         "Launch it with `wemem launch STUDY.toml` or pass the right --storage") from None
+        raise WememError(
+            f"no study named {name!r} in this storage; known studies: {', '.join(known) or 'none'}. "
+            "Launch it with `wemem launch STUDY.toml` or pass the right --storage"
+        ) from None
     attrs = storage.get_study_user_attrs(study_id)
     if DEFINITION_ATTR not in attrs:
-        raise NotAWememStudy(f"study {name!r} was not created by wemem (it has no stored definition); open it with "
-                             "Optuna itself, e.g. optuna-dashboard on this storage")
+        raise NotAWememStudy(
+            f"study {name!r} was not created by wemem (it has no stored definition); open it with "
+            "Optuna itself, e.g. optuna-dashboard on this storage"
+        )
     check_schema(name, attrs)
     definition = parse_study(attrs[DEFINITION_ATTR], f"(stored definition of study {name!r})")
     # a study copied under another name (optuna.copy_study) keeps the original's definition: it is this study
@@ -193,10 +205,18 @@ def without_roc(attacks: Mapping[str, Mapping[str, object]]) -> dict[str, dict[s
     return {name: {k: v for k, v in metrics.items() if k != ROC} for name, metrics in attacks.items()}
 
 
-def store_reference(study: optuna.Study, utility: float, privacy: float, strongest_attack: str,
-                    attacks: Mapping[str, Mapping[str, object]]) -> None:
-    _set(study, REFERENCE_ATTR, {"utility": utility, "privacy": privacy, "strongest_attack": strongest_attack,
-                                         "attacks": without_roc(attacks)})
+def store_reference(
+    study: optuna.Study,
+    utility: float,
+    privacy: float,
+    strongest_attack: str,
+    attacks: Mapping[str, Mapping[str, object]],
+) -> None:
+    _set(
+        study,
+        REFERENCE_ATTR,
+        {"utility": utility, "privacy": privacy, "strongest_attack": strongest_attack, "attacks": without_roc(attacks)},
+    )
 
 
 def store_validity(study: optuna.Study, checks: list[Check]) -> None:
@@ -232,8 +252,9 @@ def reference_of(study: optuna.Study) -> ReferenceRecord:
     """The stored reference, or an error saying how to measure it."""
     ref = stored_reference(study)
     if ref is None:
-        raise WememError(f"study {study.study_name!r} has no reference measurement yet; "
-                         f"run `wemem resume {study.study_name}`")
+        raise WememError(
+            f"study {study.study_name!r} has no reference measurement yet; run `wemem resume {study.study_name}`"
+        )
     return ref
 
 
@@ -254,8 +275,11 @@ def store_environment(study: optuna.Study, environment: Mapping[str, object]) ->
     _set(study, ENVIRONMENT_ATTR, environment)
 
 
-def store_own_code(study: optuna.Study, own_code: Mapping[str, object], encoding: Mapping[str, object] | None,
-                   ) -> None:
+def store_own_code(
+    study: optuna.Study,
+    own_code: Mapping[str, object],
+    encoding: Mapping[str, object] | None,
+) -> None:
     """What of the study lives outside it: the plug-ins' and checkpoint's hashes, and a table's encoding."""
     if own_code:
         _set(study, OWN_CODE_ATTR, own_code)
@@ -275,11 +299,12 @@ def check_stored_code(study: optuna.Study, experiment: ExperimentConfig) -> None
     references obey the same rule (wemem.plugins) before any file is read."""
     own = _attrs(study).get(OWN_CODE_ATTR)
     where = f"the storage of study {study.study_name!r}"
-    fix = ("put back the files the study ran with (`wemem report` lists them), or launch the study file again: "
-           "`wemem launch FILE` continues the study and records the files it runs")
+    fix = (
+        "put back the files the study ran with (`wemem report` lists them), or launch the study file again: "
+        "`wemem launch FILE` continues the study and records the files it runs"
+    )
     for kind, reference in experiment.plugin_references().items():
-        check_record(own.get(kind) if isinstance(own, dict) else None, reference, kind, experiment.base_dir, where,
-                     fix)
+        check_record(own.get(kind) if isinstance(own, dict) else None, reference, kind, experiment.base_dir, where, fix)
 
 
 def stored_environment(study: optuna.Study) -> Mapping[str, object] | None:
@@ -297,8 +322,12 @@ def archived_confirmations(study: optuna.Study) -> list[dict[str, Any]]:
     return [v for k, v in _attrs(study).items() if _is_confirmation(k) and k != CONFIRMATION_ATTR]
 
 
-def store_confirmation_record(study: optuna.Study, summary: Mapping[str, object], archive_suite: str | None = None,
-                              archived: Mapping[str, object] | None = None) -> None:
+def store_confirmation_record(
+    study: optuna.Study,
+    summary: Mapping[str, object],
+    archive_suite: str | None = None,
+    archived: Mapping[str, object] | None = None,
+) -> None:
     """Make ``summary`` the latest confirmation, first archiving ``archived`` under its suite."""
     if archive_suite is not None:
         _set(study, f"{CONFIRMATION_ATTR}:{archive_suite}", archived)
@@ -334,13 +363,21 @@ class TrialMetrics:
     privacy_se_kind: str | None = None
 
     @classmethod
-    def of(cls, trial: optuna.trial.FrozenTrial) -> "TrialMetrics":
+    def of(cls, trial: optuna.trial.FrozenTrial) -> TrialMetrics:
         a = trial.user_attrs
-        return cls(defense=a.get(DEFENSE_ATTR), settings=a.get(SETTINGS_ATTR, {}), utility=a.get("utility", math.nan),
-                   privacy=a.get("privacy", math.nan), strongest_attack=a.get("strongest_attack"),
-                   feasible=a.get("feasible"), defense_seconds=a.get("defense_seconds"), attacks=a.get("attacks", {}),
-                   timings=a.get("timings", {}), privacy_se=a.get("privacy_se"),
-                   privacy_se_kind=a.get("privacy_se_kind"))
+        return cls(
+            defense=a.get(DEFENSE_ATTR),
+            settings=a.get(SETTINGS_ATTR, {}),
+            utility=a.get("utility", math.nan),
+            privacy=a.get("privacy", math.nan),
+            strongest_attack=a.get("strongest_attack"),
+            feasible=a.get("feasible"),
+            defense_seconds=a.get("defense_seconds"),
+            attacks=a.get("attacks", {}),
+            timings=a.get("timings", {}),
+            privacy_se=a.get("privacy_se"),
+            privacy_se_kind=a.get("privacy_se_kind"),
+        )
 
 
 def store_setting(trial: optuna.Trial, setting: Setting) -> None:

@@ -87,7 +87,7 @@ def _sqlite_path(url: sqlalchemy.engine.URL) -> Path | None:
     if not database:
         return None
     if database.startswith("file:"):  # URI form: sqlite:///file:PATH?mode=ro&uri=true
-        database = database[len("file:"):].split("?", 1)[0]
+        database = database[len("file:") :].split("?", 1)[0]
     return Path(database)
 
 
@@ -95,8 +95,12 @@ def _in_memory(url: sqlalchemy.engine.URL) -> bool:
     """``sqlite://``, ``sqlite:///:memory:`` and the URI forms of an in-memory database."""
     database = url.database or ""
     return url.drivername.startswith("sqlite") and (
-        not database or database == ":memory:" or database.startswith("file::memory:")
-        or "mode=memory" in database or url.query.get("mode") == "memory")
+        not database
+        or database == ":memory:"
+        or database.startswith("file::memory:")
+        or "mode=memory" in database
+        or url.query.get("mode") == "memory"
+    )
 
 
 def check_storage_url(url: str, must_exist: bool = False) -> None:
@@ -104,23 +108,33 @@ def check_storage_url(url: str, must_exist: bool = False) -> None:
     does not exist (read-only commands must not create an empty storage)."""
     parsed = _parse_url(url)
     if parsed is None:
-        raise StorageError(f"storage URL {redact(url)!r} is not a URL; write it as sqlite:///PATH.db or "
-                         "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE (--storage or WEMEM_STORAGE)")
+        raise StorageError(
+            f"storage URL {redact(url)!r} is not a URL; write it as sqlite:///PATH.db or "
+            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE (--storage or WEMEM_STORAGE)"
+        )
     if _in_memory(parsed):
-        raise StorageError(f"storage {redact(url)!r} is an in-memory SQLite database: everything it holds is lost when "
-                         "the command ends; pass a file, e.g. --storage sqlite:///wemem.db")
+        raise StorageError(
+            f"storage {redact(url)!r} is an in-memory SQLite database: everything it holds is lost when "
+            "the command ends; pass a file, e.g. --storage sqlite:///wemem.db"
+        )
     path = _sqlite_path(parsed)
     if path is None:
         return
     if path.is_dir():
-        raise StorageError(f"storage path {path} is a folder; name a database file inside it, e.g. "
-                         f"--storage sqlite:///{path / 'wemem.db'}")
+        raise StorageError(
+            f"storage path {path} is a folder; name a database file inside it, e.g. "
+            f"--storage sqlite:///{path / 'wemem.db'}"
+        )
     if must_exist and not path.is_file():
-        raise StorageError(f"no storage at {path}: no study has been launched there. Launch one with "
-                         "`wemem launch STUDY.toml`, or pass the storage that holds it with --storage")
+        raise StorageError(
+            f"no storage at {path}: no study has been launched there. Launch one with "
+            "`wemem launch STUDY.toml`, or pass the storage that holds it with --storage"
+        )
     if not path.parent.is_dir():
-        raise StorageError(f"cannot create the SQLite storage {path}: the folder {path.parent} does not exist; "
-                         "create it or pass another --storage")
+        raise StorageError(
+            f"cannot create the SQLite storage {path}: the folder {path.parent} does not exist; "
+            "create it or pass another --storage"
+        )
     if path.is_file() and path.stat().st_size and path.read_bytes()[:16] != b"SQLite format 3\x00":
         raise StorageError(f"storage file {path} is not a SQLite database; pass the right --storage")
 
@@ -158,13 +172,20 @@ def refuse_foreign_tables(url: str) -> None:
     """A launcher adds Optuna's tables to a SQLite file: refuse one that holds another program's tables."""
     found = foreign_tables(url)
     if found:
-        raise StorageError(f"storage {redact(url)} holds tables that are not Optuna's ({', '.join(capped(found))}): "
-                         "it is another program's database, and launching would add Optuna's tables to it. Pass a "
-                         "new file with --storage, or --allow-foreign-tables to keep the studies beside those tables")
+        raise StorageError(
+            f"storage {redact(url)} holds tables that are not Optuna's ({', '.join(capped(found))}): "
+            "it is another program's database, and launching would add Optuna's tables to it. Pass a "
+            "new file with --storage, or --allow-foreign-tables to keep the studies beside those tables"
+        )
 
 
-def open_storage(url: str, must_exist: bool = False, grace_period: int = GRACE_PERIOD_S,
-                 stale_trial_callback: Any = None, writer: bool | None = None) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str,
+    must_exist: bool = False,
+    grace_period: int = GRACE_PERIOD_S,
+    stale_trial_callback: Any = None,
+    writer: bool | None = None,
+) -> optuna.storages.RDBStorage:
     """The study storage with Optuna's heartbeats switched on (grace period in seconds).
 
     ``must_exist`` is for commands that need a stored study: they never create a storage that is not there.
@@ -182,15 +203,19 @@ def open_storage(url: str, must_exist: bool = False, grace_period: int = GRACE_P
         engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S, "isolation_level": None}
     else:
         engine_kwargs["pool_pre_ping"] = True
-    heartbeat: dict[str, Any] = dict(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=int(grace_period),
-                                     heartbeat_stale_trial_callback=stale_trial_callback)
+    heartbeat: dict[str, Any] = {
+        "heartbeat_interval": HEARTBEAT_INTERVAL_S,
+        "grace_period": int(grace_period),
+        "heartbeat_stale_trial_callback": stale_trial_callback,
+    }
     for attempt in range(5):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 # read-only commands never create Optuna's tables (_require_study_tables checked they exist)
-                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=must_exist,
-                                                     **heartbeat)
+                storage = optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, skip_table_creation=must_exist, **heartbeat
+                )
             if sqlite and writer:
                 _serializable_sqlite(storage.engine)
                 _probe_writable(storage.engine)
@@ -217,9 +242,11 @@ def _require_study_tables(url: str) -> None:
     except Exception as error:  # sqlalchemy/driver errors vary by backend
         raise storage_error(url, error) from None
     if not found:
-        raise StorageError(f"no studies in storage {redact(url)}: it holds no Optuna tables (an empty or foreign "
-                         "database), so no study has been launched there. Launch one with `wemem launch STUDY.toml`, "
-                         "or pass the storage that holds it with --storage")
+        raise StorageError(
+            f"no studies in storage {redact(url)}: it holds no Optuna tables (an empty or foreign "
+            "database), so no study has been launched there. Launch one with `wemem launch STUDY.toml`, "
+            "or pass the storage that holds it with --storage"
+        )
 
 
 def _probe_writable(engine: sqlalchemy.engine.Engine) -> None:
@@ -240,6 +267,7 @@ def _serializable_sqlite(engine: sqlalchemy.engine.Engine) -> None:
     UPDATE, which SQLite ignores. With BEGIN IMMEDIATE the read and the write are one serialized transaction.
     Read-only commands open the storage without this, so they also work on a read-only file.
     """
+
     @sqlalchemy.event.listens_for(engine, "begin")
     def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -254,9 +282,11 @@ def storage_error(url: str, error: BaseException) -> StorageError:
     reason = scrub(str(getattr(root, "orig", None) or root), url).replace(url, redact(url)).strip().splitlines()
     reason_text = reason[0] if reason else type(error).__name__
     if "readonly" in reason_text.replace("-", "").replace(" ", "").lower():
-        return StorageError(f"storage {redact(url)} is read-only ({reason_text}); make the file and its folder "
-                          "writable, or copy it and pass the copy with --storage")
-    return StorageError(f"cannot open storage {redact(url)}: {reason_text}. Check the URL (--storage or "
-                      "WEMEM_STORAGE), that the server is running and reachable, and the credentials")
-
-
+        return StorageError(
+            f"storage {redact(url)} is read-only ({reason_text}); make the file and its folder "
+            "writable, or copy it and pass the copy with --storage"
+        )
+    return StorageError(
+        f"cannot open storage {redact(url)}: {reason_text}. Check the URL (--storage or "
+        "WEMEM_STORAGE), that the server is running and reachable, and the credentials"
+    )

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 
 import optuna
 from optuna.study import StudyDirection
@@ -44,21 +44,24 @@ def make_sampler(definition: StudyDefinition, creator: bool) -> optuna.samplers.
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials(budget),
-                                         warn_independent_sampling=False)
+        return optuna.samplers.GPSampler(
+            seed=seed, n_startup_trials=startup_trials(budget), warn_independent_sampling=False
+        )
     if name == "nsgaii":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, round(budget / 4))))
     with warnings.catch_warnings():  # multivariate/group are marked experimental in some Optuna releases
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=startup_trials(budget),
-                                          multivariate=True, group=True)
+        return optuna.samplers.TPESampler(
+            seed=seed, constant_liar=True, n_startup_trials=startup_trials(budget), multivariate=True, group=True
+        )
 
 
 def make_pruner(definition: StudyDefinition) -> optuna.pruners.BasePruner:
     s = definition.search
     if s.early_stopping == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=s.early_stopping_startup_trials,
-                                           n_warmup_steps=s.early_stopping_warmup_rounds)
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=s.early_stopping_startup_trials, n_warmup_steps=s.early_stopping_warmup_rounds
+        )
     return optuna.pruners.NopPruner()
 
 
@@ -70,30 +73,43 @@ def refuse_conflicting(definition: StudyDefinition, storage: optuna.storages.RDB
     _wait_for_definition(definition.name, storage)
     differences = definition_differences(stored_definition(definition.name, storage), definition)
     if differences:
-        raise WememError(f"study {definition.name!r} already exists in the storage with a different definition "
-                         f"({'; '.join(differences)}); use `wemem resume {definition.name}` to continue it, "
-                         "rename [study] name, or delete the stored study with "
-                         f"`wemem delete {definition.name} --yes`")
+        raise WememError(
+            f"study {definition.name!r} already exists in the storage with a different definition "
+            f"({'; '.join(differences)}); use `wemem resume {definition.name}` to continue it, "
+            "rename [study] name, or delete the stored study with "
+            f"`wemem delete {definition.name} --yes`"
+        )
     return True
 
 
-def create_or_load_study(definition: StudyDefinition, storage: optuna.storages.RDBStorage,
-                         extra_attrs: Mapping[str, object]) -> tuple[optuna.Study, bool]:
+def create_or_load_study(
+    definition: StudyDefinition, storage: optuna.storages.RDBStorage, extra_attrs: Mapping[str, object]
+) -> tuple[optuna.Study, bool]:
     """Create the study (storing its schema version and definition) or load it, brought to today's shape
     (:func:`~search.storage._records.migrate`: a launch writes to it); refuse a stored study that differs."""
     directions = definition.objective_config().directions
     if refuse_conflicting(definition, storage):
-        study = optuna.load_study(study_name=definition.name, storage=storage,
-                                  sampler=make_sampler(definition, False), pruner=make_pruner(definition))
+        study = optuna.load_study(
+            study_name=definition.name,
+            storage=storage,
+            sampler=make_sampler(definition, False),
+            pruner=make_pruner(definition),
+        )
         if [d.name.lower() for d in study.directions] != directions:
-            raise WememError(f"study {definition.name!r} is stored with directions "
-                             f"{[d.name.lower() for d in study.directions]} but the file asks {directions}")
+            raise WememError(
+                f"study {definition.name!r} is stored with directions "
+                f"{[d.name.lower() for d in study.directions]} but the file asks {directions}"
+            )
         migrate(study)
         return study, False
     try:
-        study = optuna.create_study(study_name=definition.name, storage=storage,
-                                    directions=[StudyDirection[d.upper()] for d in directions],
-                                    sampler=make_sampler(definition, True), pruner=make_pruner(definition))
+        study = optuna.create_study(
+            study_name=definition.name,
+            storage=storage,
+            directions=[StudyDirection[d.upper()] for d in directions],
+            sampler=make_sampler(definition, True),
+            pruner=make_pruner(definition),
+        )
     except optuna.exceptions.DuplicatedStudyError:  # another launcher created it a moment ago
         return create_or_load_study(definition, storage, extra_attrs)
     store_new_study(study, definition)
@@ -133,7 +149,7 @@ def definition_differences(stored: StudyDefinition, given: StudyDefinition) -> l
     a, b = _flatten(stored.model_dump(mode="json")), _flatten(given.model_dump(mode="json"))
     differences = []
     for key in sorted(set(a) | set(b)):
-        if any(key[:len(skip)] == skip for skip in NOT_IDENTITY) or a.get(key) == b.get(key):
+        if any(key[: len(skip)] == skip for skip in NOT_IDENTITY) or a.get(key) == b.get(key):
             continue
         differences.append(f"{'.'.join(key)}: stored {a.get(key)!r}, file {b.get(key)!r}")
     return differences
@@ -148,8 +164,9 @@ def _wait_for_definition(name: str, storage: optuna.storages.BaseStorage, timeou
 
 def load_study(name: str, storage: optuna.storages.RDBStorage) -> tuple[optuna.Study, StudyDefinition]:
     definition = stored_definition(name, storage)
-    study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(definition, False),
-                              pruner=make_pruner(definition))
+    study = optuna.load_study(
+        study_name=name, storage=storage, sampler=make_sampler(definition, False), pruner=make_pruner(definition)
+    )
     return study, definition
 
 

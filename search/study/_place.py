@@ -40,8 +40,13 @@ class Options:
         return storage_url(self.storage)
 
     def open_storage(self, must_exist: bool = False, writer: bool | None = None) -> optuna.storages.RDBStorage:
-        return open_storage(self.storage_url, must_exist=must_exist, grace_period=self.stale_after,
-                            stale_trial_callback=retry_callback(MAX_RETRY), writer=writer)
+        return open_storage(
+            self.storage_url,
+            must_exist=must_exist,
+            grace_period=self.stale_after,
+            stale_trial_callback=retry_callback(MAX_RETRY),
+            writer=writer,
+        )
 
 
 def resolve_cache_dir(options: Options, study: optuna.Study | None = None) -> str:
@@ -85,7 +90,7 @@ class Place:
     base_dir: str | None = None
 
     @classmethod
-    def of(cls, options: Options, study: optuna.Study | None = None, base_dir: str | None = None) -> "Place":
+    def of(cls, options: Options, study: optuna.Study | None = None, base_dir: str | None = None) -> Place:
         stored = stored_base_dir(study) if study is not None and base_dir is None else None
         return cls(options, resolve_cache_dir(options, study), resolve_data_root(options, study), base_dir or stored)
 

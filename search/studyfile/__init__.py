@@ -4,6 +4,16 @@ of every defense's search space."""
 from ._schema import MAX_NAME_LENGTH, StudyDefinition, format_validation_error, load_study_file, parse_study, registered
 from ._spaces import REFERENCE_SETTINGS, reference_params, space_for, suggest_setting, validate_overrides
 
-__all__ = ["MAX_NAME_LENGTH", "REFERENCE_SETTINGS", "StudyDefinition", "format_validation_error",
-           "load_study_file", "parse_study", "reference_params", "registered", "space_for", "suggest_setting",
-           "validate_overrides"]
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "REFERENCE_SETTINGS",
+    "StudyDefinition",
+    "format_validation_error",
+    "load_study_file",
+    "parse_study",
+    "reference_params",
+    "registered",
+    "space_for",
+    "suggest_setting",
+    "validate_overrides",
+]

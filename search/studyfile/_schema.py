@@ -64,10 +64,12 @@ class DataSection(_Section):
     dataset: str = _EXPERIMENT.dataset
     data_root: str | None = None
     shadows: int = Field(default=_EXPERIMENT.shadows, ge=1)
-    label: str | None = Field(default=None, min_length=1,
-                              description="a table's label column (csv:, parquet:); default 'label'")
-    member_column: str | None = Field(default=None, min_length=1, description="a table's column marking the rows "
-                                                                              "a [model] checkpoint was trained on")
+    label: str | None = Field(
+        default=None, min_length=1, description="a table's label column (csv:, parquet:); default 'label'"
+    )
+    member_column: str | None = Field(
+        default=None, min_length=1, description="a table's column marking the rows a [model] checkpoint was trained on"
+    )
     # None rather than empty when unset, so that exports of studies without it keep their fingerprint
     exclude: tuple[str, ...] | None = Field(default=None, description="a table's columns left out of the features")
 
@@ -77,7 +79,7 @@ class DataSection(_Section):
         return known(check_dataset_name, value)
 
     @model_validator(mode="after")
-    def _exclude_names_table_columns(self) -> "DataSection":
+    def _exclude_names_table_columns(self) -> DataSection:
         try:
             check_exclude_applies(self.dataset, self.exclude or ())
         except WememError as error:
@@ -129,8 +131,9 @@ class ObjectiveSection(_Section):
     delta: float = Field(default=_OBJECTIVE.delta, ge=0, le=1)
     weight: float = Field(default=_OBJECTIVE.weight, ge=0)
     privacy_metric: PrivacyMetric = _OBJECTIVE.privacy_metric
-    privacy_attacks: list[str] | None = Field(default=None, min_length=1,
-                                              description="attacks the leakage P maximizes over (default: all)")
+    privacy_attacks: list[str] | None = Field(
+        default=None, min_length=1, description="attacks the leakage P maximizes over (default: all)"
+    )
 
 
 class SearchSection(_Section):
@@ -164,8 +167,10 @@ class SearchSection(_Section):
                 if not re.fullmatch(rf"[A-Za-z0-9_.\-]{{1,{MAX_NAME_LENGTH}}}", name):
                     raise ValueError(f"{source!r}: after 'study:' give a study name (letters, digits, _ . -)")
             elif Path(source).suffix not in (".toml", ".json"):
-                raise ValueError(f"{source!r} is neither an export file (.toml or .json, written by `wemem export`) "
-                                 f"nor 'study:NAME' (a study in the same storage)")
+                raise ValueError(
+                    f"{source!r} is neither an export file (.toml or .json, written by `wemem export`) "
+                    f"nor 'study:NAME' (a study in the same storage)"
+                )
         if len(set(value)) != len(value):
             raise ValueError("lists a source twice")
         return value
@@ -176,8 +181,9 @@ class SearchSection(_Section):
         for name in value:
             registered(DEFENSES, name)
             if not searchable(name):
-                raise ValueError(f"defense {name!r} has no search space; searchable: "
-                                 f"{', '.join(searchable_defenses())}")
+                raise ValueError(
+                    f"defense {name!r} has no search space; searchable: {', '.join(searchable_defenses())}"
+                )
         if len(set(value)) != len(value):
             raise ValueError("lists a defense twice")
         return value
@@ -220,42 +226,53 @@ class StudyDefinition(_Section):
     _folder: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _table_has_label(self) -> "StudyDefinition":
-        if self.model.checkpoint is not None and dataset_key(self.data.dataset) in ("csv:", "parquet:") \
-                and self.data.member_column is None:
-            raise ValueError("model.checkpoint replaces the victim's pretraining, so the table must say which rows "
-                             "that model trained on: set data.member_column to a column of true/false (or 1/0)")
+    def _table_has_label(self) -> StudyDefinition:
+        if (
+            self.model.checkpoint is not None
+            and dataset_key(self.data.dataset) in ("csv:", "parquet:")
+            and self.data.member_column is None
+        ):
+            raise ValueError(
+                "model.checkpoint replaces the victim's pretraining, so the table must say which rows "
+                "that model trained on: set data.member_column to a column of true/false (or 1/0)"
+            )
         return self
 
     @model_validator(mode="after")
-    def _space_overrides_valid(self) -> "StudyDefinition":
+    def _space_overrides_valid(self) -> StudyDefinition:
         validate_overrides(self.search.space)
         return self
 
     @model_validator(mode="after")
-    def _nsgaii_for_pareto(self) -> "StudyDefinition":
+    def _nsgaii_for_pareto(self) -> StudyDefinition:
         if self.study.sampler == "nsgaii" and self.objective.mode != "pareto":
-            raise ValueError(f"study.sampler 'nsgaii' is a multi-objective sampler: it needs objective.mode 'pareto' "
-                             f"(this study's is {self.objective.mode!r}); use 'tpe', 'gp' or 'random'")
+            raise ValueError(
+                f"study.sampler 'nsgaii' is a multi-objective sampler: it needs objective.mode 'pareto' "
+                f"(this study's is {self.objective.mode!r}); use 'tpe', 'gp' or 'random'"
+            )
         return self
 
     @model_validator(mode="after")
-    def _early_stopping_single_objective(self) -> "StudyDefinition":
+    def _early_stopping_single_objective(self) -> StudyDefinition:
         if self.search.early_stopping != "none" and len(self.objective_config().directions) > 1:
-            raise ValueError("search.early_stopping needs one objective; Optuna cannot prune multi-objective "
-                             "trials. Use objective.mode 'constrained' or 'weighted', or early_stopping = 'none'")
+            raise ValueError(
+                "search.early_stopping needs one objective; Optuna cannot prune multi-objective "
+                "trials. Use objective.mode 'constrained' or 'weighted', or early_stopping = 'none'"
+            )
         return self
 
     @model_validator(mode="after")
-    def _privacy_attacks_run(self) -> "StudyDefinition":
+    def _privacy_attacks_run(self) -> StudyDefinition:
         missing = set(self.objective.privacy_attacks or ()) - set(self.attacks.names)
         if missing:
-            raise ValueError(f"objective.privacy_attacks names {sorted(missing)}, which [attacks] names does not run; "
-                             "add them to attacks.names")
+            raise ValueError(
+                f"objective.privacy_attacks names {sorted(missing)}, which [attacks] names does not run; "
+                "add them to attacks.names"
+            )
         return self
 
     @model_validator(mode="after")
-    def _attacks_can_run(self) -> "StudyDefinition":
+    def _attacks_can_run(self) -> StudyDefinition:
         try:
             check_attack_requirements(self.attacks.names, self.data.shadows)
         except WememError as error:
@@ -266,7 +283,7 @@ class StudyDefinition(_Section):
     def name(self) -> str:
         return self.study.name
 
-    def with_name(self, name: str) -> "StudyDefinition":
+    def with_name(self, name: str) -> StudyDefinition:
         """The same definition under another study name (a copied study is known by its own name)."""
         if name == self.name:
             return self
@@ -277,7 +294,7 @@ class StudyDefinition(_Section):
         """The folder of the study file this definition was read from (None: not read from a file)."""
         return self._folder
 
-    def from_folder(self, folder: str | Path | None) -> "StudyDefinition":
+    def from_folder(self, folder: str | Path | None) -> StudyDefinition:
         copy = self.model_copy()
         copy._folder = str(Path(folder).resolve()) if folder is not None else None
         return copy
@@ -288,15 +305,26 @@ class StudyDefinition(_Section):
         t = self.training
         base = str(Path(base_dir or self.folder or ".").resolve())
         return ExperimentConfig(
-            dataset=resolve_dataset_path(self.data.dataset, base), model=self.model.name, seed=self.study.seed,
-            shadows=self.data.shadows, label=self.data.label, member_column=self.data.member_column,
+            dataset=resolve_dataset_path(self.data.dataset, base),
+            model=self.model.name,
+            seed=self.study.seed,
+            shadows=self.data.shadows,
+            label=self.data.label,
+            member_column=self.data.member_column,
             exclude=self.data.exclude or (),
-            checkpoint=str(Path(base, self.model.checkpoint)) if self.model.checkpoint else None, base_dir=base,
+            checkpoint=str(Path(base, self.model.checkpoint)) if self.model.checkpoint else None,
+            base_dir=base,
             data_root=data_root if data_root is not None else self.data.data_root,
-            train=TrainConfig(lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size,
-                              pretrain_epochs=t.pretrain_epochs, finetune_epochs=t.finetune_epochs,
-                              patience=t.patience, bf16=self.resources.bf16,
-                              channels_last=self.resources.channels_last),
+            train=TrainConfig(
+                lr=t.lr,
+                weight_decay=t.weight_decay,
+                batch_size=t.batch_size,
+                pretrain_epochs=t.pretrain_epochs,
+                finetune_epochs=t.finetune_epochs,
+                patience=t.patience,
+                bf16=self.resources.bf16,
+                channels_last=self.resources.channels_last,
+            ),
             memscore_models=self.memscore.models,
         )
 
@@ -305,14 +333,22 @@ class StudyDefinition(_Section):
 
     def objective_config(self) -> ObjectiveConfig:
         o = self.objective
-        return ObjectiveConfig(o.mode, o.delta, o.weight, o.privacy_metric,
-                               tuple(o.privacy_attacks) if o.privacy_attacks else None)
+        return ObjectiveConfig(
+            o.mode, o.delta, o.weight, o.privacy_metric, tuple(o.privacy_attacks) if o.privacy_attacks else None
+        )
 
     def trial_spec(self, cache_dir: str, data_root: str | None = None, base_dir: str | None = None) -> TrialSpec:
-        return TrialSpec(self.experiment(data_root, base_dir), self.pruning_config(), tuple(self.attacks.names),
-                         self.objective_config(), str(cache_dir), self.attacks.adaptive,
-                         round_reports=self.search.early_stopping != "none", repeats=self.search.repeats,
-                         target_draws=self.search.target_draws)
+        return TrialSpec(
+            self.experiment(data_root, base_dir),
+            self.pruning_config(),
+            tuple(self.attacks.names),
+            self.objective_config(),
+            str(cache_dir),
+            self.attacks.adaptive,
+            round_reports=self.search.early_stopping != "none",
+            repeats=self.search.repeats,
+            target_draws=self.search.target_draws,
+        )
 
 
 # a study file's words for the problems whose pydantic message does not say what to do
@@ -324,8 +360,7 @@ _STUDY_FILE_MESSAGES = {
 
 def format_validation_error(source: str, error: ValidationError) -> str:
     """One line per problem, at most ten of them and how many more (a forged file may hold 200,000)."""
-    problems = validation_problems(error, whole="(top level)", form="[{key}] {message}",
-                                   messages=_STUDY_FILE_MESSAGES)
+    problems = validation_problems(error, whole="(top level)", form="[{key}] {message}", messages=_STUDY_FILE_MESSAGES)
     return "\n".join([f"invalid study file {source}:", *(f"  {problem}" for problem in problems)])
 
 
@@ -339,20 +374,25 @@ def parse_study(data: Mapping[str, object], source: str = "<study>") -> StudyDef
 def load_study_file(path: str | Path) -> StudyDefinition:
     path = Path(path)
     if path.is_dir():
-        raise WememError(f"study file {path} is a folder; pass the path of a TOML study file in it, such as "
-                         "studies/quickstart.toml")
+        raise WememError(
+            f"study file {path} is a folder; pass the path of a TOML study file in it, such as studies/quickstart.toml"
+        )
     if not path.is_file():
-        raise WememError(f"study file {path} does not exist; pass the path of a TOML study file such as "
-                         "studies/quickstart.toml")
+        raise WememError(
+            f"study file {path} does not exist; pass the path of a TOML study file such as studies/quickstart.toml"
+        )
     try:
         data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError:
-        raise WememError(f"study file {path} is not text (binary data); pass a TOML study file such as "
-                         "studies/quickstart.toml") from None
+        raise WememError(
+            f"study file {path} is not text (binary data); pass a TOML study file such as studies/quickstart.toml"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise WememError(f"study file {path} is not valid TOML: {error}") from None
     except RecursionError:  # tomllib recurses once per level: a forged file nests beyond Python's stack
-        raise WememError(f"study file {path} is nested too deep to read (tables or arrays thousands of levels "
-                         f"inside each other); a study file nests a few levels, as studies/quickstart.toml "
-                         f"does") from None
+        raise WememError(
+            f"study file {path} is nested too deep to read (tables or arrays thousands of levels "
+            f"inside each other); a study file nests a few levels, as studies/quickstart.toml "
+            f"does"
+        ) from None
     return parse_study(data, str(path)).from_folder(path.parent)

@@ -99,8 +99,9 @@ def _check_override(where: str, param: SpaceParam, value: object) -> None:
         if value[0] < low or value[1] > high:
             raise ValueError(f"{where}: range {value} leaves {allowed}")
     elif not is_number(value):
-        raise ValueError(f"{where}: {value!r} is not a finite number; give a number in {allowed} or a range "
-                         "[low, high]")
+        raise ValueError(
+            f"{where}: {value!r} is not a finite number; give a number in {allowed} or a range [low, high]"
+        )
     elif not low <= value <= high:
         raise ValueError(f"{where}: {value} is outside {allowed}")
     if param.integer and not all(is_number(v) and float(v).is_integer() for v in values):
@@ -119,17 +120,20 @@ def _check_window(defense: str, stride: tuple[float, float], width: tuple[float,
     stride's bounds, so its lowest value (or a fixed stride) must stay below the lowest width by MIN_GAP."""
     fixed_stride = stride[0] == stride[1]
     if not stride_below_width(stride[0], width[0], MIN_GAP):
-        raise ValueError(f"search.space.{defense}: stride_fraction ({'fixed at' if fixed_stride else 'from'} "
-                         f"{stride[0]}) must stay below width_fraction (from {width[0]}) by at least {MIN_GAP} for "
-                         f"every sampled width; lower the stride to at most {width[0] - MIN_GAP:g} or raise the "
-                         f"width's low end to at least {stride[0] + MIN_GAP:g}")
+        raise ValueError(
+            f"search.space.{defense}: stride_fraction ({'fixed at' if fixed_stride else 'from'} "
+            f"{stride[0]}) must stay below width_fraction (from {width[0]}) by at least {MIN_GAP} for "
+            f"every sampled width; lower the stride to at most {width[0] - MIN_GAP:g} or raise the "
+            f"width's low end to at least {stride[0] + MIN_GAP:g}"
+        )
 
 
 def validate_overrides(overrides: Overrides) -> None:
     for defense, values in overrides.items():
         if not searchable(defense):
-            raise ValueError(f"search.space.{defense}: no such searchable defense; choose from "
-                             f"{', '.join(searchable_defenses())}")
+            raise ValueError(
+                f"search.space.{defense}: no such searchable defense; choose from {', '.join(searchable_defenses())}"
+            )
         if not isinstance(values, Mapping):
             raise ValueError(f"search.space.{defense} must be a table of settings, e.g. [search.space.{defense}]")
         names = {p.name: p for p in DEFENSES.get(defense).space()}
@@ -138,8 +142,11 @@ def validate_overrides(overrides: Overrides) -> None:
                 raise ValueError(f"search.space.{defense}.{key}: unknown setting; choose from {', '.join(names)}")
             _check_override(f"search.space.{defense}.{key}", names[key], value)
         if "stride_fraction" in names and "width_fraction" in names:
-            _check_window(defense, _bounds(names["stride_fraction"], values.get("stride_fraction")),
-                          _bounds(names["width_fraction"], values.get("width_fraction")))
+            _check_window(
+                defense,
+                _bounds(names["stride_fraction"], values.get("stride_fraction")),
+                _bounds(names["width_fraction"], values.get("width_fraction")),
+            )
 
 
 def derive_window(settings: Mapping[str, Value], stride: SpaceParam) -> dict[str, Value]:
@@ -213,22 +220,26 @@ def _where(param: SpaceParam) -> str:
     return f"in [{low:g}, {high:g}]"
 
 
-def setting_params(defense: str, settings: Mapping[str, object], multiple: bool,
-                   overrides: Overrides | None = None) -> dict[str, Value]:
+def setting_params(
+    defense: str, settings: Mapping[str, object], multiple: bool, overrides: Overrides | None = None
+) -> dict[str, Value]:
     """The Optuna params that make :func:`suggest_setting` return ``settings`` (for ``study.enqueue_trial``): the
     inverse of the sampling, so a warm start is checked against the study's space exactly as a sample would be.
     A ValueError names each setting the space cannot produce."""
     params = {param.name: param for param in space_for(defense, overrides)}
     unknown = sorted(set(settings) - set(params) - {"stride_ratio"})
     if unknown:
-        raise ValueError(f"{defense} has no setting {', '.join(unknown)} in the search space (its settings: "
-                         f"{', '.join(n for n in params if n != 'stride_ratio')})")
+        raise ValueError(
+            f"{defense} has no setting {', '.join(unknown)} in the search space (its settings: "
+            f"{', '.join(n for n in params if n != 'stride_ratio')})"
+        )
     values, stride = dict(settings), params.get("stride_fraction")
     if stride is not None:
         given, width = values.get("stride_fraction"), values.get("width_fraction")
         if not stride.contains(given):
-            raise ValueError(f"{defense}.stride_fraction = {given!r} is not {_where(stride)} as this study's space "
-                             "allows")
+            raise ValueError(
+                f"{defense}.stride_fraction = {given!r} is not {_where(stride)} as this study's space allows"
+            )
         if stride.fixed is None and is_number(given) and is_number(width):  # else the width's own check names it
             # 9 decimals: the ratio of a sampled stride is exact only up to the derivation's rounding
             values["stride_ratio"] = round(given / width, 9)

@@ -55,9 +55,11 @@ def population_indices(split: StudySplit, victim_targets: Targets) -> np.ndarray
     """
     population = split.population.numpy()
     used = [victim_targets.indices] + [part.numpy() for _, s in split.models() for part in (s.train, s.dev, s.test)]
-    require(not np.isin(population, np.concatenate(used)).any(),
-            "the split's RMIA population overlaps a model's train, dev or test set; rebuild the split with "
-            "wemem.data.make_study_split (delete the study's cache directory)")
+    require(
+        not np.isin(population, np.concatenate(used)).any(),
+        "the split's RMIA population overlaps a model's train, dev or test set; rebuild the split with "
+        "wemem.data.make_study_split (delete the study's cache directory)",
+    )
     return population
 
 
@@ -109,8 +111,9 @@ class AttackInputs:
 
     def _observe(self, log_probs: np.ndarray, sensitivity: np.ndarray | None, targets: Targets) -> Observations:
         rows = targets.indices
-        return Observations(log_probs[rows], self.labels[rows], targets.is_member,
-                            None if sensitivity is None else sensitivity[rows])
+        return Observations(
+            log_probs[rows], self.labels[rows], targets.is_member, None if sensitivity is None else sensitivity[rows]
+        )
 
 
 class Attack:
@@ -145,8 +148,9 @@ class Attack:
 ATTACKS: Registry[type[Attack]] = Registry("attack", group="wemem.attacks")
 
 
-def timed_attack(name: str, inputs: AttackInputs, uncertainty: bool = True
-                 ) -> tuple[dict[str, object], dict[str, float]]:
+def timed_attack(
+    name: str, inputs: AttackInputs, uncertainty: bool = True
+) -> tuple[dict[str, object], dict[str, float]]:
     """An attack's metrics on the victim's targets, and its wall seconds (``total`` and the attack's own parts).
 
     The four float metrics of :func:`wemem.metrics.attack_metrics` (what objectives read), their ``intervals``,
@@ -168,8 +172,9 @@ def run_attack(name: str, inputs: AttackInputs) -> dict[str, object]:
     return timed_attack(name, inputs)[0]
 
 
-def run_attacks_timed(names: list[str], inputs: AttackInputs, uncertainty: bool = True
-                      ) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, float]]]:
+def run_attacks_timed(
+    names: list[str], inputs: AttackInputs, uncertainty: bool = True
+) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, float]]]:
     """Every named attack's metrics and timings (see :func:`timed_attack`), keyed by attack name."""
     runs = {name: timed_attack(name, inputs, uncertainty) for name in names}
     return {name: run[0] for name, run in runs.items()}, {name: run[1] for name, run in runs.items()}
@@ -197,8 +202,10 @@ def parse_attack_names(text: str | None, default: list[str]) -> list[str]:
     if text is None:
         return list(default)
     names = ATTACKS.names() if text.strip() == "all" else [name.strip() for name in text.split(",") if name.strip()]
-    require(bool(names), f"no attack named in {text!r}; give comma-separated names or 'all' "
-                         f"(choose from {', '.join(ATTACKS.names())})")
+    require(
+        bool(names),
+        f"no attack named in {text!r}; give comma-separated names or 'all' (choose from {', '.join(ATTACKS.names())})",
+    )
     for name in names:
         ATTACKS.check(name)
     return list(dict.fromkeys(names))
@@ -217,6 +224,8 @@ def check_attack_requirements(names: list[str], shadows: int) -> None:
         return
     needs = "; ".join(f"attack {name!r} needs at least {ATTACKS.get(name).min_shadows} shadow models" for name in short)
     runnable = ",".join(runnable_attacks(shadows))
-    raise WememError(f"{needs} (got {shadows}); with {shadows} shadow model(s) these attacks can run: {runnable} "
-                     f"(--attacks {runnable}). Drop {', '.join(map(repr, short))}, or raise the number of shadows "
-                     "(--shadows, or data.shadows in a study file)")
+    raise WememError(
+        f"{needs} (got {shadows}); with {shadows} shadow model(s) these attacks can run: {runnable} "
+        f"(--attacks {runnable}). Drop {', '.join(map(repr, short))}, or raise the number of shadows "
+        "(--shadows, or data.shadows in a study file)"
+    )

@@ -51,8 +51,10 @@ class Lira(Attack):
     @staticmethod
     def phis(inputs: AttackInputs, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         labels = inputs.labels[rows]
-        return (scaled_confidence(inputs.victim_log_probs[rows], labels),
-                np.stack([scaled_confidence(lp[rows], labels) for lp in inputs.shadow_log_probs]))
+        return (
+            scaled_confidence(inputs.victim_log_probs[rows], labels),
+            np.stack([scaled_confidence(lp[rows], labels) for lp in inputs.shadow_log_probs]),
+        )
 
     def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float]:
         victim_phi, shadow_phi = self.phis(inputs, inputs.victim_targets.indices)
@@ -65,7 +67,9 @@ class Lira(Attack):
         follow the targets' non-member distribution. A fixed 0.5 on Phi(z) (z = 0) accepts about half of the
         non-members and caps balanced accuracy near 0.75 (docs/deviations.md)."""
         if inputs.population is None or len(inputs.population) == 0:
-            raise WememError("lira needs a population of non-member samples no model trained on to fit its "
-                             "threshold; build the attack inputs with wemem.pipeline.attack_inputs")
+            raise WememError(
+                "lira needs a population of non-member samples no model trained on to fit its "
+                "threshold; build the attack inputs with wemem.pipeline.attack_inputs"
+            )
         population = lira_scores(*self.phis(inputs, inputs.population), sigma_out=sigma_out)
         return population_threshold(target_scores, population)

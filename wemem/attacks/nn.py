@@ -26,9 +26,9 @@ import copy
 import itertools
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar
-from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -70,10 +70,13 @@ class FitConfig:
     held_out_fraction: float = 0.2
 
     def __post_init__(self) -> None:
-        require(self.criterion in ("auc", "loss"),
-                f"FitConfig.criterion must be 'auc' or 'loss', not {self.criterion!r}")
-        require(self.checks_per_epoch >= 1 and self.patience >= 0 and self.max_epochs >= 1,
-                "FitConfig needs checks_per_epoch >= 1, patience >= 0 and max_epochs >= 1")
+        require(
+            self.criterion in ("auc", "loss"), f"FitConfig.criterion must be 'auc' or 'loss', not {self.criterion!r}"
+        )
+        require(
+            self.checks_per_epoch >= 1 and self.patience >= 0 and self.max_epochs >= 1,
+            "FitConfig needs checks_per_epoch >= 1, patience >= 0 and max_epochs >= 1",
+        )
 
 
 def membership_mlp(in_features: int) -> nn.Module:
@@ -87,8 +90,9 @@ def membership_mlp(in_features: int) -> nn.Module:
 @contextlib.contextmanager
 def seeded_torch(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's global generators (module initialization and dropout use them) and restore them after."""
-    cuda_devices = ([device.index if device.index is not None else torch.cuda.current_device()]
-                    if device.type == "cuda" else [])
+    cuda_devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         yield
@@ -164,8 +168,14 @@ class HeldOutEarlyStopping:
         return self.stale_checks > self.config.patience
 
 
-def train_batches(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                  order: torch.Tensor, batch_size: int) -> None:
+def train_batches(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+) -> None:
     model.train()
     for batch in torch.split(order, batch_size):
         optimizer.zero_grad(set_to_none=True)
@@ -234,8 +244,9 @@ class ClassifierFit:
 
 
 @contextlib.contextmanager
-def fitting(build: Callable[[], nn.Module], features: np.ndarray, is_member: np.ndarray, seed: int,
-            config: FitConfig) -> Iterator[ClassifierFit]:
+def fitting(
+    build: Callable[[], nn.Module], features: np.ndarray, is_member: np.ndarray, seed: int, config: FitConfig
+) -> Iterator[ClassifierFit]:
     """Set up a fit: the held-out split, the model (standardized by the training part's statistics in its first
     layer) and Adam, all drawn from ``seed``; torch is seeded and on one thread until the block ends."""
     device = default_device()
@@ -245,18 +256,24 @@ def fitting(build: Callable[[], nn.Module], features: np.ndarray, is_member: np.
     train, held_out = (part.to(device) for part in held_out_split(len(y), config.held_out_fraction, generator))
     with seeded_torch(seed, device), one_thread():
         model = nn.Sequential(Standardize.fitted(x[train]), build()).to(device)
-        yield ClassifierFit(model, torch.optim.Adam(model.parameters(), lr=config.lr), x, y, train, held_out,
-                            generator)
+        yield ClassifierFit(model, torch.optim.Adam(model.parameters(), lr=config.lr), x, y, train, held_out, generator)
 
 
-def fit_membership_classifier(build: Callable[[], nn.Module], features: np.ndarray, is_member: np.ndarray,
-                              seed: int, config: FitConfig = FitConfig()) -> FittedClassifier:
+def fit_membership_classifier(
+    build: Callable[[], nn.Module],
+    features: np.ndarray,
+    is_member: np.ndarray,
+    seed: int,
+    config: FitConfig = FitConfig(),
+) -> FittedClassifier:
     """Train a two-class member/non-member classifier on shadow observations (Adam, early stopping)."""
     stopper = HeldOutEarlyStopping(config)
     with fitting(build, features, is_member, seed, config) as fit:
         for _ in range(config.max_epochs):
-            if any(stop_after(stopper, fit, run, config)
-                   for run in check_runs(fit.epoch_order(), config.batch_size, config.checks_per_epoch)):
+            if any(
+                stop_after(stopper, fit, run, config)
+                for run in check_runs(fit.epoch_order(), config.batch_size, config.checks_per_epoch)
+            ):
                 break
     if stopper.best_state is None or stopper.best_scores is None:  # FitConfig: max_epochs and checks_per_epoch >= 1
         raise RuntimeError("the membership classifier was never checked on its held-out rows")
@@ -268,8 +285,9 @@ def stop_after(stopper: HeldOutEarlyStopping, fit: ClassifierFit, run: torch.Ten
     """Train on one run of batches, then check the held-out rows: whether training should stop."""
     fit.train_on(run, config.batch_size)
     logits = fit.held_out_logits()
-    return stopper.update(held_out_quality(config.criterion, logits, fit.y[fit.held_out]), fit.model,
-                          logit_margin(logits))
+    return stopper.update(
+        held_out_quality(config.criterion, logits, fit.y[fit.held_out]), fit.model, logit_margin(logits)
+    )
 
 
 def membership_log_odds(model: nn.Module, features: np.ndarray) -> np.ndarray:
@@ -324,8 +342,9 @@ class NeuralAttack(Attack):
         start = time.perf_counter()
         shadow = inputs.shadow_observations()
         train_features = self.features(shadow)
-        fitted = fit_membership_classifier(lambda: self.build(train_features.shape[1:]), train_features,
-                                           shadow.is_member, inputs.seed, self.fit_config)
+        fitted = fit_membership_classifier(
+            lambda: self.build(train_features.shape[1:]), train_features, shadow.is_member, inputs.seed, self.fit_config
+        )
         threshold, _ = best_threshold(fitted.held_out_scores, shadow.is_member[fitted.held_out])
         fitted_at = time.perf_counter()
         scores = membership_log_odds(fitted.model, self.features(inputs.victim_observations()))

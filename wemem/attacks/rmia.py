@@ -69,9 +69,11 @@ class Rmia(Attack):
 
     def decision_scores(self, inputs: AttackInputs) -> tuple[np.ndarray, float]:
         if inputs.population is None or len(inputs.population) == 0:
-            raise WememError("rmia needs a population of non-member samples no model trained on; build the attack "
-                             "inputs with wemem.pipeline.attack_inputs, or drop rmia when every pool sample is a "
-                             "target or trained on")
+            raise WememError(
+                "rmia needs a population of non-member samples no model trained on; build the attack "
+                "inputs with wemem.pipeline.attack_inputs, or drop rmia when every pool sample is a "
+                "target or trained on"
+            )
         target_ratios = self.likelihood_ratios(inputs, inputs.victim_targets.indices)
         population_ratios = self.likelihood_ratios(inputs, inputs.population)
         fractions = dominance_fraction(target_ratios, population_ratios, self.gamma)

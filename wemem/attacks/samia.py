@@ -27,9 +27,15 @@ SENSITIVITY_STEP = 1e-3  # eps
 
 
 @torch.no_grad()
-def output_sensitivity(model: nn.Module, defense: Defense, x: torch.Tensor, seed: int,
-                       queries: int = SENSITIVITY_QUERIES, step: float = SENSITIVITY_STEP,
-                       batch_size: int = 256) -> torch.Tensor:
+def output_sensitivity(
+    model: nn.Module,
+    defense: Defense,
+    x: torch.Tensor,
+    seed: int,
+    queries: int = SENSITIVITY_QUERIES,
+    step: float = SENSITIVITY_STEP,
+    batch_size: int = 256,
+) -> torch.Tensor:
     """Per-class sensitivity [n, C] of the deployed outputs (after the defense's output transform).
 
     Batched: each batch of b inputs becomes one forward pass of b * m perturbed copies. Computed in the model's
@@ -41,8 +47,9 @@ def output_sensitivity(model: nn.Module, defense: Defense, x: torch.Tensor, seed
     sensitivities = []
     for batch in torch.split(x, batch_size):
         probs = deployed(batch)
-        noise = torch.randn((len(batch) * queries, *batch.shape[1:]), generator=generator, dtype=batch.dtype,
-                            device=batch.device)
+        noise = torch.randn(
+            (len(batch) * queries, *batch.shape[1:]), generator=generator, dtype=batch.dtype, device=batch.device
+        )
         perturbed = deployed(batch.repeat_interleave(queries, dim=0) + step * noise)
         change = (perturbed.view(len(batch), queries, -1) - probs.unsqueeze(1)).abs()
         sensitivities.append(change.mean(dim=1) / step)
@@ -53,9 +60,11 @@ def class_tokens(observed: Observations) -> np.ndarray:
     """[n, C, 3] tokens (log-odds of p_j, log(1 + s_j), y_j); log scales because both span orders of magnitude
     (see :mod:`.nn` on the log-odds)."""
     if observed.sensitivity is None:
-        raise WememError("samia needs output sensitivities; build the attack inputs with "
-                         "wemem.pipeline.run_experiment, which computes them when a requested attack declares "
-                         "needs_sensitivity")
+        raise WememError(
+            "samia needs output sensitivities; build the attack inputs with "
+            "wemem.pipeline.run_experiment, which computes them when a requested attack declares "
+            "needs_sensitivity"
+        )
     odds = log_odds(observed.log_probs)
     onehot = np.eye(odds.shape[1])[observed.labels]
     return np.stack([odds, np.log1p(observed.sensitivity), onehot], axis=-1)
@@ -120,13 +129,15 @@ class SamiaNetwork(nn.Module):
     """Token embedding -> transformer encoder (d_model 64, 4 heads, 3 layers, feed-forward 128, dropout 0.1)
     -> mean over tokens -> MLP."""
 
-    def __init__(self, token_features: int = 3, d_model: int = 64, heads: int = 4, layers: int = 3,
-                 dropout: float = 0.1):
+    def __init__(
+        self, token_features: int = 3, d_model: int = 64, heads: int = 4, layers: int = 3, dropout: float = 0.1
+    ):
         super().__init__()
         masks = DropoutStream()
         self.embed = nn.Linear(token_features, d_model)
-        self.encoder = nn.Sequential(*(EncoderLayer(d_model, heads, 2 * d_model, dropout, masks)
-                                       for _ in range(layers)))
+        self.encoder = nn.Sequential(
+            *(EncoderLayer(d_model, heads, 2 * d_model, dropout, masks) for _ in range(layers))
+        )
         self.head = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, 2))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,16 @@ from .base import ATTACKS, Attack, AttackInputs
 from .features import negative_entropy, negative_modified_entropy, scaled_confidence
 
 # the features live in .features (float64, log space); imported here as the attacks' public names
-__all__ = ["Conf", "Entr", "Mentr", "Hconf", "negative_entropy", "negative_modified_entropy", "scaled_confidence",
-           "per_class_thresholds"]
+__all__ = [
+    "Conf",
+    "Entr",
+    "Mentr",
+    "Hconf",
+    "negative_entropy",
+    "negative_modified_entropy",
+    "scaled_confidence",
+    "per_class_thresholds",
+]
 
 
 def per_class_thresholds(scores: np.ndarray, labels: np.ndarray, members: np.ndarray, num_classes: int) -> np.ndarray:

@@ -4,15 +4,51 @@ Importing this package registers every built-in dataset: ``digits`` (:mod:`wemem
 file-based ones (:mod:`wemem.data.loaders`).
 """
 
-from .registry import (DATASETS, POPULATION_CAP, POPULATION_FLOOR, POPULATION_FRACTION, SPLIT_VERSION, Loader,
-                       ModelSplit, Pools, StudySplit, dataset_key, load_digits, make_study_split,
-                       population_size, seeded_permutation, split_train_test)
-from .registry import DataOptions, check_dataset_name, is_plugin_dataset, resolve_dataset_path
 from . import loaders as _loaders  # noqa: F401  (registers the file-based datasets)
 from .custom import MembershipColumnWarning, check_exclude_applies, load_dataset  # (and registers csv: and parquet:)
+from .registry import (
+    DATASETS,
+    POPULATION_CAP,
+    POPULATION_FLOOR,
+    POPULATION_FRACTION,
+    SPLIT_VERSION,
+    DataOptions,
+    Loader,
+    ModelSplit,
+    Pools,
+    StudySplit,
+    check_dataset_name,
+    dataset_key,
+    is_plugin_dataset,
+    load_digits,
+    make_study_split,
+    population_size,
+    resolve_dataset_path,
+    seeded_permutation,
+    split_train_test,
+)
 
-__all__ = ["DATASETS", "DataOptions", "MembershipColumnWarning", "check_dataset_name", "check_exclude_applies",
-           "is_plugin_dataset", "resolve_dataset_path",
-           "POPULATION_CAP", "POPULATION_FLOOR", "POPULATION_FRACTION", "SPLIT_VERSION", "Loader",
-           "ModelSplit", "Pools", "StudySplit", "dataset_key", "load_dataset", "load_digits", "make_study_split",
-           "population_size", "seeded_permutation", "split_train_test"]
+__all__ = [
+    "DATASETS",
+    "DataOptions",
+    "MembershipColumnWarning",
+    "check_dataset_name",
+    "check_exclude_applies",
+    "is_plugin_dataset",
+    "resolve_dataset_path",
+    "POPULATION_CAP",
+    "POPULATION_FLOOR",
+    "POPULATION_FRACTION",
+    "SPLIT_VERSION",
+    "Loader",
+    "ModelSplit",
+    "Pools",
+    "StudySplit",
+    "dataset_key",
+    "load_dataset",
+    "load_digits",
+    "make_study_split",
+    "population_size",
+    "seeded_permutation",
+    "split_train_test",
+]

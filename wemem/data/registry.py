@@ -6,9 +6,9 @@ mem-scores) and ``x[n_train:]`` is the test pool E. Small datasets stay as tenso
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ def resolve_dataset_path(dataset: str, base: str) -> str:
     key = dataset_key(dataset)
     if key == dataset or not key.endswith(":"):
         return dataset
-    path = Path(dataset[len(key):])
+    path = Path(dataset[len(key) :])
     return dataset if path.is_absolute() else f"{key}{Path(base, path)}"
 
 
@@ -93,8 +93,10 @@ def check_dataset_name(dataset: str) -> str:
     unknown-name error listing every registered one."""
     if is_plugin_dataset(dataset) or dataset_key(dataset) in DATASETS:
         return dataset
-    raise WememError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS.names())} (the ones ending in "
-                     f"':' take a path, e.g. csv:data.csv), or your own loader as package.module:loader")
+    raise WememError(
+        f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS.names())} (the ones ending in "
+        f"':' take a path, e.g. csv:data.csv), or your own loader as package.module:loader"
+    )
 
 
 def seeded_permutation(n: int, seed: int) -> np.ndarray:
@@ -158,14 +160,20 @@ class StudySplit:
     def to_state(self) -> dict:
         """Plain tensors and lists, for ``torch.save(..., weights_only=True)`` caches."""
         as_dict = lambda s: {"train": s.train, "dev": s.dev, "test": s.test}  # noqa: E731
-        return {"version": SPLIT_VERSION, "victim": as_dict(self.victim),
-                "shadows": [as_dict(s) for s in self.shadows], "population": self.population}
+        return {
+            "version": SPLIT_VERSION,
+            "victim": as_dict(self.victim),
+            "shadows": [as_dict(s) for s in self.shadows],
+            "population": self.population,
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> StudySplit:
-        require(state.get("version") == SPLIT_VERSION,
-                f"cached split has version {state.get('version', 1)}, this code writes version {SPLIT_VERSION}; "
-                "delete the cache directory (or use another --cache-dir) so the split is recomputed")
+        require(
+            state.get("version") == SPLIT_VERSION,
+            f"cached split has version {state.get('version', 1)}, this code writes version {SPLIT_VERSION}; "
+            "delete the cache directory (or use another --cache-dir) so the split is recomputed",
+        )
         to_split = lambda d: ModelSplit(d["train"], d["dev"], d["test"])  # noqa: E731
         return cls(to_split(state["victim"]), tuple(to_split(s) for s in state["shadows"]), state["population"])
 
@@ -180,8 +188,14 @@ def _as_index_tensor(indices: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.sort(indices), dtype=torch.long)  # sorted for cache-friendly gathers
 
 
-def _model_split(pool: np.ndarray, test_pool: np.ndarray, seed: int, train_fraction: float, dev_fraction: float,
-                 not_for_dev: np.ndarray | None = None) -> ModelSplit:
+def _model_split(
+    pool: np.ndarray,
+    test_pool: np.ndarray,
+    seed: int,
+    train_fraction: float,
+    dev_fraction: float,
+    not_for_dev: np.ndarray | None = None,
+) -> ModelSplit:
     """90% of ``pool`` trains the model; the rest of it plus ``test_pool`` splits 34% dev / 66% test. Samples of
     ``not_for_dev`` that would fall in the dev set are left out of it (and of the test set, which stays as it
     would be without them)."""
@@ -230,4 +244,3 @@ def make_study_split(
         for k in range(shadows)
     )
     return StudySplit(victim, shadow_splits, _as_index_tensor(population))
-

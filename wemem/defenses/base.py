@@ -53,8 +53,9 @@ class DefenseContext:
     def scores(self) -> torch.Tensor:
         """Every mem-score of the study (a WememError names the fix where the study computed none)."""
         if self.memscores is None:
-            raise WememError("this defense needs mem-scores; compute them with `wemem memscore` or enable them in "
-                             "the study")
+            raise WememError(
+                "this defense needs mem-scores; compute them with `wemem memscore` or enable them in the study"
+            )
         return self.memscores
 
     def scores_of(self, indices: torch.Tensor) -> torch.Tensor:
@@ -124,8 +125,9 @@ class Defense(Generic[S]):
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y)
 
-    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step,
-                   masks: Masks | None) -> torch.Tensor:
+    def train_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step, masks: Masks | None
+    ) -> torch.Tensor:
         """One step; returns the loss as a device tensor (reading it would synchronize the GPU every batch)."""
         index = step.indices.to(pools.x.device, non_blocking=True)
         x, y = pools.x[index], pools.y[index]

@@ -66,8 +66,10 @@ def declared_space(defense: str, declared: DeclaredSpace) -> tuple[SpaceParam, .
     if not isinstance(declared, Mapping):
         params = tuple(declared)
         if not all(isinstance(p, SpaceParam) for p in params):
-            raise ValueError(f"defense {defense!r} declares search_space = {declared!r}; give a tuple of "
-                             "SpaceParam or a table {setting: (low, high) | [choices] | {SpaceParam fields}}")
+            raise ValueError(
+                f"defense {defense!r} declares search_space = {declared!r}; give a tuple of "
+                "SpaceParam or a table {setting: (low, high) | [choices] | {SpaceParam fields}}"
+            )
         return params
     return tuple(_declared_param(defense, setting, value) for setting, value in declared.items())
 
@@ -79,8 +81,10 @@ def _declared_param(defense: str, setting: str, value: object) -> SpaceParam:
         return SpaceParam(setting, float(value[0]), float(value[1]))
     if isinstance(value, list) and value:
         return SpaceParam(setting, choices=tuple(value))
-    raise ValueError(f"defense {defense!r} declares search_space[{setting!r}] = {value!r}; give (low, high), a "
-                     f"list of choices or a dict of SpaceParam fields")
+    raise ValueError(
+        f"defense {defense!r} declares search_space[{setting!r}] = {value!r}; give (low, high), a "
+        f"list of choices or a dict of SpaceParam fields"
+    )
 
 
 def model_defaults(settings: type[BaseModel], space: Sequence[SpaceParam]) -> Mapping[str, Value]:

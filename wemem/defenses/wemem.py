@@ -27,8 +27,9 @@ Order = Literal["h2l", "l2h"]
 # ------------------------------------------------------------------------------------ pure algorithms
 
 
-def ranked_class_lists(indices: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
-                       order: Order) -> list[torch.Tensor]:
+def ranked_class_lists(
+    indices: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, order: Order
+) -> list[torch.Tensor]:
     """pi_c for each class present: the class's indices ranked by mem-score (ties broken by pool index)."""
     lists = []
     for c in torch.unique(labels).tolist():
@@ -41,11 +42,14 @@ def ranked_class_lists(indices: torch.Tensor, labels: torch.Tensor, scores: torc
     return lists
 
 
-def window_sizes(class_size: int, width: int | None, stride: int | None, width_fraction: float | None,
-                 stride_fraction: float | None) -> tuple[int, int]:
+def window_sizes(
+    class_size: int, width: int | None, stride: int | None, width_fraction: float | None, stride_fraction: float | None
+) -> tuple[int, int]:
     """Per-class (W, D) in samples: counts as given, or fractions of the class size (at least one sample)."""
-    return (in_samples(class_size, "width", width, width_fraction),
-            in_samples(class_size, "stride", stride, stride_fraction))
+    return (
+        in_samples(class_size, "width", width, width_fraction),
+        in_samples(class_size, "stride", stride, stride_fraction),
+    )
 
 
 def in_samples(class_size: int, name: str, count: int | None, fraction: float | None) -> int:
@@ -62,7 +66,7 @@ def sliding_window(class_lists: list[torch.Tensor], sizes: list[tuple[int, int]]
 
     **Fix** (SPEC section 7): the reference clipped one shared end across classes.
     """
-    parts = [ranked[d * epoch: min(d * epoch + w, len(ranked))] for ranked, (w, d) in zip(class_lists, sizes)]
+    parts = [ranked[d * epoch : min(d * epoch + w, len(ranked))] for ranked, (w, d) in zip(class_lists, sizes)]
     parts = [p for p in parts if len(p)]
     return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
 
@@ -103,16 +107,20 @@ class WindowSettings(BaseModel):
     stride_fraction: float | None = Field(None, gt=0, le=1, description="D as a fraction of each class list")
 
     @model_validator(mode="after")
-    def _one_form_each(self) -> "WindowSettings":
+    def _one_form_each(self) -> WindowSettings:
         for name in ("width", "stride"):
             given = [getattr(self, name) is not None, getattr(self, f"{name}_fraction") is not None]
             if sum(given) != 1:
                 raise ValueError(f"give exactly one of {name} (samples) or {name}_fraction (of each class list)")
         if self.width is not None and self.stride is not None and self.stride > self.width:
-            raise ValueError(f"stride {self.stride} exceeds width {self.width}: samples between windows would never "
-                             "be trained on")
-        if self.width_fraction is not None and self.stride_fraction is not None \
-                and not stride_below_width(self.stride_fraction, self.width_fraction):
+            raise ValueError(
+                f"stride {self.stride} exceeds width {self.width}: samples between windows would never be trained on"
+            )
+        if (
+            self.width_fraction is not None
+            and self.stride_fraction is not None
+            and not stride_below_width(self.stride_fraction, self.width_fraction)
+        ):
             raise ValueError("stride_fraction must be strictly below width_fraction")
         return self
 
@@ -125,14 +133,16 @@ class RiskSettings(BaseModel):
     lambda_mem: float = Field(0.1, gt=0, description="weight decay on steps over risky samples")
     # default chosen on evidence: see docs/deviations.md (RMR's optimizers) for the comparison
     optimizer: RmrOptimizer = Field(
-        "single", description="two_adam: the reference's two Adam optimizers (risky steps with weight decay "
-                                "lambda_mem, general steps with the usual one, each with its own moments); single: "
-                                "one Adam whose weight decay is lambda_mem during risky steps")
+        "single",
+        description="two_adam: the reference's two Adam optimizers (risky steps with weight decay "
+        "lambda_mem, general steps with the usual one, each with its own moments); single: "
+        "one Adam whose weight decay is lambda_mem during risky steps",
+    )
     tau: float | None = Field(None, ge=0, le=1, description="absolute mem-score threshold")
     risky_fraction: float | None = Field(None, gt=0, lt=1, description="tau as the quantile of the study's mem-scores")
 
     @model_validator(mode="after")
-    def _one_threshold(self) -> "RiskSettings":
+    def _one_threshold(self) -> RiskSettings:
         if (self.tau is None) == (self.risky_fraction is None):
             raise ValueError("give exactly one of tau (absolute mem-score) or risky_fraction (of the mem-scores)")
         return self
@@ -154,13 +164,19 @@ RS = TypeVar("RS", bound=RiskSettings)  # the settings of a defense with risk me
 # ratio at most 0.5 and the width at least 0.05 it always stays below the width by more than MIN_GAP. Sampling the
 # stride first would move the width's lower bound with it, a box TPE's densities model badly.
 STRIDE = SpaceParam("stride_fraction", 0.005, 0.2, derived=True)
-WINDOW_SPACE = (SpaceParam("order", choices=("h2l", "l2h")), SpaceParam("width_fraction", 0.05, 0.8, log=True),
-                SpaceParam("stride_ratio", 0.02, 0.5, log=True), STRIDE)
+WINDOW_SPACE = (
+    SpaceParam("order", choices=("h2l", "l2h")),
+    SpaceParam("width_fraction", 0.05, 0.8, log=True),
+    SpaceParam("stride_ratio", 0.02, 0.5, log=True),
+    STRIDE,
+)
 # RMR's optimizer is fixed to the defense's default (see docs/deviations.md for the comparison behind it); a study
 # may search both with `optimizer = ["two_adam", "single"]` or fix the other one.
-RISK_SPACE = (SpaceParam("risky_fraction", 0.01, 0.5, log=True), SpaceParam("lambda_mem", 1e-3, 1.0, log=True),
-              SpaceParam("optimizer", choices=("two_adam", "single"),
-                         fixed=RiskSettings.model_fields["optimizer"].default))
+RISK_SPACE = (
+    SpaceParam("risky_fraction", 0.01, 0.5, log=True),
+    SpaceParam("lambda_mem", 1e-3, 1.0, log=True),
+    SpaceParam("optimizer", choices=("two_adam", "single"), fixed=RiskSettings.model_fields["optimizer"].default),
+)
 # The paper's reference settings (SPEC section 7), as fractions of each class list so they transfer across
 # datasets: CIFAR-10 classes hold 2,250 victim samples (W=500 -> 0.22, D=50 -> 0.022, D=100 -> 0.044).
 RISK_DEFAULTS = {"lambda_mem": 0.1, "risky_fraction": 0.2}
@@ -174,10 +190,12 @@ class SlidingWindowMixin(Defense[WS]):
 
     def prepare_windows(self, context: DefenseContext) -> None:
         s = self.settings
-        self.class_lists = ranked_class_lists(context.train.cpu(), context.labels, context.scores_of(context.train),
-                                              s.order)
-        self.sizes = [window_sizes(len(lst), s.width, s.stride, s.width_fraction, s.stride_fraction)
-                      for lst in self.class_lists]
+        self.class_lists = ranked_class_lists(
+            context.train.cpu(), context.labels, context.scores_of(context.train), s.order
+        )
+        self.sizes = [
+            window_sizes(len(lst), s.width, s.stride, s.width_fraction, s.stride_fraction) for lst in self.class_lists
+        ]
 
     def window(self, epoch: int) -> torch.Tensor:
         return sliding_window(self.class_lists, self.sizes, epoch)
@@ -197,12 +215,14 @@ class RiskMixin(Defense[RS]):
         general = super().make_optimizer(model)
         if self.settings.optimizer == "two_adam":
             config = self.ctx.config
-            self.risky_optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                                    weight_decay=self.settings.lambda_mem, fused=True)
+            self.risky_optimizer = torch.optim.Adam(
+                model.parameters(), lr=config.lr, weight_decay=self.settings.lambda_mem, fused=True
+            )
         return general
 
-    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step,
-                   masks: Masks | None) -> torch.Tensor:
+    def train_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step, masks: Masks | None
+    ) -> torch.Tensor:
         if self.risky_optimizer is not None and step.weight_decay is not None:  # a risky step (see risk_steps)
             optimizer = self.risky_optimizer
         return super().train_step(model, optimizer, pools, step, masks)
@@ -223,8 +243,9 @@ class RiskMixin(Defense[RS]):
         """
         risky, general = risk_split(indices, self.ctx.scores_of(indices), self.tau)
         batch = self.ctx.config.batch_size
-        return ([Step(b, weight_decay=self.settings.lambda_mem) for b in minibatches(risky, batch, generator)]
-                + [Step(b) for b in minibatches(general, batch, generator)])
+        return [Step(b, weight_decay=self.settings.lambda_mem) for b in minibatches(risky, batch, generator)] + [
+            Step(b) for b in minibatches(general, batch, generator)
+        ]
 
     def report(self) -> dict[str, float]:
         return {"tau": self.tau}
@@ -265,8 +286,9 @@ class SWMR(SlidingWindowMixin[SWMRSettings], RiskMixin[SWMRSettings]):
     Settings = SWMRSettings
     needs_memscores = True
     search_space = WINDOW_SPACE + RISK_SPACE
-    paper_defaults = MappingProxyType({"order": "h2l", "width_fraction": 0.22, "stride_fraction": 0.044,
-                                       **RISK_DEFAULTS})
+    paper_defaults = MappingProxyType(
+        {"order": "h2l", "width_fraction": 0.22, "stride_fraction": 0.044, **RISK_DEFAULTS}
+    )
 
     def bind(self, context: DefenseContext) -> None:
         super().bind(context)

@@ -3,10 +3,32 @@
 Importing this package registers every built-in model.
 """
 
-from .registry import (MODELS, TORCHVISION, ModelFactory, build_model, check_model_fits, check_model_name,
-                       fit_checkpoint, initialize, is_plugin_model, prunable_parameters, read_checkpoint)
-from . import mlp as _mlp  # noqa: F401  (registers columnfc)
 from . import cnn as _cnn  # noqa: F401  (registers resnet18, vgg16bn, densenet121)
+from . import mlp as _mlp  # noqa: F401  (registers columnfc)
+from .registry import (
+    MODELS,
+    TORCHVISION,
+    ModelFactory,
+    build_model,
+    check_model_fits,
+    check_model_name,
+    fit_checkpoint,
+    initialize,
+    is_plugin_model,
+    prunable_parameters,
+    read_checkpoint,
+)
 
-__all__ = ["MODELS", "TORCHVISION", "ModelFactory", "build_model", "check_model_fits", "check_model_name",
-           "fit_checkpoint", "initialize", "is_plugin_model", "prunable_parameters", "read_checkpoint"]
+__all__ = [
+    "MODELS",
+    "TORCHVISION",
+    "ModelFactory",
+    "build_model",
+    "check_model_fits",
+    "check_model_name",
+    "fit_checkpoint",
+    "initialize",
+    "is_plugin_model",
+    "prunable_parameters",
+    "read_checkpoint",
+]

@@ -15,15 +15,19 @@ from .registry import MODELS
 
 
 def image_channels(model: str, input_shape: tuple[int, ...]) -> int:
-    require(len(input_shape) == 3,
-            f"model {model!r} needs image inputs of shape [channels, height, width], but the dataset gives "
-            f"samples of shape {list(input_shape)}; use model 'columnfc' for tabular data")
+    require(
+        len(input_shape) == 3,
+        f"model {model!r} needs image inputs of shape [channels, height, width], but the dataset gives "
+        f"samples of shape {list(input_shape)}; use model 'columnfc' for tabular data",
+    )
     return input_shape[0]
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2, bias=False),
-                         nn.BatchNorm2d(out_channels))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
 
 
 # ----------------------------------------------------------------------------------------------- ResNet
@@ -89,8 +93,12 @@ class VGG16BN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(
-            nn.Linear(512, 4096), nn.ReLU(), nn.Dropout(0.5),
-            nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(512, 4096),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(4096, 4096),
+            nn.ReLU(),
+            nn.Dropout(0.5),
             nn.Linear(4096, num_classes),
         )
 
@@ -108,8 +116,11 @@ def vgg16bn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 
 def bn_relu_conv(in_channels: int, out_channels: int, kernel: int) -> nn.Sequential:
     """DenseNet's pre-activation order: BN, ReLU, then the convolution."""
-    return nn.Sequential(nn.BatchNorm2d(in_channels), nn.ReLU(),
-                         nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False))
+    return nn.Sequential(
+        nn.BatchNorm2d(in_channels),
+        nn.ReLU(),
+        nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False),
+    )
 
 
 class DenseLayer(nn.Module):

@@ -33,4 +33,3 @@ def columnfc(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     for size in input_shape:
         in_features *= size
     return ColumnFC(in_features, num_classes)
-

@@ -86,16 +86,20 @@ class AdvReg(Defense[AdvRegSettings]):
     paper_defaults = model_defaults(AdvRegSettings, search_space)
 
     def bind(self, context: DefenseContext) -> None:
-        require(len(context.dev) > 0, "advreg needs the model's dev set as non-members, but it is empty; "
-                                      "use a split with a non-empty dev fraction")
+        require(
+            len(context.dev) > 0,
+            "advreg needs the model's dev set as non-members, but it is empty; "
+            "use a split with a non-empty dev fraction",
+        )
         super().bind(context)
         device = context.pools.x.device
         self.inference = InferenceNetwork(context.pools.num_classes).to(device)
         self.inference_optimizer = torch.optim.Adam(self.inference.parameters(), lr=context.config.lr)
         self.generator = torch.Generator().manual_seed(context.seed)
 
-    def observed_membership_loss(self, model: nn.Module, pools: Pools, indices: torch.Tensor,
-                                 is_member: bool) -> torch.Tensor:
+    def observed_membership_loss(
+        self, model: nn.Module, pools: Pools, indices: torch.Tensor, is_member: bool
+    ) -> torch.Tensor:
         logits = deployed_logits(model, pools.x[indices])
         return membership_loss(self.inference(inference_features(logits, pools.y[indices])), is_member)
 
@@ -103,14 +107,16 @@ class AdvReg(Defense[AdvRegSettings]):
         """One step of h on the batch (members) against as many dev samples drawn at random (non-members)."""
         draw = torch.randint(len(self.ctx.dev), (len(members),), generator=self.generator)
         non_members = self.ctx.dev[draw].to(pools.x.device)
-        loss = (self.observed_membership_loss(model, pools, members, is_member=True)
-                + self.observed_membership_loss(model, pools, non_members, is_member=False))
+        loss = self.observed_membership_loss(model, pools, members, is_member=True) + self.observed_membership_loss(
+            model, pools, non_members, is_member=False
+        )
         self.inference_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.inference_optimizer.step()
 
-    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step,
-                   masks: Masks | None) -> torch.Tensor:
+    def train_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step, masks: Masks | None
+    ) -> torch.Tensor:
         members = step.indices.to(pools.x.device)
         for _ in range(self.settings.k):
             self.inference_step(model, pools, members)

@@ -50,22 +50,30 @@ class DPSGD(Defense[DPSGDSettings]):
         context, settings = self.ctx, self.settings
         attach_per_sample_gradients(model)
         optimizer = MaskedDPOptimizer(
-            make_adam(model, context.config), noise_multiplier=settings.sigma, max_grad_norm=settings.clip,
-            expected_batch_size=context.config.batch_size, loss_reduction="mean",
-            generator=torch.Generator(device=context.pools.x.device).manual_seed(context.seed))
+            make_adam(model, context.config),
+            noise_multiplier=settings.sigma,
+            max_grad_norm=settings.clip,
+            expected_batch_size=context.config.batch_size,
+            loss_reduction="mean",
+            generator=torch.Generator(device=context.pools.x.device).manual_seed(context.seed),
+        )
         self.accountant = RDPAccountant()
         sample_rate = min(1.0, context.config.batch_size / len(context.train))
         optimizer.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate))  # counts the noisy steps
         self.private_optimizer: MaskedDPOptimizer = optimizer  # the optimizer every train_step receives
         return optimizer
 
-    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step,
-                   masks: Masks | None) -> torch.Tensor:
+    def train_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, pools: Pools, step: Step, masks: Masks | None
+    ) -> torch.Tensor:
         if masks is not None:
             self.private_optimizer.set_masks(model, masks)
         return super().train_step(model, optimizer, pools, step, masks)
 
     def report(self) -> dict[str, float]:
         delta = 1.0 / len(self.ctx.train)
-        return {"epsilon": self.accountant.get_epsilon(delta), "delta": delta,
-                "dp_steps": float(sum(steps for _, _, steps in self.accountant.history))}
+        return {
+            "epsilon": self.accountant.get_epsilon(delta),
+            "delta": delta,
+            "dp_steps": float(sum(steps for _, _, steps in self.accountant.history)),
+        }

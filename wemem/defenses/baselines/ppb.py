@@ -23,7 +23,7 @@ def paired_sorted_kl(logits: torch.Tensor) -> torch.Tensor:
         return logits.new_zeros(())
     # log-softmax is monotone in the logits, so sorting it sorts the probabilities too
     sorted_log_probs = torch.log_softmax(logits, dim=1).sort(dim=1, descending=True).values
-    first, second = sorted_log_probs[:half], sorted_log_probs[half:2 * half]
+    first, second = sorted_log_probs[:half], sorted_log_probs[half : 2 * half]
     return F.kl_div(second, first, reduction="batchmean", log_target=True)
 
 

@@ -25,17 +25,34 @@ from ...pruning import Masks
 
 # Opacus' backward hooks need gradients with respect to layer outputs only; PyTorch warns (once per process) when
 # the first layer's input does not require gradients, which is always the case for data.
-warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect "
-                                          "to module outputs", category=UserWarning)
+warnings.filterwarnings(
+    "ignore",
+    message="Full backward hook is firing when gradients are computed with respect to module outputs",
+    category=UserWarning,
+)
 
 
 class MaskedDPOptimizer(DPOptimizer):
     """Opacus' DP optimizer that keeps pruned weights out of the clipping and the noise."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, *, noise_multiplier: float, max_grad_norm: float,
-                 expected_batch_size: int, loss_reduction: str = "mean", generator: torch.Generator | None = None):
-        super().__init__(optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
-                         expected_batch_size=expected_batch_size, loss_reduction=loss_reduction, generator=generator)
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        noise_multiplier: float,
+        max_grad_norm: float,
+        expected_batch_size: int,
+        loss_reduction: str = "mean",
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__(
+            optimizer,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=expected_batch_size,
+            loss_reduction=loss_reduction,
+            generator=generator,
+        )
         self.param_masks: list[torch.Tensor | None] = [None] * len(self.params)
 
     def set_masks(self, model: nn.Module, masks: Masks) -> None:
@@ -64,5 +81,6 @@ def attach_per_sample_gradients(model: nn.Module) -> None:
         raise WememError(
             f"dpsgd cannot train {type(model).__name__}: {problems}. DP-SGD needs per-example gradients and "
             "BatchNorm mixes the examples of a batch; use a BatchNorm-free model (e.g. columnfc), or register a "
-            "variant with GroupNorm (what opacus.validators.ModuleValidator.fix substitutes) and pretrain it")
+            "variant with GroupNorm (what opacus.validators.ModuleValidator.fix substitutes) and pretrain it"
+        )
     GradSampleHooks(model, batch_first=True, loss_reduction="mean")  # lives on in the hooks it registers
