@@ -39,10 +39,8 @@ lint: install-test
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layout.py
 
-# what `make test` checks before pytest runs; set to `lint` so that a lint or type error fails the tests (and CI)
-TEST_GATE := install-test
-
-test: $(TEST_GATE)
+# a lint, format, type or layering error fails `make test` (and so CI) before pytest starts
+test: lint
 	$(BIN)/python -m pytest -q --durations=40 tests
 
 clean:

@@ -113,6 +113,7 @@ def main() -> None:
     ]
     bare = median_seconds(lambda: bare_epoch(model, optimizer, pools, batches, masks_params), args.epochs, device)
     dataset = TensorDataset(x, y)
+
     def loader():
         return DataLoader(
             dataset,
@@ -121,6 +122,7 @@ def main() -> None:
             num_workers=args.workers,
             persistent_workers=False,
         )
+
     per_epoch_loader = median_seconds(
         lambda: dataloader_epoch(model, optimizer, loader(), masks_params), args.epochs, device
     )

@@ -235,8 +235,10 @@ def format_tables(table: pd.DataFrame) -> str:
     attacks = attacks.set_index(["attack", "run"])[[*METRICS, "epsilon_lb"]]
     bound = table.iloc[0]
     notes = [
-        f"{INTERVAL_NOTE}; epsilon_lb: empirical lower bound on epsilon at the attack's threshold (delta "
-        f"{bound['epsilon_delta']:g}, {bound['epsilon_confidence']:.0%} confidence)",
+        (
+            f"{INTERVAL_NOTE}; epsilon_lb: empirical lower bound on epsilon at the attack's threshold (delta "
+            f"{bound['epsilon_delta']:g}, {bound['epsilon_confidence']:.0%} confidence)"
+        ),
         *resolution_notes(table),
     ]
     number = "{:.4f}".format

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 import pandas as pd
@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # the confirmation's types only: importing search.confirm loa
 
 Echo = Callable[[str], None]
 # what ``attacks=`` takes: "all", comma-separated names ("conf,lira") or a sequence of names, as ``--attacks``
-AttackNames = Union[Literal["all"], str, Sequence[str]]
+AttackNames = Literal["all"] | str | Sequence[str]
 
 
 _PRUNING = PruningConfig()  # run's pruning defaults are the science's

@@ -35,7 +35,7 @@ def test_round_sparsity_matches_spec_values():
     assert sparsity_schedule(0.6, 4) == pytest.approx(expected)
     assert [round(s, 3) for s in sparsity_schedule(0.6, 4)] == [0.0, 0.205, 0.368, 0.497, 0.6]
     assert sparsity_schedule(0.6, 4, one_shot=True) == [0.6]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
         round_sparsity(1.0, 4, 1)
 
 

@@ -314,7 +314,7 @@ def test_a_damaged_confirmation_section_is_refused_before_any_work(folder: Path)
     summary["candidates"][1]["privacy"] = {"mean": "low"}
     with pytest.raises(WememError, match=r"is damaged \(confirmation\.candidates\.1\.privacy"):
         read_checked_export(hand_export(folder, encoding, confirmation=confirmation_section(summary)))
-    with pytest.raises(WememError, match="confirmation: .*without seeds and candidates"):
+    with pytest.raises(WememError, match=r"confirmation: .*without seeds and candidates"):
         read_checked_export(hand_export(folder, encoding, confirmation={"status": "confirmed"}))
 
 

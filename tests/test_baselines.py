@@ -213,7 +213,7 @@ def test_hamp_true_probability_solves_the_entropy_equation():
         p_star = high_entropy_true_probability(gamma, 10)
         assert 0.1 < p_star < 1.0
         assert spread_label_entropy(p_star, 10) == pytest.approx(gamma * math.log(10))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need 0 < gamma < 1"):
         high_entropy_true_probability(1.0, 10)
 
 

@@ -172,7 +172,7 @@ def test_a_launcher_with_other_assets_is_refused(ray_session, tiny_config, tiny_
     stored = study.user_attrs["assets_fingerprint"]
     shared_work(opened, echo=lambda message: None)  # same assets: accepted
     study.set_user_attr("assets_fingerprint", "0" * 64)  # as if the study had been run on another victim
-    with pytest.raises(WememError, match="other assets.*--cache-dir"):
+    with pytest.raises(WememError, match=r"other assets.*--cache-dir"):
         shared_work(opened, echo=lambda message: None)
     assert stored != "0" * 64 and shipped.fingerprint
 

@@ -135,7 +135,8 @@ def test_a_space_declared_as_a_table_reads_as_space_params():
     from wemem.defenses.space import SpaceParam
 
     class Declared(Defense):
-        search_space = {"alpha": (0.1, 3), "mode": ["a", "b"], "beta": {"low": 1e-3, "high": 1.0, "log": True}}
+        # an installed package's table form, as docs/own_model.md documents it
+        search_space = {"alpha": (0.1, 3), "mode": ["a", "b"], "beta": {"low": 1e-3, "high": 1.0, "log": True}}  # noqa: RUF012
 
     Declared.name = "declared"
     assert Declared.space() == (

@@ -27,9 +27,9 @@ Rules checked:
 from __future__ import annotations
 
 import ast
+import itertools
 from collections import deque
 from pathlib import Path
-import itertools
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("wemem", "objectives", "search")
@@ -254,10 +254,11 @@ def _layer_label(index: int, layers) -> str:
 
 def layer_violations(graph: dict[str, dict[str, int]], layers=LAYERS) -> list[str]:
     """Modules in no layer, and imports that go up the layers (or into the façade ``search``)."""
-    found = []
-    for module in sorted(graph):
-        if layer_of(module, layers) is None:
-            found.append(f"module {module} is in no layer; add it to LAYERS")
+    found = [
+        f"module {module} is in no layer; add it to LAYERS"
+        for module in sorted(graph)
+        if layer_of(module, layers) is None
+    ]
     for module in sorted(graph):
         mine = layer_of(module, layers)
         if mine is None:
@@ -515,13 +516,17 @@ def test_checker_reports_a_registry_importing_its_entry(tmp_path):
             ),
             "wemem/models/cnn.py": "from .registry import MODELS\n@MODELS.register('resnet')\ndef resnet(): ...\n",
             "wemem/attacks/__init__.py": "from . import base, lira\n",
-            "wemem/attacks/base.py": "from ..registry import Registry\nATTACKS = Registry('attack')\nATTACKS.register('x')(int)\n",
+            "wemem/attacks/base.py": (
+                "from ..registry import Registry\nATTACKS = Registry('attack')\nATTACKS.register('x')(int)\n"
+            ),
             "wemem/attacks/lira.py": "from .base import ATTACKS\nATTACKS.register('lira')(int)\n",
             "wemem/attacks/other.py": "from ..models import MODELS\n",
         },
     )
     found = registry_violations(tmp_path)
     assert found == [
-        "wemem.models.registry (line 4) defines the registry MODELS and imports its entry module "
-        "wemem.models.cnn; let the package __init__ import the entries"
+        (
+            "wemem.models.registry (line 4) defines the registry MODELS and imports its entry module "
+            "wemem.models.cnn; let the package __init__ import the entries"
+        )
     ], found

@@ -479,7 +479,7 @@ def test_confirm_seeds_have_a_stated_maximum_and_never_wrap(stored: Path, nothin
     assert run_cli(["confirm", "base", "--seeds", "101", "--storage", f"sqlite:///{stored}"]) == 2
     assert "--seeds takes 2 to 100" in capsys.readouterr().err
     assert confirmation_seeds(MAX_SEED - 3000, 3) == [MAX_SEED - 2000, MAX_SEED - 1000, MAX_SEED]
-    with pytest.raises(WememError, match="leaves room for 2 fresh seed.*pass --seeds 2 or fewer"):
+    with pytest.raises(WememError, match=r"leaves room for 2 fresh seed.*pass --seeds 2 or fewer"):
         confirmation_seeds(MAX_SEED - 2999, 3)
     with pytest.raises(WememError, match="cannot be confirmed; launch it again with a smaller"):
         confirmation_seeds(MAX_SEED - 1500, 2)

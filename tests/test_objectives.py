@@ -27,7 +27,7 @@ def test_leakage_takes_the_strongest_attack_of_the_chosen_metric():
     assert leakage(ATTACKS) == (0.64, "hconf")
     assert leakage(ATTACKS, "auc") == (0.9, "entr")
     assert leakage(ATTACKS, "auc", among=["conf", "hconf"]) == (0.70, "conf")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown privacy metric 'precision'"):
         leakage(ATTACKS, "precision")
 
 

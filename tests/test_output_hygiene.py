@@ -344,7 +344,7 @@ def test_a_warning_naming_a_received_column_prints_escaped(tmp_path, monkeypatch
     before = warnings.showwarning
 
     def handler(args):
-        warnings.warn("column 'train\x1b[2J' looks like a membership mark", UserWarning)
+        warnings.warn("column 'train\x1b[2J' looks like a membership mark", UserWarning, stacklevel=1)
         return 0
 
     with_handler(monkeypatch, cli, handler)

@@ -246,7 +246,7 @@ def test_checks_create_nothing(tmp_path: Path):
 
 def test_a_full_disk_in_the_cache_is_a_clear_error_without_leftovers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     failing_writes(monkeypatch, errno.ENOSPC)
-    with pytest.raises(WememError, match="disk full while writing .*split.pt"):
+    with pytest.raises(WememError, match=r"disk full while writing .*split.pt"):
         save_checked(tmp_path / "split.pt", _torch_bytes({"weights": torch.zeros(3)}))  # torch writes to memory
     assert list(tmp_path.iterdir()) == []  # neither the file, its sidecar nor a temporary
 
@@ -261,7 +261,7 @@ def test_prepare_assets_on_a_full_disk_leaves_no_temporary(
 
 
 def test_a_read_only_cache_is_refused_before_the_work(tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    with pytest.raises(WememError, match="/proc.*does not accept new files.*--cache-dir"):
+    with pytest.raises(WememError, match=r"/proc.*does not accept new files.*--cache-dir"):
         prepare_assets(tiny_config, "/proc/wemem-cache")
     failing_writes(monkeypatch, errno.EROFS)
     with pytest.raises(WememError, match="read-only"):

@@ -132,9 +132,9 @@ def test_a_bad_exclusion_is_refused_with_the_column_and_the_fix(csv: Path, exclu
 
 
 def test_exclude_on_data_without_columns_is_refused():
-    with pytest.raises(WememError, match="not a table.*remove it"):
+    with pytest.raises(WememError, match=r"not a table.*remove it"):
         load_dataset("digits", None, 7, DataOptions(exclude=("pixel",)))
-    with pytest.raises(WememError, match="data.exclude|not a table"):
+    with pytest.raises(WememError, match=r"data.exclude|not a table"):
         parse_study({"study": {"name": "x"}, "data": {"dataset": "digits", "exclude": ["pixel"]}})
 
 

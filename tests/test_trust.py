@@ -439,7 +439,7 @@ def test_apply_names_the_code_an_export_would_run_and_runs_none_of_it_without_al
     assert "pkg/__init__.py" in message and "changed since the study ran" in message, message
     message = refused(["apply", str(export), *out, "--allow-code"], capsys)  # a changed file: not even then
     assert "pkg/__init__.py" in message, message
-    with pytest.raises(WememError, match="pkg/__init__.py"):
+    with pytest.raises(WememError, match=r"pkg/__init__.py"):
         api.apply(export, targets.folder / "applied", allow_code=True)
 
     export = hand_export_of(targets.folder, "pkg.sub:Net")  # the same files as the study's: read, not allowed

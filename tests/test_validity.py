@@ -376,7 +376,7 @@ def test_the_api_and_the_cli_take_the_same_overrides(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(api, "StudyResult", lambda opened: opened)
     api.launch(TINY_DIGITS, override_checks=["checkpoint", "resolution"])
     assert seen == [("checkpoint", "resolution")]
-    with pytest.raises(WememError, match="unknown check.*reference"):
+    with pytest.raises(WememError, match=r"unknown check.*reference"):
         api.launch(
             TINY_DIGITS, override_checks=["reference"]
         )  # a warning is not overridden: there is nothing to run past

@@ -38,8 +38,10 @@ def registered_names() -> str:
             f"models:   {', '.join(MODELS.names())}, torchvision:NAME, or a factory plug-in package.module:factory",
             f"defenses: {', '.join(DEFENSES.names())}",
             f"attacks:  {', '.join(ATTACKS.names())}",
-            "installed packages add their own through the entry point groups wemem.datasets, wemem.models, "
-            "wemem.defenses and wemem.attacks",
+            (
+                "installed packages add their own through the entry point groups wemem.datasets, wemem.models, "
+                "wemem.defenses and wemem.attacks"
+            ),
         ]
     )
 

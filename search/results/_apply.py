@@ -535,10 +535,14 @@ def evaluation_lines(evaluation: EvaluationJSON) -> list[str]:
     reproduced, search, confirmed = evaluation["reproduced"], evaluation["search"], evaluation["confirmed"]
     lines = [
         f"rebuilt {evaluation['defense']} (trial #{evaluation['trial_number']})",
-        f"  reproduced (this apply, the study's seed): test accuracy {reproduced['test_accuracy']:.4f}, "
-        f"strongest attack {reproduced['strongest_attack']} {reproduced['privacy']:.4f}",
-        f"  search (the study's own evaluation, selected as the best of many: biased low): test accuracy "
-        f"{search['test_accuracy']:.4f}, leakage {search[PRIVACY]:.4f}",
+        (
+            f"  reproduced (this apply, the study's seed): test accuracy {reproduced['test_accuracy']:.4f}, "
+            f"strongest attack {reproduced['strongest_attack']} {reproduced['privacy']:.4f}"
+        ),
+        (
+            f"  search (the study's own evaluation, selected as the best of many: biased low): test accuracy "
+            f"{search['test_accuracy']:.4f}, leakage {search[PRIVACY]:.4f}"
+        ),
     ]
     if confirmed is None:
         return lines + [f"  confirmed: none ({evaluation['confirmed_note']})"]

@@ -77,7 +77,8 @@ document.querySelectorAll("table.sortable").forEach(table => {
 });
 const wanted = /^#sort=(-?)(.+)$/.exec(decodeURIComponent(location.hash));
 if (wanted) { const table = document.getElementById("trial-table");
-  const col = Array.from(table.tHead.rows[table.tHead.rows.length - 1].cells).findIndex(th => th.dataset.column === wanted[2]);
+  const cells = table.tHead.rows[table.tHead.rows.length - 1].cells;
+  const col = Array.from(cells).findIndex(th => th.dataset.column === wanted[2]);
   if (col >= 0) wememSort(table, col, wanted[1] === "-"); }
 """
 

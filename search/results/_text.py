@@ -249,9 +249,11 @@ def headline(confirmation: Confirmation) -> list[str]:
     judges = f" {judged_by_others(confirmation)}" if judged_by_others(confirmation) else ""
     default = ", the paper's default" if best.role == DEFAULT else ""
     lines = [
-        f"best setting ({best.label}{default}, {best.defense}) vs the undefended pruned model on "
-        f"{len(confirmation.seeds)} fresh seeds{judges}: leakage {points(p)}, accuracy {points(u, '')}: "
-        f"gain {confirmed}"
+        (
+            f"best setting ({best.label}{default}, {best.defense}) vs the undefended pruned model on "
+            f"{len(confirmation.seeds)} fresh seeds{judges}: leakage {points(p)}, accuracy {points(u, '')}: "
+            f"gain {confirmed}"
+        )
     ]
     verdict = comparison_verdict(confirmation)
     return lines + ([verdict] if verdict else [])
@@ -275,8 +277,10 @@ def timing_lines(timings: Mapping[str, Any]) -> list[str]:
     if not timings or "total" not in timings:
         return []
     lines = [
-        f"timings (s): experiment {timings['total']:.2f} = pruning stage {timings['pruning_stage']:.2f}"
-        f" + attack stage {timings['attack_stage']:.2f}"
+        (
+            f"timings (s): experiment {timings['total']:.2f} = pruning stage {timings['pruning_stage']:.2f}"
+            f" + attack stage {timings['attack_stage']:.2f}"
+        )
     ]
     if timings.get("shared"):
         lines.append(f"  shared work, once per study: {_parts(timings['shared'])}")

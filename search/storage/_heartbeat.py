@@ -14,6 +14,7 @@ thread (tied to ``study.optimize``) does not run; instead:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import socket
@@ -85,10 +86,9 @@ class TrialHeartbeats:
             with self._lock:
                 trial_ids = list(self._trial_ids)
             for trial_id in trial_ids:
-                try:
+                # a passing storage error must not kill the launcher; the next beat retries
+                with contextlib.suppress(Exception):
                     self.storage.record_heartbeat(trial_id)
-                except Exception:  # a passing storage error must not kill the launcher; the next beat retries
-                    pass
 
     def __enter__(self) -> TrialHeartbeats:
         self._thread.start()
@@ -181,9 +181,9 @@ def fail_dead_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -
     callback = storage.get_heartbeat_stale_trial_callback()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         trial_id = trial_id_of(storage, study, trial.number)
-        if process_is_gone(trial.system_attrs.get(PROCESS_ATTR)) and _fail_once(storage, trial_id):
-            if callback is not None:
-                callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+        gone = process_is_gone(trial.system_attrs.get(PROCESS_ATTR)) and _fail_once(storage, trial_id)
+        if gone and callback is not None:
+            callback(study, copy.deepcopy(storage.get_trial(trial_id)))
     now = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     return [n for n in running if now.get(n) == TrialState.FAIL]
 
