@@ -108,11 +108,14 @@ class StudyResult:
         return stored_reference(self.opened.study)
 
     @property
-    def confirmation(self) -> dict[str, Any] | None:
-        """The latest ``confirm`` result stored with the study (means, intervals, paired differences)."""
+    def confirmation(self) -> Confirmation | None:
+        """The latest ``confirm`` result stored with the study (means, intervals, paired differences), the value
+        :func:`confirm` returned."""
+        from .confirm import Confirmation
         from .storage._records import stored_confirmation
 
-        return stored_confirmation(self.opened.study)
+        stored = stored_confirmation(self.opened.study)
+        return None if stored is None else Confirmation.from_json(stored)
 
     @property
     def validity(self) -> list[Mapping[str, object]]:

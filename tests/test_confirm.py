@@ -364,6 +364,12 @@ def test_confirm_a_tiny_digits_study_stores_exports_and_draws(ray_session, tmp_p
     study = opened.study
     stored = study.user_attrs["confirmation"]
     assert [e["label"] for e in stored["candidates"]] == ["reference", "trial 0"]
+    # the API reads the stored confirmation back as the typed value `api.confirm` returns
+    from search import api
+
+    confirmation = api.results("tinyconfirm", storage=options.storage).confirmation
+    assert confirmation is not None and confirmation.to_json() == stored
+    assert [c.label for c in confirmation.candidates] == ["reference", "trial 0"]
     trial = stored["candidates"][1]
     assert [r["seed"] for r in trial["per_seed"]] == [1007, 2007]
     for entry in stored["candidates"]:

@@ -5,8 +5,8 @@ The whole check reads the source with :mod:`ast`; nothing under ``wemem``, ``obj
 Layers, lowest first (``LAYERS`` below, one line each). A module may import modules of its own layer or of a
 lower layer, never of a higher one.
 
-The old rule ``search -> objectives -> wemem`` is the first three rows (``search`` was one layer; it is now split
-into the seven ``search.*`` rows). A module belongs to the layer with the longest matching prefix
+The design's rule ``search -> objectives -> wemem`` holds through the order of the rows, ``search`` split by
+concept into its own rows. A module belongs to the layer with the longest matching prefix
 (``search.storage.urls`` -> ``search.storage``); a module that matches no layer fails ("add it to LAYERS").
 
 The package ``search`` itself (``search/__init__.py``) is the public façade: it may import any layer, and no

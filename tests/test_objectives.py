@@ -81,7 +81,7 @@ SEARCHABLE = ["swmr", "rsw", "rmr", "ppb", "advreg", "dpsgd", "relaxloss", "hamp
 )
 def test_spaces_sample_valid_settings_in_a_fixed_box(sampler):
     """Every sampled setting is valid for its defense, and each parameter has one distribution in every trial:
-    no bound depends on another sample (the former space moved the width's low end with the stride)."""
+    no bound depends on another sample (a stride sampled first would move the width's low end with it)."""
     study = optuna.create_study(sampler=sampler)
     distributions: dict[str, set] = {}
     for _i in range(120):

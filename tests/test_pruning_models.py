@@ -104,7 +104,7 @@ def test_masked_steps_match_the_gradient_masking_step_on_every_live_weight() -> 
         reference_optimizer.zero_grad()
         torch.manual_seed(step)
         torch.nn.functional.cross_entropy(reference_model(x[batch]), y[batch]).backward()
-        for name, mask in masks.items():  # the old step: gradients masked before, weights after
+        for name, mask in masks.items():  # the reference step: gradients masked before, weights after
             params[name].grad.mul_(mask)
         reference_optimizer.step()
         with torch.no_grad():
