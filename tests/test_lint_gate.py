@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "pyproject.toml"
 MODULE = ROOT / "wemem" / "faults.py"
@@ -33,17 +35,23 @@ def module_copy(tmp_path: Path, plant: tuple[str, str] | None = None) -> Path:
     return copy
 
 
-def mypy(path: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the module's mypy runs: the standard library's stubs are read once, not once per run."""
+    return tmp_path_factory.mktemp("mypy-cache")
+
+
+def mypy(path: Path, cache: Path) -> subprocess.CompletedProcess[str]:
     command = [
         str(BIN / "mypy"),
         "--config-file",
         str(CONFIG),
         "--follow-imports=silent",
         "--cache-dir",
-        str(tmp_path / "mypy-cache"),
+        str(cache),
         str(path),
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=path.parent)
 
 
 def ruff(path: Path) -> subprocess.CompletedProcess[str]:
@@ -60,22 +68,22 @@ def ruff(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=path.parent)
 
 
-def test_mypy_passes_the_unchanged_module(tmp_path):
-    result = mypy(module_copy(tmp_path), tmp_path)
+def test_mypy_passes_the_unchanged_module(tmp_path, mypy_cache):
+    result = mypy(module_copy(tmp_path), mypy_cache)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_reports_a_planted_type_error(tmp_path):
+def test_mypy_reports_a_planted_type_error(tmp_path, mypy_cache):
     copy = module_copy(tmp_path, ("        return\n    sig, token", "        return 0\n    sig, token"))
-    result = mypy(copy, tmp_path)
+    result = mypy(copy, mypy_cache)
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"faults\.py:\d+: error: No return value expected  \[return-value\]", result.stdout), result.stdout
 
 
-def test_mypy_reports_an_unannotated_function(tmp_path):
+def test_mypy_reports_an_unannotated_function(tmp_path, mypy_cache):
     """The strictness is the project's, not mypy's default (which skips the bodies of unannotated functions)."""
     copy = module_copy(tmp_path, ("def failpoint(name: str) -> None:", "def failpoint(name):"))
-    result = mypy(copy, tmp_path)
+    result = mypy(copy, mypy_cache)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "[no-untyped-def]" in result.stdout, result.stdout
 
