@@ -29,11 +29,12 @@ from wemem.models import check_model_name
 from wemem.parallel import MapFn, serial_map
 from wemem.pipeline import ExperimentResult
 from wemem.training import TrainConfig
+from wemem.uncertainty import INTERVAL_METRICS
 
 from .exceptions import BadInputError
 from .results._text import INTERVAL_NOTE
 
-METRICS = ["balanced_accuracy", "auc", "tpr_at_0.1%_fpr", "tpr_at_1%_fpr"]
+METRICS = INTERVAL_METRICS  # the table's metric columns, each with its interval
 
 _CONFIG, _TRAIN = ExperimentConfig(), TrainConfig()  # the defaults are theirs, written once
 
