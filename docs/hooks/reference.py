@@ -1,0 +1,189 @@
+"""MkDocs hook: the reference pages' tables, generated at build time from the code they describe (the study file's
+pydantic schema, the command line's argparse parser, the public surface of ``wemem``), so the pages cannot drift.
+
+A page asks for a table with a marker line (``<!-- reference:NAME -->``); ``on_page_markdown`` replaces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import types
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, Union, get_args, get_origin
+
+import annotated_types
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.structure.files import Files
+from mkdocs.structure.pages import Page
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+# ----- study-file keys -----------------------------------------------------------------------------------------
+
+
+def schema_keys(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
+    """Every key a study file may set under ``model``, dotted (``study.name``), with its pydantic field: a field
+    whose type is itself a section is walked, not listed."""
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from schema_keys(field.annotation, f"{key}.")
+        else:
+            yield key, field
+
+
+def type_text(annotation: Any) -> str:
+    """A field's type as a reader of TOML knows it: ``Literal['a', 'b']`` as ``"a" | "b"``, ``X | None`` as
+    ``X`` (None is the default, never a value a TOML file can hold)."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return " | ".join(json.dumps(value) for value in get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_text(arg) for arg in get_args(annotation) if arg is not type(None))
+    if origin is not None:
+        args = ", ".join(type_text(arg) for arg in get_args(annotation) if arg is not Ellipsis)
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def default_text(field: FieldInfo) -> str:
+    """The default as a TOML literal (JSON's literals are TOML's for strings, numbers, booleans and arrays)."""
+    if field.is_required():
+        return "required"
+    default = field.get_default(call_default_factory=True)
+    return "unset" if default is None else f"`{json.dumps(default)}`"
+
+
+_BOUNDS: dict[type, Callable[[Any], str]] = {
+    annotated_types.Ge: lambda c: f"≥ {c.ge}",
+    annotated_types.Gt: lambda c: f"> {c.gt}",
+    annotated_types.Le: lambda c: f"≤ {c.le}",
+    annotated_types.Lt: lambda c: f"< {c.lt}",
+    annotated_types.MinLen: lambda c: f"length ≥ {c.min_length}",
+    annotated_types.MaxLen: lambda c: f"length ≤ {c.max_length}",
+}
+
+
+def bounds_text(field: FieldInfo) -> str:
+    """The field's declared constraints (bounds, lengths, a pattern), as one cell."""
+    parts = [_BOUNDS[type(c)](c) for c in field.metadata if type(c) in _BOUNDS]
+    parts += [f"matches `{c.pattern}`" for c in field.metadata if getattr(c, "pattern", None)]
+    return ", ".join(parts)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _row(*cells: str) -> str:
+    return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
+
+
+def study_file_keys() -> str:
+    """One table per section of the study file: every key, its type, default, bounds and description."""
+    from search.studyfile import StudyDefinition
+
+    lines: list[str] = []
+    for section, field in StudyDefinition.model_fields.items():
+        assert isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        lines += ["", f"## [{section}]", "", _row("key", "type", "default", "bounds", "description")]
+        lines.append(_row(*["---"] * 5))
+        for key, leaf in schema_keys(field.annotation, f"{section}."):
+            lines.append(
+                _row(f"`{key}`", type_text(leaf.annotation), default_text(leaf), bounds_text(leaf), leaf.description or "")
+            )
+    return "\n".join(lines + ["", search_spaces()])
+
+
+def _space_text(param: Any) -> str:
+    if param.fixed is not None:
+        return f"fixed at `{json.dumps(param.fixed)}`"
+    if param.choices is not None:
+        return "one of " + ", ".join(f"`{json.dumps(choice)}`" for choice in param.choices)
+    scale = " (log scale)" if param.log else ""
+    kind = "whole numbers" if param.integer else "range"
+    return f"{kind} [{param.low:g}, {param.high:g}]{scale}" + (", derived from the others" if param.derived else "")
+
+
+def search_spaces() -> str:
+    """``search.space.DEFENSE.SETTING``: the settings each searchable defense declares, with the space a study
+    samples unless its file narrows a range (``[low, high]``), lists choices or fixes a value."""
+    from search.studyfile import space_for
+    from wemem.defenses import DEFENSES
+
+    lines = [
+        "## search.space",
+        "",
+        "`[search.space.DEFENSE]` narrows a defense's declared space: `SETTING = [low, high]` narrows a range, "
+        "a list of strings restricts the choices, a single value fixes the setting. The declared spaces:",
+        "",
+        _row("defense", "setting", "declared space"),
+        _row(*["---"] * 3),
+    ]
+    for defense in DEFENSES.names():
+        lines += [_row(f"`{defense}`", f"`{param.name}`", _space_text(param)) for param in space_for(defense)]
+    return "\n".join(lines)
+
+
+# ----- the command line ----------------------------------------------------------------------------------------
+
+
+def _flags(action: argparse.Action) -> str:
+    if not action.option_strings:
+        return f"`{action.metavar or action.dest}`"
+    value = "" if action.nargs == 0 else f" {action.metavar or action.dest.upper()}"
+    return ", ".join(f"`{flag}{value}`" for flag in action.option_strings)
+
+
+def _help(action: argparse.Action) -> str:
+    # argparse %-formats help strings: "%(default)s" and the "%%" a literal percent sign is written as
+    text = (action.help or "") % {**vars(action), "prog": ""} if action.help else ""
+    if action.choices is not None and not isinstance(action.choices, dict):
+        text += f" (choices: {', '.join(str(choice) for choice in action.choices)})"
+    return text
+
+
+def command_line() -> str:
+    """Each command of ``wemem``: its help, and a table of its arguments and flags."""
+    from search.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {choice.dest: choice.help or "" for choice in commands._choices_actions}
+    lines: list[str] = []
+    for name, sub in commands.choices.items():
+        lines += ["", f"## wemem {name}", "", helps[name].replace("%%", "%"), "", "```text", sub.format_usage().strip()]
+        lines += ["```", "", _row("argument", "what it does"), _row("---", "---")]
+        lines += [_row(_flags(a), _help(a)) for a in sub._actions if a.help != argparse.SUPPRESS]
+    return "\n".join(lines)
+
+
+# ----- the Python API ------------------------------------------------------------------------------------------
+
+
+def wemem_api() -> str:
+    """mkdocstrings directives for each public name of ``wemem``, documented in the module that defines it (the
+    package exports them lazily, which static analysis cannot follow)."""
+    import wemem
+    from wemem import _WHERE
+
+    lines = ["## wemem", "", wemem.__doc__ or ""]
+    for name in wemem.__all__:
+        lines += ["", f"::: {_WHERE[name]}.{name}"]
+    return "\n".join(lines)
+
+
+GENERATED: dict[str, Callable[[], str]] = {
+    "reference:study-file": study_file_keys,
+    "reference:cli": command_line,
+    "reference:wemem-api": wemem_api,
+}
+
+
+def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    for name, generate in GENERATED.items():
+        marker = f"<!-- {name} -->"
+        if marker in markdown:
+            markdown = markdown.replace(marker, generate())
+    return markdown
