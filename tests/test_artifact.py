@@ -203,3 +203,38 @@ def test_a_file_that_is_not_onnx_is_refused(tmp_path: Path):
     path.write_text("not a graph")
     with pytest.raises(WememError, match="not an ONNX model"):
         onnx_outputs(path, np.zeros((1, *SHAPE), dtype=np.float32))
+
+
+def test_the_model_card_names_each_file_by_its_hash_and_the_setting(tmp_path: Path):
+    import hashlib
+    import json
+
+    from wemem.artifact import CardFigure, Estimate, model_card, safetensors_bytes, sparse_bytes
+    from wemem.validity import resolution_check
+
+    model, masks = pruned("columnfc", SHAPE, 0.7)
+    folded, meta = fold_masks(model.state_dict(), masks), meta_of(model)
+    files = {
+        "model.safetensors": safetensors_bytes(folded, meta),
+        "model.sparse.safetensors": sparse_bytes(folded, meta),
+    }
+    figure = CardFigure(
+        "confirmed",
+        "over fresh seeds",
+        "balanced_accuracy",
+        Estimate(0.8, 0.78, 0.82),
+        Estimate(0.55, 0.53, 0.57),
+        ("lira", "rmia"),
+        "t over 3 seeds",
+    )
+    card = model_card(
+        meta, {"fc1.weight": 0.7}, {"dataset": "location"}, [figure], [resolution_check("auc", 50)], files
+    )
+    document = json.loads(card["model_card.json"])
+    for name, content in files.items():
+        digest = hashlib.sha256(content).hexdigest()
+        assert document["files"][name] == {"sha256": digest, "bytes": len(content)}
+        assert digest in card["model_card.md"]
+    assert document["artifact"]["setting"] == meta.setting.to_json()
+    assert '"defense": "rsw"' in card["model_card.md"] and "0.5500 [0.5300, 0.5700]" in card["model_card.md"]
+    assert document["confirmed"] and document["validity"][0]["name"] == "resolution"

@@ -10,16 +10,18 @@ without unpickling anything:
 - ``export_onnx``: the network as an ONNX graph with a dynamic batch axis, runnable by onnxruntime.
 
 Each file carries an :class:`ArtifactMeta` (safetensors metadata and ONNX ``metadata_props`` are both str -> str
-maps), so what a file is (model, data, setting, study and trial) travels with it.
+maps), so what a file is (model, data, setting, study and trial) travels with it; :func:`model_card` describes the
+files for people, with their measured leakage and accuracy and their SHA-256.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from .defenses import Setting
 from .errors import WememError
 from .files import write_atomically
 from .pruning import Masks
+from .validity import Check
 
 FORMAT = "wemem-artifact"
 VERSION = 1
@@ -371,3 +374,139 @@ def check_onnx(model: nn.Module, source: str | Path | bytes, x: np.ndarray, tol:
             "or report the model's layers"
         )
     return difference
+
+
+# ------------------------------------------------------------------------------------------- model card
+
+CARD_JSON, CARD_MD = "model_card.json", "model_card.md"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A figure and its interval (nan bounds: none could be computed, e.g. a single seed)."""
+
+    mean: float
+    low: float = math.nan
+    high: float = math.nan
+
+    def to_json(self) -> dict[str, float]:
+        return {"mean": self.mean, "low": self.low, "high": self.high}
+
+    def text(self) -> str:
+        bounds = "no interval" if math.isnan(self.low) else f"{self.low:.4f}, {self.high:.4f}"
+        return f"{self.mean:.4f} [{bounds}]"
+
+
+@dataclass(frozen=True)
+class CardFigure:
+    """One labelled measurement of the model: its test accuracy and leakage (the study's privacy metric, the
+    strongest of the judging attacks), each with its interval, what it is, and how the interval was made."""
+
+    label: str  # "confirmed", "reproduced", "search"
+    what: str
+    metric: str
+    test_accuracy: Estimate
+    leakage: Estimate
+    judges: tuple[str, ...]
+    interval: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "what": self.what,
+            "metric": self.metric,
+            "test_accuracy": self.test_accuracy.to_json(),
+            "leakage": self.leakage.to_json(),
+            "judges": list(self.judges),
+            "interval": self.interval,
+        }
+
+
+def sha256_hex(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def card_document(
+    meta: ArtifactMeta,
+    layer_sparsity: Mapping[str, float],
+    data: Mapping[str, object],
+    figures: Sequence[CardFigure],
+    validity: Sequence[Check],
+    files: Mapping[str, bytes],
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """model_card.json: what the artifact is and was measured to be, and the SHA-256 of each file beside it."""
+    return {
+        "artifact": {**meta.to_strings(), "setting": None if meta.setting is None else meta.setting.to_json()},
+        "data": dict(data),
+        "sparsity": {"overall": meta.sparsity, "per_layer": dict(layer_sparsity)},
+        "confirmed": any(figure.label == "confirmed" for figure in figures),
+        "figures": [figure.to_json() for figure in figures],
+        "notes": list(notes),
+        "validity": [check.to_dict() for check in validity],
+        "files": {name: {"sha256": sha256_hex(content), "bytes": len(content)} for name, content in files.items()},
+    }
+
+
+def card_markdown(card: Mapping[str, Any], meta: ArtifactMeta, validity: Sequence[Check]) -> str:
+    """model_card.md: the JSON card for people."""
+    setting = "none recorded" if meta.setting is None else f"`{json.dumps(meta.setting.to_json())}`"
+    origin = f"study `{meta.study}`, trial {meta.trial}" if meta.study is not None else "no study recorded"
+    lines = [
+        f"# Model card: {meta.model} on {meta.dataset}",
+        "",
+        f"- model: `{meta.model}`, input shape {list(meta.input_shape)}, {meta.num_classes} classes",
+        f"- defense setting: {setting}",
+        f"- from: {origin}",
+        "",
+        "## Data",
+        "",
+        *[f"- {key}: {value}" for key, value in card["data"].items()],
+        "",
+        "## Sparsity",
+        "",
+        f"Overall {meta.sparsity:.4f} of the prunable weights are exactly zero.",
+        "",
+        "| layer | sparsity |",
+        "| --- | --- |",
+        *[f"| `{name}` | {value:.4f} |" for name, value in card["sparsity"]["per_layer"].items()],
+        "",
+        "## Leakage and accuracy",
+        "",
+        "| figure | test accuracy | leakage | judges | interval | what it is |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *[
+            f"| {f['label']} | {Estimate(**f['test_accuracy']).text()} | {f['metric']} "
+            f"{Estimate(**f['leakage']).text()} | {', '.join(f['judges'])} | {f['interval']} | {f['what']} |"
+            for f in card["figures"]
+        ],
+        "",
+        *[f"- {note}" for note in card["notes"]],
+        "",
+        "## Validity checks",
+        "",
+        *([f"- {check.line()}" for check in validity] or ["- none recorded"]),
+        "",
+        "## Files",
+        "",
+        "| file | bytes | sha256 |",
+        "| --- | --- | --- |",
+        *[f"| `{name}` | {entry['bytes']:,} | `{entry['sha256']}` |" for name, entry in card["files"].items()],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def model_card(
+    meta: ArtifactMeta,
+    layer_sparsity: Mapping[str, float],
+    data: Mapping[str, object],
+    figures: Sequence[CardFigure],
+    validity: Sequence[Check],
+    files: Mapping[str, bytes],
+    notes: Sequence[str] = (),
+) -> dict[str, str]:
+    """The contents of model_card.json and model_card.md by file name, for the caller to write beside ``files``
+    (name -> the bytes written, hashed here: a card cannot hold its own hash)."""
+    card = card_document(meta, layer_sparsity, data, figures, validity, files, notes)
+    return {CARD_JSON: json.dumps(card, indent=2), CARD_MD: card_markdown(card, meta, validity)}
