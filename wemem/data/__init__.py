@@ -1,10 +1,12 @@
 """Datasets and the study splits of SPEC section 2, by registry name.
 
 Importing this package registers every built-in dataset: ``digits`` (:mod:`wemem.data.registry`) and the
-file-based ones (:mod:`wemem.data.loaders`).
+file-based ones (:mod:`wemem.data.loaders`,
+:mod:`wemem.data.mnist`).
 """
 
 from . import loaders as _loaders  # noqa: F401  (registers the file-based datasets)
+from . import mnist as _mnist  # noqa: F401  (registers mnist and mnist-small)
 from .custom import MembershipColumnWarning, check_exclude_applies, load_dataset  # (and registers csv: and parquet:)
 from .registry import (
     DATASETS,

@@ -5,6 +5,7 @@ Importing this package registers every built-in model.
 
 from . import cnn as _cnn  # noqa: F401  (registers resnet18, vgg16bn, densenet121)
 from . import mlp as _mlp  # noqa: F401  (registers columnfc)
+from . import small as _small  # noqa: F401  (registers smallcnn)
 from .registry import (
     MODELS,
     TORCHVISION,
