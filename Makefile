@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # the pyproject only requires ranges, so any recent torch works elsewhere.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint install install-test clean
+.PHONY: demo test lint install install-test docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[docs]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -43,5 +47,11 @@ lint: install-test
 test: lint
 	$(BIN)/python -m pytest -q --durations=40 tests
 
+# the documentation site, into site/: --strict turns every warning (a broken link or anchor, a page left out of the
+# nav, a docstring mkdocstrings cannot read) into a failure. NO_MKDOCS_2_WARNING silences Material's end-of-life
+# banner, which is advice about the tool, not about these docs.
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .wemem-cache wemem.db
+	rm -rf $(VENV) .wemem-cache wemem.db site

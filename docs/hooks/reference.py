@@ -22,15 +22,22 @@ from pydantic.fields import FieldInfo
 # ----- study-file keys -----------------------------------------------------------------------------------------
 
 
+def section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section a field holds (an optional section, ``Section | None``, included); None for a value."""
+    candidates = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+    return models[0] if models else None
+
+
 def schema_keys(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
     """Every key a study file may set under ``model``, dotted (``study.name``), with its pydantic field: a field
     whose type is itself a section is walked, not listed."""
     for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            yield from schema_keys(field.annotation, f"{key}.")
+        section = section_model(field.annotation)
+        if section is None:
+            yield f"{prefix}{name}", field
         else:
-            yield key, field
+            yield from schema_keys(section, f"{prefix}{name}.")
 
 
 def type_text(annotation: Any) -> str:
@@ -86,12 +93,20 @@ def study_file_keys() -> str:
 
     lines: list[str] = []
     for section, field in StudyDefinition.model_fields.items():
-        assert isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
-        lines += ["", f"## [{section}]", "", _row("key", "type", "default", "bounds", "description")]
-        lines.append(_row(*["---"] * 5))
-        for key, leaf in schema_keys(field.annotation, f"{section}."):
+        model = section_model(field.annotation)
+        if model is None:
+            raise TypeError(f"the study file's top-level key {section!r} is not a section: give it a row here")
+        lines += ["", f"## [{section}]", ""] + ([field.description, ""] if field.description else [])
+        lines += [_row("key", "type", "default", "bounds", "description"), _row(*["---"] * 5)]
+        for key, leaf in schema_keys(model, f"{section}."):
             lines.append(
-                _row(f"`{key}`", type_text(leaf.annotation), default_text(leaf), bounds_text(leaf), leaf.description or "")
+                _row(
+                    f"`{key}`",
+                    type_text(leaf.annotation),
+                    default_text(leaf),
+                    bounds_text(leaf),
+                    leaf.description or "",
+                )
             )
     return "\n".join(lines + ["", search_spaces()])
 
@@ -115,14 +130,16 @@ def search_spaces() -> str:
     lines = [
         "## search.space",
         "",
-        "`[search.space.DEFENSE]` narrows a defense's declared space: `SETTING = [low, high]` narrows a range, "
-        "a list of strings restricts the choices, a single value fixes the setting. The declared spaces:",
+        (
+            "`[search.space.DEFENSE]` narrows a defense's declared space: `SETTING = [low, high]` narrows a range, "
+            "a list of strings restricts the choices, a single value fixes the setting. The declared spaces:"
+        ),
         "",
-        _row("defense", "setting", "declared space"),
-        _row(*["---"] * 3),
+        _row("key", "declared space"),
+        _row("---", "---"),
     ]
     for defense in DEFENSES.names():
-        lines += [_row(f"`{defense}`", f"`{param.name}`", _space_text(param)) for param in space_for(defense)]
+        lines += [_row(f"`search.space.{defense}.{param.name}`", _space_text(param)) for param in space_for(defense)]
     return "\n".join(lines)
 
 
