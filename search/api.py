@@ -287,12 +287,14 @@ def launch(
     resources: Mapping[str, float] | None = None,
     override_checks: Sequence[str] = (),
     allow_foreign_tables: bool = False,
+    mlflow: str | None = None,
     echo: Echo = quiet,
 ) -> StudyResult:
     """Create (or continue) a study and run its trials to its budget, like ``wemem launch``; ``override_checks``
     names failed validity checks to run past, like ``--override-check`` (recorded with the study);
     ``allow_foreign_tables`` launches into a SQLite file that also holds another program's tables;
-    ``stale_after``: seconds without a heartbeat after which a RUNNING trial is failed and re-queued."""
+    ``stale_after``: seconds without a heartbeat after which a RUNNING trial is failed and re-queued;
+    ``mlflow``: an MLflow tracking URI to log the trials to, like ``--mlflow`` (over the file's [tracking])."""
     from .execution._launcher import launch as launch_study
 
     options = _options(
@@ -310,7 +312,7 @@ def launch(
     definition = definition_of(study)
     started = datetime.datetime.now()
     with _continued_by_resume(definition.name):
-        return StudyResult(launch_study(definition, options, echo), started)
+        return StudyResult(launch_study(definition, options, echo, mlflow), started)
 
 
 def resume(
@@ -324,9 +326,11 @@ def resume(
     stale_after: int = GRACE_PERIOD_S,
     resources: Mapping[str, float] | None = None,
     override_checks: Sequence[str] = (),
+    mlflow: str | None = None,
     echo: Echo = quiet,
 ) -> StudyResult:
-    """Continue a stored study: its remaining budget, or ``n_trials`` more, like ``wemem resume``."""
+    """Continue a stored study: its remaining budget, or ``n_trials`` more, like ``wemem resume``; ``mlflow``: an
+    MLflow tracking URI to log the trials to, like ``--mlflow``."""
     from .execution._launcher import resume as resume_study
 
     name, echo = _study_name(name), _echo(echo)
@@ -336,7 +340,7 @@ def resume(
     _quiet_libraries()
     started = datetime.datetime.now()
     with _continued_by_resume(name):
-        return StudyResult(resume_study(name, options, n_trials, echo), started)
+        return StudyResult(resume_study(name, options, n_trials, echo, mlflow), started)
 
 
 def results(

@@ -17,6 +17,7 @@ def _launch(args: argparse.Namespace) -> int:
         resources=resources(args),
         override_checks=overrides(args),
         allow_foreign_tables=args.allow_foreign_tables,
+        mlflow=args.mlflow,
         echo=echo,
     )
     echo(result.summary())
@@ -34,6 +35,17 @@ def _launch_args(p: argparse.ArgumentParser) -> None:
     )
     add_resource_flags(p)
     add_override_flag(p)
+    _add_mlflow_flag(p)
+
+
+def _add_mlflow_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mlflow",
+        metavar="URI",
+        default=None,
+        help="log each finished trial to this MLflow tracking URI (over the study file's [tracking] and "
+        "MLFLOW_TRACKING_URI; see docs/tracking.md)",
+    )
 
 
 LAUNCH = Command(
@@ -49,6 +61,7 @@ def _resume(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         resources=resources(args),
         override_checks=overrides(args),
+        mlflow=args.mlflow,
         echo=echo,
     )
     echo(result.summary())
@@ -63,6 +76,7 @@ def _resume_args(p: argparse.ArgumentParser) -> None:
     )
     add_resource_flags(p)
     add_override_flag(p)
+    _add_mlflow_flag(p)
 
 
 RESUME = Command(

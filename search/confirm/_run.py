@@ -146,6 +146,7 @@ def confirm(
     ``compare`` (a defense and its settings) when given, else against the best of the paper's defaults the study
     enqueued: it is evaluated on the same seeds and each tuned setting's difference from it is paired by seed."""
     from ..execution._cluster import init_ray
+    from ..execution._tracking import log_confirmation
 
     study, definition = opened.study, opened.definition
     check_stored_code(study, opened.spec.experiment)  # the study's plug-ins, as it recorded them, or nothing runs
@@ -163,4 +164,8 @@ def confirm(
     )
     init_ray(opened.options.ray_address)
     delta = definition.objective_config().constraint_delta
-    return confirm_study(study, study_spec, spec, chosen, seeds, ray_evaluator(spec, definition, echo), delta, echo)
+    confirmation = confirm_study(
+        study, study_spec, spec, chosen, seeds, ray_evaluator(spec, definition, echo), delta, echo
+    )
+    log_confirmation(opened, confirmation, echo)
+    return confirmation

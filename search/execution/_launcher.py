@@ -30,6 +30,7 @@ from ..study import (
 )
 from ..studyfile import StudyDefinition
 from ._cluster import check_trial_fits, init_ray
+from ._tracking import StudyTracker, Tracking, tracking_of
 from ._trainable import shared_work
 from ._tune import run_trials
 from ._warm_start import enqueue, paper_defaults, warm_starts
@@ -119,8 +120,9 @@ def is_deleted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> boo
     return False
 
 
-def launch(definition: StudyDefinition, options: Options, echo: Echo = print) -> OpenStudy:
+def launch(definition: StudyDefinition, options: Options, echo: Echo = print, mlflow: str | None = None) -> OpenStudy:
     check_storage_url(options.storage_url)
+    tracking = tracking_of(mlflow, definition.tracking)
     if not options.allow_foreign_tables:
         refuse_foreign_tables(options.storage_url)
     # plug-ins and relative paths start in the study file's folder (a definition not read from a file: here)
@@ -150,7 +152,7 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
                 )
             report_checks(study, checks, echo)
             opened = OpenStudy(study, running, storage, Place.of(options, study, folder))
-            run_study(opened, definition.study.n_trials, echo)
+            run_study(opened, definition.study.n_trials, echo, tracking)
         except WememError:  # refused before a trial ran (a full cache folder, say): leave nothing this launch made
             if created:
                 withdraw_new_study(study, storage, new_file)
@@ -158,12 +160,15 @@ def launch(definition: StudyDefinition, options: Options, echo: Echo = print) ->
     return opened
 
 
-def resume(name: str, options: Options, n_trials: int | None = None, echo: Echo = print) -> OpenStudy:
+def resume(
+    name: str, options: Options, n_trials: int | None = None, echo: Echo = print, mlflow: str | None = None
+) -> OpenStudy:
     if n_trials is not None and n_trials < 1:
         raise WememError(
             f"--n-trials must be a positive number of trials to add (got {n_trials}); omit it to "
             "finish the study's budget"
         )
+    tracking = tracking_of(mlflow, None)
     storage = options.open_storage(must_exist=True, writer=True)  # a read-only storage is refused here, first
     study, definition = load_study(name, storage)
     with deletion_refused(study, storage):
@@ -181,12 +186,14 @@ def resume(name: str, options: Options, n_trials: int | None = None, echo: Echo 
         target = active_count(study) + n_trials if n_trials is not None else definition.study.n_trials
         if target <= active_count(study) and not running:
             echo(f"study {name!r} already has its {definition.study.n_trials} trials; pass --n-trials N to add more")
-        run_study(opened, target, echo)
+        run_study(opened, target, echo, tracking)
     return opened
 
 
-def run_study(opened: OpenStudy, target_total: int, echo: Echo) -> None:
-    """Prepare the shared work once (cached), measure the reference once, then run trials up to the target."""
+def run_study(opened: OpenStudy, target_total: int, echo: Echo, tracking: Tracking | None = None) -> None:
+    """Prepare the shared work once (cached), measure the reference once, then run trials up to the target;
+    with ``tracking``, the study's finished trials are logged to MLflow as the launcher ends, interrupted or not
+    (a trial's record is complete only once it is told, and the storage keeps it whatever MLflow answers)."""
     study, spec = opened.study, opened.spec
     assets, base = shared_work(opened, echo)  # on the trials' CPU/GPU shares, then shipped
     store_reference(study, base.utility, base.privacy, base.strongest_attack, base.result["attacks"])
@@ -197,6 +204,11 @@ def run_study(opened: OpenStudy, target_total: int, echo: Echo) -> None:
     for check in stored_validity(study):
         if check.name in SHARED_WORK_CHECKS:
             echo(f"validity {check.line()}")
-    if target_total > active_count(study) or running_numbers(study):
-        echo(f"running {max(target_total - active_count(study), 0)} trial(s) of study {opened.name!r}")
-        run_trials(opened, base, target_total, echo, assets=assets)
+    tracker = StudyTracker.open(tracking, opened, echo)
+    try:
+        if target_total > active_count(study) or running_numbers(study):
+            echo(f"running {max(target_total - active_count(study), 0)} trial(s) of study {opened.name!r}")
+            run_trials(opened, base, target_total, echo, assets=assets)
+    finally:
+        if tracker is not None:
+            tracker.log_trials(study, spec.objective.privacy_metric)

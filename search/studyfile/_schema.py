@@ -210,6 +210,21 @@ class ResourcesSection(_Section):
     channels_last: bool = _TRAIN.channels_last
 
 
+class TrackingSection(_Section):
+    mlflow: str | None = Field(
+        default=None,
+        min_length=1,
+        description="MLflow tracking URI each finished trial is logged to as a run, e.g. sqlite:///mlflow.db or "
+        "http://HOST:5000 (default: MLFLOW_TRACKING_URI; --mlflow overrides both). Needs the tracking extra: "
+        'pip install "wemem-search[tracking]"',
+    )
+    experiment: str | None = Field(
+        default=None,
+        min_length=1,
+        description="MLflow experiment the study's runs go to (default: the study's name)",
+    )
+
+
 class StudyDefinition(_Section):
     study: StudySection
     data: DataSection = Field(default_factory=DataSection)
@@ -221,6 +236,11 @@ class StudyDefinition(_Section):
     search: SearchSection = Field(default_factory=SearchSection)
     attacks: AttacksSection = Field(default_factory=AttacksSection)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
+    # where a launcher reports, not what the study is: never stored with the study (its URI may hold credentials)
+    # nor compared with a stored definition, so a changed or removed [tracking] is the same study
+    tracking: TrackingSection | None = Field(
+        default=None, exclude=True, description="log the study's trials to MLflow (see docs/tracking.md)"
+    )
     # the study file's folder: plug-ins are imported from it first, relative paths are relative to it; not part
     # of the study's identity (the same study may be launched from a copy elsewhere)
     _folder: str | None = PrivateAttr(default=None)

@@ -1,0 +1,222 @@
+"""MLflow tracking against a real local MLflow store (SQLite backend: MLflow 3 refuses its file store), read back
+with ``mlflow.search_runs``: a 2-trial study logged as a parent run with one nested run per trial, a confirmation
+summary on the parent, no secret anywhere in the store, an unreachable server that costs one warning and no
+trial, and bad [tracking] input refused before anything is created."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import pandas as pd
+import pytest
+import tomli_w
+from helpers import finished_rmr_study
+from optuna.trial import TrialState, create_trial
+
+from search.cli import main
+from search.confirm import Confirmation, ConfirmedSetting, Interval, Paired
+from search.exceptions import BadInputError
+from search.execution._launcher import launch, resume
+from search.execution._tracking import ENV, INSTALL, StudyTracker, Tracking, tracking_of
+from search.study import OpenStudy, Options, Place, definition_differences, open_study
+from search.studyfile import parse_study
+from search.studyfile._schema import TrackingSection
+
+SECRET = "s3cr3t-mlflow-pw-271"
+TINY_STUDY = {  # the smallest study with two defenses' trials: two warm starts, cheap attacks only
+    "study": {"name": "tracked", "n_trials": 2, "seed": 7},
+    "data": {"dataset": "digits", "shadows": 1},
+    "model": {"name": "columnfc"},
+    "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
+    "pruning": {"sparsity": 0.6, "steps": 2},
+    "memscore": {"models": 2},
+    "attacks": {"names": ["conf", "hconf"]},
+    "search": {"defenses": ["swmr", "rsw"], "enqueue_reference": True},
+    "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 1},
+}
+
+
+def runs(uri: str, experiment: str) -> pd.DataFrame:
+    import mlflow
+
+    with mock.patch.dict(os.environ, {ENV: uri}):
+        return mlflow.search_runs(experiment_names=[experiment])
+
+
+def files_holding(secret: str, root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+# ----------------------------------------------------------------------------------------- which URI, when
+
+
+def test_the_flag_wins_over_the_file_and_the_file_over_the_environment():
+    section = TrackingSection(mlflow="sqlite:///file.db", experiment="mine")
+    env = {ENV: "sqlite:///env.db"}
+    assert tracking_of("sqlite:///flag.db", section, env) == Tracking("sqlite:///flag.db", "mine", True)
+    assert tracking_of(None, section, env) == Tracking("sqlite:///file.db", "mine", True)
+    assert tracking_of(None, TrackingSection(), env) == Tracking("sqlite:///env.db", None, True)
+
+
+def test_the_environment_alone_only_continues_a_study_tracked_in_an_existing_store(tmp_path: Path):
+    existing = tmp_path / "mlflow.db"
+    existing.touch()
+    assert tracking_of(None, None, {}) is None
+    assert tracking_of(None, None, {ENV: f"sqlite:///{existing}"}) == Tracking(f"sqlite:///{existing}", None, False)
+    assert tracking_of(None, None, {ENV: f"sqlite:///{tmp_path / 'absent.db'}"}) is None  # never creates one
+
+
+def test_tracking_asked_for_without_a_uri_or_without_mlflow_is_refused(monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(BadInputError, match="--mlflow takes an MLflow tracking URI"):
+        tracking_of(" ", None, {})
+    with pytest.raises(BadInputError, match=r"\[tracking\] section names no MLflow URI"):
+        tracking_of(None, TrackingSection(), {})
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "mlflow" else real(name))
+    with pytest.raises(BadInputError, match="wemem-search\\[tracking\\]"):
+        tracking_of(None, TrackingSection(mlflow=f"http://user:{SECRET}@host"), {})
+    assert tracking_of(None, None, {ENV: "http://host"}) is None  # exported for other work: no refusal
+
+
+def test_tracking_is_neither_stored_with_the_study_nor_part_of_its_identity():
+    plain = parse_study(TINY_STUDY)
+    tracked = parse_study({**TINY_STUDY, "tracking": {"mlflow": f"http://u:{SECRET}@host", "experiment": "x"}})
+    assert tracked.tracking == TrackingSection(mlflow=f"http://u:{SECRET}@host", experiment="x")
+    assert "tracking" not in tracked.model_dump(mode="json")  # what the storage keeps: no URI, no credentials
+    assert definition_differences(plain, tracked) == []
+
+
+@pytest.mark.parametrize(
+    ("tracking", "words"),
+    [
+        ({"mlflow": "sqlite:///m.db", "uri": "x"}, "[tracking.uri] unknown key"),
+        ({"mlflow": ""}, "[tracking.mlflow]"),
+    ],
+)
+def test_bad_tracking_exits_2_and_creates_nothing(tmp_path: Path, capsys, tracking: dict, words: str):
+    path = tmp_path / "bad.toml"
+    path.write_text(tomli_w.dumps({**TINY_STUDY, "tracking": tracking}))
+    before = set(tmp_path.iterdir())
+    storage = f"sqlite:///{tmp_path / 'wemem.db'}"
+    assert main(["launch", str(path), "--storage", storage, "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert words in capsys.readouterr().err
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_tracking_without_mlflow_installed_exits_2_before_any_storage(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "mlflow" else real(name))
+    path = tmp_path / "tracked.toml"
+    path.write_text(tomli_w.dumps({**TINY_STUDY, "tracking": {"mlflow": "sqlite:///m.db"}}))
+    assert main(["launch", str(path), "--storage", f"sqlite:///{tmp_path / 'wemem.db'}"]) == 2
+    assert INSTALL in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tracked.toml"]
+
+
+# ------------------------------------------------------------------ stored trials, a confirmation, secrets
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder for an MLflow SQLite store; MLflow puts its artifacts in ./mlruns, so the tests run inside it."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        yield folder
+
+
+def confirmation() -> Confirmation:
+    ci = Interval(0.52, 0.50, 0.54)
+    tuned = ConfirmedSetting(
+        "trial 1", "tuned", "rmr", {"lambda_mem": 0.1}, (), Interval(0.9, 0.88, 0.92), ci, trial_number=1,
+        vs_reference=Paired(Interval(-0.03, -0.05, -0.01), Interval(-0.01, -0.02, 0.0)),
+    )  # fmt: skip
+    return Confirmation((101, 102), 0.95, 0.05, (tuned,), verdict="tuned beat the default")
+
+
+def test_stored_trials_and_a_confirmation_reach_mlflow_with_no_secret(store: Path, tmp_path: Path):
+    """Trials stored without running (helpers.finished_rmr_study), one failed with a reason that names the
+    storage URL, logged by a tracker whose storage URL and tracking URI both carry a password; a
+    confirmation built by hand is logged on the study's run (the confirmation's own run is covered in
+    test_confirm.py; here only what reaches MLflow matters)."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study_dict = {**TINY_STUDY, "study": {"name": "stored", "n_trials": 3}, "search": {"defenses": ["rmr"]}}
+    finished_rmr_study(url, study_dict, str(tmp_path / "cache")).engine.dispose()
+    opened = open_study("stored", Options(storage=url))
+    postgres = f"postgresql+psycopg://wemem:{SECRET}@db.example:5432/wemem"
+    opened.study.add_trial(
+        create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": f"lost {postgres} mid-trial"})
+    )
+    place = Place(Options(storage=postgres), opened.place.cache_dir, None)
+    secret_uri = f"sqlite:///{store / 'mlflow.db'}?password={SECRET}"
+    lines: list[str] = []
+    tracker = StudyTracker.open(
+        Tracking(secret_uri), OpenStudy(opened.study, opened.definition, opened.storage, place), lines.append
+    )
+    assert tracker is not None
+    tracker.log_trials(opened.study, "balanced_accuracy")
+    tracker.log_trials(opened.study, "balanced_accuracy")  # a second launcher logs nothing twice
+    tracker.log_confirmation(confirmation())
+    assert lines[-1].startswith("logged 0 trial(s)") and SECRET not in "".join(lines)
+
+    logged = runs(f"sqlite:///{store / 'mlflow.db'}", "stored")
+    parent = logged[logged["tags.wemem.role"] == "study"].iloc[0]
+    trials = logged[logged["tags.mlflow.parentRunId"] == parent.run_id]
+    assert sorted(trials["tags.wemem.trial"]) == ["0", "1", "2"]
+    assert sorted(trials["status"]) == ["FAILED", "FINISHED", "FINISHED"]
+    assert set(trials["params.defense"].dropna()) == {"rmr"} and set(trials["params.lambda_mem"].dropna()) == {"0.1"}
+    assert parent["metrics.confirmed.trial 1.leakage_low"] == pytest.approx(0.50)
+    assert parent["metrics.confirmed.trial 1.leakage_vs_reference_high"] == pytest.approx(-0.01)
+    assert parent["tags.wemem.storage"] == "postgresql+psycopg://wemem:***@db.example:5432/wemem"
+    assert files_holding(SECRET, store) == []
+
+
+def test_an_unreachable_server_warns_once_and_stops_asking(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    finished_rmr_study(url, {**TINY_STUDY, "search": {"defenses": ["rmr"]}}, str(tmp_path / "cache")).engine.dispose()
+    opened = open_study("tracked", Options(storage=url))
+    lines: list[str] = []
+    assert StudyTracker.open(Tracking(f"http://me:{SECRET}@127.0.0.1:1"), opened, lines.append) is None
+    assert len(lines) == 1 and "http://me:***@127.0.0.1:1" in lines[0] and SECRET not in lines[0]
+
+
+# ----------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.e2e
+def test_a_launched_study_is_logged_and_an_unreachable_server_loses_no_trial(ray_session, store: Path, tmp_path: Path):
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(tmp_path / "cache"))
+    definition = parse_study({**TINY_STUDY, "tracking": {"experiment": "wemem-e2e"}})
+    launch(definition, options, print, mlflow=uri)
+
+    logged = runs(uri, "wemem-e2e")
+    parent = logged[logged["tags.wemem.role"] == "study"]
+    assert len(parent) == 1 and parent.iloc[0]["params.defenses"] == "swmr,rsw"
+    trials = logged[logged["tags.mlflow.parentRunId"] == parent.iloc[0].run_id].sort_values("tags.wemem.trial")
+    assert list(trials["tags.wemem.trial"]) == ["0", "1"] and set(trials["tags.wemem.state"]) == {"COMPLETE"}
+    assert list(trials["params.defense"]) == ["swmr", "rsw"] and trials["params.width_fraction"].notna().all()
+    for metric in ("accuracy", "leakage", "leakage_low", "leakage_high", "conf.auc", "hconf.auc_high", "objective"):
+        assert trials[f"metrics.{metric}"].notna().all(), metric
+    assert (trials["metrics.leakage_low"] <= trials["metrics.leakage"]).all()
+    assert trials["metrics.seconds.total"].gt(0).all()
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    for run_id in trials.run_id:
+        assert {a.path for a in client.list_artifacts(run_id)} == {"roc.json", "trial.json"}
+        roc = client.download_artifacts(run_id, "roc.json", str(tmp_path))
+        assert set(pd.read_json(roc)) == {"conf", "hconf"}
+
+    lines: list[str] = []
+    unreachable = f"http://me:{SECRET}@127.0.0.1:1"
+    study = resume("tracked", options, n_trials=1, echo=lines.append, mlflow=unreachable).study
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3
+    warnings = [line for line in lines if "MLflow" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning:") and SECRET not in "\n".join(lines)
