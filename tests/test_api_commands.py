@@ -78,6 +78,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
 COMMANDS = [
     (["launch", "s.toml", "--cpus-per-trial", "2"], "launch", ("s.toml",), {"resources": {"cpus_per_trial": 2.0}}),
     (["resume", "base", "--n-trials", "3"], "resume", ("base",), {"n_trials": 3}),
+    (["launch", "s.toml", "--mlflow", "sqlite:///m.db"], "launch", ("s.toml",), {"mlflow": "sqlite:///m.db"}),
+    (["resume", "base", "--mlflow", "http://host:5000"], "resume", ("base",), {"mlflow": "http://host:5000"}),
     (["status"], "studies", (), {"storage": "sqlite:///x.db"}),
     (["status", "base"], "status", ("base",), {"stale_after": 30}),
     (["status", "base", "--trial", "1"], "trial_status", ("base", 1), {}),
