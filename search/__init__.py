@@ -22,6 +22,7 @@ from wemem._exports import lazy_exports
 from .exceptions import BadInputError, InterruptedStudyError, StorageError, WememError
 
 _API = (
+    "ArtifactAudit",
     "DeletedStudy",
     "MemScores",
     "RunResult",
@@ -30,6 +31,7 @@ _API = (
     "StudyStatus",
     "TrialStatus",
     "apply",
+    "audit",
     "confirm",
     "delete",
     "export",
@@ -45,5 +47,7 @@ _API = (
     "studies",
     "trial_status",
 )
-__getattr__ = lazy_exports(__name__, dict.fromkeys(_API, "search.api"))
-__all__ = ["BadInputError", "InterruptedStudyError", "StorageError", "WememError", *_API]
+# the export of a best setting read for the user's own training loop (wemem.loop): no command, so not in the API
+_LOOP = {"load_setting": "search.results"}
+__getattr__ = lazy_exports(__name__, {**dict.fromkeys(_API, "search.api"), **_LOOP})
+__all__ = ["BadInputError", "InterruptedStudyError", "StorageError", "WememError", *_API, *_LOOP]

@@ -33,3 +33,11 @@ def test_an_unknown_name_is_an_attribute_error():
     for module in (wemem, search):
         with pytest.raises(AttributeError, match="has no attribute 'nope'"):
             module.nope  # noqa: B018
+
+
+def test_the_own_loop_components_resolve():
+    """wemem.loop is the public module of the defenses as components of a user's own training loop."""
+    from wemem import loop
+
+    missing = [name for name in loop.__all__ if getattr(loop, name, None) is None]
+    assert loop.__all__ and not missing, missing

@@ -2,7 +2,8 @@
 
 This package imports neither Optuna nor Ray: parallelism is injected by callers as a ``map_fn``
 (see :mod:`wemem.parallel`). The names below are its public surface (a user's own training loop, plug-ins, the
-search layer); each is imported on first use (see :mod:`wemem._exports`).
+search layer); each is imported on first use (see :mod:`wemem._exports`). The defenses as components of a
+user's own training loop are the public module :mod:`wemem.loop`.
 """
 
 from ._exports import lazy_exports

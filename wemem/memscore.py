@@ -8,19 +8,21 @@ the mean over OUT models, min-max scaled to [0, 1] over T.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from .config import ExperimentConfig
 from .data import Pools, seeded_permutation
 from .errors import WememError
 from .files import csv_text, write_atomically
 from .parallel import MapFn, job_seed, serial_map
-from .training import make_adam, on_training_device, place_model, predict_log_probs, train_round
+from .training import TrainConfig, make_adam, on_training_device, place_model, predict_log_probs, train_round
 
 
 def pair_halves(n: int, seed: int, pair: int) -> tuple[np.ndarray, np.ndarray]:
@@ -30,26 +32,34 @@ def pair_halves(n: int, seed: int, pair: int) -> tuple[np.ndarray, np.ndarray]:
 
 def memscore_job(config: ExperimentConfig, pools: Pools, pair: int, half: int) -> np.ndarray:
     """Train the model of one half of one pair; return its true-class probability on every sample of T."""
+    pools = on_training_device(pools)
+    return half_probabilities(lambda: config.new_model(pools), config.train, config.seed, pools, pair, half)
+
+
+def half_probabilities(
+    new_model: Callable[[], nn.Module], train: TrainConfig, seed: int, pools: Pools, pair: int, half: int
+) -> np.ndarray:
+    """Train a fresh ``new_model()`` on one half of one pair of T (early stopping on E, which no mem-score model
+    trains on); return its true-class probability on every sample of T."""
     from .defenses.base import Defense, DefenseContext, NoSettings
 
-    pools = on_training_device(pools)
-    train = torch.as_tensor(pair_halves(pools.n_train, config.seed, pair)[half])
-    dev = pools.test_indices  # E: never trained on by any mem-score model
-    seed = job_seed(config.seed, "memscore", 2 * pair + half)
-    torch.manual_seed(seed)
-    model = place_model(config.new_model(pools), pools.x.device, config.train)
+    train_rows = torch.as_tensor(pair_halves(pools.n_train, seed, pair)[half])
+    dev = pools.test_indices
+    job = job_seed(seed, "memscore", 2 * pair + half)
+    torch.manual_seed(job)
+    model = place_model(new_model(), pools.x.device, train)
     defense = Defense[NoSettings]()  # plain fine-tuning
-    defense.bind(DefenseContext(pools, train, dev, None, config.train, seed))
+    defense.bind(DefenseContext(pools, train_rows, dev, None, train, job))
     result = train_round(
         model,
-        make_adam(model, config.train),
+        make_adam(model, train),
         pools,
         dev,
         defense,
         None,
-        config.train.pretrain_epochs,
-        config.train.patience,
-        torch.Generator().manual_seed(seed),
+        train.pretrain_epochs,
+        train.patience,
+        torch.Generator().manual_seed(job),
     )
     model.load_state_dict(result.best_state)
     log_probs = predict_log_probs(model, pools, pools.train_indices)
@@ -73,12 +83,17 @@ def combine_memscores(probabilities: np.ndarray, in_masks: np.ndarray) -> np.nda
 
 def compute_memscores(config: ExperimentConfig, pools: Pools, map_fn: MapFn = serial_map) -> torch.Tensor:
     """Train the M models as parallel jobs (each receives the dataset as an argument) and combine them."""
-    pairs = config.memscore_models // 2
-    jobs = [(config, pools, pair, half) for pair in range(pairs) for half in (0, 1)]
-    probabilities = np.stack(map_fn(memscore_job, jobs))
+    jobs = [(config, pools, pair, half) for pair in range(config.memscore_models // 2) for half in (0, 1)]
+    return memscores_of_pairs(np.stack(map_fn(memscore_job, jobs)), pools.n_train, config.seed)
+
+
+def memscores_of_pairs(probabilities: np.ndarray, n: int, seed: int) -> torch.Tensor:
+    """The mem-scores of T from the true-class probabilities of its pair models, one row per model in the order
+    pair 0 half 0, pair 0 half 1, pair 1 half 0, ..."""
     in_masks = np.zeros_like(probabilities, dtype=bool)
-    for row, (_, _, pair, half) in enumerate(jobs):
-        in_masks[row, pair_halves(pools.n_train, config.seed, pair)[half]] = True
+    for row in range(len(probabilities)):
+        pair, half = divmod(row, 2)
+        in_masks[row, pair_halves(n, seed, pair)[half]] = True
     return torch.as_tensor(combine_memscores(probabilities, in_masks), dtype=torch.float32)
 
 

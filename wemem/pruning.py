@@ -52,10 +52,14 @@ def magnitude_mask(weight: torch.Tensor, current: torch.Tensor, sparsity: float)
     return mask.view_as(weight) & current
 
 
+def grown_masks(weights: dict[str, torch.Tensor], masks: Masks, sparsity: float) -> Masks:
+    """Every layer's mask grown to ``sparsity`` by magnitude (:func:`magnitude_mask`), keyed like ``weights``."""
+    return {name: magnitude_mask(weight, masks[name], sparsity) for name, weight in weights.items()}
+
+
 def prune_to(model: nn.Module, masks: Masks, sparsity: float) -> Masks:
     """Grow every prunable layer's mask to ``sparsity`` and zero the pruned weights."""
-    params = prunable_parameters(model)
-    new_masks = {name: magnitude_mask(params[name], masks[name], sparsity) for name in params}
+    new_masks = grown_masks(prunable_parameters(model), masks, sparsity)
     MaskKeeper(model, new_masks).apply()
     return new_masks
 

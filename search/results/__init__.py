@@ -4,6 +4,7 @@
 from ..studyfile._exports import read_export
 from ._apply import apply_export, load_export
 from ._export import export_document, write_export
+from ._loop_setting import load_setting
 from ._report import write_report
 from ._text import confirmed_lines, headline, summary_lines, timing_columns, timing_lines
 
@@ -13,6 +14,7 @@ __all__ = [
     "export_document",
     "headline",
     "load_export",
+    "load_setting",
     "read_export",
     "summary_lines",
     "timing_columns",

@@ -152,6 +152,36 @@ class SWMRSettings(WindowSettings, RiskSettings):
     pass
 
 
+def class_windows(
+    indices: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, settings: WindowSettings
+) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+    """RSW's plan for one training list: each class's ranked list and its window (W, D) in samples."""
+    class_lists = ranked_class_lists(indices, labels, scores, settings.order)
+    sizes = [
+        window_sizes(len(ranked), settings.width, settings.stride, settings.width_fraction, settings.stride_fraction)
+        for ranked in class_lists
+    ]
+    return class_lists, sizes
+
+
+def risk_threshold(settings: RiskSettings, memscores: torch.Tensor) -> float:
+    """RMR's tau: the absolute one given, or the quantile of every mem-score of the study that ``risky_fraction``
+    names."""
+    if settings.tau is not None:
+        return settings.tau
+    assert settings.risky_fraction is not None  # RiskSettings holds exactly one of the two (its validator)
+    return tau_from_risky_fraction(memscores, settings.risky_fraction)
+
+
+def risk_batches(
+    indices: torch.Tensor, scores: torch.Tensor, tau: float, batch_size: int, generator: torch.Generator
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """RMR's mini-batches of one epoch: the risky part's (trained first, with weight decay lambda_mem), then the
+    general part's; ``scores`` are the mem-scores of ``indices``."""
+    risky, general = risk_split(indices, scores, tau)
+    return minibatches(risky, batch_size, generator), minibatches(general, batch_size, generator)
+
+
 WS = TypeVar("WS", bound=WindowSettings)  # the settings of a defense with sliding windows
 RS = TypeVar("RS", bound=RiskSettings)  # the settings of a defense with risk memory regularization
 
@@ -189,13 +219,9 @@ class SlidingWindowMixin(Defense[WS]):
     """Per-class ranked lists and window sizes, prepared once per model."""
 
     def prepare_windows(self, context: DefenseContext) -> None:
-        s = self.settings
-        self.class_lists = ranked_class_lists(
-            context.train.cpu(), context.labels, context.scores_of(context.train), s.order
+        self.class_lists, self.sizes = class_windows(
+            context.train.cpu(), context.labels, context.scores_of(context.train), self.settings
         )
-        self.sizes = [
-            window_sizes(len(lst), s.width, s.stride, s.width_fraction, s.stride_fraction) for lst in self.class_lists
-        ]
 
     def window(self, epoch: int) -> torch.Tensor:
         return sliding_window(self.class_lists, self.sizes, epoch)
@@ -228,12 +254,7 @@ class RiskMixin(Defense[RS]):
         return super().train_step(model, optimizer, pools, step, masks)
 
     def prepare_threshold(self, context: DefenseContext) -> None:
-        s = self.settings
-        if s.tau is not None:
-            self.tau = s.tau
-        else:
-            assert s.risky_fraction is not None  # RiskSettings holds exactly one of the two (its validator)
-            self.tau = tau_from_risky_fraction(context.scores, s.risky_fraction)
+        self.tau = risk_threshold(self.settings, context.scores)
 
     def risk_steps(self, indices: torch.Tensor, generator: torch.Generator) -> list[Step]:
         """All mini-batches of the risky part first (strong L2), then the general part (usual L2).
@@ -241,11 +262,10 @@ class RiskMixin(Defense[RS]):
         Risky steps carry weight decay lambda_mem: an override of the single optimizer, or (two_adam) the
         marker that selects the risky optimizer, whose own weight decay is lambda_mem.
         """
-        risky, general = risk_split(indices, self.ctx.scores_of(indices), self.tau)
-        batch = self.ctx.config.batch_size
-        return [Step(b, weight_decay=self.settings.lambda_mem) for b in minibatches(risky, batch, generator)] + [
-            Step(b) for b in minibatches(general, batch, generator)
-        ]
+        risky, general = risk_batches(
+            indices, self.ctx.scores_of(indices), self.tau, self.ctx.config.batch_size, generator
+        )
+        return [Step(b, weight_decay=self.settings.lambda_mem) for b in risky] + [Step(b) for b in general]
 
     def report(self) -> dict[str, float]:
         return {"tau": self.tau}
