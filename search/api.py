@@ -44,8 +44,9 @@ from .storage._urls import GRACE_PERIOD_S, MIN_GRACE_PERIOD_S
 from .study import LAUNCHER_RESOURCES, OpenStudy, Options, best_trials, open_study
 from .studyfile import StudyDefinition, load_study_file, parse_study
 
-if TYPE_CHECKING:  # the confirmation's types only: importing search.confirm loads the science
+if TYPE_CHECKING:  # the confirmation's and the audit's types only: importing them loads the science
     from .confirm import Confirmation
+    from .results._artifact_audit import AuditRecord
 
 Echo = Callable[[str], None]
 # what ``attacks=`` takes: "all", comma-separated names ("conf,lira") or a sequence of names, as ``--attacks``
@@ -497,6 +498,55 @@ def apply(
     )
 
 
+@dataclass(frozen=True)
+class ArtifactAudit:
+    """What ``wemem audit`` measured and stored with the study: the file (name, SHA-256, sparsity), its leakage
+    and accuracy with their intervals, the recorded figure and the difference (``record``, as stored)."""
+
+    record: AuditRecord
+
+    def lines(self) -> list[str]:
+        from .results._artifact_audit import audit_lines
+
+        return audit_lines(self.record)
+
+
+def audit(
+    artifact: str | Path,
+    *,
+    study: str,
+    export_file: str | Path | None = None,
+    trial: int | None = None,
+    storage: str | None = None,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    ray_address: str | None = None,
+    parallel: bool = False,
+    echo: Echo = quiet,
+) -> ArtifactAudit:
+    """Run the study's attack suite against a shipped model file's own outputs (an .onnx through onnxruntime, or
+    a .safetensors loaded into the study's model) and store the result with the study, like ``wemem audit
+    ARTIFACT --study NAME``. The setting comes from the file's metadata, else from ``export_file`` (and ``trial``
+    in a Pareto export). Every input is checked before anything is written."""
+    from wemem.parallel import serial_map
+
+    from .execution import _cluster as cluster
+    from .results._artifact_audit import audit_artifact, checked_artifact
+
+    if trial is not None:
+        _whole_number(trial, "trial", 0)
+    artifact, echo = _path(artifact, "artifact"), _echo(echo)
+    export_file = None if export_file is None else _path(export_file, "export_file")
+    options = _options(storage, cache_dir, data_root, ray_address)
+    _quiet_libraries()
+    opened = open_study(_study_name(study), options)
+    checked = checked_artifact(opened, artifact, export_file, trial)  # before Ray starts and anything is written
+    if parallel:
+        cluster.init_ray(options.ray_address)
+    map_fn = cluster.task_share(opened.definition) if parallel else serial_map
+    return ArtifactAudit(audit_artifact(opened, checked, map_fn, echo))
+
+
 def report(
     name: str,
     out: str | Path,
@@ -899,6 +949,7 @@ def memscore_export(
 
 
 __all__ = [
+    "ArtifactAudit",
     "AttackNames",
     "BadInputError",
     "DeletedStudy",
@@ -916,6 +967,7 @@ __all__ = [
     "WememError",
     "apply",
     "attack_names",
+    "audit",
     "confirm",
     "definition_of",
     "delete",

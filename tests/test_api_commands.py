@@ -63,6 +63,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
         "trial_status",
         "export",
         "apply",
+        "audit",
         "report",
         "delete",
         "confirm",
@@ -89,6 +90,12 @@ COMMANDS = [
         "apply",
         ("best.toml", "applied"),
         {"allow_code": True, "parallel": True},
+    ),
+    (
+        ["audit", "model.onnx", "--study", "base", "--export", "best.toml", "--trial", "2"],
+        "audit",
+        ("model.onnx",),
+        {"study": "base", "export_file": "best.toml", "trial": 2, "parallel": True},
     ),
     (["report", "base", "--out", "audit"], "report", ("base", "audit"), {}),
     (["delete", "base", "--yes"], "delete", ("base",), {"yes": True, "force": False}),
@@ -186,6 +193,8 @@ def test_the_kinds_are_wemem_errors_and_exported_from_the_api_and_the_package():
         lambda: api.run(api.Experiment(), attacks=3),
         lambda: api.run(api.Experiment(), steps=0, out="/tmp/wemem-never-written"),
         lambda: api.memscore_import(3),
+        lambda: api.audit(3, study="base"),
+        lambda: api.audit("model.onnx", study="base", trial=-1),
     ],
 )
 def test_bad_arguments_are_bad_input(call: Callable[[], Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

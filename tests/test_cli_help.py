@@ -15,9 +15,19 @@ COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)  # every
 
 
 def test_every_sub_command_is_walked():
-    assert {"launch", "resume", "status", "export", "apply", "report", "delete", "run", "memscore", "confirm"} <= set(
-        COMMANDS
-    )
+    assert {
+        "launch",
+        "resume",
+        "status",
+        "export",
+        "apply",
+        "audit",
+        "report",
+        "delete",
+        "run",
+        "memscore",
+        "confirm",
+    } <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("argv", [["--help"]] + [[name, "--help"] for name in COMMANDS], ids=["wemem"] + COMMANDS)

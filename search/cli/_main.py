@@ -17,12 +17,24 @@ from ..api import resume_advice
 from ..storage._urls import scrub, storage_error, storage_url
 from ._common import Command, add_common_flags, echo
 from ._confirm import CONFIRM
-from ._results import APPLY, EXPORT, REPORT
+from ._results import APPLY, AUDIT, EXPORT, REPORT
 from ._science import MEMSCORE, RUN
 from ._study import DELETE, LAUNCH, RESUME, STATUS
 
 # The commands, in the order ``wemem --help`` lists them
-COMMANDS: tuple[Command, ...] = (LAUNCH, RESUME, STATUS, EXPORT, APPLY, REPORT, DELETE, CONFIRM, RUN, MEMSCORE)
+COMMANDS: tuple[Command, ...] = (
+    LAUNCH,
+    RESUME,
+    STATUS,
+    EXPORT,
+    APPLY,
+    AUDIT,
+    REPORT,
+    DELETE,
+    CONFIRM,
+    RUN,
+    MEMSCORE,
+)
 
 
 def registered_names() -> str:

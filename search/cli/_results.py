@@ -1,4 +1,4 @@
-"""The result verbs: ``export``, ``apply`` and ``report``."""
+"""The result verbs: ``export``, ``apply``, ``audit`` and ``report``."""
 
 from __future__ import annotations
 
@@ -73,4 +73,41 @@ REPORT = Command(
     "write a study's audit (report.html, report.json), its trials table (CSV, parquet) and PNG plots",
     _report_args,
     _report,
+)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    audited = api.audit(
+        args.artifact,
+        study=args.study,
+        export_file=args.export,
+        trial=args.trial,
+        storage=args.storage,
+        cache_dir=args.cache_dir,
+        data_root=args.data_root,
+        ray_address=args.ray_address,
+        parallel=True,
+        echo=echo,
+    )
+    for line in audited.lines():
+        echo(line)
+    return 0
+
+
+def _audit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", help="the model file: a .onnx or .safetensors (as `wemem apply` writes them)")
+    p.add_argument("--study", required=True, help="the study whose attack suite, targets and shadows audit it")
+    p.add_argument(
+        "--export",
+        default=None,
+        help="an export file of the study naming the file's setting, for a file without wemem metadata",
+    )
+    p.add_argument("--trial", type=int, default=None, help="which trial of an exported Pareto set (with --export)")
+
+
+AUDIT = Command(
+    "audit",
+    "run a study's attack suite against a shipped model file's own outputs and store the leakage with the study",
+    _audit_args,
+    _audit,
 )

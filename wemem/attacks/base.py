@@ -11,7 +11,7 @@ all of them.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -61,6 +61,10 @@ def population_indices(split: StudySplit, victim_targets: Targets) -> np.ndarray
         "wemem.data.make_study_split (delete the study's cache directory)",
     )
     return population
+
+
+# a deployed model as an attacker queries it: inputs [n, ...] -> output probabilities [n, C]
+DeployedProbabilities = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -139,9 +143,10 @@ class Attack:
         raise NotImplementedError
 
     @classmethod
-    def sensitivity(cls, model: nn.Module, defense: Defense, x: torch.Tensor, seed: int) -> torch.Tensor:
+    def sensitivity(cls, deployed: DeployedProbabilities, x: torch.Tensor, seed: int) -> torch.Tensor:
         """Output sensitivities [n, C] of the deployed model on ``x``, for an attack that declares
-        ``needs_sensitivity``."""
+        ``needs_sensitivity``; ``deployed`` answers a batch of inputs with its output probabilities, the only
+        access a black-box attacker has (a module in memory, or a shipped file through its runtime)."""
         raise NotImplementedError(f"attack {cls.name!r} reads no output sensitivities")
 
 
@@ -189,11 +194,23 @@ def needs_sensitivity(names: list[str]) -> bool:
     return any(ATTACKS.get(name).needs_sensitivity for name in names)
 
 
-def output_sensitivity(model: nn.Module, defense: Defense, x: torch.Tensor, seed: int) -> torch.Tensor:
-    """The output sensitivities the attacks that declare ``needs_sensitivity`` read (SAMIA's), of the deployed
-    model on ``x``: measured by the first registered attack (in name order) that declares it."""
+def deployed_probabilities(model: nn.Module, defense: Defense) -> DeployedProbabilities:
+    """A module in memory as an attacker queries it: its output probabilities after the defense's transform."""
+    model.eval()
+    return lambda inputs: torch.exp(defense.output_log_probs(model, inputs, model(inputs)))
+
+
+def probed_sensitivity(deployed: DeployedProbabilities, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """The output sensitivities the attacks that declare ``needs_sensitivity`` read (SAMIA's), of a deployed
+    model queried as a black box on ``x``: measured by the first registered attack (in name order) that
+    declares it."""
     measuring = next(ATTACKS.get(name) for name in ATTACKS.names() if ATTACKS.get(name).needs_sensitivity)
-    return measuring.sensitivity(model, defense, x, seed)
+    return measuring.sensitivity(deployed, x, seed)
+
+
+def output_sensitivity(model: nn.Module, defense: Defense, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """:func:`probed_sensitivity` of a module in memory under its defense."""
+    return probed_sensitivity(deployed_probabilities(model, defense), x, seed)
 
 
 def parse_attack_names(text: str | None, default: list[str]) -> list[str]:

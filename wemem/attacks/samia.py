@@ -5,7 +5,7 @@ one-hot label. A small transformer encoder reads the tokens of one sample and an
 The sensitivity s_j = (1/m) sum_k |softmax_j(f(x + eps u_k)) - p_j| / eps, u_k ~ N(0, I), is a black-box
 finite-difference probe of how flat the model is around x (training samples sit in flatter regions). The
 pipeline computes it on each model's attack targets while the pruned model is at hand (:func:`output_sensitivity`,
-through :meth:`Samia.sensitivity`).
+through :meth:`Samia.sensitivity`); ``wemem audit`` queries a shipped file the same way (:func:`probed_sensitivity`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 
 from ..defenses.base import Defense
 from ..errors import WememError
-from .base import ATTACKS, Observations
+from .base import ATTACKS, DeployedProbabilities, Observations, deployed_probabilities
 from .nn import FitConfig, NeuralAttack, log_odds
 
 SENSITIVITY_QUERIES = 10  # m
@@ -27,23 +27,20 @@ SENSITIVITY_STEP = 1e-3  # eps
 
 
 @torch.no_grad()
-def output_sensitivity(
-    model: nn.Module,
-    defense: Defense,
+def probed_sensitivity(
+    deployed: DeployedProbabilities,
     x: torch.Tensor,
     seed: int,
     queries: int = SENSITIVITY_QUERIES,
     step: float = SENSITIVITY_STEP,
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """Per-class sensitivity [n, C] of the deployed outputs (after the defense's output transform).
+    """Per-class sensitivity [n, C] of the deployed output probabilities, by perturbed black-box queries.
 
-    Batched: each batch of b inputs becomes one forward pass of b * m perturbed copies. Computed in the model's
-    own precision, as a black-box attacker querying the deployed model would observe it.
+    Batched: each batch of b inputs becomes one query of b * m perturbed copies. Computed in the inputs' own
+    precision, as a black-box attacker querying the deployed model would observe it.
     """
-    model.eval()
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    deployed = lambda inputs: torch.exp(defense.output_log_probs(model, inputs, model(inputs)))  # noqa: E731
     sensitivities = []
     for batch in torch.split(x, batch_size):
         probs = deployed(batch)
@@ -54,6 +51,19 @@ def output_sensitivity(
         change = (perturbed.view(len(batch), queries, -1) - probs.unsqueeze(1)).abs()
         sensitivities.append(change.mean(dim=1) / step)
     return torch.cat(sensitivities)
+
+
+def output_sensitivity(
+    model: nn.Module,
+    defense: Defense,
+    x: torch.Tensor,
+    seed: int,
+    queries: int = SENSITIVITY_QUERIES,
+    step: float = SENSITIVITY_STEP,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """:func:`probed_sensitivity` of a module in memory, after the defense's output transform."""
+    return probed_sensitivity(deployed_probabilities(model, defense), x, seed, queries, step, batch_size)
 
 
 def class_tokens(observed: Observations) -> np.ndarray:
@@ -147,7 +157,8 @@ class SamiaNetwork(nn.Module):
 @ATTACKS.register("samia")
 class Samia(NeuralAttack):
     needs_sensitivity: ClassVar[bool] = True
-    sensitivity = staticmethod(output_sensitivity)  # measured by the pipeline while the pruned model is at hand
+    # measured by the pipeline while the pruned model is at hand, or by `wemem audit` querying a shipped file
+    sensitivity = staticmethod(probed_sensitivity)
     # An epoch costs a transformer pass over every class token (about 3 s on one core for Location-sized
     # outputs, 15x an MLP epoch), and SAMIA's ranking settles early: replayed on recorded fits (benchmarks/
     # fit_rules.py, Location-sized 5 seeds, digits 10), two checks an epoch with patience 2 stop after 5.2 and
