@@ -350,6 +350,47 @@ def test_apply_after_a_study_reuses_its_cache_and_labels_its_figures(ray_session
     assert evaluation["confirmed"]["seeds"] == summary["seeds"] and evaluation["confirmed"]["verdict"]
     printed = "\n".join(lines)
     assert "  reproduced (this apply" in printed and "  search (" in printed and "  confirmed (mean" in printed
+    check_the_artifact(folder / "applied", evaluation, study.name, best["trial_number"])
+    assert "model.sparse.safetensors" in printed and "bytes" in printed
+
+
+def check_the_artifact(out: Path, evaluation: dict[str, Any], study: str, trial: int) -> None:
+    """apply's deployable files: the folded weights (dense and compact) equal, ONNX answering as the weights do,
+    the model card naming each file by its hash and the confirmed figures first."""
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    from search.results._apply import OUTPUT_FILES
+    from wemem.artifact import load_safetensors, load_sparse, onnx_outputs
+    from wemem.models import build_model
+
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    state, meta = load_safetensors(out / "model.safetensors")
+    assert meta is not None and (meta.study, meta.trial, meta.model) == (study, trial, "columnfc")
+    assert meta.setting is not None and meta.setting.settings == evaluation["settings"]
+    sparse = load_sparse(out / "model.sparse.safetensors")
+    assert all(torch.equal(sparse[k], state[k]) for k in state) and set(sparse) == set(state)
+    masks = torch.load(out / "model.pt", weights_only=True)["masks"]
+    assert all(torch.all(state[k][~m] == 0) for k, m in masks.items())
+    model = build_model(meta.model, meta.input_shape, meta.num_classes)
+    model.load_state_dict(state)
+    rows = np.random.default_rng(0).normal(size=(5, *meta.input_shape)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            onnx_outputs(out / "model.onnx", rows), model.eval()(torch.from_numpy(rows)), atol=1e-4
+        )
+    card = json.loads((out / "model_card.json").read_text())
+    written = [name for name in OUTPUT_FILES if not name.startswith("model_card")]
+    assert card["files"] == {
+        name: {"sha256": hashlib.sha256((out / name).read_bytes()).hexdigest(), "bytes": (out / name).stat().st_size}
+        for name in written
+    }
+    assert [f["label"] for f in card["figures"]] == ["confirmed", "reproduced", "search"]
+    assert card["figures"][0]["leakage"]["mean"] == evaluation["confirmed"]["privacy"]["mean"]
+    assert {c["name"] for c in card["validity"]} >= {"resolution", "reference", "mimicry"}
+    assert card["sparsity"]["overall"] == meta.sparsity == pytest.approx(STUDY["pruning"]["sparsity"], abs=0.01)
 
 
 # ------------------------------------------------------------------ the export file, as `wemem export` writes it

@@ -5,23 +5,41 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal, NotRequired, TypedDict
+from typing import Literal, NotRequired, TypedDict, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from scipy.stats import norm
 
-from objectives import TrialOutcome, TrialSpec, evaluate_trial, reference
-from wemem.assets import Echo, prepare_assets
+from objectives import Reference, TrialOutcome, TrialSpec, evaluate_trial, reference
+from wemem.artifact import (
+    CARD_JSON,
+    CARD_MD,
+    ArtifactMeta,
+    CardFigure,
+    Estimate,
+    check_onnx,
+    fold_masks,
+    measured_sparsity,
+    model_card,
+    onnx_bytes,
+    safetensors_bytes,
+    sparse_bytes,
+)
+from wemem.assets import Echo, StudyAssets, input_checks, prepare_assets
 from wemem.config import ExperimentConfig
 from wemem.data.custom import check_encoding
-from wemem.defenses import DEFENSES, Setting, make_defense
+from wemem.defenses import DEFENSES, Defense, Setting, make_defense
 from wemem.errors import WememError, validation_problems
 from wemem.files import check_output_folder, create_folder, write_into, wrote
 from wemem.parallel import MapFn, serial_map
 from wemem.pipeline import PrunedModel
 from wemem.plugins import check_record, code_lines, file_sha256
+from wemem.uncertainty import clopper_pearson
+from wemem.validity import Check
 
 from ..confirm import LEVEL, REFERENCE, Interval
 from ..confirm._confirmation import PRIVACY, IntervalJSON
@@ -457,7 +475,8 @@ def apply_spec(exported: CheckedExport, cache_dir: str, data_root: str | None) -
     return dataclasses.replace(spec, experiment=study_experiment(experiment, exported.encoding))
 
 
-OUTPUT_FILES = ("model.pt", "evaluation.json")
+SAFETENSORS, SPARSE, ONNX = "model.safetensors", "model.sparse.safetensors", "model.onnx"
+OUTPUT_FILES = ("model.pt", "evaluation.json", SAFETENSORS, SPARSE, ONNX, CARD_MD, CARD_JSON)
 
 
 def check_apply_out(out_dir: str | Path) -> Path:
@@ -560,6 +579,189 @@ def evaluation_lines(evaluation: EvaluationJSON) -> list[str]:
     return lines + [f"    {text}" for text in (confirmed.get("verdict"), confirmed.get("note")) if text is not None]
 
 
+# ------------------------------------------------------------------------------- the deployable artifact
+
+
+@dataclasses.dataclass(frozen=True)
+class Rebuilt:
+    """What apply rebuilt and measured: the spec, the study's assets, the reference, the trial's outcome."""
+
+    spec: TrialSpec
+    assets: StudyAssets
+    base: Reference
+    outcome: TrialOutcome
+
+
+def shipped_model(rebuilt: Rebuilt, folded: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    """The folded weights in the network the engine builds for them: the experiment's registered model (or
+    plug-in) for the data's input shape and classes, in eval mode."""
+    model = rebuilt.spec.experiment.new_model(rebuilt.assets.pools)
+    model.load_state_dict(folded)
+    return model.eval()
+
+
+def artifact_meta(rebuilt: Rebuilt, exported: CheckedExport, folded: Mapping[str, torch.Tensor]) -> ArtifactMeta:
+    experiment, pools, victim = rebuilt.spec.experiment, rebuilt.assets.pools, rebuilt_victim(rebuilt.outcome)
+    return ArtifactMeta(
+        model=experiment.model,
+        dataset=experiment.dataset,
+        input_shape=pools.input_shape,
+        num_classes=pools.num_classes,
+        sparsity=measured_sparsity(folded, victim.masks or {}),
+        setting=exported.record.setting,
+        study=exported.definition.name,
+        trial=exported.record.number,
+    )
+
+
+def data_sizes(assets: StudyAssets) -> dict[str, object]:
+    pools, victim = assets.pools, assets.split.victim
+    return {
+        "dataset": assets.config.dataset,
+        "training pool rows": pools.n_train,
+        "test pool rows": len(pools.y) - pools.n_train,
+        "the model's training set (members)": len(victim.train),
+        "its checkpoint-selection set": len(victim.dev),
+        "its test set (non-members)": len(victim.test),
+        "shadow models": len(assets.split.shadows),
+    }
+
+
+Z = float(norm.ppf(0.5 + LEVEL / 2))  # a normal interval's half-width in standard errors
+
+
+def normal(mean: float, se: float | None) -> Estimate:
+    return Estimate(mean) if se is None else Estimate(mean, mean - Z * se, mean + Z * se)
+
+
+def bootstrap_bounds(attack: Mapping[str, object], metric: str) -> tuple[float, float]:
+    """An attack's stored bootstrap interval of ``metric`` over the targets (nan: none stored)."""
+    intervals = attack.get("intervals")
+    bounds = intervals.get(metric) if isinstance(intervals, dict) else None
+    return (float(bounds[0]), float(bounds[1])) if isinstance(bounds, list) else (math.nan, math.nan)
+
+
+def judges(spec: TrialSpec) -> tuple[str, ...]:
+    """The attacks whose strongest is the leakage."""
+    return tuple(spec.objective.privacy_attacks or spec.attacks)
+
+
+def reproduced_figure(rebuilt: Rebuilt) -> CardFigure:
+    """This apply's measurement: test accuracy with its exact binomial interval over the test set; leakage with
+    the normal interval of its standard error over the repeats, else the strongest attack's bootstrap one."""
+    spec, outcome = rebuilt.spec, rebuilt.outcome
+    tested = len(rebuilt.assets.split.victim.test)
+    low, high = clopper_pearson(round(outcome.utility * tested), tested, LEVEL)
+    metric = spec.objective.privacy_metric
+    if outcome.repeats is not None:
+        leakage, how = normal(outcome.privacy, outcome.repeats.privacy_se), "normal, over the repeats"
+    else:
+        bounds = bootstrap_bounds(outcome.result.attacks[outcome.strongest_attack], metric)
+        leakage, how = Estimate(outcome.privacy, *bounds), "bootstrap over the targets"
+    return CardFigure(
+        "reproduced",
+        REPRODUCED,
+        metric,
+        Estimate(outcome.utility, low, high),
+        leakage,
+        judges(spec),
+        f"{LEVEL:.0%}: accuracy exact binomial over {tested} test rows; leakage {how}",
+    )
+
+
+def search_figure(search: Mapping[str, object], spec: TrialSpec) -> CardFigure:
+    """The study's own evaluation, labelled biased low; its leakage's interval from its standard error."""
+    # ExportedSetting checked these to be numbers (privacy_se: or absent, or null)
+    accuracy, privacy, se = (cast(float | None, search.get(key)) for key in ("test_accuracy", PRIVACY, "privacy_se"))
+    return CardFigure(
+        "search",
+        SEARCH,
+        spec.objective.privacy_metric,
+        Estimate(float(accuracy or math.nan)),
+        normal(float(privacy or math.nan), se),
+        judges(spec),
+        f"{LEVEL:.0%} normal, from the search's standard error (none: a single evaluation)",
+    )
+
+
+def card_figures(evaluation: EvaluationJSON, rebuilt: Rebuilt) -> list[CardFigure]:
+    """The confirmed figures when the export holds them, this apply's, and the search's (labelled biased low)."""
+    figures = [reproduced_figure(rebuilt), search_figure(evaluation["search"], rebuilt.spec)]
+    confirmed = evaluation["confirmed"]
+    if confirmed is None:
+        return figures
+    return [
+        CardFigure(
+            "confirmed",
+            f"{confirmed['what']}: the figures to quote",
+            rebuilt.spec.objective.privacy_metric,
+            Estimate(**confirmed["test_accuracy"]),
+            Estimate(**confirmed[PRIVACY]),
+            tuple(confirmed["judges"]),
+            f"{LEVEL:.0%} over the fresh seeds {confirmed['seeds']}",
+        ),
+        *figures,
+    ]
+
+
+def card_notes(evaluation: EvaluationJSON, setting: Setting) -> list[str]:
+    notes = [] if evaluation["confirmed"] is not None else [evaluation.get("confirmed_note", "not confirmed")]
+    if type(setting.make()).output_log_probs is not Defense.output_log_probs:
+        notes.append(
+            f"the {setting.defense} defense transforms the network's outputs at inference; the files hold the "
+            "network only (its logits), so a deployment must apply that transform itself or lose its protection"
+        )
+    return notes
+
+
+def study_validity(rebuilt: Rebuilt) -> list[Check]:
+    """The study's validity checks, recomputed on the assets and reference apply rebuilt (the launcher records the
+    same checks in the study; an export does not carry them)."""
+    from ..execution._trainable import study_checks  # here: that module loads Ray Tune, which apply may not need
+
+    metric, spec = rebuilt.spec.objective.privacy_metric, rebuilt.spec
+    return input_checks(spec.experiment, rebuilt.assets.pools, metric) + study_checks(
+        rebuilt.assets, rebuilt.base, metric
+    )
+
+
+def artifact_contents(rebuilt: Rebuilt, exported: CheckedExport, evaluation: EvaluationJSON) -> dict[str, bytes]:
+    """The deployable files: the folded weights dense and compact, the ONNX graph; the graph checked against the
+    rebuilt model by onnxruntime on the study's test set first, so a graph that differs stops apply before any
+    file is written."""
+    victim = rebuilt_victim(rebuilt.outcome)
+    if victim.state is None or victim.masks is None:
+        raise RuntimeError("evaluate_trial kept no victim state; apply passes keep_victim_state=True")
+    folded = fold_masks(victim.state, victim.masks)
+    meta = artifact_meta(rebuilt, exported, folded)
+    model = shipped_model(rebuilt, folded)
+    graph = onnx_bytes(model, meta.input_shape, meta)
+    pools = rebuilt.assets.pools
+    check_onnx(model, graph, pools.x[rebuilt.assets.split.victim.test.to(pools.x.device)].cpu().numpy())
+    return {SAFETENSORS: safetensors_bytes(folded, meta), SPARSE: sparse_bytes(folded, meta), ONNX: graph}
+
+
+def card_contents(
+    rebuilt: Rebuilt, exported: CheckedExport, evaluation: EvaluationJSON, files: Mapping[str, bytes]
+) -> dict[str, str]:
+    victim = rebuilt_victim(rebuilt.outcome)
+    folded = fold_masks(victim.state or {}, victim.masks or {})
+    return model_card(
+        artifact_meta(rebuilt, exported, folded),
+        victim.layer_sparsity,
+        data_sizes(rebuilt.assets),
+        card_figures(evaluation, rebuilt),
+        study_validity(rebuilt),
+        files,
+        card_notes(evaluation, exported.record.setting),
+    )
+
+
+def size_line(contents: Mapping[str, bytes]) -> str:
+    dense, compact = len(contents[SAFETENSORS]), len(contents[SPARSE])
+    return f"folded weights: {SAFETENSORS} {dense:,} bytes, {SPARSE} {compact:,} bytes ({compact / dense:.0%})"
+
+
 def apply_export(
     path: str | Path,
     out_dir: str | Path,
@@ -570,8 +772,9 @@ def apply_export(
     echo: Echo = print,
     allow_code: bool = False,
 ) -> EvaluationJSON:
-    """Rebuild and re-evaluate an exported setting; ``share_of(definition)`` gives the parallel map (serial
-    in-process without one). Plug-in code the export names runs only with ``allow_code``, named first."""
+    """Rebuild and re-evaluate an exported setting, and write it as deployable files with a model card;
+    ``share_of(definition)`` gives the parallel map (serial in-process without one). Plug-in code the export
+    names runs only with ``allow_code``, named first."""
 
     check_apply_out(out_dir)  # before minutes of work
     exported = read_checked_export(path, trial, echo, allow_code)
@@ -582,15 +785,23 @@ def apply_export(
     assets = prepare_assets(spec.experiment, cache_dir, map_fn, log=echo)
     base = reference(spec, assets, map_fn, log=echo)
     outcome = evaluate_trial(spec, record.setting, base, assets, map_fn, keep_victim_state=True)
+    rebuilt = Rebuilt(spec, assets, base, outcome)
     victim = rebuilt_victim(outcome)
     # tensors only (weights and masks): loadable with torch.load(weights_only=True), no pickled code
     model = io.BytesIO()
     torch.save({"weights": victim.state, "masks": victim.masks}, model)
     evaluation = evaluation_document(record, outcome, exported.confirmed)
+    shipped = artifact_contents(rebuilt, exported, evaluation)
+    contents: dict[str, bytes] = {
+        "model.pt": model.getvalue(),
+        "evaluation.json": json.dumps(evaluation, indent=2).encode(),
+        **shipped,
+    }
+    card = card_contents(rebuilt, exported, evaluation, contents)
     out = create_folder(out_dir)
-    contents: dict[str, bytes | str] = dict(zip(OUTPUT_FILES, (model.getvalue(), json.dumps(evaluation, indent=2))))
-    written = [(out / name, write_into(out, name, content)) for name, content in contents.items()]
-    for line in evaluation_lines(evaluation):
+    files: dict[str, bytes | str] = {**contents, **card}
+    written = [(out / name, write_into(out, name, content)) for name, content in files.items()]
+    for line in [*evaluation_lines(evaluation), size_line(shipped)]:
         echo(line)
     echo(wrote(*written))
     return evaluation
