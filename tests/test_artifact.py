@@ -238,3 +238,19 @@ def test_the_model_card_names_each_file_by_its_hash_and_the_setting(tmp_path: Pa
     assert document["artifact"]["setting"] == meta.setting.to_json()
     assert '"defense": "rsw"' in card["model_card.md"] and "0.5500 [0.5300, 0.5700]" in card["model_card.md"]
     assert document["confirmed"] and document["validity"][0]["name"] == "resolution"
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "model.sparse.safetensors", "model.onnx", "model_card.md"])
+def test_apply_refuses_an_out_where_an_artifact_file_cannot_go_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+):
+    from search.cli import main
+
+    export = tmp_path / "best.toml"
+    export.write_text('study = "s"\n')
+    (tmp_path / "applied" / name).mkdir(parents=True)
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["apply", str(export), "--out", str(tmp_path / "applied")]) == 2
+    error = capsys.readouterr().err
+    assert f"{name}: it is a folder" in error
+    assert sorted(tmp_path.rglob("*")) == before
