@@ -24,6 +24,8 @@ import yaml
 from pydantic import BaseModel
 from test_report_browser import FLAGS, chromium, page_requests  # noqa: F401  (chromium: the fixture)
 
+import search.api
+import wemem
 from search.cli import build_parser
 from search.studyfile import StudyDefinition
 from wemem.defenses import DEFENSES
@@ -147,8 +149,10 @@ def test_the_page_renders_in_chromium_without_console_messages(chromium: str, si
     title = re.search(r"<title>(.*?)</title>", dom, re.S)
     assert title is not None and title.group(1).strip().endswith(CONFIG["site_name"])
     assert re.search(r"<h1[^>]*>", dom)
-    if page == "reference/api.html":
-        assert 'id="search.api.launch"' in dom and 'id="wemem.defenses.Setting"' in dom
+    if page == "reference/api.html":  # every function and result of search.api, and wemem's public surface
+        own = [name for name in search.api.__all__ if getattr(search.api, name).__module__ == "search.api"]
+        assert "launch" in own and all(f'id="search.api.{name}"' in dom for name in own)
+        assert all(f'id="{wemem._WHERE[name]}.{name}"' in dom for name in wemem.__all__)
 
 
 def test_the_console_check_sees_a_page_that_logs_an_error(chromium: str, tmp_path: Path):

@@ -7,7 +7,9 @@ A page asks for a table with a marker line (``<!-- reference:NAME -->``); ``on_p
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import re
 import types
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, Union, get_args, get_origin
@@ -179,28 +181,45 @@ def command_line() -> str:
 # ----- the Python API ------------------------------------------------------------------------------------------
 
 
-def wemem_api() -> str:
-    """mkdocstrings directives for each public name of ``wemem``, documented in the module that defines it (the
-    package exports them lazily, which static analysis cannot follow)."""
+# a public name without a docstring (a registry, a constant) is still part of the surface: its signature shows
+EVERY_NAME = ["      show_if_no_docstring: true"]
+
+
+def wemem_api(markdown: str) -> str:
+    """mkdocstrings directives for the public names of ``wemem``, each group in the module that defines it (the
+    package exports them lazily, which static analysis cannot follow). A module the page documents whole (a
+    ``::: wemem.defenses`` line of its own) is left to that directive."""
     import wemem
     from wemem import _WHERE
 
-    lines = ["## wemem", "", wemem.__doc__ or ""]
-    for name in wemem.__all__:
-        lines += ["", f"::: {_WHERE[name]}.{name}"]
+    documented = set(re.findall(r"^::: ([\w.]+)\s*$", markdown, re.M))
+    modules = sorted({module for module in _WHERE.values() if module not in documented})
+    lines = ["## wemem", "", inspect.cleandoc(wemem.__doc__ or "")]
+    for module in modules:
+        names = [name for name in wemem.__all__ if _WHERE[name] == module]
+        lines += ["", f"::: {module}", "    options:", f"      members: {json.dumps(names)}", *EVERY_NAME]
     return "\n".join(lines)
 
 
-GENERATED: dict[str, Callable[[], str]] = {
-    "reference:study-file": study_file_keys,
-    "reference:cli": command_line,
+GENERATED: dict[str, Callable[[str], str]] = {
+    "reference:study-file": lambda _: study_file_keys(),
+    "reference:cli": lambda _: command_line(),
     "reference:wemem-api": wemem_api,
 }
+
+# The docstrings cross-reference the Sphinx way (:class:`Setting`), which Markdown renders as the role's name
+# followed by code; each becomes an autorefs reference instead: a link where the name is documented on the site,
+# plain code where it is not ("optional" keeps an unresolved one from being a warning).
+SPHINX_ROLE = re.compile(r":(?:class|func|meth|mod|attr|exc|data|obj):<code>([\w.]+)</code>")
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
     for name, generate in GENERATED.items():
         marker = f"<!-- {name} -->"
         if marker in markdown:
-            markdown = markdown.replace(marker, generate())
+            markdown = markdown.replace(marker, generate(markdown))
     return markdown
+
+
+def on_page_content(html: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    return SPHINX_ROLE.sub(r'<autoref identifier="\1" optional><code>\1</code></autoref>', html)
