@@ -20,7 +20,7 @@ from optuna.trial import TrialState, create_trial
 from search.cli import main
 from search.confirm import Confirmation, ConfirmedSetting, Interval, Paired
 from search.exceptions import BadInputError
-from search.execution._launcher import launch, resume
+from search.execution._launcher import launch
 from search.execution._tracking import ENV, INSTALL, StudyTracker, Tracking, tracking_of
 from search.study import OpenStudy, Options, Place, definition_differences, open_study
 from search.studyfile import parse_study
@@ -157,15 +157,17 @@ def test_stored_trials_and_a_confirmation_reach_mlflow_with_no_secret(store: Pat
     secret_uri = f"sqlite:///{store / 'mlflow.db'}?password={SECRET}"
     lines: list[str] = []
     tracker = StudyTracker.open(
-        Tracking(secret_uri), OpenStudy(opened.study, opened.definition, opened.storage, place), lines.append
+        Tracking(secret_uri, "stored-experiment"),
+        OpenStudy(opened.study, opened.definition, opened.storage, place),
+        lines.append,
     )
     assert tracker is not None
     tracker.log_trials(opened.study, "balanced_accuracy")
     tracker.log_trials(opened.study, "balanced_accuracy")  # a second launcher logs nothing twice
-    tracker.log_confirmation(confirmation())
+    tracker.log_confirmation(confirmation().to_json())
     assert lines[-1].startswith("logged 0 trial(s)") and SECRET not in "".join(lines)
 
-    logged = runs(f"sqlite:///{store / 'mlflow.db'}", "stored")
+    logged = runs(f"sqlite:///{store / 'mlflow.db'}", "stored-experiment")
     parent = logged[logged["tags.wemem.role"] == "study"].iloc[0]
     trials = logged[logged["tags.mlflow.parentRunId"] == parent.run_id]
     assert sorted(trials["tags.wemem.trial"]) == ["0", "1", "2"]
@@ -190,12 +192,21 @@ def test_an_unreachable_server_warns_once_and_stops_asking(tmp_path: Path):
 
 
 @pytest.mark.e2e
-def test_a_launched_study_is_logged_and_an_unreachable_server_loses_no_trial(ray_session, store: Path, tmp_path: Path):
-    uri = f"sqlite:///{store / 'mlflow.db'}"
+def test_a_study_finishes_past_an_unreachable_server_and_a_later_launcher_logs_its_trials(
+    ray_session, store: Path, tmp_path: Path
+):
+    """Two trials run while the tracking server is unreachable (one warning, no trial lost); launching the same
+    file again against a reachable store runs nothing and logs both trials, in the file's experiment."""
     options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(tmp_path / "cache"))
     definition = parse_study({**TINY_STUDY, "tracking": {"experiment": "wemem-e2e"}})
-    launch(definition, options, print, mlflow=uri)
+    lines: list[str] = []
+    study = launch(definition, options, lines.append, mlflow=f"http://me:{SECRET}@127.0.0.1:1").study
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2
+    warnings = [line for line in lines if "MLflow" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning:") and SECRET not in "\n".join(lines)
 
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    launch(definition, options, print, mlflow=uri)
     logged = runs(uri, "wemem-e2e")
     parent = logged[logged["tags.wemem.role"] == "study"]
     assert len(parent) == 1 and parent.iloc[0]["params.defenses"] == "swmr,rsw"
@@ -213,10 +224,3 @@ def test_a_launched_study_is_logged_and_an_unreachable_server_loses_no_trial(ray
         assert {a.path for a in client.list_artifacts(run_id)} == {"roc.json", "trial.json"}
         roc = client.download_artifacts(run_id, "roc.json", str(tmp_path))
         assert set(pd.read_json(roc)) == {"conf", "hconf"}
-
-    lines: list[str] = []
-    unreachable = f"http://me:{SECRET}@127.0.0.1:1"
-    study = resume("tracked", options, n_trials=1, echo=lines.append, mlflow=unreachable).study
-    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3
-    warnings = [line for line in lines if "MLflow" in line]
-    assert len(warnings) == 1 and warnings[0].startswith("warning:") and SECRET not in "\n".join(lines)

@@ -167,5 +167,5 @@ def confirm(
     confirmation = confirm_study(
         study, study_spec, spec, chosen, seeds, ray_evaluator(spec, definition, echo), delta, echo
     )
-    log_confirmation(opened, confirmation, echo)
+    log_confirmation(opened, confirmation.to_json(), echo)
     return confirmation

@@ -20,9 +20,9 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 
 import optuna
 from optuna.trial import TrialState
@@ -39,9 +39,9 @@ from ..studyfile._schema import TrackingSection
 
 if TYPE_CHECKING:  # annotations only: mlflow is imported when tracking is on
     from mlflow import MlflowClient
+    from mlflow.store.entities import PagedList
 
-    from ..confirm._confirmation import Confirmation, Interval
-
+T = TypeVar("T")
 ENV = "MLFLOW_TRACKING_URI"
 INSTALL = 'pip install "wemem-search[tracking]"'
 # MLflow's HTTP client retries a refused connection 7 times with doubling back-off (minutes); a launcher asks
@@ -184,6 +184,17 @@ def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     return {"number": trial.number, "state": trial.state.name, "params": trial.params, **attrs}
 
 
+def every(fetch: Callable[[str | None], PagedList[T]]) -> Iterator[T]:
+    """Every item of a paged MLflow search, ``fetch(page_token)`` answering one page."""
+    token = None
+    while True:
+        page = fetch(token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
 def _ms(moment: datetime.datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp() * 1000)
 
@@ -212,7 +223,7 @@ class StudyTracker:
         """``text`` with the storage's and the tracking URI's secrets replaced by ***."""
         return scrub(scrub(text, self.storage_url), self.tracking.uri)
 
-    def _guarded(self, action: Any) -> Any:
+    def _guarded(self, action: Callable[[], T]) -> T | None:
         """``action()``, or None after one warning when MLflow fails (tracking is then off for this command)."""
         if self.failed:
             return None
@@ -242,13 +253,7 @@ class StudyTracker:
 
     def _find_parent(self, client: MlflowClient) -> tuple[str, str] | None:
         """The study's run in any experiment (a study keeps the experiment of its first tracked launch)."""
-        experiments, token = [], None
-        while True:
-            page = client.search_experiments(page_token=token)
-            experiments += [e.experiment_id for e in page]
-            token = page.token
-            if not token:
-                break
+        experiments = [e.experiment_id for e in every(lambda token: client.search_experiments(page_token=token))]
         if not experiments:
             return None
         runs = client.search_runs(
@@ -288,16 +293,13 @@ class StudyTracker:
     def logged_trials(self) -> set[int]:
         """The numbers of the trials already logged under the study's run (by any launcher)."""
         assert self.client is not None and self.parent is not None
-        experiment_id, run_id = self.parent
-        logged, token = set(), None
-        while True:
-            page = self.client.search_runs(
+        client, (experiment_id, run_id) = self.client, self.parent
+        children = every(
+            lambda token: client.search_runs(
                 [experiment_id], filter_string=f"tags.`{PARENT_RUN_TAG}` = '{run_id}'", page_token=token
             )
-            logged |= {int(r.data.tags[TRIAL_TAG]) for r in page if TRIAL_TAG in r.data.tags}
-            token = page.token
-            if not token:
-                return logged
+        )
+        return {int(run.data.tags[TRIAL_TAG]) for run in children if TRIAL_TAG in run.data.tags}
 
     def log_trials(self, study: optuna.Study, privacy_metric: str) -> None:
         """Log every finished trial (complete, pruned or failed) not logged yet, by any launcher."""
@@ -343,24 +345,25 @@ class StudyTracker:
         self.client.log_text(run_id, self.masked(json.dumps(trial_record(trial), default=str, indent=1)), "trial.json")
         self.client.set_terminated(run_id, RUN_STATUS[trial.state], end_time=_ms(trial.datetime_complete))
 
-    def log_confirmation(self, confirmation: Confirmation) -> None:
-        """The confirmation on the study's run: each confirmed setting's accuracy and leakage with their
-        intervals over the fresh seeds, the paired differences from the reference, the verdict, and the whole
-        confirmation as ``confirmation.json``."""
+    def log_confirmation(self, summary: Mapping[str, Any]) -> None:
+        """A confirmation (as the study stores it: ``Confirmation.to_json()``; the confirm layer sits above this
+        one) on the study's run: each confirmed setting's accuracy and leakage with their intervals over the
+        fresh seeds, the paired differences from the reference, the verdict, and the whole of it as
+        ``confirmation.json``."""
 
         def log() -> None:
             assert self.client is not None and self.parent is not None
             run_id = self.parent[1]
             tags = {
-                "wemem.confirmation.seeds": ",".join(map(str, confirmation.seeds)),
-                **({"wemem.confirmation.verdict": confirmation.verdict} if confirmation.verdict else {}),
+                "wemem.confirmation.seeds": ",".join(map(str, summary["seeds"])),
+                **({"wemem.confirmation.verdict": summary["verdict"]} if summary.get("verdict") else {}),
             }
             self.client.log_batch(
                 run_id,
-                metrics=_metrics(confirmation_metrics(confirmation)),
+                metrics=_metrics(confirmation_metrics(summary)),
                 tags=_tags({k: self.masked(v)[:MAX_TAG_CHARS] for k, v in tags.items()}),
             )
-            self.client.log_text(run_id, self.masked(json.dumps(confirmation.to_json(), indent=1)), "confirmation.json")
+            self.client.log_text(run_id, self.masked(json.dumps(summary, indent=1)), "confirmation.json")
 
         self._guarded(log)
 
@@ -368,18 +371,25 @@ class StudyTracker:
 _TRIAL_TAGS = ("strongest_attack", "feasible", "fail_reason", "warm_start")
 
 
-def confirmation_metrics(confirmation: Confirmation) -> dict[str, float]:
+# (metric name, key of a confirmed setting's stored figure: {"mean", "low", "high"})
+CONFIRMED_FIGURES = (
+    ("accuracy", "utility"),
+    ("leakage", "privacy"),
+    ("accuracy_vs_reference", "utility_difference"),
+    ("leakage_vs_reference", "privacy_difference"),
+)
+
+
+def confirmation_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     """``confirmed.LABEL.accuracy`` and ``.leakage`` (each with ``_low``/``_high``: the t-interval over seeds),
-    and ``.leakage_vs_reference``/``.accuracy_vs_reference`` (the paired difference from the reference)."""
+    and ``.accuracy_vs_reference``/``.leakage_vs_reference`` (the paired difference from the reference)."""
     metrics: dict[str, float] = {}
-    for candidate in confirmation.candidates:
-        prefix = metric_name(f"confirmed.{candidate.label}")
-        figures: dict[str, Interval] = {"accuracy": candidate.utility, "leakage": candidate.privacy}
-        if candidate.vs_reference is not None:
-            figures["leakage_vs_reference"] = candidate.vs_reference.privacy
-            figures["accuracy_vs_reference"] = candidate.vs_reference.utility
-        for name, ci in figures.items():
-            metrics.update(interval_metrics(f"{prefix}.{name}", ci.mean, (ci.low, ci.high)))
+    for candidate in summary["candidates"]:
+        prefix = metric_name(f"confirmed.{candidate['label']}")
+        for name, key in CONFIRMED_FIGURES:
+            if key in candidate:
+                ci = candidate[key]
+                metrics.update(interval_metrics(f"{prefix}.{name}", ci["mean"], (ci["low"], ci["high"])))
     return metrics
 
 
@@ -402,9 +412,9 @@ def _tags(values: Mapping[str, str]) -> list[Any]:
     return [RunTag(key, value) for key, value in values.items()]
 
 
-def log_confirmation(opened: OpenStudy, confirmation: Confirmation, echo: Echo) -> None:
+def log_confirmation(opened: OpenStudy, summary: Mapping[str, Any], echo: Echo) -> None:
     """Log a confirmation to the study's MLflow run when ``MLFLOW_TRACKING_URI`` names a store that tracks the
     study (``wemem confirm`` has no flag of its own: a confirmation belongs to a study already tracked)."""
     tracker = StudyTracker.open(tracking_of(None, None), opened, echo)
     if tracker is not None:
-        tracker.log_confirmation(confirmation)
+        tracker.log_confirmation(summary)
