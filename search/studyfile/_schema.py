@@ -215,8 +215,8 @@ class TrackingSection(_Section):
         default=None,
         min_length=1,
         description="MLflow tracking URI each finished trial is logged to as a run, e.g. sqlite:///mlflow.db or "
-        "http://HOST:5000 (default: MLFLOW_TRACKING_URI; --mlflow overrides both). Needs the tracking extra: "
-        'pip install "wemem-search[tracking]"',
+        "http://HOST:5000 (unset: MLFLOW_TRACKING_URI; `wemem launch --mlflow URI` overrides it). Needs the "
+        'tracking extra: pip install "wemem-search[tracking]"',
     )
     experiment: str | None = Field(
         default=None,
@@ -239,7 +239,10 @@ class StudyDefinition(_Section):
     # where a launcher reports, not what the study is: never stored with the study (its URI may hold credentials)
     # nor compared with a stored definition, so a changed or removed [tracking] is the same study
     tracking: TrackingSection | None = Field(
-        default=None, exclude=True, description="log the study's trials to MLflow (see docs/tracking.md)"
+        default=None,
+        exclude=True,
+        description="log each finished trial to MLflow; where a launcher reports, so never stored with the study "
+        "nor part of its identity",
     )
     # the study file's folder: plug-ins are imported from it first, relative paths are relative to it; not part
     # of the study's identity (the same study may be launched from a copy elsewhere)
