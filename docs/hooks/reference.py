@@ -157,7 +157,7 @@ def _flags(action: argparse.Action) -> str:
 
 def _help(action: argparse.Action) -> str:
     # argparse %-formats help strings: "%(default)s" and the "%%" a literal percent sign is written as
-    text = (action.help or "") % {**vars(action), "prog": ""} if action.help else ""
+    text = action.help % {**vars(action), "prog": "wemem"} if action.help else ""
     if action.choices is not None and not isinstance(action.choices, dict):
         text += f" (choices: {', '.join(str(choice) for choice in action.choices)})"
     return text
@@ -167,12 +167,13 @@ def command_line() -> str:
     """Each command of ``wemem``: its help, and a table of its arguments and flags."""
     from search.cli import build_parser
 
+    # argparse lists its subcommands only through these attributes; the CLI's own parser is the source of truth
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    helps = {choice.dest: choice.help or "" for choice in commands._choices_actions}
-    lines: list[str] = []
+    # the names a study file or a flag may use, as `wemem --help` ends with them
+    lines = ["The names each registry knows:", "", "```text", parser.epilog or "", "```"]
     for name, sub in commands.choices.items():
-        lines += ["", f"## wemem {name}", "", helps[name].replace("%%", "%"), "", "```text", sub.format_usage().strip()]
+        lines += ["", f"## wemem {name}", "", sub.description or "", "", "```text", sub.format_usage().strip()]
         lines += ["```", "", _row("argument", "what it does"), _row("---", "---")]
         lines += [_row(_flags(a), _help(a)) for a in sub._actions if a.help != argparse.SUPPRESS]
     return "\n".join(lines)
