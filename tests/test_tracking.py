@@ -27,9 +27,11 @@ from search.studyfile import parse_study
 from search.studyfile._schema import TrackingSection
 
 SECRET = "s3cr3t-mlflow-pw-271"
-TINY_STUDY = {  # the smallest study with two defenses' trials: two warm starts, cheap attacks only
+# the smallest study with two defenses' trials (two warm starts, cheap attacks only), on conftest's tiny
+# experiment so that its shared work is the session cache's
+TINY_STUDY = {
     "study": {"name": "tracked", "n_trials": 2, "seed": 7},
-    "data": {"dataset": "digits", "shadows": 1},
+    "data": {"dataset": "digits", "shadows": 2},
     "model": {"name": "columnfc"},
     "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
     "pruning": {"sparsity": 0.6, "steps": 2},
@@ -193,11 +195,11 @@ def test_an_unreachable_server_warns_once_and_stops_asking(tmp_path: Path):
 
 @pytest.mark.e2e
 def test_a_study_finishes_past_an_unreachable_server_and_a_later_launcher_logs_its_trials(
-    ray_session, store: Path, tmp_path: Path
+    ray_session, store: Path, tmp_path: Path, cache_dir: Path
 ):
     """Two trials run while the tracking server is unreachable (one warning, no trial lost); launching the same
     file again against a reachable store runs nothing and logs both trials, in the file's experiment."""
-    options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(tmp_path / "cache"))
+    options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(cache_dir))
     definition = parse_study({**TINY_STUDY, "tracking": {"experiment": "wemem-e2e"}})
     lines: list[str] = []
     study = launch(definition, options, lines.append, mlflow=f"http://me:{SECRET}@127.0.0.1:1").study
