@@ -1,4 +1,5 @@
-"""``wemem apply``: rebuild the defended pruned model of an exported setting, save it, re-evaluate it."""
+"""``wemem apply``: rebuild the defended pruned model of an exported setting, re-evaluate it, and write it as
+the deployable artifact (:mod:`wemem.artifact`) with its model card."""
 
 from __future__ import annotations
 
@@ -725,36 +726,23 @@ def study_validity(rebuilt: Rebuilt) -> list[Check]:
     )
 
 
-def artifact_contents(rebuilt: Rebuilt, exported: CheckedExport, evaluation: EvaluationJSON) -> dict[str, bytes]:
+def folded_victim(outcome: TrialOutcome) -> dict[str, torch.Tensor]:
+    """The rebuilt victim's weights with its masks folded in: what ships."""
+    victim = rebuilt_victim(outcome)
+    if victim.state is None or victim.masks is None:
+        raise RuntimeError("evaluate_trial kept no victim state; apply passes keep_victim_state=True")
+    return fold_masks(victim.state, victim.masks)
+
+
+def artifact_contents(rebuilt: Rebuilt, folded: Mapping[str, torch.Tensor], meta: ArtifactMeta) -> dict[str, bytes]:
     """The deployable files: the folded weights dense and compact, the ONNX graph; the graph checked against the
     rebuilt model by onnxruntime on the study's test set first, so a graph that differs stops apply before any
     file is written."""
-    victim = rebuilt_victim(rebuilt.outcome)
-    if victim.state is None or victim.masks is None:
-        raise RuntimeError("evaluate_trial kept no victim state; apply passes keep_victim_state=True")
-    folded = fold_masks(victim.state, victim.masks)
-    meta = artifact_meta(rebuilt, exported, folded)
     model = shipped_model(rebuilt, folded)
     graph = onnx_bytes(model, meta.input_shape, meta)
     pools = rebuilt.assets.pools
     check_onnx(model, graph, pools.x[rebuilt.assets.split.victim.test.to(pools.x.device)].cpu().numpy())
     return {SAFETENSORS: safetensors_bytes(folded, meta), SPARSE: sparse_bytes(folded, meta), ONNX: graph}
-
-
-def card_contents(
-    rebuilt: Rebuilt, exported: CheckedExport, evaluation: EvaluationJSON, files: Mapping[str, bytes]
-) -> dict[str, str]:
-    victim = rebuilt_victim(rebuilt.outcome)
-    folded = fold_masks(victim.state or {}, victim.masks or {})
-    return model_card(
-        artifact_meta(rebuilt, exported, folded),
-        victim.layer_sparsity,
-        data_sizes(rebuilt.assets),
-        card_figures(evaluation, rebuilt),
-        study_validity(rebuilt),
-        files,
-        card_notes(evaluation, exported.record.setting),
-    )
 
 
 def size_line(contents: Mapping[str, bytes]) -> str:
@@ -791,13 +779,23 @@ def apply_export(
     model = io.BytesIO()
     torch.save({"weights": victim.state, "masks": victim.masks}, model)
     evaluation = evaluation_document(record, outcome, exported.confirmed)
-    shipped = artifact_contents(rebuilt, exported, evaluation)
+    folded = folded_victim(outcome)
+    meta = artifact_meta(rebuilt, exported, folded)
+    shipped = artifact_contents(rebuilt, folded, meta)
     contents: dict[str, bytes] = {
         "model.pt": model.getvalue(),
         "evaluation.json": json.dumps(evaluation, indent=2).encode(),
         **shipped,
     }
-    card = card_contents(rebuilt, exported, evaluation, contents)
+    card = model_card(
+        meta,
+        victim.layer_sparsity,
+        data_sizes(assets),
+        card_figures(evaluation, rebuilt),
+        study_validity(rebuilt),
+        contents,
+        card_notes(evaluation, record.setting),
+    )
     out = create_folder(out_dir)
     files: dict[str, bytes | str] = {**contents, **card}
     written = [(out / name, write_into(out, name, content)) for name, content in files.items()]
