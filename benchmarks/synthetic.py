@@ -13,12 +13,13 @@ import numpy as np
 LOCATION_SHAPE = (5010, 446, 30)
 
 
-def write_location_like(path: str | Path, seed: int = 0) -> Path:
-    """Write ``x`` [5010 x 446] in {0, 1} and ``y`` in 0..29 to ``path`` (an .npz) unless it exists."""
+def write_location_like(path: str | Path, seed: int = 0, shape: tuple[int, int, int] = LOCATION_SHAPE) -> Path:
+    """Write ``x`` [n x d] in {0, 1} and ``y`` in 0..classes-1 to ``path`` (an .npz) unless it exists; ``shape``
+    is (n, d, classes), Location's own by default (the scaling benchmark grows n and d)."""
     path = Path(path)
     if path.exists():
         return path
-    n, d, classes = LOCATION_SHAPE
+    n, d, classes = shape
     rng = np.random.default_rng(seed)
     profiles = rng.beta(0.3, 1.5, size=(classes, d))
     y = rng.integers(0, classes, n)

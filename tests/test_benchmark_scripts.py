@@ -106,3 +106,32 @@ def test_bench_search_looks_up_the_nearest_grid_point_and_runs_the_products_samp
     assert run["defense"] in ("rsw", "swmr") and run["own_leakage"] < 0.6
     assert set(bench.grid_points("rsw")[0]) == {"order", "width_fraction", "stride_ratio"}
     assert len(bench.grid_points("rsw")) == 40 and len(bench.grid_points("swmr")) == 72
+
+
+def test_bench_scale_fits_the_growth_exponent_with_its_standard_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = load("bench_scale.py", monkeypatch)
+    sizes = [1_000, 4_000, 16_000]
+    exact = bench.growth_exponent(sizes, [2e-6 * n**1.5 for n in sizes])  # a quadratic-ish stage: b = 1.5
+    assert exact["exponent"] == pytest.approx(1.5) and exact["stderr"] == pytest.approx(0.0, abs=1e-9)
+    noisy = bench.growth_exponent(sizes, [1.0, 4.4, 15.0])  # near-linear, off the line: an error bar
+    assert 0.9 < noisy["exponent"] < 1.0 and noisy["stderr"] > 0.01
+
+
+def test_bench_scale_small_run_prints_saves_and_draws_the_n_series(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_scale.py"), "--small", "--no-ray", "--series", "n"]
+        + ["--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    printed, saved = json.loads(done.stdout), json.loads((tmp_path / "scale.json").read_text())
+    assert printed == saved and saved["ray"] is None and set(saved["series"]) == {"n"}
+    runs = saved["series"]["n"]
+    assert [run["n"] for run in runs] == [300, 600, 1200]
+    stages = set(runs[0]["cpu_s"])
+    assert {"pretrain", "memscores", "prune_victim", "prune_shadows", "attack_rmia", "attack_samia"} <= stages
+    assert set(saved["exponents_in_n"]) == stages | {"trial", "peak_rss_above_imports"}
+    assert all(run["peak_rss_mb"] > run["import_rss_mb"] > 0 for run in runs)
+    assert (tmp_path / "scale_n.png").stat().st_size > 0
