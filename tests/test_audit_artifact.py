@@ -19,7 +19,7 @@ from test_bad_input import BASE_STUDY
 from search import api
 from search.cli import main
 from search.results._artifact_audit import AUDITS_ATTR
-from wemem.artifact import ArtifactMeta, export_onnx, fold_masks, measured_sparsity, save_safetensors
+from wemem.artifact import ArtifactMeta, export_onnx, load_safetensors
 from wemem.defenses import Setting
 from wemem.models import build_model
 
@@ -32,36 +32,16 @@ SETTING = Setting("rmr", {"lambda_mem": 0.1, "risky_fraction": 0.2})  # trial 0 
 ONNX_TARGETS_MOVED = 2
 
 
-def write_artifacts(applied: Path, meta: ArtifactMeta) -> None:
-    """model.safetensors and model.onnx of apply's model.pt, as ``wemem apply`` ships them (masks folded)."""
-    saved = torch.load(applied / "model.pt", weights_only=True)
-    state = fold_masks(saved["weights"], saved["masks"])
-    save_safetensors(applied / "model.safetensors", state, meta)
-    model = build_model("columnfc", meta.input_shape, meta.num_classes)
-    model.load_state_dict(state)
-    export_onnx(model, meta.input_shape, applied / "model.onnx", meta)
-
-
 @pytest.fixture(scope="module")
 def place(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One finished tiny study, its export, apply's model and evaluation, and the shipped files of that model."""
+    """One finished tiny study, its export, and what `wemem apply` wrote of it: the evaluation, the shipped files."""
     folder = tmp_path_factory.mktemp("audit")
     url, cache = f"sqlite:///{folder / 'wemem.db'}", str(folder / "cache")
     finished_rmr_study(url, STUDY, cache).engine.dispose()
     api.export("base", folder / "best.toml", storage=url)
     evaluation = api.apply(folder / "best.toml", folder / "applied", cache_dir=cache)
-    state = torch.load(folder / "applied" / "model.pt", weights_only=True)["weights"]
-    meta = ArtifactMeta(
-        model="columnfc",
-        dataset="digits",
-        input_shape=(64,),
-        num_classes=10,
-        sparsity=measured_sparsity(state, ["fc1.weight", "fc2.weight"]),
-        setting=SETTING,
-        study="base",
-        trial=0,
-    )
-    write_artifacts(folder / "applied", meta)
+    _, meta = load_safetensors(folder / "applied" / "model.safetensors")
+    assert meta is not None and (meta.study, meta.trial, meta.setting) == ("base", 0, SETTING)
     return {"folder": folder, "url": url, "cache": cache, "evaluation": evaluation, "meta": meta}
 
 
@@ -73,9 +53,16 @@ def audits(place: dict[str, Any]) -> list[dict[str, Any]]:
     return optuna.load_study(study_name="base", storage=place["url"]).user_attrs.get(AUDITS_ATTR, [])
 
 
-def test_the_safetensors_of_the_applied_model_audits_exactly_as_apply_evaluated_it(place: dict[str, Any]):
-    reproduced = place["evaluation"]["reproduced"]
-    record = audit(place, place["folder"] / "applied" / "model.safetensors").record
+@pytest.fixture(scope="module")
+def shipped(place: dict[str, Any]) -> dict[str, Any]:
+    """The audit of the model.safetensors apply wrote."""
+    return dict(audit(place, place["folder"] / "applied" / "model.safetensors").record)
+
+
+def test_the_safetensors_of_the_applied_model_audits_exactly_as_apply_evaluated_it(
+    place: dict[str, Any], shipped: dict[str, Any]
+):
+    reproduced, record = place["evaluation"]["reproduced"], shipped
     assert record["attacks"] == reproduced["attacks"]  # every metric, interval and bound: equal, not close
     assert record["test_accuracy"] == reproduced["test_accuracy"]
     assert (
@@ -84,7 +71,7 @@ def test_the_safetensors_of_the_applied_model_audits_exactly_as_apply_evaluated_
     )
     assert record["sparsity"] == pytest.approx(place["meta"].sparsity) and record["setting_key"] == SETTING.key()
     assert record["recorded"]["trial"] == 0 and record["difference"]["leakage"] == record["leakage"]["value"] - 0.55
-    assert audits(place)[-1] == json.loads(json.dumps(record))  # stored with the study, as returned
+    assert json.loads(json.dumps(record)) in audits(place)  # stored with the study, as returned
 
 
 def test_the_onnx_of_the_applied_model_audits_as_apply_evaluated_it_up_to_float_rounding(place: dict[str, Any]):
@@ -102,7 +89,7 @@ def test_the_onnx_of_the_applied_model_audits_as_apply_evaluated_it_up_to_float_
     assert any(line.startswith("  difference (file - recorded): leakage") for line in lines)
 
 
-def test_a_tampered_file_audits_as_what_it_is(place: dict[str, Any]):
+def test_a_tampered_file_audits_as_what_it_is(place: dict[str, Any], shipped: dict[str, Any]):
     applied = place["folder"] / "applied"
     state = load_file(applied / "model.safetensors")
     weight = state["fc1.weight"]
@@ -110,8 +97,7 @@ def test_a_tampered_file_audits_as_what_it_is(place: dict[str, Any]):
     weight[pruned[0], pruned[1]] = 3.0  # one pruned weight brought back, large enough to move the outputs
     tampered = place["folder"] / "tampered.safetensors"
     save_file(state, tampered, metadata=place["meta"].to_strings())
-    original = audit(place, applied / "model.safetensors").record
-    record = audit(place, tampered).record
+    original, record = shipped, audit(place, tampered).record
     assert record["sha256"] != original["sha256"] and record["file"] == "tampered.safetensors"
     assert (
         record["sparsity"] < original["sparsity"]
@@ -121,7 +107,14 @@ def test_a_tampered_file_audits_as_what_it_is(place: dict[str, Any]):
     assert record["difference"]["leakage"] != original["difference"]["leakage"] or (
         record["difference"]["test_accuracy"] != original["difference"]["test_accuracy"]
     )
-    assert [a["sha256"] for a in audits(place)[-2:]] == [original["sha256"], record["sha256"]]
+    assert {original["sha256"], record["sha256"]} <= {a["sha256"] for a in audits(place)}
+
+    api.report("base", place["folder"] / "report", storage=place["url"])  # lists each audit by the file's hash
+    listed = json.loads((place["folder"] / "report" / "report.json").read_text())["artifact_audits"]
+    assert {original["sha256"], record["sha256"]} <= {a["sha256"] for a in listed}
+    assert listed[-1]["leakage_difference"] == record["difference"]["leakage"]
+    page = (place["folder"] / "report" / "report.html").read_text()
+    assert "Audited artifacts" in page and record["sha256"] in page and original["sha256"] in page
 
 
 def test_a_file_without_metadata_is_audited_under_the_setting_its_export_names(place: dict[str, Any]):

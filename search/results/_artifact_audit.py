@@ -10,6 +10,7 @@ another sparsity) is audited as what it is, and its difference from the recorded
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -20,16 +21,18 @@ from typing import Any, TypedDict
 import optuna
 import pandas as pd
 
-from objectives import leakage
+from objectives import ObjectiveConfig, leakage
 from wemem.artifact import ArtifactMeta
-from wemem.assets import Echo, prepare_assets
+from wemem.assets import Echo, StudyAssets, prepare_assets
 from wemem.attacks import needs_sensitivity
 from wemem.defenses import DEFENSES, UNDEFENDED, Setting
 from wemem.deployed import DeployedArtifact, deployed_victim, open_artifact
+from wemem.metrics import METRIC_FPRS, tpr_resolution
 from wemem.parallel import MapFn
-from wemem.pipeline import PruningJob, prune_job, run_attack_stage
+from wemem.pipeline import PrunedModel, PruningJob, prune_job, run_attack_stage
 
 from ..confirm import Confirmation
+from ..confirm._confirmation import IntervalJSON
 from ..exceptions import BadInputError
 from ..storage._records import TrialMetrics, check_stored_code, migrate, stored_confirmation, trial_setting, without_roc
 from ..study import OpenStudy
@@ -61,7 +64,7 @@ class RecordedJSON(TypedDict):
     test_accuracy: float
     leakage: LeakageJSON
     attacks: dict[str, dict[str, Any]]
-    confirmed: dict[str, dict[str, float]] | None
+    confirmed: dict[str, IntervalJSON] | None
 
 
 class DifferenceJSON(TypedDict):
@@ -70,7 +73,7 @@ class DifferenceJSON(TypedDict):
     leakage: float
     test_accuracy: float
     sparsity: float | None
-    leakage_within_recorded_interval: bool
+    leakage_within_recorded_interval: bool | None  # None: the recorded figure has no interval
 
 
 class AuditRecord(TypedDict):
@@ -137,12 +140,18 @@ def leakage_of(attacks: Mapping[str, Mapping[str, Any]], metric: str, among: lis
     return LeakageJSON(metric=metric, attack=attack, value=value, low=low, high=high)
 
 
-def confirmed_of(study: optuna.Study, trial: int) -> dict[str, dict[str, float]] | None:
+def confirmed_of(study: optuna.Study, trial: int) -> dict[str, IntervalJSON] | None:
+    """The trial's confirmed means and intervals over fresh seeds, when the stored confirmation covers it."""
     stored = stored_confirmation(study)
     entry = None if stored is None else Confirmation.from_json(stored).entry(trial)
     if entry is None:
         return None
-    return {"test_accuracy": entry.utility.to_json(), "privacy": entry.privacy.to_json()}  # type: ignore[dict-item]
+    return {"test_accuracy": entry.utility.to_json(), "privacy": entry.privacy.to_json()}
+
+
+def judged_among(objective: ObjectiveConfig) -> list[str] | None:
+    """The attacks the study's leakage is the strongest of (None: every attack of its suite)."""
+    return list(objective.privacy_attacks) if objective.privacy_attacks else None
 
 
 def recorded_figure(opened: OpenStudy, audited: AuditedSetting) -> RecordedJSON | None:
@@ -163,10 +172,9 @@ def recorded_figure(opened: OpenStudy, audited: AuditedSetting) -> RecordedJSON 
             f"{audited.source} says trial #{audited.trial} ran {audited.setting.key()}, but the study's trial "
             f"#{audited.trial} ran {trial_setting(trial).key()}: the file did not come from this study's trial"
         )
-    metrics, objective = TrialMetrics.of(trial), opened.definition.objective
-    among = list(objective.privacy_attacks) if objective.privacy_attacks else None
+    metrics, objective = TrialMetrics.of(trial), opened.spec.objective
     shown = (
-        leakage_of(metrics.attacks, objective.privacy_metric, among)
+        leakage_of(metrics.attacks, objective.privacy_metric, judged_among(objective))
         if metrics.attacks
         else LeakageJSON(
             metric=objective.privacy_metric,
@@ -202,7 +210,9 @@ def serving_notes(setting: Setting) -> list[str]:
     ]
 
 
-def shadows_of(opened: OpenStudy, audited: AuditedSetting, assets: Any, map_fn: MapFn, sensitivity: bool) -> list:
+def shadows_of(
+    opened: OpenStudy, audited: AuditedSetting, assets: StudyAssets, map_fn: MapFn, sensitivity: bool
+) -> list[PrunedModel]:
     """The attacker's K shadows pruned with the setting (undefended for a non-adaptive study), as ``apply``'s
     evaluation prunes them: same jobs, same seeds, so the same shadows."""
     spec = opened.spec
@@ -221,31 +231,37 @@ def difference_of(
         leakage=found["value"] - shown["value"],
         test_accuracy=test_accuracy - recorded["test_accuracy"],
         sparsity=None if sparsity is None else sparsity - target,
-        leakage_within_recorded_interval=bool(shown["low"] <= found["value"] <= shown["high"]),
+        leakage_within_recorded_interval=None
+        if math.isnan(shown["low"])
+        else bool(shown["low"] <= found["value"] <= shown["high"]),
     )
+
+
+@dataclass(frozen=True)
+class CheckedArtifact:
+    """An audit's inputs, every one checked: the file as the study's data queries it, its setting, and the
+    recorded figure it is compared with."""
+
+    artifact: DeployedArtifact
+    audited: AuditedSetting
+    recorded: RecordedJSON | None
 
 
 def checked_artifact(
     opened: OpenStudy, path: str | Path, export_file: str | Path | None, trial: int | None
-) -> tuple[DeployedArtifact, AuditedSetting, RecordedJSON | None]:
-    """Every input checked, nothing written: the file as the study's data queries it, its setting, and the
-    recorded figure it is compared with."""
+) -> CheckedArtifact:
+    """Every input of an audit checked, nothing written (a bad one is a WememError)."""
     experiment = opened.spec.experiment
     check_stored_code(opened.study, experiment)  # the study's plug-ins, as it recorded them, or nothing runs
     artifact = open_artifact(path, experiment, experiment.load_pools())
     audited = setting_of(artifact.meta, opened.name, artifact.path, export_file, trial)
     audited.setting.make()  # an invalid setting fails before any training
-    return artifact, audited, recorded_figure(opened, audited)
+    return CheckedArtifact(artifact, audited, recorded_figure(opened, audited))
 
 
-def audit_artifact(
-    opened: OpenStudy,
-    checked: tuple[DeployedArtifact, AuditedSetting, RecordedJSON | None],
-    map_fn: MapFn,
-    echo: Echo,
-) -> AuditRecord:
+def audit_artifact(opened: OpenStudy, checked: CheckedArtifact, map_fn: MapFn, echo: Echo) -> AuditRecord:
     """Run the audit of a :func:`checked_artifact` and store it with the study."""
-    artifact, audited, recorded = checked
+    artifact, audited, recorded = checked.artifact, checked.audited, checked.recorded
     spec = opened.spec
     attacks = list(spec.attacks)
     sensitivity = needs_sensitivity(attacks)
@@ -255,8 +271,7 @@ def audit_artifact(
     victim = deployed_victim(artifact, assets, sensitivity)
     echo(f"querying {artifact.path.name} and running the attacks {', '.join(attacks)} ...")
     (metrics,), _ = run_attack_stage(assets, victim, shadows, attacks, map_fn, (DRAW,))
-    among = list(spec.objective.privacy_attacks) if spec.objective.privacy_attacks else None
-    found = leakage_of(metrics, spec.objective.privacy_metric, among)
+    found = leakage_of(metrics, spec.objective.privacy_metric, judged_among(spec.objective))
     record = AuditRecord(
         time=datetime.now(UTC).isoformat(timespec="seconds"),
         file=artifact.path.name,
@@ -301,12 +316,42 @@ def leakage_text(found: Mapping[str, Any]) -> str:
     return f"{found['value']:.4f} {interval}"
 
 
-def interval_text(ci: Mapping[str, float]) -> str:
+def setting_text(record: AuditRecord) -> str:
+    return f"{record['defense']} {json.dumps(record['settings'], sort_keys=True)}"
+
+
+def interval_text(ci: IntervalJSON) -> str:
     return f"{ci['mean']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
 
 
 def _share(value: float | None) -> str:
-    return "not measurable (the file names no tensor as the study's model does)" if value is None else f"{value:.4f}"
+    return "not measurable (the file names no tensor as the study's model does)" if value is None else f"{value:.6f}"
+
+
+NOT_RESOLVABLE = "n/r"
+
+
+def table_cell(metrics: Mapping[str, Any], key: str) -> str:
+    """A metric with its interval, or :data:`NOT_RESOLVABLE` for a TPR the targets cannot resolve (a note under
+    the table says why)."""
+    non_members = metrics.get("targets", {}).get("non_members")
+    if key in METRIC_FPRS and non_members is not None and not tpr_resolution(METRIC_FPRS[key], non_members).resolvable:
+        return NOT_RESOLVABLE
+    return metric_text(metrics, key)
+
+
+def resolution_note(record: AuditRecord) -> list[str]:
+    """What n/r stands for, with the victim's targets (the recorded figure's targets too)."""
+    non_members = next(iter(record["attacks"].values()), {}).get("targets", {}).get("non_members")
+    if non_members is None:
+        return []
+    needs = {f"{fpr:.1%}": tpr_resolution(fpr, non_members) for fpr in METRIC_FPRS.values()}
+    unresolved = [
+        f"at {fpr} FPR it needs {resolution.needs}" for fpr, resolution in needs.items() if not resolution.resolvable
+    ]
+    if not unresolved:
+        return []
+    return [f"{NOT_RESOLVABLE}: a TPR the {non_members} non-member targets cannot resolve ({'; '.join(unresolved)})"]
 
 
 def attack_table(record: AuditRecord) -> str:
@@ -318,7 +363,7 @@ def attack_table(record: AuditRecord) -> str:
         {
             "attack": name,
             "model": source,
-            **{label: metric_text(attacks[name], key) for key, label in METRIC_LABELS if key in attacks[name]},
+            **{label: table_cell(attacks[name], key) for key, label in METRIC_LABELS if key in attacks[name]},
             "epsilon_lb": f"{attacks[name]['epsilon_lower_bound']['value']:.3f}"
             if "epsilon_lower_bound" in attacks[name]
             else "-",
@@ -335,10 +380,10 @@ def audit_lines(record: AuditRecord) -> list[str]:
     found, recorded, difference = record["leakage"], record["recorded"], record["difference"]
     lines = [
         f"audited {record['file']} ({record['kind']}, sha256 {record['sha256']})",
-        f"  setting {record['setting_key']} (from {record['setting_from']})",
+        f"  setting {setting_text(record)} (from {record['setting_from']})",
         f"  sparsity {_share(record['sparsity'])} over the prunable weights (the study prunes to "
-        f"{record['study_sparsity']:.4f}"
-        + ("" if record["claimed_sparsity"] is None else f"; the metadata says {record['claimed_sparsity']:.4f}")
+        f"{record['study_sparsity']:.6f}"
+        + ("" if record["claimed_sparsity"] is None else f"; the metadata says {record['claimed_sparsity']:.6f}")
         + ")",
         (
             f"  test accuracy {record['test_accuracy']:.4f}; leakage ({found['metric']}, strongest attack "
@@ -348,16 +393,20 @@ def audit_lines(record: AuditRecord) -> list[str]:
     if recorded is None or difference is None:
         lines.append("  recorded: none (no trial of the study named for this setting)")
     else:
-        within = "within" if difference["leakage_within_recorded_interval"] else "OUTSIDE"
+        within = {
+            True: "within the recorded 95% interval",
+            False: "OUTSIDE the recorded 95% interval",
+            None: "the recorded figure has no interval",
+        }[difference["leakage_within_recorded_interval"]]
         lines += [
             (
                 f"  recorded (trial #{recorded['trial']}, the study's own evaluation): test accuracy "
                 f"{recorded['test_accuracy']:.4f}; leakage (strongest attack {recorded['leakage']['attack']}) "
                 f"{leakage_text(recorded['leakage'])}"
             ),
-            f"  difference (file - recorded): leakage {difference['leakage']:+.4f} ({within} the recorded 95% "
-            f"interval), test accuracy {difference['test_accuracy']:+.4f}"
-            + ("" if difference["sparsity"] is None else f", sparsity {difference['sparsity']:+.4f}"),
+            f"  difference (file - recorded): leakage {difference['leakage']:+.4f} ({within}), "
+            f"test accuracy {difference['test_accuracy']:+.4f}"
+            + ("" if difference["sparsity"] is None else f", sparsity {difference['sparsity']:+.6f}"),
         ]
         if recorded["confirmed"] is not None:
             confirmed = recorded["confirmed"]
@@ -366,5 +415,7 @@ def audit_lines(record: AuditRecord) -> list[str]:
                 f"test accuracy {interval_text(confirmed['test_accuracy'])}"
             )
     return (
-        lines + [f"  note: {note}" for note in record["notes"]] + [f"attacks ({INTERVAL_NOTE}):", attack_table(record)]
+        lines
+        + [f"  note: {note}" for note in record["notes"]]
+        + [f"attacks ({INTERVAL_NOTE}):", attack_table(record), *resolution_note(record)]
     )

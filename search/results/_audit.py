@@ -38,6 +38,7 @@ from ..storage._records import (
 from ..storage._urls import redact
 from ..study import OpenStudy, best_trials
 from ..studyfile import StudyDefinition
+from ._artifact_audit import LeakageJSON, setting_text, stored_audits
 from ._export import TrialRecordJSON, trial_record
 from ._text import METRIC_LABELS, headline, judges_for
 
@@ -133,6 +134,21 @@ class ReproducibilityJSON(TypedDict):
     definition_toml: str
 
 
+class AuditedArtifactJSON(TypedDict):
+    """A shipped file ``wemem audit`` attacked: the file by name and SHA-256, its leakage with its interval, and
+    the recorded figure of its setting (None: no trial of the study named) with the difference."""
+
+    time: str
+    file: str
+    sha256: str
+    kind: str
+    sparsity: float | None
+    setting: str
+    leakage: LeakageJSON
+    recorded: LeakageJSON | None
+    leakage_difference: float | None
+
+
 class ReportJSON(TypedDict):
     """report.json (every NaN or infinity written as null)."""
 
@@ -155,6 +171,7 @@ class ReportJSON(TypedDict):
     timings: TimingsJSON
     figures: list[str]
     reproducibility: ReproducibilityJSON
+    artifact_audits: list[AuditedArtifactJSON]
 
 
 def plain(value: Any) -> Any:
@@ -200,8 +217,27 @@ def report_document(opened: OpenStudy, table: pd.DataFrame, figures: list[str]) 
         "timings": timing_block(table),
         "figures": figures,
         "reproducibility": reproducibility(study, definition, confirmation),
+        "artifact_audits": audited_artifacts(study),
     }
     return plain(document)  # the ReportJSON these sections make, with its non-finite numbers as null
+
+
+def audited_artifacts(study: optuna.Study) -> list[AuditedArtifactJSON]:
+    """Every stored ``wemem audit`` of the study, oldest first."""
+    return [
+        AuditedArtifactJSON(
+            time=audit["time"],
+            file=audit["file"],
+            sha256=audit["sha256"],
+            kind=audit["kind"],
+            sparsity=audit["sparsity"],
+            setting=setting_text(audit),
+            leakage=audit["leakage"],
+            recorded=None if audit["recorded"] is None else audit["recorded"]["leakage"],
+            leakage_difference=None if audit["difference"] is None else audit["difference"]["leakage"],
+        )
+        for audit in stored_audits(study)
+    ]
 
 
 def objective_text(definition: StudyDefinition) -> str:

@@ -498,6 +498,45 @@ def reproducibility_section(doc: ReportJSON) -> str:
     )
 
 
+def leakage_cell(leakage: Mapping[str, Any] | None) -> Cell:
+    """A leakage with its 95% interval (an en dash for none; a bound stored as null shows as one)."""
+    if leakage is None:
+        return number(None), None
+    return f"{number(leakage['value'])} [{number(leakage['low'])}, {number(leakage['high'])}]", leakage["value"]
+
+
+def audited_section(doc: ReportJSON) -> str:
+    """The shipped files `wemem audit` attacked, each named by its SHA-256, beside the figure recorded for its
+    setting (docs/audit_artifact.md)."""
+    audits = doc.get("artifact_audits") or []
+    if not audits:
+        return ""
+    rows = [
+        [
+            cell(a["time"]),
+            cell(f"{a['file']} ({a['kind']})"),
+            cell(a["sha256"]),
+            cell(a["sparsity"]),
+            cell(a["setting"]),
+            leakage_cell(a["leakage"]),
+            leakage_cell(a["recorded"]),
+            cell(a["leakage_difference"]),
+        ]
+        for a in audits
+    ]
+    headings = ["audited", "file", "sha256", "sparsity", "setting", "leakage [95%]", "recorded [95%]", "difference"]
+    return (
+        "<h2 id='audited'>Audited artifacts</h2><p>"
+        + with_code(
+            "Shipped model files attacked by the study's suite on their own outputs (`wemem audit`): the same "
+            "SHA-256 is the same file; a difference beyond float rounding means the file is not the model the "
+            "study evaluated."
+        )
+        + "</p>"
+        + table(headings, rows, table_id="audited")
+    )
+
+
 SECTIONS: tuple[Callable[[ReportJSON, dict[str, bytes]], str], ...] = (
     lambda d, f: missing_section(d),
     lambda d, f: validity_section(d),
@@ -508,6 +547,7 @@ SECTIONS: tuple[Callable[[ReportJSON, dict[str, bytes]], str], ...] = (
     timings_section,
     lambda d, f: search_section(f),
     lambda d, f: reproducibility_section(d),
+    lambda d, f: audited_section(d),
 )
 
 
