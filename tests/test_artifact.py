@@ -254,3 +254,14 @@ def test_apply_refuses_an_out_where_an_artifact_file_cannot_go_and_writes_nothin
     error = capsys.readouterr().err
     assert f"{name}: it is a folder" in error
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_the_card_says_when_a_defense_lives_outside_the_files():
+    """HAMP transforms outputs at inference: the shipped network alone answers without that protection."""
+    from search.results._apply import card_notes
+
+    confirmed = {"confirmed": {"what": "over fresh seeds"}}
+    assert "hamp defense transforms" in card_notes(confirmed, Setting("hamp", {}))[0]
+    assert card_notes(confirmed, Setting("rmr", {"risky_fraction": 0.2})) == []
+    not_confirmed = {"confirmed": None, "confirmed_note": "not confirmed: run `wemem confirm s`"}
+    assert card_notes(not_confirmed, Setting("rmr", {"risky_fraction": 0.2})) == [not_confirmed["confirmed_note"]]

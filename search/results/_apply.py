@@ -707,7 +707,7 @@ def card_figures(evaluation: EvaluationJSON, rebuilt: Rebuilt) -> list[CardFigur
 
 def card_notes(evaluation: EvaluationJSON, setting: Setting) -> list[str]:
     notes = [] if evaluation["confirmed"] is not None else [evaluation.get("confirmed_note", "not confirmed")]
-    if type(setting.make()).output_log_probs is not Defense.output_log_probs:
+    if DEFENSES.get(setting.defense).output_log_probs is not Defense.output_log_probs:
         notes.append(
             f"the {setting.defense} defense transforms the network's outputs at inference; the files hold the "
             "network only (its logits), so a deployment must apply that transform itself or lose its protection"
