@@ -130,6 +130,13 @@ def test_the_epoch_batches_are_the_engines_steps_risky_first(defense: str):
         assert risky == [step.weight_decay is not None for step in steps]
 
 
+def test_an_epoch_without_risky_rows_has_no_empty_batch():
+    """The engine cuts an empty part into one empty batch (a step on no rows); the sampler yields none."""
+    sampler = loop.EpochBatchSampler(torch.arange(10), 4, torch.Generator().manual_seed(0), SCORES, tau=2.0)
+    batches = list(sampler)
+    assert all(batches) and sorted(row for batch in batches for row in batch) == list(range(10))
+
+
 # -------------------------------------------------------------------------------------------------- RMR
 
 

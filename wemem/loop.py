@@ -226,9 +226,13 @@ class EpochBatchSampler(Sampler[list[int]]):
     def batches(self) -> list[torch.Tensor]:
         rows = self.epoch_rows()
         if self.memscores is None or self.tau is None:
-            return minibatches(rows, self.batch_size, self.generator)
-        risky, general = risk_batches(rows, self.memscores[rows], self.tau, self.batch_size, self.generator)
-        return risky + general
+            batches = minibatches(rows, self.batch_size, self.generator)
+        else:
+            risky, general = risk_batches(rows, self.memscores[rows], self.tau, self.batch_size, self.generator)
+            batches = risky + general
+        # minibatches cuts an empty set into one empty batch: a step on it would train on nothing (a
+        # weight-decay-only Adam step), so an epoch without risky (or general) rows has no such batch here
+        return [batch for batch in batches if len(batch)]
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.batches():
