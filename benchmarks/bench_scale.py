@@ -304,12 +304,18 @@ def run_point(point: Point, folder: Path) -> dict[str, Any]:
 
 
 def growth_exponent(sizes: Sequence[float], seconds: Sequence[float]) -> dict[str, float]:
-    """Least-squares slope b of log seconds = a + b log N, with its standard error (NaN with two points)."""
+    """Least-squares slope b of log seconds = a + b log N, with its standard error (NaN with two points), and
+    the slope between the two largest sizes alone: a stage's fixed start-up cost (the first training step of a
+    process) flattens the fit at small N, not the last step."""
     x, y = np.log(np.asarray(sizes, dtype=float)), np.log(np.maximum(np.asarray(seconds, dtype=float), 1e-6))
     (slope, _), residuals, *_ = np.polyfit(x, y, 1, full=True)
     dof = len(x) - 2
     variance = float(residuals[0]) / dof if dof > 0 and len(residuals) else float("nan")
-    return {"exponent": float(slope), "stderr": float(np.sqrt(variance / np.sum((x - x.mean()) ** 2)))}
+    return {
+        "exponent": float(slope),
+        "stderr": float(np.sqrt(variance / np.sum((x - x.mean()) ** 2))),
+        "exponent_last_step": float((y[-1] - y[-2]) / (x[-1] - x[-2])),
+    }
 
 
 def stage_exponents(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -474,7 +480,7 @@ def main() -> None:
     parser.add_argument(
         "--series", default="n,features,shadows,models", help="which series to run, comma-separated (n is always run)"
     )
-    parser.add_argument("--replot", type=Path, help="only redraw the figures of a saved scale.json into --out")
+    parser.add_argument("--replot", type=Path, help="refit and redraw a saved scale.json (written again in --out)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # one point, in the child process
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
@@ -482,10 +488,12 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(Point(**json.loads(args.measure)), args.data, args.cache_dir)))
         return
-    if args.replot:
+    if args.replot:  # the analysis again on saved measurements: exponents refitted, figures redrawn
         saved = json.loads(args.replot.read_text())
+        saved["exponents_in_n"] = stage_exponents(saved["series"]["n"])
         args.out.mkdir(parents=True, exist_ok=True)
-        print("\n".join(plot(saved["series"], saved["exponents_in_n"], args.out)))
+        saved["plots"] = plot(saved["series"], saved["exponents_in_n"], args.out)
+        write_report(saved, args.out)
         return
     sizes = SMALL if args.small else FULL
     chosen = {"n", *args.series.split(",")}
@@ -495,18 +503,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="wemem-bench-scale-") as temporary:
         folder = args.work or Path(temporary)
         folder.mkdir(parents=True, exist_ok=True)
-        measured: dict[Point, dict[str, Any]] = {}  # the base point belongs to every series: measured once
-        for name, series_of in points.items():
-            for point in series_of:
-                if point not in measured:
-                    progress(f"{name}: {point}")
-                    measured[point] = run_point(point, folder)
+        # each point once (the base point belongs to every series), the small ones first; every measurement is
+        # appended to scale_points.jsonl as it ends, so a run cut short keeps what it measured
+        measured: dict[Point, dict[str, Any]] = {}
+        args.out.mkdir(parents=True, exist_ok=True)
+        log = args.out / "scale_points.jsonl"
+        log.write_text("")
+        for point in sorted({p for series_of in points.values() for p in series_of}, key=lambda p: (p.n, str(p))):
+            progress(f"measuring {point}")
+            measured[point] = run_point(point, folder)
+            with log.open("a") as handle:
+                handle.write(json.dumps(measured[point]) + "\n")
         series = {name: [measured[p] for p in series_of] for name, series_of in points.items()}
         ray_point = Point(sizes.base_n, classes=sizes.classes)
         ray = None if args.no_ray else ray_run(ray_point, folder)
     exponents = stage_exponents(series["n"])
     largest = series["n"][-1]
-    args.out.mkdir(parents=True, exist_ok=True)
     report = {
         "benchmark": "scale",
         "small": args.small,
@@ -535,8 +547,12 @@ def main() -> None:
         "ray": ray,
     }
     report["plots"] = plot(series, exponents, args.out)
+    write_report(report, args.out)
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
     text = json.dumps(rounded(report), indent=1)
-    (args.out / "scale.json").write_text(text + "\n")
+    (out / "scale.json").write_text(text + "\n")
     print(text)
 
 

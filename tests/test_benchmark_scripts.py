@@ -113,6 +113,7 @@ def test_bench_scale_fits_the_growth_exponent_with_its_standard_error(monkeypatc
     sizes = [1_000, 4_000, 16_000]
     exact = bench.growth_exponent(sizes, [2e-6 * n**1.5 for n in sizes])  # a quadratic-ish stage: b = 1.5
     assert exact["exponent"] == pytest.approx(1.5) and exact["stderr"] == pytest.approx(0.0, abs=1e-9)
+    assert exact["exponent_last_step"] == pytest.approx(1.5)
     noisy = bench.growth_exponent(sizes, [1.0, 4.4, 15.0])  # near-linear, off the line: an error bar
     assert 0.9 < noisy["exponent"] < 1.0 and noisy["stderr"] > 0.01
 
