@@ -26,7 +26,7 @@ from .assets import StudyAssets
 from .attacks.base import DeployedProbabilities, probed_sensitivity
 from .config import ExperimentConfig
 from .data import Pools
-from .errors import WememError
+from .errors import WememError, capped
 from .models import prunable_parameters
 from .parallel import job_seed
 from .pipeline import PrunedModel, attack_targets
@@ -37,7 +37,7 @@ KINDS: dict[str, ArtifactKind] = {".onnx": "onnx", ".safetensors": "safetensors"
 OUTPUT_BATCH = 1024  # rows per query, as wemem.training.predict_log_probs batches the engine's deployed outputs
 
 Logits = Callable[[torch.Tensor], torch.Tensor]  # a batch of inputs -> the network's logits
-Weights = dict[str, np.ndarray]  # a file's tensors by name
+Weights = dict[str, torch.Tensor]  # a file's tensors by name
 
 
 @dataclass(frozen=True)
@@ -99,28 +99,29 @@ def shape_problems(expected: Mapping[str, torch.Size], given: Mapping[str, tuple
     return wrong + missing + extra
 
 
-def sparsities(weights: Mapping[str, np.ndarray], prunable: list[str]) -> tuple[dict[str, float], float | None]:
+def sparsities(weights: Weights, prunable: list[str]) -> tuple[dict[str, float], float | None]:
     """Per-layer and overall fraction of exactly-zero entries of the prunable weights (None overall when the file
     lacks one of them by name)."""
     if not all(name in weights for name in prunable):
         return {}, None
-    tensors = {name: torch.from_numpy(np.array(weights[name])) for name in prunable}  # owned: onnx arrays are read-only
-    layers = {name: float((tensor == 0).sum()) / tensor.numel() for name, tensor in tensors.items()}
-    return layers, measured_sparsity(tensors, prunable)
+    layers = {name: float((weights[name] == 0).sum()) / weights[name].numel() for name in prunable}
+    return layers, measured_sparsity(weights, prunable)
 
 
-def open_safetensors(path: Path, config: ExperimentConfig, pools: Pools) -> tuple[ArtifactMeta | None, Weights, Logits]:
+def open_safetensors(
+    path: Path, model: torch.nn.Module, config: ExperimentConfig, pools: Pools
+) -> tuple[ArtifactMeta | None, Weights, Logits]:
+    """The file's tensors loaded strictly into the study's ``model``: every tensor of it, of its shape."""
     state, meta = load_safetensors(path)
-    model = study_model(config, pools)
     expected = {name: tensor.shape for name, tensor in model.state_dict().items()}
     problems = shape_problems(expected, {name: tuple(tensor.shape) for name, tensor in state.items()})
     if problems:
         raise WememError(
             f"{path} does not fit the study's model {config.model} for {config.dataset} (input "
-            f"{list(pools.input_shape)}, {pools.num_classes} classes): {'; '.join(problems[:6])}"
+            f"{list(pools.input_shape)}, {pools.num_classes} classes): {'; '.join(capped(problems))}"
         )
     model.load_state_dict(state, strict=True)
-    return meta, {name: tensor.numpy() for name, tensor in state.items()}, model
+    return meta, state, model
 
 
 def onnx_dimensions(value_info: object) -> list[int | str]:
@@ -147,7 +148,10 @@ def open_onnx(path: Path, pools: Pools) -> tuple[ArtifactMeta | None, Weights, L
             f"output 'output' {expected_out}; the graph has inputs {inputs} and outputs {outputs}"
         )
     meta = artifact_meta({prop.key: prop.value for prop in graph.metadata_props}, str(path))
-    weights = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.graph.initializer}
+    # copies: the arrays onnx hands out are read-only views of its buffers
+    weights = {
+        tensor.name: torch.from_numpy(numpy_helper.to_array(tensor).copy()) for tensor in graph.graph.initializer
+    }
 
     def logits(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(["output"], {"input": x.numpy()})[0])
@@ -160,8 +164,9 @@ def open_artifact(path: str | Path, config: ExperimentConfig, pools: Pools) -> D
     formats, or does not take the study's samples and classes (naming what was expected and what was given)."""
     path = Path(path)
     kind = artifact_kind(path)
-    meta, weights, logits = open_onnx(path, pools) if kind == "onnx" else open_safetensors(path, config, pools)
-    layers, overall = sparsities(weights, list(prunable_parameters(study_model(config, pools))))
+    model = study_model(config, pools)
+    meta, weights, logits = open_onnx(path, pools) if kind == "onnx" else open_safetensors(path, model, config, pools)
+    layers, overall = sparsities(weights, list(prunable_parameters(model)))
     return DeployedArtifact(path, kind, file_sha256(path), meta, layers, overall, logits)
 
 
