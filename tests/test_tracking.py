@@ -1,16 +1,19 @@
 """MLflow tracking against a real local MLflow store (SQLite backend: MLflow 3 refuses its file store), read back
-with ``mlflow.search_runs``: a 2-trial study logged as a parent run with one nested run per trial, a confirmation
-summary on the parent, no secret anywhere in the store, an unreachable server that costs one warning and no
-trial, and bad [tracking] input refused before anything is created."""
+with ``mlflow.search_runs``: a 2-trial study logged as a parent run with one nested run per trial (each trial as
+it is told, with its per-target scores; the launcher's last sweep logs the rest), a confirmation summary on the
+parent, no secret anywhere in the store, an unreachable server that costs one warning and no trial, and bad
+[tracking] input refused before anything is created."""
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pandas as pd
 import pytest
 import tomli_w
@@ -20,17 +23,18 @@ from optuna.trial import TrialState, create_trial
 from search.cli import main
 from search.confirm import Confirmation, ConfirmedSetting, Interval, Paired
 from search.exceptions import BadInputError
-from search.execution._launcher import launch
-from search.execution._tracking import ENV, INSTALL, StudyTracker, Tracking, tracking_of
+from search.execution._launcher import launch, resume
+from search.execution._tracking import ENV, INSTALL, SCORES_ARTIFACT, StudyTracker, Tracking, tracking_of
+from search.execution._trainable import TrialReport
 from search.study import OpenStudy, Options, Place, definition_differences, open_study
 from search.studyfile import parse_study
 from search.studyfile._schema import TrackingSection
 
 SECRET = "s3cr3t-mlflow-pw-271"
 # the smallest study with two defenses' trials (two warm starts, cheap attacks only), on conftest's tiny
-# experiment so that its shared work is the session cache's
+# experiment so that its shared work is the session cache's; a launch runs the first trial, a resume the second
 TINY_STUDY = {
-    "study": {"name": "tracked", "n_trials": 2, "seed": 7},
+    "study": {"name": "tracked", "n_trials": 1, "seed": 7},
     "data": {"dataset": "digits", "shadows": 2},
     "model": {"name": "columnfc"},
     "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
@@ -51,6 +55,20 @@ def runs(uri: str, experiment: str) -> pd.DataFrame:
 
 def files_holding(secret: str, root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def artifacts(uri: str, run_id: str) -> set[str]:
+    import mlflow
+
+    return {a.path for a in mlflow.MlflowClient(uri).list_artifacts(run_id)}
+
+
+@pytest.fixture
+def fail_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreachable server refuses at once: no HTTP retry, no back-off (the tracker's own defaults give way to
+    the user's settings, as they would to yours)."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
 
 # ----------------------------------------------------------------------------------------- which URI, when
@@ -181,7 +199,31 @@ def test_stored_trials_and_a_confirmation_reach_mlflow_with_no_secret(store: Pat
     assert files_holding(SECRET, store) == []
 
 
-def test_an_unreachable_server_warns_once_and_stops_asking(tmp_path: Path):
+def test_a_trial_logged_as_it_is_told_carries_its_scores_and_is_never_logged_twice(store: Path, tmp_path: Path):
+    """The observer's path: a trial's per-target scores cross Tune in its report and reach MLflow as
+    ``scores.npz``; told again, or swept at the launcher's end, the trial is not logged a second time."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    finished_rmr_study(url, {**TINY_STUDY, "search": {"defenses": ["rmr"]}}, str(tmp_path / "cache")).engine.dispose()
+    opened = open_study("tracked", Options(storage=url))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, index=np.arange(4), member=np.array([1, 1, 0, 0], bool), **{"score.conf": np.ones(4)})
+    report = TrialReport.from_json(TrialReport([0.55], None, {}, buffer.getvalue()).to_json())
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    lines: list[str] = []
+    tracker = StudyTracker.open(Tracking(uri, "told"), opened, lines.append)
+    assert tracker is not None
+    tracker.log_finished(opened, 0, report.scores)
+    tracker.log_finished(opened, 0, report.scores)
+    tracker.log_trials(opened.study, "balanced_accuracy")
+    assert len(lines) == 1 and lines[0].startswith("logged 1 trial(s)")  # the sweep: trial 1 only
+
+    logged = runs(uri, "told").dropna(subset=["tags.wemem.trial"]).set_index("tags.wemem.trial")
+    assert sorted(logged.index) == ["0", "1"]
+    assert artifacts(uri, logged.loc["0", "run_id"]) == {"roc.json", "trial.json", SCORES_ARTIFACT}
+    assert artifacts(uri, logged.loc["1", "run_id"]) == {"roc.json", "trial.json"}  # swept: no report to read
+
+
+def test_an_unreachable_server_warns_once_and_stops_asking(tmp_path: Path, fail_fast: None):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     finished_rmr_study(url, {**TINY_STUDY, "search": {"defenses": ["rmr"]}}, str(tmp_path / "cache")).engine.dispose()
     opened = open_study("tracked", Options(storage=url))
@@ -195,21 +237,24 @@ def test_an_unreachable_server_warns_once_and_stops_asking(tmp_path: Path):
 
 @pytest.mark.e2e
 def test_a_study_finishes_past_an_unreachable_server_and_a_later_launcher_logs_its_trials(
-    ray_session, store: Path, tmp_path: Path, cache_dir: Path
+    ray_session, store: Path, tmp_path: Path, cache_dir: Path, fail_fast: None
 ):
-    """Two trials run while the tracking server is unreachable (one warning, no trial lost); launching the same
-    file again against a reachable store runs nothing and logs both trials, in the file's experiment."""
+    """A trial runs while the tracking server is unreachable (one warning, no trial lost); a resume against a
+    reachable store runs a second trial, logged as it is told with its per-target scores, and its last sweep
+    logs the first trial (which has no scores to log)."""
     options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(cache_dir))
-    definition = parse_study({**TINY_STUDY, "tracking": {"experiment": "wemem-e2e"}})
+    definition = parse_study(TINY_STUDY)
     lines: list[str] = []
     study = launch(definition, options, lines.append, mlflow=f"http://me:{SECRET}@127.0.0.1:1").study
-    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.WAITING]  # 2nd warm start
     warnings = [line for line in lines if "MLflow" in line]
     assert len(warnings) == 1 and warnings[0].startswith("warning:") and SECRET not in "\n".join(lines)
 
     uri = f"sqlite:///{store / 'mlflow.db'}"
-    launch(definition, options, print, mlflow=uri)
-    logged = runs(uri, "wemem-e2e")
+    lines.clear()
+    resume("tracked", options, 1, lines.append, mlflow=uri)
+    assert any(line.startswith("logged 1 trial(s)") for line in lines)  # the sweep: trial 1 was logged as told
+    logged = runs(uri, "tracked")
     parent = logged[logged["tags.wemem.role"] == "study"]
     assert len(parent) == 1 and parent.iloc[0]["params.defenses"] == "swmr,rsw"
     trials = logged[logged["tags.mlflow.parentRunId"] == parent.iloc[0].run_id].sort_values("tags.wemem.trial")
@@ -222,7 +267,11 @@ def test_a_study_finishes_past_an_unreachable_server_and_a_later_launcher_logs_i
     import mlflow
 
     client = mlflow.MlflowClient(uri)
-    for run_id in trials.run_id:
-        assert {a.path for a in client.list_artifacts(run_id)} == {"roc.json", "trial.json"}
-        roc = client.download_artifacts(run_id, "roc.json", str(tmp_path))
-        assert set(pd.read_json(roc)) == {"conf", "hconf"}
+    first, second = trials.run_id
+    assert artifacts(uri, first) == {"roc.json", "trial.json"}
+    assert artifacts(uri, second) == {"roc.json", "trial.json", SCORES_ARTIFACT}
+    assert set(pd.read_json(client.download_artifacts(second, "roc.json", str(tmp_path)))) == {"conf", "hconf"}
+    with np.load(client.download_artifacts(second, SCORES_ARTIFACT, str(tmp_path))) as scores:
+        assert set(scores) == {"index", "member", "score.conf", "score.hconf"}
+        assert len(set(scores["index"])) == len(scores["score.conf"]) == len(scores["score.hconf"])
+        assert scores["member"].mean() == 0.5  # the victim's balanced targets

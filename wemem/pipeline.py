@@ -341,6 +341,9 @@ class ExperimentResult:
     # points; ``attacks`` is the first draw's
     more_draws: list[dict[str, dict[str, object]]] = field(default_factory=list)
     victim_train_accuracy: float = float("nan")  # the pruned victim's accuracy on its members
+    # the first draw's targets and each attack's per-target scores on them (arrays: never in :meth:`to_dict`)
+    victim_targets: Targets | None = None
+    attack_scores: dict[str, np.ndarray] = field(default_factory=dict)
 
     def to_dict(self) -> ExperimentRecord:
         return copy.deepcopy(
@@ -423,11 +426,14 @@ def attack_job(
     assets: StudyAssets,
     models: DeployedModels,
     job: AttackJob,
-) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, float]]]:
-    """The job's attacks: their metrics and their timings (see :func:`wemem.attacks.timed_attack`)."""
-    return run_attacks_timed(
-        list(job.names), attack_inputs(assets, models.victim, models.shadows, job.draw), job.uncertainty
+) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    """The job's attacks: their metrics, their timings and their per-target scores (see
+    :func:`wemem.attacks.timed_attack`)."""
+    scores: dict[str, np.ndarray] = {}
+    metrics, timings = run_attacks_timed(
+        list(job.names), attack_inputs(assets, models.victim, models.shadows, job.draw), job.uncertainty, scores
     )
+    return metrics, timings, scores
 
 
 def run_attack_stage(
@@ -437,17 +443,22 @@ def run_attack_stage(
     names: list[str],
     map_fn: MapFn = serial_map,
     draws: tuple[int, ...] = (0,),
+    scores: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[dict[str, dict[str, object]]], dict[str, dict[str, float]]]:
     """The attack suite on each target draw as jobs of ``map_fn`` (so they run on the trial's devices, all draws
-    at once): per draw, the metrics in suite order; and each attack's timings summed over the draws."""
+    at once): per draw, the metrics in suite order; and each attack's timings summed over the draws. ``scores``,
+    when given, receives each attack's per-target scores on the first draw."""
     outputs_only = lambda m: replace(m, state=None, masks=None)  # noqa: E731 -- what attackers see
     models = DeployedModels(outputs_only(victim), [outputs_only(s) for s in shadows])
     # the first draw's metrics are the ones shown with their intervals; the further draws feed means only
     requests = [AttackJob(tuple(group), draw, draw == draws[0]) for draw in draws for group in attack_groups(names)]
     merged: list[dict[str, dict[str, object]]] = [{} for _ in draws]
     seconds: dict[str, dict[str, float]] = {}
-    for request, (results, timings) in zip(requests, map_fn(attack_job, [(assets, models, r) for r in requests])):
+    jobs = map_fn(attack_job, [(assets, models, r) for r in requests])
+    for request, (results, timings, job_scores) in zip(requests, jobs):
         merged[draws.index(request.draw)].update(results)
+        if scores is not None and request.draw == draws[0]:
+            scores.update(job_scores)
         for name, parts in timings.items():
             seconds[name] = {k: seconds.get(name, {}).get(k, 0.0) + v for k, v in parts.items()}
     return [{name: m[name] for name in names} for m in merged], {name: seconds[name] for name in names}
@@ -529,7 +540,8 @@ def run_experiment(
             )
         victim, *shadows = group.finish()
     attack_start = time.perf_counter()
-    (results, *more), attack_seconds = run_attack_stage(assets, victim, shadows, attacks, map_fn, draw_ids)
+    scores: dict[str, np.ndarray] = {}
+    (results, *more), attack_seconds = run_attack_stage(assets, victim, shadows, attacks, map_fn, draw_ids, scores)
     end = time.perf_counter()
     return ExperimentResult(
         setting=setting,
@@ -548,4 +560,6 @@ def run_experiment(
         ),
         more_draws=[{name: {k: v for k, v in m.items() if k != "roc"} for name, m in draw.items()} for draw in more],
         victim_train_accuracy=victim.train_accuracy,
+        victim_targets=attack_targets(assets, 0, draw_ids[0]),
+        attack_scores=scores,
     )

@@ -140,14 +140,17 @@ def confirm(
     echo: Echo = print,
     attacks: Sequence[str] | None = None,
     compare: tuple[str, Mapping[str, Any]] | None = None,
+    mlflow: str | None = None,
 ) -> Confirmation:
-    """Confirm the study's best ``top`` settings on ``n_seeds`` fresh seeds and store the result with the study;
+    """Confirm the study's best ``top`` settings on ``n_seeds`` fresh seeds and store the result with the study
+    (and log it to MLflow: at ``mlflow``, else where ``MLFLOW_TRACKING_URI`` tracks the study already);
     judged by the study's attacks, or by ``attacks`` (see :func:`~.suites.judged_by`). Tuning is judged against
     ``compare`` (a defense and its settings) when given, else against the best of the paper's defaults the study
     enqueued: it is evaluated on the same seeds and each tuned setting's difference from it is paired by seed."""
     from ..execution._cluster import init_ray
-    from ..execution._tracking import log_confirmation
+    from ..execution._tracking import log_confirmation, tracking_of
 
+    tracking = tracking_of(mlflow, None)  # a bad --mlflow is refused before any evaluation
     study, definition = opened.study, opened.definition
     check_stored_code(study, opened.spec.experiment)  # the study's plug-ins, as it recorded them, or nothing runs
     chosen = candidates(study, top, comparison_candidate(compare))
@@ -167,5 +170,5 @@ def confirm(
     confirmation = confirm_study(
         study, study_spec, spec, chosen, seeds, ray_evaluator(spec, definition, echo), delta, echo
     )
-    log_confirmation(opened, confirmation.to_json(), echo)
+    log_confirmation(tracking, opened, confirmation.to_json(), echo)
     return confirmation

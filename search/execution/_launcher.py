@@ -4,6 +4,7 @@ shared work once, measure the reference once, then run trials up to the budget."
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,8 +193,9 @@ def resume(
 
 def run_study(opened: OpenStudy, target_total: int, echo: Echo, tracking: Tracking | None = None) -> None:
     """Prepare the shared work once (cached), measure the reference once, then run trials up to the target;
-    with ``tracking``, the study's finished trials are logged to MLflow as the launcher ends, interrupted or not
-    (a trial's record is complete only once it is told, and the storage keeps it whatever MLflow answers)."""
+    with ``tracking``, each trial is logged to MLflow as it is told (with its per-target scores), and as the
+    launcher ends, interrupted or not, every finished trial not logged yet (failed by the interrupt or a sweep,
+    or other launchers'): the storage keeps every trial whatever MLflow answers."""
     study, spec = opened.study, opened.spec
     assets, base = shared_work(opened, echo)  # on the trials' CPU/GPU shares, then shipped
     store_reference(study, base.utility, base.privacy, base.strongest_attack, base.result["attacks"])
@@ -208,7 +210,8 @@ def run_study(opened: OpenStudy, target_total: int, echo: Echo, tracking: Tracki
     try:
         if target_total > active_count(study) or running_numbers(study):
             echo(f"running {max(target_total - active_count(study), 0)} trial(s) of study {opened.name!r}")
-            run_trials(opened, base, target_total, echo, assets=assets)
+            logged = None if tracker is None else functools.partial(tracker.log_finished, opened)
+            run_trials(opened, base, target_total, echo, assets=assets, on_finished=logged)
     finally:
         if tracker is not None:
             tracker.log_trials(study, spec.objective.privacy_metric)

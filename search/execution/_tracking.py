@@ -20,6 +20,7 @@ import json
 import math
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
@@ -31,6 +32,7 @@ from wemem.assets import Echo
 from wemem.uncertainty import INTERVAL_METRICS
 
 from ..exceptions import BadInputError
+from ..storage._heartbeat import trial_id_of
 from ..storage._records import ROC, TrialMetrics, without_roc
 from ..storage._urls import new_sqlite_file, redact, scrub
 from ..study import OpenStudy
@@ -56,6 +58,7 @@ STUDY_TAG, STORAGE_TAG, ROLE_TAG, TRIAL_TAG, STATE_TAG = (
     "wemem.state",
 )
 MAX_TAG_CHARS = 5000  # MLflow caps a tag value at 8000 characters (a param at 6000)
+SCORES_ARTIFACT = "scores.npz"
 RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 
 
@@ -177,7 +180,8 @@ def roc_points(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """What the trial stored, ROC points aside: its setting, per-attack figures (with intervals, target counts
-    and epsilon bounds), repeats, victim rounds and timings. Per-target scores are not stored with a trial."""
+    and epsilon bounds), repeats, victim rounds and timings. Per-target scores are not stored with a trial (they
+    reach MLflow only from the trial's own report, see :meth:`StudyTracker.log_finished`)."""
     attrs = dict(trial.user_attrs)
     if isinstance(attrs.get("attacks"), Mapping):
         attrs["attacks"] = without_roc(attrs["attacks"])
@@ -318,7 +322,25 @@ class StudyTracker:
 
         self._guarded(log)
 
-    def log_trial(self, trial: optuna.trial.FrozenTrial, privacy_metric: str) -> None:
+    def log_finished(self, opened: OpenStudy, number: int, scores: bytes | None) -> None:
+        """Log trial ``number`` of ``opened`` as this launcher has just finished it (with ``scores``, its
+        per-target scores as a ``.npz``, when it reported them), unless it is logged already."""
+
+        def log() -> None:
+            assert self.client is not None and self.parent is not None
+            client, (experiment_id, run_id) = self.client, self.parent
+            trial = opened.storage.get_trial(trial_id_of(opened.storage, opened.study, number))
+            logged = client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`{PARENT_RUN_TAG}` = '{run_id}' and tags.`{TRIAL_TAG}` = '{number}'",
+                max_results=1,
+            )
+            if trial.state in RUN_STATUS and not logged:
+                self.log_trial(trial, opened.spec.objective.privacy_metric, scores)
+
+        self._guarded(log)
+
+    def log_trial(self, trial: optuna.trial.FrozenTrial, privacy_metric: str, scores: bytes | None = None) -> None:
         assert self.client is not None and self.parent is not None
         experiment_id, parent_id = self.parent
         tags = {
@@ -343,7 +365,18 @@ class StudyTracker:
         self.client.log_batch(run_id, metrics=_metrics(trial_metrics(trial, privacy_metric)), params=_params(params))
         self.client.log_text(run_id, self.masked(json.dumps(roc_points(trial))), "roc.json")
         self.client.log_text(run_id, self.masked(json.dumps(trial_record(trial), default=str, indent=1)), "trial.json")
+        if scores is not None:
+            self._log_file(run_id, SCORES_ARTIFACT, scores)
         self.client.set_terminated(run_id, RUN_STATUS[trial.state], end_time=_ms(trial.datetime_complete))
+
+    def _log_file(self, run_id: str, name: str, content: bytes) -> None:
+        """``content`` as the run's artifact ``name`` (MLflow's client uploads files only)."""
+        assert self.client is not None
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, name)
+            with open(path, "wb") as file:
+                file.write(content)
+            self.client.log_artifact(run_id, path)
 
     def log_confirmation(self, summary: Mapping[str, Any]) -> None:
         """A confirmation (as the study stores it: ``Confirmation.to_json()``; the confirm layer sits above this
@@ -412,9 +445,9 @@ def _tags(values: Mapping[str, str]) -> list[Any]:
     return [RunTag(key, value) for key, value in values.items()]
 
 
-def log_confirmation(opened: OpenStudy, summary: Mapping[str, Any], echo: Echo) -> None:
-    """Log a confirmation to the study's MLflow run when ``MLFLOW_TRACKING_URI`` names a store that tracks the
-    study (``wemem confirm`` has no flag of its own: a confirmation belongs to a study already tracked)."""
-    tracker = StudyTracker.open(tracking_of(None, None), opened, echo)
+def log_confirmation(tracking: Tracking | None, opened: OpenStudy, summary: Mapping[str, Any], echo: Echo) -> None:
+    """Log a confirmation to the study's MLflow run (``tracking``: see :func:`tracking_of`; with
+    ``MLFLOW_TRACKING_URI`` alone only where that store tracks the study already)."""
+    tracker = StudyTracker.open(tracking, opened, echo)
     if tracker is not None:
         tracker.log_confirmation(summary)

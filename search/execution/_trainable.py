@@ -6,12 +6,15 @@ The searcher and the run loop live in :mod:`.tune`; the worker side of the jobs 
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypedDict
 
+import numpy as np
 from ray import tune
 
 from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial, reference
@@ -19,6 +22,7 @@ from wemem.assets import Echo, StudyAssets, content_fingerprint, prepare_assets
 from wemem.defenses import Setting
 from wemem.environment import describe
 from wemem.errors import WememError
+from wemem.pipeline import ExperimentResult
 from wemem.validity import Check, mimicry_check, reference_check
 
 from ..storage._records import (
@@ -52,20 +56,38 @@ OUTCOME_KEY = "outcome"  # the key of a finished trial's TrialReport in its last
 @dataclass(frozen=True)
 class TrialReport:
     """A finished trial as it crosses Ray Tune to the launcher: its objective values, its accuracy constraint
-    (None: the mode has none) and the user attributes to store (plain JSON). Tune's result dict carries it as
-    one JSON string (:meth:`to_json`), so Tune never flattens or rewrites its keys."""
+    (None: the mode has none), the user attributes to store (plain JSON) and, when asked for, its per-target
+    scores (:func:`scores_archive`; for MLflow, never stored). Tune's result dict carries it as one JSON string
+    (:meth:`to_json`), so Tune never flattens or rewrites its keys."""
 
     values: list[float]
     constraint: float | None
     user_attrs: Mapping[str, object]
+    scores: bytes | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"values": self.values, "constraint": self.constraint, "user_attrs": dict(self.user_attrs)})
+        data = {"values": self.values, "constraint": self.constraint, "user_attrs": dict(self.user_attrs)}
+        if self.scores is not None:
+            data["scores"] = base64.b64encode(self.scores).decode("ascii")
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> TrialReport:
         data = json.loads(text)
-        return cls(data["values"], data["constraint"], data["user_attrs"])
+        scores = data.get("scores")
+        return cls(data["values"], data["constraint"], data["user_attrs"], scores and base64.b64decode(scores))
+
+
+def scores_archive(result: ExperimentResult) -> bytes:
+    """A trial's per-target scores as a compressed ``.npz``: ``index`` (the victim's targets, pool indices),
+    ``member`` (their membership) and ``score.ATTACK`` per attack (higher = member), on the first target draw
+    of the first repeat -- the draw the trial's ROC points and intervals describe. A few thousand targets make
+    tens of KB, small enough to travel in the trial's Tune result."""
+    assert result.victim_targets is not None  # set by every run_experiment
+    arrays = {f"score.{name}": scores for name, scores in result.attack_scores.items()}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, index=result.victim_targets.indices, member=result.victim_targets.is_member, **arrays)
+    return buffer.getvalue()
 
 
 def shared_work(opened: OpenStudy, echo: Echo) -> tuple[Shipped, Reference]:
@@ -130,8 +152,10 @@ def trial_trainable(
     share: RayMap,
     assets: Shipped,
     timeout_s: float | None = None,
+    keep_scores: bool = False,
 ) -> None:
-    """One Tune trial: evaluate the setting with K+1 parallel jobs, then the attack jobs; report as JSON.
+    """One Tune trial: evaluate the setting with K+1 parallel jobs, then the attack jobs; report as JSON, with
+    the per-target scores when ``keep_scores`` (the launcher tracks the study).
 
     With per-round reports (early stopping) the K+1 models live in Ray actors stepped round by round, and each
     round's objective is reported; the scheduler may stop the trial after any round. Where every job ran is
@@ -151,5 +175,6 @@ def trial_trainable(
         tune.report({"done": True, "error": failure_reason(error)})
         return
     attrs = to_json(dict(outcome.user_attrs(), jobs=compact_placements(share.placements)))
-    report = TrialReport(outcome.objective.values, outcome.objective.constraint, attrs)
+    scores = scores_archive(outcome.result) if keep_scores else None
+    report = TrialReport(outcome.objective.values, outcome.objective.constraint, attrs, scores)
     tune.report({"done": True, OUTCOME_KEY: report.to_json()})

@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -95,6 +95,12 @@ def invalid_numbers(report: TrialReport) -> list[str]:
     ]
 
 
+# told of each trial this launcher finished (told, failed or pruned), once it is in the storage: its number and,
+# when the trial reported them, its per-target scores (see _trainable.scores_archive). It must not raise: the
+# Tune run goes on after it.
+TrialObserver = Callable[[int, bytes | None], None]
+
+
 class StudySearcher(Searcher):
     """Proposes Tune configs with ``study.ask()`` and tells the study every outcome.
 
@@ -110,11 +116,13 @@ class StudySearcher(Searcher):
         heartbeats: TrialHeartbeats,
         progress: Progress,
         echo: Echo,
+        on_finished: TrialObserver | None = None,
     ):
         super().__init__(metric=None, mode=None)
         self.study, self.storage, self.definition = opened.study, opened.storage, opened.definition
         self.target_total = target_total
         self.launcher_id, self.heartbeats, self.progress, self.echo = launcher_id, heartbeats, progress, echo
+        self.on_finished = on_finished
         self.pending: dict[str, optuna.Trial] = {}
         # every trial this launcher asked and has not told or failed yet, by number: an interrupt fails them all,
         # whether Tune holds them (pending) or not (asked a moment ago, their setting perhaps not yet sampled)
@@ -125,7 +133,7 @@ class StudySearcher(Searcher):
     # Ray Tune pickles the searcher into its experiment folder (tuner.pkl). The study, its storage and the trials
     # hold the storage URL, password included, so they never go into that pickle: we never restore a Tuner
     # (resume runs a new one on the same study), so a copy needs only the plain fields.
-    _LIVE = ("study", "storage", "heartbeats", "pending", "asked", "progress", "echo")
+    _LIVE = ("study", "storage", "heartbeats", "pending", "asked", "progress", "echo", "on_finished")
 
     def __getstate__(self) -> dict[str, object]:
         return {key: value for key, value in self.__dict__.items() if key not in self._LIVE}
@@ -209,24 +217,27 @@ class StudySearcher(Searcher):
         if trial is None:
             return
         try:
-            self._record(trial_id, trial, result, error)
+            scores = self._record(trial_id, trial, result, error)
         finally:
             self._finished(trial)
+        if self.on_finished is not None:
+            self.on_finished(trial.number, scores)
         failpoint("after_tell")
 
-    def _record(self, trial_id: str, trial: optuna.Trial, result: dict | None, error: bool) -> None:
+    def _record(self, trial_id: str, trial: optuna.Trial, result: dict | None, error: bool) -> bytes | None:
+        """Tell the study the trial's outcome; returns the per-target scores it reported (if any)."""
         if trial_id in self.pruned:  # recorded as PRUNED (with its last round value), never as COMPLETE
             self.pruned.discard(trial_id)
             self._tell(trial, state=TrialState.PRUNED)
             self.progress.update(trial.number, "PRUNED", None, {})
-            return
+            return None
         if error or not result or OUTCOME_KEY not in result:
             reason = (result or {}).get("error") or (
                 "the trial's Ray actor died or raised outside the trial "
                 "(node lost, out of memory, or killed); see Ray's logs"
             )
             self._fail(trial, reason)
-            return
+            return None
         report = TrialReport.from_json(result[OUTCOME_KEY])
         attrs = report.user_attrs
         bad = invalid_numbers(report)
@@ -236,7 +247,7 @@ class StudySearcher(Searcher):
                 f"the objective is not a number ({', '.join(bad)}): utility "
                 f"{attrs.get('utility')}, privacy {attrs.get('privacy')}",
             )
-            return
+            return None
         try:
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
@@ -244,15 +255,16 @@ class StudySearcher(Searcher):
                 trial.set_constraint("utility_drop", report.constraint)
         except optuna.exceptions.UpdateFinishedTrialError:
             self._lost(trial)
-            return
+            return None
         values = report.values
         self._tell(trial, values if len(values) > 1 else values[0])
         if self._state(trial) != TrialState.COMPLETE:
             self._lost(trial)
-            return
+            return None
         self.progress.update(
             trial.number, "COMPLETE", values, {**attrs, DEFENSE_ATTR: trial.user_attrs.get(DEFENSE_ATTR)}
         )
+        return report.scores
 
     def _tell(
         self, trial: optuna.Trial, values: float | Sequence[float] | None = None, state: TrialState | None = None
@@ -354,9 +366,17 @@ class Interrupted(KeyboardInterrupt):
 
 
 def run_trials(
-    opened: OpenStudy, reference: Reference, target_total: int, echo: Echo = print, *, assets: Shipped
+    opened: OpenStudy,
+    reference: Reference,
+    target_total: int,
+    echo: Echo = print,
+    *,
+    assets: Shipped,
+    on_finished: TrialObserver | None = None,
 ) -> None:
     """Run trials through Ray Tune until the study holds ``target_total`` active trials (Ray must be running).
+    ``on_finished`` is told of each trial this launcher finishes, with the trial's per-target scores: the trials
+    report them only when it is given.
 
     The launcher returns only when no trial is RUNNING: if other launchers still run trials, it waits for them;
     if one of them dies meanwhile, its trial is failed after the grace period and its setting re-run here.
@@ -366,7 +386,7 @@ def run_trials(
     progress = Progress(max(target_total - active_count(study), 0), echo)
     waiting_said = False
     with TrialHeartbeats(storage) as heartbeats:
-        searcher = StudySearcher(opened, target_total, launcher_id, heartbeats, progress, echo)
+        searcher = StudySearcher(opened, target_total, launcher_id, heartbeats, progress, echo, on_finished)
         try:
             searcher.sweep()
             runs = 0
@@ -408,6 +428,7 @@ def _tune(
             share=task_share(definition),
             assets=assets,
             timeout_s=definition.search.trial_timeout_s,
+            keep_scores=searcher.on_finished is not None,
         ),
         tune.PlacementGroupFactory(trial_bundles(definition)),
     )

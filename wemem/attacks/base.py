@@ -154,22 +154,26 @@ ATTACKS: Registry[type[Attack]] = Registry("attack", group="wemem.attacks")
 
 
 def timed_attack(
-    name: str, inputs: AttackInputs, uncertainty: bool = True
+    name: str, inputs: AttackInputs, uncertainty: bool = True, scores: dict[str, np.ndarray] | None = None
 ) -> tuple[dict[str, object], dict[str, float]]:
     """An attack's metrics on the victim's targets, and its wall seconds (``total`` and the attack's own parts).
 
     The four float metrics of :func:`wemem.metrics.attack_metrics` (what objectives read), their ``intervals``,
     the ``targets`` counts and the ``epsilon_lower_bound`` (:func:`wemem.metrics.attack_uncertainty`), and ``roc``
     points; all plain JSON, stored with the trial. ``uncertainty=False`` leaves out the intervals and the bound
-    (a thousand bootstrap resamples) where nobody reads them: per-round objectives, further target draws."""
+    (a thousand bootstrap resamples) where nobody reads them: per-round objectives, further target draws.
+    ``scores``, when given, receives the attack's per-target scores (row-aligned with ``inputs.victim_targets``):
+    they are arrays, kept out of the JSON metrics so that nothing stores them unasked."""
     start = time.perf_counter()
     attack = ATTACKS.get(name)()
-    scores, threshold = attack.decision_scores(inputs)
+    target_scores, threshold = attack.decision_scores(inputs)
     is_member = inputs.victim_targets.is_member
-    metrics: dict[str, object] = {**attack_metrics(scores, is_member, threshold)}
+    metrics: dict[str, object] = {**attack_metrics(target_scores, is_member, threshold)}
     if uncertainty:
-        metrics.update(attack_uncertainty(scores, is_member, threshold))
-    metrics["roc"] = roc_points(scores, is_member)
+        metrics.update(attack_uncertainty(target_scores, is_member, threshold))
+    metrics["roc"] = roc_points(target_scores, is_member)
+    if scores is not None:
+        scores[name] = np.asarray(target_scores, dtype=float)
     return metrics, {**attack.timings, "total": time.perf_counter() - start}
 
 
@@ -178,10 +182,11 @@ def run_attack(name: str, inputs: AttackInputs) -> dict[str, object]:
 
 
 def run_attacks_timed(
-    names: list[str], inputs: AttackInputs, uncertainty: bool = True
+    names: list[str], inputs: AttackInputs, uncertainty: bool = True, scores: dict[str, np.ndarray] | None = None
 ) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, float]]]:
-    """Every named attack's metrics and timings (see :func:`timed_attack`), keyed by attack name."""
-    runs = {name: timed_attack(name, inputs, uncertainty) for name in names}
+    """Every named attack's metrics and timings (see :func:`timed_attack`, also for ``scores``), keyed by attack
+    name."""
+    runs = {name: timed_attack(name, inputs, uncertainty, scores) for name in names}
     return {name: run[0] for name, run in runs.items()}, {name: run[1] for name, run in runs.items()}
 
 
