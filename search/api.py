@@ -418,13 +418,15 @@ def confirm(
     data_root: str | None = None,
     ray_address: str | None = None,
     stale_after: int = GRACE_PERIOD_S,
+    mlflow: str | None = None,
     echo: Echo = quiet,
 ) -> Confirmation:
     """Re-evaluate the best ``top`` settings, the paper's default (or ``compare``, a defense and its settings)
     and the reference on ``seeds`` fresh seeds, like ``wemem confirm``; judged by the study's attacks, or by
     ``attacks`` ("all", "conf,lira" or ["conf", "lira"]). Returns the stored confirmation (``candidates`` with
-    means, 95% intervals and paired differences, ``verdict`` the tuned-vs-default answer); ``echo`` gets the
-    progress lines and then what the command prints at its end."""
+    means, 95% intervals and paired differences, ``verdict`` the tuned-vs-default answer); ``mlflow``: an MLflow
+    tracking URI to log the confirmation to, like ``--mlflow``; ``echo`` gets the progress lines and then what the
+    command prints at its end."""
     from .confirm import confirm as confirm_study
 
     name, echo = _study_name(name), _echo(echo)
@@ -432,7 +434,7 @@ def confirm(
     judges, compared = attack_names(attacks), _comparison(compare)
     opened = open_study(name, _options(storage, cache_dir, data_root, ray_address, stale_after=stale_after))
     _quiet_libraries()
-    confirmation = confirm_study(opened, top, seeds, echo, judges, compared)
+    confirmation = confirm_study(opened, top, seeds, echo, judges, compared, mlflow)
     echo_confirmation(confirmation, echo)
     return confirmation
 

@@ -100,6 +100,7 @@ COMMANDS = [
     (["report", "base", "--out", "audit"], "report", ("base", "audit"), {}),
     (["delete", "base", "--yes"], "delete", ("base",), {"yes": True, "force": False}),
     (["confirm", "base", "--seeds", "4", "--attacks", "conf"], "confirm", ("base",), {"seeds": 4, "attacks": "conf"}),
+    (["confirm", "base", "--mlflow", "sqlite:///m.db"], "confirm", ("base",), {"mlflow": "sqlite:///m.db"}),
     (
         ["run", "--defense", "rmr", "--settings", "lambda_mem=0.1"],
         "run",

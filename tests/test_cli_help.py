@@ -41,8 +41,8 @@ def test_help_exits_0_and_names_the_command(argv: list[str], capsys):
         assert all(name in out for name in COMMANDS) and "95% intervals" in out
 
 
-@pytest.mark.parametrize("command", ["launch", "resume"])
-def test_launch_and_resume_offer_mlflow_tracking(command: str, capsys):
+@pytest.mark.parametrize("command", ["launch", "resume", "confirm"])
+def test_launch_resume_and_confirm_offer_mlflow_tracking(command: str, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
     assert "--mlflow URI" in capsys.readouterr().out

@@ -21,6 +21,7 @@ def _confirm(args: argparse.Namespace) -> int:
             compare=compare,
             **places(args),
             ray_address=args.ray_address,
+            mlflow=args.mlflow,
             echo=echo,
         )
     except KeyboardInterrupt as interrupt:  # main prints this advice instead of its `wemem resume` one
@@ -57,6 +58,13 @@ def _confirm_args(p: argparse.ArgumentParser) -> None:
         help="judge tuning against this setting (e.g. --compare rsw order=l2h width_fraction=0.3 "
         "stride_fraction=0.03) instead of the best of the paper's defaults the study enqueued; "
         "it is evaluated on the same seeds, and the tuned-minus-it difference is paired by seed",
+    )
+    p.add_argument(
+        "--mlflow",
+        metavar="URI",
+        default=None,
+        help="log the confirmation to the study's run at this MLflow tracking URI (over MLFLOW_TRACKING_URI; "
+        "see docs/tracking.md)",
     )
 
 
