@@ -62,7 +62,8 @@ class RecordedJSON(TypedDict):
 
     trial: int
     test_accuracy: float
-    leakage: LeakageJSON
+    leakage: LeakageJSON  # on the study's targets (draw 0), the audit's own: like is compared with like
+    scored: float  # the leakage the study scored the trial by (a mean over its repeats and target draws, if any)
     attacks: dict[str, dict[str, Any]]
     confirmed: dict[str, IntervalJSON] | None
 
@@ -184,13 +185,11 @@ def recorded_figure(opened: OpenStudy, audited: AuditedSetting) -> RecordedJSON 
             high=math.nan,
         )
     )
-    # the trial's leakage as the study scored it (a mean over its repeats when it has some), with the interval
-    # of its strongest attack on the study's targets
-    shown["value"] = metrics.privacy
     return RecordedJSON(
         trial=trial.number,
         test_accuracy=metrics.utility,
         leakage=shown,
+        scored=metrics.privacy,
         attacks=metrics.attacks,
         confirmed=confirmed_of(study, trial.number),
     )
@@ -266,7 +265,7 @@ def audit_artifact(opened: OpenStudy, checked: CheckedArtifact, map_fn: MapFn, e
     attacks = list(spec.attacks)
     sensitivity = needs_sensitivity(attacks)
     assets = prepare_assets(spec.experiment, spec.cache_dir, map_fn, log=echo)
-    echo(f"pruning the attacker's {assets.config.shadows} shadow models with {audited.setting.key()} ...")
+    echo(f"pruning the attacker's {assets.config.shadows} shadow models with {setting_words(audited.setting)} ...")
     shadows = shadows_of(opened, audited, assets, map_fn, sensitivity)
     victim = deployed_victim(artifact, assets, sensitivity)
     echo(f"querying {artifact.path.name} and running the attacks {', '.join(attacks)} ...")
@@ -317,7 +316,11 @@ def leakage_text(found: Mapping[str, Any]) -> str:
 
 
 def setting_text(record: AuditRecord) -> str:
-    return f"{record['defense']} {json.dumps(record['settings'], sort_keys=True)}"
+    return setting_words(Setting.recorded(record["defense"], record["settings"]))
+
+
+def setting_words(setting: Setting) -> str:
+    return f"{setting.defense} {json.dumps(setting.settings, sort_keys=True)}"
 
 
 def interval_text(ci: IntervalJSON) -> str:
@@ -400,9 +403,14 @@ def audit_lines(record: AuditRecord) -> list[str]:
         }[difference["leakage_within_recorded_interval"]]
         lines += [
             (
-                f"  recorded (trial #{recorded['trial']}, the study's own evaluation): test accuracy "
-                f"{recorded['test_accuracy']:.4f}; leakage (strongest attack {recorded['leakage']['attack']}) "
+                f"  recorded (trial #{recorded['trial']}, the study's own evaluation on the same targets): test "
+                f"accuracy {recorded['test_accuracy']:.4f}; leakage (strongest attack {recorded['leakage']['attack']}) "
                 f"{leakage_text(recorded['leakage'])}"
+                + (
+                    ""
+                    if recorded["scored"] == recorded["leakage"]["value"]
+                    else f"; the study scored it {recorded['scored']:.4f} (its mean over repeats and target draws)"
+                )
             ),
             f"  difference (file - recorded): leakage {difference['leakage']:+.4f} ({within}), "
             f"test accuracy {difference['test_accuracy']:+.4f}"
