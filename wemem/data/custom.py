@@ -26,7 +26,7 @@ import collections
 import dataclasses
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ import torch
 
 from .. import plugins
 from ..errors import WememError, capped, require
-from .loaders import MIN_NPZ_SAMPLES, check_arrays, check_class_counts, official_split
+from .loaders import MIN_NPZ_SAMPLES, byte_count, check_arrays, check_class_counts, official_split
 from .registry import (
     DATASETS,
     DataOptions,
@@ -335,12 +335,55 @@ def _duplicate_columns(kind: str, path: Path, frame: pd.DataFrame) -> list[str]:
     return [str(name) for name, count in collections.Counter(map(str, names)).items() if count > 1 and name]
 
 
+# The largest table read: pandas holds it whole (8 bytes a number), and the encoded features and their split copy
+# add about as much again as float32 (docs/big_tables.md: 1,000,000 x 50 peaks near 3.5 times its float32
+# features). Checked from the file's size (a CSV number and its comma take about the 8 bytes it takes in memory)
+# or a parquet file's metadata, before anything is read; a bigger table is sampled or read by a loader plug-in.
+MAX_TABLE_BYTES = 4 * 2**30
+# float64 work space for one block of columns while a table is encoded: bounds the encoding's own copies
+ENCODING_BLOCK_BYTES = 64 * 2**20
+
+
+def table_size(kind: str, path: Path) -> tuple[int, str]:
+    """The bytes a table takes in memory as pandas numbers, estimated without reading it, and how."""
+    if kind == "parquet":
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]  # pyarrow ships no type information
+
+        metadata = pq.read_metadata(path)
+        return 8 * metadata.num_rows * metadata.num_columns, f"{metadata.num_rows:,} rows x {metadata.num_columns}"
+    size = path.stat().st_size
+    return size, f"a {byte_count(size)} file"
+
+
+def check_table_size(kind: str, path: Path, name: str) -> None:
+    size, what = table_size(kind, path)
+    require(
+        size <= MAX_TABLE_BYTES,
+        f"dataset {name!r}: {path} is {what}, about {byte_count(size)} in memory, above the "
+        f"{byte_count(MAX_TABLE_BYTES)} that wemem reads as a table; refused before reading it. Train on a "
+        f"sample of the rows (e.g. DataFrame.sample(n=...).to_{kind}(...)), or write a loader plug-in "
+        f"(package.module:loader, see own_model.md) that returns numpy arrays, read in chunks",
+    )
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """A parquet file as pandas' read_parquet gives it, converted column by column: pandas' own reader holds the
+    Arrow table and the frame whole at once (twice the table), while a self-destructing conversion frees each
+    Arrow column once converted and keeps the columns as separate blocks (no consolidating copy)."""
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]  # pyarrow ships no type information
+
+    return pq.read_table(path).to_pandas(split_blocks=True, self_destruct=True)
+
+
 def read_table(kind: str, path: Path) -> pd.DataFrame:
     name = f"{kind}:{path}"
     require(path.exists(), f"dataset {name!r}: {path} does not exist; give the path of your table")
     require(path.is_file(), f"dataset {name!r}: {path} is a folder; give the table file in it")
     try:
-        frame = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+        check_table_size(kind, path, name)
+        frame = pd.read_csv(path) if kind == "csv" else read_parquet(path)
+    except WememError:
+        raise
     except UnicodeDecodeError as error:
         found = _text_instead_of_utf8(path, error)
         if found is None:
@@ -393,15 +436,25 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def column_blocks(columns: list[Any], rows: int) -> Iterator[list[Any]]:
+    """``columns`` in consecutive blocks of at most :data:`ENCODING_BLOCK_BYTES` as float64: a block is one
+    selection (selecting a wide table's columns one by one costs ~0.3 ms each), and a long table's block is
+    a few columns, so no copy of the whole table is made."""
+    width = max(1, ENCODING_BLOCK_BYTES // max(8 * rows, 1))
+    for start in range(0, len(columns), width):
+        yield columns[start : start + width]
+
+
 def fit_encoding(frame: pd.DataFrame, label: str, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """How a table becomes arrays: per feature column (in table order) standardization of numbers (mean and
     population standard deviation over all rows) or one-hot categories (sorted as text); the classes sorted."""
     features = [column for column in frame.columns if column != label and column not in exclude]
     dtypes = _dtypes(frame)
     numeric = [column for column in features if not _is_categorical(dtypes[column])]
-    # the numbers as one block: selecting a wide table's columns one by one costs ~0.3 ms each
-    block = frame[numeric].to_numpy(dtype=np.float64)
-    scales = {column: _standardization(block[:, j]) for j, column in enumerate(numeric)}
+    scales = {}
+    for block_columns in column_blocks(numeric, len(frame)):
+        block = frame[block_columns].to_numpy(dtype=np.float64)
+        scales.update({column: _standardization(block[:, j]) for j, column in enumerate(block_columns)})
     columns = [
         {"column": str(column), "kind": "numeric", **scales[column]}
         if column in scales
@@ -454,8 +507,9 @@ def check_encoding(encoding: Any, source: str) -> dict[str, Any]:
 def encode_table(frame: pd.DataFrame, encoding: dict[str, Any], source: str = "table") -> tuple[np.ndarray, np.ndarray]:
     """Features ``x`` (float32) and class indices ``y`` of a table, encoded exactly as ``encoding`` says.
 
-    Every check and the numeric columns' standardization run on whole blocks, so the cost grows linearly with the
-    number of columns (a table may have 100,000)."""
+    Every check and the numeric columns' standardization run on blocks of columns (:func:`column_blocks`), so the
+    cost grows linearly with the number of columns (a table may have 100,000) and the memory beyond ``frame`` and
+    ``x`` stays within one block whatever the number of rows."""
     specs = encoding["columns"]
     names = [spec["column"] for spec in specs]
     absent = [column for column in names if column not in frame.columns]
@@ -464,14 +518,14 @@ def encode_table(frame: pd.DataFrame, encoding: dict[str, Any], source: str = "t
             f"{source}: the encoding has column {absent[0]!r}, which the table lacks; its columns: "
             f"{', '.join(map(str, frame.columns))}"
         )
-    features = frame[names]
-    missing = features.isna().sum().to_numpy()
-    if missing.any():
-        first = int(np.flatnonzero(missing)[0])
-        raise WememError(
-            f"{source}: column {names[first]!r} has {missing[first]} missing (NaN) value(s); fill or "
-            f"drop those rows first"
-        )
+    for block_names in column_blocks(names, len(frame)):
+        missing = frame[block_names].isna().sum().to_numpy()
+        if missing.any():
+            first = int(np.flatnonzero(missing)[0])
+            raise WememError(
+                f"{source}: column {block_names[first]!r} has {missing[first]} missing (NaN) value(s); fill or "
+                f"drop those rows first"
+            )
     dtypes = _dtypes(frame)
     numeric = [j for j, spec in enumerate(specs) if spec["kind"] == "numeric"]
     not_numbers = [names[j] for j in numeric if _is_categorical(dtypes[names[j]])]
@@ -480,24 +534,25 @@ def encode_table(frame: pd.DataFrame, encoding: dict[str, Any], source: str = "t
             f"{source}: column {not_numbers[0]!r} was numeric when encoded, now holds "
             f"{dtypes[not_numbers[0]]} values; give it numbers"
         )
-    values = features.iloc[:, numeric].to_numpy(dtype=np.float64)
-    infinite = np.count_nonzero(~np.isfinite(values), axis=0)
-    if infinite.any():
-        first = int(np.flatnonzero(infinite)[0])
-        raise WememError(
-            f"{source}: column {names[numeric[first]]!r} holds {infinite[first]} infinite value(s); "
-            f"clip or drop those rows"
-        )
     widths = [1 if spec["kind"] == "numeric" else len(spec["categories"]) for spec in specs]
     offsets = np.cumsum([0, *widths[:-1]]).astype(np.int64)
     x = np.empty((len(frame), sum(widths)), dtype=np.float32)
-    means = np.asarray([specs[j]["mean"] for j in numeric], dtype=np.float64)
-    stds = np.asarray([specs[j]["std"] for j in numeric], dtype=np.float64)
-    x[:, offsets[numeric]] = (values - means) / stds
+    for block in column_blocks(numeric, len(frame)):
+        values = frame[[names[j] for j in block]].to_numpy(dtype=np.float64)
+        infinite = np.count_nonzero(~np.isfinite(values), axis=0)
+        if infinite.any():
+            first = int(np.flatnonzero(infinite)[0])
+            raise WememError(
+                f"{source}: column {names[block[first]]!r} holds {infinite[first]} infinite value(s); "
+                f"clip or drop those rows"
+            )
+        values -= np.asarray([specs[j]["mean"] for j in block])
+        values /= np.asarray([specs[j]["std"] for j in block])
+        x[:, offsets[block]] = values
     for j, spec in enumerate(specs):
         if spec["kind"] == "numeric":
             continue
-        column = features.iloc[:, j].astype(str)
+        column = frame[names[j]].astype(str)
         unseen = sorted(set(column) - set(spec["categories"]))
         require(
             not unseen,
@@ -611,9 +666,8 @@ def member_mask(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
     return values.to_numpy().astype(bool)
 
 
-def load_table(kind: str, path: Path, seed: int, options: DataOptions) -> Pools:
-    name = f"{kind}:{path}"
-    frame = read_table(kind, path)
+def label_column(frame: pd.DataFrame, options: DataOptions, name: str) -> str:
+    """The table's label column (``[data] label`` or the default), checked to exist and hold two classes."""
     columns = ", ".join(map(str, frame.columns))
     label = options.label or DEFAULT_LABEL
     require(
@@ -622,14 +676,21 @@ def load_table(kind: str, path: Path, seed: int, options: DataOptions) -> Pools:
         f'the table\'s label column with [data] label = "COLUMN" (wemem run: --label COLUMN); the columns '
         f"are: {columns}",
     )
-    options = dataclasses.replace(options, label=label)
-    labels = frame[options.label]
+    labels = frame[label]
     constant = _plain(labels.dropna().iloc[0]) if labels.notna().any() else "empty"
     require(
         labels.nunique(dropna=True) >= 2,
-        f"dataset {name!r}: the label column {options.label!r} is constant "
+        f"dataset {name!r}: the label column {label!r} is constant "
         f"({constant!r}); a classifier needs at least two classes",
     )
+    return label
+
+
+def load_table(kind: str, path: Path, seed: int, options: DataOptions) -> Pools:
+    name = f"{kind}:{path}"
+    frame = read_table(kind, path)
+    label = label_column(frame, options, name)
+    options = dataclasses.replace(options, label=label)
     if options.encoding is not None:  # the study's own encoding already says which columns are features
         encoding = check_encoding(options.encoding, f"dataset {name!r}")
     else:
@@ -642,6 +703,7 @@ def load_table(kind: str, path: Path, seed: int, options: DataOptions) -> Pools:
         if options.needs_members and options.member_column
         else None
     )
+    del frame  # the table is encoded: freed before the split copies the features
     pools = pools_of_pool(name, x, y, seed, options, len(encoding["classes"]), members)
     return dataclasses.replace(pools, encoding=encoding)
 
