@@ -1,5 +1,5 @@
-"""MLflow tracking: a study as a parent run, each finished trial as a run nested under it, a confirmation as a
-summary on the parent.
+"""MLflow tracking: a study as a parent run, each finished trial as a run nested under it (logged as the study is
+told its outcome, with its per-target scores), a confirmation as a summary on the parent.
 
 We write runs with MLflow's own ``MlflowClient`` rather than optuna-integration's ``MLflowCallback``: that is an
 ``optimize()`` callback, and our launcher never calls ``optimize()`` (its Tune searcher asks and tells the study

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 from ray import tune
@@ -66,7 +66,11 @@ class TrialReport:
     scores: bytes | None = None
 
     def to_json(self) -> str:
-        data = {"values": self.values, "constraint": self.constraint, "user_attrs": dict(self.user_attrs)}
+        data: dict[str, object] = {
+            "values": self.values,
+            "constraint": self.constraint,
+            "user_attrs": dict(self.user_attrs),
+        }
         if self.scores is not None:
             data["scores"] = base64.b64encode(self.scores).decode("ascii")
         return json.dumps(data)
@@ -84,9 +88,14 @@ def scores_archive(result: ExperimentResult) -> bytes:
     of the first repeat -- the draw the trial's ROC points and intervals describe. A few thousand targets make
     tens of KB, small enough to travel in the trial's Tune result."""
     assert result.victim_targets is not None  # set by every run_experiment
-    arrays = {f"score.{name}": scores for name, scores in result.attack_scores.items()}
+    # Any: numpy's stub types the keyword arrays like its allow_pickle flag
+    arrays: dict[str, Any] = {
+        "index": result.victim_targets.indices,
+        "member": result.victim_targets.is_member,
+        **{f"score.{name}": scores for name, scores in result.attack_scores.items()},
+    }
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, index=result.victim_targets.indices, member=result.victim_targets.is_member, **arrays)
+    np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
 
 
