@@ -230,9 +230,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         else:
             risky, general = risk_batches(rows, self.memscores[rows], self.tau, self.batch_size, self.generator)
             batches = risky + general
-        # minibatches cuts an empty set into one empty batch: a step on it would train on nothing (a
-        # weight-decay-only Adam step), so an epoch without risky (or general) rows has no such batch here
-        return [batch for batch in batches if len(batch)]
+        return batches
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.batches():

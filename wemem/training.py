@@ -102,8 +102,12 @@ def minibatches(
 
     A trailing batch of one row joins the batch before it: BatchNorm cannot train on one row (its batch variance
     is undefined), and dropping the row would change what an RSW window trains on. A set of one row stays one
-    batch, and ``batch_size`` 1 asks for single rows.
+    batch, and ``batch_size`` 1 asks for single rows. No rows give no batch (``torch.split`` would give one
+    empty batch, whose Adam step would still apply the weight decay): an exhausted RSW window then ends its
+    round, and an RMR epoch without risky rows takes no risky step.
     """
+    if len(indices) == 0:
+        return []
     if shuffle:
         indices = indices[torch.randperm(len(indices), generator=generator)]
     batches = list(torch.split(indices, batch_size))
