@@ -336,7 +336,7 @@ def _duplicate_columns(kind: str, path: Path, frame: pd.DataFrame) -> list[str]:
 
 
 # The largest table read: pandas holds it whole (8 bytes a number), and the encoded features and their split copy
-# add about as much again as float32 (docs/big_tables.md: 1,000,000 x 50 peaks near 3.5 times its float32
+# add about as much again as float32 (docs/big_tables.md: 1,000,000 x 50 peaks at 3 to 4 times its float32
 # features). Checked from the file's size (a CSV number and its comma take about the 8 bytes it takes in memory)
 # or a parquet file's metadata, before anything is read; a bigger table is sampled or read by a loader plug-in.
 MAX_TABLE_BYTES = 4 * 2**30
@@ -370,7 +370,7 @@ def read_parquet(path: Path) -> pd.DataFrame:
     """A parquet file as pandas' read_parquet gives it, converted column by column: pandas' own reader holds the
     Arrow table and the frame whole at once (twice the table), while a self-destructing conversion frees each
     Arrow column once converted and keeps the columns as separate blocks (no consolidating copy)."""
-    import pyarrow.parquet as pq  # type: ignore[import-untyped]  # pyarrow ships no type information
+    import pyarrow.parquet as pq
 
     return pq.read_table(path).to_pandas(split_blocks=True, self_destruct=True)
 
