@@ -450,6 +450,8 @@ def plot(series: dict[str, list[dict[str, Any]]], exponents: dict[str, dict[str,
                 axis.set_xticks(xs, labels)
             elif key in ("n", "features"):
                 axis.set_xscale("log")
+                axis.set_xticks(xs, [f"{x:,.0f}" for x in xs])
+                axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_yscale("log")
         ax.set(ylabel="CPU seconds (one process, one thread)", title=f"one trial's stages against {axes_of[key]}")
         mem.set(ylabel="MiB", title="peak resident memory")
