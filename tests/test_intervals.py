@@ -27,6 +27,7 @@ from wemem.uncertainty import (
     clopper_pearson,
     epsilon_lower_bound,
     min_false_positives,
+    resample_batch,
     tpr_from_ranks,
     tpr_resolution,
     unresolvable_text,
@@ -113,6 +114,28 @@ def test_intervals_equal_scipy_bootstrap_of_the_plain_statistics() -> None:
         assert intervals[name] == pytest.approx(
             [expected.confidence_interval.low[i], expected.confidence_interval.high[i]], abs=1e-12
         ), name
+
+
+def test_a_large_target_set_is_resampled_in_batches_of_bounded_size() -> None:
+    assert resample_batch(600) is None and resample_batch(2097) is None  # every replicate at once: scipy's draws
+    assert resample_batch(21120) == 2**21 // 21120 == 99
+    rng = np.random.default_rng(5)
+    scores, is_member = tied_scores(rng, 1500, 1500), members_first(1500, 1500)
+    predicted = scores >= 0.3
+    ranks = np.unique(scores, return_inverse=True)[1].astype(float)
+    rows = np.stack([ranks, predicted.astype(float)])
+    expected = stats.bootstrap(
+        (rows[:, is_member], rows[:, ~is_member]),
+        lambda m, n, axis=-1: np.stack([0.5 * (m[1].mean(axis) + 1 - n[1].mean(axis))]),
+        n_resamples=1000,
+        batch=resample_batch(3000),
+        vectorized=True,
+        axis=-1,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    )
+    low, high = bootstrap_intervals(scores, is_member, predicted)["balanced_accuracy"]
+    assert [low, high] == pytest.approx([expected.confidence_interval.low[0], expected.confidence_interval.high[0]])
 
 
 def test_intervals_hold_the_point_values_and_are_seeded() -> None:
