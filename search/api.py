@@ -576,15 +576,18 @@ def report(
 @dataclass(frozen=True)
 class StudyStatus:
     """What ``wemem status NAME`` shows: the study's summary, then one line per trial, with why a trial failed
-    or why a RUNNING trial's launcher looks dead (``health``: trial number -> reason, None while alive)."""
+    or why a RUNNING trial's launcher looks dead (``health``: trial number -> reason, None while alive), then one
+    line per audit of a shipped file (``wemem audit``)."""
 
     study: StudyResult
     health: Mapping[int, str | None]
 
     def lines(self) -> list[str]:
+        from .results._artifact_audit import audited_lines
         from .results._text import summary_lines, trial_table_lines
 
-        return summary_lines(self.study.opened) + trial_table_lines(self.study.opened, dict(self.health))
+        opened = self.study.opened
+        return summary_lines(opened) + trial_table_lines(opened, dict(self.health)) + audited_lines(opened.study)
 
 
 @dataclass(frozen=True)

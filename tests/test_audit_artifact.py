@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from test_bad_input import BASE_STUDY
 
 from search import api
 from search.cli import main
-from search.results._artifact_audit import AUDITS_ATTR
+from search.storage._records import artifact_audit_key, store_artifact_audit, stored_artifact_audits
 from wemem.artifact import ArtifactMeta, export_onnx, load_safetensors
 from wemem.defenses import Setting
 from wemem.models import build_model
@@ -50,7 +51,7 @@ def audit(place: dict[str, Any], file: Path, **options: Any) -> api.ArtifactAudi
 
 
 def audits(place: dict[str, Any]) -> list[dict[str, Any]]:
-    return optuna.load_study(study_name="base", storage=place["url"]).user_attrs.get(AUDITS_ATTR, [])
+    return stored_artifact_audits(optuna.load_study(study_name="base", storage=place["url"]))
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +127,35 @@ def test_a_file_without_metadata_is_audited_under_the_setting_its_export_names(p
     record = audit(place, bare, export_file=place["folder"] / "best.toml").record
     assert record["setting_from"] == f"export file {place['folder'] / 'best.toml'}"
     assert record["attacks"] == place["evaluation"]["reproduced"]["attacks"] and record["claimed_sparsity"] is None
+
+
+def test_status_lists_each_audit_with_its_hash_leakage_and_recorded_figure(
+    place: dict[str, Any], shipped: dict[str, Any]
+):
+    lines = api.status("base", storage=place["url"]).lines()
+    start = lines.index("audited artifacts (leakage [95% interval], see `wemem report`):")
+    listed = lines[start + 1 :]
+    assert len(listed) == len(audits(place))
+    line = next(line for line in listed if shipped["sha256"][:12] in line)
+    found = shipped["leakage"]  # the tiny study's trial 0 was stored with its leakage only: it has no interval
+    assert line == (
+        f"  model.safetensors sha256 {shipped['sha256'][:12]}: leakage {found['value']:.4f} "
+        f"[{found['low']:.4f}, {found['high']:.4f}] vs recorded 0.5500 no interval stored (trial #0)"
+    )
+
+
+def test_two_audits_stored_at_once_are_both_kept_in_time_order(tmp_path: Path):
+    """Each audit is one row of its own: two writers that read the study before either wrote keep both."""
+    url = f"sqlite:///{tmp_path / 'wemem.db'}"
+    optuna.create_study(study_name="s", storage=url)
+    first, second = (optuna.load_study(study_name="s", storage=url) for _ in range(2))
+    assert stored_artifact_audits(first) == stored_artifact_audits(second) == []
+    now, sha256 = datetime.now(UTC), "a" * 64
+    assert artifact_audit_key(sha256, now) != artifact_audit_key(sha256, now)  # the same file audited at once
+    store_artifact_audit(first, sha256, {"file": "first.onnx"})
+    store_artifact_audit(second, sha256, {"file": "second.onnx"})
+    stored = stored_artifact_audits(optuna.load_study(study_name="s", storage=url))
+    assert [audit["file"] for audit in stored] == ["first.onnx", "second.onnx"]
 
 
 # ------------------------------------------------------------------------------------------------ bad input

@@ -28,8 +28,7 @@ from .config import ExperimentConfig
 from .data import Pools
 from .errors import WememError, capped
 from .models import prunable_parameters
-from .parallel import job_seed
-from .pipeline import PrunedModel, attack_targets
+from .pipeline import PrunedModel, pruning_seed, sensitivity_rows
 from .plugins import file_sha256
 
 ArtifactKind = Literal["onnx", "safetensors"]
@@ -184,9 +183,9 @@ def deployed_victim(artifact: DeployedArtifact, assets: StudyAssets, sensitivity
 
     probed = None
     if sensitivity:
-        rows = attack_targets(assets, 0).indices
-        seed = job_seed(assets.config.seed, "prune", 0, 0)  # PruningRun's seed for the victim's first fine-tuning
-        measured = probed_sensitivity(artifact.probabilities, pools.x[torch.as_tensor(rows)], seed).numpy()
+        rows = sensitivity_rows(assets, 0)
+        queries = pools.x[torch.as_tensor(rows)]
+        measured = probed_sensitivity(artifact.probabilities, queries, pruning_seed(assets, 0)).numpy()
         probed = np.full((len(pools.y), pools.num_classes), np.nan, dtype=measured.dtype)
         probed[rows] = measured
     return PrunedModel(

@@ -111,11 +111,7 @@ class PruningRun:
     ):
         start = time.perf_counter()
         self.name, self.split = assets.split.models()[model_index]
-        # the rows the attacks will read (SAMIA's sensitivities are measured there only): the first draw's
-        # targets, then those only the further draws (``[search] repeats`` over targets) add
-        first = attack_targets(assets, model_index, draws[0]).indices
-        more = [attack_targets(assets, model_index, d).indices for d in draws[1:]]
-        self.target_rows = np.concatenate([first, np.setdiff1d(np.concatenate(more), first)]) if more else first
+        self.target_rows = sensitivity_rows(assets, model_index, draws)
         self.pools, self.config, self.defense = on_training_device(assets.pools), assets.config, defense
         self.seed, self.keep_state, self.sensitivity = seed, keep_state, sensitivity
         self.schedule = fine_tuning_schedule(pruning)
@@ -274,6 +270,20 @@ class PruningJob:
     draws: tuple[int, ...] = (0,)  # the target draws the model will be attacked on
 
 
+def pruning_seed(assets: StudyAssets, model_index: int, repeat: int = 0) -> int:
+    """The seed of a model's pruning run: its fine-tuning's and its output-sensitivity probes' (SAMIA), so a
+    shipped copy of the model is probed as the engine probed it (:mod:`wemem.deployed`)."""
+    return job_seed(assets.config.seed, "prune", model_index, repeat)
+
+
+def sensitivity_rows(assets: StudyAssets, model_index: int, draws: tuple[int, ...] = (0,)) -> np.ndarray:
+    """The rows where a model's output sensitivities (SAMIA) are probed: the rows the attacks will read, i.e. the
+    first draw's targets, then those only the further draws (``[search] repeats`` over targets) add."""
+    first = attack_targets(assets, model_index, draws[0]).indices
+    more = [attack_targets(assets, model_index, d).indices for d in draws[1:]]
+    return np.concatenate([first, np.setdiff1d(np.concatenate(more), first)]) if more else first
+
+
 def pruning_run(assets: StudyAssets, job: PruningJob) -> PruningRun:
     """One model of one experiment, built where the job runs (the assets arrive as an argument), with a defense
     of its own: a defense holds its model's state."""
@@ -282,7 +292,7 @@ def pruning_run(assets: StudyAssets, job: PruningJob) -> PruningRun:
         job.model_index,
         job.setting.make(),
         job.pruning,
-        job_seed(assets.config.seed, "prune", job.model_index, job.repeat),
+        pruning_seed(assets, job.model_index, job.repeat),
         job.keep_state,
         job.sensitivity,
         draws=job.draws,

@@ -40,7 +40,12 @@ def _apply(args: argparse.Namespace) -> int:
 
 def _apply_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("export_file", help="a file written by `wemem export`")
-    p.add_argument("--out", required=True, help="output folder for model.pt and evaluation.json")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder for model.safetensors, model.sparse.safetensors, model.onnx, model_card.md/.json, "
+        "model.pt and evaluation.json",
+    )
     p.add_argument("--trial", type=int, default=None, help="which trial of an exported Pareto set")
     p.add_argument(
         "--allow-code",

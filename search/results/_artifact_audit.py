@@ -34,15 +34,20 @@ from wemem.pipeline import PrunedModel, PruningJob, prune_job, run_attack_stage
 from ..confirm import Confirmation
 from ..confirm._confirmation import IntervalJSON
 from ..exceptions import BadInputError
-from ..storage._records import TrialMetrics, check_stored_code, migrate, stored_confirmation, trial_setting, without_roc
+from ..storage._records import (
+    TrialMetrics,
+    check_stored_code,
+    store_artifact_audit,
+    stored_artifact_audits,
+    stored_confirmation,
+    trial_setting,
+    without_roc,
+)
 from ..study import OpenStudy
 from ..studyfile._exports import read_export
 from ._apply import select_record
 from ._text import INTERVAL_NOTE, METRIC_LABELS, metric_text
 
-# A study attribute: every audit of a file, oldest first. Added without a schema version step: an older
-# wemem-search ignores an attribute it does not know, and a study stored before it simply has no audits.
-AUDITS_ATTR = "artifact_audits"
 DRAW = 0  # the study's own targets: the draw every recorded figure's intervals are measured on
 
 
@@ -78,7 +83,8 @@ class DifferenceJSON(TypedDict):
 
 
 class AuditRecord(TypedDict):
-    """One audit as stored in the study (``artifact_audits``) and returned by ``search.api.audit``."""
+    """One audit as stored in the study (``search.storage._records.store_artifact_audit``) and returned by
+    ``search.api.audit``."""
 
     time: str
     file: str
@@ -291,20 +297,8 @@ def audit_artifact(opened: OpenStudy, checked: CheckedArtifact, map_fn: MapFn, e
         difference=difference_of(victim.test_accuracy, found, artifact.sparsity, spec.pruning.sparsity, recorded),
         notes=serving_notes(audited.setting),
     )
-    store_audit(opened.study, record)
+    store_artifact_audit(opened.study, artifact.sha256, record)
     return record
-
-
-def stored_audits(study: optuna.Study) -> list[AuditRecord]:
-    """Every stored audit of the study, oldest first."""
-    audits: list[AuditRecord] = study.user_attrs.get(AUDITS_ATTR, [])
-    return audits
-
-
-def store_audit(study: optuna.Study, record: AuditRecord) -> None:
-    """Append an audit to the study's (a study attribute: no trial is touched)."""
-    migrate(study)
-    study.set_user_attr(AUDITS_ATTR, [*stored_audits(study), record])
 
 
 # ------------------------------------------------------------------------------------------------ printed
@@ -315,7 +309,7 @@ def leakage_text(found: Mapping[str, Any]) -> str:
     return f"{found['value']:.4f} {interval}"
 
 
-def setting_text(record: AuditRecord) -> str:
+def setting_text(record: Mapping[str, Any]) -> str:
     return setting_words(Setting.recorded(record["defense"], record["settings"]))
 
 
@@ -427,3 +421,18 @@ def audit_lines(record: AuditRecord) -> list[str]:
         + [f"  note: {note}" for note in record["notes"]]
         + [f"attacks ({INTERVAL_NOTE}):", attack_table(record), *resolution_note(record)]
     )
+
+
+def audited_lines(study: optuna.Study) -> list[str]:
+    """What ``wemem status`` shows of the study's audits of shipped files, one line each, oldest first (nothing
+    when there are none)."""
+    lines = [
+        f"  {audit['file']} sha256 {audit['sha256'][:12]}: leakage {leakage_text(audit['leakage'])}"
+        + (
+            ", no recorded figure"
+            if audit["recorded"] is None
+            else f" vs recorded {leakage_text(audit['recorded']['leakage'])} (trial #{audit['recorded']['trial']})"
+        )
+        for audit in stored_artifact_audits(study)
+    ]
+    return ["audited artifacts (leakage [95% interval], see `wemem report`):", *lines] if lines else []

@@ -29,6 +29,7 @@ from ..storage._records import (
     ReferenceRecord,
     TrialMetrics,
     fail_reason,
+    stored_artifact_audits,
     stored_environment,
     stored_fingerprint,
     stored_own_code,
@@ -38,7 +39,7 @@ from ..storage._records import (
 from ..storage._urls import redact
 from ..study import OpenStudy, best_trials
 from ..studyfile import StudyDefinition
-from ._artifact_audit import LeakageJSON, setting_text, stored_audits
+from ._artifact_audit import LeakageJSON, setting_text
 from ._export import TrialRecordJSON, trial_record
 from ._text import METRIC_LABELS, headline, judges_for
 
@@ -236,7 +237,7 @@ def audited_artifacts(study: optuna.Study) -> list[AuditedArtifactJSON]:
             recorded=None if audit["recorded"] is None else audit["recorded"]["leakage"],
             leakage_difference=None if audit["difference"] is None else audit["difference"]["leakage"],
         )
-        for audit in stored_audits(study)
+        for audit in stored_artifact_audits(study)
     ]
 
 

@@ -1,11 +1,11 @@
 """What a study stores, in one place: every user-attribute name wemem writes, and its reader and writer.
 
 Study attributes: the validated definition, where it was launched (cache folder, data root), the undefended
-reference, the assets' fingerprint, where the shared work ran, and the confirmations (the latest, those of other
-attack suites, and every finished confirmation run). Trial attributes: the setting (defense, settings) and the
-metrics the objective wrote (``objectives.TrialOutcome.user_attrs``), plus the lifecycle's own (why a trial
-failed, which launcher ran it, whether it was a surplus ask, warm starts) and one system attribute (the launcher
-process).
+reference, the assets' fingerprint, where the shared work ran, the confirmations (the latest, those of other
+attack suites, and every finished confirmation run), and the audits of shipped model files. Trial attributes:
+the setting (defense, settings) and the metrics the objective wrote (``objectives.TrialOutcome.user_attrs``), plus
+the lifecycle's own (why a trial failed, which launcher ran it, whether it was a surplus ask, warm starts) and one
+system attribute (the launcher process).
 
 The study's ``schema_version`` names the shape of the rest. A study stored in an earlier shape is brought to
 :data:`SCHEMA_VERSION` by :func:`migrate` before this code writes to it (launch, resume and confirm all write), and
@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import optuna
@@ -49,6 +51,10 @@ ENVIRONMENT_ATTR = "environment"  # what the latest launcher ran with: Python, p
 CONFIRMATION_ATTR = "confirmation"  # the latest confirmation (what status, export and report read)
 RUNS_ATTR = "confirmation_runs"  # + ":<suite>": every finished confirmation run, by setting and seed
 VALIDITY_ATTR = "validity"  # the validity checks (wemem.validity), by name: the latest launcher's outcome of each
+# + ":<UTC time>:<sha256 prefix>:<random>": one `wemem audit` of a shipped file, under a key of its own, so that two
+# audits at the same moment each write one row and neither rewrites the other's. Added without a schema version
+# step: an older wemem-search ignores an attribute it does not know, and a study stored before has no audits.
+ARTIFACT_AUDIT_ATTR = "artifact_audit"
 SCHEMA_VERSION_ATTR = "schema_version"  # the shape of everything else the study stores (absent: 1)
 SCHEMA_VERSION = 2  # the shape this code writes and reads
 
@@ -340,6 +346,23 @@ def confirmation_runs(study: optuna.Study, suite: str) -> dict[str, Any]:
 
 def store_confirmation_runs(study: optuna.Study, suite: str, runs: Mapping[str, object]) -> None:
     _set(study, f"{RUNS_ATTR}:{suite}", runs)
+
+
+def artifact_audit_key(sha256: str, now: datetime) -> str:
+    """An audit's own key: its time first (to the microsecond, fixed width, so keys sort in time order), the
+    file's hash prefix for a reader of the raw attributes, and a random part that no concurrent audit shares."""
+    return f"{ARTIFACT_AUDIT_ATTR}:{now.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}:{sha256[:12]}:{uuid.uuid4().hex[:8]}"
+
+
+def store_artifact_audit(study: optuna.Study, sha256: str, record: Mapping[str, object]) -> None:
+    """Add one audit of a shipped file (a study attribute: no trial is touched)."""
+    _set(study, artifact_audit_key(sha256, datetime.now(UTC)), to_json(record))
+
+
+def stored_artifact_audits(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every stored audit of a shipped file, oldest first."""
+    attrs = _attrs(study)
+    return [attrs[key] for key in sorted(key for key in attrs if key.startswith(ARTIFACT_AUDIT_ATTR + ":"))]
 
 
 @dataclass(frozen=True)
