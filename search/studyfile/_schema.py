@@ -42,12 +42,32 @@ MAX_NAME_LENGTH = 100
 
 
 class StudySection(_Section):
-    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.\-]+$")
-    n_trials: int = Field(default=20, ge=1)
-    seed: int = Field(default=_EXPERIMENT.seed, ge=0, le=MAX_SEED)
-    # tpe (multivariate, grouped), random, gp (Optuna's GPSampler), nsgaii (pareto studies only); see
-    # search.study._lifecycle.make_sampler
-    sampler: Literal["tpe", "random", "gp", "nsgaii"] = "tpe"
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="the study's name in the storage, which every other command (resume, confirm, export, report) "
+        "takes; launching an existing name continues that study",
+    )
+    n_trials: int = Field(
+        default=20,
+        ge=1,
+        description="the trial budget, shared by every launcher of the study and counting the enqueued paper's "
+        "defaults and warm starts; `wemem resume --n-trials N` adds more",
+    )
+    seed: int = Field(
+        default=_EXPERIMENT.seed,
+        ge=0,
+        le=MAX_SEED,
+        description="seeds the data split, the pretrained victim and shadows, the mem-scores, the attacks and the "
+        "creating launcher's sampler; `wemem confirm` then replicates on fresh seeds",
+    )
+    sampler: Literal["tpe", "random", "gp", "nsgaii"] = Field(
+        default="tpe",
+        description="how Optuna proposes settings: multivariate TPE grouped by defense, random (the baseline), gp "
+        "(a Gaussian process, for few expensive trials) or nsgaii (pareto studies only); model-based samplers "
+        "start after a quarter of the budget (2 to 10 trials)",
+    )
 
 
 def known(check: Callable[[str], str], value: str) -> str:
@@ -59,19 +79,35 @@ def known(check: Callable[[str], str], value: str) -> str:
 
 
 class DataSection(_Section):
-    # a registered name, prefix:PATH (npz:, imagefolder:, csv:, parquet:; a relative PATH is relative to the
-    # study file's folder) or a loader plug-in package.module:loader
-    dataset: str = _EXPERIMENT.dataset
-    data_root: str | None = None
-    shadows: int = Field(default=_EXPERIMENT.shadows, ge=1)
+    dataset: str = Field(
+        default=_EXPERIMENT.dataset,
+        description="the data: a registered name, prefix:PATH (npz:, imagefolder:, csv:, parquet:; a relative PATH "
+        "is relative to the study file's folder) or a loader plug-in package.module:loader",
+    )
+    data_root: str | None = Field(
+        default=None,
+        description="the folder the named datasets other than digits and finefoods are read from; "
+        "`--data-root DIR` overrides it",
+    )
+    shadows: int = Field(
+        default=_EXPERIMENT.shadows,
+        ge=1,
+        description="K, the attacker's shadow models, trained and pruned like the victim, that the attacks are "
+        "fitted on; more give steadier thresholds at K more models' time per trial (LiRA needs at least 2)",
+    )
     label: str | None = Field(
         default=None, min_length=1, description="a table's label column (csv:, parquet:); default 'label'"
     )
     member_column: str | None = Field(
-        default=None, min_length=1, description="a table's column marking the rows a [model] checkpoint was trained on"
+        default=None,
+        min_length=1,
+        description="a table's column of true/false (or 1/0) marking the rows a [model] checkpoint was trained on; "
+        "required with a checkpoint",
     )
     # None rather than empty when unset, so that exports of studies without it keep their fingerprint
-    exclude: tuple[str, ...] | None = Field(default=None, description="a table's columns left out of the features")
+    exclude: tuple[str, ...] | None = Field(
+        default=None, description="a table's columns left out of the features (identifiers, leaked targets)"
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -88,11 +124,17 @@ class DataSection(_Section):
 
 
 class ModelSection(_Section):
-    # a registered name, torchvision:NAME or a factory plug-in package.module:factory
-    name: str = _EXPERIMENT.model
-    # the victim's trained weights (a state_dict file, relative to the study file's folder): replaces its
-    # pretraining; the data must then mark the samples it trained on
-    checkpoint: str | None = Field(default=None, min_length=1)
+    name: str = Field(
+        default=_EXPERIMENT.model,
+        description="the architecture of the victim and the shadows: a registered name, torchvision:NAME or a "
+        "factory plug-in package.module:factory",
+    )
+    checkpoint: str | None = Field(
+        default=None,
+        min_length=1,
+        description="your victim's trained weights (a state_dict file, relative to the study file's folder), used "
+        "instead of pretraining it; the data must then mark the samples it trained on",
+    )
 
     @field_validator("name")
     @classmethod
@@ -101,22 +143,58 @@ class ModelSection(_Section):
 
 
 class TrainingSection(_Section):
-    lr: float = Field(default=_TRAIN.lr, gt=0)
-    weight_decay: float = Field(default=_TRAIN.weight_decay, ge=0)
-    batch_size: int = Field(default=_TRAIN.batch_size, ge=1)
-    pretrain_epochs: int = Field(default=_TRAIN.pretrain_epochs, ge=1)
-    finetune_epochs: int = Field(default=_TRAIN.finetune_epochs, ge=1)
-    patience: int = Field(default=_TRAIN.patience, ge=0)
+    lr: float = Field(default=_TRAIN.lr, gt=0, description="Adam's learning rate, for pretraining and fine-tuning")
+    weight_decay: float = Field(
+        default=_TRAIN.weight_decay,
+        ge=0,
+        description="Adam's L2 weight decay on every step a defense does not override",
+    )
+    batch_size: int = Field(default=_TRAIN.batch_size, ge=1, description="samples per mini-batch")
+    pretrain_epochs: int = Field(
+        default=_TRAIN.pretrain_epochs,
+        ge=1,
+        description="at most this many epochs train each dense model (victim, shadows, mem-score models) before "
+        "pruning; early stopping usually ends them sooner",
+    )
+    finetune_epochs: int = Field(
+        default=_TRAIN.finetune_epochs,
+        ge=1,
+        description="at most this many epochs of defended fine-tuning in each pruning round",
+    )
+    patience: int = Field(
+        default=_TRAIN.patience,
+        ge=0,
+        description="early stopping on the held-out accuracy: training stops after patience + 1 epochs without "
+        "strict improvement and keeps the best epoch's weights",
+    )
 
 
 class PruningSection(_Section):
-    sparsity: float = Field(default=_PRUNING.sparsity, ge=0, lt=1)
-    steps: int = Field(default=_PRUNING.steps, ge=1)
-    one_shot: bool = _PRUNING.one_shot
+    sparsity: float = Field(
+        default=_PRUNING.sparsity,
+        ge=0,
+        lt=1,
+        description="the final fraction of each prunable layer's weights set to zero, by smallest magnitude",
+    )
+    steps: int = Field(
+        default=_PRUNING.steps,
+        ge=1,
+        description="P, the pruning steps that reach the sparsity on a geometric schedule (1 - (1 - s)^(r/P) at "
+        "round r), each followed by a fine-tuning round; a dense round comes first",
+    )
+    one_shot: bool = Field(
+        default=_PRUNING.one_shot,
+        description="prune to the final sparsity at once and fine-tune one round, instead of iteratively",
+    )
 
 
 class MemscoreSection(_Section):
-    models: int = Field(default=_EXPERIMENT.memscore_models, ge=2)
+    models: int = Field(
+        default=_EXPERIMENT.memscore_models,
+        ge=2,
+        description="M, the models trained to estimate each sample's mem-score (how much a model memorizes it), "
+        "which the defenses rank samples by; even, since each pair trains on complementary halves of the training set",
+    )
 
     @field_validator("models")
     @classmethod
@@ -127,36 +205,93 @@ class MemscoreSection(_Section):
 
 
 class ObjectiveSection(_Section):
-    mode: Mode = _OBJECTIVE.mode
-    delta: float = Field(default=_OBJECTIVE.delta, ge=0, le=1)
-    weight: float = Field(default=_OBJECTIVE.weight, ge=0)
-    privacy_metric: PrivacyMetric = _OBJECTIVE.privacy_metric
+    mode: Mode = Field(
+        default=_OBJECTIVE.mode,
+        description="constrained: minimize the leakage P with test accuracy at most delta below the undefended "
+        "pruned model's; weighted: minimize P - weight * accuracy; pareto: both objectives, a front of trade-offs",
+    )
+    delta: float = Field(
+        default=_OBJECTIVE.delta,
+        ge=0,
+        le=1,
+        description="the accuracy drop (a fraction: 0.02 is 2 points) a constrained study allows below the "
+        "undefended pruned model's accuracy",
+    )
+    weight: float = Field(
+        default=_OBJECTIVE.weight,
+        ge=0,
+        description="how many units of leakage one unit of accuracy is worth in a weighted study",
+    )
+    privacy_metric: PrivacyMetric = Field(
+        default=_OBJECTIVE.privacy_metric,
+        description="the attack metric the leakage P is measured in; a TPR at a low FPR needs enough non-member "
+        "targets to resolve it (the launch checks)",
+    )
     privacy_attacks: list[str] | None = Field(
-        default=None, min_length=1, description="attacks the leakage P maximizes over (default: all)"
+        default=None,
+        min_length=1,
+        description="the attacks the leakage P is the maximum over (default: every attack of [attacks] names); "
+        "each must be in attacks.names",
     )
 
 
 class SearchSection(_Section):
-    defenses: list[str] = Field(default_factory=lambda: ["swmr"], min_length=1)
-    enqueue_reference: bool = True
-    # stop poor trials between pruning rounds: Optuna's median pruner on a per-round objective from the cheap
-    # (threshold) attacks; worth it when trials are expensive (image models), not on digits
-    early_stopping: Literal["none", "median"] = "none"
-    early_stopping_startup_trials: int = Field(default=3, ge=0)
-    early_stopping_warmup_rounds: int = Field(default=1, ge=0)
-    # a trial running longer than this (seconds) has its jobs cancelled and fails with that reason
-    trial_timeout_s: float | None = Field(default=None, gt=0)
-    space: dict[str, dict[str, ParamOverride]] = Field(default_factory=dict)
-    # settings to evaluate first, after the paper's defaults: export files (best.toml, relative to the study
-    # file's folder) or "study:NAME", the best warm_start_top distinct settings of a study in the same storage
-    warm_start: list[str] = Field(default_factory=list)
-    warm_start_top: int = Field(default=3, ge=1)
-    # score each trial (and the reference, and each confirmation run) as the mean over `repeats` fine-tunings of
-    # every model (other seeds: R times a trial's time), each attacked on `target_draws` draws of its balanced
-    # target set (D times the attack stage only); the trial stores its leakage's standard error either way. See
-    # docs/search.md for what each removes per second
-    repeats: int = Field(default=1, ge=1, le=16)
-    target_draws: int = Field(default=1, ge=1, le=16)
+    defenses: list[str] = Field(
+        default_factory=lambda: ["swmr"],
+        min_length=1,
+        description="the defenses searched; several make the defense itself a categorical choice of the sampler",
+    )
+    enqueue_reference: bool = Field(
+        default=True,
+        description="evaluate each searched defense's paper's default setting first, so that confirm can judge "
+        "whether tuning beat it",
+    )
+    early_stopping: Literal["none", "median"] = Field(
+        default="none",
+        description="median: stop poor trials between pruning rounds (Optuna's median pruner on a per-round "
+        "objective from the threshold attacks); worth it when trials are expensive (image models), not on digits",
+    )
+    early_stopping_startup_trials: int = Field(
+        default=3, ge=0, description="trials that run to the end before the median pruner stops any"
+    )
+    early_stopping_warmup_rounds: int = Field(
+        default=1, ge=0, description="pruning rounds of each trial the median pruner lets finish before judging it"
+    )
+    trial_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds after which a running trial's jobs are cancelled and it fails with that reason "
+        "(unset: no limit)",
+    )
+    space: dict[str, dict[str, ParamOverride]] = Field(
+        default_factory=dict,
+        description="per defense, narrows its declared space: [low, high], a list of choices or a fixed value per "
+        "setting (see search.space below)",
+    )
+    warm_start: list[str] = Field(
+        default_factory=list,
+        description="settings to evaluate first, after the paper's defaults: export files (`wemem export`'s .toml "
+        "or .json, relative to the study file's folder) or study:NAME, a study in the same storage",
+    )
+    warm_start_top: int = Field(
+        default=3, ge=1, description="how many of a study:NAME source's best distinct settings are enqueued"
+    )
+    # R times a trial's time against D times the attack stage only: docs/search.md measures what each removes
+    # per second
+    repeats: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="R: every score (trials, the reference, confirmation runs) is the mean over R fine-tunings of "
+        "every model on other seeds; the trial stores its leakage's standard error either way",
+    )
+    target_draws: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="D: each model is attacked on D draws of its balanced member/non-member target set and the "
+        "leakage averaged; costs D times the attack stage only",
+    )
 
     @field_validator("warm_start")
     @classmethod
@@ -190,8 +325,17 @@ class SearchSection(_Section):
 
 
 class AttacksSection(_Section):
-    names: list[str] = Field(default_factory=lambda: list(CHEAP_ATTACKS), min_length=1)
-    adaptive: bool = True
+    names: list[str] = Field(
+        default_factory=lambda: list(CHEAP_ATTACKS),
+        min_length=1,
+        description="the attacks run on every trial (default: the four threshold attacks, fast); the leakage is "
+        "the strongest one's",
+    )
+    adaptive: bool = Field(
+        default=True,
+        description="prune the shadows with the trial's defense, as an attacker who knows it would; false prunes "
+        "them undefended (a weaker, non-adaptive attacker)",
+    )
 
     @field_validator("names")
     @classmethod
@@ -202,12 +346,26 @@ class AttacksSection(_Section):
 
 
 class ResourcesSection(_Section):
-    cpus_per_trial: float = Field(default=1.0, gt=0)
-    gpus_per_trial: float = Field(default=0.0, ge=0)
-    max_concurrent_trials: int = Field(default=1, ge=1)
-    # CNN speed-ups on CUDA (no effect on CPU): bf16 autocast of forward and loss, channels_last weights
-    bf16: bool = _TRAIN.bf16
-    channels_last: bool = _TRAIN.channels_last
+    cpus_per_trial: float = Field(
+        default=1.0,
+        gt=0,
+        description="CPUs Ray reserves for a trial, shared by its K + 1 model jobs (a scheduling share, not a limit)",
+    )
+    gpus_per_trial: float = Field(
+        default=0.0,
+        ge=0,
+        description="GPUs Ray reserves for a trial, shared by its K + 1 model jobs; fractions let trials share a GPU",
+    )
+    max_concurrent_trials: int = Field(
+        default=1, ge=1, description="trials (and confirmation evaluations) this launcher runs at a time"
+    )
+    bf16: bool = Field(
+        default=_TRAIN.bf16, description="bf16 autocast of a CNN's forward pass and loss on CUDA (no effect on CPU)"
+    )
+    channels_last: bool = Field(
+        default=_TRAIN.channels_last,
+        description="channels_last (NHWC) CNN weights on CUDA, for the tensor-core convolutions (no effect on CPU)",
+    )
 
 
 class TrackingSection(_Section):
@@ -226,16 +384,32 @@ class TrackingSection(_Section):
 
 
 class StudyDefinition(_Section):
-    study: StudySection
-    data: DataSection = Field(default_factory=DataSection)
-    model: ModelSection = Field(default_factory=ModelSection)
-    training: TrainingSection = Field(default_factory=TrainingSection)
-    pruning: PruningSection = Field(default_factory=PruningSection)
-    memscore: MemscoreSection = Field(default_factory=MemscoreSection)
-    objective: ObjectiveSection = Field(default_factory=ObjectiveSection)
-    search: SearchSection = Field(default_factory=SearchSection)
-    attacks: AttacksSection = Field(default_factory=AttacksSection)
-    resources: ResourcesSection = Field(default_factory=ResourcesSection)
+    study: StudySection = Field(description="the study's name, trial budget, seed and sampler")
+    data: DataSection = Field(default_factory=DataSection, description="the dataset and the attacker's shadow models")
+    model: ModelSection = Field(default_factory=ModelSection, description="the victim's architecture and weights")
+    training: TrainingSection = Field(
+        default_factory=TrainingSection,
+        description="how every model is trained (Adam with early stopping); the defaults reproduce the paper",
+    )
+    pruning: PruningSection = Field(
+        default_factory=PruningSection, description="the target sparsity and how the victim gets there"
+    )
+    memscore: MemscoreSection = Field(
+        default_factory=MemscoreSection, description="the mem-scores the defenses rank the training samples by"
+    )
+    objective: ObjectiveSection = Field(
+        default_factory=ObjectiveSection, description="what a trial's score is: leakage, accuracy and how they trade"
+    )
+    search: SearchSection = Field(
+        default_factory=SearchSection,
+        description="the defenses searched, their spaces, the settings tried first, early stopping and noise",
+    )
+    attacks: AttacksSection = Field(
+        default_factory=AttacksSection, description="the membership-inference attacks that judge each trial"
+    )
+    resources: ResourcesSection = Field(
+        default_factory=ResourcesSection, description="what each trial reserves on the Ray cluster, and CUDA speed-ups"
+    )
     # where a launcher reports, not what the study is: never stored with the study (its URI may hold credentials)
     # nor compared with a stored definition, so a changed or removed [tracking] is the same study
     tracking: TrackingSection | None = Field(
