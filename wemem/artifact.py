@@ -511,3 +511,26 @@ def model_card(
     (name -> the bytes written, hashed here: a card cannot hold its own hash)."""
     card = card_document(meta, layer_sparsity, data, figures, validity, files, notes)
     return {CARD_JSON: json.dumps(card, indent=2), CARD_MD: card_markdown(card, meta, validity)}
+
+
+# what a user's own code calls to ship a model and read it back; the in-memory byte forms, the file checks and
+# the card's pieces serve `wemem apply` and the audit
+__all__ = [
+    "ONNX_TOLERANCE",
+    "ArtifactMeta",
+    "CardFigure",
+    "Estimate",
+    "check_onnx",
+    "dense_tensors",
+    "export_onnx",
+    "fold_masks",
+    "load_safetensors",
+    "load_sparse",
+    "load_sparse_meta",
+    "measured_sparsity",
+    "model_card",
+    "onnx_outputs",
+    "save_safetensors",
+    "save_sparse",
+    "sparse_tensors",
+]
