@@ -32,8 +32,8 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(BIN)/wemem launch studies/quickstart.toml && $(BIN)/wemem confirm quickstart --seeds 3 --attacks all
 
-# the code the linters hold: the three packages, and the tests, benchmarks and examples that use them
-LINT_PATHS := wemem objectives search tests benchmarks examples
+# the code the linters hold: the three packages, and the tests, benchmarks, examples and docs hooks that use them
+LINT_PATHS := wemem objectives search tests benchmarks examples docs/hooks
 
 # ruff (rules and formatting) and mypy, configured in pyproject.toml (mypy checks the packages it lists there),
 # and the import layering (tests/test_layout.py reads the source with ast; it takes seconds)

@@ -10,6 +10,7 @@ import argparse
 import inspect
 import json
 import re
+import sys
 import types
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, Union, get_args, get_origin
@@ -186,18 +187,45 @@ def command_line() -> str:
 EVERY_NAME = ["      show_if_no_docstring: true"]
 
 
-def wemem_api(markdown: str) -> str:
-    """mkdocstrings directives for the public names of ``wemem``, each group in the module that defines it (the
-    package exports them lazily, which static analysis cannot follow). A module the page documents whole (a
-    ``::: wemem.defenses`` line of its own) is left to that directive."""
-    import wemem
-    from wemem import _WHERE
+def _ancestors(module: str) -> set[str]:
+    """``module`` and every package above it: ``a.b.c`` gives ``a.b.c``, ``a.b`` and ``a``."""
+    parts = module.split(".")
+    return {".".join(parts[:end]) for end in range(1, len(parts) + 1)}
 
+
+def home_module(package: str, name: str, value: object) -> str:
+    """The module below ``package`` a reader imports a public name from: the shallowest one that binds the same
+    object and either lists it in its ``__all__`` (a registry or a constant has no ``__module__`` of its own) or
+    holds the module that defines it (``wemem.defenses`` for ``Setting``, defined in ``wemem.defenses.base``)."""
+    defined_in = value.__module__ if inspect.isclass(value) or inspect.isroutine(value) else ""
+    candidates = [
+        module.__name__
+        for module in list(sys.modules.values())
+        if module is not None
+        and module.__name__.startswith(f"{package}.")
+        and getattr(module, name, None) is value
+        and (name in getattr(module, "__all__", ()) or module.__name__ in _ancestors(defined_in))
+    ]
+    if not candidates:
+        raise LookupError(f"{package}.{name}: no module below {package} exports it; list it in that module's __all__")
+    depth = min(module.count(".") for module in candidates)
+    shallowest = sorted(module for module in candidates if module.count(".") == depth)
+    if len(shallowest) > 1:
+        raise LookupError(f"{package}.{name} is exported by {shallowest}: drop it from all but one __all__")
+    return shallowest[0]
+
+
+def wemem_api(markdown: str) -> str:
+    """mkdocstrings directives for the public names of ``wemem``, each group in the module a reader imports it
+    from (the package exports them lazily, which static analysis cannot follow). A module the page documents
+    whole (a ``::: wemem.defenses`` line of its own) is left to that directive."""
+    import wemem
+
+    homes = {name: home_module("wemem", name, getattr(wemem, name)) for name in wemem.__all__}
     documented = set(re.findall(r"^::: ([\w.]+)\s*$", markdown, re.M))
-    modules = sorted({module for module in _WHERE.values() if module not in documented})
     lines = ["## wemem", "", inspect.cleandoc(wemem.__doc__ or "")]
-    for module in modules:
-        names = [name for name in wemem.__all__ if _WHERE[name] == module]
+    for module in sorted(set(homes.values()) - documented):
+        names = [name for name in wemem.__all__ if homes[name] == module]
         lines += ["", f"::: {module}", "    options:", f"      members: {json.dumps(names)}", *EVERY_NAME]
     return "\n".join(lines)
 
