@@ -119,7 +119,7 @@ def test_resume_migrates_the_study_it_opens(stored: Path, monkeypatch: pytest.Mo
     import search.execution._launcher as launcher
 
     monkeypatch.setattr(launcher, "attach_ray", lambda definition, options: definition)
-    monkeypatch.setattr(launcher, "run_study", lambda opened, target, echo: None)
+    monkeypatch.setattr(launcher, "run_study", lambda opened, target, echo, tracking=None: None)
     launcher.resume(
         "old", Options(storage=f"sqlite:///{stored}", cache_dir=str(stored.parent / "cache")), echo=lambda line: None
     )

@@ -67,7 +67,7 @@ def sources(tmp_path: Path) -> Options:
 def launched(tmp_path: Path, options: Options, monkeypatch: pytest.MonkeyPatch, **search: object) -> optuna.Study:
     """``wemem launch`` of a study file in tmp_path, with Ray and the trials stubbed out."""
     monkeypatch.setattr(launcher, "attach_ray", lambda d, o: d)
-    monkeypatch.setattr(launcher, "run_study", lambda opened, target, echo: None)
+    monkeypatch.setattr(launcher, "run_study", lambda opened, target, echo, tracking=None: None)
     path = tmp_path / "study.toml"
     import tomli_w
 
