@@ -47,7 +47,7 @@ class StudySection(_Section):
         max_length=MAX_NAME_LENGTH,
         pattern=r"^[A-Za-z0-9_.\-]+$",
         description="the study's name in the storage, which every other command (resume, confirm, export, report) "
-        "takes; launching an existing name continues that study",
+        "takes; launching an existing name with the same definition continues that study",
     )
     n_trials: int = Field(
         default=20,
