@@ -49,7 +49,9 @@ class Calls:
         self.opened.append(name)
         return f"opened {name}"
 
-    def confirm(self, opened: Any, top: int, seeds: int, echo: Any, attacks: Any, compare: Any) -> Confirmation:
+    def confirm(
+        self, opened: Any, top: int, seeds: int, echo: Any, attacks: Any, compare: Any, mlflow: Any = None
+    ) -> Confirmation:
         self.confirmed.append({"opened": opened, "top": top, "seeds": seeds, "attacks": attacks, "compare": compare})
         echo("[1/1] a per-seed line")
         return self.summary
