@@ -538,7 +538,8 @@ def encode_table(frame: pd.DataFrame, encoding: dict[str, Any], source: str = "t
     offsets = np.cumsum([0, *widths[:-1]]).astype(np.int64)
     x = np.empty((len(frame), sum(widths)), dtype=np.float32)
     for block in column_blocks(numeric, len(frame)):
-        values = frame[[names[j] for j in block]].to_numpy(dtype=np.float64)
+        # copy=True: pandas 3 (copy-on-write) may hand out a read-only view, and the block is standardized in place
+        values = frame[[names[j] for j in block]].to_numpy(dtype=np.float64, copy=True)
         infinite = np.count_nonzero(~np.isfinite(values), axis=0)
         if infinite.any():
             first = int(np.flatnonzero(infinite)[0])
