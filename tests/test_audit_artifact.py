@@ -16,6 +16,7 @@ import torch
 from helpers import finished_rmr_study
 from safetensors.torch import load_file, save_file
 from test_bad_input import BASE_STUDY
+from test_readme import shipping_flow
 
 from search import api
 from search.cli import main
@@ -39,11 +40,30 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("audit")
     url, cache = f"sqlite:///{folder / 'wemem.db'}", str(folder / "cache")
     finished_rmr_study(url, STUDY, cache).engine.dispose()
-    api.export("base", folder / "best.toml", storage=url)
-    evaluation = api.apply(folder / "best.toml", folder / "applied", cache_dir=cache)
-    _, meta = load_safetensors(folder / "applied" / "model.safetensors")
+    with pytest.MonkeyPatch.context() as patch:  # the README's paths are relative: run them where they land
+        patch.chdir(folder)
+        for args in shipping_flow()[:2]:  # the README's export and apply, on this study
+            assert main([*readme_args(args), "--storage", url, "--cache-dir", cache]) == 0, args
+    evaluation = json.loads((folder / "shipped" / "evaluation.json").read_text())
+    _, meta = load_safetensors(folder / "shipped" / "model.safetensors")
     assert meta is not None and (meta.study, meta.trial, meta.setting) == ("base", 0, SETTING)
     return {"folder": folder, "url": url, "cache": cache, "evaluation": evaluation, "meta": meta}
+
+
+def readme_args(args: list[str]) -> list[str]:
+    """A command of the README's shipping flow for this module's study ("base", not the quickstart)."""
+    return [{"quickstart": "base"}.get(arg, arg) for arg in args]
+
+
+def test_the_readmes_audit_command_runs_on_the_file_apply_shipped(
+    place: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    """Also two commands in one process: apply's Ray was shut down, the audit's is a new session whose first job
+    has apply's job id again; the assets apply put in the old object store must not be reused."""
+    monkeypatch.chdir(place["folder"])
+    (args,) = shipping_flow()[2:]
+    assert main([*readme_args(args), "--storage", place["url"], "--cache-dir", place["cache"]]) == 0
+    assert "model.onnx" in capsys.readouterr().out
 
 
 def audit(place: dict[str, Any], file: Path, **options: Any) -> api.ArtifactAudit:
@@ -57,7 +77,7 @@ def audits(place: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def shipped(place: dict[str, Any]) -> dict[str, Any]:
     """The audit of the model.safetensors apply wrote."""
-    return dict(audit(place, place["folder"] / "applied" / "model.safetensors").record)
+    return dict(audit(place, place["folder"] / "shipped" / "model.safetensors").record)
 
 
 def test_the_safetensors_of_the_applied_model_audits_exactly_as_apply_evaluated_it(
@@ -77,7 +97,7 @@ def test_the_safetensors_of_the_applied_model_audits_exactly_as_apply_evaluated_
 
 def test_the_onnx_of_the_applied_model_audits_as_apply_evaluated_it_up_to_float_rounding(place: dict[str, Any]):
     reproduced = place["evaluation"]["reproduced"]
-    record = audit(place, place["folder"] / "applied" / "model.onnx").record
+    record = audit(place, place["folder"] / "shipped" / "model.onnx").record
     n = sum(reproduced["attacks"]["conf"]["targets"].values())
     assert record["kind"] == "onnx" and record["sparsity"] == pytest.approx(place["meta"].sparsity)
     assert record["test_accuracy"] == pytest.approx(reproduced["test_accuracy"], abs=1 / n)
@@ -91,7 +111,7 @@ def test_the_onnx_of_the_applied_model_audits_as_apply_evaluated_it_up_to_float_
 
 
 def test_a_tampered_file_audits_as_what_it_is(place: dict[str, Any], shipped: dict[str, Any]):
-    applied = place["folder"] / "applied"
+    applied = place["folder"] / "shipped"
     state = load_file(applied / "model.safetensors")
     weight = state["fc1.weight"]
     pruned = (weight == 0).nonzero()[0]
@@ -119,7 +139,7 @@ def test_a_tampered_file_audits_as_what_it_is(place: dict[str, Any], shipped: di
 
 
 def test_a_file_without_metadata_is_audited_under_the_setting_its_export_names(place: dict[str, Any]):
-    applied = place["folder"] / "applied"
+    applied = place["folder"] / "shipped"
     bare = place["folder"] / "bare.safetensors"
     save_file(load_file(applied / "model.safetensors"), bare)  # another tool's file: tensors only
     with pytest.raises(api.BadInputError, match=r"--export best.toml \[--trial N\]"):
@@ -167,7 +187,7 @@ def other_width_onnx(path: Path) -> None:
 
 
 def other_study_safetensors(path: Path, place: dict[str, Any]) -> None:
-    state = load_file(place["folder"] / "applied" / "model.safetensors")
+    state = load_file(place["folder"] / "shipped" / "model.safetensors")
     save_file(state, path, metadata={**place["meta"].to_strings(), "study": "other"})
 
 
@@ -198,7 +218,7 @@ def test_bad_input_exits_2_with_nothing_written(name: str, place: dict[str, Any]
 
 
 def test_an_unknown_study_exits_2_with_nothing_written(place: dict[str, Any], capsys):
-    file = place["folder"] / "applied" / "model.onnx"
+    file = place["folder"] / "shipped" / "model.onnx"
     before = audits(place)
     assert main(["audit", str(file), "--study", "nosuch", "--storage", place["url"]]) == 2
     assert "no study named 'nosuch'" in capsys.readouterr().err and audits(place) == before

@@ -53,8 +53,8 @@ class Shipped:
 
 # what this process put or received, by (Ray job, fingerprint): a Ray restarted in the same process (benchmarks)
 # never sees the previous session's references; the entries keep the objects alive
-_PUT: dict[tuple[str, str], Shipped] = {}
-_RECEIVED: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
+_PUT: dict[tuple[str, str, str], Shipped] = {}
+_RECEIVED: collections.OrderedDict[tuple[str, str, str], Any] = collections.OrderedDict()
 _RECEIVED_KEEP = 2
 
 
@@ -83,8 +83,11 @@ def _put(value: Any, fingerprint: str) -> Shipped:
     return Shipped(ray.put(_map_arrays(value, lambda t: t.detach().cpu().numpy(), torch.Tensor)), fingerprint)
 
 
-def _session_key(fingerprint: str) -> tuple[str, str]:
-    return ray.get_runtime_context().get_job_id(), fingerprint
+def _session_key(fingerprint: str) -> tuple[str, str, str]:
+    """The object's key in this Ray session: a process that shuts Ray down and starts it again (two commands in
+    one Python session) gets job id 01000000 again, but a new node id, so it never reuses a dead session's ref."""
+    context = ray.get_runtime_context()
+    return context.get_job_id(), context.get_node_id(), fingerprint
 
 
 def ship(value: Any) -> Shipped:
