@@ -181,10 +181,10 @@ def test_resume_fails_and_requeues_a_dead_launchers_trial(ray_session, options: 
 
 def test_cli_errors_are_clear_and_exit_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[study]\nname = "x"\n[data]\ndataset = "mnist"\n[search]\ndefenses = ["swmr", "nope"]\n')
+    bad.write_text('[study]\nname = "x"\n[data]\ndataset = "emnist"\n[search]\ndefenses = ["swmr", "nope"]\n')
     assert main(["launch", str(bad), "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
     err = capsys.readouterr().err
-    assert "[data.dataset] unknown dataset 'mnist'" in err and "digits" in err
+    assert "[data.dataset] unknown dataset 'emnist'" in err and "digits" in err
     assert "[search.defenses] unknown defense 'nope'" in err
     assert main(["launch", str(tmp_path / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err

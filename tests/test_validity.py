@@ -372,7 +372,9 @@ def test_the_api_and_the_cli_take_the_same_overrides(monkeypatch: pytest.MonkeyP
     from wemem.errors import WememError
 
     seen = []
-    monkeypatch.setattr(launcher, "launch", lambda definition, options, echo: seen.append(options.overrides))
+    monkeypatch.setattr(
+        launcher, "launch", lambda definition, options, echo, mlflow=None: seen.append(options.overrides)
+    )
     monkeypatch.setattr(api, "StudyResult", lambda opened, started=None: opened)
     api.launch(TINY_DIGITS, override_checks=["checkpoint", "resolution"])
     assert seen == [("checkpoint", "resolution")]
