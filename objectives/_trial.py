@@ -254,10 +254,19 @@ def reference(
         return ref
 
 
+def floor_utility(spec: TrialSpec, base: Reference) -> float:
+    """The accuracy the study's floor is stated against: the undefended reference pruned like the trial, or the
+    dense (pretrained) victim's (``[objective] accuracy_reference``)."""
+    dense = base.result.get("pretrained_accuracy")
+    return spec.objective.floor_utility(base.utility, None if dense is None else float(dense))
+
+
 def round_objective(spec: TrialSpec, base: Reference, victim_accuracy: float, inputs: AttackInputs) -> float:
     """The objective of one pruning round's checkpoints, judged by the cheap attacks only."""
     privacy, _ = leakage(run_attacks(list(CHEAP_ATTACKS), inputs, uncertainty=False), spec.objective.privacy_metric)
-    return score(privacy, victim_accuracy, base.utility, spec.objective).values[0]
+    return score(
+        privacy, victim_accuracy, floor_utility(spec, base), spec.objective, sparsity=spec.pruning.sparsity
+    ).values[0]
 
 
 def shared_seconds(assets: StudyAssets, base: Reference) -> dict[str, float]:
@@ -292,7 +301,14 @@ def evaluate_trial(
         noise.utility,
         noise.privacy,
         attack,
-        score(noise.privacy, noise.utility, base.utility, spec.objective),
+        score(
+            noise.privacy,
+            noise.utility,
+            floor_utility(spec, base),
+            spec.objective,
+            privacy_se=noise.privacy_se,
+            sparsity=spec.pruning.sparsity,
+        ),
         result,
         shared_seconds(assets, base),
         noise,

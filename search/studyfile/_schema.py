@@ -208,7 +208,33 @@ class ObjectiveSection(_Section):
     mode: Mode = Field(
         default=_OBJECTIVE.mode,
         description="constrained: minimize the leakage P with test accuracy at most delta below the undefended "
-        "pruned model's; weighted: minimize P - weight * accuracy; pareto: both objectives, a front of trade-offs",
+        "model's; leakage_cap: maximize test accuracy with P's upper bound at most max_leakage; weighted: minimize "
+        "P - weight * accuracy; pareto: both objectives, a front of trade-offs",
+    )
+    max_leakage: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="leakage_cap's cap tau: a trial is feasible when its leakage plus leakage_se_multiple standard "
+        "errors is at most tau (e.g. 0.55, a compliance cap on the strongest attack's balanced accuracy); "
+        "required with mode 'leakage_cap', refused otherwise",
+    )
+    leakage_se_multiple: float = Field(
+        default=_OBJECTIVE.leakage_se_multiple,
+        ge=0,
+        le=10,
+        description="leakage_cap's margin for noise: the multiple z of the trial's stored leakage standard error "
+        "added before comparing with max_leakage (1.645: one-sided 95%)",
+    )
+    accuracy_reference: Literal["pruned", "dense"] = Field(
+        default=_OBJECTIVE.accuracy_reference,
+        description="what a constrained study's accuracy floor is stated against: the undefended model pruned to "
+        "the trial's sparsity (pruned: the cost of the defense alone) or the dense pretrained victim (dense: the "
+        "cost of pruning and defense together, the question when sparsity is searched)",
+    )
+    sparsity_objective: bool = Field(
+        default=_OBJECTIVE.sparsity_objective,
+        description="a pareto study whose search space holds the sparsity may maximize it as a third objective",
     )
     delta: float = Field(
         default=_OBJECTIVE.delta,
@@ -233,6 +259,19 @@ class ObjectiveSection(_Section):
         description="the attacks the leakage P is the maximum over (default: every attack of [attacks] names); "
         "each must be in attacks.names",
     )
+
+    @model_validator(mode="after")
+    def _mode_keys_agree(self) -> ObjectiveSection:
+        if self.mode == "leakage_cap" and self.max_leakage is None:
+            raise ValueError("mode 'leakage_cap' needs max_leakage, the cap on the leakage (e.g. max_leakage = 0.55)")
+        if self.mode != "leakage_cap" and self.max_leakage is not None:
+            raise ValueError(
+                f"max_leakage is the cap of mode 'leakage_cap'; this study's mode is {self.mode!r}: set "
+                "mode = 'leakage_cap' or remove max_leakage"
+            )
+        if self.sparsity_objective and self.mode != "pareto":
+            raise ValueError("sparsity_objective is a third pareto objective: set mode = 'pareto' or remove it")
+        return self
 
 
 class SearchSection(_Section):
@@ -531,7 +570,15 @@ class StudyDefinition(_Section):
     def objective_config(self) -> ObjectiveConfig:
         o = self.objective
         return ObjectiveConfig(
-            o.mode, o.delta, o.weight, o.privacy_metric, tuple(o.privacy_attacks) if o.privacy_attacks else None
+            o.mode,
+            o.delta,
+            o.weight,
+            o.privacy_metric,
+            tuple(o.privacy_attacks) if o.privacy_attacks else None,
+            max_leakage=o.max_leakage,
+            leakage_se_multiple=o.leakage_se_multiple,
+            accuracy_reference=o.accuracy_reference,
+            sparsity_objective=o.sparsity_objective,
         )
 
     def trial_spec(self, cache_dir: str, data_root: str | None = None, base_dir: str | None = None) -> TrialSpec:
