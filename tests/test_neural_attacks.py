@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from wemem.attacks import ATTACKS, AttackInputs, Targets, run_attack
+from wemem.attacks import ATTACKS, AttackInputs, Targets, output_sensitivity, run_attack
 from wemem.attacks.nn import (
     FitConfig,
     HeldOutEarlyStopping,
@@ -23,7 +23,7 @@ from wemem.attacks.nn import (
     membership_log_odds,
     membership_mlp,
 )
-from wemem.attacks.samia import SENSITIVITY_QUERIES, output_sensitivity
+from wemem.attacks.samia import SENSITIVITY_QUERIES
 from wemem.defenses import Defense
 from wemem.errors import WememError
 

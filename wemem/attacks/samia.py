@@ -4,8 +4,9 @@ Each class j of an output becomes a token (p_j, s_j, y_j): the probability, the 
 one-hot label. A small transformer encoder reads the tokens of one sample and an MLP head decides membership.
 The sensitivity s_j = (1/m) sum_k |softmax_j(f(x + eps u_k)) - p_j| / eps, u_k ~ N(0, I), is a black-box
 finite-difference probe of how flat the model is around x (training samples sit in flatter regions). The
-pipeline computes it on each model's attack targets while the pruned model is at hand (:func:`output_sensitivity`,
-through :meth:`Samia.sensitivity`); ``wemem audit`` queries a shipped file the same way (:func:`probed_sensitivity`).
+pipeline computes it on each model's attack targets while the pruned model is at hand
+(:func:`wemem.attacks.output_sensitivity`, through :meth:`Samia.sensitivity`); ``wemem audit`` queries a shipped
+file the same way (:func:`probed_sensitivity`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..defenses.base import Defense
 from ..errors import WememError
-from .base import ATTACKS, DeployedProbabilities, Observations, deployed_probabilities
+from .base import ATTACKS, DeployedProbabilities, Observations
 from .nn import FitConfig, NeuralAttack, log_odds
 
 SENSITIVITY_QUERIES = 10  # m
@@ -51,19 +51,6 @@ def probed_sensitivity(
         change = (perturbed.view(len(batch), queries, -1) - probs.unsqueeze(1)).abs()
         sensitivities.append(change.mean(dim=1) / step)
     return torch.cat(sensitivities)
-
-
-def output_sensitivity(
-    model: nn.Module,
-    defense: Defense,
-    x: torch.Tensor,
-    seed: int,
-    queries: int = SENSITIVITY_QUERIES,
-    step: float = SENSITIVITY_STEP,
-    batch_size: int = 256,
-) -> torch.Tensor:
-    """:func:`probed_sensitivity` of a module in memory, after the defense's output transform."""
-    return probed_sensitivity(deployed_probabilities(model, defense), x, seed, queries, step, batch_size)
 
 
 def class_tokens(observed: Observations) -> np.ndarray:
