@@ -9,6 +9,19 @@ import optuna
 import pytest
 from optuna.storages._rdb import models  # the heartbeat table, to age a heartbeat without waiting for it
 
+# the smallest study with two defenses' trials (their paper's defaults enqueued), on conftest's tiny experiment so
+# that its shared work is the session cache's
+TINY_STUDY = {
+    "study": {"name": "tiny", "n_trials": 2, "seed": 7},
+    "data": {"dataset": "digits", "shadows": 2},
+    "model": {"name": "columnfc"},
+    "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
+    "pruning": {"sparsity": 0.6, "steps": 2},
+    "memscore": {"models": 2},
+    "search": {"defenses": ["swmr", "rsw"], "enqueue_reference": True},
+    "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 1},
+}
+
 
 def age_heartbeat(storage: optuna.storages.RDBStorage, study: optuna.Study, number: int, seconds: float) -> None:
     """Make trial ``number``'s last heartbeat ``seconds`` old on the database's clock (a launcher that died

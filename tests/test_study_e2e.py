@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from helpers import age_heartbeat
+from helpers import TINY_STUDY, age_heartbeat
 from optuna.trial import TrialState
 
 from search.cli import main
@@ -25,17 +25,6 @@ from search.studyfile._exports import read_export
 from wemem.environment import device_description
 
 pytestmark = pytest.mark.e2e
-
-TINY_STUDY = {
-    "study": {"name": "tiny", "n_trials": 2, "seed": 7},
-    "data": {"dataset": "digits", "shadows": 2},
-    "model": {"name": "columnfc"},
-    "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
-    "pruning": {"sparsity": 0.6, "steps": 2},
-    "memscore": {"models": 2},
-    "search": {"defenses": ["swmr", "rsw"], "enqueue_reference": True},
-    "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 1},
-}
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tomli_w
-from helpers import finished_rmr_study
+from helpers import TINY_STUDY, finished_rmr_study
 from optuna.trial import TrialState, create_trial
 
 from search.cli import main
@@ -31,18 +31,11 @@ from search.studyfile import parse_study
 from search.studyfile._schema import TrackingSection
 
 SECRET = "s3cr3t-mlflow-pw-271"
-# the smallest study with two defenses' trials (two warm starts, cheap attacks only), on conftest's tiny
-# experiment so that its shared work is the session cache's; a launch runs the first trial, a resume the second
-TINY_STUDY = {
+# the tiny study with one trial a launch and cheap attacks only: a launch runs the first trial, a resume the second
+TRACKED_STUDY = {
+    **TINY_STUDY,
     "study": {"name": "tracked", "n_trials": 1, "seed": 7},
-    "data": {"dataset": "digits", "shadows": 2},
-    "model": {"name": "columnfc"},
-    "training": {"pretrain_epochs": 6, "finetune_epochs": 3, "patience": 2},
-    "pruning": {"sparsity": 0.6, "steps": 2},
-    "memscore": {"models": 2},
     "attacks": {"names": ["conf", "hconf"]},
-    "search": {"defenses": ["swmr", "rsw"], "enqueue_reference": True},
-    "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 1},
 }
 
 
@@ -103,8 +96,8 @@ def test_tracking_asked_for_without_a_uri_or_without_mlflow_is_refused(monkeypat
 
 
 def test_tracking_is_neither_stored_with_the_study_nor_part_of_its_identity():
-    plain = parse_study(TINY_STUDY)
-    tracked = parse_study({**TINY_STUDY, "tracking": {"mlflow": f"http://u:{SECRET}@host", "experiment": "x"}})
+    plain = parse_study(TRACKED_STUDY)
+    tracked = parse_study({**TRACKED_STUDY, "tracking": {"mlflow": f"http://u:{SECRET}@host", "experiment": "x"}})
     assert tracked.tracking == TrackingSection(mlflow=f"http://u:{SECRET}@host", experiment="x")
     assert "tracking" not in tracked.model_dump(mode="json")  # what the storage keeps: no URI, no credentials
     assert definition_differences(plain, tracked) == []
@@ -119,7 +112,7 @@ def test_tracking_is_neither_stored_with_the_study_nor_part_of_its_identity():
 )
 def test_bad_tracking_exits_2_and_creates_nothing(tmp_path: Path, capsys, tracking: dict, words: str):
     path = tmp_path / "bad.toml"
-    path.write_text(tomli_w.dumps({**TINY_STUDY, "tracking": tracking}))
+    path.write_text(tomli_w.dumps({**TRACKED_STUDY, "tracking": tracking}))
     before = set(tmp_path.iterdir())
     storage = f"sqlite:///{tmp_path / 'wemem.db'}"
     assert main(["launch", str(path), "--storage", storage, "--cache-dir", str(tmp_path / "cache")]) == 2
@@ -133,7 +126,7 @@ def test_tracking_without_mlflow_installed_exits_2_before_any_storage(
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "mlflow" else real(name))
     path = tmp_path / "tracked.toml"
-    path.write_text(tomli_w.dumps({**TINY_STUDY, "tracking": {"mlflow": "sqlite:///m.db"}}))
+    path.write_text(tomli_w.dumps({**TRACKED_STUDY, "tracking": {"mlflow": "sqlite:///m.db"}}))
     assert main(["launch", str(path), "--storage", f"sqlite:///{tmp_path / 'wemem.db'}"]) == 2
     assert INSTALL in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tracked.toml"]
@@ -166,7 +159,7 @@ def test_stored_trials_and_a_confirmation_reach_mlflow_with_no_secret(store: Pat
     confirmation built by hand is logged on the study's run (the confirmation's own run is covered in
     test_confirm.py; here only what reaches MLflow matters)."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    study_dict = {**TINY_STUDY, "study": {"name": "stored", "n_trials": 3}, "search": {"defenses": ["rmr"]}}
+    study_dict = {**TRACKED_STUDY, "study": {"name": "stored", "n_trials": 3}, "search": {"defenses": ["rmr"]}}
     finished_rmr_study(url, study_dict, str(tmp_path / "cache")).engine.dispose()
     opened = open_study("stored", Options(storage=url))
     postgres = f"postgresql+psycopg://wemem:{SECRET}@db.example:5432/wemem"
@@ -203,7 +196,9 @@ def test_a_trial_logged_as_it_is_told_carries_its_scores_and_is_never_logged_twi
     """The observer's path: a trial's per-target scores cross Tune in its report and reach MLflow as
     ``scores.npz``; told again, or swept at the launcher's end, the trial is not logged a second time."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    finished_rmr_study(url, {**TINY_STUDY, "search": {"defenses": ["rmr"]}}, str(tmp_path / "cache")).engine.dispose()
+    finished_rmr_study(
+        url, {**TRACKED_STUDY, "search": {"defenses": ["rmr"]}}, str(tmp_path / "cache")
+    ).engine.dispose()
     opened = open_study("tracked", Options(storage=url))
     buffer = io.BytesIO()
     np.savez_compressed(buffer, index=np.arange(4), member=np.array([1, 1, 0, 0], bool), **{"score.conf": np.ones(4)})
@@ -225,7 +220,9 @@ def test_a_trial_logged_as_it_is_told_carries_its_scores_and_is_never_logged_twi
 
 def test_an_unreachable_server_warns_once_and_stops_asking(tmp_path: Path, fail_fast: None):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    finished_rmr_study(url, {**TINY_STUDY, "search": {"defenses": ["rmr"]}}, str(tmp_path / "cache")).engine.dispose()
+    finished_rmr_study(
+        url, {**TRACKED_STUDY, "search": {"defenses": ["rmr"]}}, str(tmp_path / "cache")
+    ).engine.dispose()
     opened = open_study("tracked", Options(storage=url))
     lines: list[str] = []
     assert StudyTracker.open(Tracking(f"http://me:{SECRET}@127.0.0.1:1"), opened, lines.append) is None
@@ -243,7 +240,7 @@ def test_a_study_finishes_past_an_unreachable_server_and_a_later_launcher_logs_i
     reachable store runs a second trial, logged as it is told with its per-target scores, and its last sweep
     logs the first trial (which has no scores to log)."""
     options = Options(storage=f"sqlite:///{tmp_path / 'study.db'}", cache_dir=str(cache_dir))
-    definition = parse_study(TINY_STUDY)
+    definition = parse_study(TRACKED_STUDY)
     lines: list[str] = []
     study = launch(definition, options, lines.append, mlflow=f"http://me:{SECRET}@127.0.0.1:1").study
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.WAITING]  # 2nd warm start

@@ -18,6 +18,8 @@ PRIVACY: Final = "privacy"
 REFERENCE, TUNED, DEFAULT, NAMED = "reference", "tuned", "default", "comparison"
 
 Constraint = Literal["holds", "violated", "uncertain"]  # the accuracy constraint judged on a paired interval
+# a leakage_cap study's cap judged on a setting's confirmed leakage interval
+CapVerdict = Literal["keeps the cap", "breaks the cap", "cannot say"]
 
 
 class IntervalJSON(TypedDict):
@@ -51,6 +53,42 @@ class Interval:
     @classmethod
     def from_json(cls, data: Mapping[str, float]) -> Interval:
         return cls(data["mean"], data["low"], data["high"])
+
+
+class LeakageCapJSON(TypedDict):
+    max_leakage: float
+    leakage_se_multiple: float
+
+
+@dataclass(frozen=True)
+class LeakageCap:
+    """A leakage_cap study's question: the cap tau on the leakage, and the margin z (in a trial's standard errors)
+    its trials were held to. A confirmation judges the cap on the interval over fresh seeds instead."""
+
+    max_leakage: float
+    leakage_se_multiple: float
+
+    def verdict(self, leakage: Interval) -> CapVerdict:
+        """Whether a confirmed leakage interval keeps the cap: all of it at or below tau, all of it above, or it
+        straddles tau (nan bounds, one seed: cannot say)."""
+        if leakage.high <= self.max_leakage:
+            return "keeps the cap"
+        if leakage.low > self.max_leakage:
+            return "breaks the cap"
+        return "cannot say"
+
+    def text(self) -> str:
+        return (
+            f"leakage cap {self.max_leakage:g} (the search held each trial's leakage + {self.leakage_se_multiple:g} "
+            "standard errors at or below it)"
+        )
+
+    def to_json(self) -> LeakageCapJSON:
+        return {"max_leakage": self.max_leakage, "leakage_se_multiple": self.leakage_se_multiple}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, float]) -> LeakageCap:
+        return cls(data["max_leakage"], data["leakage_se_multiple"])
 
 
 @dataclass(frozen=True)
@@ -115,6 +153,7 @@ class ConfirmedSettingJSON(TypedDict):
     utility_difference: NotRequired[IntervalJSON]
     accuracy_constraint: NotRequired[str]
     vs_comparison: NotRequired[dict[str, IntervalJSON]]
+    leakage_cap: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -134,6 +173,7 @@ class ConfirmedSetting:
     vs_reference: Paired | None = None
     accuracy_constraint: Constraint | None = None
     vs_comparison: Paired | None = None
+    leakage_cap: CapVerdict | None = None  # a leakage_cap study's cap on this setting's confirmed interval
 
     @property
     def is_reference(self) -> bool:
@@ -163,6 +203,8 @@ class ConfirmedSetting:
             data["accuracy_constraint"] = self.accuracy_constraint
         if self.vs_comparison is not None:
             data["vs_comparison"] = self.vs_comparison.to_json()
+        if self.leakage_cap is not None:
+            data["leakage_cap"] = self.leakage_cap
         return data
 
     @classmethod
@@ -184,6 +226,7 @@ class ConfirmedSetting:
             Paired(*(Interval.from_json(data[key]) for key in differences)) if differences[0] in data else None,
             data.get("accuracy_constraint"),
             None if data.get("vs_comparison") is None else Paired.from_json(data["vs_comparison"]),
+            data.get("leakage_cap"),
         )
 
 
@@ -236,6 +279,7 @@ class ConfirmationJSON(TypedDict):
     privacy_attacks: NotRequired[list[str]]
     study_suite: NotRequired[bool]
     verdict: NotRequired[str]
+    leakage_cap: NotRequired[LeakageCapJSON]
 
 
 class ConfirmationSectionJSON(TypedDict, total=False):
@@ -251,6 +295,7 @@ class ConfirmationSectionJSON(TypedDict, total=False):
     privacy_attacks: list[str]
     study_suite: bool
     verdict: str
+    leakage_cap: LeakageCapJSON
     status: str
     note: str
 
@@ -267,7 +312,8 @@ class Confirmation:
     comparison: Comparison | None = None
     metric: str | None = None
     suite: Suite | None = None
-    verdict: str | None = None  # did tuning beat the comparison (statistics.comparison_verdict)
+    verdict: str | None = None  # the closing sentences (statistics.verdict)
+    cap: LeakageCap | None = None  # a leakage_cap study's cap (None: any other mode)
 
     @property
     def judged_by_others(self) -> bool:
@@ -279,8 +325,13 @@ class Confirmation:
 
     @property
     def best(self) -> ConfirmedSetting | None:
-        """The first setting with a difference from the reference: the best one confirmed."""
-        return next((c for c in self.candidates if c.vs_reference is not None), None)
+        """The best setting confirmed: the first with a difference from the reference (the study's ranking); under
+        a leakage cap the most accurate one whose confirmed interval keeps the cap (None: none keeps it)."""
+        settings = [c for c in self.candidates if c.vs_reference is not None]
+        if self.cap is None:
+            return next(iter(settings), None)
+        keeping = [c for c in settings if c.leakage_cap == "keeps the cap"]
+        return max(keeping, key=lambda c: c.utility.mean, default=None)
 
     def entry(self, trial_number: int) -> ConfirmedSetting | None:
         return next((c for c in self.candidates if c.trial_number == trial_number), None)
@@ -303,6 +354,8 @@ class Confirmation:
             data["study_suite"] = self.suite.study_suite
         if self.verdict is not None:
             data["verdict"] = self.verdict
+        if self.cap is not None:
+            data["leakage_cap"] = self.cap.to_json()
         return data
 
     @classmethod
@@ -326,6 +379,7 @@ class Confirmation:
             data.get("metric"),
             suite,
             data.get("verdict"),
+            None if data.get("leakage_cap") is None else LeakageCap.from_json(data["leakage_cap"]),
         )
 
 

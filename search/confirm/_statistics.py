@@ -1,5 +1,5 @@
 """The statistics of a confirmation: means and t-intervals over seeds, the paired differences from the
-reference, the accuracy-constraint verdict, and reusing per-seed results already known."""
+reference, the accuracy-constraint and leakage-cap verdicts, and reusing per-seed results already known."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ._confirmation import (
     ConfirmedSetting,
     Constraint,
     Interval,
+    LeakageCap,
     Paired,
     SeedResult,
 )
@@ -47,13 +48,19 @@ def paired(rows: Sequence[SeedResult], base: Sequence[SeedResult]) -> Paired:
 
 
 def summarize(
-    candidates_: list[Candidate], seeds: list[int], results: dict[tuple[str, int], SeedResult], delta: float | None
+    candidates_: list[Candidate],
+    seeds: list[int],
+    results: dict[tuple[str, int], SeedResult],
+    delta: float | None,
+    cap: LeakageCap | None = None,
 ) -> Confirmation:
     """Per-candidate means and intervals, and each setting's difference from the reference paired by seed; each
     tuned setting's difference from the comparison (the paper's default or a named setting) paired by seed too.
 
     A setting's accuracy constraint is judged on the paired difference: it holds when the interval of
-    (U - U_ref) lies above -delta, and is "uncertain" when the interval straddles it.
+    (U - U_ref) lies above -delta, and is "uncertain" when the interval straddles it. A leakage cap is judged on
+    the setting's own leakage interval over the seeds (:meth:`LeakageCap.verdict`): the cap is on the leakage
+    itself, not on its difference from the undefended model.
     """
     ref = [results[(REFERENCE, s)] for s in seeds]
     comparison = next((c for c in candidates_ if c.is_comparison), None)
@@ -62,6 +69,7 @@ def summarize(
     def confirmed(candidate: Candidate) -> ConfirmedSetting:
         rows = [results[(candidate.label, s)] for s in seeds]
         vs_reference = None if candidate.is_reference else paired(rows, ref)
+        privacy = t_interval([r.privacy for r in rows])
         return ConfirmedSetting(
             candidate.label,
             candidate.role,
@@ -69,12 +77,13 @@ def summarize(
             candidate.settings,
             tuple(zip(seeds, rows)),
             t_interval([r.utility for r in rows]),
-            t_interval([r.privacy for r in rows]),
+            privacy,
             candidate.trial_number,
             candidate.reported,
             vs_reference,
             None if vs_reference is None or delta is None else constraint_verdict(vs_reference.utility, delta),
             paired(rows, base) if base is not None and candidate.role == TUNED else None,
+            None if cap is None else cap.verdict(privacy),
         )
 
     return Confirmation(
@@ -85,6 +94,7 @@ def summarize(
         None
         if comparison is None
         else Comparison(comparison.label, comparison.role, comparison.defense, comparison.settings),
+        cap=cap,
     )
 
 
@@ -131,6 +141,40 @@ def comparison_verdict(confirmation: Confirmation) -> str | None:
     )
 
 
+def cap_verdict(confirmation: Confirmation) -> str | None:
+    """The answer to "what is the most accurate setting whose leakage stays under the cap?": the most accurate
+    confirmed setting whose leakage interval over the fresh seeds lies at or below the cap, or that none does (and
+    why, setting by setting). None: the study has no cap."""
+    cap = confirmation.cap
+    if cap is None:
+        return None
+    level, seeds = f"{confirmation.level:.0%}", len(confirmation.seeds)
+    best = confirmation.best
+    if best is not None:
+        return (
+            f"the most accurate confirmed setting whose leakage keeps the cap {cap.max_leakage:g} is {best.label} "
+            f"({best.defense}): accuracy {best.utility.mean:.4f} [{level} CI {best.utility.low:.4f}, "
+            f"{best.utility.high:.4f}], leakage {best.privacy.mean:.4f} [{level} CI {best.privacy.low:.4f}, "
+            f"{best.privacy.high:.4f}] on {seeds} fresh seeds"
+        )
+    judged = [c for c in confirmation.candidates if c.vs_reference is not None]
+    return f"no confirmed setting keeps the cap {cap.max_leakage:g} on {seeds} fresh seeds: " + (
+        "; ".join(
+            f"{c.label} {c.leakage_cap} (leakage {c.privacy.mean:.4f} [{level} CI {c.privacy.low:.4f}, "
+            f"{c.privacy.high:.4f}])"
+            for c in judged
+        )
+        or "no tuned setting was evaluated"
+    )
+
+
+def verdict(confirmation: Confirmation) -> str | None:
+    """The closing sentences a confirmation stores: the cap's answer (a leakage_cap study), then whether tuning
+    beat the comparison. None: neither applies."""
+    sentences = [s for s in (cap_verdict(confirmation), comparison_verdict(confirmation)) if s]
+    return ". ".join(sentences) or None
+
+
 def setting_key(defense: str, settings: Mapping[str, Any], seed: int) -> str:
     """One evaluation's identity: the setting's (:meth:`wemem.defenses.Setting.key`) on one seed."""
     return f"{Setting.recorded(defense, settings).key()}|{seed}"
@@ -152,6 +196,7 @@ def confirm_with(
     delta: float | None,
     known: dict[str, SeedResult] | None = None,
     record: Callable[[str, SeedResult], None] | None = None,
+    cap: LeakageCap | None = None,
 ) -> Confirmation:
     """Evaluate every candidate on every seed not already ``known`` (one batch, so an evaluator can run them
     all in parallel); ``record(key, result)`` is told each result as it arrives."""
@@ -162,4 +207,5 @@ def confirm_with(
         known[key(*jobs[i])] = result
         if record is not None:
             record(key(*jobs[i]), result)
-    return summarize(candidates_, seeds, {(c.label, s): known[key(c, s)] for s in seeds for c in candidates_}, delta)
+    results = {(c.label, s): known[key(c, s)] for s in seeds for c in candidates_}
+    return summarize(candidates_, seeds, results, delta, cap)

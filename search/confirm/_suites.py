@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 
-from objectives import TrialSpec
+from objectives import ObjectiveConfig, TrialSpec
 from wemem.assets import Echo
 from wemem.attacks import check_attack_requirements
 from wemem.faults import failpoint
@@ -22,8 +22,8 @@ from ..storage._records import (
     stored_confirmation,
 )
 from ._candidates import Candidate, Evaluate
-from ._confirmation import Confirmation, ConfirmationStatus, SeedResult, Suite
-from ._statistics import comparison_verdict, confirm_with, known_results, setting_key
+from ._confirmation import Confirmation, ConfirmationStatus, LeakageCap, SeedResult, Suite
+from ._statistics import confirm_with, known_results, setting_key, verdict
 
 
 def judged_by(spec: TrialSpec, attacks: Sequence[str] | None) -> TrialSpec:
@@ -55,6 +55,13 @@ def suite_fields(spec: TrialSpec, study_spec: TrialSpec) -> Suite:
 def suite_key(confirmation: Confirmation, study_spec: TrialSpec) -> str:
     """Which judges a stored confirmation used (one stored before suites were recorded used the study's)."""
     return (confirmation.suite or suite_fields(study_spec, study_spec)).key()
+
+
+def leakage_cap(objective: ObjectiveConfig) -> LeakageCap | None:
+    """The cap a leakage_cap study's confirmation judges its settings against (None: the study has none)."""
+    if objective.max_leakage is None:
+        return None
+    return LeakageCap(objective.max_leakage, objective.leakage_se_multiple)
 
 
 def read_confirmation(stored: Mapping[str, Any] | None) -> Confirmation | None:
@@ -108,11 +115,11 @@ def confirm_study(
         failpoint("confirm_run_stored")  # the fault tests kill the launcher here
 
     confirmation = replace(
-        confirm_with(chosen, seeds, evaluate, delta, known, record),
+        confirm_with(chosen, seeds, evaluate, delta, known, record, leakage_cap(study_spec.objective)),
         metric=study_spec.objective.privacy_metric,
         suite=judges,
     )
-    confirmation = replace(confirmation, verdict=comparison_verdict(confirmation))
+    confirmation = replace(confirmation, verdict=verdict(confirmation))
     store_confirmation(study, confirmation, study_spec)
     return confirmation
 
@@ -146,7 +153,7 @@ def export_section(study: optuna.Study, best_numbers: list[int]) -> Confirmation
         )
     confirmed = {c.trial_number for c in confirmation.candidates}
     missing = [n for n in best_numbers if n not in confirmed]
-    confirmation = replace(confirmation, verdict=comparison_verdict(confirmation) or confirmation.verdict)
+    confirmation = replace(confirmation, verdict=verdict(confirmation) or confirmation.verdict)
     if not missing:
         return ConfirmationStatus("confirmed", confirmation)
     return ConfirmationStatus(

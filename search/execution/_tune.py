@@ -29,7 +29,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
-from objectives import Reference
+from objectives import ObjectiveConfig, Reference
 from wemem.assets import Echo
 from wemem.faults import failpoint
 
@@ -53,10 +53,11 @@ from ._trainable import OUTCOME_KEY, TrialConfig, TrialReport, trial_trainable
 class Progress:
     """Trials done of total, best so far, elapsed and remaining time -- one line per finished trial."""
 
-    def __init__(self, total: int, echo: Echo):
+    def __init__(self, total: int, echo: Echo, objective: ObjectiveConfig | None = None):
         self.total, self.echo = total, echo
         self.done, self.start = 0, time.perf_counter()
         self.best: float | None = None
+        self.objective = objective
 
     def update(
         self,
@@ -77,11 +78,19 @@ class Progress:
             )
             if len(values) == 1 and attrs.get("feasible", True):
                 self.best = values[0] if self.best is None else min(self.best, values[0])
-        best = f" best={self.best:.4f}" if self.best is not None else ""
+        best = "" if self.best is None else f" {best_text(self.best, self.objective)}"
         self.echo(
             f"[{self.done}/{self.total}] trial {number} {state} {detail}{best} "
             f"elapsed {elapsed:.0f}s, ~{remaining:.0f}s left"
         )
+
+
+def best_text(best: float, objective: ObjectiveConfig | None) -> str:
+    """The best feasible value so far as a user reads it: a leakage_cap study stores the test error 1 - U, so its
+    best is stated as the accuracy it stands for, under the cap it was found under."""
+    if objective is not None and objective.mode == "leakage_cap":
+        return f"best acc={1 - best:.4f} under cap {objective.max_leakage:g}"
+    return f"best={best:.4f}"
 
 
 def invalid_numbers(report: TrialReport) -> list[str]:
@@ -251,8 +260,11 @@ class StudySearcher(Searcher):
         try:
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
-            if report.constraint is not None:
-                trial.set_constraint("utility_drop", report.constraint)
+            # the samplers are built without ``constraints_func``: the constraint is recorded for ranking and
+            # feasibility, while the search is steered by the infeasible value 1 + c (objectives._objective)
+            name = self.definition.objective_config().constraint_name
+            if report.constraint is not None and name is not None:
+                trial.set_constraint(name, report.constraint)
         except optuna.exceptions.UpdateFinishedTrialError:
             self._lost(trial)
             return None
@@ -383,7 +395,7 @@ def run_trials(
     """
     study, storage = opened.study, opened.storage
     launcher_id = uuid.uuid4().hex[:12]
-    progress = Progress(max(target_total - active_count(study), 0), echo)
+    progress = Progress(max(target_total - active_count(study), 0), echo, opened.definition.objective_config())
     waiting_said = False
     with TrialHeartbeats(storage) as heartbeats:
         searcher = StudySearcher(opened, target_total, launcher_id, heartbeats, progress, echo, on_finished)

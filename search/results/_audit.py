@@ -84,6 +84,8 @@ class HeadlineJSON(TypedDict):
     utility_difference: NotRequired[IntervalJSON]
     gain_confirmed: NotRequired[bool]
     accuracy_constraint: NotRequired[str | None]
+    max_leakage: NotRequired[float]  # a leakage_cap study's cap and whether the best setting's interval keeps it
+    leakage_cap: NotRequired[str]
     verdict: NotRequired[str]
     comparison: NotRequired[ComparisonJSON | None]
     command: NotRequired[str]
@@ -251,6 +253,8 @@ def objective_text(definition: StudyDefinition) -> str:
         "constrained": f"minimize leakage subject to the accuracy constraint (delta {o.delta:g})",
         "weighted": f"minimize leakage + {o.weight:g} x accuracy drop",
         "pareto": "the Pareto front of (minimum leakage, maximum accuracy)",
+        "leakage_cap": f"maximize test accuracy subject to leakage + {o.leakage_se_multiple:g} standard errors at "
+        f"most {o.max_leakage:g} (the leakage cap)",
     }.get(o.mode, o.mode)
     return f"{o.mode}: {mode}; {leakage}"
 
@@ -271,7 +275,7 @@ def study_block(definition: StudyDefinition, reference: ReferenceRecord | None) 
         "objective_text": objective_text(definition),
         "directions": objective.directions,
         "accuracy_floor": floor,
-        "constraint": None
+        "constraint": cap_constraint(definition)
         if delta is None
         else (
             f"test accuracy at least the undefended pruned model's minus {delta:g}"
@@ -281,6 +285,17 @@ def study_block(definition: StudyDefinition, reference: ReferenceRecord | None) 
         "sampler": definition.study.sampler,
         "seed": definition.study.seed,
     }
+
+
+def cap_constraint(definition: StudyDefinition) -> str | None:
+    """A leakage_cap study's constraint in words (None: any other mode without an accuracy constraint)."""
+    o = definition.objective
+    if o.max_leakage is None:
+        return None
+    return (
+        f"leakage + {o.leakage_se_multiple:g} x its standard error at most the cap {o.max_leakage:g} on each trial; "
+        "the confirmation judges each setting's interval over fresh seeds against the cap"
+    )
 
 
 def next_commands(opened: OpenStudy) -> dict[str, str]:
@@ -355,6 +370,9 @@ def headline_block(
         block["utility_difference"] = entry.vs_reference.utility.to_json()
         block["gain_confirmed"] = entry.vs_reference.privacy.below_zero
         block["accuracy_constraint"] = entry.accuracy_constraint
+    if confirmed.cap is not None:
+        block["max_leakage"] = confirmed.cap.max_leakage
+        block["leakage_cap"] = "no confirmed setting keeps the cap" if entry is None else str(entry.leakage_cap)
     if len(sentence) > 1:  # did tuning beat the paper's default (or the named comparison)?
         block["verdict"] = sentence[1]
         block["comparison"] = None if confirmed.comparison is None else confirmed.comparison.to_json()

@@ -27,6 +27,7 @@ Cell = tuple[str, Any]  # (shown text, sort key) of one table cell
 # the figures the page embeds, in its order, each with the section it belongs to
 FIGURES = {
     "privacy_utility.png": "Privacy and utility of every trial",
+    "sparsity.png": "Leakage and accuracy against the searched sparsity",
     "confirmation.png": "Confirmation",
     "roc.png": "ROC curves of the best trial (log-log: low false positive rates)",
     "attacks.png": "Attacks on the best trial",
@@ -166,7 +167,10 @@ def settings_text(settings: Mapping[str, object]) -> str:
 
 def verdict(h: HeadlineJSON) -> tuple[str, str]:
     """The headline's colour class and status words. Green only for a confirmed gain that keeps the accuracy
-    constraint: a reader who looks at nothing else must not take a gain bought with too much accuracy for a pass."""
+    constraint: a reader who looks at nothing else must not take a gain bought with too much accuracy for a pass.
+    A leakage_cap study's answer is whether its best confirmed setting keeps the cap."""
+    if "leakage_cap" in h:
+        return cap_verdict(h)
     if h.get("gain_confirmed") is None:
         return "", h["status"]
     stale = " (stale: see below)" if h["status"] == "stale" else ""
@@ -176,6 +180,14 @@ def verdict(h: HeadlineJSON) -> tuple[str, str]:
     if constraint not in (None, "holds"):
         return "warn", f"confirmed gain, but the accuracy constraint is {constraint}{stale}"
     return ("warn" if stale else "confirmed"), "confirmed gain" + stale
+
+
+def cap_verdict(h: HeadlineJSON) -> tuple[str, str]:
+    """Green only when a confirmed setting's leakage interval keeps the cap and the confirmation is current."""
+    stale = " (stale: see below)" if h["status"] == "stale" else ""
+    if h["leakage_cap"] != "keeps the cap":
+        return "notgain", f"no confirmed setting keeps the leakage cap {h.get('max_leakage', float('nan')):g}{stale}"
+    return ("warn" if stale else "confirmed"), f"keeps the leakage cap {h.get('max_leakage', float('nan')):g}{stale}"
 
 
 def validity_caveats(doc: ReportJSON) -> list[CheckJSON]:
@@ -296,6 +308,7 @@ def confirmation_table(doc: ReportJSON) -> str:
     if not c or c.get("status") == "not confirmed":
         return ""
     interval = lambda ci: f"{number(ci['mean'])} [{number(ci['low'])}, {number(ci['high'])}]"  # noqa: E731
+    capped = "leakage_cap" in c
     rows = []
     for e in c["candidates"]:
         diff, udiff = e.get("privacy_difference"), e.get("utility_difference")
@@ -313,6 +326,7 @@ def confirmation_table(doc: ReportJSON) -> str:
                 cell(e.get("accuracy_constraint")),
                 (("\u2013", None) if versus is None else (interval(versus), versus["mean"])),
             ]
+            + ([cell(e.get("leakage_cap"))] if capped else [])
         )
     return (
         f"<h3>Confirmed on {len(c['seeds'])} fresh seeds {esc(c['seeds'])} (mean [95% t-interval])</h3>"
@@ -332,7 +346,8 @@ def confirmation_table(doc: ReportJSON) -> str:
                 "accuracy minus reference",
                 "accuracy constraint",
                 "leakage minus the comparison",
-            ],
+            ]
+            + ([f"leakage cap {c['leakage_cap']['max_leakage']:g}"] if capped else []),
             rows,
             table_id="confirmation",
         )

@@ -120,6 +120,8 @@ def plot_privacy_utility(
         ax.scatter([ref[PRIVACY]], [ref[UTILITY]], marker="*", s=220, c="red", label="undefended pruned")
     if ref is not None and definition.objective_config().constraint_delta is not None:
         ax.axhline(ref[UTILITY] - definition.objective.delta, color="grey", lw=0.8, ls=":", label="accuracy floor")
+    if definition.objective.max_leakage is not None:
+        ax.axvline(definition.objective.max_leakage, color="red", lw=0.8, ls=":", label="leakage cap")
     if confirmation is not None:
         draw_confirmed_points(ax, confirmation)
     ax.set_xlabel(f"leakage: strongest attack {plain(definition.objective.privacy_metric)}")

@@ -20,9 +20,9 @@ from wemem.attacks import ATTACKS, runnable_attacks
 from wemem.metrics import METRIC_FPRS, tpr_resolution, unresolvable_text
 from wemem.uncertainty import INTERVAL_METRICS
 
-from ..confirm import Confirmation, Interval, export_section, judged_by_others
+from ..confirm import Confirmation, ConfirmedSetting, Interval, export_section, judged_by_others
 from ..confirm._confirmation import DEFAULT, NAMED
-from ..confirm._statistics import comparison_verdict, points
+from ..confirm._statistics import points, verdict
 from ..storage._records import TrialMetrics, fail_reason, stored_reference, stored_validity
 from ..storage._urls import redact
 from ..study import OpenStudy, best_trials
@@ -49,6 +49,7 @@ def summary_lines(opened: OpenStudy) -> list[str]:
             f"  undefended pruned model: test accuracy {ref['utility']:.4f}, strongest attack "
             f"{ref['strongest_attack']} at {ref['privacy']:.4f}"
         )
+    lines += cap_lines(definition)
     lines += validity_lines(study)
     if not completed:  # no best trial to confirm, export or report; resume runs what waits (a failed launch's queue)
         return lines + [
@@ -61,7 +62,7 @@ def summary_lines(opened: OpenStudy) -> list[str]:
         lines.append(f"  best trial #{trial.number}: defense {m.defense} ({settings})")
         lines.append(
             f"    test accuracy {m.utility:.4f}, strongest attack {m.strongest_attack} at {m.privacy:.4f}"
-            + ("" if m.feasible is not False else " (violates the accuracy constraint)")
+            + ("" if m.feasible is not False else f" ({broken_constraint(definition)})")
         )
     lines += stored_confirmation_lines(study)
     lines.append(f"  stored in {redact(options.storage_url)}")
@@ -70,6 +71,25 @@ def summary_lines(opened: OpenStudy) -> list[str]:
     lines.append(f"  export: {program} export {definition.name}{storage_flag} --out best.toml")
     lines.append(f"  report: {program} report {definition.name}{storage_flag} --out report")
     return lines
+
+
+def cap_lines(definition: StudyDefinition) -> list[str]:
+    """A leakage_cap study's question, with its cap and margin; nothing for the other modes."""
+    o = definition.objective
+    if o.max_leakage is None:
+        return []
+    return [
+        (
+            f"  objective: the most accurate setting whose leakage ({o.privacy_metric}) + {o.leakage_se_multiple:g} "
+            f"standard errors stays at or below the cap {o.max_leakage:g}"
+        )
+    ]
+
+
+def broken_constraint(definition: StudyDefinition) -> str:
+    """What an infeasible best trial (every trial infeasible: the least infeasible is shown) broke."""
+    o = definition.objective
+    return "violates the accuracy constraint" if o.max_leakage is None else f"breaks the leakage cap {o.max_leakage:g}"
 
 
 def validity_lines(study: optuna.Study) -> list[str]:
@@ -200,6 +220,10 @@ def confirmed_lines(confirmation: Confirmation) -> list[str]:
             f"  {judged_by_others(confirmation)} ({', '.join(confirmation.suite.attacks)}), not the "
             f"study's own: its own evaluations below were judged by its attacks"
         )
+    if confirmation.cap is not None:
+        lines.append(
+            f"  {confirmation.cap.text()}; here each setting's leakage interval over the seeds is judged against it"
+        )
     for entry in confirmation.candidates:
         head = f"  {entry.label}: " + (entry.defense if not entry.is_reference else "undefended pruned")
         if entry.settings:
@@ -210,7 +234,10 @@ def confirmed_lines(confirmation: Confirmation) -> list[str]:
             )
         lines.append(head + ROLE_NOTES.get(entry.role, ""))
         was = "" if entry.reported is None else f"   (study's own evaluation {entry.reported.privacy:.4f})"
-        lines.append(f"    accuracy {_interval(entry.utility)}, leakage {_interval(entry.privacy)}{was}")
+        lines.append(
+            f"    accuracy {_interval(entry.utility)}, leakage {_interval(entry.privacy)}{was}"
+            + cap_note(confirmation, entry)
+        )
         if entry.vs_reference is not None:
             diff = entry.vs_reference.privacy
             verdict = (
@@ -238,16 +265,26 @@ def confirmed_lines(confirmation: Confirmation) -> list[str]:
     return lines + headline(confirmation)
 
 
+def cap_note(confirmation: Confirmation, entry: ConfirmedSetting) -> str:
+    """``(cap 0.6: keeps the cap)`` after a setting's confirmed leakage in a leakage_cap study, else ""."""
+    if confirmation.cap is None or entry.leakage_cap is None:
+        return ""
+    return f" (cap {confirmation.cap.max_leakage:g}: {entry.leakage_cap})"
+
+
 def headline(confirmation: Confirmation) -> list[str]:
     """The closing sentences, in points: the best setting's confirmed difference from the undefended model and
-    its interval, then (where the study has one) the tuned-minus-default verdict."""
+    its interval, then (where the study has them) the leakage cap's answer and the tuned-minus-default verdict."""
     best = confirmation.best
+    closing = verdict(confirmation)
     if best is None or best.vs_reference is None:
-        return []
+        return [closing] if confirmation.cap is not None and closing else []
     p, u = best.vs_reference.privacy, best.vs_reference.utility
     confirmed = "confirmed" if p.below_zero else "NOT confirmed (the interval includes 0 or lies above it)"
     judges = f" {judged_by_others(confirmation)}" if judged_by_others(confirmation) else ""
     default = ", the paper's default" if best.role == DEFAULT else ""
+    if confirmation.cap is not None:
+        default += f", the most accurate keeping the leakage cap {confirmation.cap.max_leakage:g}"
     lines = [
         (
             f"best setting ({best.label}{default}, {best.defense}) vs the undefended pruned model on "
@@ -255,8 +292,7 @@ def headline(confirmation: Confirmation) -> list[str]:
             f"gain {confirmed}"
         )
     ]
-    verdict = comparison_verdict(confirmation)
-    return lines + ([verdict] if verdict else [])
+    return lines + ([closing] if closing else [])
 
 
 # ------------------------------------------------------------------------------------------------- timings
