@@ -9,11 +9,12 @@ from typing import Any
 
 import optuna
 
+from objectives import TrialSpec
 from wemem.config import MAX_SEED
 from wemem.defenses import UNDEFENDED, Setting
 from wemem.errors import require
 
-from ..storage._records import TrialMetrics, stored_reference, trial_setting
+from ..storage._records import PruningRecord, TrialMetrics, stored_pruning, stored_reference, trial_setting
 from ..study import best_default, ranked_trials
 from ._confirmation import DEFAULT, NAMED, PRIVACY, REFERENCE, TUNED, UTILITY, Reported, SeedResult
 
@@ -28,6 +29,7 @@ class Candidate:
     trial_number: int | None = None
     reported: Reported | None = None  # the study's own (selected) evaluation
     role: str = TUNED
+    pruning: PruningRecord | None = None  # the pruning its trial evaluated at (None: the study file's)
 
     def __post_init__(self) -> None:
         if self.label == REFERENCE:  # the undefended reference is never a tuned setting, however it was built
@@ -43,8 +45,18 @@ class Candidate:
 
     @property
     def setting(self) -> str:
-        """The setting's identity (:meth:`wemem.defenses.Setting.key`)."""
-        return Setting.recorded(self.defense, self.settings).key()
+        """The setting's identity (:meth:`wemem.defenses.Setting.key`), with the pruning it is evaluated at when
+        its trial stored one: one defense setting at two sparsities is two candidates."""
+        key = Setting.recorded(self.defense, self.settings).key()
+        return (
+            key
+            if self.pruning is None
+            else f"{key} at sparsity {self.pruning['sparsity']:g}, {self.pruning['steps']} steps"
+        )
+
+    def at_pruning(self, spec: TrialSpec) -> TrialSpec:
+        """``spec`` pruned as this candidate is evaluated: its trial's pruning, or the spec's own."""
+        return spec if self.pruning is None else replace(spec, pruning=replace(spec.pruning, **self.pruning))
 
 
 # A confirmation's evaluator: (candidate, seed) jobs -> (job index, result) pairs as each finishes (the Ray one
@@ -85,7 +97,15 @@ def _reported(trial: optuna.trial.FrozenTrial) -> Reported:
 
 def trial_candidate(trial: optuna.trial.FrozenTrial, role: str = TUNED) -> Candidate:
     setting = trial_setting(trial)
-    return Candidate(f"trial {trial.number}", setting.defense, setting.settings, trial.number, _reported(trial), role)
+    return Candidate(
+        f"trial {trial.number}",
+        setting.defense,
+        setting.settings,
+        trial.number,
+        _reported(trial),
+        role,
+        stored_pruning(trial),
+    )
 
 
 def named_comparison(defense: str, settings: Mapping[str, Any]) -> Candidate:

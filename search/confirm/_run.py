@@ -37,14 +37,19 @@ def seed_spec(spec: TrialSpec, seed: int) -> TrialSpec:
 
 
 def evaluate_on_seed(spec: TrialSpec, candidate: Candidate, base: Any, assets: Any, share: Any) -> SeedResult:
-    """One defended run on one seed, in a Ray task like a trial's coordinator: its K+1 models and its attacks
-    are Ray jobs of their own with the trial's share; the seed's assets arrive through the object store."""
+    """One defended run on one seed, pruned as the candidate's trial was, in a Ray task like a trial's
+    coordinator: its K+1 models and its attacks are Ray jobs of their own with the trial's share; the seed's
+    assets arrive through the object store."""
     from objectives import evaluate_trial
     from wemem.defenses import Setting
 
     from ..execution._jobs import receive
 
-    outcome = evaluate_trial(spec, Setting(candidate.defense, candidate.settings), base, receive(assets), map_fn=share)
+    # base, the seed's reference at the study's pruning, only enters the objective's score, which confirmation
+    # does not read: a candidate at another sparsity needs no reference of its own
+    outcome = evaluate_trial(
+        candidate.at_pruning(spec), Setting(candidate.defense, candidate.settings), base, receive(assets), map_fn=share
+    )
     return SeedResult(outcome.utility, outcome.privacy, outcome.strongest_attack)
 
 

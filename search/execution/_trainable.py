@@ -11,7 +11,7 @@ import io
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypedDict
 
 import numpy as np
@@ -19,6 +19,7 @@ from ray import tune
 
 from objectives import Reference, RoundHooks, TrialSpec, evaluate_trial, reference
 from wemem.assets import Echo, StudyAssets, content_fingerprint, prepare_assets
+from wemem.config import PruningConfig
 from wemem.defenses import Setting
 from wemem.environment import describe
 from wemem.errors import WememError
@@ -44,10 +45,12 @@ def compact_placements(records: list[Placement]) -> list[list[object]]:
 
 
 class TrialConfig(TypedDict):
-    """A trial's Tune config, as the searcher suggests it: the Optuna trial and the setting it sampled."""
+    """A trial's Tune config, as the searcher suggests it: the Optuna trial, the setting it sampled and the pruning
+    it evaluates at (the study file's ``[pruning]``, or sampled from ``[search.space.pruning]``)."""
 
     optuna_trial: int
     setting: Setting
+    pruning: PruningConfig
 
 
 OUTCOME_KEY = "outcome"  # the key of a finished trial's TrialReport in its last Tune result
@@ -147,6 +150,18 @@ def study_checks(assets: StudyAssets, base: Reference, metric: str) -> list[Chec
     ]
 
 
+def reference_at(
+    at_pruning: TrialSpec, study_spec: TrialSpec, study_reference: Reference, assets: StudyAssets, share: RayMap
+) -> Reference:
+    """The undefended reference a trial is judged against: pruned like the trial. The study's own (the launcher's
+    shared work) when the trial prunes like the study file; else measured once per pruning on the trial's share
+    and cached under the cache folder (a file lock makes the trials at one sparsity measure it once between
+    them, and every later trial at that sparsity reads it)."""
+    if at_pruning.pruning == study_spec.pruning:
+        return study_reference
+    return reference(at_pruning, assets, share)
+
+
 def failure_reason(error: BaseException) -> str:
     """One line saying why a trial failed: the innermost error of a Ray task chain, with its type."""
     cause = getattr(error, "cause", None) or error  # RayTaskError wraps the worker's own exception
@@ -179,7 +194,10 @@ def trial_trainable(
             lambda factory, jobs: RaySteppers(share, factory, jobs),
         )
     try:
-        outcome = evaluate_trial(spec, config["setting"], reference, receive(assets), map_fn=share, rounds=rounds)
+        victim_assets = receive(assets)
+        at_pruning = replace(spec, pruning=config["pruning"])
+        base = reference_at(at_pruning, spec, reference, victim_assets, share)
+        outcome = evaluate_trial(at_pruning, config["setting"], base, victim_assets, map_fn=share, rounds=rounds)
     except Exception as error:  # the trial fails alone, with its reason; the launcher goes on
         tune.report({"done": True, "error": failure_reason(error)})
         return

@@ -41,10 +41,17 @@ from ..storage._heartbeat import (
     requeue,
     trial_id_of,
 )
-from ..storage._records import DEFENSE_ATTR, LAUNCHER_ATTR, PROCESS_ATTR, SURPLUS_ATTR, store_setting
+from ..storage._records import (
+    DEFENSE_ATTR,
+    LAUNCHER_ATTR,
+    PROCESS_ATTR,
+    SURPLUS_ATTR,
+    store_pruning,
+    store_setting,
+)
 from ..storage._urls import HEARTBEAT_INTERVAL_S
 from ..study import OpenStudy, active_count, running_numbers
-from ..studyfile import suggest_setting
+from ..studyfile import suggest_pruning, suggest_setting
 from ._cluster import task_share, trial_bundles
 from ._jobs import Shipped
 from ._trainable import OUTCOME_KEY, TrialConfig, TrialReport, trial_trainable
@@ -177,13 +184,15 @@ class StudySearcher(Searcher):
             return self.FINISHED
         try:
             setting = suggest_setting(trial, self.definition.search.defenses, self.definition.search.space)
+            pruning = suggest_pruning(trial, self.definition.search.space, self.definition.pruning_config())
             store_setting(trial, setting)
+            store_pruning(trial, pruning)
         except Exception as error:  # never leave the asked trial RUNNING: fail it with the reason, then stop
             fail_with_reason(self.study, self.storage, trial.number, f"its setting could not be sampled: {error}")
             self._finished(trial)
             raise
         self.pending[trial_id] = trial
-        return {"optuna_trial": trial.number, "setting": setting}
+        return {"optuna_trial": trial.number, "setting": setting, "pruning": pruning}
 
     def _over_budget(self, number: int) -> bool:
         earlier = [

@@ -46,7 +46,9 @@ def checked(definition: StudyDefinition, source: str, setting: Setting) -> WarmS
             "source"
         )
     try:
-        params = setting_params(defense, setting.settings, len(search.defenses) > 1, search.space)
+        params = setting_params(
+            defense, setting.settings, len(search.defenses) > 1, search.space, definition.pruning_config()
+        )
     except ValueError as error:
         raise WememError(
             f"[search] warm_start {source}: {error}; widen [search.space.{defense}] or drop the source"
@@ -98,7 +100,13 @@ def paper_defaults(definition: StudyDefinition) -> tuple[list[WarmStart], list[s
     left_out: list[str] = []
     for defense in (d for d in search.defenses if d in REFERENCE_SETTINGS):
         try:
-            params = setting_params(defense, REFERENCE_SETTINGS[defense], len(search.defenses) > 1, search.space)
+            params = setting_params(
+                defense,
+                REFERENCE_SETTINGS[defense],
+                len(search.defenses) > 1,
+                search.space,
+                definition.pruning_config(),
+            )
         except ValueError as error:
             left_out.append(f"the paper's default for {defense} is outside this study's space ({error}): not enqueued")
             continue

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal, NotRequired, TypedDict, cast
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from scipy.stats import norm
 
 from objectives import Reference, TrialOutcome, TrialSpec, evaluate_trial, reference
@@ -162,6 +162,14 @@ def not_numbers(metrics: Mapping[str, object]) -> list[str]:
     ]
 
 
+class ExportedPruning(BaseModel):
+    """The pruning an exported trial evaluated at (a study that searched it stores it with each trial)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    sparsity: float = Field(ge=0, lt=1)
+    steps: int = Field(ge=1)
+
+
 class ExportedSetting(BaseModel):
     """One exported trial: what apply needs of it, checked before any work."""
 
@@ -170,6 +178,7 @@ class ExportedSetting(BaseModel):
     defense: str
     settings: Mapping[str, object]
     metrics: Mapping[str, object]
+    pruning: ExportedPruning | None = None
 
     @field_validator("defense")
     @classmethod
@@ -202,6 +211,7 @@ class ChosenTrial:
     number: int
     setting: Setting
     metrics: Mapping[str, object]
+    pruning: ExportedPruning | None = None  # None: the study's [pruning]
 
 
 def _setting(record: object, source: str, where: str) -> ChosenTrial:
@@ -211,12 +221,15 @@ def _setting(record: object, source: str, where: str) -> ChosenTrial:
             f"metrics (found {type(record).__name__} {record!r:.40}); re-export it with `wemem export`"
         )
     try:
-        ExportedSetting.model_validate(record)
+        checked = ExportedSetting.model_validate(record)
     except ValidationError as error:
         raise damaged(source, where, error) from None
     # the stored values, not pydantic's coercions of them: apply writes back what the export says
     return ChosenTrial(
-        record["trial_number"], Setting.recorded(record["defense"], record["settings"]), record["metrics"]
+        record["trial_number"],
+        Setting.recorded(record["defense"], record["settings"]),
+        record["metrics"],
+        checked.pruning,
     )
 
 
@@ -470,10 +483,13 @@ def study_experiment(experiment: ExperimentConfig, encoding: Mapping[str, object
 
 
 def apply_spec(exported: CheckedExport, cache_dir: str, data_root: str | None) -> TrialSpec:
-    """What apply evaluates: the study's trial spec, with the trained victim found here."""
+    """What apply evaluates: the study's trial spec, with the trained victim found here, pruned as the chosen
+    trial was (a study that searched the sparsity ships the sparsity it chose)."""
     spec = exported.definition.trial_spec(cache_dir, data_root)
     experiment = dataclasses.replace(spec.experiment, checkpoint=exported.checkpoint)
-    return dataclasses.replace(spec, experiment=study_experiment(experiment, exported.encoding))
+    chosen = exported.record.pruning
+    pruning = spec.pruning if chosen is None else dataclasses.replace(spec.pruning, **chosen.model_dump())
+    return dataclasses.replace(spec, experiment=study_experiment(experiment, exported.encoding), pruning=pruning)
 
 
 SAFETENSORS, SPARSE, ONNX = "model.safetensors", "model.sparse.safetensors", "model.onnx"

@@ -18,7 +18,15 @@ from wemem.files import write_atomically
 
 from ..confirm import ConfirmationStatus, export_section
 from ..confirm._confirmation import PRIVACY, ConfirmationSectionJSON
-from ..storage._records import TrialMetrics, reference_of, stored_own_code, trial_setting, without_roc
+from ..storage._records import (
+    PruningRecord,
+    TrialMetrics,
+    reference_of,
+    stored_own_code,
+    stored_pruning,
+    trial_setting,
+    without_roc,
+)
 from ..study import OpenStudy, best_trials
 from ..studyfile import StudyDefinition
 
@@ -46,6 +54,7 @@ class TrialRecordJSON(TypedDict):
     values: list[float]
     feasible: bool
     metrics: TrialMetricsJSON
+    pruning: NotRequired[PruningRecord]  # the pruning it evaluated at (absent: the study's [pruning])
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class ExportedTrial:
     values: tuple[float, ...]
     feasible: bool
     metrics: TrialMetricsJSON
+    pruning: PruningRecord | None = None
 
     @classmethod
     def of(cls, trial: optuna.trial.FrozenTrial) -> ExportedTrial:
@@ -76,10 +86,11 @@ class ExportedTrial:
                 "defense_seconds": m.defense_seconds,
                 "attacks": without_roc(m.attacks),
             },
+            stored_pruning(trial),
         )
 
     def to_json(self) -> TrialRecordJSON:
-        return {
+        record: TrialRecordJSON = {
             "trial_number": self.number,
             "defense": self.setting.defense,
             "settings": self.setting.settings,
@@ -87,6 +98,9 @@ class ExportedTrial:
             "feasible": self.feasible,
             "metrics": self.metrics,
         }
+        if self.pruning is not None:
+            record["pruning"] = self.pruning
+        return record
 
 
 def trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecordJSON:

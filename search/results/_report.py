@@ -20,10 +20,11 @@ import optuna
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 from optuna.trial import TrialState
+from scipy.stats import norm
 
 from wemem.assets import Echo
 from wemem.files import check_output_folder, create_folder, csv_text, write_into, wrote
-from wemem.uncertainty import INTERVAL_METRICS
+from wemem.uncertainty import CONFIDENCE, INTERVAL_METRICS
 
 from ..confirm import Confirmation, Interval, judged_by_others, latest_confirmation
 from ..confirm._confirmation import PRIVACY, UTILITY
@@ -129,6 +130,48 @@ def plot_privacy_utility(
     ax.set_title(f"{plain(definition.name)}: privacy vs utility")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the axes: never over a point
     return figure_png(fig)
+
+
+SPARSITY_PARAM = "param.pruning.sparsity"  # the trials table's column of a study that searched the sparsity
+
+
+def plot_sparsity(table: pd.DataFrame, ref: Mapping[str, Any] | None, definition: StudyDefinition) -> bytes:
+    """Leakage (with its normal interval where the trial stored a standard error) and test accuracy against the
+    sampled sparsity, per defense: how far the victim can be pruned before either breaks."""
+    done = table[(table.state == "COMPLETE") & table[SPARSITY_PARAM].notna()]
+    z = float(norm.ppf(0.5 + CONFIDENCE / 2))
+    fig, (leak, acc) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    for defense, group in done.groupby("defense"):
+        se = np.nan_to_num(group.privacy_se.to_numpy(dtype=float))  # none stored: no bar
+        leak.errorbar(group[SPARSITY_PARAM], group.privacy, yerr=z * se, fmt="o", capsize=3, label=plain(defense))
+        acc.scatter(group[SPARSITY_PARAM], group.utility, alpha=0.8, label=plain(defense))
+    study_sparsity = definition.pruning.sparsity
+    if ref is not None:
+        leak.scatter([study_sparsity], [ref[PRIVACY]], marker="*", s=220, c="red", label="undefended pruned")
+        acc.scatter([study_sparsity], [ref[UTILITY]], marker="*", s=220, c="red", label="undefended pruned")
+    floor = accuracy_floor(ref, definition)
+    if floor is not None:
+        acc.axhline(floor, color="grey", lw=0.8, ls=":", label="accuracy floor")
+    if definition.objective.max_leakage is not None:
+        leak.axhline(definition.objective.max_leakage, color="red", lw=0.8, ls=":", label="leakage cap")
+    leak.set_ylabel(f"leakage: strongest attack {plain(definition.objective.privacy_metric)} [{CONFIDENCE:.0%}]")
+    acc.set_ylabel("pruned victim test accuracy")
+    for ax in (leak, acc):
+        ax.set_xlabel("sparsity")
+        ax.legend(fontsize=8)
+    leak.set_title(f"{plain(definition.name)}: leakage vs sparsity")
+    acc.set_title("accuracy vs sparsity")
+    return figure_png(fig)
+
+
+def accuracy_floor(ref: Mapping[str, Any] | None, definition: StudyDefinition) -> float | None:
+    """A constrained study's floor when it is one line: against the dense victim (``accuracy_reference =
+    "dense"``); against the pruned reference it moves with each trial's sparsity."""
+    objective = definition.objective_config()
+    if ref is None or objective.constraint_delta is None or objective.accuracy_reference != "dense":
+        return None
+    dense = ref.get("pretrained_accuracy")
+    return None if dense is None else float(dense) - objective.constraint_delta
 
 
 def error_bar(ci: Interval) -> list[list[float]]:
@@ -314,6 +357,8 @@ def report_figures(opened: OpenStudy, table: pd.DataFrame) -> dict[str, bytes]:
         }
     if confirmation is not None:
         plots["confirmation.png"] = lambda: plot_confirmation(confirmation, definition.objective.privacy_metric)
+    if best and SPARSITY_PARAM in table.columns:
+        plots["sparsity.png"] = lambda: plot_sparsity(table, ref, definition)
     if "seconds.pruning_stage" in table.columns and table["seconds.pruning_stage"].notna().any():
         plots["timings.png"] = lambda: plot_timings(table)  # none where no trial recorded them
     return {name: draw() for name, draw in plots.items()}

@@ -33,7 +33,7 @@ from wemem.plugins import check_record
 from wemem.validity import Check
 
 if TYPE_CHECKING:  # an annotation only: the storage layer needs no torch to read a study
-    from wemem.config import ExperimentConfig
+    from wemem.config import ExperimentConfig, PruningConfig
 
 from ..studyfile import StudyDefinition, parse_study
 
@@ -60,6 +60,7 @@ SCHEMA_VERSION = 2  # the shape this code writes and reads
 
 # ----------------------------------------------------------------------------------------- trial attributes
 DEFENSE_ATTR, SETTINGS_ATTR = "defense", "settings"  # the setting a trial evaluated
+SPARSITY_ATTR, STEPS_ATTR = "sparsity", "pruning_steps"  # the pruning it evaluated at (absent: the study file's)
 FAIL_REASON = "fail_reason"  # why a trial failed, in words
 LAUNCHER_ATTR = "launcher"  # the launcher that ran the trial
 SURPLUS_ATTR = "surplus"  # asked at the same moment as another launcher reached the budget: given back
@@ -407,6 +408,27 @@ def store_setting(trial: optuna.Trial, setting: Setting) -> None:
     """Record the setting a trial evaluates, as it is asked (before it runs)."""
     trial.set_user_attr(DEFENSE_ATTR, setting.defense)
     trial.set_user_attr(SETTINGS_ATTR, setting.settings)
+
+
+def store_pruning(trial: optuna.Trial, pruning: PruningConfig) -> None:
+    """Record the pruning a trial evaluates at, as it is asked: ``[search.space.pruning]`` may sample it."""
+    trial.set_user_attr(SPARSITY_ATTR, pruning.sparsity)
+    trial.set_user_attr(STEPS_ATTR, pruning.steps)
+
+
+class PruningRecord(TypedDict):
+    """The pruning a trial evaluated at, as exports state it."""
+
+    sparsity: float
+    steps: int
+
+
+def stored_pruning(trial: optuna.trial.FrozenTrial) -> PruningRecord | None:
+    """The pruning a trial stored (None: stored before the pruning could be searched)."""
+    a = trial.user_attrs
+    if SPARSITY_ATTR not in a:
+        return None
+    return {"sparsity": float(a[SPARSITY_ATTR]), "steps": int(a[STEPS_ATTR])}
 
 
 def has_setting(trial: optuna.trial.FrozenTrial) -> bool:

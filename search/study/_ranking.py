@@ -8,7 +8,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from wemem.errors import WememError, require
 
-from ..storage._records import WARM_START_ATTR, has_setting, trial_setting
+from ..storage._records import WARM_START_ATTR, has_setting, stored_pruning, trial_setting
 
 ACTIVE_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 PAPER_DEFAULT = "reference"  # the WARM_START_ATTR of the paper's default settings the launcher enqueues (SPEC 7)
@@ -38,7 +38,8 @@ def feasible_or_all(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def best_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Single objective: the best feasible trial (or the least infeasible). Two objectives: the Pareto set."""
+    """Single objective: the best feasible trial (or the least infeasible). Two or three objectives (pareto, with
+    the sparsity as the third): the Pareto set."""
     if len(study.directions) > 1:
         return list(study.best_trials)
     trials = completed(study)
@@ -63,7 +64,7 @@ def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
     chosen: list[FrozenTrial] = []
     seen: set[str] = set()
     for trial in ranked:
-        key = trial_setting(trial).key()
+        key = f"{trial_setting(trial).key()} {stored_pruning(trial)}"  # one setting at two sparsities: two
         if key not in seen:
             seen.add(key)
             chosen.append(trial)

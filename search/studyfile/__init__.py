@@ -2,7 +2,14 @@
 of every defense's search space."""
 
 from ._schema import MAX_NAME_LENGTH, StudyDefinition, format_validation_error, load_study_file, parse_study, registered
-from ._spaces import REFERENCE_SETTINGS, reference_params, space_for, suggest_setting, validate_overrides
+from ._spaces import (
+    REFERENCE_SETTINGS,
+    reference_params,
+    space_for,
+    suggest_pruning,
+    suggest_setting,
+    validate_overrides,
+)
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -14,6 +21,7 @@ __all__ = [
     "reference_params",
     "registered",
     "space_for",
+    "suggest_pruning",
     "suggest_setting",
     "validate_overrides",
 ]

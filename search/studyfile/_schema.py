@@ -20,7 +20,7 @@ from wemem.models import check_model_name
 from wemem.registry import Registry
 from wemem.training import TrainConfig
 
-from ._spaces import ParamOverride, searchable, searchable_defenses, validate_overrides
+from ._spaces import ParamOverride, searchable, searchable_defenses, validate_overrides, validate_pruning_search
 
 # Every default of an experiment is written once, in wemem's plain configs; the sections and the CLI flags read them.
 _EXPERIMENT, _TRAIN, _PRUNING, _OBJECTIVE = ExperimentConfig(), TrainConfig(), PruningConfig(), ObjectiveConfig()
@@ -305,7 +305,8 @@ class SearchSection(_Section):
     space: dict[str, dict[str, ParamOverride]] = Field(
         default_factory=dict,
         description="per defense, narrows its declared space: [low, high], a list of choices or a fixed value per "
-        "setting (see search.space below)",
+        "setting (see search.space below); the key pruning searches the pruning with the defense: sparsity = "
+        "[low, high] (on a grid of 0.05) and steps = [low, high], or a fixed value",
     )
     warm_start: list[str] = Field(
         default_factory=list,
@@ -477,6 +478,9 @@ class StudyDefinition(_Section):
     @model_validator(mode="after")
     def _space_overrides_valid(self) -> StudyDefinition:
         validate_overrides(self.search.space)
+        validate_pruning_search(
+            self.search.space, self.pruning.one_shot, self.objective.sparsity_objective, self.search.defenses
+        )
         return self
 
     @model_validator(mode="after")

@@ -4,16 +4,19 @@ into Optuna's distributions and back.
 
 Parameters are named ``<defense>.<setting>`` so that, when the defense itself is a categorical choice, each
 defense keeps its own distributions. A study file may narrow a range (``[low, high]``) or fix a value.
+``[search.space.pruning]`` searches the pruning with the defense (``pruning.sparsity``, ``pruning.steps``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import cast
 
 import optuna
 
+from wemem.config import PruningConfig
 from wemem.defenses import DEFENSES, Defense, Setting
 from wemem.defenses.space import SpaceParam, Value, is_number
 from wemem.defenses.wemem import MIN_GAP, stride_below_width
@@ -130,6 +133,10 @@ def _check_window(defense: str, stride: tuple[float, float], width: tuple[float,
 
 def validate_overrides(overrides: Overrides) -> None:
     for defense, values in overrides.items():
+        if defense == PRUNING and isinstance(values, Mapping):
+            for key, value in values.items():
+                _check_pruning_override(key, value)
+            continue
         if not searchable(defense):
             raise ValueError(
                 f"search.space.{defense}: no such searchable defense; choose from {', '.join(searchable_defenses())}"
@@ -221,11 +228,18 @@ def _where(param: SpaceParam) -> str:
 
 
 def setting_params(
-    defense: str, settings: Mapping[str, object], multiple: bool, overrides: Overrides | None = None
+    defense: str,
+    settings: Mapping[str, object],
+    multiple: bool,
+    overrides: Overrides | None = None,
+    study_pruning: PruningConfig | None = None,
 ) -> dict[str, Value]:
     """The Optuna params that make :func:`suggest_setting` return ``settings`` (for ``study.enqueue_trial``): the
     inverse of the sampling, so a warm start is checked against the study's space exactly as a sample would be.
-    A ValueError names each setting the space cannot produce."""
+    A ValueError names each setting the space cannot produce. When the study searches the pruning, the params
+    also pin the enqueued trial's pruning (:func:`pruning_params`; ``study_pruning``: the study file's
+    ``[pruning]``)."""
+    pinned = _pinned_pruning(overrides, study_pruning)
     params = {param.name: param for param in space_for(defense, overrides)}
     unknown = sorted(set(settings) - set(params) - {"stride_ratio"})
     if unknown:
@@ -258,9 +272,133 @@ def setting_params(
             out[f"{defense}.{param.name}"] = value
     if multiple:
         out["defense"] = defense
-    return out
+    return {**out, **pinned}
 
 
-def reference_params(defense: str, multiple: bool, overrides: Overrides | None = None) -> dict[str, Value]:
+def reference_params(
+    defense: str, multiple: bool, overrides: Overrides | None = None, study_pruning: PruningConfig | None = None
+) -> dict[str, Value]:
     """The Optuna params that reproduce the defense's reference setting (for ``study.enqueue_trial``)."""
-    return setting_params(defense, REFERENCE_SETTINGS[defense], multiple, overrides)
+    return setting_params(defense, REFERENCE_SETTINGS[defense], multiple, overrides, study_pruning)
+
+
+# ----------------------------------------------------------------------------------------- the pruning's space
+# ``[search.space.pruning]`` searches how far the victim is pruned together with the defense. The key is reserved:
+# a defense registered as "pruning" could not be told apart from it, so such a defense cannot be searched.
+PRUNING = "pruning"
+# Each distinct sparsity costs one undefended reference (K+1 models, computed once and cached), so the sparsity is
+# drawn on a grid from the range's low end: a ten-trial study meets each grid point more than once, and a step
+# of 0.05 is finer than the accuracy and leakage differences a study can resolve between neighbouring sparsities.
+SPARSITY_STEP = 0.05
+_PRUNING_KEYS = ("sparsity", "steps")
+
+
+def _pruning_param(name: str, value: ParamOverride) -> SpaceParam:
+    """A validated pruning override as a parameter: a range searches, a number fixes it."""
+    integer = name == "steps"
+    if isinstance(value, list):
+        low, high = float(value[0]), float(value[1])
+        return SpaceParam(name, low, high, integer=integer)
+    return SpaceParam(name, fixed=int(value) if integer else float(value), integer=integer)
+
+
+def _check_pruning_override(key: str, value: object) -> None:
+    where = f"search.space.{PRUNING}.{key}"
+    if key not in _PRUNING_KEYS:
+        raise ValueError(f"{where}: unknown key; the pruning's space has {' and '.join(_PRUNING_KEYS)}")
+    given = value if isinstance(value, list) else [value]
+    numbers = [v for v in given if is_number(v)]
+    if len(numbers) != len(given):
+        raise ValueError(f"{where}: {value!r} is not a number; give a range [low, high] or one fixed value")
+    if isinstance(value, list) and (len(numbers) != 2 or numbers[0] >= numbers[1]):
+        raise ValueError(f"{where}: a range must be [low, high], two finite numbers with low < high (got {value})")
+    if key == "steps":
+        if not all(v.is_integer() and v >= 1 for v in map(float, numbers)):
+            raise ValueError(f"{where}: {value} must be whole numbers >= 1 (pruning steps)")
+        return
+    if not all(0 <= v < 1 for v in numbers):
+        raise ValueError(f"{where}: {value} leaves [0, 1): a sparsity is the fraction of weights pruned, below 1")
+    if len(numbers) == 2:
+        steps = (numbers[1] - numbers[0]) / SPARSITY_STEP
+        if not math.isclose(steps, round(steps), abs_tol=1e-9):
+            raise ValueError(
+                f"{where}: the sparsity is drawn on a grid of {SPARSITY_STEP} from the low end (one cached "
+                f"reference per grid point), so high - low must be a multiple of {SPARSITY_STEP} (got {value})"
+            )
+
+
+def validate_pruning_search(
+    overrides: Overrides, one_shot: bool, sparsity_objective: bool, defenses: Sequence[str]
+) -> None:
+    """What ``[search.space.pruning]`` may hold, given the rest of the study file (each key's own values are
+    checked by :func:`validate_overrides`)."""
+    if PRUNING in defenses:
+        raise ValueError(
+            f"search.defenses: a defense named {PRUNING!r} cannot be searched, [search.space.{PRUNING}] is the "
+            "sparsity's space; register the defense under another name"
+        )
+    pruning = overrides.get(PRUNING, {})
+    if one_shot and "steps" in pruning:
+        raise ValueError(
+            f"search.space.{PRUNING}.steps: a one-shot pruning (pruning.one_shot = true) takes no steps; remove "
+            "the steps or set one_shot = false"
+        )
+    if sparsity_objective and not isinstance(pruning.get("sparsity"), list):
+        raise ValueError(
+            "objective.sparsity_objective maximizes the sparsity, so it must be searched: add "
+            f"[search.space.{PRUNING}] sparsity = [low, high] or remove sparsity_objective"
+        )
+
+
+def pruning_space(overrides: Overrides | None) -> dict[str, SpaceParam]:
+    """The pruning parameters the study file names under ``[search.space.pruning]``, by key."""
+    return {key: _pruning_param(key, value) for key, value in (overrides or {}).get(PRUNING, {}).items()}
+
+
+def _suggest_sparsity(trial: optuna.Trial, param: SpaceParam) -> float:
+    if param.fixed is not None:
+        return float(param.fixed)
+    low, high = param.bounds
+    # rounded: low + k * step carries float noise, and the sparsity is part of the cached reference's key
+    return round(trial.suggest_float(f"{PRUNING}.sparsity", low, high, step=SPARSITY_STEP), 10)
+
+
+def suggest_pruning(trial: optuna.Trial, overrides: Overrides | None, study_pruning: PruningConfig) -> PruningConfig:
+    """The trial's pruning: the study file's ``[pruning]`` with the searched keys sampled (``pruning.sparsity``,
+    ``pruning.steps``: fixed bounds, like the defense's parameters) or fixed as ``[search.space.pruning]`` says."""
+    params = pruning_space(overrides)
+    sparsity, steps = study_pruning.sparsity, study_pruning.steps
+    if "sparsity" in params:
+        sparsity = _suggest_sparsity(trial, params["sparsity"])
+    if "steps" in params:
+        steps = int(_suggest(trial, params["steps"], f"{PRUNING}.steps"))
+    return replace(study_pruning, sparsity=sparsity, steps=steps)
+
+
+def _enqueued_value(param: SpaceParam, study_value: float, grid: float | None) -> float:
+    """Where an enqueued setting is evaluated on a searched pruning key: at the study file's ``[pruning]`` value
+    when the range holds it (the paper's setting as the study states it), else at the range's middle; on the
+    sampling's grid, since Optuna refuses an enqueued value off it."""
+    low, high = param.bounds
+    value = study_value if low <= study_value <= high else (low + high) / 2
+    step = grid or 1.0
+    return round(low + round((value - low) / step) * step, 10)
+
+
+def _pinned_pruning(overrides: Overrides | None, study_pruning: PruningConfig | None) -> dict[str, Value]:
+    if study_pruning is None:
+        if pruning_space(overrides):
+            raise ValueError(f"the study searches [search.space.{PRUNING}]: give its [pruning] (study_pruning)")
+        return {}
+    return pruning_params(overrides, study_pruning)
+
+
+def pruning_params(overrides: Overrides | None, study_pruning: PruningConfig) -> dict[str, Value]:
+    """The Optuna params of the pruning an enqueued setting (a paper's default, a warm start) is evaluated at
+    (see :func:`_enqueued_value`); none when the pruning is not searched."""
+    out: dict[str, Value] = {}
+    for key, param in pruning_space(overrides).items():
+        if param.fixed is None:
+            value = _enqueued_value(param, getattr(study_pruning, key), SPARSITY_STEP if key == "sparsity" else None)
+            out[f"{PRUNING}.{key}"] = value if key == "sparsity" else int(value)
+    return out
