@@ -227,6 +227,24 @@ def test_export_carries_the_cap_and_each_settings_verdict(cap_place: Options, tm
     assert "keeps the cap 0.6 is trial 1" in confirmation["verdict"]
 
 
+def test_the_report_states_the_cap_and_colours_the_headline_by_it(
+    cap_place: Options, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import search.results._report
+
+    monkeypatch.setattr(search.results._report, "report_figures", lambda opened, table: {})  # the document only
+    search.results._report.write_report(open_study("capped", cap_place), tmp_path)
+    document = json.loads((tmp_path / "report.json").read_text())
+    assert "1.645 standard errors at most 0.6 (the leakage cap)" in document["study"]["objective_text"]
+    assert "at most the cap 0.6" in document["study"]["constraint"]
+    headline = document["headline"]
+    assert headline["label"] == "trial 1" and headline["leakage_cap"] == "keeps the cap"
+    assert headline["max_leakage"] == CAP
+    page = (tmp_path / "report.html").read_text()
+    assert 'class="headline confirmed"' in page and "keeps the leakage cap 0.6" in page
+    assert "<th>leakage cap 0.6</th>" in page.replace(" scope='col'", "")
+
+
 def test_a_resumed_cap_study_keeps_its_stored_cap(cap_place: Options, tmp_path: Path, capsys):
     assert open_study("capped", cap_place).definition.objective_config().max_leakage == CAP
     changed = dict(CAP_STUDY, objective={**CAP_STUDY["objective"], "max_leakage": 0.55})

@@ -254,7 +254,7 @@ def objective_text(definition: StudyDefinition) -> str:
         "weighted": f"minimize leakage + {o.weight:g} x accuracy drop",
         "pareto": "the Pareto front of (minimum leakage, maximum accuracy)",
         "leakage_cap": f"maximize test accuracy subject to leakage + {o.leakage_se_multiple:g} standard errors at "
-        f"most {o.max_leakage:g} (the leakage cap)",
+        f"most {o.max_leakage} (the leakage cap)",
     }.get(o.mode, o.mode)
     return f"{o.mode}: {mode}; {leakage}"
 
