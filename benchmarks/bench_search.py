@@ -49,7 +49,7 @@ from objectives import evaluate_trial, reference, score  # noqa: E402
 from search.confirm._candidates import confirmation_seeds  # noqa: E402
 from search.confirm._statistics import t_interval  # noqa: E402
 from search.execution._warm_start import paper_defaults  # noqa: E402
-from search.study._lifecycle import make_sampler  # noqa: E402
+from search.study import make_pruner, make_sampler, racing_judges, racing_value  # noqa: E402
 from search.studyfile import StudyDefinition, load_study_file, suggest_setting  # noqa: E402
 from search.studyfile._spaces import derive_window, space_for  # noqa: E402
 from wemem.assets import prepare_assets  # noqa: E402
@@ -98,6 +98,7 @@ GRID: dict[str, dict[str, list[Any]]] = {
     },
 }
 SAMPLERS, BUDGETS, REPETITIONS = ("tpe", "gp", "random"), (8, 16, 32), 3
+RACINGS = ("none", "wilcoxon", "halving")  # [search] racing, with the study file's default knobs
 TOP_GRID = 5  # grid points confirmed to find the best achievable one
 
 
@@ -163,18 +164,31 @@ def evaluate(definition_json: str, cache_dir: str, seed: int, defense: str, sett
     assets, base = _WORKER[(definition_json, seed)]
     start = time.perf_counter()
     if defense == "none":
-        utility, privacy = base.utility, base.privacy
-    else:
-        outcome = evaluate_trial(spec, Setting(defense, settings), base, assets)
-        utility, privacy = outcome.utility, outcome.privacy
+        return {
+            "defense": defense,
+            "settings": settings,
+            "seed": seed,
+            "utility": base.utility,
+            "privacy": base.privacy,
+            "seconds": time.perf_counter() - start,
+            "repeats": list(repeats_of(definition)),
+        }
+    outcome = evaluate_trial(spec, Setting(defense, settings), base, assets)
+    assert outcome.repeats is not None  # every evaluation carries its repeats
     return {
         "defense": defense,
         "settings": settings,
         "seed": seed,
-        "utility": utility,
-        "privacy": privacy,
+        "utility": outcome.utility,
+        "privacy": outcome.privacy,
         "seconds": time.perf_counter() - start,
         "repeats": list(repeats_of(definition)),
+        # racing replays these: each (fine-tuning, draw)'s figures, and each fine-tuning's pruning and attack time
+        "instances": [[u, p] for row in outcome.repeats.draws for u, p in row],
+        "fine_tunings": [
+            {"pruning_stage": t["pruning_stage"], "attack_stage": t["attack_stage"], "total": t["total"]}
+            for t in outcome.repeats.timings
+        ],
     }
 
 
@@ -196,7 +210,11 @@ class Table:
         self, definition: StudyDefinition, cache_dir: str, wanted: list[tuple[str, dict, int]], workers: int, log
     ) -> None:
         repeats = repeats_of(definition)
-        missing = [w for w in dict.fromkeys(key_of(*w, repeats) for w in wanted) if w not in self.rows]
+        # a repeated evaluation recorded before rows kept their instances cannot race: evaluated again
+        stale = lambda row: repeats != (1, 1) and row["defense"] != "none" and "instances" not in row  # noqa: E731
+        missing = [
+            w for w in dict.fromkeys(key_of(*w, repeats) for w in wanted) if w not in self.rows or stale(self.rows[w])
+        ]
         jobs = [json.loads(k)[:3] for k in missing]
         if not jobs:
             return
@@ -235,16 +253,46 @@ def nearest(defense: str, params: dict[str, Any]) -> dict[str, Any]:
     return point
 
 
-def run_sampler(definition: StudyDefinition, table: Table, name: str, budget: int, repetition: int) -> dict:
-    """One search as the product runs it, on the tabular objective; returns its winner and what it cost."""
+def paid_seconds(row: dict, instance: int, draws: int, draws_apart: bool) -> float:
+    """What an evaluation stopped after ``instance`` cost: every fine-tuning up to the instance's. The product
+    attacks a fine-tuning's draws together (the whole fine-tuning is paid); ``draws_apart`` prices attacking them
+    one at a time instead (the instance's fine-tuning's pruning stage and its share of the attack stage)."""
+    fine_tuning, draw = divmod(instance, draws)
+    done = sum(f["total"] for f in row["fine_tunings"][:fine_tuning])
+    current = row["fine_tunings"][fine_tuning]
+    if not draws_apart:
+        return done + current["total"]
+    return done + current["pruning_stage"] + current["attack_stage"] * (draw + 1) / draws
+
+
+def raced_trial(trial: optuna.Trial, row: dict, racing: str, base_utility: float, definition: StudyDefinition) -> int:
+    """Report a looked-up evaluation instance by instance as the product's scheduler does (its pruner, its
+    reported value, never judged after the last instance); the instance the pruner stopped it after, or -1."""
+    instances = [score(p, u, base_utility, definition.objective_config()).values[0] for u, p in row["instances"]]
+    for index in range(len(instances)):
+        trial.report(racing_value(racing, instances[: index + 1]), step=index)
+        if racing_judges(index, len(instances)) and trial.should_prune():
+            return index
+    return -1
+
+
+def run_sampler(
+    definition: StudyDefinition, table: Table, name: str, budget: int, repetition: int, racing: str = "none"
+) -> dict:
+    """One search as the product runs it (racing as the product races), on the tabular objective; returns its
+    winner and what it cost."""
     study_section = definition.study.model_copy(update={"sampler": name, "n_trials": budget, "seed": 100 + repetition})
-    searched = definition.model_copy(update={"study": study_section})
-    study = optuna.create_study(directions=["minimize"], sampler=make_sampler(searched, True))
+    search_section = definition.search.model_copy(update={"racing": racing})
+    searched = definition.model_copy(update={"study": study_section, "search": search_section})
+    study = optuna.create_study(
+        directions=["minimize"], sampler=make_sampler(searched, True), pruner=make_pruner(searched)
+    )
     for start in paper_defaults(searched)[0]:
         study.enqueue_trial(start.params, user_attrs={"warm_start": "reference"})
     seed, repeats = definition.study.seed, repeats_of(definition)
     base = table.get("none", {}, seed, repeats)
-    seconds = 0.0
+    seconds = {"draws_together": 0.0, "draws_apart": 0.0}
+    pruned = 0
     for _ in range(budget):
         trial = study.ask()
         defense = suggest_setting(trial, searched.search.defenses, searched.search.space).defense
@@ -253,8 +301,16 @@ def run_sampler(definition: StudyDefinition, table: Table, name: str, budget: in
         value = score(row["privacy"], row["utility"], base["utility"], definition.objective_config())
         trial.set_user_attr("point", [defense, point])
         trial.set_user_attr("feasible", value.constraint is None or value.constraint <= 0)
-        seconds += row["seconds"]
-        study.tell(trial, value.values)
+        stopped = raced_trial(trial, row, racing, base["utility"], definition) if racing != "none" else -1
+        for cost in seconds:
+            seconds[cost] += (
+                row["seconds"] if stopped < 0 else paid_seconds(row, stopped, repeats[1], cost == "draws_apart")
+            )
+        if stopped >= 0:
+            pruned += 1
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, value.values)
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     best = min(trials, key=lambda t: (not t.user_attrs["feasible"], t.values[0]))
     defense, point = best.user_attrs["point"]
@@ -262,10 +318,13 @@ def run_sampler(definition: StudyDefinition, table: Table, name: str, budget: in
         "sampler": name,
         "budget": budget,
         "repetition": repetition,
+        "racing": racing,
+        "pruned": pruned,
         "defense": defense,
         "settings": settings_of(defense, point),
         "own_leakage": best.values[0],
-        "seconds": seconds,
+        "seconds": seconds["draws_together"],
+        "seconds_draws_apart": seconds["draws_apart"],
     }
 
 
@@ -292,8 +351,11 @@ def run_case(name: str, out: Path, workers: int, log) -> dict[str, Any]:
     repeats = repeats_of(definition)
     own = lambda d, s: table.get(d, s, seed, repeats)  # noqa: E731 -- the study's own evaluation of a setting
     base = own("none", {})
+    # racing needs an evaluation of several instances; each variant runs at the same budgets as scoring every trial
+    racings = RACINGS if repeats[0] * repeats[1] >= 2 else ("none",)
     runs = [
-        run_sampler(definition, table, sampler, budget, rep)
+        run_sampler(definition, table, sampler, budget, rep, racing)
+        for racing in racings
         for sampler in SAMPLERS
         for budget in BUDGETS
         for rep in range(REPETITIONS)
@@ -341,9 +403,9 @@ def run_case(name: str, out: Path, workers: int, log) -> dict[str, Any]:
             "accuracy_points": paired(c["utility"], default_c["utility"]),
         }
     summary = {}
-    for sampler, budget in itertools.product(SAMPLERS, BUDGETS):
-        group = [r for r in runs if r["sampler"] == sampler and r["budget"] == budget]
-        summary[f"{sampler}@{budget}"] = {
+    for racing, sampler, budget in itertools.product(racings, SAMPLERS, BUDGETS):
+        group = [r for r in runs if (r["racing"], r["sampler"], r["budget"]) == (racing, sampler, budget)]
+        summary[f"{sampler}@{budget}" + ("" if racing == "none" else f"+{racing}")] = {
             "mean_regret_points": round(float(np.mean([r["regret_points"] for r in group])), 2),
             "regrets_points": [r["regret_points"] for r in group],
             "kept_constraint": sum(r["keeps_constraint"] for r in group),
@@ -351,6 +413,8 @@ def run_case(name: str, out: Path, workers: int, log) -> dict[str, Any]:
                 float(np.mean([r["tuned_minus_default"]["leakage_points"]["mean"] for r in group])), 2
             ),
             "mean_seconds": round(float(np.mean([r["seconds"] for r in group])), 1),
+            "mean_seconds_draws_apart": round(float(np.mean([r["seconds_draws_apart"] for r in group])), 1),
+            "mean_pruned": round(float(np.mean([r["pruned"] for r in group])), 1),
         }
     grid_seconds = sum(own(d, s)["seconds"] for d, s in grid)
     return {

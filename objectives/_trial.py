@@ -37,6 +37,8 @@ class TrialSpec:
     # of every model (other seeds), each attacked on ``target_draws`` draws of its balanced target set
     repeats: int = 1
     target_draws: int = 1
+    # ``[search] racing``: report each (fine-tuning, draw)'s objective as it is known, so a pruner may stop the trial
+    instance_reports: bool = False
 
 
 # The cheap attacks (those that declare ``cheap``: thresholds only, no model training), behind the per-round
@@ -53,6 +55,41 @@ class RoundHooks:
     stepper_map: StepperMap
 
 
+# ``report(instance, value)``: one (fine-tuning r, target draw d) instance's objective, instance = r * D + d
+InstanceReport = Callable[[int, float], None]
+
+
+def instance_index(spec: TrialSpec, fine_tuning: int, draw: int) -> int:
+    """An instance's number, the same in every trial of a study, so a racing pruner pairs the same draws."""
+    return fine_tuning * spec.target_draws + draw
+
+
+def instance_values(spec: TrialSpec, base: Reference, result: ExperimentResult) -> list[float]:
+    """The objective of each target draw of one fine-tuning, scored alone against the trial's floor. A single
+    instance has no standard error of its own, so leakage_cap judges its point leakage (``privacy_se`` 0)."""
+    floor = floor_utility(spec, base)
+    return [
+        score(
+            spec_leakage(spec, attacks)[0], result.utility, floor, spec.objective, sparsity=spec.pruning.sparsity
+        ).values[0]
+        for attacks in [result.attacks, *result.more_draws]
+    ]
+
+
+def instance_reporter(
+    spec: TrialSpec, base: Reference, report: InstanceReport
+) -> Callable[[int, ExperimentResult], None]:
+    """Report every draw of a finished fine-tuning in instance order. The draws of one fine-tuning are attacked
+    together (their attack stage is a small share of the fine-tuning's time, see docs/benchmarks.md), so a pruner
+    that stops the trial after any of them saves the fine-tunings that follow."""
+
+    def finished(fine_tuning: int, result: ExperimentResult) -> None:
+        for draw, value in enumerate(instance_values(spec, base, result)):
+            report(instance_index(spec, fine_tuning, draw), value)
+
+    return finished
+
+
 @dataclass(frozen=True)
 class Repeated:
     """One evaluation's figures over its repeats: the means, the standard error of the leakage, and each
@@ -63,6 +100,7 @@ class Repeated:
     privacy_se: float
     draws: list[list[tuple[float, float]]]  # [fine-tuning][draw] -> (utility, leakage)
     se_kind: str  # how privacy_se was estimated (see :func:`privacy_standard_error`)
+    timings: list[ExperimentTimings]  # [fine-tuning] -> where its time went
 
 
 def privacy_standard_error(leakage: list[list[float]], n_targets: int) -> tuple[float, str]:
@@ -93,10 +131,16 @@ def repeated(
     assets: StudyAssets,
     first: ExperimentResult,
     rerun: Callable[[int], ExperimentResult],
+    finished: Callable[[int, ExperimentResult], None] = lambda fine_tuning, result: None,
 ) -> Repeated:
     """An evaluation over its repeats: ``first`` (fine-tuning 0, with its target draws) and ``rerun(r)`` for the
-    fine-tunings r = 1..R-1."""
-    results = [first] + [rerun(r) for r in range(1, spec.repeats)]
+    fine-tunings r = 1..R-1; ``finished(r, result)`` is told of each fine-tuning before the next one starts (it may
+    raise to stop the evaluation)."""
+    results = []
+    for fine_tuning in range(spec.repeats):
+        result = first if fine_tuning == 0 else rerun(fine_tuning)
+        finished(fine_tuning, result)
+        results.append(result)
     draws = [
         [(result.utility, spec_leakage(spec, attacks)[0]) for attacks in [result.attacks, *result.more_draws]]
         for result in results
@@ -108,6 +152,7 @@ def repeated(
         se,
         draws,
         kind,
+        [result.timings for result in results],
     )
 
 
@@ -286,7 +331,10 @@ def evaluate_trial(
     map_fn: MapFn = serial_map,
     keep_victim_state: bool = False,
     rounds: RoundHooks | None = None,
+    instances: InstanceReport | None = None,
 ) -> TrialOutcome:
+    """One setting's evaluation; ``rounds`` reports each pruning round's objective, ``instances`` each (fine-tuning,
+    draw)'s (racing). Either may raise to stop the trial."""
     monitor, stepper_map = None, None
     if rounds is not None:
         stepper_map = rounds.stepper_map
@@ -295,7 +343,8 @@ def evaluate_trial(
         )
     run = experiment_of(spec, assets, setting, map_fn)
     result = run(keep_victim_state=keep_victim_state, round_monitor=monitor, stepper_map=stepper_map)
-    noise = repeated(spec, assets, result, lambda r: run(repeat=r))
+    finished = instance_reporter(spec, base, instances) if instances is not None else lambda r, result: None
+    noise = repeated(spec, assets, result, lambda r: run(repeat=r), finished)
     attack = spec_leakage(spec, result.attacks)[1]  # the strongest attack of the first repeat
     return TrialOutcome(
         noise.utility,

@@ -182,8 +182,9 @@ def trial_trainable(
     the per-target scores when ``keep_scores`` (the launcher tracks the study).
 
     With per-round reports (early stopping) the K+1 models live in Ray actors stepped round by round, and each
-    round's objective is reported; the scheduler may stop the trial after any round. Where every job ran is
-    reported with the outcome (``jobs``).
+    round's objective is reported; the scheduler may stop the trial after any round. With per-instance reports
+    (racing) each (fine-tuning, draw)'s objective is reported as ``instance``; the scheduler may stop the trial
+    after any of them. Where every job ran is reported with the outcome (``jobs``).
     """
     # fresh placement records for this trial; past the deadline its jobs are cancelled and it fails
     share = RayMap(share.num_cpus, share.num_gpus, deadline=None if timeout_s is None else time.time() + timeout_s)
@@ -193,11 +194,16 @@ def trial_trainable(
             lambda index, value: tune.report({"round": index, "intermediate": value}),
             lambda factory, jobs: RaySteppers(share, factory, jobs),
         )
+    instances = None
+    if spec.instance_reports:
+        instances = lambda index, value: tune.report({"instance": index, "intermediate": value})  # noqa: E731
     try:
         victim_assets = receive(assets)
         at_pruning = replace(spec, pruning=config["pruning"])
         base = reference_at(at_pruning, spec, reference, victim_assets, share)
-        outcome = evaluate_trial(at_pruning, config["setting"], base, victim_assets, map_fn=share, rounds=rounds)
+        outcome = evaluate_trial(
+            at_pruning, config["setting"], base, victim_assets, map_fn=share, rounds=rounds, instances=instances
+        )
     except Exception as error:  # the trial fails alone, with its reason; the launcher goes on
         tune.report({"done": True, "error": failure_reason(error)})
         return

@@ -50,7 +50,7 @@ from ..storage._records import (
     store_setting,
 )
 from ..storage._urls import HEARTBEAT_INTERVAL_S
-from ..study import OpenStudy, active_count, running_numbers
+from ..study import RACING_ATTR, OpenStudy, active_count, racing_evidence, racing_judges, racing_value, running_numbers
 from ..studyfile import suggest_pruning, suggest_setting
 from ._cluster import task_share, trial_bundles
 from ._jobs import Shipped
@@ -330,29 +330,55 @@ class StudySearcher(Searcher):
 
 
 class OptunaPruningScheduler(FIFOScheduler):
-    """Reports every round's objective to the Optuna trial and stops the Tune trials Optuna's pruner prunes.
+    """Reports every round's (early stopping) or instance's (racing) objective to the Optuna trial and stops the
+    Tune trials Optuna's pruner prunes.
 
     Ray's schedulers (ASHA and co.) would stop trials that OptunaSearch then tells as COMPLETE with a partial
-    value; here Optuna's own pruner decides, and the searcher tells the stopped trial as PRUNED.
+    value; here Optuna's own pruner decides, and the searcher tells the stopped trial as PRUNED. A trial that
+    racing stops first stores why (user attribute ``racing``: :func:`search.study.racing_evidence`).
     """
 
     def __init__(self, searcher: StudySearcher):
         super().__init__()
         self.searcher = searcher
+        search = searcher.definition.search
+        self.racing, self.instances = search.racing, search.repeats * search.target_draws
+        self.raced: dict[str, list[float]] = {}  # each racing Tune trial's instance values so far
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         optuna_trial = self.searcher.pending.get(trial.trial_id)
         if optuna_trial is None or "intermediate" not in result:
             return self.CONTINUE
         failpoint("round_result")
+        value, judged = float(result["intermediate"]), True
+        if "instance" in result:
+            values = self.raced.setdefault(trial.trial_id, [])
+            values.append(value)
+            step, value = int(result["instance"]), racing_value(self.racing, values)
+            judged = racing_judges(step, self.instances)
+        else:
+            step = int(result["round"])
         try:
-            optuna_trial.report(float(result["intermediate"]), step=int(result["round"]))
+            optuna_trial.report(value, step=step)
+            if not (judged and optuna_trial.should_prune()):
+                return self.CONTINUE
+            if "instance" in result:
+                evidence = racing_evidence(
+                    self.searcher.study, self._frozen(optuna_trial), self.racing, self.raced.pop(trial.trial_id)
+                )
+                optuna_trial.set_user_attr(RACING_ATTR, dict(evidence))
         except optuna.exceptions.UpdateFinishedTrialError:
             return self.STOP  # failed as stale meanwhile: nothing of it will be kept
-        if optuna_trial.should_prune():
-            self.searcher.pruned.add(trial.trial_id)
-            return self.STOP
-        return self.CONTINUE
+        self.searcher.pruned.add(trial.trial_id)
+        return self.STOP
+
+    def _frozen(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+        searcher = self.searcher
+        return searcher.storage.get_trial(trial_id_of(searcher.storage, searcher.study, trial.number))
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self.raced.pop(trial.trial_id, None)
+        super().on_trial_complete(tune_controller, trial, result)
 
 
 @contextlib.contextmanager

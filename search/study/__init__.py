@@ -4,12 +4,16 @@ creating, loading and opening it with its sampler and pruner (:mod:`._lifecycle`
 
 from ._lifecycle import (
     NOT_IDENTITY,
+    RACING_ATTR,
     create_or_load_study,
     definition_differences,
     load_study,
     make_pruner,
     make_sampler,
     open_study,
+    racing_evidence,
+    racing_judges,
+    racing_value,
     refuse_conflicting,
     withdraw_new_study,
 )
@@ -38,6 +42,7 @@ from ._ranking import (
 __all__ = [
     "LAUNCHER_RESOURCES",
     "NOT_IDENTITY",
+    "RACING_ATTR",
     "OpenStudy",
     "Options",
     "Place",
@@ -56,6 +61,9 @@ __all__ = [
     "make_pruner",
     "make_sampler",
     "open_study",
+    "racing_evidence",
+    "racing_judges",
+    "racing_value",
     "refuse_conflicting",
     "resolve_cache_dir",
     "resolve_data_root",

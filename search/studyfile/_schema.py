@@ -332,6 +332,35 @@ class SearchSection(_Section):
         description="D: each model is attacked on D draws of its balanced member/non-member target set and the "
         "leakage averaged; costs D times the attack stage only",
     )
+    racing: Literal["none", "wilcoxon", "halving"] = Field(
+        default="none",
+        description="stop a trial between its R x D evaluations once it is clearly worse: wilcoxon (a signed-rank "
+        "test against the best trial on the same (fine-tuning, draw) instances) or halving (successive halving on "
+        "the running mean); needs repeats x target_draws >= 2 and one objective",
+    )
+    racing_p_threshold: float = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="wilcoxon racing stops a trial when the one-sided p-value that it is worse than the best trial "
+        "falls under this",
+    )
+    racing_min_instances: int | None = Field(
+        default=None,
+        ge=2,
+        description="(fine-tuning, draw) instances a trial runs before racing may stop it (unset: one fine-tuning's "
+        "target_draws, at least 2 and below repeats x target_draws)",
+    )
+    racing_reduction_factor: int = Field(
+        default=2, ge=2, description="halving racing keeps 1 in this many trials at each rung"
+    )
+
+    def racing_instances(self) -> tuple[int, int]:
+        """A racing trial's instances (repeats x target_draws) and how many it runs before racing may stop it: a
+        fine-tuning's draws are attacked together, so by default racing first judges after one fine-tuning."""
+        instances = self.repeats * self.target_draws
+        chosen = self.racing_min_instances
+        return instances, chosen if chosen is not None else max(2, min(self.target_draws, instances - 1))
 
     @field_validator("warm_start")
     @classmethod
@@ -502,6 +531,35 @@ class StudyDefinition(_Section):
         return self
 
     @model_validator(mode="after")
+    def _racing_has_instances(self) -> StudyDefinition:
+        s = self.search
+        if s.racing == "none":
+            return self
+        instances, min_instances = s.racing_instances()
+        if instances < 2:
+            raise ValueError(
+                f"search.racing {s.racing!r} stops a trial between its evaluations, but repeats x target_draws is "
+                "1; set search.target_draws (or repeats) to 2 or more, or racing = 'none'"
+            )
+        if min_instances >= instances:
+            raise ValueError(
+                f"search.racing_min_instances is {min_instances} but a trial has {instances} instances "
+                f"(repeats x target_draws) and racing never stops it after its last; set racing_min_instances "
+                f"below {instances} or raise repeats or target_draws"
+            )
+        if len(self.objective_config().directions) > 1:
+            raise ValueError(
+                "search.racing needs one objective; Optuna cannot prune multi-objective trials. Use objective.mode "
+                "'constrained', 'leakage_cap' or 'weighted', or racing = 'none'"
+            )
+        if s.early_stopping != "none":
+            raise ValueError(
+                "search.racing and search.early_stopping both stop trials through the study's one pruner; choose "
+                "one: early_stopping = 'none' or racing = 'none'"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _privacy_attacks_run(self) -> StudyDefinition:
         missing = set(self.objective.privacy_attacks or ()) - set(self.attacks.names)
         if missing:
@@ -596,6 +654,7 @@ class StudyDefinition(_Section):
             round_reports=self.search.early_stopping != "none",
             repeats=self.search.repeats,
             target_draws=self.search.target_draws,
+            instance_reports=self.search.racing != "none",
         )
 
 
