@@ -4,6 +4,7 @@ refused (exit 2, nothing written) when the study file asks for what cannot be.""
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import replace
 from pathlib import Path
@@ -121,12 +122,19 @@ def test_export_apply_and_confirm_carry_each_trials_sparsity(tmp_path: Path) -> 
     applied = apply_spec(read_checked_export(out), str(tmp_path), None)
     assert (applied.pruning.sparsity, applied.pruning.steps) == (0.7, 2)
 
+    report = tmp_path / "report"
+    assert main(["report", "sp", "--storage", url, "--out", str(report)]) == 0
+    assert (report / "sparsity.png").stat().st_size > 0  # leakage and accuracy against the searched sparsity
+
 
 def test_a_pareto_study_with_sparsity_as_third_objective_ranks_its_front(tmp_path: Path) -> None:
-    _, study = finished_sparsity_study(tmp_path, mode="pareto", sparsity_objective=True)
+    url, study = finished_sparsity_study(tmp_path, mode="pareto", sparsity_objective=True)
     assert len(study.directions) == 3
     # (0.55, 0.9, 0.7) dominates (0.57, 0.9, 0.5): less leakage at a higher sparsity
     assert [t.user_attrs["sparsity"] for t in ranked_trials(study)] == [0.7]
+    report = tmp_path / "report"
+    assert main(["report", "sp", "--storage", url, "--out", str(report)]) == 0
+    assert json.loads((report / "report.json").read_text())["best"][0]["values"] == [0.55, 0.9, 0.7]
 
 
 BAD_PRUNING_SPACE = {

@@ -135,9 +135,12 @@ def plot_privacy_utility(
 SPARSITY_PARAM = "param.pruning.sparsity"  # the trials table's column of a study that searched the sparsity
 
 
-def plot_sparsity(table: pd.DataFrame, ref: Mapping[str, Any] | None, definition: StudyDefinition) -> bytes:
+def plot_sparsity(
+    table: pd.DataFrame, ref: Mapping[str, Any] | None, definition: StudyDefinition, dense: float | None
+) -> bytes:
     """Leakage (with its normal interval where the trial stored a standard error) and test accuracy against the
-    sampled sparsity, per defense: how far the victim can be pruned before either breaks."""
+    sampled sparsity, per defense: how far the victim can be pruned before either breaks. ``dense``: the dense
+    victim's test accuracy (every trial records it), the floor's reference with ``accuracy_reference = "dense"``."""
     done = table[(table.state == "COMPLETE") & table[SPARSITY_PARAM].notna()]
     z = float(norm.ppf(0.5 + CONFIDENCE / 2))
     fig, (leak, acc) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
@@ -149,7 +152,7 @@ def plot_sparsity(table: pd.DataFrame, ref: Mapping[str, Any] | None, definition
     if ref is not None:
         leak.scatter([study_sparsity], [ref[PRIVACY]], marker="*", s=220, c="red", label="undefended pruned")
         acc.scatter([study_sparsity], [ref[UTILITY]], marker="*", s=220, c="red", label="undefended pruned")
-    floor = accuracy_floor(ref, definition)
+    floor = accuracy_floor(dense, definition)
     if floor is not None:
         acc.axhline(floor, color="grey", lw=0.8, ls=":", label="accuracy floor")
     if definition.objective.max_leakage is not None:
@@ -164,14 +167,13 @@ def plot_sparsity(table: pd.DataFrame, ref: Mapping[str, Any] | None, definition
     return figure_png(fig)
 
 
-def accuracy_floor(ref: Mapping[str, Any] | None, definition: StudyDefinition) -> float | None:
+def accuracy_floor(dense: float | None, definition: StudyDefinition) -> float | None:
     """A constrained study's floor when it is one line: against the dense victim (``accuracy_reference =
     "dense"``); against the pruned reference it moves with each trial's sparsity."""
     objective = definition.objective_config()
-    if ref is None or objective.constraint_delta is None or objective.accuracy_reference != "dense":
+    if dense is None or objective.constraint_delta is None or objective.accuracy_reference != "dense":
         return None
-    dense = ref.get("pretrained_accuracy")
-    return None if dense is None else float(dense) - objective.constraint_delta
+    return dense - objective.constraint_delta
 
 
 def error_bar(ci: Interval) -> list[list[float]]:
@@ -358,7 +360,8 @@ def report_figures(opened: OpenStudy, table: pd.DataFrame) -> dict[str, bytes]:
     if confirmation is not None:
         plots["confirmation.png"] = lambda: plot_confirmation(confirmation, definition.objective.privacy_metric)
     if best and SPARSITY_PARAM in table.columns:
-        plots["sparsity.png"] = lambda: plot_sparsity(table, ref, definition)
+        dense = best[0].user_attrs.get("pretrained_accuracy")
+        plots["sparsity.png"] = lambda: plot_sparsity(table, ref, definition, dense)
     if "seconds.pruning_stage" in table.columns and table["seconds.pruning_stage"].notna().any():
         plots["timings.png"] = lambda: plot_timings(table)  # none where no trial recorded them
     return {name: draw() for name, draw in plots.items()}
