@@ -118,11 +118,7 @@ def comparison_verdict(confirmation: Confirmation) -> str | None:
     comparison = confirmation.comparison
     if comparison is None:
         return None
-    named = (
-        f"the paper's default ({comparison.label}, {comparison.defense})"
-        if comparison.is_default
-        else f"the comparison setting ({comparison.defense})"
-    )
+    named = comparison_name(comparison)
     tuned = next((c for c in confirmation.candidates if c.vs_comparison is not None), None)
     if tuned is None or tuned.vs_comparison is None:
         return f"only {named} was evaluated: no tuned setting to compare with it"
@@ -171,8 +167,46 @@ def cap_verdict(confirmation: Confirmation) -> str | None:
 def verdict(confirmation: Confirmation) -> str | None:
     """The closing sentences a confirmation stores: the cap's answer (a leakage_cap study), then whether tuning
     beat the comparison. None: neither applies."""
-    sentences = [s for s in (cap_verdict(confirmation), comparison_verdict(confirmation)) if s]
-    return ". ".join(sentences) or None
+    versus = comparison_verdict(confirmation) if confirmation.cap is None else cap_comparison_verdict(confirmation)
+    return "; ".join(s for s in (cap_verdict(confirmation), versus) if s) or None
+
+
+def comparison_name(comparison: Comparison) -> str:
+    if comparison.is_default:
+        return f"the paper's default ({comparison.label}, {comparison.defense})"
+    return f"the comparison setting ({comparison.defense})"
+
+
+def cap_comparison_verdict(confirmation: Confirmation) -> str | None:
+    """Under a leakage cap "did tuning beat the default?" asks about accuracy among the settings that keep the cap:
+    the most accurate one that keeps it against the comparison, paired by seed. None: nothing to compare with, or
+    no setting keeps the cap (:func:`cap_verdict` says so)."""
+    comparison, best = confirmation.comparison, confirmation.best
+    if comparison is None or best is None:
+        return None
+    named = comparison_name(comparison)
+    use = "the default" if comparison.is_default else "the comparison setting"
+    if best.vs_comparison is None:  # the most accurate setting that keeps the cap is the comparison itself
+        return f"{named} is the most accurate setting that keeps the cap: {use} is the setting to use"
+    entry = next((c for c in confirmation.candidates if c.role == comparison.role), None)
+    u = best.vs_comparison.utility
+    seeds = f"{best.label} vs it on {len(confirmation.seeds)} fresh seeds, paired"
+    if entry is not None and entry.leakage_cap != "keeps the cap":
+        broken = (
+            "breaks the cap"
+            if entry.leakage_cap == "breaks the cap"
+            else "may break the cap (its interval straddles it)"
+        )
+        return (
+            f"{named} {broken} on the fresh seeds while {best.label} keeps it (accuracy {points(u, '')} vs it; "
+            f"{seeds}): {best.label} is the setting to use"
+        )
+    if u.above_zero:
+        return f"tuning gained {points(u)} of accuracy over {named}, both keeping the cap ({seeds})"
+    return (
+        f"tuning is no more accurate than {named}, which keeps the cap too (accuracy {points(u)}; {seeds}): {use} "
+        "is the setting to use"
+    )
 
 
 def setting_key(defense: str, settings: Mapping[str, Any], seed: int) -> str:
