@@ -17,6 +17,13 @@ distinct winner are re-evaluated on 3 fresh seeds (each its own split, pretraini
   seed, with 95% t-intervals;
 - compute = the seconds the sampler's trials would have cost (each looked-up evaluation's recorded time).
 
+Racing (``[search] racing``): in a case scored over R x D >= 2 instances (finefoods-quiet) every sampler also runs
+with racing = wilcoxon and halving at the same budgets: each looked-up evaluation is replayed instance by instance
+through the product's pruner, and a stopped trial costs the fine-tunings up to the instance it was stopped after
+(``seconds``; ``seconds_draws_apart`` prices attacking a fine-tuning's draws one at a time instead). Rows keep each
+instance's figures and each fine-tuning's pruning and attack time for this; a repeated row recorded without them
+is evaluated again.
+
 Every evaluation is appended to ``--out/evaluations.jsonl`` as it finishes: a rerun resumes, and the samplers and
 the confirmation rerun from the table in seconds. Prints one JSON object and draws ``--out/regret.png``.
 Example (about an hour on 2 cores for the three cases; the confirmation's seeds dominate)::

@@ -72,15 +72,17 @@ def make_sampler(definition: StudyDefinition, creator: bool) -> optuna.samplers.
 
 
 def make_pruner(definition: StudyDefinition) -> optuna.pruners.BasePruner:
+    """The study's pruner: early stopping's median pruner on per-round values, racing's on per-instance values
+    (the two exclude each other), or none."""
     s = definition.search
-    min_instances = s.racing_instances()[1]
     if s.early_stopping == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=s.early_stopping_startup_trials, n_warmup_steps=s.early_stopping_warmup_rounds
         )
-    with warnings.catch_warnings():  # WilcoxonPruner is marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if s.racing == "wilcoxon":
+    min_instances = s.racing_instances()[1]
+    if s.racing == "wilcoxon":
+        with warnings.catch_warnings():  # marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.pruners.WilcoxonPruner(p_threshold=s.racing_p_threshold, n_startup_steps=min_instances)
     if s.racing == "halving":
         # the step is the instance index, so the first rung judges a trial after racing_min_instances instances
@@ -118,10 +120,10 @@ def wilcoxon_p_value(study: optuna.Study, trial: FrozenTrial) -> tuple[int, floa
     return best.number, float(scipy.stats.wilcoxon(differences, alternative=worse, zero_method="zsplit").pvalue)
 
 
-def racing_evidence(study: optuna.Study, trial: FrozenTrial, racing: str, instances: Sequence[float]) -> RacingEvidence:
-    """Why racing stopped ``trial``: the instances it ran, their values, the pruner and, for Wilcoxon, the best
-    trial it was compared with and the p-value."""
-    evidence = RacingEvidence(pruner=racing, instances=list(range(len(instances))), values=list(instances))
+def racing_evidence(study: optuna.Study, trial: FrozenTrial, racing: str, values: Sequence[float]) -> RacingEvidence:
+    """Why racing stopped ``trial`` after the instance ``values`` (in instance order): the instances it ran, their
+    values, the pruner and, for Wilcoxon, the best trial it was compared with and the p-value."""
+    evidence = RacingEvidence(pruner=racing, instances=list(range(len(values))), values=list(values))
     tested = wilcoxon_p_value(study, trial) if racing == "wilcoxon" else None
     if tested is not None:
         evidence["best_trial"], evidence["p_value"] = tested
