@@ -319,8 +319,10 @@ def growth_exponent(sizes: Sequence[float], seconds: Sequence[float]) -> dict[st
 
 
 def stage_exponents(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Every stage's growth exponent in N, fitted on CPU seconds, and the whole trial's."""
+    """Every stage's growth exponent in N, fitted on CPU seconds, and the whole trial's; none from one size."""
     sizes = [r["n"] for r in runs]
+    if len(sizes) < 2:
+        return {}
     stages = {s: [r["cpu_s"][s] for r in runs] for s in runs[0]["cpu_s"]}
     stages["trial"] = [sum(r["cpu_s"].values()) for r in runs]
     stages["peak_rss_above_imports"] = [r["peak_rss_mb"] - r["import_rss_mb"] for r in runs]
@@ -437,7 +439,7 @@ def plot(series: dict[str, list[dict[str, Any]]], exponents: dict[str, dict[str,
         xs = np.arange(len(runs)) if key == "models" else np.asarray(labels, dtype=float)
         for index, stage in enumerate(runs[0]["cpu_s"]):
             legend = stage
-            if key == "n":
+            if key == "n" and exponents:
                 legend += f" (b={exponents[stage]['exponent']:.2f}±{exponents[stage]['stderr']:.2f})"
             style = ("-", "--", ":")[index // 10 % 3]  # the colour cycle has 10 colours
             ax.plot(xs, [max(r["cpu_s"][stage], 1e-3) for r in runs], marker="o", ls=style, label=legend)
@@ -465,6 +467,17 @@ def plot(series: dict[str, list[dict[str, Any]]], exponents: dict[str, dict[str,
     return written
 
 
+def pool_sizes(text: str) -> tuple[int, ...]:
+    """``--n``: comma-separated pool sizes, each at least 300 rows (every class keeps members and non-members)."""
+    try:
+        sizes = tuple(sorted({int(size) for size in text.split(",")}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give whole numbers separated by commas, got {text!r}") from None
+    if sizes[0] < 300:
+        raise argparse.ArgumentTypeError(f"every pool size must be at least 300 rows, got {sizes[0]}")
+    return sizes
+
+
 def key_field(series: str) -> str:
     return {"n": "n", "features": "features", "shadows": "shadows"}[series]
 
@@ -482,6 +495,11 @@ def main() -> None:
     parser.add_argument(
         "--series", default="n,features,shadows,models", help="which series to run, comma-separated (n is always run)"
     )
+    parser.add_argument(
+        "--n",
+        type=pool_sizes,
+        help="the N series' pool sizes, comma-separated (default: 2000,5000,20000,80000; --small: 300,600,1200)",
+    )
     parser.add_argument("--replot", type=Path, help="refit and redraw a saved scale.json (written again in --out)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # one point, in the child process
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -498,6 +516,8 @@ def main() -> None:
         write_report(saved, args.out)
         return
     sizes = SMALL if args.small else FULL
+    if args.n:
+        sizes = replace(sizes, n=args.n)
     chosen = {"n", *args.series.split(",")}
     if chosen - set(SERIES):
         parser.error(f"--series takes some of {', '.join(SERIES)} (got {args.series!r})")
