@@ -149,6 +149,9 @@ def test_the_best_confirmed_setting_is_the_most_accurate_that_keeps_the_cap():
         "trial 3": "keeps the cap",
     }
     assert confirmation.best is not None and confirmation.best.label == "trial 1"
+    strict = confirm_with(chosen, SEEDS, fixed_evaluator, None, cap=LeakageCap(0.5, Z))  # no interval is under 0.5
+    assert strict.best is None
+    assert (verdict(strict) or "").startswith("no confirmed setting keeps the cap 0.5 on 3 fresh seeds: trial 0 breaks")
     stored = json.loads(json.dumps(confirmation.to_json()))
     assert stored["leakage_cap"] == {"max_leakage": CAP, "leakage_se_multiple": Z}
     assert Confirmation.from_json(stored) == confirmation

@@ -372,7 +372,8 @@ def headline_block(
         block["accuracy_constraint"] = entry.accuracy_constraint
     if confirmed.cap is not None:
         block["max_leakage"] = confirmed.cap.max_leakage
-        block["leakage_cap"] = "no confirmed setting keeps the cap" if entry is None else str(entry.leakage_cap)
+        # under a cap the best confirmed setting is one whose interval keeps it (None: no setting does)
+        block["leakage_cap"] = "no confirmed setting keeps the cap" if entry is None else "keeps the cap"
     if len(sentence) > 1:  # did tuning beat the paper's default (or the named comparison)?
         block["verdict"] = sentence[1]
         block["comparison"] = None if confirmed.comparison is None else confirmed.comparison.to_json()

@@ -185,9 +185,10 @@ def verdict(h: HeadlineJSON) -> tuple[str, str]:
 def cap_verdict(h: HeadlineJSON) -> tuple[str, str]:
     """Green only when a confirmed setting's leakage interval keeps the cap and the confirmation is current."""
     stale = " (stale: see below)" if h["status"] == "stale" else ""
+    cap = f"the leakage cap {h.get('max_leakage', float('nan')):g}{stale}"
     if h["leakage_cap"] != "keeps the cap":
-        return "notgain", f"no confirmed setting keeps the leakage cap {h.get('max_leakage', float('nan')):g}{stale}"
-    return ("warn" if stale else "confirmed"), f"keeps the leakage cap {h.get('max_leakage', float('nan')):g}{stale}"
+        return "notgain", f"no confirmed setting keeps {cap}"
+    return ("warn" if stale else "confirmed"), f"keeps {cap}"
 
 
 def validity_caveats(doc: ReportJSON) -> list[CheckJSON]:
