@@ -115,6 +115,22 @@ OWN_SECTIONS = ("own_code", "encoding")
 DEFINITION_KEY: Final = "definition_sha256"
 
 
+# [objective] keys of the leakage cap, the floor's reference and the sparsity objective: written only where they
+# differ from their defaults (a cap study always states its cap and margin), so that an export of a study that does
+# not use them keeps its bytes and fingerprint
+QUESTION_KEYS = ("max_leakage", "leakage_se_multiple", "accuracy_reference", "sparsity_objective")
+
+
+def objective_json(definition: StudyDefinition) -> dict[str, object]:
+    """The [objective] section an export writes (see QUESTION_KEYS); reading it back gives the same objective."""
+    objective = definition.objective
+    stated = {"max_leakage", "leakage_se_multiple"} if objective.mode == "leakage_cap" else set()  # the cap's own
+    defaults = {key: type(objective).model_fields[key].default for key in QUESTION_KEYS}
+    return objective.model_dump(
+        exclude={key for key in QUESTION_KEYS if key not in stated and getattr(objective, key) == defaults[key]}
+    )
+
+
 def definition_fingerprint(document: Mapping[str, object]) -> str:
     """SHA-256 of the canonical JSON of the defining sections, as read back from TOML or JSON (so an unedited
     export recomputes its stored value, and an edited one does not)."""
@@ -178,7 +194,7 @@ class ExportDocument:
         d = self.definition
         return {
             "study": self.study,
-            "objective": d.objective.model_dump(),
+            "objective": objective_json(d),
             "dataset": d.data.model_dump(exclude_none=True),
             "model": d.model.name,
             "seed": d.study.seed,
