@@ -127,6 +127,24 @@ def test_export_apply_and_confirm_carry_each_trials_sparsity(tmp_path: Path) -> 
     assert (report / "sparsity.png").stat().st_size > 0  # leakage and accuracy against the searched sparsity
 
 
+def test_status_and_a_confirmed_setting_state_each_trials_sparsity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from search.confirm._confirmation import ConfirmedSetting
+    from search.confirm._statistics import t_interval
+
+    url, _ = finished_sparsity_study(tmp_path)
+    assert main(["status", "sp", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert "best trial #0: defense rmr (lambda_mem=0.1, risky_fraction=0.2) at sparsity 0.7" in out
+    assert "attack 0.5700 at sparsity 0.5" in out  # the trial table
+    interval = t_interval([0.5, 0.6, 0.7])
+    entry = ConfirmedSetting(
+        "trial 0", "tuned", "rmr", {}, (), interval, interval, 0, pruning={"sparsity": 0.7, "steps": 2}
+    )
+    assert ConfirmedSetting.from_json(entry.to_json()) == entry  # stored with the confirmation, read back
+
+
 def test_a_pareto_study_with_sparsity_as_third_objective_ranks_its_front(tmp_path: Path) -> None:
     url, study = finished_sparsity_study(tmp_path, mode="pareto", sparsity_objective=True)
     assert len(study.directions) == 3

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NotRequired, TypedDict
 
+from ..storage._records import PruningRecord
+
 # the stored keys of a setting's accuracy and leakage (in a confirmation, a reference and a trial's attributes)
 UTILITY: Final = "utility"
 PRIVACY: Final = "privacy"
@@ -154,6 +156,7 @@ class ConfirmedSettingJSON(TypedDict):
     accuracy_constraint: NotRequired[str]
     vs_comparison: NotRequired[dict[str, IntervalJSON]]
     leakage_cap: NotRequired[str]
+    pruning: NotRequired[PruningRecord]
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ class ConfirmedSetting:
     accuracy_constraint: Constraint | None = None
     vs_comparison: Paired | None = None
     leakage_cap: CapVerdict | None = None  # a leakage_cap study's cap on this setting's confirmed interval
+    pruning: PruningRecord | None = None  # the pruning its trial searched and it was confirmed at (None: the study's)
 
     @property
     def is_reference(self) -> bool:
@@ -205,6 +209,8 @@ class ConfirmedSetting:
             data["vs_comparison"] = self.vs_comparison.to_json()
         if self.leakage_cap is not None:
             data["leakage_cap"] = self.leakage_cap
+        if self.pruning is not None:
+            data["pruning"] = self.pruning
         return data
 
     @classmethod
@@ -227,6 +233,7 @@ class ConfirmedSetting:
             data.get("accuracy_constraint"),
             None if data.get("vs_comparison") is None else Paired.from_json(data["vs_comparison"]),
             data.get("leakage_cap"),
+            data.get("pruning"),
         )
 
 

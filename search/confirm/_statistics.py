@@ -84,6 +84,7 @@ def summarize(
             None if vs_reference is None or delta is None else constraint_verdict(vs_reference.utility, delta),
             paired(rows, base) if base is not None and candidate.role == TUNED else None,
             None if cap is None else cap.verdict(privacy),
+            candidate.pruning,
         )
 
     return Confirmation(

@@ -23,7 +23,7 @@ from wemem.uncertainty import INTERVAL_METRICS
 from ..confirm import Confirmation, ConfirmedSetting, Interval, export_section, judged_by_others
 from ..confirm._confirmation import DEFAULT, NAMED
 from ..confirm._statistics import points, verdict
-from ..storage._records import TrialMetrics, fail_reason, stored_reference, stored_validity
+from ..storage._records import TrialMetrics, fail_reason, stored_pruning, stored_reference, stored_validity
 from ..storage._urls import redact
 from ..study import OpenStudy, best_trials
 from ..studyfile import StudyDefinition
@@ -59,7 +59,9 @@ def summary_lines(opened: OpenStudy) -> list[str]:
     for trial in best_trials(study):
         m = TrialMetrics.of(trial)
         settings = ", ".join(f"{k}={_fmt(v)}" for k, v in m.settings.items())
-        lines.append(f"  best trial #{trial.number}: defense {m.defense} ({settings})")
+        lines.append(
+            f"  best trial #{trial.number}: defense {m.defense} ({settings}){sparsity_note(definition, trial)}"
+        )
         lines.append(
             f"    test accuracy {m.utility:.4f}, strongest attack {m.strongest_attack} at {m.privacy:.4f}"
             + ("" if m.feasible is not False else f" ({broken_constraint(definition)})")
@@ -123,6 +125,14 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def sparsity_note(definition: StudyDefinition, trial: optuna.trial.FrozenTrial) -> str:
+    """`` at sparsity S`` for a trial of a study that searches its pruning ([search.space.pruning]); empty
+    otherwise (every trial is at the study file's sparsity)."""
+    pruning = stored_pruning(trial)
+    searched = "pruning" in definition.search.space
+    return "" if pruning is None or not searched else f" at sparsity {pruning['sparsity']:g}"
+
+
 def trial_table_lines(opened: OpenStudy, health: dict[int, str | None]) -> list[str]:
     """One line per trial (``wemem status NAME``), with why a trial failed or why its launcher looks dead."""
     study, lines = opened.study, []
@@ -139,7 +149,7 @@ def trial_table_lines(opened: OpenStudy, health: dict[int, str | None]) -> list[
         defense = "" if m.defense is None else m.defense
         lines.append(
             f"  #{trial.number:<4} {trial.state.name:<9} {defense:<6} value {values:<16} "
-            f"acc {m.utility:.4f} attack {m.privacy:.4f}{note}"
+            f"acc {m.utility:.4f} attack {m.privacy:.4f}{sparsity_note(opened.definition, trial)}{note}"
         )
     return lines
 
@@ -232,6 +242,8 @@ def confirmed_lines(confirmation: Confirmation) -> list[str]:
                 + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.settings.items())
                 + ")"
             )
+        if entry.pruning is not None:
+            head += f" at sparsity {entry.pruning['sparsity']:g}"
         lines.append(head + ROLE_NOTES.get(entry.role, ""))
         was = "" if entry.reported is None else f"   (study's own evaluation {entry.reported.privacy:.4f})"
         lines.append(
