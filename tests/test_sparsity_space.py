@@ -15,6 +15,7 @@ import tomli_w
 from helpers import TINY_STUDY
 
 import objectives._trial
+from search import load_setting
 from search.cli import main
 from search.confirm._candidates import candidates
 from search.execution._trainable import reference_at
@@ -121,6 +122,7 @@ def test_export_apply_and_confirm_carry_each_trials_sparsity(tmp_path: Path) -> 
     assert tomllib.loads(out.read_text())["best"]["pruning"] == {"sparsity": 0.7, "steps": 2}
     applied = apply_spec(read_checked_export(out), str(tmp_path), None)
     assert (applied.pruning.sparsity, applied.pruning.steps) == (0.7, 2)
+    assert load_setting(out).pruning == applied.pruning  # the user's own loop prunes to it too
 
     report = tmp_path / "report"
     assert main(["report", "sp", "--storage", url, "--out", str(report)]) == 0

@@ -31,7 +31,7 @@ from wemem.artifact import (
     sparse_bytes,
 )
 from wemem.assets import Echo, StudyAssets, input_checks, prepare_assets
-from wemem.config import ExperimentConfig
+from wemem.config import ExperimentConfig, PruningConfig
 from wemem.data.custom import check_encoding
 from wemem.defenses import DEFENSES, Defense, Setting, make_defense
 from wemem.errors import WememError, validation_problems
@@ -487,9 +487,14 @@ def apply_spec(exported: CheckedExport, cache_dir: str, data_root: str | None) -
     trial was (a study that searched the sparsity ships the sparsity it chose)."""
     spec = exported.definition.trial_spec(cache_dir, data_root)
     experiment = dataclasses.replace(spec.experiment, checkpoint=exported.checkpoint)
-    chosen = exported.record.pruning
-    pruning = spec.pruning if chosen is None else dataclasses.replace(spec.pruning, **chosen.model_dump())
+    pruning = trial_pruning(spec.pruning, exported.record)
     return dataclasses.replace(spec, experiment=study_experiment(experiment, exported.encoding), pruning=pruning)
+
+
+def trial_pruning(study_pruning: PruningConfig, record: ChosenTrial) -> PruningConfig:
+    """The pruning an exported trial evaluated at: the study's, with the sparsity and steps the trial searched."""
+    chosen = record.pruning
+    return study_pruning if chosen is None else dataclasses.replace(study_pruning, **chosen.model_dump())
 
 
 SAFETENSORS, SPARSE, ONNX = "model.safetensors", "model.sparse.safetensors", "model.onnx"

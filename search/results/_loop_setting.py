@@ -13,12 +13,13 @@ from wemem.defenses import Setting
 from wemem.loop import LoopSetting
 
 from ..studyfile._exports import read_export
-from ._apply import definition_from_export, select_record
+from ._apply import definition_from_export, select_record, trial_pruning
 
 
 def load_setting(path: str | Path, trial: int | None = None) -> LoopSetting:
     """The setting ``wemem export`` wrote to ``path`` (its best one, or trial ``trial`` of its Pareto set), with
-    the pruning, training, mem-score models and seed of the study it came from; every problem is a WememError."""
+    the pruning it was evaluated at (the sparsity its trial searched, if the study searched it), and the training,
+    mem-score models and seed of the study it came from; every problem is a WememError."""
     document = read_export(path)
     record = select_record(document, trial, str(path))
     definition = definition_from_export(document, str(path))
@@ -26,7 +27,7 @@ def load_setting(path: str | Path, trial: int | None = None) -> LoopSetting:
     experiment = definition.experiment(base_dir=str(Path(path).resolve().parent))
     return LoopSetting(
         setting=setting,
-        pruning=definition.pruning_config(),
+        pruning=trial_pruning(definition.pruning_config(), record),
         training=experiment.train,
         memscore_models=experiment.memscore_models,
         seed=experiment.seed,
