@@ -4,13 +4,14 @@ threshold fitting, balanced accuracy, splits and mem-score combination."""
 from __future__ import annotations
 
 import math
+import platform
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from wemem.data import SPLIT_VERSION, StudySplit, load_dataset, make_study_split, population_size
+from wemem.data import SPLIT_VERSION, Pools, StudySplit, load_dataset, make_study_split, population_size
 from wemem.defenses.wemem import (
     epochs_per_sample,
     ranked_class_lists,
@@ -24,7 +25,7 @@ from wemem.memscore import combine_memscores, pair_halves
 from wemem.metrics import balanced_accuracy, best_threshold
 from wemem.models import build_model, prunable_parameters
 from wemem.pruning import dense_masks, layer_sparsity, magnitude_mask, prune_to, round_sparsity, sparsity_schedule
-from wemem.training import EarlyStopping
+from wemem.training import EarlyStopping, bound_heap_growth, predict_log_probs
 
 # ------------------------------------------------------------------------------------------- pruning
 
@@ -202,3 +203,22 @@ def test_memscore_combination_by_hand():
     assert combine_memscores(probabilities, in_masks) == pytest.approx([1.0, 0.5, 0.0])
     first, second = pair_halves(10, 7, 0)
     assert sorted(np.r_[first, second].tolist()) == list(range(10)) and len(first) == 5
+
+
+def test_predict_log_probs_batches_in_index_order_with_the_defense_transform():
+    torch.manual_seed(0)
+    pools = Pools("t", torch.randn(10, 3), torch.zeros(10, dtype=torch.long), 8, 2)
+    model = nn.Linear(3, 2)
+
+    class Halved:  # an output transform that reads the rows it is given
+        def output_log_probs(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+            return torch.log_softmax(model(x) / 2, dim=1)
+
+    indices = torch.tensor([9, 0, 4, 4, 7, 1, 2])
+    expected = torch.log_softmax(model(pools.x[indices]) / 2, dim=1)
+    assert torch.allclose(predict_log_probs(model, pools, indices, Halved(), batch_size=3), expected)
+    assert predict_log_probs(model, pools, indices[:0]).shape == (0, 0)
+
+
+def test_heap_growth_is_bounded_on_glibc_only():
+    assert bound_heap_growth() is (platform.libc_ver()[0] == "glibc")

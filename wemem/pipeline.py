@@ -33,7 +33,15 @@ from .config import PruningConfig
 from .defenses import UNDEFENDED, Defense, DefenseContext, Setting
 from .parallel import LocalSteppers, MapFn, StepperMap, job_seed, serial_map
 from .pruning import Masks, dense_masks, layer_sparsity, prune_to, sparsity_schedule
-from .training import RoundResult, accuracy, on_training_device, place_model, predict_log_probs, train_round
+from .training import (
+    RoundResult,
+    accuracy,
+    bound_heap_growth,
+    on_training_device,
+    place_model,
+    predict_log_probs,
+    train_round,
+)
 
 
 @dataclass
@@ -110,6 +118,7 @@ class PruningRun:
         draws: tuple[int, ...] = (0,),
     ):
         start = time.perf_counter()
+        bound_heap_growth()  # this process's peak memory is reached in pruning runs and the attacks after them
         self.name, self.split = assets.split.models()[model_index]
         self.target_rows = sensitivity_rows(assets, model_index, draws)
         self.pools, self.config, self.defense = on_training_device(assets.pools), assets.config, defense
