@@ -16,6 +16,7 @@ Prints one JSON object and writes it, with the curves, under ``--out`` (default 
 ``scale.json``, ``scale_n.png``, ``scale_features.png``, ``scale_shadows.png``, ``scale_models.png``. Examples:
     .venv/bin/python benchmarks/bench_scale.py                 # the full benchmark (about 15 minutes on 2 cores)
     .venv/bin/python benchmarks/bench_scale.py --small --out /tmp/scale   # N = 300..1200, seconds
+    .venv/bin/python benchmarks/bench_scale.py --n 80000 --series n --no-ray --out /tmp/scale   # one point
 """
 
 from __future__ import annotations
