@@ -344,7 +344,8 @@ def confirmed(table: Table, defense: str, settings: dict, seeds: list[int]) -> d
 
 
 def paired(a: list[float], b: list[float]) -> dict[str, float]:
-    return {k: round(100 * v, 2) for k, v in t_interval([x - y for x, y in zip(a, b)]).items()}
+    interval = t_interval([x - y for x, y in zip(a, b)])
+    return {k: round(100 * getattr(interval, k), 2) for k in ("mean", "low", "high")}
 
 
 def run_case(name: str, out: Path, workers: int, log) -> dict[str, Any]:
