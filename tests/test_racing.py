@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from test_bad_input import assert_refused, place, study_file  # noqa: F401 -- place is the fixture
 
 from search.execution._tune import OptunaPruningScheduler
+from search.results._text import racing_lines
 from search.study import RACING_ATTR, make_pruner
 from search.studyfile import StudyDefinition, parse_study
 
@@ -77,6 +78,15 @@ def test_wilcoxon_racing_stops_where_the_signed_rank_test_says():
     assert evidence["values"] == pytest.approx(WORSE[: expected + 1]) and evidence["best_trial"] == 0
     hand = scipy.stats.wilcoxon(np.subtract(WORSE, BEST)[: expected + 1], alternative="greater").pvalue
     assert evidence["p_value"] == pytest.approx(hand)
+    assert (
+        racing_lines(pruned)
+        == [  # what `wemem status NAME --trial 1` prints of it
+            f"  stopped by racing (wilcoxon) after instances {list(range(expected + 1))}: "
+            + ", ".join(f"{v:.4f}" for v in WORSE[: expected + 1])
+            + f"; one-sided Wilcoxon p = {hand:.3g} that it is worse than trial 0"
+        ]
+    )
+    assert racing_lines(study.trials[0]) == []
     # a better trial runs every instance and becomes the best
     assert race(scheduler, study, [b - 0.02 for b in BEST]) is None and study.best_trial.number == 2
 

@@ -448,6 +448,7 @@ def attack_job(
 ) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """The job's attacks: their metrics, their timings and their per-target scores (see
     :func:`wemem.attacks.timed_attack`)."""
+    bound_heap_growth()  # a worker may run attack jobs only: SAMIA's probe and training fragment its heap alike
     scores: dict[str, np.ndarray] = {}
     metrics, timings = run_attacks_timed(
         list(job.names), attack_inputs(assets, models.victim, models.shadows, job.draw), job.uncertainty, scores

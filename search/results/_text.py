@@ -25,7 +25,7 @@ from ..confirm._confirmation import DEFAULT, NAMED
 from ..confirm._statistics import points, verdict
 from ..storage._records import TrialMetrics, fail_reason, stored_pruning, stored_reference, stored_validity
 from ..storage._urls import redact
-from ..study import OpenStudy, best_trials
+from ..study import RACING_ATTR, OpenStudy, best_trials
 from ..studyfile import StudyDefinition
 
 # ------------------------------------------------------------------------------------------------- a study
@@ -163,6 +163,7 @@ def trial_detail_lines(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> 
         f"  test accuracy {m.utility:.4f}, strongest attack {m.strongest_attack or '-'} at {m.privacy:.4f}"
         + ("" if m.privacy_se is None else f" (leakage standard error {m.privacy_se:.4f}: {m.privacy_se_kind})"),
     ]
+    lines += racing_lines(trial)
     timings = timing_lines(m.timings)
     attacks = [f"    {line}" for line in attack_metric_lines(m.attacks)]
     attacks = ([f"  attacks ({INTERVAL_NOTE}):"] + attacks) if attacks else []
@@ -171,6 +172,22 @@ def trial_detail_lines(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> 
         + attacks
         + ([f"  {line}" for line in timings] if timings else ["  no stage timings recorded for this trial"])
     )
+
+
+def racing_lines(trial: optuna.trial.FrozenTrial) -> list[str]:
+    """Why racing stopped the trial (its stored evidence); nothing for a trial racing did not stop."""
+    evidence = trial.user_attrs.get(RACING_ATTR)
+    if not isinstance(evidence, dict):
+        return []
+    values = ", ".join(f"{v:.4f}" for v in evidence.get("values", []))
+    against = (
+        f"; one-sided Wilcoxon p = {evidence['p_value']:.3g} that it is worse than trial {evidence['best_trial']}"
+        if "p_value" in evidence
+        else ""
+    )
+    return [
+        f"  stopped by racing ({evidence.get('pruner')}) after instances {evidence.get('instances')}: {values}{against}"
+    ]
 
 
 INTERVAL_NOTE = "value [95% stratified bootstrap interval over the targets]"

@@ -1,19 +1,15 @@
 """A study: where it lives and runs (:mod:`._place`, with the :class:`OpenStudy` object every command passes on),
-creating, loading and opening it with its sampler and pruner (:mod:`._lifecycle`), and ranking its trials
-(:mod:`._ranking`)."""
+creating, loading and opening it with its sampler and pruner (:mod:`._lifecycle`), racing a trial's instances
+(:mod:`._racing`), and ranking its trials (:mod:`._ranking`)."""
 
 from ._lifecycle import (
     NOT_IDENTITY,
-    RACING_ATTR,
     create_or_load_study,
     definition_differences,
     load_study,
     make_pruner,
     make_sampler,
     open_study,
-    racing_evidence,
-    racing_judges,
-    racing_value,
     refuse_conflicting,
     withdraw_new_study,
 )
@@ -26,6 +22,7 @@ from ._place import (
     resolve_cache_dir,
     resolve_data_root,
 )
+from ._racing import RACING_ATTR, RacingEvidence, racing_evidence, racing_judges, racing_value
 from ._ranking import (
     active_count,
     best_default,
@@ -43,6 +40,7 @@ __all__ = [
     "LAUNCHER_RESOURCES",
     "NOT_IDENTITY",
     "RACING_ATTR",
+    "RacingEvidence",
     "OpenStudy",
     "Options",
     "Place",

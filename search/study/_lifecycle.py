@@ -6,33 +6,18 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import NotRequired, TypedDict
 
-import numpy as np
 import optuna
-import scipy.stats
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from wemem.errors import WememError
 
 from ..storage._records import has_definition, migrate, store_new_study, stored_definition, study_names
 from ..studyfile import StudyDefinition
 from ._place import OpenStudy, Options, Place
-
-RACING_ATTR = "racing"  # a trial that racing stopped: its RacingEvidence
-
-
-class RacingEvidence(TypedDict):
-    """What a trial stopped by racing stores (user attribute :data:`RACING_ATTR`)."""
-
-    pruner: str
-    instances: list[int]  # the instances it ran, r * target_draws + d
-    values: list[float]  # each instance's objective
-    best_trial: NotRequired[int]
-    p_value: NotRequired[float]
 
 
 def startup_trials(n_trials: int) -> int:
@@ -90,44 +75,6 @@ def make_pruner(definition: StudyDefinition) -> optuna.pruners.BasePruner:
             min_resource=min_instances - 1, reduction_factor=s.racing_reduction_factor
         )
     return optuna.pruners.NopPruner()
-
-
-def racing_value(racing: str, values: Sequence[float]) -> float:
-    """What a racing trial reports to the pruner after the instances ``values`` (in instance order): Wilcoxon pairs
-    each instance's own value with the best trial's on that instance; successive halving compares trials at one
-    step, so it needs an estimate of the final value there, the running mean (an instance alone is mostly noise)."""
-    return values[-1] if racing == "wilcoxon" else float(np.mean(values))
-
-
-def racing_judges(instance: int, instances: int) -> bool:
-    """Whether the pruner is asked after ``instance``: not after the last, where stopping would save nothing and
-    throw a whole evaluation away."""
-    return instance < instances - 1
-
-
-def wilcoxon_p_value(study: optuna.Study, trial: FrozenTrial) -> tuple[int, float] | None:
-    """The best trial and the one-sided p-value that ``trial`` is worse than it on their shared instances, the
-    test :class:`optuna.pruners.WilcoxonPruner` decides by (None: no best trial or fewer than two shared)."""
-    try:
-        best = study.best_trial
-    except ValueError:
-        return None
-    shared = sorted(set(trial.intermediate_values) & set(best.intermediate_values))
-    if len(shared) < 2:
-        return None
-    differences = [trial.intermediate_values[i] - best.intermediate_values[i] for i in shared]
-    worse = "less" if study.direction == StudyDirection.MAXIMIZE else "greater"
-    return best.number, float(scipy.stats.wilcoxon(differences, alternative=worse, zero_method="zsplit").pvalue)
-
-
-def racing_evidence(study: optuna.Study, trial: FrozenTrial, racing: str, values: Sequence[float]) -> RacingEvidence:
-    """Why racing stopped ``trial`` after the instance ``values`` (in instance order): the instances it ran, their
-    values, the pruner and, for Wilcoxon, the best trial it was compared with and the p-value."""
-    evidence = RacingEvidence(pruner=racing, instances=list(range(len(values))), values=list(values))
-    tested = wilcoxon_p_value(study, trial) if racing == "wilcoxon" else None
-    if tested is not None:
-        evidence["best_trial"], evidence["p_value"] = tested
-    return evidence
 
 
 def refuse_conflicting(definition: StudyDefinition, storage: optuna.storages.RDBStorage) -> bool:
