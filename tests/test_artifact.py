@@ -209,7 +209,7 @@ def test_the_model_card_names_each_file_by_its_hash_and_the_setting(tmp_path: Pa
     import hashlib
     import json
 
-    from wemem.artifact import CardFigure, Estimate, model_card, safetensors_bytes, sparse_bytes
+    from wemem.artifact import CardFigure, CardInputs, Estimate, model_card, safetensors_bytes, sparse_bytes
     from wemem.validity import resolution_check
 
     model, masks = pruned("columnfc", SHAPE, 0.7)
@@ -228,7 +228,7 @@ def test_the_model_card_names_each_file_by_its_hash_and_the_setting(tmp_path: Pa
         "t over 3 seeds",
     )
     card = model_card(
-        meta, {"fc1.weight": 0.7}, {"dataset": "location"}, [figure], [resolution_check("auc", 50)], files
+        CardInputs(meta, {"fc1.weight": 0.7}, {"dataset": "location"}, [figure], [resolution_check("auc", 50)], files)
     )
     document = json.loads(card["model_card.json"])
     for name, content in files.items():

@@ -427,25 +427,35 @@ def sha256_hex(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-def card_document(
-    meta: ArtifactMeta,
-    layer_sparsity: Mapping[str, float],
-    data: Mapping[str, object],
-    figures: Sequence[CardFigure],
-    validity: Sequence[Check],
-    files: Mapping[str, bytes],
-    notes: Sequence[str] = (),
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CardInputs:
+    """What a model card describes: the artifact, its sparsity per layer, its data, its labelled figures, the
+    validity checks, the files beside it (name -> the bytes written, hashed into the card: a card cannot hold its
+    own hash) and any notes."""
+
+    meta: ArtifactMeta
+    layer_sparsity: Mapping[str, float]
+    data: Mapping[str, object]
+    figures: Sequence[CardFigure]
+    validity: Sequence[Check]
+    files: Mapping[str, bytes]
+    notes: Sequence[str] = ()
+
+
+def card_document(inputs: CardInputs) -> dict[str, Any]:
     """model_card.json: what the artifact is and was measured to be, and the SHA-256 of each file beside it."""
+    meta = inputs.meta
     return {
         "artifact": {**meta.to_strings(), "setting": None if meta.setting is None else meta.setting.to_json()},
-        "data": dict(data),
-        "sparsity": {"overall": meta.sparsity, "per_layer": dict(layer_sparsity)},
-        "confirmed": any(figure.label == "confirmed" for figure in figures),
-        "figures": [figure.to_json() for figure in figures],
-        "notes": list(notes),
-        "validity": [check.to_dict() for check in validity],
-        "files": {name: {"sha256": sha256_hex(content), "bytes": len(content)} for name, content in files.items()},
+        "data": dict(inputs.data),
+        "sparsity": {"overall": meta.sparsity, "per_layer": dict(inputs.layer_sparsity)},
+        "confirmed": any(figure.label == "confirmed" for figure in inputs.figures),
+        "figures": [figure.to_json() for figure in inputs.figures],
+        "notes": list(inputs.notes),
+        "validity": [check.to_dict() for check in inputs.validity],
+        "files": {
+            name: {"sha256": sha256_hex(content), "bytes": len(content)} for name, content in inputs.files.items()
+        },
     }
 
 
@@ -498,19 +508,11 @@ def card_markdown(card: Mapping[str, Any], meta: ArtifactMeta, validity: Sequenc
     return "\n".join(lines)
 
 
-def model_card(
-    meta: ArtifactMeta,
-    layer_sparsity: Mapping[str, float],
-    data: Mapping[str, object],
-    figures: Sequence[CardFigure],
-    validity: Sequence[Check],
-    files: Mapping[str, bytes],
-    notes: Sequence[str] = (),
-) -> dict[str, str]:
-    """The contents of model_card.json and model_card.md by file name, for the caller to write beside ``files``
-    (name -> the bytes written, hashed here: a card cannot hold its own hash)."""
-    card = card_document(meta, layer_sparsity, data, figures, validity, files, notes)
-    return {CARD_JSON: json.dumps(card, indent=2), CARD_MD: card_markdown(card, meta, validity)}
+def model_card(inputs: CardInputs) -> dict[str, str]:
+    """The contents of model_card.json and model_card.md by file name, for the caller to write beside
+    ``inputs.files``."""
+    card = card_document(inputs)
+    return {CARD_JSON: json.dumps(card, indent=2), CARD_MD: card_markdown(card, inputs.meta, inputs.validity)}
 
 
 # what a user's own code calls to ship a model and read it back; the in-memory byte forms, the file checks and
@@ -519,6 +521,7 @@ __all__ = [
     "ONNX_TOLERANCE",
     "ArtifactMeta",
     "CardFigure",
+    "CardInputs",
     "Estimate",
     "check_onnx",
     "dense_tensors",

@@ -21,6 +21,7 @@ from wemem.artifact import (
     CARD_MD,
     ArtifactMeta,
     CardFigure,
+    CardInputs,
     Estimate,
     check_onnx,
     fold_masks,
@@ -809,13 +810,15 @@ def apply_export(
         **shipped,
     }
     card = model_card(
-        meta,
-        victim.layer_sparsity,
-        data_sizes(assets),
-        card_figures(evaluation, rebuilt),
-        study_validity(rebuilt),
-        contents,
-        card_notes(evaluation, record.setting),
+        CardInputs(
+            meta,
+            victim.layer_sparsity,
+            data_sizes(assets),
+            card_figures(evaluation, rebuilt),
+            study_validity(rebuilt),
+            contents,
+            card_notes(evaluation, record.setting),
+        )
     )
     out = create_folder(out_dir)
     files: dict[str, bytes | str] = {**contents, **card}
