@@ -79,6 +79,27 @@ def test_enqueued_settings_run_at_the_file_sparsity_or_the_range_middle(file_spa
         reference_params("rsw", False, definition.search.space)
 
 
+@pytest.mark.parametrize("searched", [True, False], ids=["searched", "the file's"])
+def test_a_trial_stores_its_pruning_only_when_its_study_searches_it(tmp_path: Path, searched: bool) -> None:
+    from search.execution._tune import Progress, StudySearcher
+    from search.results._text import sparsity_note
+    from search.storage import TrialHeartbeats
+    from search.storage._records import stored_pruning
+    from search.study import OpenStudy, Options, Place
+
+    url = f"sqlite:///{tmp_path / 'wemem.db'}"
+    definition = parse_study(study_dict(search=SEARCHED if searched else {}))
+    storage = open_storage(url)
+    study, _ = create_or_load_study(definition, storage, {"cache_dir": str(tmp_path)})
+    opened = OpenStudy(study, definition, storage, Place.of(Options(storage=url), study))
+    searcher = StudySearcher(opened, 1, "L1", TrialHeartbeats(storage), Progress(1, print), print)
+    pruning = searcher.suggest("a")["pruning"]
+    [trial] = study.get_trials()
+    stored = {"sparsity": pruning.sparsity, "steps": pruning.steps} if searched else None
+    assert stored_pruning(trial) == stored  # None: the study file's [pruning], which confirm and export state
+    assert sparsity_note(trial) == (f" at sparsity {pruning.sparsity:g}" if searched else "")
+
+
 def finished_sparsity_study(tmp_path: Path, **objective: object) -> tuple[str, optuna.Study]:
     """A stored study that searched the sparsity, with one RMR setting completed at two sparsities."""
     url = f"sqlite:///{tmp_path / 'wemem.db'}"

@@ -186,7 +186,9 @@ class StudySearcher(Searcher):
             setting = suggest_setting(trial, self.definition.search.defenses, self.definition.search.space)
             pruning = suggest_pruning(trial, self.definition.search.space, self.definition.pruning_config())
             store_setting(trial, setting)
-            store_pruning(trial, pruning)
+            # a study that does not search its pruning ([search.space.pruning]) evaluates every trial at its own
+            if "pruning" in self.definition.search.space:
+                store_pruning(trial, pruning)
         except Exception as error:  # never leave the asked trial RUNNING: fail it with the reason, then stop
             fail_with_reason(self.study, self.storage, trial.number, f"its setting could not be sampled: {error}")
             self._finished(trial)

@@ -59,9 +59,7 @@ def summary_lines(opened: OpenStudy) -> list[str]:
     for trial in best_trials(study):
         m = TrialMetrics.of(trial)
         settings = ", ".join(f"{k}={_fmt(v)}" for k, v in m.settings.items())
-        lines.append(
-            f"  best trial #{trial.number}: defense {m.defense} ({settings}){sparsity_note(definition, trial)}"
-        )
+        lines.append(f"  best trial #{trial.number}: defense {m.defense} ({settings}){sparsity_note(trial)}")
         lines.append(
             f"    test accuracy {m.utility:.4f}, strongest attack {m.strongest_attack} at {m.privacy:.4f}"
             + ("" if m.feasible is not False else f" ({broken_constraint(definition)})")
@@ -125,12 +123,11 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def sparsity_note(definition: StudyDefinition, trial: optuna.trial.FrozenTrial) -> str:
-    """`` at sparsity S`` for a trial of a study that searches its pruning ([search.space.pruning]); empty
-    otherwise (every trial is at the study file's sparsity)."""
+def sparsity_note(trial: optuna.trial.FrozenTrial) -> str:
+    """`` at sparsity S`` for a trial that stored its pruning (its study searches it); empty otherwise (every
+    trial is at the study file's sparsity)."""
     pruning = stored_pruning(trial)
-    searched = "pruning" in definition.search.space
-    return "" if pruning is None or not searched else f" at sparsity {pruning['sparsity']:g}"
+    return "" if pruning is None else f" at sparsity {pruning['sparsity']:g}"
 
 
 def trial_table_lines(opened: OpenStudy, health: dict[int, str | None]) -> list[str]:
@@ -149,7 +146,7 @@ def trial_table_lines(opened: OpenStudy, health: dict[int, str | None]) -> list[
         defense = "" if m.defense is None else m.defense
         lines.append(
             f"  #{trial.number:<4} {trial.state.name:<9} {defense:<6} value {values:<16} "
-            f"acc {m.utility:.4f} attack {m.privacy:.4f}{sparsity_note(opened.definition, trial)}{note}"
+            f"acc {m.utility:.4f} attack {m.privacy:.4f}{sparsity_note(trial)}{note}"
         )
     return lines
 

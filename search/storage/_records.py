@@ -411,7 +411,8 @@ def store_setting(trial: optuna.Trial, setting: Setting) -> None:
 
 
 def store_pruning(trial: optuna.Trial, pruning: PruningConfig) -> None:
-    """Record the pruning a trial evaluates at, as it is asked: ``[search.space.pruning]`` may sample it."""
+    """Record the pruning a trial of a study that searches it (``[search.space.pruning]``) evaluates at, as it is
+    asked; a trial of any other study stores none: it is at the study file's ``[pruning]``."""
     trial.set_user_attr(SPARSITY_ATTR, pruning.sparsity)
     trial.set_user_attr(STEPS_ATTR, pruning.steps)
 
@@ -424,7 +425,7 @@ class PruningRecord(TypedDict):
 
 
 def stored_pruning(trial: optuna.trial.FrozenTrial) -> PruningRecord | None:
-    """The pruning a trial stored (None: stored before the pruning could be searched)."""
+    """The pruning a trial stored (None: the study file's, as its study does not search the pruning)."""
     a = trial.user_attrs
     if SPARSITY_ATTR not in a:
         return None
