@@ -7,6 +7,7 @@ import os
 
 import optuna
 import pytest
+from optuna.distributions import FloatDistribution
 from optuna.storages._rdb import models  # the heartbeat table, to age a heartbeat without waiting for it
 
 # the smallest study with two defenses' trials (their paper's defaults enqueued), on conftest's tiny experiment so
@@ -21,6 +22,34 @@ TINY_STUDY = {
     "search": {"defenses": ["swmr", "rsw"], "enqueue_reference": True},
     "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 1},
 }
+
+
+def rsw_trial(
+    width: float,
+    utility: float,
+    privacy: float,
+    system_attrs: dict[str, object],
+    value: float | None = None,
+    **attrs: object,
+) -> optuna.trial.FrozenTrial:
+    """A finished RSW trial at ``width_fraction = width`` as the launcher stores it, without running anything: its
+    value is the leakage unless ``value`` says otherwise, ``attrs`` adds to (or replaces) its stored metrics, and
+    ``system_attrs`` holds its constraint as the study's mode stores it."""
+    return optuna.trial.create_trial(
+        value=privacy if value is None else value,
+        params={"rsw.width_fraction": width},
+        distributions={"rsw.width_fraction": FloatDistribution(0.05, 0.95)},
+        user_attrs={
+            "defense": "rsw",
+            "settings": {"width_fraction": width},
+            "utility": utility,
+            "privacy": privacy,
+            "strongest_attack": "conf",
+            "feasible": True,
+            **attrs,
+        },
+        system_attrs=system_attrs,
+    )
 
 
 def age_heartbeat(storage: optuna.storages.RDBStorage, study: optuna.Study, number: int, seconds: float) -> None:
@@ -51,8 +80,6 @@ def postgres_or_skip() -> str:
 def finished_rmr_study(url: str, study: dict, cache_dir: str) -> optuna.storages.RDBStorage:
     """A storage holding one finished study defined by the study-file dict ``study``: its reference and two
     complete RMR trials (values 0.55 and 0.57), stored without running anything. The caller disposes of it."""
-    from optuna.distributions import FloatDistribution
-
     from search.storage import open_storage
     from search.study import create_or_load_study
     from search.studyfile import parse_study

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from optuna.distributions import FloatDistribution
+from helpers import rsw_trial
 from optuna.trial import create_trial
 
 from objectives import ObjectiveConfig, TrialSpec
@@ -86,22 +86,7 @@ def noisy_study(n_trials: int, seed: int = 0) -> optuna.Study:
         width = float(rng.uniform(0.05, 0.8))
         privacy = true_leakage(width) + rng.normal(0, NOISE)
         utility = 0.89 + rng.normal(0, 0.005)
-        study.add_trial(
-            create_trial(
-                value=privacy,
-                params={"rsw.width_fraction": width},
-                distributions={"rsw.width_fraction": FloatDistribution(0.05, 0.8)},
-                user_attrs={
-                    "defense": "rsw",
-                    "settings": {"width_fraction": width},
-                    "utility": utility,
-                    "privacy": privacy,
-                    "strongest_attack": "conf",
-                    "feasible": True,
-                },
-                system_attrs={"constraints": [(0.90 - 0.02) - utility]},
-            )
-        )
+        study.add_trial(rsw_trial(width, utility, privacy, {"constraints": [(0.90 - 0.02) - utility]}))
     return study
 
 
@@ -183,23 +168,7 @@ def with_defaults(study: optuna.Study, *widths: float) -> list[int]:
     numbers = []
     for width in widths:
         privacy = true_leakage(width) + 0.01
-        study.add_trial(
-            create_trial(
-                value=privacy,
-                params={"rsw.width_fraction": width},
-                distributions={"rsw.width_fraction": FloatDistribution(0.05, 0.8)},
-                user_attrs={
-                    "defense": "rsw",
-                    "settings": {"width_fraction": width},
-                    "utility": 0.89,
-                    "privacy": privacy,
-                    "strongest_attack": "conf",
-                    "feasible": True,
-                    "warm_start": "reference",
-                },
-                system_attrs={"constraints": [-0.01]},
-            )
-        )
+        study.add_trial(rsw_trial(width, 0.89, privacy, {"constraints": [-0.01]}, warm_start="reference"))
         numbers.append(study.trials[-1].number)
     return numbers
 

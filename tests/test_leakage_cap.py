@@ -13,9 +13,8 @@ from pathlib import Path
 import optuna
 import pytest
 import tomli_w
-from helpers import TINY_STUDY
-from optuna.distributions import FloatDistribution
-from optuna.trial import TrialState, create_trial
+from helpers import TINY_STUDY, rsw_trial
+from optuna.trial import TrialState
 from test_bad_input import assert_refused
 
 from objectives import ObjectiveConfig, score
@@ -75,22 +74,15 @@ def test_progress_states_the_best_as_accuracy_under_the_cap():
 def cap_trial(utility: float, privacy: float, se: float) -> optuna.trial.FrozenTrial:
     """A finished cap-study trial as the launcher stores it: value and constraint from ``score``."""
     objective = score(privacy, utility, 0.9, CAP_CONFIG, privacy_se=se)
-    width = round(utility, 3)  # a distinct setting per trial
-    return create_trial(
+    return rsw_trial(
+        round(utility, 3),  # a distinct setting per trial
+        utility,
+        privacy,
+        {"constraints:leakage_over_cap": objective.constraint},
         value=objective.values[0],
-        params={"rsw.width_fraction": width},
-        distributions={"rsw.width_fraction": FloatDistribution(0.05, 0.95)},
-        user_attrs={
-            "defense": "rsw",
-            "settings": {"width_fraction": width},
-            "utility": utility,
-            "privacy": privacy,
-            "privacy_se": se,
-            "strongest_attack": "conf",
-            "feasible": objective.feasible,
-            "attacks": {},
-        },
-        system_attrs={"constraints:leakage_over_cap": objective.constraint},
+        privacy_se=se,
+        feasible=objective.feasible,
+        attacks={},
     )
 
 
@@ -191,12 +183,10 @@ def test_under_a_cap_tuning_is_judged_against_the_default_by_accuracy(default: s
 # ------------------------------------------------------------------- status, export and confirm of a cap study
 
 CAP_STUDY = {
-    "study": {"name": "capped", "n_trials": 4, "seed": 7},
-    "data": {"dataset": "digits", "shadows": 2},
-    "model": {"name": "columnfc"},
+    **TINY_STUDY,
+    "study": {**TINY_STUDY["study"], "name": "capped", "n_trials": 4},
     "training": {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 1},
-    "pruning": {"sparsity": 0.6, "steps": 1},
-    "memscore": {"models": 2},
+    "pruning": {**TINY_STUDY["pruning"], "steps": 1},
     "objective": {"mode": "leakage_cap", "max_leakage": CAP, "leakage_se_multiple": Z},
     "search": {"defenses": ["rsw"], "enqueue_reference": False},
 }
