@@ -462,6 +462,12 @@ def export(
     return Path(path)
 
 
+def _exported_trial(trial: Any) -> int | None:
+    """``trial=`` as ``--trial`` takes it: which trial of an exported Pareto set (None: the export's best trial, or
+    the only one of its Pareto set)."""
+    return None if trial is None else _whole_number(trial, "trial", 0)
+
+
 def apply(
     export_file: str | Path,
     out: str | Path,
@@ -484,8 +490,7 @@ def apply(
     from .results._apply import apply_export, check_apply_out, load_export
     from .study import resolve_cache_dir
 
-    if trial is not None:
-        _whole_number(trial, "trial", 0)
+    trial = _exported_trial(trial)
     export_file, out, echo = _path(export_file, "export_file"), _path(out, "out"), _echo(echo)
     options = _options(None, cache_dir, data_root, ray_address)
     # a bad out, cache folder or export file is refused before Ray starts and the minutes of work
@@ -535,8 +540,7 @@ def audit(
     from .execution import _cluster as cluster
     from .results._artifact_audit import audit_artifact, checked_artifact
 
-    if trial is not None:
-        _whole_number(trial, "trial", 0)
+    trial = _exported_trial(trial)
     artifact, echo = _path(artifact, "artifact"), _echo(echo)
     export_file = None if export_file is None else _path(export_file, "export_file")
     options = _options(storage, cache_dir, data_root, ray_address)

@@ -58,6 +58,23 @@ def places(args: argparse.Namespace) -> Places:
     )
 
 
+class ShippedWork(TypedDict):
+    """The keywords of the :mod:`search.api` functions that evaluate a shipped setting (``apply``, ``audit``) as
+    the command line calls them: where the cache and data are, and its work run as Ray tasks, echoed as it goes."""
+
+    cache_dir: str | None
+    data_root: str | None
+    ray_address: str | None
+    parallel: bool
+    echo: Callable[[str], None]
+
+
+def shipped_work(args: argparse.Namespace) -> ShippedWork:
+    return ShippedWork(
+        cache_dir=args.cache_dir, data_root=args.data_root, ray_address=args.ray_address, parallel=True, echo=echo
+    )
+
+
 def resources(args: argparse.Namespace) -> dict[str, float] | None:
     """The resource flags given (None: the study file's [resources])."""
     given = {key: getattr(args, key) for key in LAUNCHER_RESOURCES if getattr(args, key, None) is not None}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import api
-from ._common import Command, echo, places
+from ._common import Command, echo, places, shipped_work
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -24,17 +24,7 @@ EXPORT = Command(
 
 
 def _apply(args: argparse.Namespace) -> int:
-    api.apply(
-        args.export_file,
-        args.out,
-        trial=args.trial,
-        cache_dir=args.cache_dir,
-        data_root=args.data_root,
-        ray_address=args.ray_address,
-        parallel=True,
-        echo=echo,
-        allow_code=args.allow_code,
-    )
+    api.apply(args.export_file, args.out, trial=args.trial, allow_code=args.allow_code, **shipped_work(args))
     return 0
 
 
@@ -88,11 +78,7 @@ def _audit(args: argparse.Namespace) -> int:
         export_file=args.export,
         trial=args.trial,
         storage=args.storage,
-        cache_dir=args.cache_dir,
-        data_root=args.data_root,
-        ray_address=args.ray_address,
-        parallel=True,
-        echo=echo,
+        **shipped_work(args),
     )
     for line in audited.lines():
         echo(line)
