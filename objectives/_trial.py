@@ -16,7 +16,15 @@ from wemem.attacks import AttackInputs, run_attacks
 from wemem.config import ExperimentConfig, PruningConfig, content_hash
 from wemem.defenses import UNDEFENDED, Setting
 from wemem.parallel import MapFn, StepperMap, serial_map
-from wemem.pipeline import ExperimentRecord, ExperimentResult, ExperimentTimings, attack_targets, run_experiment
+from wemem.pipeline import (
+    ExperimentRecord,
+    ExperimentResult,
+    ExperimentTimings,
+    RoundMonitor,
+    attack_targets,
+    fine_tuning_schedule,
+    run_experiment,
+)
 
 from ._leakage import leakage
 from ._objective import ObjectiveConfig, ObjectiveValue, score
@@ -39,6 +47,8 @@ class TrialSpec:
     target_draws: int = 1
     # ``[search] racing``: report each (fine-tuning, draw)'s objective as it is known, so a pruner may stop the trial
     instance_reports: bool = False
+    # ``[search] racing_rounds``: report each (pruning round, draw) of the first fine-tuning first, as instances
+    round_racing: bool = False
 
 
 # The cheap attacks (those that declare ``cheap``: thresholds only, no model training), behind the per-round
@@ -55,13 +65,24 @@ class RoundHooks:
     stepper_map: StepperMap
 
 
-# ``report(instance, value)``: one (fine-tuning r, target draw d) instance's objective, instance = r * D + d
+# ``report(instance, value)``: one instance's objective (see :func:`instance_index` and :func:`round_instance`)
 InstanceReport = Callable[[int, float], None]
 
 
+def raced_rounds(spec: TrialSpec) -> int:
+    """How many pruning rounds of the first fine-tuning are racing instances (``[search] racing_rounds``)."""
+    return len(fine_tuning_schedule(spec.pruning)) if spec.round_racing else 0
+
+
+def round_instance(spec: TrialSpec, round_index: int, draw: int) -> int:
+    """A (pruning round, target draw) instance's number in the first fine-tuning: round * D + d."""
+    return round_index * spec.target_draws + draw
+
+
 def instance_index(spec: TrialSpec, fine_tuning: int, draw: int) -> int:
-    """An instance's number, the same in every trial of a study, so a racing pruner pairs the same draws."""
-    return fine_tuning * spec.target_draws + draw
+    """A (fine-tuning, target draw) instance's number, the same in every trial of a study, so a racing pruner
+    pairs the same draws: after the raced rounds' instances, (rounds + r) * D + d."""
+    return (raced_rounds(spec) + fine_tuning) * spec.target_draws + draw
 
 
 def instance_values(spec: TrialSpec, base: Reference, result: ExperimentResult) -> list[float]:
@@ -306,12 +327,35 @@ def floor_utility(spec: TrialSpec, base: Reference) -> float:
     return spec.objective.floor_utility(base.utility, None if dense is None else float(dense))
 
 
+def round_leakage(spec: TrialSpec, inputs: AttackInputs) -> float:
+    """One pruning round's checkpoints' leakage on one target draw, judged by the cheap attacks only (they take
+    milliseconds, so judging every round costs little beside its fine-tuning)."""
+    return leakage(run_attacks(list(CHEAP_ATTACKS), inputs, uncertainty=False), spec.objective.privacy_metric)[0]
+
+
 def round_objective(spec: TrialSpec, base: Reference, victim_accuracy: float, inputs: AttackInputs) -> float:
-    """The objective of one pruning round's checkpoints, judged by the cheap attacks only."""
-    privacy, _ = leakage(run_attacks(list(CHEAP_ATTACKS), inputs, uncertainty=False), spec.objective.privacy_metric)
+    """The objective of one pruning round's checkpoints on one target draw (cheap attacks only)."""
     return score(
-        privacy, victim_accuracy, floor_utility(spec, base), spec.objective, sparsity=spec.pruning.sparsity
+        round_leakage(spec, inputs),
+        victim_accuracy,
+        floor_utility(spec, base),
+        spec.objective,
+        sparsity=spec.pruning.sparsity,
     ).values[0]
+
+
+def round_monitor(spec: TrialSpec, base: Reference, report: Callable[[int, float], None]) -> RoundMonitor:
+    """What a trial reports after each pruning round of its first fine-tuning: for early stopping the round's
+    objective on the study's own target draw, at step ``round``; for racing rounds each draw's objective as its
+    own instance (:func:`round_instance`), so a pruner pairs trials draw by draw inside the fine-tuning."""
+    if not spec.round_racing:
+        return lambda index, accuracy, draws: report(index, round_objective(spec, base, accuracy, draws[0]))
+
+    def raced(index: int, accuracy: float, draws: list[AttackInputs]) -> None:
+        for draw, inputs in enumerate(draws):
+            report(round_instance(spec, index, draw), round_objective(spec, base, accuracy, inputs))
+
+    return raced
 
 
 def shared_seconds(assets: StudyAssets, base: Reference) -> dict[str, float]:
@@ -333,14 +377,12 @@ def evaluate_trial(
     rounds: RoundHooks | None = None,
     instances: InstanceReport | None = None,
 ) -> TrialOutcome:
-    """One setting's evaluation; ``rounds`` reports each pruning round's objective, ``instances`` each (fine-tuning,
-    draw)'s (racing). Either may raise to stop the trial."""
+    """One setting's evaluation; ``rounds`` reports each pruning round's objective (early stopping, or racing
+    rounds: see :func:`round_monitor`), ``instances`` each (fine-tuning, draw)'s (racing). Either may raise to stop
+    the trial."""
     monitor, stepper_map = None, None
     if rounds is not None:
-        stepper_map = rounds.stepper_map
-        monitor = lambda index, accuracy, inputs: rounds.report(  # noqa: E731
-            index, round_objective(spec, base, accuracy, inputs)
-        )
+        stepper_map, monitor = rounds.stepper_map, round_monitor(spec, base, rounds.report)
     run = experiment_of(spec, assets, setting, map_fn)
     result = run(keep_victim_state=keep_victim_state, round_monitor=monitor, stepper_map=stepper_map)
     finished = instance_reporter(spec, base, instances) if instances is not None else lambda r, result: None

@@ -15,6 +15,7 @@ from helpers import TINY_STUDY
 from optuna.trial import TrialState
 from test_bad_input import assert_refused, place, study_file  # noqa: F401 -- place is the fixture
 
+from objectives._trial import instance_index, round_instance, round_monitor
 from search.execution._tune import OptunaPruningScheduler
 from search.results._text import racing_lines
 from search.study import RACING_ATTR, make_pruner
@@ -136,9 +137,56 @@ def test_halving_racing_stops_at_the_rung_where_the_running_mean_falls_behind():
     }
 
 
+def test_racing_rounds_number_the_first_fine_tunings_rounds_before_the_instances():
+    """TINY_STUDY prunes in 2 steps, so it fine-tunes in 3 rounds (round 0 at sparsity 0): with racing_rounds,
+    R2 D4 is 3 x 4 round instances, then 2 x 4 more."""
+    definition = racing_definition(racing="wilcoxon", racing_rounds=True)
+    assert definition.racing_instances() == (20, 4)  # judged first after round 0's four draws
+    assert racing_definition(racing="wilcoxon").racing_instances() == (8, 4)
+    spec = definition.trial_spec("cache")
+    assert [round_instance(spec, r, d) for r, d in [(0, 0), (0, 3), (1, 0), (1, 3)]] == [0, 3, 4, 7]
+    assert [instance_index(spec, r, d) for r, d in [(0, 0), (0, 3), (1, 0), (1, 3)]] == [12, 15, 16, 19]
+    plain = racing_definition(racing="wilcoxon").trial_spec("cache")
+    assert [instance_index(plain, r, d) for r, d in [(0, 0), (1, 3)]] == [0, 7]
+
+
+def test_racing_rounds_report_every_draw_of_a_round_as_an_instance(monkeypatch: pytest.MonkeyPatch):
+    """Early stopping reports a round's objective on the study's own draw at step ``round``; racing rounds report
+    each draw's at its instance number."""
+    monkeypatch.setattr(
+        "objectives._trial.round_objective", lambda spec, base, accuracy, inputs: accuracy + inputs
+    )  # a stand-in that tells the draws apart
+    draws = [0.1, 0.2, 0.3, 0.4]  # one round's attack inputs, one per target draw
+    reported: list[tuple[int, float]] = []
+    raced = racing_definition(racing="wilcoxon", racing_rounds=True).trial_spec("cache")
+    round_monitor(raced, None, lambda step, value: reported.append((step, value)))(1, 1.0, draws)  # type: ignore[arg-type]
+    assert reported == [(4, 1.1), (5, 1.2), (6, 1.3), (7, 1.4)]
+    reported.clear()
+    stopping = parse_study(dict(TINY_STUDY, search={"defenses": ["rmr"], "early_stopping": "median"}))
+    round_monitor(stopping.trial_spec("cache"), None, lambda step, value: reported.append((step, value)))(  # type: ignore[arg-type]
+        1, 1.0, draws[:1]
+    )
+    assert reported == [(1, 1.1)]
+
+
+def test_wilcoxon_racing_on_rounds_stops_inside_the_first_fine_tuning():
+    """The same signed-rank decision, with the rounds' instances first: a trial worse on every draw of round 0
+    stops after them, inside its first fine-tuning (instance 12 would be its first fine-tuning's first draw)."""
+    scheduler, study = scheduler_on(racing_definition(racing="wilcoxon", racing_rounds=True))
+    rounds = [0.56, 0.55, 0.57, 0.55, 0.56, 0.54, 0.55, 0.57, 0.55, 0.56, 0.54, 0.55]  # 3 rounds x 4 draws
+    best = rounds + BEST
+    worse = [b + 0.02 for b in best]
+    assert race(scheduler, study, best) is None
+    expected = wilcoxon_stop(best, worse, min_instances=4, p_threshold=0.1)
+    assert expected == 3  # four pairs all worse: p = 1/16, under 0.1
+    assert race(scheduler, study, worse) == expected
+    assert study.trials[1].user_attrs[RACING_ATTR]["instances"] == list(range(expected + 1))
+
+
 @pytest.fixture(scope="module")
 def raced_study(ray_session, tmp_path_factory: pytest.TempPathFactory) -> optuna.Study:
-    """A tiny racing study: a mild RMR setting, then a strong one (poor), each scored on 3 target draws."""
+    """A tiny racing study: a mild RMR setting, then a strong one (poor), each scored on 3 target draws and
+    raced on its rounds too (3 rounds x 3 draws, then the 3 draws of the fine-tuning)."""
     from search.execution._launcher import launch
     from search.storage import open_storage
     from search.study import Options, create_or_load_study
@@ -154,6 +202,7 @@ def raced_study(ray_session, tmp_path_factory: pytest.TempPathFactory) -> optuna
                 "enqueue_reference": False,
                 "target_draws": 3,
                 "racing": "wilcoxon",
+                "racing_rounds": True,
                 "racing_min_instances": 2,
                 "racing_p_threshold": 0.3,  # two instances both worse give p = 0.25
             },
@@ -168,9 +217,9 @@ def raced_study(ray_session, tmp_path_factory: pytest.TempPathFactory) -> optuna
 @pytest.mark.e2e
 def test_a_raced_study_stores_pruned_trials_with_their_evidence(raced_study: optuna.Study):
     first, second = raced_study.get_trials()
-    assert first.state == TrialState.COMPLETE and sorted(first.intermediate_values) == [0, 1, 2]
+    assert first.state == TrialState.COMPLETE and sorted(first.intermediate_values) == list(range(12))
     assert RACING_ATTR not in first.user_attrs
-    # PRUNED after two instances (the third is the last, never judged), never COMPLETE with a partial value
+    # PRUNED after round 0's first two draws, inside its fine-tuning, never COMPLETE with a partial value
     assert second.state == TrialState.PRUNED and sorted(second.intermediate_values) == [0, 1]
     evidence = second.user_attrs[RACING_ATTR]
     assert evidence["pruner"] == "wilcoxon" and evidence["instances"] == [0, 1] and evidence["best_trial"] == 0
@@ -191,6 +240,12 @@ RACING_CASES = [
         ["racing_min_instances is 4", "below 4"],
     ),
     ("racing-reduction-1", {"racing": "halving", "target_draws": 4, "racing_reduction_factor": 1}, ["reduction"]),
+    ("racing-rounds-alone", {"racing_rounds": True, "target_draws": 4}, ["racing is 'none'", "racing_rounds"]),
+    (
+        "racing-rounds-searched-steps",
+        {"racing": "wilcoxon", "racing_rounds": True, "target_draws": 4, "space": {"pruning": {"steps": [1, 3]}}},
+        ["search.space.pruning.steps searches", "fix the steps"],
+    ),
 ]
 
 

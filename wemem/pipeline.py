@@ -71,8 +71,8 @@ def fine_tuning_schedule(pruning: PruningConfig | None) -> list[float]:
     return [] if pruning is None else sparsity_schedule(pruning.sparsity, pruning.steps, pruning.one_shot)
 
 
-# round index, victim round accuracy, the round's attack inputs
-RoundMonitor = Callable[[int, float, AttackInputs], None]
+# round index, victim round accuracy, the round's attack inputs on each of the experiment's target draws
+RoundMonitor = Callable[[int, float, list[AttackInputs]], None]
 
 
 @dataclass
@@ -528,7 +528,8 @@ def run_experiment(
     Every heavy piece -- the K+1 pruning runs and the attacks -- is a job of ``map_fn`` (or ``stepper_map``).
 
     With a ``round_monitor`` the K+1 models advance round by round (as steppers of ``stepper_map``) and the
-    monitor sees every round's victim accuracy and attack inputs; it may raise to stop the experiment.
+    monitor sees every round's victim accuracy and attack inputs on each target draw; it may raise to stop the
+    experiment.
 
     ``repeat`` seeds the fine-tuning of every model (0: the study's own seeds); the pruned models are attacked on
     ``draws`` target draws of their own (``repeat * draws`` to ``repeat * draws + draws - 1``: draw 0 is the
@@ -556,7 +557,7 @@ def run_experiment(
             round_monitor(
                 victim_round.round,
                 victim_round.test_accuracy,
-                attack_inputs(assets, victim_round, shadow_rounds, repeat),
+                [attack_inputs(assets, victim_round, shadow_rounds, draw) for draw in draw_ids],
             )
         victim, *shadows = group.finish()
     attack_start = time.perf_counter()

@@ -169,6 +169,11 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:500]
 
 
+def round_report(index: int, value: float) -> None:
+    """Early stopping's per-round objective, as the scheduler reads it."""
+    tune.report({"round": index, "intermediate": value})
+
+
 def trial_trainable(
     config: TrialConfig,
     spec: TrialSpec,
@@ -183,20 +188,22 @@ def trial_trainable(
 
     With per-round reports (early stopping) the K+1 models live in Ray actors stepped round by round, and each
     round's objective is reported; the scheduler may stop the trial after any round. With per-instance reports
-    (racing) each (fine-tuning, draw)'s objective is reported as ``instance``; the scheduler may stop the trial
-    after any of them. Where every job ran is reported with the outcome (``jobs``).
+    (racing) each (fine-tuning, draw)'s objective is reported as ``instance`` (and, racing rounds, each first
+    fine-tuning's (round, draw)'s before them, the models stepped as for early stopping); the scheduler may stop
+    the trial after any of them. Where every job ran is reported with the outcome (``jobs``).
     """
     # fresh placement records for this trial; past the deadline its jobs are cancelled and it fails
     share = RayMap(share.num_cpus, share.num_gpus, deadline=None if timeout_s is None else time.time() + timeout_s)
-    rounds = None
-    if spec.round_reports:
-        rounds = RoundHooks(
-            lambda index, value: tune.report({"round": index, "intermediate": value}),
-            lambda factory, jobs: RaySteppers(share, factory, jobs),
-        )
     instances = None
     if spec.instance_reports:
         instances = lambda index, value: tune.report({"instance": index, "intermediate": value})  # noqa: E731
+    rounds = None
+    if spec.round_reports or spec.round_racing:
+        rounds = RoundHooks(
+            # racing rounds are instances of the race; early stopping's rounds are steps of the median pruner
+            instances if spec.round_racing and instances is not None else round_report,
+            lambda factory, jobs: RaySteppers(share, factory, jobs),
+        )
     try:
         victim_assets = receive(assets)
         at_pruning = replace(spec, pruning=config["pruning"])

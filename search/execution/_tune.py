@@ -344,7 +344,7 @@ class OptunaPruningScheduler(FIFOScheduler):
         super().__init__()
         self.searcher = searcher
         search = searcher.definition.search
-        self.racing, self.instances = search.racing, search.repeats * search.target_draws
+        self.racing, self.instances = search.racing, searcher.definition.racing_instances()[0]
         self.raced: dict[str, list[float]] = {}  # each racing Tune trial's instance values so far
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:

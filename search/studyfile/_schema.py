@@ -17,10 +17,18 @@ from wemem.data import check_dataset_name, check_exclude_applies, dataset_key, r
 from wemem.defenses import DEFENSES
 from wemem.errors import WememError, validation_problems
 from wemem.models import check_model_name
+from wemem.pipeline import fine_tuning_schedule
 from wemem.registry import Registry
 from wemem.training import TrainConfig
 
-from ._spaces import ParamOverride, searchable, searchable_defenses, validate_overrides, validate_pruning_search
+from ._spaces import (
+    PRUNING,
+    ParamOverride,
+    searchable,
+    searchable_defenses,
+    validate_overrides,
+    validate_pruning_search,
+)
 
 # Every default of an experiment is written once, in wemem's plain configs; the sections and the CLI flags read them.
 _EXPERIMENT, _TRAIN, _PRUNING, _OBJECTIVE = ExperimentConfig(), TrainConfig(), PruningConfig(), ObjectiveConfig()
@@ -354,11 +362,20 @@ class SearchSection(_Section):
     racing_reduction_factor: int = Field(
         default=2, ge=2, description="halving racing keeps 1 in this many trials at each rung"
     )
+    racing_rounds: bool = Field(
+        default=False,
+        description="race inside the first fine-tuning too: after each pruning round the cheap threshold attacks "
+        "judge the round's checkpoints on every target draw, and these (round, draw) values are the first "
+        "instances, so a clearly worse trial stops before its first fine-tuning ends; needs racing and a fixed "
+        "number of pruning steps",
+    )
 
-    def racing_instances(self) -> tuple[int, int]:
-        """A racing trial's instances (repeats x target_draws) and how many it runs before racing may stop it: a
-        fine-tuning's draws are attacked together, so by default racing first judges after one fine-tuning."""
-        instances = self.repeats * self.target_draws
+    def racing_instances(self, rounds: int) -> tuple[int, int]:
+        """A racing trial's instances and how many it runs before racing may stop it, given the pruning ``rounds``
+        of its first fine-tuning: ``rounds x target_draws`` round instances when ``racing_rounds``, then the
+        (fine-tuning, draw) instances (repeats x target_draws). The draws of a round, and of a fine-tuning, are
+        judged together, so by default racing first judges after one round's (else one fine-tuning's) draws."""
+        instances = (rounds * self.racing_rounds + self.repeats) * self.target_draws
         chosen = self.racing_min_instances
         return instances, chosen if chosen is not None else max(2, min(self.target_draws, instances - 1))
 
@@ -535,16 +552,17 @@ class StudyDefinition(_Section):
         s = self.search
         if s.racing == "none":
             return self
-        instances, min_instances = s.racing_instances()
+        instances, min_instances = self.racing_instances()
         if instances < 2:
             raise ValueError(
                 f"search.racing {s.racing!r} stops a trial between its evaluations, but repeats x target_draws is "
                 "1; set search.target_draws (or repeats) to 2 or more, or racing = 'none'"
             )
         if min_instances >= instances:
+            counted = "(pruning rounds + repeats) x target_draws" if s.racing_rounds else "(repeats x target_draws)"
             raise ValueError(
                 f"search.racing_min_instances is {min_instances} but a trial has {instances} instances "
-                f"(repeats x target_draws) and racing never stops it after its last; set racing_min_instances "
+                f"{counted} and racing never stops it after its last; set racing_min_instances "
                 f"below {instances} or raise repeats or target_draws"
             )
         if len(self.objective_config().directions) > 1:
@@ -558,6 +576,31 @@ class StudyDefinition(_Section):
                 "one: early_stopping = 'none' or racing = 'none'"
             )
         return self
+
+    @model_validator(mode="after")
+    def _racing_rounds_fixed(self) -> StudyDefinition:
+        """Round instances are numbered round x target_draws + draw, the same in every trial (Wilcoxon pairs them
+        by number), so every trial must prune in the same number of rounds."""
+        s = self.search
+        if not s.racing_rounds:
+            return self
+        if s.racing == "none":
+            raise ValueError(
+                "search.racing_rounds races on each pruning round, but search.racing is 'none'; set racing = "
+                "'wilcoxon' or 'halving', or remove racing_rounds"
+            )
+        searched = s.space.get(PRUNING, {})
+        if isinstance(searched.get("steps"), list):
+            raise ValueError(
+                f"search.racing_rounds pairs the trials' pruning rounds, but search.space.{PRUNING}.steps searches "
+                "their number; fix the steps (a number) or remove racing_rounds"
+            )
+        return self
+
+    def racing_instances(self) -> tuple[int, int]:
+        """The study's racing instances and how many a trial runs before racing may stop it (see
+        :meth:`SearchSection.racing_instances`)."""
+        return self.search.racing_instances(len(fine_tuning_schedule(self.pruning_config())))
 
     @model_validator(mode="after")
     def _privacy_attacks_run(self) -> StudyDefinition:
@@ -655,6 +698,7 @@ class StudyDefinition(_Section):
             repeats=self.search.repeats,
             target_draws=self.search.target_draws,
             instance_reports=self.search.racing != "none",
+            round_racing=self.search.racing_rounds,
         )
 
 
