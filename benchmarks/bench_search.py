@@ -18,11 +18,11 @@ distinct winner are re-evaluated on 3 fresh seeds (each its own split, pretraini
 - compute = the seconds the sampler's trials would have cost (each looked-up evaluation's recorded time).
 
 Racing (``[search] racing``): in a case scored over R x D >= 2 instances (finefoods-quiet) every sampler also runs
-with racing = wilcoxon and halving at the same budgets: each looked-up evaluation is replayed instance by instance
-through the product's pruner, and a stopped trial costs the fine-tunings up to the instance it was stopped after
-(``seconds``; ``seconds_draws_apart`` prices attacking a fine-tuning's draws one at a time instead). Rows keep each
-instance's figures and each fine-tuning's pruning and attack time for this; a repeated row recorded without them
-is evaluated again.
+with racing = wilcoxon and halving, each without and with ``racing_rounds``, at the same budgets: each looked-up
+evaluation is replayed instance by instance through the product's pruner. Rows keep each (fine-tuning, draw)'s
+figures and, from the first fine-tuning run again (plain, then with its rounds judged, back to back in one worker),
+each (round, draw)'s victim accuracy and cheap-attack leakage and when each round's judging ended. Every variant's
+trial seconds are priced from those two runs (``paid_seconds``), so none is measured under other load than another.
 
 Every evaluation is appended to ``--out/evaluations.jsonl`` as it finishes: a rerun resumes, and the samplers and
 the confirmation rerun from the table in seconds. Prints one JSON object and draws ``--out/regret.png``.
@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from objectives import evaluate_trial, reference, score  # noqa: E402
+from objectives._trial import experiment_of, round_leakage, spec_leakage  # noqa: E402
 from search.confirm._candidates import confirmation_seeds  # noqa: E402
 from search.confirm._statistics import t_interval  # noqa: E402
 from search.execution._warm_start import paper_defaults  # noqa: E402
@@ -62,6 +63,7 @@ from search.studyfile._spaces import derive_window, space_for  # noqa: E402
 from wemem.assets import prepare_assets  # noqa: E402
 from wemem.defenses import Setting  # noqa: E402
 from wemem.defenses.wemem import STRIDE  # noqa: E402
+from wemem.parallel import serial_map  # noqa: E402
 
 CHEAP6 = ["conf", "entr", "mentr", "hconf", "lira", "rmia"]
 ONCE = {"repeats": 1, "target_draws": 1}
@@ -105,7 +107,14 @@ GRID: dict[str, dict[str, list[Any]]] = {
     },
 }
 SAMPLERS, BUDGETS, REPETITIONS = ("tpe", "gp", "random"), (8, 16, 32), 3
-RACINGS = ("none", "wilcoxon", "halving")  # [search] racing, with the study file's default knobs
+# the racing variants: [search] racing and racing_rounds, with the study file's default knobs
+RACINGS: dict[str, tuple[str, bool]] = {
+    "none": ("none", False),
+    "wilcoxon": ("wilcoxon", False),
+    "halving": ("halving", False),
+    "wilcoxon+rounds": ("wilcoxon", True),
+    "halving+rounds": ("halving", True),
+}
 TOP_GRID = 5  # grid points confirmed to find the best achievable one
 
 
@@ -157,8 +166,8 @@ def row_repeats(row: dict) -> tuple[int, int]:
 _WORKER: dict[Any, Any] = {}
 
 
-def evaluate(definition_json: str, cache_dir: str, seed: int, defense: str, settings: dict[str, Any]) -> dict:
-    """One real evaluation (a trial of the case's study on ``seed``) in a worker process."""
+def worker_state(definition_json: str, cache_dir: str, seed: int) -> tuple[Any, Any, Any]:
+    """The case's trial spec on ``seed`` and its shared work (assets and reference), once per worker process."""
     import torch
 
     torch.set_num_threads(1)
@@ -168,34 +177,55 @@ def evaluate(definition_json: str, cache_dir: str, seed: int, defense: str, sett
     if (definition_json, seed) not in _WORKER:
         assets = prepare_assets(spec.experiment, cache_dir)
         _WORKER[(definition_json, seed)] = assets, reference(spec, assets)
-    assets, base = _WORKER[(definition_json, seed)]
+    return (spec, *_WORKER[(definition_json, seed)])
+
+
+def evaluate(definition_json: str, cache_dir: str, seed: int, defense: str, settings: dict[str, Any]) -> dict:
+    """One real evaluation (a trial of the case's study on ``seed``) in a worker process."""
+    spec, assets, base = worker_state(definition_json, cache_dir, seed)
     start = time.perf_counter()
+    row: dict[str, Any] = {"defense": defense, "settings": settings, "seed": seed}
     if defense == "none":
-        return {
-            "defense": defense,
-            "settings": settings,
-            "seed": seed,
-            "utility": base.utility,
-            "privacy": base.privacy,
-            "seconds": time.perf_counter() - start,
-            "repeats": list(repeats_of(definition)),
-        }
-    outcome = evaluate_trial(spec, Setting(defense, settings), base, assets)
-    assert outcome.repeats is not None  # every evaluation carries its repeats
-    return {
-        "defense": defense,
-        "settings": settings,
-        "seed": seed,
-        "utility": outcome.utility,
-        "privacy": outcome.privacy,
-        "seconds": time.perf_counter() - start,
-        "repeats": list(repeats_of(definition)),
-        # racing replays these: each (fine-tuning, draw)'s figures, and each fine-tuning's pruning and attack time
-        "instances": [[u, p] for row in outcome.repeats.draws for u, p in row],
-        "fine_tunings": [
+        outcome = None
+        row.update(utility=base.utility, privacy=base.privacy)
+    else:
+        outcome = evaluate_trial(spec, Setting(defense, settings), base, assets)
+        row.update(utility=outcome.utility, privacy=outcome.privacy)
+    row.update(seconds=time.perf_counter() - start, repeats=[spec.repeats, spec.target_draws])
+    if outcome is not None and outcome.repeats is not None:
+        # racing replays each (fine-tuning, draw)'s figures, and each fine-tuning's pruning and attack time
+        row["instances"] = [[u, p] for fine_tuning in outcome.repeats.draws for u, p in fine_tuning]
+        row["fine_tunings"] = [
             {"pruning_stage": t["pruning_stage"], "attack_stage": t["attack_stage"], "total": t["total"]}
             for t in outcome.repeats.timings
-        ],
+        ]
+    return row
+
+
+def evaluate_rounds(definition_json: str, cache_dir: str, seed: int, defense: str, settings: dict[str, Any]) -> dict:
+    """A repeated evaluation's first fine-tuning again, twice back to back in one worker: plain, and with its
+    rounds judged as ``racing_rounds`` judges them (each round's victim accuracy and cheap-attack leakage on every
+    draw, and when the round's judging ended). Racing is priced from these two: what a fine-tuning costs without
+    and with the rounds judged, under the same load; the two runs' draws must agree (the stepped fine-tuning is
+    the same computation)."""
+    spec, assets, _ = worker_state(definition_json, cache_dir, seed)
+    run = experiment_of(spec, assets, Setting(defense, settings), serial_map)
+    rounds: list[dict[str, Any]] = []
+    start = time.perf_counter()
+
+    def judged(index: int, accuracy: float, draws: list[Any]) -> None:
+        entered = time.perf_counter()
+        leakages = [round_leakage(spec, inputs) for inputs in draws]
+        now = time.perf_counter()
+        rounds.append({"accuracy": accuracy, "leakage": leakages, "elapsed": now - start, "judging": now - entered})
+
+    monitored = run(round_monitor=judged)
+    plain = run()  # second: a worker's first run pays its warm-up, which must not count for racing
+    draws = lambda result: [[result.utility, spec_leakage(spec, a)[0]] for a in [result.attacks, *result.more_draws]]  # noqa: E731
+    return {
+        "rounds": rounds,
+        "first_fine_tuning": {"plain": plain.timings["total"], "rounds_judged": monitored.timings["total"]},
+        "rounds_agree": draws(plain) == draws(monitored),
     }
 
 
@@ -216,29 +246,41 @@ class Table:
     def fill(
         self, definition: StudyDefinition, cache_dir: str, wanted: list[tuple[str, dict, int]], workers: int, log
     ) -> None:
+        """Evaluate every wanted evaluation not in the table; in a repeated case, also judge the rounds of every
+        setting's first fine-tuning (:func:`evaluate_rounds`) where a row lacks them, kept in the same row."""
         repeats = repeats_of(definition)
+        repeated = lambda row: repeats != (1, 1) and row["defense"] != "none"  # noqa: E731
+        keys = list(dict.fromkeys(key_of(*w, repeats) for w in wanted))
         # a repeated evaluation recorded before rows kept their instances cannot race: evaluated again
-        stale = lambda row: repeats != (1, 1) and row["defense"] != "none" and "instances" not in row  # noqa: E731
         missing = [
-            w for w in dict.fromkeys(key_of(*w, repeats) for w in wanted) if w not in self.rows or stale(self.rows[w])
+            k for k in keys if k not in self.rows or (repeated(self.rows[k]) and "instances" not in self.rows[k])
         ]
-        jobs = [json.loads(k)[:3] for k in missing]
-        if not jobs:
+        self._run(definition, cache_dir, evaluate, missing, workers, log, "evaluations")
+        unjudged = [k for k in keys if repeated(self.rows[k]) and "rounds" not in self.rows[k]]
+        self._run(definition, cache_dir, evaluate_rounds, unjudged, workers, log, "first fine-tunings with rounds")
+
+    def _run(
+        self, definition: StudyDefinition, cache_dir: str, job, keys: list[str], workers: int, log, what: str
+    ) -> None:
+        """Run ``job`` for each key in worker processes; each result is merged into its row (a new row where
+        there was none) and the row appended to the file as it finishes (the last line of a key wins)."""
+        if not keys:
             return
+        jobs = [json.loads(k)[:3] for k in keys]
         definition_json = definition.model_dump_json()
         for seed in sorted({seed for _, _, seed in jobs}):  # each seed's shared work once, before the workers
             spec = definition.trial_spec(cache_dir)
             spec = replace(spec, experiment=replace(spec.experiment, seed=seed))
             reference(spec, prepare_assets(spec.experiment, cache_dir))
-        log(f"  {len(jobs)} evaluations to run ({len(self.rows)} cached)")
+        log(f"  {len(jobs)} {what} to run ({len(self.rows)} rows cached)")
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool, self.path.open("a") as out:
             futures = [
-                pool.submit(evaluate, definition_json, cache_dir, seed, defense, dict(settings))
+                pool.submit(job, definition_json, cache_dir, seed, defense, dict(settings))
                 for defense, settings, seed in jobs
             ]
-            for i, future in enumerate(futures, 1):
-                row = future.result()
-                self.rows[key_of(row["defense"], row["settings"], row["seed"], row_repeats(row))] = row
+            for i, (key, future) in enumerate(zip(keys, futures), 1):
+                row = {**self.rows.get(key, {}), **future.result()}
+                self.rows[key] = row
                 out.write(json.dumps(row) + "\n")
                 out.flush()
                 if i % 10 == 0 or i == len(futures):
@@ -260,36 +302,51 @@ def nearest(defense: str, params: dict[str, Any]) -> dict[str, Any]:
     return point
 
 
-def paid_seconds(row: dict, instance: int, draws: int, draws_apart: bool) -> float:
-    """What an evaluation stopped after ``instance`` cost: every fine-tuning up to the instance's. The product
-    attacks a fine-tuning's draws together (the whole fine-tuning is paid); ``draws_apart`` prices attacking them
-    one at a time instead (the instance's fine-tuning's pruning stage and its share of the attack stage)."""
-    fine_tuning, draw = divmod(instance, draws)
-    done = sum(f["total"] for f in row["fine_tunings"][:fine_tuning])
-    current = row["fine_tunings"][fine_tuning]
-    if not draws_apart:
-        return done + current["total"]
-    return done + current["pruning_stage"] + current["attack_stage"] * (draw + 1) / draws
+def paid_seconds(row: dict, stopped: int, repeats: tuple[int, int], rounds: bool) -> float:
+    """What an evaluation cost when racing stopped it after instance ``stopped`` (-1: never), priced from its
+    first fine-tuning measured plain and with its rounds judged, back to back (``evaluate_rounds``): every
+    fine-tuning costs the plain one, and judging the rounds adds the difference to the first. Stopped inside
+    the first fine-tuning, it cost the time to the end of that round's judging; after a fine-tuning's draws
+    (attacked together), that fine-tuning and those before it."""
+    if "first_fine_tuning" not in row:  # a case scored once never races: its one evaluation's time
+        return row["seconds"]
+    measured = row["first_fine_tuning"]
+    fine_tunings, draws = repeats
+    plain, judging = measured["plain"], (measured["rounds_judged"] - measured["plain"] if rounds else 0.0)
+    round_instances = len(row["rounds"]) * draws if rounds else 0
+    if stopped < 0:
+        return fine_tunings * plain + judging
+    if stopped < round_instances:
+        return row["rounds"][stopped // draws]["elapsed"]
+    return (1 + (stopped - round_instances) // draws) * plain + judging
 
 
-def raced_trial(trial: optuna.Trial, row: dict, racing: str, base_utility: float, definition: StudyDefinition) -> int:
-    """Report a looked-up evaluation instance by instance as the product's scheduler does (its pruner, its
-    reported value, never judged after the last instance); the instance the pruner stopped it after, or -1."""
-    instances = [score(p, u, base_utility, definition.objective_config()).values[0] for u, p in row["instances"]]
-    for index in range(len(instances)):
-        trial.report(racing_value(racing, instances[: index + 1]), step=index)
-        if racing_judges(index, len(instances)) and trial.should_prune():
+def raced_values(row: dict, rounds: bool, base_utility: float, definition: StudyDefinition) -> list[float]:
+    """A looked-up evaluation's instance values in the product's order: each (round, draw) of the first
+    fine-tuning when ``rounds``, then each (fine-tuning, draw)."""
+    objective = definition.objective_config()
+    judged = [(r["accuracy"], p) for r in row["rounds"] for p in r["leakage"]] if rounds else []
+    return [score(p, u, base_utility, objective).values[0] for u, p in [*judged, *row["instances"]]]
+
+
+def raced_trial(trial: optuna.Trial, values: list[float], racing: str) -> int:
+    """Report instance values one by one as the product's scheduler does (its pruner, its reported value, never
+    judged after the last instance); the instance the pruner stopped the trial after, or -1."""
+    for index in range(len(values)):
+        trial.report(racing_value(racing, values[: index + 1]), step=index)
+        if racing_judges(index, len(values)) and trial.should_prune():
             return index
     return -1
 
 
 def run_sampler(
-    definition: StudyDefinition, table: Table, name: str, budget: int, repetition: int, racing: str = "none"
+    definition: StudyDefinition, table: Table, name: str, budget: int, repetition: int, variant: str = "none"
 ) -> dict:
     """One search as the product runs it (racing as the product races), on the tabular objective; returns its
     winner and what it cost."""
+    racing, rounds = RACINGS[variant]
     study_section = definition.study.model_copy(update={"sampler": name, "n_trials": budget, "seed": 100 + repetition})
-    search_section = definition.search.model_copy(update={"racing": racing})
+    search_section = definition.search.model_copy(update={"racing": racing, "racing_rounds": rounds})
     searched = definition.model_copy(update={"study": study_section, "search": search_section})
     study = optuna.create_study(
         directions=["minimize"], sampler=make_sampler(searched, True), pruner=make_pruner(searched)
@@ -298,8 +355,7 @@ def run_sampler(
         study.enqueue_trial(start.params, user_attrs={"warm_start": "reference"})
     seed, repeats = definition.study.seed, repeats_of(definition)
     base = table.get("none", {}, seed, repeats)
-    seconds = {"draws_together": 0.0, "draws_apart": 0.0}
-    pruned = 0
+    seconds, pruned = 0.0, 0
     for _ in range(budget):
         trial = study.ask()
         defense = suggest_setting(trial, searched.search.defenses, searched.search.space).defense
@@ -308,11 +364,10 @@ def run_sampler(
         value = score(row["privacy"], row["utility"], base["utility"], definition.objective_config())
         trial.set_user_attr("point", [defense, point])
         trial.set_user_attr("feasible", value.constraint is None or value.constraint <= 0)
-        stopped = raced_trial(trial, row, racing, base["utility"], definition) if racing != "none" else -1
-        for cost in seconds:
-            seconds[cost] += (
-                row["seconds"] if stopped < 0 else paid_seconds(row, stopped, repeats[1], cost == "draws_apart")
-            )
+        stopped = -1
+        if racing != "none":
+            stopped = raced_trial(trial, raced_values(row, rounds, base["utility"], definition), racing)
+        seconds += paid_seconds(row, stopped, repeats, rounds)
         if stopped >= 0:
             pruned += 1
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -325,13 +380,12 @@ def run_sampler(
         "sampler": name,
         "budget": budget,
         "repetition": repetition,
-        "racing": racing,
+        "racing": variant,
         "pruned": pruned,
         "defense": defense,
         "settings": settings_of(defense, point),
         "own_leakage": best.values[0],
-        "seconds": seconds["draws_together"],
-        "seconds_draws_apart": seconds["draws_apart"],
+        "seconds": seconds,
     }
 
 
@@ -360,7 +414,7 @@ def run_case(name: str, out: Path, workers: int, log) -> dict[str, Any]:
     own = lambda d, s: table.get(d, s, seed, repeats)  # noqa: E731 -- the study's own evaluation of a setting
     base = own("none", {})
     # racing needs an evaluation of several instances; each variant runs at the same budgets as scoring every trial
-    racings = RACINGS if repeats[0] * repeats[1] >= 2 else ("none",)
+    racings = list(RACINGS) if repeats[0] * repeats[1] >= 2 else ["none"]
     runs = [
         run_sampler(definition, table, sampler, budget, rep, racing)
         for racing in racings
@@ -410,7 +464,7 @@ def run_case(name: str, out: Path, workers: int, log) -> dict[str, Any]:
             "leakage_points": paired(c["privacy"], default_c["privacy"]),
             "accuracy_points": paired(c["utility"], default_c["utility"]),
         }
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for racing, sampler, budget in itertools.product(racings, SAMPLERS, BUDGETS):
         group = [r for r in runs if (r["racing"], r["sampler"], r["budget"]) == (racing, sampler, budget)]
         summary[f"{sampler}@{budget}" + ("" if racing == "none" else f"+{racing}")] = {
@@ -421,16 +475,24 @@ def run_case(name: str, out: Path, workers: int, log) -> dict[str, Any]:
                 float(np.mean([r["tuned_minus_default"]["leakage_points"]["mean"] for r in group])), 2
             ),
             "mean_seconds": round(float(np.mean([r["seconds"] for r in group])), 1),
-            "mean_seconds_draws_apart": round(float(np.mean([r["seconds_draws_apart"] for r in group])), 1),
             "mean_pruned": round(float(np.mean([r["pruned"] for r in group])), 1),
         }
+        if racing != "none":
+            every = summary[f"{sampler}@{budget}"]["mean_seconds"]
+            summary[f"{sampler}@{budget}+{racing}"]["seconds_vs_scoring_every_trial"] = round(
+                summary[f"{sampler}@{budget}+{racing}"]["mean_seconds"] / every, 3
+            )
     grid_seconds = sum(own(d, s)["seconds"] for d, s in grid)
+    judged = [own(d, s) for d, s in grid if "rounds" in own(d, s)]
     return {
         "case": name,
         "defenses": definition.search.defenses,
         "grid_size": len(grid),
         "scored_over": {"fine_tunings": repeats[0], "target_draws": repeats[1]},
         "grid_seconds": round(grid_seconds, 1),
+        # the first fine-tuning with its rounds judged gave the same draws as the plain one (must be all)
+        "rounds_agree": f"{sum(row['rounds_agree'] for row in judged)} of {len(judged)}",
+        "racing_totals": racing_totals(runs),
         "confirmation_seeds": seeds,
         "reference": {
             "accuracy": round(float(np.mean(ref["utility"])), 4),
@@ -458,6 +520,21 @@ def run_case(name: str, out: Path, workers: int, log) -> dict[str, Any]:
         "samplers": summary,
         "runs": runs,
     }
+
+
+def racing_totals(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each racing variant over all samplers and budgets: its trial seconds against scoring every trial, and its
+    mean confirmed regret (the issue's target is half the seconds at the same regret)."""
+    totals = {}
+    every = sum(r["seconds"] for r in runs if r["racing"] == "none")
+    for variant in dict.fromkeys(r["racing"] for r in runs):
+        group = [r for r in runs if r["racing"] == variant]
+        totals[variant] = {
+            "seconds_vs_scoring_every_trial": round(sum(r["seconds"] for r in group) / every, 3),
+            "mean_regret_points": round(float(np.mean([r["regret_points"] for r in group])), 2),
+            "mean_pruned": round(float(np.mean([r["pruned"] for r in group])), 1),
+        }
+    return totals
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
