@@ -4,6 +4,7 @@ and change nothing."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,12 +16,16 @@ from helpers import TINY_STUDY
 from optuna.trial import TrialState
 from test_bad_input import assert_refused, place, study_file  # noqa: F401 -- place is the fixture
 
+from objectives import ObjectiveConfig, RoundHooks, TrialSpec, evaluate_trial, reference, score
 from objectives._trial import instance_index, round_instance, round_monitor
 from search.execution._tune import OptunaPruningScheduler
 from search.results._text import racing_lines
 from search.study import RACING_ATTR, make_pruner
 from search.studyfile import StudyDefinition, parse_study
+from wemem.defenses import Setting
+from wemem.parallel import LocalSteppers
 
+MILD_RMR = Setting("rmr", {"lambda_mem": 0.01, "risky_fraction": 0.05})
 BEST = [0.55, 0.57, 0.54, 0.56, 0.55, 0.58, 0.53, 0.56]  # the best trial's instances (R2 D4)
 # a trial slightly worse on most instances: the signed-rank test needs several before it is sure
 WORSE = [b + d for b, d in zip(BEST, [0.01, -0.005, 0.02, 0.03, 0.015, 0.025, 0.01, 0.02])]
@@ -180,13 +185,69 @@ def test_wilcoxon_racing_on_rounds_stops_inside_the_first_fine_tuning():
     expected = wilcoxon_stop(best, worse, min_instances=4, p_threshold=0.1)
     assert expected == 3  # four pairs all worse: p = 1/16, under 0.1
     assert race(scheduler, study, worse) == expected
-    assert study.trials[1].user_attrs[RACING_ATTR]["instances"] == list(range(expected + 1))
+    evidence = study.trials[1].user_attrs[RACING_ATTR]
+    assert evidence["instances"] == list(range(expected + 1)) and evidence["round_instances"] == 12
+    assert racing_lines(study.trials[1])[0].startswith(
+        "  stopped by racing (wilcoxon) after instances [0, 1, 2, 3] (instances 0-11 judge the first fine-tuning's "
+        "pruning rounds): 0.5800, 0.5700, 0.5900, 0.5700; one-sided Wilcoxon p = 0.0625"
+    )
+
+
+def test_a_trial_racing_its_rounds_reports_each_rounds_draws_then_each_fine_tunings(
+    tiny_config, tiny_pruning, tiny_assets, cache_dir
+):
+    """In process (the Ray path differs only in the stepper executor): 3 rounds x 2 draws of the first
+    fine-tuning, each the round's objective on that draw, then 2 fine-tunings x 2 draws, each the draw's
+    figures scored alone; the final figures are those of the trial without racing."""
+    spec = TrialSpec(
+        tiny_config, tiny_pruning, ("conf", "hconf"), ObjectiveConfig(), str(cache_dir), repeats=2, target_draws=2
+    )
+    raced = replace(spec, instance_reports=True, round_racing=True)
+    base = reference(spec, tiny_assets)
+    reported: list[tuple[int, float]] = []
+    report = lambda step, value: reported.append((step, value))  # noqa: E731
+    outcome = evaluate_trial(
+        raced, MILD_RMR, base, tiny_assets, rounds=RoundHooks(report, LocalSteppers), instances=report
+    )
+    assert [step for step, _ in reported] == list(range(10))
+    instances = [score(p, u, base.utility, spec.objective).values[0] for row in outcome.repeats.draws for u, p in row]
+    assert [value for _, value in reported[6:]] == pytest.approx(instances)
+    assert len({value for _, value in reported[:6]}) > 1  # the rounds' values are each their own
+    plain = evaluate_trial(spec, MILD_RMR, base, tiny_assets)
+    assert (outcome.utility, outcome.privacy, outcome.objective) == (plain.utility, plain.privacy, plain.objective)
+    assert outcome.repeats.draws == plain.repeats.draws
+
+
+def test_the_trainable_races_rounds_through_the_instances(monkeypatch: pytest.MonkeyPatch):
+    """The Tune trainable hands a racing_rounds trial round hooks whose reports are racing instances (what the
+    scheduler races on), and an early-stopping trial hooks whose reports are rounds (what the median pruner
+    reads)."""
+    from search.execution import _trainable
+
+    sent: list[dict] = []
+    monkeypatch.setattr(_trainable.tune, "report", sent.append)
+    monkeypatch.setattr(_trainable, "receive", lambda assets: assets)
+    monkeypatch.setattr(_trainable, "reference_at", lambda *args: None)
+
+    def reports_one_round(spec, setting, base, assets, map_fn, rounds, instances):
+        rounds.report(0, 0.5)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(_trainable, "evaluate_trial", reports_one_round)
+    config = {"setting": MILD_RMR, "pruning": None}
+    for definition, first in [
+        (racing_definition(racing="wilcoxon", racing_rounds=True), {"instance": 0, "intermediate": 0.5}),
+        (parse_study(dict(TINY_STUDY, search={"defenses": ["rmr"], "early_stopping": "median"})), {"round": 0}),
+    ]:
+        sent.clear()
+        share = SimpleNamespace(num_cpus=1, num_gpus=0)
+        _trainable.trial_trainable(config, definition.trial_spec("cache"), None, share, None)  # type: ignore[arg-type]
+        assert sent[0] == first | {"intermediate": 0.5} and sent[1]["done"] is True
 
 
 @pytest.fixture(scope="module")
 def raced_study(ray_session, tmp_path_factory: pytest.TempPathFactory) -> optuna.Study:
-    """A tiny racing study: a mild RMR setting, then a strong one (poor), each scored on 3 target draws and
-    raced on its rounds too (3 rounds x 3 draws, then the 3 draws of the fine-tuning)."""
+    """A tiny racing study: a mild RMR setting, then a strong one (poor), each scored on 3 target draws."""
     from search.execution._launcher import launch
     from search.storage import open_storage
     from search.study import Options, create_or_load_study
@@ -202,7 +263,6 @@ def raced_study(ray_session, tmp_path_factory: pytest.TempPathFactory) -> optuna
                 "enqueue_reference": False,
                 "target_draws": 3,
                 "racing": "wilcoxon",
-                "racing_rounds": True,
                 "racing_min_instances": 2,
                 "racing_p_threshold": 0.3,  # two instances both worse give p = 0.25
             },
@@ -217,14 +277,14 @@ def raced_study(ray_session, tmp_path_factory: pytest.TempPathFactory) -> optuna
 @pytest.mark.e2e
 def test_a_raced_study_stores_pruned_trials_with_their_evidence(raced_study: optuna.Study):
     first, second = raced_study.get_trials()
-    assert first.state == TrialState.COMPLETE and sorted(first.intermediate_values) == list(range(12))
+    assert first.state == TrialState.COMPLETE and sorted(first.intermediate_values) == [0, 1, 2]
     assert RACING_ATTR not in first.user_attrs
-    # PRUNED after round 0's first two draws, inside its fine-tuning, never COMPLETE with a partial value
+    # PRUNED after two instances (the third is the last, never judged), never COMPLETE with a partial value
     assert second.state == TrialState.PRUNED and sorted(second.intermediate_values) == [0, 1]
     evidence = second.user_attrs[RACING_ATTR]
     assert evidence["pruner"] == "wilcoxon" and evidence["instances"] == [0, 1] and evidence["best_trial"] == 0
     assert evidence["values"] == [second.intermediate_values[0], second.intermediate_values[1]]
-    assert evidence["p_value"] == pytest.approx(0.25)
+    assert evidence["p_value"] == pytest.approx(0.25) and "round_instances" not in evidence
     assert "utility" not in second.user_attrs  # no partial evaluation is stored as the trial's figures
 
 

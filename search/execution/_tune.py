@@ -345,6 +345,7 @@ class OptunaPruningScheduler(FIFOScheduler):
         self.searcher = searcher
         search = searcher.definition.search
         self.racing, self.instances = search.racing, searcher.definition.racing_instances()[0]
+        self.round_instances = self.instances - search.repeats * search.target_draws  # racing_rounds' share
         self.raced: dict[str, list[float]] = {}  # each racing Tune trial's instance values so far
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
@@ -366,7 +367,11 @@ class OptunaPruningScheduler(FIFOScheduler):
                 return self.CONTINUE
             if "instance" in result:
                 evidence = racing_evidence(
-                    self.searcher.study, self._frozen(optuna_trial), self.racing, self.raced.pop(trial.trial_id)
+                    self.searcher.study,
+                    self._frozen(optuna_trial),
+                    self.racing,
+                    self.raced.pop(trial.trial_id),
+                    self.round_instances,
                 )
                 optuna_trial.set_user_attr(RACING_ATTR, dict(evidence))
         except optuna.exceptions.UpdateFinishedTrialError:

@@ -182,9 +182,10 @@ def racing_lines(trial: optuna.trial.FrozenTrial) -> list[str]:
         if "p_value" in evidence
         else ""
     )
-    return [
-        f"  stopped by racing ({evidence.get('pruner')}) after instances {evidence.get('instances')}: {values}{against}"
-    ]
+    rounds = evidence.get("round_instances", 0)
+    judged = f" (instances 0-{rounds - 1} judge the first fine-tuning's pruning rounds)" if rounds else ""
+    ran = f"after instances {evidence.get('instances')}{judged}"
+    return [f"  stopped by racing ({evidence.get('pruner')}) {ran}: {values}{against}"]
 
 
 INTERVAL_NOTE = "value [95% stratified bootstrap interval over the targets]"

@@ -24,6 +24,8 @@ class RacingEvidence(TypedDict):
     values: list[float]  # each instance's objective
     best_trial: NotRequired[int]
     p_value: NotRequired[float]
+    # racing_rounds: how many of the study's first instances judge the first fine-tuning's pruning rounds
+    round_instances: NotRequired[int]
 
 
 def racing_value(racing: str, values: Sequence[float]) -> float:
@@ -54,10 +56,15 @@ def wilcoxon_p_value(study: optuna.Study, trial: FrozenTrial) -> tuple[int, floa
     return best.number, float(scipy.stats.wilcoxon(differences, alternative=worse, zero_method="zsplit").pvalue)
 
 
-def racing_evidence(study: optuna.Study, trial: FrozenTrial, racing: str, values: Sequence[float]) -> RacingEvidence:
+def racing_evidence(
+    study: optuna.Study, trial: FrozenTrial, racing: str, values: Sequence[float], round_instances: int = 0
+) -> RacingEvidence:
     """Why racing stopped ``trial`` after the instance ``values`` (in instance order): the instances it ran, their
-    values, the pruner and, for Wilcoxon, the best trial it was compared with and the p-value."""
+    values, the pruner, how many of the study's instances are pruning rounds (``racing_rounds``) and, for
+    Wilcoxon, the best trial it was compared with and the p-value."""
     evidence = RacingEvidence(pruner=racing, instances=list(range(len(values))), values=list(values))
+    if round_instances:
+        evidence["round_instances"] = round_instances
     tested = wilcoxon_p_value(study, trial) if racing == "wilcoxon" else None
     if tested is not None:
         evidence["best_trial"], evidence["p_value"] = tested
