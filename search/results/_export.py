@@ -115,19 +115,19 @@ OWN_SECTIONS = ("own_code", "encoding")
 DEFINITION_KEY: Final = "definition_sha256"
 
 
-# [objective] keys of the leakage cap, the floor's reference and the sparsity objective: written only where they
-# differ from their defaults (a cap study always states its cap and margin), so that an export of a study that does
-# not use them keeps its bytes and fingerprint
-QUESTION_KEYS = ("max_leakage", "leakage_se_multiple", "accuracy_reference", "sparsity_objective")
-
-
 def objective_json(definition: StudyDefinition) -> dict[str, object]:
-    """The [objective] section an export writes (see QUESTION_KEYS); reading it back gives the same objective."""
+    """The [objective] section an export writes; reading it back gives the same objective. The keys the schema
+    marks written-when-set (the leakage cap, the floor's reference, the sparsity objective) are left out where
+    they keep their defaults, except that a cap study always states its cap and margin."""
     objective = definition.objective
     stated = {"max_leakage", "leakage_se_multiple"} if objective.mode == "leakage_cap" else set()  # the cap's own
-    defaults = {key: type(objective).model_fields[key].default for key in QUESTION_KEYS}
+    fields = type(objective).model_fields
     return objective.model_dump(
-        exclude={key for key in QUESTION_KEYS if key not in stated and getattr(objective, key) == defaults[key]}
+        exclude={
+            key
+            for key in type(objective).written_when_set()
+            if key not in stated and getattr(objective, key) == fields[key].default
+        }
     )
 
 

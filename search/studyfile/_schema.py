@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic.json_schema import JsonDict
 
 from objectives import CHEAP_ATTACKS, Mode, ObjectiveConfig, PrivacyMetric, TrialSpec
 from wemem.attacks import ATTACKS, check_attack_requirements
@@ -212,6 +213,11 @@ class MemscoreSection(_Section):
         return value
 
 
+# marks a key added after exports existed: an export writes it only where a study sets it (see
+# ObjectiveSection.written_when_set), so that an export of a study that does not use it keeps its bytes and fingerprint
+WRITTEN_WHEN_SET: JsonDict = {"export": "written when set"}
+
+
 class ObjectiveSection(_Section):
     mode: Mode = Field(
         default=_OBJECTIVE.mode,
@@ -221,6 +227,7 @@ class ObjectiveSection(_Section):
     )
     max_leakage: float | None = Field(
         default=None,
+        json_schema_extra=WRITTEN_WHEN_SET,
         gt=0,
         le=1,
         description="leakage_cap's cap tau: a trial is feasible when its leakage plus leakage_se_multiple standard "
@@ -229,6 +236,7 @@ class ObjectiveSection(_Section):
     )
     leakage_se_multiple: float = Field(
         default=_OBJECTIVE.leakage_se_multiple,
+        json_schema_extra=WRITTEN_WHEN_SET,
         ge=0,
         le=10,
         description="leakage_cap's margin for noise: the multiple z of the trial's stored leakage standard error "
@@ -236,12 +244,14 @@ class ObjectiveSection(_Section):
     )
     accuracy_reference: Literal["pruned", "dense"] = Field(
         default=_OBJECTIVE.accuracy_reference,
+        json_schema_extra=WRITTEN_WHEN_SET,
         description="what a constrained study's accuracy floor is stated against: the undefended model pruned to "
         "the trial's sparsity (pruned: the cost of the defense alone) or the dense pretrained victim (dense: the "
         "cost of pruning and defense together, the question when sparsity is searched)",
     )
     sparsity_objective: bool = Field(
         default=_OBJECTIVE.sparsity_objective,
+        json_schema_extra=WRITTEN_WHEN_SET,
         description="a pareto study whose search space holds the sparsity may maximize it as a third objective",
     )
     delta: float = Field(
@@ -280,6 +290,11 @@ class ObjectiveSection(_Section):
         if self.sparsity_objective and self.mode != "pareto":
             raise ValueError("sparsity_objective is a third pareto objective: set mode = 'pareto' or remove it")
         return self
+
+    @classmethod
+    def written_when_set(cls) -> tuple[str, ...]:
+        """The keys marked :data:`WRITTEN_WHEN_SET`, in declaration order."""
+        return tuple(name for name, f in cls.model_fields.items() if f.json_schema_extra == WRITTEN_WHEN_SET)
 
 
 class SearchSection(_Section):
