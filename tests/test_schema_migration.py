@@ -8,7 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.distributions import FloatDistribution
+from helpers import rmr_trial
 
 from search.cli import main
 from search.storage import open_storage
@@ -49,26 +49,8 @@ def version_1_study(database: Path, cache_dir: Path) -> None:
         "confirmation": VERSION_1_CONFIRMATION,
     }.items():
         study.set_user_attr(key, value)
-    for value in (0.55, 0.57):  # no timings, no privacy_se: measured only by later versions
-        study.add_trial(
-            optuna.trial.create_trial(
-                params={"rmr.lambda_mem": 0.1, "rmr.risky_fraction": 0.2},
-                value=value,
-                distributions={
-                    "rmr.lambda_mem": FloatDistribution(1e-3, 1, log=True),
-                    "rmr.risky_fraction": FloatDistribution(0.01, 0.5),
-                },
-                user_attrs={
-                    "defense": "rmr",
-                    "settings": {"lambda_mem": 0.1, "risky_fraction": 0.2},
-                    "utility": 0.9,
-                    "privacy": value,
-                    "strongest_attack": "conf",
-                    "feasible": True,
-                    "attacks": {},
-                },
-            )
-        )
+    for value in (0.55, 0.57):
+        study.add_trial(rmr_trial(value))
     storage.engine.dispose()
 
 
