@@ -17,6 +17,7 @@ from wemem.config import ExperimentConfig, PruningConfig, content_hash
 from wemem.defenses import UNDEFENDED, Setting
 from wemem.parallel import MapFn, StepperMap, serial_map
 from wemem.pipeline import (
+    ExperimentFigures,
     ExperimentRecord,
     ExperimentResult,
     ExperimentTimings,
@@ -202,24 +203,17 @@ class TrialTimings(ExperimentTimings):
     shared: dict[str, float]  # see :func:`shared_seconds`
 
 
-class TrialAttrs(TypedDict):
-    """What a trial stores as its user attributes (JSON): the objective's figures and the first repeat's details."""
+class TrialAttrs(ExperimentFigures):
+    """What a trial stores as its user attributes (JSON): the objective's figures and the first repeat's details
+    (the experiment's figures, its ``utility`` replaced by the mean over the repeats)."""
 
     privacy_se: NotRequired[float]
     privacy_se_kind: NotRequired[str]
     repeats: NotRequired[list[RepeatRecord]]
-    utility: float
     privacy: float
     strongest_attack: str
     feasible: bool
-    attacks: dict[str, dict[str, object]]
-    defense_seconds: float
     trial_seconds: float
-    victim_rounds: list[dict[str, float]]
-    victim_layer_sparsity: dict[str, float]
-    shadow_accuracy: list[float]
-    defense_report: dict[str, float]
-    pretrained_accuracy: float
     timings: TrialTimings
 
 

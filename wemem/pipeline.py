@@ -323,20 +323,26 @@ class ExperimentTimings(TypedDict):
     attacks: dict[str, dict[str, float]]
 
 
-class ExperimentRecord(TypedDict):
-    """An experiment's result as JSON (:meth:`ExperimentResult.to_dict`): the setting as its two stored keys."""
+class ExperimentFigures(TypedDict):
+    """What an experiment measured of its models, as JSON: the keys an experiment's record and a trial's stored
+    attributes share."""
 
-    defense: str
-    settings: dict[str, object]
     utility: float
     pretrained_accuracy: float
     attacks: dict[str, dict[str, object]]
     defense_seconds: float
-    seconds: float
     victim_rounds: list[dict[str, float]]
     victim_layer_sparsity: dict[str, float]
     shadow_accuracy: list[float]
     defense_report: dict[str, float]
+
+
+class ExperimentRecord(ExperimentFigures):
+    """An experiment's result as JSON (:meth:`ExperimentResult.to_dict`): the setting as its two stored keys."""
+
+    defense: str
+    settings: dict[str, object]
+    seconds: float
     timings: ExperimentTimings
     more_draws: list[dict[str, dict[str, object]]]
     victim_train_accuracy: NotRequired[float]  # absent from a reference cached before it was measured
