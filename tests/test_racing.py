@@ -153,6 +153,9 @@ def test_racing_rounds_number_the_first_fine_tunings_rounds_before_the_instances
     assert [instance_index(spec, r, d) for r, d in [(0, 0), (0, 3), (1, 0), (1, 3)]] == [12, 15, 16, 19]
     plain = racing_definition(racing="wilcoxon").trial_spec("cache")
     assert [instance_index(plain, r, d) for r, d in [(0, 0), (1, 3)]] == [0, 7]
+    # a space that fixes the steps (4: 5 rounds) numbers the rounds its trials prune in
+    fixed = racing_definition(racing="wilcoxon", racing_rounds=True, space={"pruning": {"steps": 4}})
+    assert fixed.racing_instances() == (28, 4)
 
 
 def test_racing_rounds_report_every_draw_of_a_round_as_an_instance(monkeypatch: pytest.MonkeyPatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from ._spaces import (
     ParamOverride,
     searchable,
     searchable_defenses,
+    trial_steps,
     validate_overrides,
     validate_pruning_search,
 )
@@ -604,8 +606,7 @@ class StudyDefinition(_Section):
                 "search.racing_rounds races on each pruning round, but search.racing is 'none'; set racing = "
                 "'wilcoxon' or 'halving', or remove racing_rounds"
             )
-        searched = s.space.get(PRUNING, {})
-        if isinstance(searched.get("steps"), list):
+        if trial_steps(s.space, self.pruning_config()) is None:
             raise ValueError(
                 f"search.racing_rounds pairs the trials' pruning rounds, but search.space.{PRUNING}.steps searches "
                 "their number; fix the steps (a number) or remove racing_rounds"
@@ -615,7 +616,10 @@ class StudyDefinition(_Section):
     def racing_instances(self) -> tuple[int, int]:
         """The study's racing instances and how many a trial runs before racing may stop it (see
         :meth:`SearchSection.racing_instances`)."""
-        return self.search.racing_instances(len(fine_tuning_schedule(self.pruning_config())))
+        pruning = self.pruning_config()
+        steps = trial_steps(self.search.space, pruning)
+        rounds = len(fine_tuning_schedule(replace(pruning, steps=steps))) if steps is not None else 0
+        return self.search.racing_instances(rounds)
 
     @model_validator(mode="after")
     def _privacy_attacks_run(self) -> StudyDefinition:

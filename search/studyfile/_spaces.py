@@ -355,6 +355,15 @@ def pruning_space(overrides: Overrides | None) -> dict[str, SpaceParam]:
     return {key: _pruning_param(key, value) for key, value in (overrides or {}).get(PRUNING, {}).items()}
 
 
+def trial_steps(overrides: Overrides | None, study_pruning: PruningConfig) -> int | None:
+    """The pruning steps every trial prunes in: the study file's ``[pruning] steps``, or the number
+    ``[search.space.pruning] steps`` fixes; None when the space searches them (trials differ)."""
+    param = pruning_space(overrides).get("steps")
+    if param is None:
+        return study_pruning.steps
+    return None if param.fixed is None else int(param.fixed)
+
+
 def _suggest_sparsity(trial: optuna.Trial, param: SpaceParam) -> float:
     if param.fixed is not None:
         return float(param.fixed)
