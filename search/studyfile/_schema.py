@@ -392,7 +392,8 @@ class SearchSection(_Section):
         of its first fine-tuning: ``rounds x target_draws`` round instances when ``racing_rounds``, then the
         (fine-tuning, draw) instances (repeats x target_draws). The draws of a round, and of a fine-tuning, are
         judged together, so by default racing first judges after one round's (else one fine-tuning's) draws."""
-        instances = (rounds * self.racing_rounds + self.repeats) * self.target_draws
+        raced_rounds = rounds if self.racing_rounds else 0
+        instances = (raced_rounds + self.repeats) * self.target_draws
         chosen = self.racing_min_instances
         return instances, chosen if chosen is not None else max(2, min(self.target_draws, instances - 1))
 
