@@ -19,11 +19,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pandas as pd
 import pytest
 import tomli_w
-from optuna.distributions import FloatDistribution
+from helpers import rmr_trial
 
 from search.cli import main
 from search.storage import open_storage
@@ -275,25 +274,7 @@ def received_storage(folder: Path, dataset: str, data_root: str, own_code: dict)
     store_launch_place(study, str(folder / "cache"), data_root, str(folder))
     study.set_user_attr("own_code", own_code)
     study.set_user_attr("reference", {"utility": 0.9, "privacy": 0.6, "strongest_attack": "conf"})
-    study.add_trial(
-        optuna.trial.create_trial(
-            params={"rmr.lambda_mem": 0.1, "rmr.risky_fraction": 0.2},
-            value=0.55,
-            distributions={
-                "rmr.lambda_mem": FloatDistribution(1e-3, 1, log=True),
-                "rmr.risky_fraction": FloatDistribution(0.01, 0.5),
-            },
-            user_attrs={
-                "defense": "rmr",
-                "settings": {"lambda_mem": 0.1, "risky_fraction": 0.2},
-                "utility": 0.9,
-                "privacy": 0.55,
-                "strongest_attack": "conf",
-                "feasible": True,
-                "attacks": {},
-            },
-        )
-    )
+    study.add_trial(rmr_trial(0.55))
     storage.engine.dispose()
     return url
 
