@@ -146,8 +146,8 @@ def test_racing_rounds_number_the_first_fine_tunings_rounds_before_the_instances
     """TINY_STUDY prunes in 2 steps, so it fine-tunes in 3 rounds (round 0 at sparsity 0): with racing_rounds,
     R2 D4 is 3 x 4 round instances, then 2 x 4 more."""
     definition = racing_definition(racing="wilcoxon", racing_rounds=True)
-    assert definition.racing_instances() == (20, 4)  # judged first after round 0's four draws
-    assert racing_definition(racing="wilcoxon").racing_instances() == (8, 4)
+    assert definition.racing_instances() == (20, 4, 12)  # judged first after round 0's four draws
+    assert racing_definition(racing="wilcoxon").racing_instances() == (8, 4, 0)
     spec = definition.trial_spec("cache")
     assert [round_instance(spec, r, d) for r, d in [(0, 0), (0, 3), (1, 0), (1, 3)]] == [0, 3, 4, 7]
     assert [instance_index(spec, r, d) for r, d in [(0, 0), (0, 3), (1, 0), (1, 3)]] == [12, 15, 16, 19]
@@ -155,7 +155,7 @@ def test_racing_rounds_number_the_first_fine_tunings_rounds_before_the_instances
     assert [instance_index(plain, r, d) for r, d in [(0, 0), (1, 3)]] == [0, 7]
     # a space that fixes the steps (4: 5 rounds) numbers the rounds its trials prune in
     fixed = racing_definition(racing="wilcoxon", racing_rounds=True, space={"pruning": {"steps": 4}})
-    assert fixed.racing_instances() == (28, 4)
+    assert fixed.racing_instances() == (28, 4, 20)
 
 
 def test_racing_rounds_report_every_draw_of_a_round_as_an_instance(monkeypatch: pytest.MonkeyPatch):

@@ -344,8 +344,8 @@ class OptunaPruningScheduler(FIFOScheduler):
         super().__init__()
         self.searcher = searcher
         search = searcher.definition.search
-        self.racing, self.instances = search.racing, searcher.definition.racing_instances()[0]
-        self.round_instances = self.instances - search.repeats * search.target_draws  # racing_rounds' share
+        instances = searcher.definition.racing_instances()
+        self.racing, self.instances, self.round_instances = search.racing, instances.total, instances.rounds
         self.raced: dict[str, list[float]] = {}  # each racing Tune trial's instance values so far
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:

@@ -64,7 +64,7 @@ def make_pruner(definition: StudyDefinition) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(
             n_startup_trials=s.early_stopping_startup_trials, n_warmup_steps=s.early_stopping_warmup_rounds
         )
-    min_instances = definition.racing_instances()[1]
+    min_instances = definition.racing_instances().judged_from
     if s.racing == "wilcoxon":
         with warnings.catch_warnings():  # marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

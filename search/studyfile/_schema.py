@@ -7,7 +7,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic.json_schema import JsonDict
@@ -299,6 +299,15 @@ class ObjectiveSection(_Section):
         return tuple(name for name, f in cls.model_fields.items() if f.json_schema_extra == WRITTEN_WHEN_SET)
 
 
+class RacingInstances(NamedTuple):
+    """How a racing trial's objective is reported: ``total`` instances, the first ``rounds`` of them judging the
+    first fine-tuning's pruning rounds (``racing_rounds``); racing may stop it once ``judged_from`` are in."""
+
+    total: int
+    judged_from: int
+    rounds: int
+
+
 class SearchSection(_Section):
     defenses: list[str] = Field(
         default_factory=lambda: ["swmr"],
@@ -387,15 +396,16 @@ class SearchSection(_Section):
         "number of pruning steps",
     )
 
-    def racing_instances(self, rounds: int) -> tuple[int, int]:
-        """A racing trial's instances and how many it runs before racing may stop it, given the pruning ``rounds``
-        of its first fine-tuning: ``rounds x target_draws`` round instances when ``racing_rounds``, then the
-        (fine-tuning, draw) instances (repeats x target_draws). The draws of a round, and of a fine-tuning, are
-        judged together, so by default racing first judges after one round's (else one fine-tuning's) draws."""
-        raced_rounds = rounds if self.racing_rounds else 0
-        instances = (raced_rounds + self.repeats) * self.target_draws
+    def racing_instances(self, rounds: int) -> RacingInstances:
+        """A racing trial's instances, given the pruning ``rounds`` of its first fine-tuning: ``rounds x
+        target_draws`` round instances when ``racing_rounds``, then the (fine-tuning, draw) instances (repeats x
+        target_draws). The draws of a round, and of a fine-tuning, are judged together, so by default racing
+        first judges after one round's (else one fine-tuning's) draws."""
+        round_instances = (rounds if self.racing_rounds else 0) * self.target_draws
+        total = round_instances + self.repeats * self.target_draws
         chosen = self.racing_min_instances
-        return instances, chosen if chosen is not None else max(2, min(self.target_draws, instances - 1))
+        judged_from = chosen if chosen is not None else max(2, min(self.target_draws, total - 1))
+        return RacingInstances(total, judged_from, round_instances)
 
     @field_validator("warm_start")
     @classmethod
@@ -570,7 +580,7 @@ class StudyDefinition(_Section):
         s = self.search
         if s.racing == "none":
             return self
-        instances, min_instances = self.racing_instances()
+        instances, min_instances, _ = self.racing_instances()
         if instances < 2:
             raise ValueError(
                 f"search.racing {s.racing!r} stops a trial between its evaluations, but repeats x target_draws is "
@@ -614,9 +624,8 @@ class StudyDefinition(_Section):
             )
         return self
 
-    def racing_instances(self) -> tuple[int, int]:
-        """The study's racing instances and how many a trial runs before racing may stop it (see
-        :meth:`SearchSection.racing_instances`)."""
+    def racing_instances(self) -> RacingInstances:
+        """The study's racing instances (see :meth:`SearchSection.racing_instances`)."""
         pruning = self.pruning_config()
         steps = trial_steps(self.search.space, pruning)
         rounds = len(fine_tuning_schedule(replace(pruning, steps=steps))) if steps is not None else 0
