@@ -51,7 +51,7 @@ from ..storage._records import (
 )
 from ..storage._urls import HEARTBEAT_INTERVAL_S
 from ..study import RACING_ATTR, OpenStudy, active_count, racing_evidence, racing_judges, racing_value, running_numbers
-from ..studyfile import suggest_pruning, suggest_setting
+from ..studyfile import PRUNING, suggest_pruning, suggest_setting
 from ._cluster import task_share, trial_bundles
 from ._jobs import Shipped
 from ._trainable import OUTCOME_KEY, TrialConfig, TrialReport, trial_trainable
@@ -187,7 +187,7 @@ class StudySearcher(Searcher):
             pruning = suggest_pruning(trial, self.definition.search.space, self.definition.pruning_config())
             store_setting(trial, setting)
             # a study that does not search its pruning ([search.space.pruning]) evaluates every trial at its own
-            if "pruning" in self.definition.search.space:
+            if PRUNING in self.definition.search.space:
                 store_pruning(trial, pruning)
         except Exception as error:  # never leave the asked trial RUNNING: fail it with the reason, then stop
             fail_with_reason(self.study, self.storage, trial.number, f"its setting could not be sampled: {error}")

@@ -3,6 +3,7 @@ of every defense's search space."""
 
 from ._schema import MAX_NAME_LENGTH, StudyDefinition, format_validation_error, load_study_file, parse_study, registered
 from ._spaces import (
+    PRUNING,
     REFERENCE_SETTINGS,
     reference_params,
     space_for,
@@ -13,6 +14,7 @@ from ._spaces import (
 
 __all__ = [
     "MAX_NAME_LENGTH",
+    "PRUNING",
     "REFERENCE_SETTINGS",
     "StudyDefinition",
     "format_validation_error",
