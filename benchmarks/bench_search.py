@@ -40,6 +40,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from multiprocessing import get_context
@@ -213,9 +214,9 @@ def evaluate_rounds(definition_json: str, cache_dir: str, seed: int, defense: st
     rounds: list[dict[str, Any]] = []
     start = time.perf_counter()
 
-    def judged(index: int, accuracy: float, draws: list[Any]) -> None:
+    def judged(index: int, accuracy: float, inputs_on: Callable[[int], Any]) -> None:
         entered = time.perf_counter()
-        leakages = [round_leakage(spec, inputs) for inputs in draws]
+        leakages = [round_leakage(spec, inputs_on(draw)) for draw in range(spec.target_draws)]
         now = time.perf_counter()
         rounds.append({"accuracy": accuracy, "leakage": leakages, "elapsed": now - start, "judging": now - entered})
 

@@ -343,11 +343,11 @@ def round_monitor(spec: TrialSpec, base: Reference, report: Callable[[int, float
     objective on the study's own target draw, at step ``round``; for racing rounds each draw's objective as its
     own instance (:func:`round_instance`), so a pruner pairs trials draw by draw inside the fine-tuning."""
     if not spec.round_racing:
-        return lambda index, accuracy, draws: report(index, round_objective(spec, base, accuracy, draws[0]))
+        return lambda index, accuracy, inputs_on: report(index, round_objective(spec, base, accuracy, inputs_on(0)))
 
-    def raced(index: int, accuracy: float, draws: list[AttackInputs]) -> None:
-        for draw, inputs in enumerate(draws):
-            report(round_instance(spec, index, draw), round_objective(spec, base, accuracy, inputs))
+    def raced(index: int, accuracy: float, inputs_on: Callable[[int], AttackInputs]) -> None:
+        for draw in range(spec.target_draws):
+            report(round_instance(spec, index, draw), round_objective(spec, base, accuracy, inputs_on(draw)))
 
     return raced
 

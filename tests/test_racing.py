@@ -167,14 +167,20 @@ def test_racing_rounds_report_every_draw_of_a_round_as_an_instance(monkeypatch: 
     draws = [0.1, 0.2, 0.3, 0.4]  # one round's attack inputs, one per target draw
     reported: list[tuple[int, float]] = []
     raced = racing_definition(racing="wilcoxon", racing_rounds=True).trial_spec("cache")
-    round_monitor(raced, None, lambda step, value: reported.append((step, value)))(1, 1.0, draws)  # type: ignore[arg-type]
+    round_monitor(raced, None, lambda step, value: reported.append((step, value)))(1, 1.0, draws.__getitem__)  # type: ignore[arg-type]
     assert reported == [(4, 1.1), (5, 1.2), (6, 1.3), (7, 1.4)]
     reported.clear()
     stopping = parse_study(dict(TINY_STUDY, search={"defenses": ["rmr"], "early_stopping": "median"}))
+    asked: list[int] = []
+
+    def read(draw: int) -> float:
+        asked.append(draw)
+        return draws[draw]
+
     round_monitor(stopping.trial_spec("cache"), None, lambda step, value: reported.append((step, value)))(  # type: ignore[arg-type]
-        1, 1.0, draws[:1]
+        1, 1.0, read
     )
-    assert reported == [(1, 1.1)]
+    assert reported == [(1, 1.1)] and asked == [0]  # early stopping builds the study's own draw's inputs alone
 
 
 def test_wilcoxon_racing_on_rounds_stops_inside_the_first_fine_tuning():

@@ -71,8 +71,9 @@ def fine_tuning_schedule(pruning: PruningConfig | None) -> list[float]:
     return [] if pruning is None else sparsity_schedule(pruning.sparsity, pruning.steps, pruning.one_shot)
 
 
-# round index, victim round accuracy, the round's attack inputs on each of the experiment's target draws
-RoundMonitor = Callable[[int, float, list[AttackInputs]], None]
+# round index, victim round accuracy, and the round's attack inputs on the experiment's target draw number d (0 to
+# draws - 1), built when asked: early stopping reads the study's own draw alone, racing rounds read every draw
+RoundMonitor = Callable[[int, float, Callable[[int], AttackInputs]], None]
 
 
 @dataclass
@@ -513,6 +514,13 @@ def experiment_timings(
     )
 
 
+def _inputs_by_draw(
+    assets: StudyAssets, victim: RoundReport, shadows: list[RoundReport], draw_ids: tuple[int, ...]
+) -> Callable[[int], AttackInputs]:
+    """One round's attack inputs on the experiment's d-th target draw, for its round monitor."""
+    return lambda d: attack_inputs(assets, victim, shadows, draw_ids[d])
+
+
 def run_experiment(
     assets: StudyAssets,
     setting: Setting,
@@ -563,7 +571,7 @@ def run_experiment(
             round_monitor(
                 victim_round.round,
                 victim_round.test_accuracy,
-                [attack_inputs(assets, victim_round, shadow_rounds, draw) for draw in draw_ids],
+                _inputs_by_draw(assets, victim_round, shadow_rounds, draw_ids),
             )
         victim, *shadows = group.finish()
     attack_start = time.perf_counter()
