@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
@@ -131,6 +130,8 @@ def memscores_csv_text(scores: torch.Tensor | np.ndarray, fingerprint: str | Non
     ``wemem-order:<fingerprint>``, so an import can verify the rows follow the same T order; readers of the
     public layout (``index_col=0``, column ``0``) are unaffected.
     """
+    import pandas as pd  # imported when a file is written or read: every Ray worker imports this module
+
     frame = pd.DataFrame({"0": np.asarray(scores, dtype=np.float64)})
     return csv_text(frame, index=True, index_label=None if fingerprint is None else ORDER_TAG + fingerprint)
 
@@ -198,6 +199,8 @@ def read_memscores_csv(path: str | Path, expected_length: int | None = None) -> 
         raise WememError(
             f"mem-score file {path} does not exist; compute it with `wemem memscore compute` or fix the path"
         )
+    import pandas as pd
+
     try:
         frame = pd.read_csv(path, index_col=0, encoding=CSV_ENCODING)
     except Exception as error:  # pandas raises several parser errors

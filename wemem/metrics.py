@@ -7,7 +7,6 @@ its score is >= the threshold.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from .uncertainty import (
     METRIC_FPRS,
@@ -18,6 +17,9 @@ from .uncertainty import (
     tpr_resolution,
     unresolvable_text,
 )
+
+# sklearn.metrics is imported in the functions that use it: it takes about a second to import (scipy.stats with
+# it), which every Ray worker importing wemem would pay, while pruning and training never use it.
 
 __all__ = [
     "METRIC_FPRS",
@@ -108,11 +110,15 @@ def auc(scores: np.ndarray, is_member: np.ndarray) -> float:
     is_member = np.asarray(is_member, dtype=bool)
     if is_member.all() or not is_member.any():
         return float("nan")
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(is_member, np.asarray(scores, dtype=np.float64)))
 
 
 def tpr_at_fpr(scores: np.ndarray, is_member: np.ndarray, max_fpr: float) -> float:
     """The largest TPR of any threshold whose FPR is at most ``max_fpr``."""
+    from sklearn.metrics import roc_curve
+
     # every threshold counts: sklearn's default drops collinear ROC points, which can remove the last point
     # below ``max_fpr`` and understate the TPR there
     fpr, tpr, _ = roc_curve(
@@ -124,6 +130,8 @@ def tpr_at_fpr(scores: np.ndarray, is_member: np.ndarray, max_fpr: float) -> flo
 
 def roc_points(scores: np.ndarray, is_member: np.ndarray, max_points: int = 200) -> dict[str, list[float]]:
     """A thinned ROC curve (FPR, TPR) small enough to store with every trial."""
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(np.asarray(is_member, dtype=bool), np.asarray(scores, dtype=np.float64))
     if len(fpr) > max_points:
         keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))

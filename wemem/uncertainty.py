@@ -13,7 +13,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats
+
+# scipy.stats is imported in the functions that use it: it takes about a second to import, which every Ray worker
+# importing wemem would pay, while pruning and training never use it.
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 1000
@@ -34,13 +36,15 @@ RESOLUTION_FACTOR = 2.0
 def min_false_positives(confidence: float = CONFIDENCE, factor: float = RESOLUTION_FACTOR) -> int:
     """The smallest count k of false positives whose exact Poisson upper confidence bound (the two-sided
     interval's upper end, ``gamma.ppf((1 + confidence) / 2, k + 1)``) is at most ``factor * k``."""
+    from scipy import stats
+
     k = 1
     while stats.gamma.ppf((1 + confidence) / 2, k + 1) > factor * k:
         k += 1
     return k
 
 
-MIN_FALSE_POSITIVES = min_false_positives()
+MIN_FALSE_POSITIVES = 8  # min_false_positives(), written out so that importing this module needs no scipy.stats
 
 
 class Resolution(NamedTuple):
@@ -163,6 +167,8 @@ def bootstrap_intervals(
         return {name: [math.nan, math.nan] for name in INTERVAL_METRICS}
     levels, ranks = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True)
     rows = np.stack([ranks.astype(np.float64), np.asarray(predicted, dtype=np.float64)])
+    from scipy import stats
+
     result = stats.bootstrap(
         (rows[:, is_member], rows[:, ~is_member]),
         _statistics(len(levels)),
@@ -183,6 +189,8 @@ def bootstrap_intervals(
 
 def clopper_pearson(successes: int, trials: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """The exact (Clopper-Pearson) two-sided interval of a binomial proportion."""
+    from scipy import stats
+
     ci = stats.binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence, method="exact")
     return float(ci.low), float(ci.high)
 

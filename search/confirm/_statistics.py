@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from wemem.defenses import Setting
 
@@ -35,6 +34,8 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
     mean = float(x.mean())
     if len(x) < 2:
         return Interval(mean, math.nan, math.nan)
+    from scipy import stats  # here: every wemem command imports this module, and scipy.stats takes a second
+
     half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
     return Interval(mean, mean - half, mean + half)
 

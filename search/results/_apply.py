@@ -9,11 +9,11 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from statistics import NormalDist
 from typing import Literal, NotRequired, TypedDict, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from scipy.stats import norm
 
 from objectives import Reference, TrialOutcome, TrialSpec, evaluate_trial, reference
 from wemem.artifact import (
@@ -650,7 +650,7 @@ def data_sizes(assets: StudyAssets) -> dict[str, object]:
     }
 
 
-Z = float(norm.ppf(0.5 + LEVEL / 2))  # a normal interval's half-width in standard errors
+Z = float(NormalDist().inv_cdf(0.5 + LEVEL / 2))  # a normal interval's half-width in standard errors
 
 
 def normal(mean: float, se: float | None) -> Estimate:

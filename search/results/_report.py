@@ -9,6 +9,7 @@ import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import matplotlib
@@ -20,7 +21,6 @@ import optuna
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 from optuna.trial import TrialState
-from scipy.stats import norm
 
 from wemem.assets import Echo
 from wemem.files import check_output_folder, create_folder, csv_text, write_into, wrote
@@ -142,7 +142,7 @@ def plot_sparsity(
     sampled sparsity, per defense: how far the victim can be pruned before either breaks. ``dense``: the dense
     victim's test accuracy (every trial records it), the floor's reference with ``accuracy_reference = "dense"``."""
     done = table[(table.state == "COMPLETE") & table[SPARSITY_PARAM].notna()]
-    z = float(norm.ppf(0.5 + CONFIDENCE / 2))
+    z = float(NormalDist().inv_cdf(0.5 + CONFIDENCE / 2))
     fig, (leak, acc) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     for defense, group in done.groupby("defense"):
         se = np.nan_to_num(group.privacy_se.to_numpy(dtype=float))  # none stored: no bar

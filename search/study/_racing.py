@@ -9,7 +9,6 @@ from typing import NotRequired, TypedDict
 
 import numpy as np
 import optuna
-import scipy.stats
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
@@ -51,6 +50,8 @@ def wilcoxon_p_value(study: optuna.Study, trial: FrozenTrial) -> tuple[int, floa
     shared = sorted(set(trial.intermediate_values) & set(best.intermediate_values))
     if len(shared) < 2:
         return None
+    import scipy.stats  # here: the module is imported by every trial's Ray actor, which never needs it
+
     differences = [trial.intermediate_values[i] - best.intermediate_values[i] for i in shared]
     worse = "less" if study.direction == StudyDirection.MAXIMIZE else "greater"
     return best.number, float(scipy.stats.wilcoxon(differences, alternative=worse, zero_method="zsplit").pvalue)

